@@ -1,0 +1,186 @@
+"""Engines, column types shared by every package, and the unit of work.
+
+`UnitOfWork` is the only thing that commits. It buffers the jobs a request, job or command asks for,
+records the durable ones in the `jobs` table in the same transaction, and sends them only after the commit.
+On an error it rolls back and sends nothing. Services take a `uow` and may flush, never commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Field, Session, SQLModel
+
+from core.clock import utc_now
+
+if TYPE_CHECKING:
+    from core.settings import DatabaseSettings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLModel.metadata.naming_convention = NAMING_CONVENTION
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC timestamp on PostgreSQL and on SQLite (which keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: timestamps are UTC and must carry their zone")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def id_field() -> Any:
+    return Field(default_factory=uuid.uuid4, primary_key=True)
+
+
+def created_at_field() -> Any:
+    return Field(default_factory=utc_now, sa_type=UTCDateTime, nullable=False)
+
+
+def utc_field(*, nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+def json_field(default_factory: Callable[[], Any] = dict) -> Any:
+    return Field(default_factory=default_factory, sa_type=JSONType, nullable=False)
+
+
+def normalise_url(url: str) -> str:
+    """`postgresql://` means psycopg 3 here."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgres://")
+    return url
+
+
+def make_engine(config: DatabaseSettings) -> Engine:
+    url = sa.make_url(normalise_url(config.url))
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            from pathlib import Path
+
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, echo=config.echo, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # Autocommit at the driver so SQLAlchemy's BEGIN below decides the transaction.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: sa.Connection) -> None:
+            # IMMEDIATE takes the write lock up front, so two writers queue instead of deadlocking.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    # No session state is kept between transactions, so PgBouncer in transaction mode works.
+    return sa.create_engine(
+        url,
+        echo=config.echo,
+        pool_size=config.pool_size,
+        max_overflow=config.max_overflow,
+        pool_timeout=config.pool_timeout,
+        pool_pre_ping=True,
+        connect_args={"prepare_threshold": None},
+    )
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, class_=Session, expire_on_commit=False, autoflush=True)
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+@dataclass
+class PendingJob:
+    actor_name: str
+    kwargs: dict[str, Any]
+    delay_ms: int | None = None
+
+
+@dataclass
+class UnitOfWork:
+    """One transaction: commit, then send the buffered jobs; on error roll back and send nothing."""
+
+    session: Session
+    send: Callable[[list[PendingJob]], None]
+    jobs: list[PendingJob] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def enqueue(self, actor_name: str, *, delay_ms: int | None = None, durable: bool = True, **kwargs: Any) -> None:
+        """Ask for a job to run after the commit.
+
+        A durable job is first written to the `jobs` table in this transaction, so a lost message or a crash
+        between the commit and the send loses nothing: the sweep sends it again.
+        """
+        from core.jobs import record_job  # jobs imports db; keep the cycle local
+
+        if durable:
+            kwargs = {**kwargs, "job_id": str(record_job(self.session, actor_name, kwargs, delay_ms))}
+        self.jobs.append(PendingJob(actor_name, kwargs, delay_ms))
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        self.after_commit.append(callback)
+
+    def flush(self) -> None:
+        self.session.flush()
+
+
+@contextmanager
+def unit_of_work(factory: sessionmaker[Session], send: Callable[[list[PendingJob]], None]) -> Iterator[UnitOfWork]:
+    session = factory()
+    uow = UnitOfWork(session=session, send=send)
+    try:
+        yield uow
+        session.commit()
+    except BaseException:
+        session.rollback()
+        uow.jobs.clear()
+        raise
+    finally:
+        session.close()
+    if uow.jobs:
+        send(uow.jobs)
+    for callback in uow.after_commit:
+        callback()

@@ -1,0 +1,165 @@
+"""The web edge shared by every package: one error handler, JSON helpers, pure ASGI middleware."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy.exc
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.clock import isoformat_z
+from core.errors import AppError
+from core.runtime import Runtime
+
+T = TypeVar("T")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return isoformat_z(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+class JSON(JSONResponse):
+    """JSON with the contract's timestamp, date, id and money formats."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, default=_default, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def error_body(code: str, detail: str) -> dict[str, str]:
+    return {"error": code, "detail": detail}
+
+
+def _wants_html(request: Request) -> bool:
+    path = request.url.path
+    if path.startswith(("/api/", "/webhooks/")):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+async def app_error_handler(request: Request, exc: Exception) -> Response:
+    """Renders every AppError (and a lost database) as `{"error", "detail"}` with its status."""
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        code, detail, status, headers = (
+            "ServiceUnavailable",
+            "the database is unavailable; try again",
+            503,
+            {"Retry-After": "5"},
+        )
+    elif isinstance(exc, AppError):
+        code, detail, status, headers = exc.code, exc.detail, exc.status_code, exc.headers or {}
+    else:  # pragma: no cover - Starlette routes only registered types here
+        raise exc
+    if _wants_html(request):
+        from html import escape
+
+        page = f"<!doctype html><title>{status} {escape(code)}</title><h1>{escape(code)}</h1><p>{escape(detail)}</p>"
+        return HTMLResponse(page, status_code=status, headers=headers)
+    return JSON(error_body(code, detail), status_code=status, headers=headers)
+
+
+def runtime_of(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run sync domain code (sessions, SDKs) off the event loop."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body over `max_bytes` with 413 `{"error", "detail"}` (Starlette sets no limit)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"the request body is larger than {self.max_bytes} bytes"
+        await JSON(error_body("PayloadTooLarge", detail), status_code=413)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        b"script-src 'self'; frame-ancestors 'none'; form-action 'self' https:; base-uri 'self'",
+    ),
+]
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(n, v) for n, v in SECURITY_HEADERS if n not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -1,0 +1,300 @@
+"""Background jobs on dramatiq, with the database as the record of what must happen.
+
+- `@actor(...)` registers a job function; it becomes a dramatiq actor when `install_broker` binds it, so the broker
+  (Redis, RabbitMQ, or the in-process stub) is chosen by the composition root, not at import time.
+- Durable jobs have a row in `jobs` (written in the caller's transaction by `UnitOfWork.enqueue`). The actor marks it
+  done in the same transaction as its work, skips it if it is already done, and the sweep re-sends rows left pending.
+- `@periodic(...)` jobs run once per period however many workers are up: the first to insert the
+  `scheduled_runs(name, period_start)` row enqueues it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import sqlalchemy as sa
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage
+from sqlmodel import Session, col, select
+
+from core.clock import utc_now
+from core.db import PendingJob, UnitOfWork
+from core.models import Job, JobStatus, ScheduledRun
+
+log = logging.getLogger("giving.jobs")
+
+# How long a durable job may stay pending after it was sent before the sweep sends it again.
+RESEND_AFTER = dt.timedelta(minutes=2)
+
+
+@dataclass
+class JobSpec:
+    name: str
+    fn: Callable[..., Any]
+    queue: str
+    time_limit_ms: int
+    max_retries: int
+    min_backoff_ms: int
+    max_backoff_ms: int
+    with_uow: bool
+
+
+@dataclass
+class PeriodicSpec:
+    name: str
+    actor_name: str
+    every: dt.timedelta
+
+
+REGISTRY: dict[str, JobSpec] = {}
+PERIODIC: dict[str, PeriodicSpec] = {}
+_dramatiq_actors: dict[str, dramatiq.Actor[Any, Any]] = {}
+
+
+def actor(
+    name: str,
+    *,
+    queue: str = "default",
+    time_limit_ms: int = 60_000,
+    max_retries: int = 5,
+    min_backoff_ms: int = 1_000,
+    max_backoff_ms: int = 300_000,
+    with_uow: bool = True,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a job. With `with_uow` the function is called as `fn(uow, **kwargs)` inside one unit of work
+    that also marks its durable job row done; otherwise as `fn(**kwargs)` and it opens its own."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in REGISTRY and REGISTRY[name].fn is not fn:
+            raise RuntimeError(f"two jobs are named {name}")
+        REGISTRY[name] = JobSpec(name, fn, queue, time_limit_ms, max_retries, min_backoff_ms, max_backoff_ms, with_uow)
+        return fn
+
+    return register
+
+
+def periodic(
+    name: str, *, every: dt.timedelta, actor_name: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        PERIODIC[name] = PeriodicSpec(name, actor_name or name, every)
+        return fn
+
+    return register
+
+
+def record_job(session: Session, actor_name: str, kwargs: dict[str, Any], delay_ms: int | None) -> uuid.UUID:
+    now = utc_now()
+    job = Job(
+        actor_name=actor_name,
+        arguments=kwargs,
+        created_at=now,
+        available_at=now + dt.timedelta(milliseconds=delay_ms or 0),
+        last_sent_at=now,
+    )
+    session.add(job)
+    return job.id
+
+
+def make_broker(url: str) -> dramatiq.Broker:
+    if not url:
+        return StubBroker(fail_fast_default=False)
+    if url.startswith(("redis://", "rediss://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(url=url, namespace="giving")
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    # Publisher confirms: a send returns only once RabbitMQ has the message.
+    return RabbitmqBroker(url=url, confirm_delivery=True)
+
+
+def install_broker(broker: dramatiq.Broker) -> dramatiq.Broker:
+    """Make `broker` the global one and bind every registered job to it as a dramatiq actor."""
+    if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
+        broker.add_middleware(CurrentMessage())
+    dramatiq.set_broker(broker)
+    _dramatiq_actors.clear()
+    for spec in REGISTRY.values():
+        _dramatiq_actors[spec.name] = dramatiq.Actor(
+            _runner(spec),
+            broker=broker,
+            actor_name=spec.name,
+            queue_name=spec.queue,
+            priority=0,
+            options={
+                "time_limit": spec.time_limit_ms,
+                "max_retries": spec.max_retries,
+                "min_backoff": spec.min_backoff_ms,
+                "max_backoff": spec.max_backoff_ms,
+            },
+        )
+    return broker
+
+
+def queue_names() -> set[str]:
+    return {spec.queue for spec in REGISTRY.values()}
+
+
+def send_jobs(jobs: list[PendingJob]) -> None:
+    """Hand committed jobs to the broker. A failure here loses nothing durable: the sweep re-sends."""
+    for job in jobs:
+        dramatiq_actor = _dramatiq_actors.get(job.actor_name)
+        if dramatiq_actor is None:
+            raise RuntimeError(f"no job is named {job.actor_name}")
+        try:
+            dramatiq_actor.send_with_options(kwargs=job.kwargs, delay=job.delay_ms)
+        except Exception:
+            if "job_id" not in job.kwargs:
+                raise
+            log.warning("broker send failed for %s; the sweep will send it again", job.actor_name, exc_info=True)
+
+
+def _runner(spec: JobSpec) -> Callable[..., Any]:
+    def run(**kwargs: Any) -> Any:
+        from core.runtime import get_runtime
+
+        runtime = get_runtime()
+        job_id = kwargs.pop("job_id", None)
+        try:
+            if spec.with_uow:
+                with runtime.unit_of_work() as uow:
+                    if job_id is not None and not _claim(uow, uuid.UUID(job_id)):
+                        return None
+                    result = spec.fn(uow, **kwargs)
+                    if job_id is not None:
+                        _mark_done(uow.session, uuid.UUID(job_id))
+                return result
+            if job_id is not None:
+                with runtime.unit_of_work() as uow:
+                    if not _claim(uow, uuid.UUID(job_id)):
+                        return None
+            result = spec.fn(**kwargs)
+            if job_id is not None:
+                with runtime.unit_of_work() as uow:
+                    _mark_done(uow.session, uuid.UUID(job_id))
+            return result
+        except Exception as exc:
+            if job_id is not None:
+                _record_failure(spec, uuid.UUID(job_id), exc)
+            raise
+
+    run.__name__ = spec.name.replace(".", "_")
+    return run
+
+
+def _claim(uow: UnitOfWork, job_id: uuid.UUID) -> bool:
+    """Lock the job row (PostgreSQL) so a duplicate message waits, then run only if still pending."""
+    query = select(Job).where(Job.id == job_id)
+    if uow.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    job = uow.session.exec(query).first()
+    return job is not None and job.status == JobStatus.PENDING
+
+
+def _mark_done(session: Session, job_id: uuid.UUID) -> None:
+    session.execute(sa.update(Job).where(col(Job.id) == job_id).values(status=JobStatus.DONE, done_at=utc_now()))
+
+
+def _record_failure(spec: JobSpec, job_id: uuid.UUID, exc: Exception) -> None:
+    from core.runtime import get_runtime
+
+    message = CurrentMessage.get_current_message()
+    retries = message.options.get("retries", 0) if message is not None else 0
+    final = retries >= spec.max_retries
+    error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
+    try:
+        with get_runtime().unit_of_work() as uow:
+            uow.session.execute(
+                sa.update(Job)
+                .where(col(Job.id) == job_id, col(Job.status) == JobStatus.PENDING)
+                .values(
+                    attempts=Job.attempts + 1,  # type: ignore[operator]
+                    last_error=error,
+                    status=JobStatus.FAILED if final else JobStatus.PENDING,
+                    last_sent_at=utc_now(),
+                )
+            )
+    except Exception:
+        log.exception("could not record the failure of job %s", job_id)
+
+
+def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, limit: int = 1000) -> int:
+    """Send again every durable job still pending a while after it was last sent."""
+    now = utc_now()
+    stale = uow.session.exec(
+        select(Job)
+        .where(Job.status == JobStatus.PENDING, col(Job.available_at) <= now, col(Job.last_sent_at) < now - older_than)
+        .order_by(col(Job.created_at))
+        .limit(limit)
+    ).all()
+    for job in stale:
+        job.last_sent_at = now
+        uow.jobs.append(PendingJob(job.actor_name, {**job.arguments, "job_id": str(job.id)}))
+    return len(stale)
+
+
+def pending_count(session: Session) -> int:
+    return int(session.exec(select(sa.func.count()).select_from(Job).where(Job.status == JobStatus.PENDING)).one())
+
+
+def period_start(now: dt.datetime, every: dt.timedelta) -> dt.datetime:
+    seconds = int(every.total_seconds())
+    epoch = int(now.timestamp())
+    return dt.datetime.fromtimestamp(epoch - epoch % seconds, dt.UTC)
+
+
+def claim_period(uow: UnitOfWork, name: str, start: dt.datetime) -> bool:
+    """Insert the run row; True only for the one process that inserted it."""
+    table = ScheduledRun.__table__  # type: ignore[attr-defined]
+    dialect = uow.session.get_bind().dialect.name
+    values = {"name": name, "period_start": start, "started_at": utc_now()}
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(table).values(**values).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
+    return uow.session.execute(stmt.returning(table.c.name)).first() is not None
+
+
+class Scheduler(threading.Thread):
+    """Runs in every worker process; the `scheduled_runs` table makes each period run once in all."""
+
+    def __init__(self, unit_of_work: Callable[[], Any], tick_seconds: float = 1.0):
+        super().__init__(name="giving-scheduler", daemon=True)
+        self._unit_of_work = unit_of_work
+        self._tick = tick_seconds
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run_once(self) -> list[str]:
+        started = []
+        now = utc_now()
+        for spec in PERIODIC.values():
+            start = period_start(now, spec.every)
+            try:
+                with self._unit_of_work() as uow:
+                    if claim_period(uow, spec.name, start):
+                        uow.enqueue(spec.actor_name)
+                        started.append(spec.name)
+            except Exception:
+                log.exception("scheduler could not start %s", spec.name)
+        return started
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._stop.wait(self._tick)

@@ -1,0 +1,104 @@
+"""Money as integer minor units with an ISO currency. Never float."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from enum import StrEnum
+
+from babel.numbers import format_currency
+
+
+class Currency(StrEnum):
+    GBP = "GBP"
+    EUR = "EUR"
+
+
+_MINOR_UNITS = {Currency.GBP: 2, Currency.EUR: 2}
+
+
+class MoneyError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Money:
+    amount: int
+    currency: Currency = Currency.GBP
+
+    def __post_init__(self) -> None:
+        if isinstance(self.amount, bool) or not isinstance(self.amount, int):
+            raise MoneyError(f"money amounts are integer minor units, not {type(self.amount).__name__}")
+
+    @classmethod
+    def zero(cls, currency: Currency | str = Currency.GBP) -> Money:
+        return cls(0, Currency(currency))
+
+    @classmethod
+    def parse(cls, text: str, currency: Currency | str = Currency.GBP) -> Money:
+        """`"12.50"` → Money(1250). Refuses more decimals than the currency has."""
+        cur = Currency(str(currency).upper())
+        cleaned = text.strip().replace(",", "").lstrip("£")
+        try:
+            value = Decimal(cleaned)
+        except InvalidOperation as exc:
+            raise MoneyError(f"{text!r} is not an amount of money") from exc
+        if not value.is_finite():
+            raise MoneyError(f"{text!r} is not an amount of money")
+        places = _MINOR_UNITS[cur]
+        scaled = value.scaleb(places)
+        if scaled != scaled.to_integral_value():
+            raise MoneyError(f"{text!r} has more than {places} decimal places")
+        return cls(int(scaled), cur)
+
+    def _check(self, other: Money) -> None:
+        if self.currency != other.currency:
+            raise MoneyError(f"cannot mix {self.currency} and {other.currency}")
+
+    def __add__(self, other: Money) -> Money:
+        self._check(other)
+        return Money(self.amount + other.amount, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._check(other)
+        return Money(self.amount - other.amount, self.currency)
+
+    def __neg__(self) -> Money:
+        return Money(-self.amount, self.currency)
+
+    def decimal(self) -> Decimal:
+        return Decimal(self.amount).scaleb(-_MINOR_UNITS[self.currency])
+
+    def plain(self) -> str:
+        """`1234.50`: two decimals, no separators (HMRC XML and spreadsheets)."""
+        return f"{self.decimal():.2f}"
+
+    def format(self) -> str:
+        """`£1,234.50`."""
+        return format_currency(self.decimal(), str(self.currency), locale="en_GB")
+
+    def to_json(self) -> dict[str, object]:
+        return {"amount": self.amount, "currency": str(self.currency)}
+
+
+def percent_of(amount: int, numerator: int, denominator: int) -> int:
+    """`amount * numerator / denominator` in minor units, rounded half up: the one rounding rule."""
+    if denominator <= 0:
+        raise MoneyError("denominator must be positive")
+    value = (Decimal(amount) * numerator / denominator).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    return int(value)
+
+
+def gift_aid_on(amount: int) -> int:
+    """Gift Aid at the basic rate: 25p for every £1 (20/80), rounded half up to the penny."""
+    return percent_of(amount, 25, 100)
+
+
+def pence_from_decimal_string(values: list[str]) -> int:
+    """Add GoCardless-style decimal pence strings ("100.0") exactly, then round once (half up)."""
+    total = sum((Decimal(v) for v in values), Decimal(0))
+    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def format_pence(amount: int, currency: str = "GBP") -> str:
+    return Money(amount, Currency(currency)).format()

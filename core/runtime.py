@@ -1,0 +1,112 @@
+"""The process's engine, sessionmaker, broker and settings, built once by a composition root.
+
+Web handlers, actors and commands all open units of work through `Runtime.unit_of_work()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session
+
+from core import jobs
+from core.db import UnitOfWork, make_engine, make_sessionmaker, unit_of_work
+from core.settings import Settings
+
+log = logging.getLogger("giving.runtime")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    broker: dramatiq.Broker
+    services: dict[str, Any] = field(default_factory=dict)
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[UnitOfWork]:
+        with unit_of_work(self.sessions, jobs.send_jobs) as uow:
+            yield uow
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only: nothing it does is committed."""
+        session = self.sessions()
+        try:
+            yield session
+        finally:
+            session.rollback()
+            session.close()
+
+    @property
+    def inline(self) -> bool:
+        return not self.settings.broker.url
+
+
+_current: Runtime | None = None
+
+
+def build_runtime(settings: Settings, *, broker: dramatiq.Broker | None = None) -> Runtime:
+    """Engine, sessionmaker and broker for this process; binds every registered job to the broker."""
+    engine = make_engine(settings.database)
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        broker=jobs.install_broker(broker or jobs.make_broker(settings.broker.url)),
+    )
+    set_runtime(runtime)
+    return runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    global _current
+    _current = runtime
+
+
+def get_runtime() -> Runtime:
+    if _current is None:
+        raise RuntimeError("no runtime: a composition root (giving.app, giving.worker, giving.cli) builds it first")
+    return _current
+
+
+class InlineWorker:
+    """The in-process worker used when no broker is configured: the same actors, run on threads here."""
+
+    def __init__(self, runtime: Runtime, threads: int):
+        self.runtime = runtime
+        self.threads = threads
+        self.worker: dramatiq.Worker | None = None
+        self.scheduler: jobs.Scheduler | None = None
+
+    def start(self, *, scheduler: bool = True) -> None:
+        broker = self.runtime.broker
+        broker.emit_after("process_boot")
+        self.worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=self.threads)
+        self.worker.start()
+        if scheduler:
+            self.scheduler = jobs.Scheduler(self.runtime.unit_of_work)
+            self.scheduler.start()
+
+    def join(self, timeout_ms: int = 60_000) -> None:
+        """Wait until every queue is empty (tests and the demo)."""
+        broker = self.runtime.broker
+        for queue in list(broker.get_declared_queues()):
+            broker.join(queue, timeout=timeout_ms)  # type: ignore[attr-defined]
+        if self.worker is not None:
+            self.worker.join()
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self.worker is not None:
+            self.worker.stop()
+        self.runtime.broker.emit_before("process_stop")

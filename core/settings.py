@@ -1,0 +1,282 @@
+"""Typed settings: `settings.toml` (or `GIVING_SETTINGS`) overridden by `GIVING_<SECTION>__<KEY>` variables.
+
+Secrets are read only from the environment: a secret key found in the TOML file is refused at start-up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+SECRET_KEYS: dict[str, set[str]] = {
+    "stripe": {"secret_key", "webhook_secret"},
+    "gocardless": {"access_token", "webhook_secret"},
+    "email": {"password"},
+    "web": {"secret_key"},
+    "hmrc": {"password"},
+}
+
+
+class SettingsError(Exception):
+    """A bad settings file or value; the message says which key and why."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(Section):
+    url: str = "sqlite:///./var/giving.sqlite3"
+    pool_size: int = Field(default=5, ge=1, le=100)
+    max_overflow: int = Field(default=5, ge=0, le=100)
+    pool_timeout: float = Field(default=10.0, gt=0)
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError("must be sqlite:///PATH, postgresql://... or postgresql+psycopg://...")
+        return value
+
+
+class BrokerSettings(Section):
+    url: str = ""
+    # In-process worker threads when no broker is configured.
+    inline_threads: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and not re.match(r"^(redis|rediss|amqp|amqps)://", value):
+            raise ValueError('must be "" (in-process), redis://... or amqp://...')
+        return value
+
+
+class StripeSettings(Section):
+    secret_key: SecretStr = SecretStr("")
+    webhook_secret: SecretStr = SecretStr("")
+    api_base: str = ""
+    # A live installation refuses test-mode events and the other way round.
+    livemode: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.secret_key.get_secret_value() and self.webhook_secret.get_secret_value())
+
+
+class GoCardlessSettings(Section):
+    access_token: SecretStr = SecretStr("")
+    webhook_secret: SecretStr = SecretStr("")
+    environment: Literal["sandbox", "live"] = "sandbox"
+    base_url: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.access_token.get_secret_value() and self.webhook_secret.get_secret_value())
+
+
+class CharitySettings(Section):
+    name: str = "Calais Refugee Aid"
+    hmrc_reference: str = "AB12345"
+    regulator: Literal["CCEW", "CCNI", "OSCR", "none", "other"] = "CCEW"
+    registration_number: str = "1234567"
+    address: str = "1 Example Street, Dover"
+    postcode: str = "CT16 1AA"
+    email: str = "hello@example.org"
+    phone: str = "01304 000000"
+    logo_path: str = ""
+    # "04-05" is the tax year; otherwise the month-day of the accounting year end.
+    financial_year_end: str = "04-05"
+    # The date HMRC recognised the charity; gifts before it are not claimable.
+    recognised_on: dt.date = dt.date(2015, 1, 1)
+    authorised_official_first_name: str = "Jane"
+    authorised_official_last_name: str = "Treasurer"
+    authorised_official_phone: str = "01304 000000"
+
+    @field_validator("financial_year_end")
+    @classmethod
+    def _month_day(cls, value: str) -> str:
+        match = re.fullmatch(r"(\d{2})-(\d{2})", value)
+        if not match:
+            raise ValueError('must be "MM-DD", e.g. "04-05" or "12-31"')
+        try:
+            dt.date(2001, int(match[1]), int(match[2]))
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a month-day") from exc
+        return value
+
+
+class GiftAidSettings(Section):
+    aggregate_limit: int = Field(default=2000, ge=0, le=3000)
+    # Oral declarations wait for the 30-day cancellation window after the written confirmation.
+    wait_for_oral_cancellation_window: bool = True
+    donation_wording_version: str = "hmrc-enduring-2025"
+
+
+class HmrcSettings(Section):
+    gateway_url: str = "https://transaction-engine.tax.service.gov.uk/submission"
+    sender_id: str = ""
+    password: SecretStr = SecretStr("")
+    vendor_id: str = "0000"
+    test_mode: bool = True
+
+
+class ReceiptsSettings(Section):
+    storage_dir: str = "./var/receipts"
+    from_email: str = "receipts@example.org"
+    # "per_gift" (a receipt for each gift) or "annual" (a yearly statement instead), for new supporters.
+    default_preference: Literal["per_gift", "annual"] = "per_gift"
+
+
+class EmailSettings(Section):
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    use_tls: bool = False
+    from_email: str = "hello@example.org"
+    timeout: float = 10.0
+
+
+class WebSettings(Section):
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: SecretStr = SecretStr("")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    session_hours: int = Field(default=8, ge=1)
+    # Public forms: requests per client address per minute.
+    form_rate_per_minute: int = Field(default=10, ge=1)
+    login_rate_per_minute: int = Field(default=10, ge=1)
+    secure_cookies: bool = False
+    keep_webhook_bodies_days: int = Field(default=90, ge=1)
+
+
+class DonationSettings(Section):
+    min_amount: int = Field(default=100, ge=1)
+    max_amount: int = Field(default=1_000_000, ge=100)
+    regular_grace_days: int = Field(default=7, ge=0)
+
+
+class ShopSettings(Section):
+    # VAT in basis points (2000 = 20%); 0 while the charity is below the VAT threshold.
+    vat_rate_bp: int = Field(default=0, ge=0, le=10_000)
+    low_stock_threshold: int = Field(default=5, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GIVING_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    env: Literal["production", "development", "test", "demo"] = "development"
+    database: DatabaseSettings = DatabaseSettings()
+    broker: BrokerSettings = BrokerSettings()
+    stripe: StripeSettings = StripeSettings()
+    gocardless: GoCardlessSettings = GoCardlessSettings()
+    charity: CharitySettings = CharitySettings()
+    giftaid: GiftAidSettings = GiftAidSettings()
+    hmrc: HmrcSettings = HmrcSettings()
+    receipts: ReceiptsSettings = ReceiptsSettings()
+    email: EmailSettings = EmailSettings()
+    web: WebSettings = WebSettings()
+    donations: DonationSettings = DonationSettings()
+    shop: ShopSettings = ShopSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """`settings.toml` from the current directory, or the file named by GIVING_SETTINGS."""
+
+    def __init__(self, settings_cls: type[BaseSettings]):
+        super().__init__(settings_cls)
+        self._data = _read_toml()
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+def settings_path() -> Path | None:
+    named = os.environ.get("GIVING_SETTINGS")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise SettingsError(f"GIVING_SETTINGS names {named}, which is not a file")
+        return path
+    local = Path("settings.toml")
+    return local if local.is_file() else None
+
+
+def _read_toml() -> dict[str, Any]:
+    path = settings_path()
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+    for section, keys in SECRET_KEYS.items():
+        found = keys & set(data.get(section, {}) or {})
+        if found:
+            names = ", ".join(f"[{section}] {k}" for k in sorted(found))
+            raise SettingsError(
+                f"{path}: {names} is a secret; set it in the environment "
+                f"(GIVING_{section.upper()}__{sorted(found)[0].upper()}), never in a file"
+            )
+    return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings, turning pydantic's report into one clear message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            problems.append(f"{where}: {error['msg']}")
+        raise SettingsError("bad settings: " + "; ".join(problems)) from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def feature_warnings(settings: Settings) -> list[str]:
+    """What is turned off because a secret is missing (logged at start-up)."""
+    warnings = []
+    if not settings.stripe.enabled:
+        warnings.append(
+            "Stripe is off: set GIVING_STRIPE__SECRET_KEY and GIVING_STRIPE__WEBHOOK_SECRET "
+            "(its webhook answers 404, card checkout 503)"
+        )
+    if not settings.gocardless.enabled:
+        warnings.append(
+            "GoCardless is off: set GIVING_GOCARDLESS__ACCESS_TOKEN and GIVING_GOCARDLESS__WEBHOOK_SECRET "
+            "(its webhook answers 404, Direct Debit checkout 503)"
+        )
+    return warnings

@@ -1,0 +1,7 @@
+"""Errors of crm."""
+
+from core.errors import AppError
+
+
+class CrmError(AppError):
+    pass

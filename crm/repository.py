@@ -1,0 +1,1 @@
+"""Queries for crm tables. Private to the package: other packages call crm.service."""

@@ -1,0 +1,1 @@
+"""Jobs of crm (dramatiq actors through core.jobs)."""

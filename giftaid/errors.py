@@ -1,0 +1,7 @@
+"""Errors of giftaid."""
+
+from core.errors import AppError
+
+
+class GiftAidError(AppError):
+    pass

@@ -1,0 +1,1 @@
+"""Gift Aid claims: tables are added by the Gift Aid issue."""

@@ -1,0 +1,1 @@
+"""Queries for giftaid tables. Private to the package: other packages call giftaid.service."""

@@ -1,0 +1,1 @@
+"""Jobs of giftaid (dramatiq actors through core.jobs)."""

@@ -1,0 +1,115 @@
+"""The web application: `create_app(settings)` composes every package's routes over one runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+import crm.routes
+import giftaid.routes
+import payments.routes
+import receipts.routes
+import webhooks.routes
+from core import jobs
+from core.errors import AppError
+from core.http import JSON, BodyLimitMiddleware, SecurityHeadersMiddleware, app_error_handler, in_thread
+from core.logging import configure_logging
+from core.runtime import InlineWorker, Runtime, build_runtime
+from core.settings import Settings, feature_warnings, get_settings
+from giving import worker as worker_root
+
+log = logging.getLogger("giving.app")
+
+
+async def healthz(request: Request) -> Response:
+    return JSON({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+
+    def check() -> tuple[dict[str, Any], int]:
+        body: dict[str, Any] = {"database": "ok", "broker": "ok", "pending_events": 0, "pending_jobs": 0}
+        status = 200
+        try:
+            with runtime.read_session() as session:
+                from webhooks.service import pending_event_count
+
+                body["pending_events"] = pending_event_count(session)
+                body["pending_jobs"] = jobs.pending_count(session)
+        except sa.exc.SQLAlchemyError:
+            body["database"] = "unavailable"
+            status = 503
+        if not worker_root.broker_reachable(runtime):
+            body["broker"] = "unavailable"
+        return body, status
+
+    body, status = await in_thread(check)
+    return JSON(body, status_code=status)
+
+
+def create_app(
+    settings: Settings | None = None, *, runtime: Runtime | None = None, start_inline_worker: bool = True
+) -> Starlette:
+    settings = settings or (runtime.settings if runtime else get_settings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        configure_logging()
+        for warning in feature_warnings(settings):
+            log.warning(warning)
+        worker_root.import_tasks()
+        rt = runtime or build_runtime(settings)
+        app.state.runtime = rt
+        inline: InlineWorker | None = None
+        if rt.inline and start_inline_worker:
+            inline = InlineWorker(rt, settings.broker.inline_threads)
+            inline.start()
+            app.state.inline_worker = inline
+        try:
+            yield
+        finally:
+            if inline is not None:
+                inline.stop()
+            if runtime is None:
+                rt.engine.dispose()
+
+    from giving.staff import routes as staff_routes
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        *payments.routes.routes,
+        *crm.routes.routes,
+        *giftaid.routes.routes,
+        *receipts.routes.routes,
+        Mount("/webhooks", routes=webhooks.routes.routes),
+        Mount("/staff", routes=staff_routes.routes),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(SecurityHeadersMiddleware),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.web.max_body_bytes),
+        ],
+        exception_handlers={
+            AppError: app_error_handler,
+            sa.exc.OperationalError: app_error_handler,
+            sa.exc.InterfaceError: app_error_handler,
+        },
+        lifespan=lifespan,
+    )
+
+
+def asgi() -> Starlette:
+    """Factory for `uvicorn --factory giving.app:asgi` (one per web process)."""
+    return create_app()

@@ -1,0 +1,144 @@
+"""The `giving` command. Results go to stdout, logs to stderr; errors exit 1 with a message, no traceback."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+
+from core.errors import AppError
+from core.logging import configure_logging
+from core.runtime import Runtime, build_runtime
+from core.settings import Settings, SettingsError, get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Giving: donations and supporter CRM.")
+db_app = typer.Typer(no_args_is_help=True, help="The database.")
+app.add_typer(db_app, name="db")
+
+log = logging.getLogger("giving.cli")
+
+# Each area adds its commands in giving/commands/<area>.py with `register(app)`.
+COMMAND_MODULES = ("staff", "payments", "giftaid", "receipts", "shop", "demo")
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+        raise  # unreachable
+
+
+@contextmanager
+def command_runtime(*, with_tasks: bool = True) -> Iterator[Runtime]:
+    """A runtime for one command, with every job registered; AppErrors become `error: ...` and exit 1."""
+    settings = settings_or_exit()
+    configure_logging("WARNING" if settings.env != "development" else "INFO")
+    if with_tasks:
+        from giving.worker import import_tasks
+
+        import_tasks()
+    runtime = build_runtime(settings)
+    try:
+        yield runtime
+    except AppError as exc:
+        fail(exc.detail)
+    finally:
+        runtime.engine.dispose()
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the migrations and leave a stocked default shop catalogue."""
+    settings = settings_or_exit()
+    configure_logging("WARNING")
+    from core import migrate
+
+    try:
+        migrate.upgrade(settings.database.url)
+    except Exception as exc:  # a database that cannot be reached or migrated: a message, not a traceback
+        fail(f"could not upgrade {settings.database.url.split('@')[-1]}: {exc}")
+    with command_runtime() as runtime, runtime.unit_of_work() as uow:
+        from payments import service as payments_service
+
+        payments_service.ensure_default_catalogue(uow)
+    typer.echo("database is up to date")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Web processes."),
+) -> None:
+    """The web application (with the jobs run in-process when no broker is configured)."""
+    settings_or_exit()
+    import uvicorn
+
+    uvicorn.run(
+        "giving.app:asgi",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=5,
+        # Slow clients are cut off: h11 limits on incomplete requests.
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+
+
+@app.command()
+def worker(
+    processes: int = typer.Option(1, "--processes", min=1, help="Worker processes."),
+    threads: int = typer.Option(4, "--threads", min=1, help="Threads per process."),
+) -> None:
+    """dramatiq workers for every job, plus the periodic jobs."""
+    settings = settings_or_exit()
+    if not settings.broker.url:
+        fail("no broker is configured ([broker] url); `giving serve` runs the jobs in-process")
+    command = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "giving.worker_boot",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+    ]
+    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"giving.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"giving.commands.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

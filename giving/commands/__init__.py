@@ -1,0 +1,1 @@
+"""Sub-commands of `giving`, one file per area."""

@@ -1,0 +1,1 @@
+"""Staff web pages (server-rendered), mounted at /staff."""

@@ -1,0 +1,5 @@
+"""Staff pages under /staff."""
+
+from starlette.routing import BaseRoute
+
+routes: list[BaseRoute] = []

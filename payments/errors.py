@@ -1,0 +1,7 @@
+"""Errors of payments."""
+
+from core.errors import AppError
+
+
+class PaymentsError(AppError):
+    pass

@@ -1,0 +1,1 @@
+"""Provider SDK seams: the only modules that call stripe and gocardless_pro."""

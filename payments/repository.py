@@ -1,0 +1,1 @@
+"""Queries for payments tables. Private to the package: other packages call payments.service."""

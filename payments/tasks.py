@@ -1,0 +1,1 @@
+"""Jobs of payments (dramatiq actors through core.jobs)."""

@@ -1,0 +1,7 @@
+"""Errors of receipts."""
+
+from core.errors import AppError
+
+
+class ReceiptsError(AppError):
+    pass

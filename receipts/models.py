@@ -1,0 +1,1 @@
+"""Receipts and statements: tables are added by the receipts issue."""

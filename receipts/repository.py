@@ -1,0 +1,1 @@
+"""Queries for receipts tables. Private to the package: other packages call receipts.service."""

@@ -1,0 +1,1 @@
+"""Use cases of receipts. Never commits: the caller's unit of work does."""

@@ -1,0 +1,1 @@
+"""Jobs of receipts (dramatiq actors through core.jobs)."""

@@ -1,0 +1,89 @@
+"""Units of work and durable jobs: sent only after commit, never lost, run once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlmodel import select
+
+from core import jobs
+from core.models import AppSecret, Job, JobStatus
+from core.runtime import InlineWorker, Runtime
+
+RUNS: list[str] = []
+_lock = threading.Lock()
+
+
+@jobs.actor("tests.remember", max_retries=0)
+def remember(uow, name: str) -> None:  # type: ignore[no-untyped-def]
+    uow.session.add(AppSecret(name=name, value="x"))
+    with _lock:
+        RUNS.append(name)
+
+
+@pytest.fixture(autouse=True)
+def _clear_runs() -> None:
+    RUNS.clear()
+
+
+def test_job_is_sent_after_commit_and_marked_done(runtime: Runtime, worker: InlineWorker) -> None:
+    with runtime.unit_of_work() as uow:
+        uow.enqueue("tests.remember", name="a")
+        assert RUNS == []
+    worker.join()
+    assert RUNS == ["a"]
+    with runtime.read_session() as session:
+        job = session.exec(select(Job)).one()
+        assert job.status == JobStatus.DONE
+        assert session.get(AppSecret, "a") is not None
+
+
+def test_rolled_back_work_sends_nothing(runtime: Runtime, worker: InlineWorker) -> None:
+    with pytest.raises(RuntimeError), runtime.unit_of_work() as uow:
+        uow.enqueue("tests.remember", name="b")
+        raise RuntimeError("boom")
+    worker.join()
+    assert RUNS == []
+    with runtime.read_session() as session:
+        assert session.exec(select(Job)).all() == []
+
+
+def test_lost_message_is_sent_again_by_the_sweep_and_runs_once(runtime: Runtime, worker: InlineWorker) -> None:
+    sent = jobs.send_jobs
+    try:
+        jobs.send_jobs = lambda pending: None  # type: ignore[assignment]  # the broker lost it
+        with runtime.unit_of_work() as uow:
+            uow.enqueue("tests.remember", name="c")
+    finally:
+        jobs.send_jobs = sent
+    worker.join()
+    assert RUNS == []
+    with runtime.unit_of_work() as uow:
+        assert jobs.resend_pending(uow, older_than=dt.timedelta(0)) == 1
+    worker.join()
+    with runtime.unit_of_work() as uow:
+        # Already done: a second sweep finds nothing, and a duplicate message would be skipped.
+        assert jobs.resend_pending(uow, older_than=dt.timedelta(0)) == 0
+    assert RUNS == ["c"]
+
+
+def test_duplicate_message_runs_once(runtime: Runtime, worker: InlineWorker) -> None:
+    with runtime.unit_of_work() as uow:
+        uow.enqueue("tests.remember", name="d")
+        pending = list(uow.jobs)
+    jobs.send_jobs(pending)
+    jobs.send_jobs(pending)
+    worker.join()
+    assert RUNS == ["d"]
+
+
+def test_a_period_is_claimed_once(runtime: Runtime) -> None:
+    start = jobs.period_start(dt.datetime(2026, 1, 1, 12, 0, 30, tzinfo=dt.UTC), dt.timedelta(minutes=1))
+    assert start == dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+    results = []
+    for _ in range(3):
+        with runtime.unit_of_work() as uow:
+            results.append(jobs.claim_period(uow, "tests.period", start))
+    assert results == [True, False, False]

@@ -1,0 +1,7 @@
+"""Errors of webhooks."""
+
+from core.errors import AppError
+
+
+class WebhooksError(AppError):
+    pass

@@ -1,0 +1,1 @@
+"""Jobs of webhooks (dramatiq actors through core.jobs)."""
