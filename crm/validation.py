@@ -1,0 +1,139 @@
+"""Donor details as HMRC needs them, checked when they are entered rather than when a claim is built."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from email_validator import EmailNotValidError, validate_email
+
+from crm.errors import InvalidDonorDetails
+
+# UK postcode (HMRC's r68_PostCodeType, written with one space).
+UK_POSTCODE = re.compile(r"^(GIR 0AA|[A-Z]{1,2}[0-9][0-9A-Z]? [0-9][A-Z]{2})$")
+# Jersey, Guernsey and the Isle of Man are non-UK for HMRC (postcode X / Overseas).
+CROWN_DEPENDENCIES = {"JE", "GG", "IM"}
+TITLE = re.compile(r"^[A-Za-z]{1,4}$")
+NAME = re.compile(r"^[^\x00-\x1f]{1,35}$")
+
+
+def normalise_email(raw: str) -> str:
+    """NFKC, trimmed, lower case; refuses what is not an email address."""
+    text = unicodedata.normalize("NFKC", raw or "").strip()
+    if not text:
+        raise InvalidDonorDetails("an email address is needed", {"email": "Enter an email address"})
+    try:
+        checked = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidDonorDetails(
+            f"{raw!r} is not an email address: {exc}", {"email": "Enter a valid email address"}
+        ) from exc
+    return checked.normalized.lower()
+
+
+def normalise_postcode(raw: str, country: str = "GB") -> str:
+    """A UK postcode in upper case with one space; other countries' as given (trimmed, upper case)."""
+    text = re.sub(r"\s+", "", unicodedata.normalize("NFKC", raw or "")).upper()
+    if country.upper() != "GB":
+        return (raw or "").strip().upper()[:10]
+    if len(text) < 5:
+        raise InvalidDonorDetails(f"{raw!r} is not a UK postcode", {"postcode": "Enter a valid UK postcode"})
+    formatted = f"{text[:-3]} {text[-3:]}"
+    if not UK_POSTCODE.match(formatted):
+        raise InvalidDonorDetails(f"{raw!r} is not a UK postcode", {"postcode": "Enter a valid UK postcode"})
+    return formatted
+
+
+def is_non_uk(country: str) -> bool:
+    return country.upper() != "GB"
+
+
+def house_from_line1(line1: str) -> str:
+    """HMRC's house name or number: the leading number of the first address line, or the line (≤ 40 chars)."""
+    text = " ".join((line1 or "").split())
+    match = re.match(r"^(\d+[A-Za-z]?(?:-\d+[A-Za-z]?)?)\b", text)
+    if match:
+        return match.group(1)
+    return text[:40].rstrip()
+
+
+def clean_name(value: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", value or "").split())
+
+
+@dataclass
+class DonorDetails:
+    """Name and address as a donor gave them (a form, staff, an import)."""
+
+    first_name: str
+    last_name: str
+    email: str | None = None
+    title: str | None = None
+    address_line1: str = ""
+    address_line2: str = ""
+    town: str = ""
+    postcode: str = ""
+    country: str = "GB"
+    errors: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def normalised(self, *, require_email: bool = False, require_address: bool = False) -> DonorDetails:
+        """A checked copy, or InvalidDonorDetails listing every field that is wrong."""
+        errors: dict[str, str] = {}
+        title = clean_name(self.title or "") or None
+        if title and not TITLE.match(title.rstrip(".")):
+            errors["title"] = "A title is 1 to 4 letters, e.g. Mr, Mrs, Ms, Dr"
+        elif title:
+            title = title.rstrip(".")
+        first, last = clean_name(self.first_name), clean_name(self.last_name)
+        if not first or not NAME.match(first):
+            errors["first_name"] = "Enter a first name (at most 35 characters)"
+        if not last or not NAME.match(last):
+            errors["last_name"] = "Enter a last name (at most 35 characters)"
+        country = (self.country or "GB").strip().upper()
+        if not re.fullmatch(r"[A-Z]{2}", country):
+            errors["country"] = "Enter a two-letter country code, e.g. GB"
+            country = "GB"
+        email = None
+        if self.email or require_email:
+            try:
+                email = normalise_email(self.email or "")
+            except InvalidDonorDetails as exc:
+                errors.update(exc.errors)
+        postcode = ""
+        if self.postcode or require_address:
+            try:
+                postcode = normalise_postcode(self.postcode, country)
+            except InvalidDonorDetails as exc:
+                errors.update(exc.errors)
+        line1 = clean_name(self.address_line1)
+        if require_address and not line1:
+            errors["address_line1"] = "Enter the first line of the address (house name or number)"
+        if len(line1) > 100:
+            errors["address_line1"] = "The first address line is at most 100 characters"
+        if errors:
+            raise InvalidDonorDetails("; ".join(f"{k}: {v}" for k, v in errors.items()), errors)
+        return DonorDetails(
+            first_name=first,
+            last_name=last,
+            email=email,
+            title=title,
+            address_line1=line1,
+            address_line2=clean_name(self.address_line2)[:100],
+            town=clean_name(self.town)[:60],
+            postcode=postcode,
+            country=country,
+        )
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "title": self.title,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "email": self.email,
+            "address_line1": self.address_line1,
+            "address_line2": self.address_line2,
+            "town": self.town,
+            "postcode": self.postcode,
+            "country": self.country,
+        }
