@@ -1,7 +1,41 @@
 """Errors of payments."""
 
-from core.errors import AppError
+from __future__ import annotations
+
+from core.errors import AppError, BadRequest, Conflict, FeatureDisabled, NotFound, ServiceUnavailable
 
 
 class PaymentsError(AppError):
+    pass
+
+
+class ProviderDisabled(FeatureDisabled, PaymentsError):
+    """The provider's secret is not configured."""
+
+
+class ProviderUnavailable(ServiceUnavailable, PaymentsError):
+    """The provider could not be reached or asked us to slow down: worth retrying."""
+
+
+class ProviderRefused(BadRequest, PaymentsError):
+    """The provider refused the request (its message says why)."""
+
+
+class GiftNotFound(NotFound, PaymentsError):
+    pass
+
+
+class OrderNotFound(NotFound, PaymentsError):
+    pass
+
+
+class PayoutNotFound(NotFound, PaymentsError):
+    pass
+
+
+class UnknownSku(BadRequest, PaymentsError):
+    pass
+
+
+class OutOfStock(Conflict, PaymentsError):
     pass

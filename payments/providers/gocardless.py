@@ -1,0 +1,94 @@
+"""The GoCardless seam: the only module that makes outbound GoCardless API calls. Returns plain dicts.
+
+`[gocardless] base_url` points the client at another server (tests run a local one).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
+
+import gocardless_pro
+import gocardless_pro.errors as gc_errors
+import requests
+
+from core.settings import GoCardlessSettings
+from payments.errors import ProviderDisabled, ProviderRefused, ProviderUnavailable
+
+
+@lru_cache(maxsize=8)
+def _client(access_token: str, environment: str, base_url: str) -> gocardless_pro.Client:
+    if base_url:
+        return gocardless_pro.Client(access_token=access_token, base_url=base_url, timeout=20)
+    return gocardless_pro.Client(access_token=access_token, environment=environment, timeout=20)
+
+
+class GoCardlessGateway:
+    def __init__(self, settings: GoCardlessSettings):
+        token = settings.access_token.get_secret_value()
+        if not token:
+            raise ProviderDisabled("GoCardless is not configured")
+        self.client = _client(token, settings.environment, settings.base_url)
+
+    @staticmethod
+    def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (requests.ConnectionError, requests.Timeout, gc_errors.GoCardlessInternalError) as exc:
+            raise ProviderUnavailable(f"GoCardless is unavailable: {exc}") from exc
+        except gc_errors.RateLimitError as exc:
+            raise ProviderUnavailable(f"GoCardless asked us to slow down: {exc}") from exc
+        except gc_errors.GoCardlessProError as exc:
+            raise ProviderRefused(f"GoCardless refused: {exc}") from exc
+
+    @staticmethod
+    def _dict(resource: Any) -> dict[str, Any]:
+        return dict(resource.attributes)
+
+    def create_billing_request(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+        resource = self._call(
+            self.client.billing_requests.create, params=params, headers={"Idempotency-Key": idempotency_key}
+        )
+        return self._dict(resource)
+
+    def create_billing_request_flow(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._dict(self._call(self.client.billing_request_flows.create, params=params))
+
+    def get_billing_request(self, billing_request_id: str) -> dict[str, Any]:
+        return self._dict(self._call(self.client.billing_requests.get, billing_request_id))
+
+    def create_subscription(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+        resource = self._call(
+            self.client.subscriptions.create, params=params, headers={"Idempotency-Key": idempotency_key}
+        )
+        return self._dict(resource)
+
+    def get_payment(self, payment_id: str) -> dict[str, Any]:
+        return self._dict(self._call(self.client.payments.get, payment_id))
+
+    def get_mandate(self, mandate_id: str) -> dict[str, Any]:
+        return self._dict(self._call(self.client.mandates.get, mandate_id))
+
+    def get_subscription(self, subscription_id: str) -> dict[str, Any]:
+        return self._dict(self._call(self.client.subscriptions.get, subscription_id))
+
+    def get_refund(self, refund_id: str) -> dict[str, Any]:
+        return self._dict(self._call(self.client.refunds.get, refund_id))
+
+    def get_payout(self, payout_id: str) -> dict[str, Any]:
+        return self._dict(self._call(self.client.payouts.get, payout_id))
+
+    def iter_payout_items(self, payout_id: str) -> Iterator[dict[str, Any]]:
+        for item in self._call(self.client.payout_items.all, params={"payout": payout_id}):
+            yield self._dict(item)
+
+    def iter_events(self, *, created_since: dt.datetime) -> Iterator[dict[str, Any]]:
+        since = created_since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        for event in self._call(self.client.events.all, params={"created_at[gte]": since}):
+            yield self._dict(event)
+
+
+def gocardless_gateway(settings: GoCardlessSettings) -> GoCardlessGateway:
+    return GoCardlessGateway(settings)
