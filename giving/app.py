@@ -16,6 +16,7 @@ from starlette.routing import Mount, Route
 
 import crm.routes
 import giftaid.routes
+import payments.api
 import payments.routes
 import receipts.routes
 import webhooks.routes
@@ -89,6 +90,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *payments.routes.routes,
+        *payments.api.routes,
         *crm.routes.routes,
         *giftaid.routes.routes,
         *receipts.routes.routes,

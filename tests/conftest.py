@@ -14,4 +14,10 @@ for _name in list(os.environ):
     if _name.startswith("GIVING_") and _name not in _KEEP:
         del os.environ[_name]
 
-pytest_plugins = ["tests.fixtures.db", "tests.fixtures.services", "tests.fixtures.app", "tests.fakes.provider_server"]
+pytest_plugins = [
+    "tests.fixtures.db",
+    "tests.fixtures.services",
+    "tests.fixtures.app",
+    "tests.fakes.provider_server",
+    "tests.fixtures.smtp",
+]

@@ -1,0 +1,66 @@
+"""Email over SMTP (`[email]` settings): no TLS and no login unless configured."""
+
+from __future__ import annotations
+
+import smtplib
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from core.settings import EmailSettings
+
+
+@dataclass
+class Attachment:
+    filename: str
+    content: bytes
+    mime_type: str = "application/pdf"
+
+
+@dataclass
+class Email:
+    to: str
+    subject: str
+    text: str
+    html: str | None = None
+    from_email: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class MailError(Exception):
+    """The SMTP server could not be reached or refused the message (worth retrying)."""
+
+
+def build_message(email: Email, settings: EmailSettings) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = email.from_email or settings.from_email
+    message["To"] = email.to
+    message["Subject"] = email.subject
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain=(email.from_email or settings.from_email).split("@")[-1])
+    for name, value in email.headers.items():
+        message[name] = value
+    message.set_content(email.text)
+    if email.html:
+        message.add_alternative(email.html, subtype="html")
+    for attachment in email.attachments:
+        maintype, _, subtype = attachment.mime_type.partition("/")
+        message.add_attachment(attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename)
+    return message
+
+
+def send_email(email: Email, settings: EmailSettings) -> str:
+    """Send one message; returns its Message-ID. Raises MailError on any SMTP failure."""
+    message = build_message(email, settings)
+    try:
+        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.timeout) as smtp:
+            if settings.use_tls:
+                smtp.starttls()
+            password = settings.password.get_secret_value()
+            if settings.username and password:
+                smtp.login(settings.username, password)
+            smtp.send_message(message)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise MailError(f"could not send to {email.to}: {exc}") from exc
+    return str(message["Message-ID"])
