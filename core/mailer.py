@@ -6,6 +6,7 @@ import smtplib
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from pathlib import Path
 
 from core.settings import EmailSettings
 
@@ -53,6 +54,8 @@ def build_message(email: Email, settings: EmailSettings) -> EmailMessage:
 def send_email(email: Email, settings: EmailSettings) -> str:
     """Send one message; returns its Message-ID. Raises MailError on any SMTP failure."""
     message = build_message(email, settings)
+    if settings.outbox_dir:
+        return _write_to_outbox(message, Path(settings.outbox_dir))
     try:
         with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.timeout) as smtp:
             if settings.use_tls:
@@ -64,3 +67,11 @@ def send_email(email: Email, settings: EmailSettings) -> str:
     except (OSError, smtplib.SMTPException) as exc:
         raise MailError(f"could not send to {email.to}: {exc}") from exc
     return str(message["Message-ID"])
+
+
+def _write_to_outbox(message: EmailMessage, outbox: Path) -> str:
+    outbox.mkdir(parents=True, exist_ok=True)
+    message_id = str(message["Message-ID"])
+    name = message_id.strip("<>").replace("@", "_").replace("/", "_")
+    (outbox / f"{name}.eml").write_bytes(bytes(message))
+    return message_id

@@ -145,6 +145,8 @@ class EmailSettings(Section):
     use_tls: bool = False
     from_email: str = "hello@example.org"
     timeout: float = 10.0
+    # When set, messages are written there as .eml files instead of being sent (the demo, a laptop).
+    outbox_dir: str = ""
 
 
 class WebSettings(Section):

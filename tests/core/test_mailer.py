@@ -26,3 +26,11 @@ def test_refused_message_raises(smtp_server) -> None:  # type: ignore[no-untyped
         assert "a@example.org" in str(exc)
     else:
         raise AssertionError("a refused message must raise")
+
+
+def test_outbox_dir_keeps_messages_as_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = EmailSettings(outbox_dir=str(tmp_path / "outbox"))
+    message_id = send_email(Email(to="b@example.org", subject="Kept", text="Hello"), settings)
+    [path] = list((tmp_path / "outbox").glob("*.eml"))
+    content = path.read_text()
+    assert "Subject: Kept" in content and message_id.strip("<>").split("@")[0] in path.name
