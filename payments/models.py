@@ -361,6 +361,10 @@ class Payout(SQLModel, table=True):
     paid_at: dt.datetime | None = utc_field()
     reconciled_at: dt.datetime | None = utc_field()
     source: str = Field(default="api", max_length=16)  # api | csv
+    # The bank statement reference (GoCardless `reference`, Stripe `statement_descriptor`).
+    reference: str = Field(default="", max_length=255)
+    # When its lines were last loaded from the provider or a CSV (None: reconciliation not complete yet).
+    lines_loaded_at: dt.datetime | None = utc_field()
     created_at: dt.datetime = created_at_field()
     updated_at: dt.datetime = created_at_field()
 
@@ -387,3 +391,12 @@ class PayoutLine(SQLModel, table=True):
     fee_for: str | None = Field(default=None, max_length=255)
     matched_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     position: int = 0
+    # The provider's own classification (Stripe reporting_category, GoCardless item type).
+    provider_type: str = Field(default="", max_length=64)
+    # A second provider id that also identifies what the line settles: a charge's payment intent,
+    # a GoCardless refund's payment, a Stripe refund's or dispute's charge.
+    related_id: str | None = Field(default=None, max_length=255, index=True)
+    # GoCardless amounts exactly as given (decimal pence, e.g. "-12.5"); `amount` is its share of the
+    # once-rounded payout total.
+    amount_exact: str | None = Field(default=None, max_length=32)
+    description: str = Field(default="", max_length=255)
