@@ -1,0 +1,222 @@
+"""Running many processes: the metrics directory each command counts in, and the gauges `/metrics` computes live.
+
+See docs/operations.md for how these fit together on one or several machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import sqlalchemy as sa
+from dramatiq.common import dq_name, xq_name
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlmodel import col, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core import jobs, metrics
+from core.clock import utc_now
+from core.models import Job
+from core.runtime import Runtime
+from webhooks.models import InboundEvent
+
+log = logging.getLogger("giving.ops")
+
+DEFAULT_METRICS_DIR = "./var/metrics"
+
+
+def prepare_metrics_dir(role: str) -> Path:
+    """Give this command (and every process it starts) its own counter directory under the machine's metrics root.
+
+    The root is GIVING_METRICS_DIR (default ./var/metrics, relative to the current directory: start web and worker
+    commands of one machine from the same place, or set it). Directories of commands that are no longer running are
+    removed first; their counters restart from zero, which Prometheus reads as a restart.
+    """
+    root = Path(os.environ.get(metrics.METRICS_ROOT_ENV) or DEFAULT_METRICS_DIR).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    for child in root.iterdir():
+        owner = child.name.rpartition("-")[2]
+        if child.is_dir() and owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(child, ignore_errors=True)
+    os.environ[metrics.METRICS_ROOT_ENV] = str(root)
+    directory = root / f"{role}-{os.getpid()}"
+    shutil.rmtree(directory, ignore_errors=True)
+    metrics.enable_multiprocess(directory)
+    return directory
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def live_sources(runtime: Runtime) -> list[metrics.LiveSource]:
+    return [lambda: database_gauges(runtime), lambda: queue_gauges(runtime)]
+
+
+def database_gauges(runtime: Runtime) -> Iterable[Metric]:
+    """Events and durable jobs by status, and whether the database answered."""
+    up = GaugeMetricFamily("giving_database_up", "1 when the database answered this scrape.")
+    events = GaugeMetricFamily(
+        "giving_events", "Stored provider events by status (pending, waiting, failed, ...).", labels=["status"]
+    )
+    job_rows = GaugeMetricFamily("giving_jobs", "Durable jobs by status (pending, failed).", labels=["status"])
+    oldest = GaugeMetricFamily(
+        "giving_oldest_pending_event_age_seconds", "Age of the oldest event not yet processed (0 when none)."
+    )
+    try:
+        with runtime.read_session() as session:
+            event_counts = dict(
+                session.exec(
+                    select(InboundEvent.status, sa.func.count()).group_by(InboundEvent.status)  # type: ignore[arg-type]
+                ).all()
+            )
+            job_counts = dict(
+                session.exec(
+                    select(Job.status, sa.func.count())  # type: ignore[arg-type]
+                    .where(col(Job.status) != "done")
+                    .group_by(Job.status)
+                ).all()
+            )
+            first = session.exec(
+                select(sa.func.min(InboundEvent.received_at)).where(
+                    col(InboundEvent.status).in_(["pending", "waiting"])
+                )
+            ).one()
+    except sa.exc.SQLAlchemyError:
+        log.warning("metrics: the database did not answer", exc_info=True)
+        up.add_metric([], 0)
+        return [up]
+    up.add_metric([], 1)
+    for status in ("pending", "waiting", "processed", "ignored", "failed"):
+        events.add_metric([status], int(event_counts.get(status, 0)))
+    for status in ("pending", "failed"):
+        job_rows.add_metric([status], int(job_counts.get(status, 0)))
+    oldest.add_metric([], max(0.0, (utc_now() - first).total_seconds()) if first is not None else 0.0)
+    return [up, events, job_rows, oldest]
+
+
+def queue_gauges(runtime: Runtime) -> Iterable[Metric]:
+    """Messages waiting in the broker per queue (ready and delayed; dead-lettered apart)."""
+    up = GaugeMetricFamily("giving_broker_up", "1 when the broker answered this scrape.")
+    waiting = GaugeMetricFamily(
+        "giving_queue_messages", "Messages waiting in the broker (ready and delayed).", labels=["queue"]
+    )
+    dead = GaugeMetricFamily("giving_queue_dead_messages", "Messages dead-lettered by the broker.", labels=["queue"])
+    try:
+        counts = _queue_counts(runtime)
+    except Exception:
+        log.warning("metrics: the broker did not answer", exc_info=True)
+        up.add_metric([], 0)
+        return [up]
+    up.add_metric([], 1)
+    for queue, (ready, dead_count) in sorted(counts.items()):
+        waiting.add_metric([queue], ready)
+        if dead_count is not None:
+            dead.add_metric([queue], dead_count)
+    return [up, waiting, dead]
+
+
+def _queue_counts(runtime: Runtime) -> dict[str, tuple[int, int | None]]:
+    url = runtime.settings.broker.url
+    queues = sorted(jobs.queue_names())
+    if not url:
+        broker = runtime.broker
+        result: dict[str, tuple[int, int | None]] = {}
+        for queue in queues:
+            ready = sum(
+                broker.queues[name].qsize()  # type: ignore[attr-defined]
+                for name in (queue, dq_name(queue))
+                if name in broker.queues  # type: ignore[attr-defined]
+            )
+            result[queue] = (ready, None)
+        return result
+    if url.startswith("redis"):
+        broker = runtime.broker
+        # dramatiq's qsize counts ready, delayed and unacknowledged messages together.
+        return {queue: (int(broker.do_qsize(queue)), None) for queue in queues}  # type: ignore[attr-defined]
+    return _rabbitmq_counts(url, queues)
+
+
+def _rabbitmq_counts(url: str, queues: list[str]) -> dict[str, tuple[int, int | None]]:
+    """Passive declares on a short-lived connection of our own (the broker's belongs to its sending threads)."""
+    import pika
+    import pika.exceptions
+
+    params = pika.URLParameters(url)
+    params.socket_timeout = 2
+    params.blocked_connection_timeout = 2
+    params.connection_attempts = 1
+    connection = pika.BlockingConnection(params)
+    try:
+        channel = connection.channel()
+        result: dict[str, tuple[int, int | None]] = {}
+        for queue in queues:
+            numbers = []
+            for name in (queue, dq_name(queue), xq_name(queue)):
+                try:
+                    numbers.append(channel.queue_declare(name, passive=True).method.message_count)
+                except pika.exceptions.ChannelClosedByBroker:
+                    # Not declared yet (no worker has started): nothing waits in it.
+                    numbers.append(0)
+                    channel = connection.channel()
+            result[queue] = (numbers[0] + numbers[1], numbers[2])
+        return result
+    finally:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+class MetricsMiddleware:
+    """Counts responses and times requests by route template (`/api/supporters/{id}`), never by raw path."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = _route_template(scope)
+            metrics.count("http_requests", route=route, status=f"{status // 100}xx")
+            metrics.observe("http_request_duration_seconds", time.perf_counter() - started, route=route)
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    if not isinstance(route, Route):
+        return "unmatched"
+    return str(scope.get("root_path", "")) + route.path
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """`GET /metrics`: Prometheus text; serve it to the internal network only (docs/operations.md)."""
+    runtime: Runtime = request.app.state.runtime
+    body, content_type = await run_in_threadpool(metrics.render, live_sources(runtime))
+    return Response(body, media_type=content_type)
