@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage
 from sqlmodel import Session, col, select
 
+from core import metrics
 from core.clock import utc_now
 from core.db import PendingJob, UnitOfWork
 from core.models import Job, JobStatus, ScheduledRun
@@ -152,7 +154,9 @@ def send_jobs(jobs: list[PendingJob]) -> None:
             raise RuntimeError(f"no job is named {job.actor_name}")
         try:
             dramatiq_actor.send_with_options(kwargs=job.kwargs, delay=job.delay_ms)
+            metrics.count("jobs_sent", actor=job.actor_name)
         except Exception:
+            metrics.count("jobs_send_failed", actor=job.actor_name)
             if "job_id" not in job.kwargs:
                 raise
             log.warning("broker send failed for %s; the sweep will send it again", job.actor_name, exc_info=True)
@@ -168,7 +172,7 @@ def _runner(spec: JobSpec) -> Callable[..., Any]:
             if spec.with_uow:
                 with runtime.unit_of_work() as uow:
                     if job_id is not None and not _claim(uow, uuid.UUID(job_id)):
-                        return None
+                        raise _AlreadyDone
                     result = spec.fn(uow, **kwargs)
                     if job_id is not None:
                         _mark_done(uow.session, uuid.UUID(job_id))
@@ -176,19 +180,38 @@ def _runner(spec: JobSpec) -> Callable[..., Any]:
             if job_id is not None:
                 with runtime.unit_of_work() as uow:
                     if not _claim(uow, uuid.UUID(job_id)):
-                        return None
+                        raise _AlreadyDone
             result = spec.fn(**kwargs)
             if job_id is not None:
                 with runtime.unit_of_work() as uow:
                     _mark_done(uow.session, uuid.UUID(job_id))
             return result
+        except _AlreadyDone:
+            raise
         except Exception as exc:
             if job_id is not None:
                 _record_failure(spec, uuid.UUID(job_id), exc)
             raise
 
-    run.__name__ = spec.name.replace(".", "_")
-    return run
+    def timed_run(**kwargs: Any) -> Any:
+        started = time.perf_counter()
+        outcome = "failed"
+        try:
+            result = run(**kwargs)
+            outcome = "done"
+            return result
+        except _AlreadyDone:
+            outcome = "skipped"
+            return None
+        finally:
+            metrics.observe("job_duration_seconds", time.perf_counter() - started, actor=spec.name, outcome=outcome)
+
+    timed_run.__name__ = spec.name.replace(".", "_")
+    return timed_run
+
+
+class _AlreadyDone(Exception):
+    """A duplicate message for a durable job another run has finished: nothing to do."""
 
 
 def _claim(uow: UnitOfWork, job_id: uuid.UUID) -> bool:
@@ -210,6 +233,9 @@ def _record_failure(spec: JobSpec, job_id: uuid.UUID, exc: Exception) -> None:
     message = CurrentMessage.get_current_message()
     retries = message.options.get("retries", 0) if message is not None else 0
     final = retries >= spec.max_retries
+    metrics.count("job_attempts_failed", actor=spec.name)
+    if final:
+        metrics.count("jobs_given_up", actor=spec.name)
     error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
     try:
         with get_runtime().unit_of_work() as uow:

@@ -26,6 +26,7 @@ from core.http import JSON, BodyLimitMiddleware, SecurityHeadersMiddleware, app_
 from core.logging import configure_logging
 from core.runtime import InlineWorker, Runtime, build_runtime
 from core.settings import Settings, feature_warnings, get_settings
+from giving import openapi, ops
 from giving import worker as worker_root
 
 log = logging.getLogger("giving.app")
@@ -89,6 +90,8 @@ def create_app(
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", ops.metrics_endpoint, methods=["GET"]),
+        Route("/api/openapi.json", openapi.openapi_endpoint, methods=["GET"]),
         *payments.routes.routes,
         *payments.api.routes,
         *crm.routes.routes,
@@ -100,6 +103,7 @@ def create_app(
     return Starlette(
         routes=routes,
         middleware=[
+            Middleware(ops.MetricsMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(BodyLimitMiddleware, max_bytes=settings.web.max_body_bytes),
         ],
