@@ -127,6 +127,9 @@ class Gift(SQLModel, table=True):
     benefit_description: str = Field(default="", max_length=200)
     fee_amount: int | None = money_field(None)
     failure_reason: str = Field(default="", max_length=500)
+    # A regular instalment's due date (invoice date, Direct Debit charge date), kept for failed ones too:
+    # the latest instalment decides whether the regular gift is in arrears.
+    due_on: dt.date | None = None
     stripe_checkout_session_id: str | None = Field(default=None, max_length=255, unique=True)
     stripe_payment_intent_id: str | None = Field(default=None, max_length=255, unique=True)
     stripe_charge_id: str | None = Field(default=None, max_length=255, unique=True)

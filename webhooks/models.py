@@ -43,5 +43,7 @@ class InboundEvent(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_type=sa.Text)
     received_at: dt.datetime = created_at_field()
     processed_at: dt.datetime | None = utc_field()
+    # Last time the event was handled or sent to the workers again (the sweep's clock).
+    touched_at: dt.datetime | None = utc_field()
     # "delivery" for what reached the endpoint, "catch_up" for what the nightly listing found missing.
     source: str = Field(default="delivery", max_length=16)
