@@ -1,27 +1,66 @@
-"""Staff access: API tokens and roles (the mechanism every package's routes use).
+"""Staff access: users, API tokens, login sessions, CSRF, password reset, the audit log.
 
-`require_staff(request, *roles)` answers 401 without a valid token or session and 403 for a role that may not.
-Admin may do everything.
+- `require_staff(session, request, *roles)` answers 401 without a valid bearer token (or staff login session) and
+  403 for a role that may not. Admin may do everything.
+- API tokens (`/api/*`): random, shown once, stored as a SHA-256 hash, with an expiry; revocable.
+- Staff pages (`/staff/*`): `login()` starts a server-side session whose random id travels in an HttpOnly,
+  SameSite=Lax cookie (Secure with `[web] secure_cookies`); only its hash is stored. `StaffSessionMiddleware`
+  turns the cookie into `request.state.staff` (a Principal) and `request.state.csrf_token`. Sessions expire after
+  `[web] session_hours` and are revoked at logout and when the password changes.
+- CSRF: every staff form carries `csrf_token(request)`; `verify_csrf(request, form)` checks it. A logged-in
+  session has its own token; before login (the login and password-reset forms) a random token is kept in a
+  separate cookie (double submit), so those forms are protected too.
+- Passwords are hashed with argon2id; finance and admin must also give a TOTP code (pyotp).
+- Login attempts are rate-limited per client address and per email (`[web] login_rate_per_minute`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
+import logging
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from http.cookies import SimpleCookie
 from typing import Any
 
-from sqlmodel import Session, select
+import argon2
+import pyotp
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core import ratelimit, signing
 from core.clock import utc_now
 from core.db import UnitOfWork
-from core.errors import Forbidden, NotFound, Unauthorized
-from core.models import ApiToken, AuditEntry, StaffRole, StaffUser
+from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from core.jobs import actor
+from core.models import ApiToken, AuditEntry, PasswordReset, StaffRole, StaffSession, StaffUser
+from core.settings import WebSettings
+
+log = logging.getLogger("giving.auth")
 
 TOKEN_PREFIX = "gvg_"
+SESSION_COOKIE = "giving_session"
+CSRF_COOKIE = "giving_csrf"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+MIN_PASSWORD_LENGTH = 10
+ROLES_WITH_TOTP = frozenset({StaffRole.ADMIN, StaffRole.FINANCE})
+PASSWORD_RESET_LIFETIME = dt.timedelta(hours=1)
+PASSWORD_RESET_PURPOSE = "password-reset"
+LOGIN_WINDOW_SECONDS = 60
+
+_hasher = argon2.PasswordHasher()
+# Verified against when the email is unknown, so a wrong email costs as long as a wrong password.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True)
@@ -36,6 +75,82 @@ class Principal:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- users and passwords -------------------------------------------------------------------------------------
+
+
+def normalise_staff_email(raw: str) -> str:
+    try:
+        return validate_email((raw or "").strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValidationFailed(f"{raw!r} is not an email address: {exc}", {"email": "Enter a valid email"}) from exc
+
+
+def parse_role(raw: str) -> StaffRole:
+    try:
+        return StaffRole((raw or "").strip().lower())
+    except ValueError as exc:
+        roles = ", ".join(r.value for r in StaffRole)
+        raise ValidationFailed(f"{raw!r} is not a role; use one of {roles}", {"role": "Choose a role"}) from exc
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationFailed(
+            f"a password needs at least {MIN_PASSWORD_LENGTH} characters",
+            {"password": f"Use at least {MIN_PASSWORD_LENGTH} characters"},
+        )
+    return _hasher.hash(password)
+
+
+def password_matches(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True)
+class NewStaffUser:
+    user_id: uuid.UUID
+    email: str
+    role: StaffRole
+    # For roles that log in with a code: scan into an authenticator app (shown once).
+    otpauth_uri: str | None
+
+
+def add_staff_user(uow: UnitOfWork, email: str, role: str | StaffRole, password: str, *, issuer: str) -> NewStaffUser:
+    """A new staff user. Finance and admin get a TOTP secret, returned once as an `otpauth://` URI."""
+    address = normalise_staff_email(email)
+    staff_role = parse_role(str(role))
+    password_hash = hash_password(password)
+    if uow.session.exec(select(StaffUser).where(StaffUser.email == address)).first() is not None:
+        raise Conflict(f"a staff user {address} already exists")
+    totp_secret = pyotp.random_base32() if staff_role in ROLES_WITH_TOTP else None
+    user = StaffUser(email=address, role=staff_role, password_hash=password_hash, totp_secret=totp_secret)
+    uow.session.add(user)
+    uow.session.flush()
+    audit(uow, None, "staff_user_created", "staff_user", user.id, {"email": address, "role": staff_role.value})
+    uri = pyotp.TOTP(totp_secret).provisioning_uri(name=address, issuer_name=issuer) if totp_secret else None
+    return NewStaffUser(user.id, address, staff_role, uri)
+
+
+def user_by_email(session: Session, email: str) -> StaffUser | None:
+    return session.exec(select(StaffUser).where(StaffUser.email == (email or "").strip().lower())).first()
+
+
+def set_password(uow: UnitOfWork, user_id: uuid.UUID, password: str) -> None:
+    """A new password; every login session of the user ends."""
+    user = uow.session.get(StaffUser, user_id)
+    if user is None:
+        raise NotFound(f"no staff user {user_id}")
+    user.password_hash = hash_password(password)
+    uow.session.add(user)
+    revoke_sessions(uow, user_id)
+
+
+# --- API tokens ---------------------------------------------------------------------------------------------
 
 
 def create_api_token(
@@ -54,7 +169,34 @@ def create_api_token(
             expires_at=utc_now() + lifetime if lifetime else None,
         )
     )
+    audit(uow, None, "api_token_created", "staff_user", user.id, {"email": user.email, "name": name})
     return token
+
+
+def revoke_api_token(uow: UnitOfWork, token: str) -> bool:
+    """Revoke one token (given in full); False if it is unknown or already revoked."""
+    row = uow.session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token.strip()))).first()
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = utc_now()
+    uow.session.add(row)
+    audit(uow, None, "api_token_revoked", "staff_user", row.user_id, {"token_id": str(row.id)})
+    return True
+
+
+def revoke_user_tokens(uow: UnitOfWork, email: str) -> int:
+    """Revoke every live token of a user; returns how many."""
+    user = user_by_email(uow.session, email)
+    if user is None:
+        raise NotFound(f"no staff user {email}")
+    result = uow.session.execute(
+        update(ApiToken)
+        .where(col(ApiToken.user_id) == user.id, col(ApiToken.revoked_at).is_(None))
+        .values(revoked_at=utc_now())
+    )
+    count = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    audit(uow, None, "api_tokens_revoked", "staff_user", user.id, {"count": count})
+    return count
 
 
 def principal_from_token(session: Session, token: str) -> Principal | None:
@@ -96,6 +238,315 @@ def require_staff(session: Session, request: Request, *roles: StaffRole) -> Prin
     if roles and not principal.may(*roles):
         raise Forbidden(f"the {principal.role.value} role may not do this")
     return principal
+
+
+# --- login sessions -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """What `login` found. On success the caller sets the cookie (`set_session_cookie`) and redirects."""
+
+    principal: Principal | None = None
+    session_token: str | None = None
+    csrf_token: str | None = None
+    expires_at: dt.datetime | None = None
+    # Words for the form when it failed; `rate_limited` means answer 429.
+    error: str | None = None
+    rate_limited: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.principal is not None
+
+
+WRONG_LOGIN = "The email, password or code is wrong."
+
+
+def login(
+    uow: UnitOfWork,
+    email: str,
+    password: str,
+    totp: str = "",
+    *,
+    client: str = "unknown",
+    session_hours: int = 8,
+    rate_per_minute: int = 10,
+    settings: WebSettings | None = None,
+) -> LoginResult:
+    """Check a login and start a session. A failed or refused attempt does not raise: it returns the reason, so
+    the caller's unit of work still commits the rate-limit count and the audit entry.
+    `settings` (the `[web]` section), when given, supplies `session_hours` and `login_rate_per_minute`."""
+    if settings is not None:
+        session_hours, rate_per_minute = settings.session_hours, settings.login_rate_per_minute
+    address = (email or "").strip().lower()
+    session = uow.session
+    allowed = ratelimit.hit(
+        session, f"login:client:{client}", limit=rate_per_minute, window_seconds=LOGIN_WINDOW_SECONDS
+    )
+    allowed = (
+        ratelimit.hit(session, f"login:email:{address}", limit=rate_per_minute, window_seconds=LOGIN_WINDOW_SECONDS)
+        and allowed
+    )
+    if not allowed:
+        audit(uow, None, "login_rate_limited", "staff_user", "", {"email": address, "client": client})
+        return LoginResult(error="Too many login attempts. Wait a minute and try again.", rate_limited=True)
+    user = user_by_email(session, address)
+    if user is None or not user.active:
+        password_matches(_DUMMY_HASH, password)
+        audit(uow, None, "login_failed", "staff_user", "", {"email": address, "client": client})
+        return LoginResult(error=WRONG_LOGIN)
+    if not password_matches(user.password_hash, password) or not _totp_ok(user, totp):
+        audit(uow, None, "login_failed", "staff_user", user.id, {"email": address, "client": client})
+        return LoginResult(error=WRONG_LOGIN)
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+        session.add(user)
+    token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    now = utc_now()
+    expires = now + dt.timedelta(hours=session_hours)
+    session.add(
+        StaffSession(id_hash=hash_token(token), user_id=user.id, csrf_token=csrf, created_at=now, expires_at=expires)
+    )
+    principal = Principal(user.id, user.email, user.role)
+    audit(uow, principal, "login", "staff_user", user.id, {"client": client})
+    return LoginResult(principal=principal, session_token=token, csrf_token=csrf, expires_at=expires)
+
+
+def totp_required(user: StaffUser) -> bool:
+    return user.role in ROLES_WITH_TOTP or user.totp_secret is not None
+
+
+def _totp_ok(user: StaffUser, code: str) -> bool:
+    if not totp_required(user):
+        return True
+    if not user.totp_secret:
+        return False  # finance/admin without a secret cannot log in until one is set
+    code = "".join((code or "").split())
+    # One step either side for clock drift.
+    return len(code) == 6 and code.isdigit() and pyotp.TOTP(user.totp_secret).verify(code, valid_window=1)
+
+
+def session_principal(session: Session, session_token: str) -> tuple[Principal, str] | None:
+    """(principal, its CSRF token) for a live session cookie, or None."""
+    row = session.exec(
+        select(StaffSession, StaffUser)
+        .join(StaffUser, StaffUser.id == StaffSession.user_id)  # type: ignore[arg-type]
+        .where(StaffSession.id_hash == hash_token(session_token))
+    ).first()
+    if row is None:
+        return None
+    staff_session, user = row
+    if staff_session.revoked_at is not None or staff_session.expires_at <= utc_now() or not user.active:
+        return None
+    return Principal(user.id, user.email, user.role), staff_session.csrf_token
+
+
+def logout(uow: UnitOfWork, session_token: str) -> bool:
+    """End a session (the cookie stops working at once, even if kept)."""
+    row = uow.session.get(StaffSession, hash_token(session_token))
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = utc_now()
+    uow.session.add(row)
+    return True
+
+
+def revoke_sessions(uow: UnitOfWork, user_id: uuid.UUID) -> None:
+    uow.session.execute(
+        update(StaffSession)
+        .where(col(StaffSession.user_id) == user_id, col(StaffSession.revoked_at).is_(None))
+        .values(revoked_at=utc_now())
+    )
+
+
+def set_session_cookie(response: Response, result: LoginResult, *, secure: bool) -> None:
+    if result.session_token is None or result.expires_at is None:
+        raise ValueError("only a successful login sets the session cookie")
+    max_age = int((result.expires_at - utc_now()).total_seconds())
+    response.set_cookie(
+        SESSION_COOKIE, result.session_token, max_age=max_age, path="/", httponly=True, samesite="lax", secure=secure
+    )
+
+
+def clear_session_cookie(response: Response, *, secure: bool) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=secure)
+
+
+def session_token_of(request: Request) -> str | None:
+    return request.cookies.get(SESSION_COOKIE) or None
+
+
+# --- CSRF ---------------------------------------------------------------------------------------------------
+
+
+class CsrfRejected(Forbidden):
+    pass
+
+
+def csrf_token(request: Request) -> str:
+    """The token to put in a hidden `csrf_token` field of every staff form."""
+    token = getattr(request.state, "csrf_token", None)
+    if not token:
+        raise RuntimeError("no CSRF token: StaffSessionMiddleware must wrap this path")
+    return str(token)
+
+
+def csrf_ok(expected: str | None, given: str | None) -> bool:
+    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+
+
+def verify_csrf(request: Request, form: Mapping[str, Any]) -> None:
+    """403 unless the form (or the X-CSRF-Token header) carries this session's token."""
+    given = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
+    if not csrf_ok(getattr(request.state, "csrf_token", None), str(given) if given else None):
+        raise CsrfRejected("the form's CSRF token is missing or out of date; reload the page and try again")
+
+
+class StaffSessionMiddleware:
+    """Pure ASGI: on the staff paths, reads the session cookie and sets `request.state.staff` (or leaves it
+    unset) and `request.state.csrf_token`. Before login the CSRF token lives in its own cookie, set here."""
+
+    def __init__(self, app: ASGIApp, *, paths: tuple[str, ...] = ("/staff",), secure_cookies: bool = False):
+        self.app = app
+        self.paths = paths
+        self.secure = secure_cookies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.paths):
+            await self.app(scope, receive, send)
+            return
+        cookies = _cookies(scope)
+        state = scope.setdefault("state", {})
+        set_cookies: list[str] = []
+        found = None
+        token = cookies.get(SESSION_COOKIE)
+        if token:
+            runtime = scope["app"].state.runtime
+            found = await run_in_threadpool(_lookup_session, runtime, token)
+            if found is None:
+                set_cookies.append(_cookie_header(SESSION_COOKIE, "", max_age=0, secure=self.secure))
+        if found is not None:
+            state["staff"], state["csrf_token"] = found
+        else:
+            anonymous = cookies.get(CSRF_COOKIE, "")
+            if len(anonymous) < 32:
+                anonymous = secrets.token_urlsafe(32)
+                set_cookies.append(_cookie_header(CSRF_COOKIE, anonymous, max_age=None, secure=self.secure))
+            state["csrf_token"] = anonymous
+
+        if not set_cookies:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookies(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), *((b"set-cookie", c.encode()) for c in set_cookies)]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookies)
+
+
+def _lookup_session(runtime: Any, token: str) -> tuple[Principal, str] | None:
+    with runtime.read_session() as session:
+        return session_principal(session, token)
+
+
+def _cookies(scope: Scope) -> dict[str, str]:
+    raw = b"; ".join(value for name, value in scope.get("headers", []) if name == b"cookie").decode("latin-1")
+    parsed: SimpleCookie = SimpleCookie()
+    try:
+        parsed.load(raw)
+    except Exception:  # a malformed cookie header counts as no cookies
+        return {}
+    return {key: morsel.value for key, morsel in parsed.items()}
+
+
+def _cookie_header(name: str, value: str, *, max_age: int | None, secure: bool) -> str:
+    parts = [f"{name}={value}", "Path=/", "HttpOnly", "SameSite=Lax"]
+    if max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+    if secure:
+        parts.append("Secure")
+    return "; ".join(parts)
+
+
+# --- password reset -----------------------------------------------------------------------------------------
+
+
+def request_password_reset(uow: UnitOfWork, email: str) -> bool:
+    """Email a single-use reset link (valid for an hour) if the user exists. The caller answers the same either
+    way, so the form does not reveal who is staff."""
+    user = user_by_email(uow.session, email)
+    if user is None or not user.active:
+        return False
+    # The row's key is an opaque random id; the link is that id signed with the app's secret.
+    reset_key = hash_token(secrets.token_urlsafe(32))
+    now = utc_now()
+    uow.session.add(
+        PasswordReset(token_hash=reset_key, user_id=user.id, created_at=now, expires_at=now + PASSWORD_RESET_LIFETIME)
+    )
+    uow.enqueue("core.send_password_reset", reset_key=reset_key)
+    audit(uow, None, "password_reset_requested", "staff_user", user.id)
+    return True
+
+
+def password_reset_link(base_url: str, secret: str, reset_key: str) -> str:
+    token = signing.sign(secret, PASSWORD_RESET_PURPOSE, reset_key)
+    return f"{base_url.rstrip('/')}/staff/reset-password?token={token}"
+
+
+def reset_password(uow: UnitOfWork, token: str, new_password: str, *, secret: str) -> Principal:
+    """Set a new password from a reset link; the link then stops working and every session ends."""
+    try:
+        reset_key = signing.unsign(
+            secret, PASSWORD_RESET_PURPOSE, token, max_age_seconds=int(PASSWORD_RESET_LIFETIME.total_seconds())
+        )
+    except signing.InvalidToken as exc:
+        raise ValidationFailed(f"this reset link cannot be used: {exc}") from exc
+    row = uow.session.get(PasswordReset, str(reset_key))
+    if row is None or row.used_at is not None or row.expires_at <= utc_now():
+        raise ValidationFailed("this reset link has been used or has expired; ask for a new one")
+    row.used_at = utc_now()
+    uow.session.add(row)
+    set_password(uow, row.user_id, new_password)
+    user = uow.session.get(StaffUser, row.user_id)
+    assert user is not None
+    principal = Principal(user.id, user.email, user.role)
+    audit(uow, principal, "password_reset", "staff_user", user.id)
+    return principal
+
+
+@actor("core.send_password_reset", queue="default", time_limit_ms=60_000, max_retries=5)
+def send_password_reset(uow: UnitOfWork, reset_key: str) -> None:
+    from core.mailer import Email, send_email
+    from core.runtime import get_runtime
+
+    row = uow.session.get(PasswordReset, reset_key)
+    if row is None or row.used_at is not None or row.expires_at <= utc_now():
+        return
+    user = uow.session.get(StaffUser, row.user_id)
+    if user is None:
+        return
+    settings = get_runtime().settings
+    secret = signing.signing_secret(uow.session, settings.web.secret_key.get_secret_value())
+    link = password_reset_link(settings.web.base_url, secret, reset_key)
+    send_email(
+        Email(
+            to=user.email,
+            subject=f"Reset your {settings.charity.name} staff password",
+            text=(
+                f"{link}\n\nSomeone asked to reset the password of your staff login. Open the link above within an "
+                "hour to choose a new one. If it was not you, ignore this email: your password stays as it is.\n"
+            ),
+        ),
+        settings.email,
+    )
+
+
+# --- audit --------------------------------------------------------------------------------------------------
 
 
 def audit(

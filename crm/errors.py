@@ -27,3 +27,19 @@ class CannotMergeIntoItself(BadRequest, CrmError):
 
 class DeclarationAlreadyCancelled(Conflict, CrmError):
     pass
+
+
+class ReviewItemNotFound(NotFound, CrmError):
+    pass
+
+
+class BadCursor(BadRequest, CrmError):
+    pass
+
+
+class SubscriptionNotFound(BadRequest, CrmError):
+    """A confirmation or unsubscribe link that is not one of ours (tampered with, or mistyped)."""
+
+
+class SubscriptionLinkExpired(BadRequest, CrmError):
+    pass

@@ -6,11 +6,23 @@ import datetime as dt
 import uuid
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy import and_, func, or_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from crm.models import HistoryEntry, Supporter, SupporterAddress
+from crm.models import (
+    Consent,
+    ConsentChannel,
+    Declaration,
+    HistoryEntry,
+    Interest,
+    PendingSubscription,
+    ReviewItem,
+    Supporter,
+    SupporterAddress,
+)
 
 
 def supporter_by_email(session: Session, email: str) -> Supporter | None:
@@ -40,3 +52,139 @@ def insert_history_once(session: Session, values: dict[str, Any]) -> bool:
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
     return session.execute(stmt).first() is not None
+
+
+def supporters_by_ids(session: Session, ids: list[uuid.UUID]) -> list[Supporter]:
+    return list(session.exec(select(Supporter).where(col(Supporter.id).in_(ids))).all())
+
+
+def merged_into(session: Session, survivor_id: uuid.UUID) -> list[uuid.UUID]:
+    """Every id that resolves to this survivor (merged into it directly or through a chain)."""
+    found: list[uuid.UUID] = []
+    frontier = [survivor_id]
+    while frontier:
+        rows = session.exec(select(Supporter.id).where(col(Supporter.merged_into_id).in_(frontier))).all()
+        frontier = [r for r in rows if r not in found and r != survivor_id]
+        found.extend(frontier)
+    return found
+
+
+def search_supporters(session: Session, terms: list[str], limit: int) -> list[Supporter]:
+    """Every term must start the first name, last name, email or postcode (case-insensitive); merged records
+    are left out. Ordered by last name, first name, id."""
+    query = select(Supporter).where(col(Supporter.merged_into_id).is_(None))
+    for term in terms:
+        pattern = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(
+            or_(
+                func.lower(Supporter.first_name).like(pattern, escape="\\"),
+                func.lower(Supporter.last_name).like(pattern, escape="\\"),
+                func.lower(Supporter.email).like(pattern, escape="\\"),
+                func.lower(func.replace(Supporter.postcode, " ", "")).like(pattern.replace(" ", ""), escape="\\"),
+            )
+        )
+    query = query.order_by(col(Supporter.last_name), col(Supporter.first_name), col(Supporter.id)).limit(limit)
+    return list(session.exec(query).all())
+
+
+def history_page(
+    session: Session, supporter_id: uuid.UUID, *, limit: int | None, before: tuple[dt.datetime, uuid.UUID] | None
+) -> list[HistoryEntry]:
+    """Newest first, in the total order (at desc, id desc); `before` continues after a cursor."""
+    query = select(HistoryEntry).where(HistoryEntry.supporter_id == supporter_id)
+    if before is not None:
+        at, entry_id = before
+        query = query.where(
+            or_(col(HistoryEntry.at) < at, and_(col(HistoryEntry.at) == at, col(HistoryEntry.id) < entry_id))
+        )
+    query = query.order_by(col(HistoryEntry.at).desc(), col(HistoryEntry.id).desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.exec(query).all())
+
+
+def current_consents(session: Session, supporter_id: uuid.UUID) -> dict[ConsentChannel, Consent]:
+    """The newest consent row per channel (the one in force)."""
+    rows = session.exec(
+        select(Consent)
+        .where(Consent.supporter_id == supporter_id)
+        .order_by(col(Consent.at).desc(), col(Consent.id).desc())
+    ).all()
+    current: dict[ConsentChannel, Consent] = {}
+    for row in rows:
+        current.setdefault(ConsentChannel(row.channel), row)
+    return current
+
+
+def interests_of(session: Session, supporter_id: uuid.UUID) -> list[Interest]:
+    return list(
+        session.exec(
+            select(Interest).where(Interest.supporter_id == supporter_id).order_by(col(Interest.at).desc())
+        ).all()
+    )
+
+
+def declarations_of(session: Session, supporter_id: uuid.UUID) -> list[Declaration]:
+    return list(
+        session.exec(
+            select(Declaration)
+            .where(Declaration.supporter_id == supporter_id)
+            .order_by(col(Declaration.made_on).desc(), col(Declaration.created_at).desc(), col(Declaration.id).desc())
+        ).all()
+    )
+
+
+def review_items(session: Session, *, open_only: bool, limit: int) -> list[ReviewItem]:
+    query = select(ReviewItem)
+    if open_only:
+        query = query.where(col(ReviewItem.resolved_at).is_(None))
+    return list(
+        session.exec(query.order_by(col(ReviewItem.created_at).desc(), col(ReviewItem.id).desc()).limit(limit)).all()
+    )
+
+
+def review_item_exists(session: Session, dedupe_key: str) -> bool:
+    return session.exec(select(ReviewItem.id).where(ReviewItem.dedupe_key == dedupe_key)).first() is not None
+
+
+# Every crm table that belongs to a supporter, and so moves with a merge.
+SUPPORTER_OWNED = (SupporterAddress, Consent, Interest, Declaration, HistoryEntry, ReviewItem, PendingSubscription)
+
+
+def count_owned(session: Session, supporter_id: uuid.UUID) -> dict[str, int]:
+    counts = {}
+    for model in SUPPORTER_OWNED:
+        table: sa.Table = model.__table__  # type: ignore[union-attr,attr-defined]
+        counts[table.name] = int(
+            session.execute(
+                sa.select(func.count()).select_from(table).where(table.c.supporter_id == supporter_id)
+            ).scalar_one()
+        )
+    return counts
+
+
+def move_owned(session: Session, from_id: uuid.UUID, to_id: uuid.UUID) -> dict[str, int]:
+    """Re-point every crm row of `from_id` at `to_id`; returns how many rows of each table moved."""
+    moved = {}
+    for model in SUPPORTER_OWNED:
+        table: sa.Table = model.__table__  # type: ignore[union-attr,attr-defined]
+        result = session.execute(sa.update(table).where(table.c.supporter_id == from_id).values(supporter_id=to_id))
+        moved[table.name] = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return moved
+
+
+def close_open_addresses(session: Session, supporter_id: uuid.UUID, at: dt.datetime) -> None:
+    session.execute(
+        sa.update(SupporterAddress)
+        .where(col(SupporterAddress.supporter_id) == supporter_id, col(SupporterAddress.valid_to).is_(None))
+        .values(valid_to=at)
+    )
+
+
+def repoint_merged(session: Session, from_id: uuid.UUID, to_id: uuid.UUID) -> None:
+    """Records merged earlier into `from_id` now point straight at the survivor."""
+    session.execute(sa.update(Supporter).where(col(Supporter.merged_into_id) == from_id).values(merged_into_id=to_id))
+
+
+def history_by_dedupe_key(session: Session, dedupe_key: str) -> HistoryEntry | None:
+    return session.exec(select(HistoryEntry).where(HistoryEntry.dedupe_key == dedupe_key)).first()

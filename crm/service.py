@@ -6,16 +6,33 @@ Other packages write to a supporter's timeline only through `record_history`, an
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import re
+import unicodedata
 import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session
 
-from core.clock import utc_now
+from core import signing
+from core.clock import uk_today, utc_now
 from core.db import UnitOfWork
+from core.money import Money
 from crm import repository
-from crm.errors import InvalidDonorDetails, SupporterNotFound
+from crm.errors import (
+    BadCursor,
+    CannotMergeIntoItself,
+    DeclarationAlreadyCancelled,
+    DeclarationNotFound,
+    InvalidDonorDetails,
+    ReviewItemNotFound,
+    SubscriptionLinkExpired,
+    SubscriptionNotFound,
+    SupporterNotFound,
+)
 from crm.models import (
     Consent,
     ConsentChannel,
@@ -23,11 +40,17 @@ from crm.models import (
     Declaration,
     DeclarationMethod,
     DeclarationScope,
+    HistoryEntry,
+    Interest,
+    PendingSubscription,
     ReviewItem,
     Supporter,
     SupporterAddress,
 )
-from crm.validation import DonorDetails, house_from_line1, is_non_uk
+from crm.validation import DonorDetails, clean_name, house_from_line1, is_non_uk, normalise_email
+
+ORAL_CANCELLATION_WINDOW = dt.timedelta(days=30)
+INTEREST_KIND = re.compile(r"^[a-z][a-z_]{1,31}$")
 
 
 def resolve_supporter(session: Session, supporter_id: uuid.UUID) -> Supporter:
@@ -132,12 +155,13 @@ def record_history(
     dedupe_key: str | None = None,
 ) -> bool:
     """Add an item to a supporter's timeline. With a `dedupe_key` (e.g. "gift:<id>"), writing the same business
-    event again changes nothing. Returns whether an item was written."""
+    event again changes nothing. Returns whether an item was written. An id that was merged writes to the
+    survivor's timeline (a late webhook may still name the old id)."""
     return repository.insert_history_once(
         uow.session,
         {
             "id": uuid.uuid4(),
-            "supporter_id": supporter_id,
+            "supporter_id": resolve_supporter(uow.session, supporter_id).id,
             "at": at or utc_now(),
             "type": type,
             "summary": summary[:500],
@@ -160,11 +184,8 @@ def raise_review_item(
     dedupe_key: str | None = None,
 ) -> ReviewItem | None:
     session = uow.session
-    if dedupe_key is not None:
-        from sqlmodel import select
-
-        if session.exec(select(ReviewItem).where(ReviewItem.dedupe_key == dedupe_key)).first() is not None:
-            return None
+    if dedupe_key is not None and repository.review_item_exists(session, dedupe_key):
+        return None
     item = ReviewItem(supporter_id=supporter_id, kind=kind, detail=detail[:500], data=data or {}, dedupe_key=dedupe_key)
     session.add(item)
     session.flush()
@@ -228,7 +249,7 @@ def record_declaration(
     errors: dict[str, str] = {}
     if not donor.address_line1:
         errors["address_line1"] = "A Gift Aid declaration needs the house name or number"
-    if not is_non_uk(donor.country) and not donor.postcode:
+    if not is_non_uk(donor.country, donor.postcode) and not donor.postcode:
         errors["postcode"] = "A Gift Aid declaration needs a UK postcode"
     if scope == DeclarationScope.PERIOD and (start is None or end is None or end < start):
         errors["scope"] = "A declaration for a period needs a start and an end on or after it"
@@ -246,8 +267,9 @@ def record_declaration(
             if not (made_on.month == 2 and made_on.day == 29)
             else made_on.replace(year=made_on.year - 4, day=28)
         )
+    non_uk = is_non_uk(donor.country, donor.postcode)
     declaration = Declaration(
-        supporter_id=supporter_id,
+        supporter_id=resolve_supporter(uow.session, supporter_id).id,
         method=method,
         made_on=made_on,
         scope=scope,
@@ -260,10 +282,10 @@ def record_declaration(
         address_line1=donor.address_line1,
         address_line2=donor.address_line2,
         town=donor.town,
-        house=house_from_line1(donor.address_line1) if not is_non_uk(donor.country) else donor.address_line1[:40],
+        house=house_from_line1(donor.address_line1) if not non_uk else donor.address_line1[:40],
         postcode=donor.postcode,
         country=donor.country,
-        non_uk=is_non_uk(donor.country),
+        non_uk=non_uk,
         wording_version=wording_version,
         source=source,
         evidence=evidence or {},
@@ -280,4 +302,532 @@ def record_declaration(
         data={"declaration_id": str(declaration.id), "method": method.value, "scope": scope.value},
         dedupe_key=f"declaration:{declaration.id}",
     )
+    if method == DeclarationMethod.ORAL and confirmation_sent_on is None:
+        # An oral declaration takes effect only once its written confirmation is sent (giftaid.md §1C.13).
+        uow.enqueue("receipts.issue_oral_confirmation", declaration_id=str(declaration.id))
     return declaration
+
+
+# --- totals (filled in by other wings through registered providers) -----------------------------------------
+
+TotalsProvider = Callable[[Session, list[uuid.UUID]], Mapping[str, Any]]
+TOTAL_MONEY_KEYS = ("donated", "gift_aid_claimable", "gift_aid_claimed", "purchases")
+_totals_providers: list[TotalsProvider] = []
+
+
+def register_totals_provider(provider: TotalsProvider) -> None:
+    """Let another wing add to a supporter's totals without crm importing it. A provider is called as
+    `provider(session, supporter_ids)` and returns some of `donated`, `gift_aid_claimable`, `gift_aid_claimed`,
+    `purchases` (Money, or pence as int) and `regular_gifts` (a count); the composition root registers them."""
+    if provider not in _totals_providers:
+        _totals_providers.append(provider)
+
+
+def supporter_totals(session: Session, supporter_id: uuid.UUID) -> dict[str, Any]:
+    """What a supporter gave, bought and is owed in Gift Aid, over the survivor and every id merged into it
+    (rows move at a merge, so nothing is counted twice; the merged ids only catch a wing that could not move)."""
+    ids = [supporter_id, *repository.merged_into(session, supporter_id)]
+    totals: dict[str, Any] = {key: Money.zero() for key in TOTAL_MONEY_KEYS}
+    totals["regular_gifts"] = 0
+    for provider in _totals_providers:
+        for key, value in provider(session, ids).items():
+            if key == "regular_gifts":
+                totals[key] += int(value)
+            elif key in TOTAL_MONEY_KEYS:
+                totals[key] = totals[key] + (value if isinstance(value, Money) else Money(int(value)))
+    return totals
+
+
+# --- reading supporters --------------------------------------------------------------------------------------
+
+
+def find_supporters(
+    session: Session, *, email: str | None = None, q: str | None = None, limit: int = 50
+) -> list[Supporter]:
+    """`email`: the one supporter with that exact (normalised) email, following merges. `q`: words that start a
+    name, email or postcode; an email address is matched exactly."""
+    if email is not None:
+        found = repository.supporter_by_email(session, normalise_email(email))
+        return [resolve_supporter(session, found.id)] if found else []
+    words = [w for w in unicodedata.normalize("NFKC", q or "").split() if w]
+    if not words:
+        raise InvalidDonorDetails("give ?email= or ?q= (a name, email or postcode)", {"q": "Enter something to find"})
+    if len(words) == 1 and "@" in words[0]:
+        try:
+            return find_supporters(session, email=words[0])
+        except InvalidDonorDetails:
+            pass
+    return repository.search_supporters(session, words[:5], limit)
+
+
+def get_supporter(session: Session, supporter_id: uuid.UUID) -> SupporterView:
+    supporter = resolve_supporter(session, supporter_id)
+    return SupporterView(
+        supporter=supporter,
+        address=repository.current_address(session, supporter.id),
+        consents=repository.current_consents(session, supporter.id),
+        interests=repository.interests_of(session, supporter.id),
+        merged_ids=repository.merged_into(session, supporter.id),
+    )
+
+
+@dataclass
+class SupporterView:
+    supporter: Supporter
+    address: SupporterAddress | None
+    consents: dict[ConsentChannel, Consent]
+    interests: list[Interest]
+    merged_ids: list[uuid.UUID]
+
+
+# --- history -------------------------------------------------------------------------------------------------
+
+
+def encode_cursor(entry: HistoryEntry) -> str:
+    raw = f"{isoformat_micro(entry.at)}|{entry.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at_text, _, id_text = raw.partition("|")
+        at = dt.datetime.fromisoformat(at_text)
+        if at.tzinfo is None:
+            raise ValueError("naive")
+        return at, uuid.UUID(id_text)
+    except ValueError as exc:
+        raise BadCursor("the cursor is not one this API gave") from exc
+
+
+def isoformat_micro(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def history(
+    session: Session, supporter_id: uuid.UUID, *, limit: int | None = None, cursor: str | None = None
+) -> tuple[Supporter, list[HistoryEntry], str | None]:
+    """One supporter's timeline, newest first (at desc, id desc). With `limit`, also the cursor of the rest."""
+    supporter = resolve_supporter(session, supporter_id)
+    before = decode_cursor(cursor) if cursor else None
+    rows = repository.history_page(session, supporter.id, limit=None if limit is None else limit + 1, before=before)
+    next_cursor = None
+    if limit is not None and len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1])
+    return supporter, rows, next_cursor
+
+
+def add_note(uow: UnitOfWork, supporter_id: uuid.UUID, text: str, *, author: str) -> HistoryEntry:
+    """A staff note: a `note` item in the timeline (it moves with a merge like every other item)."""
+    text = text.strip()
+    if not text:
+        raise InvalidDonorDetails("a note needs some text", {"text": "Write the note"})
+    supporter = resolve_supporter(uow.session, supporter_id)
+    note_id = uuid.uuid4()
+    record_history(
+        uow,
+        supporter.id,
+        type="note",
+        summary=text[:500],
+        data={"note_id": str(note_id), "text": text[:4000], "author": author},
+        dedupe_key=f"note:{note_id}",
+    )
+    entry = repository.history_by_dedupe_key(uow.session, f"note:{note_id}")
+    assert entry is not None
+    return entry
+
+
+# --- interests and consents ----------------------------------------------------------------------------------
+
+
+def record_interest(uow: UnitOfWork, supporter_id: uuid.UUID, *, kind: str, source: str, note: str = "") -> Interest:
+    """An interest (volunteering, events, ...) with where it came from, shown in the history."""
+    kind = kind.strip().lower()
+    if not INTEREST_KIND.match(kind):
+        raise InvalidDonorDetails(
+            f"{kind!r} is not an interest; use a short word such as volunteering", {"kind": "Choose an interest"}
+        )
+    supporter = resolve_supporter(uow.session, supporter_id)
+    interest = Interest(supporter_id=supporter.id, kind=kind, source=source[:32], note=note.strip()[:500])
+    uow.session.add(interest)
+    uow.session.flush()
+    record_history(
+        uow,
+        supporter.id,
+        type="interest",
+        summary=f"Interested in {kind.replace('_', ' ')} ({source})" + (f": {interest.note}" if interest.note else ""),
+        at=interest.at,
+        data={"interest_id": str(interest.id), "kind": kind, "source": source},
+        dedupe_key=f"interest:{interest.id}",
+    )
+    return interest
+
+
+def change_consent_by_staff(
+    uow: UnitOfWork,
+    supporter_id: uuid.UUID,
+    *,
+    channel: ConsentChannel,
+    status: ConsentStatus,
+    by: str,
+    wording_version: str = "",
+    note: str = "",
+) -> Consent:
+    """A consent given or withdrawn to a member of staff (phone, letter, in person)."""
+    if status == ConsentStatus.PENDING:
+        raise InvalidDonorDetails("staff record a consent as granted or withdrawn", {"status": "granted or withdrawn"})
+    supporter = resolve_supporter(uow.session, supporter_id)
+    return record_consent(
+        uow,
+        supporter.id,
+        channel=channel,
+        status=status,
+        source="staff",
+        wording_version=wording_version,
+        evidence={"by": by, "note": note[:500]},
+    )
+
+
+# --- declarations by staff -----------------------------------------------------------------------------------
+
+
+def declarations(session: Session, supporter_id: uuid.UUID) -> list[Declaration]:
+    return repository.declarations_of(session, resolve_supporter(session, supporter_id).id)
+
+
+def declaration_status(declaration: Declaration) -> str:
+    """voided (never made), cancelled, awaiting_confirmation (oral, no letter yet) or active."""
+    if declaration.voided:
+        return "voided"
+    if declaration.cancelled_at is not None:
+        return "cancelled"
+    if declaration.method == DeclarationMethod.ORAL and declaration.confirmation_sent_on is None:
+        return "awaiting_confirmation"
+    return "active"
+
+
+def get_declaration(session: Session, declaration_id: uuid.UUID) -> Declaration:
+    declaration = session.get(Declaration, declaration_id)
+    if declaration is None:
+        raise DeclarationNotFound(f"no declaration {declaration_id}")
+    return declaration
+
+
+def cancel_declaration(
+    uow: UnitOfWork, declaration_id: uuid.UUID, *, effective_on: dt.date, reason: str = "", by: str = ""
+) -> Declaration:
+    """Cancel from `effective_on` (gifts before it stay claimable). An oral declaration cancelled within 30 days
+    of its written confirmation (or before one was sent) is void: treated as never made."""
+    declaration = get_declaration(uow.session, declaration_id)
+    if declaration.cancelled_at is not None:
+        raise DeclarationAlreadyCancelled(f"declaration {declaration_id} was already cancelled")
+    if effective_on < declaration.made_on:
+        raise InvalidDonorDetails(
+            "a cancellation cannot take effect before the declaration was made",
+            {"effective_on": "On or after the day the declaration was made"},
+        )
+    declaration.cancelled_at = utc_now()
+    declaration.cancellation_effective_on = effective_on
+    declaration.cancellation_reason = reason.strip()[:200]
+    if declaration.method == DeclarationMethod.ORAL:
+        sent = declaration.confirmation_sent_on
+        declaration.voided = sent is None or effective_on <= sent + ORAL_CANCELLATION_WINDOW
+    uow.session.add(declaration)
+    uow.session.flush()
+    what = "voided (cancelled within 30 days of the confirmation)" if declaration.voided else "cancelled"
+    record_history(
+        uow,
+        declaration.supporter_id,
+        type="declaration_cancelled",
+        summary=f"Gift Aid declaration {what} from {effective_on:%d/%m/%Y}"
+        + (f": {declaration.cancellation_reason}" if declaration.cancellation_reason else ""),
+        data={
+            "declaration_id": str(declaration.id),
+            "effective_on": effective_on.isoformat(),
+            "voided": declaration.voided,
+            "by": by,
+        },
+        dedupe_key=f"declaration_cancelled:{declaration.id}",
+    )
+    return declaration
+
+
+def confirm_oral_declaration(
+    uow: UnitOfWork, declaration_id: uuid.UUID, *, confirmation_sent_on: dt.date, by: str = ""
+) -> Declaration:
+    """Record the date the written confirmation of an oral declaration was sent (it takes effect then).
+    The same date again changes nothing."""
+    declaration = get_declaration(uow.session, declaration_id)
+    if declaration.method != DeclarationMethod.ORAL:
+        raise InvalidDonorDetails(
+            "only an oral declaration needs a written confirmation", {"method": "Not an oral declaration"}
+        )
+    if confirmation_sent_on < declaration.made_on:
+        raise InvalidDonorDetails(
+            "the confirmation cannot be sent before the declaration was made",
+            {"confirmation_sent_on": "On or after the day the declaration was made"},
+        )
+    if confirmation_sent_on > uk_today():
+        raise InvalidDonorDetails(
+            "the confirmation cannot be sent in the future", {"confirmation_sent_on": "Today or earlier"}
+        )
+    if declaration.voided:
+        raise DeclarationAlreadyCancelled(f"declaration {declaration_id} was voided")
+    if declaration.confirmation_sent_on == confirmation_sent_on:
+        return declaration
+    declaration.confirmation_sent_on = confirmation_sent_on
+    uow.session.add(declaration)
+    uow.session.flush()
+    record_history(
+        uow,
+        declaration.supporter_id,
+        type="declaration_confirmed",
+        summary=f"Written confirmation of the oral Gift Aid declaration sent {confirmation_sent_on:%d/%m/%Y}",
+        data={
+            "declaration_id": str(declaration.id),
+            "confirmation_sent_on": confirmation_sent_on.isoformat(),
+            "by": by,
+        },
+        dedupe_key=f"declaration_confirmed:{declaration.id}:{confirmation_sent_on.isoformat()}",
+    )
+    return declaration
+
+
+# --- review items --------------------------------------------------------------------------------------------
+
+
+def review_items(session: Session, *, open_only: bool = True, limit: int = 100) -> list[ReviewItem]:
+    """Newest first (created_at desc, id desc)."""
+    return repository.review_items(session, open_only=open_only, limit=limit)
+
+
+def resolve_review_item(uow: UnitOfWork, item_id: uuid.UUID, *, by: str) -> ReviewItem:
+    item = uow.session.get(ReviewItem, item_id)
+    if item is None:
+        raise ReviewItemNotFound(f"no review item {item_id}")
+    if item.resolved_at is None:
+        item.resolved_at = utc_now()
+        item.resolved_by = by
+        uow.session.add(item)
+    return item
+
+
+# --- "Subscribe for updates": double opt-in ------------------------------------------------------------------
+
+SUBSCRIBE_WORDING = "email-updates-v1"
+SUBSCRIBE_CONFIRM_PURPOSE = "subscribe-confirm"
+UNSUBSCRIBE_PURPOSE = "unsubscribe"
+SUBSCRIBE_LINK_LIFETIME = dt.timedelta(days=3)
+
+
+def start_subscription(
+    uow: UnitOfWork, email: str, *, first_name: str = "", last_name: str = "", client: str = ""
+) -> PendingSubscription | None:
+    """Record a pending email consent and send a confirmation link. Nothing is sent to someone whose consent is
+    already granted (the caller answers the same, so the form does not reveal who is subscribed)."""
+    address = normalise_email(email)
+    supporter = supporter_for_email(uow, address, first_name=first_name, last_name=last_name, source="subscribe")
+    current = repository.current_consents(uow.session, supporter.id).get(ConsentChannel.EMAIL)
+    if current is not None and current.status == ConsentStatus.GRANTED:
+        return None
+    consent = record_consent(
+        uow,
+        supporter.id,
+        channel=ConsentChannel.EMAIL,
+        status=ConsentStatus.PENDING,
+        source="subscribe",
+        wording_version=SUBSCRIBE_WORDING,
+        evidence={"client": client},
+    )
+    now = utc_now()
+    pending = PendingSubscription(
+        supporter_id=supporter.id, consent_id=consent.id, created_at=now, expires_at=now + SUBSCRIBE_LINK_LIFETIME
+    )
+    uow.session.add(pending)
+    uow.session.flush()
+    uow.enqueue("crm.send_subscription_confirmation", pending_id=str(pending.id))
+    return pending
+
+
+def supporter_for_email(
+    uow: UnitOfWork, email: str, *, first_name: str = "", last_name: str = "", source: str
+) -> Supporter:
+    """The supporter with this (normalised) email, or a new one. Names fill empty ones only: a different name on
+    a known email raises a review item (as `find_or_create_supporter` does)."""
+    first, last = clean_name(first_name)[:35], clean_name(last_name)[:35]
+    found = repository.supporter_by_email(uow.session, email)
+    if found is None:
+        now = utc_now()
+        supporter = Supporter(email=email, first_name=first, last_name=last, created_at=now, updated_at=now)
+        uow.session.add(supporter)
+        uow.session.flush()
+        return supporter
+    supporter = resolve_supporter(uow.session, found.id)
+    if (first or last) and not (supporter.first_name or supporter.last_name):
+        supporter.first_name, supporter.last_name, supporter.updated_at = first, last, utc_now()
+        uow.session.add(supporter)
+    elif (first or last) and (first.casefold(), last.casefold()) != (
+        supporter.first_name.casefold(),
+        supporter.last_name.casefold(),
+    ):
+        raise_review_item(
+            uow,
+            supporter.id,
+            kind="name_mismatch",
+            detail=f"{first} {last} used the email of {supporter.first_name} {supporter.last_name} ({source})",
+            data={"given": {"first_name": first, "last_name": last}, "source": source},
+        )
+    return supporter
+
+
+def confirm_subscription(uow: UnitOfWork, pending_id: uuid.UUID, *, client: str = "") -> bool:
+    """Grant the email consent of a confirmed link. Returns False when it was already confirmed (no change)."""
+    pending = uow.session.get(PendingSubscription, pending_id)
+    if pending is None:
+        raise SubscriptionNotFound("this confirmation link is not ours")
+    if pending.confirmed_at is not None:
+        return False
+    if pending.expires_at <= utc_now():
+        raise SubscriptionLinkExpired("this confirmation link has expired; subscribe again for a new one")
+    pending.confirmed_at = utc_now()
+    uow.session.add(pending)
+    record_consent(
+        uow,
+        pending.supporter_id,
+        channel=ConsentChannel.EMAIL,
+        status=ConsentStatus.GRANTED,
+        source="subscribe",
+        wording_version=SUBSCRIBE_WORDING,
+        evidence={"pending_consent_id": str(pending.consent_id), "confirmed_from": client, "double_opt_in": True},
+    )
+    return True
+
+
+def unsubscribe(uow: UnitOfWork, supporter_id: uuid.UUID, *, client: str = "") -> bool:
+    """Withdraw email consent from an unsubscribe link. Returns False when it was not in force (no change)."""
+    supporter = resolve_supporter(uow.session, supporter_id)
+    current = repository.current_consents(uow.session, supporter.id).get(ConsentChannel.EMAIL)
+    if current is not None and current.status == ConsentStatus.WITHDRAWN:
+        return False
+    record_consent(
+        uow,
+        supporter.id,
+        channel=ConsentChannel.EMAIL,
+        status=ConsentStatus.WITHDRAWN,
+        source="unsubscribe_link",
+        evidence={"client": client},
+    )
+    return True
+
+
+def subscription_confirm_url(base_url: str, secret: str, pending_id: uuid.UUID) -> str:
+    token = signing.sign(secret, SUBSCRIBE_CONFIRM_PURPOSE, str(pending_id))
+    return f"{base_url.rstrip('/')}/subscribe/confirm?token={token}"
+
+
+def pending_id_from_token(secret: str, token: str) -> uuid.UUID:
+    try:
+        value = signing.unsign(
+            secret, SUBSCRIBE_CONFIRM_PURPOSE, token, max_age_seconds=int(SUBSCRIBE_LINK_LIFETIME.total_seconds())
+        )
+        return uuid.UUID(str(value))
+    except signing.InvalidToken as exc:
+        if exc.expired:
+            raise SubscriptionLinkExpired("this confirmation link has expired; subscribe again for a new one") from exc
+        raise SubscriptionNotFound("this confirmation link is not valid") from exc
+
+
+def unsubscribe_url(base_url: str, secret: str, supporter_id: uuid.UUID) -> str:
+    """The link every email to a supporter carries; it never expires."""
+    token = signing.sign(secret, UNSUBSCRIBE_PURPOSE, str(supporter_id))
+    return f"{base_url.rstrip('/')}/unsubscribe?token={token}"
+
+
+def supporter_id_from_unsubscribe_token(secret: str, token: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(signing.unsign(secret, UNSUBSCRIBE_PURPOSE, token, max_age_seconds=None)))
+    except signing.InvalidToken as exc:
+        raise SubscriptionNotFound("this unsubscribe link is not valid") from exc
+
+
+# --- merge (crm's part; giving.merge runs every wing's part in one unit of work) ----------------------------
+
+
+def merge_pair(session: Session, from_id: uuid.UUID, into_id: uuid.UUID) -> tuple[Supporter, Supporter]:
+    """(the record that goes, the survivor), both resolved; 400 when they are the same person already."""
+    loser = resolve_supporter(session, from_id)
+    survivor = resolve_supporter(session, into_id)
+    if loser.id == survivor.id:
+        raise CannotMergeIntoItself(f"{from_id} and {into_id} are the same supporter; nothing to merge")
+    return loser, survivor
+
+
+def supporter_record_counts(session: Session, supporter_id: uuid.UUID) -> dict[str, int]:
+    return repository.count_owned(session, supporter_id)
+
+
+def reassign_supporter(uow: UnitOfWork, from_id: uuid.UUID, to_id: uuid.UUID) -> dict[str, int]:
+    """Move every crm row of `from_id` (addresses, consents, interests, declarations, history and notes, review
+    items, pending subscriptions) to `to_id`. The survivor's current address stays current."""
+    session = uow.session
+    if repository.current_address(session, to_id) is not None:
+        repository.close_open_addresses(session, from_id, utc_now())
+    return repository.move_owned(session, from_id, to_id)
+
+
+def finish_merge(uow: UnitOfWork, loser: Supporter, survivor: Supporter, *, moved: dict[str, int], by: str) -> None:
+    """Point the old record at the survivor (it keeps resolving), fill the survivor's empty details from it, and
+    record the merge in both timelines. Call after every wing has moved its rows."""
+    session = uow.session
+    now = utc_now()
+    for name in ("title", "phone"):
+        if not getattr(survivor, name) and getattr(loser, name):
+            setattr(survivor, name, getattr(loser, name))
+    if not (survivor.first_name or survivor.last_name):
+        survivor.first_name, survivor.last_name = loser.first_name, loser.last_name
+    if survivor.email is None and loser.email is not None:
+        # The email is unique: it leaves the old record, and finds the survivor directly.
+        survivor.email, loser.email = loser.email, None
+        session.add(loser)
+        session.flush()
+    address = repository.current_address(session, survivor.id)
+    survivor.postcode = address.postcode if address is not None else survivor.postcode
+    survivor.updated_at = now
+    loser.merged_into_id = survivor.id
+    loser.updated_at = now
+    session.add(survivor)
+    session.add(loser)
+    session.flush()
+    repository.repoint_merged(session, loser.id, survivor.id)
+    moved_total = {k: v for k, v in moved.items() if v}
+    data = {"merged_id": str(loser.id), "into_id": str(survivor.id), "moved": moved_total, "by": by}
+    repository.insert_history_once(
+        session,
+        {
+            "id": uuid.uuid4(),
+            "supporter_id": loser.id,
+            "at": now,
+            "type": "merged",
+            "summary": f"Merged into {_display_name(survivor)} ({survivor.id})",
+            "amount": None,
+            "currency": None,
+            "data": data,
+            "dedupe_key": f"merged:{loser.id}:from",
+            "created_at": now,
+        },
+    )
+    record_history(
+        uow,
+        survivor.id,
+        type="merged",
+        summary=f"{_display_name(loser)} ({loser.id}) merged into this record",
+        at=now,
+        data=data,
+        dedupe_key=f"merged:{loser.id}:into",
+    )
+
+
+def _display_name(supporter: Supporter) -> str:
+    name = " ".join(p for p in (supporter.title, supporter.first_name, supporter.last_name) if p)
+    return name or supporter.email or "a supporter"

@@ -45,8 +45,20 @@ def normalise_postcode(raw: str, country: str = "GB") -> str:
     return formatted
 
 
-def is_non_uk(country: str) -> bool:
-    return country.upper() != "GB"
+# Postcode areas of the Crown Dependencies, which use UK-style postcodes but are not the UK for HMRC.
+CROWN_DEPENDENCY_AREAS = {"JE": "JE", "GY": "GG", "IM": "IM"}
+_AREA = re.compile(r"^([A-Z]{1,2})[0-9]")
+
+
+def crown_dependency_of(postcode: str) -> str | None:
+    """The country code (JE, GG, IM) of a Jersey, Guernsey or Isle of Man postcode, else None."""
+    match = _AREA.match(re.sub(r"\s+", "", postcode or "").upper())
+    return CROWN_DEPENDENCY_AREAS.get(match.group(1)) if match else None
+
+
+def is_non_uk(country: str, postcode: str = "") -> bool:
+    """Non-UK for HMRC: any country but GB, and a GB address whose postcode is in Jersey, Guernsey or Man."""
+    return country.upper() != "GB" or crown_dependency_of(postcode) is not None
 
 
 def house_from_line1(line1: str) -> str:
@@ -106,6 +118,10 @@ class DonorDetails:
                 postcode = normalise_postcode(self.postcode, country)
             except InvalidDonorDetails as exc:
                 errors.update(exc.errors)
+        # A Jersey, Guernsey or Isle of Man postcode given with "GB" is that island: non-UK for HMRC.
+        dependency = crown_dependency_of(postcode) if country == "GB" else None
+        if dependency is not None:
+            country = dependency
         line1 = clean_name(self.address_line1)
         if require_address and not line1:
             errors["address_line1"] = "Enter the first line of the address (house name or number)"

@@ -21,13 +21,15 @@ import payments.routes
 import receipts.routes
 import webhooks.routes
 from core import jobs
+from core.auth import StaffSessionMiddleware
 from core.errors import AppError
 from core.http import JSON, BodyLimitMiddleware, SecurityHeadersMiddleware, app_error_handler, in_thread
 from core.logging import configure_logging
 from core.runtime import InlineWorker, Runtime, build_runtime
 from core.settings import Settings, feature_warnings, get_settings
-from giving import openapi, ops
+from giving import merge, openapi, ops
 from giving import worker as worker_root
+from giving.totals import register_totals_providers
 
 log = logging.getLogger("giving.app")
 
@@ -87,6 +89,8 @@ def create_app(
 
     from giving.staff import routes as staff_routes
 
+    register_totals_providers()
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -95,6 +99,7 @@ def create_app(
         *payments.routes.routes,
         *payments.api.routes,
         *crm.routes.routes,
+        *merge.routes,
         *giftaid.routes.routes,
         *receipts.routes.routes,
         Mount("/webhooks", routes=webhooks.routes.routes),
@@ -106,6 +111,7 @@ def create_app(
             Middleware(ops.MetricsMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(BodyLimitMiddleware, max_bytes=settings.web.max_body_bytes),
+            Middleware(StaffSessionMiddleware, paths=("/staff",), secure_cookies=settings.web.secure_cookies),
         ],
         exception_handlers={
             AppError: app_error_handler,
