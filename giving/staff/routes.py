@@ -1,5 +1,47 @@
-"""Staff pages under /staff."""
+"""Staff pages under /staff (mounted by giving.app). Static files are served under /staff/static."""
 
-from starlette.routing import BaseRoute
+from __future__ import annotations
 
-routes: list[BaseRoute] = []
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.staticfiles import StaticFiles
+
+from core.auth import Principal
+from giving.staff import auth_pages, finance, supporters
+from giving.staff.session import SessionsOnStaffPaths
+from giving.staff.web import STATIC_DIR, render, staff_page
+
+
+@staff_page()
+async def home(request: Request, staff: Principal) -> Response:
+    return render(request, "home.html")
+
+
+page_routes: list[BaseRoute] = [
+    Route("/", home, methods=["GET"]),
+    Route("/login", auth_pages.login_form, methods=["GET"]),
+    Route("/login", auth_pages.login, methods=["POST"]),
+    Route("/logout", auth_pages.logout, methods=["POST"]),
+    Route("/forgot-password", auth_pages.forgot_form, methods=["GET"]),
+    Route("/forgot-password", auth_pages.forgot, methods=["POST"]),
+    Route("/reset-password", auth_pages.reset_form, methods=["GET"]),
+    Route("/reset-password", auth_pages.reset, methods=["POST"]),
+    Route("/supporters", supporters.search, methods=["GET"]),
+    Route("/supporters/{supporter_id}", supporters.show, methods=["GET"]),
+    Route("/supporters/{supporter_id}/history", supporters.history, methods=["GET"]),
+    Route("/supporters/{supporter_id}/notes", supporters.add_note, methods=["POST"]),
+    Route("/supporters/{supporter_id}/consents", supporters.change_consent, methods=["POST"]),
+    Route("/supporters/{supporter_id}/declarations", supporters.record_declaration, methods=["POST"]),
+    Route("/finance/payouts", finance.payouts, methods=["GET"]),
+    Route("/finance/payouts/{payout_id}", finance.payout, methods=["GET"]),
+    Route("/finance/instalments", finance.instalments, methods=["GET"]),
+    Route("/finance/shop", finance.shop, methods=["GET"]),
+]
+
+routes: list[BaseRoute] = [
+    Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="staff_static"),
+    # The session middleware wraps the pages only (static files need no database look-up).
+    Mount("", app=Router(routes=page_routes, middleware=[Middleware(SessionsOnStaffPaths)])),
+]

@@ -1,0 +1,150 @@
+"""Log in, log out, forgotten password. The mechanism (sessions, TOTP, rate limits, reset links) is core.auth's."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from core import auth, signing
+from core.auth import Principal
+from core.errors import ValidationFailed
+from core.http import client_address, in_thread
+from giving.staff import session as staff_session
+from giving.staff.web import error_page, form_of, redirect, render, runtime, safe_next, staff_page
+
+
+def _csrf_refused(request: Request, given: object) -> Response | None:
+    if staff_session.csrf_ok(request, str(given or "")):
+        return None
+    return error_page(
+        request, 403, "Form expired", "This form was out of date or not sent from our pages. Reload it and try again."
+    )
+
+
+async def login_form(request: Request) -> Response:
+    if staff_session.current(request) is not None:
+        return redirect(safe_next(request.query_params.get("next")))
+    return render(request, "auth/login.html", {"next": safe_next(request.query_params.get("next"))})
+
+
+async def login(request: Request) -> Response:
+    form = await form_of(request)
+    refused = _csrf_refused(request, form.get("csrf_token"))
+    if refused is not None:
+        return refused
+    email = str(form.get("email", "")).strip()[:254]
+    target = safe_next(str(form.get("next", "")))
+    rt = runtime(request)
+    result = await in_thread(
+        staff_session.log_in,
+        rt,
+        email,
+        str(form.get("password", ""))[:1000],
+        str(form.get("totp", ""))[:12],
+        client_address(request),
+    )
+    if not result.ok:
+        status = 429 if result.rate_limited else 400
+        headers = {"Retry-After": "60"} if result.rate_limited else None
+        return render(
+            request,
+            "auth/login.html",
+            {"next": target, "errors": {"email": result.error or auth.WRONG_LOGIN}, "values": {"email": email}},
+            status_code=status,
+            headers=headers,
+        )
+    response = redirect(target)
+    staff_session.set_cookie(response, rt, result)
+    return response
+
+
+@staff_page()
+async def logout(request: Request, staff: Principal) -> Response:
+    rt = runtime(request)
+    await in_thread(staff_session.log_out, rt, request)
+    response = redirect("/staff/login", "You have logged out.")
+    staff_session.clear_cookie(response, rt)
+    return response
+
+
+async def forgot_form(request: Request) -> Response:
+    return render(request, "auth/reset_request.html", {"sent": False})
+
+
+async def forgot(request: Request) -> Response:
+    form = await form_of(request)
+    refused = _csrf_refused(request, form.get("csrf_token"))
+    if refused is not None:
+        return refused
+    email = str(form.get("email", "")).strip().lower()[:254]
+    if "@" not in email:
+        return render(
+            request,
+            "auth/reset_request.html",
+            {"sent": False, "errors": {"email": "Enter your email address"}, "values": {"email": email}},
+            status_code=400,
+        )
+    rt = runtime(request)
+    web = rt.settings.web
+
+    def ask() -> bool:
+        from core import ratelimit
+
+        with rt.unit_of_work() as uow:
+            # Not an inbox bomb: the same limit as logins, per address and per client.
+            if not ratelimit.hit(
+                uow.session, f"reset:{client_address(request)}", limit=web.login_rate_per_minute, window_seconds=60
+            ) or not ratelimit.hit(uow.session, f"reset:{email}", limit=3, window_seconds=3600):
+                return False
+        with rt.unit_of_work() as uow:
+            auth.request_password_reset(uow, email)
+        return True
+
+    await in_thread(ask)
+    # The same answer whether or not the address is staff, and whether or not it was limited.
+    return render(request, "auth/reset_request.html", {"sent": True})
+
+
+async def reset_form(request: Request) -> Response:
+    token = request.query_params.get("token", "")
+    if not token:
+        return error_page(request, 400, "Link not valid", "Open the whole link from the email, or ask for a new one.")
+    return render(request, "auth/reset.html", {"token": token, "min_length": auth.MIN_PASSWORD_LENGTH})
+
+
+async def reset(request: Request) -> Response:
+    form = await form_of(request)
+    refused = _csrf_refused(request, form.get("csrf_token"))
+    if refused is not None:
+        return refused
+    token = str(form.get("token", ""))
+    password = str(form.get("password", ""))
+    errors: dict[str, str] = {}
+    if len(password) < auth.MIN_PASSWORD_LENGTH:
+        errors["password"] = f"Use at least {auth.MIN_PASSWORD_LENGTH} characters"
+    elif password != str(form.get("password_again", "")):
+        errors["password_again"] = "The two passwords are not the same"
+    if errors:
+        return render(
+            request,
+            "auth/reset.html",
+            {"token": token, "errors": errors, "min_length": auth.MIN_PASSWORD_LENGTH},
+            status_code=400,
+        )
+    rt = runtime(request)
+
+    def change() -> None:
+        with rt.unit_of_work() as uow:
+            secret = signing.signing_secret(uow.session, rt.settings.web.secret_key.get_secret_value())
+            auth.reset_password(uow, token, password, secret=secret)
+
+    try:
+        await in_thread(change)
+    except ValidationFailed as exc:
+        return render(
+            request,
+            "auth/reset.html",
+            {"token": token, "errors": {"password": exc.detail}, "min_length": auth.MIN_PASSWORD_LENGTH},
+            status_code=400,
+        )
+    return redirect("/staff/login", "Your password is changed. Log in with it.")

@@ -1,0 +1,78 @@
+"""Finance pages: payouts and their reconciliation, missing regular instalments, shop orders and stock.
+(Gift Aid pages are in `giving.staff.giftaid_pages`.) Finance and admin only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from core.auth import Principal, audit
+from core.clock import uk_today
+from core.errors import NotFound
+from core.http import in_thread
+from core.models import StaffRole
+from giving.staff import queries
+from giving.staff.supporters import parse_uuid
+from giving.staff.web import PAGE_SIZE, page_number, render, runtime, staff_page
+
+
+@staff_page(StaffRole.FINANCE)
+async def payouts(request: Request, staff: Principal) -> Response:
+    page = page_number(request)
+
+    def load() -> dict[str, Any]:
+        with runtime(request).read_session() as session:
+            rows, has_next = queries.payouts(session, page=page, page_size=PAGE_SIZE)
+        return {"rows": rows, "page": page, "has_next": has_next}
+
+    return render(request, "finance/payouts.html", await in_thread(load))
+
+
+@staff_page(StaffRole.FINANCE)
+async def payout(request: Request, staff: Principal) -> Response:
+    payout_id = parse_uuid(request.path_params["payout_id"], "payout")
+
+    def load() -> dict[str, Any]:
+        with runtime(request).read_session() as session:
+            found = queries.payout_with_lines(session, payout_id)
+        if found is None:
+            raise NotFound(f"there is no payout {payout_id}")
+        return {"payout": found[0], "lines": found[1]}
+
+    return render(request, "finance/payout.html", await in_thread(load))
+
+
+@staff_page(StaffRole.FINANCE)
+async def instalments(request: Request, staff: Principal) -> Response:
+    grace = runtime(request).settings.donations.regular_grace_days
+
+    def load() -> dict[str, Any]:
+        with runtime(request).unit_of_work() as uow:
+            rows = queries.missing_instalments(uow.session, uk_today(), grace)
+            # Names of supporters are personal data.
+            audit(uow, staff, "view", "missing_instalments", "", {"rows": len(rows)})
+        return {"rows": rows, "grace_days": grace}
+
+    return render(request, "finance/instalments.html", await in_thread(load))
+
+
+@staff_page(StaffRole.FINANCE)
+async def shop(request: Request, staff: Principal) -> Response:
+    page = page_number(request)
+
+    def load() -> dict[str, Any]:
+        with runtime(request).unit_of_work() as uow:
+            orders, has_next = queries.recent_orders(uow.session, page=page, page_size=PAGE_SIZE)
+            stock = queries.stock(uow.session)
+            audit(uow, staff, "view", "orders", "", {"page": page})
+        return {
+            "orders": orders,
+            "stock": stock,
+            "page": page,
+            "has_next": has_next,
+            "low_stock": runtime(request).settings.shop.low_stock_threshold,
+        }
+
+    return render(request, "finance/shop.html", await in_thread(load))

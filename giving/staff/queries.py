@@ -1,0 +1,258 @@
+"""Read-only queries that only the staff pages need, across packages (the composition root may read every
+package's tables). Use cases that change anything go through the packages' own services."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, func, select
+
+from crm import service as crm_service
+from crm.models import (
+    Consent,
+    ConsentChannel,
+    Declaration,
+    HistoryEntry,
+    Interest,
+    ReviewItem,
+    Supporter,
+    SupporterAddress,
+)
+from payments.models import (
+    Gift,
+    Order,
+    OrderLine,
+    OrderStatus,
+    Payout,
+    PayoutLine,
+    RegularGift,
+    RegularGiftStatus,
+    Sku,
+)
+
+SEARCH_LIMIT = 50
+# A whole UK postcode typed with or without its space ("ct16 1aa"): searched as one term.
+WHOLE_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][0-9A-Z]? ?[0-9][A-Z]{2}$")
+
+
+def search_supporters(session: Session, query: str, *, limit: int = SEARCH_LIMIT) -> list[Supporter]:
+    """crm's search (every word starts a first or last name, an email or a postcode; an email exactly), with a
+    whole postcode typed with its space kept as one term."""
+    text = " ".join(query.split())
+    if not text:
+        return []
+    if WHOLE_POSTCODE.match(text.upper()):
+        text = text.replace(" ", "")
+    return crm_service.find_supporters(session, q=text, limit=limit)
+
+
+@dataclass
+class SupporterProfile:
+    supporter: Supporter
+    address: SupporterAddress | None
+    consents: dict[ConsentChannel, Consent]
+    interests: list[Interest]
+    declarations: list[tuple[Declaration, str]]
+    regular_gifts: list[RegularGift]
+    review_items: list[ReviewItem]
+    # crm's totals: donated, gift_aid_claimable, gift_aid_claimed, purchases (Money), regular_gifts (a count).
+    totals: dict[str, Any]
+    merged_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+def supporter_profile(session: Session, supporter_id: uuid.UUID) -> SupporterProfile:
+    """Everything the supporter's page shows but the timeline (the survivor's, for an id merged away)."""
+    view = crm_service.get_supporter(session, supporter_id)
+    sid = view.supporter.id
+    declarations = [(d, crm_service.declaration_status(d)) for d in crm_service.declarations(session, sid)]
+    regular = list(
+        session.exec(
+            select(RegularGift)
+            .where(RegularGift.supporter_id == sid)
+            .order_by(col(RegularGift.created_at).desc(), col(RegularGift.id))
+        ).all()
+    )
+    reviews = list(
+        session.exec(
+            select(ReviewItem)
+            .where(ReviewItem.supporter_id == sid, col(ReviewItem.resolved_at).is_(None))
+            .order_by(col(ReviewItem.created_at).desc(), col(ReviewItem.id))
+        ).all()
+    )
+    return SupporterProfile(
+        supporter=view.supporter,
+        address=view.address,
+        consents=view.consents,
+        interests=view.interests,
+        declarations=declarations,
+        regular_gifts=regular,
+        review_items=reviews,
+        totals=crm_service.supporter_totals(session, sid),
+        merged_ids=view.merged_ids,
+    )
+
+
+def history_types(session: Session, supporter_id: uuid.UUID) -> list[str]:
+    return [
+        str(t)
+        for t in session.exec(
+            select(HistoryEntry.type)
+            .where(HistoryEntry.supporter_id == supporter_id)
+            .distinct()
+            .order_by(HistoryEntry.type)
+        ).all()
+    ]
+
+
+@dataclass
+class HistoryPage:
+    items: list[HistoryEntry]
+    page: int
+    has_next: bool
+
+
+def history_page(
+    session: Session, supporter_id: uuid.UUID, *, type: str | None, page: int, page_size: int
+) -> HistoryPage:
+    """Newest first (then by id, a total order); one page of `page_size`, optionally of one type only."""
+    query = select(HistoryEntry).where(HistoryEntry.supporter_id == supporter_id)
+    if type:
+        query = query.where(HistoryEntry.type == type)
+    rows = list(
+        session.exec(
+            query.order_by(col(HistoryEntry.at).desc(), col(HistoryEntry.id).desc())
+            .offset((page - 1) * page_size)
+            .limit(page_size + 1)
+        ).all()
+    )
+    return HistoryPage(rows[:page_size], page, len(rows) > page_size)
+
+
+def gifts_of(session: Session, supporter_id: uuid.UUID, *, limit: int = 20) -> list[Gift]:
+    return list(
+        session.exec(
+            select(Gift)
+            .where(Gift.supporter_id == supporter_id)
+            .order_by(col(Gift.received_at).desc(), col(Gift.id).desc())
+            .limit(limit)
+        ).all()
+    )
+
+
+# --- finance ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PayoutRow:
+    payout: Payout
+    lines: int
+    unmatched: int
+
+
+def payouts(session: Session, *, page: int, page_size: int) -> tuple[list[PayoutRow], bool]:
+    """Newest first: arrival date (or when recorded), then id."""
+    line_counts = (
+        select(
+            PayoutLine.payout_id,
+            func.count().label("lines"),
+            func.sum(
+                sa.case((sa.and_(col(PayoutLine.matched_at).is_(None), col(PayoutLine.kind) != "payout"), 1), else_=0)
+            ).label("unmatched"),
+        )
+        .group_by(col(PayoutLine.payout_id))
+        .subquery()
+    )
+    rows = session.exec(
+        select(Payout, line_counts.c.lines, line_counts.c.unmatched)
+        .join(line_counts, line_counts.c.payout_id == Payout.id, isouter=True)
+        .order_by(col(Payout.created_at).desc(), col(Payout.id).desc())
+        .offset((page - 1) * page_size)
+        .limit(page_size + 1)
+    ).all()
+    result = [PayoutRow(p, int(lines or 0), int(unmatched or 0)) for p, lines, unmatched in rows]
+    return result[:page_size], len(result) > page_size
+
+
+def payout_with_lines(session: Session, payout_id: uuid.UUID) -> tuple[Payout, list[PayoutLine]] | None:
+    payout = session.get(Payout, payout_id)
+    if payout is None:
+        return None
+    lines = list(
+        session.exec(
+            select(PayoutLine)
+            .where(PayoutLine.payout_id == payout_id)
+            .order_by(col(PayoutLine.position), col(PayoutLine.id))
+        ).all()
+    )
+    return payout, lines
+
+
+@dataclass
+class MissingInstalment:
+    regular_gift: RegularGift
+    supporter: Supporter
+    days_late: int
+
+
+def missing_instalments(session: Session, today: dt.date, grace_days: int) -> list[MissingInstalment]:
+    """Live regular gifts whose next instalment is more than `grace_days` overdue, or which are in arrears."""
+    cutoff = today - dt.timedelta(days=grace_days)
+    rows = session.exec(
+        select(RegularGift, Supporter)
+        .join(Supporter, Supporter.id == RegularGift.supporter_id)  # type: ignore[arg-type]
+        .where(
+            sa.or_(
+                col(RegularGift.status) == RegularGiftStatus.IN_ARREARS,
+                sa.and_(col(RegularGift.status) == RegularGiftStatus.ACTIVE, col(RegularGift.next_due_on) < cutoff),
+            )
+        )
+        .order_by(col(RegularGift.next_due_on), col(RegularGift.id))
+        .limit(500)
+    ).all()
+    return [MissingInstalment(rg, s, (today - rg.next_due_on).days if rg.next_due_on else 0) for rg, s in rows]
+
+
+@dataclass
+class OrderRow:
+    order: Order
+    supporter: Supporter
+    lines: list[OrderLine]
+
+
+def recent_orders(session: Session, *, page: int, page_size: int) -> tuple[list[OrderRow], bool]:
+    rows = list(
+        session.exec(
+            select(Order, Supporter)
+            .join(Supporter, Supporter.id == Order.supporter_id)  # type: ignore[arg-type]
+            .where(Order.status != OrderStatus.PENDING)
+            .order_by(col(Order.created_at).desc(), col(Order.id).desc())
+            .offset((page - 1) * page_size)
+            .limit(page_size + 1)
+        ).all()
+    )
+    has_next = len(rows) > page_size
+    rows = rows[:page_size]
+    ids = [o.id for o, _ in rows]
+    lines: dict[uuid.UUID, list[OrderLine]] = {i: [] for i in ids}
+    if ids:
+        for line in session.exec(
+            select(OrderLine).where(col(OrderLine.order_id).in_(ids)).order_by(col(OrderLine.sku))
+        ):
+            lines[line.order_id].append(line)
+    return [OrderRow(o, s, lines[o.id]) for o, s in rows], has_next
+
+
+def stock(session: Session) -> list[dict[str, Any]]:
+    from payments.models import Product
+
+    rows = session.exec(
+        select(Sku, Product)
+        .join(Product, Product.id == Sku.product_id)  # type: ignore[arg-type]
+        .order_by(col(Product.name), col(Sku.position), col(Sku.sku))
+    ).all()
+    return [{"sku": s.sku, "product": p.name, "size": s.size, "price": s.price, "stock": s.stock} for s, p in rows]
