@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,6 +85,9 @@ def serve(
     settings_or_exit()
     import uvicorn
 
+    from giving.ops import prepare_metrics_dir
+
+    prepare_metrics_dir("web")
     uvicorn.run(
         "giving.app:asgi",
         factory=True,
@@ -119,7 +121,13 @@ def worker(
         "--threads",
         str(threads),
     ]
-    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+    from giving.ops import prepare_metrics_dir
+
+    prepare_metrics_dir("worker")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become dramatiq's supervisor (same pid), so a SIGTERM or SIGKILL sent to `giving worker` reaches it.
+    os.execve(sys.executable, command, os.environ.copy())  # noqa: S606 (a fixed argv, no shell)
 
 
 def _register_commands() -> None:

@@ -162,6 +162,10 @@ def _rabbitmq_counts(url: str, queues: list[str]) -> dict[str, tuple[int, int | 
     params.blocked_connection_timeout = 2
     params.connection_attempts = 1
     connection = pika.BlockingConnection(params)
+    channel_log = logging.getLogger("pika.channel")
+    level = channel_log.level
+    # A queue no worker has declared yet answers 404, which pika logs as a warning on every scrape.
+    channel_log.setLevel(logging.ERROR)
     try:
         channel = connection.channel()
         result: dict[str, tuple[int, int | None]] = {}
@@ -177,6 +181,7 @@ def _rabbitmq_counts(url: str, queues: list[str]) -> dict[str, tuple[int, int | 
             result[queue] = (numbers[0] + numbers[1], numbers[2])
         return result
     finally:
+        channel_log.setLevel(level)
         with contextlib.suppress(Exception):
             connection.close()
 
