@@ -14,8 +14,8 @@ from tests.scale.harness import (
     RabbitVhost,
     System,
     TcpProxy,
-    rabbitmqctl_available,
     new_system,
+    rabbitmqctl_available,
     system_env,
 )
 

@@ -256,10 +256,8 @@ class Process:
     def stop(self, timeout: float = 15) -> None:
         if self.alive():
             self.kill(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         # Whatever is left of the group (a child that ignored SIGTERM) goes too.
         self.kill(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
