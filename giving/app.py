@@ -23,7 +23,14 @@ import webhooks.routes
 from core import jobs
 from core.auth import StaffSessionMiddleware
 from core.errors import AppError
-from core.http import JSON, BodyLimitMiddleware, SecurityHeadersMiddleware, app_error_handler, in_thread
+from core.http import (
+    JSON,
+    BodyLimitMiddleware,
+    BodyTimeoutMiddleware,
+    SecurityHeadersMiddleware,
+    app_error_handler,
+    in_thread,
+)
 from core.logging import configure_logging
 from core.runtime import InlineWorker, Runtime, build_runtime
 from core.settings import Settings, feature_warnings, get_settings
@@ -32,6 +39,9 @@ from giving import worker as worker_root
 from giving.totals import register_totals_providers
 
 log = logging.getLogger("giving.app")
+
+# A request body (webhook, form, JSON) must have fully arrived this long after the headers, or the answer is 408.
+BODY_TIMEOUT_SECONDS = 10.0
 
 
 async def healthz(request: Request) -> Response:
@@ -111,6 +121,7 @@ def create_app(
             Middleware(ops.MetricsMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(BodyLimitMiddleware, max_bytes=settings.web.max_body_bytes),
+            Middleware(BodyTimeoutMiddleware, seconds=BODY_TIMEOUT_SECONDS),
             Middleware(StaffSessionMiddleware, paths=("/staff",), secure_cookies=settings.web.secure_cookies),
         ],
         exception_handlers={
