@@ -1,5 +1,217 @@
-"""Staff JSON API of payments (payouts, orders, stock), mounted by giving.app."""
+"""Staff JSON API of payments (payouts, orders, stock, partner statements), mounted by giving.app.
 
-from starlette.routing import BaseRoute
+Roles: finance (and admin) read and reconcile payouts and export partner statements; any staff member may read
+orders and stock and mark an order fulfilled or record shirts sent back.
+"""
 
-routes: list[BaseRoute] = []
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from core.auth import audit, require_staff
+from core.errors import BadRequest
+from core.http import JSON, in_thread, runtime_of
+from core.models import StaffRole
+from payments import payouts, shop
+from payments.reconcile import match_payout
+
+FINANCE = (StaffRole.FINANCE, StaffRole.ADMIN)
+ANY_STAFF = (StaffRole.FUNDRAISER, StaffRole.FINANCE, StaffRole.ADMIN)
+MAX_LIMIT = 1000
+
+
+def _int_param(request: Request, name: str, default: int | None, *, minimum: int, maximum: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number") from None
+    if not minimum <= value <= maximum:
+        raise BadRequest(f"{name} must be between {minimum} and {maximum}")
+    return value
+
+
+def _date_param(request: Request, name: str) -> dt.date:
+    raw = request.query_params.get(name)
+    if not raw:
+        raise BadRequest(f"{name} (YYYY-MM-DD) is required")
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a date YYYY-MM-DD") from None
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise BadRequest(f"{value!r} is not a {what} id") from None
+
+
+async def list_payouts(request: Request) -> Response:
+    runtime = runtime_of(request)
+    limit = _int_param(request, "limit", None, minimum=1, maximum=MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, minimum=0, maximum=10**9) or 0
+
+    def work() -> dict[str, Any]:
+        with runtime.read_session() as session:
+            require_staff(session, request, *FINANCE)
+            items, more = payouts.list_payouts(session, limit=limit, offset=offset)
+        body: dict[str, Any] = {"items": items}
+        if more and limit is not None:
+            body["next"] = f"{request.url.path}?limit={limit}&offset={offset + limit}"
+        return body
+
+    return JSON(await in_thread(work))
+
+
+async def get_payout(request: Request) -> Response:
+    runtime = runtime_of(request)
+    ref = request.path_params["payout_id"]
+
+    def work() -> dict[str, Any]:
+        with runtime.read_session() as session:
+            require_staff(session, request, *FINANCE)
+            return payouts.payout_json(session, payouts.find_payout(session, ref))
+
+    return JSON(await in_thread(work))
+
+
+async def reconcile_payout(request: Request) -> Response:
+    """`POST /api/payouts/{id}/reconcile`: match the payout's lines again (what `giving reconcile` does)."""
+    runtime = runtime_of(request)
+    ref = request.path_params["payout_id"]
+
+    def work() -> dict[str, Any]:
+        with runtime.unit_of_work() as uow:
+            principal = require_staff(uow.session, request, *FINANCE)
+            payout = payouts.find_payout(uow.session, ref)
+            result = match_payout(uow, payout.id)
+            audit(uow, principal, "reconcile", "payout", payout.id, {"status": str(result.reconciliation)})
+        with runtime.read_session() as session:
+            return payouts.payout_json(session, payouts.find_payout(session, ref))
+
+    return JSON(await in_thread(work))
+
+
+async def list_orders(request: Request) -> Response:
+    runtime = runtime_of(request)
+    limit = _int_param(request, "limit", None, minimum=1, maximum=MAX_LIMIT)
+    status = request.query_params.get("status") or None
+    unfulfilled = request.query_params.get("unfulfilled") in ("1", "true", "yes")
+
+    def work() -> dict[str, Any]:
+        with runtime.read_session() as session:
+            require_staff(session, request, *ANY_STAFF)
+            return {"items": shop.list_orders(session, status=status, unfulfilled=unfulfilled, limit=limit)}
+
+    return JSON(await in_thread(work))
+
+
+async def get_order(request: Request) -> Response:
+    runtime = runtime_of(request)
+    order_id = _uuid(request.path_params["order_id"], "order")
+
+    def work() -> dict[str, Any]:
+        with runtime.read_session() as session:
+            require_staff(session, request, *ANY_STAFF)
+            return shop.order_json(session, shop.get_order(session, order_id))
+
+    return JSON(await in_thread(work))
+
+
+async def fulfil_order(request: Request) -> Response:
+    """`POST /api/orders/{id}/fulfil`: the shirts were posted (again: no change)."""
+    runtime = runtime_of(request)
+    order_id = _uuid(request.path_params["order_id"], "order")
+
+    def work() -> dict[str, Any]:
+        with runtime.unit_of_work() as uow:
+            principal = require_staff(uow.session, request, *ANY_STAFF)
+            order = shop.mark_fulfilled(uow, order_id)
+            audit(uow, principal, "fulfil", "order", order.id)
+        with runtime.read_session() as session:
+            return shop.order_json(session, shop.get_order(session, order_id))
+
+    return JSON(await in_thread(work))
+
+
+async def return_lines(request: Request) -> Response:
+    """`POST /api/orders/{id}/returns` `{"lines": [{"line_id" or "sku", "quantity"}]}`: shirts sent back (their
+    stock returns and the partner's share is recomputed). The money goes back through the provider's refund."""
+    runtime = runtime_of(request)
+    order_id = _uuid(request.path_params["order_id"], "order")
+    raw = await request.body()
+
+    def work() -> dict[str, Any]:
+        with runtime.unit_of_work() as uow:
+            principal = require_staff(uow.session, request, *ANY_STAFF)
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                raise BadRequest("the body must be JSON") from None
+            lines = payload.get("lines") if isinstance(payload, dict) else None
+            if not isinstance(lines, list) or not lines:
+                raise BadRequest('give "lines": [{"line_id" or "sku", "quantity"}]')
+            shop.record_returns(uow, order_id, lines)
+            audit(uow, principal, "record_return", "order", order_id, {"lines": lines})
+        with runtime.read_session() as session:
+            return shop.order_json(session, shop.get_order(session, order_id))
+
+    return JSON(await in_thread(work))
+
+
+async def stock(request: Request) -> Response:
+    runtime = runtime_of(request)
+    low_only = request.url.path.endswith("/low-stock")
+
+    def work() -> dict[str, Any]:
+        with runtime.read_session() as session:
+            require_staff(session, request, *ANY_STAFF)
+            threshold = runtime.settings.shop.low_stock_threshold
+            rows = shop.low_stock(session, threshold) if low_only else shop.stock_list(session)
+            return {"threshold": threshold, "items": rows}
+
+    return JSON(await in_thread(work))
+
+
+async def partner_statement(request: Request) -> Response:
+    runtime = runtime_of(request)
+    start, end = _date_param(request, "from"), _date_param(request, "to")
+    if end < start:
+        raise BadRequest("to is before from")
+    campaign = request.query_params.get("campaign") or None
+
+    def work() -> dict[str, Any]:
+        with runtime.unit_of_work() as uow:
+            principal = require_staff(uow.session, request, *FINANCE)
+            statement = shop.partner_statement(uow.session, start, end, campaign_code=campaign)
+            audit(
+                uow, principal, "export", "partner_statement", campaign or "all", {"from": str(start), "to": str(end)}
+            )
+            return statement
+
+    return JSON(await in_thread(work))
+
+
+routes: list[BaseRoute] = [
+    Route("/api/payouts", list_payouts, methods=["GET"]),
+    Route("/api/payouts/{payout_id}", get_payout, methods=["GET"]),
+    Route("/api/payouts/{payout_id}/reconcile", reconcile_payout, methods=["POST"]),
+    Route("/api/orders", list_orders, methods=["GET"]),
+    Route("/api/orders/{order_id}", get_order, methods=["GET"]),
+    Route("/api/orders/{order_id}/fulfil", fulfil_order, methods=["POST"]),
+    Route("/api/orders/{order_id}/returns", return_lines, methods=["POST"]),
+    Route("/api/shop/stock", stock, methods=["GET"]),
+    Route("/api/shop/low-stock", stock, methods=["GET"]),
+    Route("/api/shop/partner-statement", partner_statement, methods=["GET"]),
+]

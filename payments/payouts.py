@@ -1,26 +1,418 @@
 """Payouts and their reconciliation (issue "Merchandise and money in the bank").
 
-Interface used by the webhook handlers (payments processing calls these; the reconciliation work fills them in):
-- `record_stripe_payout(uow, payout, event_type)`: a Stripe payout object (dict) from a `payout.*` event.
-- `record_gocardless_payout(uow, payout_id, action)`: a GoCardless `payouts.*` event (fetch through the SDK).
-- `on_money_recorded(uow, source_ids)`: a gift, refund or dispute was just recorded with these provider ids
-  (ch_..., re_..., dp_..., PM..., RF...); payout lines waiting for them are matched now.
+Interface used by the webhook handlers:
+- `record_stripe_payout(uow, payout, event_type)`: a Stripe payout object (dict) from a `payout.*` event. When the
+  payout's reconciliation is complete (`payout.reconciliation_completed`, or `reconciliation_status == "completed"`)
+  its balance transactions are listed through the SDK and matched.
+- `record_gocardless_payout(uow, payout_id, action)`: a GoCardless `payouts.*` event; on `paid` the payout and its
+  payout items are fetched through the SDK and matched.
+- `on_money_recorded(uow, source_ids)`: a gift, order, refund or dispute was just recorded with these provider ids
+  (ch_..., pi_..., re_..., dp_..., PM..., RF...); payout lines waiting for them are matched now.
+
+The reading side (`list_payouts`, `payout_json`) serves `GET /api/payouts` and `giving reconcile`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from core.clock import from_unix, utc_now
 from core.db import UnitOfWork
+from payments.errors import PayoutNotFound
+from payments.models import Gift, Payout, PayoutLine, PayoutStatus, Provider, Reconciliation
+from payments.reconcile import (
+    ACCOUNT_FEE,
+    CHARGE,
+    CHARGEBACK,
+    DISPUTE,
+    DISPUTE_REVERSAL,
+    FEE,
+    LATE_FAILURE,
+    OTHER,
+    PAYMENT,
+    REFUND,
+    REFUND_RETURNED,
+    LineIn,
+    MatchResult,
+    allocate_exact_pence,
+    match_payout,
+    payouts_waiting_for,
+    store_lines,
+    with_fee_line,
+)
+
+log = logging.getLogger("giving.payments.payouts")
+
+STRIPE_STATUS = {"paid": PayoutStatus.PAID, "failed": PayoutStatus.FAILED, "canceled": PayoutStatus.FAILED}
+GOCARDLESS_STATUS = {"paid": PayoutStatus.PAID, "pending": PayoutStatus.PENDING}
+
+
+# Recording payouts from provider events
+
+
+def upsert_payout(
+    uow: UnitOfWork,
+    provider: Provider,
+    provider_payout_id: str,
+    *,
+    amount: int,
+    currency: str,
+    status: PayoutStatus,
+    arrival_date: dt.date | None = None,
+    reference: str = "",
+    source: str = "api",
+) -> Payout:
+    """The payout row, created or brought up to date; a field that did not change is not written."""
+    payout = uow.session.exec(
+        select(Payout).where(Payout.provider == provider, Payout.provider_payout_id == provider_payout_id)
+    ).first()
+    now = utc_now()
+    if payout is None:
+        payout = Payout(
+            provider=provider,
+            provider_payout_id=provider_payout_id,
+            amount=amount,
+            currency=currency.upper(),
+            status=status,
+            arrival_date=arrival_date,
+            reference=reference,
+            source=source,
+            paid_at=now if status == PayoutStatus.PAID else None,
+            created_at=now,
+            updated_at=now,
+        )
+        uow.session.add(payout)
+        uow.session.flush()
+        return payout
+    wanted: dict[str, Any] = {"amount": amount, "currency": currency.upper(), "status": status}
+    if arrival_date is not None:
+        wanted["arrival_date"] = arrival_date
+    if reference:
+        wanted["reference"] = reference
+    changed = False
+    for name, value in wanted.items():
+        if getattr(payout, name) != value:
+            setattr(payout, name, value)
+            changed = True
+    if status == PayoutStatus.PAID and payout.paid_at is None:
+        payout.paid_at = now
+        changed = True
+    if changed:
+        payout.updated_at = now
+        uow.session.add(payout)
+        uow.session.flush()
+    return payout
 
 
 def record_stripe_payout(uow: UnitOfWork, payout: dict[str, Any], event_type: str) -> None:
-    """Placeholder until reconciliation lands: payouts are recorded by the reconciliation work."""
+    """A Stripe `payout.*` event: record the payout; once its reconciliation is complete, load and match its lines."""
+    status = STRIPE_STATUS.get(str(payout.get("status")), PayoutStatus.PENDING)
+    arrival = payout.get("arrival_date")
+    row = upsert_payout(
+        uow,
+        Provider.STRIPE,
+        payout["id"],
+        amount=int(payout["amount"]),
+        currency=str(payout.get("currency") or "gbp"),
+        status=status,
+        arrival_date=from_unix(arrival).date() if isinstance(arrival, int | float) else None,
+        reference=str(payout.get("statement_descriptor") or ""),
+    )
+    complete = event_type == "payout.reconciliation_completed" or payout.get("reconciliation_status") == "completed"
+    if complete and status != PayoutStatus.FAILED and row.lines_loaded_at is None:
+        load_stripe_lines(uow, row)
+    match_payout(uow, row.id)
+
+
+def load_stripe_lines(uow: UnitOfWork, payout: Payout) -> int:
+    from payments.providers.stripe import StripeGateway
+
+    gateway = StripeGateway(_settings().stripe)
+    lines = stripe_lines(gateway.iter_payout_balance_transactions(payout.provider_payout_id), payout.provider_payout_id)
+    return store_lines(uow, payout, lines)
+
+
+def stripe_lines(transactions: Iterable[dict[str, Any]], payout_id: str) -> list[LineIn]:
+    """Balance transactions as payout lines: every one but the payout's own, each with its fee as its own line."""
+    lines: list[LineIn] = []
+    for bt in transactions:
+        source = bt.get("source")
+        source_id = source.get("id") if isinstance(source, dict) else source
+        category = str(bt.get("reporting_category") or bt.get("type") or "")
+        if bt.get("type") == "payout" and source_id == payout_id:
+            continue  # the payout's own balance transaction
+        related = None
+        if isinstance(source, dict):
+            # A charge names its payment intent; a refund or dispute names its charge.
+            related = (
+                source.get("payment_intent") if source_id and source_id.startswith("ch_") else source.get("charge")
+            )
+            if isinstance(related, dict):
+                related = related.get("id")
+        lines.extend(
+            with_fee_line(
+                LineIn(
+                    provider_line_id=str(bt["id"]),
+                    kind=stripe_kind(category, str(bt.get("type") or ""), int(bt["amount"]), source_id),
+                    amount=int(bt["amount"]),
+                    fee=int(bt.get("fee") or 0),
+                    net=int(bt["net"]) if bt.get("net") is not None else None,
+                    currency=str(bt.get("currency") or "gbp"),
+                    source_id=source_id,
+                    related_id=related,
+                    provider_type=category,
+                    description=str(bt.get("description") or ""),
+                )
+            )
+        )
+    return lines
+
+
+def stripe_kind(category: str, bt_type: str, amount: int, source_id: str | None) -> str:
+    if category in ("charge", "payment") or bt_type in ("charge", "payment"):
+        return CHARGE
+    if category in ("refund", "payment_refund") or bt_type in ("refund", "payment_refund"):
+        return REFUND
+    if category == "dispute_reversal":
+        return DISPUTE_REVERSAL
+    if category == "dispute" or (source_id or "").startswith(("dp_", "du_")):
+        return DISPUTE if amount <= 0 else DISPUTE_REVERSAL
+    if category == "fee" or bt_type in ("stripe_fee", "tax_fee"):
+        return ACCOUNT_FEE
+    return OTHER
 
 
 def record_gocardless_payout(uow: UnitOfWork, payout_id: str, action: str) -> None:
-    """Placeholder until reconciliation lands."""
+    """A GoCardless `payouts.*` event: fetch the payout; once paid, fetch its items and match them."""
+    from payments.providers.gocardless import GoCardlessGateway
+
+    gateway = GoCardlessGateway(_settings().gocardless)
+    payout = gateway.get_payout(payout_id)
+    status = GOCARDLESS_STATUS.get(str(payout.get("status")), PayoutStatus.PENDING)
+    if action == "paid":
+        status = PayoutStatus.PAID
+    arrival = payout.get("arrival_date")
+    row = upsert_payout(
+        uow,
+        Provider.GOCARDLESS,
+        payout_id,
+        amount=int(payout["amount"]),
+        currency=str(payout.get("currency") or "GBP"),
+        status=status,
+        arrival_date=dt.date.fromisoformat(arrival) if arrival else None,
+        reference=str(payout.get("reference") or ""),
+    )
+    if status == PayoutStatus.PAID and row.lines_loaded_at is None:
+        store_lines(uow, row, gocardless_lines(gateway.iter_payout_items(payout_id), row.currency))
+    match_payout(uow, row.id)
+
+
+GOCARDLESS_KINDS = {
+    "payment_paid_out": PAYMENT,
+    "payment_failed": LATE_FAILURE,
+    "payment_charged_back": CHARGEBACK,
+    "payment_refunded": REFUND,
+    "refund": REFUND,
+    "refund_funds_returned": REFUND_RETURNED,
+    "gocardless_fee": FEE,
+    "app_fee": FEE,
+    "surcharge_fee": FEE,
+    "revenue_share": FEE,
+}
+
+
+def gocardless_lines(items: Iterable[dict[str, Any]], currency: str = "GBP") -> list[LineIn]:
+    """Payout items as lines. Amounts are decimal pence ("-12.5"): added exactly and rounded once for the payout,
+    each line getting its whole-penny share of that total (`allocate_exact_pence`)."""
+    items = list(items)
+    amounts = allocate_exact_pence([str(item.get("amount") or "0") for item in items])
+    seen: Counter[str] = Counter()
+    lines = []
+    for item, amount in zip(items, amounts, strict=True):
+        item_type = str(item.get("type") or "")
+        links = item.get("links") or {}
+        payment, refund = links.get("payment"), links.get("refund")
+        kind = GOCARDLESS_KINDS.get(item_type, OTHER)
+        if kind in (REFUND, REFUND_RETURNED) or (kind == FEE and refund and not payment):
+            source, related = refund or payment, payment if refund else None
+        else:
+            source, related = payment or refund, None
+        # Payout items carry no id of their own: type + what they name, numbered if repeated, is stable.
+        base = f"{item_type}:{source or ''}"
+        seen[base] += 1
+        lines.append(
+            LineIn(
+                provider_line_id=f"{base}:{seen[base]}",
+                kind=kind,
+                amount=amount,
+                currency=currency,
+                source_id=source,
+                related_id=related,
+                fee_for=source if kind == FEE else None,
+                provider_type=item_type,
+                amount_exact=str(item.get("amount")),
+            )
+        )
+    return lines
 
 
 def on_money_recorded(uow: UnitOfWork, source_ids: list[str]) -> None:
-    """Placeholder until reconciliation lands."""
+    """Lines that arrived before their gift, refund or dispute are matched as soon as it is recorded."""
+    for payout_id in payouts_waiting_for(uow, source_ids):
+        match_payout(uow, payout_id)
+
+
+def rematch(uow: UnitOfWork, payout_id: uuid.UUID | None = None, *, fetch_missing: bool = False) -> list[MatchResult]:
+    """`giving reconcile`: match again one payout or every payout (and, with `fetch_missing`, load the lines of
+    paid payouts that have none yet from the provider)."""
+    query = select(Payout).order_by(col(Payout.created_at), col(Payout.id))
+    if payout_id is not None:
+        query = query.where(Payout.id == payout_id)
+    results = []
+    for payout in uow.session.exec(query).all():
+        if fetch_missing and payout.lines_loaded_at is None and payout.status == PayoutStatus.PAID:
+            if payout.provider == Provider.STRIPE:
+                load_stripe_lines(uow, payout)
+            elif payout.provider == Provider.GOCARDLESS:
+                record_gocardless_payout(uow, payout.provider_payout_id, "paid")
+        results.append(match_payout(uow, payout.id))
+    return results
+
+
+def _settings() -> Any:
+    from core.runtime import get_runtime
+
+    return get_runtime().settings
+
+
+# Reading payouts
+
+
+def _money(amount: int, currency: str) -> dict[str, Any]:
+    return {"amount": int(amount), "currency": currency}
+
+
+def _status(payout: Payout) -> str:
+    return "reconciled" if payout.reconciliation == Reconciliation.RECONCILED else "unreconciled"
+
+
+def payout_summary(payout: Payout) -> dict[str, Any]:
+    return {
+        "id": str(payout.id),
+        "provider": str(payout.provider),
+        "provider_payout_id": payout.provider_payout_id,
+        "amount": _money(payout.amount, payout.currency),
+        "status": _status(payout),
+        "discrepancy": _money(payout.discrepancy, payout.currency),
+        # `pending`: the provider has not finished the payout's reconciliation, so its lines are not loaded yet.
+        "reconciliation": str(payout.reconciliation),
+        "payout_status": str(payout.status),
+        "arrival_date": payout.arrival_date.isoformat() if payout.arrival_date else None,
+        "reference": payout.reference,
+        "source": payout.source,
+        "reconciled_at": payout.reconciled_at,
+    }
+
+
+def line_json(line: PayoutLine, regular_gift_id: uuid.UUID | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": line.kind,
+        "amount": _money(line.amount, line.currency),
+        "source_id": line.source_id,
+        "provider_line_id": line.provider_line_id,
+        "provider_type": line.provider_type,
+        "matched": line.matched_at is not None,
+    }
+    for name in ("gift_id", "order_id", "refund_id", "dispute_id"):
+        value = getattr(line, name)
+        if value is not None:
+            body[name] = str(value)
+    if regular_gift_id is not None:
+        body["regular_gift_id"] = str(regular_gift_id)
+    if line.kind in (FEE, ACCOUNT_FEE):
+        body["fee_for"] = line.fee_for or "account"
+    elif line.fee:
+        # The gross line of a Stripe balance transaction; its fee is the next line.
+        body["fee"] = _money(line.fee, line.currency)
+        body["net"] = _money(line.net, line.currency)
+    if line.related_id:
+        body["related_id"] = line.related_id
+    if line.amount_exact is not None:
+        body["amount_exact"] = line.amount_exact
+    if line.description:
+        body["description"] = line.description
+    return body
+
+
+def find_payout(session: Session, payout_ref: str) -> Payout:
+    """By our id, or by the provider's payout id (po_..., PO...)."""
+    payout = None
+    try:
+        payout = session.get(Payout, uuid.UUID(payout_ref))
+    except ValueError:
+        payout = session.exec(select(Payout).where(Payout.provider_payout_id == payout_ref)).first()
+    if payout is None:
+        raise PayoutNotFound(f"no payout {payout_ref}")
+    return payout
+
+
+def payout_json(session: Session, payout: Payout) -> dict[str, Any]:
+    """`GET /api/payouts/{id}`: the payout with its lines in the provider's order (never the payout's own line)."""
+    rows = session.exec(
+        select(PayoutLine, Gift.regular_gift_id)
+        .outerjoin(Gift, col(Gift.id) == col(PayoutLine.gift_id))
+        .where(PayoutLine.payout_id == payout.id)
+        .order_by(col(PayoutLine.position), col(PayoutLine.provider_line_id))
+    ).all()
+    lines = [line_json(line, regular) for line, regular in rows]
+    body = payout_summary(payout)
+    body["lines"] = lines
+    body["unmatched"] = [line["provider_line_id"] for line in lines if not line["matched"]]
+    return body
+
+
+def payout_order() -> list[Any]:
+    """Newest first: by arrival date (payouts without one first, as the newest), then when we recorded them,
+    then id, so the order is total."""
+    return [
+        sa.case((col(Payout.arrival_date).is_(None), 0), else_=1),
+        col(Payout.arrival_date).desc(),
+        col(Payout.created_at).desc(),
+        col(Payout.id).desc(),
+    ]
+
+
+def list_payouts(session: Session, *, limit: int | None = None, offset: int = 0) -> tuple[list[dict[str, Any]], bool]:
+    """(payouts newest first, whether there are more after this page)."""
+    query = select(Payout).order_by(*payout_order()).offset(offset)
+    if limit is not None:
+        query = query.limit(limit + 1)
+    payouts = list(session.exec(query).all())
+    more = limit is not None and len(payouts) > limit
+    payouts = payouts[:limit] if limit is not None else payouts
+    counts = _unmatched_counts(session, [p.id for p in payouts])
+    items = []
+    for payout in payouts:
+        item = payout_summary(payout)
+        item["unmatched_lines"] = counts.get(payout.id, 0)
+        items.append(item)
+    return items, more
+
+
+def _unmatched_counts(session: Session, payout_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    if not payout_ids:
+        return {}
+    rows = session.exec(
+        select(PayoutLine.payout_id, sa.func.count())
+        .where(col(PayoutLine.payout_id).in_(payout_ids), col(PayoutLine.matched_at).is_(None))
+        .group_by(col(PayoutLine.payout_id))
+    ).all()
+    return {payout_id: int(count) for payout_id, count in rows}

@@ -1,4 +1,4 @@
-"""The shop's rules that order processing needs: stock, and how a refund on a mixed basket is allocated.
+"""The shop's rules: stock, how a refund on a mixed basket is allocated, partner shares, fulfilment, statements.
 
 Allocation rule (documented in docs/payments.md; staff can re-allocate a refund): a refund on a basket is taken
 from the goods first (the usual case is a shirt sent back), up to what is left of the goods; the rest comes off the
@@ -7,10 +7,24 @@ donation line. A refund of the whole basket covers both.
 
 from __future__ import annotations
 
-from sqlmodel import select
+import datetime as dt
+import uuid
+from typing import Any
 
+from sqlmodel import Session, col, select
+
+from core.clock import UK, uk_date, utc_now
 from core.db import UnitOfWork
-from payments.models import Order, OrderLine, Sku
+from core.errors import BadRequest
+from core.money import percent_of
+from payments.errors import OrderNotFound, PaymentsError
+from payments.models import Order, OrderLine, OrderStatus, PartnerCampaign, Product, Sku
+
+
+class OrderNotFulfillable(BadRequest, PaymentsError):
+    """The order is not in a state for this (not paid, or refunded)."""
+
+    status_code = 409
 
 
 def take_stock(uow: UnitOfWork, order: Order) -> None:
@@ -45,3 +59,293 @@ def _adjust(uow: UnitOfWork, sku_code: str, delta: int) -> None:
     if sku is not None:
         sku.stock += delta
         uow.session.add(sku)
+
+
+def split_returns(goods_total: int, amounts: list[int], *, goods_taken: int = 0) -> list[tuple[int, int]]:
+    """(goods part, donation part) of each amount returned on a basket, oldest first, by the rule above.
+
+    Applied to every refund and lost dispute of the basket in the order they happened, so the split does not depend
+    on the order the provider's events arrived in. `goods_taken` is what staff re-allocations already put on goods.
+    """
+    parts = []
+    goods_left = max(goods_total - goods_taken, 0)
+    for amount in amounts:
+        goods_part = min(amount, goods_left)
+        goods_left -= goods_part
+        parts.append((goods_part, amount - goods_part))
+    return parts
+
+
+# Prices, VAT and partner shares. A line's `unit_price` is what the buyer pays for one shirt (VAT included when VAT
+# is on); `vat_amount` is the VAT inside `unit_price * quantity`, so the line's net is the difference.
+
+SHARE_PER_ITEM = "per_item"
+SHARE_PERCENT_OF_NET = "percent_of_net"
+
+
+def vat_included(gross: int, rate_bp: int) -> int:
+    """The VAT inside a VAT-inclusive price at `rate_bp` basis points (2000 = 20%: a sixth), rounded half up."""
+    if rate_bp <= 0:
+        return 0
+    return percent_of(gross, rate_bp, 10_000 + rate_bp)
+
+
+def line_net(line: OrderLine) -> int:
+    return line.unit_price * line.quantity - line.vat_amount
+
+
+def partner_share_for(campaign: PartnerCampaign, line: OrderLine, quantity: int | None = None) -> int:
+    """The partner's share of `quantity` shirts of the line (default: those not sent back)."""
+    kept = line.quantity - line.refunded_quantity if quantity is None else quantity
+    if kept <= 0 or line.quantity <= 0:
+        return 0
+    if campaign.share_kind == SHARE_PERCENT_OF_NET:
+        # Basis points of the net of the shirts kept; one rounding.
+        return percent_of(line_net(line) * kept, campaign.share_value, 10_000 * line.quantity)
+    return campaign.share_value * kept
+
+
+def recompute_partner_share(session: Session, line: OrderLine) -> int:
+    """Set the line's partner share from its campaign and the shirts still kept (after a return or refund)."""
+    if line.partner_campaign_id is None:
+        return 0
+    campaign = session.get(PartnerCampaign, line.partner_campaign_id)
+    share = partner_share_for(campaign, line) if campaign is not None else 0
+    if share != line.partner_share_amount:
+        line.partner_share_amount = share
+        session.add(line)
+    return share
+
+
+# Orders for staff
+
+
+def get_order(session: Session, order_id: uuid.UUID) -> Order:
+    order = session.get(Order, order_id)
+    if order is None:
+        raise OrderNotFound(f"no order {order_id}")
+    return order
+
+
+def mark_fulfilled(uow: UnitOfWork, order_id: uuid.UUID) -> Order:
+    """Staff posted the shirts. Only a paid order can be fulfilled; marking it again changes nothing."""
+    order = get_order(uow.session, order_id)
+    if order.fulfilled_at is not None:
+        return order
+    if order.status not in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
+        raise OrderNotFulfillable(f"order {order_id} is {order.status}: only a paid order can be fulfilled")
+    now = utc_now()
+    order.fulfilled_at = now
+    order.updated_at = now
+    uow.session.add(order)
+    uow.session.flush()
+    return order
+
+
+def record_returns(uow: UnitOfWork, order_id: uuid.UUID, returns: list[dict[str, Any]]) -> Order:
+    """Shirts sent back, per line: `[{"line_id" or "sku", "quantity"}]`. Stock goes back and the partner's share is
+    recomputed. Refuses (nothing written) a quantity larger than what is left on the line."""
+    order = get_order(uow.session, order_id)
+    if order.status in (OrderStatus.PENDING, OrderStatus.CANCELLED):
+        raise OrderNotFulfillable(f"order {order_id} is {order.status}: nothing was sold")
+    lines = _lines(uow, order)
+    plan: list[tuple[OrderLine, int]] = []
+    for spec in returns:
+        if not isinstance(spec, dict):
+            raise BadRequest('each return is {"line_id" or "sku", "quantity"}')
+        quantity = spec.get("quantity")
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
+            raise BadRequest("quantity must be a positive whole number")
+        line = next(
+            (
+                candidate
+                for candidate in lines
+                if str(candidate.id) == str(spec.get("line_id")) or (spec.get("sku") and candidate.sku == spec["sku"])
+            ),
+            None,
+        )
+        if line is None:
+            raise BadRequest(f"order {order_id} has no line {spec.get('line_id') or spec.get('sku')}")
+        already = sum(q for planned, q in plan if planned is line)
+        if quantity + already > line.quantity - line.refunded_quantity:
+            raise BadRequest(
+                f"line {line.sku} has {line.quantity - line.refunded_quantity} shirt(s) left to return, not {quantity}"
+            )
+        plan.append((line, quantity))
+    for line, quantity in plan:
+        line.refunded_quantity += quantity
+        uow.session.add(line)
+        return_stock(uow, line, quantity)
+        recompute_partner_share(uow.session, line)
+    order.updated_at = utc_now()
+    uow.session.add(order)
+    uow.session.flush()
+    return order
+
+
+def order_json(session: Session, order: Order) -> dict[str, Any]:
+    lines = session.exec(
+        select(OrderLine).where(OrderLine.order_id == order.id).order_by(col(OrderLine.sku), col(OrderLine.id))
+    ).all()
+    return {
+        "id": str(order.id),
+        "supporter_id": str(order.supporter_id),
+        "status": str(order.status),
+        "fulfilled": order.fulfilled_at is not None,
+        "fulfilled_at": order.fulfilled_at,
+        "paid_at": order.paid_at,
+        "goods": _money(order.goods_amount, order.currency),
+        "vat": _money(order.vat_amount, order.currency),
+        "donation": _money(order.donation_amount, order.currency),
+        "total": _money(order.goods_amount + order.vat_amount + order.donation_amount, order.currency),
+        "refunded": _money(order.refunded_amount, order.currency),
+        "provider_ids": {
+            k: v
+            for k, v in {
+                "checkout_session": order.stripe_checkout_session_id,
+                "payment_intent": order.stripe_payment_intent_id,
+                "charge": order.stripe_charge_id,
+            }.items()
+            if v
+        },
+        "lines": [
+            {
+                "id": str(line.id),
+                "sku": line.sku,
+                "product_name": line.product_name,
+                "size": line.size,
+                "quantity": line.quantity,
+                "returned": line.refunded_quantity,
+                "unit_price": _money(line.unit_price, order.currency),
+                "vat": _money(line.vat_amount, order.currency),
+                "partner_share": _money(line.partner_share_amount, order.currency),
+            }
+            for line in lines
+        ],
+    }
+
+
+def list_orders(
+    session: Session, *, status: str | None = None, unfulfilled: bool = False, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Newest paid first (then created, then id: a total order)."""
+    query = select(Order).order_by(
+        col(Order.paid_at).desc().nulls_last(), col(Order.created_at).desc(), col(Order.id).desc()
+    )
+    if status:
+        query = query.where(Order.status == status)
+    if unfulfilled:
+        query = query.where(
+            col(Order.fulfilled_at).is_(None),
+            col(Order.status).in_([OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED]),
+        )
+    if limit is not None:
+        query = query.limit(limit)
+    return [order_json(session, order) for order in session.exec(query).all()]
+
+
+# Stock
+
+
+def stock_list(session: Session) -> list[dict[str, Any]]:
+    """Every SKU of an active product, by product then size position."""
+    rows = session.exec(
+        select(Sku, Product)
+        .join(Product, col(Product.id) == col(Sku.product_id))
+        .where(col(Product.active).is_(True))
+        .order_by(col(Product.code), col(Sku.position), col(Sku.sku))
+    ).all()
+    return [
+        {
+            "sku": sku.sku,
+            "product": product.code,
+            "name": product.name,
+            "size": sku.size,
+            "price": _money(sku.price, sku.currency),
+            "stock": sku.stock,
+        }
+        for sku, product in rows
+    ]
+
+
+def low_stock(session: Session, threshold: int) -> list[dict[str, Any]]:
+    """SKUs at or below the threshold (`[shop] low_stock_threshold`), fewest first."""
+    rows = [row for row in stock_list(session) if row["stock"] <= threshold]
+    return sorted(rows, key=lambda row: (row["stock"], row["sku"]))
+
+
+# Partner statement
+
+
+def partner_statement(
+    session: Session, start: dt.date, end: dt.date, *, campaign_code: str | None = None
+) -> dict[str, Any]:
+    """What is owed to each partner for shirts of orders paid between `start` and `end` (UK dates, inclusive).
+
+    A share is the line's `partner_share_amount` as it stands now: a return or refund already recomputed it, so a
+    statement run again after a return shows the smaller amount owed.
+    """
+    since = dt.datetime.combine(start, dt.time(), tzinfo=UK).astimezone(dt.UTC)
+    until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=UK).astimezone(dt.UTC)
+    campaigns_query = select(PartnerCampaign).order_by(col(PartnerCampaign.code))
+    if campaign_code:
+        campaigns_query = campaigns_query.where(PartnerCampaign.code == campaign_code)
+    campaigns = list(session.exec(campaigns_query).all())
+    if campaign_code and not campaigns:
+        raise BadRequest(f"no partner campaign {campaign_code}")
+    rows = session.exec(
+        select(OrderLine, Order)
+        .join(Order, col(Order.id) == col(OrderLine.order_id))
+        .where(
+            col(OrderLine.partner_campaign_id).in_([c.id for c in campaigns]),
+            col(Order.status).in_([OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED]),
+            col(Order.paid_at) >= since,
+            col(Order.paid_at) < until,
+        )
+        .order_by(col(Order.paid_at), col(Order.id), col(OrderLine.sku), col(OrderLine.id))
+    ).all()
+    by_campaign: dict[uuid.UUID, list[tuple[OrderLine, Order]]] = {c.id: [] for c in campaigns}
+    for line, order in rows:
+        by_campaign[line.partner_campaign_id].append((line, order))  # type: ignore[index]
+    result = []
+    total = 0
+    for campaign in campaigns:
+        entries = by_campaign[campaign.id]
+        owed = sum(line.partner_share_amount for line, _ in entries)
+        total += owed
+        result.append(
+            {
+                "code": campaign.code,
+                "name": campaign.name,
+                "partner_name": campaign.partner_name,
+                "share_kind": campaign.share_kind,
+                "share_value": campaign.share_value,
+                "orders": len({order.id for _, order in entries}),
+                "shirts_sold": sum(line.quantity for line, _ in entries),
+                "shirts_returned": sum(line.refunded_quantity for line, _ in entries),
+                "net_sales": _money(
+                    sum(
+                        line_net(line) * (line.quantity - line.refunded_quantity) // max(line.quantity, 1)
+                        for line, _ in entries
+                    ),
+                    "GBP",
+                ),
+                "owed": _money(owed, "GBP"),
+                "lines": [
+                    {
+                        "order_id": str(order.id),
+                        "paid_on": uk_date(order.paid_at).isoformat() if order.paid_at else None,
+                        "sku": line.sku,
+                        "quantity": line.quantity,
+                        "returned": line.refunded_quantity,
+                        "share": _money(line.partner_share_amount, order.currency),
+                    }
+                    for line, order in entries
+                ],
+            }
+        )
+    return {"from": start.isoformat(), "to": end.isoformat(), "campaigns": result, "total_owed": _money(total, "GBP")}
+
+
+def _money(amount: int, currency: str) -> dict[str, Any]:
+    return {"amount": int(amount), "currency": currency}

@@ -1,0 +1,407 @@
+"""Matching payout lines to what they settle, in a number of SQL statements that does not grow with the payout.
+
+A payout's lines (Stripe balance transactions, GoCardless payout items, or rows of a CSV export) are stored once
+(`store_lines`), then `match_payout` resolves every line against gifts, orders, refunds and disputes with one join
+per (table, provider id) pair, and writes back only what changed in one bulk UPDATE. Re-running it changes nothing
+that is already right, so it is safe to run from a webhook, from `on_money_recorded` and from `giving reconcile`.
+
+A payout is `reconciled` when its lines were loaded, every line is matched and the lines add up to the payout amount
+to the penny; otherwise `unreconciled`, with `discrepancy = payout amount - sum of the lines`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterable, Sequence
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from core.clock import utc_now
+from core.db import UnitOfWork
+from payments.models import Dispute, Gift, Order, Payout, PayoutLine, Reconciliation, Refund
+
+PAYOUTS = Payout.__table__  # type: ignore[attr-defined]
+LINES = PayoutLine.__table__  # type: ignore[attr-defined]
+GIFTS = Gift.__table__  # type: ignore[attr-defined]
+ORDERS = Order.__table__  # type: ignore[attr-defined]
+REFUNDS = Refund.__table__  # type: ignore[attr-defined]
+DISPUTES = Dispute.__table__  # type: ignore[attr-defined]
+
+# Kinds of line. A charge or a Direct Debit payment becomes `gift` or `order` once we know which it paid for.
+CHARGE = "charge"
+PAYMENT = "payment"
+GIFT = "gift"
+ORDER = "order"
+REFUND = "refund"
+REFUND_RETURNED = "refund_returned"
+DISPUTE = "dispute"
+DISPUTE_REVERSAL = "dispute_reversal"
+CHARGEBACK = "chargeback"
+LATE_FAILURE = "late_failure"
+FEE = "fee"
+ACCOUNT_FEE = "account_fee"  # a Stripe fee charged on the account itself (Radar, billing): settles nothing of ours
+OTHER = "other"
+
+FEE_SUFFIX = ":fee"
+
+
+@dataclasses.dataclass
+class LineIn:
+    """One line as the provider (or its CSV export) gives it, before matching."""
+
+    provider_line_id: str
+    kind: str
+    amount: int
+    currency: str = "GBP"
+    fee: int = 0
+    net: int | None = None
+    source_id: str | None = None
+    related_id: str | None = None
+    fee_for: str | None = None
+    provider_type: str = ""
+    description: str = ""
+    amount_exact: str | None = None
+
+    def row(self, payout_id: uuid.UUID, position: int) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4(),
+            "payout_id": payout_id,
+            "provider_line_id": self.provider_line_id[:255],
+            "kind": self.kind,
+            "amount": self.amount,
+            "fee": self.fee,
+            "net": self.amount - self.fee if self.net is None else self.net,
+            "currency": self.currency.upper(),
+            "source_id": self.source_id,
+            "related_id": self.related_id,
+            "fee_for": self.fee_for,
+            "provider_type": self.provider_type[:64],
+            "description": self.description[:255],
+            "amount_exact": self.amount_exact,
+            "position": position,
+            "gift_id": None,
+            "order_id": None,
+            "refund_id": None,
+            "dispute_id": None,
+            "matched_at": None,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchResult:
+    payout_id: uuid.UUID
+    reconciliation: Reconciliation
+    discrepancy: int
+    lines: int
+    unmatched: int
+    changed_lines: int
+
+
+def with_fee_line(line: LineIn) -> list[LineIn]:
+    """A Stripe balance transaction as two lines: its gross amount, and (if any) the fee charged on it, so that the
+    lines of a payout add up to what reached the bank and the fee line names what it was charged on."""
+    lines = [line]
+    if line.fee:
+        lines.append(
+            LineIn(
+                provider_line_id=line.provider_line_id + FEE_SUFFIX,
+                kind=FEE,
+                amount=-line.fee,
+                currency=line.currency,
+                fee=0,
+                net=-line.fee,
+                source_id=line.source_id,
+                related_id=line.related_id,
+                fee_for=line.source_id or line.provider_line_id,
+                provider_type=line.provider_type,
+                description=f"fee on {line.source_id or line.provider_line_id}",
+            )
+        )
+    return lines
+
+
+def allocate_exact_pence(exact_amounts: Sequence[str]) -> list[int]:
+    """Whole pence for each decimal-pence string such that they add up to the exact total rounded once (half up).
+
+    GoCardless gives "-12.5"-style amounts: rounding each line would drift; instead each line gets its floor and the
+    pennies left over go to the lines with the largest remainders (earliest first on a tie).
+    """
+    values = [Decimal(v) for v in exact_amounts]
+    total = int(sum(values, Decimal(0)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    floors = [int(v.to_integral_value(rounding="ROUND_FLOOR")) for v in values]
+    left = total - sum(floors)
+    order = sorted(range(len(values)), key=lambda i: (-(values[i] - floors[i]), i))
+    result = list(floors)
+    for i in order[:left]:
+        result[i] += 1
+    return result
+
+
+def store_lines(uow: UnitOfWork, payout: Payout, lines: Iterable[LineIn]) -> int:
+    """Add the lines the payout does not have yet (by provider line id); keeps existing lines and their matches,
+    but takes the provider's figures if they changed. Returns how many lines were added. Constant statements."""
+    conn = uow.session.connection()
+    existing = {
+        row.provider_line_id: row
+        for row in conn.execute(
+            sa.select(LINES.c.id, LINES.c.provider_line_id, LINES.c.amount, LINES.c.fee, LINES.c.net).where(
+                LINES.c.payout_id == payout.id
+            )
+        )
+    }
+    new_rows: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for position, line in enumerate(lines):
+        if line.provider_line_id in seen:
+            continue
+        seen.add(line.provider_line_id)
+        row = line.row(payout.id, position)
+        old = existing.get(line.provider_line_id)
+        if old is None:
+            new_rows.append(row)
+        elif (old.amount, old.fee, old.net) != (row["amount"], row["fee"], row["net"]):
+            changed.append({"b_id": old.id, "b_amount": row["amount"], "b_fee": row["fee"], "b_net": row["net"]})
+    if new_rows:
+        conn.execute(sa.insert(LINES), new_rows)
+    if changed:
+        conn.execute(
+            sa.update(LINES)
+            .where(LINES.c.id == sa.bindparam("b_id"))
+            .values(amount=sa.bindparam("b_amount"), fee=sa.bindparam("b_fee"), net=sa.bindparam("b_net")),
+            changed,
+        )
+    now = utc_now()
+    conn.execute(sa.update(PAYOUTS).where(PAYOUTS.c.id == payout.id).values(lines_loaded_at=now, updated_at=now))
+    # The ORM copy of the payout must see what Core just wrote.
+    uow.session.expire(payout)
+    return len(new_rows)
+
+
+def _match_class(kind: str, provider_type: str, source_id: str | None) -> str | None:
+    """Which provider id the line is matched on."""
+    if not source_id:
+        return None
+    if kind in (CHARGEBACK, LATE_FAILURE):
+        return "gc_dispute"
+    if source_id.startswith(("ch_", "py_")):
+        return "stripe_charge"
+    if source_id.startswith(("re_", "pyr_")):
+        return "stripe_refund"
+    if source_id.startswith(("dp_", "du_")):
+        return "stripe_dispute"
+    if source_id.startswith("PM"):
+        return "gc_payment"
+    if source_id.startswith("RF"):
+        return "gc_refund"
+    return None
+
+
+@dataclasses.dataclass
+class _Found:
+    gift_by_charge: dict[str, uuid.UUID]
+    gift_by_intent: dict[str, uuid.UUID]
+    gift_by_gc_payment: dict[str, uuid.UUID]
+    order_by_charge: dict[str, uuid.UUID]
+    order_by_intent: dict[str, uuid.UUID]
+    gift_by_order: dict[uuid.UUID, uuid.UUID]
+    refund_by_stripe: dict[str, tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None]]
+    refund_by_gc: dict[str, tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None]]
+    dispute_by_stripe: dict[str, tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None]]
+    dispute_by_gc_payment: dict[str, tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None]]
+
+
+def _lookup(conn: sa.Connection, payout_id: uuid.UUID) -> _Found:
+    """Everything the payout's lines may settle: one join per (table, provider id), whatever the payout's size."""
+
+    def pairs(table: sa.Table, key: str, line_col: str, *cols: str) -> list[Any]:
+        statement = (
+            sa.select(table.c[key], table.c.id, *(table.c[c] for c in cols))
+            .select_from(table.join(LINES, LINES.c[line_col] == table.c[key]))
+            .where(LINES.c.payout_id == payout_id)
+            .distinct()
+        )
+        return list(conn.execute(statement))
+
+    def ids(rows: list[Any]) -> dict[Any, Any]:
+        return {r[0]: r[1] for r in rows}
+
+    def triples(rows: list[Any]) -> dict[Any, Any]:
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    order_by_charge = ids(pairs(ORDERS, "stripe_charge_id", "source_id"))
+    order_by_intent = ids(pairs(ORDERS, "stripe_payment_intent_id", "related_id"))
+    # A basket's donation line is a gift of that order.
+    gift_by_order: dict[uuid.UUID, uuid.UUID] = {}
+    for line_col, order_col in (("source_id", "stripe_charge_id"), ("related_id", "stripe_payment_intent_id")):
+        statement = (
+            sa.select(GIFTS.c.order_id, GIFTS.c.id)
+            .select_from(
+                GIFTS.join(ORDERS, ORDERS.c.id == GIFTS.c.order_id).join(
+                    LINES, LINES.c[line_col] == ORDERS.c[order_col]
+                )
+            )
+            .where(LINES.c.payout_id == payout_id)
+            .order_by(GIFTS.c.order_id, GIFTS.c.id)
+        )
+        for order_id, gift_id in conn.execute(statement):
+            gift_by_order.setdefault(order_id, gift_id)
+    return _Found(
+        gift_by_charge=ids(pairs(GIFTS, "stripe_charge_id", "source_id")),
+        gift_by_intent=ids(pairs(GIFTS, "stripe_payment_intent_id", "related_id")),
+        gift_by_gc_payment=ids(pairs(GIFTS, "gocardless_payment_id", "source_id")),
+        order_by_charge=order_by_charge,
+        order_by_intent=order_by_intent,
+        gift_by_order=gift_by_order,
+        refund_by_stripe=triples(pairs(REFUNDS, "stripe_refund_id", "source_id", "gift_id", "order_id")),
+        refund_by_gc=triples(pairs(REFUNDS, "gocardless_refund_id", "source_id", "gift_id", "order_id")),
+        dispute_by_stripe=triples(pairs(DISPUTES, "stripe_dispute_id", "source_id", "gift_id", "order_id")),
+        dispute_by_gc_payment=triples(pairs(DISPUTES, "gocardless_payment_id", "source_id", "gift_id", "order_id")),
+    )
+
+
+_Ids = tuple[str, uuid.UUID | None, uuid.UUID | None, uuid.UUID | None, uuid.UUID | None, bool]
+
+
+def _resolve(line: Any, found: _Found) -> _Ids:
+    """(kind, gift_id, order_id, refund_id, dispute_id, matched) for one line."""
+    kind: str = line.kind
+    is_fee = kind == FEE
+    if kind == ACCOUNT_FEE:
+        return kind, None, None, None, None, True
+    match_class = _match_class(kind, line.provider_type, line.source_id)
+    source, related = line.source_id, line.related_id
+    gift = order = refund = dispute = None
+    if match_class == "stripe_charge":
+        order = found.order_by_charge.get(source) or (found.order_by_intent.get(related) if related else None)
+        gift = found.gift_by_charge.get(source) or (found.gift_by_intent.get(related) if related else None)
+        if gift is None and order is not None:
+            gift = found.gift_by_order.get(order)
+        if not is_fee:
+            kind = ORDER if order else GIFT if gift else CHARGE
+    elif match_class == "gc_payment":
+        gift = found.gift_by_gc_payment.get(source)  # type: ignore[arg-type]
+        if not is_fee:
+            kind = GIFT if gift else PAYMENT
+    elif match_class in ("stripe_refund", "gc_refund"):
+        table = found.refund_by_stripe if match_class == "stripe_refund" else found.refund_by_gc
+        hit = table.get(source)  # type: ignore[arg-type]
+        if hit:
+            refund, gift, order = hit
+    elif match_class in ("stripe_dispute", "gc_dispute"):
+        table = found.dispute_by_stripe if match_class == "stripe_dispute" else found.dispute_by_gc_payment
+        hit = table.get(source)  # type: ignore[arg-type]
+        if hit:
+            dispute, gift, order = hit
+        if match_class == "gc_dispute" and gift is None:
+            gift = found.gift_by_gc_payment.get(source)  # type: ignore[arg-type]
+    matched = any(x is not None for x in (gift, order, refund, dispute))
+    if match_class in ("stripe_refund", "gc_refund"):
+        matched = refund is not None
+    elif match_class in ("stripe_dispute", "gc_dispute"):
+        matched = dispute is not None
+    return kind, gift, order, refund, dispute, matched
+
+
+def match_payout(uow: UnitOfWork, payout_id: uuid.UUID) -> MatchResult:
+    """Match every line of one payout and settle its status. Idempotent; constant SQL statements."""
+    conn = uow.session.connection()
+    payout = conn.execute(sa.select(PAYOUTS).where(PAYOUTS.c.id == payout_id)).one()
+    lines = list(
+        conn.execute(
+            sa.select(
+                LINES.c.id,
+                LINES.c.kind,
+                LINES.c.amount,
+                LINES.c.source_id,
+                LINES.c.related_id,
+                LINES.c.provider_type,
+                LINES.c.gift_id,
+                LINES.c.order_id,
+                LINES.c.refund_id,
+                LINES.c.dispute_id,
+                LINES.c.matched_at,
+            ).where(LINES.c.payout_id == payout_id)
+        )
+    )
+    found = _lookup(conn, payout_id) if lines else None
+    now = utc_now()
+    updates: list[dict[str, Any]] = []
+    unmatched = 0
+    for line in lines:
+        assert found is not None
+        kind, gift, order, refund, dispute, matched = _resolve(line, found)
+        if not matched:
+            unmatched += 1
+            # An unmatched line names nothing, so finance sees exactly what is missing.
+            gift = order = refund = dispute = None
+        matched_at = (line.matched_at or now) if matched else None
+        if (kind, gift, order, refund, dispute, matched_at) != (
+            line.kind,
+            line.gift_id,
+            line.order_id,
+            line.refund_id,
+            line.dispute_id,
+            line.matched_at,
+        ):
+            updates.append(
+                {
+                    "b_id": line.id,
+                    "b_kind": kind,
+                    "b_gift": gift,
+                    "b_order": order,
+                    "b_refund": refund,
+                    "b_dispute": dispute,
+                    "b_matched_at": matched_at,
+                }
+            )
+    if updates:
+        conn.execute(
+            sa.update(LINES)
+            .where(LINES.c.id == sa.bindparam("b_id"))
+            .values(
+                kind=sa.bindparam("b_kind"),
+                gift_id=sa.bindparam("b_gift"),
+                order_id=sa.bindparam("b_order"),
+                refund_id=sa.bindparam("b_refund"),
+                dispute_id=sa.bindparam("b_dispute"),
+                matched_at=sa.bindparam("b_matched_at"),
+            ),
+            updates,
+        )
+    total = sum(line.amount for line in lines)
+    discrepancy = payout.amount - total
+    if payout.lines_loaded_at is None:
+        state = Reconciliation.PENDING
+    elif unmatched == 0 and discrepancy == 0:
+        state = Reconciliation.RECONCILED
+    else:
+        state = Reconciliation.UNRECONCILED
+    reconciled_at = (payout.reconciled_at or now) if state == Reconciliation.RECONCILED else None
+    if (payout.reconciliation, payout.discrepancy, payout.reconciled_at) != (state, discrepancy, reconciled_at):
+        conn.execute(
+            sa.update(PAYOUTS)
+            .where(PAYOUTS.c.id == payout_id)
+            .values(reconciliation=state, discrepancy=discrepancy, reconciled_at=reconciled_at, updated_at=now)
+        )
+        for obj in uow.session.identity_map.values():
+            if isinstance(obj, Payout) and obj.id == payout_id:
+                uow.session.expire(obj)
+    return MatchResult(payout_id, state, discrepancy, len(lines), unmatched, len(updates))
+
+
+def payouts_waiting_for(uow: UnitOfWork, source_ids: Sequence[str]) -> list[uuid.UUID]:
+    """Payouts with a line that names one of these provider ids (as its source or its related id)."""
+    wanted = sorted({s for s in source_ids if s})
+    if not wanted:
+        return []
+    conn = uow.session.connection()
+    statement = (
+        sa.select(LINES.c.payout_id)
+        .where(sa.or_(LINES.c.source_id.in_(wanted), LINES.c.related_id.in_(wanted)))
+        .distinct()
+    )
+    return sorted(conn.execute(statement).scalars(), key=str)
