@@ -73,6 +73,11 @@ class Principal:
         return self.role == StaffRole.ADMIN or self.role in roles
 
 
+def principal_of(user: StaffUser) -> Principal:
+    # The role column comes back from the database as a plain string.
+    return Principal(user.id, user.email, StaffRole(user.role))
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -213,7 +218,7 @@ def principal_from_token(session: Session, token: str) -> Principal | None:
         return None
     if not user.active:
         return None
-    return Principal(user.id, user.email, user.role)
+    return principal_of(user)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -309,7 +314,7 @@ def login(
     session.add(
         StaffSession(id_hash=hash_token(token), user_id=user.id, csrf_token=csrf, created_at=now, expires_at=expires)
     )
-    principal = Principal(user.id, user.email, user.role)
+    principal = principal_of(user)
     audit(uow, principal, "login", "staff_user", user.id, {"client": client})
     return LoginResult(principal=principal, session_token=token, csrf_token=csrf, expires_at=expires)
 
@@ -340,7 +345,7 @@ def session_principal(session: Session, session_token: str) -> tuple[Principal, 
     staff_session, user = row
     if staff_session.revoked_at is not None or staff_session.expires_at <= utc_now() or not user.active:
         return None
-    return Principal(user.id, user.email, user.role), staff_session.csrf_token
+    return principal_of(user), staff_session.csrf_token
 
 
 def logout(uow: UnitOfWork, session_token: str) -> bool:
@@ -514,7 +519,7 @@ def reset_password(uow: UnitOfWork, token: str, new_password: str, *, secret: st
     set_password(uow, row.user_id, new_password)
     user = uow.session.get(StaffUser, row.user_id)
     assert user is not None
-    principal = Principal(user.id, user.email, user.role)
+    principal = principal_of(user)
     audit(uow, principal, "password_reset", "staff_user", user.id)
     return principal
 

@@ -126,6 +126,10 @@ def install_broker(broker: dramatiq.Broker) -> dramatiq.Broker:
     dramatiq.set_broker(broker)
     _dramatiq_actors.clear()
     for spec in REGISTRY.values():
+        existing = broker.actors.get(spec.name)
+        if existing is not None:  # bound to this broker already (import_tasks runs again in the app's lifespan)
+            _dramatiq_actors[spec.name] = existing
+            continue
         _dramatiq_actors[spec.name] = dramatiq.Actor(
             _runner(spec),
             broker=broker,
