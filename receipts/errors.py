@@ -5,3 +5,21 @@ from core.errors import AppError
 
 class ReceiptsError(AppError):
     pass
+
+
+class DocumentNotFound(ReceiptsError):
+    status_code = 404
+
+
+class DocumentNotIssued(ReceiptsError):
+    """The document is numbered but its PDF is not stored yet (it will be, by its job)."""
+
+    status_code = 409
+
+
+class NothingToResend(ReceiptsError):
+    status_code = 409
+
+
+class InvalidTaxYear(ReceiptsError):
+    status_code = 400

@@ -1,1 +1,239 @@
-"""Queries for receipts tables. Private to the package: other packages call receipts.service."""
+"""Queries for receipts tables (and the rows of other packages a document shows). Private to the package."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from core.db import is_postgres
+from crm.models import Declaration, Supporter
+from payments.models import Checkout, Gift, GiftStatus, OrderLine, Refund, RefundStatus
+from receipts.models import (
+    Delivery,
+    DeliveryChannel,
+    DeliveryStatus,
+    Document,
+    DocumentCounter,
+    DocumentKind,
+    DocumentStatus,
+)
+
+# Gifts a statement lists: money that arrived (a reversed gift shows what was returned).
+STATEMENT_GIFT_STATUSES = (GiftStatus.PAID, GiftStatus.REVERSED)
+
+
+def document_by_subject(session: Session, kind: DocumentKind, subject_key: str) -> Document | None:
+    return session.exec(
+        select(Document)
+        .where(Document.kind == kind, Document.subject_key == subject_key)
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def lock_counter(session: Session, kind: DocumentKind) -> DocumentCounter:
+    """The counter row of a kind, created if missing, locked until the transaction ends (PostgreSQL; SQLite's
+    BEGIN IMMEDIATE already serialises every writer)."""
+    table = DocumentCounter.__table__  # type: ignore[attr-defined]
+    if is_postgres(session):
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        session.execute(pg_insert(table).values(kind=str(kind), last_number=0).on_conflict_do_nothing())
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        session.execute(sqlite_insert(table).values(kind=str(kind), last_number=0).on_conflict_do_nothing())
+    return session.exec(
+        select(DocumentCounter)
+        .where(DocumentCounter.kind == str(kind))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def lock_document(session: Session, document_id: uuid.UUID) -> Document | None:
+    return session.exec(
+        select(Document).where(Document.id == document_id).with_for_update().execution_options(populate_existing=True)
+    ).first()
+
+
+def lock_delivery(session: Session, delivery_id: uuid.UUID) -> Delivery | None:
+    return session.exec(
+        select(Delivery).where(Delivery.id == delivery_id).with_for_update().execution_options(populate_existing=True)
+    ).first()
+
+
+def next_copy_number(session: Session, document_id: uuid.UUID) -> int:
+    highest = session.exec(select(sa.func.max(Delivery.copy_number)).where(Delivery.document_id == document_id)).one()
+    return 0 if highest is None else int(highest) + 1
+
+
+def deliveries_of(session: Session, document_id: uuid.UUID) -> Sequence[Delivery]:
+    return session.exec(
+        select(Delivery).where(Delivery.document_id == document_id).order_by(col(Delivery.copy_number))
+    ).all()
+
+
+def pending_postal(session: Session, limit: int) -> Sequence[Delivery]:
+    return session.exec(
+        select(Delivery)
+        .where(Delivery.channel == DeliveryChannel.POST, Delivery.status == DeliveryStatus.PENDING)
+        .order_by(col(Delivery.created_at), col(Delivery.id))
+        .limit(limit)
+        .with_for_update()
+    ).all()
+
+
+def documents_of(session: Session, supporter_id: uuid.UUID) -> Sequence[Document]:
+    """Newest first, then by number (a total order)."""
+    return session.exec(
+        select(Document)
+        .where(Document.supporter_id == supporter_id)
+        .order_by(col(Document.issued_at).desc(), col(Document.kind), col(Document.number).desc())
+    ).all()
+
+
+def merged_supporter_ids(session: Session, supporter_id: uuid.UUID) -> list[uuid.UUID]:
+    """The supporter and every record merged into it (their gifts are its gifts)."""
+    found = [supporter_id]
+    frontier = [supporter_id]
+    while frontier:
+        rows = session.exec(select(Supporter.id).where(col(Supporter.merged_into_id).in_(frontier))).all()
+        frontier = [r for r in rows if r not in found]
+        found.extend(frontier)
+    return found
+
+
+def declarations_of(session: Session, supporter_ids: list[uuid.UUID]) -> Sequence[Declaration]:
+    return session.exec(
+        select(Declaration)
+        .where(col(Declaration.supporter_id).in_(supporter_ids))
+        .order_by(col(Declaration.made_on), col(Declaration.created_at), col(Declaration.id))
+    ).all()
+
+
+def order_lines(session: Session, order_id: uuid.UUID) -> Sequence[OrderLine]:
+    return session.exec(
+        select(OrderLine).where(OrderLine.order_id == order_id).order_by(col(OrderLine.sku), col(OrderLine.id))
+    ).all()
+
+
+def donation_gift_of_order(session: Session, order_id: uuid.UUID) -> Gift | None:
+    return session.exec(select(Gift).where(Gift.order_id == order_id).order_by(col(Gift.created_at))).first()
+
+
+def checkout_of_order(session: Session, order_id: uuid.UUID) -> Checkout | None:
+    return session.exec(
+        select(Checkout).where(Checkout.order_id == order_id).order_by(col(Checkout.created_at))
+    ).first()
+
+
+def succeeded_refunds(
+    session: Session, *, gift_id: uuid.UUID | None = None, order_id: uuid.UUID | None = None
+) -> Sequence[Refund]:
+    query = select(Refund).where(Refund.status == RefundStatus.SUCCEEDED)
+    if gift_id is not None:
+        query = query.where(Refund.gift_id == gift_id)
+    if order_id is not None:
+        query = query.where(Refund.order_id == order_id)
+    return session.exec(query.order_by(col(Refund.refunded_at), col(Refund.created_at), col(Refund.id))).all()
+
+
+def gifts_between(session: Session, supporter_ids: list[uuid.UUID], start: dt.date, end: dt.date) -> Sequence[Gift]:
+    return session.exec(
+        select(Gift)
+        .where(
+            col(Gift.supporter_id).in_(supporter_ids),
+            col(Gift.status).in_(STATEMENT_GIFT_STATUSES),
+            col(Gift.received_on) >= start,
+            col(Gift.received_on) <= end,
+        )
+        .order_by(col(Gift.received_on), col(Gift.received_at), col(Gift.id))
+    ).all()
+
+
+def refunds_between(
+    session: Session, supporter_ids: list[uuid.UUID], start: dt.datetime, end: dt.datetime
+) -> Sequence[tuple[Refund, Gift | None]]:
+    rows = session.exec(
+        select(Refund, Gift)
+        .join(Gift, col(Gift.id) == col(Refund.gift_id), isouter=True)
+        .where(
+            col(Refund.supporter_id).in_(supporter_ids),
+            Refund.status == RefundStatus.SUCCEEDED,
+            col(Refund.gift_id).is_not(None),
+            col(Refund.refunded_at) >= start,
+            col(Refund.refunded_at) < end,
+        )
+        .order_by(col(Refund.refunded_at), col(Refund.id))
+    ).all()
+    return [(refund, gift) for refund, gift in rows]
+
+
+def statement_candidates(
+    session: Session, start: dt.date, end: dt.date, tax_year: str, *, everyone: bool
+) -> list[uuid.UUID]:
+    """Supporters (not merged away, not erased) with a gift in the tax year and no statement for it yet, by id."""
+    have_statement = select(Document.supporter_id).where(
+        Document.kind == DocumentKind.ANNUAL_STATEMENT, Document.tax_year == tax_year
+    )
+    gave = select(Gift.supporter_id).where(
+        col(Gift.status).in_(STATEMENT_GIFT_STATUSES), col(Gift.received_on) >= start, col(Gift.received_on) <= end
+    )
+    query = select(Supporter.id).where(
+        col(Supporter.id).in_(gave),
+        col(Supporter.id).not_in(have_statement),
+        col(Supporter.merged_into_id).is_(None),
+        col(Supporter.erased_at).is_(None),
+    )
+    if not everyone:
+        query = query.where(Supporter.statement_preference == "annual")
+    return list(session.exec(query.order_by(col(Supporter.id))).all())
+
+
+def statement_progress(session: Session, tax_year: str) -> dict[str, int]:
+    """How far a tax year's statements have got: documents by status, original deliveries by status."""
+    counts: dict[str, int] = {}
+    rows: Any = session.exec(
+        select(Document.status, sa.func.count())
+        .where(Document.kind == DocumentKind.ANNUAL_STATEMENT, Document.tax_year == tax_year)
+        .group_by(col(Document.status))
+    ).all()
+    for status, number in rows:
+        counts[str(status)] = int(number)
+    rows = session.exec(
+        select(Delivery.status, sa.func.count())
+        .join(Document, col(Document.id) == col(Delivery.document_id))
+        .where(
+            Document.kind == DocumentKind.ANNUAL_STATEMENT,
+            Document.tax_year == tax_year,
+            Delivery.copy_number == 0,
+        )
+        .group_by(col(Delivery.status))
+    ).all()
+    for status, number in rows:
+        counts[f"delivery_{status}"] = int(number)
+    return counts
+
+
+def allocated_documents(
+    session: Session, *, kind: DocumentKind | None = None, tax_year: str | None = None
+) -> list[uuid.UUID]:
+    query = select(Document.id).where(Document.status == DocumentStatus.ALLOCATED)
+    if kind is not None:
+        query = query.where(Document.kind == kind)
+    if tax_year is not None:
+        query = query.where(Document.tax_year == tax_year)
+    return list(session.exec(query.order_by(col(Document.number))).all())
+
+
+def reassign(session: Session, from_id: uuid.UUID, to_id: uuid.UUID) -> int:
+    moved = session.execute(
+        sa.update(Document).where(col(Document.supporter_id) == from_id).values(supporter_id=to_id)
+    ).rowcount  # type: ignore[attr-defined]
+    session.execute(sa.update(Delivery).where(col(Delivery.supporter_id) == from_id).values(supporter_id=to_id))
+    return int(moved or 0)

@@ -1,1 +1,837 @@
-"""Use cases of receipts. Never commits: the caller's unit of work does."""
+"""Use cases of receipts. Never commits: the caller's unit of work does.
+
+Issuing a document is two steps, so the number lock is held for milliseconds, not for a render:
+
+1. `allocate_*` (one short transaction): re-check under the kind's counter lock that the subject has no document,
+   take the next number, and store the document with everything it will say (`Document.content`, status allocated).
+2. `record_rendered` (after the PDF is rendered and stored outside any transaction): mark it issued with its
+   SHA-256 and plan its delivery (email job, or the postal batch).
+
+A job that dies between the two finds the allocated document next time and renders the same content again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from core.clock import UK, uk_date, uk_today, utc_now
+from core.db import UnitOfWork
+from core.errors import AppError
+from core.mailer import send_email
+from core.money import gift_aid_on
+from core.settings import Settings
+from crm import service as crm_service
+from crm.models import Declaration, DeclarationMethod, DeclarationScope, StatementPreference, Supporter
+from payments.models import DonorType, Gift, GiftStatus, Order, OrderStatus, Refund, RefundStatus
+from receipts import delivery as mail
+from receipts import documents as docs
+from receipts import render, repository
+from receipts.errors import DocumentNotFound, DocumentNotIssued, NothingToResend
+from receipts.models import (
+    NUMBER_PREFIX,
+    Delivery,
+    DeliveryChannel,
+    DeliveryStatus,
+    Document,
+    DocumentKind,
+    DocumentStatus,
+    PostalBatch,
+)
+from receipts.storage import DocumentStore, sha256
+
+log = logging.getLogger("giving.receipts")
+
+PAID_ORDER_STATUSES = (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED)
+GIFT_DESCRIPTIONS = {"once": "One-off gift", "regular": "Regular gift (monthly instalment)", "basket": "Donation"}
+
+
+def store_for(settings: Settings) -> DocumentStore:
+    return DocumentStore(settings.receipts.storage_dir)
+
+
+def storage_key(document: Document) -> str:
+    return f"{document.kind}/{document.reference}.pdf"
+
+
+# --- numbering -----------------------------------------------------------------------------------------------------
+
+
+def _allocate(
+    uow: UnitOfWork,
+    kind: DocumentKind,
+    subject_key: str,
+    build: Callable[[str, dt.date], docs.AnyDocument],
+    *,
+    supporter_id: uuid.UUID,
+    gift_id: uuid.UUID | None = None,
+    order_id: uuid.UUID | None = None,
+    refund_id: uuid.UUID | None = None,
+    declaration_id: uuid.UUID | None = None,
+    tax_year: str | None = None,
+    corrects_id: uuid.UUID | None = None,
+) -> Document:
+    """The subject's document of this kind: the existing one, or a new one with the next number of the kind.
+
+    The counter row is locked, then the subject is looked up again: a job racing us has either committed its
+    document (we return it) or waits for our commit. The number is taken in the same transaction as the document
+    row, so a rollback gives it back and the sequence has no gaps."""
+    session = uow.session
+    counter = repository.lock_counter(session, kind)
+    existing = repository.document_by_subject(session, kind, subject_key)
+    if existing is not None:
+        return existing
+    counter.last_number += 1
+    reference = f"{NUMBER_PREFIX[kind]}-{counter.last_number:06d}"
+    issued_on = uk_today()
+    content = build(reference, issued_on)
+    document = Document(
+        kind=kind,
+        number=counter.last_number,
+        reference=reference,
+        subject_key=subject_key,
+        supporter_id=supporter_id,
+        gift_id=gift_id,
+        order_id=order_id,
+        refund_id=refund_id,
+        declaration_id=declaration_id,
+        tax_year=tax_year,
+        corrects_id=corrects_id,
+        content=docs.dump(content),
+        issued_on=issued_on,
+        issued_at=utc_now(),
+    )
+    session.add(counter)
+    session.add(document)
+    session.flush()
+    log.info("allocated %s for %s", reference, subject_key)
+    return document
+
+
+# --- Gift Aid on a gift --------------------------------------------------------------------------------------------
+
+
+def _covers(declaration: Declaration, gift_id: uuid.UUID, on: dt.date) -> bool:
+    """Whether a declaration covers a gift of that date (scope, cancellation, void)."""
+    if declaration.voided:
+        return False
+    if declaration.cancellation_effective_on is not None and on >= declaration.cancellation_effective_on:
+        return False
+    cancelled_on = uk_date(declaration.cancelled_at) if declaration.cancelled_at is not None else None
+    if declaration.cancellation_effective_on is None and cancelled_on is not None and on >= cancelled_on:
+        return False
+    scope = declaration.scope
+    if scope == DeclarationScope.THIS_GIFT:
+        return declaration.gift_id == gift_id
+    if scope == DeclarationScope.FUTURE:
+        return on >= declaration.made_on
+    if scope == DeclarationScope.PAST_4_YEARS_AND_FUTURE:
+        return on >= (declaration.start or declaration.made_on)
+    if scope == DeclarationScope.PERIOD:
+        return (
+            declaration.start is not None and declaration.end is not None and declaration.start <= on <= declaration.end
+        )
+    return False
+
+
+def gift_aid_eligible(gift: Gift) -> bool:
+    """Could Gift Aid be claimed on this payment if a declaration covered it? (Not on a company's gift, a benefit
+    in return, or another currency; a purchase is never a Gift.)"""
+    return gift.donor_type == DonorType.INDIVIDUAL and gift.benefit_amount == 0 and gift.currency == "GBP"
+
+
+def covering_declaration(gift: Gift, declarations: Sequence[Declaration]) -> Declaration | None:
+    """The newest declaration covering the gift, if it is eligible. An oral one counts as soon as it is made: its
+    written confirmation is on its way (the claim itself waits for it)."""
+    if not gift_aid_eligible(gift) or gift.received_on is None:
+        return None
+    covering = [d for d in declarations if _covers(d, gift.id, gift.received_on)]
+    return max(covering, key=lambda d: (d.made_on, d.created_at)) if covering else None
+
+
+# --- allocation per kind -------------------------------------------------------------------------------------------
+
+
+def _donor_of_gift(session: Session, gift: Gift, supporter: Supporter) -> docs.Donor:
+    if gift.donor:
+        return docs.donor_from(gift.donor, email=supporter.email)
+    return _current_donor(session, supporter, gift.received_at or utc_now())
+
+
+def _current_donor(session: Session, supporter: Supporter, moment: dt.datetime) -> docs.Donor:
+    address = crm_service.address_on(session, supporter.id, moment)
+    details = {"title": supporter.title, "first_name": supporter.first_name, "last_name": supporter.last_name}
+    if address is not None:
+        details.update(
+            address_line1=address.line1, address_line2=address.line2, town=address.town, postcode=address.postcode
+        )
+    return docs.donor_from(details, email=supporter.email)
+
+
+def _receivable(supporter: Supporter) -> bool:
+    return supporter.erased_at is None
+
+
+def allocate_gift_receipt(uow: UnitOfWork, settings: Settings, gift_id: uuid.UUID) -> Document | None:
+    """The receipt of a paid gift, unless its supporter chose a yearly statement instead."""
+    session = uow.session
+    subject = f"gift:{gift_id}"
+    existing = repository.document_by_subject(session, DocumentKind.GIFT_RECEIPT, subject)
+    if existing is not None:
+        return existing
+    gift = session.get(Gift, gift_id)
+    if gift is None:
+        raise DocumentNotFound(f"no gift {gift_id}")
+    if gift.status != GiftStatus.PAID or gift.received_on is None:
+        log.info("gift %s is %s: no receipt", gift_id, gift.status)
+        return None
+    supporter = crm_service.resolve_supporter(session, gift.supporter_id)
+    if supporter.statement_preference == StatementPreference.ANNUAL or not _receivable(supporter):
+        return None
+    declarations = repository.declarations_of(session, repository.merged_supporter_ids(session, supporter.id))
+    declaration = covering_declaration(gift, declarations)
+    if gift.order_id is not None:
+        description = "Donation given with your shop order"
+    elif gift.regular_gift_id is not None:
+        description = GIFT_DESCRIPTIONS["regular"]
+    else:
+        description = GIFT_DESCRIPTIONS["once"]
+    benefit = docs.NO_BENEFIT
+    if gift.benefit_amount:
+        benefit = f"In return you received {gift.benefit_description or 'a benefit'}, worth about "
+        benefit += f"£{gift.benefit_amount // 100}.{gift.benefit_amount % 100:02d}."
+    charity = docs.charity_from(settings.charity)
+    donor = _donor_of_gift(session, gift, supporter)
+    received_on = gift.received_on
+
+    def build(reference: str, issued_on: dt.date) -> docs.AnyDocument:
+        return docs.GiftReceipt(
+            reference=reference,
+            issued_on=issued_on,
+            charity=charity,
+            donor=donor,
+            gift_id=str(gift.id),
+            amount=gift.amount,
+            currency=gift.currency,
+            received_on=received_on,
+            method=docs.method_label(gift.method),
+            appeal=docs.appeal_label(gift.appeal),
+            description=description,
+            benefit=benefit,
+            gift_aid=docs.gift_aid_note(gift.amount, declaration, eligible=gift_aid_eligible(gift)),
+        )
+
+    return _allocate(uow, DocumentKind.GIFT_RECEIPT, subject, build, supporter_id=supporter.id, gift_id=gift.id)
+
+
+def allocate_sale_receipt(uow: UnitOfWork, settings: Settings, order_id: uuid.UUID) -> Document | None:
+    """The sale receipt of a paid shop order: its lines, VAT when charged, and its donation shown apart."""
+    session = uow.session
+    subject = f"order:{order_id}"
+    existing = repository.document_by_subject(session, DocumentKind.SALE_RECEIPT, subject)
+    if existing is not None:
+        return existing
+    order = session.get(Order, order_id)
+    if order is None:
+        raise DocumentNotFound(f"no order {order_id}")
+    if order.status not in PAID_ORDER_STATUSES or order.paid_at is None:
+        log.info("order %s is %s: no sale receipt", order_id, order.status)
+        return None
+    supporter = crm_service.resolve_supporter(session, order.supporter_id)
+    if not _receivable(supporter):
+        return None
+    lines = [
+        docs.SaleLine(
+            description=f"{line.product_name} ({line.size})" if line.size else line.product_name,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            total=line.unit_price * line.quantity,
+            vat=line.vat_amount,
+        )
+        for line in repository.order_lines(session, order.id)
+    ]
+    goods_total = order.goods_amount or sum(line.total for line in lines)
+    checkout = repository.checkout_of_order(session, order.id)
+    if checkout is not None and checkout.donor:
+        donor = docs.donor_from(checkout.donor, email=supporter.email)
+    else:
+        donor = _current_donor(session, supporter, order.paid_at)
+    charity = docs.charity_from(settings.charity)
+    vat_rate = settings.shop.vat_rate_bp
+    paid_on = uk_date(order.paid_at)
+
+    def build(reference: str, issued_on: dt.date) -> docs.AnyDocument:
+        return docs.SaleReceipt(
+            reference=reference,
+            issued_on=issued_on,
+            charity=charity,
+            donor=donor,
+            order_id=str(order.id),
+            paid_on=paid_on,
+            method="Card",
+            currency=order.currency,
+            lines=lines,
+            goods_total=goods_total,
+            vat_rate_bp=vat_rate,
+            vat_amount=order.vat_amount if vat_rate > 0 else 0,
+            donation=order.donation_amount,
+            total_paid=goods_total + order.donation_amount,
+        )
+
+    return _allocate(uow, DocumentKind.SALE_RECEIPT, subject, build, supporter_id=supporter.id, order_id=order.id)
+
+
+def donation_gift_of_order(session: Session, order_id: uuid.UUID) -> uuid.UUID | None:
+    gift = repository.donation_gift_of_order(session, order_id)
+    return gift.id if gift is not None else None
+
+
+def _refund_parts(refund: Refund) -> tuple[int, int]:
+    """(gift part, order part) of a refund; a refund naming only one of them is all that one."""
+    if refund.gift_amount or refund.order_amount:
+        return refund.gift_amount, refund.order_amount
+    if refund.gift_id is not None and refund.order_id is None:
+        return refund.amount, 0
+    if refund.order_id is not None and refund.gift_id is None:
+        return 0, refund.amount
+    return 0, 0
+
+
+def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UUID) -> list[Document]:
+    """A corrected receipt for each receipted thing a succeeded refund returned money on (its gift, its order).
+    Nothing was receipted (a supporter on yearly statements, a gift not receipted yet): nothing to correct."""
+    session = uow.session
+    refund = session.get(Refund, refund_id)
+    if refund is None:
+        raise DocumentNotFound(f"no refund {refund_id}")
+    if refund.status != RefundStatus.SUCCEEDED:
+        log.info("refund %s is %s: no correction yet", refund_id, refund.status)
+        return []
+    gift_part, order_part = _refund_parts(refund)
+    refunded_on = uk_date(refund.refunded_at or refund.created_at)
+    issued: list[Document] = []
+    charity = docs.charity_from(settings.charity)
+    targets: list[tuple[str, DocumentKind, str, int]] = []
+    if refund.gift_id is not None and gift_part > 0:
+        targets.append(("gift", DocumentKind.GIFT_RECEIPT, f"gift:{refund.gift_id}", gift_part))
+    if refund.order_id is not None and order_part > 0:
+        targets.append(("order", DocumentKind.SALE_RECEIPT, f"order:{refund.order_id}", order_part))
+    for part, original_kind, original_subject, amount in targets:
+        original = repository.document_by_subject(session, original_kind, original_subject)
+        if original is None:
+            continue
+        original_content = docs.load(original.content)
+        is_sale = isinstance(original_content, docs.SaleReceipt)
+        if is_sale:
+            assert isinstance(original_content, docs.SaleReceipt)
+            original_amount = original_content.goods_total
+            earlier = repository.succeeded_refunds(session, order_id=refund.order_id)
+            total_returned = sum(_refund_parts(r)[1] for r in earlier if _not_after(r, refund))
+        else:
+            assert isinstance(original_content, docs.GiftReceipt)
+            original_amount = original_content.amount
+            earlier = repository.succeeded_refunds(session, gift_id=refund.gift_id)
+            total_returned = sum(_refund_parts(r)[0] for r in earlier if _not_after(r, refund))
+        total_returned = min(max(total_returned, amount), original_amount)
+        corrected = original_amount - total_returned
+        gift_aid = None
+        if isinstance(original_content, docs.GiftReceipt) and original_content.gift_aid.status == "claim":
+            gift_aid = docs.GiftAidNote(
+                status="claim",
+                claim_amount=gift_aid_on(corrected),
+                declaration=original_content.gift_aid.declaration,
+            )
+
+        def build(
+            reference: str,
+            issued_on: dt.date,
+            *,
+            original: Document = original,
+            original_content: docs.AnyDocument = original_content,
+            amount: int = amount,
+            original_amount: int = original_amount,
+            total_returned: int = total_returned,
+            corrected: int = corrected,
+            gift_aid: docs.GiftAidNote | None = gift_aid,
+            is_sale: bool = is_sale,
+        ) -> docs.AnyDocument:
+            return docs.Correction(
+                reference=reference,
+                issued_on=issued_on,
+                charity=charity,
+                donor=original_content.donor,
+                corrects_reference=original.reference,
+                corrects_kind=str(original.kind),
+                corrects_issued_on=original.issued_on,
+                currency=refund.currency,
+                original_amount=original_amount,
+                refunded_amount=amount,
+                total_returned=total_returned,
+                corrected_amount=corrected,
+                refunded_on=refunded_on,
+                reason=refund.reason,
+                gift_aid=gift_aid,
+                is_sale=is_sale,
+            )
+
+        issued.append(
+            _allocate(
+                uow,
+                DocumentKind.CORRECTION,
+                f"refund:{refund.id}:{part}",
+                build,
+                supporter_id=original.supporter_id,
+                gift_id=refund.gift_id if part == "gift" else None,
+                order_id=refund.order_id if part == "order" else None,
+                refund_id=refund.id,
+                corrects_id=original.id,
+            )
+        )
+    return issued
+
+
+def _not_after(other: Refund, refund: Refund) -> bool:
+    """Refunds up to and including this one (so a correction says what was returned by then)."""
+    key = (other.refunded_at or other.created_at, other.created_at, str(other.id))
+    return key <= (refund.refunded_at or refund.created_at, refund.created_at, str(refund.id))
+
+
+def refunds_to_correct(
+    session: Session, gift_id: uuid.UUID | None = None, order_id: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Succeeded refunds on a gift or order (a receipt issued after its refund is corrected too)."""
+    return [r.id for r in repository.succeeded_refunds(session, gift_id=gift_id, order_id=order_id)]
+
+
+def allocate_oral_confirmation(uow: UnitOfWork, settings: Settings, declaration_id: uuid.UUID) -> Document | None:
+    """The written confirmation of an oral declaration (not of one cancelled, or confirmed by other means)."""
+    session = uow.session
+    subject = f"declaration:{declaration_id}"
+    existing = repository.document_by_subject(session, DocumentKind.ORAL_CONFIRMATION, subject)
+    if existing is not None:
+        return existing
+    declaration = session.get(Declaration, declaration_id)
+    if declaration is None:
+        raise DocumentNotFound(f"no declaration {declaration_id}")
+    if declaration.method != DeclarationMethod.ORAL or declaration.voided or declaration.cancelled_at is not None:
+        return None
+    if declaration.confirmation_sent_on is not None:
+        log.info("declaration %s was confirmed on %s already", declaration_id, declaration.confirmation_sent_on)
+        return None
+    supporter = crm_service.resolve_supporter(session, declaration.supporter_id)
+    if not _receivable(supporter):
+        return None
+    donor = docs.donor_from(
+        {
+            "title": declaration.title,
+            "first_name": declaration.first_name,
+            "last_name": declaration.last_name,
+            "address_line1": declaration.address_line1,
+            "address_line2": declaration.address_line2,
+            "town": declaration.town,
+            "postcode": declaration.postcode,
+        },
+        email=supporter.email,
+    )
+    charity = docs.charity_from(settings.charity)
+    summary = docs.declaration_summary(declaration)
+
+    def build(reference: str, issued_on: dt.date) -> docs.AnyDocument:
+        return docs.OralConfirmation(
+            reference=reference,
+            issued_on=issued_on,
+            charity=charity,
+            donor=donor,
+            declaration_id=str(declaration.id),
+            declaration=summary,
+            cancel_by=issued_on + dt.timedelta(days=30),
+        )
+
+    return _allocate(
+        uow,
+        DocumentKind.ORAL_CONFIRMATION,
+        subject,
+        build,
+        supporter_id=supporter.id,
+        declaration_id=declaration.id,
+    )
+
+
+def _in_force_during(declaration: Declaration, start: dt.date, end: dt.date) -> bool:
+    if declaration.voided or declaration.made_on > end:
+        return False
+    if declaration.cancellation_effective_on is not None and declaration.cancellation_effective_on <= start:
+        return False
+    ended = declaration.scope == DeclarationScope.PERIOD and declaration.end is not None and declaration.end < start
+    return not ended
+
+
+def allocate_annual_statement(
+    uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID, tax_year: str
+) -> Document | None:
+    """A supporter's statement for a tax year (6 April to 5 April): None when they gave nothing in it."""
+    session = uow.session
+    start, end = docs.parse_tax_year(tax_year)
+    subject = f"statement:{supporter_id}:{tax_year}"
+    existing = repository.document_by_subject(session, DocumentKind.ANNUAL_STATEMENT, subject)
+    if existing is not None:
+        return existing
+    supporter = session.get(Supporter, supporter_id)
+    if supporter is None:
+        raise DocumentNotFound(f"no supporter {supporter_id}")
+    if supporter.merged_into_id is not None or not _receivable(supporter):
+        return None
+    ids = repository.merged_supporter_ids(session, supporter.id)
+    gifts = repository.gifts_between(session, ids, start, end)
+    if not gifts:
+        return None
+    declarations = repository.declarations_of(session, ids)
+    lines: list[docs.StatementGift] = []
+    total = aided = gift_aid = 0
+    for gift in gifts:
+        assert gift.received_on is not None
+        net = max(gift.amount - gift.returned_amount, 0)
+        is_aided = net > 0 and covering_declaration(gift, declarations) is not None
+        lines.append(
+            docs.StatementGift(
+                received_on=gift.received_on,
+                amount=gift.amount,
+                returned=gift.amount - net,
+                method=docs.method_label(gift.method),
+                appeal=docs.appeal_label(gift.appeal),
+                gift_aided=is_aided,
+            )
+        )
+        total += net
+        if is_aided:
+            aided += net
+            gift_aid += gift_aid_on(net)
+    period_start = dt.datetime.combine(start, dt.time(), UK).astimezone(dt.UTC)
+    period_end = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), UK).astimezone(dt.UTC)
+    refunds = [
+        docs.StatementRefund(
+            refunded_on=uk_date(refund.refunded_at or refund.created_at),
+            amount=_refund_parts(refund)[0],
+            gift_received_on=gift.received_on if gift is not None else None,
+            reason=refund.reason,
+        )
+        for refund, gift in repository.refunds_between(session, ids, period_start, period_end)
+        if _refund_parts(refund)[0] > 0
+    ]
+    summaries = [docs.declaration_summary(d) for d in declarations if _in_force_during(d, start, end)]
+    charity = docs.charity_from(settings.charity)
+    donor = _current_donor(session, supporter, utc_now())
+
+    def build(reference: str, issued_on: dt.date) -> docs.AnyDocument:
+        return docs.AnnualStatement(
+            reference=reference,
+            issued_on=issued_on,
+            charity=charity,
+            donor=donor,
+            tax_year=tax_year,
+            period_start=start,
+            period_end=end,
+            currency=gifts[0].currency,
+            declarations=summaries,
+            gifts=lines,
+            refunds=refunds,
+            total_donated=total,
+            total_gift_aided=aided,
+            gift_aid=gift_aid,
+            grossed_up=aided + gift_aid,
+        )
+
+    return _allocate(
+        uow,
+        DocumentKind.ANNUAL_STATEMENT,
+        subject,
+        build,
+        supporter_id=supporter.id,
+        tax_year=tax_year,
+    )
+
+
+def statement_candidates(session: Session, tax_year: str, *, everyone: bool) -> list[uuid.UUID]:
+    start, end = docs.parse_tax_year(tax_year)
+    return repository.statement_candidates(session, start, end, tax_year, everyone=everyone)
+
+
+def statement_progress(session: Session, tax_year: str) -> dict[str, int]:
+    return repository.statement_progress(session, tax_year)
+
+
+def allocated_document_ids(
+    session: Session, *, kind: DocumentKind | None = None, tax_year: str | None = None
+) -> list[uuid.UUID]:
+    return repository.allocated_documents(session, kind=kind, tax_year=tax_year)
+
+
+# --- render, store, deliver ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    document_id: uuid.UUID
+    storage_key: str
+    content: docs.AnyDocument
+
+
+def render_job(session: Session, document_id: uuid.UUID) -> RenderJob | None:
+    """What to render for a document still to be issued (None once it is issued)."""
+    document = session.get(Document, document_id)
+    if document is None:
+        raise DocumentNotFound(f"no document {document_id}")
+    if document.status == DocumentStatus.ISSUED:
+        return None
+    return RenderJob(document.id, storage_key(document), docs.load(document.content))
+
+
+def render_and_store(settings: Settings, job: RenderJob) -> tuple[str, int]:
+    """Render the PDF and store it (no transaction is open meanwhile); returns (SHA-256, size)."""
+    pdf = render.render_pdf(job.content, logo=render.logo_markup(settings.charity.logo_path))
+    return store_for(settings).put(job.storage_key, pdf), len(pdf)
+
+
+def record_rendered(
+    uow: UnitOfWork, document_id: uuid.UUID, *, storage_key: str, digest: str, size: int
+) -> Delivery | None:
+    """Mark the document issued and plan its delivery; a second finisher (a duplicate job) changes nothing."""
+    session = uow.session
+    document = repository.lock_document(session, document_id)
+    if document is None:
+        raise DocumentNotFound(f"no document {document_id}")
+    if document.status == DocumentStatus.ISSUED:
+        return None
+    document.status = DocumentStatus.ISSUED
+    document.storage_key = storage_key
+    document.sha256 = digest
+    document.size_bytes = size
+    document.rendered_at = utc_now()
+    session.add(document)
+    return _plan_delivery(uow, document, copy_number=0, requested_by="system")
+
+
+def _plan_delivery(
+    uow: UnitOfWork, document: Document, *, copy_number: int, requested_by: str, to_email: str | None = None
+) -> Delivery | None:
+    supporter = crm_service.resolve_supporter(uow.session, document.supporter_id)
+    if not _receivable(supporter):
+        return None
+    email = to_email or supporter.email
+    delivery = Delivery(
+        document_id=document.id,
+        supporter_id=supporter.id,
+        copy_number=copy_number,
+        channel=DeliveryChannel.EMAIL if email else DeliveryChannel.POST,
+        to_email=email,
+        requested_by=requested_by,
+    )
+    uow.session.add(delivery)
+    uow.session.flush()
+    if delivery.channel == DeliveryChannel.EMAIL:
+        uow.enqueue("receipts.send_document", delivery_id=str(delivery.id))
+    return delivery
+
+
+def document_pdf(settings: Settings, document: Document) -> bytes:
+    """The stored PDF; if the file is gone, rendered again from the document's content (the same bytes)."""
+    if document.status != DocumentStatus.ISSUED:
+        raise DocumentNotIssued(f"{document.reference} is not issued yet")
+    store = store_for(settings)
+    pdf = store.get(document.storage_key)
+    if pdf is not None and sha256(pdf) == document.sha256:
+        return pdf
+    log.warning("%s: stored PDF missing or changed; rendering it again from its content", document.reference)
+    pdf = render.render_pdf(docs.load(document.content), logo=render.logo_markup(settings.charity.logo_path))
+    if sha256(pdf) != document.sha256:
+        log.warning("%s renders differently now (templates or fonts changed)", document.reference)
+    else:
+        store.put(document.storage_key, pdf)
+    return pdf
+
+
+def delivery_pdf(settings: Settings, document: Document, delivery: Delivery) -> bytes:
+    if delivery.copy_number == 0:
+        return document_pdf(settings, document)
+    return render.render_pdf(
+        docs.load(document.content),
+        logo=render.logo_markup(settings.charity.logo_path),
+        duplicate=render.DuplicateMark(copied_on=uk_date(delivery.created_at)),
+    )
+
+
+def send_delivery(
+    uow: UnitOfWork, settings: Settings, delivery_id: uuid.UUID, *, attempt: int, final: bool
+) -> DeliveryStatus:
+    """Email a delivery's PDF. A MailError propagates (the job is retried) unless this was the last attempt, which
+    marks it failed. The outcome goes on the supporter's history."""
+    session = uow.session
+    delivery = repository.lock_delivery(session, delivery_id)
+    if delivery is None:
+        raise DocumentNotFound(f"no delivery {delivery_id}")
+    if delivery.status != DeliveryStatus.PENDING or delivery.channel != DeliveryChannel.EMAIL:
+        return delivery.status
+    document = session.get(Document, delivery.document_id)
+    assert document is not None and delivery.to_email
+    content = docs.load(document.content)
+    email = mail.build_email(settings, document, content, delivery, delivery_pdf(settings, document, delivery))
+    delivery.attempts = attempt
+    try:
+        delivery.message_id = send_email(email, settings.email)[:250]
+    except mail.MailError as exc:
+        if not final:
+            raise
+        delivery.status = DeliveryStatus.FAILED
+        delivery.last_error = str(exc)[:2000]
+        session.add(delivery)
+        _history(uow, document, delivery, f"could not be emailed to {delivery.to_email}: {exc}", "failed")
+        return delivery.status
+    delivery.status = DeliveryStatus.SENT
+    delivery.sent_at = utc_now()
+    delivery.last_error = ""
+    session.add(delivery)
+    _history(uow, document, delivery, f"emailed to {delivery.to_email}", "sent")
+    if delivery.copy_number == 0:
+        _after_sent(uow, document, uk_date(delivery.sent_at))
+    return delivery.status
+
+
+def _after_sent(uow: UnitOfWork, document: Document, sent_on: dt.date) -> None:
+    """An oral declaration takes effect when its written confirmation is sent."""
+    if document.kind == DocumentKind.ORAL_CONFIRMATION and document.declaration_id is not None:
+        try:
+            crm_service.confirm_oral_declaration(
+                uow, document.declaration_id, confirmation_sent_on=sent_on, by=f"receipts:{document.reference}"
+            )
+        except AppError as exc:
+            log.warning("%s sent, but the declaration was not confirmed: %s", document.reference, exc.detail)
+
+
+def _history(uow: UnitOfWork, document: Document, delivery: Delivery, outcome: str, status: str) -> None:
+    label = mail.KIND_LABELS[document.kind]
+    copy = " (duplicate copy)" if delivery.copy_number else ""
+    data: dict[str, object] = {
+        "document_id": str(document.id),
+        "reference": document.reference,
+        "kind": str(document.kind),
+        "delivery_id": str(delivery.id),
+        "channel": str(delivery.channel),
+        "status": status,
+        "duplicate": delivery.copy_number > 0,
+    }
+    for name in ("gift_id", "order_id", "refund_id", "declaration_id"):
+        value = getattr(document, name)
+        if value is not None:
+            data[name] = str(value)
+    if document.tax_year:
+        data["tax_year"] = document.tax_year
+    crm_service.record_history(
+        uow,
+        delivery.supporter_id,
+        type="receipt",
+        summary=f"{label} {document.reference}{copy} {outcome}",
+        data=data,
+        dedupe_key=f"receipt:{delivery.id}:{status}",
+    )
+
+
+def resend(uow: UnitOfWork, document_id: uuid.UUID, *, requested_by: str, to_email: str | None = None) -> Delivery:
+    """Send a copy of an issued document again, marked DUPLICATE (by email, or post without an address)."""
+    session = uow.session
+    document = repository.lock_document(session, document_id)
+    if document is None:
+        raise DocumentNotFound(f"no document {document_id}")
+    if document.status != DocumentStatus.ISSUED:
+        raise DocumentNotIssued(f"{document.reference} is not issued yet; it is sent when it is")
+    delivery = _plan_delivery(
+        uow,
+        document,
+        copy_number=repository.next_copy_number(session, document.id),
+        requested_by=requested_by,
+        to_email=to_email,
+    )
+    if delivery is None:
+        raise NothingToResend(f"{document.reference}: the supporter's details were erased")
+    return delivery
+
+
+def build_postal_batch(uow: UnitOfWork, settings: Settings, *, limit: int = 500) -> PostalBatch | None:
+    """One PDF of every document waiting for the post (oldest first), stored; each is then marked posted, and an
+    oral declaration's confirmation counts as sent today. None when nothing waits."""
+    session = uow.session
+    deliveries = repository.pending_postal(session, limit)
+    if not deliveries:
+        return None
+    pairs: list[tuple[Document, Delivery]] = []
+    for delivery in deliveries:
+        document = session.get(Document, delivery.document_id)
+        assert document is not None
+        pairs.append((document, delivery))
+    logo = render.logo_markup(settings.charity.logo_path)
+    pdf = render.render_batch(
+        [
+            (
+                docs.load(document.content),
+                render.DuplicateMark(copied_on=uk_date(d.created_at)) if d.copy_number else None,
+            )
+            for document, d in pairs
+        ],
+        logo=logo,
+    )
+    today = uk_today()
+    batch = PostalBatch(storage_key="", sha256="", documents=len(pairs), created_on=today)
+    batch.storage_key = f"postal/{today.isoformat()}-{batch.id}.pdf"
+    batch.sha256 = store_for(settings).put(batch.storage_key, pdf)
+    session.add(batch)
+    session.flush()
+    now = utc_now()
+    for document, delivery in pairs:
+        delivery.status = DeliveryStatus.POSTED
+        delivery.postal_batch_id = batch.id
+        delivery.sent_at = now
+        session.add(delivery)
+        _history(uow, document, delivery, "printed for the post", "posted")
+        if delivery.copy_number == 0:
+            _after_sent(uow, document, today)
+    return batch
+
+
+def postal_batch_path(settings: Settings, batch: PostalBatch) -> str:
+    return str(store_for(settings).path(batch.storage_key))
+
+
+# --- reading -------------------------------------------------------------------------------------------------------
+
+
+def get_document(session: Session, document_id: uuid.UUID) -> Document:
+    document = session.get(Document, document_id)
+    if document is None:
+        raise DocumentNotFound(f"no document {document_id}")
+    return document
+
+
+def documents_of(session: Session, supporter_id: uuid.UUID) -> Sequence[Document]:
+    return repository.documents_of(session, crm_service.resolve_supporter(session, supporter_id).id)
+
+
+def deliveries_of(session: Session, document_id: uuid.UUID) -> Sequence[Delivery]:
+    return repository.deliveries_of(session, document_id)
+
+
+def document_path(settings: Settings, document: Document) -> str:
+    return str(store_for(settings).path(document.storage_key))
+
+
+# --- merges --------------------------------------------------------------------------------------------------------
+
+
+def reassign_supporter(uow: UnitOfWork, from_id: uuid.UUID, to_id: uuid.UUID) -> dict[str, int]:
+    """Move every document (and its deliveries) of `from_id` to `to_id`. What a document says is not changed: it
+    was true when it was issued. A statement already issued for the old record stays; the survivor's own
+    statement for that year, if any is issued later, lists both records' gifts."""
+    return {"documents": repository.reassign(uow.session, from_id, to_id)}

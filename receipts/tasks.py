@@ -1,35 +1,137 @@
-"""Jobs of receipts. The job names are a contract: payments and crm enqueue them by name.
+"""Jobs of receipts. The names `receipts.issue_for_gift(gift_id)`, `receipts.issue_for_order(order_id)`,
+`receipts.issue_correction(refund_id)` and `receipts.issue_oral_confirmation(declaration_id)` are a contract:
+payments and crm enqueue them by name.
 
-Placeholders until the receipts work lands; each takes the keyword arguments shown.
+An issuing job runs three short steps instead of one long transaction: number the document (the counter lock is
+held for milliseconds), render and store the PDF with no transaction open, then mark it issued and plan its
+delivery. Every step is idempotent, so a job that dies or runs twice issues one document with one number. Sending
+is its own durable job (`receipts.send_document`), so a failed email is retried without rendering again.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+
+from dramatiq.middleware import CurrentMessage
 
 from core.db import UnitOfWork
 from core.jobs import actor
+from core.runtime import Runtime, get_runtime
+from receipts import service
+from receipts.models import Document, DocumentStatus
+
+ISSUE = {"queue": "documents", "time_limit_ms": 120_000, "max_retries": 5, "with_uow": False}
+# Email retries back off from 1 s to an hour (about two hours in all) before the delivery is marked failed.
+SEND_MAX_RETRIES = 12
 
 
-@actor("receipts.issue_for_gift", queue="documents", time_limit_ms=120_000, max_retries=5)
-def issue_for_gift(uow: UnitOfWork, gift_id: str) -> None:
+def _issue(allocate: Callable[[UnitOfWork, Runtime], list[Document]]) -> None:
+    runtime = get_runtime()
+    with runtime.unit_of_work() as uow:
+        allocated = [d.id for d in allocate(uow, runtime)]
+    for document_id in allocated:
+        finish_document(runtime, document_id)
+
+
+def finish_document(runtime: Runtime, document_id: uuid.UUID) -> None:
+    """Render and store an allocated document, then mark it issued (nothing if it already is)."""
+    with runtime.read_session() as session:
+        job = service.render_job(session, document_id)
+    if job is None:
+        return
+    digest, size = service.render_and_store(runtime.settings, job)
+    with runtime.unit_of_work() as uow:
+        service.record_rendered(uow, document_id, storage_key=job.storage_key, digest=digest, size=size)
+
+
+def _one(document: Document | None) -> list[Document]:
+    return [document] if document is not None else []
+
+
+@actor("receipts.issue_for_gift", **ISSUE)  # type: ignore[arg-type]
+def issue_for_gift(gift_id: str) -> None:
     """A receipt for a paid gift (a one-off, a regular instalment, the donation line of a basket)."""
-    uuid.UUID(gift_id)
+    gift = uuid.UUID(gift_id)
+
+    def allocate(uow: UnitOfWork, runtime: Runtime) -> list[Document]:
+        document = service.allocate_gift_receipt(uow, runtime.settings, gift)
+        if document is not None and document.status == DocumentStatus.ALLOCATED:
+            # A refund recorded before this receipt still gets its corrected receipt.
+            for refund_id in service.refunds_to_correct(uow.session, gift_id=gift):
+                uow.enqueue("receipts.issue_correction", refund_id=str(refund_id))
+        return _one(document)
+
+    _issue(allocate)
 
 
-@actor("receipts.issue_for_order", queue="documents", time_limit_ms=120_000, max_retries=5)
-def issue_for_order(uow: UnitOfWork, order_id: str) -> None:
-    """A sale receipt for a paid shop order."""
-    uuid.UUID(order_id)
+@actor("receipts.issue_for_order", **ISSUE)  # type: ignore[arg-type]
+def issue_for_order(order_id: str) -> None:
+    """A sale receipt for a paid shop order (and the receipt of its donation line, which is a gift)."""
+    order = uuid.UUID(order_id)
+
+    def allocate(uow: UnitOfWork, runtime: Runtime) -> list[Document]:
+        document = service.allocate_sale_receipt(uow, runtime.settings, order)
+        if document is not None and document.status == DocumentStatus.ALLOCATED:
+            gift_id = service.donation_gift_of_order(uow.session, order)
+            if gift_id is not None:
+                uow.enqueue("receipts.issue_for_gift", gift_id=str(gift_id))
+            for refund_id in service.refunds_to_correct(uow.session, order_id=order):
+                uow.enqueue("receipts.issue_correction", refund_id=str(refund_id))
+        return _one(document)
+
+    _issue(allocate)
 
 
-@actor("receipts.issue_correction", queue="documents", time_limit_ms=120_000, max_retries=5)
-def issue_correction(uow: UnitOfWork, refund_id: str) -> None:
-    """A corrected receipt after money was returned on a gift or order whose receipt was sent."""
-    uuid.UUID(refund_id)
+@actor("receipts.issue_correction", **ISSUE)  # type: ignore[arg-type]
+def issue_correction(refund_id: str) -> None:
+    """A corrected receipt after money was returned on a gift or order whose receipt was issued."""
+    refund = uuid.UUID(refund_id)
+    _issue(lambda uow, runtime: service.allocate_corrections(uow, runtime.settings, refund))
 
 
-@actor("receipts.issue_oral_confirmation", queue="documents", time_limit_ms=120_000, max_retries=5)
-def issue_oral_confirmation(uow: UnitOfWork, declaration_id: str) -> None:
-    """The written confirmation of an oral Gift Aid declaration."""
-    uuid.UUID(declaration_id)
+@actor("receipts.issue_oral_confirmation", **ISSUE)  # type: ignore[arg-type]
+def issue_oral_confirmation(declaration_id: str) -> None:
+    """The written confirmation of an oral Gift Aid declaration (it takes effect when the letter is sent)."""
+    declaration = uuid.UUID(declaration_id)
+    _issue(lambda uow, runtime: _one(service.allocate_oral_confirmation(uow, runtime.settings, declaration)))
+
+
+@actor("receipts.issue_annual_statement", **ISSUE)  # type: ignore[arg-type]
+def issue_annual_statement(supporter_id: str, tax_year: str) -> None:
+    """One supporter's statement for a tax year."""
+    supporter = uuid.UUID(supporter_id)
+    _issue(lambda uow, runtime: _one(service.allocate_annual_statement(uow, runtime.settings, supporter, tax_year)))
+
+
+@actor("receipts.render_document", **ISSUE)  # type: ignore[arg-type]
+def render_document(document_id: str) -> None:
+    """Render, store and deliver a document numbered earlier (the annual run numbers first, then renders)."""
+    finish_document(get_runtime(), uuid.UUID(document_id))
+
+
+@actor(
+    "receipts.send_document",
+    queue="email",
+    time_limit_ms=60_000,
+    max_retries=SEND_MAX_RETRIES,
+    min_backoff_ms=1_000,
+    max_backoff_ms=3_600_000,
+)
+def send_document(uow: UnitOfWork, delivery_id: str) -> None:
+    """Email one delivery with its PDF attached; retried on SMTP failure, marked failed after the last try."""
+    message = CurrentMessage.get_current_message()
+    retries = int(message.options.get("retries", 0)) if message is not None else 0
+    service.send_delivery(
+        uow,
+        get_runtime().settings,
+        uuid.UUID(delivery_id),
+        attempt=retries + 1,
+        final=retries >= SEND_MAX_RETRIES,
+    )
+
+
+@actor("receipts.build_postal_batch", queue="documents", time_limit_ms=600_000, max_retries=2)
+def build_postal_batch(uow: UnitOfWork) -> None:
+    """One PDF of every document waiting for the post (`giving receipts postal-batch` does the same)."""
+    service.build_postal_batch(uow, get_runtime().settings)

@@ -1,0 +1,301 @@
+"""What each document says, as pure data built from database rows (no queries, no rendering).
+
+A document's content is stored with it (`Document.content`), so the same content always renders to the same PDF,
+and a copy sent years later says what the original said. Amounts are integer pence; templates format them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from core.money import gift_aid_on
+from core.settings import CharitySettings
+
+# Bump when a template changes what it prints; kept in the content so an old document can be told apart.
+LAYOUT_VERSION = 1
+
+METHOD_LABELS = {"card": "Card", "direct_debit": "Direct Debit", "cash": "Cash", "cheque": "Cheque"}
+REGULATOR_LABELS = {
+    "CCEW": "Charity Commission for England and Wales",
+    "CCNI": "Charity Commission for Northern Ireland",
+    "OSCR": "Scottish Charity Regulator",
+}
+SCOPE_LABELS = {
+    "this_gift": "this gift only",
+    "future": "this gift and all future gifts",
+    "past_4_years_and_future": "this gift, gifts made in the past 4 years and all future gifts",
+    "period": "gifts made in a period",
+}
+NO_BENEFIT = "No goods or services were provided in return for this gift."
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Charity(Model):
+    name: str
+    registration: str
+    address: str
+    postcode: str
+    email: str
+    phone: str
+
+
+class Donor(Model):
+    title: str | None = None
+    first_name: str
+    last_name: str
+    address_lines: list[str] = []
+    postcode: str = ""
+    email: str | None = None
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.title, self.first_name, self.last_name) if p)
+
+
+class DeclarationSummary(Model):
+    made_on: dt.date
+    method: str
+    scope: str
+    start: dt.date | None = None
+    end: dt.date | None = None
+    confirmation_sent_on: dt.date | None = None
+    cancellation_effective_on: dt.date | None = None
+
+    @property
+    def scope_text(self) -> str:
+        if self.scope == "period" and self.start and self.end:
+            return f"gifts made from {self.start:%d/%m/%Y} to {self.end:%d/%m/%Y}"
+        return SCOPE_LABELS.get(self.scope, self.scope.replace("_", " "))
+
+
+class GiftAidNote(Model):
+    """`claim`: a declaration covers the gift; `invite`: it could, none does; `none`: not eligible (say nothing)."""
+
+    status: Literal["claim", "invite", "none"]
+    claim_amount: int = 0
+    declaration: DeclarationSummary | None = None
+
+
+class GiftReceipt(Model):
+    kind: Literal["gift_receipt"] = "gift_receipt"
+    layout: int = LAYOUT_VERSION
+    reference: str
+    issued_on: dt.date
+    charity: Charity
+    donor: Donor
+    gift_id: str
+    amount: int
+    currency: str = "GBP"
+    received_on: dt.date
+    method: str
+    appeal: str
+    description: str
+    benefit: str = NO_BENEFIT
+    gift_aid: GiftAidNote
+    order_reference: str | None = None
+
+
+class SaleLine(Model):
+    description: str
+    quantity: int
+    unit_price: int
+    total: int
+    vat: int = 0
+
+
+class SaleReceipt(Model):
+    kind: Literal["sale_receipt"] = "sale_receipt"
+    layout: int = LAYOUT_VERSION
+    reference: str
+    issued_on: dt.date
+    charity: Charity
+    donor: Donor
+    order_id: str
+    paid_on: dt.date
+    method: str
+    currency: str = "GBP"
+    lines: list[SaleLine]
+    goods_total: int
+    vat_rate_bp: int = 0
+    vat_amount: int = 0
+    donation: int = 0
+    total_paid: int
+
+
+class StatementGift(Model):
+    received_on: dt.date
+    amount: int
+    returned: int = 0
+    method: str
+    appeal: str
+    gift_aided: bool
+
+    @property
+    def net(self) -> int:
+        return self.amount - self.returned
+
+
+class StatementRefund(Model):
+    refunded_on: dt.date
+    amount: int
+    gift_received_on: dt.date | None = None
+    reason: str = ""
+
+
+class AnnualStatement(Model):
+    kind: Literal["annual_statement"] = "annual_statement"
+    layout: int = LAYOUT_VERSION
+    reference: str
+    issued_on: dt.date
+    charity: Charity
+    donor: Donor
+    tax_year: str
+    period_start: dt.date
+    period_end: dt.date
+    currency: str = "GBP"
+    declarations: list[DeclarationSummary]
+    gifts: list[StatementGift]
+    refunds: list[StatementRefund]
+    total_donated: int
+    total_gift_aided: int
+    gift_aid: int
+    grossed_up: int
+
+
+class OralConfirmation(Model):
+    kind: Literal["oral_confirmation"] = "oral_confirmation"
+    layout: int = LAYOUT_VERSION
+    reference: str
+    issued_on: dt.date
+    charity: Charity
+    donor: Donor
+    declaration_id: str
+    declaration: DeclarationSummary
+    cancel_by: dt.date
+
+
+class Correction(Model):
+    kind: Literal["correction"] = "correction"
+    layout: int = LAYOUT_VERSION
+    reference: str
+    issued_on: dt.date
+    charity: Charity
+    donor: Donor
+    corrects_reference: str
+    corrects_kind: str
+    corrects_issued_on: dt.date
+    currency: str = "GBP"
+    original_amount: int
+    refunded_amount: int
+    total_returned: int
+    corrected_amount: int
+    refunded_on: dt.date
+    reason: str = ""
+    gift_aid: GiftAidNote | None = None
+    is_sale: bool = False
+
+
+AnyDocument = Annotated[
+    GiftReceipt | SaleReceipt | AnnualStatement | OralConfirmation | Correction, Field(discriminator="kind")
+]
+_ADAPTER: TypeAdapter[AnyDocument] = TypeAdapter(AnyDocument)
+
+
+def load(content: dict[str, Any]) -> AnyDocument:
+    """A document back from its stored JSON."""
+    return _ADAPTER.validate_python(content)
+
+
+def dump(document: AnyDocument) -> dict[str, Any]:
+    return document.model_dump(mode="json")
+
+
+# --- building blocks from rows and settings ------------------------------------------------------------------------
+
+
+def charity_from(settings: CharitySettings) -> Charity:
+    regulator = REGULATOR_LABELS.get(settings.regulator)
+    registration = f"Registered charity number {settings.registration_number}"
+    if regulator:
+        registration += f" ({regulator})"
+    return Charity(
+        name=settings.name,
+        registration=registration,
+        address=settings.address,
+        postcode=settings.postcode,
+        email=settings.email,
+        phone=settings.phone,
+    )
+
+
+def donor_from(details: dict[str, Any], *, email: str | None = None) -> Donor:
+    """From a name-and-address dict as kept with a gift (`DonorDetails.as_dict()`) or a declaration."""
+    lines = [str(details.get(k) or "").strip() for k in ("address_line1", "address_line2", "town")]
+    return Donor(
+        title=details.get("title") or None,
+        first_name=str(details.get("first_name") or ""),
+        last_name=str(details.get("last_name") or ""),
+        address_lines=[line for line in lines if line],
+        postcode=str(details.get("postcode") or ""),
+        email=email if email is not None else details.get("email"),
+    )
+
+
+def declaration_summary(declaration: Any) -> DeclarationSummary:
+    """From a `crm.models.Declaration`."""
+    return DeclarationSummary(
+        made_on=declaration.made_on,
+        method=str(declaration.method),
+        scope=str(declaration.scope),
+        start=declaration.start,
+        end=declaration.end,
+        confirmation_sent_on=declaration.confirmation_sent_on,
+        cancellation_effective_on=declaration.cancellation_effective_on,
+    )
+
+
+def method_label(method: str) -> str:
+    return METHOD_LABELS.get(str(method), str(method).replace("_", " ").capitalize())
+
+
+def appeal_label(appeal: str | None) -> str:
+    if not appeal:
+        return "General fund"
+    words = re.sub(r"[-_]+", " ", appeal).strip()
+    return words[:1].upper() + words[1:]
+
+
+def gift_aid_note(amount: int, declaration: Any | None, *, eligible: bool) -> GiftAidNote:
+    if declaration is not None:
+        return GiftAidNote(
+            status="claim", claim_amount=gift_aid_on(amount), declaration=declaration_summary(declaration)
+        )
+    return GiftAidNote(status="invite" if eligible else "none")
+
+
+# --- tax years -----------------------------------------------------------------------------------------------------
+
+
+class TaxYearError(ValueError):
+    pass
+
+
+def parse_tax_year(text: str) -> tuple[dt.date, dt.date]:
+    """`"2025-26"` → (6 April 2025, 5 April 2026)."""
+    match = re.fullmatch(r"(\d{4})-(\d{2})", text.strip())
+    if not match or (int(match[1]) + 1) % 100 != int(match[2]):
+        raise TaxYearError(f"{text!r} is not a tax year; write it like 2025-26")
+    start_year = int(match[1])
+    return dt.date(start_year, 4, 6), dt.date(start_year + 1, 4, 5)
+
+
+def tax_year_of(day: dt.date) -> str:
+    start_year = day.year if day >= dt.date(day.year, 4, 6) else day.year - 1
+    return f"{start_year}-{(start_year + 1) % 100:02d}"
