@@ -10,12 +10,11 @@ from starlette.responses import Response
 
 from core.auth import Principal, audit
 from core.clock import uk_today
-from core.errors import NotFound
 from core.http import in_thread
 from core.models import StaffRole
 from giving.staff import queries
-from giving.staff.supporters import parse_uuid
 from giving.staff.web import PAGE_SIZE, page_number, render, runtime, staff_page
+from payments import payouts as payouts_service
 
 
 @staff_page(StaffRole.FINANCE)
@@ -24,7 +23,7 @@ async def payouts(request: Request, staff: Principal) -> Response:
 
     def load() -> dict[str, Any]:
         with runtime(request).read_session() as session:
-            rows, has_next = queries.payouts(session, page=page, page_size=PAGE_SIZE)
+            rows, has_next = payouts_service.list_payouts(session, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         return {"rows": rows, "page": page, "has_next": has_next}
 
     return render(request, "finance/payouts.html", await in_thread(load))
@@ -32,14 +31,11 @@ async def payouts(request: Request, staff: Principal) -> Response:
 
 @staff_page(StaffRole.FINANCE)
 async def payout(request: Request, staff: Principal) -> Response:
-    payout_id = parse_uuid(request.path_params["payout_id"], "payout")
+    payout_ref = request.path_params["payout_id"]
 
     def load() -> dict[str, Any]:
         with runtime(request).read_session() as session:
-            found = queries.payout_with_lines(session, payout_id)
-        if found is None:
-            raise NotFound(f"there is no payout {payout_id}")
-        return {"payout": found[0], "lines": found[1]}
+            return {"payout": payouts_service.payout_json(session, payouts_service.find_payout(session, payout_ref))}
 
     return render(request, "finance/payout.html", await in_thread(load))
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from crm import service as crm_service
 from crm.models import (
@@ -28,8 +28,6 @@ from payments.models import (
     Order,
     OrderLine,
     OrderStatus,
-    Payout,
-    PayoutLine,
     RegularGift,
     RegularGiftStatus,
     Sku,
@@ -145,51 +143,6 @@ def gifts_of(session: Session, supporter_id: uuid.UUID, *, limit: int = 20) -> l
 
 
 # --- finance ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PayoutRow:
-    payout: Payout
-    lines: int
-    unmatched: int
-
-
-def payouts(session: Session, *, page: int, page_size: int) -> tuple[list[PayoutRow], bool]:
-    """Newest first: arrival date (or when recorded), then id."""
-    line_counts = (
-        select(
-            PayoutLine.payout_id,
-            func.count().label("lines"),
-            func.sum(
-                sa.case((sa.and_(col(PayoutLine.matched_at).is_(None), col(PayoutLine.kind) != "payout"), 1), else_=0)
-            ).label("unmatched"),
-        )
-        .group_by(col(PayoutLine.payout_id))
-        .subquery()
-    )
-    rows = session.exec(
-        select(Payout, line_counts.c.lines, line_counts.c.unmatched)
-        .join(line_counts, line_counts.c.payout_id == Payout.id, isouter=True)
-        .order_by(col(Payout.created_at).desc(), col(Payout.id).desc())
-        .offset((page - 1) * page_size)
-        .limit(page_size + 1)
-    ).all()
-    result = [PayoutRow(p, int(lines or 0), int(unmatched or 0)) for p, lines, unmatched in rows]
-    return result[:page_size], len(result) > page_size
-
-
-def payout_with_lines(session: Session, payout_id: uuid.UUID) -> tuple[Payout, list[PayoutLine]] | None:
-    payout = session.get(Payout, payout_id)
-    if payout is None:
-        return None
-    lines = list(
-        session.exec(
-            select(PayoutLine)
-            .where(PayoutLine.payout_id == payout_id)
-            .order_by(col(PayoutLine.position), col(PayoutLine.id))
-        ).all()
-    )
-    return payout, lines
 
 
 @dataclass

@@ -9,7 +9,7 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
 from core.auth import Principal
-from giving.staff import auth_pages, finance, supporters
+from giving.staff import admin, auth_pages, finance, privacy_pages, supporters
 from giving.staff.session import SessionsOnStaffPaths
 from giving.staff.web import STATIC_DIR, render, staff_page
 
@@ -34,10 +34,23 @@ page_routes: list[BaseRoute] = [
     Route("/supporters/{supporter_id}/notes", supporters.add_note, methods=["POST"]),
     Route("/supporters/{supporter_id}/consents", supporters.change_consent, methods=["POST"]),
     Route("/supporters/{supporter_id}/declarations", supporters.record_declaration, methods=["POST"]),
+    Route("/supporters/{supporter_id}/merge", supporters.merge_preview, methods=["GET"]),
+    Route("/supporters/{supporter_id}/merge", supporters.merge_now, methods=["POST"]),
+    Route("/supporters/{supporter_id}/documents/{document_id}/resend", supporters.resend_document, methods=["POST"]),
+    Route("/supporters/{supporter_id}/export", privacy_pages.export, methods=["GET"]),
+    Route("/supporters/{supporter_id}/erase", privacy_pages.erase_form, methods=["GET"]),
+    Route("/supporters/{supporter_id}/erase", privacy_pages.erase, methods=["POST"]),
     Route("/finance/payouts", finance.payouts, methods=["GET"]),
     Route("/finance/payouts/{payout_id}", finance.payout, methods=["GET"]),
     Route("/finance/instalments", finance.instalments, methods=["GET"]),
     Route("/finance/shop", finance.shop, methods=["GET"]),
+    Route("/admin/users", admin.users, methods=["GET"]),
+    Route("/admin/users", admin.add_user, methods=["POST"]),
+    Route("/admin/users/{user_id}", admin.change_user, methods=["POST"]),
+    Route("/admin/tokens", admin.tokens, methods=["GET"]),
+    Route("/admin/tokens", admin.create_token, methods=["POST"]),
+    Route("/admin/tokens/{token_id}/revoke", admin.revoke_token, methods=["POST"]),
+    Route("/admin/audit", admin.audit_log, methods=["GET"]),
 ]
 
 routes: list[BaseRoute] = [

@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
+from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,10 +20,13 @@ from crm import service as crm_service
 from crm.errors import InvalidDonorDetails
 from crm.models import ConsentChannel, ConsentStatus, DeclarationMethod, DeclarationScope, Supporter
 from crm.validation import DonorDetails
+from giving import merge
 from giving.staff import queries
 from giving.staff.web import PAGE_SIZE, form_of, page_number, redirect, render, runtime, staff_page
+from receipts import service as receipts_service
 
 HISTORY_ON_PAGE = 20
+DOCUMENTS_ON_PAGE = 20
 
 
 def parse_uuid(raw: str, what: str = "record") -> uuid.UUID:
@@ -77,6 +81,7 @@ def supporter_context(rt: Runtime, staff: Principal, supporter_id: uuid.UUID) ->
         supporter = profile.supporter
         history = queries.history_page(uow.session, supporter.id, type=None, page=1, page_size=HISTORY_ON_PAGE)
         gifts = queries.gifts_of(uow.session, supporter.id)
+        documents = list(receipts_service.documents_of(uow.session, supporter.id))[:DOCUMENTS_ON_PAGE]
         audit(uow, staff, "view", "supporter", supporter.id)
     return {
         "profile": profile,
@@ -87,7 +92,7 @@ def supporter_context(rt: Runtime, staff: Principal, supporter_id: uuid.UUID) ->
             for g in gifts
             if g.received_at is not None
         ],
-        "can_resend": True,
+        "documents": documents,
         "open_form": "",
     }
 
@@ -260,3 +265,79 @@ async def record_declaration(request: Request, staff: Principal) -> Response:
         )
     done = "Declaration recorded." + (" Its confirmation letter is on its way." if method.value == "oral" else "")
     return redirect(f"/staff/supporters/{sid}", done)
+
+
+# --- merge --------------------------------------------------------------------------------------------------
+
+
+def _other_supporter(session: Session, raw: str) -> uuid.UUID:
+    """The duplicate, named by its record id or its email address."""
+    text = raw.strip()
+    if "@" in text:
+        found = crm_service.find_supporters(session, email=text)
+        if not found:
+            raise NotFound(f"no supporter has the email {text}")
+        return found[0].id
+    return parse_uuid(text, "supporter")
+
+
+@staff_page(*merge.MERGERS)
+async def merge_preview(request: Request, staff: Principal) -> Response:
+    survivor_id = parse_uuid(request.path_params["supporter_id"], "supporter")
+    other = request.query_params.get("other", "")
+
+    def load() -> dict[str, Any]:
+        with runtime(request).unit_of_work() as uow:
+            loser_id = _other_supporter(uow.session, other)
+            result = merge.preview_merge(uow, loser_id, survivor_id)
+            loser = crm_service.resolve_supporter(uow.session, result.merged_id)
+            # resolve_supporter follows merges: read the duplicate itself.
+            loser = uow.session.get(Supporter, result.merged_id) or loser
+            survivor = crm_service.resolve_supporter(uow.session, result.into_id)
+            audit(uow, staff, "merge_preview", "supporter", result.merged_id, {"into": str(result.into_id)})
+            return {
+                "loser": loser,
+                "survivor": survivor,
+                "moved": sorted((k, v) for k, v in result.moved.items() if v),
+            }
+
+    return render(request, "supporters/merge.html", await in_thread(load))
+
+
+@staff_page(*merge.MERGERS)
+async def merge_now(request: Request, staff: Principal) -> Response:
+    survivor_id = parse_uuid(request.path_params["supporter_id"], "supporter")
+    loser_id = parse_uuid(str((await form_of(request)).get("other", "")), "supporter")
+
+    def work() -> merge.MergeResult:
+        with runtime(request).unit_of_work() as uow:
+            result = merge.merge_supporters(uow, loser_id, survivor_id, by=staff.email)
+            audit(uow, staff, "merge", "supporter", result.merged_id, result.to_json())
+            return result
+
+    result = await in_thread(work)
+    moved = sum(result.moved.values())
+    return redirect(f"/staff/supporters/{result.into_id}", f"Merged: {moved} records moved to this supporter.")
+
+
+# --- receipts -----------------------------------------------------------------------------------------------
+
+
+@staff_page(StaffRole.FUNDRAISER, StaffRole.FINANCE)
+async def resend_document(request: Request, staff: Principal) -> Response:
+    """Send a copy of an issued receipt, statement or letter again (printed DUPLICATE)."""
+    supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
+    document_id = parse_uuid(request.path_params["document_id"], "document")
+
+    def work() -> str:
+        with runtime(request).unit_of_work() as uow:
+            document = receipts_service.get_document(uow.session, document_id)
+            supporter = crm_service.resolve_supporter(uow.session, supporter_id)
+            if crm_service.resolve_supporter(uow.session, document.supporter_id).id != supporter.id:
+                raise NotFound(f"{supporter.first_name} {supporter.last_name} has no document {document_id}")
+            delivery = receipts_service.resend(uow, document.id, requested_by=staff.email)
+            audit(uow, staff, "resend_document", "document", document.id, {"channel": str(delivery.channel)})
+            return f"A copy of {document.reference} is on its way ({delivery.channel})."
+
+    done = await in_thread(work)
+    return redirect(f"/staff/supporters/{supporter_id}", done)

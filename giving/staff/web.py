@@ -10,11 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from sqlmodel import Session
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -205,6 +207,18 @@ def staff_page(*roles: StaffRole) -> Callable[[StaffView], Endpoint]:
 
 def runtime(request: Request) -> Runtime:
     return runtime_of(request)
+
+
+@contextmanager
+def reading(rt: Runtime) -> Iterator[Session]:
+    """A session for reads whose loaded objects stay readable after it closes (a rollback would expire them)."""
+    session = rt.sessions()
+    try:
+        yield session
+    finally:
+        session.expunge_all()
+        session.rollback()
+        session.close()
 
 
 def page_number(request: Request) -> int:

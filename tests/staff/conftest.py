@@ -36,6 +36,16 @@ class StaffAccount:
         return pyotp.TOTP(self.totp_secret).now() if self.totp_secret else ""
 
 
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2 at its production cost takes about a second a hash on a busy CI box; these tests are about pages."""
+    import argon2
+
+    from core import auth
+
+    monkeypatch.setattr(auth, "_hasher", argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
 @pytest.fixture
 def staff_accounts(runtime: Runtime) -> dict[str, StaffAccount]:
     accounts = {}

@@ -1,0 +1,368 @@
+"""Privacy across every package (a composition root: it reads and changes every wing's tables).
+
+- `export_supporter`: everything held about a supporter (a subject access request) as one JSON document. It is
+  generic: every table with a foreign key to `supporters` is included (so a wing's new table is never missed),
+  plus the rows of tables that hang off those (order lines, document deliveries, ...), plus stored webhook bodies
+  that mention the supporter's email.
+- `erase_supporter`: pseudonymises what HMRC does not need now, and keeps what it does — the donor details as
+  claimed on each Gift Aid claim (`giftaid_claim_gifts`) and the declarations those claims relied on — until six
+  years after the last claimed gift (`supporters.purge_after`). With nothing claimed, everything goes at once.
+- `purge_due`: the periodic job's work: blanks what was kept once `purge_after` has passed.
+- `prune_webhook_bodies`: raw provider bodies are kept only `[web] keep_webhook_bodies_days`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from core.clock import isoformat_z, uk_today, utc_now
+from core.db import UnitOfWork
+from core.settings import Settings
+from crm import service as crm_service
+from crm.models import (
+    Consent,
+    Declaration,
+    HistoryEntry,
+    Interest,
+    PendingSubscription,
+    ReviewItem,
+    Supporter,
+    SupporterAddress,
+)
+from giftaid.models import ClaimGift
+from giving.registry import metadata
+from payments.models import Checkout, Gift, RegularGift
+from receipts import service as receipts_service
+from receipts.models import Delivery, Document
+from webhooks.models import InboundEvent
+
+EXPORT_FORMAT = "giving-subject-access-v1"
+# HMRC may audit a claim for six years (giftaid.md §5): what it needs is kept that long after the last claimed gift.
+KEEP_FOR_HMRC_YEARS = 6
+ERASED_NAME = ("Erased", "supporter")
+# History items keep their type, time, amount and ids; their words (which may name people) go.
+HISTORY_DATA_KEPT = {
+    "gift_id",
+    "refund_id",
+    "order_id",
+    "dispute_id",
+    "declaration_id",
+    "document_id",
+    "provider_ids",
+    "merged_id",
+    "into_id",
+    "regular_gift_id",
+    "consent_id",
+    "channel",
+    "status",
+}
+
+
+# --- subject access export -----------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return isoformat_z(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return None
+    return value
+
+
+def _raw_rows(session: Session, table: sa.Table, condition: sa.ColumnElement[bool]) -> list[dict[str, Any]]:
+    order = list(table.primary_key.columns)
+    return [dict(row._mapping) for row in session.execute(sa.select(table).where(condition).order_by(*order))]
+
+
+def _plain_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: _plain(v) for k, v in row.items()} for row in rows]
+
+
+def supporter_ids(session: Session, supporter_id: uuid.UUID) -> list[uuid.UUID]:
+    """The record and every record merged into it (their rows belong to the same person)."""
+    survivor = crm_service.resolve_supporter(session, supporter_id)
+    ids = [survivor.id]
+    frontier = [survivor.id]
+    while frontier:
+        merged = list(session.exec(select(Supporter.id).where(col(Supporter.merged_into_id).in_(frontier))).all())
+        new = [m for m in merged if m not in ids]
+        ids.extend(new)
+        frontier = new
+    return ids
+
+
+def export_supporter(session: Session, supporter_id: uuid.UUID) -> dict[str, Any]:
+    """Every row held about the supporter, table by table (tables in dependency order, rows by primary key)."""
+    ids = supporter_ids(session, supporter_id)
+    supporters: sa.Table = Supporter.__table__  # type: ignore[attr-defined]
+    tables = {"supporters": _plain_rows(_raw_rows(session, supporters, supporters.c.id.in_(ids)))}
+    # Primary keys of the exported rows per table, for the tables that hang off them.
+    exported_keys: dict[str, list[Any]] = {"supporters": list(ids)}
+    for table in metadata.sorted_tables:
+        if table.name == "supporters":
+            continue
+        conditions = []
+        for fk in table.foreign_keys:
+            parent = fk.column.table.name
+            if parent in exported_keys and exported_keys[parent] and fk.column.primary_key:
+                conditions.append(fk.parent.in_(exported_keys[parent]))
+        if not conditions:
+            continue
+        rows = _raw_rows(session, table, sa.or_(*conditions))
+        if not rows:
+            continue
+        tables[table.name] = _plain_rows(rows)
+        pk = list(table.primary_key.columns)
+        if len(pk) == 1:
+            exported_keys[table.name] = [r[pk[0].name] for r in rows]
+    emails = [r["email"] for r in tables["supporters"] if r.get("email")]
+    if emails:
+        events: sa.Table = InboundEvent.__table__  # type: ignore[attr-defined]
+        mentions = sa.or_(*(events.c.body.contains(email, autoescape=True) for email in emails))
+        found = _plain_rows(_raw_rows(session, events, sa.and_(events.c.body.is_not(None), mentions)))
+        if found:
+            tables["inbound_events"] = found
+    return {
+        "format": EXPORT_FORMAT,
+        "supporter_id": str(ids[0]),
+        "merged_ids": [str(i) for i in ids[1:]],
+        "exported_at": isoformat_z(utc_now()),
+        "tables": tables,
+    }
+
+
+# --- erasure ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ErasureResult:
+    supporter_id: uuid.UUID
+    kept_for_hmrc: bool
+    purge_after: dt.date | None
+    changed: dict[str, int] = field(default_factory=dict)
+
+
+def _count(changed: dict[str, int], name: str, result: Any) -> None:
+    count = int(getattr(result, "rowcount", 0) or 0)
+    if count:
+        changed[name] = changed.get(name, 0) + count
+
+
+def claimed_gifts(session: Session, ids: list[uuid.UUID]) -> list[ClaimGift]:
+    """The supporter's gifts as claimed from HMRC (every claim row, live or released, is evidence)."""
+    return list(
+        session.exec(
+            select(ClaimGift)
+            .join(Gift, Gift.id == ClaimGift.gift_id)  # type: ignore[arg-type]
+            .where(col(Gift.supporter_id).in_(ids))
+        ).all()
+    )
+
+
+def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID) -> ErasureResult:
+    """Pseudonymise the supporter everywhere, keeping only what HMRC needs until `purge_after`. The stored PDFs
+    of their receipts and letters are deleted once the change is committed."""
+    session = uow.session
+    ids = supporter_ids(session, supporter_id)
+    survivor = session.get(Supporter, ids[0])
+    assert survivor is not None
+    claimed = claimed_gifts(session, ids)
+    last_claimed = max((c.received_on for c in claimed), default=None)
+    purge_after = add_years(last_claimed, KEEP_FOR_HMRC_YEARS) if last_claimed else None
+    kept_declarations = {c.declaration_id for c in claimed if c.declaration_id is not None}
+    kept_gifts = {c.gift_id for c in claimed}
+    emails = survivor_emails(session, ids, survivor)
+    changed: dict[str, int] = {}
+
+    now = utc_now()
+    _count(
+        changed,
+        "supporters",
+        session.execute(
+            sa.update(Supporter)
+            .where(col(Supporter.id).in_(ids))
+            .values(
+                email=None,
+                title=None,
+                first_name=ERASED_NAME[0],
+                last_name=ERASED_NAME[1],
+                phone=None,
+                postcode=None,
+                erased_at=now,
+                purge_after=purge_after,
+                updated_at=now,
+            )
+        ),
+    )
+    _count(
+        changed,
+        "supporter_addresses",
+        session.execute(
+            sa.update(SupporterAddress)
+            .where(col(SupporterAddress.supporter_id).in_(ids))
+            .values(line1="", line2="", town="", postcode="")
+        ),
+    )
+    # Consents stay as a record of what was agreed or withdrawn (no more contact); their evidence goes.
+    _count(
+        changed,
+        "consents",
+        session.execute(sa.update(Consent).where(col(Consent.supporter_id).in_(ids)).values(evidence={})),
+    )
+    _count(changed, "interests", session.execute(sa.delete(Interest).where(col(Interest.supporter_id).in_(ids))))
+    _count(changed, "review_items", session.execute(sa.delete(ReviewItem).where(col(ReviewItem.supporter_id).in_(ids))))
+    _count(
+        changed,
+        "pending_subscriptions",
+        session.execute(sa.delete(PendingSubscription).where(col(PendingSubscription.supporter_id).in_(ids))),
+    )
+    for entry in session.exec(select(HistoryEntry).where(col(HistoryEntry.supporter_id).in_(ids))).all():
+        entry.summary = f"{entry.type.replace('_', ' ').capitalize()} (details erased)"
+        entry.data = {k: v for k, v in (entry.data or {}).items() if k in HISTORY_DATA_KEPT}
+        session.add(entry)
+        changed["history"] = changed.get("history", 0) + 1
+    _count(changed, "declarations", _blank_declarations(session, ids, keep=kept_declarations))
+    _count(changed, "gifts", _blank_gift_donors(session, ids, keep=kept_gifts))
+    for model, name in ((RegularGift, "regular_gifts"), (Checkout, "checkouts")):
+        _count(
+            changed,
+            name,
+            session.execute(sa.update(model).where(col(model.supporter_id).in_(ids)).values(donor={})),  # type: ignore[attr-defined]
+        )
+    # Receipts say who they were for: their words and files go (numbers, amounts and dates stay in the ledger).
+    files = [
+        Path(receipts_service.document_path(settings, d))
+        for d in session.exec(select(Document).where(col(Document.supporter_id).in_(ids))).all()
+        if d.storage_key
+    ]
+    uow.on_commit(lambda: _delete_files(files))
+    _count(
+        changed,
+        "documents",
+        session.execute(sa.update(Document).where(col(Document.supporter_id).in_(ids)).values(content={})),
+    )
+    _count(
+        changed,
+        "document_deliveries",
+        session.execute(sa.update(Delivery).where(col(Delivery.supporter_id).in_(ids)).values(to_email=None)),
+    )
+    _count(changed, "inbound_events", _drop_event_bodies(session, emails))
+    if purge_after is None:
+        _count(changed, "giftaid_claim_gifts", _blank_claim_gifts(session, ids))
+    session.flush()
+    return ErasureResult(ids[0], purge_after is not None, purge_after, changed)
+
+
+def _delete_files(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def survivor_emails(session: Session, ids: list[uuid.UUID], survivor: Supporter) -> list[str]:
+    """Emails the supporter's webhook bodies may carry (read before they are blanked)."""
+    emails = set()
+    for row in session.exec(select(Checkout.donor).where(col(Checkout.supporter_id).in_(ids))).all():
+        if isinstance(row, dict) and row.get("email"):
+            emails.add(str(row["email"]))
+    if survivor.email:
+        emails.add(survivor.email)
+    return sorted(emails)
+
+
+def _drop_event_bodies(session: Session, emails: list[str]) -> Any:
+    if not emails:
+        return None
+    events: sa.Table = InboundEvent.__table__  # type: ignore[attr-defined]
+    mentions = sa.or_(*(events.c.body.contains(email, autoescape=True) for email in emails))
+    return session.execute(sa.update(events).where(events.c.body.is_not(None), mentions).values(body=None))
+
+
+def _blank_declarations(session: Session, ids: list[uuid.UUID], *, keep: set[uuid.UUID]) -> Any:
+    query = sa.update(Declaration).where(col(Declaration.supporter_id).in_(ids))
+    if keep:
+        query = query.where(col(Declaration.id).not_in(keep))
+    return session.execute(
+        query.values(
+            title=None,
+            first_name=ERASED_NAME[0],
+            last_name=ERASED_NAME[1],
+            address_line1="",
+            address_line2="",
+            town="",
+            house="",
+            postcode="",
+            evidence={},
+        )
+    )
+
+
+def _blank_gift_donors(session: Session, ids: list[uuid.UUID], *, keep: set[uuid.UUID]) -> Any:
+    query = sa.update(Gift).where(col(Gift.supporter_id).in_(ids))
+    if keep:
+        query = query.where(col(Gift.id).not_in(keep))
+    return session.execute(query.values(donor={}))
+
+
+def _blank_claim_gifts(session: Session, ids: list[uuid.UUID]) -> Any:
+    gift_ids = select(Gift.id).where(col(Gift.supporter_id).in_(ids))
+    return session.execute(
+        sa.update(ClaimGift)
+        .where(col(ClaimGift.gift_id).in_(gift_ids))
+        .values(title=None, first_name=ERASED_NAME[0], last_name=ERASED_NAME[1], house="", postcode="")
+    )
+
+
+def purge_due(uow: UnitOfWork, *, today: dt.date | None = None) -> int:
+    """Blank what was kept for HMRC once its time is over (erased supporters whose `purge_after` has passed)."""
+    session = uow.session
+    today = today or uk_today()
+    due = list(
+        session.exec(
+            select(Supporter).where(
+                col(Supporter.erased_at).is_not(None),
+                col(Supporter.purge_after).is_not(None),
+                col(Supporter.purge_after) <= today,
+            )
+        ).all()
+    )
+    for supporter in due:
+        ids = [supporter.id]
+        _blank_declarations(session, ids, keep=set())
+        _blank_gift_donors(session, ids, keep=set())
+        _blank_claim_gifts(session, ids)
+        supporter.purge_after = None
+        session.add(supporter)
+    session.flush()
+    return len(due)
+
+
+def prune_webhook_bodies(uow: UnitOfWork, *, keep_days: int, now: dt.datetime | None = None) -> int:
+    """Drop the raw bodies of provider events received more than `keep_days` ago (the event rows stay)."""
+    cutoff = (now or utc_now()) - dt.timedelta(days=keep_days)
+    result = uow.session.execute(
+        sa.update(InboundEvent)
+        .where(col(InboundEvent.received_at) < cutoff, col(InboundEvent.body).is_not(None))
+        .values(body=None)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def add_years(day: dt.date, years: int) -> dt.date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year + years, day=28)

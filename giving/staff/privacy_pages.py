@@ -1,0 +1,86 @@
+"""Subject access export and erasure of a supporter (admin only; both are recorded in the audit log)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from core.auth import Principal, audit
+from core.errors import ValidationFailed
+from core.http import in_thread
+from core.models import StaffRole
+from crm import service as crm_service
+from giving import privacy
+from giving.staff.supporters import parse_uuid
+from giving.staff.web import form_of, reading, redirect, render, runtime, staff_page
+
+
+@staff_page(StaffRole.ADMIN)
+async def export(request: Request, staff: Principal) -> Response:
+    """Everything held about the supporter as one JSON file."""
+    supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
+
+    def load() -> dict[str, Any]:
+        with runtime(request).unit_of_work() as uow:
+            document = privacy.export_supporter(uow.session, supporter_id)
+            counts = {name: len(rows) for name, rows in document["tables"].items()}
+            audit(uow, staff, "export", "supporter", document["supporter_id"], {"rows": counts})
+            return document
+
+    document = await in_thread(load)
+    body = json.dumps(document, ensure_ascii=False, indent=2, sort_keys=True).encode()
+    return Response(
+        body,
+        media_type="application/json",
+        headers={
+            "content-disposition": f'attachment; filename="supporter-{document["supporter_id"]}.json"',
+            "cache-control": "no-store",
+        },
+    )
+
+
+@staff_page(StaffRole.ADMIN)
+async def erase_form(request: Request, staff: Principal) -> Response:
+    supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
+
+    def load() -> dict[str, Any]:
+        with reading(runtime(request)) as session:
+            supporter = crm_service.resolve_supporter(session, supporter_id)
+            claimed = privacy.claimed_gifts(session, privacy.supporter_ids(session, supporter.id))
+        last = max((c.received_on for c in claimed), default=None)
+        return {
+            "supporter": supporter,
+            "claimed": len(claimed),
+            "last_claimed": last,
+            "purge_after": privacy.add_years(last, privacy.KEEP_FOR_HMRC_YEARS) if last else None,
+        }
+
+    return render(request, "supporters/erase.html", await in_thread(load))
+
+
+@staff_page(StaffRole.ADMIN)
+async def erase(request: Request, staff: Principal) -> Response:
+    supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
+    if str((await form_of(request)).get("confirm", "")).strip().upper() != "ERASE":
+        raise ValidationFailed("type ERASE in the box to confirm; nothing was changed")
+    rt = runtime(request)
+
+    def work() -> privacy.ErasureResult:
+        with rt.unit_of_work() as uow:
+            result = privacy.erase_supporter(uow, rt.settings, supporter_id)
+            audit(
+                uow,
+                staff,
+                "erase",
+                "supporter",
+                result.supporter_id,
+                {"changed": result.changed, "purge_after": str(result.purge_after or "")},
+            )
+            return result
+
+    result = await in_thread(work)
+    kept = f" What HMRC needs is kept until {result.purge_after:%d/%m/%Y}." if result.purge_after else ""
+    return redirect(f"/staff/supporters/{result.supporter_id}", "Erased." + kept)
