@@ -9,7 +9,7 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
 from core.auth import Principal
-from giving.staff import admin, auth_pages, finance, privacy_pages, supporters
+from giving.staff import admin, auth_pages, finance, giftaid_pages, privacy_pages, supporters
 from giving.staff.session import SessionsOnStaffPaths
 from giving.staff.web import STATIC_DIR, render, staff_page
 
@@ -40,6 +40,12 @@ page_routes: list[BaseRoute] = [
     Route("/supporters/{supporter_id}/export", privacy_pages.export, methods=["GET"]),
     Route("/supporters/{supporter_id}/erase", privacy_pages.erase_form, methods=["GET"]),
     Route("/supporters/{supporter_id}/erase", privacy_pages.erase, methods=["POST"]),
+    Route("/finance/giftaid", giftaid_pages.dashboard, methods=["GET"]),
+    Route("/finance/giftaid/claims", giftaid_pages.build, methods=["POST"]),
+    Route("/finance/giftaid/claims/{claim_id}", giftaid_pages.claim, methods=["GET"]),
+    Route("/finance/giftaid/claims/{claim_id}/schedule.ods", giftaid_pages.schedule, methods=["GET"]),
+    Route("/finance/giftaid/claims/{claim_id}/claim.xml", giftaid_pages.message, methods=["GET"]),
+    Route("/finance/giftaid/claims/{claim_id}/status", giftaid_pages.mark, methods=["POST"]),
     Route("/finance/payouts", finance.payouts, methods=["GET"]),
     Route("/finance/payouts/{payout_id}", finance.payout, methods=["GET"]),
     Route("/finance/instalments", finance.instalments, methods=["GET"]),

@@ -100,13 +100,21 @@ def add_supporter(
         supporter = crm_service.find_or_create_supporter(
             uow,
             DonorDetails(
-                first_name=first, last_name=last, email=email, address_line1="12 Dock Road", town="Dover",
+                first_name=first,
+                last_name=last,
+                email=email,
+                address_line1="12 Dock Road",
+                town="Dover",
                 postcode=postcode,
             ).normalised(),
             source="test",
         )
         crm_service.record_consent(
-            uow, supporter.id, channel=ConsentChannel.EMAIL, status=ConsentStatus.GRANTED, source="donate_form",
+            uow,
+            supporter.id,
+            channel=ConsentChannel.EMAIL,
+            status=ConsentStatus.GRANTED,
+            source="donate_form",
             wording_version="v1",
         )
         if declaration:
@@ -150,3 +158,36 @@ def logged_in(client: TestClient, staff_accounts: dict[str, StaffAccount]) -> It
         return log_in(client, staff_accounts[role])
 
     yield as_role
+
+
+def add_gift(runtime: Runtime, supporter_id: uuid.UUID, amount: int, received: dt.date) -> uuid.UUID:
+    """A paid card gift as the payments wing records it (the test needs only its row)."""
+    from payments.models import Gift, GiftStatus, Method, Provider
+
+    at = dt.datetime.combine(received, dt.time(12), tzinfo=dt.UTC)
+    with runtime.unit_of_work() as uow:
+        gift = Gift(
+            supporter_id=supporter_id,
+            amount=amount,
+            status=GiftStatus.PAID,
+            provider=Provider.STRIPE,
+            method=Method.CARD,
+            received_at=at,
+            received_on=received,
+            donor={"first_name": "Ann", "last_name": "Smith", "address_line1": "12 Dock Road", "postcode": "CT16 1AA"},
+            stripe_charge_id=f"ch_{uuid.uuid4().hex[:16]}",
+        )
+        uow.session.add(gift)
+        uow.session.flush()
+        crm_service.record_history(
+            uow,
+            supporter_id,
+            type="gift",
+            summary=f"Gift of £{amount / 100:,.2f}",
+            at=at,
+            amount=amount,
+            currency="GBP",
+            data={"gift_id": str(gift.id)},
+            dedupe_key=f"gift:{gift.id}",
+        )
+        return gift.id

@@ -128,7 +128,10 @@ def test_finance_cannot_merge(client: TestClient, runtime: Runtime, logged_in) -
     keep = add_supporter(runtime)
     duplicate = add_supporter(runtime, "Ann", "Smith", "a.smith@example.net")
     csrf = logged_in("finance")
-    assert client.post(f"/staff/supporters/{keep}/merge", data={"csrf_token": csrf, "other": str(duplicate)}).status_code == 403
+    assert (
+        client.post(f"/staff/supporters/{keep}/merge", data={"csrf_token": csrf, "other": str(duplicate)}).status_code
+        == 403
+    )
 
 
 def test_subject_access_export_is_one_json_file_and_audited(client: TestClient, runtime: Runtime, logged_in) -> None:
@@ -183,7 +186,10 @@ def test_prune_webhook_bodies_keeps_recent_ones(runtime: Runtime) -> None:
         for days, external in ((100, "evt_old"), (10, "evt_new")):
             uow.session.add(
                 InboundEvent(
-                    provider="stripe", external_id=external, event_type="charge.succeeded", body='{"x": 1}',
+                    provider="stripe",
+                    external_id=external,
+                    event_type="charge.succeeded",
+                    body='{"x": 1}',
                     received_at=now - dt.timedelta(days=days),
                 )
             )

@@ -127,15 +127,22 @@ def test_recording_a_declaration_needs_the_session_csrf(client: TestClient, runt
         assert [j.arguments["declaration_id"] for j in jobs] == [str(declaration.id)]
 
 
-def test_a_bad_declaration_shows_the_errors_and_writes_nothing(
-    client: TestClient, runtime: Runtime, logged_in
-) -> None:
+def test_a_bad_declaration_shows_the_errors_and_writes_nothing(client: TestClient, runtime: Runtime, logged_in) -> None:
     supporter_id = add_supporter(runtime)
     csrf = logged_in("fundraiser")
     answer = client.post(
         f"/staff/supporters/{supporter_id}/declarations",
-        data={"csrf_token": csrf, "method": "oral", "made_on": "31/02/2025", "scope": "future", "first_name": "Ann",
-              "last_name": "Smith", "address_line1": "", "postcode": "nope", "country": "GB"},
+        data={
+            "csrf_token": csrf,
+            "method": "oral",
+            "made_on": "31/02/2025",
+            "scope": "future",
+            "first_name": "Ann",
+            "last_name": "Smith",
+            "address_line1": "",
+            "postcode": "nope",
+            "country": "GB",
+        },
     )
     assert answer.status_code == 400
     assert "There is a problem" in answer.text

@@ -1,0 +1,233 @@
+"""Gift Aid pages (finance and admin): what can be claimed now and what is held back and why, the claims and their
+states, building a claim, downloading its schedule (.ods) and Charities Online message (.xml), marking it
+submitted, accepted, rejected or paid. The work is giftaid.service's; these pages only show and ask."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+from starlette.requests import Request
+from starlette.responses import Response
+
+from core.auth import Principal, audit
+from core.clock import uk_today
+from core.errors import ValidationFailed
+from core.http import in_thread
+from core.models import StaffRole
+from core.money import Money, MoneyError, gift_aid_on
+from core.settings import Settings
+from giftaid import service as giftaid_service
+from giftaid.eligibility import describe, eligibility_select, rules_from
+from giftaid.models import ClaimStatus
+from giving.staff.supporters import parse_uk_date, parse_uuid
+from giving.staff.web import form_of, redirect, render, runtime, staff_page
+
+HELD_BACK_SHOWN = 100
+ODS_TYPE = "application/vnd.oasis.opendocument.spreadsheet"
+# What finance may mark by hand, from each state (giftaid.service checks the transition again).
+MARKS = {
+    "built": [("submitted", "Mark as submitted to HMRC")],
+    "submitted": [("accepted", "Mark as accepted by HMRC"), ("rejected", "Mark as rejected by HMRC")],
+    "accepted": [("paid", "Record HMRC's payment")],
+}
+
+
+def dashboard_context(session: Session, settings: Settings, today: dt.date) -> dict[str, Any]:
+    """Counts and sums per reason in SQL (one pass over the unclaimed gifts), then the newest held-back gifts."""
+    rules = rules_from(settings, today)
+    dialect = session.get_bind().dialect.name
+    scope = eligibility_select(rules, dialect).subquery("eligibility")
+    groups = session.execute(
+        sa.select(scope.c.code, sa.func.count(), sa.func.coalesce(sa.func.sum(scope.c.claim_amount), 0))
+        .group_by(scope.c.code)
+        .order_by(sa.func.count().desc(), scope.c.code)
+    ).all()
+    claimable_gifts, claimable_total = 0, 0
+    held_back_groups: list[dict[str, Any]] = []
+    for code, count, total in groups:
+        if code is None:
+            claimable_gifts, claimable_total = int(count), int(total)
+        else:
+            held_back_groups.append({"code": str(code), "gifts": int(count), "total": int(total)})
+    held = eligibility_select(rules, dialect).subquery("held")
+    held_rows = session.execute(
+        sa.select(held)
+        .where(held.c.code.is_not(None))
+        .order_by(held.c.received_on.desc(), held.c.gift_id)
+        .limit(HELD_BACK_SHOWN)
+    ).all()
+    held_back = [
+        {
+            "gift_id": row.gift_id,
+            "supporter_id": row.supporter_id,
+            "received_on": row.received_on,
+            "amount": int(row.claim_amount),
+            "reason": describe(row.code, row, rules),
+        }
+        for row in held_rows
+    ]
+    claims = [giftaid_service.claim_json(session, c) for c in giftaid_service.list_claims(session)]
+    return {
+        "claimable_gifts": claimable_gifts,
+        "claimable_total": claimable_total,
+        "claimable_gift_aid": gift_aid_on(claimable_total),
+        "held_back_groups": held_back_groups,
+        "held_back": held_back,
+        "claims": claims,
+        "today": today,
+    }
+
+
+@staff_page(StaffRole.FINANCE)
+async def dashboard(request: Request, staff: Principal) -> Response:
+    rt = runtime(request)
+
+    def load() -> dict[str, Any]:
+        with rt.unit_of_work() as uow:
+            context = dashboard_context(uow.session, rt.settings, uk_today())
+            # The held-back list names gifts of people: a view of personal data.
+            audit(uow, staff, "view", "giftaid_dashboard", "", {"held_back": len(context["held_back"])})
+            return context
+
+    return render(request, "finance/giftaid.html", await in_thread(load))
+
+
+@staff_page(StaffRole.FINANCE)
+async def build(request: Request, staff: Principal) -> Response:
+    errors: dict[str, str] = {}
+    through = parse_uk_date(str((await form_of(request)).get("through", "")), "through", errors, required=True)
+    if through is None or errors:
+        raise ValidationFailed(errors.get("through", "Enter the date to claim through"), errors)
+    checked_through: dt.date = through
+    rt = runtime(request)
+
+    def work() -> giftaid_service.ClaimResult:
+        with rt.unit_of_work() as uow:
+            result = giftaid_service.build_claim(uow, rt.settings, through=checked_through, actor=staff.email)
+            if result.claim_id is not None:
+                audit(uow, staff, "build", "giftaid_claim", result.claim_id, {"through": checked_through.isoformat()})
+            return result
+
+    result = await in_thread(work)
+    if result.claim_id is None:
+        return redirect(
+            "/staff/finance/giftaid",
+            f"Nothing to claim through {checked_through:%d/%m/%Y}: no claimable gift is in no claim yet.",
+        )
+    done = (
+        f"Claim built: {result.lines} line{'s' if result.lines != 1 else ''}, "
+        f"Gift Aid {Money(result.gift_aid).format()}"
+        + (f" less {Money(result.adjustment).format()} adjustment" if result.adjustment else "")
+        + f"; {len(result.held_back)} gift{'s' if len(result.held_back) != 1 else ''} held back."
+    )
+    return redirect(f"/staff/finance/giftaid/claims/{result.claim_id}", done)
+
+
+@staff_page(StaffRole.FINANCE)
+async def claim(request: Request, staff: Principal) -> Response:
+    claim_id = parse_uuid(request.path_params["claim_id"], "claim")
+
+    def load() -> dict[str, Any]:
+        with runtime(request).unit_of_work() as uow:
+            found = giftaid_service.get_claim(uow.session, claim_id)
+            body = giftaid_service.claim_json(uow.session, found, detail=True)
+            audit(uow, staff, "view", "giftaid_claim", claim_id)
+        expected = Money(found.gift_aid - found.adjustment).plain()
+        return {"claim": body, "marks": MARKS.get(body["status"], []), "today": uk_today(), "expected_paid": expected}
+
+    return render(request, "finance/claim.html", await in_thread(load))
+
+
+def _part(request: Request) -> int:
+    raw = request.query_params.get("part", "1")
+    return int(raw) if raw.isdigit() and int(raw) >= 1 else 1
+
+
+@staff_page(StaffRole.FINANCE)
+async def schedule(request: Request, staff: Principal) -> Response:
+    """HMRC's Gift Aid schedule (.ods) of the claim (one file per 1,000 lines: `?part=`)."""
+    claim_id = parse_uuid(request.path_params["claim_id"], "claim")
+    part = _part(request)
+    rt = runtime(request)
+
+    def work() -> tuple[bytes, str]:
+        with rt.unit_of_work() as uow:
+            found = giftaid_service.get_claim(uow.session, claim_id)
+            data = giftaid_service.schedule_part(uow.session, rt.settings, found, part)
+            audit(uow, staff, "export", "giftaid_claim", claim_id, {"file": "schedule.ods", "part": part})
+            return data, f"gift-aid-schedule-{found.through.isoformat()}-{str(claim_id)[:8]}-{part}.ods"
+
+    data, name = await in_thread(work)
+    return _download(data, ODS_TYPE, name)
+
+
+@staff_page(StaffRole.FINANCE)
+async def message(request: Request, staff: Principal) -> Response:
+    """The claim's Charities Online XML message (checked against HMRC's business rules)."""
+    claim_id = parse_uuid(request.path_params["claim_id"], "claim")
+    part = _part(request)
+    rt = runtime(request)
+
+    def work() -> tuple[bytes, str]:
+        with rt.unit_of_work() as uow:
+            found = giftaid_service.get_claim(uow.session, claim_id)
+            out = io.BytesIO()
+            result = giftaid_service.write_xml_part(uow.session, rt.settings, found, part, out)
+            audit(
+                uow,
+                staff,
+                "export",
+                "giftaid_claim",
+                claim_id,
+                {"file": "claim.xml", "part": part, "irmark": result.irmark},
+            )
+            return out.getvalue(), f"gift-aid-claim-{found.through.isoformat()}-{str(claim_id)[:8]}-{part}.xml"
+
+    data, name = await in_thread(work)
+    return _download(data, "application/xml", name)
+
+
+def _download(data: bytes, media_type: str, name: str) -> Response:
+    return Response(
+        data,
+        media_type=media_type,
+        headers={"content-disposition": f'attachment; filename="{name}"', "cache-control": "no-store"},
+    )
+
+
+@staff_page(StaffRole.FINANCE)
+async def mark(request: Request, staff: Principal) -> Response:
+    claim_id = parse_uuid(request.path_params["claim_id"], "claim")
+    form = {k: str(v) for k, v in (await form_of(request)).items()}
+    try:
+        status = ClaimStatus(form.get("status", ""))
+    except ValueError as exc:
+        raise ValidationFailed("choose what happened to the claim") from exc
+    reason = form.get("reason", "").strip()[:500]
+    errors: dict[str, str] = {}
+    paid_amount: int | None = None
+    paid_on: dt.date | None = None
+    if status == ClaimStatus.PAID:
+        try:
+            paid_amount = Money.parse(form.get("paid_amount", "")).amount
+        except MoneyError:
+            errors["paid_amount"] = "Enter the amount HMRC paid, for example 1,234.50"
+        paid_on = parse_uk_date(form.get("paid_on", ""), "paid_on", errors, required=True)
+    if status == ClaimStatus.REJECTED and not reason:
+        errors["reason"] = "Say why HMRC rejected it"
+    if errors:
+        raise ValidationFailed("; ".join(errors.values()), errors)
+
+    def work() -> None:
+        with runtime(request).unit_of_work() as uow:
+            giftaid_service.change_status(
+                uow, claim_id, status, actor=staff.email, reason=reason, paid_amount=paid_amount, paid_on=paid_on
+            )
+            audit(uow, staff, status.value, "giftaid_claim", claim_id, {"reason": reason})
+
+    await in_thread(work)
+    return redirect(f"/staff/finance/giftaid/claims/{claim_id}", f"The claim is now {status.value}.")
