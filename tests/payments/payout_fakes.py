@@ -96,3 +96,34 @@ def money_settings(database_url: str, tmp_path: Path, stripe: FakeProvider, goca
         gocardless={"base_url": gocardless.url},
         **sections,
     )
+
+
+def run_giving(args: list[str], settings: Any, monkeypatch: Any, tmp_path: Path, stdin: str | None = None) -> Any:
+    """Run a `giving` command in-process (typer's runner) against the test's database and providers; the test's
+    runtime is put back afterwards."""
+    from typer.testing import CliRunner
+
+    from core.runtime import get_runtime, set_runtime
+    from core.settings import get_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIVING_ENV", "test")
+    monkeypatch.setenv("GIVING_DATABASE__URL", settings.database.url)
+    monkeypatch.setenv("GIVING_STRIPE__SECRET_KEY", settings.stripe.secret_key.get_secret_value())
+    monkeypatch.setenv("GIVING_STRIPE__WEBHOOK_SECRET", settings.stripe.webhook_secret.get_secret_value())
+    monkeypatch.setenv("GIVING_STRIPE__API_BASE", settings.stripe.api_base)
+    monkeypatch.setenv("GIVING_GOCARDLESS__ACCESS_TOKEN", settings.gocardless.access_token.get_secret_value())
+    monkeypatch.setenv("GIVING_GOCARDLESS__WEBHOOK_SECRET", settings.gocardless.webhook_secret.get_secret_value())
+    monkeypatch.setenv("GIVING_GOCARDLESS__BASE_URL", settings.gocardless.base_url)
+    for section, values in (("shop", settings.shop),):
+        for key, value in values.model_dump().items():
+            monkeypatch.setenv(f"GIVING_{section.upper()}__{key.upper()}", str(value))
+    get_settings.cache_clear()
+    previous = get_runtime()
+    try:
+        from giving.cli import app
+
+        return CliRunner().invoke(app, args, input=stdin, catch_exceptions=False)
+    finally:
+        set_runtime(previous)
+        get_settings.cache_clear()

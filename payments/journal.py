@@ -1,0 +1,325 @@
+"""The accounts journal: double-entry postings for every payout that reached the bank in a period.
+
+One journal entry per payout (cash basis, dated the payout's arrival date): the bank is debited with the payout and
+each payout line is posted to what it is (donations by appeal or fund, shirt sales with their VAT, partner shares
+owed, processing fees, refunds, chargebacks and disputes). Every line's postings add up to the line, and a payout
+that does not reconcile posts its discrepancy and unmatched lines to suspense, so every entry balances to zero.
+Gift Aid receivable is not money in a payout: the composition root (giving/commands/shop.py) adds those entries.
+
+Signs: a posting's `amount` is positive for a debit and negative for a credit (pence).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import IO, Any, TypeVar
+
+from sqlmodel import Session, SQLModel, col, select
+
+from core.clock import uk_date
+from core.money import Money, percent_of
+from payments.models import (
+    Dispute,
+    Gift,
+    Order,
+    OrderLine,
+    PartnerCampaign,
+    Payout,
+    PayoutLine,
+    PayoutStatus,
+    Provider,
+    Refund,
+)
+from payments.reconcile import (
+    ACCOUNT_FEE,
+    CHARGEBACK,
+    DISPUTE,
+    DISPUTE_REVERSAL,
+    FEE,
+    GIFT,
+    LATE_FAILURE,
+    ORDER,
+    REFUND,
+    REFUND_RETURNED,
+)
+
+BANK = "Bank"
+DONATIONS = "Donations"
+TRADING = "Trading income: shirts"
+VAT_OUTPUT = "VAT output"
+PARTNER_COST = "Trading: partner shares"
+PARTNER_OWED = "Partner shares owed"
+FEES = "Processing fees"
+REFUNDS_DONATIONS = "Refunds: donations"
+REFUNDS_SHIRTS = "Refunds: shirts"
+CHARGEBACKS = "Chargebacks and disputes"
+SUSPENSE_UNMATCHED = "Suspense: unmatched payout lines"
+SUSPENSE_DISCREPANCY = "Suspense: payout discrepancy"
+SUSPENSE_NOT_LOADED = "Suspense: payout lines not loaded"
+GENERAL_FUND = "General"
+
+COLUMNS = [
+    "date",
+    "entry",
+    "account",
+    "debit",
+    "credit",
+    "currency",
+    "description",
+    "provider_payout_id",
+    "source_id",
+    "reference_id",
+]
+
+T = TypeVar("T", bound=SQLModel)
+
+
+@dataclasses.dataclass(frozen=True)
+class Posting:
+    date: dt.date
+    entry: str
+    account: str
+    amount: int  # + debit, - credit
+    currency: str = "GBP"
+    description: str = ""
+    provider_payout_id: str = ""
+    source_id: str = ""
+    reference_id: str = ""
+
+
+def payout_date(payout: Payout) -> dt.date:
+    """The day the money reached the bank: the arrival date, else when it was paid, else when we recorded it."""
+    if payout.arrival_date is not None:
+        return payout.arrival_date
+    return uk_date(payout.paid_at or payout.created_at)
+
+
+def _by_ids(session: Session, model: type[T], ids: Iterable[uuid.UUID | None]) -> dict[uuid.UUID, T]:
+    wanted = sorted({i for i in ids if i is not None}, key=str)
+    found: dict[uuid.UUID, T] = {}
+    # Chunks keep each IN list well under SQLite's bound-parameter limit.
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        for row in session.exec(select(model).where(col(model.id).in_(chunk))).all():  # type: ignore[attr-defined]
+            found[row.id] = row  # type: ignore[attr-defined]
+    return found
+
+
+@dataclasses.dataclass
+class _Context:
+    gifts: dict[uuid.UUID, Gift]
+    orders: dict[uuid.UUID, Order]
+    refunds: dict[uuid.UUID, Refund]
+    disputes: dict[uuid.UUID, Dispute]
+    order_lines: dict[uuid.UUID, list[OrderLine]]
+    campaigns: dict[uuid.UUID, PartnerCampaign]
+
+
+def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Posting]:
+    """Postings of every payout that arrived between `start` and `end` (inclusive), in date then payout order."""
+    payouts = [
+        p
+        for p in session.exec(select(Payout).where(Payout.status != PayoutStatus.FAILED)).all()
+        if start <= payout_date(p) <= end
+    ]
+    payouts.sort(key=lambda p: (payout_date(p), p.provider, p.provider_payout_id))
+    lines_by_payout: dict[uuid.UUID, list[PayoutLine]] = defaultdict(list)
+    payout_ids = [p.id for p in payouts]
+    for chunk_start in range(0, len(payout_ids), 500):
+        chunk = payout_ids[chunk_start : chunk_start + 500]
+        for line in session.exec(
+            select(PayoutLine)
+            .where(col(PayoutLine.payout_id).in_(chunk))
+            .order_by(col(PayoutLine.position), col(PayoutLine.provider_line_id))
+        ).all():
+            lines_by_payout[line.payout_id].append(line)
+    every_line = [line for lines in lines_by_payout.values() for line in lines]
+    refunds = _by_ids(session, Refund, (line.refund_id for line in every_line))
+    orders = _by_ids(session, Order, [line.order_id for line in every_line] + [r.order_id for r in refunds.values()])
+    order_lines: dict[uuid.UUID, list[OrderLine]] = defaultdict(list)
+    order_ids = sorted(orders, key=str)
+    for chunk_start in range(0, len(order_ids), 500):
+        chunk = order_ids[chunk_start : chunk_start + 500]
+        for order_line in session.exec(
+            select(OrderLine).where(col(OrderLine.order_id).in_(chunk)).order_by(col(OrderLine.sku))
+        ).all():
+            order_lines[order_line.order_id].append(order_line)
+    context = _Context(
+        gifts=_by_ids(
+            session,
+            Gift,
+            [line.gift_id for line in every_line] + [r.gift_id for r in refunds.values()],
+        ),
+        orders=orders,
+        refunds=refunds,
+        disputes=_by_ids(session, Dispute, (line.dispute_id for line in every_line)),
+        order_lines=order_lines,
+        campaigns={c.id: c for c in session.exec(select(PartnerCampaign)).all()},
+    )
+    # A basket's donation is a gift of the order.
+    donation_gifts: dict[uuid.UUID, Gift] = {}
+    for chunk_start in range(0, len(order_ids), 500):
+        chunk = order_ids[chunk_start : chunk_start + 500]
+        for gift in session.exec(select(Gift).where(col(Gift.order_id).in_(chunk))).all():
+            donation_gifts.setdefault(gift.order_id, gift)  # type: ignore[arg-type]
+    postings: list[Posting] = []
+    for payout in payouts:
+        postings.extend(_payout_entry(payout, lines_by_payout[payout.id], context, donation_gifts))
+    return postings
+
+
+def _payout_entry(
+    payout: Payout, lines: list[PayoutLine], ctx: _Context, donation_gifts: dict[uuid.UUID, Gift]
+) -> list[Posting]:
+    day = payout_date(payout)
+    entry = f"payout:{payout.provider}:{payout.provider_payout_id}"
+    provider = "Stripe" if payout.provider == Provider.STRIPE else "GoCardless"
+    out: list[Posting] = []
+
+    def post(account: str, amount: int, description: str, line: PayoutLine | None = None, ref: Any = None) -> None:
+        if amount == 0:
+            return
+        out.append(
+            Posting(
+                date=day,
+                entry=entry,
+                account=account,
+                amount=amount,
+                currency=payout.currency,
+                description=description,
+                provider_payout_id=payout.provider_payout_id,
+                source_id=(line.source_id or line.provider_line_id) if line else "",
+                reference_id=str(ref) if ref else "",
+            )
+        )
+
+    post(f"{BANK}: {provider} payouts", payout.amount, f"{provider} payout {payout.reference}".strip())
+    if payout.lines_loaded_at is None:
+        post(SUSPENSE_NOT_LOADED, -payout.amount, "the payout's lines are not loaded yet")
+        return out
+    for line in lines:
+        _line_postings(line, ctx, donation_gifts, provider, post)
+    total = sum(line.amount for line in lines)
+    if payout.amount != total:
+        post(SUSPENSE_DISCREPANCY, -(payout.amount - total), "payout amount less its lines")
+    return out
+
+
+def _donation_account(gift: Gift | None) -> str:
+    return f"{DONATIONS}: {(gift.appeal if gift and gift.appeal else GENERAL_FUND)}"
+
+
+def _line_postings(
+    line: PayoutLine, ctx: _Context, donation_gifts: dict[uuid.UUID, Gift], provider: str, post: Any
+) -> None:
+    """Post one line: its postings always add up to minus the line's amount (a line in is a credit)."""
+    unmatched = line.matched_at is None
+    if unmatched:
+        post(SUSPENSE_UNMATCHED, -line.amount, f"unmatched {line.kind} {line.provider_type}".strip(), line)
+        return
+    kind = line.kind
+    if kind in (FEE, ACCOUNT_FEE):
+        post(f"{FEES}: {provider}", -line.amount, f"fee on {line.fee_for or 'the account'}", line)
+    elif kind == GIFT:
+        gift = ctx.gifts.get(line.gift_id) if line.gift_id else None
+        post(
+            _donation_account(gift),
+            -line.amount,
+            "regular gift" if gift and gift.regular_gift_id else "gift",
+            line,
+            line.gift_id,
+        )
+    elif kind == ORDER:
+        _order_postings(line, ctx, donation_gifts, post)
+    elif kind in (REFUND, REFUND_RETURNED):
+        _refund_postings(line, ctx, post)
+    elif kind in (DISPUTE, DISPUTE_REVERSAL, CHARGEBACK, LATE_FAILURE):
+        post(CHARGEBACKS, -line.amount, kind.replace("_", " "), line, line.dispute_id)
+    else:
+        post(SUSPENSE_UNMATCHED, -line.amount, f"{kind} {line.provider_type}".strip(), line)
+
+
+def _order_postings(line: PayoutLine, ctx: _Context, donation_gifts: dict[uuid.UUID, Gift], post: Any) -> None:
+    order = ctx.orders.get(line.order_id) if line.order_id else None
+    if order is None:
+        post(SUSPENSE_UNMATCHED, -line.amount, "order not found", line)
+        return
+    gift = ctx.gifts.get(line.gift_id) if line.gift_id else donation_gifts.get(order.id)
+    parts = [
+        (TRADING, order.goods_amount, "shirts"),
+        (VAT_OUTPUT, order.vat_amount, "VAT on shirts"),
+        (_donation_account(gift), order.donation_amount, "donation with an order"),
+    ]
+    left = line.amount
+    for account, amount, description in parts:
+        post(account, -amount, description, line, order.id)
+        left -= amount
+    if left:
+        # The charge is not what the order says it was: finance looks at it.
+        post(SUSPENSE_DISCREPANCY, -left, "charge differs from the order's total", line, order.id)
+    # The partner's share of the shirts is owed to them: a cost of the sale and a creditor.
+    shares: dict[uuid.UUID, int] = defaultdict(int)
+    for order_line in ctx.order_lines.get(order.id, []):
+        if order_line.partner_campaign_id and order_line.partner_share_amount:
+            shares[order_line.partner_campaign_id] += order_line.partner_share_amount
+    for campaign_id, share in sorted(shares.items(), key=lambda kv: str(kv[0])):
+        campaign = ctx.campaigns.get(campaign_id)
+        code = campaign.code if campaign else str(campaign_id)
+        post(PARTNER_COST, share, f"partner share {code}", line, order.id)
+        post(f"{PARTNER_OWED}: {code}", -share, f"partner share {code}", line, order.id)
+
+
+def _refund_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
+    refund = ctx.refunds.get(line.refund_id) if line.refund_id else None
+    sign = 1 if line.amount <= 0 else -1  # refund_funds_returned reverses a refund
+    magnitude = abs(line.amount)
+    if refund is None:
+        post(SUSPENSE_UNMATCHED, -line.amount, "refund not found", line)
+        return
+    goods_part = min(refund.order_amount, magnitude) if refund.order_id else 0
+    if not refund.order_amount and not refund.gift_amount and refund.order_id and not refund.gift_id:
+        goods_part = magnitude
+    donation_part = magnitude - goods_part
+    if goods_part:
+        order = ctx.orders.get(refund.order_id) if refund.order_id else None
+        vat = 0
+        if order is not None and order.vat_amount:
+            vat = percent_of(goods_part, order.vat_amount, order.goods_amount + order.vat_amount)
+        post(VAT_OUTPUT, sign * vat, "VAT on shirts refunded", line, refund.id)
+        post(REFUNDS_SHIRTS, sign * (goods_part - vat), "shirts refunded", line, refund.id)
+    if donation_part:
+        post(REFUNDS_DONATIONS, sign * donation_part, "donation refunded", line, refund.id)
+
+
+def balances(postings: Sequence[Posting]) -> dict[str, int]:
+    """Each entry's sum of postings (all zero when the journal balances)."""
+    totals: dict[str, int] = defaultdict(int)
+    for posting in postings:
+        totals[posting.entry] += posting.amount
+    return dict(totals)
+
+
+def write_csv(postings: Sequence[Posting], out: IO[str]) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for p in postings:
+        money = Money(abs(p.amount), p.currency)  # type: ignore[arg-type]
+        writer.writerow(
+            [
+                p.date.isoformat(),
+                p.entry,
+                p.account,
+                money.plain() if p.amount > 0 else "",
+                money.plain() if p.amount < 0 else "",
+                p.currency,
+                p.description,
+                p.provider_payout_id,
+                p.source_id,
+                p.reference_id,
+            ]
+        )
