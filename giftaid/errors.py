@@ -1,7 +1,39 @@
 """Errors of giftaid."""
 
-from core.errors import AppError
+from core.errors import AppError, BadRequest, Conflict, NotFound
 
 
 class GiftAidError(AppError):
     pass
+
+
+class ClaimNotFound(NotFound):
+    pass
+
+
+class GiftNotFound(NotFound):
+    pass
+
+
+class DeclarationNotFound(NotFound):
+    pass
+
+
+class InvalidTransition(Conflict):
+    """A claim cannot move to that status from where it is."""
+
+
+class ClaimConflict(Conflict):
+    """Another claim took some of the same gifts at the same moment."""
+
+
+class InvalidClaimRequest(BadRequest):
+    pass
+
+
+class ExportFailed(GiftAidError):
+    """A file we wrote failed HMRC's checks: nothing is handed out."""
+
+
+class SubmissionFailed(GiftAidError):
+    status_code = 502

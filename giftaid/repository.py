@@ -1,1 +1,357 @@
-"""Queries for giftaid tables. Private to the package: other packages call giftaid.service."""
+"""Queries for giftaid tables. Private to the package: other packages call giftaid.service.
+
+Claims are built with set-based SQL: the eligibility of every candidate gift is materialised once into a temporary
+table, then one INSERT ... SELECT claims the good ones with their line numbers, and the rest are read back as held
+back. Lines are streamed back in order with a server-side cursor when the files are written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql import Select
+from sqlmodel import Session, col, select
+
+from giftaid.eligibility import CG, C, D, G
+from giftaid.models import Adjustment, Claim, ClaimEvent, ClaimGift, ClaimStatus, HeldBack, Message
+
+CANDIDATES = "giftaid_candidates"
+# Small gifts per aggregated line: with gifts of at most `aggregate_limit` pence, this many stay within £1,000.
+AGGREGATE_LINE_LIMIT = 100_000
+
+
+def dialect_of(session: Session) -> str:
+    return str(session.get_bind().dialect.name)
+
+
+def lock_claims(session: Session) -> None:
+    """One claim is built at a time: a second builder waits here, then sees the first one's gifts as claimed.
+    (SQLite's BEGIN IMMEDIATE already serialises writers.)"""
+    if dialect_of(session) == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('giftaid.build_claim'))"))
+
+
+def create_candidates(session: Session, query: Select[Any]) -> Any:
+    """Materialise the eligibility query into a temporary table; returns a table object with its columns."""
+    dialect = session.get_bind().dialect
+    compiled = query.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+    drop_candidates(session)
+    if dialect.name == "postgresql":
+        session.execute(sa.text(f"CREATE TEMPORARY TABLE {CANDIDATES} ON COMMIT DROP AS {compiled}"))
+        session.execute(sa.text(f"ANALYZE {CANDIDATES}"))
+    else:
+        session.execute(sa.text(f"CREATE TEMPORARY TABLE {CANDIDATES} AS {compiled}"))
+    return sa.table(CANDIDATES, *[sa.column(c.name, c.type) for c in query.selected_columns])
+
+
+def drop_candidates(session: Session) -> None:
+    session.execute(sa.text(f"DROP TABLE IF EXISTS {CANDIDATES}"))
+
+
+def insert_claim_gifts(session: Session, claim_id: uuid.UUID, candidates: Any, aggregate_limit: int) -> int:
+    """Claim every claimable candidate in one statement, numbering the lines: a line per gift first (by date), then
+    small gifts aggregated (each ≤ the limit, one gift per donor per line and period, ≤ £1,000 a line)."""
+    cand = candidates
+    eligible = (
+        sa.select(
+            cand.c.gift_id,
+            cand.c.received_on,
+            cand.c.claim_amount,
+            cand.c.returned,
+            cand.c.declaration_id,
+            cand.c.title,
+            cand.c.first_name,
+            cand.c.last_name,
+            cand.c.house,
+            cand.c.postcode,
+            cand.c.overseas,
+            cand.c.period_year,
+            sa.func.count().over(partition_by=(cand.c.supporter_id, cand.c.period_year)).label("donor_gifts"),
+        )
+        .where(cand.c.code.is_(None))
+        .subquery("eligible")
+    )
+    if aggregate_limit > 0:
+        small = sa.and_(eligible.c.claim_amount <= aggregate_limit, eligible.c.donor_gifts == 1)
+    else:
+        small = sa.false()
+    flagged = sa.select(*eligible.c, sa.case((small, sa.literal(1)), else_=sa.literal(0)).label("agg")).subquery(
+        "flagged"
+    )
+    per_line = max(1, AGGREGATE_LINE_LIMIT // max(aggregate_limit, 1))
+    chunked = sa.select(
+        *flagged.c,
+        sa.case(
+            (
+                flagged.c.agg == 1,
+                (
+                    sa.func.row_number().over(
+                        partition_by=(flagged.c.agg, flagged.c.period_year),
+                        order_by=(flagged.c.received_on, flagged.c.gift_id),
+                    )
+                    - 1
+                )
+                / per_line,
+            ),
+            else_=sa.null(),
+        ).label("chunk"),
+    ).subquery("chunked")
+    agg = chunked.c.agg == 1
+    numbered = sa.select(
+        *chunked.c,
+        sa.func.dense_rank()
+        .over(
+            order_by=(
+                chunked.c.agg,
+                sa.case((agg, chunked.c.period_year), else_=sa.null()),
+                sa.case((agg, chunked.c.chunk), else_=sa.null()),
+                sa.case((agg, sa.null()), else_=chunked.c.received_on),
+                sa.case((agg, sa.null()), else_=chunked.c.gift_id),
+            )
+        )
+        .label("line_no"),
+    ).subquery("numbered")
+    columns = [
+        "claim_id",
+        "gift_id",
+        "live",
+        "line_no",
+        "aggregated",
+        "received_on",
+        "amount",
+        "returned_at_claim",
+        "adjusted_returned",
+        "declaration_id",
+        "title",
+        "first_name",
+        "last_name",
+        "house",
+        "postcode",
+        "overseas",
+    ]
+    source = sa.select(
+        sa.literal(claim_id, sa.Uuid).label("claim_id"),
+        numbered.c.gift_id,
+        sa.true(),
+        numbered.c.line_no,
+        numbered.c.agg == 1,
+        numbered.c.received_on,
+        numbered.c.claim_amount,
+        numbered.c.returned,
+        sa.literal(0),
+        numbered.c.declaration_id,
+        numbered.c.title,
+        numbered.c.first_name,
+        numbered.c.last_name,
+        numbered.c.house,
+        sa.func.coalesce(numbered.c.postcode, ""),
+        numbered.c.overseas,
+    )
+    result = session.execute(sa.insert(CG).from_select(columns, source))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def held_back_rows(session: Session, candidates: Any) -> list[Any]:
+    return list(
+        session.execute(
+            sa.select(candidates)
+            .where(candidates.c.code.is_not(None))
+            .order_by(candidates.c.received_on, candidates.c.gift_id)
+        )
+    )
+
+
+def add_held_back(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(sa.insert(HeldBack.__table__), rows)  # type: ignore[attr-defined]
+
+
+def claim_summary(session: Session, claim_id: uuid.UUID) -> Any:
+    return session.execute(
+        sa.select(
+            sa.func.count(sa.distinct(CG.c.line_no)).label("lines"),
+            sa.func.count().label("gifts"),
+            sa.func.coalesce(sa.func.sum(CG.c.amount), 0).label("total"),
+            sa.func.min(CG.c.received_on).label("earliest"),
+            sa.func.max(CG.c.received_on).label("latest"),
+        ).where(CG.c.claim_id == claim_id)
+    ).one()
+
+
+def part_summary(session: Session, claim_id: uuid.UUID, first_line: int, last_line: int) -> Any:
+    return session.execute(
+        sa.select(
+            sa.func.min(CG.c.received_on).label("earliest"),
+            sa.func.max(CG.c.received_on).label("latest"),
+            sa.func.coalesce(sa.func.sum(CG.c.amount), 0).label("total"),
+        ).where(CG.c.claim_id == claim_id, CG.c.line_no.between(first_line, last_line))
+    ).one()
+
+
+def stream_line_rows(session: Session, claim_id: uuid.UUID, first_line: int, last_line: int) -> Iterator[Any]:
+    """A claim's gifts in line order, through a server-side cursor (constant memory)."""
+    query = (
+        sa.select(
+            CG.c.line_no,
+            CG.c.aggregated,
+            CG.c.title,
+            CG.c.first_name,
+            CG.c.last_name,
+            CG.c.house,
+            CG.c.postcode,
+            CG.c.overseas,
+            CG.c.received_on,
+            CG.c.amount,
+            CG.c.gift_id,
+        )
+        .where(CG.c.claim_id == claim_id, CG.c.line_no.between(first_line, last_line))
+        .order_by(CG.c.line_no, CG.c.received_on, CG.c.gift_id)
+        .execution_options(stream_results=True, yield_per=10_000)
+    )
+    yield from session.execute(query)
+
+
+def gift_ids_on_lines(session: Session, claim_id: uuid.UUID, line_numbers: list[int]) -> dict[int, list[uuid.UUID]]:
+    found: dict[int, list[uuid.UUID]] = {}
+    if not line_numbers:
+        return found
+    rows = session.execute(
+        sa.select(CG.c.line_no, CG.c.gift_id)
+        .where(CG.c.claim_id == claim_id, CG.c.line_no.in_(line_numbers))
+        .order_by(CG.c.line_no, CG.c.gift_id)
+    )
+    for line_no, gift_id in rows:
+        found.setdefault(int(line_no), []).append(gift_id)
+    return found
+
+
+# --- adjustments ------------------------------------------------------------------------------------------------------
+
+
+def returned_since_claim(session: Session) -> list[Any]:
+    """Claimed gifts (in a claim HMRC has not rejected) that had money returned, or whose declaration became void,
+    beyond what adjustments have already taken back."""
+    returned = sa.case((G.c.status == "reversed", G.c.amount), else_=G.c.returned_amount)
+    voided = sa.func.coalesce(D.c.voided, False).is_(True)
+    query = (
+        sa.select(
+            CG.c.claim_id,
+            CG.c.gift_id,
+            CG.c.amount,
+            CG.c.returned_at_claim,
+            CG.c.adjusted_returned,
+            returned.label("returned_now"),
+            voided.label("voided"),
+            G.c.status,
+        )
+        .select_from(
+            CG.join(C, C.c.id == CG.c.claim_id)
+            .join(G, G.c.id == CG.c.gift_id)
+            .outerjoin(D, D.c.id == CG.c.declaration_id)
+        )
+        .where(
+            CG.c.live.is_(True),
+            C.c.status != ClaimStatus.REJECTED.value,
+            CG.c.adjusted_returned < CG.c.amount,
+            sa.or_(returned > CG.c.returned_at_claim + CG.c.adjusted_returned, voided),
+        )
+        .order_by(CG.c.claim_id, CG.c.gift_id)
+    )
+    return list(session.execute(query))
+
+
+def mark_adjusted(session: Session, claim_id: uuid.UUID, gift_id: uuid.UUID, adjusted_returned: int) -> None:
+    session.execute(
+        sa.update(CG)
+        .where(CG.c.claim_id == claim_id, CG.c.gift_id == gift_id)
+        .values(adjusted_returned=adjusted_returned)
+    )
+
+
+def pending_adjustments(session: Session) -> list[Adjustment]:
+    return list(
+        session.exec(
+            select(Adjustment)
+            .where(Adjustment.applied_claim_id.is_(None))  # type: ignore[union-attr]
+            .order_by(Adjustment.detected_at, Adjustment.id)  # type: ignore[arg-type]
+        )
+    )
+
+
+def adjustments_applied_to(session: Session, claim_id: uuid.UUID) -> list[Adjustment]:
+    return list(
+        session.exec(
+            select(Adjustment)
+            .where(Adjustment.applied_claim_id == claim_id)
+            .order_by(Adjustment.detected_at, Adjustment.id)  # type: ignore[arg-type]
+        )
+    )
+
+
+def adjustments_from(session: Session, claim_id: uuid.UUID) -> list[Adjustment]:
+    return list(session.exec(select(Adjustment).where(Adjustment.claim_id == claim_id)))
+
+
+# --- claims -----------------------------------------------------------------------------------------------------------
+
+
+def get_claim(session: Session, claim_id: uuid.UUID, *, for_update: bool = False) -> Claim | None:
+    query = select(Claim).where(Claim.id == claim_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.exec(query).first()
+
+
+def list_claims(session: Session) -> list[Claim]:
+    return list(session.exec(select(Claim).order_by(col(Claim.built_at).desc(), col(Claim.id))))
+
+
+def claim_events(session: Session, claim_id: uuid.UUID) -> list[ClaimEvent]:
+    return list(
+        session.exec(
+            select(ClaimEvent).where(ClaimEvent.claim_id == claim_id).order_by(col(ClaimEvent.at), col(ClaimEvent.id))
+        )
+    )
+
+
+def held_back_of(session: Session, claim_id: uuid.UUID) -> list[HeldBack]:
+    return list(session.exec(select(HeldBack).where(HeldBack.claim_id == claim_id).order_by(col(HeldBack.gift_id))))
+
+
+def release_claim_gifts(session: Session, claim_id: uuid.UUID) -> int:
+    result = session.execute(sa.update(CG).where(CG.c.claim_id == claim_id, CG.c.live.is_(True)).values(live=sa.null()))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def messages_of(session: Session, claim_id: uuid.UUID) -> list[Message]:
+    return list(
+        session.exec(select(Message).where(Message.claim_id == claim_id).order_by(Message.at, Message.id))  # type: ignore[arg-type]
+    )
+
+
+def claim_gift(session: Session, gift_id: uuid.UUID) -> ClaimGift | None:
+    return session.exec(
+        select(ClaimGift).where(ClaimGift.gift_id == gift_id, ClaimGift.live.is_(True))  # type: ignore[union-attr]
+    ).first()
+
+
+# --- supporters -------------------------------------------------------------------------------------------------------
+
+
+def claimed_totals(session: Session, supporter_ids: list[uuid.UUID]) -> tuple[int, int]:
+    """(donations claimed, tax taken back by adjustments) for these supporters' gifts in claims not rejected."""
+    claimed = session.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(CG.c.amount), 0))
+        .select_from(CG.join(C, C.c.id == CG.c.claim_id).join(G, G.c.id == CG.c.gift_id))
+        .where(CG.c.live.is_(True), C.c.status != ClaimStatus.REJECTED.value, G.c.supporter_id.in_(supporter_ids))
+    ).scalar_one()
+    A = Adjustment.__table__  # type: ignore[attr-defined]
+    adjusted = session.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(A.c.amount), 0))
+        .select_from(A.join(G, G.c.id == A.c.gift_id))
+        .where(G.c.supporter_id.in_(supporter_ids))
+    ).scalar_one()
+    return int(claimed), int(adjusted)

@@ -1,5 +1,276 @@
-"""HTTP routes of giftaid, mounted by giving.app."""
+"""HTTP routes of giftaid, mounted by giving.app: Gift Aid claims for finance (and admin).
 
-from starlette.routing import BaseRoute
+Thin endpoints: parse, check the caller (`require_staff`: finance and admin; fundraisers get 403), call one service
+function in a unit of work, audit every export and every change.
+"""
 
-routes: list[BaseRoute] = []
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from core.auth import Principal, audit, require_staff
+from core.db import UnitOfWork
+from core.http import JSON, in_thread, runtime_of
+from core.models import StaffRole
+from giftaid import schemas, service
+from giftaid.errors import ClaimNotFound, DeclarationNotFound, GiftNotFound, InvalidClaimRequest
+from giftaid.models import ClaimStatus
+
+T = TypeVar("T")
+
+FINANCE = (StaffRole.FINANCE,)  # admin may do everything
+READERS = (StaffRole.FINANCE, StaffRole.FUNDRAISER)
+ODS_TYPE = "application/vnd.oasis.opendocument.spreadsheet"
+
+
+def _uuid(raw: str, error: type[Exception]) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError as exc:
+        raise error(f"no such id {raw!r}") from exc
+
+
+def _part(request: Request) -> int:
+    raw = request.query_params.get("part", "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidClaimRequest("part is a whole number from 1")
+    return int(raw)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidClaimRequest("the body is not JSON") from exc
+    if not isinstance(body, dict):
+        raise InvalidClaimRequest("the body is a JSON object")
+    return body
+
+
+async def staff_call(request: Request, roles: tuple[StaffRole, ...], fn: Callable[[UnitOfWork, Principal], T]) -> T:
+    runtime = runtime_of(request)
+
+    def work() -> T:
+        with runtime.unit_of_work() as uow:
+            principal = require_staff(uow.session, request, *roles)
+            return fn(uow, principal)
+
+    return await in_thread(work)
+
+
+async def list_claims(request: Request) -> Response:
+    def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        claims = service.list_claims(uow.session)
+        return {"items": [service.claim_json(uow.session, c) for c in claims]}
+
+    return JSON(await staff_call(request, FINANCE, work))
+
+
+async def create_claim(request: Request) -> Response:
+    body = schemas.parse(schemas.ClaimIn, await _json_body(request))
+    settings = runtime_of(request).settings
+
+    def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        result = service.build_claim(uow, settings, through=body.through, actor=principal.email)
+        answer = result.to_json()
+        if result.claim_id is not None:
+            answer["files"] = [
+                f"/api/giftaid/claims/{result.claim_id}/schedule.ods",
+                f"/api/giftaid/claims/{result.claim_id}/claim.xml",
+            ]
+            audit(uow, principal, "build", "giftaid_claim", result.claim_id, {"through": body.through.isoformat()})
+        return answer
+
+    answer = await staff_call(request, FINANCE, work)
+    return JSON(answer, status_code=201 if answer["claim_id"] else 200)
+
+
+async def get_claim(request: Request) -> Response:
+    claim_id = _uuid(request.path_params["claim_id"], ClaimNotFound)
+
+    def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        claim = service.get_claim(uow.session, claim_id)
+        audit(uow, principal, "view", "giftaid_claim", claim_id)
+        return service.claim_json(uow.session, claim, detail=True)
+
+    return JSON(await staff_call(request, FINANCE, work))
+
+
+async def schedule_ods(request: Request) -> Response:
+    claim_id = _uuid(request.path_params["claim_id"], ClaimNotFound)
+    part = _part(request)
+    settings = runtime_of(request).settings
+
+    def work(uow: UnitOfWork, principal: Principal) -> tuple[bytes, str]:
+        claim = service.get_claim(uow.session, claim_id)
+        data = service.schedule_part(uow.session, settings, claim, part)
+        audit(uow, principal, "export", "giftaid_claim", claim_id, {"file": "schedule.ods", "part": part})
+        return data, f"gift-aid-schedule-{claim.through.isoformat()}-{str(claim_id)[:8]}-{part}.ods"
+
+    data, name = await staff_call(request, FINANCE, work)
+    return Response(data, media_type=ODS_TYPE, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+async def claim_xml(request: Request) -> Response:
+    claim_id = _uuid(request.path_params["claim_id"], ClaimNotFound)
+    part = _part(request)
+    settings = runtime_of(request).settings
+
+    def work(uow: UnitOfWork, principal: Principal) -> tuple[Path, str]:
+        claim = service.get_claim(uow.session, claim_id)
+        handle = tempfile.NamedTemporaryFile(prefix="giftaid-", suffix=".xml", delete=False)  # noqa: SIM115
+        try:
+            with handle:
+                result = service.write_xml_part(uow.session, settings, claim, part, handle)
+        except BaseException:
+            Path(handle.name).unlink(missing_ok=True)
+            raise
+        audit(
+            uow,
+            principal,
+            "export",
+            "giftaid_claim",
+            claim_id,
+            {"file": "claim.xml", "part": part, "irmark": result.irmark},
+        )
+        return Path(handle.name), f"gift-aid-claim-{claim.through.isoformat()}-{str(claim_id)[:8]}-{part}.xml"
+
+    path, name = await staff_call(request, FINANCE, work)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            with path.open("rb") as source:
+                while chunk := source.read(1 << 16):
+                    yield chunk
+        finally:
+            path.unlink(missing_ok=True)
+
+    return StreamingResponse(
+        chunks(), media_type="application/xml", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+async def change_status(request: Request) -> Response:
+    claim_id = _uuid(request.path_params["claim_id"], ClaimNotFound)
+    body = schemas.parse(schemas.StatusIn, await _json_body(request))
+
+    def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        claim = service.change_status(
+            uow,
+            claim_id,
+            ClaimStatus(body.status),
+            actor=principal.email,
+            reason=body.reason,
+            paid_amount=body.paid_amount(),
+            paid_on=body.paid_on,
+        )
+        audit(uow, principal, body.status, "giftaid_claim", claim_id, {"reason": body.reason})
+        return service.claim_json(uow.session, claim, detail=True)
+
+    return JSON(await staff_call(request, FINANCE, work))
+
+
+async def submit_claim(request: Request) -> Response:
+    claim_id = _uuid(request.path_params["claim_id"], ClaimNotFound)
+    settings = runtime_of(request).settings
+
+    def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        claim = service.submit_claim(uow, settings, claim_id, actor=principal.email)
+        audit(uow, principal, "submit", "giftaid_claim", claim_id, {"correlation_id": claim.correlation_id})
+        return service.claim_json(uow.session, claim, detail=True)
+
+    return JSON(await staff_call(request, FINANCE, work))
+
+
+async def poll_claim(request: Request) -> Response:
+    claim_id = _uuid(request.path_params["claim_id"], ClaimNotFound)
+    settings = runtime_of(request).settings
+
+    def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        claim = service.poll_claim(uow, settings, claim_id, actor=principal.email)
+        audit(uow, principal, "poll", "giftaid_claim", claim_id, {"status": str(claim.status)})
+        return service.claim_json(uow.session, claim, detail=True)
+
+    return JSON(await staff_call(request, FINANCE, work))
+
+
+async def claim_messages(request: Request) -> Response:
+    claim_id = _uuid(request.path_params["claim_id"], ClaimNotFound)
+
+    def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        service.get_claim(uow.session, claim_id)
+        messages = service.claim_messages(uow.session, claim_id)
+        audit(uow, principal, "view_messages", "giftaid_claim", claim_id)
+        return {"items": [schemas.message_json(m) for m in messages]}
+
+    return JSON(await staff_call(request, FINANCE, work))
+
+
+async def explain_gift(request: Request) -> Response:
+    gift_id = _uuid(request.path_params["gift_id"], GiftNotFound)
+    settings = runtime_of(request).settings
+
+    def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        explanation = service.explain(uow.session, settings, gift_id)
+        audit(uow, principal, "explain", "gift", gift_id)
+        return explanation.to_json()
+
+    return JSON(await staff_call(request, READERS, work))
+
+
+async def cancel_declaration(request: Request) -> Response:
+    declaration_id = _uuid(request.path_params["declaration_id"], DeclarationNotFound)
+    body = schemas.parse(schemas.CancelIn, await _json_body(request))
+    settings = runtime_of(request).settings
+
+    def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        change = service.cancel_declaration(
+            uow, settings, declaration_id, effective_on=body.effective_on, reason=body.reason, actor=principal.email
+        )
+        audit(uow, principal, "cancel", "declaration", declaration_id, {"changed": len(change.changed)})
+        return change.to_json()
+
+    return JSON(await staff_call(request, READERS, work))
+
+
+async def confirm_declaration(request: Request) -> Response:
+    declaration_id = _uuid(request.path_params["declaration_id"], DeclarationNotFound)
+    body = schemas.parse(schemas.ConfirmIn, await _json_body(request))
+    settings = runtime_of(request).settings
+
+    def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        change = service.confirm_declaration(
+            uow, settings, declaration_id, confirmation_sent_on=body.confirmation_sent_on, actor=principal.email
+        )
+        audit(uow, principal, "confirm", "declaration", declaration_id, {"changed": len(change.changed)})
+        return change.to_json()
+
+    return JSON(await staff_call(request, READERS, work))
+
+
+routes: list[BaseRoute] = [
+    Route("/api/giftaid/claims", list_claims, methods=["GET"]),
+    Route("/api/giftaid/claims", create_claim, methods=["POST"]),
+    Route("/api/giftaid/claims/{claim_id}", get_claim, methods=["GET"]),
+    Route("/api/giftaid/claims/{claim_id}/schedule.ods", schedule_ods, methods=["GET"]),
+    Route("/api/giftaid/claims/{claim_id}/claim.xml", claim_xml, methods=["GET"]),
+    Route("/api/giftaid/claims/{claim_id}/status", change_status, methods=["POST"]),
+    Route("/api/giftaid/claims/{claim_id}/submit", submit_claim, methods=["POST"]),
+    Route("/api/giftaid/claims/{claim_id}/poll", poll_claim, methods=["POST"]),
+    Route("/api/giftaid/claims/{claim_id}/messages", claim_messages, methods=["GET"]),
+    Route("/api/giftaid/gifts/{gift_id}", explain_gift, methods=["GET"]),
+    Route("/api/giftaid/declarations/{declaration_id}/cancel", cancel_declaration, methods=["POST"]),
+    Route("/api/giftaid/declarations/{declaration_id}/confirm", confirm_declaration, methods=["POST"]),
+]

@@ -1,1 +1,802 @@
-"""Use cases of giftaid. Never commits: the caller's unit of work does."""
+"""Use cases of giftaid. Never commits: the caller's unit of work does.
+
+- `build_claim`: claims every claimable gift received on or before a date, at once (a gift is in at most one live
+  claim: a unique constraint), lists the others with their reason, and carries pending adjustments.
+- `write_claim_files` / `schedule_part` / `write_xml_part`: HMRC's schedule(s) and Charities Online message(s),
+  checked by our validator (schedules) and HMRC's business rules (XML) before they are handed out.
+- `change_status`, `submit_claim`, `poll_claim`: built → submitted → accepted | rejected → paid, who and when.
+- `explain`, `eligibility_snapshot`, `changed_eligibility`, `settings_changes`, `cancel_declaration`,
+  `confirm_declaration`: why a gift can or cannot be claimed, and which gifts a change affects.
+- `supporter_totals`, `reassign_supporter`: what crm's supporter pages and merges need.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from core.clock import uk_today, utc_now
+from core.db import UnitOfWork
+from core.money import Money, gift_aid_on
+from core.settings import Settings
+from crm import service as crm_service
+from crm.models import Declaration
+from giftaid import repository, schedule, validator
+from giftaid import xml as claim_xml
+from giftaid.eligibility import (
+    Code,
+    Explanation,
+    Rules,
+    describe,
+    eligibility_select,
+    rules_from,
+)
+from giftaid.errors import (
+    ClaimConflict,
+    ClaimNotFound,
+    DeclarationNotFound,
+    ExportFailed,
+    GiftNotFound,
+    InvalidClaimRequest,
+    InvalidTransition,
+    SubmissionFailed,
+)
+from giftaid.govtalk import GatewayError, GovTalkClient, Reply
+from giftaid.models import Adjustment, AdjustmentReason, Claim, ClaimEvent, ClaimStatus, Message
+from payments.models import Order
+
+Format = Literal["ods", "xml", "both"]
+TRANSITIONS: dict[ClaimStatus, set[ClaimStatus]] = {
+    ClaimStatus.BUILT: {ClaimStatus.SUBMITTED, ClaimStatus.REJECTED},
+    ClaimStatus.SUBMITTED: {ClaimStatus.ACCEPTED, ClaimStatus.REJECTED},
+    ClaimStatus.ACCEPTED: {ClaimStatus.PAID},
+    ClaimStatus.REJECTED: set(),
+    ClaimStatus.PAID: set(),
+}
+
+
+# --- results ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HeldBackGift:
+    gift_id: uuid.UUID
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"gift_id": str(self.gift_id), "reason": self.reason}
+
+
+@dataclass
+class ClaimResult:
+    """What `giving giftaid claim --json` prints (contract.md) and POST /api/giftaid/claims answers."""
+
+    claim_id: uuid.UUID | None
+    lines: int = 0
+    gifts: int = 0
+    total: int = 0
+    gift_aid: int = 0
+    adjustment: int = 0
+    held_back: list[HeldBackGift] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "claim_id": str(self.claim_id) if self.claim_id else None,
+            "lines": self.lines,
+            "total": Money(self.total).to_json(),
+            "gift_aid": Money(self.gift_aid).to_json(),
+            "adjustment": Money(self.adjustment).to_json(),
+            "held_back": [h.to_json() for h in self.held_back],
+            "files": self.files,
+        }
+
+
+@dataclass(frozen=True)
+class EligibilityChange:
+    gift_id: uuid.UUID
+    before: str | None  # the code before (None: claimable)
+    after: str | None
+
+    @property
+    def now_claimable(self) -> bool:
+        return self.after is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gift_id": str(self.gift_id), "before": self.before or "claimable", "after": self.after or "claimable"}
+
+
+@dataclass
+class DeclarationChange:
+    declaration_id: uuid.UUID
+    changed: list[EligibilityChange]
+    adjusted_gift_ids: list[uuid.UUID] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "declaration_id": str(self.declaration_id),
+            "changed": [c.to_json() for c in self.changed],
+            "adjusted_gift_ids": [str(g) for g in self.adjusted_gift_ids],
+        }
+
+
+# --- eligibility -----------------------------------------------------------------------------------------------------
+
+
+def explain(session: Session, settings: Settings, gift_id: uuid.UUID, *, today: dt.date | None = None) -> Explanation:
+    """Whether and why one gift can be claimed, in words (the same rules a claim applies)."""
+    rules = rules_from(settings, today)
+    row = session.execute(
+        eligibility_select(rules, repository.dialect_of(session), gift_ids=[gift_id], unclaimed_only=False)
+    ).first()
+    if row is None:
+        if session.get(Order, gift_id) is not None:
+            return Explanation(
+                gift_id,
+                False,
+                Code.NOT_A_DONATION.value,
+                f"{Code.NOT_A_DONATION}: a shop order is a sale, never a gift",
+            )
+        raise GiftNotFound(f"no gift {gift_id}")
+    return Explanation(gift_id, row.code is None, row.code, describe(row.code, row, rules))
+
+
+def eligibility_snapshot(
+    session: Session,
+    rules: Rules,
+    *,
+    supporter_ids: Iterable[uuid.UUID] | None = None,
+    through: dt.date | None = None,
+) -> dict[uuid.UUID, str | None]:
+    """Every unclaimed received gift (of these supporters) → its reason code, None when claimable."""
+    query = eligibility_select(
+        rules,
+        repository.dialect_of(session),
+        supporter_ids=list(supporter_ids) if supporter_ids is not None else None,
+        through=through,
+    ).execution_options(stream_results=True, yield_per=10_000)
+    return {row.gift_id: row.code for row in session.execute(query)}
+
+
+def changed_eligibility(
+    before: dict[uuid.UUID, str | None], after: dict[uuid.UUID, str | None]
+) -> list[EligibilityChange]:
+    """The gifts whose claimability changed between two snapshots (claimable ↔ not, or a different reason)."""
+    changes = []
+    for gift_id in sorted(before.keys() | after.keys()):
+        was, now = before.get(gift_id), after.get(gift_id)
+        if gift_id in before and gift_id in after and was == now:
+            continue
+        if gift_id not in before or gift_id not in after:
+            # Appeared (received) or left (claimed): not a change of eligibility.
+            continue
+        changes.append(EligibilityChange(gift_id, was, now))
+    return changes
+
+
+def settings_changes(
+    session: Session, before: Settings, after: Settings, *, today: dt.date | None = None
+) -> list[EligibilityChange]:
+    """Which unclaimed gifts a change of settings would make claimable or not."""
+    return changed_eligibility(
+        eligibility_snapshot(session, rules_from(before, today)),
+        eligibility_snapshot(session, rules_from(after, today)),
+    )
+
+
+def cancel_declaration(
+    uow: UnitOfWork,
+    settings: Settings,
+    declaration_id: uuid.UUID,
+    *,
+    effective_on: dt.date,
+    reason: str = "",
+    actor: str,
+    today: dt.date | None = None,
+) -> DeclarationChange:
+    """Cancel a declaration (crm's rules: from `effective_on`; an oral one cancelled within 30 days of its written
+    confirmation is void) and say which gifts that changed. Gifts already claimed under a void declaration get
+    adjustments, carried by the next claim."""
+    session = uow.session
+    rules = rules_from(settings, today)
+    supporter_id = _supporter_of(session, declaration_id)
+    before = eligibility_snapshot(session, rules, supporter_ids=[supporter_id])
+    declaration = crm_service.cancel_declaration(
+        uow, declaration_id, effective_on=effective_on, reason=reason, by=actor
+    )
+    after = eligibility_snapshot(session, rules, supporter_ids=[supporter_id])
+    adjusted = detect_adjustments(uow) if declaration.voided else []
+    return DeclarationChange(declaration.id, changed_eligibility(before, after), [a.gift_id for a in adjusted])
+
+
+def confirm_declaration(
+    uow: UnitOfWork,
+    settings: Settings,
+    declaration_id: uuid.UUID,
+    *,
+    confirmation_sent_on: dt.date,
+    actor: str,
+    today: dt.date | None = None,
+) -> DeclarationChange:
+    """Record that an oral declaration's written confirmation was sent, and say which gifts that makes claimable
+    (at once, or only once its 30-day window has closed, with `[giftaid] wait_for_oral_cancellation_window`)."""
+    session = uow.session
+    rules = rules_from(settings, today)
+    supporter_id = _supporter_of(session, declaration_id)
+    before = eligibility_snapshot(session, rules, supporter_ids=[supporter_id])
+    declaration = crm_service.confirm_oral_declaration(
+        uow, declaration_id, confirmation_sent_on=confirmation_sent_on, by=actor
+    )
+    after = eligibility_snapshot(session, rules, supporter_ids=[supporter_id])
+    return DeclarationChange(declaration.id, changed_eligibility(before, after))
+
+
+def _supporter_of(session: Session, declaration_id: uuid.UUID) -> uuid.UUID:
+    declaration = session.get(Declaration, declaration_id)
+    if declaration is None:
+        raise DeclarationNotFound(f"no declaration {declaration_id}")
+    return declaration.supporter_id
+
+
+# --- supporters ------------------------------------------------------------------------------------------------------
+
+
+def supporter_totals(
+    session: Session, supporter_ids: list[uuid.UUID], settings: Settings | None = None
+) -> dict[str, Money]:
+    """Gift Aid (the tax, 25%) these supporters' gifts could still be claimed on, and what has been claimed
+    (less adjustments)."""
+    from core.settings import get_settings
+
+    if not supporter_ids:
+        return {"gift_aid_claimable": Money(0), "gift_aid_claimed": Money(0)}
+    rules = rules_from(settings or get_settings())
+    query = eligibility_select(rules, repository.dialect_of(session), supporter_ids=supporter_ids)
+    claimable = sum(int(row.claim_amount) for row in session.execute(query) if row.code is None)
+    claimed, adjusted = repository.claimed_totals(session, supporter_ids)
+    return {
+        "gift_aid_claimable": Money(gift_aid_on(claimable)),
+        "gift_aid_claimed": Money(max(gift_aid_on(claimed) - adjusted, 0)),
+    }
+
+
+def reassign_supporter(uow: UnitOfWork, from_id: uuid.UUID, to_id: uuid.UUID) -> dict[str, int]:
+    """Merges: giftaid's tables hold no supporter ids (they follow gifts and declarations), so nothing moves."""
+    return {}
+
+
+# --- adjustments -----------------------------------------------------------------------------------------------------
+
+
+def detect_adjustments(uow: UnitOfWork) -> list[Adjustment]:
+    """Money returned on claimed gifts (refund, chargeback, lost dispute), and gifts whose oral declaration was
+    voided, become adjustments: the Gift Aid claimed on that money, taken back by the next claim."""
+    session = uow.session
+    found = []
+    for row in repository.returned_since_claim(session):
+        already = int(row.adjusted_returned)
+        if row.voided:
+            money_back = int(row.amount) - already
+            reason = AdjustmentReason.DECLARATION_VOIDED
+            detail = "declaration void (cancelled within 30 days)"
+        else:
+            newly = int(row.returned_now) - int(row.returned_at_claim) - already
+            money_back = min(newly, int(row.amount) - already)
+            reason = AdjustmentReason.REFUND
+            detail = "reversed" if row.status == "reversed" else "refunded"
+        if money_back <= 0:
+            continue
+        adjustment = Adjustment(
+            gift_id=row.gift_id,
+            claim_id=row.claim_id,
+            reason=reason,
+            returned_amount=money_back,
+            amount=gift_aid_on(money_back),
+            detail=f"{detail}: {Money(money_back).plain()} of a gift claimed in claim {row.claim_id}",
+        )
+        session.add(adjustment)
+        repository.mark_adjusted(session, row.claim_id, row.gift_id, already + money_back)
+        found.append(adjustment)
+    session.flush()
+    return found
+
+
+def _other_info(adjustments: list[Adjustment]) -> str:
+    if not adjustments:
+        return ""
+    refunds = sum(1 for a in adjustments if a.reason == AdjustmentReason.REFUND)
+    voided = len(adjustments) - refunds
+    total = Money(sum(a.amount for a in adjustments)).plain()
+    parts = []
+    if refunds:
+        parts.append(f"{refunds} donation(s) refunded or reversed after they were claimed")
+    if voided:
+        parts.append(f"{voided} donation(s) whose oral declaration was cancelled within 30 days")
+    claims = sorted({str(a.claim_id)[:8] for a in adjustments})
+    text = f"Adjustment {total}: tax previously claimed on " + " and ".join(parts) + f" (claims {', '.join(claims)})"
+    return text[:350]
+
+
+# --- building a claim ------------------------------------------------------------------------------------------------
+
+
+def build_claim(
+    uow: UnitOfWork, settings: Settings, *, through: dt.date, actor: str, today: dt.date | None = None
+) -> ClaimResult:
+    """Claim every claimable gift received on or before `through` that is in no claim yet."""
+    session = uow.session
+    rules = rules_from(settings, today)
+    repository.lock_claims(session)
+    detect_adjustments(uow)
+    now = utc_now()
+    claim = Claim(through=through, built_by=actor, built_at=now, status_changed_at=now)
+    session.add(claim)
+    session.flush()
+    candidates = repository.create_candidates(
+        session, eligibility_select(rules, repository.dialect_of(session), through=through)
+    )
+    try:
+        count = repository.insert_claim_gifts(session, claim.id, candidates, rules.aggregate_limit)
+        held_rows = repository.held_back_rows(session, candidates)
+    except sa.exc.IntegrityError as exc:
+        raise ClaimConflict("another claim took some of these gifts at the same moment; try again") from exc
+    finally:
+        if repository.dialect_of(session) != "postgresql":
+            repository.drop_candidates(session)
+    held_back = [HeldBackGift(row.gift_id, describe(row.code, row, rules)) for row in held_rows]
+    if count == 0:
+        session.delete(claim)
+        session.flush()
+        return ClaimResult(claim_id=None, held_back=held_back)
+    repository.add_held_back(
+        session,
+        [
+            {"claim_id": claim.id, "gift_id": h.gift_id, "code": h.reason.split(":", 1)[0], "reason": h.reason[:500]}
+            for h in held_back
+        ],
+    )
+    summary = repository.claim_summary(session, claim.id)
+    claim.lines, claim.gifts, claim.total = int(summary.lines), int(summary.gifts), int(summary.total)
+    claim.earliest_on, claim.latest_on = summary.earliest, summary.latest
+    claim.gift_aid = gift_aid_on(claim.total)
+    claim.held_back = len(held_back)
+    room = claim.gift_aid
+    for adjustment in repository.pending_adjustments(session):
+        # An adjustment larger than what is left of this claim waits for the next one (HMRC takes no negative claim).
+        if adjustment.amount <= room:
+            adjustment.applied_claim_id = claim.id
+            room -= adjustment.amount
+            claim.adjustment += adjustment.amount
+            session.add(adjustment)
+    session.add(claim)
+    session.add(
+        ClaimEvent(
+            claim_id=claim.id,
+            status=ClaimStatus.BUILT,
+            at=now,
+            actor=actor,
+            detail={"through": through.isoformat(), "lines": claim.lines, "held_back": claim.held_back},
+        )
+    )
+    session.flush()
+    return ClaimResult(
+        claim_id=claim.id,
+        lines=claim.lines,
+        gifts=claim.gifts,
+        total=claim.total,
+        gift_aid=claim.gift_aid,
+        adjustment=claim.adjustment,
+        held_back=held_back,
+    )
+
+
+def get_claim(session: Session, claim_id: uuid.UUID) -> Claim:
+    claim = repository.get_claim(session, claim_id)
+    if claim is None:
+        raise ClaimNotFound(f"no claim {claim_id}")
+    return claim
+
+
+def list_claims(session: Session) -> list[Claim]:
+    return repository.list_claims(session)
+
+
+def claim_json(session: Session, claim: Claim, *, detail: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": str(claim.id),
+        "claim_id": str(claim.id),
+        "status": claim.status.value if isinstance(claim.status, ClaimStatus) else claim.status,
+        "through": claim.through,
+        "lines": claim.lines,
+        "gifts": claim.gifts,
+        "total": Money(claim.total),
+        "gift_aid": Money(claim.gift_aid),
+        "adjustment": Money(claim.adjustment),
+        "earliest_on": claim.earliest_on,
+        "latest_on": claim.latest_on,
+        "held_back_count": claim.held_back,
+        "schedules": schedule_count(claim),
+        "messages": message_count(claim),
+        "irmarks": claim.irmarks,
+        "correlation_id": claim.correlation_id,
+        "paid_amount": Money(claim.paid_amount) if claim.paid_amount is not None else None,
+        "paid_on": claim.paid_on,
+        "built_at": claim.built_at,
+        "built_by": claim.built_by,
+        "status_changed_at": claim.status_changed_at,
+        "files": [f"/api/giftaid/claims/{claim.id}/schedule.ods", f"/api/giftaid/claims/{claim.id}/claim.xml"],
+    }
+    if detail:
+        body["events"] = [
+            {"status": e.status, "at": e.at, "actor": e.actor, "detail": e.detail}
+            for e in repository.claim_events(session, claim.id)
+        ]
+        body["held_back"] = [
+            {"gift_id": str(h.gift_id), "reason": h.reason} for h in repository.held_back_of(session, claim.id)
+        ]
+        body["errors"] = claim.errors
+        body["hmrc_receipt"] = claim.hmrc_receipt
+        body["rejection_reason"] = claim.rejection_reason
+    return body
+
+
+# --- files -----------------------------------------------------------------------------------------------------------
+
+
+def schedule_count(claim: Claim) -> int:
+    return -(-claim.lines // schedule.ROWS_PER_SCHEDULE)
+
+
+def message_count(claim: Claim) -> int:
+    return -(-claim.lines // claim_xml.MAX_GAD_PER_MESSAGE)
+
+
+def _aggregate_description(donors: int) -> str:
+    return f"Small donations, {donors} donors"[:35]
+
+
+def claim_lines(session: Session, claim_id: uuid.UUID, first_line: int, last_line: int) -> Iterator[claim_xml.Line]:
+    """The claim's lines in order, rebuilt from the gifts on them (aggregated lines summed)."""
+    Line = claim_xml.Line
+    pending: list[Any] = []
+    for row in repository.stream_line_rows(session, claim_id, first_line, last_line):
+        if pending and row.line_no != pending[0].line_no:
+            yield _aggregate_line(pending)
+            pending = []
+        if row.aggregated:
+            pending.append(row)
+            continue
+        yield Line(
+            row.title,
+            row.first_name,
+            row.last_name,
+            row.house,
+            row.postcode,
+            row.overseas,
+            None,
+            row.received_on,
+            row.amount,
+        )
+    if pending:
+        yield _aggregate_line(pending)
+
+
+def _aggregate_line(rows: list[Any]) -> claim_xml.Line:
+    return claim_xml.Line(
+        None,
+        "",
+        "",
+        "",
+        "",
+        False,
+        _aggregate_description(len(rows)),
+        max(r.received_on for r in rows),
+        sum(int(r.amount) for r in rows),
+    )
+
+
+def _part_bounds(claim: Claim, part: int, per_part: int) -> tuple[int, int]:
+    parts = -(-claim.lines // per_part)
+    if not 1 <= part <= max(parts, 1):
+        raise InvalidClaimRequest(f"claim {claim.id} has {parts} part(s), not {part}")
+    first = (part - 1) * per_part + 1
+    return first, min(part * per_part, claim.lines)
+
+
+def schedule_part(session: Session, settings: Settings, claim: Claim, part: int = 1) -> bytes:
+    """Schedule `part` of a claim (1,000 lines each), checked by our validator with HMRC's rules.
+    Box 2 (the adjustment) is on the first schedule only."""
+    first, last = _part_bounds(claim, part, schedule.ROWS_PER_SCHEDULE)
+    lines = list(claim_lines(session, claim.id, first, last))
+    bounds = repository.part_summary(session, claim.id, first, last)
+    data = schedule.render_schedule(
+        lines, earliest=bounds.earliest, overclaimed=claim.adjustment if part == 1 else None
+    )
+    report = validator.validate_schedule(data, today=max(uk_today(), claim.latest_on or uk_today()))
+    if not report.ok:
+        problems = "; ".join(str(e) for e in report.errors[:5])
+        raise ExportFailed(f"schedule {part} of claim {claim.id} fails HMRC's checks: {problems}")
+    return data
+
+
+def write_xml_part(
+    session: Session, settings: Settings, claim: Claim, part: int, out: IO[bytes], *, check: bool = True
+) -> claim_xml.MessageResult:
+    """Charities Online message `part` of a claim (500,000 lines each), streamed to a seekable file.
+    The adjustment and its explanation go in the first message."""
+    first, last = _part_bounds(claim, part, claim_xml.MAX_GAD_PER_MESSAGE)
+    bounds = repository.part_summary(session, claim.id, first, last)
+    adjustments = repository.adjustments_applied_to(session, claim.id) if part == 1 else []
+    start = out.tell()
+    result = claim_xml.write_message(
+        out,
+        claim_xml.Charity.from_settings(settings),
+        claim_lines(session, claim.id, first, last),
+        earliest=bounds.earliest,
+        period_end=bounds.latest,
+        adjustment=claim.adjustment if part == 1 else 0,
+        other_info=_other_info(adjustments) if part == 1 and claim.adjustment else "",
+    )
+    result.first_line = first
+    if check:
+        out.flush()
+        out.seek(start)
+        problems = claim_xml.check_business_rules(out, today=uk_today())
+        out.seek(start + result.bytes_written)
+        if problems:
+            raise ExportFailed(
+                f"message {part} of claim {claim.id} breaks HMRC's rules: "
+                + "; ".join(f"{p.code} {p.message} {p.location}" for p in problems[:5])
+            )
+    irmarks = list(claim.irmarks)
+    while len(irmarks) < part:
+        irmarks.append("")
+    irmarks[part - 1] = result.irmark
+    claim.irmarks = irmarks
+    session.add(claim)
+    return result
+
+
+def write_claim_files(
+    session: Session, settings: Settings, claim: Claim, out_dir: Path, formats: Format = "both", *, check: bool = True
+) -> list[Path]:
+    """The schedule(s) and/or Charities Online message(s) of a claim, written into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"gift-aid-claim-{claim.through.isoformat()}-{str(claim.id)[:8]}"
+    written: list[Path] = []
+    if formats in ("ods", "both"):
+        count = schedule_count(claim)
+        for part in range(1, count + 1):
+            name = f"{stem}-schedule.ods" if count == 1 else f"{stem}-schedule-{part}-of-{count}.ods"
+            path = out_dir / name
+            path.write_bytes(schedule_part(session, settings, claim, part))
+            written.append(path)
+    if formats in ("xml", "both"):
+        count = message_count(claim)
+        for part in range(1, count + 1):
+            name = f"{stem}.xml" if count == 1 else f"{stem}-{part}-of-{count}.xml"
+            path = out_dir / name
+            handle, temporary = tempfile.mkstemp(dir=out_dir, prefix=".giftaid-", suffix=".xml")
+            try:
+                with os.fdopen(handle, "w+b") as out:
+                    write_xml_part(session, settings, claim, part, out, check=check)
+                os.replace(temporary, path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+            written.append(path)
+    return written
+
+
+# --- status ----------------------------------------------------------------------------------------------------------
+
+
+def change_status(
+    uow: UnitOfWork,
+    claim_id: uuid.UUID,
+    status: ClaimStatus,
+    *,
+    actor: str,
+    reason: str = "",
+    paid_amount: int | None = None,
+    paid_on: dt.date | None = None,
+    detail: dict[str, Any] | None = None,
+) -> Claim:
+    """Move a claim on (built → submitted → accepted | rejected → paid), recording who and when. Only a rejected
+    claim releases its gifts (and the adjustments it carried)."""
+    session = uow.session
+    claim = repository.get_claim(session, claim_id, for_update=True)
+    if claim is None:
+        raise ClaimNotFound(f"no claim {claim_id}")
+    current = ClaimStatus(claim.status)
+    if status not in TRANSITIONS[current]:
+        raise InvalidTransition(f"claim {claim_id} is {current.value}; it cannot become {status.value}")
+    event_detail = dict(detail or {})
+    now = utc_now()
+    if status == ClaimStatus.PAID:
+        if paid_amount is None or paid_on is None:
+            raise InvalidClaimRequest("a paid claim needs HMRC's payment amount and date")
+        if paid_amount < 0:
+            raise InvalidClaimRequest("the payment amount cannot be negative")
+        claim.paid_amount, claim.paid_on = paid_amount, paid_on
+        event_detail.update({"amount": Money(paid_amount).to_json(), "paid_on": paid_on.isoformat()})
+        expected = claim.gift_aid - claim.adjustment
+        if paid_amount != expected:
+            event_detail["expected"] = Money(expected).to_json()
+    if status == ClaimStatus.REJECTED:
+        claim.rejection_reason = reason[:500]
+        event_detail["released_gifts"] = repository.release_claim_gifts(session, claim.id)
+        for adjustment in repository.adjustments_applied_to(session, claim.id):
+            adjustment.applied_claim_id = None
+            session.add(adjustment)
+        # Adjustments about this claim's gifts are void: HMRC never paid that tax.
+        kept_elsewhere = []
+        for adjustment in repository.adjustments_from(session, claim.id):
+            if adjustment.applied_claim_id is None:
+                session.delete(adjustment)
+            else:
+                kept_elsewhere.append(str(adjustment.id))
+        if kept_elsewhere:
+            event_detail["adjustments_already_deducted"] = kept_elsewhere
+    if reason:
+        event_detail["reason"] = reason
+    claim.status = status
+    claim.status_changed_at = now
+    session.add(claim)
+    session.add(ClaimEvent(claim_id=claim.id, status=status, at=now, actor=actor, detail=event_detail))
+    session.flush()
+    return claim
+
+
+# --- submission ------------------------------------------------------------------------------------------------------
+
+
+def gateway_client(settings: Settings) -> GovTalkClient:
+    return GovTalkClient(
+        gateway_url=settings.hmrc.gateway_url,
+        sender_id=settings.hmrc.sender_id,
+        password=settings.hmrc.password.get_secret_value(),
+        vendor_id=settings.hmrc.vendor_id,
+        test_mode=settings.hmrc.test_mode,
+    )
+
+
+def _keep(
+    session: Session, claim_id: uuid.UUID | None, direction: str, function: str, body: bytes, reply: Reply | None = None
+) -> None:
+    session.add(
+        Message(
+            claim_id=claim_id,
+            direction=direction,
+            function=function,
+            qualifier=reply.qualifier if reply else "",
+            correlation_id=(reply.correlation_id or None) if reply else None,
+            body=body.decode("utf-8", "replace"),
+        )
+    )
+
+
+def submit_claim(
+    uow: UnitOfWork, settings: Settings, claim_id: uuid.UUID, *, actor: str, client: GovTalkClient | None = None
+) -> Claim:
+    """Send a built claim to HMRC's gateway; it becomes `submitted` with the correlation id to poll."""
+    session = uow.session
+    claim = get_claim(session, claim_id)
+    if ClaimStatus(claim.status) != ClaimStatus.BUILT:
+        raise InvalidTransition(f"claim {claim_id} is {claim.status}; only a built claim is submitted")
+    if message_count(claim) > 1:
+        raise InvalidClaimRequest("a claim of more than 500,000 lines is sent as several messages: not supported here")
+    client = client or gateway_client(settings)
+    with tempfile.TemporaryDirectory(prefix="giftaid-submit-") as folder:
+        path = Path(folder) / "claim.xml"
+        with path.open("w+b") as out:
+            write_xml_part(session, settings, claim, 1, out)
+        try:
+            sent, reply = client.submit(path)
+        except GatewayError as exc:
+            raise SubmissionFailed(str(exc)) from exc
+    _keep(session, claim.id, "sent", "submit", sent)
+    _keep(session, claim.id, "received", "submit", reply.raw, reply)
+    if reply.errors or reply.qualifier == "error":
+        claim.errors = _mapped_errors(session, claim, reply)
+        session.add(claim)
+        session.flush()
+        raise SubmissionFailed("HMRC refused the claim: " + "; ".join(e.text for e in reply.errors[:3]))
+    claim.correlation_id = reply.correlation_id or None
+    claim.response_endpoint = reply.response_endpoint
+    claim.poll_interval = reply.poll_interval
+    session.add(claim)
+    return change_status(
+        uow,
+        claim.id,
+        ClaimStatus.SUBMITTED,
+        actor=actor,
+        detail={"correlation_id": claim.correlation_id, "via": "govtalk"},
+    )
+
+
+def _mapped_errors(session: Session, claim: Claim, reply: Reply) -> list[dict[str, Any]]:
+    """HMRC's errors, each with the gift ids of the GAD line it points at."""
+    lines = sorted({e.gad_index for e in reply.errors if e.gad_index is not None})
+    gifts = repository.gift_ids_on_lines(session, claim.id, lines)
+    return [
+        {
+            "number": error.number,
+            "type": error.type,
+            "text": error.text,
+            "location": error.location,
+            "raised_by": error.raised_by,
+            "line": error.gad_index,
+            "gift_ids": [str(g) for g in gifts.get(error.gad_index or -1, [])],
+        }
+        for error in reply.errors
+    ]
+
+
+def poll_claim(
+    uow: UnitOfWork, settings: Settings, claim_id: uuid.UUID, *, actor: str, client: GovTalkClient | None = None
+) -> Claim:
+    """Ask HMRC how a submitted claim went: still pending (nothing changes), accepted (with HMRC's IRmark receipt)
+    or rejected (errors mapped to gifts; the gifts are released). HMRC's copy is then deleted."""
+    session = uow.session
+    claim = get_claim(session, claim_id)
+    if ClaimStatus(claim.status) != ClaimStatus.SUBMITTED or not claim.correlation_id:
+        raise InvalidTransition(f"claim {claim_id} is not waiting for HMRC")
+    client = client or gateway_client(settings)
+    try:
+        sent, reply = client.poll(claim.correlation_id, claim.response_endpoint)
+    except GatewayError as exc:
+        raise SubmissionFailed(str(exc)) from exc
+    _keep(session, claim.id, "sent", "poll", sent, reply)
+    _keep(session, claim.id, "received", "poll", reply.raw, reply)
+    if reply.pending:
+        claim.poll_interval = reply.poll_interval or claim.poll_interval
+        claim.response_endpoint = reply.response_endpoint or claim.response_endpoint
+        session.add(claim)
+        session.flush()
+        return claim
+    if reply.accepted:
+        claim.hmrc_receipt = reply.receipt[:2000]
+        session.add(claim)
+        result = change_status(
+            uow, claim.id, ClaimStatus.ACCEPTED, actor=actor, detail={"receipt": reply.receipt[:500]}
+        )
+    else:
+        claim.errors = _mapped_errors(session, claim, reply)
+        session.add(claim)
+        reason = "; ".join(f"{e.number} {e.text}" for e in reply.errors[:3]) or "HMRC returned an error"
+        result = change_status(
+            uow, claim.id, ClaimStatus.REJECTED, actor=actor, reason=reason, detail={"errors": len(reply.errors)}
+        )
+    try:
+        deleted_sent, deleted = client.delete(claim.correlation_id, claim.response_endpoint)
+        _keep(session, claim.id, "sent", "delete", deleted_sent, deleted)
+        _keep(session, claim.id, "received", "delete", deleted.raw, deleted)
+    except GatewayError:
+        pass  # HMRC clears old responses itself; a failed delete changes nothing of ours
+    return result
+
+
+def gateway_status(uow: UnitOfWork, settings: Settings, *, client: GovTalkClient | None = None) -> Reply:
+    """HMRC's list of our recent submissions (to recover a lost correlation id)."""
+    client = client or gateway_client(settings)
+    try:
+        sent, reply = client.list()
+    except GatewayError as exc:
+        raise SubmissionFailed(str(exc)) from exc
+    _keep(uow.session, None, "sent", "list", sent, reply)
+    _keep(uow.session, None, "received", "list", reply.raw, reply)
+    return reply
+
+
+def claim_messages(session: Session, claim_id: uuid.UUID) -> list[Message]:
+    return repository.messages_of(session, claim_id)

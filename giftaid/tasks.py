@@ -1,1 +1,33 @@
 """Jobs of giftaid (dramatiq actors through core.jobs)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from core import jobs
+from core.db import UnitOfWork
+from core.runtime import get_runtime
+from giftaid import service
+from giftaid.models import ClaimStatus
+
+
+@jobs.periodic("giftaid.poll_submitted", every=dt.timedelta(minutes=15))
+@jobs.actor("giftaid.poll_submitted", queue="default", time_limit_ms=300_000, max_retries=2)
+def poll_submitted(uow: UnitOfWork) -> int:
+    """Ask HMRC about every claim submitted through the gateway that is still waiting; returns how many changed."""
+    settings = get_runtime().settings
+    changed = 0
+    for claim in service.list_claims(uow.session):
+        if ClaimStatus(claim.status) != ClaimStatus.SUBMITTED or not claim.correlation_id:
+            continue
+        if service.poll_claim(uow, settings, claim.id, actor="system:poll").status != ClaimStatus.SUBMITTED:
+            changed += 1
+    return changed
+
+
+@jobs.actor("giftaid.poll_claim", queue="default", time_limit_ms=120_000, max_retries=5)
+def poll_claim(uow: UnitOfWork, claim_id: str) -> str:
+    """Poll one submitted claim (enqueued after a submission, after HMRC's poll interval)."""
+    claim = service.poll_claim(uow, get_runtime().settings, uuid.UUID(claim_id), actor="system:poll")
+    return str(claim.status)

@@ -1,0 +1,443 @@
+"""Whether a gift is claimable, and why not: the one place the Gift Aid rules (giftaid.md §1, §4) are decided.
+
+The rules are one SQL expression (`eligibility_select`), so the same decision serves one gift
+(`giving giftaid explain`), a supporter's totals, and a claim of a million gifts built with INSERT ... SELECT.
+Each gift gets a stable reason code (`Code`), or NULL when it can be claimed; `describe` turns a code into words.
+
+Decisions (see docs/giftaid.md):
+- A partly refunded gift is claimed on what the donor kept (amount less `returned_amount`).
+- The donor's name and address for HMRC come from the declaration that covers the gift (kept as given);
+  when several cover it, the one given with the gift, else the newest.
+- Benefits: the relevant value test (the rule in force on the gift's date) and the £2,500 a tax year aggregate,
+  counted in date order, so the gift that takes a donor over the limit and every later one with a benefit fail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql import ColumnElement, Select
+
+from core.clock import uk_today
+from core.money import format_pence
+from core.settings import Settings
+from crm.models import Declaration, DeclarationMethod, DeclarationScope
+from giftaid.models import Claim, ClaimGift
+from payments.models import DonorType, Gift, GiftStatus
+
+# HMRC's r68_PostCodeType (the XSD pattern is anchored implicitly).
+UK_POSTCODE_PATTERN = (
+    r"^(GIR 0AA|(([A-Z][0-9][0-9]?)|(([A-Z][A-HJ-Y][0-9][0-9]?)|(([A-Z][0-9][A-Z])|([A-Z][A-HJ-Y][0-9]?[A-Z]))))"
+    r" [0-9][A-Z]{2})$"
+)
+RELEVANT_VALUE_RULE_FROM = dt.date(2019, 4, 6)
+BENEFIT_CAP_RAISED_ON = dt.date(2011, 4, 6)
+AGGREGATE_BENEFIT_LIMIT = 250_000  # £2,500 a tax year
+ORAL_CANCELLATION_DAYS = 30
+
+
+class Code(StrEnum):
+    """Why a gift cannot be claimed. The first eight are the contract's; the rest are ours."""
+
+    MISSING_HOUSE = "missing_house"
+    INVALID_POSTCODE = "invalid_postcode"
+    NO_DECLARATION = "no_declaration"
+    DECLARATION_CANCELLED = "declaration_cancelled"
+    ORAL_UNCONFIRMED = "oral_unconfirmed"
+    REFUNDED = "refunded"
+    OUT_OF_TIME = "out_of_time"
+    NOT_A_DONATION = "not_a_donation"
+    ALREADY_CLAIMED = "already_claimed"
+    NOT_RECEIVED = "not_received"
+    FUTURE_DATE = "future_date"
+    BEFORE_RECOGNITION = "before_recognition"
+    MISSING_NAME = "missing_name"
+    BENEFIT_TOO_LARGE = "benefit_too_large"
+    BENEFITS_OVER_ANNUAL_LIMIT = "benefits_over_annual_limit"
+    NOT_STERLING = "not_sterling"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The settings and the day a decision is made on."""
+
+    today: dt.date
+    recognised_on: dt.date
+    financial_year_end: str  # "MM-DD"; "04-05" is the tax year
+    aggregate_limit: int
+    wait_for_oral_cancellation_window: bool
+
+    @property
+    def out_of_time_through(self) -> dt.date:
+        """Gifts received on or before this date are past the four-year limit of their financial period."""
+        four_years_ago = add_years(self.today, -4)
+        month, day = month_day(self.financial_year_end)
+        end = dt.date(four_years_ago.year, month, day)
+        return end if end < four_years_ago else dt.date(four_years_ago.year - 1, month, day)
+
+    @property
+    def oral_confirmed_before(self) -> dt.date:
+        """An oral declaration's 30-day cancellation window has closed if its confirmation was sent before this."""
+        return self.today - dt.timedelta(days=ORAL_CANCELLATION_DAYS)
+
+    def claim_deadline(self, received_on: dt.date) -> dt.date:
+        return add_years(period_end(received_on, self.financial_year_end), 4)
+
+
+def rules_from(settings: Settings, today: dt.date | None = None) -> Rules:
+    return Rules(
+        today=today or uk_today(),
+        recognised_on=settings.charity.recognised_on,
+        financial_year_end=settings.charity.financial_year_end,
+        aggregate_limit=settings.giftaid.aggregate_limit,
+        wait_for_oral_cancellation_window=settings.giftaid.wait_for_oral_cancellation_window,
+    )
+
+
+def month_day(text: str) -> tuple[int, int]:
+    month, day = text.split("-")
+    return int(month), int(day)
+
+
+def add_years(day: dt.date, years: int) -> dt.date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year + years, day=28)
+
+
+def period_end(day: dt.date, financial_year_end: str) -> dt.date:
+    """The end of the charity's financial period (tax year or accounting year) a date falls in."""
+    month, mday = month_day(financial_year_end)
+    end = dt.date(day.year, month, mday)
+    return end if day <= end else dt.date(day.year + 1, month, mday)
+
+
+def relevant_value_limit(amount: int, received_on: dt.date) -> int:
+    """The most a donor's benefit may be worth for one donation (pence), §1B rule 6."""
+    if received_on >= RELEVANT_VALUE_RULE_FROM:
+        limit = amount * 25 // 100 if amount <= 10_000 else 2_500 + (amount - 10_000) * 5 // 100
+        return min(limit, 250_000)
+    if amount <= 10_000:
+        limit = amount * 25 // 100
+    elif amount <= 100_000:
+        limit = 2_500
+    else:
+        limit = amount * 5 // 100
+    return min(limit, 250_000 if received_on >= BENEFIT_CAP_RAISED_ON else 50_000)
+
+
+# --- SQL -----------------------------------------------------------------------------------------------------------
+
+G = Gift.__table__  # type: ignore[attr-defined]
+D = Declaration.__table__  # type: ignore[attr-defined]
+CG = ClaimGift.__table__  # type: ignore[attr-defined]
+C = Claim.__table__  # type: ignore[attr-defined]
+
+
+def year_and_month_day(column: Any, dialect: str) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    if dialect == "postgresql":
+        return sa.func.to_char(column, "YYYY"), sa.func.to_char(column, "MM-DD")
+    return sa.func.strftime("%Y", column), sa.func.strftime("%m-%d", column)
+
+
+def period_year(column: Any, financial_year_end: str, dialect: str) -> ColumnElement[Any]:
+    """The calendar year in which a date's financial period ends (tax year: 6 April 2024 → 2025)."""
+    year, mmdd = year_and_month_day(column, dialect)
+    return sa.cast(year, sa.Integer) + sa.case((mmdd > financial_year_end, 1), else_=0)
+
+
+def _returned() -> ColumnElement[Any]:
+    # A reversed gift (late failure, chargeback) returned everything, whatever returned_amount says.
+    return sa.case((G.c.status == GiftStatus.REVERSED.value, G.c.amount), else_=G.c.returned_amount)
+
+
+def _benefit_fails() -> ColumnElement[Any]:
+    """The relevant value test in SQL (integer pence, compared times 100 so nothing is rounded)."""
+    amount, benefit, on = G.c.amount, G.c.benefit_amount, G.c.received_on
+    new_rule = sa.or_(
+        benefit > 250_000,
+        sa.and_(amount <= 10_000, benefit * 100 > amount * 25),
+        sa.and_(amount > 10_000, benefit * 100 > 250_000 + (amount - 10_000) * 5),
+    )
+    old_rule = sa.or_(
+        sa.and_(on >= BENEFIT_CAP_RAISED_ON, benefit > 250_000),
+        sa.and_(on < BENEFIT_CAP_RAISED_ON, benefit > 50_000),
+        sa.and_(amount <= 10_000, benefit * 100 > amount * 25),
+        sa.and_(amount > 10_000, amount <= 100_000, benefit > 2_500),
+        sa.and_(amount > 100_000, benefit * 100 > amount * 5),
+    )
+    return sa.and_(benefit > 0, sa.case((on >= RELEVANT_VALUE_RULE_FROM, new_rule), else_=old_rule))  # type: ignore[return-value]
+
+
+def _declaration_rank(rules: Rules) -> ColumnElement[Any]:
+    """0 the declaration makes the gift claimable; 1 oral, not yet effective; 2 cancelled or void for this gift;
+    3 it does not cover the gift at all."""
+    on = G.c.received_on
+    covers = sa.or_(
+        sa.and_(G.c.declaration_id.is_not(None), D.c.id == G.c.declaration_id),
+        sa.and_(D.c.scope == DeclarationScope.THIS_GIFT.value, D.c.gift_id == G.c.id),
+        sa.and_(D.c.scope == DeclarationScope.FUTURE.value, on >= D.c.made_on),
+        sa.and_(
+            D.c.scope == DeclarationScope.PAST_4_YEARS_AND_FUTURE.value,
+            on >= sa.func.coalesce(D.c.start, D.c.made_on),
+        ),
+        sa.and_(D.c.scope == DeclarationScope.PERIOD.value, on >= D.c.start, on <= D.c.end),
+    )
+    cancelled = sa.or_(
+        D.c.voided.is_(True),
+        sa.and_(D.c.cancellation_effective_on.is_not(None), on >= D.c.cancellation_effective_on),
+    )
+    confirmed = D.c.confirmation_sent_on.is_not(None)
+    if rules.wait_for_oral_cancellation_window:
+        confirmed = sa.and_(confirmed, D.c.confirmation_sent_on < rules.oral_confirmed_before)
+    recorded = D.c.evidence["recording_id"].as_string().is_not(None)
+    effective = sa.or_(D.c.method != DeclarationMethod.ORAL.value, confirmed, recorded)
+    # Written so that a NULL comparison (no gift declaration id, no period end) means "does not cover".
+    return sa.case((covers, sa.case((cancelled, 2), (effective, 0), else_=1)), else_=3)
+
+
+def _best_declarations(rules: Rules, gift_filter: ColumnElement[Any]) -> Any:
+    """For each gift, the declaration that serves it best (lowest rank; the one given with the gift; newest)."""
+    rank = _declaration_rank(rules).label("rank")
+    pairs = (
+        sa.select(
+            G.c.id.label("gift_id"),
+            D.c.id.label("declaration_id"),
+            rank,
+            sa.case((D.c.id == G.c.declaration_id, 0), else_=1).label("given_with"),
+            D.c.made_on.label("made_on"),
+        )
+        .select_from(G.join(D, D.c.supporter_id == G.c.supporter_id))
+        .where(gift_filter)
+        .subquery("pairs")
+    )
+    ordered = sa.select(
+        pairs.c.gift_id,
+        pairs.c.declaration_id,
+        pairs.c.rank,
+        sa.func.row_number()
+        .over(
+            partition_by=pairs.c.gift_id,
+            order_by=(pairs.c.rank, pairs.c.given_with, pairs.c.made_on.desc(), pairs.c.declaration_id),
+        )
+        .label("pick"),
+    ).subquery("ordered")
+    return (
+        sa.select(ordered.c.gift_id, ordered.c.declaration_id, ordered.c.rank)
+        .where(ordered.c.pick == 1)
+        .subquery("best")
+    )
+
+
+def _benefit_totals(dialect: str, supporter_filter: ColumnElement[Any] | None) -> Any:
+    """Benefits a donor received in a tax year, counted in date order (only gifts that carry a benefit)."""
+    tax_year = period_year(G.c.received_on, "04-05", dialect)
+    query = sa.select(
+        G.c.id.label("gift_id"),
+        sa.func.sum(G.c.benefit_amount)
+        .over(
+            partition_by=(G.c.supporter_id, tax_year),
+            order_by=(G.c.received_on, G.c.received_at, G.c.id),
+        )
+        .label("benefits_so_far"),
+    ).where(G.c.benefit_amount > 0, G.c.status == GiftStatus.PAID.value, G.c.received_on.is_not(None))
+    if supporter_filter is not None:
+        query = query.where(supporter_filter)
+    return query.subquery("benefits")
+
+
+def eligibility_select(
+    rules: Rules,
+    dialect: str,
+    *,
+    through: dt.date | None = None,
+    gift_ids: Iterable[uuid.UUID] | None = None,
+    supporter_ids: Iterable[uuid.UUID] | None = None,
+    unclaimed_only: bool = True,
+) -> Select[Any]:
+    """Every gift in scope with its reason code (`code`, NULL when claimable) and what a claim line needs.
+
+    By default the gifts in scope are those received (paid or since reversed) on or before `through` that are in
+    no live claim; naming `gift_ids` looks at those gifts whatever their state."""
+    filters: list[ColumnElement[Any]] = []
+    if gift_ids is not None:
+        filters.append(G.c.id.in_(list(gift_ids)))
+    else:
+        filters.append(G.c.status.in_([GiftStatus.PAID.value, GiftStatus.REVERSED.value]))
+        filters.append(G.c.received_on.is_not(None))
+    if through is not None:
+        filters.append(G.c.received_on <= through)
+    supporter_filter = None
+    if supporter_ids is not None:
+        supporter_filter = G.c.supporter_id.in_(list(supporter_ids))
+        filters.append(supporter_filter)
+    gift_filter = sa.and_(*filters)
+
+    best = _best_declarations(rules, gift_filter)
+    benefits = _benefit_totals(dialect, supporter_filter)
+    live = (
+        sa.select(CG.c.gift_id, CG.c.claim_id, C.c.status.label("claim_status"))
+        .select_from(CG.join(C, C.c.id == CG.c.claim_id))
+        .where(CG.c.live.is_(True))
+        .subquery("live")
+    )
+    returned = _returned()
+    on = G.c.received_on
+    postcode_ok = sa.or_(D.c.non_uk.is_(True), sa.func.coalesce(D.c.postcode, "").regexp_match(UK_POSTCODE_PATTERN))
+    rank = sa.func.coalesce(best.c.rank, 3)
+    code = sa.case(
+        (live.c.gift_id.is_not(None), Code.ALREADY_CLAIMED.value),
+        (G.c.status.not_in([GiftStatus.PAID.value, GiftStatus.REVERSED.value]), Code.NOT_RECEIVED.value),
+        (on.is_(None), Code.NOT_RECEIVED.value),
+        (G.c.donor_type != DonorType.INDIVIDUAL.value, Code.NOT_A_DONATION.value),
+        (returned >= G.c.amount, Code.REFUNDED.value),
+        (G.c.currency != "GBP", Code.NOT_STERLING.value),
+        (on > rules.today, Code.FUTURE_DATE.value),
+        (on < rules.recognised_on, Code.BEFORE_RECOGNITION.value),
+        (on <= rules.out_of_time_through, Code.OUT_OF_TIME.value),
+        (rank == 3, Code.NO_DECLARATION.value),
+        (rank == 2, Code.DECLARATION_CANCELLED.value),
+        (rank == 1, Code.ORAL_UNCONFIRMED.value),
+        (sa.func.trim(D.c.house) == "", Code.MISSING_HOUSE.value),
+        (sa.not_(postcode_ok), Code.INVALID_POSTCODE.value),
+        (
+            sa.or_(sa.func.trim(D.c.first_name) == "", sa.func.trim(D.c.last_name) == ""),
+            Code.MISSING_NAME.value,
+        ),
+        (_benefit_fails(), Code.BENEFIT_TOO_LARGE.value),
+        (
+            sa.func.coalesce(benefits.c.benefits_so_far, 0) > AGGREGATE_BENEFIT_LIMIT,
+            Code.BENEFITS_OVER_ANNUAL_LIMIT.value,
+        ),
+        else_=sa.null(),
+    )
+    query = (
+        sa.select(
+            G.c.id.label("gift_id"),
+            G.c.supporter_id,
+            G.c.status,
+            G.c.donor_type,
+            G.c.currency,
+            G.c.received_on,
+            G.c.amount,
+            returned.label("returned"),
+            (G.c.amount - returned).label("claim_amount"),
+            G.c.benefit_amount,
+            benefits.c.benefits_so_far,
+            best.c.declaration_id,
+            D.c.method.label("declaration_method"),
+            D.c.confirmation_sent_on,
+            D.c.cancellation_effective_on,
+            D.c.voided,
+            D.c.title,
+            D.c.first_name,
+            D.c.last_name,
+            D.c.house,
+            D.c.postcode,
+            sa.func.coalesce(D.c.non_uk, False).label("overseas"),
+            live.c.claim_id.label("claimed_in"),
+            live.c.claim_status,
+            period_year(on, rules.financial_year_end, dialect).label("period_year"),
+            code.label("code"),
+        )
+        .select_from(
+            G.outerjoin(best, best.c.gift_id == G.c.id)
+            .outerjoin(D, D.c.id == best.c.declaration_id)
+            .outerjoin(benefits, benefits.c.gift_id == G.c.id)
+            .outerjoin(live, live.c.gift_id == G.c.id)
+        )
+        .where(gift_filter)
+    )
+    if unclaimed_only and gift_ids is None:
+        query = query.where(live.c.gift_id.is_(None))
+    return query
+
+
+# --- words -----------------------------------------------------------------------------------------------------------
+
+
+def _date(day: dt.date | None) -> str:
+    return day.strftime("%d/%m/%Y") if day else "an unknown date"
+
+
+def describe(code: str | None, row: Any, rules: Rules) -> str:
+    """The reason in words, after its code (`"no_declaration: ..."`), or why the gift can be claimed."""
+    on = row.received_on
+    if code is None:
+        amount = format_pence(int(row.claim_amount))
+        deadline = rules.claim_deadline(on)
+        partly = f" (what the donor kept after {format_pence(int(row.returned))} was returned)" if row.returned else ""
+        return (
+            f"claimable: a gift of {amount}{partly} received on {_date(on)}, covered by declaration "
+            f"{row.declaration_id}; Gift Aid {format_pence(int(row.claim_amount) * 25 // 100)}; "
+            f"claim it by {_date(deadline)}"
+        )
+    words = {
+        Code.ALREADY_CLAIMED: lambda: f"already in claim {row.claimed_in} ({row.claim_status})",
+        Code.NOT_RECEIVED: lambda: f"the money has not been received (the gift is {row.status})",
+        Code.NOT_A_DONATION: lambda: "a gift from a company, not an individual's own money",
+        Code.REFUNDED: lambda: (
+            "the gift was reversed (charged back or failed after payment)"
+            if row.status == GiftStatus.REVERSED.value
+            else f"all of it was refunded ({format_pence(int(row.returned))})"
+        ),
+        Code.NOT_STERLING: lambda: f"the gift is in {row.currency}; HMRC claims are in pounds",
+        Code.FUTURE_DATE: lambda: f"Gift Aid donation date cannot be in the future ({_date(on)})",
+        Code.BEFORE_RECOGNITION: lambda: (
+            f"received on {_date(on)}, before HMRC recognised the charity on {_date(rules.recognised_on)}"
+        ),
+        Code.OUT_OF_TIME: lambda: (
+            f"received on {_date(on)}; the four-year limit for its financial period ended on "
+            f"{_date(rules.claim_deadline(on))}"
+        ),
+        Code.NO_DECLARATION: lambda: f"no Gift Aid declaration covers a gift received on {_date(on)}",
+        Code.DECLARATION_CANCELLED: lambda: (
+            f"declaration {row.declaration_id} was cancelled within 30 days of its confirmation, so it is void"
+            if row.voided
+            else f"declaration {row.declaration_id} was cancelled from {_date(row.cancellation_effective_on)}"
+        ),
+        Code.ORAL_UNCONFIRMED: lambda: (
+            f"oral declaration {row.declaration_id} has had no written confirmation sent"
+            if row.confirmation_sent_on is None
+            else (
+                f"oral declaration {row.declaration_id} was confirmed on {_date(row.confirmation_sent_on)}; "
+                f"its 30-day cancellation window closes after "
+                f"{_date(row.confirmation_sent_on + dt.timedelta(days=ORAL_CANCELLATION_DAYS))}"
+            )
+        ),
+        Code.MISSING_HOUSE: lambda: "the declaration has no house name or number",
+        Code.INVALID_POSTCODE: lambda: (
+            f"{row.postcode!r} is not a UK postcode in HMRC's format (non-UK donors are marked non-UK)"
+            if row.postcode
+            else "the declaration has no UK postcode"
+        ),
+        Code.MISSING_NAME: lambda: "the declaration lacks the donor's first or last name",
+        Code.BENEFIT_TOO_LARGE: lambda: (
+            f"the donor's benefit ({format_pence(int(row.benefit_amount))}) is worth more than the "
+            f"{format_pence(relevant_value_limit(int(row.amount), on))} allowed for a gift of "
+            f"{format_pence(int(row.amount))}"
+        ),
+        Code.BENEFITS_OVER_ANNUAL_LIMIT: lambda: (
+            f"benefits to this donor in the tax year come to {format_pence(int(row.benefits_so_far or 0))}, "
+            f"over the {format_pence(AGGREGATE_BENEFIT_LIMIT)} limit"
+        ),
+    }
+    return f"{code}: {words[Code(code)]()}"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    gift_id: uuid.UUID
+    claimable: bool
+    code: str | None
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gift_id": str(self.gift_id), "claimable": self.claimable, "code": self.code, "reason": self.reason}
