@@ -1,0 +1,627 @@
+"""Hosted checkout: record who is giving or buying what, then send them to Stripe Checkout or GoCardless.
+
+The order of work (docs/checkout.md):
+1. One unit of work records the supporter, the Gift Aid declaration, the email consent, the basket (shop) and a
+   pending `Checkout`. Every check runs before the first write, so a refused form leaves nothing behind.
+2. Outside any transaction, the provider's hosted page is created with an idempotency key derived from the
+   checkout id, so the same checkout can never get two provider sessions.
+3. A second unit of work stores the provider's id and address on the checkout and marks it open (or failed).
+
+The webhook processing (another part) needs nothing from the provider to know who gave what: the checkout id is in
+`client_reference_id` and in the metadata of the session, payment intent, subscription and billing request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy.exc
+from sqlmodel import Session, col, select
+
+from core.clock import uk_today, utc_now
+from core.db import UnitOfWork
+from core.money import percent_of
+from core.settings import Settings
+from crm import service as crm
+from crm.models import ConsentChannel, ConsentStatus, DeclarationMethod, DeclarationScope
+from payments.errors import ProviderDisabled, ProviderRefused, ProviderUnavailable
+from payments.forms import BasketLine, DonationRequest, InvalidForm, ShopRequest
+from payments.models import (
+    Checkout,
+    CheckoutKind,
+    CheckoutStatus,
+    Frequency,
+    Method,
+    Order,
+    OrderLine,
+    PartnerCampaign,
+    Product,
+    Provider,
+    Sku,
+)
+from payments.providers.gocardless import GoCardlessGateway
+from payments.providers.stripe import StripeGateway
+
+log = logging.getLogger("giving.checkout")
+
+# A resubmitted form (same checkout_ref, same details) reuses its checkout while it is this young; Stripe keeps an
+# idempotency key for 24 hours and a Checkout Session lives 24 hours, so an hour is well inside both.
+REUSE_WINDOW = dt.timedelta(hours=1)
+EMAIL_CONSENT_WORDING_VERSION = "email-updates-2026-01"
+DONATION_LINE_NAME = "Donation"
+MONTHLY_LINE_NAME = "Monthly donation"
+
+UnitOfWorkFactory = Callable[[], AbstractContextManager[UnitOfWork]]
+
+
+@dataclass(frozen=True)
+class ProviderPage:
+    provider_id: str  # Checkout Session id (cs_...) or Billing Request id (BRQ...)
+    url: str  # where the donor goes: the Session's url or the Flow's authorisation_url
+
+
+@dataclass(frozen=True)
+class PlannedLine:
+    name: str
+    unit_amount: int
+    quantity: int
+    sku: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckoutPlan:
+    """What the provider call needs, read out of the unit of work that recorded the checkout."""
+
+    checkout_id: uuid.UUID
+    kind: CheckoutKind
+    supporter_id: uuid.UUID
+    amount: int
+    frequency: Frequency
+    method: Method
+    appeal: str | None
+    declaration_id: uuid.UUID | None
+    order_id: uuid.UUID | None
+    donor: dict[str, Any]
+    status: CheckoutStatus
+    redirect_url: str | None
+    lines: tuple[PlannedLine, ...] = field(default=())
+
+
+# --- which provider ------------------------------------------------------------------------------------------
+
+
+def provider_for(method: Method) -> Provider:
+    return Provider.GOCARDLESS if method == Method.DIRECT_DEBIT else Provider.STRIPE
+
+
+def provider_enabled(settings: Settings, method: Method) -> bool:
+    """A provider without its API secret and webhook secret is off: we could not take or learn of the money."""
+    if provider_for(method) == Provider.GOCARDLESS:
+        return settings.gocardless.enabled
+    return settings.stripe.enabled
+
+
+def ensure_enabled(settings: Settings, method: Method) -> None:
+    if not provider_enabled(settings, method):
+        name = "Direct Debit" if method == Method.DIRECT_DEBIT else "Card payments"
+        raise ProviderDisabled(f"{name} cannot be taken online at the moment")
+
+
+# --- the shop catalogue -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SkuView:
+    sku: str
+    size: str
+    price: int
+    stock: int
+
+    @property
+    def in_stock(self) -> bool:
+        return self.stock > 0
+
+
+@dataclass(frozen=True)
+class ProductView:
+    code: str
+    name: str
+    description: str
+    partner_name: str | None
+    skus: tuple[SkuView, ...]
+
+
+def catalogue(session: Session) -> list[ProductView]:
+    """Active products with every size, in a stable order (product code, then the size's position)."""
+    products = session.exec(select(Product).where(col(Product.active).is_(True)).order_by(col(Product.code))).all()
+    campaigns = {c.id: c for c in session.exec(select(PartnerCampaign)).all()}
+    views = []
+    for product in products:
+        skus = session.exec(
+            select(Sku).where(Sku.product_id == product.id).order_by(col(Sku.position), col(Sku.sku))
+        ).all()
+        campaign = campaigns.get(product.partner_campaign_id) if product.partner_campaign_id else None
+        views.append(
+            ProductView(
+                code=product.code,
+                name=product.name,
+                description=product.description,
+                partner_name=campaign.partner_name if campaign else None,
+                skus=tuple(SkuView(s.sku, s.size, s.price, s.stock) for s in skus),
+            )
+        )
+    return views
+
+
+# --- step 1: record ---------------------------------------------------------------------------------------------
+
+
+def _reusable(session: Session, reference: uuid.UUID | None, *, matches: Callable[[Checkout], bool]) -> Checkout | None:
+    if reference is None:
+        return None
+    existing = session.get(Checkout, reference)
+    if existing is None or existing.status not in {CheckoutStatus.PENDING, CheckoutStatus.OPEN, CheckoutStatus.FAILED}:
+        return None
+    if utc_now() - existing.created_at > REUSE_WINDOW or not matches(existing):
+        return None
+    return existing
+
+
+def _new_id(session: Session, reference: uuid.UUID | None) -> uuid.UUID:
+    """The form's reference becomes the checkout id, unless it is taken (then the resubmission differs)."""
+    if reference is not None and session.get(Checkout, reference) is None:
+        return reference
+    return uuid.uuid4()
+
+
+def _record_supporter_and_permissions(
+    uow: UnitOfWork,
+    request: DonationRequest | ShopRequest,
+    *,
+    settings: Settings,
+    source: str,
+    evidence: dict[str, Any],
+) -> tuple[uuid.UUID, uuid.UUID | None]:
+    supporter = crm.find_or_create_supporter(uow, request.donor, source=source)
+    declaration_id = None
+    if request.gift_aid:
+        declaration = crm.record_declaration(
+            uow,
+            supporter.id,
+            method=DeclarationMethod.ONLINE,
+            made_on=uk_today(),
+            scope=DeclarationScope.PAST_4_YEARS_AND_FUTURE,
+            donor=request.donor,
+            source=source,
+            wording_version=settings.giftaid.donation_wording_version,
+            evidence=evidence,
+        )
+        declaration_id = declaration.id
+    if request.email_updates:
+        crm.record_consent(
+            uow,
+            supporter.id,
+            channel=ConsentChannel.EMAIL,
+            status=ConsentStatus.GRANTED,
+            source=source,
+            wording_version=EMAIL_CONSENT_WORDING_VERSION,
+            evidence=evidence,
+        )
+    return supporter.id, declaration_id
+
+
+def record_donation(
+    uow: UnitOfWork, request: DonationRequest, *, settings: Settings, evidence: dict[str, Any]
+) -> CheckoutPlan:
+    """Supporter, declaration, consent and a pending donation checkout, or the same form's earlier checkout."""
+    session = uow.session
+    donor = request.donor.as_dict()
+
+    def same_form(existing: Checkout) -> bool:
+        return (
+            existing.kind == CheckoutKind.DONATION
+            and (existing.amount, existing.frequency, existing.method, existing.appeal)
+            == (request.amount, request.frequency, request.method, request.appeal)
+            and existing.donor == donor
+            and (existing.declaration_id is not None) == request.gift_aid
+        )
+
+    existing = _reusable(session, request.reference, matches=same_form)
+    if existing is not None:
+        return _plan(session, existing)
+    checkout_id = _new_id(session, request.reference)
+    supporter_id, declaration_id = _record_supporter_and_permissions(
+        uow,
+        request,
+        settings=settings,
+        source="donate_form",
+        evidence={**evidence, "checkout_id": str(checkout_id)},
+    )
+    checkout = Checkout(
+        id=checkout_id,
+        kind=CheckoutKind.DONATION,
+        supporter_id=supporter_id,
+        amount=request.amount,
+        currency="GBP",
+        frequency=request.frequency,
+        method=request.method,
+        appeal=request.appeal,
+        declaration_id=declaration_id,
+        donor=donor,
+        status=CheckoutStatus.PENDING,
+        provider=provider_for(request.method),
+    )
+    session.add(checkout)
+    session.flush()
+    return _plan(session, checkout)
+
+
+@dataclass(frozen=True)
+class PricedLine:
+    sku: Sku
+    product: Product
+    campaign: PartnerCampaign | None
+    quantity: int
+    vat_amount: int
+    partner_share_amount: int
+
+    @property
+    def gross(self) -> int:
+        return self.sku.price * self.quantity
+
+
+def price_basket(session: Session, lines: tuple[BasketLine, ...], *, vat_rate_bp: int) -> list[PricedLine]:
+    """Each line priced from the catalogue, or InvalidForm: 400 for an unknown shirt, 409 for too few in stock.
+
+    Prices include VAT (what the buyer pays); the VAT in a line is rate/(1 + rate) of its total, rounded half up.
+    """
+    unknown: dict[str, str] = {}
+    short: dict[str, str] = {}
+    priced = []
+    for line in lines:
+        sku = session.exec(select(Sku).where(Sku.sku == line.sku)).first()
+        product = session.get(Product, sku.product_id) if sku is not None else None
+        if sku is None or product is None or not product.active:
+            unknown[f"quantity:{line.sku}"] = f"We do not sell {line.sku!r}"
+            continue
+        if line.quantity > sku.stock:
+            short[f"quantity:{line.sku}"] = (
+                f"Sorry, size {sku.size} is sold out"
+                if sku.stock <= 0
+                else f"Sorry, only {sku.stock} left in size {sku.size}"
+            )
+            continue
+        campaign = session.get(PartnerCampaign, product.partner_campaign_id) if product.partner_campaign_id else None
+        gross = sku.price * line.quantity
+        vat = percent_of(gross, vat_rate_bp, 10_000 + vat_rate_bp)
+        priced.append(
+            PricedLine(sku, product, campaign, line.quantity, vat, partner_share(campaign, line.quantity, gross - vat))
+        )
+    if unknown:
+        raise InvalidForm({**unknown, **short})
+    if short:
+        raise InvalidForm(short, status_code=409)
+    return priced
+
+
+def partner_share(campaign: PartnerCampaign | None, quantity: int, net: int) -> int:
+    """What the partner campaign is owed for a line: pence per shirt, or basis points of the net (ex VAT)."""
+    if campaign is None:
+        return 0
+    if campaign.share_kind == "percent_of_net":
+        return percent_of(net, campaign.share_value, 10_000)
+    return campaign.share_value * quantity
+
+
+def record_order(
+    uow: UnitOfWork, request: ShopRequest, *, settings: Settings, evidence: dict[str, Any]
+) -> CheckoutPlan:
+    """The basket (order and lines), supporter, declaration, consent and a pending shop checkout."""
+    session = uow.session
+    priced = price_basket(session, request.lines, vat_rate_bp=settings.shop.vat_rate_bp)
+    goods_gross = sum(line.gross for line in priced)
+    vat = sum(line.vat_amount for line in priced)
+    total = goods_gross + request.donation
+    donor = request.donor.as_dict()
+    wanted = sorted((line.sku, line.quantity) for line in request.lines)
+
+    def same_form(existing: Checkout) -> bool:
+        if existing.kind != CheckoutKind.SHOP or existing.order_id is None:
+            return False
+        order = session.get(Order, existing.order_id)
+        lines = session.exec(select(OrderLine).where(OrderLine.order_id == existing.order_id)).all()
+        return (
+            order is not None
+            and order.donation_amount == request.donation
+            and existing.amount == total
+            and existing.appeal == request.appeal
+            and existing.donor == donor
+            and (existing.declaration_id is not None) == request.gift_aid
+            and sorted((line.sku, line.quantity) for line in lines) == wanted
+        )
+
+    existing = _reusable(session, request.reference, matches=same_form)
+    if existing is not None:
+        return _plan(session, existing)
+    checkout_id = _new_id(session, request.reference)
+    supporter_id, declaration_id = _record_supporter_and_permissions(
+        uow, request, settings=settings, source="shop", evidence={**evidence, "checkout_id": str(checkout_id)}
+    )
+    now = utc_now()
+    order = Order(
+        supporter_id=supporter_id,
+        currency="GBP",
+        goods_amount=goods_gross - vat,
+        vat_amount=vat,
+        donation_amount=request.donation,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(order)
+    session.flush()
+    for line in priced:
+        session.add(
+            OrderLine(
+                order_id=order.id,
+                sku=line.sku.sku,
+                product_name=line.product.name,
+                size=line.sku.size,
+                quantity=line.quantity,
+                unit_price=line.sku.price,
+                vat_amount=line.vat_amount,
+                partner_campaign_id=line.campaign.id if line.campaign else None,
+                partner_share_amount=line.partner_share_amount,
+            )
+        )
+    checkout = Checkout(
+        id=checkout_id,
+        kind=CheckoutKind.SHOP,
+        supporter_id=supporter_id,
+        amount=total,
+        currency="GBP",
+        frequency=Frequency.ONCE,
+        method=Method.CARD,
+        appeal=request.appeal,
+        declaration_id=declaration_id,
+        order_id=order.id,
+        donor=donor,
+        status=CheckoutStatus.PENDING,
+        provider=Provider.STRIPE,
+    )
+    session.add(checkout)
+    session.flush()
+    return _plan(session, checkout)
+
+
+def _plan(session: Session, checkout: Checkout) -> CheckoutPlan:
+    lines: list[PlannedLine] = []
+    if checkout.order_id is not None:
+        order = session.get(Order, checkout.order_id)
+        for line in session.exec(
+            select(OrderLine).where(OrderLine.order_id == checkout.order_id).order_by(col(OrderLine.sku))
+        ).all():
+            lines.append(
+                PlannedLine(f"{line.product_name} (size {line.size})", line.unit_price, line.quantity, line.sku)
+            )
+        if order is not None and order.donation_amount:
+            lines.append(PlannedLine(DONATION_LINE_NAME, order.donation_amount, 1))
+    return CheckoutPlan(
+        checkout_id=checkout.id,
+        kind=checkout.kind,
+        supporter_id=checkout.supporter_id,
+        amount=checkout.amount,
+        frequency=checkout.frequency,
+        method=checkout.method,
+        appeal=checkout.appeal,
+        declaration_id=checkout.declaration_id,
+        order_id=checkout.order_id,
+        donor=dict(checkout.donor),
+        status=checkout.status,
+        redirect_url=checkout.redirect_url,
+        lines=tuple(lines),
+    )
+
+
+# --- step 2: the provider's hosted page -------------------------------------------------------------------------
+
+
+def idempotency_key(checkout_id: uuid.UUID, what: str) -> str:
+    return f"checkout:{checkout_id}:{what}"
+
+
+def metadata(plan: CheckoutPlan) -> dict[str, str]:
+    """Our ids, as Stripe metadata (string values) on the session and on its payment intent or subscription."""
+    data = {"checkout_id": str(plan.checkout_id), "supporter_id": str(plan.supporter_id)}
+    if plan.declaration_id is not None:
+        data["declaration_id"] = str(plan.declaration_id)
+    if plan.order_id is not None:
+        data["order_id"] = str(plan.order_id)
+    if plan.appeal:
+        data["appeal"] = plan.appeal
+    return data
+
+
+def _return_urls(settings: Settings, plan: CheckoutPlan) -> tuple[str, str]:
+    base = settings.web.base_url.rstrip("/")
+    area = "shop" if plan.kind == CheckoutKind.SHOP else "donate"
+    return (
+        f"{base}/{area}/thank-you?checkout={plan.checkout_id}",
+        f"{base}/{area}/cancelled?checkout={plan.checkout_id}",
+    )
+
+
+def stripe_session_params(settings: Settings, plan: CheckoutPlan) -> dict[str, Any]:
+    success_url, cancel_url = _return_urls(settings, plan)
+    ids = metadata(plan)
+    params: dict[str, Any] = {
+        "client_reference_id": str(plan.checkout_id),
+        "metadata": ids,
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+    }
+    if plan.donor.get("email"):
+        params["customer_email"] = plan.donor["email"]
+    if plan.kind == CheckoutKind.SHOP:
+        params["mode"] = "payment"
+        params["line_items"] = [
+            _stripe_line(line.name, line.unit_amount, line.quantity, line.sku) for line in plan.lines
+        ]
+        params["payment_intent_data"] = {"metadata": ids}
+    elif plan.frequency == Frequency.MONTHLY:
+        params["mode"] = "subscription"
+        line = _stripe_line(MONTHLY_LINE_NAME, plan.amount, 1, None)
+        line["price_data"]["recurring"] = {"interval": "month"}
+        params["line_items"] = [line]
+        params["subscription_data"] = {"metadata": ids}
+    else:
+        params["mode"] = "payment"
+        params["submit_type"] = "donate"
+        params["line_items"] = [_stripe_line(DONATION_LINE_NAME, plan.amount, 1, None)]
+        params["payment_intent_data"] = {"metadata": ids}
+    return params
+
+
+def _stripe_line(name: str, unit_amount: int, quantity: int, sku: str | None) -> dict[str, Any]:
+    product: dict[str, Any] = {"name": name}
+    if sku:
+        product["metadata"] = {"sku": sku}
+    return {
+        "price_data": {"currency": "gbp", "unit_amount": unit_amount, "product_data": product},
+        "quantity": quantity,
+    }
+
+
+def gocardless_billing_request_params(plan: CheckoutPlan) -> dict[str, Any]:
+    """A Bacs mandate request, plus a monthly subscription request for a regular gift.
+
+    A one-off Direct Debit is a mandate and then one payment on it: GoCardless's `payment_request` is Instant Bank
+    Pay (open banking), not Direct Debit. The webhook processing creates that payment from this checkout's amount
+    once `billing_requests.fulfilled` arrives (docs/checkout.md).
+    """
+    # GoCardless allows at most 3 metadata keys per object; the checkout row holds everything else.
+    ids = {"checkout_id": str(plan.checkout_id), "supporter_id": str(plan.supporter_id)}
+    top = dict(ids)
+    if plan.declaration_id is not None:
+        top["declaration_id"] = str(plan.declaration_id)
+    params: dict[str, Any] = {
+        "mandate_request": {"currency": "GBP", "scheme": "bacs", "metadata": ids},
+        "metadata": top,
+    }
+    if plan.frequency == Frequency.MONTHLY:
+        params["subscription_request"] = {
+            "amount": plan.amount,
+            "currency": "GBP",
+            "interval_unit": "monthly",
+            "name": MONTHLY_LINE_NAME,
+            "metadata": ids,
+        }
+    return params
+
+
+def gocardless_flow_params(settings: Settings, plan: CheckoutPlan, billing_request_id: str) -> dict[str, Any]:
+    base = settings.web.base_url.rstrip("/")
+    donor = plan.donor
+    prefilled = {
+        "given_name": donor.get("first_name"),
+        "family_name": donor.get("last_name"),
+        "email": donor.get("email"),
+        "address_line1": donor.get("address_line1"),
+        "address_line2": donor.get("address_line2"),
+        "city": donor.get("town"),
+        "postal_code": donor.get("postcode"),
+        "country_code": donor.get("country"),
+    }
+    return {
+        "links": {"billing_request": billing_request_id},
+        "redirect_uri": f"{base}/donate/direct-debit/return?checkout={plan.checkout_id}",
+        "exit_uri": f"{base}/donate/direct-debit/exit?checkout={plan.checkout_id}",
+        "prefilled_customer": {key: value for key, value in prefilled.items() if value},
+    }
+
+
+def open_provider_page(settings: Settings, plan: CheckoutPlan) -> ProviderPage:
+    """Creates the hosted page. Raises ProviderDisabled, ProviderUnavailable or ProviderRefused."""
+    if provider_for(plan.method) == Provider.GOCARDLESS:
+        gocardless = GoCardlessGateway(settings.gocardless)
+        request = gocardless.create_billing_request(
+            gocardless_billing_request_params(plan),
+            idempotency_key=idempotency_key(plan.checkout_id, "billing_request"),
+        )
+        flow = gocardless.create_billing_request_flow(gocardless_flow_params(settings, plan, request["id"]))
+        return ProviderPage(request["id"], flow["authorisation_url"])
+    session = StripeGateway(settings.stripe).create_checkout_session(
+        stripe_session_params(settings, plan), idempotency_key=idempotency_key(plan.checkout_id, "session")
+    )
+    return ProviderPage(session["id"], session["url"])
+
+
+# --- step 3: remember the outcome -------------------------------------------------------------------------------
+
+
+def mark_open(uow: UnitOfWork, checkout_id: uuid.UUID, page: ProviderPage) -> None:
+    checkout = uow.session.get(Checkout, checkout_id)
+    if checkout is None:
+        return
+    if checkout.provider == Provider.GOCARDLESS:
+        checkout.gocardless_billing_request_id = page.provider_id
+    else:
+        checkout.stripe_checkout_session_id = page.provider_id
+    checkout.redirect_url = page.url
+    if checkout.status in {CheckoutStatus.PENDING, CheckoutStatus.FAILED}:
+        checkout.status = CheckoutStatus.OPEN
+    uow.session.add(checkout)
+
+
+def mark_failed(uow: UnitOfWork, checkout_id: uuid.UUID) -> None:
+    """Only a checkout still waiting for its page fails: a concurrent resubmission may have opened it meanwhile."""
+    checkout = uow.session.get(Checkout, checkout_id)
+    if checkout is not None and checkout.status == CheckoutStatus.PENDING:
+        checkout.status = CheckoutStatus.FAILED
+        uow.session.add(checkout)
+
+
+# --- the whole sequence -----------------------------------------------------------------------------------------
+
+
+def start_checkout(
+    unit_of_work: UnitOfWorkFactory, settings: Settings, record: Callable[[UnitOfWork], CheckoutPlan]
+) -> str:
+    """Record (step 1), open the provider's page (2), store it (3); returns the address to send the donor to.
+
+    Raises InvalidForm (nothing recorded), or ProviderUnavailable / ProviderRefused after marking the checkout
+    failed. `record` is `record_donation` or `record_order` with its request bound.
+    """
+    plan = _record(unit_of_work, record)
+    if plan.status == CheckoutStatus.OPEN and plan.redirect_url:
+        return plan.redirect_url
+    try:
+        page = open_provider_page(settings, plan)
+    except (ProviderUnavailable, ProviderRefused, ProviderDisabled) as exc:
+        log.warning("checkout %s: the provider page could not be created: %s", plan.checkout_id, exc)
+        with unit_of_work() as uow:
+            mark_failed(uow, plan.checkout_id)
+        raise
+    try:
+        with unit_of_work() as uow:
+            mark_open(uow, plan.checkout_id, page)
+    except sqlalchemy.exc.SQLAlchemyError:
+        # The donor can still pay: the webhook finds the checkout by client_reference_id / metadata.
+        log.exception("checkout %s: could not store provider page %s", plan.checkout_id, page.provider_id)
+    return page.url
+
+
+def _record(unit_of_work: UnitOfWorkFactory, record: Callable[[UnitOfWork], CheckoutPlan]) -> CheckoutPlan:
+    try:
+        with unit_of_work() as uow:
+            return record(uow)
+    except sqlalchemy.exc.IntegrityError:
+        # A concurrent twin (double click, or a new donor's email created at the same moment) committed first:
+        # once more, now seeing its rows.
+        with unit_of_work() as uow:
+            return record(uow)
