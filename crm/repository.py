@@ -87,6 +87,17 @@ def search_supporters(session: Session, terms: list[str], limit: int) -> list[Su
     return list(session.exec(query).all())
 
 
+def supporters_with_postcode(session: Session, postcode: str, limit: int) -> list[Supporter]:
+    return list(
+        session.exec(
+            select(Supporter)
+            .where(Supporter.postcode == postcode, col(Supporter.merged_into_id).is_(None))
+            .order_by(col(Supporter.last_name), col(Supporter.first_name), col(Supporter.id))
+            .limit(limit)
+        ).all()
+    )
+
+
 def history_page(
     session: Session, supporter_id: uuid.UUID, *, limit: int | None, before: tuple[dt.datetime, uuid.UUID] | None
 ) -> list[HistoryEntry]:

@@ -47,10 +47,18 @@ from crm.models import (
     Supporter,
     SupporterAddress,
 )
-from crm.validation import DonorDetails, clean_name, house_from_line1, is_non_uk, normalise_email
+from crm.validation import (
+    DonorDetails,
+    clean_name,
+    house_from_line1,
+    is_non_uk,
+    normalise_email,
+    normalise_postcode,
+)
 
 ORAL_CANCELLATION_WINDOW = dt.timedelta(days=30)
 INTEREST_KIND = re.compile(r"^[a-z][a-z_]{1,31}$")
+UK_POSTCODE_CHARS = re.compile(r"^[A-Za-z]{1,2}[0-9][0-9A-Za-z]?[0-9][A-Za-z]{2}$")
 
 
 def resolve_supporter(session: Session, supporter_id: uuid.UUID) -> Supporter:
@@ -355,6 +363,11 @@ def find_supporters(
     if len(words) == 1 and "@" in words[0]:
         try:
             return find_supporters(session, email=words[0])
+        except InvalidDonorDetails:
+            pass
+    if len(words) <= 2 and UK_POSTCODE_CHARS.match("".join(words)):
+        try:
+            return repository.supporters_with_postcode(session, normalise_postcode("".join(words)), limit)
         except InvalidDonorDetails:
             pass
     return repository.search_supporters(session, words[:5], limit)

@@ -52,4 +52,6 @@ def get_supporter(runtime: Runtime, supporter_id: uuid.UUID) -> Supporter:
     with runtime.read_session() as session:
         found = session.get(Supporter, supporter_id)
         assert found is not None
+        # Detached with its loaded values (the read session's rollback would expire them).
+        session.expunge(found)
         return found
