@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from core.runtime import Runtime
 from core.settings import Settings
@@ -42,7 +42,7 @@ def lines_of(runtime: Runtime, provider_payout_id: str) -> list[PayoutLine]:
     with runtime.read_session() as session:
         payout = session.exec(select(Payout).where(Payout.provider_payout_id == provider_payout_id)).one()
         lines = list(
-            session.exec(select(PayoutLine).where(PayoutLine.payout_id == payout.id).order_by(PayoutLine.position))
+            session.exec(select(PayoutLine).where(PayoutLine.payout_id == payout.id).order_by(col(PayoutLine.position)))
         )
         session.expunge_all()  # keep them readable after the read session rolls back
         return lines

@@ -81,7 +81,9 @@ def shop_with_an_order(runtime: Runtime) -> dict[str, Any]:
         stripe_charge_id="ch_shop_1",
     )
     with runtime.unit_of_work() as uow:
-        shop.take_stock(uow, uow.session.get(Order, order_id))
+        order = uow.session.get(Order, order_id)
+        assert order is not None
+        shop.take_stock(uow, order)
     return {"order": order_id, "campaign": lmhr, "donor": donor}
 
 
