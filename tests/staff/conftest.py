@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -191,3 +192,100 @@ def add_gift(runtime: Runtime, supporter_id: uuid.UUID, amount: int, received: d
             dedupe_key=f"gift:{gift.id}",
         )
         return gift.id
+
+
+# --- a live server and a real browser ------------------------------------------------------------------------
+
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    runtime: Runtime
+    database: str
+
+    def screenshot(self, page: Any, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}-{self.database}.png"), full_page=True)
+
+
+@pytest.fixture
+def live_server(runtime: Runtime, database_url: str) -> Iterator[LiveServer]:
+    """The real application under uvicorn on a free port, in a thread, over the test database."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from giving.app import create_app
+    from tests.fixtures.smtp import free_port
+
+    port = free_port()
+    app = create_app(runtime=runtime, start_inline_worker=False)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name="uvicorn-live", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the live server did not start")
+        time.sleep(0.05)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", runtime, "postgres" if "postgresql" in database_url else "sqlite")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Debian's chromium driven by playwright (sync API: these tests are plain functions, no event loop)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium: Any, live_server: LiveServer) -> Iterator[Any]:
+    """A fresh browser context (no cookies) at desktop size; CSP violations and page errors fail the test."""
+    context = chromium.new_context(
+        base_url=live_server.url, viewport={"width": 1280, "height": 900}, accept_downloads=True
+    )
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.set_default_timeout(15_000)
+    try:
+        yield page
+    finally:
+        context.close()
+    csp = [p for p in problems if "Content Security Policy" in p or "Refused to" in p]
+    assert not csp, csp
+
+
+def browser_log_in(page: Any, account: StaffAccount) -> None:
+    page.goto("/staff/login")
+    page.get_by_label("Email address").fill(account.email)
+    page.get_by_label("Password").fill(account.password)
+    if account.totp_secret:
+        page.get_by_label("Six-digit code").fill(account.code())
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/staff/")

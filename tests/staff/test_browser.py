@@ -1,0 +1,177 @@
+"""End to end in headless Chromium against a live uvicorn server: each role logs in (with its TOTP code where
+required), a fundraiser finds a supporter, opens the history, records a declaration and is refused the Gift Aid
+claim; finance builds and downloads a claim; admin sees users, tokens and the audit log; the pages work on a
+phone-sized screen and from the keyboard. Screenshots go to tests/artifacts/screenshots/ (gitignored)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from core.clock import uk_today
+from crm.models import Declaration
+from giftaid.models import Claim
+from tests.staff.conftest import LiveServer, StaffAccount, add_gift, add_supporter, browser_log_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_fundraiser_finds_a_supporter_records_a_declaration_and_is_refused_the_claim(
+    browser_page: Any, live_server: LiveServer, staff_accounts: dict[str, StaffAccount]
+) -> None:
+    page = browser_page
+    supporter_id = add_supporter(live_server.runtime, history=60)
+    add_supporter(live_server.runtime, "Bob", "Jones", "bob@example.org", "N1 9GU")
+    page.goto("/staff/login")
+    live_server.screenshot(page, "01-login")
+    browser_log_in(page, staff_accounts["fundraiser"])
+    live_server.screenshot(page, "02-start")
+
+    page.get_by_label("Find a supporter by name, email or postcode").fill("smith")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_url("**/staff/supporters?q=smith")
+    assert page.get_by_role("link", name=re.compile("Ann Smith")).count() == 1
+    assert page.get_by_text("Jones").count() == 0
+    live_server.screenshot(page, "03-search")
+
+    page.get_by_role("link", name=re.compile("Ann Smith")).click()
+    page.wait_for_url(f"**/staff/supporters/{supporter_id}")
+    assert page.get_by_role("heading", name="Gift Aid declarations").is_visible()
+    live_server.screenshot(page, "04-supporter")
+
+    page.get_by_role("link", name=re.compile("The full history")).click()
+    page.wait_for_url(f"**/staff/supporters/{supporter_id}/history")
+    assert page.locator(".timeline-item").count() == 50
+    page.get_by_label("Show").select_option("gift")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**type=gift")
+    assert page.locator(".timeline-item").count() == 30
+    assert page.locator(".timeline-item .amount").first.inner_text().startswith("£")
+    live_server.screenshot(page, "05-history")
+
+    page.goto(f"/staff/supporters/{supporter_id}")
+    page.get_by_text("Record an oral or paper declaration").click()
+    page.get_by_label(re.compile("Spoken")).check()
+    page.get_by_label("Date it was made").fill(uk_today().strftime("%d/%m/%Y"))
+    page.get_by_label("Which gifts it covers").select_option("past_4_years_and_future")
+    page.get_by_role("button", name="Record declaration").click()
+    page.wait_for_url(re.compile(r".*done=.*"))
+    assert "confirmation letter is on its way" in page.locator(".notice").inner_text()
+    assert page.get_by_text("waiting for its confirmation letter").is_visible()
+    live_server.screenshot(page, "06-declaration-recorded")
+    with live_server.runtime.read_session() as session:
+        declaration = session.exec(select(Declaration)).one()
+        assert (declaration.method, declaration.recorded_by) == ("oral", "fundraiser@example.org")
+
+    response = page.goto("/staff/finance/giftaid")
+    assert response is not None and response.status == 403
+    assert page.get_by_role("heading", name="Not allowed").is_visible()
+    live_server.screenshot(page, "07-fundraiser-refused-claim")
+    assert page.get_by_role("link", name="Gift Aid").count() == 0  # not offered in the menu either
+
+
+def test_finance_builds_and_downloads_a_claim(
+    browser_page: Any, live_server: LiveServer, staff_accounts: dict[str, StaffAccount], tmp_path: Any
+) -> None:
+    page = browser_page
+    declared = add_supporter(live_server.runtime, declaration=True)
+    add_gift(live_server.runtime, declared, 123450, uk_today() - dt.timedelta(days=15))
+    undeclared = add_supporter(live_server.runtime, "Bob", "Jones", "bob@example.org", "N1 9GU")
+    add_gift(live_server.runtime, undeclared, 2500, uk_today() - dt.timedelta(days=15))
+
+    page.goto("/staff/login")
+    page.get_by_label("Email address").fill(staff_accounts["finance"].email)
+    page.get_by_label("Password").fill(staff_accounts["finance"].password)
+    page.get_by_role("button", name="Log in").click()  # no code: refused
+    assert page.get_by_text("The email, password or code is wrong.").first.is_visible()
+    browser_log_in(page, staff_accounts["finance"])
+
+    page.get_by_role("link", name="Gift Aid").first.click()
+    page.wait_for_url("**/staff/finance/giftaid")
+    assert page.get_by_text("£308.63").is_visible()
+    assert page.get_by_text("no declaration").first.is_visible()
+    live_server.screenshot(page, "08-giftaid-dashboard")
+
+    page.get_by_role("button", name="Build claim").click()
+    page.wait_for_url(re.compile(r".*/staff/finance/giftaid/claims/[0-9a-f-]+\?done=.*"))
+    assert "Claim built: 1 line" in page.locator(".notice").inner_text()
+    live_server.screenshot(page, "09-claim")
+
+    with page.expect_download() as ods_download:
+        page.get_by_role("link", name=re.compile(r"Gift Aid schedule \(\.ods\)")).click()
+    ods_path = tmp_path / ods_download.value.suggested_filename
+    ods_download.value.save_as(ods_path)
+    assert ods_path.suffix == ".ods" and ods_path.read_bytes()[:2] == b"PK"
+    with page.expect_download() as xml_download:
+        page.get_by_role("link", name=re.compile(r"Charities Online message \(\.xml\)")).click()
+    xml_path = tmp_path / xml_download.value.suggested_filename
+    xml_download.value.save_as(xml_path)
+    assert b"1234.50" in xml_path.read_bytes()
+
+    page.locator("summary", has_text="Mark as submitted to HMRC").click()
+    page.get_by_role("button", name="Mark as submitted to HMRC").click()
+    page.wait_for_url(re.compile(r".*done=.*"))
+    assert page.locator(".facts .status").first.inner_text() == "submitted"
+    with live_server.runtime.read_session() as session:
+        assert session.exec(select(Claim)).one().status == "submitted"
+
+    page.get_by_role("link", name="Payouts").first.click()
+    page.wait_for_url("**/staff/finance/payouts")
+    live_server.screenshot(page, "10-payouts")
+
+
+def test_admin_logs_in_with_totp_and_manages_tokens(
+    browser_page: Any, live_server: LiveServer, staff_accounts: dict[str, StaffAccount]
+) -> None:
+    page = browser_page
+    browser_log_in(page, staff_accounts["admin"])
+    page.get_by_role("link", name="Users").first.click()
+    assert page.get_by_role("cell", name="finance@example.org", exact=True).is_visible()
+    live_server.screenshot(page, "11-admin-users")
+
+    page.get_by_role("link", name="API tokens").first.click()
+    page.get_by_label("What it is for").fill("accounts export")
+    page.get_by_role("button", name="Create token").click()
+    token = page.locator("#new-token").inner_text()
+    assert token.startswith("gvg_")
+    page.goto("/staff/admin/tokens")
+    assert page.locator("#new-token").count() == 0  # shown once, never again
+    assert page.get_by_text(token).count() == 0
+    page.get_by_role("button", name=re.compile("Revoke")).click()
+    assert "Revoked" in page.locator(".notice").inner_text()
+
+    page.get_by_role("link", name="Audit log").first.click()
+    assert page.get_by_text("create api token").first.is_visible()
+    live_server.screenshot(page, "12-audit-log")
+
+
+def test_phone_sized_screen_and_keyboard(
+    chromium: Any, live_server: LiveServer, staff_accounts: dict[str, StaffAccount]
+) -> None:
+    supporter_id = add_supporter(live_server.runtime, history=5, declaration=True)
+    context = chromium.new_context(base_url=live_server.url, viewport={"width": 375, "height": 740}, is_mobile=True)
+    page = context.new_page()
+    try:
+        page.goto("/staff/login")
+        fundraiser = staff_accounts["fundraiser"]
+        # Keyboard only: the skip link comes first, then the form in order.
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+        page.get_by_label("Email address").focus()
+        page.keyboard.type(fundraiser.email)
+        page.keyboard.press("Tab")
+        page.keyboard.type(fundraiser.password)
+        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline == "solid"  # focus is visible
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/staff/")
+        page.goto(f"/staff/supporters/{supporter_id}")
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the page is {overflow}px wider than a phone"
+        live_server.screenshot(page, "13-supporter-phone")
+    finally:
+        context.close()
