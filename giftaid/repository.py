@@ -51,7 +51,7 @@ def drop_candidates(session: Session) -> None:
     session.execute(sa.text(f"DROP TABLE IF EXISTS {CANDIDATES}"))
 
 
-def insert_claim_gifts(session: Session, claim_id: uuid.UUID, candidates: Any, aggregate_limit: int) -> int:
+def insert_claim_gifts(session: Session, claim_id: uuid.UUID, candidates: Any, aggregate_limit: int) -> None:
     """Claim every claimable candidate in one statement, numbering the lines: a line per gift first (by date), then
     small gifts aggregated (each ≤ the limit, one gift per donor per line and period, ≤ £1,000 a line)."""
     cand = candidates
@@ -94,7 +94,7 @@ def insert_claim_gifts(session: Session, claim_id: uuid.UUID, candidates: Any, a
                     )
                     - 1
                 )
-                / per_line,
+                // per_line,
             ),
             else_=sa.null(),
         ).label("chunk"),
@@ -150,8 +150,7 @@ def insert_claim_gifts(session: Session, claim_id: uuid.UUID, candidates: Any, a
         sa.func.coalesce(numbered.c.postcode, ""),
         numbered.c.overseas,
     )
-    result = session.execute(sa.insert(CG).from_select(columns, source))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    session.execute(sa.insert(CG).from_select(columns, source))
 
 
 def held_back_rows(session: Session, candidates: Any) -> list[Any]:

@@ -345,7 +345,7 @@ def build_claim(
         session, eligibility_select(rules, repository.dialect_of(session), through=through)
     )
     try:
-        count = repository.insert_claim_gifts(session, claim.id, candidates, rules.aggregate_limit)
+        repository.insert_claim_gifts(session, claim.id, candidates, rules.aggregate_limit)
         held_rows = repository.held_back_rows(session, candidates)
     except sa.exc.IntegrityError as exc:
         raise ClaimConflict("another claim took some of these gifts at the same moment; try again") from exc
@@ -353,7 +353,8 @@ def build_claim(
         if repository.dialect_of(session) != "postgresql":
             repository.drop_candidates(session)
     held_back = [HeldBackGift(row.gift_id, describe(row.code, row, rules)) for row in held_rows]
-    if count == 0:
+    summary = repository.claim_summary(session, claim.id)
+    if summary.gifts == 0:
         session.delete(claim)
         session.flush()
         return ClaimResult(claim_id=None, held_back=held_back)
@@ -364,7 +365,6 @@ def build_claim(
             for h in held_back
         ],
     )
-    summary = repository.claim_summary(session, claim.id)
     claim.lines, claim.gifts, claim.total = int(summary.lines), int(summary.gifts), int(summary.total)
     claim.earliest_on, claim.latest_on = summary.earliest, summary.latest
     claim.gift_aid = gift_aid_on(claim.total)
