@@ -174,9 +174,8 @@ def test_a_claim_moves_through_its_states_with_who_and_when(runtime: Runtime) ->
     gift = make_gift(runtime, donor(runtime))
     claim_id = build(runtime).claim_id
     assert claim_id is not None
-    with runtime.unit_of_work() as uow:
-        with pytest.raises(InvalidTransition):
-            service.change_status(uow, claim_id, ClaimStatus.PAID, actor="finance@example.org")
+    with runtime.unit_of_work() as uow, pytest.raises(InvalidTransition):
+        service.change_status(uow, claim_id, ClaimStatus.PAID, actor="finance@example.org")
     for status, actor in [(ClaimStatus.SUBMITTED, "a@example.org"), (ClaimStatus.ACCEPTED, "b@example.org")]:
         with runtime.unit_of_work() as uow:
             service.change_status(uow, claim_id, status, actor=actor)
