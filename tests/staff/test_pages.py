@@ -187,3 +187,71 @@ def test_logout_ends_the_session(client: TestClient, logged_in) -> None:
     assert client.post("/staff/logout", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
     client.cookies.update(kept)  # even a kept cookie no longer works
     assert client.get("/staff/", follow_redirects=False).status_code == 303
+
+
+def test_login_attempts_are_rate_limited(client: TestClient, staff_accounts: dict[str, StaffAccount]) -> None:
+    page = client.get("/staff/login")
+    token = csrf_of(page.text)
+    statuses = [
+        client.post(
+            "/staff/login", data={"csrf_token": token, "email": "fundraiser@example.org", "password": "wrong guess"}
+        ).status_code
+        for _ in range(11)
+    ]
+    assert statuses[:10] == [400] * 10 and statuses[10] == 429
+    fundraiser = staff_accounts["fundraiser"]
+    still_refused = client.post(
+        "/staff/login", data={"csrf_token": token, "email": fundraiser.email, "password": fundraiser.password}
+    )
+    assert still_refused.status_code == 429  # even the right password waits for the window
+
+
+def test_staff_pages_carry_the_security_headers(client: TestClient, logged_in) -> None:
+    logged_in("fundraiser")
+    page = client.get("/staff/supporters")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["cache-control"] == "no-store"
+    assert "<script" not in page.text
+
+
+def test_password_reset_by_link(client: TestClient, runtime: Runtime, staff_accounts: dict[str, StaffAccount]) -> None:
+    from core import auth, signing
+    from core.models import PasswordReset
+
+    form = client.get("/staff/forgot-password")
+    for email in ("fundraiser@example.org", "nobody@example.org"):
+        answer = client.post("/staff/forgot-password", data={"csrf_token": csrf_of(form.text), "email": email})
+        assert answer.status_code == 200 and "If that address belongs to a staff account" in answer.text
+    with runtime.read_session() as session:
+        reset_key = session.exec(select(PasswordReset)).one().token_hash  # only the staff address got one
+        secret = signing.signing_secret(session, "")
+    link = auth.password_reset_link("http://testserver", secret, reset_key)
+    path = link.removeprefix("http://testserver")
+    page = client.get(path)
+    assert page.status_code == 200
+    token = path.split("token=", 1)[1]
+    short = client.post(
+        "/staff/reset-password",
+        data={"csrf_token": csrf_of(page.text), "token": token, "password": "short", "password_again": "short"},
+    )
+    assert short.status_code == 400
+    new = "a brand new passphrase"
+    done = client.post(
+        "/staff/reset-password",
+        data={"csrf_token": csrf_of(page.text), "token": token, "password": new, "password_again": new},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    again = client.post(
+        "/staff/reset-password",
+        data={"csrf_token": csrf_of(page.text), "token": token, "password": new + "x", "password_again": new + "x"},
+    )
+    assert again.status_code == 400  # the link works once
+    login = client.get("/staff/login")
+    answer = client.post(
+        "/staff/login",
+        data={"csrf_token": csrf_of(login.text), "email": "fundraiser@example.org", "password": new},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303
