@@ -1,1 +1,243 @@
-"""Queries for payments tables. Private to the package: other packages call payments.service."""
+"""Queries for payments tables. Private to the package: other packages call payments.service.
+
+Idempotency rests on the unique provider-id columns: `insert_once` is `INSERT ... ON CONFLICT DO NOTHING`, then
+`first_locked` reads the row with `SELECT ... FOR UPDATE` on PostgreSQL (SQLite's `BEGIN IMMEDIATE` already
+serialises writers), so concurrent copies of one business event queue on the row instead of both acting.
+Lock order, everywhere: checkout, order, regular gift, gift, refund/dispute.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, SQLModel, col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from payments.models import (
+    Checkout,
+    Dispute,
+    DisputeStatus,
+    Gift,
+    GiftStatus,
+    Order,
+    OrderStatus,
+    Refund,
+    RefundStatus,
+    RegularGift,
+    RegularGiftStatus,
+)
+
+T = TypeVar("T", bound=SQLModel)
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def first_locked(session: Session, query: SelectOfScalar[T]) -> T | None:
+    query = query.execution_options(populate_existing=True)
+    if is_postgres(session):
+        query = query.with_for_update()
+    return session.exec(query).first()
+
+
+def all_locked(session: Session, query: SelectOfScalar[T]) -> list[T]:
+    query = query.execution_options(populate_existing=True)
+    if is_postgres(session):
+        query = query.with_for_update()
+    return list(session.exec(query).all())
+
+
+def row_values(obj: SQLModel) -> dict[str, Any]:
+    table: sa.Table = obj.__table__  # type: ignore[attr-defined]
+    return {column.name: getattr(obj, column.name) for column in table.columns}
+
+
+def insert_once(session: Session, obj: SQLModel) -> bool:
+    """Insert unless a row with one of its unique keys exists; True when this call inserted it."""
+    table: sa.Table = obj.__table__  # type: ignore[attr-defined]
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    statement = insert(table).values(**row_values(obj)).on_conflict_do_nothing().returning(table.c.id)
+    return session.execute(statement).first() is not None
+
+
+def by_key(model: type[T], column: str, key: Any) -> SelectOfScalar[T]:
+    return select(model).where(getattr(model, column) == key)
+
+
+# --- checkouts and orders
+
+
+def checkout_locked(session: Session, checkout_id: uuid.UUID | None, **provider_ids: str | None) -> Checkout | None:
+    if checkout_id is not None:
+        found = first_locked(session, select(Checkout).where(Checkout.id == checkout_id))
+        if found is not None:
+            return found
+    for column, value in provider_ids.items():
+        if value:
+            found = first_locked(session, by_key(Checkout, column, value))
+            if found is not None:
+                return found
+    return None
+
+
+def order_locked(session: Session, order_id: uuid.UUID) -> Order | None:
+    return first_locked(session, select(Order).where(Order.id == order_id))
+
+
+def order_for_stripe_payment(session: Session, payment_intent_id: str | None, charge_id: str | None) -> Order | None:
+    for column, value in (("stripe_payment_intent_id", payment_intent_id), ("stripe_charge_id", charge_id)):
+        if value:
+            found = first_locked(session, by_key(Order, column, value))
+            if found is not None:
+                return found
+    return None
+
+
+def gift_for_stripe_payment(session: Session, payment_intent_id: str | None, charge_id: str | None) -> Gift | None:
+    for column, value in (("stripe_payment_intent_id", payment_intent_id), ("stripe_charge_id", charge_id)):
+        if value:
+            found = first_locked(session, by_key(Gift, column, value))
+            if found is not None:
+                return found
+    return None
+
+
+def gift_for_order(session: Session, order_id: uuid.UUID) -> Gift | None:
+    return first_locked(session, select(Gift).where(Gift.order_id == order_id))
+
+
+# --- regular gifts
+
+
+def regular_gifts_for_mandate(session: Session, mandate_id: str) -> list[RegularGift]:
+    return all_locked(
+        session,
+        select(RegularGift)
+        .where(RegularGift.gocardless_mandate_id == mandate_id)
+        .order_by(col(RegularGift.created_at)),
+    )
+
+
+def instalments(session: Session, regular_gift_id: uuid.UUID) -> list[Gift]:
+    return list(session.exec(select(Gift).where(Gift.regular_gift_id == regular_gift_id)).all())
+
+
+def running_regular_gifts(session: Session) -> list[RegularGift]:
+    return list(
+        session.exec(
+            select(RegularGift)
+            .where(col(RegularGift.status).in_([RegularGiftStatus.ACTIVE, RegularGiftStatus.IN_ARREARS]))
+            .order_by(col(RegularGift.next_due_on), col(RegularGift.id))
+        ).all()
+    )
+
+
+def latest_paid_on(session: Session, regular_gift_id: uuid.UUID) -> dt.date | None:
+    value = session.exec(
+        select(sa.func.max(Gift.due_on)).where(Gift.regular_gift_id == regular_gift_id, Gift.status == GiftStatus.PAID)
+    ).one()
+    return value  # type: ignore[no-any-return]
+
+
+# --- refunds and disputes
+
+
+def refunds_of(session: Session, gift: Gift | None, order: Order | None) -> list[Refund]:
+    conditions = []
+    if gift is not None:
+        conditions.append(col(Refund.gift_id) == gift.id)
+    if order is not None:
+        conditions.append(col(Refund.order_id) == order.id)
+    if not conditions:
+        return []
+    return all_locked(
+        session,
+        select(Refund)
+        .where(sa.or_(*conditions))
+        .order_by(col(Refund.refunded_at), col(Refund.created_at), col(Refund.id)),
+    )
+
+
+def lost_disputes_of(session: Session, gift: Gift | None, order: Order | None) -> list[Dispute]:
+    conditions = []
+    if gift is not None:
+        conditions.append(col(Dispute.gift_id) == gift.id)
+    if order is not None:
+        conditions.append(col(Dispute.order_id) == order.id)
+    if not conditions:
+        return []
+    return list(
+        session.exec(
+            select(Dispute)
+            .where(sa.or_(*conditions), Dispute.status == DisputeStatus.LOST, Dispute.kind == "dispute")
+            .order_by(col(Dispute.opened_at), col(Dispute.id))
+        ).all()
+    )
+
+
+# --- totals and merges
+
+
+def gift_totals(session: Session, supporter_ids: Sequence[uuid.UUID]) -> list[tuple[str, int]]:
+    rows = session.exec(
+        select(Gift.currency, sa.func.coalesce(sa.func.sum(Gift.amount - Gift.returned_amount), 0))
+        .where(col(Gift.supporter_id).in_(supporter_ids), Gift.status == GiftStatus.PAID)
+        .group_by(col(Gift.currency))
+    ).all()
+    return [(currency, int(total)) for currency, total in rows]
+
+
+PURCHASED = [OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED]
+
+
+def order_totals(session: Session, supporter_ids: Sequence[uuid.UUID]) -> list[tuple[str, int]]:
+    rows = session.exec(
+        select(
+            Order.currency,
+            sa.func.coalesce(sa.func.sum(Order.goods_amount + Order.vat_amount - Order.refunded_amount), 0),
+        )
+        .where(col(Order.supporter_id).in_(supporter_ids), col(Order.status).in_(PURCHASED))
+        .group_by(col(Order.currency))
+    ).all()
+    return [(currency, int(total)) for currency, total in rows]
+
+
+def running_regular_count(session: Session, supporter_ids: Sequence[uuid.UUID]) -> int:
+    return int(
+        session.exec(
+            select(sa.func.count())
+            .select_from(RegularGift)
+            .where(
+                col(RegularGift.supporter_id).in_(supporter_ids),
+                col(RegularGift.status).in_([RegularGiftStatus.ACTIVE, RegularGiftStatus.IN_ARREARS]),
+            )
+        ).one()
+    )
+
+
+SUPPORTER_OWNED: tuple[type[SQLModel], ...] = (Checkout, Order, RegularGift, Gift, Refund, Dispute)
+
+
+def move_supporter(session: Session, from_id: uuid.UUID, to_id: uuid.UUID) -> dict[str, int]:
+    moved: dict[str, int] = {}
+    for model in SUPPORTER_OWNED:
+        table: sa.Table = model.__table__  # type: ignore[attr-defined]
+        result = session.execute(sa.update(table).where(table.c.supporter_id == from_id).values(supporter_id=to_id))
+        moved[table.name] = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return moved
+
+
+def exists(session: Session, model: type[SQLModel], column: str, key: str) -> bool:
+    table: sa.Table = model.__table__  # type: ignore[attr-defined]
+    return session.execute(sa.select(table.c.id).where(table.c[column] == key).limit(1)).first() is not None
+
+
+def succeeded(refund: Refund) -> bool:
+    return refund.status == RefundStatus.SUCCEEDED

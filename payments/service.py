@@ -1,11 +1,51 @@
-"""Payments use cases: checkouts, gifts, regular gifts, refunds, disputes, the shop. Never commits."""
+"""Payments use cases: the catalogue, and everything provider events do to gifts, regular gifts, orders, refunds and
+disputes; supporter totals and merges. Never commits: the caller's unit of work does."""
 
 from __future__ import annotations
 
-from sqlmodel import select
+import calendar
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
+from sqlmodel import Session, SQLModel, select
+
+from core.clock import from_unix, uk_date, uk_today, utc_now
 from core.db import UnitOfWork
-from payments.models import PartnerCampaign, Product, Sku
+from core.money import Currency, Money, format_pence
+from crm.service import raise_review_item, record_history
+from payments import payouts, repository, shop
+from payments.errors import PaymentsError
+from payments.models import (
+    Checkout,
+    CheckoutKind,
+    CheckoutStatus,
+    Dispute,
+    DisputeStatus,
+    Frequency,
+    Gift,
+    GiftStatus,
+    Method,
+    Order,
+    OrderStatus,
+    PartnerCampaign,
+    Product,
+    Provider,
+    Refund,
+    RefundStatus,
+    RegularGift,
+    RegularGiftStatus,
+    Sku,
+)
+from payments.schemas import Effect, MissingInstalment
+
+if TYPE_CHECKING:
+    from payments.providers.gocardless import GoCardlessGateway
+    from payments.providers.stripe import StripeGateway
+
+log = logging.getLogger("giving.payments")
 
 DEFAULT_CATALOGUE = [
     # (product code, name, partner campaign code or None, price in pence, sizes with stock)
@@ -39,3 +79,1517 @@ def ensure_default_catalogue(uow: UnitOfWork) -> None:
                 Sku(sku=f"{code}-{size}", product_id=product.id, size=size, price=price, stock=stock, position=position)
             )
     session.flush()
+
+
+# =====================================================================================================================
+# Processing provider events. Each function takes the provider's object (a dict, re-fetched through the SDK where
+# the order of events matters) and returns an Effect. Every effect is keyed on a unique provider id, so any number
+# of deliveries, in any order, leave one result. Money and statuses only move forward.
+# =====================================================================================================================
+
+RECEIPT_FOR_GIFT = "receipts.issue_for_gift"
+RECEIPT_FOR_ORDER = "receipts.issue_for_order"
+RECEIPT_CORRECTION = "receipts.issue_correction"
+
+_TERMINAL_REGULAR = {RegularGiftStatus.CANCELLED, RegularGiftStatus.FINISHED}
+
+
+def _id(value: Any) -> str | None:
+    """An expandable Stripe field: the id string, or the id of the expanded object."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict):
+        inner = value.get("id")
+        return inner if isinstance(inner, str) and inner else None
+    return None
+
+
+def object_id(value: Any) -> str | None:
+    """The id in an expandable Stripe field (a string, or an expanded object)."""
+    return _id(value)
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def _when(unix: Any) -> dt.datetime | None:
+    return from_unix(unix) if isinstance(unix, int | float) and unix > 0 else None
+
+
+def _charge_day(value: Any) -> dt.date | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def _noon(day: dt.date) -> dt.datetime:
+    """A UK calendar date as a moment: noon UTC is the same UK date in winter and summer."""
+    return dt.datetime.combine(day, dt.time(12, 0), dt.UTC)
+
+
+def _add_month(day: dt.date) -> dt.date:
+    year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+    return day.replace(year=year, month=month, day=min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def _touch(obj: Any) -> None:
+    obj.updated_at = utc_now()
+
+
+def _set(obj: Any, **values: Any) -> bool:
+    """Assign only what differs (an event that changes nothing changes no field, `updated_at` included)."""
+    changed = False
+    for name, value in values.items():
+        if getattr(obj, name) != value:
+            setattr(obj, name, value)
+            changed = True
+    if changed and hasattr(obj, "updated_at"):
+        _touch(obj)
+    return changed
+
+
+def _provider_ids(gift: Gift) -> list[str]:
+    ids = [
+        gift.stripe_checkout_session_id,
+        gift.stripe_payment_intent_id,
+        gift.stripe_charge_id,
+        gift.stripe_invoice_id,
+        gift.stripe_subscription_id,
+        gift.gocardless_payment_id,
+        gift.gocardless_mandate_id,
+        gift.gocardless_subscription_id,
+    ]
+    return [value for value in ids if value]
+
+
+def _gift_or_insert(uow: UnitOfWork, column: str, key: str, build: Callable[[], Gift]) -> tuple[Gift, bool]:
+    session = uow.session
+    gift = repository.first_locked(session, repository.by_key(Gift, column, key))
+    if gift is not None:
+        return gift, False
+    created = repository.insert_once(session, build())
+    gift = repository.first_locked(session, repository.by_key(Gift, column, key))
+    if gift is None:  # pragma: no cover - a unique key on another column collided
+        raise RuntimeError(f"gift {column}={key} could not be recorded")
+    return gift, created
+
+
+def _regular_or_insert(
+    uow: UnitOfWork, column: str, key: str, build: Callable[[], RegularGift]
+) -> tuple[RegularGift, bool]:
+    session = uow.session
+    regular = repository.first_locked(session, repository.by_key(RegularGift, column, key))
+    if regular is not None:
+        return regular, False
+    created = repository.insert_once(session, build())
+    regular = repository.first_locked(session, repository.by_key(RegularGift, column, key))
+    if regular is None:  # pragma: no cover
+        raise RuntimeError(f"regular gift {column}={key} could not be recorded")
+    return regular, created
+
+
+def _gift_history(uow: UnitOfWork, gift: Gift) -> None:
+    what = "Regular gift" if gift.regular_gift_id else "Gift"
+    if gift.order_id:
+        what = "Donation with a shop order"
+    appeal = f" to {gift.appeal}" if gift.appeal else ""
+    data: dict[str, Any] = {"gift_id": str(gift.id), "provider_ids": _provider_ids(gift), "provider": gift.provider}
+    if gift.order_id:
+        data["order_id"] = str(gift.order_id)
+    if gift.regular_gift_id:
+        data["regular_gift_id"] = str(gift.regular_gift_id)
+    if gift.appeal:
+        data["appeal"] = gift.appeal
+    record_history(
+        uow,
+        gift.supporter_id,
+        type="gift",
+        summary=f"{what} of {format_pence(gift.amount, gift.currency)}{appeal} ({gift.method.replace('_', ' ')})",
+        at=gift.received_at,
+        amount=gift.amount,
+        currency=gift.currency,
+        data=data,
+        dedupe_key=f"gift:{gift.id}",
+    )
+
+
+def _mark_gift_paid(uow: UnitOfWork, gift: Gift, received_at: dt.datetime) -> bool:
+    """pending / failed / cancelled → paid, once. A reversed gift comes back only through `_restore_gift`."""
+    if gift.status in (GiftStatus.PAID, GiftStatus.REVERSED):
+        return False
+    first_time = gift.received_at is None
+    gift.status = GiftStatus.PAID
+    if first_time:
+        gift.received_at = received_at
+        gift.received_on = uk_date(received_at)
+    gift.failure_reason = ""
+    _touch(gift)
+    uow.session.add(gift)
+    uow.session.flush()
+    _gift_history(uow, gift)
+    if first_time:
+        uow.enqueue(RECEIPT_FOR_GIFT, gift_id=str(gift.id))
+    payouts.on_money_recorded(uow, _provider_ids(gift))
+    return True
+
+
+def _fail_gift(uow: UnitOfWork, gift: Gift, reason: str) -> bool:
+    if gift.status not in (GiftStatus.PENDING, GiftStatus.CANCELLED):
+        return False
+    _set(gift, status=GiftStatus.FAILED, failure_reason=reason[:500])
+    uow.session.add(gift)
+    return True
+
+
+def _payment_failed_history(
+    uow: UnitOfWork, gift: Gift, reason: str, at: dt.datetime | None, dedupe: str, **extra: Any
+) -> None:
+    record_history(
+        uow,
+        gift.supporter_id,
+        type="payment_failed",
+        summary=f"Payment of {format_pence(gift.amount, gift.currency)} failed: {reason}",
+        at=at,
+        amount=gift.amount,
+        currency=gift.currency,
+        data={"gift_id": str(gift.id), "reason": reason, "provider_ids": _provider_ids(gift), **extra},
+        dedupe_key=f"payment_failed:{dedupe}",
+    )
+
+
+def _set_regular_status(
+    uow: UnitOfWork, regular: RegularGift, status: RegularGiftStatus, *, at: dt.datetime | None, reason: str = ""
+) -> bool:
+    """Cancelled and finished are final; arrears come and go with the instalments (`_refresh_arrears`)."""
+    if regular.status in _TERMINAL_REGULAR or regular.status == status:
+        return False
+    if status == RegularGiftStatus.ACTIVE and regular.status == RegularGiftStatus.IN_ARREARS:
+        return False
+    regular.status = status
+    regular.status_changed_at = at or utc_now()
+    if status in _TERMINAL_REGULAR:
+        regular.ended_at = at or utc_now()
+        if reason:
+            regular.failure_reason = reason[:500]
+    _touch(regular)
+    uow.session.add(regular)
+    uow.session.flush()
+    if status == RegularGiftStatus.ACTIVE:
+        _regular_started_history(uow, regular)
+    if status in _TERMINAL_REGULAR:
+        verb = "cancelled" if status == RegularGiftStatus.CANCELLED else "finished"
+        record_history(
+            uow,
+            regular.supporter_id,
+            type="regular_gift_cancelled" if status == RegularGiftStatus.CANCELLED else "regular_gift_finished",
+            summary=f"Monthly gift of {format_pence(regular.amount, regular.currency)} {verb}"
+            + (f": {reason}" if reason else ""),
+            at=regular.ended_at,
+            amount=regular.amount,
+            currency=regular.currency,
+            data={"regular_gift_id": str(regular.id), "reason": reason, "provider_ids": _regular_ids(regular)},
+            dedupe_key=f"regular_gift_{verb}:{regular.id}",
+        )
+    return True
+
+
+def _regular_ids(regular: RegularGift) -> list[str]:
+    ids = [
+        regular.stripe_subscription_id,
+        regular.stripe_customer_id,
+        regular.gocardless_subscription_id,
+        regular.gocardless_mandate_id,
+        regular.gocardless_customer_id,
+    ]
+    return [value for value in ids if value]
+
+
+def _regular_started_history(uow: UnitOfWork, regular: RegularGift) -> None:
+    if regular.started_at is None:
+        regular.started_at = utc_now()
+        uow.session.add(regular)
+    appeal = f" to {regular.appeal}" if regular.appeal else ""
+    record_history(
+        uow,
+        regular.supporter_id,
+        type="regular_gift_started",
+        summary=f"Monthly gift of {format_pence(regular.amount, regular.currency)}{appeal} started "
+        f"({regular.method.replace('_', ' ')})",
+        at=regular.started_at,
+        amount=regular.amount,
+        currency=regular.currency,
+        data={"regular_gift_id": str(regular.id), "provider_ids": _regular_ids(regular)},
+        dedupe_key=f"regular_gift_started:{regular.id}",
+    )
+
+
+def _refresh_arrears(uow: UnitOfWork, regular: RegularGift) -> None:
+    """The latest instalment decides: failed → in arrears (with its reason), paid → arrears cleared."""
+    if regular.status not in (RegularGiftStatus.ACTIVE, RegularGiftStatus.IN_ARREARS):
+        return
+    gifts = [g for g in repository.instalments(uow.session, regular.id) if g.due_on is not None]
+    settled = [g for g in gifts if g.status in (GiftStatus.PAID, GiftStatus.FAILED, GiftStatus.REVERSED)]
+    paid_days = [g.due_on for g in gifts if g.status == GiftStatus.PAID and g.due_on is not None]
+    last_paid = max(paid_days) if paid_days else None
+    if last_paid is not None and (regular.last_paid_on is None or last_paid > regular.last_paid_on):
+        regular.last_paid_on = last_paid
+        following = _add_month(last_paid)
+        if regular.next_due_on is None or following > regular.next_due_on:
+            regular.next_due_on = following
+        _touch(regular)
+    if not settled:
+        return
+    latest = max(settled, key=lambda g: (g.due_on, g.created_at, str(g.id)))
+    if latest.status == GiftStatus.FAILED:
+        _set(regular, status=RegularGiftStatus.IN_ARREARS, failure_reason=latest.failure_reason[:500])
+    elif latest.status == GiftStatus.PAID:
+        _set(regular, status=RegularGiftStatus.ACTIVE, failure_reason="")
+    uow.session.add(regular)
+
+
+def key_recorded(session: Session, key: str) -> bool:
+    """Whether the object a waiting event needs ("stripe_subscription:sub_...") is recorded now."""
+    kind, _, value = key.partition(":")
+    lookups: dict[str, list[tuple[type[SQLModel], str]]] = {
+        "stripe_subscription": [(RegularGift, "stripe_subscription_id")],
+        "stripe_payment_intent": [(Gift, "stripe_payment_intent_id"), (Order, "stripe_payment_intent_id")],
+        "stripe_charge": [(Gift, "stripe_charge_id"), (Order, "stripe_charge_id")],
+        "stripe_checkout_session": [(Gift, "stripe_checkout_session_id"), (Order, "stripe_checkout_session_id")],
+        "gocardless_subscription": [(RegularGift, "gocardless_subscription_id")],
+        "gocardless_mandate": [(RegularGift, "gocardless_mandate_id")],
+        "gocardless_payment": [(Gift, "gocardless_payment_id")],
+    }
+    return any(repository.exists(session, model, column, value) for model, column in lookups.get(kind, []))
+
+
+# --- Stripe: checkouts --------------------------------------------------------------------------------------------
+
+
+def _checkout_of_stripe_session(uow: UnitOfWork, session_object: dict[str, Any]) -> Checkout | None:
+    metadata = session_object.get("metadata") or {}
+    reference = _uuid(metadata.get("checkout_id")) or _uuid(session_object.get("client_reference_id"))
+    return repository.checkout_locked(uow.session, reference, stripe_checkout_session_id=_id(session_object.get("id")))
+
+
+def fulfil_stripe_checkout(
+    uow: UnitOfWork, stripe: StripeGateway, session_object: dict[str, Any], *, at: dt.datetime, settled_now: bool
+) -> Effect:
+    """`checkout.session.completed` (paid, or unpaid for a delayed method) and `.async_payment_succeeded`.
+
+    The Checkout row, written before the donor left, says who gave what for which appeal under which declaration;
+    the provider is asked only for the charge (its id, and its time as the gift's date).
+    """
+    checkout = _checkout_of_stripe_session(uow, session_object)
+    session_id = _id(session_object.get("id"))
+    if checkout is None or session_id is None:
+        return Effect.ignored("not one of our checkouts")
+    if checkout.stripe_checkout_session_id is None:
+        checkout.stripe_checkout_session_id = session_id
+        uow.session.add(checkout)
+    if checkout.frequency == Frequency.MONTHLY or session_object.get("mode") == "subscription":
+        return _start_stripe_regular_gift(uow, stripe, checkout, session_object, at=at)
+    paid = session_object.get("payment_status") in ("paid", "no_payment_required")
+    intent_id = _id(session_object.get("payment_intent"))
+    charge_id: str | None = None
+    received_at = at
+    if paid and intent_id:
+        intent = stripe.retrieve_payment_intent_with_charge(intent_id)
+        charge = intent.get("latest_charge")
+        charge_id = _id(charge)
+        if isinstance(charge, dict) and not settled_now:
+            # A card payment: the money was taken when the charge was made.
+            received_at = _when(charge.get("created")) or at
+    if paid:
+        _set(checkout, status=CheckoutStatus.COMPLETED, completed_at=checkout.completed_at or at)
+    uow.session.add(checkout)
+    keys = [
+        f"stripe_checkout_session:{session_id}",
+        f"stripe_payment_intent:{intent_id}" if intent_id else None,
+        f"stripe_charge:{charge_id}" if charge_id else None,
+    ]
+    if checkout.kind == CheckoutKind.SHOP:
+        _fulfil_stripe_order(uow, checkout, session_id, intent_id, charge_id, paid=paid, received_at=received_at)
+        return Effect.processed(*keys)
+    amount = session_object.get("amount_total")
+
+    def build() -> Gift:
+        return _gift_from_checkout(
+            checkout,
+            amount=amount if isinstance(amount, int) and amount > 0 else checkout.amount,
+            currency=str(session_object.get("currency") or checkout.currency).upper(),
+            stripe_checkout_session_id=session_id,
+        )
+
+    gift, _ = _gift_or_insert(uow, "stripe_checkout_session_id", session_id, build)
+    _set(gift, stripe_payment_intent_id=gift.stripe_payment_intent_id or intent_id)
+    _set(gift, stripe_charge_id=gift.stripe_charge_id or charge_id)
+    uow.session.add(gift)
+    if paid:
+        _mark_gift_paid(uow, gift, received_at)
+    return Effect.processed(*keys)
+
+
+def _gift_from_checkout(checkout: Checkout, **values: Any) -> Gift:
+    now = utc_now()
+    base: dict[str, Any] = {
+        "supporter_id": checkout.supporter_id,
+        "amount": checkout.amount,
+        "currency": checkout.currency,
+        "status": GiftStatus.PENDING,
+        "provider": checkout.provider,
+        "method": checkout.method,
+        "appeal": checkout.appeal,
+        "declaration_id": checkout.declaration_id,
+        "donor": checkout.donor,
+        "checkout_id": checkout.id,
+        "order_id": checkout.order_id,
+        "created_at": now,
+        "updated_at": now,
+    }
+    base.update(values)
+    return Gift(**base)
+
+
+def _fulfil_stripe_order(
+    uow: UnitOfWork,
+    checkout: Checkout,
+    session_id: str,
+    intent_id: str | None,
+    charge_id: str | None,
+    *,
+    paid: bool,
+    received_at: dt.datetime,
+) -> None:
+    session = uow.session
+    order = repository.order_locked(session, checkout.order_id) if checkout.order_id else None
+    if order is None:
+        raise PaymentsError(f"checkout {checkout.id} is a shop checkout without its order")
+    _set(
+        order,
+        stripe_checkout_session_id=order.stripe_checkout_session_id or session_id,
+        stripe_payment_intent_id=order.stripe_payment_intent_id or intent_id,
+        stripe_charge_id=order.stripe_charge_id or charge_id,
+    )
+    session.add(order)
+    if paid and order.status in (OrderStatus.PENDING, OrderStatus.CANCELLED):
+        order.status = OrderStatus.PAID
+        order.paid_at = received_at
+        _touch(order)
+        session.add(order)
+        shop.take_stock(uow, order)
+        session.flush()
+        ids = [value for value in (session_id, intent_id, charge_id) if value]
+        record_history(
+            uow,
+            order.supporter_id,
+            type="purchase",
+            summary=f"Shop order of {format_pence(order.goods_amount + order.vat_amount, order.currency)}",
+            at=received_at,
+            amount=order.goods_amount + order.vat_amount,
+            currency=order.currency,
+            data={"order_id": str(order.id), "provider_ids": ids},
+            dedupe_key=f"purchase:{order.id}",
+        )
+        uow.enqueue(RECEIPT_FOR_ORDER, order_id=str(order.id))
+        payouts.on_money_recorded(uow, ids)
+    if order.donation_amount <= 0:
+        return
+
+    def build() -> Gift:
+        return _gift_from_checkout(
+            checkout,
+            amount=order.donation_amount,
+            currency=order.currency,
+            order_id=order.id,
+            stripe_checkout_session_id=session_id,
+        )
+
+    gift, _ = _gift_or_insert(uow, "stripe_checkout_session_id", session_id, build)
+    _set(
+        gift,
+        stripe_payment_intent_id=gift.stripe_payment_intent_id or intent_id,
+        stripe_charge_id=gift.stripe_charge_id or charge_id,
+    )
+    session.add(gift)
+    if paid:
+        _mark_gift_paid(uow, gift, received_at)
+
+
+def _start_stripe_regular_gift(
+    uow: UnitOfWork, stripe: StripeGateway, checkout: Checkout, session_object: dict[str, Any], *, at: dt.datetime
+) -> Effect:
+    subscription_id = _id(session_object.get("subscription"))
+    if subscription_id is None:
+        return Effect.ignored("a subscription checkout without a subscription")
+    subscription = stripe.retrieve_subscription(subscription_id)
+
+    def build() -> RegularGift:
+        now = utc_now()
+        return RegularGift(
+            supporter_id=checkout.supporter_id,
+            amount=checkout.amount,
+            currency=checkout.currency,
+            provider=Provider.STRIPE,
+            method=Method.CARD,
+            appeal=checkout.appeal,
+            declaration_id=checkout.declaration_id,
+            checkout_id=checkout.id,
+            donor=checkout.donor,
+            stripe_subscription_id=subscription_id,
+            stripe_customer_id=_id(session_object.get("customer")),
+            created_at=now,
+            updated_at=now,
+        )
+
+    regular, _ = _regular_or_insert(uow, "stripe_subscription_id", subscription_id, build)
+    _set(checkout, status=CheckoutStatus.COMPLETED, completed_at=checkout.completed_at or at)
+    uow.session.add(checkout)
+    _apply_stripe_subscription(uow, regular, subscription, at=at)
+    return Effect.processed(f"stripe_subscription:{subscription_id}", f"stripe_checkout_session:{session_object['id']}")
+
+
+_STRIPE_SUBSCRIPTION_STATUS = {
+    "active": RegularGiftStatus.ACTIVE,
+    "trialing": RegularGiftStatus.ACTIVE,
+    "past_due": RegularGiftStatus.ACTIVE,  # arrears follow the instalments, not this flag
+    "unpaid": RegularGiftStatus.ACTIVE,
+    "paused": RegularGiftStatus.PAUSED,
+    "canceled": RegularGiftStatus.CANCELLED,
+    "incomplete_expired": RegularGiftStatus.CANCELLED,
+    "incomplete": RegularGiftStatus.PENDING,
+}
+
+
+def _apply_stripe_subscription(
+    uow: UnitOfWork, regular: RegularGift, subscription: dict[str, Any], *, at: dt.datetime
+) -> None:
+    status = _STRIPE_SUBSCRIPTION_STATUS.get(str(subscription.get("status")), regular.status)
+    if subscription.get("pause_collection") and status == RegularGiftStatus.ACTIVE:
+        status = RegularGiftStatus.PAUSED
+    period_ends = [
+        item.get("current_period_end")
+        for item in ((subscription.get("items") or {}).get("data") or [])
+        if isinstance(item, dict)
+    ] + [subscription.get("current_period_end")]
+    ends = [moment for moment in (_when(value) for value in period_ends) if moment is not None]
+    if ends:
+        due = uk_date(max(ends))
+        if regular.next_due_on is None or due > regular.next_due_on:
+            _set(regular, next_due_on=due)
+    if status == RegularGiftStatus.PENDING:
+        uow.session.add(regular)
+        return
+    details = subscription.get("cancellation_details") or {}
+    reason = str(details.get("reason") or details.get("feedback") or "") if isinstance(details, dict) else ""
+    ended = _when(subscription.get("ended_at")) or _when(subscription.get("canceled_at")) or at
+    if regular.status == RegularGiftStatus.PAUSED and status == RegularGiftStatus.ACTIVE:
+        regular.status = RegularGiftStatus.ACTIVE
+        _touch(regular)
+        uow.session.add(regular)
+        _refresh_arrears(uow, regular)
+        return
+    _set_regular_status(
+        uow, regular, status, at=ended if status in _TERMINAL_REGULAR else at, reason=reason.replace("_", " ")
+    )
+
+
+def fail_stripe_checkout(uow: UnitOfWork, session_object: dict[str, Any], *, at: dt.datetime) -> Effect:
+    """`checkout.session.async_payment_failed`: the delayed payment did not arrive."""
+    checkout = _checkout_of_stripe_session(uow, session_object)
+    session_id = _id(session_object.get("id"))
+    if checkout is None or session_id is None:
+        return Effect.ignored("not one of our checkouts")
+    if checkout.status != CheckoutStatus.COMPLETED:
+        _set(checkout, status=CheckoutStatus.FAILED)
+        uow.session.add(checkout)
+    if checkout.order_id:
+        order = repository.order_locked(uow.session, checkout.order_id)
+        if order is not None and order.status == OrderStatus.PENDING:
+            _set(order, status=OrderStatus.CANCELLED)
+            uow.session.add(order)
+    gift = repository.first_locked(uow.session, repository.by_key(Gift, "stripe_checkout_session_id", session_id))
+    if gift is None:
+
+        def build() -> Gift:
+            return _gift_from_checkout(checkout, stripe_checkout_session_id=session_id)
+
+        gift, _ = _gift_or_insert(uow, "stripe_checkout_session_id", session_id, build)
+    reason = "the delayed payment failed"
+    if _fail_gift(uow, gift, reason):
+        _payment_failed_history(uow, gift, reason, at, session_id)
+    return Effect.processed(f"stripe_checkout_session:{session_id}")
+
+
+def expire_stripe_checkout(uow: UnitOfWork, session_object: dict[str, Any]) -> Effect:
+    """`checkout.session.expired`: the donor never paid (an abandoned basket keeps its stock)."""
+    checkout = _checkout_of_stripe_session(uow, session_object)
+    if checkout is None:
+        return Effect.ignored("not one of our checkouts")
+    if checkout.status in (CheckoutStatus.PENDING, CheckoutStatus.OPEN):
+        _set(checkout, status=CheckoutStatus.EXPIRED)
+        uow.session.add(checkout)
+    if checkout.order_id:
+        order = repository.order_locked(uow.session, checkout.order_id)
+        if order is not None and order.status == OrderStatus.PENDING:
+            _set(order, status=OrderStatus.CANCELLED)
+            uow.session.add(order)
+    return Effect.processed()
+
+
+def note_stripe_payment_intent(uow: UnitOfWork, intent: dict[str, Any]) -> Effect:
+    """`payment_intent.succeeded` beside `checkout.session.completed`: never a second gift; it may tell the charge."""
+    intent_id = _id(intent.get("id"))
+    charge_id = _id(intent.get("latest_charge"))
+    order = repository.order_for_stripe_payment(uow.session, intent_id, None)
+    gift = repository.gift_for_stripe_payment(uow.session, intent_id, None)
+    if order is None and gift is None:
+        return Effect.ignored("the gift is recorded from its checkout session or invoice")
+    for record in (order, gift):
+        if record is not None and record.stripe_charge_id is None and charge_id:
+            _set(record, stripe_charge_id=charge_id)
+            uow.session.add(record)
+    return Effect.processed(f"stripe_charge:{charge_id}" if charge_id else None)
+
+
+# --- Stripe: subscriptions and invoices -------------------------------------------------------------------------
+
+
+def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
+    """Both payload shapes: `parent.subscription_details.subscription` (basil on) and top-level `subscription`."""
+    parent = invoice.get("parent")
+    if isinstance(parent, dict):
+        details = parent.get("subscription_details")
+        if isinstance(details, dict) and _id(details.get("subscription")):
+            return _id(details.get("subscription"))
+    return _id(invoice.get("subscription"))
+
+
+def _invoice_payment_ids(stripe: StripeGateway, invoice: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(payment intent, charge) of an invoice: legacy top-level fields, the embedded payments, or the SDK."""
+    intent_id, charge_id = _id(invoice.get("payment_intent")), _id(invoice.get("charge"))
+    if intent_id is None:
+        payments_list = invoice.get("payments")
+        entries = payments_list.get("data") if isinstance(payments_list, dict) else None
+        if not entries and invoice.get("id"):
+            entries = stripe.list_invoice_payments(str(invoice["id"]))
+        for entry in entries or []:
+            payment = entry.get("payment") if isinstance(entry, dict) else None
+            paid_entry = entry.get("status") in (None, "paid") or intent_id is None
+            if isinstance(payment, dict) and _id(payment.get("payment_intent")) and paid_entry:
+                intent_id = _id(payment.get("payment_intent"))
+    if intent_id and charge_id is None:
+        charge_id = _id(stripe.retrieve_payment_intent_with_charge(intent_id).get("latest_charge"))
+    return intent_id, charge_id
+
+
+def _invoice_due_on(invoice: dict[str, Any]) -> dt.date:
+    moment = _when(invoice.get("period_start")) or _when(invoice.get("created")) or utc_now()
+    return uk_date(moment)
+
+
+def record_stripe_invoice_paid(
+    uow: UnitOfWork, stripe: StripeGateway, invoice: dict[str, Any], *, at: dt.datetime
+) -> Effect:
+    """`invoice.paid`: one instalment per invoice; a later success clears the arrears."""
+    invoice_id = _id(invoice.get("id"))
+    subscription_id = invoice_subscription_id(invoice)
+    amount = invoice.get("amount_paid")
+    if invoice_id is None or subscription_id is None:
+        return Effect.ignored("not a subscription invoice")
+    if not isinstance(amount, int) or amount <= 0:
+        return Effect.ignored("nothing was paid on this invoice")
+    regular = repository.first_locked(
+        uow.session, repository.by_key(RegularGift, "stripe_subscription_id", subscription_id)
+    )
+    if regular is None:
+        return Effect.waiting(f"stripe_subscription:{subscription_id}")
+    intent_id, charge_id = _invoice_payment_ids(stripe, invoice)
+    transitions = invoice.get("status_transitions") or {}
+    received_at = _when(transitions.get("paid_at")) if isinstance(transitions, dict) else None
+    gift = _instalment(uow, regular, invoice, amount=amount)
+    _set(
+        gift,
+        stripe_payment_intent_id=gift.stripe_payment_intent_id or intent_id,
+        stripe_charge_id=gift.stripe_charge_id or charge_id,
+    )
+    uow.session.add(gift)
+    _mark_gift_paid(uow, gift, received_at or at)
+    uow.session.flush()
+    _refresh_arrears(uow, regular)
+    return Effect.processed(
+        f"stripe_invoice:{invoice_id}",
+        f"stripe_payment_intent:{intent_id}" if intent_id else None,
+        f"stripe_charge:{charge_id}" if charge_id else None,
+    )
+
+
+def _instalment(uow: UnitOfWork, regular: RegularGift, invoice: dict[str, Any], *, amount: int) -> Gift:
+    invoice_id = str(invoice["id"])
+
+    def build() -> Gift:
+        now = utc_now()
+        return Gift(
+            supporter_id=regular.supporter_id,
+            amount=amount,
+            currency=str(invoice.get("currency") or regular.currency).upper(),
+            provider=Provider.STRIPE,
+            method=Method.CARD,
+            appeal=regular.appeal,
+            declaration_id=regular.declaration_id,
+            donor=regular.donor,
+            regular_gift_id=regular.id,
+            due_on=_invoice_due_on(invoice),
+            stripe_invoice_id=invoice_id,
+            stripe_subscription_id=regular.stripe_subscription_id,
+            created_at=now,
+            updated_at=now,
+        )
+
+    gift, _ = _gift_or_insert(uow, "stripe_invoice_id", invoice_id, build)
+    return gift
+
+
+def record_stripe_invoice_failed(
+    uow: UnitOfWork, stripe: StripeGateway, invoice: dict[str, Any], *, at: dt.datetime
+) -> Effect:
+    """`invoice.payment_failed`: the instalment shows as failed, with the provider's reason; arrears if latest."""
+    invoice_id = _id(invoice.get("id"))
+    subscription_id = invoice_subscription_id(invoice)
+    if invoice_id is None or subscription_id is None:
+        return Effect.ignored("not a subscription invoice")
+    regular = repository.first_locked(
+        uow.session, repository.by_key(RegularGift, "stripe_subscription_id", subscription_id)
+    )
+    if regular is None:
+        return Effect.waiting(f"stripe_subscription:{subscription_id}")
+    amount = invoice.get("amount_due")
+    gift = _instalment(uow, regular, invoice, amount=amount if isinstance(amount, int) else regular.amount)
+    reason = _stripe_failure_reason(stripe, invoice)
+    attempt = invoice.get("attempt_count") or 0
+    if _fail_gift(uow, gift, reason) or gift.status == GiftStatus.FAILED:
+        _payment_failed_history(
+            uow, gift, reason, at, f"{invoice_id}:{attempt}", regular_gift_id=str(regular.id), attempt=attempt
+        )
+    uow.session.flush()
+    _refresh_arrears(uow, regular)
+    return Effect.processed(f"stripe_invoice:{invoice_id}")
+
+
+def _stripe_failure_reason(stripe: StripeGateway, invoice: dict[str, Any]) -> str:
+    """The decline message of the invoice's payment (through the SDK), else what the invoice says."""
+    try:
+        intent_id, _ = _invoice_payment_ids(stripe, invoice)
+        if intent_id:
+            error = stripe.retrieve_payment_intent_with_charge(intent_id).get("last_payment_error") or {}
+            if isinstance(error, dict) and (error.get("message") or error.get("code")):
+                return str(error.get("message") or error.get("code"))
+    except PaymentsError:
+        log.warning("could not fetch the failure reason of invoice %s", invoice.get("id"), exc_info=True)
+    finalization = invoice.get("last_finalization_error")
+    if isinstance(finalization, dict) and finalization.get("message"):
+        return str(finalization["message"])
+    return "the card payment failed"
+
+
+def mirror_stripe_subscription(
+    uow: UnitOfWork, stripe: StripeGateway, subscription_id: str, *, at: dt.datetime
+) -> Effect:
+    """`customer.subscription.*`: the status of the subscription as Stripe has it now (re-fetched, so an older
+    snapshot arriving late cannot take the regular gift back)."""
+    regular = repository.first_locked(
+        uow.session, repository.by_key(RegularGift, "stripe_subscription_id", subscription_id)
+    )
+    if regular is None:
+        return Effect.waiting(f"stripe_subscription:{subscription_id}")
+    subscription = stripe.retrieve_subscription(subscription_id)
+    _apply_stripe_subscription(uow, regular, subscription, at=at)
+    return Effect.processed()
+
+
+# --- Stripe: refunds and disputes ---------------------------------------------------------------------------------
+
+_STRIPE_REFUND_STATUS = {
+    "succeeded": RefundStatus.SUCCEEDED,
+    "pending": RefundStatus.PENDING,
+    "requires_action": RefundStatus.PENDING,
+    "failed": RefundStatus.FAILED,
+    "canceled": RefundStatus.CANCELLED,
+}
+
+
+def _stripe_targets(
+    uow: UnitOfWork, intent_id: str | None, charge_id: str | None
+) -> tuple[Order | None, Gift | None, str | None]:
+    """The order and/or gift a charge paid for (order first: the lock order), or the key to wait for."""
+    order = repository.order_for_stripe_payment(uow.session, intent_id, charge_id)
+    gift = (
+        repository.gift_for_order(uow.session, order.id)
+        if order is not None
+        else repository.gift_for_stripe_payment(uow.session, intent_id, charge_id)
+    )
+    if order is None and gift is None:
+        key = f"stripe_payment_intent:{intent_id}" if intent_id else f"stripe_charge:{charge_id}"
+        return None, None, key
+    for record in (order, gift):
+        if record is not None and charge_id and record.stripe_charge_id is None:
+            _set(record, stripe_charge_id=charge_id)
+            uow.session.add(record)
+    return order, gift, None
+
+
+def sync_stripe_refunds(
+    uow: UnitOfWork, stripe: StripeGateway, *, charge_id: str | None, payment_intent_id: str | None
+) -> Effect:
+    """`charge.refunded`, `refund.*`: every refund of the charge as Stripe lists it now, keyed by refund id."""
+    order, gift, wait = _stripe_targets(uow, payment_intent_id, charge_id)
+    if wait is not None:
+        return Effect.waiting(wait)
+    charge_id = charge_id or (order.stripe_charge_id if order else None) or (gift.stripe_charge_id if gift else None)
+    if charge_id is None:
+        return Effect.ignored("no charge to list refunds of")
+    supporter_id = order.supporter_id if order is not None else gift.supporter_id  # type: ignore[union-attr]
+    newly_succeeded: list[Refund] = []
+    for listed in sorted(stripe.list_refunds(charge_id), key=lambda r: (r.get("created") or 0, r.get("id") or "")):
+        refund_id = _id(listed.get("id"))
+        if refund_id is None:
+            continue
+        status = _STRIPE_REFUND_STATUS.get(str(listed.get("status")), RefundStatus.PENDING)
+        refund, was = _refund_row(
+            uow,
+            "stripe_refund_id",
+            refund_id,
+            _stripe_refund_builder(listed, refund_id, supporter_id, gift, order, charge_id),
+        )
+        _set(refund, status=status, amount=int(listed.get("amount") or refund.amount))
+        uow.session.add(refund)
+        if status == RefundStatus.SUCCEEDED and was != RefundStatus.SUCCEEDED:
+            newly_succeeded.append(refund)
+    uow.session.flush()
+    _recompute_returns(uow, order, gift)
+    for refund in newly_succeeded:
+        _refund_recorded(uow, refund, order, gift, [charge_id, payment_intent_id])
+    return Effect.processed(*(f"stripe_refund:{r.stripe_refund_id}" for r in newly_succeeded))
+
+
+def _stripe_refund_builder(
+    listed: dict[str, Any],
+    refund_id: str,
+    supporter_id: uuid.UUID,
+    gift: Gift | None,
+    order: Order | None,
+    charge_id: str | None,
+) -> Callable[[], Refund]:
+    def build() -> Refund:
+        now = utc_now()
+        return Refund(
+            supporter_id=supporter_id,
+            gift_id=gift.id if gift else None,
+            order_id=order.id if order else None,
+            amount=int(listed.get("amount") or 0),
+            currency=str(listed.get("currency") or "gbp").upper(),
+            provider=Provider.STRIPE,
+            reason=str(listed.get("reason") or "")[:200],
+            refunded_at=_when(listed.get("created")),
+            stripe_refund_id=refund_id,
+            stripe_charge_id=charge_id,
+            created_at=now,
+            updated_at=now,
+        )
+
+    return build
+
+
+def _refund_row(
+    uow: UnitOfWork, column: str, key: str, build: Callable[[], Refund]
+) -> tuple[Refund, RefundStatus | None]:
+    """The refund row and its status before this event (None when it is new)."""
+    session = uow.session
+    refund = repository.first_locked(session, repository.by_key(Refund, column, key))
+    if refund is not None:
+        return refund, refund.status
+    repository.insert_once(session, build())
+    refund = repository.first_locked(session, repository.by_key(Refund, column, key))
+    assert refund is not None
+    return refund, None
+
+
+def _refund_recorded(
+    uow: UnitOfWork, refund: Refund, order: Order | None, gift: Gift | None, other_ids: list[str | None]
+) -> None:
+    provider_ids = [
+        value
+        for value in [refund.stripe_refund_id, refund.gocardless_refund_id, *other_ids, refund.gocardless_payment_id]
+        if value
+    ]
+    data: dict[str, Any] = {"refund_id": str(refund.id), "provider_ids": list(dict.fromkeys(provider_ids))}
+    if gift is not None:
+        data["gift_id"] = str(gift.id)
+    if order is not None:
+        data["order_id"] = str(order.id)
+    data["allocation"] = {"gift": refund.gift_amount, "order": refund.order_amount}
+    record_history(
+        uow,
+        refund.supporter_id,
+        type="refund",
+        summary=f"Refund of {format_pence(refund.amount, refund.currency)}"
+        + (f" ({refund.reason.replace('_', ' ')})" if refund.reason else ""),
+        at=refund.refunded_at,
+        amount=refund.amount,
+        currency=refund.currency,
+        data=data,
+        dedupe_key=f"refund:{refund.id}",
+    )
+    was_paid = (gift is not None and gift.received_at is not None) or (order is not None and order.paid_at is not None)
+    if was_paid:
+        uow.enqueue(RECEIPT_CORRECTION, refund_id=str(refund.id))
+    payouts.on_money_recorded(uow, data["provider_ids"])
+
+
+def _recompute_returns(uow: UnitOfWork, order: Order | None, gift: Gift | None) -> None:
+    """What was returned of a gift and of a basket's goods, from every succeeded refund and lost dispute.
+
+    Computed afresh each time (not added per event), so duplicates and any order of events give one answer.
+    A basket's refunds come off the goods first (payments/shop.py); staff re-allocations are kept as made.
+    """
+    session = uow.session
+    refunds = [r for r in repository.refunds_of(session, gift, order) if r.status == RefundStatus.SUCCEEDED]
+    lost = repository.lost_disputes_of(session, gift, order)
+    if order is not None:
+        staff = [r for r in refunds if r.allocated_by != "rule"]
+        by_rule = [r for r in refunds if r.allocated_by == "rule"]
+        goods_taken = sum(r.order_amount for r in staff)
+        gift_part = sum(r.gift_amount for r in staff)
+        goods_total = order.goods_amount + order.vat_amount
+        parts = shop.split_returns(
+            goods_total, [r.amount for r in by_rule] + [d.amount for d in lost], goods_taken=goods_taken
+        )
+        for refund, (goods, donation) in zip(by_rule, parts, strict=False):
+            _set(refund, order_amount=goods, gift_amount=donation)
+            session.add(refund)
+        goods_returned = goods_taken + sum(goods for goods, _ in parts)
+        gift_part += sum(donation for _, donation in parts)
+        _set(order, refunded_amount=min(goods_returned, goods_total))
+        if order.status in repository.PURCHASED:
+            donation_total = gift.amount if gift is not None else order.donation_amount
+            if goods_returned <= 0 and gift_part <= 0:
+                status = OrderStatus.PAID
+            elif goods_returned >= goods_total and gift_part >= donation_total:
+                status = OrderStatus.REFUNDED
+            else:
+                status = OrderStatus.PARTIALLY_REFUNDED
+            _set(order, status=status)
+        session.add(order)
+    else:
+        for refund in refunds:
+            _set(refund, gift_amount=refund.amount, order_amount=0)
+            session.add(refund)
+        gift_part = sum(r.amount for r in refunds) + sum(d.amount for d in lost)
+    if gift is not None:
+        _set(gift, returned_amount=min(gift_part, gift.amount))
+        session.add(gift)
+
+
+_STRIPE_DISPUTE_STATUS = {
+    "won": DisputeStatus.WON,
+    "warning_closed": DisputeStatus.WON,
+    "lost": DisputeStatus.LOST,
+}
+
+
+def sync_stripe_dispute(
+    uow: UnitOfWork, stripe: StripeGateway, dispute_object: dict[str, Any], *, at: dt.datetime
+) -> Effect:
+    """`charge.dispute.*`: the dispute as Stripe has it now; a lost one reduces what the supporter gave."""
+    dispute_id = _id(dispute_object.get("id"))
+    if dispute_id is None:
+        return Effect.ignored("a dispute without an id")
+    current = stripe.retrieve_dispute(dispute_id)
+    intent_id, charge_id = _id(current.get("payment_intent")), _id(current.get("charge"))
+    order, gift, wait = _stripe_targets(uow, intent_id, charge_id)
+    if wait is not None:
+        return Effect.waiting(wait)
+    supporter_id = order.supporter_id if order is not None else gift.supporter_id  # type: ignore[union-attr]
+    session = uow.session
+    dispute = repository.first_locked(session, repository.by_key(Dispute, "stripe_dispute_id", dispute_id))
+    created = False
+    if dispute is None:
+        now = utc_now()
+        created = repository.insert_once(
+            session,
+            Dispute(
+                supporter_id=supporter_id,
+                gift_id=gift.id if gift else None,
+                order_id=order.id if order else None,
+                kind="dispute",
+                amount=int(current.get("amount") or 0),
+                currency=str(current.get("currency") or "gbp").upper(),
+                reason=str(current.get("reason") or "")[:200],
+                provider=Provider.STRIPE,
+                opened_at=_when(current.get("created")) or at,
+                stripe_dispute_id=dispute_id,
+                stripe_charge_id=charge_id,
+                created_at=now,
+                updated_at=now,
+            ),
+        )
+        dispute = repository.first_locked(session, repository.by_key(Dispute, "stripe_dispute_id", dispute_id))
+        assert dispute is not None
+    status = _STRIPE_DISPUTE_STATUS.get(str(current.get("status")), DisputeStatus.OPEN)
+    withdrawn = any(
+        isinstance(bt, dict) and (bt.get("reporting_category") == "dispute" or (bt.get("amount") or 0) < 0)
+        for bt in current.get("balance_transactions") or []
+    )
+    before = dispute.status
+    if before == DisputeStatus.OPEN and status != DisputeStatus.OPEN:
+        _set(dispute, status=status, closed_at=at)
+    _set(dispute, funds_withdrawn=dispute.funds_withdrawn or withdrawn)
+    session.add(dispute)
+    session.flush()
+    ids = [value for value in (dispute_id, charge_id, intent_id) if value]
+    data = {
+        "dispute_id": str(dispute.id),
+        "gift_id": str(gift.id) if gift else None,
+        "order_id": str(order.id) if order else None,
+        "provider_ids": ids,
+    }
+    money = format_pence(dispute.amount, dispute.currency)
+    record_history(
+        uow,
+        supporter_id,
+        type="dispute",
+        summary=f"Card dispute of {money} opened ({dispute.reason.replace('_', ' ') or 'no reason given'})",
+        at=dispute.opened_at,
+        amount=dispute.amount,
+        currency=dispute.currency,
+        data={**data, "status": "open"},
+        dedupe_key=f"dispute:{dispute.id}:opened",
+    )
+    if dispute.status != DisputeStatus.OPEN:
+        record_history(
+            uow,
+            supporter_id,
+            type="dispute",
+            summary=f"Card dispute of {money} {dispute.status!s}",
+            at=dispute.closed_at,
+            amount=-dispute.amount if dispute.status == DisputeStatus.LOST else 0,
+            currency=dispute.currency,
+            data={**data, "status": str(dispute.status)},
+            dedupe_key=f"dispute:{dispute.id}:{dispute.status!s}",
+        )
+    _recompute_returns(uow, order, gift)
+    if created or before != dispute.status:
+        payouts.on_money_recorded(uow, ids)
+    return Effect.processed(f"stripe_dispute:{dispute_id}")
+
+
+# --- GoCardless ---------------------------------------------------------------------------------------------------
+
+_GC_REGULAR_STATUS = {
+    "active": RegularGiftStatus.ACTIVE,
+    "paused": RegularGiftStatus.PAUSED,
+    "cancelled": RegularGiftStatus.CANCELLED,
+    "customer_approval_denied": RegularGiftStatus.CANCELLED,
+    "finished": RegularGiftStatus.FINISHED,
+    "pending_customer_approval": RegularGiftStatus.PENDING,
+}
+
+
+def record_gocardless_billing_request(
+    uow: UnitOfWork, gocardless: GoCardlessGateway, billing_request_id: str, *, at: dt.datetime
+) -> Effect:
+    """`billing_requests.fulfilled`: link the supporter to the customer and mandate; start the gift.
+
+    A monthly gift's subscription comes from the billing request's subscription request, or is created here with an
+    idempotency key derived from our checkout id (so a redelivered event finds the same subscription). A one-off
+    Direct Debit gift is one payment on the new mandate, created the same way.
+    """
+    request = gocardless.get_billing_request(billing_request_id)
+    links = request.get("links") or {}
+    metadata = request.get("metadata") or {}
+    checkout = repository.checkout_locked(
+        uow.session, _uuid(metadata.get("checkout_id")), gocardless_billing_request_id=billing_request_id
+    )
+    if checkout is None:
+        return Effect.ignored("not one of our billing requests")
+    mandate_id, customer_id = links.get("mandate_request_mandate"), links.get("customer")
+    if not mandate_id:
+        return Effect.ignored("the billing request set up no mandate")
+    _set(
+        checkout,
+        gocardless_billing_request_id=checkout.gocardless_billing_request_id or billing_request_id,
+        status=CheckoutStatus.COMPLETED,
+        completed_at=checkout.completed_at or at,
+    )
+    uow.session.add(checkout)
+    keys = [f"gocardless_mandate:{mandate_id}"]
+    if checkout.frequency == Frequency.MONTHLY:
+        subscription_id = links.get("subscription_request_subscription")
+        if subscription_id:
+            subscription = gocardless.get_subscription(subscription_id)
+        else:
+            subscription = gocardless.create_subscription(
+                {
+                    "amount": checkout.amount,
+                    "currency": checkout.currency,
+                    "interval_unit": "monthly",
+                    "name": "Monthly gift",
+                    "links": {"mandate": mandate_id},
+                    "metadata": {"checkout_id": str(checkout.id), "supporter_id": str(checkout.supporter_id)},
+                },
+                idempotency_key=f"checkout:{checkout.id}:subscription",
+            )
+            subscription_id = subscription["id"]
+
+        def build() -> RegularGift:
+            now = utc_now()
+            return RegularGift(
+                supporter_id=checkout.supporter_id,
+                amount=int(subscription.get("amount") or checkout.amount),
+                currency=str(subscription.get("currency") or checkout.currency).upper(),
+                provider=Provider.GOCARDLESS,
+                method=Method.DIRECT_DEBIT,
+                appeal=checkout.appeal,
+                declaration_id=checkout.declaration_id,
+                checkout_id=checkout.id,
+                donor=checkout.donor,
+                gocardless_mandate_id=mandate_id,
+                gocardless_subscription_id=subscription_id,
+                gocardless_customer_id=customer_id,
+                created_at=now,
+                updated_at=now,
+            )
+
+        regular, _ = _regular_or_insert(uow, "gocardless_subscription_id", str(subscription_id), build)
+        _apply_gocardless_subscription(uow, regular, subscription, at=at)
+        keys.append(f"gocardless_subscription:{subscription_id}")
+        return Effect.processed(*keys)
+    payment = gocardless.create_payment(
+        {
+            "amount": checkout.amount,
+            "currency": checkout.currency,
+            "description": "Gift",
+            "links": {"mandate": mandate_id},
+            "metadata": {"checkout_id": str(checkout.id)},
+        },
+        idempotency_key=f"checkout:{checkout.id}:payment",
+    )
+    payment_id = str(payment["id"])
+
+    def build_gift() -> Gift:
+        return _gift_from_checkout(
+            checkout,
+            amount=int(payment.get("amount") or checkout.amount),
+            gocardless_payment_id=payment_id,
+            gocardless_mandate_id=mandate_id,
+            due_on=_charge_day(payment.get("charge_date")),
+        )
+
+    _gift_or_insert(uow, "gocardless_payment_id", payment_id, build_gift)
+    keys.append(f"gocardless_payment:{payment_id}")
+    return Effect.processed(*keys)
+
+
+def _apply_gocardless_subscription(
+    uow: UnitOfWork, regular: RegularGift, subscription: dict[str, Any], *, at: dt.datetime
+) -> None:
+    status = _GC_REGULAR_STATUS.get(str(subscription.get("status")), regular.status)
+    amount = subscription.get("amount")
+    if isinstance(amount, int) and amount > 0:
+        _set(regular, amount=amount)
+    upcoming = [_charge_day(p.get("charge_date")) for p in subscription.get("upcoming_payments") or []]
+    upcoming_days = [day for day in upcoming if day is not None]
+    if upcoming_days:
+        _set(regular, next_due_on=min(upcoming_days))
+    uow.session.add(regular)
+    if status == RegularGiftStatus.PENDING:
+        return
+    if regular.status == RegularGiftStatus.PAUSED and status == RegularGiftStatus.ACTIVE:
+        regular.status = RegularGiftStatus.ACTIVE
+        _touch(regular)
+        _refresh_arrears(uow, regular)
+        return
+    _set_regular_status(uow, regular, status, at=at, reason=f"subscription {status.value}")
+
+
+def sync_gocardless_subscription(
+    uow: UnitOfWork, gocardless: GoCardlessGateway, subscription_id: str, *, at: dt.datetime
+) -> Effect:
+    """`subscriptions.*` (amended, paused, resumed, finished, cancelled, ...): mirror the subscription as it is now."""
+    regular = repository.first_locked(
+        uow.session, repository.by_key(RegularGift, "gocardless_subscription_id", subscription_id)
+    )
+    if regular is None:
+        return Effect.waiting(f"gocardless_subscription:{subscription_id}")
+    _apply_gocardless_subscription(uow, regular, gocardless.get_subscription(subscription_id), at=at)
+    return Effect.processed()
+
+
+_MANDATE_ENDED = {"cancelled", "failed", "expired", "consumed", "blocked"}
+
+
+def sync_gocardless_mandate(
+    uow: UnitOfWork,
+    gocardless: GoCardlessGateway,
+    mandate_id: str,
+    *,
+    action: str,
+    links: dict[str, Any],
+    details: dict[str, Any],
+    at: dt.datetime,
+) -> Effect:
+    """`mandates.*`: cancelled, failed or expired ends the regular gifts on it; replaced or transferred moves them
+    to the new mandate. The mandate is re-fetched, so a late `cancelled` after a reinstatement does nothing."""
+    regulars = repository.regular_gifts_for_mandate(uow.session, mandate_id)
+    if action in ("replaced", "transferred"):
+        new_mandate = links.get("new_mandate") or (gocardless.get_mandate(mandate_id).get("links") or {}).get(
+            "new_mandate"
+        )
+        if not regulars:
+            return Effect.waiting(f"gocardless_mandate:{mandate_id}")
+        if new_mandate and new_mandate != mandate_id:
+            for regular in regulars:
+                _set(regular, gocardless_mandate_id=new_mandate)
+                uow.session.add(regular)
+            return Effect.processed(f"gocardless_mandate:{new_mandate}")
+        return Effect.processed()
+    if action not in _MANDATE_ENDED:
+        return Effect.processed() if regulars else Effect.ignored(f"mandate {action}: nothing to change")
+    if not regulars:
+        return Effect.waiting(f"gocardless_mandate:{mandate_id}")
+    mandate = gocardless.get_mandate(mandate_id)
+    if mandate.get("status") not in _MANDATE_ENDED:
+        return Effect.processed(note=f"the mandate is {mandate.get('status')} now")
+    reason = str(details.get("description") or details.get("cause") or f"mandate {action}")
+    code = details.get("reason_code")
+    for regular in regulars:
+        _set_regular_status(
+            uow, regular, RegularGiftStatus.CANCELLED, at=at, reason=f"{reason} ({code})" if code else reason
+        )
+    return Effect.processed()
+
+
+_GC_PAID = {"confirmed", "paid_out"}
+_GC_EVIDENCE_OF_PAYMENT = {"confirmed", "paid_out", "charged_back", "chargeback_cancelled", "chargeback_settled"}
+
+
+def sync_gocardless_payment(
+    uow: UnitOfWork,
+    gocardless: GoCardlessGateway,
+    payment_id: str,
+    *,
+    action: str,
+    details: dict[str, Any],
+    at: dt.datetime,
+) -> Effect:
+    """`payments.*`: the payment as GoCardless has it now decides the gift's state.
+
+    confirmed / paid_out → paid at the charge date; failed before it was paid → failed (arrears for a regular gift);
+    failed after it was paid (late failure) or charged_back → reversed; chargeback_cancelled → paid again.
+    That it was paid once is known from the gift or from the event itself, so the order of arrival does not matter.
+    late_failure_settled, chargeback_settled and surcharge_fee_debited are payout debits for reconciliation.
+    """
+    payment = gocardless.get_payment(payment_id)
+    links = payment.get("links") or {}
+    subscription_id, mandate_id = links.get("subscription"), links.get("mandate")
+    session = uow.session
+    regular = (
+        repository.first_locked(session, repository.by_key(RegularGift, "gocardless_subscription_id", subscription_id))
+        if subscription_id
+        else None
+    )
+    gift = repository.first_locked(session, repository.by_key(Gift, "gocardless_payment_id", payment_id))
+    charge_day = _charge_day(payment.get("charge_date"))
+    if gift is None:
+        if regular is None:
+            key = (
+                f"gocardless_subscription:{subscription_id}" if subscription_id else f"gocardless_payment:{payment_id}"
+            )
+            return Effect.waiting(key)
+        owner = regular
+
+        def build() -> Gift:
+            now = utc_now()
+            return Gift(
+                supporter_id=owner.supporter_id,
+                amount=int(payment.get("amount") or owner.amount),
+                currency=str(payment.get("currency") or owner.currency).upper(),
+                provider=Provider.GOCARDLESS,
+                method=Method.DIRECT_DEBIT,
+                appeal=owner.appeal,
+                declaration_id=owner.declaration_id,
+                donor=owner.donor,
+                regular_gift_id=owner.id,
+                due_on=charge_day,
+                gocardless_payment_id=payment_id,
+                gocardless_mandate_id=mandate_id,
+                gocardless_subscription_id=subscription_id,
+                created_at=now,
+                updated_at=now,
+            )
+
+        gift, _ = _gift_or_insert(uow, "gocardless_payment_id", payment_id, build)
+    if charge_day is not None and gift.due_on != charge_day:
+        _set(gift, due_on=charge_day)
+    status = str(payment.get("status"))
+    received_at = _noon(charge_day) if charge_day else at
+    was_paid = gift.received_at is not None or status in _GC_PAID or action in _GC_EVIDENCE_OF_PAYMENT
+    reason = str(details.get("description") or details.get("cause") or status)
+    if details.get("reason_code"):
+        reason = f"{reason} ({details['reason_code']})"
+    if status in _GC_PAID:
+        if gift.status == GiftStatus.REVERSED:
+            _restore_gift(uow, gift, at=at)
+        else:
+            _mark_gift_paid(uow, gift, received_at)
+    elif status == "charged_back":
+        _reverse_gift(uow, gift, kind="chargeback", reason=reason, received_at=received_at, at=at)
+    elif status == "failed":
+        if was_paid:
+            _reverse_gift(uow, gift, kind="late_failure", reason=reason, received_at=received_at, at=at)
+        elif _fail_gift(uow, gift, reason) or gift.status == GiftStatus.FAILED:
+            retry = " (GoCardless will retry)" if details.get("will_attempt_retry") else ""
+            _payment_failed_history(uow, gift, reason + retry, at, payment_id)
+    elif status in ("cancelled", "customer_approval_denied") and gift.status == GiftStatus.PENDING:
+        _set(gift, status=GiftStatus.CANCELLED, failure_reason=reason[:500])
+    session.add(gift)
+    session.flush()
+    if regular is None and gift.regular_gift_id is not None:
+        regular = session.get(RegularGift, gift.regular_gift_id)
+    if regular is not None:
+        _refresh_arrears(uow, regular)
+    return Effect.processed(f"gocardless_payment:{payment_id}")
+
+
+def _reverse_gift(
+    uow: UnitOfWork, gift: Gift, *, kind: str, reason: str, received_at: dt.datetime, at: dt.datetime
+) -> None:
+    """A Direct Debit paid and then taken back by the bank (chargeback or late failure): the gift no longer counts."""
+    session = uow.session
+    if gift.received_at is None:
+        # It was paid before it was taken back: the gift happened, and so did its reversal.
+        gift.received_at = received_at
+        gift.received_on = uk_date(received_at)
+        session.add(gift)
+        session.flush()
+        _gift_history(uow, gift)
+    payment_id = gift.gocardless_payment_id
+    dispute = repository.first_locked(session, repository.by_key(Dispute, "gocardless_payment_id", payment_id))
+    if dispute is None:
+        now = utc_now()
+        repository.insert_once(
+            session,
+            Dispute(
+                supporter_id=gift.supporter_id,
+                gift_id=gift.id,
+                kind=kind,
+                amount=gift.amount,
+                currency=gift.currency,
+                status=DisputeStatus.LOST,
+                reason=reason[:200],
+                funds_withdrawn=True,
+                provider=Provider.GOCARDLESS,
+                opened_at=at,
+                closed_at=at,
+                gocardless_payment_id=payment_id,
+                created_at=now,
+                updated_at=now,
+            ),
+        )
+        dispute = repository.first_locked(session, repository.by_key(Dispute, "gocardless_payment_id", payment_id))
+        assert dispute is not None
+    elif dispute.status != DisputeStatus.LOST:
+        _set(dispute, status=DisputeStatus.LOST, closed_at=at)
+        session.add(dispute)
+    if gift.status == GiftStatus.REVERSED:
+        return
+    _set(gift, status=GiftStatus.REVERSED, failure_reason=reason[:500])
+    session.add(gift)
+    session.flush()
+    label = "Chargeback" if kind == "chargeback" else "Late failure"
+    record_history(
+        uow,
+        gift.supporter_id,
+        type="dispute" if kind == "chargeback" else "payment_failed",
+        summary=f"{label}: the gift of {format_pence(gift.amount, gift.currency)} was taken back ({reason})",
+        at=at,
+        amount=-gift.amount,
+        currency=gift.currency,
+        data={
+            "gift_id": str(gift.id),
+            "dispute_id": str(dispute.id),
+            "kind": kind,
+            "reason": reason,
+            "provider_ids": _provider_ids(gift),
+        },
+        dedupe_key=f"reversed:{gift.id}:{dispute.id}",
+    )
+    payouts.on_money_recorded(uow, _provider_ids(gift))
+
+
+def _restore_gift(uow: UnitOfWork, gift: Gift, *, at: dt.datetime) -> None:
+    """`chargeback_cancelled`: the bank's claim was withdrawn; the gift counts again."""
+    session = uow.session
+    _set(gift, status=GiftStatus.PAID, failure_reason="")
+    session.add(gift)
+    dispute = repository.first_locked(
+        session, repository.by_key(Dispute, "gocardless_payment_id", gift.gocardless_payment_id)
+    )
+    if dispute is not None and dispute.status != DisputeStatus.WON:
+        _set(dispute, status=DisputeStatus.WON, closed_at=at)
+        session.add(dispute)
+        session.flush()
+        record_history(
+            uow,
+            gift.supporter_id,
+            type="dispute",
+            summary=f"Chargeback cancelled: the gift of {format_pence(gift.amount, gift.currency)} counts again",
+            at=at,
+            amount=gift.amount,
+            currency=gift.currency,
+            data={"gift_id": str(gift.id), "dispute_id": str(dispute.id), "provider_ids": _provider_ids(gift)},
+            dedupe_key=f"restored:{gift.id}:{dispute.id}",
+        )
+    payouts.on_money_recorded(uow, _provider_ids(gift))
+
+
+_GC_REFUND_STATUS = {
+    "created": RefundStatus.PENDING,
+    "pending_submission": RefundStatus.PENDING,
+    "submitted": RefundStatus.SUCCEEDED,
+    "paid": RefundStatus.SUCCEEDED,
+    "cancelled": RefundStatus.CANCELLED,
+    "bounced": RefundStatus.FAILED,
+    "funds_returned": RefundStatus.FAILED,
+}
+
+
+def sync_gocardless_refund(uow: UnitOfWork, gocardless: GoCardlessGateway, refund_id: str) -> Effect:
+    """`refunds.*`: the refund as GoCardless has it now, against the gift its payment paid for."""
+    listed = gocardless.get_refund(refund_id)
+    payment_id = (listed.get("links") or {}).get("payment")
+    if not payment_id:
+        return Effect.ignored("a refund without a payment")
+    gift = repository.first_locked(uow.session, repository.by_key(Gift, "gocardless_payment_id", payment_id))
+    if gift is None:
+        return Effect.waiting(f"gocardless_payment:{payment_id}")
+    status = _GC_REFUND_STATUS.get(str(listed.get("status")), RefundStatus.PENDING)
+    refund, was = _refund_row(
+        uow,
+        "gocardless_refund_id",
+        refund_id,
+        lambda: Refund(
+            supporter_id=gift.supporter_id,
+            gift_id=gift.id,
+            amount=int(listed.get("amount") or 0),
+            currency=str(listed.get("currency") or gift.currency).upper(),
+            provider=Provider.GOCARDLESS,
+            reason=str(listed.get("reference") or "")[:200],
+            refunded_at=_gc_time(listed.get("created_at")),
+            gocardless_refund_id=refund_id,
+            gocardless_payment_id=payment_id,
+        ),
+    )
+    _set(refund, status=status)
+    uow.session.add(refund)
+    uow.session.flush()
+    _recompute_returns(uow, None, gift)
+    if status == RefundStatus.SUCCEEDED and was != RefundStatus.SUCCEEDED:
+        _refund_recorded(uow, refund, None, gift, [payment_id])
+    return Effect.processed(f"gocardless_refund:{refund_id}")
+
+
+def _gc_time(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+# --- Regular gifts that stopped arriving ---------------------------------------------------------------------------
+
+
+def missing_instalments(
+    session: Session, *, today: dt.date | None = None, grace_days: int = 7
+) -> list[MissingInstalment]:
+    """Active regular gifts whose expected instalment has not arrived by its due date plus the grace period.
+
+    Ordered by due date, then regular gift id (a total order for the staff list)."""
+    today = today or uk_today()
+    missing = []
+    for regular in repository.running_regular_gifts(session):
+        due = regular.next_due_on
+        if due is None or due + dt.timedelta(days=grace_days) >= today:
+            continue
+        last_paid = repository.latest_paid_on(session, regular.id)
+        if last_paid is not None and last_paid >= due:
+            continue
+        missing.append(
+            MissingInstalment(
+                regular_gift_id=regular.id,
+                supporter_id=regular.supporter_id,
+                due_on=due,
+                amount=regular.amount,
+                currency=regular.currency,
+                provider=str(regular.provider),
+            )
+        )
+    return sorted(missing, key=lambda m: (m.due_on, str(m.regular_gift_id)))
+
+
+def raise_missing_instalment_alerts(uow: UnitOfWork, *, grace_days: int, today: dt.date | None = None) -> int:
+    """One review item on the supporter per regular gift and due date (running it again raises nothing new)."""
+    raised = 0
+    for item in missing_instalments(uow.session, today=today, grace_days=grace_days):
+        created = raise_review_item(
+            uow,
+            item.supporter_id,
+            kind="missing_instalment",
+            detail=f"The monthly gift of {format_pence(item.amount, item.currency)} due on "
+            f"{item.due_on:%d/%m/%Y} has not arrived ({item.provider})",
+            data={"regular_gift_id": str(item.regular_gift_id), "due_on": item.due_on.isoformat()},
+            dedupe_key=f"missing_instalment:{item.regular_gift_id}:{item.due_on.isoformat()}",
+        )
+        raised += created is not None
+    return raised
+
+
+# --- Totals and merges ---------------------------------------------------------------------------------------------
+
+
+def supporter_totals(session: Session, supporter_ids: Sequence[uuid.UUID]) -> dict[str, Any]:
+    """`donated`: paid gifts less refunds and lost disputes (reversed gifts — chargebacks, late failures — count
+    nothing); `purchases`: paid orders' goods less refunds of goods (the donation line is a gift);
+    `regular_gifts`: active or in-arrears regular gifts."""
+    ids = list(supporter_ids)
+    donated = _one_currency(repository.gift_totals(session, ids))
+    purchases = _one_currency(repository.order_totals(session, ids))
+    return {"donated": donated, "purchases": purchases, "regular_gifts": repository.running_regular_count(session, ids)}
+
+
+def _one_currency(rows: list[tuple[str, int]]) -> Money:
+    totals = {currency: amount for currency, amount in rows if amount}
+    if not totals:
+        return Money.zero()
+    if len(totals) > 1:
+        log.warning("totals in several currencies (%s); showing GBP", ", ".join(totals))
+    currency = "GBP" if "GBP" in totals else next(iter(totals))
+    return Money(totals[currency], Currency(currency))
+
+
+def reassign_supporter(uow: UnitOfWork, from_id: uuid.UUID, to_id: uuid.UUID) -> dict[str, int]:
+    """A merge moves every gift, regular gift, checkout, order, refund and dispute to the surviving supporter."""
+    if from_id == to_id:
+        return {}
+    return repository.move_supporter(uow.session, from_id, to_id)

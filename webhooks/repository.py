@@ -1,1 +1,123 @@
-"""Queries for webhooks tables. Private to the package: other packages call webhooks.service."""
+"""Queries for inbound_events. Private to webhooks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, col, select
+
+from webhooks.models import EventStatus, InboundEvent
+
+_table: sa.Table = InboundEvent.__table__  # type: ignore[attr-defined]
+_insert_statements: dict[str, Any] = {}
+
+
+def _insert_once(dialect: str) -> Any:
+    """`INSERT ... ON CONFLICT (provider, external_id) DO NOTHING RETURNING id`, built once per dialect."""
+    statement = _insert_statements.get(dialect)
+    if statement is None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        statement = (
+            insert(_table).on_conflict_do_nothing(index_elements=["provider", "external_id"]).returning(_table.c.id)
+        )
+        _insert_statements[dialect] = statement
+    return statement
+
+
+def insert_event(session: Session, values: dict[str, Any]) -> uuid.UUID | None:
+    """The new row's id, or None when the provider already delivered this event."""
+    row = session.execute(_insert_once(session.get_bind().dialect.name), values).first()
+    return row[0] if row is not None else None
+
+
+def lock_event(session: Session, event_id: uuid.UUID) -> InboundEvent | None:
+    """The event, locked on PostgreSQL so two copies of one message run one after the other."""
+    query = select(InboundEvent).where(InboundEvent.id == event_id).execution_options(populate_existing=True)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return session.exec(query).first()
+
+
+def event_by_reference(session: Session, reference: str) -> InboundEvent | None:
+    """By our id, or by the provider's event id (evt_..., EV...)."""
+    try:
+        found = session.get(InboundEvent, uuid.UUID(reference))
+        if found is not None:
+            return found
+    except ValueError:
+        pass
+    return session.exec(select(InboundEvent).where(InboundEvent.external_id == reference)).first()
+
+
+def wake_waiting(session: Session, keys: list[str], now: dt.datetime) -> list[uuid.UUID]:
+    """Waiting events whose object has just been recorded go back to pending; their ids come back."""
+    if not keys:
+        return []
+    result = session.execute(
+        sa.update(_table)
+        .where(_table.c.status == EventStatus.WAITING, _table.c.waiting_for.in_(sorted(set(keys))))
+        .values(status=EventStatus.PENDING, waiting_for=None, touched_at=now)
+        .returning(_table.c.id)
+    )
+    return [row[0] for row in result]
+
+
+def wake_one(session: Session, event_id: uuid.UUID, now: dt.datetime) -> bool:
+    result = session.execute(
+        sa.update(_table)
+        .where(_table.c.id == event_id, _table.c.status == EventStatus.WAITING)
+        .values(status=EventStatus.PENDING, waiting_for=None, touched_at=now)
+        .returning(_table.c.id)
+    )
+    return result.first() is not None
+
+
+def due_for_sweep(
+    session: Session, now: dt.datetime, *, pending_after: dt.timedelta, waiting_after: dt.timedelta, limit: int
+) -> list[InboundEvent]:
+    """Pending events nobody touched for a while, failed ones whose back-off is over, and (rarely) waiting ones."""
+    last = sa.func.coalesce(col(InboundEvent.touched_at), col(InboundEvent.received_at))
+    query = (
+        select(InboundEvent)
+        .where(
+            sa.or_(
+                sa.and_(col(InboundEvent.status) == EventStatus.PENDING, last < now - pending_after),
+                sa.and_(col(InboundEvent.status) == EventStatus.WAITING, last < now - waiting_after),
+                sa.and_(
+                    col(InboundEvent.status) == EventStatus.FAILED,
+                    col(InboundEvent.attempts) < MAX_SWEPT_ATTEMPTS,
+                    last < now - pending_after,
+                ),
+            )
+        )
+        .order_by(col(InboundEvent.received_at))
+        .limit(limit)
+    )
+    return list(session.exec(query).all())
+
+
+MAX_SWEPT_ATTEMPTS = 10
+
+
+def known_external_ids(session: Session, provider: str, external_ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(external_ids), 500):
+        chunk = external_ids[start : start + 500]
+        found.update(
+            session.exec(
+                select(InboundEvent.external_id).where(
+                    InboundEvent.provider == provider, col(InboundEvent.external_id).in_(chunk)
+                )
+            ).all()
+        )
+    return found
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.exec(select(InboundEvent.status, sa.func.count()).group_by(col(InboundEvent.status))).all()
+    return {str(status): int(count) for status, count in rows}

@@ -1,11 +1,43 @@
-"""Storing and processing inbound provider events."""
+"""Storing and processing inbound provider events.
+
+A delivery is verified (webhooks.verify), stored once per (provider, event id) with its raw body, and handed to the
+workers after the commit; that is all the request does. The worker runs `process_event`, which dispatches on the
+type to payments.service and moves the row along the ladder pending → processed | ignored | waiting | failed.
+The event row is the durable record: the sweep sends again whatever is left pending, so no job row is needed.
+"""
 
 from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from core.clock import utc_now
+from core.db import UnitOfWork
+from core.runtime import Runtime
+from core.settings import Settings
+from payments import service as payments
+from payments.schemas import Effect
+from webhooks import repository
+from webhooks.errors import EventNotFound
+from webhooks.handlers import Context, find_handler
 from webhooks.models import EventStatus, InboundEvent
+from webhooks.verify import VerifiedEvent, parse_gocardless_time
+
+log = logging.getLogger("giving.webhooks")
+
+PROCESS_EVENT = "webhooks.process_event"
+# Quick retries after a handler error (then the sweep's slower ones): 2 s, 4 s, 8 s.
+QUICK_RETRIES = 3
+SWEEP_PENDING_AFTER = dt.timedelta(minutes=1)
+SWEEP_WAITING_AFTER = dt.timedelta(hours=1)
 
 
 def pending_event_count(session: Session) -> int:
@@ -15,3 +47,247 @@ def pending_event_count(session: Session) -> int:
         .where(col(InboundEvent.status).in_([EventStatus.PENDING, EventStatus.WAITING]))
     )
     return int(session.exec(query).one())
+
+
+# --- storing ---------------------------------------------------------------------------------------------------------
+
+
+def store_events(
+    uow: UnitOfWork, provider: str, events: list[VerifiedEvent], *, source: str = "delivery"
+) -> list[uuid.UUID]:
+    """Insert each event unless it is already stored; processing of the new ones is sent after the commit."""
+    now = utc_now()
+    new: list[uuid.UUID] = []
+    for event in events:
+        stored = repository.insert_event(
+            uow.session,
+            {
+                "id": uuid.uuid4(),
+                "provider": provider,
+                "external_id": event.external_id,
+                "event_type": event.event_type[:100],
+                "occurred_at": event.occurred_at,
+                "body": event.body,
+                "livemode": event.livemode,
+                "status": EventStatus.PENDING,
+                "waiting_for": None,
+                "attempts": 0,
+                "last_error": None,
+                "received_at": now,
+                "processed_at": None,
+                "source": source,
+                "touched_at": None,
+            },
+        )
+        if stored is not None:
+            new.append(stored)
+            uow.enqueue(PROCESS_EVENT, durable=False, event_id=str(stored))
+    return new
+
+
+def store_delivery(runtime: Runtime, provider: str, events: list[VerifiedEvent]) -> int:
+    """One transaction for the whole delivery (a GoCardless batch is stored entirely or not at all)."""
+    with runtime.unit_of_work() as uow:
+        return len(store_events(uow, provider, events))
+
+
+# --- processing ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Processed:
+    status: EventStatus
+    waiting_for: str | None = None
+    note: str = ""
+    recorded: tuple[str, ...] = ()
+
+
+def process_event(uow: UnitOfWork, settings: Settings, event_id: uuid.UUID, *, force: bool = False) -> Processed:
+    """Run the event's handler once. Already processed or ignored events are skipped unless `force` (replay)."""
+    event = repository.lock_event(uow.session, event_id)
+    if event is None:
+        raise EventNotFound(f"no stored event {event_id}")
+    if not force and event.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
+        return Processed(event.status, note="already done")
+    effect = _run_handler(uow, settings, event)
+    now = utc_now()
+    status = {
+        "processed": EventStatus.PROCESSED,
+        "ignored": EventStatus.IGNORED,
+        "waiting": EventStatus.WAITING,
+    }[effect.outcome]
+    event.status = status
+    event.waiting_for = effect.waiting_for
+    event.attempts += 1
+    event.touched_at = now
+    event.last_error = effect.note or None if status != EventStatus.PROCESSED else None
+    if status in (EventStatus.PROCESSED, EventStatus.IGNORED):
+        event.processed_at = now
+    uow.session.add(event)
+    wake(uow, effect.recorded)
+    return Processed(status, effect.waiting_for, effect.note, tuple(effect.recorded))
+
+
+def _run_handler(uow: UnitOfWork, settings: Settings, event: InboundEvent) -> Effect:
+    handler = find_handler(event.provider, event.event_type)
+    if handler is None:
+        return Effect.ignored(f"{event.event_type} is not an event we act on")
+    if event.body is None:
+        return Effect.ignored("the body was pruned")
+    payload: dict[str, Any] = json.loads(event.body)
+    context = Context(uow=uow, settings=settings, event_type=event.event_type, occurred_at=event.occurred_at)
+    return handler(context, payload)
+
+
+def wake(uow: UnitOfWork, keys: list[str]) -> int:
+    """Events waiting for objects just recorded (in this unit of work) run again as soon as it commits."""
+    woken = repository.wake_waiting(uow.session, keys, utc_now())
+    for event_id in woken:
+        uow.enqueue(PROCESS_EVENT, durable=False, event_id=str(event_id))
+    return len(woken)
+
+
+def run_event(runtime: Runtime, event_id: uuid.UUID, *, force: bool = False) -> Processed:
+    """What the worker (and `giving events replay`) calls: process in one unit of work; on an error, roll back,
+    record it on the event in another, and try again soon."""
+    try:
+        with runtime.unit_of_work() as uow:
+            result = process_event(uow, runtime.settings, event_id, force=force)
+    except EventNotFound:
+        raise
+    except Exception as exc:
+        log.warning("event %s failed", event_id, exc_info=True)
+        # If even this fails (the database is down) the error propagates and the broker retries the message.
+        with runtime.unit_of_work() as uow:
+            attempts = _record_failure(uow, event_id, exc)
+            if attempts <= QUICK_RETRIES:
+                uow.enqueue(PROCESS_EVENT, durable=False, delay_ms=1000 * 2**attempts, event_id=str(event_id))
+        return Processed(EventStatus.FAILED, note=str(exc))
+    # The wake-up inside the transaction cannot see an event that another worker is, at that moment, deciding to
+    # park; so once both sides have committed, each looks again: the recorder for waiting events, the waiting event
+    # for its object. Whichever commits last sees the other, and no event is left waiting for something we have.
+    if result.recorded:
+        with runtime.unit_of_work() as uow:
+            wake(uow, list(result.recorded))
+    if result.status == EventStatus.WAITING and result.waiting_for:
+        _recheck_waiting(runtime, event_id, result.waiting_for)
+    return result
+
+
+def _recheck_waiting(runtime: Runtime, event_id: uuid.UUID, key: str) -> None:
+    with runtime.unit_of_work() as uow:
+        if payments.key_recorded(uow.session, key) and repository.wake_one(uow.session, event_id, utc_now()):
+            uow.enqueue(PROCESS_EVENT, durable=False, event_id=str(event_id))
+
+
+def _record_failure(uow: UnitOfWork, event_id: uuid.UUID, exc: Exception) -> int:
+    event = repository.lock_event(uow.session, event_id)
+    if event is None:
+        return QUICK_RETRIES + 1
+    event.status = EventStatus.FAILED
+    event.attempts += 1
+    event.touched_at = utc_now()
+    event.last_error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
+    uow.session.add(event)
+    return event.attempts
+
+
+# --- no silent loss ----------------------------------------------------------------------------------------------
+
+
+def sweep(uow: UnitOfWork, *, now: dt.datetime | None = None, limit: int = 500) -> int:
+    """Send again events stored but not processed: pending for a minute (a lost message, a crash after the commit),
+    failed ones (up to ten attempts), and waiting ones once an hour (in case their object came another way)."""
+    now = now or utc_now()
+    due = repository.due_for_sweep(
+        uow.session, now, pending_after=SWEEP_PENDING_AFTER, waiting_after=SWEEP_WAITING_AFTER, limit=limit
+    )
+    for event in due:
+        event.touched_at = now
+        if event.status == EventStatus.WAITING:
+            event.status = EventStatus.PENDING
+        uow.session.add(event)
+        uow.enqueue(PROCESS_EVENT, durable=False, event_id=str(event.id))
+    if due:
+        log.info("sweep sent %d events again", len(due))
+    return len(due)
+
+
+def find_event(session: Session, reference: str) -> InboundEvent:
+    event = repository.event_by_reference(session, reference)
+    if event is None:
+        raise EventNotFound(f"no stored event {reference}")
+    return event
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    return repository.count_by_status(session)
+
+
+@dataclass
+class Drift:
+    provider: str
+    listed: int
+    missing: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"provider": self.provider, "listed": self.listed, "missing": len(self.missing), "ids": self.missing}
+
+
+def catch_up(runtime: Runtime, *, since: dt.timedelta = dt.timedelta(days=3)) -> list[Drift]:
+    """List the providers' recent events and store any we never received (source "catch_up"); report the drift."""
+    settings = runtime.settings
+    started = utc_now() - since
+    report: list[Drift] = []
+    if settings.stripe.enabled:
+        from payments.providers.stripe import stripe_gateway
+
+        listed = [
+            _stripe_listed(event)
+            for event in stripe_gateway(settings.stripe).iter_events(created_since=started)
+            if event.get("livemode", False) == settings.stripe.livemode
+        ]
+        report.append(_store_missing(runtime, "stripe", listed))
+    if settings.gocardless.enabled:
+        from payments.providers.gocardless import gocardless_gateway
+
+        listed = [
+            _gocardless_listed(event)
+            for event in gocardless_gateway(settings.gocardless).iter_events(created_since=started)
+        ]
+        report.append(_store_missing(runtime, "gocardless", listed))
+    for drift in report:
+        if drift.missing:
+            log.warning(
+                "catch-up: %d %s events were never delivered: %s", len(drift.missing), drift.provider, drift.missing
+            )
+    return report
+
+
+def _stripe_listed(event: dict[str, Any]) -> VerifiedEvent:
+    created = event.get("created")
+    return VerifiedEvent(
+        external_id=str(event["id"]),
+        event_type=str(event.get("type")),
+        occurred_at=dt.datetime.fromtimestamp(created, dt.UTC) if isinstance(created, int) else None,
+        livemode=bool(event.get("livemode")),
+        body=json.dumps(event, separators=(",", ":")),
+    )
+
+
+def _gocardless_listed(event: dict[str, Any]) -> VerifiedEvent:
+    return VerifiedEvent(
+        external_id=str(event["id"]),
+        event_type=f"{event.get('resource_type')}.{event.get('action')}",
+        occurred_at=parse_gocardless_time(event.get("created_at")),
+        livemode=False,
+        body=json.dumps(event, separators=(",", ":"), sort_keys=True),
+    )
+
+
+def _store_missing(runtime: Runtime, provider: str, listed: list[VerifiedEvent]) -> Drift:
+    with runtime.unit_of_work() as uow:
+        known = repository.known_external_ids(uow.session, provider, [event.external_id for event in listed])
+        missing = [event for event in listed if event.external_id not in known]
+        store_events(uow, provider, missing, source="catch_up")
+    return Drift(provider, len(listed), [event.external_id for event in missing])

@@ -1,1 +1,31 @@
-"""Jobs of webhooks (dramatiq actors through core.jobs)."""
+"""Jobs of webhooks: process one stored event, the sweep, the nightly catch-up."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+
+from core import jobs
+from core.db import UnitOfWork
+from core.runtime import get_runtime
+from webhooks import service
+
+log = logging.getLogger("giving.webhooks")
+
+
+@jobs.actor(service.PROCESS_EVENT, queue="webhooks", time_limit_ms=120_000, max_retries=10, with_uow=False)
+def process_event(event_id: str) -> None:
+    service.run_event(get_runtime(), uuid.UUID(event_id))
+
+
+@jobs.periodic("webhooks.sweep_events", every=dt.timedelta(minutes=1))
+@jobs.actor("webhooks.sweep_events", queue="webhooks", time_limit_ms=60_000, max_retries=0)
+def sweep_events(uow: UnitOfWork) -> None:
+    service.sweep(uow)
+
+
+@jobs.periodic("webhooks.catch_up", every=dt.timedelta(days=1))
+@jobs.actor("webhooks.catch_up", queue="webhooks", time_limit_ms=600_000, max_retries=3, with_uow=False)
+def catch_up() -> None:
+    service.catch_up(get_runtime())
