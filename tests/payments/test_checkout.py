@@ -6,6 +6,7 @@ Each test runs on SQLite and PostgreSQL (the `database_url` fixture under `setti
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -362,6 +363,34 @@ class TestProviderFailures:
         assert first.headers["location"] == second.headers["location"]
         assert len(stripe.requests) == 1
         assert counts(runtime)["checkouts"] == 1 and counts(runtime)["consents"] == 1
+
+    def test_a_double_click_sent_at_once_makes_one_checkout_and_one_session(
+        self, client: TestClient, runtime: Runtime, stripe: StripeCheckout
+    ) -> None:
+        ref = str(uuid.uuid4())
+        barrier = threading.Barrier(2)
+        responses: list[Any] = []
+
+        def click() -> None:
+            barrier.wait()
+            responses.append(donate(client, checkout_ref=ref, gift_aid="yes", email="new.donor@example.org"))
+
+        threads = [threading.Thread(target=click) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert [r.status_code for r in responses] == [303, 303]
+        assert {r.headers["location"] for r in responses} == {"https://checkout.stripe.test/c/pay/cs_test_0001"}
+        assert {k: v for k, v in counts(runtime).items() if v} == {
+            "supporters": 1,
+            "supporter_addresses": 1,
+            "declarations": 1,
+            "history": 1,
+            "checkouts": 1,
+        }
+        assert {r.headers["idempotency-key"] for r in stripe.requests} == {f"checkout:{ref}:session"}
 
     def test_the_same_reference_with_other_details_is_a_new_checkout(
         self, client: TestClient, runtime: Runtime, stripe: StripeCheckout
