@@ -196,7 +196,8 @@ def statement_candidates(
 
 
 def statement_progress(session: Session, tax_year: str) -> dict[str, int]:
-    """How far a tax year's statements have got: documents by status, original deliveries by status."""
+    """How far a tax year's statements have got: documents by status (`allocated`, `issued`) and original
+    deliveries by channel and status (`email_sent`, `post_pending`, ...)."""
     counts: dict[str, int] = {}
     rows: Any = session.exec(
         select(Document.status, sa.func.count())
@@ -206,18 +207,25 @@ def statement_progress(session: Session, tax_year: str) -> dict[str, int]:
     for status, number in rows:
         counts[str(status)] = int(number)
     rows = session.exec(
-        select(Delivery.status, sa.func.count())
+        select(Delivery.channel, Delivery.status, sa.func.count())
         .join(Document, col(Document.id) == col(Delivery.document_id))
         .where(
             Document.kind == DocumentKind.ANNUAL_STATEMENT,
             Document.tax_year == tax_year,
             Delivery.copy_number == 0,
         )
-        .group_by(col(Delivery.status))
+        .group_by(col(Delivery.channel), col(Delivery.status))
     ).all()
-    for status, number in rows:
-        counts[f"delivery_{status}"] = int(number)
+    for channel, status, number in rows:
+        counts[f"{channel}_{status}"] = int(number)
     return counts
+
+
+def issued_documents(session: Session, *, kind: DocumentKind | None, limit: int) -> Sequence[Document]:
+    query = select(Document).where(Document.status == DocumentStatus.ISSUED)
+    if kind is not None:
+        query = query.where(Document.kind == kind)
+    return session.exec(query.order_by(col(Document.issued_at).desc(), col(Document.reference)).limit(limit)).all()
 
 
 def allocated_documents(

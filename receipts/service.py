@@ -827,6 +827,17 @@ def document_path(settings: Settings, document: Document) -> str:
     return str(store_for(settings).path(document.storage_key))
 
 
+def issued_paths(
+    session: Session, settings: Settings, *, kind: DocumentKind | None = None, limit: int = 50
+) -> list[tuple[str, str]]:
+    """(reference, PDF path) of the newest issued documents (`giving receipts list`, the demo)."""
+    store = store_for(settings)
+    return [
+        (d.reference, str(store.path(d.storage_key)))
+        for d in repository.issued_documents(session, kind=kind, limit=limit)
+    ]
+
+
 # --- merges --------------------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,349 @@
+"""Receipts throughput: the project's pipeline against weasyprint alone, in the same run.
+
+    .venv/bin/python bench/receipts/bench.py                 # SQLite in a temporary directory
+    .venv/bin/python bench/receipts/bench.py --postgres      # a temporary PostgreSQL database
+
+Pipeline: the real jobs (`receipts.tasks.issue_for_gift` / `issue_annual_statement`): read the rows, number the
+document under the counter lock, build its content, Jinja2, weasyprint, store the PDF with its SHA-256, mark it
+issued and record its email job. Baseline: the same HTML (rendered from the pipeline's documents) straight through
+weasyprint with one stylesheet and one FontConfiguration reused per process, nothing else. Both run with one and
+with two worker processes (fork); start-up and warm-up are outside the timings. It prints documents per second,
+the pipeline's share of the baseline, and the projected time for 50,000 statements on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+from dramatiq.brokers.stub import StubBroker  # noqa: E402
+
+from core import migrate  # noqa: E402
+from core.clock import UK  # noqa: E402
+from core.runtime import Runtime, build_runtime  # noqa: E402
+from core.settings import Settings, load_settings  # noqa: E402
+from crm.models import Declaration, DeclarationMethod, DeclarationScope, StatementPreference, Supporter  # noqa: E402
+from giving.worker import import_tasks  # noqa: E402
+from payments.models import Gift, GiftStatus, Method, Provider  # noqa: E402
+
+TAX_YEAR = "2025-26"
+TARGET_SHARE = 0.90
+TARGET_MINUTES = 60
+PROJECTED_STATEMENTS = 50_000
+POSTGRES_ADMIN_URL = os.environ.get("GIVING_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+# --- worker-process state (set by the pool initialisers) -----------------------------------------------------------
+_runtime: Runtime | None = None
+_baseline: dict[str, Any] = {}
+
+
+def _donor(i: int) -> dict[str, Any]:
+    return {
+        "title": "Ms",
+        "first_name": f"Donor{i}",
+        "last_name": "Example",
+        "address_line1": f"{i % 200 + 1} Acacia Avenue",
+        "address_line2": "",
+        "town": "Dover",
+        "postcode": "CT16 1AA",
+        "country": "GB",
+    }
+
+
+def seed(runtime: Runtime, gifts: int, statements: int, per_statement: int) -> tuple[list[str], list[str]]:
+    """Supporters with one gift each (receipts) and supporters with `per_statement` gifts in the tax year."""
+    gift_ids: list[str] = []
+    statement_supporters: list[str] = []
+    start = dt.date(2025, 4, 6)
+    with runtime.unit_of_work() as uow:
+        session = uow.session
+        for i in range(gifts + statements):
+            annual = i >= gifts
+            supporter = Supporter(
+                email=f"donor{i}@example.org",
+                first_name=f"Donor{i}",
+                last_name="Example",
+                statement_preference=StatementPreference.ANNUAL if annual else StatementPreference.PER_GIFT,
+            )
+            session.add(supporter)
+            session.flush()
+            if i % 2 == 0:
+                session.add(
+                    Declaration(
+                        supporter_id=supporter.id,
+                        method=DeclarationMethod.ONLINE,
+                        made_on=dt.date(2025, 4, 1),
+                        scope=DeclarationScope.PAST_4_YEARS_AND_FUTURE,
+                        start=dt.date(2021, 4, 1),
+                        first_name=f"Donor{i}",
+                        last_name="Example",
+                        address_line1="1 Acacia Avenue",
+                        house="1",
+                        postcode="CT16 1AA",
+                    )
+                )
+            for g in range(per_statement if annual else 1):
+                received_on = start + dt.timedelta(days=30 * g + i % 25)
+                gift = Gift(
+                    supporter_id=supporter.id,
+                    amount=500 + (i * 37 + g * 101) % 20_000,
+                    status=GiftStatus.PAID,
+                    provider=Provider.STRIPE,
+                    method=Method.CARD if g % 2 else Method.DIRECT_DEBIT,
+                    received_at=dt.datetime.combine(received_on, dt.time(12), UK).astimezone(dt.UTC),
+                    received_on=received_on,
+                    appeal="winter-appeal" if g % 3 else None,
+                    donor=_donor(i),
+                )
+                session.add(gift)
+                if not annual:
+                    gift_ids.append(str(gift.id))
+            if annual:
+                statement_supporters.append(str(supporter.id))
+    return gift_ids, statement_supporters
+
+
+def reset_documents(runtime: Runtime) -> None:
+    with runtime.engine.begin() as conn:
+        for table in ("document_deliveries", "postal_batches", "documents", "document_counters", "jobs"):
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+    shutil.rmtree(runtime.settings.receipts.storage_dir, ignore_errors=True)
+
+
+# --- pipeline workers ----------------------------------------------------------------------------------------------
+
+
+def _pipeline_init(settings: Settings, ready: Any) -> None:
+    global _runtime
+    import_tasks()
+    _runtime = build_runtime(settings, broker=StubBroker(fail_fast_default=False))
+    from receipts import render
+    from receipts.documents import load
+
+    # Warm up: fonts, stylesheet, templates, a connection.
+    render.render_pdf(load(_sample_content()))
+    with _runtime.read_session() as session:
+        session.execute(sa.text("SELECT 1"))
+    ready.wait()
+
+
+def _pipeline_gift(gift_id: str) -> None:
+    from receipts import tasks
+
+    tasks.issue_for_gift(gift_id=gift_id)
+
+
+def _pipeline_statement(supporter_id: str) -> None:
+    from receipts import tasks
+
+    tasks.issue_annual_statement(supporter_id=supporter_id, tax_year=TAX_YEAR)
+
+
+# --- baseline workers ----------------------------------------------------------------------------------------------
+
+
+def _baseline_init(stylesheet: str, base_url: str, ready: Any) -> None:
+    from weasyprint import CSS, HTML
+    from weasyprint.text.fonts import FontConfiguration
+
+    font_config = FontConfiguration()
+    _baseline.update(css=CSS(string=stylesheet, font_config=font_config), fonts=font_config, base_url=base_url)
+    from receipts import render
+    from receipts.documents import load
+
+    HTML(string=render.render_html(load(_sample_content())), base_url=base_url).write_pdf(
+        stylesheets=[_baseline["css"]], font_config=font_config
+    )
+    ready.wait()
+
+
+def _baseline_render(html: str) -> int:
+    from weasyprint import HTML
+
+    pdf = HTML(string=html, base_url=_baseline["base_url"]).write_pdf(
+        stylesheets=[_baseline["css"]], font_config=_baseline["fonts"]
+    )
+    return len(pdf or b"")
+
+
+def _sample_content() -> dict[str, Any]:
+    from receipts import documents as docs
+
+    charity = docs.Charity(
+        name="Warm-up",
+        registration="Registered charity number 1",
+        address="1 Street",
+        postcode="CT16 1AA",
+        email="a@example.org",
+        phone="0",
+    )
+    return docs.dump(
+        docs.GiftReceipt(
+            reference="GR-000000",
+            issued_on=dt.date(2025, 1, 1),
+            charity=charity,
+            donor=docs.Donor(first_name="A", last_name="B"),
+            gift_id=str(uuid.uuid4()),
+            amount=100,
+            received_on=dt.date(2025, 1, 1),
+            method="Card",
+            appeal="General fund",
+            description="One-off gift",
+            gift_aid=docs.GiftAidNote(status="invite"),
+        )
+    )
+
+
+def timed_pool(
+    processes: int,
+    initializer: Callable[..., None],
+    initargs: tuple[Any, ...],
+    fn: Callable[[Any], Any],
+    items: Sequence[Any],
+) -> float:
+    """Seconds to run `fn` over `items` on `processes` warmed-up processes (start-up not counted)."""
+    context = mp.get_context("fork")
+    ready = context.Barrier(processes + 1)
+    with context.Pool(processes, initializer=initializer, initargs=(*initargs, ready)) as pool:
+        ready.wait()
+        started = time.perf_counter()
+        for _ in pool.imap_unordered(fn, items, chunksize=8):
+            pass
+        elapsed = time.perf_counter() - started
+    return elapsed
+
+
+def issued_html(runtime: Runtime, kind: str) -> list[str]:
+    from sqlmodel import col, select
+
+    from receipts import render
+    from receipts.documents import load
+    from receipts.models import Document
+
+    logo = render.logo_markup(runtime.settings.charity.logo_path)
+    with runtime.read_session() as session:
+        rows = session.exec(select(Document.content).where(Document.kind == kind).order_by(col(Document.number))).all()
+    return [render.render_html(load(content), logo=logo) for content in rows]
+
+
+def check_issued(runtime: Runtime, kind: str, expected: int) -> None:
+    from sqlmodel import select
+
+    from receipts.models import Document, DocumentStatus
+
+    with runtime.read_session() as session:
+        issued = len(
+            session.exec(
+                select(Document.id).where(Document.kind == kind, Document.status == DocumentStatus.ISSUED)
+            ).all()
+        )
+    if issued != expected:
+        raise SystemExit(f"the pipeline issued {issued} {kind} documents, expected {expected}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gifts", type=int, default=2000, help="gift receipts to render (one gift each)")
+    parser.add_argument("--statements", type=int, default=500, help="annual statements to render")
+    parser.add_argument("--per-statement", type=int, default=12, help="gifts on each statement")
+    parser.add_argument("--processes", default="1,2", help="worker process counts to measure")
+    parser.add_argument("--postgres", action="store_true", help="use a temporary PostgreSQL database")
+    args = parser.parse_args()
+    counts = [int(p) for p in args.processes.split(",")]
+
+    from receipts import render
+
+    if not render.harfbuzz_subset_available():
+        print("WARNING: libharfbuzz-subset0 is missing: weasyprint will be 2-3x slower", file=sys.stderr)
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-receipts-"))
+    pg_name = None
+    if args.postgres:
+        pg_name = f"bench_receipts_{os.getpid()}"
+        admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{pg_name}"')
+        url = sa.make_url(POSTGRES_ADMIN_URL).set(database=pg_name).render_as_string(hide_password=False)
+    else:
+        url = f"sqlite:///{workdir / 'bench.sqlite3'}"
+    try:
+        migrate.upgrade(url)
+        settings = load_settings(
+            env="test",
+            database={"url": url},
+            broker={"url": ""},
+            receipts={"storage_dir": str(workdir / "receipts")},
+        )
+        import_tasks()
+        runtime = build_runtime(settings, broker=StubBroker(fail_fast_default=False))
+        seeded = time.perf_counter()
+        gift_ids, statement_ids = seed(runtime, args.gifts, args.statements, args.per_statement)
+        print(
+            f"database: {'PostgreSQL' if args.postgres else 'SQLite'}; seeded {len(gift_ids)} receipt gifts and "
+            f"{len(statement_ids)} supporters x {args.per_statement} gifts in {time.perf_counter() - seeded:.1f} s; "
+            f"hb-subset: {'yes' if render.harfbuzz_subset_available() else 'NO'}; cpus: {os.cpu_count()}"
+        )
+        stylesheet = render.STYLESHEET.read_text(encoding="utf-8")
+        base_url = str(render.TEMPLATES_DIR)
+        results: dict[tuple[str, int], tuple[float, float]] = {}
+        cases = [
+            ("gift receipts", "gift_receipt", gift_ids, _pipeline_gift),
+            (f"annual statements ({args.per_statement} gifts)", "annual_statement", statement_ids, _pipeline_statement),
+        ]
+        for label, kind, ids, job in cases:
+            for processes in counts:
+                reset_documents(runtime)
+                runtime.engine.dispose()
+                pipeline = timed_pool(processes, _pipeline_init, (settings,), job, ids)
+                check_issued(runtime, kind, len(ids))
+                html = issued_html(runtime, kind)
+                runtime.engine.dispose()
+                baseline = timed_pool(processes, _baseline_init, (stylesheet, base_url), _baseline_render, html)
+                results[(label, processes)] = (len(ids) / pipeline, len(html) / baseline)
+                print(
+                    f"{label:<32} {processes} process{'es' if processes > 1 else '  '}  "
+                    f"pipeline {len(ids) / pipeline:7.1f} docs/s   baseline {len(html) / baseline:7.1f} docs/s   "
+                    f"pipeline/baseline {pipeline and (len(ids) / pipeline) / (len(html) / baseline):6.1%}",
+                    flush=True,
+                )
+        print()
+        statements_label = cases[1][0]
+        two = max(counts)
+        pipeline_rate, baseline_rate = results[(statements_label, two)]
+        minutes = PROJECTED_STATEMENTS / pipeline_rate / 60
+        print(
+            f"projected: {PROJECTED_STATEMENTS:,} statements of {args.per_statement} gifts on {two} cores: "
+            f"pipeline {minutes:.1f} min, baseline {PROJECTED_STATEMENTS / baseline_rate / 60:.1f} min "
+            f"(target < {TARGET_MINUTES} min: {'met' if minutes < TARGET_MINUTES else 'NOT met'})"
+        )
+        worst = min(p / b for p, b in results.values())
+        print(
+            f"pipeline share of baseline: worst {worst:.1%} "
+            f"(target >= {TARGET_SHARE:.0%}: {'met' if worst >= TARGET_SHARE else 'NOT met'})"
+        )
+        runtime.engine.dispose()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if pg_name is not None:
+            admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+            admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
