@@ -166,7 +166,7 @@ def store_lines(uow: UnitOfWork, payout: Payout, lines: Iterable[LineIn]) -> int
         elif (old.amount, old.fee, old.net) != (row["amount"], row["fee"], row["net"]):
             changed.append({"b_id": old.id, "b_amount": row["amount"], "b_fee": row["fee"], "b_net": row["net"]})
     if new_rows:
-        conn.execute(sa.insert(LINES), new_rows)
+        _bulk_insert_lines(conn, new_rows)
     if changed:
         conn.execute(
             sa.update(LINES)
@@ -179,6 +179,70 @@ def store_lines(uow: UnitOfWork, payout: Payout, lines: Iterable[LineIn]) -> int
     # The ORM copy of the payout must see what Core just wrote.
     uow.session.expire(payout)
     return len(new_rows)
+
+
+# Bulk writes. PostgreSQL gets one statement whose rows travel as arrays (`unnest`), which costs one round trip
+# whatever the number of rows; SQLite runs in-process, where an executemany is already cheap.
+
+_INSERT_COLUMNS = {
+    "id": "uuid",
+    "payout_id": "uuid",
+    "provider_line_id": "varchar",
+    "kind": "varchar",
+    "amount": "bigint",
+    "fee": "bigint",
+    "net": "bigint",
+    "currency": "varchar",
+    "source_id": "varchar",
+    "related_id": "varchar",
+    "fee_for": "varchar",
+    "provider_type": "varchar",
+    "description": "varchar",
+    "amount_exact": "varchar",
+    "position": "integer",
+}
+
+_MATCH_COLUMNS = {
+    "kind": ("b_kind", "varchar"),
+    "gift_id": ("b_gift", "uuid"),
+    "order_id": ("b_order", "uuid"),
+    "refund_id": ("b_refund", "uuid"),
+    "dispute_id": ("b_dispute", "uuid"),
+    "matched_at": ("b_matched_at", "timestamptz"),
+}
+
+
+def _bulk_insert_lines(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    if conn.dialect.name != "postgresql":
+        conn.execute(sa.insert(LINES), rows)
+        return
+    names = list(_INSERT_COLUMNS)
+    quoted = [f'"{name}"' for name in names]
+    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _INSERT_COLUMNS.items())
+    statement = sa.text(f"INSERT INTO payout_lines ({', '.join(quoted)}) SELECT * FROM unnest({arrays})")
+    conn.execute(statement, {name: [row[name] for row in rows] for name in names})
+
+
+def _bulk_update_matches(conn: sa.Connection, updates: list[dict[str, Any]]) -> None:
+    if conn.dialect.name != "postgresql":
+        conn.execute(
+            sa.update(LINES)
+            .where(LINES.c.id == sa.bindparam("b_id"))
+            .values({column: sa.bindparam(param) for column, (param, _) in _MATCH_COLUMNS.items()}),
+            updates,
+        )
+        return
+    arrays = ", ".join(f"CAST(:{param} AS {kind}[])" for param, kind in _MATCH_COLUMNS.values())
+    assignments = ", ".join(f"{column} = v.{column}" for column in _MATCH_COLUMNS)
+    statement = sa.text(
+        f"UPDATE payout_lines AS pl SET {assignments} "
+        f"FROM unnest(CAST(:b_id AS uuid[]), {arrays}) AS v(id, {', '.join(_MATCH_COLUMNS)}) "
+        "WHERE pl.id = v.id"
+    )
+    params: dict[str, list[Any]] = {"b_id": [u["b_id"] for u in updates]}
+    for param, _ in _MATCH_COLUMNS.values():
+        params[param] = [u[param] for u in updates]
+    conn.execute(statement, params)
 
 
 def _match_class(kind: str, provider_type: str, source_id: str | None) -> str | None:
@@ -359,19 +423,7 @@ def match_payout(uow: UnitOfWork, payout_id: uuid.UUID) -> MatchResult:
                 }
             )
     if updates:
-        conn.execute(
-            sa.update(LINES)
-            .where(LINES.c.id == sa.bindparam("b_id"))
-            .values(
-                kind=sa.bindparam("b_kind"),
-                gift_id=sa.bindparam("b_gift"),
-                order_id=sa.bindparam("b_order"),
-                refund_id=sa.bindparam("b_refund"),
-                dispute_id=sa.bindparam("b_dispute"),
-                matched_at=sa.bindparam("b_matched_at"),
-            ),
-            updates,
-        )
+        _bulk_update_matches(conn, updates)
     total = sum(line.amount for line in lines)
     discrepancy = payout.amount - total
     if payout.lines_loaded_at is None:

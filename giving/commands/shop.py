@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -99,7 +100,9 @@ def giftaid_postings(session: Session, start: dt.date, end: dt.date) -> list[jou
         .order_by(claims.c.built_at, claims.c.id)
     )
     postings = []
-    for claim_id, gift_aid, adjusted, built_at in rows:
+    for raw_id, gift_aid, adjusted, built_at in rows:
+        # Reflected, SQLite hands the id back as 32 hex digits: name it as everywhere else.
+        claim_id = str(uuid.UUID(str(raw_id)))
         amount = int(gift_aid) - int(adjusted or 0)
         moment = built_at if built_at.tzinfo else built_at.replace(tzinfo=dt.UTC)
         day = moment.astimezone(UK).date()
@@ -325,8 +328,6 @@ def register(app: typer.Typer) -> None:
     @shop_app.command("fulfil")
     def fulfil(order_id: str = typer.Argument(..., help="The order's id.")) -> None:
         """Mark a paid order as posted."""
-        import uuid
-
         from giving.cli import command_runtime, fail
 
         try:

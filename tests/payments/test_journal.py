@@ -176,3 +176,40 @@ def test_journal_needs_a_valid_period(
         ["export", "journal", "--from", "2026-03-02", "--to", "2026-03-01"], settings, monkeypatch, tmp_path
     )
     assert result.exit_code == 1 and "before" in result.stderr
+
+
+def test_gift_aid_claimed_is_receivable_in_the_journal(
+    runtime: Runtime, settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from giftaid.models import Claim
+
+    with runtime.unit_of_work() as uow:
+        built = Claim(
+            through=dt.date(2026, 3, 31),
+            total=40_000,
+            gift_aid=10_000,
+            adjustment=250,
+            built_at=dt.datetime(2026, 4, 2, 9, 0, tzinfo=dt.UTC),
+        )
+        rejected = Claim(
+            through=dt.date(2026, 3, 31),
+            total=4_000,
+            gift_aid=1_000,
+            status="rejected",
+            built_at=dt.datetime(2026, 4, 3, 9, 0, tzinfo=dt.UTC),
+        )
+        uow.session.add_all([built, rejected])
+        uow.session.flush()
+        claim_id = built.id
+
+    result = run_giving(
+        ["export", "journal", "--from", "2026-04-01", "--to", "2026-04-30"], settings, monkeypatch, tmp_path
+    )
+
+    assert result.exit_code == 0, result.output
+    rows = parse(result.stdout)
+    assert by_account(rows, f"giftaid:{claim_id}") == {"Gift Aid receivable": 9_750, "Gift Aid income": -9_750}
+    assert {row["entry"] for row in rows} == {f"giftaid:{claim_id}"}, "a rejected claim is not receivable"
+    assert rows[0]["date"] == "2026-04-02"
