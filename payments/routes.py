@@ -17,6 +17,7 @@ from starlette.templating import Jinja2Templates
 
 from core import ratelimit
 from core.clock import isoformat_z, utc_now
+from core.errors import ValidationFailed
 from core.http import client_address, in_thread, runtime_of
 from core.money import format_pence
 from core.settings import Settings
@@ -170,8 +171,8 @@ async def donate_submit(request: Request) -> Response:
     )
     try:
         url = await in_thread(checkout.start_checkout, runtime.unit_of_work, runtime.settings, record)
-    except InvalidForm as exc:
-        return _donate_form(request, values, exc.errors, exc.status_code)
+    except ValidationFailed as exc:  # InvalidForm, or a rule crm checks again when recording
+        return _donate_form(request, values, exc.errors or {"form": exc.detail}, exc.status_code)
     except (ProviderUnavailable, ProviderRefused) as exc:
         return _provider_failed(request, exc, action="/donate", values=values)
     return RedirectResponse(url, status_code=303)
@@ -275,8 +276,9 @@ async def shop_checkout(request: Request) -> Response:
     )
     try:
         url = await in_thread(checkout.start_checkout, runtime.unit_of_work, runtime.settings, record)
-    except InvalidForm as exc:
-        return _shop_form(request, await _catalogue(request), values, quantities, exc.errors, exc.status_code)
+    except ValidationFailed as exc:  # InvalidForm (SKUs, stock), or a rule crm checks again when recording
+        errors = exc.errors or {"form": exc.detail}
+        return _shop_form(request, await _catalogue(request), values, quantities, errors, exc.status_code)
     except (ProviderUnavailable, ProviderRefused) as exc:
         return _provider_failed(request, exc, action="/shop/checkout", values=values, basket=basket)
     return RedirectResponse(url, status_code=303)
