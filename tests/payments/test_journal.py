@@ -183,7 +183,7 @@ def test_gift_aid_claimed_is_receivable_in_the_journal(
 ) -> None:
     import datetime as dt
 
-    from giftaid.models import Claim
+    from giftaid.models import Claim, ClaimStatus
 
     with runtime.unit_of_work() as uow:
         built = Claim(
