@@ -197,7 +197,7 @@ def test_gift_aid_claimed_is_receivable_in_the_journal(
             through=dt.date(2026, 3, 31),
             total=4_000,
             gift_aid=1_000,
-            status="rejected",
+            status=ClaimStatus.REJECTED,
             built_at=dt.datetime(2026, 4, 3, 9, 0, tzinfo=dt.UTC),
         )
         uow.session.add_all([built, rejected])
