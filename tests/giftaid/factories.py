@@ -172,3 +172,30 @@ def run_giving(args: list[str], settings: Settings, monkeypatch: Any, tmp_path: 
     finally:
         set_runtime(previous)
         get_settings.cache_clear()
+
+
+def make_many_gifts(
+    runtime: Runtime,
+    supporter_id: uuid.UUID,
+    count: int,
+    *,
+    amount: int = 3_000,
+    first_day: dt.date = dt.date(2025, 1, 1),
+) -> list[uuid.UUID]:
+    """`count` paid gifts from one donor on successive days (cycling through 200 days), in one transaction."""
+    ids = []
+    with runtime.unit_of_work() as uow:
+        for index in range(count):
+            day = first_day + dt.timedelta(days=index % 200)
+            gift = Gift(
+                supporter_id=supporter_id,
+                amount=amount + index,
+                status=GiftStatus.PAID,
+                provider=Provider.GOCARDLESS,
+                method=Method.DIRECT_DEBIT,
+                received_at=noon(day),
+                received_on=day,
+            )
+            uow.session.add(gift)
+            ids.append(gift.id)
+    return ids
