@@ -24,9 +24,10 @@ def r68_schema() -> etree.XMLSchema:
 @lru_cache(maxsize=1)
 def envelope_schema() -> etree.XMLSchema:
     # The envelope imports xmldsig without a location: give it one.
+    dsig, envelope = (XSD / "xmldsig-core-schema.xsd").as_uri(), (XSD / "envelope-v2-0-HMRC.xsd").as_uri()
     wrapper = f"""<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema">
-      <xsd:import namespace="http://www.w3.org/2000/09/xmldsig#" schemaLocation="{(XSD / "xmldsig-core-schema.xsd").as_uri()}"/>
-      <xsd:import namespace="http://www.govtalk.gov.uk/CM/envelope" schemaLocation="{(XSD / "envelope-v2-0-HMRC.xsd").as_uri()}"/>
+      <xsd:import namespace="http://www.w3.org/2000/09/xmldsig#" schemaLocation="{dsig}"/>
+      <xsd:import namespace="http://www.govtalk.gov.uk/CM/envelope" schemaLocation="{envelope}"/>
     </xsd:schema>"""
     return etree.XMLSchema(etree.fromstring(wrapper.encode(), base_url=XSD.as_uri() + "/"))
 
