@@ -1,0 +1,176 @@
+"""Any order, any number of deliveries, concurrent copies: one result, the one the scenario's ledger says."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from sqlmodel import select
+from starlette.testclient import TestClient
+
+from core.runtime import Runtime
+from payments import service as payments_service
+from payments.models import Gift, GiftStatus
+from tests.fakes.provider_server import FakeProvider
+from tests.fakes.scenarios import Scenario, seed_supporter, standard_scenario
+from tests.fixtures.db import empty_tables
+from tests.webhooks.support import (
+    EventsWorker,
+    actual_ledger,
+    app_client,
+    catalogue,
+    deliver,
+    install,
+    post_stripe,
+    settings,
+    stuck_events,
+    worker,
+)
+from webhooks import service as webhooks_service
+from webhooks.models import InboundEvent
+
+__all__ = ["app_client", "catalogue", "settings", "worker"]
+
+
+@pytest.mark.slow
+@hypothesis_settings(
+    max_examples=6,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(seed=st.integers(min_value=0, max_value=2**31))
+@example(seed=0)
+def test_any_delivery_order_gives_the_expected_ledger(
+    seed: int,
+    runtime: Runtime,
+    worker: EventsWorker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    """Each event of every flow delivered 1-3 times, shuffled (GoCardless ones in batches), processed by two worker
+    threads as they arrive; the gifts, orders, regular gifts and totals must equal the ledger the scenario computes
+    from its own parameters."""
+    empty_tables(runtime.engine)
+    with runtime.unit_of_work() as uow:
+        payments_service.ensure_default_catalogue(uow)
+    scenario = standard_scenario(runtime)
+    install(scenario, fake_stripe, fake_gocardless)
+    deliver(app_client, scenario.deliveries, rng=random.Random(seed))
+    worker.join()
+    assert stuck_events(runtime) == []
+    assert actual_ledger(runtime, scenario.expected) == scenario.expected
+
+
+def test_a_burst_of_the_same_event_gives_one_gift(
+    runtime: Runtime, worker: EventsWorker, app_client: TestClient, fake_stripe: FakeProvider
+) -> None:
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Dana")
+    session_id = scenario.one_off_card_gift(supporter, 4200, with_payment_intent_event=False)
+    scenario.stripe.install(fake_stripe)
+    completed = scenario.deliveries[0].event
+    # Stripe may also send a second Event object for the same change: same session, another event id.
+    twin = {**completed, "id": f"evt_twin_{uuid.uuid4().hex[:8]}"}
+    start = threading.Barrier(8)
+    answers: list[int] = []
+
+    def post(event: dict[str, object]) -> None:
+        start.wait()
+        answers.append(post_stripe(app_client, event).status_code)
+
+    threads = [threading.Thread(target=post, args=(completed if n % 2 else twin,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    worker.join()
+    assert answers == [200] * 8
+    with runtime.read_session() as session:
+        assert len(session.exec(select(InboundEvent)).all()) == 2
+        gifts = session.exec(select(Gift)).all()
+        assert [(g.stripe_checkout_session_id, g.status, g.amount) for g in gifts] == [
+            (session_id, GiftStatus.PAID, 4200)
+        ]
+
+
+def test_concurrent_processing_of_one_business_key(
+    runtime: Runtime, fake_stripe: FakeProvider, app_client: TestClient, worker: EventsWorker
+) -> None:
+    """Six distinct events about one checkout session, each run at the same moment on its own thread."""
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Eve")
+    scenario.one_off_card_gift(supporter, 1800, with_payment_intent_event=False)
+    scenario.stripe.install(fake_stripe)
+    completed = scenario.deliveries[0].event
+    ids = []
+    with runtime.unit_of_work() as uow:
+        from webhooks.verify import VerifiedEvent
+
+        copies = [
+            VerifiedEvent(f"evt_copy_{n}_{uuid.uuid4().hex[:6]}", completed["type"], None, False, _json(completed))
+            for n in range(6)
+        ]
+        ids = webhooks_service.store_events(uow, "stripe", copies)
+        uow.jobs.clear()  # run them by hand below, all at once
+    start = threading.Barrier(len(ids))
+    results = []
+
+    def run(event_id: uuid.UUID) -> None:
+        start.wait()
+        results.append(webhooks_service.run_event(runtime, event_id).status)
+
+    threads = [threading.Thread(target=run, args=(event_id,)) for event_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    worker.join()
+    assert stuck_events(runtime) == []
+    with runtime.read_session() as session:
+        gifts = session.exec(select(Gift)).all()
+        assert len(gifts) == 1 and gifts[0].status == GiftStatus.PAID
+        from crm.models import HistoryEntry
+
+        items = session.exec(select(HistoryEntry).where(HistoryEntry.type == "gift")).all()
+        assert len(items) == 1
+        from core.models import Job
+
+        receipts = session.exec(select(Job).where(Job.actor_name == "receipts.issue_for_gift")).all()
+        assert len(receipts) == 1
+
+
+def test_an_event_waiting_for_its_object_runs_as_soon_as_it_is_recorded(
+    runtime: Runtime, worker: EventsWorker, app_client: TestClient, fake_stripe: FakeProvider
+) -> None:
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Finn")
+    subscription_id = scenario.stripe_monthly(supporter, 1000, paid=1)
+    scenario.stripe.install(fake_stripe)
+    checkout, *others = scenario.deliveries
+    for delivery in others:  # the invoice and the subscription's events arrive before the checkout
+        assert post_stripe(app_client, delivery.event).status_code == 200
+    worker.join()
+    with runtime.read_session() as session:
+        waiting = session.exec(select(InboundEvent)).all()
+        assert {(e.status, e.waiting_for) for e in waiting} == {("waiting", f"stripe_subscription:{subscription_id}")}
+    started = time.monotonic()
+    assert post_stripe(app_client, checkout.event).status_code == 200
+    worker.join()
+    elapsed = time.monotonic() - started
+    assert stuck_events(runtime) == []
+    assert actual_ledger(runtime, scenario.expected) == scenario.expected
+    assert elapsed < 10  # no sweep, no retry back-off: the recorder woke them
+
+
+def _json(event: dict[str, object]) -> str:
+    import json
+
+    return json.dumps(event, separators=(",", ":"))
