@@ -8,8 +8,10 @@ import json
 import uuid
 from typing import Any, Literal, TypeVar
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.clock import isoformat_z
 from crm.errors import InvalidDonorDetails
 from crm.models import (
     Consent,
@@ -162,11 +164,11 @@ def supporter_detail(view: SupporterView, totals: dict[str, Any]) -> dict[str, A
     }
 
 
-def history_item(entry: HistoryEntry) -> dict[str, Any]:
+def history_item(entry: HistoryEntry | sa.Row[Any]) -> dict[str, Any]:
     """`{"id", "at", "type", "summary", "amount"?, ...}`: the entry's own ids (gift_id, provider_ids, ...) are
     spread into the item; they never replace the fixed keys."""
     item: dict[str, Any] = dict(entry.data or {})
-    item.update({"id": entry.id, "at": entry.at, "type": entry.type, "summary": entry.summary})
+    item.update({"id": str(entry.id), "at": isoformat_z(entry.at), "type": entry.type, "summary": entry.summary})
     if entry.amount is not None:
         item["amount"] = {"amount": entry.amount, "currency": entry.currency or "GBP"}
     else:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session
 
 from core import signing
@@ -396,7 +397,7 @@ class SupporterView:
 # --- history -------------------------------------------------------------------------------------------------
 
 
-def encode_cursor(entry: HistoryEntry) -> str:
+def encode_cursor(entry: HistoryEntry | sa.Row[Any]) -> str:
     raw = f"{isoformat_micro(entry.at)}|{entry.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -419,8 +420,9 @@ def isoformat_micro(moment: dt.datetime) -> str:
 
 def history(
     session: Session, supporter_id: uuid.UUID, *, limit: int | None = None, cursor: str | None = None
-) -> tuple[Supporter, list[HistoryEntry], str | None]:
-    """One supporter's timeline, newest first (at desc, id desc). With `limit`, also the cursor of the rest."""
+) -> tuple[Supporter, list[sa.Row[Any]], str | None]:
+    """One supporter's timeline, newest first (at desc, id desc), as rows with the entry's columns as attributes.
+    With `limit`, also the cursor of the rest."""
     supporter = resolve_supporter(session, supporter_id)
     before = decode_cursor(cursor) if cursor else None
     rows = repository.history_page(session, supporter.id, limit=None if limit is None else limit + 1, before=before)
