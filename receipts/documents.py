@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from core.money import gift_aid_on
 from core.settings import CharitySettings
 
 # Bump when a template changes what it prints; kept in the content so an old document can be told apart.
@@ -270,14 +269,6 @@ def appeal_label(appeal: str | None) -> str:
         return "General fund"
     words = re.sub(r"[-_]+", " ", appeal).strip()
     return words[:1].upper() + words[1:]
-
-
-def gift_aid_note(amount: int, declaration: Any | None, *, eligible: bool) -> GiftAidNote:
-    if declaration is not None:
-        return GiftAidNote(
-            status="claim", claim_amount=gift_aid_on(amount), declaration=declaration_summary(declaration)
-        )
-    return GiftAidNote(status="invite" if eligible else "none")
 
 
 # --- tax years -----------------------------------------------------------------------------------------------------

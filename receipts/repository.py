@@ -116,6 +116,24 @@ def declarations_of(session: Session, supporter_ids: list[uuid.UUID]) -> Sequenc
     ).all()
 
 
+def declarations_by_id(session: Session, ids: set[uuid.UUID]) -> Sequence[Declaration]:
+    if not ids:
+        return []
+    return session.exec(select(Declaration).where(col(Declaration.id).in_(ids))).all()
+
+
+def gift_aid_rows(
+    session: Session, rules: Any, supporter_ids: list[uuid.UUID], gift_ids: list[uuid.UUID] | None
+) -> list[Any]:
+    """The Gift Aid rules' decision for these gifts (or every received gift of these supporters), claimed or not."""
+    from giftaid.eligibility import eligibility_select
+
+    query = eligibility_select(
+        rules, session.get_bind().dialect.name, gift_ids=gift_ids, supporter_ids=supporter_ids, unclaimed_only=False
+    )
+    return list(session.execute(query).all())
+
+
 def order_lines(session: Session, order_id: uuid.UUID) -> Sequence[OrderLine]:
     return session.exec(
         select(OrderLine).where(OrderLine.order_id == order_id).order_by(col(OrderLine.sku), col(OrderLine.id))

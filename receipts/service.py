@@ -28,7 +28,8 @@ from core.money import gift_aid_on
 from core.settings import Settings
 from crm import service as crm_service
 from crm.models import Declaration, DeclarationMethod, DeclarationScope, StatementPreference, Supporter
-from payments.models import DonorType, Gift, GiftStatus, Order, OrderStatus, Refund, RefundStatus
+from giftaid import eligibility as giftaid_rules
+from payments.models import Gift, GiftStatus, Order, OrderStatus, Refund, RefundStatus
 from receipts import delivery as mail
 from receipts import documents as docs
 from receipts import render, repository
@@ -115,43 +116,43 @@ def _allocate(
 
 # --- Gift Aid on a gift --------------------------------------------------------------------------------------------
 
-
-def _covers(declaration: Declaration, gift_id: uuid.UUID, on: dt.date) -> bool:
-    """Whether a declaration covers a gift of that date (scope, cancellation, void)."""
-    if declaration.voided:
-        return False
-    if declaration.cancellation_effective_on is not None and on >= declaration.cancellation_effective_on:
-        return False
-    cancelled_on = uk_date(declaration.cancelled_at) if declaration.cancelled_at is not None else None
-    if declaration.cancellation_effective_on is None and cancelled_on is not None and on >= cancelled_on:
-        return False
-    scope = declaration.scope
-    if scope == DeclarationScope.THIS_GIFT:
-        return declaration.gift_id == gift_id
-    if scope == DeclarationScope.FUTURE:
-        return on >= declaration.made_on
-    if scope == DeclarationScope.PAST_4_YEARS_AND_FUTURE:
-        return on >= (declaration.start or declaration.made_on)
-    if scope == DeclarationScope.PERIOD:
-        return (
-            declaration.start is not None and declaration.end is not None and declaration.start <= on <= declaration.end
-        )
-    return False
+# What a receipt says, from the Gift Aid rules' reason code (giftaid.eligibility, the one place they are decided).
+# A declaration covers the gift: the receipt says what we will claim, even if the claim still waits for something
+# we must do (an oral declaration's letter, a house or postcode to correct) or it is claimed already.
+CLAIM_CODES = {
+    None,
+    giftaid_rules.Code.ALREADY_CLAIMED.value,
+    giftaid_rules.Code.ORAL_UNCONFIRMED.value,
+    giftaid_rules.Code.MISSING_HOUSE.value,
+    giftaid_rules.Code.INVALID_POSTCODE.value,
+    giftaid_rules.Code.MISSING_NAME.value,
+}
+# No declaration covers it, but one could: the receipt invites one. Every other code (not a donation, a benefit,
+# not sterling, refunded, out of time, ...) means Gift Aid is not possible: the receipt says nothing about it.
+INVITE_CODES = {giftaid_rules.Code.NO_DECLARATION.value, giftaid_rules.Code.DECLARATION_CANCELLED.value}
 
 
-def gift_aid_eligible(gift: Gift) -> bool:
-    """Could Gift Aid be claimed on this payment if a declaration covered it? (Not on a company's gift, a benefit
-    in return, or another currency; a purchase is never a Gift.)"""
-    return gift.donor_type == DonorType.INDIVIDUAL and gift.benefit_amount == 0 and gift.currency == "GBP"
-
-
-def covering_declaration(gift: Gift, declarations: Sequence[Declaration]) -> Declaration | None:
-    """The newest declaration covering the gift, if it is eligible. An oral one counts as soon as it is made: its
-    written confirmation is on its way (the claim itself waits for it)."""
-    if not gift_aid_eligible(gift) or gift.received_on is None:
-        return None
-    covering = [d for d in declarations if _covers(d, gift.id, gift.received_on)]
-    return max(covering, key=lambda d: (d.made_on, d.created_at)) if covering else None
+def gift_aid_notes(
+    session: Session, settings: Settings, supporter_ids: list[uuid.UUID], gift_ids: list[uuid.UUID] | None = None
+) -> dict[uuid.UUID, docs.GiftAidNote]:
+    """Each gift's Gift Aid wording, decided by the Gift Aid rules (`giftaid.eligibility`) on today's date."""
+    rows = repository.gift_aid_rows(session, giftaid_rules.rules_from(settings), supporter_ids, gift_ids)
+    declaration_ids = {row.declaration_id for row in rows if row.declaration_id is not None}
+    declarations = {d.id: d for d in repository.declarations_by_id(session, declaration_ids)}
+    notes: dict[uuid.UUID, docs.GiftAidNote] = {}
+    for row in rows:
+        declaration = declarations.get(row.declaration_id) if row.declaration_id is not None else None
+        if row.code in CLAIM_CODES and declaration is not None:
+            notes[row.gift_id] = docs.GiftAidNote(
+                status="claim",
+                claim_amount=gift_aid_on(max(int(row.claim_amount), 0)),
+                declaration=docs.declaration_summary(declaration),
+            )
+        elif row.code in INVITE_CODES:
+            notes[row.gift_id] = docs.GiftAidNote(status="invite")
+        else:
+            notes[row.gift_id] = docs.GiftAidNote(status="none")
+    return notes
 
 
 # --- allocation per kind -------------------------------------------------------------------------------------------
@@ -193,8 +194,7 @@ def allocate_gift_receipt(uow: UnitOfWork, settings: Settings, gift_id: uuid.UUI
     supporter = crm_service.resolve_supporter(session, gift.supporter_id)
     if supporter.statement_preference == StatementPreference.ANNUAL or not _receivable(supporter):
         return None
-    declarations = repository.declarations_of(session, repository.merged_supporter_ids(session, supporter.id))
-    declaration = covering_declaration(gift, declarations)
+    note = gift_aid_notes(session, settings, [gift.supporter_id], [gift.id]).get(gift.id)
     if gift.order_id is not None:
         description = "Donation given with your shop order"
     elif gift.regular_gift_id is not None:
@@ -223,7 +223,7 @@ def allocate_gift_receipt(uow: UnitOfWork, settings: Settings, gift_id: uuid.UUI
             appeal=docs.appeal_label(gift.appeal),
             description=description,
             benefit=benefit,
-            gift_aid=docs.gift_aid_note(gift.amount, declaration, eligible=gift_aid_eligible(gift)),
+            gift_aid=note or docs.GiftAidNote(status="none"),
         )
 
     return _allocate(uow, DocumentKind.GIFT_RECEIPT, subject, build, supporter_id=supporter.id, gift_id=gift.id)
@@ -491,12 +491,14 @@ def allocate_annual_statement(
     if not gifts:
         return None
     declarations = repository.declarations_of(session, ids)
+    notes = gift_aid_notes(session, settings, ids)
     lines: list[docs.StatementGift] = []
     total = aided = gift_aid = 0
     for gift in gifts:
         assert gift.received_on is not None
         net = max(gift.amount - gift.returned_amount, 0)
-        is_aided = net > 0 and covering_declaration(gift, declarations) is not None
+        note = notes.get(gift.id)
+        is_aided = net > 0 and note is not None and note.status == "claim"
         lines.append(
             docs.StatementGift(
                 received_on=gift.received_on,
