@@ -127,7 +127,7 @@ def _error(node: etree._Element) -> GovTalkError:
         raised_by=child("RaisedBy"),
         number=int(number) if number.isdigit() else None,
         type=child("Type"),
-        text=" ".join(t.strip() for t in node.findall("{*}Text") if t.text) or child("Text"),
+        text=" ".join((t.text or "").strip() for t in node.findall("{*}Text") if t.text),
         location=child("Location"),
     )
 

@@ -191,7 +191,11 @@ async def submit_claim(request: Request) -> Response:
         audit(uow, principal, "submit", "giftaid_claim", claim_id, {"correlation_id": claim.correlation_id})
         return service.claim_json(uow.session, claim, detail=True)
 
-    return JSON(await staff_call(request, FINANCE, work))
+    answer = await staff_call(request, FINANCE, work)
+    if answer["status"] == ClaimStatus.BUILT.value:
+        detail = "; ".join(f"{e['number']} {e['text']}" for e in answer["errors"]) or "HMRC refused the claim"
+        return JSON({"error": "SubmissionRefused", "detail": detail, "claim": answer}, status_code=502)
+    return JSON(answer)
 
 
 async def poll_claim(request: Request) -> Response:

@@ -688,7 +688,9 @@ def _keep(
 def submit_claim(
     uow: UnitOfWork, settings: Settings, claim_id: uuid.UUID, *, actor: str, client: GovTalkClient | None = None
 ) -> Claim:
-    """Send a built claim to HMRC's gateway; it becomes `submitted` with the correlation id to poll."""
+    """Send a built claim to HMRC's gateway; it becomes `submitted` with the correlation id to poll. If the gateway
+    refuses it outright, the claim stays `built` with HMRC's errors (`claim.errors`); the messages are kept either
+    way."""
     session = uow.session
     claim = get_claim(session, claim_id)
     if ClaimStatus(claim.status) != ClaimStatus.BUILT:
@@ -706,11 +708,12 @@ def submit_claim(
             raise SubmissionFailed(str(exc)) from exc
     _keep(session, claim.id, "sent", "submit", sent)
     _keep(session, claim.id, "received", "submit", reply.raw, reply)
-    if reply.errors or reply.qualifier == "error":
+    if reply.errors or reply.qualifier != "acknowledgement":
+        # Refused at the door (credentials, IRmark, schema): the claim stays built, with HMRC's errors kept.
         claim.errors = _mapped_errors(session, claim, reply)
         session.add(claim)
         session.flush()
-        raise SubmissionFailed("HMRC refused the claim: " + "; ".join(e.text for e in reply.errors[:3]))
+        return claim
     claim.correlation_id = reply.correlation_id or None
     claim.response_endpoint = reply.response_endpoint
     claim.poll_interval = reply.poll_interval

@@ -196,12 +196,15 @@ def register(app: typer.Typer) -> None:
     def submit(claim_id: str = typer.Argument(...), by: str = typer.Option("", "--by")) -> None:
         """Send a built claim to HMRC's gateway (`[hmrc] gateway_url`)."""
         from giftaid import service
-        from giving.cli import command_runtime
+        from giving.cli import command_runtime, fail
 
         identifier = _id(claim_id, "claim")
         with command_runtime(with_tasks=False) as runtime, runtime.unit_of_work() as uow:
             claim_row = service.submit_claim(uow, runtime.settings, identifier, actor=_actor(by))
-            typer.echo(f"claim {claim_row.id} submitted: correlation id {claim_row.correlation_id}")
+            refused = [f"{e['number']} {e['text']}" for e in claim_row.errors] if claim_row.status == "built" else []
+        if refused:
+            fail("HMRC refused the claim: " + "; ".join(refused))
+        typer.echo(f"claim {claim_row.id} submitted: correlation id {claim_row.correlation_id}")
 
     @giftaid.command("poll")
     def poll(claim_id: str = typer.Argument(...), by: str = typer.Option("", "--by")) -> None:
