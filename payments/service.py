@@ -349,7 +349,8 @@ def _refresh_arrears(uow: UnitOfWork, regular: RegularGift) -> None:
     if not settled:
         return
     latest = max(settled, key=lambda g: (g.due_on, g.created_at, str(g.id)))
-    if latest.status == GiftStatus.FAILED:
+    # A reversed instalment (chargeback, late failure) is money that did not stay: arrears, like a failure.
+    if latest.status in (GiftStatus.FAILED, GiftStatus.REVERSED):
         _set(regular, status=RegularGiftStatus.IN_ARREARS, failure_reason=latest.failure_reason[:500])
     elif latest.status == GiftStatus.PAID:
         _set(regular, status=RegularGiftStatus.ACTIVE, failure_reason="")

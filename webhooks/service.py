@@ -271,7 +271,8 @@ def _stripe_listed(event: dict[str, Any]) -> VerifiedEvent:
         event_type=str(event.get("type")),
         occurred_at=dt.datetime.fromtimestamp(created, dt.UTC) if isinstance(created, int) else None,
         livemode=bool(event.get("livemode")),
-        body=json.dumps(event, separators=(",", ":")),
+        # The SDK turns Stripe's decimal strings into Decimal: write them back as the strings they were.
+        body=json.dumps(event, separators=(",", ":"), default=str),
     )
 
 
@@ -281,7 +282,7 @@ def _gocardless_listed(event: dict[str, Any]) -> VerifiedEvent:
         event_type=f"{event.get('resource_type')}.{event.get('action')}",
         occurred_at=parse_gocardless_time(event.get("created_at")),
         livemode=False,
-        body=json.dumps(event, separators=(",", ":"), sort_keys=True),
+        body=json.dumps(event, separators=(",", ":"), sort_keys=True, default=str),
     )
 
 

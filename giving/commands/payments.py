@@ -24,8 +24,9 @@ def register(app: typer.Typer) -> None:
         with command_runtime() as runtime:
             with runtime.read_session() as session:
                 event = service.find_event(session, event_id)
-            result = service.run_event(runtime, event.id, force=True)
-            line = f"{event.provider} {event.external_id} {event.event_type}: {result.status.value}"
+                stored_id, label = event.id, f"{event.provider} {event.external_id} {event.event_type}"
+            result = service.run_event(runtime, stored_id, force=True)
+            line = f"{label}: {result.status}"
             if result.waiting_for:
                 line += f" (waits for {result.waiting_for})"
             elif result.note:

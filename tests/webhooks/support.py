@@ -7,6 +7,7 @@ import json
 import random
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,11 @@ def history(runtime: Runtime, supporter_id: uuid.UUID) -> list[dict[str, Any]]:
             {"type": row.type, "summary": row.summary, "amount": row.amount, **json.loads(json.dumps(row.data))}
             for row in rows
         ]
+
+
+@contextmanager
+def reading(runtime: Runtime) -> Iterator[Any]:
+    """A read session whose objects stay readable after it closes (for assertions after the block)."""
+    with runtime.read_session() as session:
+        yield session
+        session.expunge_all()
