@@ -12,12 +12,14 @@ to the penny; otherwise `unreconciled`, with `discrepancy = payout amount - sum 
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from core.clock import utc_now
 from core.db import UnitOfWork
@@ -166,6 +168,17 @@ def store_lines(uow: UnitOfWork, payout: Payout, lines: Iterable[LineIn]) -> int
         elif (old.amount, old.fee, old.net) != (row["amount"], row["fee"], row["net"]):
             changed.append({"b_id": old.id, "b_amount": row["amount"], "b_fee": row["fee"], "b_net": row["net"]})
     if new_rows:
+        # New lines are matched as they are inserted, so a payout is written once, not inserted then updated.
+        found = _lookup(conn, str(payout.provider), new_rows)
+        now = utc_now()
+        for row in new_rows:
+            kind, gift, order, refund, dispute, matched = _resolve(_RowView(row), found)
+            if matched:
+                row.update(
+                    kind=kind, gift_id=gift, order_id=order, refund_id=refund, dispute_id=dispute, matched_at=now
+                )
+            else:
+                row["kind"] = kind
         _bulk_insert_lines(conn, new_rows)
     if changed:
         conn.execute(
@@ -200,6 +213,11 @@ _INSERT_COLUMNS = {
     "description": "varchar",
     "amount_exact": "varchar",
     "position": "integer",
+    "gift_id": "uuid",
+    "order_id": "uuid",
+    "refund_id": "uuid",
+    "dispute_id": "uuid",
+    "matched_at": "timestamptz",
 }
 
 _MATCH_COLUMNS = {
@@ -278,15 +296,41 @@ class _Found:
     dispute_by_gc_payment: dict[str, tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None]]
 
 
-def _lookup(conn: sa.Connection, payout_id: uuid.UUID) -> _Found:
-    """Everything the payout's lines may settle: one join per (table, provider id), whatever the payout's size."""
+class _RowView:
+    """Attribute access to a line dict, so new lines resolve exactly like stored ones."""
 
-    def pairs(table: sa.Table, key: str, line_col: str, *cols: str) -> list[Any]:
-        statement = (
-            sa.select(table.c[key], table.c.id, *(table.c[c] for c in cols))
-            .select_from(table.join(LINES, LINES.c[line_col] == table.c[key]))
-            .where(LINES.c.payout_id == payout_id)
-            .distinct()
+    def __init__(self, row: dict[str, Any]):
+        self.__dict__.update(row)
+
+
+def _keys(conn: sa.Connection, keys: Sequence[str]) -> Any:
+    """The keys as a one-column table (`key`) bound as ONE parameter, whatever their number: `unnest` of an array
+    on PostgreSQL, `json_each` of a JSON array on SQLite. No IN list, so no bound-parameter limit either."""
+    if conn.dialect.name == "postgresql":
+        array = sa.cast(
+            sa.bindparam(None, list(keys), type_=postgresql.ARRAY(sa.String())), postgresql.ARRAY(sa.String())
+        )
+        return sa.func.unnest(array).table_valued("key").render_derived(name="k")
+    table = sa.func.json_each(sa.bindparam(None, json.dumps(list(keys)), type_=sa.String())).table_valued("value")
+    return sa.select(table.c.value.label("key")).subquery("k")
+
+
+def _lookup(conn: sa.Connection, provider: str, lines: Sequence[Any]) -> _Found:
+    """Everything these lines may settle: one query per (table, provider id) the provider uses, each given all the
+    lines' keys at once, so the number of statements does not grow with the payout."""
+
+    def get(line: Any, name: str) -> Any:
+        return line[name] if isinstance(line, dict) else getattr(line, name)
+
+    sources = sorted({get(line, "source_id") for line in lines if get(line, "source_id")})
+    related = sorted({get(line, "related_id") for line in lines if get(line, "related_id")})
+
+    def pairs(table: sa.Table, key: str, keys: list[str], *cols: str) -> list[Any]:
+        if not keys:
+            return []
+        k = _keys(conn, keys)
+        statement = sa.select(table.c[key], table.c.id, *(table.c[c] for c in cols)).select_from(
+            k.join(table, table.c[key] == k.c.key)
         )
         return list(conn.execute(statement))
 
@@ -296,35 +340,42 @@ def _lookup(conn: sa.Connection, payout_id: uuid.UUID) -> _Found:
     def triples(rows: list[Any]) -> dict[Any, Any]:
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
-    order_by_charge = ids(pairs(ORDERS, "stripe_charge_id", "source_id"))
-    order_by_intent = ids(pairs(ORDERS, "stripe_payment_intent_id", "related_id"))
+    found = _Found({}, {}, {}, {}, {}, {}, {}, {}, {}, {})
+    if provider == "gocardless":
+        payments = [k for k in sources if k.startswith("PM")]
+        found.gift_by_gc_payment = ids(pairs(GIFTS, "gocardless_payment_id", payments))
+        found.refund_by_gc = triples(
+            pairs(REFUNDS, "gocardless_refund_id", [k for k in sources if k.startswith("RF")], "gift_id", "order_id")
+        )
+        found.dispute_by_gc_payment = triples(pairs(DISPUTES, "gocardless_payment_id", payments, "gift_id", "order_id"))
+        return found
+    charges = [k for k in sources if k.startswith(("ch_", "py_"))]
+    intents = [k for k in related if k.startswith("pi_")]
+    found.gift_by_charge = ids(pairs(GIFTS, "stripe_charge_id", charges))
+    found.gift_by_intent = ids(pairs(GIFTS, "stripe_payment_intent_id", intents))
+    found.order_by_charge = ids(pairs(ORDERS, "stripe_charge_id", charges))
+    found.order_by_intent = ids(pairs(ORDERS, "stripe_payment_intent_id", intents))
     # A basket's donation line is a gift of that order.
-    gift_by_order: dict[uuid.UUID, uuid.UUID] = {}
-    for line_col, order_col in (("source_id", "stripe_charge_id"), ("related_id", "stripe_payment_intent_id")):
+    for keys, order_col in ((charges, "stripe_charge_id"), (intents, "stripe_payment_intent_id")):
+        if not keys:
+            continue
+        k = _keys(conn, keys)
         statement = (
             sa.select(GIFTS.c.order_id, GIFTS.c.id)
-            .select_from(
-                GIFTS.join(ORDERS, ORDERS.c.id == GIFTS.c.order_id).join(
-                    LINES, LINES.c[line_col] == ORDERS.c[order_col]
-                )
-            )
-            .where(LINES.c.payout_id == payout_id)
+            .select_from(k.join(ORDERS, ORDERS.c[order_col] == k.c.key).join(GIFTS, GIFTS.c.order_id == ORDERS.c.id))
             .order_by(GIFTS.c.order_id, GIFTS.c.id)
         )
         for order_id, gift_id in conn.execute(statement):
-            gift_by_order.setdefault(order_id, gift_id)
-    return _Found(
-        gift_by_charge=ids(pairs(GIFTS, "stripe_charge_id", "source_id")),
-        gift_by_intent=ids(pairs(GIFTS, "stripe_payment_intent_id", "related_id")),
-        gift_by_gc_payment=ids(pairs(GIFTS, "gocardless_payment_id", "source_id")),
-        order_by_charge=order_by_charge,
-        order_by_intent=order_by_intent,
-        gift_by_order=gift_by_order,
-        refund_by_stripe=triples(pairs(REFUNDS, "stripe_refund_id", "source_id", "gift_id", "order_id")),
-        refund_by_gc=triples(pairs(REFUNDS, "gocardless_refund_id", "source_id", "gift_id", "order_id")),
-        dispute_by_stripe=triples(pairs(DISPUTES, "stripe_dispute_id", "source_id", "gift_id", "order_id")),
-        dispute_by_gc_payment=triples(pairs(DISPUTES, "gocardless_payment_id", "source_id", "gift_id", "order_id")),
+            found.gift_by_order.setdefault(order_id, gift_id)
+    found.refund_by_stripe = triples(
+        pairs(REFUNDS, "stripe_refund_id", [k for k in sources if k.startswith(("re_", "pyr_"))], "gift_id", "order_id")
     )
+    found.dispute_by_stripe = triples(
+        pairs(
+            DISPUTES, "stripe_dispute_id", [k for k in sources if k.startswith(("dp_", "du_"))], "gift_id", "order_id"
+        )
+    )
+    return found
 
 
 _Ids = tuple[str, uuid.UUID | None, uuid.UUID | None, uuid.UUID | None, uuid.UUID | None, bool]
@@ -391,7 +442,7 @@ def match_payout(uow: UnitOfWork, payout_id: uuid.UUID) -> MatchResult:
             ).where(LINES.c.payout_id == payout_id)
         )
     )
-    found = _lookup(conn, payout_id) if lines else None
+    found = _lookup(conn, str(payout.provider), lines) if lines else None
     now = utc_now()
     updates: list[dict[str, Any]] = []
     unmatched = 0

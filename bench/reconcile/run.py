@@ -40,7 +40,7 @@ from sqlmodel import select  # noqa: E402
 from core import migrate  # noqa: E402
 from core.runtime import Runtime, build_runtime  # noqa: E402
 from core.settings import load_settings  # noqa: E402
-from payments.models import Gift, PayoutStatus, Provider  # noqa: E402
+from payments.models import Gift, Payout, PayoutLine, PayoutStatus, Provider  # noqa: E402
 from payments.payouts import stripe_lines, upsert_payout  # noqa: E402
 from payments.providers.stripe import StripeGateway  # noqa: E402
 from payments.reconcile import match_payout, store_lines  # noqa: E402
@@ -361,31 +361,42 @@ def main() -> None:
             payout = upsert_payout(
                 uow, Provider.STRIPE, payout_id, amount=totals[payout_id], currency="gbp", status=PayoutStatus.PAID
             )
-            with counter.measure() as store:
-                store_lines(uow, payout, lines)
             payout_pk = payout.id
+        # 1. A new payout: its lines are stored, each matched as it is inserted.
+        with runtime.unit_of_work() as uow, counter.measure() as store:
+            store_lines(uow, uow.session.get(Payout, payout_pk), lines)  # type: ignore[arg-type]
+        # 2. The matching pass (`giving reconcile`, a repeated event): every line resolved again against the gifts,
+        #    compared, and the payout settled; nothing to write.
         with runtime.unit_of_work() as uow, counter.measure() as match:
             outcome = match_payout(uow, payout_pk)
-        with runtime.unit_of_work() as uow, counter.measure() as rerun:
-            again = match_payout(uow, payout_pk)
-        results.append((payout_id, size, len(lines), pages, fetch_seconds, store, match, outcome, rerun, again))
+        # 3. The worst case: every line arrived before its gift (matches cleared outside the timing), so the
+        #    matching pass resolves and writes every line.
+        with runtime.unit_of_work() as uow:
+            uow.session.connection().execute(
+                sa.update(PayoutLine.__table__)  # type: ignore[attr-defined]
+                .where(PayoutLine.__table__.c.payout_id == payout_pk)  # type: ignore[attr-defined]
+                .values(gift_id=None, order_id=None, refund_id=None, dispute_id=None, matched_at=None, kind="charge")
+            )
+        with runtime.unit_of_work() as uow, counter.measure() as late:
+            late_outcome = match_payout(uow, payout_pk)
+        results.append((payout_id, size, len(lines), pages, fetch_seconds, store, match, outcome, late, late_outcome))
 
     smallest = min(results, key=lambda r: r[1])
     baseline = naive_matching(runtime, counter, _payout_pk(runtime, smallest[0]))
 
     print()
     print(
-        f"{'balance txns':>12} {'lines':>7} {'pages':>5} {'SDK list s':>10} {'store s':>8} {'store stmts':>11} "
-        f"{'MATCH s':>8} {'MATCH stmts':>11} {'rerun s':>8} {'rerun stmts':>11}  result"
+        f"{'balance txns':>12} {'lines':>7} {'pages':>5} {'SDK list s':>10} "
+        f"{'store+match s':>13} {'stmts':>5} {'MATCH s':>8} {'stmts':>5} {'late MATCH s':>12} {'stmts':>5}  result"
     )
-    for _pid, size, nlines, pages, fetch_s, store, match, outcome, rerun, again in results:
+    for _pid, size, nlines, pages, fetch_s, store, match, outcome, late, late_outcome in results:
         print(
             f"{size:>12,} {nlines:>7,} {pages:>5} {fetch_s:>10.2f} "
-            f"{store['seconds']:>8.2f} {store['statements']:>11.0f} "
-            f"{match['seconds']:>8.2f} {match['statements']:>11.0f} "
-            f"{rerun['seconds']:>8.2f} {rerun['statements']:>11.0f}"
-            f"  {outcome.reconciliation}, {outcome.unmatched} unmatched, discrepancy {outcome.discrepancy},"
-            f" rerun changed {again.changed_lines}"
+            f"{store['seconds']:>13.2f} {store['statements']:>5.0f} "
+            f"{match['seconds']:>8.2f} {match['statements']:>5.0f} "
+            f"{late['seconds']:>12.2f} {late['statements']:>5.0f}"
+            f"  {outcome.reconciliation}, {outcome.unmatched} unmatched, discrepancy {outcome.discrepancy};"
+            f" late pass wrote {late_outcome.changed_lines} lines, {late_outcome.reconciliation}"
         )
     print(
         f"\nbaseline (same run): line-by-line lookups for the {smallest[1]:,}-transaction payout "
@@ -393,11 +404,13 @@ def main() -> None:
         f"{baseline['statements']:.0f} statements"
     )
     biggest = max(results, key=lambda r: r[1])
-    match_statements = [f"{r[6]['statements']:.0f}" for r in results]
+    match_statements = [f"{r[6]['statements']:.0f}/{r[8]['statements']:.0f}" for r in results]
     print(
         f"target: matching {biggest[1]:,} balance transactions against {args.gifts:,} gifts in < 5 s: "
-        f"{'met' if biggest[6]['seconds'] < 5 else 'NOT met'} ({biggest[6]['seconds']:.2f} s); statements "
-        f"{'constant' if len({r[6]['statements'] for r in results}) == 1 else 'vary'} across sizes "
+        f"{'met' if biggest[6]['seconds'] < 5 else 'NOT met'} ({biggest[6]['seconds']:.2f} s; "
+        f"late pass writing every line {biggest[8]['seconds']:.2f} s); statements (pass/late) "
+        f"{'constant' if len({(r[6]['statements'], r[8]['statements']) for r in results}) == 1 else 'vary'} "
+        "across sizes "
         f"({', '.join(match_statements)})"
     )
     runtime.engine.dispose()
