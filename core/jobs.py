@@ -150,20 +150,39 @@ def queue_names() -> set[str]:
     return {spec.queue for spec in REGISTRY.values()}
 
 
+# After a failed send, sends are not attempted for this long: a broker that hangs instead of refusing would
+# otherwise hold every request that enqueues for the whole of its connection timeouts.
+BROKER_COOLDOWN_SECONDS = 5.0
+_COOLDOWN_ATTRIBUTE = "giving_down_until"  # kept on the broker object: a new broker (a test's) starts afresh
+
+
 def send_jobs(jobs: list[PendingJob]) -> None:
-    """Hand committed jobs to the broker. A failure here loses nothing durable: the sweep re-sends."""
+    """Hand committed jobs to the broker. This runs after the commit, so a failure is logged, never raised (it
+    would turn work that is done into an error answer): a durable job is sent again by the sweep, and whoever
+    enqueues a non-durable one keeps its own record to recover from (webhooks: the stored event and its sweep)."""
     for job in jobs:
         dramatiq_actor = _dramatiq_actors.get(job.actor_name)
         if dramatiq_actor is None:
             raise RuntimeError(f"no job is named {job.actor_name}")
+        broker = dramatiq_actor.broker
+        if time.monotonic() < getattr(broker, _COOLDOWN_ATTRIBUTE, 0.0):
+            metrics.count("jobs_send_failed", actor=job.actor_name)
+            continue
         try:
             dramatiq_actor.send_with_options(kwargs=job.kwargs, delay=job.delay_ms)
             metrics.count("jobs_sent", actor=job.actor_name)
         except Exception:
+            setattr(broker, _COOLDOWN_ATTRIBUTE, time.monotonic() + BROKER_COOLDOWN_SECONDS)
             metrics.count("jobs_send_failed", actor=job.actor_name)
-            if "job_id" not in job.kwargs:
-                raise
-            log.warning("broker send failed for %s; the sweep will send it again", job.actor_name, exc_info=True)
+            durable = "job_id" in job.kwargs
+            log.log(
+                logging.WARNING if durable else logging.ERROR,
+                "broker send failed for %s (%s); not sending for %.0f s",
+                job.actor_name,
+                "the jobs sweep sends it again" if durable else "not durable: its owner's sweep must recover it",
+                BROKER_COOLDOWN_SECONDS,
+                exc_info=True,
+            )
 
 
 def _runner(spec: JobSpec) -> Callable[..., Any]:

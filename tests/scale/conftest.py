@@ -28,10 +28,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
-@pytest.fixture
-def scale_db(request: pytest.FixtureRequest) -> Iterator[PostgresDatabase]:
+@pytest.fixture(scope="session")
+def scale_template() -> Iterator[str]:
+    """A database built by the migrations once per test run, which each test's database is copied from."""
     need("PostgreSQL", "127.0.0.1", 5432)
-    database = PostgresDatabase(request.node.name[:12].strip("_[]").replace("[", "_")).create()
+    template = PostgresDatabase("template").create()
+    template.admin.dispose()
+    try:
+        yield template.name
+    finally:
+        template.drop()
+
+
+@pytest.fixture
+def scale_db(request: pytest.FixtureRequest, scale_template: str) -> Iterator[PostgresDatabase]:
+    database = PostgresDatabase("t", template=scale_template).create()
     try:
         yield database
     finally:
