@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -122,15 +123,38 @@ def declarations_by_id(session: Session, ids: set[uuid.UUID]) -> Sequence[Declar
     return session.exec(select(Declaration).where(col(Declaration.id).in_(ids))).all()
 
 
+@lru_cache(maxsize=16)
+def _gift_aid_query(rules: Any, dialect: str, with_gift: bool) -> Any:
+    """The Gift Aid rules' query for one supporter (and one gift), built once per day and database: building its
+    expression tree costs more than running it. The ids are bound parameters, filled in at execution."""
+    from giftaid.eligibility import eligibility_select
+
+    supporter = sa.bindparam("receipts_supporter_id", type_=Gift.__table__.c.supporter_id.type)  # type: ignore[attr-defined]
+    gift = sa.bindparam("receipts_gift_id", type_=Gift.__table__.c.id.type)  # type: ignore[attr-defined]
+    return eligibility_select(
+        rules,
+        dialect,
+        gift_ids=[gift] if with_gift else None,  # type: ignore[list-item]
+        supporter_ids=[supporter],  # type: ignore[list-item]
+        unclaimed_only=False,
+    )
+
+
 def gift_aid_rows(
     session: Session, rules: Any, supporter_ids: list[uuid.UUID], gift_ids: list[uuid.UUID] | None
 ) -> list[Any]:
     """The Gift Aid rules' decision for these gifts (or every received gift of these supporters), claimed or not."""
+    dialect = session.get_bind().dialect.name
+    if gift_ids is not None and len(gift_ids) == 1 and len(supporter_ids) == 1:
+        query = _gift_aid_query(rules, dialect, True)
+        params = {"receipts_supporter_id": supporter_ids[0], "receipts_gift_id": gift_ids[0]}
+        return list(session.execute(query, params).all())
+    if gift_ids is None and len(supporter_ids) == 1:
+        query = _gift_aid_query(rules, dialect, False)
+        return list(session.execute(query, {"receipts_supporter_id": supporter_ids[0]}).all())
     from giftaid.eligibility import eligibility_select
 
-    query = eligibility_select(
-        rules, session.get_bind().dialect.name, gift_ids=gift_ids, supporter_ids=supporter_ids, unclaimed_only=False
-    )
+    query = eligibility_select(rules, dialect, gift_ids=gift_ids, supporter_ids=supporter_ids, unclaimed_only=False)
     return list(session.execute(query).all())
 
 

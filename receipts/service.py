@@ -588,6 +588,10 @@ def render_job(session: Session, document_id: uuid.UUID) -> RenderJob | None:
     document = session.get(Document, document_id)
     if document is None:
         raise DocumentNotFound(f"no document {document_id}")
+    return render_job_of(document)
+
+
+def render_job_of(document: Document) -> RenderJob | None:
     if document.status == DocumentStatus.ISSUED:
         return None
     return RenderJob(document.id, storage_key(document), docs.load(document.content))

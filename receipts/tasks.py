@@ -29,20 +29,25 @@ SEND_MAX_RETRIES = 12
 def _issue(allocate: Callable[[UnitOfWork, Runtime], list[Document]]) -> None:
     runtime = get_runtime()
     with runtime.unit_of_work() as uow:
-        allocated = [d.id for d in allocate(uow, runtime)]
-    for document_id in allocated:
-        finish_document(runtime, document_id)
+        # What to render is read in the numbering transaction: no second read before the render.
+        renders = [service.render_job_of(d) for d in allocate(uow, runtime)]
+    for job in renders:
+        if job is not None:
+            _render_and_record(runtime, job)
 
 
 def finish_document(runtime: Runtime, document_id: uuid.UUID) -> None:
     """Render and store an allocated document, then mark it issued (nothing if it already is)."""
     with runtime.read_session() as session:
         job = service.render_job(session, document_id)
-    if job is None:
-        return
+    if job is not None:
+        _render_and_record(runtime, job)
+
+
+def _render_and_record(runtime: Runtime, job: service.RenderJob) -> None:
     digest, size = service.render_and_store(runtime.settings, job)
     with runtime.unit_of_work() as uow:
-        service.record_rendered(uow, document_id, storage_key=job.storage_key, digest=digest, size=size)
+        service.record_rendered(uow, job.document_id, storage_key=job.storage_key, digest=digest, size=size)
 
 
 def _one(document: Document | None) -> list[Document]:
