@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -50,12 +51,25 @@ def signing_secret(session: Session, configured: str = "") -> str:
     if cached:
         return cached
     table: sa.Table = AppSecret.__table__  # type: ignore[attr-defined]
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    session.execute(insert(table).values(name=SECRET_NAME, value=secrets.token_urlsafe(48)).on_conflict_do_nothing())
-    value = session.execute(sa.select(table.c.value).where(table.c.name == SECRET_NAME)).scalar_one()
+    select = sa.select(table.c.value).where(table.c.name == SECRET_NAME)
+    found = session.execute(select).scalar_one_or_none()
+    if found is None:
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        session.execute(
+            insert(table).values(name=SECRET_NAME, value=secrets.token_urlsafe(48)).on_conflict_do_nothing()
+        )
+        found = session.execute(select).scalar_one()
+        # Kept in memory only once the caller's transaction commits: a rolled-back secret must not outlive it.
+        value = str(found)
+        event.listen(session, "after_commit", lambda _session: _remember(key, value), once=True)
+        return value
+    _remember(key, str(found))
+    return str(found)
+
+
+def _remember(key: str, value: str) -> None:
     with _lock:
         _cache[key] = value
-    return str(value)
 
 
 def forget_cached_secrets() -> None:

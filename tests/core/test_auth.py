@@ -409,3 +409,16 @@ def test_signing_secret_is_generated_once_and_kept(runtime: Runtime) -> None:
         signing.unsign(found[0], "b", token, max_age_seconds=60)
     with pytest.raises(signing.InvalidToken):
         signing.unsign("another secret", "a", token, max_age_seconds=60)
+
+
+def test_a_secret_generated_in_a_rolled_back_transaction_is_not_used(runtime: Runtime) -> None:
+    signing.forget_cached_secrets()
+    with pytest.raises(RuntimeError), runtime.unit_of_work() as uow:
+        lost = signing.signing_secret(uow.session, "")
+        raise RuntimeError("the request failed")
+    with runtime.unit_of_work() as uow:
+        kept = signing.signing_secret(uow.session, "")
+    assert kept != lost
+    with runtime.read_session() as session:
+        assert signing.signing_secret(session, "") == kept
+        assert session.get(AppSecret, signing.SECRET_NAME).value == kept  # type: ignore[union-attr]
