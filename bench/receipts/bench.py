@@ -227,7 +227,8 @@ def timed_pool(
     return elapsed
 
 
-def issued_html(runtime: Runtime, kind: str) -> list[str]:
+def issued_html(runtime: Runtime, kind: str, after_number: int = 0) -> list[str]:
+    """The HTML of the documents of a kind numbered after `after_number`, as the pipeline rendered them."""
     from sqlmodel import col, select
 
     from receipts import render
@@ -236,7 +237,11 @@ def issued_html(runtime: Runtime, kind: str) -> list[str]:
 
     logo = render.logo_markup(runtime.settings.charity.logo_path)
     with runtime.read_session() as session:
-        rows = session.exec(select(Document.content).where(Document.kind == kind).order_by(col(Document.number))).all()
+        rows = session.exec(
+            select(Document.content)
+            .where(Document.kind == kind, col(Document.number) > after_number)
+            .order_by(col(Document.number))
+        ).all()
     return [render.render_html(load(content), logo=logo) for content in rows]
 
 
@@ -262,6 +267,7 @@ def main() -> None:
     parser.add_argument("--per-statement", type=int, default=12, help="gifts on each statement")
     parser.add_argument("--processes", default="1,2", help="worker process counts to measure")
     parser.add_argument("--postgres", action="store_true", help="use a temporary PostgreSQL database")
+    parser.add_argument("--rounds", type=int, default=4, help="alternate pipeline and baseline this many times")
     args = parser.parse_args()
     counts = [int(p) for p in args.processes.split(",")]
 
@@ -295,7 +301,8 @@ def main() -> None:
         print(
             f"database: {'PostgreSQL' if args.postgres else 'SQLite'}; seeded {len(gift_ids)} receipt gifts and "
             f"{len(statement_ids)} supporters x {args.per_statement} gifts in {time.perf_counter() - seeded:.1f} s; "
-            f"hb-subset: {'yes' if render.harfbuzz_subset_available() else 'NO'}; cpus: {os.cpu_count()}"
+            f"hb-subset: {'yes' if render.harfbuzz_subset_available() else 'NO'}; cpus: {os.cpu_count()}; "
+            f"load average {os.getloadavg()[0]:.1f}"
         )
         stylesheet = render.STYLESHEET.read_text(encoding="utf-8")
         base_url = str(render.TEMPLATES_DIR)
@@ -307,17 +314,25 @@ def main() -> None:
         for label, kind, ids, job in cases:
             for processes in counts:
                 reset_documents(runtime)
-                runtime.engine.dispose()
-                pipeline = timed_pool(processes, _pipeline_init, (settings,), job, ids)
+                # Rounds alternate pipeline and baseline, so both see the same machine (other load comes and goes).
+                size = -(-len(ids) // args.rounds)
+                pipeline = baseline = 0.0
+                rendered = 0
+                for start in range(0, len(ids), size):
+                    chunk = ids[start : start + size]
+                    runtime.engine.dispose()
+                    pipeline += timed_pool(processes, _pipeline_init, (settings,), job, chunk)
+                    html = issued_html(runtime, kind, after_number=start)
+                    runtime.engine.dispose()
+                    baseline += timed_pool(processes, _baseline_init, (stylesheet, base_url), _baseline_render, html)
+                    rendered += len(html)
                 check_issued(runtime, kind, len(ids))
-                html = issued_html(runtime, kind)
-                runtime.engine.dispose()
-                baseline = timed_pool(processes, _baseline_init, (stylesheet, base_url), _baseline_render, html)
-                results[(label, processes)] = (len(ids) / pipeline, len(html) / baseline)
+                results[(label, processes)] = (len(ids) / pipeline, rendered / baseline)
+                p_rate, b_rate = results[(label, processes)]
                 print(
                     f"{label:<32} {processes} process{'es' if processes > 1 else '  '}  "
-                    f"pipeline {len(ids) / pipeline:7.1f} docs/s   baseline {len(html) / baseline:7.1f} docs/s   "
-                    f"pipeline/baseline {pipeline and (len(ids) / pipeline) / (len(html) / baseline):6.1%}",
+                    f"pipeline {p_rate:7.1f} docs/s   baseline {b_rate:7.1f} docs/s   "
+                    f"pipeline/baseline {p_rate / b_rate:6.1%}   (load average {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
         print()
