@@ -341,18 +341,25 @@ def build_claim(
     claim = Claim(through=through, built_by=actor, built_at=now, status_changed_at=now)
     session.add(claim)
     session.flush()
+    dialect = repository.dialect_of(session)
     candidates = repository.create_candidates(
-        session, eligibility_select(rules, repository.dialect_of(session), through=through)
+        session, eligibility_select(rules, dialect, through=through, detail=False)
     )
     try:
         repository.insert_claim_gifts(session, claim.id, candidates, rules.aggregate_limit)
-        held_rows = repository.held_back_rows(session, candidates)
+        held_ids = repository.held_back_ids(session, candidates)
     except sa.exc.IntegrityError as exc:
         raise ClaimConflict("another claim took some of these gifts at the same moment; try again") from exc
     finally:
-        if repository.dialect_of(session) != "postgresql":
+        if dialect != "postgresql":
             repository.drop_candidates(session)
-    held_back = [HeldBackGift(row.gift_id, describe(row.code, row, rules)) for row in held_rows]
+    held_back: list[HeldBackGift] = []
+    for start in range(0, len(held_ids), 1_000):
+        # The words need the details the candidates table leaves out: read them for these few gifts only.
+        rows = session.execute(eligibility_select(rules, dialect, gift_ids=held_ids[start : start + 1_000]))
+        held_back.extend(HeldBackGift(row.gift_id, describe(row.code, row, rules)) for row in rows)
+    order = {gift_id: n for n, gift_id in enumerate(held_ids)}
+    held_back.sort(key=lambda h: order[h.gift_id])
     summary = repository.claim_summary(session, claim.id)
     if summary.gifts == 0:
         session.delete(claim)
@@ -540,13 +547,14 @@ def write_xml_part(
     result = claim_xml.write_message(
         out,
         claim_xml.Charity.from_settings(settings),
-        claim_lines(session, claim.id, first, last),
+        gad_xml=repository.stream_gad_xml(session, claim.id, first, last),
         earliest=bounds.earliest,
         period_end=bounds.latest,
         adjustment=claim.adjustment if part == 1 else 0,
         other_info=_other_info(adjustments) if part == 1 and claim.adjustment else "",
     )
     result.first_line = first
+    result.total = int(bounds.total)
     if check:
         out.flush()
         out.seek(start)

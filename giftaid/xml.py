@@ -200,15 +200,19 @@ def gad(line: Line) -> str:
 def write_message(
     out: IO[bytes],
     charity: Charity,
-    lines: Iterable[Line],
+    lines: Iterable[Line] = (),
     *,
     earliest: dt.date,
     period_end: dt.date,
     adjustment: int = 0,
     other_info: str = "",
     timestamp: dt.datetime | None = None,
+    gad_xml: Iterable[str] | None = None,
 ) -> MessageResult:
-    """Write one GovTalk message to a seekable binary stream; returns its IRmark (base64 SHA-1)."""
+    """Write one GovTalk message to a seekable binary stream; returns its IRmark (base64 SHA-1).
+
+    The donation lines come as `Line`s, or already rendered (`gad_xml`: canonical `<GAD>` elements, e.g. by the
+    database)."""
     if adjustment and not other_info:
         raise ValueError("an Adjustment needs OtherInfo explaining it (HMRC rule 7059)")
     digest = hashlib.sha1(usedforsecurity=False)
@@ -234,13 +238,21 @@ def write_message(
     count = 0
     total = 0
     buffer: list[str] = []
-    for line in lines:
-        buffer.append(gad(line))
-        count += 1
-        total += line.total
-        if len(buffer) >= CHUNK_LINES:
-            emit("".join(buffer))
-            buffer.clear()
+    if gad_xml is None:
+        for line in lines:
+            buffer.append(gad(line))
+            count += 1
+            total += line.total
+            if len(buffer) >= CHUNK_LINES:
+                emit("".join(buffer))
+                buffer.clear()
+    else:
+        for rendered in gad_xml:
+            buffer.append(rendered)
+            count += 1
+            if len(buffer) >= CHUNK_LINES:
+                emit("".join(buffer))
+                buffer.clear()
     if buffer:
         emit("".join(buffer))
     if count > MAX_GAD_PER_MESSAGE:
