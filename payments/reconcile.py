@@ -325,14 +325,19 @@ def _lookup(conn: sa.Connection, provider: str, lines: Sequence[Any]) -> _Found:
     sources = sorted({get(line, "source_id") for line in lines if get(line, "source_id")})
     related = sorted({get(line, "related_id") for line in lines if get(line, "related_id")})
 
+    postgres = conn.dialect.name == "postgresql"
+
     def pairs(table: sa.Table, key: str, keys: list[str], *cols: str) -> list[Any]:
         if not keys:
             return []
         k = _keys(conn, keys)
-        statement = sa.select(table.c[key], table.c.id, *(table.c[c] for c in cols)).select_from(
-            k.join(table, table.c[key] == k.c.key)
-        )
-        return list(conn.execute(statement))
+        columns = (table.c[key], table.c.id, *(table.c[c] for c in cols))
+        if postgres:
+            # LATERAL: one unique-index probe per key. A plain join lets the planner, knowing the array's size,
+            # hash the whole table (a sequential scan of a million gifts) instead.
+            probe = sa.select(*columns).where(table.c[key] == k.c.key).limit(1).lateral("t")
+            return list(conn.execute(sa.select(probe).select_from(k).join(probe, sa.true())))
+        return list(conn.execute(sa.select(*columns).select_from(k.join(table, table.c[key] == k.c.key))))
 
     def ids(rows: list[Any]) -> dict[Any, Any]:
         return {r[0]: r[1] for r in rows}
@@ -360,11 +365,24 @@ def _lookup(conn: sa.Connection, provider: str, lines: Sequence[Any]) -> _Found:
         if not keys:
             continue
         k = _keys(conn, keys)
-        statement = (
-            sa.select(GIFTS.c.order_id, GIFTS.c.id)
-            .select_from(k.join(ORDERS, ORDERS.c[order_col] == k.c.key).join(GIFTS, GIFTS.c.order_id == ORDERS.c.id))
-            .order_by(GIFTS.c.order_id, GIFTS.c.id)
-        )
+        if postgres:
+            order = sa.select(ORDERS.c.id).where(ORDERS.c[order_col] == k.c.key).limit(1).lateral("o")
+            gift = sa.select(GIFTS.c.order_id, GIFTS.c.id).where(GIFTS.c.order_id == order.c.id).lateral("g")
+            statement = (
+                sa.select(gift.c.order_id, gift.c.id)
+                .select_from(k)
+                .join(order, sa.true())
+                .join(gift, sa.true())
+                .order_by(gift.c.order_id, gift.c.id)
+            )
+        else:
+            statement = (
+                sa.select(GIFTS.c.order_id, GIFTS.c.id)
+                .select_from(
+                    k.join(ORDERS, ORDERS.c[order_col] == k.c.key).join(GIFTS, GIFTS.c.order_id == ORDERS.c.id)
+                )
+                .order_by(GIFTS.c.order_id, GIFTS.c.id)
+            )
         for order_id, gift_id in conn.execute(statement):
             found.gift_by_order.setdefault(order_id, gift_id)
     found.refund_by_stripe = triples(
