@@ -255,7 +255,8 @@ def allocate_sale_receipt(uow: UnitOfWork, settings: Settings, order_id: uuid.UU
         )
         for line in repository.order_lines(session, order.id)
     ]
-    goods_total = order.goods_amount or sum(line.total for line in lines)
+    # `goods_amount` is net of VAT and `vat_amount` the VAT in the prices (payments.checkout): the gross is both.
+    goods_total = order.goods_amount + order.vat_amount or sum(line.total for line in lines)
     checkout = repository.checkout_of_order(session, order.id)
     if checkout is not None and checkout.donor:
         donor = docs.donor_from(checkout.donor, email=supporter.email)
@@ -278,7 +279,7 @@ def allocate_sale_receipt(uow: UnitOfWork, settings: Settings, order_id: uuid.UU
             lines=lines,
             goods_total=goods_total,
             vat_rate_bp=vat_rate,
-            vat_amount=order.vat_amount if vat_rate > 0 else 0,
+            vat_amount=order.vat_amount,
             donation=order.donation_amount,
             total_paid=goods_total + order.donation_amount,
         )

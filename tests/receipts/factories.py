@@ -180,7 +180,7 @@ def order(
         row = Order(
             supporter_id=supporter_id,
             status=OrderStatus.PAID,
-            goods_amount=goods,
+            goods_amount=goods - sum(line_vat),  # net of VAT, as payments.checkout records it
             vat_amount=sum(line_vat),
             donation_amount=donation,
             paid_at=at_uk(paid_on),
