@@ -329,9 +329,7 @@ class System:
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):
-            started = time.monotonic()
             process.stop()
-            print(f"stopped {process.name} in {time.monotonic() - started:.1f}s")
 
     def logs(self) -> str:
         return "\n".join(f"===== {p.name} =====\n{p.log()}" for p in self.processes)
