@@ -109,4 +109,3 @@ class InlineWorker:
             self.scheduler.stop()
         if self.worker is not None:
             self.worker.stop()
-        self.runtime.broker.emit_before("process_stop")
