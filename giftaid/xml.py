@@ -324,72 +324,80 @@ def _local(tag: Any) -> str:
     return etree.QName(tag).localname if isinstance(tag, str) else ""
 
 
+_RULE_TAGS = tuple(
+    f"{{*}}{name}"
+    for name in (
+        "Key", "GatewayTimestamp", "AuthOfficial", "AgtOrNom", "CollAgent", "HMRCref", "RegName", "NoReg",
+        "OtherReg", "RegNo", "GAD", "EarliestGAdate", "OtherInc", "Adjustment", "Repayment", "GASDS", "OtherInfo",
+        "Claim",
+    )
+)  # fmt: skip
+
+
 def check_business_rules(source: Any, *, today: dt.date | None = None) -> list[BusinessError]:
     """HMRC's business ("Schematron") rules of giftaid.md §3.3 that a Gift Aid claim can break, checked while
-    streaming the message (`source`: a path or a binary file)."""
+    streaming the message (`source`: a path or a binary file); only the elements the rules look at are visited."""
     errors: list[BusinessError] = []
     govtalk_keys: list[str] = []
     header_keys: list[str] = []
     refs: list[str] = []
     gad_count = 0
     other_inc = 0
-    timestamp: dt.datetime | None = None
-    path: list[str] = []
-    claim: dict[str, Any] = {}
-    gad: dict[str, Any] = {}
-    r68: dict[str, Any] = {}
-    for event, node in etree.iterparse(source, events=("start", "end"), huge_tree=True):
+    limit: str | None = today.isoformat() if today else None
+    claim: dict[str, Any] = {"gads": 0, "other_inc": 0}
+    for _event, node in etree.iterparse(source, events=("end",), tag=_RULE_TAGS, huge_tree=True):
         name = _local(node.tag)
-        if event == "start":
-            path.append(name)
-            if name == "Claim":
-                claim = {"gads": 0, "other_inc": 0}
-            elif name == "GAD":
-                gad = {"index": gad_count + 1}
+        if name == "GAD":
+            gad_count += 1
+            claim["gads"] += 1
+            where = f"GAD[{gad_count}]"
+            aggregated = sponsored = False
+            gad_date = total = ""
+            for child in node:
+                child_name = _local(child.tag)
+                if child_name == "AggDonation":
+                    aggregated = True
+                elif child_name == "Sponsored":
+                    sponsored = True
+                elif child_name == "Date":
+                    gad_date = (child.text or "").strip()
+                elif child_name == "Total":
+                    total = (child.text or "").strip()
+            if aggregated and sponsored:
+                errors.append(BusinessError(7039, "an aggregated donation cannot be a sponsored event", where))
+            if aggregated and total and float(total) > 1000:
+                errors.append(BusinessError(7038, "an aggregated donation line may total at most 1000.00", where))
+            if limit and gad_date > limit:
+                errors.append(BusinessError(7040, "Gift Aid donation date cannot be in the future", where))
+            # Keep memory flat on big messages: drop what has been read.
+            node.clear()
+            parent = node.getparent()
+            while node.getprevious() is not None and parent is not None:
+                del parent[0]
             continue
-        path.pop()
         value = (node.text or "").strip()
-        parent = path[-1] if path else ""
+        parent = node.getparent()
+        parent_name = _local(parent.tag) if parent is not None else ""
         if name == "Key" and node.get("Type") == "CHARID":
-            (govtalk_keys if "GovTalkDetails" in path else header_keys).append(value)
+            grandparent = parent.getparent() if parent is not None else None
+            in_govtalk = grandparent is not None and _local(grandparent.tag) == "GovTalkDetails"
+            (govtalk_keys if in_govtalk else header_keys).append(value)
         elif name == "GatewayTimestamp" and value:
             try:
-                timestamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+                limit = dt.datetime.fromisoformat(value.replace("Z", "+00:00")).date().isoformat()
             except ValueError:
                 errors.append(BusinessError(7063, "GatewayTimestamp is not a date and time"))
-        elif name in ("AuthOfficial", "AgtOrNom", "CollAgent"):
-            r68["who"] = name
-            if name == "AgtOrNom" and node.find("{*}OrgName") is None:
-                errors.append(BusinessError(7027, "AgtOrNom needs OrgName"))
-            if name == "AuthOfficial" and node.find("{*}OffName") is None and node.find("{*}Trustee") is None:
-                errors.append(BusinessError(7026, "the authorised official's name (or a corporate trustee) is needed"))
-        elif name == "HMRCref" and parent == "Claim":
+        elif name == "AgtOrNom" and node.find("{*}OrgName") is None:
+            errors.append(BusinessError(7027, "AgtOrNom needs OrgName"))
+        elif name == "AuthOfficial" and node.find("{*}OffName") is None and node.find("{*}Trustee") is None:
+            errors.append(BusinessError(7026, "the authorised official's name (or a corporate trustee) is needed"))
+        elif name == "HMRCref" and parent_name == "Claim":
             claim["ref"] = value
             refs.append(value)
         elif name in ("RegName", "NoReg", "OtherReg"):
             claim["regulator"] = name
         elif name == "RegNo":
             claim["regno"] = True
-        elif name == "AggDonation":
-            gad["agg"] = True
-        elif name == "Sponsored":
-            gad["sponsored"] = True
-        elif name == "Date" and parent == "GAD":
-            gad["date"] = value
-        elif name == "Total" and parent == "GAD":
-            gad["total"] = value
-        elif name == "GAD":
-            gad_count += 1
-            claim["gads"] += 1
-            where = f"GAD[{gad['index']}]"
-            if gad.get("agg") and gad.get("sponsored"):
-                errors.append(BusinessError(7039, "an aggregated donation cannot be a sponsored event", where))
-            if gad.get("agg") and float(gad.get("total") or 0) > 1000:
-                errors.append(BusinessError(7038, "an aggregated donation line may total at most 1000.00", where))
-            gad_date = gad.get("date", "")
-            limit = (timestamp.date() if timestamp else None) or today
-            if limit and gad_date and gad_date > limit.isoformat():
-                errors.append(BusinessError(7040, "Gift Aid donation date cannot be in the future", where))
         elif name == "EarliestGAdate":
             claim["earliest"] = True
         elif name == "OtherInc":
@@ -406,23 +414,8 @@ def check_business_rules(source: Any, *, today: dt.date | None = None) -> list[B
         elif name == "OtherInfo":
             claim["other_info"] = True
         elif name == "Claim":
-            ref = claim.get("ref", "")
-            if not claim.get("repayment") and not claim.get("gasds"):
-                errors.append(BusinessError(7028, "a claim must contain Repayment or GASDS"))
-            if ref.startswith(("CH", "CF")):
-                if claim.get("regulator") not in (None, "NoReg"):
-                    errors.append(BusinessError(7033, "a CH/CF reference must use NoReg"))
-            elif claim.get("regulator") is None:
-                errors.append(BusinessError(7029, "a regulator is required"))
-            if claim.get("regulator") == "RegName" and not claim.get("regno"):
-                errors.append(BusinessError(7031, "RegName needs RegNo"))
-            if claim["gads"] and not claim.get("earliest"):
-                errors.append(BusinessError(7034, "EarliestGAdate is required when there are GADs"))
-            if claim.get("adjustment") and not claim.get("other_info"):
-                errors.append(BusinessError(7059, "OtherInfo is required when there is an Adjustment"))
-        # Keep memory flat on big messages: drop what has been read.
-        if name in ("GAD", "Claim", "OtherInc"):
-            node.clear()
+            errors.extend(_claim_rules(claim))
+            claim = {"gads": 0, "other_inc": 0}
     if govtalk_keys and header_keys and sorted(govtalk_keys) != sorted(header_keys):
         errors.append(BusinessError(5005, "GovTalkDetails Keys must match the IRheader Keys"))
     if len(set(refs)) > 1:
@@ -431,6 +424,25 @@ def check_business_rules(source: Any, *, today: dt.date | None = None) -> list[B
         errors.append(BusinessError(7036, f"at most {MAX_GAD_PER_MESSAGE} GAD in one submission"))
     if other_inc > 2000:
         errors.append(BusinessError(7037, "at most 2000 OtherInc in one submission"))
+    return errors
+
+
+def _claim_rules(claim: dict[str, Any]) -> list[BusinessError]:
+    errors = []
+    ref = claim.get("ref", "")
+    if not claim.get("repayment") and not claim.get("gasds"):
+        errors.append(BusinessError(7028, "a claim must contain Repayment or GASDS"))
+    if ref.startswith(("CH", "CF")):
+        if claim.get("regulator") not in (None, "NoReg"):
+            errors.append(BusinessError(7033, "a CH/CF reference must use NoReg"))
+    elif claim.get("regulator") is None:
+        errors.append(BusinessError(7029, "a regulator is required"))
+    if claim.get("regulator") == "RegName" and not claim.get("regno"):
+        errors.append(BusinessError(7031, "RegName needs RegNo"))
+    if claim["gads"] and not claim.get("earliest"):
+        errors.append(BusinessError(7034, "EarliestGAdate is required when there are GADs"))
+    if claim.get("adjustment") and not claim.get("other_info"):
+        errors.append(BusinessError(7059, "OtherInfo is required when there is an Adjustment"))
     return errors
 
 
