@@ -9,7 +9,15 @@ from core.runtime import Runtime
 
 log = logging.getLogger("giving.worker")
 
-TASK_MODULES = ("crm.tasks", "payments.tasks", "webhooks.tasks", "receipts.tasks", "giftaid.tasks", "giving.tasks")
+TASK_MODULES = (
+    "crm.tasks",
+    "payments.tasks",
+    "webhooks.tasks",
+    "receipts.tasks",
+    "giftaid.tasks",
+    "giving.tasks",
+    "giving.privacy_tasks",
+)
 
 
 def import_tasks() -> None:
