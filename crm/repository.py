@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import and_, func, or_
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -113,6 +114,41 @@ def history_page(
         at, entry_id = before
         query = query.where(or_(table.c.at < at, and_(table.c.at == at, table.c.id < entry_id)))
     query = query.order_by(table.c.at.desc(), table.c.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.execute(query).all())
+
+
+def history_page_json(
+    session: Session, supporter_id: uuid.UUID, *, limit: int | None, before: tuple[dt.datetime, uuid.UUID] | None
+) -> list[sa.Row[Any]]:
+    """PostgreSQL only: the same page as `history_page`, each item already rendered as the API's JSON object by
+    the database (`item`), with its `at` and `id` for the cursor. Python then only joins strings, which keeps a
+    500-entry timeline cheap to serve."""
+    c = HistoryEntry.__table__.c  # type: ignore[attr-defined]
+    amount = sa.case(
+        (c.amount.is_(None), sa.cast(sa.literal("{}"), JSONB)),
+        else_=func.jsonb_build_object(
+            "amount", func.jsonb_build_object("amount", c.amount, "currency", func.coalesce(c.currency, "GBP"))
+        ),
+    )
+    fixed = func.jsonb_build_object(
+        "id",
+        sa.cast(c.id, sa.Text),
+        "at",
+        func.to_char(func.timezone("UTC", c.at), 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+        "type",
+        c.type,
+        "summary",
+        c.summary,
+    )
+    # The entry's own ids are spread into the item but never replace the fixed keys (as schemas.history_item).
+    item = sa.cast(sa.cast(c.data, JSONB).op("-")("amount").op("||")(fixed).op("||")(amount), sa.Text)
+    query = sa.select(item.label("item"), c.at, c.id).where(c.supporter_id == supporter_id)
+    if before is not None:
+        at, entry_id = before
+        query = query.where(or_(c.at < at, and_(c.at == at, c.id < entry_id)))
+    query = query.order_by(c.at.desc(), c.id.desc())
     if limit is not None:
         query = query.limit(limit)
     return list(session.execute(query).all())

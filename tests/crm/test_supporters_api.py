@@ -238,3 +238,39 @@ def test_an_oversized_body_is_413_json_and_changes_nothing(
     assert response.json()["error"] == "PayloadTooLarge"
     with runtime.read_session() as session:
         assert session.exec(select(HistoryEntry).where(HistoryEntry.type == "note")).all() == []
+
+
+def test_history_items_have_the_same_shape_on_both_databases(
+    runtime: Runtime, client: TestClient, staff: dict[str, str]
+) -> None:
+    ada = make_supporter(runtime)
+    at = dt.datetime(2026, 4, 5, 23, 30, 15, 123456, tzinfo=dt.UTC)
+    with runtime.unit_of_work() as uow:
+        # Keys a wing put in `data` never replace the fixed ones.
+        service.record_history(
+            uow, ada, type="note", summary="S", at=at, data={"amount": 999, "type": "bogus", "by": "x"}, dedupe_key="a"
+        )
+        service.record_history(
+            uow,
+            ada,
+            type="refund",
+            summary="R",
+            at=at - dt.timedelta(days=1),
+            amount=-250,
+            currency="GBP",
+            data={"refund_id": "r1", "provider_ids": ["re_1"]},
+            dedupe_key="b",
+        )
+    items = client.get(f"/api/supporters/{ada}/history", headers=staff).json()["items"]
+    assert [{k: v for k, v in i.items() if k != "id"} for i in items] == [
+        {"at": "2026-04-05T23:30:15Z", "type": "note", "summary": "S", "by": "x"},
+        {
+            "at": "2026-04-04T23:30:15Z",
+            "type": "refund",
+            "summary": "R",
+            "amount": {"amount": -250, "currency": "GBP"},
+            "refund_id": "r1",
+            "provider_ids": ["re_1"],
+        },
+    ]
+    assert all(uuid.UUID(i["id"]) for i in items)
