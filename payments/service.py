@@ -8,7 +8,7 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlmodel import Session, SQLModel, select
 
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from payments.providers.stripe import StripeGateway
 
 log = logging.getLogger("giving.payments")
+ModelT = TypeVar("ModelT", bound=SQLModel)
 
 DEFAULT_CATALOGUE = [
     # (product code, name, partner campaign code or None, price in pence, sizes with stock)
@@ -172,29 +173,28 @@ def _provider_ids(gift: Gift) -> list[str]:
 
 
 def _gift_or_insert(uow: UnitOfWork, column: str, key: str, build: Callable[[], Gift]) -> tuple[Gift, bool]:
-    session = uow.session
-    gift = repository.first_locked(session, repository.by_key(Gift, column, key))
-    if gift is not None:
-        return gift, False
-    created = repository.insert_once(session, build())
-    gift = repository.first_locked(session, repository.by_key(Gift, column, key))
-    if gift is None:  # pragma: no cover - a unique key on another column collided
-        raise RuntimeError(f"gift {column}={key} could not be recorded")
-    return gift, created
+    return _row_or_insert(uow, Gift, column, key, build)
 
 
 def _regular_or_insert(
     uow: UnitOfWork, column: str, key: str, build: Callable[[], RegularGift]
 ) -> tuple[RegularGift, bool]:
+    return _row_or_insert(uow, RegularGift, column, key, build)
+
+
+def _row_or_insert(
+    uow: UnitOfWork, model: type[ModelT], column: str, key: str, build: Callable[[], ModelT]
+) -> tuple[ModelT, bool]:
+    """The row keyed on a unique provider id, locked: inserted by this call, or the one already there (a concurrent
+    copy of the event waits on the other's insert, then finds its row)."""
     session = uow.session
-    regular = repository.first_locked(session, repository.by_key(RegularGift, column, key))
-    if regular is not None:
-        return regular, False
-    created = repository.insert_once(session, build())
-    regular = repository.first_locked(session, repository.by_key(RegularGift, column, key))
-    if regular is None:  # pragma: no cover
-        raise RuntimeError(f"regular gift {column}={key} could not be recorded")
-    return regular, created
+    inserted = repository.insert_returning(session, build())
+    if inserted is not None:
+        return inserted, True
+    existing = repository.first_locked(session, repository.by_key(model, column, key))
+    if existing is None:  # pragma: no cover - another unique key of the new row collided
+        raise PaymentsError(f"{model.__name__} {column}={key} could not be recorded")
+    return existing, False
 
 
 def _gift_history(uow: UnitOfWork, gift: Gift) -> None:
@@ -355,6 +355,11 @@ def _refresh_arrears(uow: UnitOfWork, regular: RegularGift) -> None:
     elif latest.status == GiftStatus.PAID:
         _set(regular, status=RegularGiftStatus.ACTIVE, failure_reason="")
     uow.session.add(regular)
+
+
+def hold_keys(session: Session, keys: list[str]) -> None:
+    """Serialise, per business key, the recording of an object and the parking of events waiting for it."""
+    repository.serialise_keys(session, keys)
 
 
 def key_recorded(session: Session, key: str) -> bool:

@@ -29,9 +29,10 @@ def _insert_once(dialect: str) -> Any:
     return statement
 
 
-def insert_event(session: Session, values: dict[str, Any]) -> uuid.UUID | None:
+def insert_event(connection: sa.Connection | Session, values: dict[str, Any]) -> uuid.UUID | None:
     """The new row's id, or None when the provider already delivered this event."""
-    row = session.execute(_insert_once(session.get_bind().dialect.name), values).first()
+    dialect = connection.dialect.name if isinstance(connection, sa.Connection) else connection.get_bind().dialect.name
+    row = connection.execute(_insert_once(dialect), values).first()
     return row[0] if row is not None else None
 
 

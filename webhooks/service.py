@@ -19,8 +19,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from core import jobs
 from core.clock import utc_now
-from core.db import UnitOfWork
+from core.db import PendingJob, UnitOfWork
 from core.runtime import Runtime
 from core.settings import Settings
 from payments import service as payments
@@ -37,6 +38,8 @@ PROCESS_EVENT = "webhooks.process_event"
 # Quick retries after a handler error (then the sweep's slower ones): 2 s, 4 s, 8 s.
 QUICK_RETRIES = 3
 SWEEP_PENDING_AFTER = dt.timedelta(minutes=1)
+# An event whose object seems recorded but whose handler still waits is not re-run for ever.
+MAX_RERUNS = 20
 SWEEP_WAITING_AFTER = dt.timedelta(hours=1)
 
 
@@ -52,6 +55,26 @@ def pending_event_count(session: Session) -> int:
 # --- storing ---------------------------------------------------------------------------------------------------------
 
 
+def _row(provider: str, event: VerifiedEvent, now: dt.datetime, source: str) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "provider": provider,
+        "external_id": event.external_id,
+        "event_type": event.event_type[:100],
+        "occurred_at": event.occurred_at,
+        "body": event.body,
+        "livemode": event.livemode,
+        "status": EventStatus.PENDING,
+        "waiting_for": None,
+        "attempts": 0,
+        "last_error": None,
+        "received_at": now,
+        "processed_at": None,
+        "source": source,
+        "touched_at": None,
+    }
+
+
 def store_events(
     uow: UnitOfWork, provider: str, events: list[VerifiedEvent], *, source: str = "delivery"
 ) -> list[uuid.UUID]:
@@ -59,26 +82,7 @@ def store_events(
     now = utc_now()
     new: list[uuid.UUID] = []
     for event in events:
-        stored = repository.insert_event(
-            uow.session,
-            {
-                "id": uuid.uuid4(),
-                "provider": provider,
-                "external_id": event.external_id,
-                "event_type": event.event_type[:100],
-                "occurred_at": event.occurred_at,
-                "body": event.body,
-                "livemode": event.livemode,
-                "status": EventStatus.PENDING,
-                "waiting_for": None,
-                "attempts": 0,
-                "last_error": None,
-                "received_at": now,
-                "processed_at": None,
-                "source": source,
-                "touched_at": None,
-            },
-        )
+        stored = repository.insert_event(uow.session, _row(provider, event, now, source))
         if stored is not None:
             new.append(stored)
             uow.enqueue(PROCESS_EVENT, durable=False, event_id=str(stored))
@@ -86,9 +90,22 @@ def store_events(
 
 
 def store_delivery(runtime: Runtime, provider: str, events: list[VerifiedEvent]) -> int:
-    """One transaction for the whole delivery (a GoCardless batch is stored entirely or not at all)."""
-    with runtime.unit_of_work() as uow:
-        return len(store_events(uow, provider, events))
+    """The request's one transaction: a GoCardless batch is stored entirely or not at all; the new events are sent
+    to the workers only after the commit (and if that send is lost, the sweep sends them).
+
+    This is `store_events` without the ORM session: it is the hot path of every delivery, one INSERT per event, and
+    a plain connection costs a fifth less CPU (bench/webhooks). It keeps the unit of work's rule: commit, then send.
+    """
+    now = utc_now()
+    pending: list[PendingJob] = []
+    with runtime.engine.begin() as connection:
+        for event in events:
+            stored = repository.insert_event(connection, _row(provider, event, now, "delivery"))
+            if stored is not None:
+                pending.append(PendingJob(PROCESS_EVENT, {"event_id": str(stored)}))
+    if pending:
+        jobs.send_jobs(pending)
+    return len(pending)
 
 
 # --- processing ------------------------------------------------------------------------------------------------------
@@ -116,16 +133,26 @@ def process_event(uow: UnitOfWork, settings: Settings, event_id: uuid.UUID, *, f
         "ignored": EventStatus.IGNORED,
         "waiting": EventStatus.WAITING,
     }[effect.outcome]
+    waiting_for = effect.waiting_for
+    if status == EventStatus.WAITING and waiting_for:
+        # No lost wake-up: the recorder of this object takes the same key lock before it wakes waiting events, so
+        # either it committed first (and we see the object now) or it will see this row as waiting.
+        payments.hold_keys(uow.session, [waiting_for])
+        if event.attempts < MAX_RERUNS and payments.key_recorded(uow.session, waiting_for):
+            status, waiting_for = EventStatus.PENDING, None
+            uow.enqueue(PROCESS_EVENT, durable=False, event_id=str(event.id))
     event.status = status
-    event.waiting_for = effect.waiting_for
+    event.waiting_for = waiting_for
     event.attempts += 1
     event.touched_at = now
     event.last_error = effect.note or None if status != EventStatus.PROCESSED else None
     if status in (EventStatus.PROCESSED, EventStatus.IGNORED):
         event.processed_at = now
     uow.session.add(event)
-    wake(uow, effect.recorded)
-    return Processed(status, effect.waiting_for, effect.note, tuple(effect.recorded))
+    if effect.recorded:
+        payments.hold_keys(uow.session, effect.recorded)
+        wake(uow, effect.recorded)
+    return Processed(status, waiting_for, effect.note, tuple(effect.recorded))
 
 
 def _run_handler(uow: UnitOfWork, settings: Settings, event: InboundEvent) -> Effect:
@@ -163,21 +190,7 @@ def run_event(runtime: Runtime, event_id: uuid.UUID, *, force: bool = False) -> 
             if attempts <= QUICK_RETRIES:
                 uow.enqueue(PROCESS_EVENT, durable=False, delay_ms=1000 * 2**attempts, event_id=str(event_id))
         return Processed(EventStatus.FAILED, note=str(exc))
-    # The wake-up inside the transaction cannot see an event that another worker is, at that moment, deciding to
-    # park; so once both sides have committed, each looks again: the recorder for waiting events, the waiting event
-    # for its object. Whichever commits last sees the other, and no event is left waiting for something we have.
-    if result.recorded:
-        with runtime.unit_of_work() as uow:
-            wake(uow, list(result.recorded))
-    if result.status == EventStatus.WAITING and result.waiting_for:
-        _recheck_waiting(runtime, event_id, result.waiting_for)
     return result
-
-
-def _recheck_waiting(runtime: Runtime, event_id: uuid.UUID, key: str) -> None:
-    with runtime.unit_of_work() as uow:
-        if payments.key_recorded(uow.session, key) and repository.wake_one(uow.session, event_id, utc_now()):
-            uow.enqueue(PROCESS_EVENT, durable=False, event_id=str(event_id))
 
 
 def _record_failure(uow: UnitOfWork, event_id: uuid.UUID, exc: Exception) -> int:
