@@ -88,7 +88,8 @@ def seed(dsn: str, count: int) -> list[tuple[str, str]]:
             for n, supporter in enumerate(supporters):
                 copy.write_row((supporter, f"bench{n}@example.org", "Bench", f"Donor{n}", "per_gift", now, now))
         with cur.copy(
-            "COPY checkouts (id, kind, supporter_id, amount, currency, frequency, method, donor, status, provider, created_at) FROM STDIN"
+            "COPY checkouts (id, kind, supporter_id, amount, currency, frequency, method, donor, status, provider, "
+            "created_at) FROM STDIN"
         ) as copy:
             for n, (checkout_id, _) in enumerate(pairs):
                 copy.write_row(
