@@ -83,7 +83,8 @@ def seed(dsn: str, count: int) -> list[tuple[str, str]]:
     now = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime())
     with psycopg.connect(dsn) as conn, conn.cursor() as cur:
         with cur.copy(
-            "COPY supporters (id, email, first_name, last_name, statement_preference, created_at, updated_at) FROM STDIN"
+            "COPY supporters (id, email, first_name, last_name, statement_preference, created_at, updated_at) "
+            "FROM STDIN"
         ) as copy:
             for n, supporter in enumerate(supporters):
                 copy.write_row((supporter, f"bench{n}@example.org", "Bench", f"Donor{n}", "per_gift", now, now))
@@ -238,7 +239,8 @@ def main() -> None:
         wait_for_port(port)
         wait_for_port(fake_port)
         print(
-            f"ingest: {len(ours)} signed events, {args.clients} clients, giving serve (1 process, Redis broker, no worker)"
+            f"ingest: {len(ours)} signed events, {args.clients} clients, "
+            "giving serve (1 process, Redis broker, no worker)"
         )
         accepted, seconds, latencies = run_phase(port, ours, args.clients, base)
         ours_rate = report("giving serve", accepted, seconds, latencies)
