@@ -56,6 +56,7 @@ from giving.demo.scenario import (
     FORMS,
     SHOP_BASKET,
     SHOP_DONATION,
+    TRACKED_HISTORY,
     Delivery,
     DemoFailure,
     Expected,
@@ -508,7 +509,6 @@ def run(options: Options, console: Console | None = None) -> int:
 class Report:
     expected: Expected
     stats: DeliveryStats
-    deliveries: int
     event_counts: dict[str, int]
     gifts: list[GiftRow]
     documents: dict[str, list[tuple[str, str]]]
@@ -522,7 +522,6 @@ class Report:
     supporters: dict[str, dict[str, Any]]
     orders_paid: int
     regular_running: int
-    elapsed: dict[str, float] = field(default_factory=dict)
 
 
 def drive(client: httpx.Client, runtime: Runtime, play: Play, options: Options, outcome: Outcome) -> Report:
@@ -563,7 +562,9 @@ def drive(client: httpx.Client, runtime: Runtime, play: Play, options: Options, 
     for donor in DONORS:
         found = client.get("/api/supporters", params={"email": donor.email}, headers=headers).json().get("items", [])
         if len(found) == 1:
-            supporters[donor.email] = client.get(f"/api/supporters/{found[0]['id']}", headers=headers).json()
+            supporter = client.get(f"/api/supporters/{found[0]['id']}", headers=headers).json()
+            history = client.get(f"/api/supporters/{found[0]['id']}/history", headers=headers).json()
+            supporters[donor.email] = {**supporter, "history": history.get("items", [])}
     with runtime.read_session() as session:
         event_counts = webhooks_service.status_counts(session)
         orders_paid = len(session.exec(select(Order).where(Order.status == OrderStatus.PAID)).all())
@@ -578,7 +579,6 @@ def drive(client: httpx.Client, runtime: Runtime, play: Play, options: Options, 
     report = Report(
         expected=expected,
         stats=stats,
-        deliveries=len(first) + len(second),
         event_counts=event_counts,
         gifts=recorded_gifts(runtime),
         documents=documents(runtime),
@@ -661,6 +661,18 @@ def verify(report: Report, outcome: Outcome) -> None:
         "each supporter's total through the API",
         not totals_wrong,
         "; ".join(totals_wrong) or f"{len(report.supporters)} supporters",
+    )
+    stories_wrong = []
+    for donor in DONORS:
+        items = report.supporters.get(donor.email, {}).get("history", [])
+        told = Counter(item["type"] for item in items if item["type"] in TRACKED_HISTORY)
+        story = Counter({k: n for k, n in expected.history[donor.email].items() if k in TRACKED_HISTORY and n})
+        if told != story:
+            stories_wrong.append(f"{donor.name}: {dict(told)}, expected {dict(story)}")
+    outcome.check(
+        "each supporter's history through the API tells their story",
+        not stories_wrong,
+        "; ".join(stories_wrong) or ", ".join(TRACKED_HISTORY),
     )
     receipts = report.documents.get(DocumentKind.GIFT_RECEIPT.value, [])
     paid = [g for g in report.gifts if g.gift.status == "paid"]
@@ -833,8 +845,15 @@ def show_staff(console: Console, report: Report, options: Options, web_url: str)
     console.print(f"[bold]Staff[/]: admin {ADMIN_EMAIL}, password {staff.password}")
     if staff.otpauth_uri:
         console.print(f"  two-factor code: add this to an authenticator app: {staff.otpauth_uri}")
-    database = options.database_url or f"sqlite:///{(options.directory / DATABASE_NAME).as_posix()}"
     console.print(f"  API token: {staff.token}")
+    if options.serve:
+        console.print(f'    curl -H "Authorization: Bearer {staff.token}" {web_url}/api/payouts')
+        return
+    database = (
+        shown_url(options.database_url)
+        if options.database_url
+        else (f"sqlite:///{(options.directory / DATABASE_NAME).as_posix()}")
+    )
     console.print("  To look around, serve the demo's database (or run `giving demo --serve`):")
     console.print(f"    GIVING_DATABASE__URL={database} giving serve --port 8000")
     console.print(f'    curl -H "Authorization: Bearer {staff.token}" http://127.0.0.1:8000/api/payouts')
