@@ -222,19 +222,28 @@ def _gift_history(uow: UnitOfWork, gift: Gift) -> None:
     )
 
 
-def _mark_gift_paid(uow: UnitOfWork, gift: Gift, received_at: dt.datetime) -> bool:
-    """pending / failed / cancelled → paid, once. A reversed gift comes back only through `_restore_gift`."""
-    if gift.status in (GiftStatus.PAID, GiftStatus.REVERSED):
-        return False
-    first_time = gift.received_at is None
-    gift.status = GiftStatus.PAID
-    if first_time:
-        gift.received_at = received_at
-        gift.received_on = uk_date(received_at)
-    gift.failure_reason = ""
-    _touch(gift)
-    uow.session.add(gift)
-    uow.session.flush()
+def _paid(received_at: dt.datetime) -> dict[str, Any]:
+    """The fields of a gift inserted already paid (saves the UPDATE that marking it paid would cost)."""
+    return {"status": GiftStatus.PAID, "received_at": received_at, "received_on": uk_date(received_at)}
+
+
+def _mark_gift_paid(uow: UnitOfWork, gift: Gift, received_at: dt.datetime, *, inserted_paid: bool = False) -> bool:
+    """pending / failed / cancelled → paid, once, with its history item, receipt and payout matching.
+    A reversed gift comes back only through `_restore_gift`. `inserted_paid`: this call inserted it as paid."""
+    if inserted_paid:
+        first_time = True
+    else:
+        if gift.status in (GiftStatus.PAID, GiftStatus.REVERSED):
+            return False
+        first_time = gift.received_at is None
+        gift.status = GiftStatus.PAID
+        if first_time:
+            gift.received_at = received_at
+            gift.received_on = uk_date(received_at)
+        gift.failure_reason = ""
+        _touch(gift)
+        uow.session.add(gift)
+        uow.session.flush()
     _gift_history(uow, gift)
     if first_time:
         uow.enqueue(RECEIPT_FOR_GIFT, gift_id=str(gift.id))
@@ -433,14 +442,21 @@ def fulfil_stripe_checkout(
             amount=amount if isinstance(amount, int) and amount > 0 else checkout.amount,
             currency=str(session_object.get("currency") or checkout.currency).upper(),
             stripe_checkout_session_id=session_id,
+            stripe_payment_intent_id=intent_id,
+            stripe_charge_id=charge_id,
+            **(_paid(received_at) if paid else {}),
         )
 
-    gift, _ = _gift_or_insert(uow, "stripe_checkout_session_id", session_id, build)
-    _set(gift, stripe_payment_intent_id=gift.stripe_payment_intent_id or intent_id)
-    _set(gift, stripe_charge_id=gift.stripe_charge_id or charge_id)
-    uow.session.add(gift)
+    gift, created = _gift_or_insert(uow, "stripe_checkout_session_id", session_id, build)
+    if not created:
+        _set(
+            gift,
+            stripe_payment_intent_id=gift.stripe_payment_intent_id or intent_id,
+            stripe_charge_id=gift.stripe_charge_id or charge_id,
+        )
+        uow.session.add(gift)
     if paid:
-        _mark_gift_paid(uow, gift, received_at)
+        _mark_gift_paid(uow, gift, received_at, inserted_paid=created)
     return Effect.processed(*keys)
 
 
