@@ -602,7 +602,16 @@ def drive(client: httpx.Client, runtime: Runtime, play: Play, options: Options, 
 
 
 def verify(report: Report, outcome: Outcome) -> None:
-    expected, stats = report.expected, report.stats
+    check_deliveries(report, outcome)
+    check_gifts(report, outcome)
+    check_supporters(report, outcome)
+    check_documents(report, outcome)
+    check_claim(report, outcome)
+    check_payouts(report, outcome)
+
+
+def check_deliveries(report: Report, outcome: Outcome) -> None:
+    stats = report.stats
     outcome.check(
         "every delivery answered as it should",
         not stats.unexpected and stats.refused == 2,
@@ -619,26 +628,27 @@ def verify(report: Report, outcome: Outcome) -> None:
         set(report.event_counts) <= {"processed", "ignored"},
         json.dumps(report.event_counts, sort_keys=True),
     )
-    by_key: dict[str, Gift] = {}
-    for row in report.gifts:
-        for column in ("stripe_checkout_session_id", "stripe_invoice_id", "gocardless_payment_id"):
-            key = getattr(row.gift, column)
-            if key:
-                by_key[f"{column}:{key}"] = row.gift
+
+
+def check_gifts(report: Report, outcome: Outcome) -> None:
+    """Each gift, found by the provider id it is keyed on, as the scenario says it must be."""
+    expected = report.expected
+    by_key = {key: row.gift for key, row in _keys(report)}
     wrong = []
-    for want in expected.gifts:
-        gift = by_key.get(f"{want.key_column}:{want.key}")
+    for planned in expected.gifts:
+        gift = by_key.get(planned.key)
         if gift is None:
-            wrong.append(f"no gift for {want.key} ({want.donor.name})")
+            wrong.append(f"no gift for {planned.key} ({planned.donor.name})")
             continue
-        got = (str(gift.status), gift.amount, gift.returned_amount, gift.received_on)
-        if got != (want.status, want.amount, want.returned, want.received_on):
+        recorded = (str(gift.status), gift.amount, gift.returned_amount, gift.received_on)
+        if recorded != (planned.status, planned.amount, planned.returned, planned.received_on):
             wrong.append(
-                f"{want.key} ({want.donor.name}): {got[0]} {got[1]} returned {got[2]} on {got[3]}, expected "
-                f"{want.status} {want.amount} returned {want.returned} on {want.received_on}"
+                f"{planned.key} ({planned.donor.name}): {recorded[0]} {recorded[1]} returned {recorded[2]} on "
+                f"{recorded[3]}, expected {planned.status} {planned.amount} returned {planned.returned} on "
+                f"{planned.received_on}"
             )
     outcome.check(
-        "the gifts match the scenario (status, amount, returned, date)",
+        "the gifts match the scenario (status, amount, returned, date received)",
         not wrong and len(report.gifts) == len(expected.gifts),
         "; ".join(wrong) or f"{len(report.gifts)} gifts",
     )
@@ -648,32 +658,40 @@ def verify(report: Report, outcome: Outcome) -> None:
         report.regular_running == sum(expected.regular_gifts.values()),
         f"{report.regular_running} active or in arrears",
     )
-    totals_wrong = []
+
+
+def check_supporters(report: Report, outcome: Outcome) -> None:
+    """What the staff JSON API says of each supporter: totals, and the history of what happened."""
+    expected = report.expected
+    totals_wrong, stories_wrong = [], []
     for donor in DONORS:
         supporter = report.supporters.get(donor.email)
         if supporter is None:
             totals_wrong.append(f"{donor.email} not found through the API")
             continue
-        donated = supporter["totals"]["donated"]["amount"]
-        if donated != expected.donated(donor):
-            totals_wrong.append(f"{donor.name} donated {donated}, expected {expected.donated(donor)}")
-    outcome.check(
-        "each supporter's total through the API",
-        not totals_wrong,
-        "; ".join(totals_wrong) or f"{len(report.supporters)} supporters",
-    )
-    stories_wrong = []
-    for donor in DONORS:
-        items = report.supporters.get(donor.email, {}).get("history", [])
-        told = Counter(item["type"] for item in items if item["type"] in TRACKED_HISTORY)
+        totals = supporter["totals"]
+        answered = tuple(totals[k]["amount"] for k in ("donated", "gift_aid_claimed", "gift_aid_claimable"))
+        # Everything claimable went into the claim: nothing is left to claim.
+        planned = (expected.donated(donor), expected.gift_aid_claimed(donor), 0)
+        if answered != planned:
+            totals_wrong.append(f"{donor.name}: donated, Gift Aid claimed, claimable {answered}, expected {planned}")
+        told = Counter(item["type"] for item in supporter["history"] if item["type"] in TRACKED_HISTORY)
         story = Counter({k: n for k, n in expected.history[donor.email].items() if k in TRACKED_HISTORY and n})
         if told != story:
             stories_wrong.append(f"{donor.name}: {dict(told)}, expected {dict(story)}")
+    outcome.check(
+        "each supporter's totals through the API (donated, Gift Aid claimed and claimable)",
+        not totals_wrong,
+        "; ".join(totals_wrong) or f"{len(report.supporters)} supporters",
+    )
     outcome.check(
         "each supporter's history through the API tells their story",
         not stories_wrong,
         "; ".join(stories_wrong) or ", ".join(TRACKED_HISTORY),
     )
+
+
+def check_documents(report: Report, outcome: Outcome) -> None:
     receipts = report.documents.get(DocumentKind.GIFT_RECEIPT.value, [])
     paid = [g for g in report.gifts if g.gift.status == "paid"]
     outcome.check(
@@ -682,7 +700,7 @@ def verify(report: Report, outcome: Outcome) -> None:
         f"{len(receipts)} receipts for {len(paid)} paid gifts",
     )
     statements = report.documents.get(DocumentKind.ANNUAL_STATEMENT.value, [])
-    wanted = len({(tax_year_of(g.received_on), g.donor.email) for g in expected.gifts})
+    wanted = len({(tax_year_of(g.received_on), g.donor.email) for g in report.expected.gifts})
     outcome.check(
         "a PDF statement for every supporter who gave, for each tax year",
         report.statements_numbered == wanted == len(statements) and all(Path(path).is_file() for _, path in statements),
@@ -694,7 +712,10 @@ def verify(report: Report, outcome: Outcome) -> None:
         len(report.emails) >= len(every_pdf),
         f"{len(report.emails)} emails for {len(every_pdf)} documents",
     )
-    result = report.claim.result
+
+
+def check_claim(report: Report, outcome: Outcome) -> None:
+    expected, result = report.expected, report.claim.result
     outcome.check(
         "the Gift Aid claim",
         result.claim_id is not None
@@ -715,17 +736,21 @@ def verify(report: Report, outcome: Outcome) -> None:
         {p.suffix for p in files} == {".ods", ".xml"} and all(p.is_file() and p.stat().st_size > 0 for p in files),
         ", ".join(shown(p) for p in files),
     )
-    want_payouts = {(p.provider, p.provider_payout_id, p.amount) for p in expected.payouts}
-    got_payouts = {(p["provider"], p["provider_payout_id"], p["amount"]["amount"]) for p in report.payouts}
+
+
+def check_payouts(report: Report, outcome: Outcome) -> None:
+    planned = {(p.provider, p.provider_payout_id, p.amount) for p in report.expected.payouts}
+    recorded = {(p["provider"], p["provider_payout_id"], p["amount"]["amount"]) for p in report.payouts}
     unreconciled = [p["provider_payout_id"] for p in report.payouts if p["status"] != "reconciled"]
     outcome.check(
         "every payout recorded and reconciled to the penny",
-        want_payouts == got_payouts and not unreconciled,
-        f"{len(got_payouts)} payouts" + (f", unreconciled: {', '.join(unreconciled)}" if unreconciled else ""),
+        planned == recorded and not unreconciled,
+        f"{len(recorded)} payouts" + (f", unreconciled: {', '.join(unreconciled)}" if unreconciled else ""),
     )
 
 
 def _keys(report: Report) -> Iterator[tuple[str, GiftRow]]:
+    """Each gift with the provider id it is keyed on: Direct Debit payment, invoice, or Checkout Session."""
     for row in report.gifts:
         for column in ("gocardless_payment_id", "stripe_invoice_id", "stripe_checkout_session_id"):
             key = getattr(row.gift, column)
@@ -742,10 +767,12 @@ def show(console: Console, report: Report, outcome: Outcome, options: Options, w
     console.print()
     console.print(
         f"[bold]Webhook deliveries[/]: {stats.posts} POSTs to /webhooks/stripe and /webhooks/gocardless "
-        f"({len(stats.events)} distinct events, shuffled; {stats.repeated} delivered again; {stats.refused} forged "
+        f"({len(stats.events)} distinct events, shuffled with seed {options.seed}; {stats.repeated} delivered again; "
+        f"{stats.refused} forged "
         f"and refused). Stored: {json.dumps(report.event_counts, sort_keys=True)}"
     )
     show_gifts(console, report)
+    show_supporters(console, report)
     show_documents(console, report)
     show_claim(console, report)
     show_payouts(console, report)
@@ -786,6 +813,30 @@ def show_gifts(console: Console, report: Report) -> None:
     console.print(table)
 
 
+def show_supporters(console: Console, report: Report) -> None:
+    """Each supporter as the staff JSON API answers now (after the claim)."""
+    table = Table(title="Supporters (GET /api/supporters/{id})", title_justify="left")
+    for name in ("Supporter", "Donated", "Purchases", "Gift Aid claimed", "Claimable", "Monthly gifts", "History"):
+        table.add_column(name, justify="left" if name in ("Supporter", "History") else "right")
+    for donor in DONORS:
+        supporter = report.supporters.get(donor.email)
+        if supporter is None:
+            continue
+        totals = supporter["totals"]
+        kinds = Counter(item["type"] for item in supporter["history"])
+        table.add_row(
+            donor.name,
+            format_pence(totals["donated"]["amount"]),
+            format_pence(totals["purchases"]["amount"]),
+            format_pence(totals["gift_aid_claimed"]["amount"]),
+            format_pence(totals["gift_aid_claimable"]["amount"]),
+            str(totals["regular_gifts"]),
+            ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())),
+        )
+    console.print()
+    console.print(table)
+
+
 def show_documents(console: Console, report: Report) -> None:
     console.print()
     labels = {
@@ -798,7 +849,7 @@ def show_documents(console: Console, report: Report) -> None:
     for kind, paths in report.documents.items():
         if not paths:
             continue
-        console.print(f"[bold]{labels.get(kind, kind)}[/] ({len(paths)} PDFs):")
+        console.print(f"[bold]{labels.get(kind, kind)}[/] ({len(paths)} PDF{'s' if len(paths) > 1 else ''}):")
         for reference, path in paths:
             console.print(f"  {reference}  {shown(path)}")
     if report.emails:

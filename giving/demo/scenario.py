@@ -136,7 +136,6 @@ FORMS = (
 @dataclass
 class ExpectedGift:
     key: str  # the provider id the gift is keyed on: Checkout Session, invoice or Direct Debit payment
-    key_column: str  # the Gift column holding it
     donor: Donor
     amount: int
     status: str  # paid | reversed
@@ -169,6 +168,9 @@ class Expected:
 
     def donated(self, donor: Donor) -> int:
         return sum(g.amount - g.returned for g in self.gifts if g.donor == donor and g.status == "paid")
+
+    def gift_aid_claimed(self, donor: Donor) -> int:
+        return sum(gift_aid_on(g.claimed) for g in self.gifts if g.donor == donor)
 
     @property
     def claim_total(self) -> int:
@@ -264,13 +266,13 @@ class Play:
     def _gocardless(self, resource: str, action: str, links: dict[str, str], at: dt.datetime, **details: Any) -> None:
         self.gocardless_events.append(self.gocardless.event(resource, action, links, at, **details))
 
-    def _gift(self, opened: Opened, key: str, column: str, amount: int, **values: Any) -> ExpectedGift:
+    def _gift(self, opened: Opened, key: str, amount: int, **values: Any) -> ExpectedGift:
         form = opened.form
         held_back = values.pop("held_back", None)
         if held_back is None and not form.gift_aid:
             held_back = "no_declaration"
         gift = ExpectedGift(
-            key, column, form.donor, amount, method=form.method, held_back=held_back, story=form.story, **values
+            key, form.donor, amount, method=form.method, held_back=held_back, story=form.story, **values
         )
         self.expected.gifts.append(gift)
         self._history(form.donor, "gift")  # one per payment that succeeded, even if it was taken back later
@@ -317,7 +319,6 @@ class Play:
         gift = self._gift(
             opened,
             opened.provider_id,
-            "stripe_checkout_session_id",
             opened.form.amount,
             status="paid",
             received_on=uk_date(at),
@@ -352,7 +353,7 @@ class Play:
         first = self.stripe.invoice(subscription["id"], amount, started, attempts=[(started, None)], first=True)
         self._stripe("invoice.paid", first, started)
         self._stripe("invoice.payment_succeeded", first, started)
-        self._gift(opened, first["id"], "stripe_invoice_id", amount, status="paid", received_on=uk_date(started))
+        self._gift(opened, first["id"], amount, status="paid", received_on=uk_date(started))
         due, retried = self.days_ago(30), self.days_ago(27)
         second = self.stripe.invoice(
             subscription["id"], amount, due, attempts=[(due, "Your card was declined."), (retried, None)], first=False
@@ -362,7 +363,7 @@ class Play:
         declined["status_transitions"]["paid_at"] = None
         self._stripe("invoice.payment_failed", declined, due)
         self._stripe("invoice.paid", second, retried)
-        self._gift(opened, second["id"], "stripe_invoice_id", amount, status="paid", received_on=uk_date(retried))
+        self._gift(opened, second["id"], amount, status="paid", received_on=uk_date(retried))
         self._history(opened.form.donor, "payment_failed")
         self._history(opened.form.donor, "regular_gift_started")
         self.expected.regular_gifts[opened.form.donor.email] = 1
@@ -418,7 +419,7 @@ class Play:
             if outcome == "charged_back":
                 self.charged_back = payment_id
                 status = "reversed"
-            self._gift(opened, payment_id, "gocardless_payment_id", amount, status=status, received_on=charge_day)
+            self._gift(opened, payment_id, amount, status=status, received_on=charge_day)
             if outcome == "charged_back":
                 # A reversed gift keeps its amount and counts as nothing given (nor claimable: all of it went back).
                 self.expected.gifts[-1].held_back = "refunded"
@@ -434,7 +435,6 @@ class Play:
         self._gift(
             opened,
             opened.provider_id,
-            "stripe_checkout_session_id",
             SHOP_DONATION,
             status="paid",
             received_on=uk_date(at),
@@ -482,7 +482,7 @@ class Play:
         self._gocardless("payments", "submitted", {"payment": payment_id}, self.days_ago(10))
         self._gocardless("payments", "confirmed", {"payment": payment_id}, self.days_ago(8))
         self.gocardless.set_status(self.gocardless.payments, payment_id, "paid_out")
-        self._gift(opened, payment_id, "gocardless_payment_id", amount, status="paid", received_on=self.day(8))
+        self._gift(opened, payment_id, amount, status="paid", received_on=self.day(8))
         self.pending_payouts.append((paid_out_items(payment_id, amount), self.day(6), payment_id))
         self._gocardless_payouts()
         self._stripe_payouts()
