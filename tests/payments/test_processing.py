@@ -369,3 +369,102 @@ def test_replay_command_processes_a_stored_event_again(
         assert event.status == EventStatus.PROCESSED and event.attempts == 2
         assert len(session.exec(select(Gift).where(col(Gift.supporter_id) == supporter)).all()) == 1
     assert str(FIXTURES)  # the shared fixtures were found
+
+
+def test_delayed_payment_methods_and_expiry(
+    runtime: Runtime,
+    worker: EventsWorker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    """Bacs / pay-by-bank: completed unpaid, then succeeded or failed; an abandoned session expires."""
+    from payments.models import Checkout, CheckoutStatus, GiftStatus
+    from tests.fakes.scenarios import seed_checkout
+
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Oda")
+    outcomes = {}
+    for outcome in ("succeeded", "failed"):
+        checkout_id = seed_checkout(runtime, supporter, amount=3000)
+        intent_id, _ = scenario._intent(3000, created=scenario.tick())
+        session = scenario._session_object(
+            checkout_id,
+            id=unique("cs_test_"),
+            mode="payment",
+            payment_status="unpaid",
+            payment_intent=intent_id,
+            amount_total=3000,
+        )
+        scenario._stripe("checkout.session.completed", session)
+        scenario._stripe(f"checkout.session.async_payment_{outcome}", {**session})
+        outcomes[outcome] = session["id"]
+    abandoned = seed_checkout(runtime, supporter, amount=900)
+    scenario._stripe(
+        "checkout.session.expired", scenario._session_object(abandoned, id=unique("cs_test_"), status="expired")
+    )
+    install(scenario, fake_stripe, fake_gocardless)
+    deliver(app_client, list(reversed(scenario.deliveries)))  # the outcome before the completion, too
+    worker.join()
+    assert stuck_events(runtime) == []
+    with reading(runtime) as session:
+        succeeded = session.exec(select(Gift).where(Gift.stripe_checkout_session_id == outcomes["succeeded"])).one()
+        failed = session.exec(select(Gift).where(Gift.stripe_checkout_session_id == outcomes["failed"])).one()
+        assert (succeeded.status, failed.status) == (GiftStatus.PAID, GiftStatus.FAILED)
+        assert session.get(Checkout, abandoned).status == CheckoutStatus.EXPIRED
+        totals = payments_service.supporter_totals(session, [supporter])
+    assert totals["donated"].amount == 3000
+    assert [item["type"] for item in history(runtime, supporter)].count("payment_failed") == 1
+
+
+def test_a_won_dispute_changes_nothing_a_lost_one_reduces_the_gift(
+    runtime: Runtime,
+    worker: EventsWorker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Pia")
+    scenario.one_off_card_gift(supporter, 4000, dispute="won")
+    scenario.one_off_card_gift(supporter, 1500, refunds=(500,), dispute="lost")
+    run(scenario, app_client, worker, fake_stripe, fake_gocardless)
+    disputes = [item for item in history(runtime, supporter) if item["type"] == "dispute"]
+    assert sorted(item["status"] for item in disputes) == ["lost", "open", "open", "won"]
+
+
+def test_direct_debit_refunds_and_a_replaced_mandate(
+    runtime: Runtime,
+    worker: EventsWorker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Quin")
+    subscription_id = scenario.gocardless_monthly(supporter, 2000, payments=("paid_out", "paid_out"))
+    first_payment = next(pid for pid, p in scenario.gocardless.payments.items())
+    refund_id = unique("RF")
+    scenario.gocardless.refunds[refund_id] = {
+        "id": refund_id,
+        "amount": 800,
+        "currency": "GBP",
+        "status": "paid",
+        "created_at": "2026-02-01T10:00:00.000Z",
+        "reference": "requested",
+        "links": {"payment": first_payment},
+    }
+    scenario._gocardless("refunds", "created", {"refund": refund_id, "payment": first_payment})
+    scenario._gocardless("refunds", "paid", {"refund": refund_id, "payment": first_payment})
+    old_mandate = scenario.gocardless.subscriptions[subscription_id]["links"]["mandate"]
+    new_mandate = unique("MD")
+    scenario._gocardless("mandates", "replaced", {"mandate": old_mandate, "new_mandate": new_mandate})
+    scenario.expected.gifts[first_payment].returned = 800
+    scenario.expected.add_totals(supporter, donated=-800)
+    run(scenario, app_client, worker, fake_stripe, fake_gocardless)
+    with reading(runtime) as session:
+        regular = session.exec(select(RegularGift)).one()
+        refund = session.exec(select(Refund)).one()
+    assert regular.gocardless_mandate_id == new_mandate
+    assert (refund.gocardless_refund_id, refund.amount, refund.status) == (refund_id, 800, "succeeded")
+    assert jobs_named(runtime, "receipts.issue_correction") == [{"refund_id": str(refund.id)}]
