@@ -640,15 +640,26 @@ def check_gifts(report: Report, outcome: Outcome) -> None:
         if gift is None:
             wrong.append(f"no gift for {planned.key} ({planned.donor.name})")
             continue
-        recorded = (str(gift.status), gift.amount, gift.returned_amount, gift.received_on)
-        if recorded != (planned.status, planned.amount, planned.returned, planned.received_on):
-            wrong.append(
-                f"{planned.key} ({planned.donor.name}): {recorded[0]} {recorded[1]} returned {recorded[2]} on "
-                f"{recorded[3]}, expected {planned.status} {planned.amount} returned {planned.returned} on "
-                f"{planned.received_on}"
-            )
+        recorded = (
+            str(gift.status),
+            gift.amount,
+            gift.returned_amount,
+            gift.received_on,
+            str(gift.method),
+            gift.appeal or "",
+        )
+        wanted = (
+            planned.status,
+            planned.amount,
+            planned.returned,
+            planned.received_on,
+            planned.method,
+            planned.appeal,
+        )
+        if recorded != wanted:
+            wrong.append(f"{planned.key} ({planned.donor.name}): {recorded}, expected {wanted}")
     outcome.check(
-        "the gifts match the scenario (status, amount, returned, date received)",
+        "the gifts match the scenario (status, amount, returned, date received, method, appeal)",
         not wrong and len(report.gifts) == len(expected.gifts),
         "; ".join(wrong) or f"{len(report.gifts)} gifts",
     )

@@ -144,6 +144,7 @@ class ExpectedGift:
     returned: int = 0
     held_back: str | None = None  # the reason code the claim gives, or None when the claim takes it
     story: str = ""
+    appeal: str = ""
 
     @property
     def claimed(self) -> int:
@@ -272,7 +273,14 @@ class Play:
         if held_back is None and not form.gift_aid:
             held_back = "no_declaration"
         gift = ExpectedGift(
-            key, form.donor, amount, method=form.method, held_back=held_back, story=form.story, **values
+            key,
+            form.donor,
+            amount,
+            method=form.method,
+            held_back=held_back,
+            story=form.story,
+            appeal=form.appeal,
+            **values,
         )
         self.expected.gifts.append(gift)
         self._history(form.donor, "gift")  # one per payment that succeeded, even if it was taken back later
