@@ -307,17 +307,23 @@ def eligibility_select(
             G.c.benefit_amount,
             returned.label("returned"),
             decl.c.id.label("declaration_id"),
-            decl.c.title,
-            decl.c.first_name,
-            decl.c.last_name,
-            decl.c.house,
-            decl.c.postcode,
-            decl.c.non_uk,
             decl.c.details_code,
-            decl.c.method,
-            decl.c.confirmation_sent_on,
-            decl.c.cancellation_effective_on,
-            decl.c.voided,
+            *(
+                [
+                    decl.c.title,
+                    decl.c.first_name,
+                    decl.c.last_name,
+                    decl.c.house,
+                    decl.c.postcode,
+                    decl.c.non_uk,
+                    decl.c.method,
+                    decl.c.confirmation_sent_on,
+                    decl.c.cancellation_effective_on,
+                    decl.c.voided,
+                ]
+                if detail
+                else []
+            ),
             rank.label("rank"),
             sa.func.row_number()
             .over(
@@ -365,6 +371,8 @@ def eligibility_select(
         ),
         else_=sa.null(),
     )
+    # A claim reads the donor's details from the declaration when it writes its lines: the gifts go through the
+    # claim's sorts as narrow rows.
     claim_columns = [
         P.gift_id,
         P.supporter_id,
@@ -372,31 +380,35 @@ def eligibility_select(
         P.returned,
         (P.amount - P.returned).label("claim_amount"),
         P.declaration_id,
-        P.title,
-        P.first_name,
-        P.last_name,
-        P.house,
-        P.postcode,
-        sa.func.coalesce(P.non_uk, False).label("overseas"),
         period_year(on, rules.financial_year_end, dialect).label("period_year"),
         code.label("code"),
     ]
-    detail_columns = [
-        P.status,
-        P.donor_type,
-        P.currency,
-        P.amount,
-        P.benefit_amount,
-        benefits.c.benefits_so_far,
-        P.method.label("declaration_method"),
-        P.confirmation_sent_on,
-        P.cancellation_effective_on,
-        P.voided,
-        live.c.claim_id.label("claimed_in"),
-        live.c.claim_status,
-    ]
+    detail_columns = (
+        []
+        if not detail
+        else [
+            P.title,
+            P.first_name,
+            P.last_name,
+            P.house,
+            P.postcode,
+            sa.func.coalesce(P.non_uk, False).label("overseas"),
+            P.status,
+            P.donor_type,
+            P.currency,
+            P.amount,
+            P.benefit_amount,
+            benefits.c.benefits_so_far,
+            P.method.label("declaration_method"),
+            P.confirmation_sent_on,
+            P.cancellation_effective_on,
+            P.voided,
+            live.c.claim_id.label("claimed_in"),
+            live.c.claim_status,
+        ]
+    )
     query = (
-        sa.select(*claim_columns, *(detail_columns if detail else []))
+        sa.select(*claim_columns, *detail_columns)
         .select_from(
             pairs.outerjoin(benefits, benefits.c.gift_id == P.gift_id).outerjoin(live, live.c.gift_id == P.gift_id)
         )

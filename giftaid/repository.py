@@ -54,68 +54,68 @@ def drop_candidates(session: Session) -> None:
 
 
 def insert_claim_gifts(session: Session, claim_id: uuid.UUID, candidates: Any, aggregate_limit: int) -> None:
-    """Claim every claimable candidate in one statement, numbering the lines: a line per gift first (by date), then
-    small gifts aggregated (each ≤ the limit, one gift per donor per line and period, ≤ £1,000 a line)."""
+    """Claim every claimable candidate in one statement, numbering the lines 1..N: a line per gift first (by date),
+    then small gifts aggregated (each ≤ the limit, the donor's only gift in that financial period, at most
+    `AGGREGATE_LINE_LIMIT // limit` to a line so a line stays ≤ £1,000, one period to a line).
+
+    The numbering takes one sort of the candidates (two window functions on the same order) and a tiny table of
+    aggregated rows per period."""
     cand = candidates
-    eligible = (
-        sa.select(
-            cand.c.gift_id,
-            cand.c.received_on,
-            cand.c.claim_amount,
-            cand.c.returned,
-            cand.c.declaration_id,
-            cand.c.title,
-            cand.c.first_name,
-            cand.c.last_name,
-            cand.c.house,
-            cand.c.postcode,
-            cand.c.overseas,
-            cand.c.period_year,
-            sa.func.count().over(partition_by=(cand.c.supporter_id, cand.c.period_year)).label("donor_gifts"),
-        )
-        .where(cand.c.code.is_(None))
-        .subquery("eligible")
-    )
+    claimable = cand.c.code.is_(None)
     if aggregate_limit > 0:
-        small = sa.and_(eligible.c.claim_amount <= aggregate_limit, eligible.c.donor_gifts == 1)
+        per_donor = (
+            sa.select(cand.c.supporter_id, cand.c.period_year, sa.func.count().label("gifts"))
+            .where(claimable)
+            .group_by(cand.c.supporter_id, cand.c.period_year)
+            .subquery("per_donor")
+        )
+        small = sa.and_(cand.c.claim_amount <= aggregate_limit, per_donor.c.gifts == 1)
+        source = cand.outerjoin(
+            per_donor,
+            sa.and_(per_donor.c.supporter_id == cand.c.supporter_id, per_donor.c.period_year == cand.c.period_year),
+        )
     else:
-        small = sa.false()
-    flagged = sa.select(*eligible.c, sa.case((small, sa.literal(1)), else_=sa.literal(0)).label("agg")).subquery(
-        "flagged"
+        small, source = sa.false(), cand
+    agg = sa.case((small, 1), else_=0)
+    flagged = (
+        sa.select(
+            *[c for c in cand.c if c.name != "code"],
+            agg.label("agg"),
+            # Donor lines share one "period" so they are numbered by date alone.
+            sa.case((small, cand.c.period_year), else_=0).label("period_key"),
+        )
+        .select_from(source)
+        .where(claimable)
+        .cte("flagged")
     )
     per_line = max(1, AGGREGATE_LINE_LIMIT // max(aggregate_limit, 1))
-    chunked = sa.select(
-        *flagged.c,
-        sa.case(
-            (
-                flagged.c.agg == 1,
-                (
-                    sa.func.row_number().over(
-                        partition_by=(flagged.c.agg, flagged.c.period_year),
-                        order_by=(flagged.c.received_on, flagged.c.gift_id),
-                    )
-                    - 1
-                )
-                // per_line,
-            ),
-            else_=sa.null(),
-        ).label("chunk"),
-    ).subquery("chunked")
-    agg = chunked.c.agg == 1
+    periods = (
+        sa.select(flagged.c.period_key, sa.func.count().label("rows"))
+        .where(flagged.c.agg == 1)
+        .group_by(flagged.c.period_key)
+        .subquery("periods")
+    )
+    lines_in_period = (periods.c.rows + per_line - 1) // per_line
+    offsets = sa.select(
+        periods.c.period_key,
+        (sa.func.sum(periods.c.rows).over(order_by=periods.c.period_key) - periods.c.rows).label("rows_before"),
+        (sa.func.sum(lines_in_period).over(order_by=periods.c.period_key) - lines_in_period).label("lines_before"),
+    ).subquery("offsets")
+    order = (flagged.c.received_on, flagged.c.gift_id)
     numbered = sa.select(
-        *chunked.c,
-        sa.func.dense_rank()
-        .over(
-            order_by=(
-                chunked.c.agg,
-                sa.case((agg, chunked.c.period_year), else_=sa.null()),
-                sa.case((agg, chunked.c.chunk), else_=sa.null()),
-                sa.case((agg, sa.null()), else_=chunked.c.received_on),
-                sa.case((agg, sa.null()), else_=chunked.c.gift_id),
-            )
-        )
-        .label("line_no"),
+        flagged,
+        sa.func.row_number().over(order_by=(flagged.c.agg, flagged.c.period_key, *order)).label("rn"),
+        sa.func.row_number().over(partition_by=(flagged.c.agg, flagged.c.period_key), order_by=order).label("prn"),
     ).subquery("numbered")
+    line_no = sa.case(
+        (numbered.c.agg == 0, numbered.c.rn),
+        else_=numbered.c.rn
+        - numbered.c.prn
+        - offsets.c.rows_before
+        + offsets.c.lines_before
+        + (numbered.c.prn - 1) // per_line
+        + 1,
+    )
     columns = [
         "claim_id",
         "gift_id",
@@ -134,25 +134,30 @@ def insert_claim_gifts(session: Session, claim_id: uuid.UUID, candidates: Any, a
         "postcode",
         "overseas",
     ]
-    source = sa.select(
+    # The donor's details as the declaration gives them (kept on the claim as the evidence of what was sent).
+    rows = sa.select(
         sa.literal(claim_id, sa.Uuid).label("claim_id"),
         numbered.c.gift_id,
         sa.true(),
-        numbered.c.line_no,
+        sa.cast(line_no, sa.Integer),
         numbered.c.agg == 1,
         numbered.c.received_on,
         numbered.c.claim_amount,
         numbered.c.returned,
         sa.literal(0),
         numbered.c.declaration_id,
-        numbered.c.title,
-        numbered.c.first_name,
-        numbered.c.last_name,
-        numbered.c.house,
-        sa.func.coalesce(numbered.c.postcode, ""),
-        numbered.c.overseas,
+        D.c.title,
+        D.c.first_name,
+        D.c.last_name,
+        D.c.house,
+        sa.func.coalesce(D.c.postcode, ""),
+        sa.func.coalesce(D.c.non_uk, False),
+    ).select_from(
+        numbered.outerjoin(offsets, offsets.c.period_key == numbered.c.period_key).join(
+            D, D.c.id == numbered.c.declaration_id
+        )
     )
-    session.execute(sa.insert(CG).from_select(columns, source))
+    session.execute(sa.insert(CG).from_select(columns, rows))
 
 
 def held_back_ids(session: Session, candidates: Any) -> list[uuid.UUID]:

@@ -182,14 +182,23 @@ def main() -> None:
     parser.add_argument("--gifts", type=int, default=1_000_000)
     parser.add_argument("--donors", type=int, default=200_000)
     parser.add_argument("--keep", action="store_true", help="Keep the database afterwards.")
+    parser.add_argument("--reuse", action="store_true", help="Use the database a --keep run left (claims emptied).")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         measured(args.measure)
         return
-    create_database()
+    if args.reuse:
+        with psycopg.connect(libpq(database_url())) as conn:
+            conn.execute(
+                "TRUNCATE giftaid_held_back, giftaid_adjustments, giftaid_claim_events, giftaid_claim_gifts, "
+                "giftaid_messages, giftaid_claims"
+            )
+    else:
+        create_database()
     try:
-        load(args.gifts, args.donors)
+        if not args.reuse:
+            load(args.gifts, args.donors)
         with tempfile.TemporaryDirectory(prefix="giftaid-bench-") as folder:
             baseline = copy_baseline(Path(folder))
             child = subprocess.run(
