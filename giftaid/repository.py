@@ -226,10 +226,14 @@ def _escaped(value: Any) -> Any:
     return sa.func.replace(sa.func.replace(sa.func.replace(value, "&", "&amp;"), "<", "&lt;"), ">", "&gt;")
 
 
-def _joined(*parts: Any) -> Any:
-    expression = parts[0] if not isinstance(parts[0], str) else sa.literal(parts[0], sa.String)
-    for part in parts[1:]:
-        expression = expression.op("||")(sa.literal(part, sa.String) if isinstance(part, str) else part)
+def _joined(*parts: Any, dialect: str = "sqlite") -> Any:
+    """Text concatenation: PostgreSQL's one `concat(...)` call is cheaper than a chain of `||`."""
+    pieces = [sa.literal(part, sa.String) if isinstance(part, str) else part for part in parts]
+    if dialect == "postgresql":
+        return sa.func.concat(*pieces)
+    expression = pieces[0]
+    for piece in pieces[1:]:
+        expression = expression.op("||")(piece)
     return expression
 
 
@@ -237,7 +241,7 @@ def _money(pence: Any, dialect: str) -> Any:
     """`1234.50` in SQL."""
     pounds = sa.cast(pence // 100, sa.String)
     if dialect == "postgresql":
-        return _joined(pounds, ".", sa.func.lpad(sa.cast(pence % 100, sa.String), 2, "0"))
+        return _joined(pounds, ".", sa.func.lpad(sa.cast(pence % 100, sa.String), 2, "0"), dialect=dialect)
     return _joined(pounds, ".", sa.func.substr(_joined("0", sa.cast(pence % 100, sa.String)), -2, 2))
 
 
@@ -259,7 +263,9 @@ def stream_gad_xml(session: Session, claim_id: uuid.UUID, first_line: int, last_
     date = sa.cast(sa.func.max(CG.c.received_on), sa.String)
     donor = _joined(
         "<GAD><Donor>",
-        sa.case((sa.func.coalesce(title, "") == "", ""), else_=_joined("<Ttl>", _escaped(title), "</Ttl>")),
+        sa.case(
+            (sa.func.coalesce(title, "") == "", ""), else_=_joined("<Ttl>", _escaped(title), "</Ttl>", dialect=dialect)
+        ),
         "<Fore>",
         _escaped(sa.func.max(CG.c.first_name)),
         "</Fore><Sur>",
@@ -269,11 +275,12 @@ def stream_gad_xml(session: Session, claim_id: uuid.UUID, first_line: int, last_
         "</House>",
         sa.case(
             (overseas == 1, "<Overseas>yes</Overseas>"),
-            else_=_joined("<Postcode>", _escaped(sa.func.max(CG.c.postcode)), "</Postcode>"),
+            else_=_joined("<Postcode>", _escaped(sa.func.max(CG.c.postcode)), "</Postcode>", dialect=dialect),
         ),
         "</Donor><Date>",
         date,
         *tail,
+        dialect=dialect,
     )
     small = _joined(
         "<GAD><AggDonation>Small donations, ",
@@ -281,6 +288,7 @@ def stream_gad_xml(session: Session, claim_id: uuid.UUID, first_line: int, last_
         " donors</AggDonation><Date>",
         date,
         *tail,
+        dialect=dialect,
     )
     query = (
         sa.select(sa.case((aggregated == 1, small), else_=donor))
