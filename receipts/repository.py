@@ -28,32 +28,66 @@ from receipts.models import (
 STATEMENT_GIFT_STATUSES = (GiftStatus.PAID, GiftStatus.REVERSED)
 
 
+_DOCUMENTS = Document.__table__  # type: ignore[attr-defined]
+_DOCUMENT_BY_SUBJECT = sa.select(_DOCUMENTS.c.id).where(
+    _DOCUMENTS.c.kind == sa.bindparam("kind"), _DOCUMENTS.c.subject_key == sa.bindparam("subject_key")
+)
+
+
 def document_by_subject(session: Session, kind: DocumentKind, subject_key: str) -> Document | None:
-    return session.exec(
-        select(Document)
-        .where(Document.kind == kind, Document.subject_key == subject_key)
-        .execution_options(populate_existing=True)
-    ).first()
+    # A prebuilt Core query: this runs twice per document issued, and the usual answer is "none yet".
+    found = session.execute(_DOCUMENT_BY_SUBJECT, {"kind": str(kind), "subject_key": subject_key}).first()
+    if found is None:
+        return None
+    return session.get(Document, found[0], populate_existing=True)
 
 
-def lock_counter(session: Session, kind: DocumentKind) -> DocumentCounter:
-    """The counter row of a kind, created if missing, locked until the transaction ends (PostgreSQL; SQLite's
-    BEGIN IMMEDIATE already serialises every writer)."""
+def take_number(session: Session, kind: DocumentKind) -> int:
+    """The next number of a kind. The UPDATE locks the kind's counter row until the transaction ends (PostgreSQL;
+    SQLite's BEGIN IMMEDIATE already serialises writers), so numbers are handed out one transaction at a time,
+    and a rollback gives the number back."""
     table = DocumentCounter.__table__  # type: ignore[attr-defined]
-    if is_postgres(session):
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    bump = (
+        sa.update(table)
+        .where(table.c.kind == str(kind))
+        .values(last_number=table.c.last_number + 1)
+        .returning(table.c.last_number)
+    )
+    row = session.execute(bump).first()
+    if row is None:
+        # The kind's first number ever (or the table was emptied): create its row, then take the number.
+        if is_postgres(session):
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        session.execute(pg_insert(table).values(kind=str(kind), last_number=0).on_conflict_do_nothing())
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+            session.execute(pg_insert(table).values(kind=str(kind), last_number=0).on_conflict_do_nothing())
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        session.execute(sqlite_insert(table).values(kind=str(kind), last_number=0).on_conflict_do_nothing())
-    return session.exec(
-        select(DocumentCounter)
-        .where(DocumentCounter.kind == str(kind))
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+            session.execute(sqlite_insert(table).values(kind=str(kind), last_number=0).on_conflict_do_nothing())
+        row = session.execute(bump).one()
+    return int(row[0])
+
+
+def give_back_number(session: Session, kind: DocumentKind) -> None:
+    """Undo `take_number` in the same transaction (the row is still locked by it, so nobody took one since)."""
+    table = DocumentCounter.__table__  # type: ignore[attr-defined]
+    session.execute(sa.update(table).where(table.c.kind == str(kind)).values(last_number=table.c.last_number - 1))
+
+
+def mark_issued(
+    session: Session, document_id: uuid.UUID, *, storage_key: str, digest: str, size: int, at: dt.datetime
+) -> uuid.UUID | None:
+    """allocated → issued in one statement; the supporter's id, or None if it was issued already (or is missing)."""
+    table = Document.__table__  # type: ignore[attr-defined]
+    row = session.execute(
+        sa.update(table)
+        .where(table.c.id == document_id, table.c.status == DocumentStatus.ALLOCATED.value)
+        .values(
+            status=DocumentStatus.ISSUED.value, storage_key=storage_key, sha256=digest, size_bytes=size, rendered_at=at
+        )
+        .returning(table.c.supporter_id)
+    ).first()
+    return row[0] if row is not None else None
 
 
 def lock_document(session: Session, document_id: uuid.UUID) -> Document | None:

@@ -2,8 +2,9 @@
 
 Issuing a document is two steps, so the number lock is held for milliseconds, not for a render:
 
-1. `allocate_*` (one short transaction): re-check under the kind's counter lock that the subject has no document,
-   take the next number, and store the document with everything it will say (`Document.content`, status allocated).
+1. `allocate_*` (one short transaction): take the kind's next number (locking its counter row), re-check under that
+   lock that the subject has no document, and store the document with everything it will say (`Document.content`,
+   status allocated).
 2. `record_rendered` (after the PDF is rendered and stored outside any transaction): mark it issued with its
    SHA-256 and plan its delivery (email job, or the postal batch).
 
@@ -79,21 +80,22 @@ def _allocate(
 ) -> Document:
     """The subject's document of this kind: the existing one, or a new one with the next number of the kind.
 
-    The counter row is locked, then the subject is looked up again: a job racing us has either committed its
-    document (we return it) or waits for our commit. The number is taken in the same transaction as the document
-    row, so a rollback gives it back and the sequence has no gaps."""
+    The number is taken first (which locks the kind's counter row), then the subject is looked up again: a job
+    racing us has either committed its document (we give the number back and return it) or waits for our commit.
+    The number is taken in the same transaction as the document row, so a rollback gives it back too and the
+    sequence has no gaps."""
     session = uow.session
-    counter = repository.lock_counter(session, kind)
+    number = repository.take_number(session, kind)
     existing = repository.document_by_subject(session, kind, subject_key)
     if existing is not None:
+        repository.give_back_number(session, kind)
         return existing
-    counter.last_number += 1
-    reference = f"{NUMBER_PREFIX[kind]}-{counter.last_number:06d}"
+    reference = f"{NUMBER_PREFIX[kind]}-{number:06d}"
     issued_on = uk_today()
     content = build(reference, issued_on)
     document = Document(
         kind=kind,
-        number=counter.last_number,
+        number=number,
         reference=reference,
         subject_key=subject_key,
         supporter_id=supporter_id,
@@ -107,7 +109,6 @@ def _allocate(
         issued_on=issued_on,
         issued_at=utc_now(),
     )
-    session.add(counter)
     session.add(document)
     session.flush()
     log.info("allocated %s for %s", reference, subject_key)
@@ -609,29 +610,31 @@ def record_rendered(
 ) -> Delivery | None:
     """Mark the document issued and plan its delivery; a second finisher (a duplicate job) changes nothing."""
     session = uow.session
-    document = repository.lock_document(session, document_id)
-    if document is None:
-        raise DocumentNotFound(f"no document {document_id}")
-    if document.status == DocumentStatus.ISSUED:
+    supporter_id = repository.mark_issued(
+        session, document_id, storage_key=storage_key, digest=digest, size=size, at=utc_now()
+    )
+    if supporter_id is None:
+        if session.get(Document, document_id) is None:
+            raise DocumentNotFound(f"no document {document_id}")
         return None
-    document.status = DocumentStatus.ISSUED
-    document.storage_key = storage_key
-    document.sha256 = digest
-    document.size_bytes = size
-    document.rendered_at = utc_now()
-    session.add(document)
-    return _plan_delivery(uow, document, copy_number=0, requested_by="system")
+    return _plan_delivery(uow, document_id, supporter_id, copy_number=0, requested_by="system")
 
 
 def _plan_delivery(
-    uow: UnitOfWork, document: Document, *, copy_number: int, requested_by: str, to_email: str | None = None
+    uow: UnitOfWork,
+    document_id: uuid.UUID,
+    supporter_id: uuid.UUID,
+    *,
+    copy_number: int,
+    requested_by: str,
+    to_email: str | None = None,
 ) -> Delivery | None:
-    supporter = crm_service.resolve_supporter(uow.session, document.supporter_id)
+    supporter = crm_service.resolve_supporter(uow.session, supporter_id)
     if not _receivable(supporter):
         return None
     email = to_email or supporter.email
     delivery = Delivery(
-        document_id=document.id,
+        document_id=document_id,
         supporter_id=supporter.id,
         copy_number=copy_number,
         channel=DeliveryChannel.EMAIL if email else DeliveryChannel.POST,
@@ -757,7 +760,8 @@ def resend(uow: UnitOfWork, document_id: uuid.UUID, *, requested_by: str, to_ema
         raise DocumentNotIssued(f"{document.reference} is not issued yet; it is sent when it is")
     delivery = _plan_delivery(
         uow,
-        document,
+        document.id,
+        document.supporter_id,
         copy_number=repository.next_copy_number(session, document.id),
         requested_by=requested_by,
         to_email=to_email,
