@@ -133,28 +133,52 @@ DECLARATION = obj(
     {"id": UUID},
     {
         "supporter_id": UUID,
+        "status": {"type": "string"},
         "method": DECLARATION_METHOD,
         "scope": DECLARATION_SCOPE,
         "made_on": DATE,
         "start": nullable(DATE),
         "end": nullable(DATE),
         "gift_id": nullable(UUID),
+        "postcode": nullable({"type": "string"}),
+        "house": nullable({"type": "string"}),
         "confirmation_sent_on": nullable(DATE),
-        "cancelled_on": nullable(DATE),
-        "effective_on": nullable(DATE),
+        "cancelled_at": nullable(TIMESTAMP),
+        "cancellation_effective_on": nullable(DATE),
+        "created_at": TIMESTAMP,
     },
 )
 
-NEW_DECLARATION = obj(
-    {"method": DECLARATION_METHOD, "made_on": DATE, "scope": DECLARATION_SCOPE},
-    {
-        "start": DATE,
-        "end": DATE,
-        "gift_id": UUID,
-        "confirmation_sent_on": DATE,
-        "address": ref("Address"),
-    },
-)
+NEW_ADDRESS = {
+    **obj(
+        {"first_name": {"type": "string"}, "last_name": {"type": "string"}},
+        {
+            "title": nullable({"type": "string"}),
+            "address_line1": {"type": "string"},
+            "address_line2": {"type": "string"},
+            "town": {"type": "string"},
+            "postcode": {"type": "string"},
+            "country": {"type": "string"},
+        },
+    ),
+    "additionalProperties": False,
+}
+
+NEW_DECLARATION = {
+    **obj(
+        {"method": DECLARATION_METHOD, "made_on": DATE, "scope": DECLARATION_SCOPE},
+        {
+            "start": DATE,
+            "end": DATE,
+            "gift_id": UUID,
+            "confirmation_sent_on": DATE,
+            "address": NEW_ADDRESS,
+            "wording_version": {"type": "string", "maxLength": 64},
+            "evidence": {"type": "object"},
+        },
+    ),
+    "additionalProperties": False,
+}
 
 HELD_BACK = obj(
     {
@@ -168,28 +192,41 @@ HELD_BACK = obj(
 )
 
 CLAIM = obj(
-    {"id": UUID},
+    {"id": UUID, "claim_id": UUID, "status": {"type": "string"}, "lines": {"type": "integer", "minimum": 0}},
     {
-        "claim_id": UUID,
         "through": DATE,
-        "status": {"type": "string"},
+        "total": ref("Money"),
+        "gift_aid": ref("Money"),
+        "adjustment": ref("Money"),
+        "held_back": {"type": "array", "items": ref("HeldBack")},
+        "files": {"type": "array", "items": {"type": "string"}},
+        "built_at": nullable(TIMESTAMP),
+    },
+)
+
+BUILT_CLAIM = obj(
+    {
+        "claim_id": nullable(UUID),
         "lines": {"type": "integer", "minimum": 0},
         "total": ref("Money"),
         "gift_aid": ref("Money"),
         "adjustment": ref("Money"),
         "held_back": {"type": "array", "items": ref("HeldBack")},
-        "created_at": TIMESTAMP,
-    },
+        "files": {"type": "array", "items": {"type": "string"}},
+    }
 )
 
 PAYOUT_LINE = obj(
     {"kind": {"type": "string", "description": "gift, order, refund, dispute, fee, ..."}, "amount": ref("Money")},
     {
         "source_id": nullable({"type": "string", "description": "the provider's id of its source (ch_, re_, PM...)"}),
-        "gift_id": nullable(UUID),
-        "order_id": nullable(UUID),
-        "refund_id": nullable(UUID),
-        "dispute_id": nullable(UUID),
+        "provider_line_id": nullable({"type": "string"}),
+        "matched": {"type": "boolean"},
+        "gift_id": UUID,
+        "order_id": UUID,
+        "refund_id": UUID,
+        "dispute_id": UUID,
+        "fee_for": {"type": "string"},
     },
 )
 
@@ -202,7 +239,31 @@ PAYOUT = obj(
         "status": {"type": "string", "enum": ["reconciled", "unreconciled"]},
         "discrepancy": ref("Money"),
     },
-    {"lines": {"type": "array", "items": ref("PayoutLine")}, "arrival_date": nullable(DATE)},
+    {
+        "lines": {"type": "array", "items": ref("PayoutLine")},
+        "arrival_date": nullable(DATE),
+        "reconciled_at": nullable(TIMESTAMP),
+    },
+)
+
+ORDER = obj(
+    {"id": UUID, "status": {"type": "string"}, "total": ref("Money")},
+    {
+        "supporter_id": UUID,
+        "fulfilled": {"type": "boolean"},
+        "goods": ref("Money"),
+        "vat": ref("Money"),
+        "donation": ref("Money"),
+        "refunded": ref("Money"),
+        "provider_ids": PROVIDER_IDS,
+        "lines": {"type": "array", "items": {"type": "object"}},
+    },
+)
+
+STOCK_ROW = obj({"sku": {"type": "string"}, "stock": {"type": "integer"}}, {"price": ref("Money")})
+
+DOCUMENT = obj(
+    {"id": UUID}, {"kind": {"type": "string"}, "reference": {"type": "string"}, "status": {"type": "string"}}
 )
 
 READINESS = obj(
@@ -225,7 +286,11 @@ SCHEMAS: dict[str, Schema] = {
     "NewDeclaration": NEW_DECLARATION,
     "HeldBack": HELD_BACK,
     "Claim": CLAIM,
+    "BuiltClaim": BUILT_CLAIM,
     "Payout": PAYOUT,
+    "Order": ORDER,
+    "StockRow": STOCK_ROW,
+    "Document": DOCUMENT,
     "PayoutLine": PAYOUT_LINE,
     "Readiness": READINESS,
 }
@@ -275,30 +340,41 @@ def staff(
     return operation
 
 
-def path_id(name: str = "id") -> Schema:
-    return {"name": name, "in": "path", "required": True, "schema": UUID}
+def path_id(name: str, schema: Schema = UUID) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
-def query(name: str, schema: Schema, description: str = "") -> Schema:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+def query(name: str, schema: Schema, description: str = "", *, required: bool = False) -> Schema:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
-LIMIT = query("limit", {"type": "integer", "minimum": 1}, "at most this many items; `next` gives the rest")
+LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many; `next` has the rest")
 CURSOR = query("cursor", {"type": "string"}, "from a previous page's `next`")
-FUNDRAISER_UP = "fundraiser, finance, admin"
+OFFSET = query("offset", {"type": "integer", "minimum": 0}, "from a previous page's `next`")
+ANY_STAFF = "fundraiser, finance, admin"
 FINANCE_UP = "finance, admin"
+SUPPORTER_ID = path_id("supporter_id")
+CLAIM_ID = path_id("claim_id")
+ORDER_ID = path_id("order_id")
+DOCUMENT_ID = path_id("document_id")
+DECLARATION_ID = path_id("declaration_id")
+# A payout is named by our id or by the provider's (po_..., PO...).
+PAYOUT_REF = path_id("payout_id", {"type": "string", "minLength": 1})
+ANY_OBJECT: Schema = {"type": "object"}
 
 
-def file_download(summary: str, media_type: str) -> Schema:
+def file_download(summary: str, media_type: str, *, roles: str, params: list[Schema]) -> Schema:
     return {
         "summary": summary,
-        "description": f"Roles: {FINANCE_UP}.",
+        "description": f"Roles: {roles}.",
         "security": [{"bearerAuth": []}],
-        "parameters": [path_id()],
+        "parameters": params,
         "responses": {
             "200": {"description": "the file", "content": {media_type: {"schema": {"type": "string"}}}},
             **STAFF_ERRORS,
-            "404": error("no such claim"),
+            "400": error("a bad id"),
+            "404": error("not found"),
+            "409": error("not ready yet"),
         },
     }
 
@@ -310,14 +386,26 @@ def webhook(provider: str, header: str, refused: dict[str, str]) -> Schema:
         "parameters": [{"name": header, "in": "header", "required": True, "schema": {"type": "string"}}],
         "requestBody": {"required": True, **json_body({"type": "object"})},
         "responses": {
-            "200": {"description": "stored (or already stored, or a type we ignore)", **json_body({"type": "object"})},
+            "200": {
+                "description": "stored (or already stored, or a type we ignore)",
+                **json_body(obj({"received": {"type": "integer"}, "stored": {"type": "integer"}})),
+            },
             **{status: error(words) for status, words in refused.items()},
             "404": error(f"{provider} is not configured on this installation"),
+            "408": error("the body did not arrive in time"),
             "413": error("the body is larger than 1 MB"),
             "503": error("could not be stored (the database is unavailable); the provider retries"),
         },
     }
 
+
+def body_of(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
+    """A request body: unknown fields are refused (400), so none are allowed here."""
+    return {**obj(required, optional), "additionalProperties": False}
+
+
+NOT_FOUND = "not found"
+BAD = "a bad id, value or body"
 
 PATHS: dict[str, Schema] = {
     "/healthz": {
@@ -341,106 +429,380 @@ PATHS: dict[str, Schema] = {
     "/webhooks/gocardless": {
         "post": webhook("GoCardless", "Webhook-Signature", {"400": "malformed body", "498": "bad or missing signature"})
     },
+    # --- supporters (crm) ---
     "/api/supporters": {
         "get": staff(
             "Find supporters by exact (normalised) email or by a search",
             items_of(ref("Supporter")),
-            roles=FUNDRAISER_UP,
+            roles=ANY_STAFF,
             params=[query("email", {"type": "string"}), query("q", {"type": "string"})],
             errors={"400": "neither email nor q, or a bad value"},
         )
     },
-    "/api/supporters/{id}": {
+    "/api/supporters/{supporter_id}": {
         "get": staff(
             "One supporter with totals",
             ref("Supporter"),
-            roles=FUNDRAISER_UP,
-            params=[path_id()],
-            errors={"404": "no such supporter"},
+            roles=ANY_STAFF,
+            params=[SUPPORTER_ID],
+            errors={"404": NOT_FOUND},
         )
     },
-    "/api/supporters/{id}/history": {
+    "/api/supporters/{supporter_id}/history": {
         "get": staff(
             "The supporter's history, newest first",
             items_of(ref("HistoryItem"), paged=True),
-            roles=FUNDRAISER_UP,
-            params=[path_id(), LIMIT, CURSOR],
-            errors={"400": "a bad limit or cursor", "404": "no such supporter"},
+            roles=ANY_STAFF,
+            params=[SUPPORTER_ID, LIMIT, CURSOR],
+            errors={"400": "a bad limit or cursor", "404": NOT_FOUND},
         )
     },
-    "/api/supporters/{id}/declarations": {
+    "/api/supporters/{supporter_id}/notes": {
+        "post": staff(
+            "Add a note to the history",
+            ref("HistoryItem"),
+            roles=ANY_STAFF,
+            ok_status="201",
+            params=[SUPPORTER_ID],
+            body=body_of({"text": {"type": "string", "minLength": 1, "maxLength": 4000}}),
+            errors={"400": BAD, "404": NOT_FOUND},
+        )
+    },
+    "/api/supporters/{supporter_id}/interests": {
+        "post": staff(
+            "Record an interest (volunteering, events, ...)",
+            obj({"id": UUID, "kind": {"type": "string"}}),
+            roles=ANY_STAFF,
+            ok_status="201",
+            params=[SUPPORTER_ID],
+            body=body_of(
+                {"kind": {"type": "string", "minLength": 2, "maxLength": 32}},
+                {"note": {"type": "string", "maxLength": 500}, "source": {"type": "string", "maxLength": 32}},
+            ),
+            errors={"400": BAD, "404": NOT_FOUND},
+        )
+    },
+    "/api/supporters/{supporter_id}/consents": {
+        "post": staff(
+            "Record a consent granted or withdrawn",
+            obj({"id": UUID, "channel": {"type": "string"}, "status": {"type": "string"}}),
+            roles=ANY_STAFF,
+            ok_status="201",
+            params=[SUPPORTER_ID],
+            body=body_of(
+                {"channel": {"type": "string"}, "status": {"type": "string", "enum": ["granted", "withdrawn"]}},
+                {"wording_version": {"type": "string", "maxLength": 64}, "note": {"type": "string", "maxLength": 500}},
+            ),
+            errors={"400": BAD, "404": NOT_FOUND},
+        )
+    },
+    "/api/supporters/{supporter_id}/declarations": {
         "get": staff(
             "The supporter's Gift Aid declarations",
             items_of(ref("Declaration")),
-            roles=FUNDRAISER_UP,
-            params=[path_id()],
-            errors={"404": "no such supporter"},
+            roles=ANY_STAFF,
+            params=[SUPPORTER_ID],
+            errors={"404": NOT_FOUND},
         ),
         "post": staff(
             "Record an oral, paper or online declaration",
             ref("Declaration"),
-            roles=FUNDRAISER_UP,
+            roles=ANY_STAFF,
             ok_status="201",
-            params=[path_id()],
+            params=[SUPPORTER_ID],
             body=ref("NewDeclaration"),
             errors={"400": "the declaration breaks a rule", "404": "no such supporter or gift"},
         ),
     },
-    "/api/declarations/{id}/cancel": {
+    "/api/supporters/{supporter_id}/merge": {
+        "get": staff(
+            "What merging this supporter into another would move (changes nothing)",
+            ANY_OBJECT,
+            roles=ANY_STAFF,
+            params=[SUPPORTER_ID, query("into", UUID, "the supporter who remains", required=True)],
+            errors={"400": BAD, "404": NOT_FOUND, "409": "these two cannot be merged"},
+        ),
+        "post": staff(
+            "Merge this supporter into another",
+            obj({"survivor": ref("Supporter")}),
+            roles=ANY_STAFF,
+            params=[SUPPORTER_ID],
+            body=body_of({"into": UUID}),
+            errors={"400": BAD, "404": NOT_FOUND, "409": "these two cannot be merged"},
+        ),
+    },
+    "/api/declarations/{declaration_id}/cancel": {
         "post": staff(
             "Cancel a declaration from a date",
             ref("Declaration"),
-            roles=FUNDRAISER_UP,
-            params=[path_id()],
-            body=obj({"effective_on": DATE}, {"reason": {"type": "string"}}),
-            errors={"400": "a bad date", "404": "no such declaration"},
+            roles=ANY_STAFF,
+            params=[DECLARATION_ID],
+            body=body_of({"effective_on": DATE}, {"reason": {"type": "string", "maxLength": 200}}),
+            errors={"400": BAD, "404": NOT_FOUND, "409": "already cancelled"},
         )
     },
-    "/api/declarations/{id}/confirm": {
+    "/api/declarations/{declaration_id}/confirm": {
         "post": staff(
             "Record an oral declaration's written confirmation",
             ref("Declaration"),
-            roles=FUNDRAISER_UP,
-            params=[path_id()],
-            body=obj({"confirmation_sent_on": DATE}),
-            errors={"400": "not an oral declaration, or a bad date", "404": "no such declaration"},
+            roles=ANY_STAFF,
+            params=[DECLARATION_ID],
+            body=body_of({"confirmation_sent_on": DATE}),
+            errors={"400": "not an oral declaration, or a bad date", "404": NOT_FOUND, "409": "not oral"},
         )
     },
+    "/api/review-items": {
+        "get": staff(
+            "Things for a person to look at (possible duplicates, arrears, ...)",
+            items_of(obj({"id": UUID, "kind": {"type": "string"}})),
+            roles=ANY_STAFF,
+            params=[query("status", {"type": "string", "enum": ["open", "all"]})],
+        )
+    },
+    "/api/review-items/{item_id}/resolve": {
+        "post": staff(
+            "Mark a review item resolved",
+            obj({"id": UUID, "kind": {"type": "string"}}),
+            roles=ANY_STAFF,
+            params=[path_id("item_id")],
+            errors={"404": NOT_FOUND},
+        )
+    },
+    # --- Gift Aid ---
     "/api/giftaid/claims": {
         "get": staff("Gift Aid claims", items_of(ref("Claim")), roles=FINANCE_UP),
         "post": staff(
             "Build a claim of every claimable gift received on or before `through`",
-            ref("Claim"),
+            ref("BuiltClaim"),
             roles=FINANCE_UP,
             ok_status="201",
-            body=obj({"through": DATE}),
-            errors={"400": "a bad date", "409": "nothing to claim"},
+            body=body_of({"through": DATE}),
+            errors={"400": "a bad date"},
         ),
     },
-    "/api/giftaid/claims/{id}/schedule.ods": {
-        "get": file_download("The claim's HMRC schedule", "application/vnd.oasis.opendocument.spreadsheet")
+    "/api/giftaid/claims/{claim_id}": {
+        "get": staff("One claim", ref("Claim"), roles=FINANCE_UP, params=[CLAIM_ID], errors={"404": NOT_FOUND})
     },
-    "/api/giftaid/claims/{id}/claim.xml": {
-        "get": file_download("The claim's Charities Online XML message", "application/xml")
+    "/api/giftaid/claims/{claim_id}/schedule.ods": {
+        "get": file_download(
+            "The claim's HMRC schedule (`?part=N` when it needs several)",
+            "application/vnd.oasis.opendocument.spreadsheet",
+            roles=FINANCE_UP,
+            params=[CLAIM_ID, query("part", {"type": "integer", "minimum": 1})],
+        )
     },
+    "/api/giftaid/claims/{claim_id}/claim.xml": {
+        "get": file_download(
+            "The claim's Charities Online XML message",
+            "application/xml",
+            roles=FINANCE_UP,
+            params=[CLAIM_ID, query("part", {"type": "integer", "minimum": 1})],
+        )
+    },
+    "/api/giftaid/claims/{claim_id}/status": {
+        "post": staff(
+            "Record what happened to a claim (submitted, accepted, rejected, paid)",
+            ref("Claim"),
+            roles=FINANCE_UP,
+            params=[CLAIM_ID],
+            body=body_of(
+                {"status": {"type": "string", "enum": ["submitted", "accepted", "rejected", "paid"]}},
+                {
+                    "reason": {"type": "string", "maxLength": 500},
+                    "amount": {"anyOf": [ref("Money"), {"type": "integer"}, {"type": "null"}]},
+                    "paid_on": nullable(DATE),
+                },
+            ),
+            errors={"400": BAD, "404": NOT_FOUND, "409": "not allowed from the claim's status"},
+        )
+    },
+    "/api/giftaid/claims/{claim_id}/submit": {
+        "post": staff(
+            "Send the claim to HMRC's Transaction Engine",
+            ref("Claim"),
+            roles=FINANCE_UP,
+            params=[CLAIM_ID],
+            errors={"404": NOT_FOUND, "409": "not ready to submit", "502": "HMRC refused or could not be reached"},
+        )
+    },
+    "/api/giftaid/claims/{claim_id}/poll": {
+        "post": staff(
+            "Ask HMRC for the outcome of a submitted claim",
+            ref("Claim"),
+            roles=FINANCE_UP,
+            params=[CLAIM_ID],
+            errors={"404": NOT_FOUND, "409": "not submitted", "502": "HMRC could not be reached"},
+        )
+    },
+    "/api/giftaid/claims/{claim_id}/messages": {
+        "get": staff(
+            "The messages exchanged with HMRC for a claim",
+            items_of(ANY_OBJECT),
+            roles=FINANCE_UP,
+            params=[CLAIM_ID],
+            errors={"404": NOT_FOUND},
+        )
+    },
+    "/api/giftaid/gifts/{gift_id}": {
+        "get": staff(
+            "Whether and why a gift is or is not claimable",
+            ANY_OBJECT,
+            roles=ANY_STAFF,
+            params=[path_id("gift_id")],
+            errors={"404": NOT_FOUND},
+        )
+    },
+    "/api/giftaid/declarations/{declaration_id}/cancel": {
+        "post": staff(
+            "Cancel a declaration, with what it changes for claimed and unclaimed gifts",
+            ANY_OBJECT,
+            roles=ANY_STAFF,
+            params=[DECLARATION_ID],
+            body=body_of({"effective_on": DATE}, {"reason": {"type": "string", "maxLength": 200}}),
+            errors={"400": BAD, "404": NOT_FOUND, "409": "already cancelled"},
+        )
+    },
+    "/api/giftaid/declarations/{declaration_id}/confirm": {
+        "post": staff(
+            "Confirm an oral declaration, with what it changes",
+            ANY_OBJECT,
+            roles=ANY_STAFF,
+            params=[DECLARATION_ID],
+            body=body_of({"confirmation_sent_on": DATE}),
+            errors={"400": BAD, "404": NOT_FOUND, "409": "not oral"},
+        )
+    },
+    # --- payouts, orders, shop (payments) ---
     "/api/payouts": {
         "get": staff(
             "Payouts, newest first",
             items_of(ref("Payout"), paged=True),
             roles=FINANCE_UP,
-            params=[LIMIT, CURSOR],
-            errors={"400": "a bad limit or cursor"},
+            params=[LIMIT, OFFSET],
+            errors={"400": "a bad limit or offset"},
         )
     },
-    "/api/payouts/{id}": {
+    "/api/payouts/{payout_id}": {
         "get": staff(
             "One payout with its lines",
             ref("Payout"),
             roles=FINANCE_UP,
-            params=[path_id()],
-            errors={"404": "no such payout"},
+            params=[PAYOUT_REF],
+            errors={"404": NOT_FOUND},
         )
     },
+    "/api/payouts/{payout_id}/reconcile": {
+        "post": staff(
+            "Match the payout's lines again",
+            ref("Payout"),
+            roles=FINANCE_UP,
+            params=[PAYOUT_REF],
+            errors={"404": NOT_FOUND, "409": "the provider has not finished the payout"},
+        )
+    },
+    "/api/orders": {
+        "get": staff(
+            "Shop orders",
+            items_of(ref("Order")),
+            roles=ANY_STAFF,
+            params=[
+                LIMIT,
+                query("status", {"type": "string"}),
+                query("unfulfilled", {"type": "string", "enum": ["1", "true", "yes", "0", "false", "no"]}),
+            ],
+            errors={"400": BAD},
+        )
+    },
+    "/api/orders/{order_id}": {
+        "get": staff(
+            "One order", ref("Order"), roles=ANY_STAFF, params=[ORDER_ID], errors={"400": BAD, "404": NOT_FOUND}
+        )
+    },
+    "/api/orders/{order_id}/fulfil": {
+        "post": staff(
+            "The shirts were posted",
+            ref("Order"),
+            roles=ANY_STAFF,
+            params=[ORDER_ID],
+            errors={"400": BAD, "404": NOT_FOUND, "409": "not paid"},
+        )
+    },
+    "/api/orders/{order_id}/returns": {
+        "post": staff(
+            "Shirts sent back",
+            ref("Order"),
+            roles=ANY_STAFF,
+            params=[ORDER_ID],
+            body=body_of({"lines": {"type": "array", "minItems": 1, "items": ANY_OBJECT}}),
+            errors={"400": BAD, "404": NOT_FOUND, "409": "more than was bought"},
+        )
+    },
+    "/api/shop/stock": {
+        "get": staff(
+            "Stock of every SKU",
+            obj({"threshold": {"type": "integer"}, "items": {"type": "array", "items": ref("StockRow")}}),
+            roles=ANY_STAFF,
+        )
+    },
+    "/api/shop/low-stock": {
+        "get": staff(
+            "SKUs at or under the low-stock threshold",
+            obj({"threshold": {"type": "integer"}, "items": {"type": "array", "items": ref("StockRow")}}),
+            roles=ANY_STAFF,
+        )
+    },
+    "/api/shop/partner-statement": {
+        "get": staff(
+            "What each partner campaign is owed for shirts sold between two dates",
+            ANY_OBJECT,
+            roles=FINANCE_UP,
+            params=[
+                query("from", DATE, required=True),
+                query("to", DATE, required=True),
+                query("campaign", {"type": "string"}),
+            ],
+            errors={"400": BAD},
+        )
+    },
+    # --- receipts ---
+    "/api/receipts/documents": {
+        "get": staff(
+            "A supporter's receipts, statements and letters",
+            items_of(ref("Document")),
+            roles=ANY_STAFF,
+            params=[query("supporter_id", UUID, required=True)],
+            errors={"400": BAD, "404": NOT_FOUND},
+        )
+    },
+    "/api/receipts/documents/{document_id}": {
+        "get": staff(
+            "One document with its deliveries",
+            ref("Document"),
+            roles=ANY_STAFF,
+            params=[DOCUMENT_ID],
+            errors={"400": BAD, "404": NOT_FOUND},
+        )
+    },
+    "/api/receipts/documents/{document_id}/pdf": {
+        "get": file_download("The document's PDF", "application/pdf", roles=ANY_STAFF, params=[DOCUMENT_ID])
+    },
+    "/api/receipts/documents/{document_id}/resend": {
+        "post": staff(
+            "Email a document again (marked as a duplicate copy)",
+            ANY_OBJECT,
+            roles=ANY_STAFF,
+            ok_status="202",
+            params=[DOCUMENT_ID],
+            body=body_of({}, {"to_email": {"type": "string"}}),
+            errors={"400": BAD, "404": NOT_FOUND, "409": "not issued yet"},
+        )
+    },
+}
+
+# POST /api/giftaid/claims answers 201 with a new claim, or 200 with `claim_id: null` when nothing is claimable.
+PATHS["/api/giftaid/claims"]["post"]["responses"]["200"] = {
+    "description": "nothing to claim (claim_id is null)",
+    **json_body(ref("BuiltClaim")),
 }
 
 
