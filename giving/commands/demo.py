@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         database_url: str = typer.Option(
             "", "--database-url", help="Run on this EMPTY database instead of DIR/giving.sqlite3 (e.g. PostgreSQL)."
         ),
-        seed: int = typer.Option(20_260_406, "--seed", help="Order of the deliveries (the same seed, the same run)."),
+        seed: int = typer.Option(20_260_406, "--seed", help="Order of the deliveries (the same seed, the same order)."),
         timeout: float = typer.Option(90.0, "--timeout", min=5, help="Seconds to wait for the workers at each step."),
         serve: bool = typer.Option(False, "--serve", help="Keep the web application running afterwards (Ctrl-C)."),
     ) -> None:
