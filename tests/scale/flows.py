@@ -75,7 +75,7 @@ def plan_deliveries(events: list[dict[str, Any]], rng: random.Random) -> tuple[l
     return tasks, deliveries
 
 
-def deliver(tasks: list[Task], webs: list[Process]) -> Counter[tuple[str, int]]:
+def deliver(tasks: list[Task], webs: list[Process], clients: int = 16) -> Counter[tuple[str, int]]:
     answered: Counter[tuple[str, int]] = Counter()
     lock = threading.Lock()
     with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=64)) as client:
@@ -102,7 +102,7 @@ def deliver(tasks: list[Task], webs: list[Process]) -> Counter[tuple[str, int]]:
             for thread in threads:
                 thread.join()
 
-        with ThreadPoolExecutor(16) as pool:
+        with ThreadPoolExecutor(clients) as pool:
             list(pool.map(deliver, tasks))
     return answered
 
