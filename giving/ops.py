@@ -6,6 +6,7 @@ See docs/operations.md for how these fit together on one or several machines.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -27,6 +28,8 @@ from core import jobs, metrics
 from core.clock import utc_now
 from core.models import Job
 from core.runtime import Runtime
+from giftaid.models import Claim
+from receipts.models import Delivery, Document
 from webhooks.models import InboundEvent
 
 log = logging.getLogger("giving.ops")
@@ -78,6 +81,17 @@ def database_gauges(runtime: Runtime) -> Iterable[Metric]:
     oldest = GaugeMetricFamily(
         "giving_oldest_pending_event_age_seconds", "Age of the oldest event not yet processed (0 when none)."
     )
+    documents = GaugeMetricFamily(
+        "giving_documents",
+        "Receipts, statements and letters by kind and status (issued, ...).",
+        labels=["kind", "status"],
+    )
+    deliveries = GaugeMetricFamily(
+        "giving_document_deliveries",
+        "Document deliveries by channel and status: email sent or failed (after every retry), posted, pending.",
+        labels=["channel", "status"],
+    )
+    claims = GaugeMetricFamily("giving_giftaid_claims", "Gift Aid claims built, by status.", labels=["status"])
     try:
         with runtime.read_session() as session:
             event_counts = dict(
@@ -92,6 +106,19 @@ def database_gauges(runtime: Runtime) -> Iterable[Metric]:
                     .group_by(Job.status)
                 ).all()
             )
+            document_counts = session.exec(
+                select(Document.kind, Document.status, sa.func.count()).group_by(  # type: ignore[call-overload]
+                    Document.kind, Document.status
+                )
+            ).all()
+            delivery_counts = session.exec(
+                select(Delivery.channel, Delivery.status, sa.func.count()).group_by(  # type: ignore[call-overload]
+                    Delivery.channel, Delivery.status
+                )
+            ).all()
+            claim_counts = session.exec(
+                select(Claim.status, sa.func.count()).group_by(Claim.status)  # type: ignore[call-overload]
+            ).all()
             first = session.exec(
                 select(sa.func.min(InboundEvent.received_at)).where(
                     col(InboundEvent.status).in_(["pending", "waiting"])
@@ -107,7 +134,13 @@ def database_gauges(runtime: Runtime) -> Iterable[Metric]:
     for status in ("pending", "failed"):
         job_rows.add_metric([status], int(job_counts.get(status, 0)))
     oldest.add_metric([], max(0.0, (utc_now() - first).total_seconds()) if first is not None else 0.0)
-    return [up, events, job_rows, oldest]
+    for kind, status, number in document_counts:
+        documents.add_metric([str(kind), str(status)], int(number))
+    for channel, status, number in delivery_counts:
+        deliveries.add_metric([str(channel), str(status)], int(number))
+    for status, number in claim_counts:
+        claims.add_metric([str(status)], int(number))
+    return [up, events, job_rows, oldest, documents, deliveries, claims]
 
 
 def queue_gauges(runtime: Runtime) -> Iterable[Metric]:
@@ -198,11 +231,15 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        webhook = str(scope.get("path", "")).startswith(WEBHOOK_PREFIX)
+        answer = bytearray()
 
         async def recording_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+            elif webhook and message["type"] == "http.response.body" and len(answer) < 4096:
+                answer.extend(message.get("body", b""))
             await send(message)
 
         try:
@@ -211,6 +248,45 @@ class MetricsMiddleware:
             route = _route_template(scope)
             metrics.count("http_requests", route=route, status=f"{status // 100}xx")
             metrics.observe("http_request_duration_seconds", time.perf_counter() - started, route=route)
+            if webhook:
+                _count_delivery(str(scope["path"]).removeprefix(WEBHOOK_PREFIX), status, bytes(answer))
+
+
+WEBHOOK_PREFIX = "/webhooks/"
+# The error codes webhooks answer with, as the `reason` label of refused deliveries.
+_REFUSAL_REASONS = {
+    "InvalidSignature": "signature",
+    "InvalidGoCardlessSignature": "signature",
+    "MalformedEvent": "malformed",
+    "ModeMismatch": "livemode",
+    "PayloadTooLarge": "too_large",
+    "RequestTimeout": "too_slow",
+    "ServiceUnavailable": "unavailable",
+    "WebhookDisabled": "not_configured",
+}
+
+
+def _count_delivery(provider: str, status: int, answer: bytes) -> None:
+    """Deliveries accepted (new or already stored) and refused (by reason), read from the webhook's own answer:
+    `{"received": n, "stored": m}` or `{"error": code, "detail": ...}`."""
+    if provider not in ("stripe", "gocardless"):
+        return
+    try:
+        body = json.loads(answer) if answer else {}
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    if 200 <= status < 300:
+        received, stored = body.get("received"), body.get("stored")
+        if isinstance(received, int) and isinstance(stored, int) and received > 0 and stored == 0:
+            metrics.count("deliveries_duplicate", provider=provider)
+        else:
+            metrics.count("deliveries_accepted", provider=provider)
+        return
+    code = body.get("error")
+    reason = _REFUSAL_REASONS.get(code, "other") if isinstance(code, str) else f"http_{status}"
+    metrics.count("deliveries_refused", provider=provider, reason=reason)
 
 
 def _route_template(scope: Scope) -> str:

@@ -17,8 +17,11 @@ from tests.scale.harness import PostgresDatabase, RabbitVhost, TcpProxy, wait_un
 
 
 def scrape(url: str) -> dict[str, float]:
-    """`/metrics` as {'name{labels}': value}."""
-    text = httpx.get(url + "/metrics", timeout=10).text
+    return parse_metrics(httpx.get(url + "/metrics", timeout=10).text)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text as {'name{labels}': value}."""
     samples = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
