@@ -44,6 +44,7 @@ class Stop(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_stopped_run_resumes_without_numbering_or_sending_twice(runtime: Runtime, mailbox: Mailbox) -> None:
     people = _supporters(runtime)
 
@@ -85,6 +86,7 @@ def test_stopped_run_resumes_without_numbering_or_sending_twice(runtime: Runtime
     assert "AS-000006" in text and "£3.00" in text
 
 
+@pytest.mark.slow
 def test_the_command_line(runtime: Runtime, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from giving.cli import app
 
