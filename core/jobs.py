@@ -216,13 +216,14 @@ def _runner(spec: JobSpec) -> Callable[..., Any]:
                 _record_failure(spec, uuid.UUID(job_id), exc)
             raise
 
-    def timed_run(**kwargs: Any) -> Any:
+    def timed_run(**kwargs: Any) -> None:
+        # Returns nothing: the job's result is for direct callers; dramatiq warns about actor return values.
         started = time.perf_counter()
         outcome = "failed"
         try:
-            result = run(**kwargs)
+            run(**kwargs)
             outcome = "done"
-            return result
+            return None
         except _AlreadyDone:
             outcome = "skipped"
             return None
