@@ -92,6 +92,9 @@ def upsert_payout(
         uow.session.add(payout)
         uow.session.flush()
         return payout
+    if status == PayoutStatus.PENDING and payout.status != PayoutStatus.PENDING:
+        # State only moves forward: a late `payout.created` snapshot never takes a paid payout back to pending.
+        status = payout.status
     wanted: dict[str, Any] = {"amount": amount, "currency": currency.upper(), "status": status}
     if arrival_date is not None:
         wanted["arrival_date"] = arrival_date

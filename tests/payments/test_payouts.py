@@ -369,3 +369,17 @@ def test_payouts_list_is_newest_first_and_pages(runtime: Runtime, client: TestCl
     rest = client.get(first["next"], headers=headers).json()
     assert [p["provider_payout_id"] for p in rest["items"]] == ["po_day1"]
     assert client.get("/api/payouts?limit=0", headers=headers).status_code == 400
+
+
+def test_a_late_created_snapshot_never_takes_a_paid_payout_back_to_pending(
+    runtime: Runtime, fake_stripe: FakeProvider
+) -> None:
+    serve_balance_transactions(fake_stripe, {"po_test_Daily01": []})
+    paid = stripe_payout_event()
+    paid["reconciliation_status"] = "in_progress"
+    record(runtime, record_stripe_payout, paid, "payout.paid")
+    created = {**paid, "status": "pending"}
+    record(runtime, record_stripe_payout, created, "payout.created")
+    with runtime.read_session() as session:
+        payout = session.exec(select(Payout)).one()
+        assert payout.status == "paid" and payout.paid_at is not None
