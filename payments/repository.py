@@ -9,6 +9,7 @@ Lock order, everywhere: checkout, order, regular gift, gift, refund/dispute.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -89,15 +90,19 @@ def by_key(model: type[T], column: str, key: Any) -> SelectOfScalar[T]:
     return select(model).where(getattr(model, column) == key)
 
 
+_LOCK_KEYS = sa.text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k")
+
+
 def serialise_keys(session: Session, keys: list[str]) -> None:
     """PostgreSQL: hold a transaction lock per business key, so an event deciding to wait for an object and the
     event recording that object run one after the other around that decision (SQLite serialises all writers)."""
     if not keys or not is_postgres(session):
         return
-    session.execute(
-        sa.text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k"),
-        {"keys": sorted(set(keys))},
+    # 64-bit lock ids from the keys, sorted so that two transactions always take shared keys in the same order.
+    ids = sorted(
+        {int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True) for key in keys}
     )
+    session.execute(_LOCK_KEYS, {"keys": ids})
 
 
 # --- checkouts and orders
