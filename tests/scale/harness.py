@@ -261,7 +261,7 @@ class Process:
 
     def stop(self, timeout: float = 15) -> None:
         if self.alive():
-            self.kill(signal.SIGTERM)
+            self.kill(signal.SIGTERM)  # again if already sent: harmless
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
         # Whatever is left of the group (a child that ignored SIGTERM) goes too.
@@ -328,8 +328,13 @@ class System:
         wait_until(healthy, timeout=timeout, what=f"{process.name} to answer /healthz")
 
     def stop_all(self) -> None:
+        """SIGTERM to every process at once, then wait for each (SIGKILL for any still there after 10 s)."""
+        for process in self.processes:
+            if process.alive():
+                process.kill(signal.SIGTERM)
+        deadline = time.monotonic() + 10
         for process in reversed(self.processes):
-            process.stop()
+            process.stop(timeout=max(0.1, deadline - time.monotonic()))
 
     def logs(self) -> str:
         return "\n".join(f"===== {p.name} =====\n{p.log()}" for p in self.processes)

@@ -108,7 +108,7 @@ def test_a_worker_killed_in_a_receipt_batch_leaves_every_receipt_issued_and_sent
     smtp_server: tuple[Mailbox, int],
 ) -> None:
     mailbox, smtp_port = smtp_server
-    gifts = 20
+    gifts = 15
     phases = Phases()
     scenario = Scenario.plan(13, checkouts=gifts, donors=gifts, paid_share=1.0, refund_share=0.0)
     stripe = scenario.serve_stripe(fake_stripe)
