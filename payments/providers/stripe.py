@@ -112,9 +112,7 @@ class StripeGateway:
 
     # Webhook processing: the payment intent with its latest charge (id and time the money was taken).
     def retrieve_payment_intent_with_charge(self, payment_intent_id: str) -> dict[str, Any]:
-        intent = self._call(
-            self.client.v1.payment_intents.retrieve, payment_intent_id, {"expand": ["latest_charge"]}
-        )
+        intent = self._call(self.client.v1.payment_intents.retrieve, payment_intent_id, {"expand": ["latest_charge"]})
         return self._dict(intent)
 
 
