@@ -255,11 +255,9 @@ def supporter_totals(
 ) -> dict[str, Money]:
     """Gift Aid (the tax, 25%) these supporters' gifts could still be claimed on, and what has been claimed
     (less adjustments)."""
-    from core.settings import get_settings
-
     if not supporter_ids:
         return {"gift_aid_claimable": Money(0), "gift_aid_claimed": Money(0)}
-    rules = rules_from(settings or get_settings())
+    rules = rules_from(settings or _current_settings())
     query = eligibility_select(rules, repository.dialect_of(session), supporter_ids=supporter_ids)
     claimable = sum(int(row.claim_amount) for row in session.execute(query) if row.code is None)
     claimed, adjusted = repository.claimed_totals(session, supporter_ids)
@@ -267,6 +265,17 @@ def supporter_totals(
         "gift_aid_claimable": Money(gift_aid_on(claimable)),
         "gift_aid_claimed": Money(max(gift_aid_on(claimed) - adjusted, 0)),
     }
+
+
+def _current_settings() -> Settings:
+    """The running process's settings (crm calls `supporter_totals(session, ids)` without them)."""
+    from core.runtime import get_runtime
+    from core.settings import get_settings
+
+    try:
+        return get_runtime().settings
+    except RuntimeError:
+        return get_settings()
 
 
 def reassign_supporter(uow: UnitOfWork, from_id: uuid.UUID, to_id: uuid.UUID) -> dict[str, int]:
