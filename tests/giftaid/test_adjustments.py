@@ -199,3 +199,18 @@ def test_the_first_schedule_carries_box_2_only(runtime: Runtime) -> None:
         data = service.schedule_part(session, runtime.settings, service.get_claim(session, result.claim_id), 1)  # type: ignore[arg-type]
     content = zipfile.ZipFile(io.BytesIO(data)).read("content.xml")
     assert b'office:value="25.00"' in content or b'office:value="25"' in content
+
+
+def test_the_supporter_api_shows_gift_aid_claimable_and_claimed(runtime: Runtime, client) -> None:  # type: ignore[no-untyped-def]
+    from core.clock import uk_today
+    from tests.giftaid.factories import staff_headers
+
+    today = uk_today()
+    ada = donor(runtime, made_on=today - dt.timedelta(days=200))
+    make_gift(runtime, ada, amount=10_000, received_on=today - dt.timedelta(days=100))
+    with runtime.unit_of_work() as uow:
+        service.build_claim(uow, runtime.settings, through=today - dt.timedelta(days=50), actor="t")
+    make_gift(runtime, ada, amount=4_000, received_on=today - dt.timedelta(days=10))
+    totals = client.get(f"/api/supporters/{ada}", headers=staff_headers(runtime, "finance")).json()["totals"]
+    assert totals["gift_aid_claimable"] == {"amount": 1_000, "currency": "GBP"}
+    assert totals["gift_aid_claimed"] == {"amount": 2_500, "currency": "GBP"}
