@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql import ColumnElement, Select
 
 from core.clock import uk_today
-from core.money import format_pence
+from core.money import format_pence, gift_aid_on
 from core.settings import Settings
 from crm.models import Declaration, DeclarationMethod, DeclarationScope
 from giftaid.models import Claim, ClaimGift
@@ -435,7 +435,7 @@ def describe(code: str | None, row: Any, rules: Rules) -> str:
         partly = f" (what the donor kept after {format_pence(int(row.returned))} was returned)" if row.returned else ""
         return (
             f"claimable: a gift of {amount}{partly} received on {_date(on)}, covered by declaration "
-            f"{row.declaration_id}; Gift Aid {format_pence(int(row.claim_amount) * 25 // 100)}; "
+            f"{row.declaration_id}; Gift Aid {format_pence(gift_aid_on(int(row.claim_amount)))}; "
             f"claim it by {_date(deadline)}"
         )
     words = {

@@ -24,6 +24,8 @@ NS = {"gt": GOVTALK_NS}
 _SENDER_DETAILS = b"<SenderDetails></SenderDetails>"
 _GAD_INDEX = re.compile(r"GAD\[(\d+)\]")
 REDACTED = "********"
+# Messages larger than this are streamed from disk (with their Content-Length) rather than read into memory.
+STREAM_ABOVE = 20_000_000
 
 
 class GatewayError(Exception):
@@ -160,10 +162,14 @@ class GovTalkClient:
             "</IDAuthentication></SenderDetails>"
         ).encode()
 
-    def _post(self, url: str, body: bytes | Iterator[bytes]) -> bytes:
+    def _post(self, url: str, body: bytes | Iterator[bytes], length: int | None = None) -> bytes:
+        headers = {"Content-Type": "text/xml; charset=utf-8"}
+        if length is not None:
+            # A streamed body with its length given, rather than chunked.
+            headers["Content-Length"] = str(length)
         try:
             with httpx.Client(timeout=self.timeout, transport=self.transport) as http:
-                response = http.post(url, content=body, headers={"Content-Type": "text/xml; charset=utf-8"})
+                response = http.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise GatewayError(f"could not reach the HMRC gateway at {url}: {exc}") from exc
         if response.status_code >= 500:
@@ -200,9 +206,16 @@ class GovTalkClient:
 
     def submit(self, message: Path) -> tuple[bytes, Reply]:
         """Send a claim message; returns (what was sent, credentials removed) and the acknowledgement."""
-        sent = b"".join(self.prepare(message)) if message.stat().st_size < 20_000_000 else None
-        raw = self._post(self.gateway_url, sent if sent is not None else self.prepare(message))
-        kept = redact(sent, self.password) if sent is not None else message.read_bytes()
+        size = message.stat().st_size
+        if size < STREAM_ABOVE:
+            sent = b"".join(self.prepare(message))
+            raw = self._post(self.gateway_url, sent)
+            kept = redact(sent, self.password)
+        else:
+            # A large claim is streamed from disk; what we keep is our file (it has no credentials).
+            length = size - len(_SENDER_DETAILS) + len(self._credentials())
+            raw = self._post(self.gateway_url, self.prepare(message), length)
+            kept = message.read_bytes()
         return kept, parse_reply(raw)
 
     def poll(self, correlation_id: str, response_endpoint: str | None = None) -> tuple[bytes, Reply]:

@@ -180,3 +180,22 @@ def test_submit_and_poll_through_the_api(runtime: Runtime, gateway: FakeGateway,
     assert polled.status_code == 200 and polled.json()["status"] == "accepted"
     listed = client.get(f"/api/giftaid/claims/{claim_id}/messages", headers=finance).json()["items"]
     assert [m["function"] for m in listed] == ["submit", "submit", "poll", "poll", "delete", "delete"]
+
+
+def test_a_large_message_is_streamed_with_its_length(
+    runtime: Runtime,
+    gateway: FakeGateway,  # noqa: F811
+    tmp_path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from giftaid import govtalk
+
+    monkeypatch.setattr(govtalk, "STREAM_ABOVE", 0)
+    claim_id, _ = built_claim(runtime)
+    path = tmp_path / "claim.xml"
+    with runtime.unit_of_work() as uow, path.open("w+b") as out:
+        service.write_xml_part(uow.session, runtime.settings, service.get_claim(uow.session, claim_id), 1, out)
+    kept, reply = GovTalkClient(gateway.url, SENDER_ID, PASSWORD).submit(path)
+    assert reply.pending
+    assert PASSWORD.encode() not in kept and kept == path.read_bytes()
+    assert f"<Value>{PASSWORD}</Value>".encode() in gateway.requests[-1]
