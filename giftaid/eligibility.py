@@ -219,6 +219,7 @@ def _declarations(rules: Rules) -> Any:
         D.c.non_uk,
         sa.case((effective, 1), else_=0).label("effective"),
         details.label("details_code"),
+        sa.func.count().over(partition_by=D.c.supporter_id).label("siblings"),
     ).subquery("decl")
 
 
@@ -295,36 +296,46 @@ def eligibility_select(
     # Every (gift, declaration of its supporter) pair, the best declaration first: one scan of the gifts, one hash
     # join, one sort. A gift with no declaration at all keeps one row (rank 3).
     rank = _declaration_rank(decl)
-    pairs = (
+    columns = [
+        G.c.id.label("gift_id"),
+        G.c.supporter_id,
+        G.c.received_on,
+        G.c.status,
+        G.c.donor_type,
+        G.c.currency,
+        G.c.amount,
+        G.c.benefit_amount,
+        returned.label("returned"),
+        decl.c.id.label("declaration_id"),
+        decl.c.details_code,
+        *(
+            [
+                decl.c.title,
+                decl.c.first_name,
+                decl.c.last_name,
+                decl.c.house,
+                decl.c.postcode,
+                decl.c.non_uk,
+                decl.c.method,
+                decl.c.confirmation_sent_on,
+                decl.c.cancellation_effective_on,
+                decl.c.voided,
+            ]
+            if detail
+            else []
+        ),
+        rank.label("rank"),
+    ]
+    # Each gift with its supporter's best declaration. Most supporters have one declaration (or none): their gifts
+    # need no choosing, so only the gifts of supporters with several go through the window (a sort).
+    only_one = (
+        sa.select(*columns, sa.literal(1).label("pick"))
+        .select_from(G.outerjoin(decl, decl.c.supporter_id == G.c.supporter_id))
+        .where(gift_filter, sa.func.coalesce(decl.c.siblings, 1) == 1)
+    )
+    several = (
         sa.select(
-            G.c.id.label("gift_id"),
-            G.c.supporter_id,
-            G.c.received_on,
-            G.c.status,
-            G.c.donor_type,
-            G.c.currency,
-            G.c.amount,
-            G.c.benefit_amount,
-            returned.label("returned"),
-            decl.c.id.label("declaration_id"),
-            decl.c.details_code,
-            *(
-                [
-                    decl.c.title,
-                    decl.c.first_name,
-                    decl.c.last_name,
-                    decl.c.house,
-                    decl.c.postcode,
-                    decl.c.non_uk,
-                    decl.c.method,
-                    decl.c.confirmation_sent_on,
-                    decl.c.cancellation_effective_on,
-                    decl.c.voided,
-                ]
-                if detail
-                else []
-            ),
-            rank.label("rank"),
+            *columns,
             sa.func.row_number()
             .over(
                 partition_by=G.c.id,
@@ -337,10 +348,10 @@ def eligibility_select(
             )
             .label("pick"),
         )
-        .select_from(G.outerjoin(decl, decl.c.supporter_id == G.c.supporter_id))
-        .where(gift_filter)
-        .subquery("pairs")
+        .select_from(G.join(decl, decl.c.supporter_id == G.c.supporter_id))
+        .where(gift_filter, decl.c.siblings > 1)
     )
+    pairs = sa.union_all(only_one, several).subquery("pairs")
     P = pairs.c
     benefits = _benefit_totals(dialect, supporter_filter)
     live = (
