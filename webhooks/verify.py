@@ -58,16 +58,23 @@ def stripe_event(body: bytes, header: str | None, secret: str) -> VerifiedEvent:
 def gocardless_events(body: bytes, header: str | None, secret: str) -> list[VerifiedEvent]:
     if not header:
         raise InvalidGoCardlessSignature("the Webhook-Signature header is missing")
+    if not header.isascii():
+        # The SDK's constant-time compare raises TypeError on non-ASCII text: it cannot be our signature anyway.
+        raise InvalidGoCardlessSignature("GoCardless signature refused")
     try:
         parsed = gocardless_webhooks.parse(body, secret, header)
-    except (InvalidSignatureError, TypeError) as exc:
-        # TypeError: a header with non-ASCII characters cannot even be compared.
+    except InvalidSignatureError as exc:
         raise InvalidGoCardlessSignature("GoCardless signature refused") from exc
-    except (ValueError, KeyError, UnicodeDecodeError, AttributeError) as exc:
-        raise MalformedEvent("the body is not a GoCardless webhook (JSON with an events list)") from exc
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError) as exc:
+        # Signed by GoCardless's secret, but not a batch: not JSON, no `events` list, events that are not objects.
+        raise MalformedEvent("the body is not a GoCardless webhook (JSON with a list of event objects)") from exc
+    if not parsed and not isinstance(json.loads(body).get("events"), list):
+        raise MalformedEvent("`events` is not a list")  # {"events": {}} iterates as an empty batch
     events = []
     for event in parsed:
-        attributes: dict[str, Any] = dict(event.attributes)
+        attributes = event.attributes
+        if not isinstance(attributes, dict):
+            raise MalformedEvent("an event is not a JSON object")
         event_id = attributes.get("id")
         resource_type, action = attributes.get("resource_type"), attributes.get("action")
         if not isinstance(event_id, str) or not isinstance(resource_type, str) or not isinstance(action, str):
