@@ -797,10 +797,12 @@ def record_stripe_invoice_failed(
     gift = _instalment(uow, regular, invoice, amount=amount if isinstance(amount, int) else regular.amount)
     reason = _stripe_failure_reason(stripe, invoice)
     attempt = invoice.get("attempt_count") or 0
-    if _fail_gift(uow, gift, reason) or gift.status == GiftStatus.FAILED:
-        _payment_failed_history(
-            uow, gift, reason, at, f"{invoice_id}:{attempt}", regular_gift_id=str(regular.id), attempt=attempt
-        )
+    _fail_gift(uow, gift, reason)
+    # The failed attempt happened whatever arrived first: a retry's invoice.paid processed earlier leaves the gift
+    # paid, but the attempt still belongs in the history (its dedupe key keeps it to one item).
+    _payment_failed_history(
+        uow, gift, reason, at, f"{invoice_id}:{attempt}", regular_gift_id=str(regular.id), attempt=attempt
+    )
     uow.session.flush()
     _refresh_arrears(uow, regular)
     return Effect.processed(f"stripe_invoice:{invoice_id}")

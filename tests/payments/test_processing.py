@@ -146,6 +146,37 @@ def test_monthly_card_gift_arrears_reason_and_recovery(
         assert totals["donated"].amount == 3000 and totals["regular_gifts"] == 1
 
 
+def test_a_failed_attempt_processed_after_its_retry_succeeded_still_shows_in_the_history(
+    runtime: Runtime,
+    worker: EventsWorker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Ida")
+    subscription_id = scenario.stripe_monthly(supporter, 1500, paid=1, fail_last=True)
+    failed_delivery = next(d for d in scenario.deliveries if d.event["type"] == "invoice.payment_failed")
+    scenario.deliveries.remove(failed_delivery)
+    install(scenario, fake_stripe, fake_gocardless)
+    deliver(app_client, scenario.deliveries)
+    worker.join()
+    failed_invoice = failed_delivery.event
+    paid = dict(failed_invoice["data"]["object"], status="paid", amount_paid=1500)
+    paid["status_transitions"] = {"paid_at": failed_invoice["created"] + 3600}
+    # The retry's invoice.paid arrives first, the failed attempt afterwards (and twice).
+    retry = stripe_event("invoice.paid", paid, created=failed_invoice["created"] + 3600)
+    for event in (retry, failed_invoice, failed_invoice):
+        assert post_stripe(app_client, event).status_code == 200
+        worker.join()
+    items = history(runtime, supporter)
+    assert [item["type"] for item in items].count("payment_failed") == 1
+    with reading(runtime) as session:
+        regular = session.exec(select(RegularGift).where(RegularGift.stripe_subscription_id == subscription_id)).one()
+        assert regular.status == RegularGiftStatus.ACTIVE
+        assert payments_service.supporter_totals(session, [supporter])["donated"].amount == 3000
+
+
 def test_direct_debit_subscription_is_created_with_an_idempotency_key_from_our_ids(
     runtime: Runtime,
     worker: EventsWorker,
