@@ -247,57 +247,66 @@ def _money(pence: Any, dialect: str) -> Any:
 
 def stream_gad_xml(session: Session, claim_id: uuid.UUID, first_line: int, last_line: int) -> Iterator[str]:
     """Each line's `<GAD>` element, rendered by the database in canonical form (the same bytes as
-    `giftaid.xml.gad`), in line order through a server-side cursor: Python only hashes and writes them."""
+    `giftaid.xml.gad`), in line order through a server-side cursor: Python only hashes and writes them.
+
+    Donor lines (one gift each) are numbered before aggregated lines, so they are read first, row by row with no
+    grouping; then the aggregated lines, grouped."""
     dialect = dialect_of(session)
     if dialect == "postgresql":
         # Dates as YYYY-MM-DD whatever the server's DateStyle.
         session.execute(sa.text("SET LOCAL DateStyle = 'ISO, YMD'"))
-    aggregated = sa.func.max(sa.case((CG.c.aggregated.is_(True), 1), else_=0))
-    overseas = sa.func.max(sa.case((CG.c.overseas.is_(True), 1), else_=0))
-    title = sa.func.max(CG.c.title)
-    tail = (
-        "</Date><Total>",
-        _money(sa.cast(sa.func.sum(CG.c.amount), sa.BigInteger), dialect),
-        "</Total></GAD>",
-    )
-    date = sa.cast(sa.func.max(CG.c.received_on), sa.String)
+
+    def tail(pence: Any) -> tuple[Any, ...]:
+        return ("</Date><Total>", _money(pence, dialect), "</Total></GAD>")
+
+    in_range = sa.and_(CG.c.claim_id == claim_id, CG.c.line_no.between(first_line, last_line))
+    date = sa.cast(CG.c.received_on, sa.String)
     donor = _joined(
         "<GAD><Donor>",
         sa.case(
-            (sa.func.coalesce(title, "") == "", ""), else_=_joined("<Ttl>", _escaped(title), "</Ttl>", dialect=dialect)
+            (sa.func.coalesce(CG.c.title, "") == "", ""),
+            else_=_joined("<Ttl>", _escaped(CG.c.title), "</Ttl>", dialect=dialect),
         ),
         "<Fore>",
-        _escaped(sa.func.max(CG.c.first_name)),
+        _escaped(CG.c.first_name),
         "</Fore><Sur>",
-        _escaped(sa.func.max(CG.c.last_name)),
+        _escaped(CG.c.last_name),
         "</Sur><House>",
-        _escaped(sa.func.max(CG.c.house)),
+        _escaped(CG.c.house),
         "</House>",
         sa.case(
-            (overseas == 1, "<Overseas>yes</Overseas>"),
-            else_=_joined("<Postcode>", _escaped(sa.func.max(CG.c.postcode)), "</Postcode>", dialect=dialect),
+            (CG.c.overseas.is_(True), "<Overseas>yes</Overseas>"),
+            else_=_joined("<Postcode>", _escaped(CG.c.postcode), "</Postcode>", dialect=dialect),
         ),
         "</Donor><Date>",
         date,
-        *tail,
+        *tail(CG.c.amount),
         dialect=dialect,
     )
+    donors = (
+        sa.select(donor)
+        .where(in_range, CG.c.aggregated.is_(False))
+        .order_by(CG.c.line_no)
+        .execution_options(stream_results=True, yield_per=20_000)
+    )
+    yield from session.execute(donors).scalars()
+    latest = sa.cast(sa.func.max(CG.c.received_on), sa.String)
     small = _joined(
         "<GAD><AggDonation>Small donations, ",
         sa.cast(sa.func.count(), sa.String),
         " donors</AggDonation><Date>",
-        date,
-        *tail,
+        latest,
+        *tail(sa.cast(sa.func.sum(CG.c.amount), sa.BigInteger)),
         dialect=dialect,
     )
-    query = (
-        sa.select(sa.case((aggregated == 1, small), else_=donor))
-        .where(CG.c.claim_id == claim_id, CG.c.line_no.between(first_line, last_line))
+    aggregated = (
+        sa.select(small)
+        .where(in_range, CG.c.aggregated.is_(True))
         .group_by(CG.c.line_no)
         .order_by(CG.c.line_no)
         .execution_options(stream_results=True, yield_per=20_000)
     )
-    yield from session.execute(query).scalars()
+    yield from session.execute(aggregated).scalars()
 
 
 def gift_ids_on_lines(session: Session, claim_id: uuid.UUID, line_numbers: list[int]) -> dict[int, list[uuid.UUID]]:
