@@ -45,6 +45,7 @@ from crm.models import (
     Interest,
     PendingSubscription,
     ReviewItem,
+    StatementPreference,
     Supporter,
     SupporterAddress,
 )
@@ -74,8 +75,15 @@ def resolve_supporter(session: Session, supporter_id: uuid.UUID) -> Supporter:
     return current
 
 
-def find_or_create_supporter(uow: UnitOfWork, details: DonorDetails, *, source: str) -> Supporter:
+def find_or_create_supporter(
+    uow: UnitOfWork,
+    details: DonorDetails,
+    *,
+    source: str,
+    statement_preference: StatementPreference = StatementPreference.PER_GIFT,
+) -> Supporter:
     """Find by normalised email, or create. Donors without email always get a new record (staff can merge).
+    A new supporter starts with `statement_preference` (`[receipts] default_preference`).
 
     A different name arriving on a known email (couples often share one) raises a review item instead of
     overwriting the record. A new address becomes the current one; the old one keeps its history.
@@ -90,6 +98,7 @@ def find_or_create_supporter(uow: UnitOfWork, details: DonorDetails, *, source: 
             first_name=details.first_name,
             last_name=details.last_name,
             postcode=details.postcode or None,
+            statement_preference=statement_preference,
             created_at=now,
             updated_at=now,
         )

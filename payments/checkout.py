@@ -29,7 +29,7 @@ from core.db import UnitOfWork
 from core.money import percent_of
 from core.settings import Settings
 from crm import service as crm
-from crm.models import ConsentChannel, ConsentStatus, DeclarationMethod, DeclarationScope
+from crm.models import ConsentChannel, ConsentStatus, DeclarationMethod, DeclarationScope, StatementPreference
 from payments.errors import ProviderDisabled, ProviderRefused, ProviderUnavailable
 from payments.forms import BasketLine, DonationRequest, InvalidForm, ShopRequest
 from payments.models import (
@@ -188,7 +188,12 @@ def _record_supporter_and_permissions(
     source: str,
     evidence: dict[str, Any],
 ) -> tuple[uuid.UUID, uuid.UUID | None]:
-    supporter = crm.find_or_create_supporter(uow, request.donor, source=source)
+    supporter = crm.find_or_create_supporter(
+        uow,
+        request.donor,
+        source=source,
+        statement_preference=StatementPreference(settings.receipts.default_preference),
+    )
     declaration_id = None
     if request.gift_aid:
         declaration = crm.record_declaration(

@@ -46,7 +46,7 @@ def stripe_event(body: bytes, header: str | None, secret: str) -> VerifiedEvent:
     if not isinstance(data, dict) or data.get("object") != "event":
         raise MalformedEvent("the body is not a Stripe event (snapshot events only)")
     event_id, event_type, created = data.get("id"), data.get("type"), data.get("created")
-    if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
+    if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str) or not event_type:
         raise MalformedEvent("the event has no id or type")
     data_object = data.get("data")
     if not isinstance(data_object, dict) or not isinstance(data_object.get("object"), dict):

@@ -72,6 +72,7 @@ def test_a_signed_event_is_stored_once_with_its_raw_body(client: TestClient, run
         ("tampered_body", 400),
         ("not_json", 400),
         ("not_an_event", 400),
+        ("empty_type", 400),
     ],
 )
 def test_stripe_refusals_store_nothing(client: TestClient, runtime: Runtime, case: str, status: int) -> None:
@@ -92,6 +93,9 @@ def test_stripe_refusals_store_nothing(client: TestClient, runtime: Runtime, cas
         headers = stripe_headers(body)
     elif case == "not_an_event":
         body = json.dumps({"object": "v2.core.event", "id": "evt_thin"}).encode()
+        headers = stripe_headers(body)
+    elif case == "empty_type":
+        body = json.dumps({**an_event(), "type": ""}).encode()
         headers = stripe_headers(body)
     response = client.post("/webhooks/stripe", content=body, headers=headers)
     assert response.status_code == status, response.text
