@@ -24,6 +24,21 @@ class Supporter(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_supporters_last_name_first_name", "last_name", "first_name"),
         sa.Index("ix_supporters_postcode", "postcode"),
+        # Staff search matches each term as a prefix of these (crm.repository.search_supporters); text_pattern_ops
+        # lets a btree serve LIKE 'abc%' whatever the collation. PostgreSQL only: SQLite scans its small tables.
+        *(
+            sa.Index(
+                f"ix_supporters_search_{name}",
+                expression.label(f"search_{name}"),
+                postgresql_ops={f"search_{name}": "text_pattern_ops"},
+            ).ddl_if(dialect="postgresql")
+            for name, expression in (
+                ("first_name", sa.func.lower(sa.column("first_name"))),
+                ("last_name", sa.func.lower(sa.column("last_name"))),
+                ("email", sa.func.lower(sa.column("email"))),
+                ("postcode", sa.func.lower(sa.func.replace(sa.column("postcode"), " ", ""))),
+            )
+        ),
     )
 
     id: uuid.UUID = id_field()
