@@ -103,7 +103,7 @@ class BodyLimitMiddleware:
             await self._refuse(scope, receive, send)
             return
         received = 0
-        started = False
+        response = _ResponseWatch(send)
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -114,21 +114,28 @@ class BodyLimitMiddleware:
                     raise _TooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, response.send)
         except _TooLarge:
-            if not started:
+            if not response.started:
                 await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         detail = f"the request body is larger than {self.max_bytes} bytes"
         await JSON(error_body("PayloadTooLarge", detail), status_code=413)(scope, receive, send)
+
+
+class _ResponseWatch:
+    """Passes messages on and remembers whether the response has started (then it is too late to refuse)."""
+
+    def __init__(self, send: Send):
+        self._send = send
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
 
 
 class _TooLarge(Exception):
@@ -181,7 +188,7 @@ class BodyTimeoutMiddleware:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.seconds
         body_done = False
-        started = False
+        response = _ResponseWatch(send)
 
         async def timed_receive() -> Message:
             nonlocal body_done
@@ -195,16 +202,10 @@ class BodyTimeoutMiddleware:
                 body_done = True
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, timed_receive, tracking_send)
+            await self.app(scope, timed_receive, response.send)
         except _TooSlow:
-            if not started:
+            if not response.started:
                 detail = f"the request body did not arrive within {self.seconds:g} seconds"
                 await JSON(error_body("RequestTimeout", detail), status_code=408, headers={"Connection": "close"})(
                     scope, receive, send
