@@ -37,6 +37,7 @@ from core.settings import Settings, feature_warnings, get_settings
 from giving import merge, openapi, ops
 from giving import worker as worker_root
 from giving.totals import register_totals_providers
+from receipts.render import startup_warnings as render_warnings
 
 log = logging.getLogger("giving.app")
 
@@ -79,7 +80,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         configure_logging()
-        for warning in feature_warnings(settings):
+        for warning in [*feature_warnings(settings), *render_warnings()]:
             log.warning(warning)
         worker_root.import_tasks()
         rt = runtime or build_runtime(settings)

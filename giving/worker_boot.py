@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from core.jobs import Scheduler
 from core.logging import configure_logging
 from core.runtime import build_runtime
-from core.settings import get_settings
+from core.settings import feature_warnings, get_settings
 from giving.worker import import_tasks
+from receipts.render import startup_warnings as render_warnings
 
 configure_logging()
+for warning in [*feature_warnings(get_settings()), *render_warnings()]:
+    logging.getLogger("giving.worker").warning(warning)
 import_tasks()
 runtime = build_runtime(get_settings())
 broker = runtime.broker
