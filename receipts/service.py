@@ -25,7 +25,7 @@ from core.clock import UK, uk_date, uk_today, utc_now
 from core.db import UnitOfWork
 from core.errors import AppError
 from core.mailer import send_email
-from core.money import gift_aid_on
+from core.money import format_pence, gift_aid_on
 from core.settings import Settings
 from crm import service as crm_service
 from crm.models import Declaration, DeclarationMethod, DeclarationScope, StatementPreference, Supporter
@@ -205,7 +205,7 @@ def allocate_gift_receipt(uow: UnitOfWork, settings: Settings, gift_id: uuid.UUI
     benefit = docs.NO_BENEFIT
     if gift.benefit_amount:
         benefit = f"In return you received {gift.benefit_description or 'a benefit'}, worth about "
-        benefit += f"£{gift.benefit_amount // 100}.{gift.benefit_amount % 100:02d}."
+        benefit += f"{format_pence(gift.benefit_amount, gift.currency)}."
     charity = docs.charity_from(settings.charity)
     donor = _donor_of_gift(session, gift, supporter)
     received_on = gift.received_on

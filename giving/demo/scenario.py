@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from core.clock import uk_date
-from core.money import gift_aid_on
+from core.money import Money, gift_aid_on
 from giving.demo.world import GoCardlessWorld, Json, StripeWorld
 
 DISPUTE_FEE = 2000  # Stripe UK's fee for a card dispute
@@ -112,7 +112,7 @@ def donate_form(
     email_updates: bool = False,
 ) -> Form:
     values = {
-        "amount": f"{amount // 100}" if amount % 100 == 0 else f"{amount / 100:.2f}",
+        "amount": f"{amount // 100}" if amount % 100 == 0 else Money(amount).plain(),
         "frequency": frequency,
         "method": method,
         **donor.fields(),

@@ -139,3 +139,23 @@ def test_pdf_is_reproducible_from_the_stored_content(runtime: Runtime, worker: I
     again = stored_pdf(runtime, document)
     assert again == original
     assert hashlib.sha256(again).hexdigest() == document.sha256
+
+
+def test_a_benefit_in_return_is_stated_with_its_value(runtime: Runtime, worker: InlineWorker, mailbox: Mailbox) -> None:
+    from sqlmodel import select
+
+    from payments.models import Gift
+
+    supporter = factories.supporter(runtime)
+    gift_id = factories.gift(runtime, supporter, amount=250000)
+    with runtime.unit_of_work() as uow:
+        gift = uow.session.exec(select(Gift).where(Gift.id == gift_id)).one()
+        gift.benefit_amount, gift.benefit_description = 123450, "a gala dinner for two"
+        uow.session.add(gift)
+
+    run_job(runtime, worker, "receipts.issue_for_gift", gift_id=gift_id)
+
+    [document] = documents(runtime)
+    text = " ".join(pdf_text(stored_pdf(runtime, document)).split())
+    assert "In return you received a gala dinner for two, worth about £1,234.50." in text
+    assert "No goods or services were provided in return" not in text
