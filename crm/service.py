@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from core import signing
@@ -91,8 +92,9 @@ def find_or_create_supporter(
     session = uow.session
     supporter = repository.supporter_by_email(session, details.email) if details.email else None
     now = utc_now()
+    new: Supporter | None = None
     if supporter is None:
-        supporter = Supporter(
+        new = Supporter(
             email=details.email,
             title=details.title,
             first_name=details.first_name,
@@ -102,9 +104,20 @@ def find_or_create_supporter(
             created_at=now,
             updated_at=now,
         )
-        session.add(supporter)
-        session.flush()
-    else:
+        try:
+            # A savepoint, so that losing a race for the same email (two forms at once) leaves the transaction usable.
+            with session.begin_nested():
+                session.add(new)
+        except IntegrityError:
+            if details.email is None:
+                raise
+            supporter = repository.supporter_by_email(session, details.email)
+            if supporter is None:
+                raise
+        else:
+            supporter = new
+    assert supporter is not None
+    if supporter is not new:
         supporter = resolve_supporter(session, supporter.id)
         if (details.first_name.casefold(), details.last_name.casefold()) != (
             supporter.first_name.casefold(),
