@@ -108,7 +108,7 @@ def test_a_worker_killed_in_a_receipt_batch_leaves_every_receipt_issued_and_sent
     smtp_server: tuple[Mailbox, int],
 ) -> None:
     mailbox, smtp_port = smtp_server
-    gifts = 15
+    gifts = 40
     phases = Phases()
     scenario = Scenario.plan(13, checkouts=gifts, donors=gifts, paid_share=1.0, refund_share=0.0)
     stripe = scenario.serve_stripe(fake_stripe)
@@ -132,7 +132,8 @@ def test_a_worker_killed_in_a_receipt_batch_leaves_every_receipt_issued_and_sent
         sent_when_killed = len(mailbox.messages)
         issued_when_killed = count(engine, "SELECT count(*) FROM documents WHERE status = 'issued'")
         phases.done(f"killed after {issued_when_killed} issued, {sent_when_killed} sent")
-        assert issued_when_killed < gifts, "the batch finished before the kill: make it bigger"
+        # On a quiet machine every PDF may be rendered by now; the batch is still mid-way through its sending.
+        assert sent_when_killed < gifts, "the batch finished before the kill: make it bigger"
 
         mailbox.refuse = False
         giving.worker("worker-restarted", processes=1, threads=2)
