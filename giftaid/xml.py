@@ -15,6 +15,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import IO, Any, NamedTuple
 
 from lxml import etree
@@ -365,7 +366,7 @@ def check_business_rules(source: Any, *, today: dt.date | None = None) -> list[B
                     total = (child.text or "").strip()
             if aggregated and sponsored:
                 errors.append(BusinessError(7039, "an aggregated donation cannot be a sponsored event", where))
-            if aggregated and total and float(total) > 1000:
+            if aggregated and total and Decimal(total) > 1000:
                 errors.append(BusinessError(7038, "an aggregated donation line may total at most 1000.00", where))
             if limit and gad_date > limit:
                 errors.append(BusinessError(7040, "Gift Aid donation date cannot be in the future", where))

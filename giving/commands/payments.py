@@ -7,6 +7,8 @@ import json
 
 import typer
 
+from core.money import format_pence
+
 
 def register(app: typer.Typer) -> None:
     events_app = typer.Typer(no_args_is_help=True, help="Provider events (webhooks) stored here.")
@@ -77,5 +79,5 @@ def register(app: typer.Typer) -> None:
             for item in service.missing_instalments(session, grace_days=grace):
                 typer.echo(
                     f"{item.due_on} {item.regular_gift_id} supporter {item.supporter_id} "
-                    f"{item.amount / 100:.2f} {item.currency} ({item.provider})"
+                    f"{format_pence(item.amount, item.currency)} ({item.provider})"
                 )

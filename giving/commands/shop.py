@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from core.auth import audit
 from core.clock import UK
-from core.money import format_pence
+from core.money import Money, format_pence
 from core.runtime import Runtime
 from payments import journal, payouts, shop
 from payments.reconcile import MatchResult
@@ -289,7 +289,7 @@ def register(app: typer.Typer) -> None:
                             line["sku"],
                             line["quantity"],
                             line["returned"],
-                            f"{line['share']['amount'] / 100:.2f}",
+                            Money(line["share"]["amount"], line["share"]["currency"]).plain(),
                         ]
                     )
             return

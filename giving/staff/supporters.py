@@ -15,6 +15,7 @@ from core.auth import Principal, audit
 from core.errors import NotFound, ValidationFailed
 from core.http import in_thread
 from core.models import StaffRole
+from core.money import format_pence
 from core.runtime import Runtime
 from crm import service as crm_service
 from crm.errors import InvalidDonorDetails
@@ -88,7 +89,7 @@ def supporter_context(rt: Runtime, staff: Principal, supporter_id: uuid.UUID) ->
         "history": history.items,
         "gifts": gifts,
         "gift_choices": [
-            (str(g.id), f"{g.received_at:%d/%m/%Y} {g.amount / 100:,.2f} {g.currency}")
+            (str(g.id), f"{g.received_at:%d/%m/%Y} {format_pence(g.amount, g.currency)}")
             for g in gifts
             if g.received_at is not None
         ],
