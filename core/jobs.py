@@ -240,11 +240,11 @@ class _AlreadyDone(Exception):
 
 def _claim(uow: UnitOfWork, job_id: uuid.UUID) -> bool:
     """Lock the job row (PostgreSQL) so a duplicate message waits, then run only if still pending."""
-    query = select(Job).where(Job.id == job_id)
+    query = sa.select(col(Job.status)).where(col(Job.id) == job_id)
     if uow.session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
-    job = uow.session.exec(query).first()
-    return job is not None and job.status == JobStatus.PENDING
+    # A Core select (no ORM entity): this runs before every durable job.
+    return uow.session.execute(query).scalar() == JobStatus.PENDING
 
 
 def _mark_done(session: Session, job_id: uuid.UUID) -> None:
