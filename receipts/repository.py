@@ -29,9 +29,92 @@ STATEMENT_GIFT_STATUSES = (GiftStatus.PAID, GiftStatus.REVERSED)
 
 
 _DOCUMENTS = Document.__table__  # type: ignore[attr-defined]
+_COUNTERS = DocumentCounter.__table__  # type: ignore[attr-defined]
+_DELIVERIES = Delivery.__table__  # type: ignore[attr-defined]
+_GIFTS = Gift.__table__  # type: ignore[attr-defined]
+_SUPPORTERS = Supporter.__table__  # type: ignore[attr-defined]
+_REFUNDS = Refund.__table__  # type: ignore[attr-defined]
+_DECLARATIONS = Declaration.__table__  # type: ignore[attr-defined]
+
+# The queries that run for every document issued are built once (Core, not the ORM): building and loading cost
+# more than running them.
 _DOCUMENT_BY_SUBJECT = sa.select(_DOCUMENTS.c.id).where(
     _DOCUMENTS.c.kind == sa.bindparam("kind"), _DOCUMENTS.c.subject_key == sa.bindparam("subject_key")
 )
+_EXISTING_DOCUMENT = (
+    sa.select(_DOCUMENTS.c.id)
+    .where(_DOCUMENTS.c.kind == sa.bindparam("kind"), _DOCUMENTS.c.subject_key == sa.bindparam("subject_key"))
+    .scalar_subquery()
+)
+# What a document needs of its supporter (resolve merges with crm when `merged_into_id` is set).
+SUPPORTER_COLUMNS = (
+    _SUPPORTERS.c.email,
+    _SUPPORTERS.c.title,
+    _SUPPORTERS.c.first_name,
+    _SUPPORTERS.c.last_name,
+    _SUPPORTERS.c.statement_preference,
+    _SUPPORTERS.c.merged_into_id,
+    _SUPPORTERS.c.erased_at,
+)
+_GIFT_FOR_RECEIPT = (
+    sa.select(
+        _GIFTS.c.id,
+        _GIFTS.c.supporter_id,
+        _GIFTS.c.status,
+        _GIFTS.c.amount,
+        _GIFTS.c.currency,
+        _GIFTS.c.method,
+        _GIFTS.c.received_at,
+        _GIFTS.c.received_on,
+        _GIFTS.c.appeal,
+        _GIFTS.c.order_id,
+        _GIFTS.c.regular_gift_id,
+        _GIFTS.c.donor,
+        _GIFTS.c.benefit_amount,
+        _GIFTS.c.benefit_description,
+        *SUPPORTER_COLUMNS,
+        _EXISTING_DOCUMENT.label("existing_document_id"),
+        sa.exists()
+        .where(_REFUNDS.c.gift_id == _GIFTS.c.id, _REFUNDS.c.status == RefundStatus.SUCCEEDED.value)
+        .label("has_refunds"),
+    )
+    .select_from(_GIFTS.join(_SUPPORTERS, _SUPPORTERS.c.id == _GIFTS.c.supporter_id))
+    .where(_GIFTS.c.id == sa.bindparam("gift_id"))
+)
+_SUPPORTER_FOR_STATEMENT = sa.select(
+    _SUPPORTERS.c.id,
+    *SUPPORTER_COLUMNS,
+    _EXISTING_DOCUMENT.label("existing_document_id"),
+    sa.exists().where(_SUPPORTERS.alias("merged").c.merged_into_id == _SUPPORTERS.c.id).label("has_merged"),
+    sa.exists()
+    .where(
+        _REFUNDS.c.supporter_id == _SUPPORTERS.c.id,
+        _REFUNDS.c.status == RefundStatus.SUCCEEDED.value,
+        _REFUNDS.c.gift_id.is_not(None),
+    )
+    .label("has_refunds"),
+).where(_SUPPORTERS.c.id == sa.bindparam("supporter_id"))
+
+
+def gift_for_receipt(session: Session, gift_id: uuid.UUID, subject_key: str) -> Any:
+    """One row: the gift, its (direct) supporter, the id of the receipt it has already (or None) and whether a
+    succeeded refund is recorded against it. None when there is no such gift."""
+    return session.execute(
+        _GIFT_FOR_RECEIPT, {"gift_id": gift_id, "kind": DocumentKind.GIFT_RECEIPT.value, "subject_key": subject_key}
+    ).first()
+
+
+def supporter_for_statement(session: Session, supporter_id: uuid.UUID, subject_key: str) -> Any:
+    """One row: the supporter, the id of the statement it has already (or None), whether records were merged
+    into it and whether it has succeeded gift refunds. None when there is no such supporter."""
+    return session.execute(
+        _SUPPORTER_FOR_STATEMENT,
+        {"supporter_id": supporter_id, "kind": DocumentKind.ANNUAL_STATEMENT.value, "subject_key": subject_key},
+    ).first()
+
+
+def get_document(session: Session, document_id: uuid.UUID) -> Document | None:
+    return session.get(Document, document_id, populate_existing=True)
 
 
 def document_by_subject(session: Session, kind: DocumentKind, subject_key: str) -> Document | None:
@@ -46,48 +129,107 @@ def take_number(session: Session, kind: DocumentKind) -> int:
     """The next number of a kind. The UPDATE locks the kind's counter row until the transaction ends (PostgreSQL;
     SQLite's BEGIN IMMEDIATE already serialises writers), so numbers are handed out one transaction at a time,
     and a rollback gives the number back."""
-    table = DocumentCounter.__table__  # type: ignore[attr-defined]
-    bump = (
-        sa.update(table)
-        .where(table.c.kind == str(kind))
-        .values(last_number=table.c.last_number + 1)
-        .returning(table.c.last_number)
-    )
-    row = session.execute(bump).first()
+    table = _COUNTERS
+    params = {"counter_kind": str(kind)}
+    row = session.execute(_BUMP_NUMBER, params).first()
     if row is None:
         # The kind's first number ever (or the table was emptied): create its row, then take the number.
-        if is_postgres(session):
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            session.execute(pg_insert(table).values(kind=str(kind), last_number=0).on_conflict_do_nothing())
-        else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            session.execute(sqlite_insert(table).values(kind=str(kind), last_number=0).on_conflict_do_nothing())
-        row = session.execute(bump).one()
+        session.execute(_insert(session)(table).values(kind=str(kind), last_number=0).on_conflict_do_nothing())
+        row = session.execute(_BUMP_NUMBER, params).one()
     return int(row[0])
+
+
+_BUMP_NUMBER = (
+    sa.update(_COUNTERS)
+    .where(_COUNTERS.c.kind == sa.bindparam("counter_kind"))
+    .values(last_number=_COUNTERS.c.last_number + 1)
+    .returning(_COUNTERS.c.last_number)
+)
+
+
+def _insert(session: Session) -> Any:
+    if is_postgres(session):
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+@lru_cache(maxsize=4)
+def _insert_document_statement(dialect: str) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(_DOCUMENTS)
+        .on_conflict_do_nothing(index_elements=[_DOCUMENTS.c.kind, _DOCUMENTS.c.subject_key])
+        .returning(_DOCUMENTS.c.id)
+    )
+
+
+def insert_document(session: Session, document: Document) -> bool:
+    """Insert a new document row unless its subject has one of its kind already (`uq_documents_kind_subject_key`):
+    True if inserted. One statement in place of a lookup and an insert."""
+    values = {column.name: getattr(document, column.name) for column in _DOCUMENTS.columns}
+    values["kind"] = str(document.kind)
+    values["status"] = str(document.status)
+    statement = _insert_document_statement(session.get_bind().dialect.name)
+    return session.execute(statement, values).first() is not None
 
 
 def give_back_number(session: Session, kind: DocumentKind) -> None:
     """Undo `take_number` in the same transaction (the row is still locked by it, so nobody took one since)."""
-    table = DocumentCounter.__table__  # type: ignore[attr-defined]
-    session.execute(sa.update(table).where(table.c.kind == str(kind)).values(last_number=table.c.last_number - 1))
+    session.execute(
+        sa.update(_COUNTERS).where(_COUNTERS.c.kind == str(kind)).values(last_number=_COUNTERS.c.last_number - 1)
+    )
+
+
+_SUPPORTER_OF_DOCUMENT = _SUPPORTERS.alias("document_supporter")
+_MARK_ISSUED = (
+    sa.update(_DOCUMENTS)
+    .where(_DOCUMENTS.c.id == sa.bindparam("document_id"), _DOCUMENTS.c.status == DocumentStatus.ALLOCATED.value)
+    .values(
+        status=DocumentStatus.ISSUED.value,
+        storage_key=sa.bindparam("issued_storage_key"),
+        sha256=sa.bindparam("digest"),
+        size_bytes=sa.bindparam("size"),
+        rendered_at=sa.bindparam("at", type_=_DOCUMENTS.c.rendered_at.type),
+    )
+    .returning(
+        _DOCUMENTS.c.supporter_id,
+        # The supporter as it is now (read in this transaction): where the original goes.
+        *(
+            sa.select(_SUPPORTER_OF_DOCUMENT.c[column.name])
+            .where(_SUPPORTER_OF_DOCUMENT.c.id == _DOCUMENTS.c.supporter_id)
+            .scalar_subquery()
+            .label(column.name)
+            for column in (_SUPPORTERS.c.email, _SUPPORTERS.c.merged_into_id, _SUPPORTERS.c.erased_at)
+        ),
+    )
+)
 
 
 def mark_issued(
     session: Session, document_id: uuid.UUID, *, storage_key: str, digest: str, size: int, at: dt.datetime
-) -> uuid.UUID | None:
-    """allocated → issued in one statement; the supporter's id, or None if it was issued already (or is missing)."""
-    table = Document.__table__  # type: ignore[attr-defined]
-    row = session.execute(
-        sa.update(table)
-        .where(table.c.id == document_id, table.c.status == DocumentStatus.ALLOCATED.value)
-        .values(
-            status=DocumentStatus.ISSUED.value, storage_key=storage_key, sha256=digest, size_bytes=size, rendered_at=at
-        )
-        .returning(table.c.supporter_id)
+) -> Any:
+    """allocated → issued in one statement. Returns (supporter_id, email, merged_into_id, erased_at) of the
+    document's supporter, or None if it was issued already (or is missing)."""
+    return session.execute(
+        _MARK_ISSUED,
+        {"document_id": document_id, "issued_storage_key": storage_key, "digest": digest, "size": size, "at": at},
     ).first()
-    return row[0] if row is not None else None
+
+
+_INSERT_DELIVERY = sa.insert(_DELIVERIES)
+
+
+def insert_delivery(session: Session, delivery: Delivery) -> None:
+    values = {column.name: getattr(delivery, column.name) for column in _DELIVERIES.columns}
+    values["channel"] = str(delivery.channel)
+    values["status"] = str(delivery.status)
+    session.execute(_INSERT_DELIVERY, values)
 
 
 def lock_document(session: Session, document_id: uuid.UUID) -> Document | None:
@@ -165,19 +307,46 @@ def _gift_aid_query(rules: Any, dialect: str, with_gift: bool) -> Any:
 
     supporter = sa.bindparam("receipts_supporter_id", type_=Gift.__table__.c.supporter_id.type)  # type: ignore[attr-defined]
     gift = sa.bindparam("receipts_gift_id", type_=Gift.__table__.c.id.type)  # type: ignore[attr-defined]
-    return eligibility_select(
-        rules,
-        dialect,
-        gift_ids=[gift] if with_gift else None,  # type: ignore[list-item]
-        supporter_ids=[supporter],  # type: ignore[list-item]
-        unclaimed_only=False,
+    return _with_declarations(
+        eligibility_select(
+            rules,
+            dialect,
+            gift_ids=[gift] if with_gift else None,  # type: ignore[list-item]
+            supporter_ids=[supporter],  # type: ignore[list-item]
+            unclaimed_only=False,
+        )
     )
+
+
+# What a document says of the declaration that covers a gift (`documents.declaration_summary`).
+DECLARATION_SUMMARY_COLUMNS = (
+    "made_on",
+    "method",
+    "scope",
+    "start",
+    "end",
+    "confirmation_sent_on",
+    "cancellation_effective_on",
+)
+
+
+def _with_declarations(rules_select: Any) -> Any:
+    """The rules' decision for each gift with the covering declaration's details, in one statement."""
+    decided = rules_select.subquery("decided")
+    return sa.select(
+        decided.c.gift_id,
+        decided.c.code,
+        decided.c.claim_amount,
+        decided.c.declaration_id,
+        *(_DECLARATIONS.c[name].label(f"declaration_{name}") for name in DECLARATION_SUMMARY_COLUMNS),
+    ).select_from(decided.outerjoin(_DECLARATIONS, _DECLARATIONS.c.id == decided.c.declaration_id))
 
 
 def gift_aid_rows(
     session: Session, rules: Any, supporter_ids: list[uuid.UUID], gift_ids: list[uuid.UUID] | None
 ) -> list[Any]:
-    """The Gift Aid rules' decision for these gifts (or every received gift of these supporters), claimed or not."""
+    """The Gift Aid rules' decision for these gifts (or every received gift of these supporters), claimed or not:
+    `gift_id, code, claim_amount, declaration_id` and the declaration's `declaration_<summary column>`."""
     dialect = session.get_bind().dialect.name
     if gift_ids is not None and len(gift_ids) == 1 and len(supporter_ids) == 1:
         query = _gift_aid_query(rules, dialect, True)
@@ -188,7 +357,9 @@ def gift_aid_rows(
         return list(session.execute(query, {"receipts_supporter_id": supporter_ids[0]}).all())
     from giftaid.eligibility import eligibility_select
 
-    query = eligibility_select(rules, dialect, gift_ids=gift_ids, supporter_ids=supporter_ids, unclaimed_only=False)
+    query = _with_declarations(
+        eligibility_select(rules, dialect, gift_ids=gift_ids, supporter_ids=supporter_ids, unclaimed_only=False)
+    )
     return list(session.execute(query).all())
 
 
@@ -219,17 +390,29 @@ def succeeded_refunds(
     return session.exec(query.order_by(col(Refund.refunded_at), col(Refund.created_at), col(Refund.id))).all()
 
 
-def gifts_between(session: Session, supporter_ids: list[uuid.UUID], start: dt.date, end: dt.date) -> Sequence[Gift]:
-    return session.exec(
-        select(Gift)
-        .where(
-            col(Gift.supporter_id).in_(supporter_ids),
-            col(Gift.status).in_(STATEMENT_GIFT_STATUSES),
-            col(Gift.received_on) >= start,
-            col(Gift.received_on) <= end,
-        )
-        .order_by(col(Gift.received_on), col(Gift.received_at), col(Gift.id))
-    ).all()
+_STATEMENT_GIFTS = (
+    sa.select(
+        _GIFTS.c.id,
+        _GIFTS.c.amount,
+        _GIFTS.c.returned_amount,
+        _GIFTS.c.currency,
+        _GIFTS.c.received_on,
+        _GIFTS.c.method,
+        _GIFTS.c.appeal,
+    )
+    .where(
+        _GIFTS.c.supporter_id.in_(sa.bindparam("supporter_ids", expanding=True)),
+        _GIFTS.c.status.in_([status.value for status in STATEMENT_GIFT_STATUSES]),
+        _GIFTS.c.received_on >= sa.bindparam("start"),
+        _GIFTS.c.received_on <= sa.bindparam("end"),
+    )
+    .order_by(_GIFTS.c.received_on, _GIFTS.c.received_at, _GIFTS.c.id)
+)
+
+
+def statement_gifts(session: Session, supporter_ids: list[uuid.UUID], start: dt.date, end: dt.date) -> list[Any]:
+    """What a statement lists of each gift received in the period (paid or since reversed), in date order."""
+    return list(session.execute(_STATEMENT_GIFTS, {"supporter_ids": supporter_ids, "start": start, "end": end}).all())
 
 
 def refunds_between(

@@ -18,6 +18,8 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 from sqlmodel import Session
 
@@ -30,7 +32,7 @@ from core.settings import Settings
 from crm import service as crm_service
 from crm.models import Declaration, DeclarationMethod, DeclarationScope, StatementPreference, Supporter
 from giftaid import eligibility as giftaid_rules
-from payments.models import Gift, GiftStatus, Order, OrderStatus, Refund, RefundStatus
+from payments.models import GiftStatus, Order, OrderStatus, Refund, RefundStatus
 from receipts import delivery as mail
 from receipts import documents as docs
 from receipts import render, repository
@@ -80,19 +82,15 @@ def _allocate(
 ) -> Document:
     """The subject's document of this kind: the existing one, or a new one with the next number of the kind.
 
-    The number is taken first (which locks the kind's counter row), then the subject is looked up again: a job
-    racing us has either committed its document (we give the number back and return it) or waits for our commit.
-    The number is taken in the same transaction as the document row, so a rollback gives it back too and the
-    sequence has no gaps."""
+    The number is taken first (which locks the kind's counter row), then the document is inserted unless the
+    subject has one (`INSERT ... ON CONFLICT DO NOTHING` on `uq_documents_kind_subject_key`): a job racing us has
+    either committed its document (we give the number back and return it) or waits for our commit. The number is
+    taken in the same transaction as the document row, so a rollback gives it back too and the sequence has no
+    gaps. The document returned for a new row is not in the session (it was written with one Core statement)."""
     session = uow.session
     number = repository.take_number(session, kind)
-    existing = repository.document_by_subject(session, kind, subject_key)
-    if existing is not None:
-        repository.give_back_number(session, kind)
-        return existing
     reference = f"{NUMBER_PREFIX[kind]}-{number:06d}"
     issued_on = uk_today()
-    content = build(reference, issued_on)
     document = Document(
         kind=kind,
         number=number,
@@ -105,12 +103,17 @@ def _allocate(
         declaration_id=declaration_id,
         tax_year=tax_year,
         corrects_id=corrects_id,
-        content=docs.dump(content),
+        content=docs.dump(build(reference, issued_on)),
         issued_on=issued_on,
         issued_at=utc_now(),
     )
-    session.add(document)
-    session.flush()
+    # The insert does nothing if the subject has a document already (a job that raced us committed it before we
+    # took the number): give the number back, still under the lock, and return that one.
+    if not repository.insert_document(session, document):
+        repository.give_back_number(session, kind)
+        existing = repository.document_by_subject(session, kind, subject_key)
+        assert existing is not None
+        return existing
     log.info("allocated %s for %s", reference, subject_key)
     return document
 
@@ -138,16 +141,13 @@ def gift_aid_notes(
 ) -> dict[uuid.UUID, docs.GiftAidNote]:
     """Each gift's Gift Aid wording, decided by the Gift Aid rules (`giftaid.eligibility`) on today's date."""
     rows = repository.gift_aid_rows(session, giftaid_rules.rules_from(settings), supporter_ids, gift_ids)
-    declaration_ids = {row.declaration_id for row in rows if row.declaration_id is not None}
-    declarations = {d.id: d for d in repository.declarations_by_id(session, declaration_ids)}
     notes: dict[uuid.UUID, docs.GiftAidNote] = {}
     for row in rows:
-        declaration = declarations.get(row.declaration_id) if row.declaration_id is not None else None
-        if row.code in CLAIM_CODES and declaration is not None:
+        if row.code in CLAIM_CODES and row.declaration_id is not None:
             notes[row.gift_id] = docs.GiftAidNote(
                 status="claim",
                 claim_amount=gift_aid_on(max(int(row.claim_amount), 0)),
-                declaration=docs.declaration_summary(declaration),
+                declaration=_declaration_of_row(row),
             )
         elif row.code in INVITE_CODES:
             notes[row.gift_id] = docs.GiftAidNote(status="invite")
@@ -156,16 +156,59 @@ def gift_aid_notes(
     return notes
 
 
+def _declaration_of_row(row: Any) -> docs.DeclarationSummary:
+    """`docs.declaration_summary` of the covering declaration, from its `declaration_<column>` fields."""
+    return docs.declaration_summary(
+        SimpleNamespace(
+            **{name: getattr(row, f"declaration_{name}") for name in repository.DECLARATION_SUMMARY_COLUMNS}
+        )
+    )
+
+
 # --- allocation per kind -------------------------------------------------------------------------------------------
 
 
-def _donor_of_gift(session: Session, gift: Gift, supporter: Supporter) -> docs.Donor:
+@dataclass(frozen=True)
+class _Person:
+    """What a document needs of its supporter (a row read with the subject, or a `Supporter`)."""
+
+    id: uuid.UUID
+    email: str | None
+    title: str | None
+    first_name: str
+    last_name: str
+    statement_preference: str
+    erased_at: dt.datetime | None
+
+
+def _person(session: Session, supporter_id: uuid.UUID, row: Any) -> _Person:
+    """The supporter of a subject from its row (`repository.SUPPORTER_COLUMNS`), following a merge with crm."""
+    if row.merged_into_id is None:
+        return _Person(
+            supporter_id, row.email, row.title, row.first_name, row.last_name, row.statement_preference, row.erased_at
+        )
+    return _person_of(crm_service.resolve_supporter(session, supporter_id))
+
+
+def _person_of(supporter: Supporter) -> _Person:
+    return _Person(
+        supporter.id,
+        supporter.email,
+        supporter.title,
+        supporter.first_name,
+        supporter.last_name,
+        str(supporter.statement_preference),
+        supporter.erased_at,
+    )
+
+
+def _donor_of_gift(session: Session, gift: Any, supporter: _Person) -> docs.Donor:
     if gift.donor:
         return docs.donor_from(gift.donor, email=supporter.email)
     return _current_donor(session, supporter, gift.received_at or utc_now())
 
 
-def _current_donor(session: Session, supporter: Supporter, moment: dt.datetime) -> docs.Donor:
+def _current_donor(session: Session, supporter: _Person | Supporter, moment: dt.datetime) -> docs.Donor:
     address = crm_service.address_on(session, supporter.id, moment)
     details = {"title": supporter.title, "first_name": supporter.first_name, "last_name": supporter.last_name}
     if address is not None:
@@ -175,24 +218,38 @@ def _current_donor(session: Session, supporter: Supporter, moment: dt.datetime) 
     return docs.donor_from(details, email=supporter.email)
 
 
-def _receivable(supporter: Supporter) -> bool:
+def _receivable(supporter: _Person | Supporter) -> bool:
     return supporter.erased_at is None
 
 
 def allocate_gift_receipt(uow: UnitOfWork, settings: Settings, gift_id: uuid.UUID) -> Document | None:
-    """The receipt of a paid gift, unless its supporter chose a yearly statement instead."""
+    """The receipt of a paid gift, unless its supporter chose a yearly statement instead. A receipt still to be
+    rendered also asks for the correction of each refund already recorded on the gift (`receipts.issue_correction`:
+    a refund recorded before the receipt still gets its corrected receipt)."""
     session = uow.session
     subject = f"gift:{gift_id}"
-    existing = repository.document_by_subject(session, DocumentKind.GIFT_RECEIPT, subject)
-    if existing is not None:
-        return existing
-    gift = session.get(Gift, gift_id)
+    # One read: the gift, its supporter, the receipt it may have already and whether refunds are recorded.
+    gift = repository.gift_for_receipt(session, gift_id, subject)
     if gift is None:
         raise DocumentNotFound(f"no gift {gift_id}")
+    if gift.existing_document_id is not None:
+        existing = repository.get_document(session, gift.existing_document_id)
+        assert existing is not None
+        document: Document | None = existing
+    else:
+        document = _new_gift_receipt(uow, settings, gift)
+    if document is not None and document.status == DocumentStatus.ALLOCATED and gift.has_refunds:
+        for refund_id in refunds_to_correct(session, gift_id=gift_id):
+            uow.enqueue("receipts.issue_correction", refund_id=str(refund_id))
+    return document
+
+
+def _new_gift_receipt(uow: UnitOfWork, settings: Settings, gift: Any) -> Document | None:
+    session = uow.session
     if gift.status != GiftStatus.PAID or gift.received_on is None:
-        log.info("gift %s is %s: no receipt", gift_id, gift.status)
+        log.info("gift %s is %s: no receipt", gift.id, gift.status)
         return None
-    supporter = crm_service.resolve_supporter(session, gift.supporter_id)
+    supporter = _person(session, gift.supporter_id, gift)
     if supporter.statement_preference == StatementPreference.ANNUAL or not _receivable(supporter):
         return None
     note = gift_aid_notes(session, settings, [gift.supporter_id], [gift.id]).get(gift.id)
@@ -227,7 +284,9 @@ def allocate_gift_receipt(uow: UnitOfWork, settings: Settings, gift_id: uuid.UUI
             gift_aid=note or docs.GiftAidNote(status="none"),
         )
 
-    return _allocate(uow, DocumentKind.GIFT_RECEIPT, subject, build, supporter_id=supporter.id, gift_id=gift.id)
+    return _allocate(
+        uow, DocumentKind.GIFT_RECEIPT, f"gift:{gift.id}", build, supporter_id=supporter.id, gift_id=gift.id
+    )
 
 
 def allocate_sale_receipt(uow: UnitOfWork, settings: Settings, order_id: uuid.UUID) -> Document | None:
@@ -480,16 +539,18 @@ def allocate_annual_statement(
     session = uow.session
     start, end = docs.parse_tax_year(tax_year)
     subject = f"statement:{supporter_id}:{tax_year}"
-    existing = repository.document_by_subject(session, DocumentKind.ANNUAL_STATEMENT, subject)
-    if existing is not None:
-        return existing
-    supporter = session.get(Supporter, supporter_id)
-    if supporter is None:
+    # One read: the supporter, the statement it may have already, whether records were merged into it and
+    # whether it has refunds.
+    row = repository.supporter_for_statement(session, supporter_id, subject)
+    if row is None:
         raise DocumentNotFound(f"no supporter {supporter_id}")
-    if supporter.merged_into_id is not None or not _receivable(supporter):
+    if row.existing_document_id is not None:
+        return repository.get_document(session, row.existing_document_id)
+    if row.merged_into_id is not None or row.erased_at is not None:
         return None
-    ids = repository.merged_supporter_ids(session, supporter.id)
-    gifts = repository.gifts_between(session, ids, start, end)
+    supporter = _person(session, supporter_id, row)
+    ids = repository.merged_supporter_ids(session, supporter.id) if row.has_merged else [supporter.id]
+    gifts = repository.statement_gifts(session, ids, start, end)
     if not gifts:
         return None
     declarations = repository.declarations_of(session, ids)
@@ -517,16 +578,18 @@ def allocate_annual_statement(
             gift_aid += gift_aid_on(net)
     period_start = dt.datetime.combine(start, dt.time(), UK).astimezone(dt.UTC)
     period_end = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), UK).astimezone(dt.UTC)
-    refunds = [
-        docs.StatementRefund(
-            refunded_on=uk_date(refund.refunded_at or refund.created_at),
-            amount=_refund_parts(refund)[0],
-            gift_received_on=gift.received_on if gift is not None else None,
-            reason=refund.reason,
-        )
-        for refund, gift in repository.refunds_between(session, ids, period_start, period_end)
-        if _refund_parts(refund)[0] > 0
-    ]
+    refunds = []
+    if row.has_refunds or len(ids) > 1:
+        refunds = [
+            docs.StatementRefund(
+                refunded_on=uk_date(refund.refunded_at or refund.created_at),
+                amount=_refund_parts(refund)[0],
+                gift_received_on=gift.received_on if gift is not None else None,
+                reason=refund.reason,
+            )
+            for refund, gift in repository.refunds_between(session, ids, period_start, period_end)
+            if _refund_parts(refund)[0] > 0
+        ]
     summaries = [docs.declaration_summary(d) for d in declarations if _in_force_during(d, start, end)]
     charity = docs.charity_from(settings.charity)
     donor = _current_donor(session, supporter, utc_now())
@@ -610,14 +673,30 @@ def record_rendered(
 ) -> Delivery | None:
     """Mark the document issued and plan its delivery; a second finisher (a duplicate job) changes nothing."""
     session = uow.session
-    supporter_id = repository.mark_issued(
+    issued = repository.mark_issued(
         session, document_id, storage_key=storage_key, digest=digest, size=size, at=utc_now()
     )
-    if supporter_id is None:
+    if issued is None:
         if session.get(Document, document_id) is None:
             raise DocumentNotFound(f"no document {document_id}")
         return None
-    return _plan_delivery(uow, document_id, supporter_id, copy_number=0, requested_by="system")
+    if issued.merged_into_id is not None:  # the record was merged since: the survivor gets it
+        return _plan_delivery(uow, document_id, issued.supporter_id, copy_number=0, requested_by="system")
+    if issued.erased_at is not None:
+        return None
+    # The supporter's email came back with the UPDATE (read in this transaction): no second read.
+    delivery = Delivery(
+        document_id=document_id,
+        supporter_id=issued.supporter_id,
+        copy_number=0,
+        channel=DeliveryChannel.EMAIL if issued.email else DeliveryChannel.POST,
+        to_email=issued.email,
+        requested_by="system",
+    )
+    repository.insert_delivery(session, delivery)
+    if delivery.channel == DeliveryChannel.EMAIL:
+        uow.enqueue("receipts.send_document", delivery_id=str(delivery.id))
+    return delivery
 
 
 def _plan_delivery(

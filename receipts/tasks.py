@@ -59,15 +59,8 @@ def issue_for_gift(gift_id: str) -> None:
     """A receipt for a paid gift (a one-off, a regular instalment, the donation line of a basket)."""
     gift = uuid.UUID(gift_id)
 
-    def allocate(uow: UnitOfWork, runtime: Runtime) -> list[Document]:
-        document = service.allocate_gift_receipt(uow, runtime.settings, gift)
-        if document is not None and document.status == DocumentStatus.ALLOCATED:
-            # A refund recorded before this receipt still gets its corrected receipt.
-            for refund_id in service.refunds_to_correct(uow.session, gift_id=gift):
-                uow.enqueue("receipts.issue_correction", refund_id=str(refund_id))
-        return _one(document)
-
-    _issue(allocate)
+    # A refund recorded before this receipt still gets its corrected receipt (the service asks for it).
+    _issue(lambda uow, runtime: _one(service.allocate_gift_receipt(uow, runtime.settings, gift)))
 
 
 @actor("receipts.issue_for_order", **ISSUE)  # type: ignore[arg-type]
