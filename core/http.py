@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy.exc
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.clock import isoformat_z
 from core.errors import AppError
 from core.runtime import Runtime
+
+if TYPE_CHECKING:
+    from core.db import AsyncDatabase
 
 T = TypeVar("T")
 
@@ -76,6 +79,11 @@ async def app_error_handler(request: Request, exc: Exception) -> Response:
 
 def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def async_database_of(request: Request) -> AsyncDatabase | None:
+    """The web process's asyncio connection pool (PostgreSQL, opened by the app's lifespan), or None."""
+    return getattr(request.app.state, "async_database", None)
 
 
 async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -195,7 +203,8 @@ class BodyTimeoutMiddleware:
             if body_done:
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - loop.time()))
+                async with asyncio.timeout_at(deadline):  # unlike wait_for, no task per message
+                    message = await receive()
             except TimeoutError:
                 raise _TooSlow from None
             if message["type"] != "http.request" or not message.get("more_body", False):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import threading
 import time
 import traceback
@@ -183,6 +184,52 @@ def send_jobs(jobs: list[PendingJob]) -> None:
                 BROKER_COOLDOWN_SECONDS,
                 exc_info=True,
             )
+
+
+class _BackgroundSender:
+    """Sends committed jobs from a thread of its own, for code on an event loop, which must not wait on a broker
+    client (RabbitMQ waits for its publisher confirm). Only for jobs whose owner keeps its own record and sweep (a
+    stored webhook event): the request has committed that record, and a send lost with the process is sent again."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[list[PendingJob] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, pending: list[PendingJob]) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="giving-job-sender", daemon=True)
+                self._thread.start()
+        self._queue.put(pending)
+
+    def _run(self) -> None:
+        while (pending := self._queue.get()) is not None:
+            send_jobs(pending)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Send what is queued, then stop the thread (the next `put` starts another)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+
+_background = _BackgroundSender()
+
+
+def send_jobs_soon(pending: list[PendingJob]) -> None:
+    """`send_jobs` without waiting, for the event loop. The in-process broker never blocks: it is sent to at once."""
+    actor = _dramatiq_actors.get(pending[0].actor_name) if pending else None
+    if actor is None or isinstance(actor.broker, StubBroker):
+        send_jobs(pending)
+    else:
+        _background.put(pending)
+
+
+def flush_background_sends() -> None:
+    _background.flush()
 
 
 def _runner(spec: JobSpec) -> Callable[..., Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +23,7 @@ import receipts.routes
 import webhooks.routes
 from core import jobs
 from core.auth import StaffSessionMiddleware
+from core.db import make_async_database
 from core.errors import AppError
 from core.http import (
     JSON,
@@ -85,6 +87,10 @@ def create_app(
         worker_root.import_tasks()
         rt = runtime or build_runtime(settings)
         app.state.runtime = rt
+        async_database = make_async_database(rt.settings.database)
+        if async_database is not None:
+            await async_database.open()
+        app.state.async_database = async_database
         inline: InlineWorker | None = None
         if rt.inline and start_inline_worker:
             inline = InlineWorker(rt, settings.broker.inline_threads)
@@ -95,6 +101,9 @@ def create_app(
         finally:
             if inline is not None:
                 inline.stop()
+            jobs.flush_background_sends()
+            if async_database is not None:
+                await async_database.close()
             if runtime is None:
                 rt.engine.dispose()
 
@@ -103,6 +112,8 @@ def create_app(
     register_totals_providers()
 
     routes = [
+        # First: deliveries are the busiest requests, and Starlette tries routes in order.
+        Mount("/webhooks", routes=webhooks.routes.routes),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", ops.metrics_endpoint, methods=["GET"]),
@@ -113,7 +124,6 @@ def create_app(
         *merge.routes,
         *giftaid.routes.routes,
         *receipts.routes.routes,
-        Mount("/webhooks", routes=webhooks.routes.routes),
         Mount("/staff", routes=staff_routes.routes),
     ]
     return Starlette(
@@ -136,4 +146,9 @@ def create_app(
 
 def asgi() -> Starlette:
     """Factory for `uvicorn --factory giving.app:asgi` (one per web process)."""
-    return create_app()
+    app = create_app()
+    # Modules and settings live as long as the process: out of the collector's way, a full collection scans only
+    # what requests allocate (without this, collections paused the webhook ingest for ~100 ms: bench/webhooks p99).
+    gc.collect()
+    gc.freeze()
+    return app

@@ -11,18 +11,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from core.http import JSON, runtime_of
+from core.http import JSON, async_database_of, runtime_of
 from core.runtime import Runtime
 from webhooks import service, verify
 from webhooks.errors import ModeMismatch, WebhookDisabled
 from webhooks.verify import VerifiedEvent
 
-# A few threads store deliveries: more only contend for the GIL and the connection pool (bench/webhooks, 16 clients:
-# p99 372 ms with a thread per request, 145 ms with 4 storing threads and the plain-connection store).
+# SQLite: a few threads store deliveries; more only contend for the GIL and the connection pool (bench/webhooks, 16
+# clients: p99 372 ms with a thread per request, 145 ms with 4 storing threads and the plain-connection store).
 STORING_THREADS = 4
 
 
 async def _store(request: Request, runtime: Runtime, provider: str, events: list[VerifiedEvent]) -> int:
+    database = async_database_of(request)
+    if database is not None:  # PostgreSQL: on the event loop, no thread
+        return await service.store_delivery_async(database, provider, events)
     state = request.app.state
     limiter: CapacityLimiter | None = getattr(state, "webhook_storing", None)
     if limiter is None:

@@ -14,7 +14,7 @@ import logging
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -31,6 +31,9 @@ from webhooks.errors import EventNotFound
 from webhooks.handlers import Context, find_handler
 from webhooks.models import EventStatus, InboundEvent
 from webhooks.verify import VerifiedEvent, parse_gocardless_time
+
+if TYPE_CHECKING:
+    from core.db import AsyncDatabase
 
 log = logging.getLogger("giving.webhooks")
 
@@ -106,6 +109,20 @@ def store_delivery(runtime: Runtime, provider: str, events: list[VerifiedEvent])
     if pending:
         jobs.send_jobs(pending)
     return len(pending)
+
+
+async def store_delivery_async(database: AsyncDatabase, provider: str, events: list[VerifiedEvent]) -> int:
+    """`store_delivery` on the event loop (PostgreSQL): one autocommitted INSERT of the whole delivery, so a
+    GoCardless batch is still stored entirely or not at all. The sends follow the commit from a thread of their own
+    (broker clients block, and the loop has every other delivery to serve); a send lost with the process is sent
+    again by the sweep, as the stored event is the record."""
+    now = utc_now()
+    rows = [_row(provider, event, now, "delivery") for event in events]
+    async with database.connection() as connection:
+        stored = await repository.insert_events_async(connection, rows)
+    if stored:
+        jobs.send_jobs_soon([PendingJob(PROCESS_EVENT, {"event_id": str(event_id)}) for event_id in stored])
+    return len(stored)
 
 
 # --- processing ------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+import dramatiq
 import pytest
 from sqlmodel import select
 
@@ -87,3 +88,43 @@ def test_a_period_is_claimed_once(runtime: Runtime) -> None:
         with runtime.unit_of_work() as uow:
             results.append(jobs.claim_period(uow, "tests.period", start))
     assert results == [True, False, False]
+
+
+def test_sends_from_the_event_loop_reach_a_network_broker_from_their_own_thread(
+    runtime: Runtime, redis_url: str
+) -> None:
+    """`send_jobs_soon` hands a network broker's sends to a thread (the loop must not block on its client);
+    `flush_background_sends` (the web app's shutdown) delivers every one before it returns."""
+    import uuid
+
+    import redis
+
+    from core.db import PendingJob
+
+    broker = jobs.make_broker(redis_url)
+    namespace = f"giving-test-sender-{uuid.uuid4().hex[:8]}"
+    broker.namespace = namespace  # type: ignore[attr-defined]
+    client = redis.Redis.from_url(redis_url)
+    try:
+        jobs.install_broker(broker)
+        caller = threading.get_ident()
+        senders: list[int] = []
+        broker.add_middleware(_SeeSender(senders))
+        for n in range(20):
+            jobs.send_jobs_soon([PendingJob("tests.remember", {"name": f"soon-{n}"})])
+        jobs.flush_background_sends()
+        assert client.hlen(f"{namespace}:default.msgs") == 20
+        assert senders and caller not in senders
+    finally:
+        jobs.install_broker(runtime.broker)
+        broker.close()
+        for key in client.scan_iter(f"{namespace}*"):
+            client.delete(key)
+
+
+class _SeeSender(dramatiq.Middleware):
+    def __init__(self, senders: list[int]) -> None:
+        self.senders = senders
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int) -> None:  # type: ignore[type-arg]
+        self.senders.append(threading.get_ident())
