@@ -18,7 +18,6 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 from sqlmodel import Session
@@ -141,31 +140,22 @@ def gift_aid_notes(
 ) -> dict[uuid.UUID, docs.GiftAidNote]:
     """Each gift's Gift Aid wording, decided by the Gift Aid rules (`giftaid.eligibility`) on today's date."""
     rows = repository.gift_aid_rows(session, giftaid_rules.rules_from(settings), supporter_ids, gift_ids)
+    wanted = {row.declaration_id for row in rows if row.code in CLAIM_CODES and row.declaration_id is not None}
+    declarations = repository.declaration_summaries(session, wanted)
     notes: dict[uuid.UUID, docs.GiftAidNote] = {}
     for row in rows:
-        if row.code in CLAIM_CODES and row.declaration_id is not None:
+        declaration = declarations.get(row.declaration_id) if row.declaration_id is not None else None
+        if row.code in CLAIM_CODES and declaration is not None:
             notes[row.gift_id] = docs.GiftAidNote(
                 status="claim",
                 claim_amount=gift_aid_on(max(int(row.claim_amount), 0)),
-                declaration=_declaration_of_row(row),
+                declaration=docs.declaration_summary(declaration),
             )
         elif row.code in INVITE_CODES:
             notes[row.gift_id] = docs.GiftAidNote(status="invite")
         else:
             notes[row.gift_id] = docs.GiftAidNote(status="none")
     return notes
-
-
-def _declaration_of_row(row: Any) -> docs.DeclarationSummary:
-    """`docs.declaration_summary` of the covering declaration, from its `declaration_<column>` fields."""
-    return docs.declaration_summary(
-        SimpleNamespace(
-            **{name: getattr(row, f"declaration_{name}") for name in repository.DECLARATION_SUMMARY_COLUMNS}
-        )
-    )
-
-
-# --- allocation per kind -------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,16 @@ import threading
 import time
 import uuid
 
-from sqlmodel import select
+import sqlalchemy as sa
+from sqlmodel import col, select
 from starlette.testclient import TestClient
 
 from core import auth
+from core.clock import utc_now
 from core.models import Job, JobStatus, StaffRole, StaffUser
 from core.runtime import InlineWorker, Runtime
 from crm.models import Supporter
+from receipts import documents as docs
 from receipts import service, tasks
 from receipts.models import DeliveryStatus, Document, DocumentKind
 from tests.fixtures.smtp import Mailbox
@@ -158,3 +161,72 @@ def test_reassign_moves_documents_to_the_surviving_supporter(
         assert session.exec(select(Document.supporter_id)).one() == survivor
         assert session.get(Supporter, old) is not None
     assert [d.supporter_id for d in deliveries(runtime)] == [survivor]
+
+
+def test_a_number_taken_for_a_subject_that_has_its_document_is_given_back(runtime: Runtime, mailbox: Mailbox) -> None:
+    """The path a job that lost the race takes: its insert finds the subject's document (ON CONFLICT DO NOTHING),
+    so it gives its number back under the same lock and returns the winner's document."""
+    supporter = factories.supporter(runtime)
+    gift = factories.gift(runtime, supporter)
+    tasks.issue_for_gift(gift_id=str(gift))
+    [winner] = documents(runtime, DocumentKind.GIFT_RECEIPT)
+    with runtime.unit_of_work() as uow:
+        again = service._allocate(
+            uow,
+            DocumentKind.GIFT_RECEIPT,
+            f"gift:{gift}",
+            lambda reference, issued_on: docs.load(winner.content),
+            supporter_id=supporter,
+            gift_id=gift,
+        )
+    assert (again.id, again.reference) == (winner.id, "GR-000001")
+    tasks.issue_for_gift(gift_id=str(factories.gift(runtime, supporter, amount=700)))
+    assert [d.reference for d in documents(runtime, DocumentKind.GIFT_RECEIPT)] == ["GR-000001", "GR-000002"]
+
+
+def test_recording_follows_a_merge_or_an_erasure_made_after_numbering(runtime: Runtime, mailbox: Mailbox) -> None:
+    """The delivery is planned from the supporter as it is when the PDF is recorded, not when it was numbered."""
+    old = factories.supporter(runtime, email="old@example.org")
+    survivor = factories.supporter(runtime, email="survivor@example.org")
+    erased = factories.supporter(runtime, email="gone@example.org")
+    merged_gift, erased_gift = factories.gift(runtime, old), factories.gift(runtime, erased)
+    with runtime.unit_of_work() as uow:
+        jobs = [
+            service.render_job_of(d)
+            for d in (
+                service.allocate_gift_receipt(uow, runtime.settings, merged_gift),
+                service.allocate_gift_receipt(uow, runtime.settings, erased_gift),
+            )
+            if d is not None
+        ]
+    with runtime.unit_of_work() as uow:
+        uow.session.execute(sa.update(Supporter).where(col(Supporter.id) == old).values(merged_into_id=survivor))
+        uow.session.execute(
+            sa.update(Supporter).where(col(Supporter.id) == erased).values(erased_at=utc_now(), email=None)
+        )
+    planned = []
+    for job in jobs:
+        assert job is not None
+        digest, size = service.render_and_store(runtime.settings, job)
+        with runtime.unit_of_work() as uow:
+            planned.append(
+                service.record_rendered(uow, job.document_id, storage_key=job.storage_key, digest=digest, size=size)
+            )
+    to_survivor, to_nobody = planned
+    assert to_nobody is None
+    assert to_survivor is not None
+    assert (to_survivor.supporter_id, to_survivor.to_email) == (survivor, "survivor@example.org")
+    assert [(d.supporter_id, d.to_email) for d in deliveries(runtime)] == [(survivor, "survivor@example.org")]
+    assert {str(d.status) for d in documents(runtime)} == {"issued"}
+
+
+def test_a_receipt_for_a_gift_of_a_merged_record_goes_to_the_survivor(runtime: Runtime, mailbox: Mailbox) -> None:
+    old = factories.supporter(runtime, email="old@example.org")
+    survivor = factories.supporter(runtime, email="survivor@example.org", first_name="Grace")
+    gift = factories.gift(runtime, old)
+    with runtime.unit_of_work() as uow:
+        uow.session.execute(sa.update(Supporter).where(col(Supporter.id) == old).values(merged_into_id=survivor))
+    tasks.issue_for_gift(gift_id=str(gift))
+    [document] = documents(runtime, DocumentKind.GIFT_RECEIPT)
+    assert document.supporter_id == survivor
+    assert [(d.supporter_id, d.to_email) for d in deliveries(runtime)] == [(survivor, "survivor@example.org")]

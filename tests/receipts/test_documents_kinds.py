@@ -6,12 +6,13 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
+import sqlalchemy as sa
+from sqlmodel import col, select
 
 from core.clock import uk_today
 from core.runtime import InlineWorker, Runtime
 from core.settings import Settings
-from crm.models import Declaration, DeclarationMethod, DeclarationScope, StatementPreference
+from crm.models import Declaration, DeclarationMethod, DeclarationScope, StatementPreference, Supporter
 from payments.models import GiftStatus
 from receipts.models import DeliveryStatus, DocumentKind
 from tests.fixtures.app import make_settings
@@ -124,6 +125,29 @@ def test_annual_statement_lists_the_tax_year(runtime: Runtime, worker: InlineWor
     [message] = mailbox.messages
     assert message["Subject"] == "Your 2025-26 statement of gifts from Calais Refugee Aid"
     page_png(pdf, "annual_statement")
+
+
+def test_annual_statement_includes_records_merged_into_the_supporter(
+    runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
+) -> None:
+    supporter = factories.supporter(runtime, preference=StatementPreference.ANNUAL)
+    merged = factories.supporter(runtime, email="other@example.org")
+    factories.gift(runtime, supporter, amount=1000, received_on=dt.date(2025, 6, 1))
+    refunded = factories.gift(runtime, merged, amount=3000, received_on=dt.date(2025, 8, 1))
+    factories.refund(
+        runtime, supporter_id=merged, gift_id=refunded, amount=1000, refunded_on=dt.date(2025, 8, 2), reason="typo"
+    )
+    with runtime.unit_of_work() as uow:
+        uow.session.execute(sa.update(Supporter).where(col(Supporter.id) == merged).values(merged_into_id=supporter))
+
+    run_job(runtime, worker, "receipts.issue_annual_statement", supporter_id=supporter, tax_year="2025-26")
+    run_job(runtime, worker, "receipts.issue_annual_statement", supporter_id=merged, tax_year="2025-26")
+
+    [statement] = documents(runtime)
+    assert statement.supporter_id == supporter
+    text = pdf_text(stored_pdf(runtime, statement))
+    for expected in ("01/06/2025", "01/08/2025", "Total donated £30.00", "02/08/2025 01/08/2025 typo £10.00"):
+        assert expected in text, (expected, text)
 
 
 def test_oral_declaration_confirmation_is_sent_and_recorded(
