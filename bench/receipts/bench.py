@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/receipts/bench.py                 # SQLite in a temporary directory
     .venv/bin/python bench/receipts/bench.py --postgres      # a temporary PostgreSQL database
+    .venv/bin/python bench/receipts/bench.py --durable-jobs  # each job with its durable jobs row, as a worker runs it
 
 Pipeline: the real jobs (`receipts.tasks.issue_for_gift` / `issue_annual_statement`): read the rows, number the
 document under the counter lock, build its content, Jinja2, weasyprint, store the PDF with its SHA-256, mark it
@@ -183,6 +184,28 @@ def _pipeline_statement(supporter_id: str) -> float:
     return time.process_time() - started
 
 
+def _pipeline_durable(message: tuple[str, dict[str, str]]) -> float:
+    """`--durable-jobs`: the message as the worker runs it, with its durable `jobs` row (`core.jobs`: claim the row
+    in a transaction of its own, run the job, mark the row done in another; the job-duration metric)."""
+    import dramatiq
+
+    actor_name, kwargs = message
+    run = dramatiq.get_broker().get_actor(actor_name).fn
+    started = time.process_time()
+    run(**kwargs)
+    return time.process_time() - started
+
+
+def durable_messages(runtime: Runtime, actor_name: str, items: Sequence[dict[str, str]]) -> list[Any]:
+    """A durable `jobs` row for each job, as the code that asks for them writes them (payments when a gift is paid),
+    before the timing; returns the messages (with their `job_id`) for the workers."""
+    with runtime.unit_of_work() as uow:
+        for kwargs in items:
+            uow.enqueue(actor_name, **kwargs)
+        messages = [(job.actor_name, job.kwargs) for job in uow.jobs]
+    return messages
+
+
 # --- baseline workers ----------------------------------------------------------------------------------------------
 
 
@@ -300,6 +323,11 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2", help="worker process counts to measure")
     parser.add_argument("--postgres", action="store_true", help="use a temporary PostgreSQL database")
     parser.add_argument("--rounds", type=int, default=4, help="alternate pipeline and baseline this many times")
+    parser.add_argument(
+        "--durable-jobs",
+        action="store_true",
+        help="run each pipeline job as the worker runs a message: with its durable jobs row (claimed, marked done)",
+    )
     args = parser.parse_args()
     counts = [int(p) for p in args.processes.split(",")]
 
@@ -341,24 +369,39 @@ def main() -> None:
         base_url = str(render.TEMPLATES_DIR)
         # (label, processes) -> (pipeline docs/s, baseline docs/s, pipeline CPU ms/doc, baseline CPU ms/doc)
         results: dict[tuple[str, int], tuple[float, float, float, float]] = {}
-        cases = [
+        cases: list[tuple[str, str, list[str], Callable[[Any], float]]] = [
             ("gift receipts", "gift_receipt", gift_ids, _pipeline_gift),
             (f"annual statements ({args.per_statement} gifts)", "annual_statement", statement_ids, _pipeline_statement),
         ]
+        durable_jobs: dict[str, tuple[str, Callable[[str], dict[str, str]]]] = {
+            "gift_receipt": ("receipts.issue_for_gift", lambda i: {"gift_id": i}),
+            "annual_statement": (
+                "receipts.issue_annual_statement",
+                lambda i: {"supporter_id": i, "tax_year": TAX_YEAR},
+            ),
+        }
+        if args.durable_jobs:
+            print("pipeline jobs run with their durable jobs rows (claim, job, mark done), as a worker runs them")
         print(
             "docs/s is wall-clock (it drops when other programs share the cores); CPU ms/doc is what each document "
             "cost the worker process itself (with PostgreSQL, the server's share is not in it)."
         )
-        for label, kind, ids, job in cases:
+        for label, kind, ids, direct_job in cases:
             for processes in counts:
                 reset_documents(runtime)
+                work: list[Any] = list(ids)
+                job = direct_job
+                if args.durable_jobs:
+                    actor_name, kwargs_of = durable_jobs[kind]
+                    work = durable_messages(runtime, actor_name, [kwargs_of(i) for i in ids])
+                    job = _pipeline_durable
                 # Rounds alternate pipeline and baseline, so both see the same machine (other load comes and goes).
                 size = -(-len(ids) // args.rounds)
                 pipeline = baseline = pipeline_cpu = baseline_cpu = 0.0
                 rendered = 0
                 loads = [os.getloadavg()[0]]
                 for start in range(0, len(ids), size):
-                    chunk = ids[start : start + size]
+                    chunk = work[start : start + size]
                     runtime.engine.dispose()
                     wall, cpu = timed_pool(processes, _pipeline_init, (settings, *warm), job, chunk)
                     pipeline, pipeline_cpu = pipeline + wall, pipeline_cpu + cpu
