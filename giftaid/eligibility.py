@@ -151,6 +151,13 @@ def year_and_month_day(column: Any, dialect: str) -> tuple[ColumnElement[Any], C
     return sa.cast(sa.func.strftime("%Y", column), sa.Integer), sa.cast(sa.func.strftime("%m%d", column), sa.Integer)
 
 
+def day_number(column: Any, dialect: str) -> ColumnElement[Any]:
+    """A date as a number of days (since 1 January 1900), to sort on as one integer."""
+    if dialect == "postgresql":
+        return sa.type_coerce(column.op("-")(sa.literal_column("DATE '1900-01-01'")), sa.Integer)
+    return sa.cast(sa.func.julianday(column) - 2415020.5, sa.Integer)
+
+
 def period_year(column: Any, financial_year_end: str, dialect: str) -> ColumnElement[Any]:
     """The calendar year in which a date's financial period ends (tax year: 6 April 2024 → 2025)."""
     year, month_day = year_and_month_day(column, dialect)
@@ -180,10 +187,13 @@ def _benefit_fails(amount: Any, benefit: Any, on: Any) -> ColumnElement[Any]:
     return sa.and_(benefit > 0, sa.case((on >= RELEVANT_VALUE_RULE_FROM, new_rule), else_=old_rule))  # type: ignore[return-value]
 
 
-def _declarations(rules: Rules) -> Any:
+def _declarations(rules: Rules, *, shared: bool = False) -> Any:
     """Each declaration with what does not depend on the gift worked out once: whether it is effective (an oral one
     needs its written confirmation, and by default its 30-day window closed, or a recording) and whether its donor
-    details are fit for HMRC. A supporter has far fewer declarations than gifts."""
+    details are fit for HMRC. A supporter has far fewer declarations than gifts.
+
+    `shared`: a CTE, worked out once for both halves of the query (over every declaration, for a claim), rather
+    than a subquery each half works out again."""
     confirmed = D.c.confirmation_sent_on.is_not(None)
     if rules.wait_for_oral_cancellation_window:
         confirmed = sa.and_(confirmed, D.c.confirmation_sent_on < rules.oral_confirmed_before)
@@ -199,7 +209,7 @@ def _declarations(rules: Rules) -> Any:
         ),
         else_=sa.null(),
     )
-    return sa.select(
+    query = sa.select(
         D.c.id,
         D.c.supporter_id,
         D.c.scope,
@@ -220,7 +230,8 @@ def _declarations(rules: Rules) -> Any:
         sa.case((effective, 1), else_=0).label("effective"),
         details.label("details_code"),
         sa.func.count().over(partition_by=D.c.supporter_id).label("siblings"),
-    ).subquery("decl")
+    )
+    return query.cte("decl") if shared else query.subquery("decl")
 
 
 def _declaration_rank(decl: Any) -> ColumnElement[Any]:
@@ -291,7 +302,9 @@ def eligibility_select(
         filters.append(supporter_filter)
     gift_filter = sa.and_(*filters)
 
-    decl = _declarations(rules)
+    # Over every gift (a claim, the dashboard) the declarations are worked out once for both halves; for a few
+    # gifts or supporters a subquery lets the planner look at their declarations only.
+    decl = _declarations(rules, shared=gift_ids is None and supporter_ids is None)
     returned = _returned()
     # Every (gift, declaration of its supporter) pair, the best declaration first: one scan of the gifts, one hash
     # join, one sort. A gift with no declaration at all keeps one row (rank 3).

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql import Select
 from sqlmodel import Session, col, select
 
-from giftaid.eligibility import CG, C, D, G
+from giftaid.eligibility import CG, C, D, G, day_number
 from giftaid.models import Adjustment, Claim, ClaimEvent, ClaimGift, ClaimStatus, HeldBack, Message
 
 CANDIDATES = "giftaid_candidates"
@@ -34,6 +34,9 @@ def lock_claims(session: Session) -> None:
         session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('giftaid.build_claim'))"))
         # The build sorts and hashes every candidate gift once: let it do so in memory (this transaction only).
         session.execute(sa.text("SET LOCAL work_mem = '256MB'"))
+        # Its statements are planned once and run once over every gift, with simple expressions: compiling them
+        # (JIT) costs more than it saves (measured: 0.1-1.7 s a statement on a claim of a million gifts).
+        session.execute(sa.text("SET LOCAL jit = off"))
 
 
 def create_candidates(session: Session, query: Select[Any]) -> Any:
@@ -58,9 +61,11 @@ def insert_claim_gifts(session: Session, claim_id: uuid.UUID, candidates: Any, a
     then small gifts aggregated (each ≤ the limit, the donor's only gift in that financial period, at most
     `AGGREGATE_LINE_LIMIT // limit` to a line so a line stays ≤ £1,000, one period to a line).
 
-    The numbering takes one sort of the candidates (two window functions on the same order) and a tiny table of
-    aggregated rows per period."""
+    Each row gets a group (0: donor lines; else the financial period of an aggregated gift) and one integer sort
+    key, group then date; one sort on (key, gift) numbers the rows, and a tiny table of rows per group turns those
+    numbers into line numbers. The rows are then written in gift id order (see `ClaimGift`)."""
     cand = candidates
+    dialect = dialect_of(session)
     claimable = cand.c.code.is_(None)
     if aggregate_limit > 0:
         per_donor = (
@@ -76,45 +81,39 @@ def insert_claim_gifts(session: Session, claim_id: uuid.UUID, candidates: Any, a
         )
     else:
         small, source = sa.false(), cand
-    agg = sa.case((small, 1), else_=0)
+    # Periods are years (> 0), so donor lines (group 0) come first, then each period's aggregated lines.
+    group_key = sa.case((small, cand.c.period_year), else_=0)
     flagged = (
         sa.select(
-            *[c for c in cand.c if c.name != "code"],
-            agg.label("agg"),
-            # Donor lines share one "period" so they are numbered by date alone.
-            sa.case((small, cand.c.period_year), else_=0).label("period_key"),
+            cand.c.gift_id,
+            cand.c.received_on,
+            cand.c.returned,
+            cand.c.claim_amount,
+            cand.c.declaration_id,
+            group_key.label("group_key"),
+            (sa.cast(group_key, sa.BigInteger) * 1_000_000 + day_number(cand.c.received_on, dialect)).label("sort_key"),
         )
         .select_from(source)
         .where(claimable)
         .cte("flagged")
     )
     per_line = max(1, AGGREGATE_LINE_LIMIT // max(aggregate_limit, 1))
-    periods = (
-        sa.select(flagged.c.period_key, sa.func.count().label("rows"))
-        .where(flagged.c.agg == 1)
-        .group_by(flagged.c.period_key)
-        .subquery("periods")
+    groups = (
+        sa.select(flagged.c.group_key, sa.func.count().label("rows")).group_by(flagged.c.group_key).subquery("groups")
     )
-    lines_in_period = (periods.c.rows + per_line - 1) // per_line
+    lines_in_group = sa.case((groups.c.group_key == 0, groups.c.rows), else_=(groups.c.rows + per_line - 1) // per_line)
     offsets = sa.select(
-        periods.c.period_key,
-        (sa.func.sum(periods.c.rows).over(order_by=periods.c.period_key) - periods.c.rows).label("rows_before"),
-        (sa.func.sum(lines_in_period).over(order_by=periods.c.period_key) - lines_in_period).label("lines_before"),
+        groups.c.group_key,
+        (sa.func.sum(groups.c.rows).over(order_by=groups.c.group_key) - groups.c.rows).label("rows_before"),
+        (sa.func.sum(lines_in_group).over(order_by=groups.c.group_key) - lines_in_group).label("lines_before"),
     ).subquery("offsets")
-    order = (flagged.c.received_on, flagged.c.gift_id)
     numbered = sa.select(
         flagged,
-        sa.func.row_number().over(order_by=(flagged.c.agg, flagged.c.period_key, *order)).label("rn"),
-        sa.func.row_number().over(partition_by=(flagged.c.agg, flagged.c.period_key), order_by=order).label("prn"),
+        sa.func.row_number().over(order_by=(flagged.c.sort_key, flagged.c.gift_id)).label("rn"),
     ).subquery("numbered")
-    line_no = sa.case(
-        (numbered.c.agg == 0, numbered.c.rn),
-        else_=numbered.c.rn
-        - numbered.c.prn
-        - offsets.c.rows_before
-        + offsets.c.lines_before
-        + (numbered.c.prn - 1) // per_line
-        + 1,
+    in_group = numbered.c.rn - offsets.c.rows_before  # 1.. within its group
+    line_no = offsets.c.lines_before + sa.case(
+        (numbered.c.group_key == 0, in_group), else_=(in_group - 1) // per_line + 1
     )
     columns = [
         "claim_id",
@@ -140,7 +139,7 @@ def insert_claim_gifts(session: Session, claim_id: uuid.UUID, candidates: Any, a
         numbered.c.gift_id,
         sa.true(),
         sa.cast(line_no, sa.Integer),
-        numbered.c.agg == 1,
+        numbered.c.group_key != 0,
         numbered.c.received_on,
         numbered.c.claim_amount,
         numbered.c.returned,
@@ -153,11 +152,11 @@ def insert_claim_gifts(session: Session, claim_id: uuid.UUID, candidates: Any, a
         sa.func.coalesce(D.c.postcode, ""),
         sa.func.coalesce(D.c.non_uk, False),
     ).select_from(
-        numbered.outerjoin(offsets, offsets.c.period_key == numbered.c.period_key).join(
-            D, D.c.id == numbered.c.declaration_id
-        )
+        numbered.join(offsets, offsets.c.group_key == numbered.c.group_key).join(D, D.c.id == numbered.c.declaration_id)
     )
-    session.execute(sa.insert(CG).from_select(columns, rows))
+    # Written in gift id order, so the keys (claim, gift) and (gift, live) are appended to, not inserted into at
+    # random (measured on a million gifts: 9.3 s → 2.9 s for the rows and their two indexes).
+    session.execute(sa.insert(CG).from_select(columns, rows.order_by(numbered.c.gift_id)))
 
 
 def held_back_ids(session: Session, candidates: Any) -> list[uuid.UUID]:
@@ -255,40 +254,55 @@ def stream_gad_xml(session: Session, claim_id: uuid.UUID, first_line: int, last_
     if dialect == "postgresql":
         # Dates as YYYY-MM-DD whatever the server's DateStyle.
         session.execute(sa.text("SET LOCAL DateStyle = 'ISO, YMD'"))
+        # A message's lines are sorted into line order: in memory (500,000 narrow rows), not on disk.
+        session.execute(sa.text("SET LOCAL work_mem = '256MB'"))
 
     def tail(pence: Any) -> tuple[Any, ...]:
         return ("</Date><Total>", _money(pence, dialect), "</Total></GAD>")
 
     in_range = sa.and_(CG.c.claim_id == claim_id, CG.c.line_no.between(first_line, last_line))
-    date = sa.cast(CG.c.received_on, sa.String)
+    # The rows are sorted first (narrow: the claim's rows are stored in gift order) and rendered after, as they
+    # are read, so the database renders while Python hashes and writes.
+    L = (
+        sa.select(
+            CG.c.line_no,
+            CG.c.title,
+            CG.c.first_name,
+            CG.c.last_name,
+            CG.c.house,
+            CG.c.postcode,
+            CG.c.overseas,
+            CG.c.received_on,
+            CG.c.amount,
+        )
+        .where(in_range, CG.c.aggregated.is_(False))
+        .order_by(CG.c.line_no)
+        .subquery("lines")
+        .c
+    )
     donor = _joined(
         "<GAD><Donor>",
         sa.case(
-            (sa.func.coalesce(CG.c.title, "") == "", ""),
-            else_=_joined("<Ttl>", _escaped(CG.c.title), "</Ttl>", dialect=dialect),
+            (sa.func.coalesce(L.title, "") == "", ""),
+            else_=_joined("<Ttl>", _escaped(L.title), "</Ttl>", dialect=dialect),
         ),
         "<Fore>",
-        _escaped(CG.c.first_name),
+        _escaped(L.first_name),
         "</Fore><Sur>",
-        _escaped(CG.c.last_name),
+        _escaped(L.last_name),
         "</Sur><House>",
-        _escaped(CG.c.house),
+        _escaped(L.house),
         "</House>",
         sa.case(
-            (CG.c.overseas.is_(True), "<Overseas>yes</Overseas>"),
-            else_=_joined("<Postcode>", _escaped(CG.c.postcode), "</Postcode>", dialect=dialect),
+            (L.overseas.is_(True), "<Overseas>yes</Overseas>"),
+            else_=_joined("<Postcode>", _escaped(L.postcode), "</Postcode>", dialect=dialect),
         ),
         "</Donor><Date>",
-        date,
-        *tail(CG.c.amount),
+        sa.cast(L.received_on, sa.String),
+        *tail(L.amount),
         dialect=dialect,
     )
-    donors = (
-        sa.select(donor)
-        .where(in_range, CG.c.aggregated.is_(False))
-        .order_by(CG.c.line_no)
-        .execution_options(stream_results=True, yield_per=20_000)
-    )
+    donors = sa.select(donor).order_by(L.line_no).execution_options(stream_results=True, yield_per=20_000)
     yield from session.execute(donors).scalars()
     latest = sa.cast(sa.func.max(CG.c.received_on), sa.String)
     small = _joined(

@@ -150,6 +150,43 @@ def test_small_gifts_from_different_donors_are_aggregated(runtime: Runtime) -> N
     assert result.total == 60 * 2_000 + 1_000 + 2_001
 
 
+def test_lines_are_numbered_by_date_then_gift_although_the_rows_are_written_in_gift_order(runtime: Runtime) -> None:
+    # Donors giving twice in a period get donor lines; small gifts of one-gift donors in two periods are aggregated.
+    days = [dt.date(2025, 5, 1) + dt.timedelta(days=(n * 7) % 11) for n in range(24)]
+    for n in range(12):
+        regular = donor(runtime)
+        make_gift(runtime, regular, amount=1_000 + n, received_on=days[2 * n])
+        make_gift(runtime, regular, amount=3_000 + n, received_on=days[2 * n + 1])
+    for n in range(7):
+        on = dt.date(2025, 4, 5) if n % 2 else dt.date(2025, 4, 6) + dt.timedelta(days=n)
+        make_gift(runtime, donor(runtime), amount=500, received_on=on)
+
+    result = build(runtime)
+
+    assert result.claim_id is not None
+    with runtime.read_session() as session:
+        rows = session.exec(select(ClaimGift).where(ClaimGift.claim_id == result.claim_id)).all()
+        by_line = [ClaimGift.model_validate(r) for r in sorted(rows, key=lambda r: (r.line_no, r.gift_id))]
+    donor_rows = [r for r in by_line if not r.aggregated]
+    assert [r.line_no for r in donor_rows] == list(range(1, 25))
+    assert [(r.received_on, r.gift_id) for r in donor_rows] == sorted((r.received_on, r.gift_id) for r in donor_rows)
+    # Aggregated lines after them, one financial period to a line, in period order.
+    small = {r.line_no: [] for r in by_line if r.aggregated}  # type: ignore[var-annotated]
+    for r in by_line:
+        if r.aggregated:
+            small[r.line_no].append(r.received_on)
+    assert sorted(small) == [25, 26]
+    assert small[25] == [dt.date(2025, 4, 5)] * 3
+    assert sorted(small[26]) == [dt.date(2025, 4, 6) + dt.timedelta(days=n) for n in (0, 2, 4, 6)]
+    lines = lines_of(runtime, result.claim_id)
+    assert [line.date for line in lines[:24]] == sorted(days)
+    assert [(line.aggregated, line.total) for line in lines[24:]] == [
+        ("Small donations, 3 donors", 1_500),
+        ("Small donations, 4 donors", 2_000),
+    ]
+    assert result.lines == 26
+
+
 def test_aggregation_is_off_with_a_zero_limit(runtime: Runtime, tmp_path: Path) -> None:
     settings = make_settings(runtime.settings.database.url, tmp_path, giftaid={"aggregate_limit": 0})
     for _ in range(3):
