@@ -47,12 +47,39 @@ def address_at(session: Session, supporter_id: uuid.UUID, moment: dt.datetime) -
     ).first()
 
 
+_history_inserts: dict[str, Any] = {}
+
+
 def insert_history_once(session: Session, values: dict[str, Any]) -> bool:
-    """Insert a history entry unless one with the same dedupe key exists (safe under concurrent copies)."""
-    table = HistoryEntry.__table__  # type: ignore[attr-defined]
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
-    return session.execute(stmt).first() is not None
+    """Insert a history entry unless one with the same dedupe key exists (safe under concurrent copies). The
+    statement is built once per dialect and the row goes in as parameters: every gift, refund and failure writes
+    one, so this is on the webhook worker's hot path."""
+    dialect = session.get_bind().dialect.name
+    statement = _history_inserts.get(dialect)
+    if statement is None:
+        table = HistoryEntry.__table__  # type: ignore[attr-defined]
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        statement = _history_inserts[dialect] = insert(table).on_conflict_do_nothing().returning(table.c.id)
+    return session.execute(statement, values).first() is not None
+
+
+def survivor_id(session: Session, supporter_id: uuid.UUID) -> uuid.UUID | None:
+    """The id a supporter id resolves to through merges (None if there is no such supporter), reading only the
+    two ids per step instead of loading each record."""
+    seen: set[uuid.UUID] = set()
+    current: uuid.UUID | None = supporter_id
+    while current is not None and current not in seen:
+        seen.add(current)
+        row = session.execute(_MERGED_INTO, {"id": current}).first()
+        if row is None:
+            return None
+        if row[0] is None:
+            return current
+        current = row[0]
+    return current
+
+
+_MERGED_INTO = sa.select(col(Supporter.merged_into_id)).where(col(Supporter.id) == sa.bindparam("id"))
 
 
 def supporters_by_ids(session: Session, ids: list[uuid.UUID]) -> list[Supporter]:

@@ -76,6 +76,14 @@ def resolve_supporter(session: Session, supporter_id: uuid.UUID) -> Supporter:
     return current
 
 
+def _resolved_id(session: Session, supporter_id: uuid.UUID) -> uuid.UUID:
+    """`resolve_supporter(...).id` without loading the records (history writes need only the id)."""
+    resolved = repository.survivor_id(session, supporter_id)
+    if resolved is None:
+        raise SupporterNotFound(f"no supporter {supporter_id}")
+    return resolved
+
+
 def find_or_create_supporter(
     uow: UnitOfWork,
     details: DonorDetails,
@@ -192,7 +200,7 @@ def record_history(
         uow.session,
         {
             "id": uuid.uuid4(),
-            "supporter_id": resolve_supporter(uow.session, supporter_id).id,
+            "supporter_id": _resolved_id(uow.session, supporter_id),
             "at": at or utc_now(),
             "type": type,
             "summary": summary[:500],

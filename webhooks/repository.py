@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -71,12 +72,37 @@ def _db_value(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
-def lock_event(session: Session, event_id: uuid.UUID) -> InboundEvent | None:
-    """The event, locked on PostgreSQL so two copies of one message run one after the other."""
-    query = select(InboundEvent).where(InboundEvent.id == event_id).execution_options(populate_existing=True)
+@dataclass(frozen=True, slots=True)
+class LockedEvent:
+    """What processing reads of a stored event: the row is locked, and written back with `update_event`."""
+
+    id: uuid.UUID
+    provider: str
+    event_type: str
+    occurred_at: dt.datetime | None
+    body: str | None
+    status: EventStatus
+    attempts: int
+
+
+_LOCKED_COLUMNS = [_table.c[field] for field in LockedEvent.__slots__]  # type: ignore[attr-defined]
+
+
+def lock_event_row(session: Session, event_id: uuid.UUID) -> LockedEvent | None:
+    """The event's processing fields, its row locked on PostgreSQL so two copies of one message run one after the
+    other. Plain columns, not an ORM object: this and `update_event` run for every event the workers process."""
+    query = sa.select(*_LOCKED_COLUMNS).where(_table.c.id == event_id)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
-    return session.exec(query).first()
+    row = session.execute(query).first()
+    if row is None:
+        return None
+    values = row._asdict()
+    return LockedEvent(**{**values, "status": EventStatus(values["status"])})
+
+
+def update_event(session: Session, event_id: uuid.UUID, values: dict[str, Any]) -> None:
+    session.execute(sa.update(_table).where(_table.c.id == event_id).values(**values))
 
 
 def event_by_reference(session: Session, reference: str) -> InboundEvent | None:

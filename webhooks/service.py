@@ -30,6 +30,7 @@ from webhooks import repository
 from webhooks.errors import EventNotFound
 from webhooks.handlers import Context, find_handler
 from webhooks.models import EventStatus, InboundEvent
+from webhooks.repository import LockedEvent
 from webhooks.verify import VerifiedEvent, parse_gocardless_time
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ class Processed:
 
 def process_event(uow: UnitOfWork, settings: Settings, event_id: uuid.UUID, *, force: bool = False) -> Processed:
     """Run the event's handler once. Already processed or ignored events are skipped unless `force` (replay)."""
-    event = repository.lock_event(uow.session, event_id)
+    event = repository.lock_event_row(uow.session, event_id)
     if event is None:
         raise EventNotFound(f"no stored event {event_id}")
     if not force and event.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
@@ -158,21 +159,26 @@ def process_event(uow: UnitOfWork, settings: Settings, event_id: uuid.UUID, *, f
         if event.attempts < MAX_RERUNS and payments.key_recorded(uow.session, waiting_for):
             status, waiting_for = EventStatus.PENDING, None
             uow.enqueue(PROCESS_EVENT, durable=False, event_id=str(event.id))
-    event.status = status
-    event.waiting_for = waiting_for
-    event.attempts += 1
-    event.touched_at = now
-    event.last_error = effect.note or None if status != EventStatus.PROCESSED else None
-    if status in (EventStatus.PROCESSED, EventStatus.IGNORED):
-        event.processed_at = now
-    uow.session.add(event)
+    done = status in (EventStatus.PROCESSED, EventStatus.IGNORED)
+    repository.update_event(
+        uow.session,
+        event.id,
+        {
+            "status": status,
+            "waiting_for": waiting_for,
+            "attempts": event.attempts + 1,
+            "touched_at": now,
+            "last_error": effect.note or None if status != EventStatus.PROCESSED else None,
+            **({"processed_at": now} if done else {}),
+        },
+    )
     if effect.recorded:
         payments.hold_keys(uow.session, effect.recorded)
         wake(uow, effect.recorded)
     return Processed(status, waiting_for, effect.note, tuple(effect.recorded))
 
 
-def _run_handler(uow: UnitOfWork, settings: Settings, event: InboundEvent) -> Effect:
+def _run_handler(uow: UnitOfWork, settings: Settings, event: LockedEvent) -> Effect:
     handler = find_handler(event.provider, event.event_type)
     if handler is None:
         return Effect.ignored(f"{event.event_type} is not an event we act on")
@@ -211,15 +217,14 @@ def run_event(runtime: Runtime, event_id: uuid.UUID, *, force: bool = False) -> 
 
 
 def _record_failure(uow: UnitOfWork, event_id: uuid.UUID, exc: Exception) -> int:
-    event = repository.lock_event(uow.session, event_id)
+    event = repository.lock_event_row(uow.session, event_id)
     if event is None:
         return QUICK_RETRIES + 1
-    event.status = EventStatus.FAILED
-    event.attempts += 1
-    event.touched_at = utc_now()
-    event.last_error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
-    uow.session.add(event)
-    return event.attempts
+    error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
+    attempts = event.attempts + 1
+    values = {"status": EventStatus.FAILED, "attempts": attempts, "touched_at": utc_now(), "last_error": error}
+    repository.update_event(uow.session, event.id, values)
+    return attempts
 
 
 # --- no silent loss ----------------------------------------------------------------------------------------------
