@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -72,18 +73,24 @@ _insert_returning: dict[tuple[str, type[SQLModel]], Any] = {}
 
 
 def insert_returning(session: Session, obj: T) -> T | None:
-    """`INSERT ... ON CONFLICT DO NOTHING RETURNING *` as an ORM object in this session (one round trip), or None
-    when a row with one of its unique keys exists (then read it with `first_locked`). The statement is built once
-    per table and dialect; the row goes in as parameters (building a 40-column VALUES each time costs more CPU
-    than the round trip)."""
+    """`INSERT ... ON CONFLICT DO NOTHING RETURNING id`, then `obj` joins the session as the persistent row it now
+    is (one round trip, no re-read), or None when a row with one of its unique keys exists (then read it with
+    `first_locked`). The statement is built once per table and dialect and the row goes in as parameters: building
+    a 40-column VALUES, or loading the returned row into an ORM object, costs more CPU than the round trip."""
     model = type(obj)
     dialect = session.get_bind().dialect.name
     statement = _insert_returning.get((dialect, model))
     if statement is None:
+        table: sa.Table = model.__table__  # type: ignore[attr-defined]
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        statement = insert(model).on_conflict_do_nothing().returning(model).execution_options(populate_existing=True)
+        statement = insert(table).on_conflict_do_nothing().returning(table.c.id)
         _insert_returning[(dialect, model)] = statement
-    return session.scalars(statement, [row_values(obj)]).first()
+    session.flush()  # what autoflush did for the ORM statement: rows this one refers to are written first
+    if session.execute(statement, row_values(obj)).first() is None:
+        return None
+    make_transient_to_detached(obj)
+    session.add(obj)
+    return obj
 
 
 def by_key(model: type[T], column: str, key: Any) -> SelectOfScalar[T]:
