@@ -556,7 +556,7 @@ def write_xml_part(
     result = claim_xml.write_message(
         out,
         claim_xml.Charity.from_settings(settings),
-        gad_xml=repository.stream_gad_xml(session, claim.id, first, last),
+        gad_chunks=repository.stream_gad_xml(session, claim.id, first, last),
         earliest=bounds.earliest,
         period_end=bounds.latest,
         adjustment=claim.adjustment if part == 1 else 0,
