@@ -198,6 +198,15 @@ def part_summary(session: Session, claim_id: uuid.UUID, first_line: int, last_li
     ).one()
 
 
+def part_earliest(session: Session, claim_id: uuid.UUID, per_part: int) -> dict[int, Any]:
+    """The earliest gift date on each part of `per_part` lines (1-based), in one pass over the claim's rows."""
+    part = (CG.c.line_no - 1) // per_part + 1
+    rows = session.execute(
+        sa.select(part.label("part"), sa.func.min(CG.c.received_on)).where(CG.c.claim_id == claim_id).group_by(part)
+    )
+    return {int(n): earliest for n, earliest in rows}
+
+
 def stream_line_rows(session: Session, claim_id: uuid.UUID, first_line: int, last_line: int) -> Iterator[Any]:
     """A claim's gifts in line order, through a server-side cursor (constant memory)."""
     query = (

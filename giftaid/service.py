@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import tempfile
 import uuid
@@ -534,9 +535,11 @@ def schedule_part(session: Session, settings: Settings, claim: Claim, part: int 
     first, last = _part_bounds(claim, part, schedule.ROWS_PER_SCHEDULE)
     lines = list(claim_lines(session, claim.id, first, last))
     bounds = repository.part_summary(session, claim.id, first, last)
-    data = schedule.render_schedule(
-        lines, earliest=bounds.earliest, overclaimed=claim.adjustment if part == 1 else None
-    )
+    return _checked_schedule(claim, part, lines, bounds.earliest)
+
+
+def _checked_schedule(claim: Claim, part: int, lines: list[claim_xml.Line], earliest: dt.date | None) -> bytes:
+    data = schedule.render_schedule(lines, earliest=earliest, overclaimed=claim.adjustment if part == 1 else None)
     report = validator.validate_schedule(data, today=max(uk_today(), claim.latest_on or uk_today()))
     if not report.ok:
         problems = "; ".join(str(e) for e in report.errors[:5])
@@ -592,10 +595,16 @@ def write_claim_files(
     written: list[Path] = []
     if formats in ("ods", "both"):
         count = schedule_count(claim)
+        # The claim's lines read once, in order (its rows are stored in gift order: every read sorts them), and
+        # cut into schedules of 1,000 lines.
+        per = schedule.ROWS_PER_SCHEDULE
+        earliest = repository.part_earliest(session, claim.id, per)
+        lines = claim_lines(session, claim.id, 1, claim.lines)
         for part in range(1, count + 1):
             name = f"{stem}-schedule.ods" if count == 1 else f"{stem}-schedule-{part}-of-{count}.ods"
             path = out_dir / name
-            path.write_bytes(schedule_part(session, settings, claim, part))
+            chunk = list(itertools.islice(lines, per))
+            path.write_bytes(_checked_schedule(claim, part, chunk, earliest.get(part)))
             written.append(path)
     if formats in ("xml", "both"):
         count = message_count(claim)

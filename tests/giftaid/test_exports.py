@@ -133,9 +133,12 @@ def test_f3_1001_lines_give_two_schedules_and_one_message(runtime: Runtime, tmp_
     with runtime.unit_of_work() as uow:
         claim = service.get_claim(uow.session, result.claim_id)  # type: ignore[arg-type]
         files = service.write_claim_files(uow.session, runtime.settings, claim, tmp_path)
+        one_by_one = [service.schedule_part(uow.session, runtime.settings, claim, part) for part in (1, 2)]
     schedules = sorted(f for f in files if f.suffix == ".ods")
     messages = [f for f in files if f.suffix == ".xml"]
     assert [f.name.rsplit("-", 3)[-3:] for f in schedules] == [["1", "of", "2.ods"], ["2", "of", "2.ods"]]
+    # Written in one pass over the claim, the schedules are the ones the API serves part by part.
+    assert [f.read_bytes() for f in schedules] == one_by_one
     first, second = (validate_schedule(f, today=TODAY) for f in schedules)
     assert (len(first.donations), len(second.donations)) == (1_000, 1)
     assert first.overclaimed is None and second.overclaimed is None
