@@ -207,22 +207,23 @@ def part_earliest(session: Session, claim_id: uuid.UUID, per_part: int) -> dict[
     return {int(n): earliest for n, earliest in rows}
 
 
+# What a schedule or XML donor line shows, in HMRC's column order.
+_DONOR_LINE_COLUMNS = (
+    CG.c.title,
+    CG.c.first_name,
+    CG.c.last_name,
+    CG.c.house,
+    CG.c.postcode,
+    CG.c.overseas,
+    CG.c.received_on,
+    CG.c.amount,
+)
+
+
 def stream_line_rows(session: Session, claim_id: uuid.UUID, first_line: int, last_line: int) -> Iterator[Any]:
     """A claim's gifts in line order, through a server-side cursor (constant memory)."""
     query = (
-        sa.select(
-            CG.c.line_no,
-            CG.c.aggregated,
-            CG.c.title,
-            CG.c.first_name,
-            CG.c.last_name,
-            CG.c.house,
-            CG.c.postcode,
-            CG.c.overseas,
-            CG.c.received_on,
-            CG.c.amount,
-            CG.c.gift_id,
-        )
+        sa.select(CG.c.line_no, CG.c.aggregated, *_DONOR_LINE_COLUMNS, CG.c.gift_id)
         .where(CG.c.claim_id == claim_id, CG.c.line_no.between(first_line, last_line))
         .order_by(CG.c.line_no, CG.c.received_on, CG.c.gift_id)
         .execution_options(stream_results=True, yield_per=10_000)
@@ -277,17 +278,7 @@ def stream_gad_xml(
     # The rows are sorted first (narrow: the claim's rows are stored in gift order) and rendered after, as they
     # are read, so the database renders while Python hashes and writes.
     L = (
-        sa.select(
-            CG.c.line_no,
-            CG.c.title,
-            CG.c.first_name,
-            CG.c.last_name,
-            CG.c.house,
-            CG.c.postcode,
-            CG.c.overseas,
-            CG.c.received_on,
-            CG.c.amount,
-        )
+        sa.select(CG.c.line_no, *_DONOR_LINE_COLUMNS)
         .where(in_range, CG.c.aggregated.is_(False))
         .order_by(CG.c.line_no)
         .subquery("lines")

@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--worker-processes", type=int, default=2)
-    parser.add_argument("--worker-threads", type=int, default=8)
+    parser.add_argument("--worker-threads", type=int, default=4)  # `giving worker`'s default
     args = parser.parse_args()
 
     warm = 300
