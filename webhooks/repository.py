@@ -42,7 +42,7 @@ def insert_event(connection: sa.Connection | Session, values: dict[str, Any]) ->
 
 
 _INSERT_COLUMNS = [column.name for column in _table.columns]
-# The statement the event loop runs through plain psycopg (core.db.async_connection): the same as `_insert_once`.
+# The statement the event loop runs through plain psycopg (core.db.AsyncDatabase): the same as `_insert_once`.
 _INSERT_SQL = (
     f"INSERT INTO {_table.name} ({', '.join(_INSERT_COLUMNS)}) VALUES {{values}} "
     "ON CONFLICT (provider, external_id) DO NOTHING RETURNING id"
