@@ -208,13 +208,12 @@ def write_message(
     adjustment: int = 0,
     other_info: str = "",
     timestamp: dt.datetime | None = None,
-    gad_xml: Iterable[str] | None = None,
     gad_chunks: Iterable[tuple[bytes, int]] | None = None,
 ) -> MessageResult:
     """Write one GovTalk message to a seekable binary stream; returns its IRmark (base64 SHA-1).
 
-    The donation lines come as `Line`s, or already rendered (`gad_xml`: canonical `<GAD>` elements, e.g. by the
-    database; `gad_chunks`: runs of them already UTF-8 encoded, each with how many lines it holds)."""
+    The donation lines come as `Line`s, or already rendered (`gad_chunks`: runs of canonical `<GAD>` elements,
+    UTF-8 encoded, e.g. by the database, each with how many lines it holds)."""
     if adjustment and not other_info:
         raise ValueError("an Adjustment needs OtherInfo explaining it (HMRC rule 7059)")
     digest = hashlib.sha1(usedforsecurity=False)
@@ -240,7 +239,7 @@ def write_message(
     count = 0
     total = 0
     buffer: list[str] = []
-    if gad_xml is None and gad_chunks is None:
+    if gad_chunks is None:
         for line in lines:
             buffer.append(gad(line))
             count += 1
@@ -248,15 +247,8 @@ def write_message(
             if len(buffer) >= CHUNK_LINES:
                 emit("".join(buffer))
                 buffer.clear()
-    elif gad_xml is not None:
-        for rendered in gad_xml:
-            buffer.append(rendered)
-            count += 1
-            if len(buffer) >= CHUNK_LINES:
-                emit("".join(buffer))
-                buffer.clear()
     else:
-        for data, n in gad_chunks or ():
+        for data, n in gad_chunks:
             out.write(data)
             digest.update(data)
             count += n
