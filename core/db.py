@@ -215,6 +215,14 @@ def make_async_database(config: DatabaseSettings) -> AsyncDatabase | None:
     return AsyncDatabase(config)
 
 
+def conflict_insert(dialect: str) -> Any:
+    """`insert()` with `ON CONFLICT` for this database: PostgreSQL's or SQLite's (both have `on_conflict_do_nothing`
+    and `RETURNING`)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, class_=Session, expire_on_commit=False, autoflush=True)
 

@@ -29,7 +29,7 @@ from sqlmodel import Session, col, select
 
 from core import metrics
 from core.clock import utc_now
-from core.db import PendingJob, UnitOfWork
+from core.db import PendingJob, UnitOfWork, conflict_insert
 from core.models import Job, JobStatus, ScheduledRun
 
 log = logging.getLogger("giving.jobs")
@@ -354,15 +354,8 @@ def claim_period(uow: UnitOfWork, name: str, start: dt.datetime) -> bool:
     table = ScheduledRun.__table__  # type: ignore[attr-defined]
     dialect = uow.session.get_bind().dialect.name
     values = {"name": name, "period_start": start, "started_at": utc_now()}
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt: Any = pg_insert(table).values(**values).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
-    return uow.session.execute(stmt.returning(table.c.name)).first() is not None
+    stmt = conflict_insert(dialect)(table).values(**values).on_conflict_do_nothing().returning(table.c.name)
+    return uow.session.execute(stmt).first() is not None
 
 
 class Scheduler(threading.Thread):

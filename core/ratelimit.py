@@ -19,10 +19,10 @@ import datetime as dt
 import hashlib
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from core.clock import utc_now
+from core.db import conflict_insert
 from core.models import RateLimitHit
 
 KEY_MAX_LENGTH = 200
@@ -58,7 +58,7 @@ def hit(session: Session, key: str, *, limit: int, window_seconds: int, now: dt.
     start = window_start(now or utc_now(), window_seconds)
     stored = _stored_key(key)
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = conflict_insert(dialect)
     statement = (
         insert(_table)
         .values(key=stored, window_start=start, count=1)

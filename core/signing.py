@@ -17,9 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from core.db import conflict_insert
 from core.models import AppSecret
 
 SECRET_NAME = "signing_key"
@@ -54,7 +54,7 @@ def signing_secret(session: Session, configured: str = "") -> str:
     select = sa.select(table.c.value).where(table.c.name == SECRET_NAME)
     found = session.execute(select).scalar_one_or_none()
     if found is None:
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        insert = conflict_insert(session.get_bind().dialect.name)
         session.execute(
             insert(table).values(name=SECRET_NAME, value=secrets.token_urlsafe(48)).on_conflict_do_nothing()
         )

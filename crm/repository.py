@@ -9,10 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import and_, func, or_
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from core.db import conflict_insert
 from crm.models import (
     Consent,
     ConsentChannel,
@@ -58,7 +57,7 @@ def insert_history_once(session: Session, values: dict[str, Any]) -> bool:
     statement = _history_inserts.get(dialect)
     if statement is None:
         table = HistoryEntry.__table__  # type: ignore[attr-defined]
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        insert = conflict_insert(dialect)
         statement = _history_inserts[dialect] = insert(table).on_conflict_do_nothing().returning(table.c.id)
     return session.execute(statement, values).first() is not None
 

@@ -15,12 +15,11 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from core.db import conflict_insert
 from payments.models import (
     Checkout,
     Dispute,
@@ -64,7 +63,7 @@ def row_values(obj: SQLModel) -> dict[str, Any]:
 def insert_once(session: Session, obj: SQLModel) -> bool:
     """Insert unless a row with one of its unique keys exists; True when this call inserted it."""
     table: sa.Table = obj.__table__  # type: ignore[attr-defined]
-    insert = pg_insert if is_postgres(session) else sqlite_insert
+    insert = conflict_insert(session.get_bind().dialect.name)
     statement = insert(table).values(**row_values(obj)).on_conflict_do_nothing().returning(table.c.id)
     return session.execute(statement).first() is not None
 
@@ -82,7 +81,7 @@ def insert_returning(session: Session, obj: T) -> T | None:
     statement = _insert_returning.get((dialect, model))
     if statement is None:
         table: sa.Table = model.__table__  # type: ignore[attr-defined]
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        insert = conflict_insert(dialect)
         statement = insert(table).on_conflict_do_nothing().returning(table.c.id)
         _insert_returning[(dialect, model)] = statement
     session.flush()  # what autoflush did for the ORM statement: rows this one refers to are written first

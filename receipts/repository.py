@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core.db import is_postgres
+from core.db import conflict_insert
 from crm.models import Declaration, Supporter
 from payments.models import Checkout, Gift, GiftStatus, OrderLine, Refund, RefundStatus
 from receipts.models import (
@@ -41,11 +41,7 @@ _DECLARATIONS = Declaration.__table__  # type: ignore[attr-defined]
 _DOCUMENT_BY_SUBJECT = sa.select(_DOCUMENTS.c.id).where(
     _DOCUMENTS.c.kind == sa.bindparam("kind"), _DOCUMENTS.c.subject_key == sa.bindparam("subject_key")
 )
-_EXISTING_DOCUMENT = (
-    sa.select(_DOCUMENTS.c.id)
-    .where(_DOCUMENTS.c.kind == sa.bindparam("kind"), _DOCUMENTS.c.subject_key == sa.bindparam("subject_key"))
-    .scalar_subquery()
-)
+_EXISTING_DOCUMENT = _DOCUMENT_BY_SUBJECT.scalar_subquery()
 # What a document needs of its supporter (resolve merges with crm when `merged_into_id` is set).
 SUPPORTER_COLUMNS = (
     _SUPPORTERS.c.email,
@@ -134,7 +130,8 @@ def take_number(session: Session, kind: DocumentKind) -> int:
     row = session.execute(_BUMP_NUMBER, params).first()
     if row is None:
         # The kind's first number ever (or the table was emptied): create its row, then take the number.
-        session.execute(_insert(session)(table).values(kind=str(kind), last_number=0).on_conflict_do_nothing())
+        insert = conflict_insert(session.get_bind().dialect.name)
+        session.execute(insert(table).values(kind=str(kind), last_number=0).on_conflict_do_nothing())
         row = session.execute(_BUMP_NUMBER, params).one()
     return int(row[0])
 
@@ -147,23 +144,10 @@ _BUMP_NUMBER = (
 )
 
 
-def _insert(session: Session) -> Any:
-    if is_postgres(session):
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
-
-
 @lru_cache(maxsize=4)
 def _insert_document_statement(dialect: str) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
-        insert(_DOCUMENTS)
+        conflict_insert(dialect)(_DOCUMENTS)
         .on_conflict_do_nothing(index_elements=[_DOCUMENTS.c.kind, _DOCUMENTS.c.subject_key])
         .returning(_DOCUMENTS.c.id)
     )

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from core.db import conflict_insert
 from webhooks.models import EventStatus, InboundEvent
 
 if TYPE_CHECKING:
@@ -26,7 +25,7 @@ def _insert_once(dialect: str) -> Any:
     """`INSERT ... ON CONFLICT (provider, external_id) DO NOTHING RETURNING id`, built once per dialect."""
     statement = _insert_statements.get(dialect)
     if statement is None:
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        insert = conflict_insert(dialect)
         statement = (
             insert(_table).on_conflict_do_nothing(index_elements=["provider", "external_id"]).returning(_table.c.id)
         )
