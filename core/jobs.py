@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import queue
@@ -48,6 +49,7 @@ class JobSpec:
     min_backoff_ms: int
     max_backoff_ms: int
     with_uow: bool
+    claims_itself: bool = False
 
 
 @dataclass
@@ -71,14 +73,24 @@ def actor(
     min_backoff_ms: int = 1_000,
     max_backoff_ms: int = 300_000,
     with_uow: bool = True,
+    claims_itself: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a job. With `with_uow` the function is called as `fn(uow, **kwargs)` inside one unit of work
-    that also marks its durable job row done; otherwise as `fn(**kwargs)` and it opens its own."""
+    that also marks its durable job row done; otherwise as `fn(**kwargs)` and it opens its own.
+
+    Without `with_uow` the durable row is claimed and marked done in two transactions of their own, around the
+    job's. With `claims_itself` the job does both in its own units of work instead: `claim_in(uow)` in its first
+    (a duplicate of a finished job stops there) and `done_in(uow)` in its last; if it never calls `done_in`, the
+    row is marked done after it returns, as without."""
+    if claims_itself and with_uow:
+        raise ValueError("claims_itself is for jobs that open their own units of work (with_uow=False)")
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in REGISTRY and REGISTRY[name].fn is not fn:
             raise RuntimeError(f"two jobs are named {name}")
-        REGISTRY[name] = JobSpec(name, fn, queue, time_limit_ms, max_retries, min_backoff_ms, max_backoff_ms, with_uow)
+        REGISTRY[name] = JobSpec(
+            name, fn, queue, time_limit_ms, max_retries, min_backoff_ms, max_backoff_ms, with_uow, claims_itself
+        )
         return fn
 
     return register
@@ -94,17 +106,31 @@ def periodic(
     return register
 
 
+_JOBS = Job.__table__  # type: ignore[attr-defined]
+_INSERT_JOB = sa.insert(_JOBS)
+
+
 def record_job(session: Session, actor_name: str, kwargs: dict[str, Any], delay_ms: int | None) -> uuid.UUID:
+    """Write a durable job's row in the session's transaction. One Core INSERT, at once: an ORM object would cost
+    its construction and a flush of the session at commit, for every job enqueued."""
     now = utc_now()
-    job = Job(
-        actor_name=actor_name,
-        arguments=kwargs,
-        created_at=now,
-        available_at=now + dt.timedelta(milliseconds=delay_ms or 0),
-        last_sent_at=now,
+    job_id = uuid.uuid4()
+    session.execute(
+        _INSERT_JOB,
+        {
+            "id": job_id,
+            "actor_name": actor_name,
+            "arguments": kwargs,
+            "status": JobStatus.PENDING.value,
+            "attempts": 0,
+            "last_error": None,
+            "created_at": now,
+            "available_at": now + dt.timedelta(milliseconds=delay_ms or 0),
+            "last_sent_at": now,
+            "done_at": None,
+        },
     )
-    session.add(job)
-    return job.id
+    return job_id
 
 
 def make_broker(url: str) -> dramatiq.Broker:
@@ -232,6 +258,40 @@ def flush_background_sends() -> None:
     _background.flush()
 
 
+@dataclass
+class _DurableRun:
+    """The durable row of the message a `claims_itself` job is running for."""
+
+    job_id: uuid.UUID
+    done: bool = False
+
+
+_durable_run: contextvars.ContextVar[_DurableRun | None] = contextvars.ContextVar("giving_durable_run", default=None)
+
+
+def claim_in(uow: UnitOfWork) -> None:
+    """In a `claims_itself` job's first unit of work: lock its durable row (PostgreSQL) and stop, as a duplicate
+    message, if it is no longer pending. Does nothing when the job was not run for a durable message (a direct call,
+    a test)."""
+    run = _durable_run.get()
+    if run is not None and not _claim(uow, run.job_id):
+        raise _AlreadyDone
+
+
+def done_in(uow: UnitOfWork) -> None:
+    """In a `claims_itself` job's last unit of work: mark its durable row done with that work (it counts once the
+    unit of work commits)."""
+    run = _durable_run.get()
+    if run is None or run.done:
+        return
+    _mark_done(uow.session, run.job_id)
+
+    def committed() -> None:
+        run.done = True
+
+    uow.on_commit(committed)
+
+
 def _runner(spec: JobSpec) -> Callable[..., Any]:
     def run(**kwargs: Any) -> Any:
         from core.runtime import get_runtime
@@ -246,6 +306,17 @@ def _runner(spec: JobSpec) -> Callable[..., Any]:
                     result = spec.fn(uow, **kwargs)
                     if job_id is not None:
                         _mark_done(uow.session, uuid.UUID(job_id))
+                return result
+            if job_id is not None and spec.claims_itself:
+                durable = _DurableRun(uuid.UUID(job_id))
+                token = _durable_run.set(durable)
+                try:
+                    result = spec.fn(**kwargs)
+                finally:
+                    _durable_run.reset(token)
+                if not durable.done:
+                    with runtime.unit_of_work() as uow:
+                        _mark_done(uow.session, durable.job_id)
                 return result
             if job_id is not None:
                 with runtime.unit_of_work() as uow:

@@ -24,6 +24,22 @@ def remember(uow, name: str) -> None:  # type: ignore[no-untyped-def]
         RUNS.append(name)
 
 
+@jobs.actor("tests.claims_itself", max_retries=0, with_uow=False, claims_itself=True)
+def claims_itself(name: str) -> None:
+    """Claims its durable row in its own unit of work and marks it done there (unless told not to, or it fails)."""
+    from core.runtime import get_runtime
+
+    with get_runtime().unit_of_work() as uow:
+        jobs.claim_in(uow)
+        uow.session.add(AppSecret(name=name, value="x"))
+        if name.startswith("fail"):
+            raise RuntimeError("the job's work failed")
+        if not name.startswith("leave"):
+            jobs.done_in(uow)
+    with _lock:
+        RUNS.append(name)
+
+
 @pytest.fixture(autouse=True)
 def _clear_runs() -> None:
     RUNS.clear()
@@ -78,6 +94,53 @@ def test_duplicate_message_runs_once(runtime: Runtime, worker: InlineWorker) -> 
     jobs.send_jobs(pending)
     worker.join()
     assert RUNS == ["d"]
+
+
+def _job_row(runtime: Runtime) -> tuple[JobStatus, int, str]:
+    """(status, attempts, last error) of the one durable job."""
+    with runtime.read_session() as session:
+        job = session.exec(select(Job)).one()
+        return job.status, job.attempts, job.last_error or ""
+
+
+def test_a_job_that_claims_itself_runs_once_and_is_done_with_its_work(runtime: Runtime, worker: InlineWorker) -> None:
+    with runtime.unit_of_work() as uow:
+        uow.enqueue("tests.claims_itself", name="e")
+        pending = list(uow.jobs)
+    jobs.send_jobs(pending)
+    jobs.send_jobs(pending)  # a duplicate message: skipped once the first has committed its work
+    worker.join()
+    assert RUNS == ["e"]
+    assert _job_row(runtime)[0] == JobStatus.DONE
+    with runtime.read_session() as session:
+        assert session.get(AppSecret, "e") is not None
+
+
+def test_a_job_that_claims_itself_but_never_says_done_is_marked_done_after_it(
+    runtime: Runtime, worker: InlineWorker
+) -> None:
+    with runtime.unit_of_work() as uow:
+        uow.enqueue("tests.claims_itself", name="leave-f")
+    worker.join()
+    assert RUNS == ["leave-f"]
+    assert _job_row(runtime)[0] == JobStatus.DONE
+
+
+def test_a_job_that_claims_itself_and_fails_stays_to_do(runtime: Runtime, worker: InlineWorker) -> None:
+    with runtime.unit_of_work() as uow:
+        uow.enqueue("tests.claims_itself", name="fail-g")
+    worker.join()
+    assert RUNS == []
+    status, attempts, error = _job_row(runtime)
+    assert status == JobStatus.FAILED  # max_retries=0: its one attempt failed, nothing was marked done
+    assert attempts == 1 and "the job's work failed" in error
+    with runtime.read_session() as session:
+        assert session.get(AppSecret, "fail-g") is None
+
+
+def test_claims_itself_is_only_for_jobs_with_their_own_units_of_work() -> None:
+    with pytest.raises(ValueError, match="with_uow=False"):
+        jobs.actor("tests.wrong", claims_itself=True)
 
 
 def test_a_period_is_claimed_once(runtime: Runtime) -> None:
