@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import partial
 
 from dramatiq.middleware import CurrentMessage
+from sqlmodel import Session
 
-from core.db import UnitOfWork
+from core import jobs
+from core.db import UnitOfWork, unit_of_work
 from core.jobs import actor
 from core.runtime import Runtime, get_runtime
 from receipts import service
@@ -28,12 +31,19 @@ SEND_MAX_RETRIES = 12
 
 def _issue(allocate: Callable[[UnitOfWork, Runtime], list[Document]]) -> None:
     runtime = get_runtime()
-    with runtime.unit_of_work() as uow:
-        # What to render is read in the numbering transaction: no second read before the render.
-        renders = [service.render_job_of(d) for d in allocate(uow, runtime)]
-    for job in renders:
-        if job is not None:
-            _render_and_record(runtime, job)
+    # The job's two short transactions share one pooled connection (one checkout and liveness check instead of
+    # two). No transaction is open on it while the PDF renders. Run for a durable message, the job's row is claimed
+    # in the numbering transaction and marked done with the recording (`claims_itself`), not in two of its own.
+    with runtime.engine.connect() as connection:
+        sessions = partial(runtime.sessions, bind=connection)
+        with unit_of_work(sessions, jobs.send_jobs) as uow:  # type: ignore[arg-type]
+            jobs.claim_in(uow)
+            # What to render is read in the numbering transaction: no second read before the render.
+            renders = [job for job in map(service.render_job_of, allocate(uow, runtime)) if job is not None]
+            if not renders:
+                jobs.done_in(uow)
+        for number, job in enumerate(renders, start=1):
+            _render_and_record(runtime, job, sessions, last=number == len(renders))
 
 
 def finish_document(runtime: Runtime, document_id: uuid.UUID) -> None:
@@ -41,20 +51,24 @@ def finish_document(runtime: Runtime, document_id: uuid.UUID) -> None:
     with runtime.read_session() as session:
         job = service.render_job(session, document_id)
     if job is not None:
-        _render_and_record(runtime, job)
+        _render_and_record(runtime, job, runtime.sessions)
 
 
-def _render_and_record(runtime: Runtime, job: service.RenderJob) -> None:
+def _render_and_record(
+    runtime: Runtime, job: service.RenderJob, sessions: Callable[[], Session], *, last: bool = False
+) -> None:
     digest, size = service.render_and_store(runtime.settings, job)
-    with runtime.unit_of_work() as uow:
+    with unit_of_work(sessions, jobs.send_jobs) as uow:  # type: ignore[arg-type]
         service.record_rendered(uow, job.document_id, storage_key=job.storage_key, digest=digest, size=size)
+        if last:
+            jobs.done_in(uow)
 
 
 def _one(document: Document | None) -> list[Document]:
     return [document] if document is not None else []
 
 
-@actor("receipts.issue_for_gift", **ISSUE)  # type: ignore[arg-type]
+@actor("receipts.issue_for_gift", claims_itself=True, **ISSUE)  # type: ignore[arg-type]
 def issue_for_gift(gift_id: str) -> None:
     """A receipt for a paid gift (a one-off, a regular instalment, the donation line of a basket)."""
     gift = uuid.UUID(gift_id)
@@ -63,7 +77,7 @@ def issue_for_gift(gift_id: str) -> None:
     _issue(lambda uow, runtime: _one(service.allocate_gift_receipt(uow, runtime.settings, gift)))
 
 
-@actor("receipts.issue_for_order", **ISSUE)  # type: ignore[arg-type]
+@actor("receipts.issue_for_order", claims_itself=True, **ISSUE)  # type: ignore[arg-type]
 def issue_for_order(order_id: str) -> None:
     """A sale receipt for a paid shop order (and the receipt of its donation line, which is a gift)."""
     order = uuid.UUID(order_id)
@@ -81,21 +95,21 @@ def issue_for_order(order_id: str) -> None:
     _issue(allocate)
 
 
-@actor("receipts.issue_correction", **ISSUE)  # type: ignore[arg-type]
+@actor("receipts.issue_correction", claims_itself=True, **ISSUE)  # type: ignore[arg-type]
 def issue_correction(refund_id: str) -> None:
     """A corrected receipt after money was returned on a gift or order whose receipt was issued."""
     refund = uuid.UUID(refund_id)
     _issue(lambda uow, runtime: service.allocate_corrections(uow, runtime.settings, refund))
 
 
-@actor("receipts.issue_oral_confirmation", **ISSUE)  # type: ignore[arg-type]
+@actor("receipts.issue_oral_confirmation", claims_itself=True, **ISSUE)  # type: ignore[arg-type]
 def issue_oral_confirmation(declaration_id: str) -> None:
     """The written confirmation of an oral Gift Aid declaration (it takes effect when the letter is sent)."""
     declaration = uuid.UUID(declaration_id)
     _issue(lambda uow, runtime: _one(service.allocate_oral_confirmation(uow, runtime.settings, declaration)))
 
 
-@actor("receipts.issue_annual_statement", **ISSUE)  # type: ignore[arg-type]
+@actor("receipts.issue_annual_statement", claims_itself=True, **ISSUE)  # type: ignore[arg-type]
 def issue_annual_statement(supporter_id: str, tax_year: str) -> None:
     """One supporter's statement for a tax year."""
     supporter = uuid.UUID(supporter_id)
