@@ -85,15 +85,26 @@ class LockedEvent:
 
 
 _LOCKED_COLUMNS = [_table.c[field] for field in LockedEvent.__slots__]  # type: ignore[attr-defined]
+# These run for every event a worker processes: built once, with the values as parameters (building a statement
+# costs more CPU than running it).
+_SELECT_LOCKED = sa.select(*_LOCKED_COLUMNS).where(_table.c.id == sa.bindparam("event_id"))
+_SELECT_LOCKED_FOR_UPDATE = _SELECT_LOCKED.with_for_update()
+# The columns to set come from the parameters' names (only `event_id` is not one).
+_UPDATE_EVENT = sa.update(_table).where(_table.c.id == sa.bindparam("event_id"))
+_WAKE_WAITING = (
+    sa.update(_table)
+    .where(_table.c.status == EventStatus.WAITING, _table.c.waiting_for.in_(sa.bindparam("keys", expanding=True)))
+    .values(status=EventStatus.PENDING, waiting_for=None, touched_at=sa.bindparam("now"))
+    .returning(_table.c.id)
+)
 
 
 def lock_event_row(session: Session, event_id: uuid.UUID) -> LockedEvent | None:
     """The event's processing fields, its row locked on PostgreSQL so two copies of one message run one after the
     other. Plain columns, not an ORM object: this and `update_event` run for every event the workers process."""
-    query = sa.select(*_LOCKED_COLUMNS).where(_table.c.id == event_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = session.execute(query).first()
+    postgres = session.get_bind().dialect.name == "postgresql"
+    query = _SELECT_LOCKED_FOR_UPDATE if postgres else _SELECT_LOCKED
+    row = session.execute(query, {"event_id": event_id}).first()
     if row is None:
         return None
     values = row._asdict()
@@ -101,7 +112,7 @@ def lock_event_row(session: Session, event_id: uuid.UUID) -> LockedEvent | None:
 
 
 def update_event(session: Session, event_id: uuid.UUID, values: dict[str, Any]) -> None:
-    session.execute(sa.update(_table).where(_table.c.id == event_id).values(**values))
+    session.execute(_UPDATE_EVENT, {**values, "event_id": event_id})
 
 
 def event_by_reference(session: Session, reference: str) -> InboundEvent | None:
@@ -119,12 +130,7 @@ def wake_waiting(session: Session, keys: list[str], now: dt.datetime) -> list[uu
     """Waiting events whose object has just been recorded go back to pending; their ids come back."""
     if not keys:
         return []
-    result = session.execute(
-        sa.update(_table)
-        .where(_table.c.status == EventStatus.WAITING, _table.c.waiting_for.in_(sorted(set(keys))))
-        .values(status=EventStatus.PENDING, waiting_for=None, touched_at=now)
-        .returning(_table.c.id)
-    )
+    result = session.execute(_WAKE_WAITING, {"keys": sorted(set(keys)), "now": now})
     return [row[0] for row in result]
 
 
