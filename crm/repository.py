@@ -46,19 +46,33 @@ def address_at(session: Session, supporter_id: uuid.UUID, moment: dt.datetime) -
     ).first()
 
 
-_history_inserts: dict[str, Any] = {}
+_history_inserts: dict[tuple[str, bool], Any] = {}
 
 
-def insert_history_once(session: Session, values: dict[str, Any]) -> bool:
+def insert_history_once(session: Session, values: dict[str, Any], *, to_survivor: bool = False) -> bool:
     """Insert a history entry unless one with the same dedupe key exists (safe under concurrent copies). The
     statement is built once per dialect and the row goes in as parameters: every gift, refund and failure writes
-    one, so this is on the webhook worker's hot path."""
+    one, so this is on the webhook worker's hot path.
+
+    `to_survivor`: the entry goes to the record `supporter_id` was merged into, if it was (merges leave one hop:
+    `repoint_merged`), resolved inside the same INSERT; nothing is written if there is no such supporter."""
     dialect = session.get_bind().dialect.name
-    statement = _history_inserts.get(dialect)
+    statement = _history_inserts.get((dialect, to_survivor))
     if statement is None:
-        table = HistoryEntry.__table__  # type: ignore[attr-defined]
-        insert = conflict_insert(dialect)
-        statement = _history_inserts[dialect] = insert(table).on_conflict_do_nothing().returning(table.c.id)
+        table: sa.Table = HistoryEntry.__table__  # type: ignore[attr-defined]
+        insert = conflict_insert(dialect)(table)
+        if to_survivor:
+            supporters: sa.Table = Supporter.__table__  # type: ignore[attr-defined]
+            columns = [
+                sa.func.coalesce(supporters.c.merged_into_id, supporters.c.id)
+                if column.name == "supporter_id"
+                else sa.bindparam(column.name, type_=column.type)
+                for column in table.columns
+            ]
+            rows = sa.select(*columns).where(supporters.c.id == sa.bindparam("supporter_id"))
+            insert = insert.from_select([column.name for column in table.columns], rows)
+        statement = insert.on_conflict_do_nothing().returning(table.c.id)
+        _history_inserts[(dialect, to_survivor)] = statement
     return session.execute(statement, values).first() is not None
 
 

@@ -196,11 +196,11 @@ def record_history(
     """Add an item to a supporter's timeline. With a `dedupe_key` (e.g. "gift:<id>"), writing the same business
     event again changes nothing. Returns whether an item was written. An id that was merged writes to the
     survivor's timeline (a late webhook may still name the old id)."""
-    return repository.insert_history_once(
+    written = repository.insert_history_once(
         uow.session,
         {
             "id": uuid.uuid4(),
-            "supporter_id": _resolved_id(uow.session, supporter_id),
+            "supporter_id": supporter_id,
             "at": at or utc_now(),
             "type": type,
             "summary": summary[:500],
@@ -210,7 +210,11 @@ def record_history(
             "dedupe_key": dedupe_key,
             "created_at": utc_now(),
         },
+        to_survivor=True,
     )
+    if not written:
+        _resolved_id(uow.session, supporter_id)  # nothing written: a repeat, or no such supporter (raises)
+    return written
 
 
 def raise_review_item(
