@@ -527,10 +527,17 @@ def payouts_waiting_for(uow: UnitOfWork, source_ids: Sequence[str]) -> list[uuid
     wanted = sorted({s for s in source_ids if s})
     if not wanted:
         return []
-    conn = uow.session.connection()
-    statement = (
-        sa.select(LINES.c.payout_id)
-        .where(sa.or_(LINES.c.source_id.in_(wanted), LINES.c.related_id.in_(wanted)))
-        .distinct()
+    return sorted(uow.session.connection().execute(_PAYOUTS_NAMING, {"ids": wanted}).scalars(), key=str)
+
+
+# Asked each time a gift is paid (the webhook worker's hot path): built once, the ids as a parameter.
+_PAYOUTS_NAMING = (
+    sa.select(LINES.c.payout_id)
+    .where(
+        sa.or_(
+            LINES.c.source_id.in_(sa.bindparam("ids", expanding=True)),
+            LINES.c.related_id.in_(sa.bindparam("ids", expanding=True)),
+        )
     )
-    return sorted(conn.execute(statement).scalars(), key=str)
+    .distinct()
+)
