@@ -14,6 +14,7 @@ from core.models import AuditEntry
 from core.money import Money
 from core.runtime import Runtime
 from crm import service
+from crm.errors import SupporterNotFound
 from crm.models import HistoryEntry, ReviewItem, Supporter
 from crm.validation import DonorDetails
 from tests.crm.helpers import make_supporter, staff_token
@@ -274,3 +275,15 @@ def test_history_items_have_the_same_shape_on_both_databases(
         },
     ]
     assert all(uuid.UUID(i["id"]) for i in items)
+
+
+def test_a_history_entry_is_written_once_and_never_for_an_unknown_supporter(runtime: Runtime) -> None:
+    ada = make_supporter(runtime)
+    with runtime.unit_of_work() as uow:
+        assert service.record_history(uow, ada, type="note", summary="First", dedupe_key="once") is True
+        assert service.record_history(uow, ada, type="note", summary="Again", dedupe_key="once") is False
+    with pytest.raises(SupporterNotFound), runtime.unit_of_work() as uow:
+        service.record_history(uow, uuid.uuid4(), type="note", summary="Nobody", dedupe_key="nobody")
+    with runtime.read_session() as session:
+        summaries = session.exec(select(HistoryEntry.summary).where(HistoryEntry.type == "note")).all()
+    assert summaries == ["First"]
