@@ -513,7 +513,8 @@ def allocate_oral_confirmation(uow: UnitOfWork, settings: Settings, declaration_
     )
 
 
-def _in_force_during(declaration: Declaration, start: dt.date, end: dt.date) -> bool:
+def _in_force_during(declaration: Any, start: dt.date, end: dt.date) -> bool:
+    """Of a declaration's row (`repository.declarations_of`)."""
     if declaration.voided or declaration.made_on > end:
         return False
     if declaration.cancellation_effective_on is not None and declaration.cancellation_effective_on <= start:
