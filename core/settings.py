@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 SECRET_KEYS: dict[str, set[str]] = {
-    "stripe": {"secret_key", "webhook_secret"},
-    "gocardless": {"access_token", "webhook_secret"},
+    "stripe": {"secret_key", "webhook_secret", "previous_webhook_secret"},
+    "gocardless": {"access_token", "webhook_secret", "previous_webhook_secret"},
     "email": {"password"},
     "web": {"secret_key"},
     "hmrc": {"password"},
@@ -61,9 +61,20 @@ class BrokerSettings(Section):
         return value
 
 
-class StripeSettings(Section):
-    secret_key: SecretStr = SecretStr("")
+class WebhookSecrets(Section):
     webhook_secret: SecretStr = SecretStr("")
+    # While a secret is being changed: deliveries signed with this one are accepted too (docs/operations.md §4).
+    previous_webhook_secret: SecretStr = SecretStr("")
+
+    @property
+    def webhook_secrets(self) -> tuple[str, ...]:
+        """The secrets a delivery may be signed with, the current one first."""
+        secrets = (self.webhook_secret.get_secret_value(), self.previous_webhook_secret.get_secret_value())
+        return tuple(secret for secret in secrets if secret)
+
+
+class StripeSettings(WebhookSecrets):
+    secret_key: SecretStr = SecretStr("")
     api_base: str = ""
     # A live installation refuses test-mode events and the other way round.
     livemode: bool = False
@@ -73,9 +84,8 @@ class StripeSettings(Section):
         return bool(self.secret_key.get_secret_value() and self.webhook_secret.get_secret_value())
 
 
-class GoCardlessSettings(Section):
+class GoCardlessSettings(WebhookSecrets):
     access_token: SecretStr = SecretStr("")
-    webhook_secret: SecretStr = SecretStr("")
     environment: Literal["sandbox", "live"] = "sandbox"
     base_url: str = ""
 

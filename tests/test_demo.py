@@ -128,18 +128,18 @@ def test_deliveries_are_signed_the_way_the_providers_sign_them() -> None:
 
     path, body, headers = signed(Delivery("stripe", [stripe_event]), now=now)
     assert path == "/webhooks/stripe"
-    assert verify.stripe_event(body, headers["Stripe-Signature"], STRIPE_WEBHOOK_SECRET).external_id == "evt_1"
+    assert verify.stripe_event(body, headers["Stripe-Signature"], (STRIPE_WEBHOOK_SECRET,)).external_id == "evt_1"
     path, body, headers = signed(Delivery("gocardless", [gocardless_event]), now=now)
     assert path == "/webhooks/gocardless"
-    [event] = verify.gocardless_events(body, headers["Webhook-Signature"], GOCARDLESS_WEBHOOK_SECRET)
+    [event] = verify.gocardless_events(body, headers["Webhook-Signature"], (GOCARDLESS_WEBHOOK_SECRET,))
     assert event.event_type == "payouts.paid"
 
     _, body, headers = signed(Delivery("stripe", [stripe_event], forged=True), now=now)
     with pytest.raises(InvalidSignature):
-        verify.stripe_event(body, headers["Stripe-Signature"], STRIPE_WEBHOOK_SECRET)
+        verify.stripe_event(body, headers["Stripe-Signature"], (STRIPE_WEBHOOK_SECRET,))
     _, body, headers = signed(Delivery("gocardless", [gocardless_event], forged=True), now=now)
     with pytest.raises(InvalidGoCardlessSignature):
-        verify.gocardless_events(body, headers["Webhook-Signature"], GOCARDLESS_WEBHOOK_SECRET)
+        verify.gocardless_events(body, headers["Webhook-Signature"], (GOCARDLESS_WEBHOOK_SECRET,))
 
 
 def test_the_fake_stripe_reads_the_sdk_form_encoding_back() -> None:

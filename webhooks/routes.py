@@ -40,7 +40,7 @@ async def stripe_webhook(request: Request) -> Response:
     if not config.enabled:
         raise WebhookDisabled("Stripe is not configured here")
     body = await request.body()
-    event = verify.stripe_event(body, request.headers.get("stripe-signature"), config.webhook_secret.get_secret_value())
+    event = verify.stripe_event(body, request.headers.get("stripe-signature"), config.webhook_secrets)
     if event.livemode != config.livemode:
         mode = "a live-mode" if event.livemode else "a test-mode"
         raise ModeMismatch(f"{mode} event cannot reach this installation (livemode={str(config.livemode).lower()})")
@@ -54,9 +54,7 @@ async def gocardless_webhook(request: Request) -> Response:
     if not config.enabled:
         raise WebhookDisabled("GoCardless is not configured here")
     body = await request.body()
-    events = verify.gocardless_events(
-        body, request.headers.get("webhook-signature"), config.webhook_secret.get_secret_value()
-    )
+    events = verify.gocardless_events(body, request.headers.get("webhook-signature"), config.webhook_secrets)
     stored = await _store(request, runtime, "gocardless", events) if events else 0
     return JSON({"received": len(events), "stored": stored})
 

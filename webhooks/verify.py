@@ -31,13 +31,20 @@ class VerifiedEvent:
     body: str
 
 
-def stripe_event(body: bytes, header: str | None, secret: str) -> VerifiedEvent:
-    try:
-        stripe_lib.WebhookSignature.verify_header(body, header, secret, STRIPE_TOLERANCE_SECONDS)
-    except stripe_lib.SignatureVerificationError as exc:
-        raise InvalidSignature(f"Stripe signature refused: {exc.user_message or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise MalformedEvent("the body is not UTF-8 text") from exc
+def stripe_event(body: bytes, header: str | None, secrets: tuple[str, ...]) -> VerifiedEvent:
+    """Verified with any of `secrets` (the current one first; a previous one while it is being changed)."""
+    refusal: stripe_lib.SignatureVerificationError | None = None
+    for secret in secrets:
+        try:
+            stripe_lib.WebhookSignature.verify_header(body, header, secret, STRIPE_TOLERANCE_SECONDS)
+            break
+        except stripe_lib.SignatureVerificationError as exc:
+            refusal = refusal or exc  # the current secret's reason is the one to report
+        except UnicodeDecodeError as exc:
+            raise MalformedEvent("the body is not UTF-8 text") from exc
+    else:
+        reason = (refusal.user_message or refusal) if refusal else "no webhook secret"
+        raise InvalidSignature(f"Stripe signature refused: {reason}") from refusal
     text = body.decode("utf-8")
     try:
         data = json.loads(text)
@@ -55,19 +62,24 @@ def stripe_event(body: bytes, header: str | None, secret: str) -> VerifiedEvent:
     return VerifiedEvent(event_id, event_type, occurred, bool(data.get("livemode")), text)
 
 
-def gocardless_events(body: bytes, header: str | None, secret: str) -> list[VerifiedEvent]:
+def gocardless_events(body: bytes, header: str | None, secrets: tuple[str, ...]) -> list[VerifiedEvent]:
+    """Verified with any of `secrets` (the current one first; a previous one while it is being changed)."""
     if not header:
         raise InvalidGoCardlessSignature("the Webhook-Signature header is missing")
     if not header.isascii():
         # The SDK's constant-time compare raises TypeError on non-ASCII text: it cannot be our signature anyway.
         raise InvalidGoCardlessSignature("GoCardless signature refused")
-    try:
-        parsed = gocardless_webhooks.parse(body, secret, header)
-    except InvalidSignatureError as exc:
-        raise InvalidGoCardlessSignature("GoCardless signature refused") from exc
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError) as exc:
-        # Signed by GoCardless's secret, but not a batch: not JSON, no `events` list, events that are not objects.
-        raise MalformedEvent("the body is not a GoCardless webhook (JSON with a list of event objects)") from exc
+    for secret in secrets:
+        try:
+            parsed = gocardless_webhooks.parse(body, secret, header)
+            break
+        except InvalidSignatureError:
+            continue
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError) as exc:
+            # Signed by GoCardless's secret, but not a batch: not JSON, no `events` list, events that are not objects.
+            raise MalformedEvent("the body is not a GoCardless webhook (JSON with a list of event objects)") from exc
+    else:
+        raise InvalidGoCardlessSignature("GoCardless signature refused")
     if not parsed and not isinstance(json.loads(body).get("events"), list):
         raise MalformedEvent("`events` is not a list")  # {"events": {}} iterates as an empty batch
     events = []

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from core.runtime import Runtime, build_runtime, set_runtime
 from tests.fakes.scenarios import FIXTURES, fixture, gocardless_event, stripe_event, unique
 from tests.fakes.signing import gocardless_signature, stripe_headers
-from tests.fixtures.app import make_settings
+from tests.fixtures.app import GOCARDLESS_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET, make_settings
 from tests.webhooks.support import catalogue, post_gocardless, post_stripe, settings
 from webhooks.models import EventStatus, InboundEvent
 
@@ -161,6 +161,52 @@ def test_a_provider_without_secrets_has_no_endpoint(database_url: str, tmp_path:
             == 404
         )
     assert stored(runtime) == []
+
+
+def test_while_a_secret_is_changed_both_secrets_are_accepted(
+    database_url: str, tmp_path: Path, runtime: Runtime
+) -> None:
+    from giving.app import create_app
+
+    def app_with(**sections: dict[str, Any]) -> TestClient:
+        changed = make_settings(database_url, tmp_path, **sections)
+        return TestClient(create_app(runtime=Runtime(changed, runtime.engine, runtime.sessions, runtime.broker)))
+
+    def deliver(test_client: TestClient, n: int, stripe_secret: str, gocardless_secret: str) -> tuple[int, int]:
+        stripe_body = json.dumps({**an_event(), "id": f"evt_rotation_{n}"}).encode()
+        stripe_answer = test_client.post(
+            "/webhooks/stripe", content=stripe_body, headers=stripe_headers(stripe_body, secret=stripe_secret)
+        )
+        batch = [{**gocardless_event("payments", "confirmed", {"payment": f"PM{n}"}, created=1), "id": f"EVROT{n}"}]
+        gocardless_body = json.dumps({"events": batch}).encode()
+        gocardless_answer = test_client.post(
+            "/webhooks/gocardless",
+            content=gocardless_body,
+            headers={"Webhook-Signature": gocardless_signature(gocardless_body, gocardless_secret)},
+        )
+        return stripe_answer.status_code, gocardless_answer.status_code
+
+    old = (STRIPE_WEBHOOK_SECRET, GOCARDLESS_WEBHOOK_SECRET)
+    new = ("whsec_the_new_one", "the new gocardless secret")
+    changing = app_with(
+        stripe={"webhook_secret": new[0], "previous_webhook_secret": old[0]},
+        gocardless={"webhook_secret": new[1], "previous_webhook_secret": old[1]},
+    )
+    with changing as test_client:
+        assert deliver(test_client, 1, *old) == (200, 200)
+        assert deliver(test_client, 2, *new) == (200, 200)
+        assert deliver(test_client, 3, "whsec_neither", "neither") == (400, 498)
+    with app_with(stripe={"webhook_secret": new[0]}, gocardless={"webhook_secret": new[1]}) as test_client:
+        assert deliver(test_client, 4, *old) == (400, 498)  # once the change is over, the old secret is refused
+        assert deliver(test_client, 5, *new) == (200, 200)
+    assert sorted(row.external_id for row in stored(runtime)) == [
+        "EVROT1",
+        "EVROT2",
+        "EVROT5",
+        "evt_rotation_1",
+        "evt_rotation_2",
+        "evt_rotation_5",
+    ]
 
 
 # --- GoCardless -----------------------------------------------------------------------------------------------------
