@@ -112,6 +112,35 @@ def seed(dsn: str, count: int) -> list[tuple[str, str]]:
     return pairs
 
 
+def cpu_seconds_by_process() -> dict[str, float]:
+    """CPU seconds used so far by each kind of process on this machine (Linux /proc; empty elsewhere): where a drain's
+    time goes, since the workers, PostgreSQL, the stand-in Stripe and Redis share the same cores."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    totals: dict[str, float] = {}
+    for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as stat_file, open(f"/proc/{pid}/cmdline", "rb") as cmdline_file:
+                name, fields = stat_file.read().rsplit(")", 1)
+                command = cmdline_file.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        if "giving.worker_boot" in command:
+            kind = "giving worker"
+        elif name.endswith("(postgres") or command.startswith("postgres"):
+            kind = "PostgreSQL"
+        elif "fake_stripe" in command:
+            kind = "stand-in Stripe"
+        elif "redis-server" in command:
+            kind = "Redis"
+        else:
+            kind = "everything else"
+        user, system = fields.split()[11:13]
+        totals[kind] = totals.get(kind, 0.0) + (int(user) + int(system)) / tick
+    return totals
+
+
 def events_for(pairs: list[tuple[str, str]], tag: str) -> list[bytes]:
     template = json.loads(
         (ROOT.parent / "shared/fixtures/stripe/event_checkout_session_completed.constructed.json").read_text()
@@ -266,6 +295,7 @@ def main() -> None:
             flush=True,
         )
         launched = time.monotonic()
+        cpu_before = cpu_seconds_by_process()
         worker = start(
             [
                 sys.executable,
@@ -290,6 +320,7 @@ def main() -> None:
                     break
                 time.sleep(0.25)
             wall = time.monotonic() - launched
+            cpu_after = cpu_seconds_by_process()
             first, last, done, gifts = conn.execute(
                 "SELECT min(processed_at), max(processed_at), count(*) FILTER (WHERE status = 'processed'), "
                 "(SELECT count(*) FROM gifts WHERE status = 'paid') FROM inbound_events"
@@ -301,6 +332,15 @@ def main() -> None:
             f"drain: {done} processed ({gifts} paid gifts, {failed} failed) in {span:.1f} s "
             f"= {done / span:.0f} events/s (first to last; {wall:.1f} s including worker start-up; target >= 300/s)"
         )
+        if cpu_after:
+            used = {kind: seconds - cpu_before.get(kind, 0.0) for kind, seconds in cpu_after.items()}
+            per_event = {kind: 1000 * seconds / done for kind, seconds in used.items() if seconds > 0}
+            total = sum(per_event.values())
+            parts = ", ".join(f"{kind} {ms:.2f}" for kind, ms in sorted(per_event.items(), key=lambda item: -item[1]))
+            print(
+                f"drain CPU per event (ms, start-up included): {parts}; total {total:.2f} ms, "
+                f"so {os.cpu_count()} cores fit at most {1000 * (os.cpu_count() or 1) / total:.0f} events/s"
+            )
         stop(fake)
     finally:
         for process in processes:
