@@ -30,7 +30,7 @@ from typing import Any
 import argon2
 import pyotp
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -301,7 +301,7 @@ def login(
         password_matches(_DUMMY_HASH, password)
         audit(uow, None, "login_failed", "staff_user", "", {"email": address, "client": client})
         return LoginResult(error=WRONG_LOGIN)
-    if not password_matches(user.password_hash, password) or not _totp_ok(user, totp):
+    if not password_matches(user.password_hash, password) or not _totp_ok(session, user, totp):
         audit(uow, None, "login_failed", "staff_user", user.id, {"email": address, "client": client})
         return LoginResult(error=WRONG_LOGIN)
     if _hasher.check_needs_rehash(user.password_hash):
@@ -323,14 +323,35 @@ def totp_required(user: StaffUser) -> bool:
     return user.role in ROLES_WITH_TOTP or user.totp_secret is not None
 
 
-def _totp_ok(user: StaffUser, code: str) -> bool:
+def _totp_ok(session: Session, user: StaffUser, code: str) -> bool:
     if not totp_required(user):
         return True
     if not user.totp_secret:
         return False  # finance/admin without a secret cannot log in until one is set
     code = "".join((code or "").split())
+    if len(code) != 6 or not code.isdigit():
+        return False
+    totp = pyotp.TOTP(user.totp_secret)
+    now = utc_now()
     # One step either side for clock drift.
-    return len(code) == 6 and code.isdigit() and pyotp.TOTP(user.totp_secret).verify(code, valid_window=1)
+    steps = [totp.timecode(now) + drift for drift in (-1, 0, 1)]
+    matched = [step for step in steps if hmac.compare_digest(totp.generate_otp(step), code)]
+    return bool(matched) and _use_totp_step(session, user.id, matched[0])
+
+
+def _use_totp_step(session: Session, user_id: uuid.UUID, step: int) -> bool:
+    """Record `step` as used unless it (or a later one) already was: one conditional UPDATE, so two logins racing
+    with the same code cannot both pass."""
+    used = session.execute(
+        update(StaffUser)
+        .where(
+            col(StaffUser.id) == user_id,
+            or_(col(StaffUser.totp_last_step).is_(None), col(StaffUser.totp_last_step) < step),
+        )
+        .values(totp_last_step=step)
+        .returning(col(StaffUser.id))
+    ).first()
+    return used is not None
 
 
 def session_principal(session: Session, session_token: str) -> tuple[Principal, str] | None:

@@ -71,6 +71,8 @@ class StaffUser(SQLModel, table=True):
     role: StaffRole = Field(sa_type=sa.String(16))
     password_hash: str = Field(max_length=256)
     totp_secret: str | None = Field(default=None, max_length=64)
+    # The time step of the last TOTP code accepted: a code is good once, not for its whole 90-second window.
+    totp_last_step: int | None = Field(default=None, sa_type=sa.BigInteger)
     active: bool = True
     created_at: dt.datetime = created_at_field()
 

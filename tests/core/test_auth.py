@@ -281,6 +281,20 @@ def test_finance_and_admin_need_a_totp_code(runtime: Runtime) -> None:
         assert web.get("/staff/me").json()["role"] == "finance"
 
 
+def test_a_totp_code_logs_in_once(runtime: Runtime) -> None:
+    created = add_user(runtime, "money@example.org", "finance")
+    assert created.otpauth_uri is not None
+    totp = pyotp.TOTP(pyotp.parse_uri(created.otpauth_uri).secret)
+    step = totp.timecode(dt.datetime.now(dt.UTC))
+    with TestClient(session_app(runtime)) as web:
+        assert log_in(web, "money@example.org", totp=totp.generate_otp(step)).status_code == 200
+    with TestClient(session_app(runtime)) as web:
+        # The same code again (someone who watched it typed), and an earlier one still inside the drift window.
+        assert log_in(web, "money@example.org", totp=totp.generate_otp(step)).status_code == 401
+        assert log_in(web, "money@example.org", totp=totp.generate_otp(step - 1)).status_code == 401
+        assert log_in(web, "money@example.org", totp=totp.generate_otp(step + 1)).status_code == 200
+
+
 def test_a_form_without_the_csrf_token_is_refused(runtime: Runtime) -> None:
     add_user(runtime, "f@example.org", "fundraiser")
     with TestClient(session_app(runtime)) as web:
