@@ -48,20 +48,6 @@ def _ukdate(value: dt.date | None) -> str:
     return "" if value is None else value.strftime("%d/%m/%Y")
 
 
-# `core.money.format_pence` (babel, en_GB) written out for the currencies documents use: the same text, `£1,234.50`
-# or `-€5.00`, at a fraction of the cost (a statement formats a score of amounts). Other currencies go to babel.
-_SYMBOLS = {"GBP": "£", "EUR": "€"}
-
-
-def format_money(pence: int, currency: str = "GBP") -> str:
-    symbol = _SYMBOLS.get(currency)
-    if symbol is None:
-        return format_pence(int(pence), currency)
-    amount = int(pence)
-    whole, rest = divmod(abs(amount), 100)
-    return f"{'-' if amount < 0 else ''}{symbol}{whole:,}.{rest:02d}"
-
-
 def _percent(basis_points: int) -> str:
     whole, rest = divmod(basis_points, 100)
     return f"{whole}%" if rest == 0 else f"{whole}.{rest:02d}".rstrip("0") + "%"
@@ -76,7 +62,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["money"] = format_money
+    env.filters["money"] = lambda pence, currency="GBP": format_pence(int(pence), currency)
     env.filters["ukdate"] = _ukdate
     env.filters["gift_aid"] = gift_aid_on
     env.filters["percent"] = _percent
