@@ -303,14 +303,23 @@ def stream_gad_xml(
         # The server joins each run of 1,000 line numbers into one text (in line order within it, runs in order),
         # so a message is a few hundred COPY rows instead of a row per line: the client's per-row work (reading a
         # COPY message, slicing it) was ~2.2 s of CPU for a million lines, now ~0.6 s.
-        run = (CG.c.line_no - first_line) // _GAD_RUN
-        runs = (
-            sa.select(sa.func.string_agg(donor, sa.literal_column("''")).aggregate_order_by(CG.c.line_no))
+        # The lines are rendered and sorted by parallel workers (rendering is the cost) and merged in order; the
+        # leader joins each run as it arrives (the aggregate's own ORDER BY keeps the order whatever the plan).
+        run = ((CG.c.line_no - first_line) // _GAD_RUN).label("run")
+        lines = (
+            sa.select(run, CG.c.line_no, donor.label("gad"))
             .where(donor_lines)
-            .group_by(run)
-            .order_by(run)
+            .order_by(run, CG.c.line_no)
+            .subquery("lines")
         )
+        runs = (
+            sa.select(sa.func.string_agg(lines.c.gad, sa.literal_column("''")).aggregate_order_by(lines.c.line_no))
+            .group_by(lines.c.run)
+            .order_by(lines.c.run)
+        )
+        previous = _allow_parallel(session)
         yield from _copy_runs(session, runs)
+        _restore_settings(session, previous)
     else:
         donors = sa.select(donor).where(donor_lines).order_by(CG.c.line_no)
         query = donors.execution_options(stream_results=True, yield_per=20_000)
@@ -335,6 +344,29 @@ def stream_gad_xml(
 
 
 _GAD_RUN = 1_000  # donor lines joined into one text by the server
+
+# Parallel query for one statement. A claim's rows were written in this transaction or just before, with no
+# statistics yet, so the planner would take them for too few to share out.
+_PARALLEL_SETTINGS = {
+    "parallel_setup_cost": "0",
+    "parallel_tuple_cost": "0",
+    "min_parallel_table_scan_size": "0",
+    "min_parallel_index_scan_size": "0",
+}
+
+
+def _allow_parallel(session: Session) -> dict[str, str]:
+    """Lets the next statement use a parallel plan (this transaction only); returns the settings to restore."""
+    previous = {}
+    for name, value in _PARALLEL_SETTINGS.items():
+        previous[name] = session.execute(sa.text("SELECT current_setting(:name)"), {"name": name}).scalar_one()
+        session.execute(sa.text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
+    return previous
+
+
+def _restore_settings(session: Session, previous: dict[str, str]) -> None:
+    for name, value in previous.items():
+        session.execute(sa.text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
 
 
 def _copy_runs(session: Session, query: Select[Any]) -> Iterator[tuple[bytes, int]]:
