@@ -283,20 +283,22 @@ def merged_supporter_ids(session: Session, supporter_id: uuid.UUID) -> list[uuid
     return found
 
 
-# What a statement reads of its supporter's declarations (which were in force, and `documents.declaration_summary`),
-# as rows: loading ORM objects cost more than the query.
+# What documents read of a declaration (which were in force, and `documents.declaration_summary`), as rows: loading
+# ORM objects cost more than the query.
+_DECLARATION_COLUMNS = (
+    _DECLARATIONS.c.id,
+    _DECLARATIONS.c.made_on,
+    _DECLARATIONS.c.method,
+    _DECLARATIONS.c.scope,
+    _DECLARATIONS.c.start,
+    _DECLARATIONS.c.end,
+    _DECLARATIONS.c.voided,
+    _DECLARATIONS.c.confirmation_sent_on,
+    _DECLARATIONS.c.cancellation_effective_on,
+)
+# A statement's: every declaration of its supporter.
 _DECLARATIONS_OF = (
-    sa.select(
-        _DECLARATIONS.c.id,
-        _DECLARATIONS.c.made_on,
-        _DECLARATIONS.c.method,
-        _DECLARATIONS.c.scope,
-        _DECLARATIONS.c.start,
-        _DECLARATIONS.c.end,
-        _DECLARATIONS.c.voided,
-        _DECLARATIONS.c.confirmation_sent_on,
-        _DECLARATIONS.c.cancellation_effective_on,
-    )
+    sa.select(*_DECLARATION_COLUMNS)
     .where(_DECLARATIONS.c.supporter_id.in_(sa.bindparam("supporter_ids", expanding=True)))
     .order_by(_DECLARATIONS.c.made_on, _DECLARATIONS.c.created_at, _DECLARATIONS.c.id)
 )
@@ -383,16 +385,9 @@ def gift_aid_rows(
 
 # What a document says of a declaration (`documents.declaration_summary`). Joining this onto the rules' query
 # instead costs the planner more than the separate read (bench/receipts).
-_DECLARATION_SUMMARIES = sa.select(
-    _DECLARATIONS.c.id,
-    _DECLARATIONS.c.made_on,
-    _DECLARATIONS.c.method,
-    _DECLARATIONS.c.scope,
-    _DECLARATIONS.c.start,
-    _DECLARATIONS.c.end,
-    _DECLARATIONS.c.confirmation_sent_on,
-    _DECLARATIONS.c.cancellation_effective_on,
-).where(_DECLARATIONS.c.id.in_(sa.bindparam("ids", expanding=True)))
+_DECLARATION_SUMMARIES = sa.select(*_DECLARATION_COLUMNS).where(
+    _DECLARATIONS.c.id.in_(sa.bindparam("ids", expanding=True))
+)
 
 
 def declaration_summaries(session: Session, ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
