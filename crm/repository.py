@@ -76,25 +76,6 @@ def insert_history_once(session: Session, values: dict[str, Any], *, to_survivor
     return session.execute(statement, values).first() is not None
 
 
-def survivor_id(session: Session, supporter_id: uuid.UUID) -> uuid.UUID | None:
-    """The id a supporter id resolves to through merges (None if there is no such supporter), reading only the
-    two ids per step instead of loading each record."""
-    seen: set[uuid.UUID] = set()
-    current: uuid.UUID | None = supporter_id
-    while current is not None and current not in seen:
-        seen.add(current)
-        row = session.execute(_MERGED_INTO, {"id": current}).first()
-        if row is None:
-            return None
-        if row[0] is None:
-            return current
-        current = row[0]
-    return current
-
-
-_MERGED_INTO = sa.select(col(Supporter.merged_into_id)).where(col(Supporter.id) == sa.bindparam("id"))
-
-
 def supporters_by_ids(session: Session, ids: list[uuid.UUID]) -> list[Supporter]:
     return list(session.exec(select(Supporter).where(col(Supporter.id).in_(ids))).all())
 

@@ -76,14 +76,6 @@ def resolve_supporter(session: Session, supporter_id: uuid.UUID) -> Supporter:
     return current
 
 
-def _resolved_id(session: Session, supporter_id: uuid.UUID) -> uuid.UUID:
-    """`resolve_supporter(...).id` without loading the records (history writes need only the id)."""
-    resolved = repository.survivor_id(session, supporter_id)
-    if resolved is None:
-        raise SupporterNotFound(f"no supporter {supporter_id}")
-    return resolved
-
-
 def find_or_create_supporter(
     uow: UnitOfWork,
     details: DonorDetails,
@@ -213,7 +205,7 @@ def record_history(
         to_survivor=True,
     )
     if not written:
-        _resolved_id(uow.session, supporter_id)  # nothing written: a repeat, or no such supporter (raises)
+        resolve_supporter(uow.session, supporter_id)  # nothing written: a repeat, or no such supporter (raises)
     return written
 
 
