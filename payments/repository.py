@@ -19,7 +19,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from core.db import conflict_insert
+from core.db import conflict_insert, is_postgres
 from payments.models import (
     Checkout,
     Dispute,
@@ -35,10 +35,6 @@ from payments.models import (
 )
 
 T = TypeVar("T", bound=SQLModel)
-
-
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 def first_locked(session: Session, query: SelectOfScalar[T]) -> T | None:
