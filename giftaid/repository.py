@@ -7,7 +7,6 @@ back. Lines are streamed back in order with a server-side cursor when the files 
 
 from __future__ import annotations
 
-import struct
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -268,8 +267,6 @@ def stream_gad_xml(
     if dialect == "postgresql":
         # Dates as YYYY-MM-DD whatever the server's DateStyle.
         session.execute(sa.text("SET LOCAL DateStyle = 'ISO, YMD'"))
-        # A message's lines are sorted into line order: in memory (500,000 narrow rows), not on disk.
-        session.execute(sa.text("SET LOCAL work_mem = '256MB'"))
 
     def tail(pence: Any) -> tuple[Any, ...]:
         return ("</Date><Total>", _money(pence, dialect), "</Total></GAD>")
@@ -312,14 +309,15 @@ def stream_gad_xml(
             .order_by(run, CG.c.line_no)
             .subquery("lines")
         )
+        joined = sa.func.string_agg(lines.c.gad, sa.literal_column("''")).aggregate_order_by(lines.c.line_no)
         runs = (
-            sa.select(sa.func.string_agg(lines.c.gad, sa.literal_column("''")).aggregate_order_by(lines.c.line_no))
-            .group_by(lines.c.run)
-            .order_by(lines.c.run)
+            sa.select(sa.func.convert_to(joined, "UTF8"), sa.func.count()).group_by(lines.c.run).order_by(lines.c.run)
         )
-        previous = _allow_parallel(session)
-        yield from _copy_runs(session, runs)
-        _restore_settings(session, previous)
+        previous = _apply_donor_lines_settings(session)
+        try:
+            yield from _copy_runs(session, runs)
+        finally:
+            _restore_settings(session, previous)
     else:
         donors = sa.select(donor).where(donor_lines).order_by(CG.c.line_no)
         query = donors.execution_options(stream_results=True, yield_per=20_000)
@@ -345,9 +343,11 @@ def stream_gad_xml(
 
 _GAD_RUN = 1_000  # donor lines joined into one text by the server
 
-# Parallel query for one statement. A claim's rows were written in this transaction or just before, with no
-# statistics yet, so the planner would take them for too few to share out.
-_PARALLEL_SETTINGS = {
+# For the donor lines' statement only. Parallel query: a claim's rows were written in this transaction or just
+# before, with no statistics yet, so the planner would take them for too few to share out. work_mem: a message's
+# lines are sorted into line order in memory, not on disk.
+_DONOR_LINES_SETTINGS = {
+    "work_mem": "256MB",
     "parallel_setup_cost": "0",
     "parallel_tuple_cost": "0",
     "min_parallel_table_scan_size": "0",
@@ -355,79 +355,36 @@ _PARALLEL_SETTINGS = {
 }
 
 
-def _allow_parallel(session: Session) -> dict[str, str]:
-    """Lets the next statement use a parallel plan (this transaction only); returns the settings to restore."""
-    previous = {}
-    for name, value in _PARALLEL_SETTINGS.items():
-        previous[name] = session.execute(sa.text("SELECT current_setting(:name)"), {"name": name}).scalar_one()
-        session.execute(sa.text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
+def _apply_donor_lines_settings(session: Session) -> dict[str, str]:
+    """Settings for the next statement (a parallel plan, sorted in memory; this transaction only); returns the
+    settings to restore."""
+    names = list(_DONOR_LINES_SETTINGS)
+    read = sa.select(*(sa.func.current_setting(name) for name in names))
+    previous = dict(zip(names, session.execute(read).one(), strict=True))
+    _set_settings(session, _DONOR_LINES_SETTINGS)
     return previous
 
 
 def _restore_settings(session: Session, previous: dict[str, str]) -> None:
-    for name, value in previous.items():
-        session.execute(sa.text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
+    _set_settings(session, previous)
+
+
+def _set_settings(session: Session, values: dict[str, str]) -> None:
+    session.execute(sa.select(*(sa.func.set_config(name, value, True) for name, value in values.items())))
 
 
 def _copy_runs(session: Session, query: Select[Any]) -> Iterator[tuple[bytes, int]]:
-    """Runs of `<GAD>` elements, one text per row of `query`, with how many lines each holds (each line has one
-    `<GAD>` tag: any `<` in the text is escaped)."""
-    for data, _rows in _copy_text_rows(session, query):
-        yield data, data.count(b"<GAD>")
-
-
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-_COPY_RUN = 1 << 20  # bytes of lines handed on at a time
-
-
-def _copy_text_rows(session: Session, query: Select[Any]) -> Iterator[tuple[bytes, int]]:
-    """The rows of a one-text-column query, streamed by PostgreSQL's binary COPY: the server renders and sends
-    without waiting for each batch to be asked for (a cursor's FETCH), so it renders while Python hashes and
-    writes (both cores busy), and the text arrives as UTF-8 bytes with no per-row objects.
-    Yields runs of rows joined, with how many rows each holds."""
+    """The rows of `query` (a run of lines as UTF-8 bytes, how many lines it holds) by PostgreSQL's binary COPY:
+    the server renders and sends without waiting for each batch to be asked for (a cursor's FETCH), so it renders
+    while Python hashes and writes."""
     sql = str(query.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}))
-    connection = session.connection().connection.driver_connection
-    unpack = struct.Struct(">hi").unpack_from
-    pending = b""
-    parts: list[bytes] = []
-    size = rows = 0
-    header = True
     # Compiled for psycopg's placeholders, every `%` came out doubled; COPY gets the SQL as it is.
     sql = sql.replace("%%", "%")
+    connection = session.connection().connection.driver_connection
     with connection.cursor().copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)") as copy:  # type: ignore[union-attr]
-        for message in copy:
-            data = pending + bytes(message) if pending else bytes(message)
-            at = 0
-            if header:
-                if not data.startswith(_COPY_SIGNATURE) or len(data) < 19:
-                    raise ValueError("not a binary COPY stream")
-                at = 19 + int.from_bytes(data[15:19], "big")
-                header = False
-            end = len(data)
-            while at + 2 <= end:
-                fields = int.from_bytes(data[at : at + 2], "big", signed=True)
-                if fields == -1:  # the trailer
-                    at = end
-                    break
-                if at + 6 > end:
-                    break
-                _fields, length = unpack(data, at)
-                if length < 0:
-                    raise ValueError("a GAD line rendered as NULL")
-                if at + 6 + length > end:
-                    break
-                parts.append(data[at + 6 : at + 6 + length])
-                size += length
-                rows += 1
-                at += 6 + length
-            pending = data[at:]
-            if size >= _COPY_RUN:
-                yield b"".join(parts), rows
-                parts, size, rows = [], 0, 0
-    if pending:
-        raise ValueError("a binary COPY stream ended in the middle of a row")
-    if parts:
-        yield b"".join(parts), rows
+        copy.set_types(["bytea", "int8"])
+        for data, lines in copy.rows():
+            yield bytes(data), int(lines)
 
 
 def gift_ids_on_lines(session: Session, claim_id: uuid.UUID, line_numbers: list[int]) -> dict[int, list[uuid.UUID]]:
