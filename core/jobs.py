@@ -224,14 +224,17 @@ class _BackgroundSender:
 
     def put(self, pending: list[PendingJob]) -> None:
         with self._lock:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="giving-job-sender", daemon=True)
                 self._thread.start()
         self._queue.put(pending)
 
     def _run(self) -> None:
         while (pending := self._queue.get()) is not None:
-            send_jobs(pending)
+            try:
+                send_jobs(pending)
+            except Exception:  # a programming error (an unknown job): the sends after it must still go
+                log.exception("background send failed")
 
     def flush(self, timeout: float = 10.0) -> None:
         """Send what is queued, then stop the thread (the next `put` starts another)."""

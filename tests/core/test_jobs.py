@@ -126,7 +126,7 @@ def test_a_job_that_claims_itself_but_never_says_done_is_marked_done_after_it(
     assert _job_row(runtime)[0] == JobStatus.DONE
 
 
-def test_a_job_that_claims_itself_and_fails_stays_to_do(runtime: Runtime, worker: InlineWorker) -> None:
+def test_a_job_that_claims_itself_and_fails_is_marked_failed_not_done(runtime: Runtime, worker: InlineWorker) -> None:
     with runtime.unit_of_work() as uow:
         uow.enqueue("tests.claims_itself", name="fail-g")
     worker.join()
@@ -183,6 +183,17 @@ def test_sends_from_the_event_loop_reach_a_network_broker_from_their_own_thread(
         broker.close()
         for key in client.scan_iter(f"{namespace}*"):
             client.delete(key)
+
+
+def test_a_failed_background_send_does_not_stop_the_sends_after_it(runtime: Runtime, worker: InlineWorker) -> None:
+    from core.db import PendingJob
+
+    sender = jobs._BackgroundSender()
+    sender.put([PendingJob("tests.no_such_job", {})])  # raises in the sender's thread
+    sender.put([PendingJob("tests.remember", {"name": "after"})])
+    sender.flush()
+    worker.join()
+    assert RUNS == ["after"]
 
 
 class _SeeSender(dramatiq.Middleware):
