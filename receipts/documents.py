@@ -248,7 +248,7 @@ def donor_from(details: dict[str, Any], *, email: str | None = None) -> Donor:
 
 
 def declaration_summary(declaration: Any) -> DeclarationSummary:
-    """From a `crm.models.Declaration`."""
+    """From a `crm.models.Declaration`, or a row with the same fields (receipts' repository reads them as rows)."""
     return DeclarationSummary(
         made_on=declaration.made_on,
         method=str(declaration.method),

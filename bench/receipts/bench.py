@@ -201,8 +201,9 @@ def _pipeline_statement(supporter_id: str) -> tuple[float, float]:
 
 
 def _pipeline_durable(message: tuple[str, dict[str, str]]) -> tuple[float, float]:
-    """`--durable-jobs`: the message as the worker runs it, with its durable `jobs` row (`core.jobs`: claim the row
-    in a transaction of its own, run the job, mark the row done in another; the job-duration metric)."""
+    """`--durable-jobs`: the message as the worker runs it, with its durable `jobs` row (`core.jobs`: the receipts
+    jobs claim the row in their numbering transaction and mark it done with their last recording, `claims_itself`;
+    the job-duration metric)."""
     import dramatiq
 
     actor_name, kwargs = message
