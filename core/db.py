@@ -23,23 +23,12 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Field, Session, SQLModel
 
 from core.clock import utc_now
-from core.errors import ServiceUnavailable
+from core.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
     from core.settings import DatabaseSettings
-
-
-class DatabaseUnavailable(ServiceUnavailable):
-    """Rendered like SQLAlchemy's OperationalError: `ServiceUnavailable`, 503, Retry-After."""
-
-    def __init__(self, detail: str):
-        super().__init__(detail, headers={"Retry-After": "5"})
-
-    @property
-    def code(self) -> str:
-        return "ServiceUnavailable"
 
 
 NAMING_CONVENTION = {
@@ -197,15 +186,15 @@ class AsyncDatabase:
         failed_at = self.failed_at
         recently_failed = failed_at is not None and time.monotonic() - failed_at < CONNECT_FAILURE_FRESH_SECONDS
         if recently_failed and not self.pool.get_stats().get("pool_available"):
-            raise DatabaseUnavailable("the database is unavailable; try again")
+            raise DatabaseUnavailable()
         try:
             async with self.pool.connection() as connection:
                 yield connection
         except PoolTimeout as exc:
-            raise DatabaseUnavailable("the database is unavailable; try again") from exc
+            raise DatabaseUnavailable() from exc
         except psycopg.OperationalError as exc:
             await self.pool.check()  # a restart breaks every idle connection: renew them now, not one 503 each
-            raise DatabaseUnavailable("the database is unavailable; try again") from exc
+            raise DatabaseUnavailable() from exc
 
 
 def make_async_database(config: DatabaseSettings) -> AsyncDatabase | None:

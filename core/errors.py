@@ -61,6 +61,18 @@ class ServiceUnavailable(AppError):
     status_code = 503
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be reached (SQLAlchemy's OperationalError or InterfaceError, or the web process's
+    asyncio pool): 503 with Retry-After, so a provider or client tries again."""
+
+    def __init__(self, detail: str = "the database is unavailable; try again"):
+        super().__init__(detail, headers={"Retry-After": "5"})
+
+    @property
+    def code(self) -> str:
+        return "ServiceUnavailable"
+
+
 class FeatureDisabled(AppError):
     """A provider whose secret is not configured: its endpoints answer 404 or 503."""
 

@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.clock import isoformat_z
-from core.errors import AppError
+from core.errors import AppError, DatabaseUnavailable
 from core.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -59,16 +59,10 @@ def _wants_html(request: Request) -> bool:
 async def app_error_handler(request: Request, exc: Exception) -> Response:
     """Renders every AppError (and a lost database) as `{"error", "detail"}` with its status."""
     if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
-        code, detail, status, headers = (
-            "ServiceUnavailable",
-            "the database is unavailable; try again",
-            503,
-            {"Retry-After": "5"},
-        )
-    elif isinstance(exc, AppError):
-        code, detail, status, headers = exc.code, exc.detail, exc.status_code, exc.headers or {}
-    else:  # pragma: no cover - Starlette routes only registered types here
+        exc = DatabaseUnavailable()
+    if not isinstance(exc, AppError):  # pragma: no cover - Starlette routes only registered types here
         raise exc
+    code, detail, status, headers = exc.code, exc.detail, exc.status_code, exc.headers or {}
     if _wants_html(request):
         from html import escape
 
