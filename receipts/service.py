@@ -280,7 +280,20 @@ def _new_gift_receipt(uow: UnitOfWork, settings: Settings, gift: Any) -> Documen
 
 
 def allocate_sale_receipt(uow: UnitOfWork, settings: Settings, order_id: uuid.UUID) -> Document | None:
-    """The sale receipt of a paid shop order: its lines, VAT when charged, and its donation shown apart."""
+    """The sale receipt of a paid shop order: its lines, VAT when charged, and its donation shown apart. A receipt
+    still to be rendered also asks, as `allocate_gift_receipt` does, for its donation line's own receipt and the
+    correction of each refund already recorded on the order."""
+    document = _sale_receipt(uow, settings, order_id)
+    if document is not None and document.status == DocumentStatus.ALLOCATED:
+        gift_id = donation_gift_of_order(uow.session, order_id)
+        if gift_id is not None:
+            uow.enqueue("receipts.issue_for_gift", gift_id=str(gift_id))
+        for refund_id in refunds_to_correct(uow.session, order_id=order_id):
+            uow.enqueue("receipts.issue_correction", refund_id=str(refund_id))
+    return document
+
+
+def _sale_receipt(uow: UnitOfWork, settings: Settings, order_id: uuid.UUID) -> Document | None:
     session = uow.session
     subject = f"order:{order_id}"
     existing = repository.document_by_subject(session, DocumentKind.SALE_RECEIPT, subject)

@@ -22,7 +22,7 @@ from core.db import UnitOfWork, unit_of_work
 from core.jobs import actor
 from core.runtime import Runtime, get_runtime
 from receipts import service
-from receipts.models import Document, DocumentStatus
+from receipts.models import Document
 
 ISSUE = {"queue": "documents", "time_limit_ms": 120_000, "max_retries": 5, "with_uow": False}
 # Email retries back off from 1 s to an hour (about two hours in all) before the delivery is marked failed.
@@ -81,18 +81,7 @@ def issue_for_gift(gift_id: str) -> None:
 def issue_for_order(order_id: str) -> None:
     """A sale receipt for a paid shop order (and the receipt of its donation line, which is a gift)."""
     order = uuid.UUID(order_id)
-
-    def allocate(uow: UnitOfWork, runtime: Runtime) -> list[Document]:
-        document = service.allocate_sale_receipt(uow, runtime.settings, order)
-        if document is not None and document.status == DocumentStatus.ALLOCATED:
-            gift_id = service.donation_gift_of_order(uow.session, order)
-            if gift_id is not None:
-                uow.enqueue("receipts.issue_for_gift", gift_id=str(gift_id))
-            for refund_id in service.refunds_to_correct(uow.session, order_id=order):
-                uow.enqueue("receipts.issue_correction", refund_id=str(refund_id))
-        return _one(document)
-
-    _issue(allocate)
+    _issue(lambda uow, runtime: _one(service.allocate_sale_receipt(uow, runtime.settings, order)))
 
 
 @actor("receipts.issue_correction", claims_itself=True, **ISSUE)  # type: ignore[arg-type]
