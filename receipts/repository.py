@@ -126,24 +126,7 @@ def get_document(session: Session, document_id: uuid.UUID) -> Document | None:
 def document_by_subject(session: Session, kind: DocumentKind, subject_key: str) -> Document | None:
     # A prebuilt Core query: this runs twice per document issued, and the usual answer is "none yet".
     found = session.connection().execute(_DOCUMENT_BY_SUBJECT, {"kind": str(kind), "subject_key": subject_key}).first()
-    if found is None:
-        return None
-    return session.get(Document, found[0], populate_existing=True)
-
-
-def take_number(session: Session, kind: DocumentKind) -> int:
-    """The next number of a kind. The UPDATE locks the kind's counter row until the transaction ends (PostgreSQL;
-    SQLite's BEGIN IMMEDIATE already serialises writers), so numbers are handed out one transaction at a time,
-    and a rollback gives the number back."""
-    table = _COUNTERS
-    params = {"counter_kind": str(kind)}
-    row = session.connection().execute(_BUMP_NUMBER, params).first()
-    if row is None:
-        # The kind's first number ever (or the table was emptied): create its row, then take the number.
-        insert = conflict_insert(session.get_bind().dialect.name)
-        session.execute(insert(table).values(kind=str(kind), last_number=0).on_conflict_do_nothing())
-        row = session.execute(_BUMP_NUMBER, params).one()
-    return int(row[0])
+    return None if found is None else get_document(session, found[0])
 
 
 _BUMP_NUMBER = (
@@ -152,6 +135,21 @@ _BUMP_NUMBER = (
     .values(last_number=_COUNTERS.c.last_number + 1)
     .returning(_COUNTERS.c.last_number)
 )
+
+
+def take_number(session: Session, kind: DocumentKind) -> int:
+    """The next number of a kind. The UPDATE locks the kind's counter row until the transaction ends (PostgreSQL;
+    SQLite's BEGIN IMMEDIATE already serialises writers), so numbers are handed out one transaction at a time,
+    and a rollback gives the number back."""
+    connection = session.connection()
+    params = {"counter_kind": str(kind)}
+    row = connection.execute(_BUMP_NUMBER, params).first()
+    if row is None:
+        # The kind's first number ever (or the table was emptied): create its row, then take the number.
+        insert = conflict_insert(session.get_bind().dialect.name)
+        connection.execute(insert(_COUNTERS).values(kind=str(kind), last_number=0).on_conflict_do_nothing())
+        row = connection.execute(_BUMP_NUMBER, params).one()
+    return int(row[0])
 
 
 @lru_cache(maxsize=4)
