@@ -689,18 +689,7 @@ def record_rendered(
     if issued.erased_at is not None:
         return None
     # The supporter's email came back with the UPDATE (read in this transaction): no second read.
-    delivery = Delivery(
-        document_id=document_id,
-        supporter_id=issued.supporter_id,
-        copy_number=0,
-        channel=DeliveryChannel.EMAIL if issued.email else DeliveryChannel.POST,
-        to_email=issued.email,
-        requested_by="system",
-    )
-    repository.insert_delivery(session, delivery)
-    if delivery.channel == DeliveryChannel.EMAIL:
-        uow.enqueue("receipts.send_document", delivery_id=str(delivery.id))
-    return delivery
+    return _new_delivery(uow, document_id, issued.supporter_id, issued.email, copy_number=0, requested_by="system")
 
 
 def _plan_delivery(
@@ -716,16 +705,28 @@ def _plan_delivery(
     if not _receivable(supporter):
         return None
     email = to_email or supporter.email
+    return _new_delivery(uow, document_id, supporter.id, email, copy_number=copy_number, requested_by=requested_by)
+
+
+def _new_delivery(
+    uow: UnitOfWork,
+    document_id: uuid.UUID,
+    supporter_id: uuid.UUID,
+    email: str | None,
+    *,
+    copy_number: int,
+    requested_by: str,
+) -> Delivery:
+    """A delivery by email when there is an address, else by post; an email is sent by a job after the commit."""
     delivery = Delivery(
         document_id=document_id,
-        supporter_id=supporter.id,
+        supporter_id=supporter_id,
         copy_number=copy_number,
         channel=DeliveryChannel.EMAIL if email else DeliveryChannel.POST,
         to_email=email,
         requested_by=requested_by,
     )
-    uow.session.add(delivery)
-    uow.session.flush()
+    repository.insert_delivery(uow.session, delivery)
     if delivery.channel == DeliveryChannel.EMAIL:
         uow.enqueue("receipts.send_document", delivery_id=str(delivery.id))
     return delivery
