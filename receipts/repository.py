@@ -72,6 +72,7 @@ _GIFT_FOR_RECEIPT = (
         _GIFTS.c.benefit_description,
         *SUPPORTER_COLUMNS,
         _EXISTING_DOCUMENT.label("existing_document_id"),
+        # Whether `succeeded_refunds(gift_id=...)` can find anything (it is asked only then): keep the two alike.
         sa.exists()
         .where(_REFUNDS.c.gift_id == _GIFTS.c.id, _REFUNDS.c.status == RefundStatus.SUCCEEDED.value)
         .label("has_refunds"),
@@ -84,6 +85,8 @@ _SUPPORTER_FOR_STATEMENT = sa.select(
     *SUPPORTER_COLUMNS,
     _EXISTING_DOCUMENT.label("existing_document_id"),
     sa.exists().where(_SUPPORTERS.alias("merged").c.merged_into_id == _SUPPORTERS.c.id).label("has_merged"),
+    # Whether `refunds_between` can find anything for this supporter in any period (it is asked only then): its
+    # conditions without the dates, so never narrower than it.
     sa.exists()
     .where(
         _REFUNDS.c.supporter_id == _SUPPORTERS.c.id,
