@@ -91,6 +91,11 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def prepare_threshold(config: DatabaseSettings) -> int | None:
+    """psycopg's: prepare a statement on a connection after this many runs of it there (None: never)."""
+    return 5 if config.prepared_statements else None
+
+
 def make_engine(config: DatabaseSettings) -> Engine:
     url = sa.make_url(normalise_url(config.url))
     if url.get_backend_name() == "sqlite":
@@ -117,7 +122,8 @@ def make_engine(config: DatabaseSettings) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    # No session state is kept between transactions, so PgBouncer in transaction mode works.
+    # No session state is kept between transactions, so PgBouncer in transaction mode works (prepared statements
+    # with PgBouncer 1.21+ and `max_prepared_statements`; docs/operations.md).
     return sa.create_engine(
         url,
         echo=config.echo,
@@ -125,7 +131,7 @@ def make_engine(config: DatabaseSettings) -> Engine:
         max_overflow=config.max_overflow,
         pool_timeout=config.pool_timeout,
         pool_pre_ping=True,
-        connect_args={"prepare_threshold": None},
+        connect_args={"prepare_threshold": prepare_threshold(config)},
     )
 
 
@@ -165,8 +171,7 @@ class AsyncDatabase:
             min_size=1,
             max_size=config.pool_size,
             timeout=config.pool_timeout,
-            # prepare_threshold=None as for the engine: PgBouncer in transaction mode works.
-            kwargs={"autocommit": True, "prepare_threshold": None},
+            kwargs={"autocommit": True, "prepare_threshold": prepare_threshold(config)},
             open=False,
             name="giving-async",
         )
