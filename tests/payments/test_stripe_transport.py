@@ -1,0 +1,72 @@
+"""The Stripe seam's HTTP transport (payments.providers.stripe.Urllib3Client): the proxy the environment names, and
+a provider that cannot be reached."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from pydantic import SecretStr
+
+from core.settings import StripeSettings
+from payments.errors import ProviderUnavailable
+from payments.providers.stripe import StripeGateway
+from tests.fakes.provider_server import FakeProvider
+
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+
+
+def _clear_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (*PROXY_VARIABLES, "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_calls_go_through_the_proxy_the_environment_names(
+    fake_stripe: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_stripe.route(
+        "GET",
+        r"/v1/payment_intents/pi_proxied",
+        {
+            "id": "pi_proxied",
+            "object": "payment_intent",
+            "latest_charge": {"id": "ch_proxied", "object": "charge", "created": 1_764_000_000},
+        },
+    )
+    _clear_proxies(monkeypatch)
+    monkeypatch.setenv("http_proxy", fake_stripe.url)
+    # Not a host anyone resolves: only the proxy can answer for it.
+    gateway = StripeGateway(StripeSettings(secret_key=SecretStr("sk_test_proxied"), api_base="http://stripe.invalid"))
+
+    intent = gateway.retrieve_payment_intent_with_charge("pi_proxied")
+
+    assert intent["latest_charge"]["id"] == "ch_proxied"
+    [request] = fake_stripe.requests_to("GET", r"/v1/payment_intents/pi_proxied")
+    assert request.headers["host"] == "stripe.invalid"
+    assert request.headers["authorization"] == "Bearer sk_test_proxied"
+    assert request.query["expand[0]"] == ["latest_charge"]
+
+
+def test_a_host_the_environment_exempts_is_reached_directly(
+    fake_stripe: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_stripe.route("GET", r"/v1/charges/ch_direct", {"id": "ch_direct", "object": "charge"})
+    _clear_proxies(monkeypatch)
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # the discard port: a proxy that never answers
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    gateway = StripeGateway(StripeSettings(secret_key=SecretStr("sk_test_direct"), api_base=fake_stripe.url))
+
+    assert gateway.retrieve_charge("ch_direct")["id"] == "ch_direct"
+
+
+def test_a_refused_connection_is_provider_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_proxies(monkeypatch)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    gateway = StripeGateway(
+        StripeSettings(secret_key=SecretStr("sk_test_refused"), api_base=f"http://127.0.0.1:{closed_port}")
+    )
+
+    with pytest.raises(ProviderUnavailable, match="could not reach Stripe"):
+        gateway.retrieve_payment_intent("pi_nowhere")
