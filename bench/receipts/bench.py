@@ -211,6 +211,18 @@ def _pipeline_durable(message: tuple[str, dict[str, str]]) -> tuple[float, float
     return _timed(lambda: run(**kwargs))
 
 
+def _pipeline_on_threads(batch: tuple[Callable[[Any], tuple[float, float]], list[Any], int]) -> tuple[float, float]:
+    """`--threads`: one process's share of the jobs on that many threads, as `giving worker --threads` runs them.
+    CPU is the whole batch's (the process's, all threads): one thread's share cannot be told apart."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    job, items, threads = batch
+    started = time.process_time()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(job, items))
+    return time.process_time() - started, 0.0
+
+
 def durable_messages(runtime: Runtime, actor_name: str, items: Sequence[dict[str, str]]) -> list[Any]:
     """A durable `jobs` row for each job, as the code that asks for them writes them (payments when a gift is paid),
     before the timing; returns the messages (with their `job_id`) for the workers."""
@@ -285,6 +297,7 @@ def timed_pool(
     initargs: tuple[Any, ...],
     fn: Callable[[Any], tuple[float, float]],
     items: Sequence[Any],
+    chunksize: int = 8,
 ) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds, of which in weasyprint) to run `fn` over `items` on `processes` warmed-up
     processes (start-up not counted). CPU time is what the work itself cost, whatever else the machine was doing
@@ -295,7 +308,7 @@ def timed_pool(
         ready.wait()
         started = time.perf_counter()
         cpu = render = 0.0
-        for job_cpu, render_cpu in pool.imap_unordered(fn, items, chunksize=8):
+        for job_cpu, render_cpu in pool.imap_unordered(fn, items, chunksize=chunksize):
             cpu, render = cpu + job_cpu, render + render_cpu
         elapsed = time.perf_counter() - started
     return elapsed, cpu, render
@@ -342,6 +355,12 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2", help="worker process counts to measure")
     parser.add_argument("--postgres", action="store_true", help="use a temporary PostgreSQL database")
     parser.add_argument("--rounds", type=int, default=4, help="alternate pipeline and baseline this many times")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="run each pipeline process's jobs on this many threads, as `giving worker --threads` does (default 1)",
+    )
     parser.add_argument(
         "--durable-jobs",
         action="store_true",
@@ -401,6 +420,8 @@ def main() -> None:
         }
         if args.durable_jobs:
             print("pipeline jobs run with their durable jobs rows (claim, job, mark done), as a worker runs them")
+        if args.threads > 1:
+            print(f"pipeline processes run their jobs on {args.threads} threads each (the weasyprint split is n/a)")
         print(
             "docs/s is wall-clock (it drops when other programs share the cores); CPU ms/doc is what each document "
             "cost the worker process itself (with PostgreSQL, the server's share is not in it)."
@@ -422,7 +443,14 @@ def main() -> None:
                 for start in range(0, len(ids), size):
                     chunk = work[start : start + size]
                     runtime.engine.dispose()
-                    wall, cpu, render_cpu = timed_pool(processes, _pipeline_init, (settings, *warm), job, chunk)
+                    if args.threads > 1:
+                        batches = [(job, chunk[n::processes], args.threads) for n in range(processes)]
+                        # One batch to each process (chunksize 1), which runs it on its threads.
+                        init = (settings, *warm)
+                        timed = timed_pool(processes, _pipeline_init, init, _pipeline_on_threads, batches, chunksize=1)
+                    else:
+                        timed = timed_pool(processes, _pipeline_init, (settings, *warm), job, chunk)
+                    wall, cpu, render_cpu = timed
                     pipeline, pipeline_cpu = pipeline + wall, pipeline_cpu + cpu
                     pipeline_render += render_cpu
                     html = issued_html(runtime, kind, after_number=start)
@@ -448,6 +476,8 @@ def main() -> None:
                 # Where the pipeline's extra CPU goes: weasyprint in its processes (same HTML as the baseline's)
                 # and everything else (receipts' own work: queries, Jinja2, storing, recording).
                 render_ms = pipeline_render * 1000 / len(ids)
+                if args.threads > 1:
+                    continue
                 print(
                     f"{'':<30}         pipeline CPU ms/doc: weasyprint {render_ms:6.1f} (baseline {row[3]:6.1f}), "
                     f"the rest {row[2] - render_ms:5.1f}",

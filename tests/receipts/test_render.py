@@ -150,3 +150,41 @@ def test_another_process_renders_the_same_bytes() -> None:
     )
     other = subprocess.run([sys.executable, "-c", code], cwd=root, check=True, capture_output=True, text=True)
     assert other.stdout.strip() == hashlib.sha256(render.render_pdf(receipt())).hexdigest()
+
+
+def test_threads_of_one_process_render_one_document_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Renders on several threads would contend (about twice the CPU each): they queue, and each is still right."""
+    import threading
+    import time
+
+    import weasyprint
+
+    running, most, lock = [0], [0], threading.Lock()
+    write_pdf = weasyprint.HTML.write_pdf
+
+    def observed(self: weasyprint.HTML, *args: object, **kwargs: object) -> bytes | None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.02)  # a window in which another thread's render would show
+            return write_pdf(self, *args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(weasyprint.HTML, "write_pdf", observed)
+    amounts = [1000 + n for n in range(6)]
+    results: dict[int, str] = {}
+
+    def render_one(amount: int) -> None:
+        results[amount] = pdf_text(render.render_pdf(receipt(amount=amount)))
+
+    threads = [threading.Thread(target=render_one, args=(amount,)) for amount in amounts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert most[0] == 1
+    assert all(f"£{amount // 100}.{amount % 100:02d}" in results[amount] for amount in amounts)
