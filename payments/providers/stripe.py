@@ -34,6 +34,7 @@ def _client(secret_key: str, api_base: str) -> stripe_lib.StripeClient:
     )
 
 
+POOL_CONNECTIONS = 10
 # Failing to connect (refused connections included), timeouts, a dropped connection: the SDK may try again.
 _RETRYABLE = (urllib3.exceptions.TimeoutError, urllib3.exceptions.ProtocolError, urllib3.exceptions.ProxyError)
 
@@ -53,6 +54,9 @@ class Urllib3Client(stripe_lib.HTTPClient):
         host = address.host or ""
         proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(address.scheme or "")
         options: dict[str, Any] = {
+            # Connections kept per host, as requests keeps: one per worker thread, or each call beyond the first
+            # would open a new connection and throw it away.
+            "maxsize": POOL_CONNECTIONS,
             "retries": False,  # the SDK retries (max_network_retries), with its idempotency keys
             "timeout": urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             "cert_reqs": "CERT_REQUIRED",

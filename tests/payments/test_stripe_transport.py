@@ -3,7 +3,9 @@ a provider that cannot be reached."""
 
 from __future__ import annotations
 
+import logging
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pydantic import SecretStr
@@ -70,3 +72,22 @@ def test_a_refused_connection_is_provider_unavailable(monkeypatch: pytest.Monkey
 
     with pytest.raises(ProviderUnavailable, match="could not reach Stripe"):
         gateway.retrieve_payment_intent("pi_nowhere")
+
+
+def test_concurrent_calls_keep_their_connections(
+    fake_stripe: FakeProvider, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's threads call Stripe at once: each connection goes back to the pool, none is thrown away."""
+    fake_stripe.route("GET", r"/v1/charges/ch_(\w+)", lambda request: (200, {"id": request.path.rsplit("/", 1)[1]}))
+    _clear_proxies(monkeypatch)
+    gateway = StripeGateway(StripeSettings(secret_key=SecretStr("sk_test_pooled"), api_base=fake_stripe.url))
+    caplog.set_level(logging.WARNING, logger="urllib3")
+
+    def calls(thread: int) -> list[str]:
+        return [gateway.retrieve_charge(f"ch_{thread}x{n}")["id"] for n in range(10)]
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(calls, range(4)))
+
+    assert answers == [[f"ch_{thread}x{n}" for n in range(10)] for thread in range(4)]
+    assert not [record for record in caplog.records if "pool is full" in record.getMessage()]
