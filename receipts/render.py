@@ -115,7 +115,7 @@ _weasy = _Weasy()
 
 # One render at a time in a process. weasyprint on several threads of one process costs each document about twice
 # the CPU (the GIL, and the C libraries it calls contending): one worker process with 4 threads, `giving worker`'s
-# default, gave 12.1-12.7 receipts/s without this lock and 18.8-19.0 with it (bench/receipts --threads 4). The
+# default, gave 12.1-13.0 receipts/s without this lock and 19.5-19.9 with it (bench/receipts --threads 4). The
 # other threads still read and write the database meanwhile; processes, not threads, render in parallel.
 _RENDERING = threading.Lock()
 

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 from dramatiq.brokers.stub import StubBroker  # noqa: E402
 
+from bench.webhooks.run import cpu_seconds_by_process  # noqa: E402
 from core import migrate  # noqa: E402
 from core.clock import UK  # noqa: E402
 from core.runtime import Runtime, build_runtime  # noqa: E402
@@ -298,20 +299,22 @@ def timed_pool(
     fn: Callable[[Any], tuple[float, float]],
     items: Sequence[Any],
     chunksize: int = 8,
-) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds, of which in weasyprint) to run `fn` over `items` on `processes` warmed-up
-    processes (start-up not counted). CPU time is what the work itself cost, whatever else the machine was doing
-    meanwhile."""
+) -> tuple[float, float, float, float]:
+    """(wall seconds, CPU seconds, of which in weasyprint, PostgreSQL's CPU seconds meanwhile) to run `fn` over
+    `items` on `processes` warmed-up processes (start-up not counted). CPU time is what the work itself cost,
+    whatever else the machine was doing meanwhile; PostgreSQL's is every server process's on this machine."""
     context = mp.get_context("fork")
     ready = context.Barrier(processes + 1)
     with context.Pool(processes, initializer=initializer, initargs=(*initargs, ready)) as pool:
         ready.wait()
+        postgres_before = cpu_seconds_by_process().get("PostgreSQL", 0.0)
         started = time.perf_counter()
         cpu = render = 0.0
         for job_cpu, render_cpu in pool.imap_unordered(fn, items, chunksize=chunksize):
             cpu, render = cpu + job_cpu, render + render_cpu
         elapsed = time.perf_counter() - started
-    return elapsed, cpu, render
+        postgres = cpu_seconds_by_process().get("PostgreSQL", 0.0) - postgres_before
+    return elapsed, cpu, render, postgres
 
 
 def issued_html(runtime: Runtime, kind: str, after_number: int = 0) -> list[str]:
@@ -424,7 +427,8 @@ def main() -> None:
             print(f"pipeline processes run their jobs on {args.threads} threads each (the weasyprint split is n/a)")
         print(
             "docs/s is wall-clock (it drops when other programs share the cores); CPU ms/doc is what each document "
-            "cost the worker process itself (with PostgreSQL, the server's share is not in it)."
+            "cost the worker process itself; PostgreSQL's CPU (every server process on this machine while the "
+            "pipeline ran) is on the line below it, in none of the other figures."
         )
         for label, kind, ids, direct_job in cases:
             for processes in counts:
@@ -437,7 +441,7 @@ def main() -> None:
                     job = _pipeline_durable
                 # Rounds alternate pipeline and baseline, so both see the same machine (other load comes and goes).
                 size = -(-len(ids) // args.rounds)
-                pipeline = baseline = pipeline_cpu = baseline_cpu = pipeline_render = 0.0
+                pipeline = baseline = pipeline_cpu = baseline_cpu = pipeline_render = pipeline_postgres = 0.0
                 rendered = 0
                 loads = [os.getloadavg()[0]]
                 for start in range(0, len(ids), size):
@@ -450,12 +454,15 @@ def main() -> None:
                         timed = timed_pool(processes, _pipeline_init, init, _pipeline_on_threads, batches, chunksize=1)
                     else:
                         timed = timed_pool(processes, _pipeline_init, (settings, *warm), job, chunk)
-                    wall, cpu, render_cpu = timed
+                    wall, cpu, render_cpu, postgres_cpu = timed
                     pipeline, pipeline_cpu = pipeline + wall, pipeline_cpu + cpu
                     pipeline_render += render_cpu
+                    pipeline_postgres += postgres_cpu
                     html = issued_html(runtime, kind, after_number=start)
                     runtime.engine.dispose()
-                    wall, cpu, _ = timed_pool(processes, _baseline_init, (stylesheet, base_url), _baseline_render, html)
+                    wall, cpu, _, _ = timed_pool(
+                        processes, _baseline_init, (stylesheet, base_url), _baseline_render, html
+                    )
                     baseline, baseline_cpu = baseline + wall, baseline_cpu + cpu
                     rendered += len(html)
                     loads.append(os.getloadavg()[0])
@@ -475,14 +482,15 @@ def main() -> None:
                 )
                 # Where the pipeline's extra CPU goes: weasyprint in its processes (same HTML as the baseline's)
                 # and everything else (receipts' own work: queries, Jinja2, storing, recording).
+                # PostgreSQL's CPU is on the same cores, but in none of the figures above.
                 render_ms = pipeline_render * 1000 / len(ids)
-                if args.threads > 1:
-                    continue
-                print(
-                    f"{'':<30}         pipeline CPU ms/doc: weasyprint {render_ms:6.1f} (baseline {row[3]:6.1f}), "
-                    f"the rest {row[2] - render_ms:5.1f}",
-                    flush=True,
+                postgres_ms = pipeline_postgres * 1000 / len(ids)
+                split = (
+                    f"weasyprint {render_ms:6.1f} (baseline {row[3]:6.1f}), the rest {row[2] - render_ms:5.1f}; "
+                    if args.threads == 1
+                    else ""
                 )
+                print(f"{'':<30}         pipeline CPU ms/doc: {split}PostgreSQL {postgres_ms:5.1f}", flush=True)
         print()
         statements_label = cases[1][0]
         cores = max(counts)
