@@ -145,6 +145,9 @@ def render_batch(documents: list[tuple[AnyDocument, DuplicateMark | None]], *, l
     if not documents:
         raise ValueError("a batch needs at least one document")
     html = [render_html(d, logo=logo, duplicate=mark) for d, mark in documents]
+    # The whole batch under one hold: a lock taken per document would not let other threads in between anyway
+    # (the thread that releases it takes it again first). The postal batch is rare, and a render job that waits
+    # past its time limit is retried.
     with _RENDERING:
         if not _weasy.ready:
             _weasy.load()
