@@ -123,7 +123,7 @@ def make_engine(config: DatabaseSettings) -> Engine:
 
         return engine
     # No session state is kept between transactions, so PgBouncer in transaction mode works (prepared statements
-    # with PgBouncer 1.21+ and `max_prepared_statements`; docs/operations.md).
+    # with PgBouncer 1.22+ and `max_prepared_statements`; docs/operations.md).
     return sa.create_engine(
         url,
         echo=config.echo,

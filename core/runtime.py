@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import dramatiq
@@ -38,13 +39,21 @@ class Runtime:
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:
-        """A session for reads only: nothing it does is committed."""
-        session = self.sessions()
+        """A session for reads only, in a read-only transaction: PostgreSQL refuses a write in it (SQLite has no
+        such mode; nothing there writes). It ends with a commit, which changes nothing in a read-only transaction,
+        because psycopg answers a ROLLBACK by dropping every statement the connection has prepared (one more round
+        trip, and the statements planned again). After an error it rolls back."""
+        session = self.sessions(bind=self.read_only_engine)
         try:
             yield session
+            session.commit()
         finally:
-            session.rollback()
             session.close()
+
+    @cached_property
+    def read_only_engine(self) -> Engine:
+        """The engine's pool, with every transaction begun READ ONLY on PostgreSQL (ignored by SQLite)."""
+        return self.engine.execution_options(postgresql_readonly=True)
 
     @property
     def inline(self) -> bool:

@@ -39,7 +39,7 @@ class DatabaseSettings(Section):
     max_overflow: int = Field(default=5, ge=0, le=100)
     pool_timeout: float = Field(default=10.0, gt=0)
     # psycopg prepares a statement on a connection after its 5th run there. Behind PgBouncer in transaction mode
-    # this needs PgBouncer 1.21+ with `max_prepared_statements` set; with an older PgBouncer, turn it off.
+    # this needs PgBouncer 1.22+ with `max_prepared_statements` set; with an older PgBouncer, turn it off.
     prepared_statements: bool = True
     echo: bool = False
 
