@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -23,9 +24,12 @@ def _clear_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.mark.parametrize("variable", ["http_proxy", "all_proxy"])
+@pytest.mark.parametrize("with_scheme", [True, False])
 def test_calls_go_through_the_proxy_the_environment_names(
-    fake_stripe: FakeProvider, monkeypatch: pytest.MonkeyPatch
+    fake_stripe: FakeProvider, monkeypatch: pytest.MonkeyPatch, variable: str, with_scheme: bool
 ) -> None:
+    """As requests reads the environment: the scheme's proxy or `all_proxy`, `http://` when no scheme is written."""
     fake_stripe.route(
         "GET",
         r"/v1/payment_intents/pi_proxied",
@@ -36,16 +40,17 @@ def test_calls_go_through_the_proxy_the_environment_names(
         },
     )
     _clear_proxies(monkeypatch)
-    monkeypatch.setenv("http_proxy", fake_stripe.url)
-    # Not a host anyone resolves: only the proxy can answer for it.
-    gateway = StripeGateway(StripeSettings(secret_key=SecretStr("sk_test_proxied"), api_base="http://stripe.invalid"))
+    monkeypatch.setenv(variable, fake_stripe.url if with_scheme else fake_stripe.url.removeprefix("http://"))
+    # Not a host anyone resolves: only the proxy can answer for it. (A key per case: the SDK client is cached.)
+    key = f"sk_test_proxied_{variable}_{with_scheme}"
+    gateway = StripeGateway(StripeSettings(secret_key=SecretStr(key), api_base="http://stripe.invalid"))
 
     intent = gateway.retrieve_payment_intent_with_charge("pi_proxied")
 
     assert intent["latest_charge"]["id"] == "ch_proxied"
     [request] = fake_stripe.requests_to("GET", r"/v1/payment_intents/pi_proxied")
     assert request.headers["host"] == "stripe.invalid"
-    assert request.headers["authorization"] == "Bearer sk_test_proxied"
+    assert request.headers["authorization"] == f"Bearer {key}"
     assert request.query["expand[0]"] == ["latest_charge"]
 
 
@@ -59,6 +64,36 @@ def test_a_host_the_environment_exempts_is_reached_directly(
     gateway = StripeGateway(StripeSettings(secret_key=SecretStr("sk_test_direct"), api_base=fake_stripe.url))
 
     assert gateway.retrieve_charge("ch_direct")["id"] == "ch_direct"
+
+
+def test_a_dropped_connection_is_tried_again_then_provider_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that accepts and hangs up at once: the SDK tries twice more (max_network_retries), then the
+    gateway says Stripe is unavailable."""
+    _clear_proxies(monkeypatch)
+    accepted = []
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            accepted.append(connection)
+            connection.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    port = server.getsockname()[1]
+    gateway = StripeGateway(
+        StripeSettings(secret_key=SecretStr("sk_test_dropped"), api_base=f"http://127.0.0.1:{port}")
+    )
+    try:
+        with pytest.raises(ProviderUnavailable, match="could not reach Stripe"):
+            gateway.retrieve_payment_intent("pi_nowhere")
+    finally:
+        server.close()
+
+    assert len(accepted) == 3
 
 
 def test_a_refused_connection_is_provider_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
