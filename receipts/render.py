@@ -144,21 +144,19 @@ def render_batch(documents: list[tuple[AnyDocument, DuplicateMark | None]], *, l
 
     if not documents:
         raise ValueError("a batch needs at least one document")
-    html = [render_html(d, logo=logo, duplicate=mark) for d, mark in documents]
-    # The whole batch under one hold: a lock taken per document would not let other threads in between anyway
-    # (the thread that releases it takes it again first). The postal batch is rare, and a render job that waits
-    # past its time limit is retried.
-    with _RENDERING:
-        if not _weasy.ready:
-            _weasy.load()
-        rendered = [
-            HTML(string=text, base_url=str(TEMPLATES_DIR)).render(
-                stylesheets=[_weasy.stylesheet], font_config=_weasy.font_config
-            )
-            for text in html
-        ]
-        pages = [page for doc in rendered for page in doc.pages]
-        pdf = rendered[0].copy(pages).write_pdf()
+    # Not under the render lock: a batch of up to 500 documents would hold up every other render in the process (and
+    # jobs with a 60 s limit, such as sending a copy) for tens of seconds. Batches are rare, so overlapping with other
+    # renders costs less than making them wait.
+    if not _weasy.ready:
+        _weasy.load()
+    rendered = [
+        HTML(string=render_html(d, logo=logo, duplicate=mark), base_url=str(TEMPLATES_DIR)).render(
+            stylesheets=[_weasy.stylesheet], font_config=_weasy.font_config
+        )
+        for d, mark in documents
+    ]
+    pages = [page for doc in rendered for page in doc.pages]
+    pdf = rendered[0].copy(pages).write_pdf()
     assert pdf is not None
     return bytes(pdf)
 
