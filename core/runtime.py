@@ -40,9 +40,10 @@ class Runtime:
     @contextmanager
     def read_session(self) -> Iterator[Session]:
         """A session for reads only, in a read-only transaction: PostgreSQL refuses a write in it (SQLite has no
-        such mode; nothing there writes). It ends with a commit, which changes nothing in a read-only transaction,
-        because psycopg answers a ROLLBACK by dropping every statement the connection has prepared (one more round
-        trip, and the statements planned again). After an error it rolls back."""
+        such mode, so there it rests on the callers, as the tests run them on both). It ends with a commit, which
+        changes nothing in a read-only transaction, because psycopg answers a ROLLBACK by dropping every statement
+        the connection has prepared (one more round trip, and the statements planned again). After an error it
+        rolls back."""
         session = self.sessions(bind=self.read_only_engine)
         try:
             yield session
