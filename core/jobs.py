@@ -30,7 +30,7 @@ from sqlmodel import Session, col, select
 
 from core import metrics
 from core.clock import utc_now
-from core.db import PendingJob, UnitOfWork, conflict_insert
+from core.db import PendingJob, UnitOfWork, conflict_insert, is_postgres
 from core.models import Job, JobStatus, ScheduledRun
 
 log = logging.getLogger("giving.jobs")
@@ -362,7 +362,7 @@ class _AlreadyDone(Exception):
 def _claim(uow: UnitOfWork, job_id: uuid.UUID) -> bool:
     """Lock the job row (PostgreSQL) so a duplicate message waits, then run only if still pending."""
     query = sa.select(col(Job.status)).where(col(Job.id) == job_id)
-    if uow.session.get_bind().dialect.name == "postgresql":
+    if is_postgres(uow.session):
         query = query.with_for_update()
     # A Core select (no ORM entity): this runs before every durable job.
     return uow.session.execute(query).scalar() == JobStatus.PENDING

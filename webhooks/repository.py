@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core.db import conflict_insert
+from core.db import conflict_insert, is_postgres
 from webhooks.models import EventStatus, InboundEvent
 
 if TYPE_CHECKING:
@@ -102,8 +102,7 @@ _WAKE_WAITING = (
 def lock_event_row(session: Session, event_id: uuid.UUID) -> LockedEvent | None:
     """The event's processing fields, its row locked on PostgreSQL so two copies of one message run one after the
     other. Plain columns, not an ORM object: this and `update_event` run for every event the workers process."""
-    postgres = session.get_bind().dialect.name == "postgresql"
-    query = _SELECT_LOCKED_FOR_UPDATE if postgres else _SELECT_LOCKED
+    query = _SELECT_LOCKED_FOR_UPDATE if is_postgres(session) else _SELECT_LOCKED
     row = session.execute(query, {"event_id": event_id}).first()
     if row is None:
         return None
