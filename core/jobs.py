@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import json
 import logging
 import queue
 import threading
@@ -50,6 +51,9 @@ class JobSpec:
     max_backoff_ms: int
     with_uow: bool
     claims_itself: bool = False
+    # The name of a list argument: jobs sent together are sent as one message holding up to `batch_limit` items.
+    batch_argument: str | None = None
+    batch_limit: int = 0
 
 
 @dataclass
@@ -74,6 +78,8 @@ def actor(
     max_backoff_ms: int = 300_000,
     with_uow: bool = True,
     claims_itself: bool = False,
+    batch_argument: str | None = None,
+    batch_limit: int = 20,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a job. With `with_uow` the function is called as `fn(uow, **kwargs)` inside one unit of work
     that also marks its durable job row done; otherwise as `fn(**kwargs)` and it opens its own.
@@ -81,15 +87,30 @@ def actor(
     Without `with_uow` the durable row is claimed and marked done in two transactions of their own, around the
     job's. With `claims_itself` the job does both in its own units of work instead: `claim_in(uow)` in its first
     (a duplicate of a finished job stops there) and `done_in(uow)` in its last; if it never calls `done_in`, the
-    row is marked done after it returns, as without."""
+    row is marked done after it returns, as without.
+
+    With `batch_argument` (the name of a list argument) jobs sent together are coalesced: one message carries the
+    items of many, up to `batch_limit` (`coalesce`). The job must then take any number of items."""
     if claims_itself and with_uow:
         raise ValueError("claims_itself is for jobs that open their own units of work (with_uow=False)")
+    if batch_argument is not None and batch_limit < 1:
+        raise ValueError("a batched job needs a batch_limit of at least 1")
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in REGISTRY and REGISTRY[name].fn is not fn:
             raise RuntimeError(f"two jobs are named {name}")
         REGISTRY[name] = JobSpec(
-            name, fn, queue, time_limit_ms, max_retries, min_backoff_ms, max_backoff_ms, with_uow, claims_itself
+            name,
+            fn,
+            queue,
+            time_limit_ms,
+            max_retries,
+            min_backoff_ms,
+            max_backoff_ms,
+            with_uow,
+            claims_itself,
+            batch_argument,
+            batch_limit,
         )
         return fn
 
@@ -183,14 +204,40 @@ BROKER_COOLDOWN_SECONDS = 5.0
 _COOLDOWN_ATTRIBUTE = "giving_down_until"  # kept on the broker object: a new broker (a test's) starts afresh
 
 
+def coalesce(pending: list[PendingJob]) -> list[PendingJob]:
+    """The messages to send for `pending`: jobs of a batched actor (`batch_argument`) with no delay and otherwise
+    the same arguments become one job whose list holds all their items, `batch_limit` at most; the rest as they are.
+    A burst of webhook deliveries is then a few messages instead of one each: for the web process a send costs more
+    than storing the event (bench/webhooks), and for the worker each message has its own overhead."""
+    messages: list[PendingJob] = []
+    filling: dict[tuple[str, str], PendingJob] = {}
+    for job in pending:
+        spec = REGISTRY.get(job.actor_name)
+        argument = spec.batch_argument if spec is not None else None
+        if spec is None or argument is None or job.delay_ms:
+            messages.append(job)
+            continue
+        rest = {name: value for name, value in job.kwargs.items() if name != argument}
+        key = (job.actor_name, json.dumps(rest, sort_keys=True, default=str))
+        for item in job.kwargs[argument]:
+            batch = filling.get(key)
+            if batch is None or len(batch.kwargs[argument]) >= spec.batch_limit:
+                batch = filling[key] = PendingJob(job.actor_name, {**rest, argument: []})
+                messages.append(batch)
+            batch.kwargs[argument].append(item)
+    return messages
+
+
 def send_jobs(jobs: list[PendingJob]) -> None:
-    """Hand committed jobs to the broker. This runs after the commit, so a failure is logged, never raised (it
-    would turn work that is done into an error answer): a durable job is sent again by the sweep, and whoever
-    enqueues a non-durable one keeps its own record to recover from (webhooks: the stored event and its sweep)."""
+    """Hand committed jobs to the broker, batched ones coalesced. This runs after the commit, so a failure is
+    logged, never raised (it would turn work that is done into an error answer): a durable job is sent again by the
+    sweep, and whoever enqueues a non-durable one keeps its own record to recover from (webhooks: the stored event
+    and its sweep)."""
     for job in jobs:
-        dramatiq_actor = _dramatiq_actors.get(job.actor_name)
-        if dramatiq_actor is None:
+        if job.actor_name not in _dramatiq_actors:
             raise RuntimeError(f"no job is named {job.actor_name}")
+    for job in coalesce(jobs):
+        dramatiq_actor = _dramatiq_actors[job.actor_name]
         broker = dramatiq_actor.broker
         if time.monotonic() < getattr(broker, _COOLDOWN_ATTRIBUTE, 0.0):
             metrics.count("jobs_send_failed", actor=job.actor_name)
@@ -212,6 +259,11 @@ def send_jobs(jobs: list[PendingJob]) -> None:
             )
 
 
+# How long the sender thread waits after a first job for others to send with it: sends (and the thread's turns at the
+# GIL) then come at most every 2 ms, whatever the load, for 2 ms more before a job reaches the broker.
+COALESCE_WAIT_SECONDS = 0.002
+
+
 class _BackgroundSender:
     """Sends committed jobs from a thread of its own, for code on an event loop, which must not wait on a broker
     client (RabbitMQ waits for its publisher confirm). Only for jobs whose owner keeps its own record and sweep (a
@@ -230,10 +282,27 @@ class _BackgroundSender:
         self._queue.put(pending)
 
     def _run(self) -> None:
-        while (pending := self._queue.get()) is not None:
+        stopping = False
+        while not stopping:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            # A moment for more to come, then everything queued goes together, coalesced (`send_jobs`).
+            time.sleep(COALESCE_WAIT_SECONDS)
+            pending: list[PendingJob] = []
+            while batch is not None:
+                if all(job.actor_name in _dramatiq_actors for job in batch):
+                    pending.extend(batch)
+                else:  # a programming error: the sends beside it must still go
+                    log.error("background send of unknown jobs: %s", [job.actor_name for job in batch])
+                try:
+                    batch = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                stopping = batch is None
             try:
                 send_jobs(pending)
-            except Exception:  # a programming error (an unknown job): the sends after it must still go
+            except Exception:
                 log.exception("background send failed")
 
     def flush(self, timeout: float = 10.0) -> None:

@@ -1,7 +1,8 @@
 """Storing and processing inbound provider events.
 
 A delivery is verified (webhooks.verify), stored once per (provider, event id) with its raw body, and handed to the
-workers after the commit; that is all the request does. The worker runs `process_event`, which dispatches on the
+workers after the commit; that is all the request does. The worker runs `process_event` for each id of a
+`webhooks.process_events` message (events sent together travel together: core.jobs.coalesce), which dispatches on the
 type to payments.service and moves the row along the ladder pending → processed | ignored | waiting | failed.
 The event row is the durable record: the sweep sends again whatever is left pending, so no job row is needed.
 """
@@ -38,7 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("giving.webhooks")
 
-PROCESS_EVENT = "webhooks.process_event"
+PROCESS_EVENTS = "webhooks.process_events"
+# A message's events run one after another on one worker thread: enough to spare the per-message costs of a burst,
+# few enough that a backlog still spreads over every thread.
+EVENTS_PER_MESSAGE = 20
 # Quick retries after a handler error (then the sweep's slower ones): 2 s, 4 s, 8 s.
 QUICK_RETRIES = 3
 SWEEP_PENDING_AFTER = dt.timedelta(minutes=1)
@@ -89,7 +93,7 @@ def store_events(
         stored = repository.insert_event(uow.session, _row(provider, event, now, source))
         if stored is not None:
             new.append(stored)
-            uow.enqueue(PROCESS_EVENT, durable=False, event_id=str(stored))
+            uow.enqueue(PROCESS_EVENTS, durable=False, event_ids=[str(stored)])
     return new
 
 
@@ -106,7 +110,7 @@ def store_delivery(runtime: Runtime, provider: str, events: list[VerifiedEvent])
         for event in events:
             stored = repository.insert_event(connection, _row(provider, event, now, "delivery"))
             if stored is not None:
-                pending.append(PendingJob(PROCESS_EVENT, {"event_id": str(stored)}))
+                pending.append(PendingJob(PROCESS_EVENTS, {"event_ids": [str(stored)]}))
     if pending:
         jobs.send_jobs(pending)
     return len(pending)
@@ -122,7 +126,7 @@ async def store_delivery_async(database: AsyncDatabase, provider: str, events: l
     async with database.connection() as connection:
         stored = await repository.insert_events_async(connection, rows)
     if stored:
-        jobs.send_jobs_soon([PendingJob(PROCESS_EVENT, {"event_id": str(event_id)}) for event_id in stored])
+        jobs.send_jobs_soon([PendingJob(PROCESS_EVENTS, {"event_ids": [str(event_id) for event_id in stored]})])
     return len(stored)
 
 
@@ -158,7 +162,7 @@ def process_event(uow: UnitOfWork, settings: Settings, event_id: uuid.UUID, *, f
         payments.hold_keys(uow.session, [waiting_for])
         if event.attempts < MAX_RERUNS and payments.key_recorded(uow.session, waiting_for):
             status, waiting_for = EventStatus.PENDING, None
-            uow.enqueue(PROCESS_EVENT, durable=False, event_id=str(event.id))
+            uow.enqueue(PROCESS_EVENTS, durable=False, event_ids=[str(event.id)])
     done = status in (EventStatus.PROCESSED, EventStatus.IGNORED)
     repository.update_event(
         uow.session,
@@ -193,7 +197,7 @@ def wake(uow: UnitOfWork, keys: list[str]) -> int:
     """Events waiting for objects just recorded (in this unit of work) run again as soon as it commits."""
     woken = repository.wake_waiting(uow.session, keys, utc_now())
     for event_id in woken:
-        uow.enqueue(PROCESS_EVENT, durable=False, event_id=str(event_id))
+        uow.enqueue(PROCESS_EVENTS, durable=False, event_ids=[str(event_id)])
     return len(woken)
 
 
@@ -211,9 +215,24 @@ def run_event(runtime: Runtime, event_id: uuid.UUID, *, force: bool = False) -> 
         with runtime.unit_of_work() as uow:
             attempts = _record_failure(uow, event_id, exc)
             if attempts <= QUICK_RETRIES:
-                uow.enqueue(PROCESS_EVENT, durable=False, delay_ms=1000 * 2**attempts, event_id=str(event_id))
+                uow.enqueue(PROCESS_EVENTS, durable=False, delay_ms=1000 * 2**attempts, event_ids=[str(event_id)])
         return Processed(EventStatus.FAILED, note=str(exc))
     return result
+
+
+def run_events(runtime: Runtime, event_ids: list[uuid.UUID]) -> None:
+    """A message's events, each in a unit of work of its own, so one event's failure undoes none of the others
+    (`run_event` records it on the event and retries it alone). An error it cannot record, the database gone, stops
+    the message and is raised, so the broker retries it; events not stored (yet) are raised after the rest have run.
+    Either way the events already done are skipped when the message comes again."""
+    not_found: EventNotFound | None = None
+    for event_id in event_ids:
+        try:
+            run_event(runtime, event_id)
+        except EventNotFound as exc:
+            not_found = not_found or exc
+    if not_found is not None:
+        raise not_found
 
 
 def _record_failure(uow: UnitOfWork, event_id: uuid.UUID, exc: Exception) -> int:
@@ -242,7 +261,7 @@ def sweep(uow: UnitOfWork, *, now: dt.datetime | None = None, limit: int = 500) 
         if event.status == EventStatus.WAITING:
             event.status = EventStatus.PENDING
         uow.session.add(event)
-        uow.enqueue(PROCESS_EVENT, durable=False, event_id=str(event.id))
+        uow.enqueue(PROCESS_EVENTS, durable=False, event_ids=[str(event.id)])
     if due:
         log.info("sweep sent %d events again", len(due))
     return len(due)

@@ -1,4 +1,4 @@
-"""Jobs of webhooks: process one stored event, the sweep, the nightly catch-up."""
+"""Jobs of webhooks: process stored events, the sweep, the nightly catch-up."""
 
 from __future__ import annotations
 
@@ -14,8 +14,22 @@ from webhooks import service
 log = logging.getLogger("giving.webhooks")
 
 
-@jobs.actor(service.PROCESS_EVENT, queue="webhooks", time_limit_ms=120_000, max_retries=10, with_uow=False)
+@jobs.actor(
+    service.PROCESS_EVENTS,
+    queue="webhooks",
+    time_limit_ms=600_000,
+    max_retries=10,
+    with_uow=False,
+    batch_argument="event_ids",
+    batch_limit=service.EVENTS_PER_MESSAGE,
+)
+def process_events(event_ids: list[str]) -> None:
+    service.run_events(get_runtime(), [uuid.UUID(event_id) for event_id in event_ids])
+
+
+@jobs.actor("webhooks.process_event", queue="webhooks", time_limit_ms=120_000, max_retries=10, with_uow=False)
 def process_event(event_id: str) -> None:
+    """Messages of one event each, as releases before `process_events` sent them, still in a queue at an upgrade."""
     service.run_event(get_runtime(), uuid.UUID(event_id))
 
 

@@ -289,6 +289,8 @@ def main() -> None:
 
         with psycopg.connect(dsn) as conn:
             backlog = conn.execute("SELECT count(*) FROM inbound_events WHERE status = 'pending'").fetchone()[0]
+        messages = redis_client.hlen("giving:webhooks.msgs")
+        print(f"broker: {messages} messages carry the {backlog} events (sent together, they travel together)")
         print(
             f"drain: {backlog} pending events, dramatiq giving.worker_boot --queues webhooks "
             f"--processes {args.worker_processes} --threads {args.worker_threads}",

@@ -40,8 +40,18 @@ def claims_itself(name: str) -> None:
         RUNS.append(name)
 
 
+BATCHES: list[list[str]] = []
+
+
+@jobs.actor("tests.remember_all", max_retries=0, with_uow=False, batch_argument="names", batch_limit=3)
+def remember_all(names: list[str], tag: str = "") -> None:
+    with _lock:
+        BATCHES.append([f"{tag}{name}" for name in names])
+
+
 @pytest.fixture(autouse=True)
 def _clear_runs() -> None:
+    BATCHES.clear()
     RUNS.clear()
 
 
@@ -183,6 +193,85 @@ def test_sends_from_the_event_loop_reach_a_network_broker_from_their_own_thread(
         broker.close()
         for key in client.scan_iter(f"{namespace}*"):
             client.delete(key)
+
+
+def test_jobs_of_a_batched_actor_sent_together_travel_together(runtime: Runtime, worker: InlineWorker) -> None:
+    """Seven items of one actor, sent in one go, are three messages of at most three items, in order; a delayed job,
+    one with other arguments, a durable one and another actor's stay messages of their own."""
+    with runtime.unit_of_work() as uow:
+        for name in "abcdefg":
+            uow.enqueue("tests.remember_all", durable=False, names=[name])
+        uow.enqueue("tests.remember_all", durable=False, names=["x"], tag="other-")
+        uow.enqueue("tests.remember_all", durable=False, names=["late"], delay_ms=1)
+        uow.enqueue("tests.remember_all", names=["durable"])
+        uow.enqueue("tests.remember", name="single")
+    worker.join()
+    assert sorted(BATCHES) == sorted([["a", "b", "c"], ["d", "e", "f"], ["g"], ["other-x"], ["late"], ["durable"]])
+    assert RUNS == ["single"]
+    with runtime.read_session() as session:
+        assert {job.status for job in session.exec(select(Job)).all()} == {JobStatus.DONE}
+
+
+def test_coalescing_keeps_order_and_splits_a_long_list() -> None:
+    from core.db import PendingJob
+
+    messages = jobs.coalesce(
+        [
+            PendingJob("tests.remember", {"name": "first"}),
+            PendingJob("tests.remember_all", {"names": ["1", "2", "3", "4"]}),
+            PendingJob("tests.remember_all", {"names": ["5"]}),
+        ]
+    )
+    assert [(job.actor_name, job.kwargs) for job in messages] == [
+        ("tests.remember", {"name": "first"}),
+        ("tests.remember_all", {"names": ["1", "2", "3"]}),
+        ("tests.remember_all", {"names": ["4", "5"]}),
+    ]
+
+
+def test_background_sends_queued_meanwhile_are_coalesced(runtime: Runtime, redis_url: str) -> None:
+    """While the sender's thread is busy, what the loop hands it queues up; it then goes as few messages."""
+    import uuid
+
+    import redis
+
+    from core.db import PendingJob
+
+    broker = jobs.make_broker(redis_url)
+    namespace = f"giving-test-coalesce-{uuid.uuid4().hex[:8]}"
+    broker.namespace = namespace  # type: ignore[attr-defined]
+    client = redis.Redis.from_url(redis_url)
+    sender = jobs._BackgroundSender()
+    try:
+        jobs.install_broker(broker)
+        release = threading.Event()
+        busy = _HoldFirstSend(release)
+        broker.add_middleware(busy)
+        sender.put([PendingJob("tests.remember_all", {"names": ["held"]})])
+        assert busy.entered.wait(10)  # the thread is inside its first send: the next puts queue up
+        for n in range(6):
+            sender.put([PendingJob("tests.remember_all", {"names": [str(n)]})])
+        release.set()
+        sender.flush()
+        encoded = client.hvals(f"{namespace}:default.msgs")
+        batches = sorted(dramatiq.Message.decode(raw).kwargs["names"] for raw in encoded)
+        assert batches == [["0", "1", "2"], ["3", "4", "5"], ["held"]]
+    finally:
+        jobs.install_broker(runtime.broker)
+        broker.close()
+        for key in client.scan_iter(f"{namespace}*"):
+            client.delete(key)
+
+
+class _HoldFirstSend(dramatiq.Middleware):
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+        self.entered = threading.Event()
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int) -> None:  # type: ignore[type-arg]
+        if not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(10)
 
 
 def test_a_failed_background_send_does_not_stop_the_sends_after_it(runtime: Runtime, worker: InlineWorker) -> None:

@@ -147,6 +147,38 @@ def test_concurrent_processing_of_one_business_key(
         assert len(receipts) == 1
 
 
+def test_the_events_of_one_message_each_run_on_their_own(
+    runtime: Runtime, fake_stripe: FakeProvider, worker: EventsWorker
+) -> None:
+    """A message carries several events (`webhooks.process_events`): one that fails is recorded failed alone, the
+    others are processed; an id that is not stored is raised (so the broker retries the message) only after them."""
+    from webhooks.errors import EventNotFound
+    from webhooks.models import EventStatus
+    from webhooks.verify import VerifiedEvent
+
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Fay")
+    first = scenario.one_off_card_gift(supporter, 1800, with_payment_intent_event=False)
+    second = scenario.one_off_card_gift(supporter, 2200, with_payment_intent_event=False)
+    scenario.stripe.install(fake_stripe)
+    events = [
+        VerifiedEvent(delivery.event["id"], delivery.event["type"], None, False, _json(delivery.event))
+        for delivery in scenario.deliveries
+    ]
+    broken = VerifiedEvent(f"evt_broken_{uuid.uuid4().hex[:6]}", "checkout.session.completed", None, False, "{")
+    with runtime.unit_of_work() as uow:
+        good_one, good_two, bad = webhooks_service.store_events(uow, "stripe", [*events, broken])
+        uow.jobs.clear()  # run by hand below, as one message
+    with pytest.raises(EventNotFound):
+        webhooks_service.run_events(runtime, [good_one, bad, uuid.uuid4(), good_two])
+    with runtime.read_session() as session:
+        status = {event.id: (event.status, event.attempts) for event in session.exec(select(InboundEvent)).all()}
+        assert status[good_one] == status[good_two] == (EventStatus.PROCESSED, 1)
+        assert status[bad] == (EventStatus.FAILED, 1)
+        paid = session.exec(select(Gift).where(Gift.status == GiftStatus.PAID)).all()
+        assert sorted(gift.stripe_checkout_session_id for gift in paid) == sorted([first, second])
+
+
 def test_an_event_waiting_for_its_object_runs_as_soon_as_it_is_recorded(
     runtime: Runtime, worker: EventsWorker, app_client: TestClient, fake_stripe: FakeProvider
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from dramatiq import Message
 from dramatiq.brokers.stub import StubBroker
 from sqlmodel import select
 from starlette.testclient import TestClient
@@ -32,9 +33,14 @@ def stored(runtime: Runtime) -> list[InboundEvent]:
 
 
 def queued(runtime: Runtime) -> int:
+    """Events sent for processing (a message carries several when they are stored together)."""
     broker = runtime.broker
     assert isinstance(broker, StubBroker)
-    return broker.queues["webhooks"].qsize() if "webhooks" in broker.queues else 0
+    if "webhooks" not in broker.queues:
+        return 0
+    messages = [Message.decode(raw) for raw in list(broker.queues["webhooks"].queue)]
+    assert all(message.actor_name == "webhooks.process_events" for message in messages)
+    return sum(len(message.kwargs["event_ids"]) for message in messages)
 
 
 def an_event(event_type: str = "checkout.session.completed") -> dict[str, Any]:
