@@ -124,41 +124,15 @@ def make_engine(config: DatabaseSettings) -> Engine:
         return engine
     # No session state is kept between transactions, so PgBouncer in transaction mode works (prepared statements
     # with PgBouncer 1.22+ and `max_prepared_statements`; docs/operations.md).
-    engine = sa.create_engine(
+    return sa.create_engine(
         url,
         echo=config.echo,
         pool_size=config.pool_size,
         max_overflow=config.max_overflow,
         pool_timeout=config.pool_timeout,
+        pool_pre_ping=True,
         connect_args={"prepare_threshold": prepare_threshold(config)},
     )
-    _ping_when_idle(engine)
-    return engine
-
-
-# A pooled connection used less than this long ago is handed out again without a liveness check. `pool_pre_ping`
-# checked every checkout: a round trip per transaction, 3% of a webhook event's worker instructions
-# (bench/webhooks/instructions.py). After a restart, a connection used just before it fails one transaction, and
-# that failure makes SQLAlchemy renew the whole pool (as the web process's async pool does).
-PING_AFTER_IDLE_SECONDS = 1.0
-_IDLE_SINCE = "giving_idle_since"
-
-
-def _ping_when_idle(engine: Engine) -> None:
-    @event.listens_for(engine, "checkin")
-    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
-        record.info[_IDLE_SINCE] = time.monotonic()
-
-    @event.listens_for(engine, "checkout")
-    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        idle_since = record.info.pop(_IDLE_SINCE, None)
-        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
-            return  # a new connection, or one just used
-        try:
-            engine.dialect.do_ping(dbapi_connection)
-        except engine.dialect.loaded_dbapi.Error as exc:
-            # The pool drops this connection and hands out another (or opens one).
-            raise sa.exc.DisconnectionError("a pooled connection was lost while idle") from exc
 
 
 # After a failed attempt to connect, requests that find no idle connection are answered 503 at once for this long

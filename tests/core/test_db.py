@@ -1,11 +1,9 @@
 """The PostgreSQL connections' prepared statements follow `[database] prepared_statements` (PgBouncer needs them off
-unless it is 1.22+ with `max_prepared_statements`), and read sessions keep them: read-only, ended by a commit.
-A pooled connection is checked for liveness only after it was idle for a while."""
+unless it is 1.22+ with `max_prepared_statements`), and read sessions keep them: read-only, ended by a commit."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import sqlalchemy as sa
@@ -95,53 +93,3 @@ def test_a_read_session_reads_on_sqlite(sqlite_url: str) -> None:
             assert session.execute(sa.text("SELECT 1 + 1")).scalar_one() == 2
     finally:
         runtime.engine.dispose()
-
-
-def _kill_idle_connections(url: str) -> int:
-    admin = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    try:
-        with admin.connect() as conn:
-            return int(
-                conn.exec_driver_sql(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'"
-                ).scalar_one()
-            )
-    finally:
-        admin.dispose()
-
-
-def test_a_connection_lost_while_idle_is_replaced_unseen(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("core.db.PING_AFTER_IDLE_SECONDS", 0.05)
-    engine = make_engine(DatabaseSettings(url=postgres_url, pool_size=1, max_overflow=0))
-    try:
-        with engine.connect() as conn:
-            first = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-        assert _kill_idle_connections(postgres_url) >= 1
-        time.sleep(0.1)
-        with engine.connect() as conn:  # checked, found dead, replaced before anything runs on it
-            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != first
-    finally:
-        engine.dispose()
-
-
-def test_a_connection_just_used_is_not_pinged_and_one_failure_renews_the_pool(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The cost of skipping the check: right after a restart, one transaction on a connection used just before it
-    fails (as it would if the restart came during it); the pool is renewed, so the next one works."""
-    monkeypatch.setattr("core.db.PING_AFTER_IDLE_SECONDS", 60.0)
-    engine = make_engine(DatabaseSettings(url=postgres_url, pool_size=2, max_overflow=0))
-    try:
-        with engine.connect() as one, engine.connect() as two:
-            pids = {one.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()}
-            pids.add(two.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
-        assert _kill_idle_connections(postgres_url) >= 2
-        with pytest.raises(sa.exc.OperationalError) as failed, engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-        assert failed.value.connection_invalidated
-        for _ in range(2):  # both pooled connections were renewed, not only the one that failed
-            with engine.connect() as conn:
-                assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() not in pids
-    finally:
-        engine.dispose()
