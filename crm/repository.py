@@ -76,13 +76,6 @@ def insert_history_once(session: Session, values: dict[str, Any], *, to_survivor
     return session.execute(statement, values).first() is not None
 
 
-def history_entry_locked(session: Session, dedupe_key: str) -> HistoryEntry | None:
-    query = select(HistoryEntry).where(HistoryEntry.dedupe_key == dedupe_key)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    return session.exec(query).first()
-
-
 def supporters_by_ids(session: Session, ids: list[uuid.UUID]) -> list[Supporter]:
     return list(session.exec(select(Supporter).where(col(Supporter.id).in_(ids))).all())
 

@@ -209,21 +209,6 @@ def record_history(
     return written
 
 
-def add_history_provider_ids(uow: UnitOfWork, dedupe_key: str, provider_ids: list[str]) -> bool:
-    """Ids a provider gave a money item after its entry was written (a charge learnt after its checkout) join the
-    entry's `provider_ids`, so it still carries every one (contract). False when there is no such entry yet: it is
-    then written with them."""
-    entry = repository.history_entry_locked(uow.session, dedupe_key)
-    if entry is None:
-        return False
-    known = list(entry.data.get("provider_ids") or [])
-    new = [value for value in provider_ids if value not in known]
-    if new:
-        entry.data = {**entry.data, "provider_ids": known + new}
-        uow.session.add(entry)
-    return True
-
-
 def raise_review_item(
     uow: UnitOfWork,
     supporter_id: uuid.UUID,

@@ -270,7 +270,7 @@ def move_supporter(session: Session, from_id: uuid.UUID, to_id: uuid.UUID) -> di
     return moved
 
 
-def exists(session: Session, model: type[SQLModel], column: str, key: Any) -> bool:
+def exists(session: Session, model: type[SQLModel], column: str, key: str) -> bool:
     table: sa.Table = model.__table__  # type: ignore[attr-defined]
     return session.execute(sa.select(table.c.id).where(table.c[column] == key).limit(1)).first() is not None
 

@@ -15,7 +15,7 @@ from sqlmodel import Session, SQLModel, select
 from core.clock import from_unix, uk_date, uk_today, utc_now
 from core.db import UnitOfWork
 from core.money import Currency, Money, format_pence
-from crm.service import add_history_provider_ids, raise_review_item, record_history
+from crm.service import raise_review_item, record_history
 from payments import payouts, repository, shop
 from payments.errors import PaymentsError
 from payments.models import (
@@ -396,15 +396,12 @@ def _checkout_of_stripe_session(uow: UnitOfWork, session_object: dict[str, Any])
 
 
 def fulfil_stripe_checkout(
-    uow: UnitOfWork, stripe: StripeGateway, session_object: dict[str, Any], *, at: dt.datetime
+    uow: UnitOfWork, stripe: StripeGateway, session_object: dict[str, Any], *, at: dt.datetime, settled_now: bool
 ) -> Effect:
     """`checkout.session.completed` (paid, or unpaid for a delayed method) and `.async_payment_succeeded`.
 
-    The Checkout row, written before the donor left, says who gave what for which appeal under which declaration,
-    and the event says it is paid and when (Stripe creates it as the payment succeeds), so a one-off gift needs no
-    call to Stripe: a call per gift would hold a backlog to Stripe's rate limit (25 reads a second on one
-    endpoint). The charge's id comes with `payment_intent.succeeded`, or with the charge's own refund and dispute
-    events, and reconciliation finds a charge by its payment intent until then.
+    The Checkout row, written before the donor left, says who gave what for which appeal under which declaration;
+    the provider is asked only for the charge (its id, and its time as the gift's date).
     """
     checkout = _checkout_of_stripe_session(uow, session_object)
     session_id = _id(session_object.get("id"))
@@ -417,12 +414,25 @@ def fulfil_stripe_checkout(
         return _start_stripe_regular_gift(uow, stripe, checkout, session_object, at=at)
     paid = session_object.get("payment_status") in ("paid", "no_payment_required")
     intent_id = _id(session_object.get("payment_intent"))
+    charge_id: str | None = None
+    received_at = at
+    if paid and intent_id:
+        intent = stripe.retrieve_payment_intent_with_charge(intent_id)
+        charge = intent.get("latest_charge")
+        charge_id = _id(charge)
+        if isinstance(charge, dict) and not settled_now:
+            # A card payment: the money was taken when the charge was made.
+            received_at = _when(charge.get("created")) or at
     if paid:
         _set(checkout, status=CheckoutStatus.COMPLETED, completed_at=checkout.completed_at or at)
     uow.session.add(checkout)
-    keys = [f"stripe_checkout_session:{session_id}", f"stripe_payment_intent:{intent_id}" if intent_id else None]
+    keys = [
+        f"stripe_checkout_session:{session_id}",
+        f"stripe_payment_intent:{intent_id}" if intent_id else None,
+        f"stripe_charge:{charge_id}" if charge_id else None,
+    ]
     if checkout.kind == CheckoutKind.SHOP:
-        _fulfil_stripe_order(uow, checkout, session_id, intent_id, paid=paid, received_at=at)
+        _fulfil_stripe_order(uow, checkout, session_id, intent_id, charge_id, paid=paid, received_at=received_at)
         return Effect.processed(*keys)
     amount = session_object.get("amount_total")
 
@@ -433,15 +443,20 @@ def fulfil_stripe_checkout(
             currency=str(session_object.get("currency") or checkout.currency).upper(),
             stripe_checkout_session_id=session_id,
             stripe_payment_intent_id=intent_id,
-            **(_paid(at) if paid else {}),
+            stripe_charge_id=charge_id,
+            **(_paid(received_at) if paid else {}),
         )
 
     gift, created = _gift_or_insert(uow, "stripe_checkout_session_id", session_id, build)
-    if not created and gift.stripe_payment_intent_id is None and intent_id:
-        _set(gift, stripe_payment_intent_id=intent_id)
+    if not created:
+        _set(
+            gift,
+            stripe_payment_intent_id=gift.stripe_payment_intent_id or intent_id,
+            stripe_charge_id=gift.stripe_charge_id or charge_id,
+        )
         uow.session.add(gift)
     if paid:
-        _mark_gift_paid(uow, gift, at, inserted_paid=created)
+        _mark_gift_paid(uow, gift, received_at, inserted_paid=created)
     return Effect.processed(*keys)
 
 
@@ -471,6 +486,7 @@ def _fulfil_stripe_order(
     checkout: Checkout,
     session_id: str,
     intent_id: str | None,
+    charge_id: str | None,
     *,
     paid: bool,
     received_at: dt.datetime,
@@ -483,6 +499,7 @@ def _fulfil_stripe_order(
         order,
         stripe_checkout_session_id=order.stripe_checkout_session_id or session_id,
         stripe_payment_intent_id=order.stripe_payment_intent_id or intent_id,
+        stripe_charge_id=order.stripe_charge_id or charge_id,
     )
     session.add(order)
     if paid and order.status in (OrderStatus.PENDING, OrderStatus.CANCELLED):
@@ -492,7 +509,7 @@ def _fulfil_stripe_order(
         session.add(order)
         shop.take_stock(uow, order)
         session.flush()
-        ids = [value for value in (session_id, intent_id) if value]
+        ids = [value for value in (session_id, intent_id, charge_id) if value]
         record_history(
             uow,
             order.supporter_id,
@@ -519,7 +536,11 @@ def _fulfil_stripe_order(
         )
 
     gift, _ = _gift_or_insert(uow, "stripe_checkout_session_id", session_id, build)
-    _set(gift, stripe_payment_intent_id=gift.stripe_payment_intent_id or intent_id)
+    _set(
+        gift,
+        stripe_payment_intent_id=gift.stripe_payment_intent_id or intent_id,
+        stripe_charge_id=gift.stripe_charge_id or charge_id,
+    )
     session.add(gift)
     if paid:
         _mark_gift_paid(uow, gift, received_at)
@@ -647,35 +668,18 @@ def expire_stripe_checkout(uow: UnitOfWork, session_object: dict[str, Any]) -> E
 
 
 def note_stripe_payment_intent(uow: UnitOfWork, intent: dict[str, Any]) -> Effect:
-    """`payment_intent.succeeded` beside `checkout.session.completed`: never a second gift; it tells the charge.
-    Before its checkout's completion (the payment intent of one of our checkouts: its metadata names the checkout),
-    it waits for it, so the charge's id is not lost to the order of delivery."""
+    """`payment_intent.succeeded` beside `checkout.session.completed`: never a second gift; it may tell the charge."""
     intent_id = _id(intent.get("id"))
     charge_id = _id(intent.get("latest_charge"))
     order = repository.order_for_stripe_payment(uow.session, intent_id, None)
     gift = repository.gift_for_stripe_payment(uow.session, intent_id, None)
     if order is None and gift is None:
-        metadata = intent.get("metadata") or {}
-        checkout_id = _uuid(metadata.get("checkout_id")) if isinstance(metadata, dict) else None
-        if intent_id and charge_id and checkout_id and repository.exists(uow.session, Checkout, "id", checkout_id):
-            return Effect.waiting(f"stripe_payment_intent:{intent_id}")
         return Effect.ignored("the gift is recorded from its checkout session or invoice")
     for record in (order, gift):
-        if record is not None and charge_id:
-            _note_charge(uow, record, charge_id)
+        if record is not None and record.stripe_charge_id is None and charge_id:
+            _set(record, stripe_charge_id=charge_id)
+            uow.session.add(record)
     return Effect.processed(f"stripe_charge:{charge_id}" if charge_id else None)
-
-
-def _note_charge(uow: UnitOfWork, record: Gift | Order, charge_id: str) -> None:
-    """A charge's id learnt after its gift or order was recorded (`fulfil_stripe_checkout` does not ask Stripe):
-    kept on the record, and added to its history item's provider ids."""
-    if record.stripe_charge_id is not None:
-        return
-    _set(record, stripe_charge_id=charge_id)
-    uow.session.add(record)
-    add_history_provider_ids(
-        uow, f"gift:{record.id}" if isinstance(record, Gift) else f"purchase:{record.id}", [charge_id]
-    )
 
 
 # --- Stripe: subscriptions and invoices -------------------------------------------------------------------------
@@ -860,8 +864,9 @@ def _stripe_targets(
         key = f"stripe_payment_intent:{intent_id}" if intent_id else f"stripe_charge:{charge_id}"
         return None, None, key
     for record in (order, gift):
-        if record is not None and charge_id:
-            _note_charge(uow, record, charge_id)
+        if record is not None and charge_id and record.stripe_charge_id is None:
+            _set(record, stripe_charge_id=charge_id)
+            uow.session.add(record)
     return order, gift, None
 
 

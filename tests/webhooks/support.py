@@ -129,9 +129,6 @@ def actual_ledger(runtime: Runtime, expected: Expected) -> Expected:
             gift = gift_by_key(session, key)
             if gift is not None:
                 actual.gifts[key] = ExpectedGift(str(gift.status), gift.amount, gift.returned_amount)
-        for key in expected.charges:
-            gift = gift_by_key(session, key)
-            actual.charges[key] = gift.stripe_charge_id if gift is not None else None
         for key in expected.orders:
             order = session.exec(select(Order).where(Order.stripe_checkout_session_id == key)).first()
             if order is not None:

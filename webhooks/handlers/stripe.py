@@ -15,12 +15,12 @@ def _object(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def checkout_completed(ctx: Context, payload: dict[str, Any]) -> Effect:
-    return payments.fulfil_stripe_checkout(ctx.uow, ctx.stripe, _object(payload), at=ctx.at)
+    return payments.fulfil_stripe_checkout(ctx.uow, ctx.stripe, _object(payload), at=ctx.at, settled_now=False)
 
 
 def checkout_async_succeeded(ctx: Context, payload: dict[str, Any]) -> Effect:
     session = {**_object(payload), "payment_status": "paid"}
-    return payments.fulfil_stripe_checkout(ctx.uow, ctx.stripe, session, at=ctx.at)
+    return payments.fulfil_stripe_checkout(ctx.uow, ctx.stripe, session, at=ctx.at, settled_now=True)
 
 
 def checkout_async_failed(ctx: Context, payload: dict[str, Any]) -> Effect:
