@@ -9,8 +9,8 @@
    one INSERT through a psycopg async pool).
 4. Drain: the backlog left by step 2 is processed by `dramatiq giving.worker_boot --queues webhooks` (what
    `giving worker` runs, limited to the webhook queue: receipts render on other workers) against a stand-in Stripe
-   API (a completed checkout does not call it since the fifth landing; the catch-up at a worker's start lists
-   events); events/s from the first to the last event processed.
+   API (each completed checkout fetches its payment intent with the charge); events/s from the first to the last
+   event processed.
 
 Load generator: a minimal HTTP/1.1 client on asyncio streams (cheaper than httpx, so it steals less of the 2 cores
 that the servers also use). Prints accepted/s, p50, p99 for both servers and the drain rate.
