@@ -205,8 +205,9 @@ _COOLDOWN_ATTRIBUTE = "giving_down_until"  # kept on the broker object: a new br
 
 
 def coalesce(pending: list[PendingJob]) -> list[PendingJob]:
-    """The messages to send for `pending`: jobs of a batched actor (`batch_argument`) with no delay and otherwise
-    the same arguments become one job whose list holds all their items, `batch_limit` at most; the rest as they are.
+    """The messages to send for `pending`: jobs of a batched actor (`batch_argument`), not durable, with no delay
+    and otherwise the same arguments become one job whose list holds all their items, `batch_limit` at most; the
+    rest as they are.
     A burst of webhook deliveries is then a few messages instead of one each: for the web process a send costs more
     than storing the event (bench/webhooks), and for the worker each message has its own overhead."""
     messages: list[PendingJob] = []
@@ -214,7 +215,11 @@ def coalesce(pending: list[PendingJob]) -> list[PendingJob]:
     for job in pending:
         spec = REGISTRY.get(job.actor_name)
         argument = spec.batch_argument if spec is not None else None
-        if spec is None or argument is None or job.delay_ms:
+        # A durable job stays whole: its row is claimed and marked done once, for one message.
+        if spec is None or argument is None or job.delay_ms or "job_id" in job.kwargs:
+            messages.append(job)
+            continue
+        if not isinstance(job.kwargs.get(argument), list) or not job.kwargs[argument]:
             messages.append(job)
             continue
         rest = {name: value for name, value in job.kwargs.items() if name != argument}

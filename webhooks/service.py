@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -42,7 +43,10 @@ log = logging.getLogger("giving.webhooks")
 PROCESS_EVENTS = "webhooks.process_events"
 # A message's events run one after another on one worker thread: enough to spare the per-message costs of a burst,
 # few enough that a backlog still spreads over every thread.
-EVENTS_PER_MESSAGE = 20
+EVENTS_PER_MESSAGE = 10
+# Past this, the message's remaining events go back to the broker as a message of their own, for any free thread:
+# a slow provider call then holds up at most the event that made it, not the ten behind it (contract: 10 s).
+MESSAGE_TIME_BUDGET_SECONDS = 1.0
 # Quick retries after a handler error (then the sweep's slower ones): 2 s, 4 s, 8 s.
 QUICK_RETRIES = 3
 SWEEP_PENDING_AFTER = dt.timedelta(minutes=1)
@@ -222,11 +226,17 @@ def run_event(runtime: Runtime, event_id: uuid.UUID, *, force: bool = False) -> 
 
 def run_events(runtime: Runtime, event_ids: list[uuid.UUID]) -> None:
     """A message's events, each in a unit of work of its own, so one event's failure undoes none of the others
-    (`run_event` records it on the event and retries it alone). An error it cannot record, the database gone, stops
-    the message and is raised, so the broker retries it; events not stored (yet) are raised after the rest have run.
-    Either way the events already done are skipped when the message comes again."""
+    (`run_event` records it on the event and retries it alone). Once the message has taken its time budget, the
+    events left are sent as a new message. An error `run_event` cannot record, the database gone, stops the message
+    and is raised, so the broker retries it; events not stored (yet) are raised after the rest have run. Either way
+    processed and ignored events are skipped when the message comes again (failed and waiting ones run again)."""
     not_found: EventNotFound | None = None
-    for event_id in event_ids:
+    started = time.monotonic()
+    for done, event_id in enumerate(event_ids):
+        if done and time.monotonic() - started > MESSAGE_TIME_BUDGET_SECONDS:
+            rest = [str(remaining) for remaining in event_ids[done:]]
+            jobs.send_jobs([PendingJob(PROCESS_EVENTS, {"event_ids": rest})])
+            break
         try:
             run_event(runtime, event_id)
         except EventNotFound as exc:

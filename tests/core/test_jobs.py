@@ -220,12 +220,17 @@ def test_coalescing_keeps_order_and_splits_a_long_list() -> None:
             PendingJob("tests.remember", {"name": "first"}),
             PendingJob("tests.remember_all", {"names": ["1", "2", "3", "4"]}),
             PendingJob("tests.remember_all", {"names": ["5"]}),
+            # A durable job's row is claimed once, for one message: never split, never merged; an empty list stays.
+            PendingJob("tests.remember_all", {"names": ["6", "7", "8", "9"], "job_id": "J"}),
+            PendingJob("tests.remember_all", {"names": []}),
         ]
     )
     assert [(job.actor_name, job.kwargs) for job in messages] == [
         ("tests.remember", {"name": "first"}),
         ("tests.remember_all", {"names": ["1", "2", "3"]}),
         ("tests.remember_all", {"names": ["4", "5"]}),
+        ("tests.remember_all", {"names": ["6", "7", "8", "9"], "job_id": "J"}),
+        ("tests.remember_all", {"names": []}),
     ]
 
 

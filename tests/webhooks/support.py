@@ -57,6 +57,15 @@ class EventsWorker:
     def stop(self) -> None:
         self.worker.stop()
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Messages sent meanwhile wait in the queue until the block ends."""
+        self.worker.pause()
+        try:
+            yield
+        finally:
+            self.worker.resume()
+
 
 @pytest.fixture
 def worker(runtime: Runtime) -> Iterator[EventsWorker]:

@@ -179,6 +179,38 @@ def test_the_events_of_one_message_each_run_on_their_own(
         assert sorted(gift.stripe_checkout_session_id for gift in paid) == sorted([first, second])
 
 
+def test_a_message_past_its_time_budget_hands_the_rest_to_any_free_thread(
+    runtime: Runtime, fake_stripe: FakeProvider, worker: EventsWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow event holds up only itself: once a message has taken its time, the events left in it are sent as a
+    message of their own (which the worker then runs), not run behind it."""
+    from webhooks.models import EventStatus
+    from webhooks.verify import VerifiedEvent
+
+    monkeypatch.setattr(webhooks_service, "MESSAGE_TIME_BUDGET_SECONDS", 0.0)
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Gil")
+    for amount in (1100, 1200, 1300):
+        scenario.one_off_card_gift(supporter, amount, with_payment_intent_event=False)
+    scenario.stripe.install(fake_stripe)
+    events = [
+        VerifiedEvent(delivery.event["id"], delivery.event["type"], None, False, _json(delivery.event))
+        for delivery in scenario.deliveries
+    ]
+    with runtime.unit_of_work() as uow:
+        first, *rest = webhooks_service.store_events(uow, "stripe", events)
+        uow.jobs.clear()  # run by hand below, as one message
+    with worker.paused():
+        webhooks_service.run_events(runtime, [first, *rest])
+        with runtime.read_session() as session:
+            status = {event.id: event.status for event in session.exec(select(InboundEvent)).all()}
+        assert status[first] == EventStatus.PROCESSED
+        assert {status[event_id] for event_id in rest} == {EventStatus.PENDING}
+    worker.join()
+    with runtime.read_session() as session:
+        assert {event.status for event in session.exec(select(InboundEvent)).all()} == {EventStatus.PROCESSED}
+
+
 def test_an_event_waiting_for_its_object_runs_as_soon_as_it_is_recorded(
     runtime: Runtime, worker: EventsWorker, app_client: TestClient, fake_stripe: FakeProvider
 ) -> None:
