@@ -215,16 +215,16 @@ def coalesce(pending: list[PendingJob]) -> list[PendingJob]:
     for job in pending:
         spec = REGISTRY.get(job.actor_name)
         argument = spec.batch_argument if spec is not None else None
-        # A durable job stays whole: its row is claimed and marked done once, for one message.
-        if spec is None or argument is None or job.delay_ms or "job_id" in job.kwargs:
-            messages.append(job)
-            continue
-        if not isinstance(job.kwargs.get(argument), list) or not job.kwargs[argument]:
+        items = job.kwargs.get(argument) if argument is not None else None
+        # Sent as it is: not batched, delayed, durable (its row is claimed and marked done once, for one message), or
+        # without a list of items.
+        durable = "job_id" in job.kwargs
+        if spec is None or argument is None or job.delay_ms or durable or not isinstance(items, list) or not items:
             messages.append(job)
             continue
         rest = {name: value for name, value in job.kwargs.items() if name != argument}
         key = (job.actor_name, json.dumps(rest, sort_keys=True, default=str))
-        for item in job.kwargs[argument]:
+        for item in items:
             batch = filling.get(key)
             if batch is None or len(batch.kwargs[argument]) >= spec.batch_limit:
                 batch = filling[key] = PendingJob(job.actor_name, {**rest, argument: []})
