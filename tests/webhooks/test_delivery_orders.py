@@ -6,6 +6,7 @@ import random
 import threading
 import time
 import uuid
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given
@@ -34,6 +35,7 @@ from tests.webhooks.support import (
 )
 from webhooks import service as webhooks_service
 from webhooks.models import InboundEvent
+from webhooks.verify import VerifiedEvent
 
 __all__ = ["app_client", "catalogue", "settings", "worker"]
 
@@ -110,16 +112,8 @@ def test_concurrent_processing_of_one_business_key(
     scenario.one_off_card_gift(supporter, 1800, with_payment_intent_event=False)
     scenario.stripe.install(fake_stripe)
     completed = scenario.deliveries[0].event
-    ids = []
-    with runtime.unit_of_work() as uow:
-        from webhooks.verify import VerifiedEvent
-
-        copies = [
-            VerifiedEvent(f"evt_copy_{n}_{uuid.uuid4().hex[:6]}", completed["type"], None, False, _json(completed))
-            for n in range(6)
-        ]
-        ids = webhooks_service.store_events(uow, "stripe", copies)
-        uow.jobs.clear()  # run them by hand below, all at once
+    copies = [_verified(completed, external_id=f"evt_copy_{n}_{uuid.uuid4().hex[:6]}") for n in range(6)]
+    ids = _store_unsent(runtime, copies)  # run by hand below, all at once
     start = threading.Barrier(len(ids))
     results = []
 
@@ -154,21 +148,15 @@ def test_the_events_of_one_message_each_run_on_their_own(
     others are processed; an id that is not stored is raised (so the broker retries the message) only after them."""
     from webhooks.errors import EventNotFound
     from webhooks.models import EventStatus
-    from webhooks.verify import VerifiedEvent
 
     scenario = Scenario(runtime)
     supporter = seed_supporter(runtime, "Fay")
     first = scenario.one_off_card_gift(supporter, 1800, with_payment_intent_event=False)
     second = scenario.one_off_card_gift(supporter, 2200, with_payment_intent_event=False)
     scenario.stripe.install(fake_stripe)
-    events = [
-        VerifiedEvent(delivery.event["id"], delivery.event["type"], None, False, _json(delivery.event))
-        for delivery in scenario.deliveries
-    ]
-    broken = VerifiedEvent(f"evt_broken_{uuid.uuid4().hex[:6]}", "checkout.session.completed", None, False, "{")
-    with runtime.unit_of_work() as uow:
-        good_one, good_two, bad = webhooks_service.store_events(uow, "stripe", [*events, broken])
-        uow.jobs.clear()  # run by hand below, as one message
+    events = [_verified(delivery.event) for delivery in scenario.deliveries]
+    broken = _verified(scenario.deliveries[0].event, external_id=f"evt_broken_{uuid.uuid4().hex[:6]}", body="{")
+    good_one, good_two, bad = _store_unsent(runtime, [*events, broken])  # run by hand below, as one message
     with pytest.raises(EventNotFound):
         webhooks_service.run_events(runtime, [good_one, bad, uuid.uuid4(), good_two])
     with runtime.read_session() as session:
@@ -185,7 +173,6 @@ def test_a_message_past_its_time_budget_hands_the_rest_to_any_free_thread(
     """A slow event holds up only itself: once a message has taken its time, the events left in it are sent as a
     message of their own (which the worker then runs), not run behind it."""
     from webhooks.models import EventStatus
-    from webhooks.verify import VerifiedEvent
 
     monkeypatch.setattr(webhooks_service, "MESSAGE_TIME_BUDGET_SECONDS", 0.0)
     scenario = Scenario(runtime)
@@ -193,13 +180,7 @@ def test_a_message_past_its_time_budget_hands_the_rest_to_any_free_thread(
     for amount in (1100, 1200, 1300):
         scenario.one_off_card_gift(supporter, amount, with_payment_intent_event=False)
     scenario.stripe.install(fake_stripe)
-    events = [
-        VerifiedEvent(delivery.event["id"], delivery.event["type"], None, False, _json(delivery.event))
-        for delivery in scenario.deliveries
-    ]
-    with runtime.unit_of_work() as uow:
-        first, *rest = webhooks_service.store_events(uow, "stripe", events)
-        uow.jobs.clear()  # run by hand below, as one message
+    first, *rest = _store_unsent(runtime, [_verified(delivery.event) for delivery in scenario.deliveries])
     with worker.paused():
         webhooks_service.run_events(runtime, [first, *rest])
         with runtime.read_session() as session:
@@ -238,3 +219,16 @@ def _json(event: dict[str, object]) -> str:
     import json
 
     return json.dumps(event, separators=(",", ":"))
+
+
+def _verified(event: dict[str, Any], *, external_id: str | None = None, body: str | None = None) -> VerifiedEvent:
+    """A Stripe event as the endpoint hands it on once its signature is checked."""
+    return VerifiedEvent(external_id or event["id"], event["type"], None, False, _json(event) if body is None else body)
+
+
+def _store_unsent(runtime: Runtime, events: list[VerifiedEvent]) -> list[uuid.UUID]:
+    """Stored as a delivery stores them, but not sent to the worker: the test runs them by hand."""
+    with runtime.unit_of_work() as uow:
+        ids = webhooks_service.store_events(uow, "stripe", events)
+        uow.jobs.clear()
+    return ids
