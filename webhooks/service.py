@@ -145,13 +145,19 @@ class Processed:
     recorded: tuple[str, ...] = ()
 
 
-def process_event(uow: UnitOfWork, settings: Settings, event_id: uuid.UUID, *, force: bool = False) -> Processed:
-    """Run the event's handler once. Already processed or ignored events are skipped unless `force` (replay)."""
+def process_event(
+    uow: UnitOfWork, settings: Settings, event_id: uuid.UUID, *, force: bool = False, skip_failed: bool = False
+) -> Processed:
+    """Run the event's handler once. Already processed or ignored events are skipped unless `force` (replay); with
+    `skip_failed` (a redelivered message, `run_events`) so are failed ones, which have a delayed retry of their own.
+    Both are decided on the locked row, so a copy of the message running meanwhile cannot slip between."""
     event = repository.lock_event_row(uow.session, event_id)
     if event is None:
         raise EventNotFound(f"no stored event {event_id}")
     if not force and event.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
         return Processed(event.status, note="already done")
+    if not force and skip_failed and event.status == EventStatus.FAILED:
+        return Processed(event.status, note="failed: left to its own retry")
     effect = _run_handler(uow, settings, event)
     now = utc_now()
     status = {
@@ -205,12 +211,12 @@ def wake(uow: UnitOfWork, keys: list[str]) -> int:
     return len(woken)
 
 
-def run_event(runtime: Runtime, event_id: uuid.UUID, *, force: bool = False) -> Processed:
+def run_event(runtime: Runtime, event_id: uuid.UUID, *, force: bool = False, skip_failed: bool = False) -> Processed:
     """What the worker (and `giving events replay`) calls: process in one unit of work; on an error, roll back,
-    record it on the event in another, and try again soon."""
+    record it on the event in another, and try again soon. `skip_failed`: as `process_event`."""
     try:
         with runtime.unit_of_work() as uow:
-            result = process_event(uow, runtime.settings, event_id, force=force)
+            result = process_event(uow, runtime.settings, event_id, force=force, skip_failed=skip_failed)
     except EventNotFound:
         raise
     except Exception as exc:
@@ -224,12 +230,15 @@ def run_event(runtime: Runtime, event_id: uuid.UUID, *, force: bool = False) -> 
     return result
 
 
-def run_events(runtime: Runtime, event_ids: list[uuid.UUID]) -> None:
+def run_events(runtime: Runtime, event_ids: list[uuid.UUID], *, redelivered: bool = False) -> None:
     """A message's events, each in a unit of work of its own, so one event's failure undoes none of the others
     (`run_event` records it on the event and retries it alone). Once the message has taken its time budget, the
     events left are sent as a new message. An error `run_event` cannot record, the database gone, stops the message
-    and is raised, so the broker retries it; events not stored (yet) are raised after the rest have run. Either way
-    processed and ignored events are skipped when the message comes again (failed and waiting ones run again)."""
+    and is raised, so the broker retries it; events not stored (yet) are raised after the rest have run.
+    When the message comes again (`redelivered`: the broker's retry of it), processed and ignored events are skipped,
+    and so are failed ones: their failure sent a delayed retry of their own (past the quick retries, the sweep sends
+    them), and running them again at once would skip its back-off and count an attempt more. Pending and waiting
+    ones run again. A first delivery runs failed events, so their own delayed retry (a new message) does run them."""
     not_found: EventNotFound | None = None
     started = time.monotonic()
     for done, event_id in enumerate(event_ids):
@@ -238,7 +247,7 @@ def run_events(runtime: Runtime, event_ids: list[uuid.UUID]) -> None:
             jobs.send_jobs([PendingJob(PROCESS_EVENTS, {"event_ids": rest})])
             break
         try:
-            run_event(runtime, event_id)
+            run_event(runtime, event_id, skip_failed=redelivered)
         except EventNotFound as exc:
             not_found = not_found or exc
     if not_found is not None:

@@ -6,6 +6,8 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -165,6 +167,80 @@ def test_the_events_of_one_message_each_run_on_their_own(
         assert status[bad] == (EventStatus.FAILED, 1)
         paid = session.exec(select(Gift).where(Gift.status == GiftStatus.PAID)).all()
         assert sorted(gift.stripe_checkout_session_id for gift in paid) == sorted([first, second])
+
+
+def test_a_redelivered_message_leaves_its_failed_events_to_their_own_retry(
+    runtime: Runtime, fake_stripe: FakeProvider
+) -> None:
+    """When dramatiq runs a message again (here: it raised for an id not stored yet), the event that failed in it is
+    not run again at once: its failure sent it a delayed retry of its own, and that one (a first delivery) does run
+    it. Events not run yet still run on a redelivery. No worker here, so that delayed retry stays queued."""
+    import dramatiq
+    from dramatiq.middleware import CurrentMessage
+
+    from webhooks import tasks
+    from webhooks.errors import EventNotFound
+    from webhooks.models import EventStatus
+
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Hal")
+    first = scenario.one_off_card_gift(supporter, 1800, with_payment_intent_event=False)
+    second = scenario.one_off_card_gift(supporter, 2200, with_payment_intent_event=False)
+    scenario.stripe.install(fake_stripe)
+    events = [_verified(delivery.event) for delivery in scenario.deliveries]
+    broken = _verified(scenario.deliveries[0].event, external_id=f"evt_broken_{uuid.uuid4().hex[:6]}", body="{")
+    good_one, good_two, bad = _store_unsent(runtime, [*events, broken])  # run by hand below
+    batch = [good_one, bad, uuid.uuid4()]  # the last id is not stored: the message raises after the rest
+
+    def status() -> dict[uuid.UUID, tuple[str, int, str | None]]:
+        with runtime.read_session() as session:
+            rows = session.exec(select(InboundEvent)).all()
+            return {event.id: (event.status, event.attempts, event.last_error) for event in rows}
+
+    @contextmanager
+    def as_message(event_ids: list[uuid.UUID], retries: int) -> Iterator[list[str]]:
+        """The task run as the worker runs it (dramatiq's CurrentMessage middleware): this message, retried
+        `retries` times before."""
+        ids = [str(event_id) for event_id in event_ids]
+        message = dramatiq.Message(
+            queue_name="webhooks",
+            actor_name=webhooks_service.PROCESS_EVENTS,
+            args=(),
+            kwargs={"event_ids": ids},
+            options={"retries": retries},
+        )
+        middleware = CurrentMessage()
+        middleware.before_process_message(runtime.broker, message)
+        try:
+            yield ids
+        finally:
+            middleware.after_process_message(runtime.broker, message)
+
+    # First delivery: the broken event fails (recorded, its delayed retry sent); the unknown id is raised.
+    with as_message(batch, retries=0) as ids, pytest.raises(EventNotFound):
+        tasks.process_events(ids)
+    after_first = status()
+    assert after_first[good_one][:2] == (EventStatus.PROCESSED, 1)
+    assert after_first[bad][:2] == (EventStatus.FAILED, 1)
+
+    # dramatiq's retry of that message: the failed event is left alone (attempts 1, its error not written again).
+    with as_message(batch, retries=1) as ids, pytest.raises(EventNotFound):
+        tasks.process_events(ids)
+    assert status()[bad] == after_first[bad]
+    assert status()[good_one] == after_first[good_one]
+
+    # An event a redelivered message had not run yet does run.
+    with as_message([good_two], retries=1) as ids:
+        tasks.process_events(ids)
+    assert status()[good_two][:2] == (EventStatus.PROCESSED, 1)
+    with runtime.read_session() as session:
+        paid = session.exec(select(Gift).where(Gift.status == GiftStatus.PAID)).all()
+        assert sorted(gift.stripe_checkout_session_id for gift in paid) == sorted([first, second])
+
+    # The broken event's own delayed retry is a first delivery of a message of its own: it runs (and fails again).
+    with as_message([bad], retries=0) as ids:
+        tasks.process_events(ids)
+    assert status()[bad][:2] == (EventStatus.FAILED, 2)
 
 
 def test_a_message_past_its_time_budget_hands_the_rest_to_any_free_thread(
