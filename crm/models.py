@@ -135,6 +135,15 @@ class Declaration(SQLModel, table=True):
     """A Gift Aid declaration as given: the name and address on it are kept as they were."""
 
     __tablename__ = "declarations"
+    # The void declarations (few): Gift Aid's adjustments start from these instead of every claimed gift.
+    __table_args__ = (
+        sa.Index(
+            "ix_declarations_voided",
+            "supporter_id",
+            postgresql_where=sa.text("voided"),
+            sqlite_where=sa.text("voided"),
+        ),
+    )
 
     id: uuid.UUID = id_field()
     supporter_id: uuid.UUID = Field(foreign_key="supporters.id", index=True)

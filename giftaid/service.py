@@ -292,6 +292,7 @@ def detect_adjustments(uow: UnitOfWork) -> list[Adjustment]:
     voided, become adjustments: the Gift Aid claimed on that money, taken back by the next claim."""
     session = uow.session
     found = []
+    adjusted = []
     for row in repository.returned_since_claim(session):
         already = int(row.adjusted_returned)
         if row.voided:
@@ -313,9 +314,10 @@ def detect_adjustments(uow: UnitOfWork) -> list[Adjustment]:
             amount=gift_aid_on(money_back),
             detail=f"{detail}: {Money(money_back).plain()} of a gift claimed in claim {row.claim_id}",
         )
-        session.add(adjustment)
-        repository.mark_adjusted(session, row.claim_id, row.gift_id, already + money_back)
         found.append(adjustment)
+        adjusted.append((row.claim_id, row.gift_id, already + money_back))
+    session.add_all(found)
+    repository.mark_adjusted(session, adjusted)
     session.flush()
     return found
 
