@@ -143,6 +143,22 @@ def test_concurrent_processing_of_one_business_key(
         assert len(receipts) == 1
 
 
+def _two_gifts_and_a_broken_event(
+    runtime: Runtime, fake_stripe: FakeProvider
+) -> tuple[tuple[str, str], tuple[uuid.UUID, uuid.UUID, uuid.UUID]]:
+    """Two one-off card gifts' completions and an event whose body is not JSON, stored unsent (the tests run them by
+    hand): ((the two Checkout Session ids), (good one, good two, broken event ids))."""
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Fay")
+    first = scenario.one_off_card_gift(supporter, 1800, with_payment_intent_event=False)
+    second = scenario.one_off_card_gift(supporter, 2200, with_payment_intent_event=False)
+    scenario.stripe.install(fake_stripe)
+    events = [_verified(delivery.event) for delivery in scenario.deliveries]
+    broken = _verified(scenario.deliveries[0].event, external_id=f"evt_broken_{uuid.uuid4().hex[:6]}", body="{")
+    good_one, good_two, bad = _store_unsent(runtime, [*events, broken])
+    return (first, second), (good_one, good_two, bad)
+
+
 def test_the_events_of_one_message_each_run_on_their_own(
     runtime: Runtime, fake_stripe: FakeProvider, worker: EventsWorker
 ) -> None:
@@ -151,14 +167,7 @@ def test_the_events_of_one_message_each_run_on_their_own(
     from webhooks.errors import EventNotFound
     from webhooks.models import EventStatus
 
-    scenario = Scenario(runtime)
-    supporter = seed_supporter(runtime, "Fay")
-    first = scenario.one_off_card_gift(supporter, 1800, with_payment_intent_event=False)
-    second = scenario.one_off_card_gift(supporter, 2200, with_payment_intent_event=False)
-    scenario.stripe.install(fake_stripe)
-    events = [_verified(delivery.event) for delivery in scenario.deliveries]
-    broken = _verified(scenario.deliveries[0].event, external_id=f"evt_broken_{uuid.uuid4().hex[:6]}", body="{")
-    good_one, good_two, bad = _store_unsent(runtime, [*events, broken])  # run by hand below, as one message
+    (first, second), (good_one, good_two, bad) = _two_gifts_and_a_broken_event(runtime, fake_stripe)
     with pytest.raises(EventNotFound):
         webhooks_service.run_events(runtime, [good_one, bad, uuid.uuid4(), good_two])
     with runtime.read_session() as session:
@@ -182,14 +191,7 @@ def test_a_redelivered_message_leaves_its_failed_events_to_their_own_retry(
     from webhooks.errors import EventNotFound
     from webhooks.models import EventStatus
 
-    scenario = Scenario(runtime)
-    supporter = seed_supporter(runtime, "Hal")
-    first = scenario.one_off_card_gift(supporter, 1800, with_payment_intent_event=False)
-    second = scenario.one_off_card_gift(supporter, 2200, with_payment_intent_event=False)
-    scenario.stripe.install(fake_stripe)
-    events = [_verified(delivery.event) for delivery in scenario.deliveries]
-    broken = _verified(scenario.deliveries[0].event, external_id=f"evt_broken_{uuid.uuid4().hex[:6]}", body="{")
-    good_one, good_two, bad = _store_unsent(runtime, [*events, broken])  # run by hand below
+    (first, second), (good_one, good_two, bad) = _two_gifts_and_a_broken_event(runtime, fake_stripe)
     batch = [good_one, bad, uuid.uuid4()]  # the last id is not stored: the message raises after the rest
 
     def status() -> dict[uuid.UUID, tuple[str, int, str | None]]:
