@@ -13,7 +13,6 @@ import copy
 import datetime as dt
 import io
 import re
-import unicodedata
 import zipfile
 from collections.abc import Sequence
 from decimal import Decimal
@@ -21,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from anyascii import anyascii
 from lxml import etree
 
 from giftaid.xml import Line
@@ -48,22 +48,13 @@ def template_bytes() -> bytes:
     return resources.files("giftaid").joinpath(TEMPLATE).read_bytes()
 
 
-# Letters that do not decompose to ASCII.
-_TRANSLITERATE = {"Ł": "L", "ł": "l", "Đ": "D", "đ": "d", "\u0131": "i", "Œ": "OE", "œ": "oe", "Ħ": "H", "ħ": "h"}
-
-
 def latin1_text(value: str) -> str:
-    """What survives HMRC's reader (printable Latin-1): accents kept, other letters transliterated where possible."""
+    """What survives HMRC's reader (printable Latin-1): accents kept, any other letter transliterated (anyascii:
+    Cyrillic, Greek, Ł, Œ, CJK, ...), so a donor named in another script still gets a line (giftaid.md §2)."""
     value = " ".join((value or "").split())
     if all(" " <= ch <= "~" or "\xa1" <= ch <= "\xff" for ch in value):
         return value
-    out = []
-    for ch in value:
-        if " " <= ch <= "~" or "\xa1" <= ch <= "\xff":
-            out.append(ch)
-            continue
-        plain = _TRANSLITERATE.get(ch) or unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
-        out.append(plain)
+    out = [ch if " " <= ch <= "~" or "\xa1" <= ch <= "\xff" else anyascii(ch) for ch in value]
     return " ".join("".join(out).split())
 
 
@@ -233,8 +224,9 @@ def _fill(root: Any, lines: Sequence[Line], earliest: dt.date | None, overclaime
         else:
             values = [
                 schedule_title(line.title),
-                latin1_text(line.first_name),
-                latin1_text(line.last_name),
+                # Transliterating can lengthen a name (Œ → Oe): HMRC's columns hold 35 characters.
+                latin1_text(line.first_name)[:35],
+                latin1_text(line.last_name)[:35],
                 latin1_text(line.house)[:40],
                 "X" if line.overseas else line.postcode,
                 "",
