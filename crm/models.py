@@ -131,6 +131,11 @@ class DeclarationScope(StrEnum):
     PERIOD = "period"
 
 
+# The evidence key of an oral declaration's audio recording: with it, the declaration is effective without a written
+# record (HMRC; giftaid.eligibility reads the same key).
+RECORDING_EVIDENCE = "recording_id"
+
+
 class Declaration(SQLModel, table=True):
     """A Gift Aid declaration as given: the name and address on it are kept as they were."""
 
@@ -177,6 +182,11 @@ class Declaration(SQLModel, table=True):
     voided: bool = False
     recorded_by: str = Field(default="", max_length=254)
     created_at: dt.datetime = created_at_field()
+
+    @property
+    def recorded(self) -> bool:
+        """An oral declaration with an auditable audio recording."""
+        return (self.evidence or {}).get(RECORDING_EVIDENCE) is not None
 
 
 class HistoryEntry(SQLModel, table=True):

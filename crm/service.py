@@ -294,14 +294,14 @@ def record_declaration(
         errors["made_on"] = "A declaration cannot be made in the future"
     if confirmation_sent_on is not None and confirmation_sent_on < made_on:
         errors["confirmation_sent_on"] = "The confirmation cannot be sent before the declaration was made"
+    # A declaration reaches back to gifts of the past four years at most (HMRC; giftaid.md §1C rule 11).
+    earliest = _four_years_before(made_on)
+    if start is not None and start < earliest:
+        errors["start"] = f"A declaration covers gifts of the past four years at most: from {earliest:%d/%m/%Y}"
     if errors:
         raise InvalidDonorDetails("; ".join(f"{k}: {v}" for k, v in errors.items()), errors)
     if scope == DeclarationScope.PAST_4_YEARS_AND_FUTURE and start is None:
-        start = (
-            made_on.replace(year=made_on.year - 4)
-            if not (made_on.month == 2 and made_on.day == 29)
-            else made_on.replace(year=made_on.year - 4, day=28)
-        )
+        start = earliest
     non_uk = is_non_uk(donor.country, donor.postcode)
     declaration = Declaration(
         supporter_id=resolve_supporter(uow.session, supporter_id).id,
@@ -573,6 +573,10 @@ def declaration_status(declaration: Declaration) -> str:
     return "active"
 
 
+def _four_years_before(day: dt.date) -> dt.date:
+    return day.replace(year=day.year - 4) if not (day.month == 2 and day.day == 29) else dt.date(day.year - 4, 2, 28)
+
+
 def get_declaration(session: Session, declaration_id: uuid.UUID) -> Declaration:
     declaration = session.get(Declaration, declaration_id)
     if declaration is None:
@@ -584,7 +588,7 @@ def cancel_declaration(
     uow: UnitOfWork, declaration_id: uuid.UUID, *, effective_on: dt.date, reason: str = "", by: str = ""
 ) -> Declaration:
     """Cancel from `effective_on` (gifts before it stay claimable). An oral declaration cancelled within 30 days
-    of its written confirmation (or before one was sent) is void: treated as never made."""
+    of its written confirmation (or before one was sent, unless it was recorded) is void: treated as never made."""
     declaration = get_declaration(uow.session, declaration_id)
     if declaration.cancelled_at is not None:
         raise DeclarationAlreadyCancelled(f"declaration {declaration_id} was already cancelled")
@@ -598,7 +602,13 @@ def cancel_declaration(
     declaration.cancellation_reason = reason.strip()[:200]
     if declaration.method == DeclarationMethod.ORAL:
         sent = declaration.confirmation_sent_on
-        declaration.voided = sent is None or effective_on <= sent + ORAL_CANCELLATION_WINDOW
+        if sent is not None:
+            # Cancelled within 30 days of its written record: treated as never made (giftaid.md §1C rule 13).
+            declaration.voided = effective_on <= sent + ORAL_CANCELLATION_WINDOW
+        else:
+            # No written record: with an audio recording it has been in effect since it was made, and cancelling
+            # it is not retrospective (rule 14); without one it never took effect.
+            declaration.voided = not declaration.recorded
     uow.session.add(declaration)
     uow.session.flush()
     what = "voided (cancelled within 30 days of the confirmation)" if declaration.voided else "cancelled"

@@ -27,7 +27,7 @@ from sqlalchemy.sql import ColumnElement, Select
 from core.clock import uk_today
 from core.money import format_pence, gift_aid_on
 from core.settings import Settings
-from crm.models import Declaration, DeclarationMethod, DeclarationScope
+from crm.models import RECORDING_EVIDENCE, Declaration, DeclarationMethod, DeclarationScope
 from giftaid.models import Claim, ClaimGift
 from payments.models import DonorType, Gift, GiftStatus
 
@@ -197,7 +197,7 @@ def _declarations(rules: Rules, *, shared: bool = False) -> Any:
     confirmed = D.c.confirmation_sent_on.is_not(None)
     if rules.wait_for_oral_cancellation_window:
         confirmed = sa.and_(confirmed, D.c.confirmation_sent_on < rules.oral_confirmed_before)
-    recorded = D.c.evidence["recording_id"].as_string().is_not(None)
+    recorded = D.c.evidence[RECORDING_EVIDENCE].as_string().is_not(None)
     effective = sa.or_(D.c.method != DeclarationMethod.ORAL.value, confirmed, recorded)
     postcode_ok = sa.or_(D.c.non_uk.is_(True), sa.func.coalesce(D.c.postcode, "").regexp_match(UK_POSTCODE_PATTERN))
     details = sa.case(
@@ -388,7 +388,9 @@ def eligibility_select(
         (P.rank == 2, Code.DECLARATION_CANCELLED.value),
         (P.rank == 1, Code.ORAL_UNCONFIRMED.value),
         (P.details_code.is_not(None), P.details_code),
-        (_benefit_fails(P.amount, P.benefit_amount, on), Code.BENEFIT_TOO_LARGE.value),
+        # The donation is what the donor kept (a partly refunded gift is claimed on the rest), so the benefit is
+        # weighed against that.
+        (_benefit_fails(P.amount - P.returned, P.benefit_amount, on), Code.BENEFIT_TOO_LARGE.value),
         (
             sa.func.coalesce(benefits.c.benefits_so_far, 0) > AGGREGATE_BENEFIT_LIMIT,
             Code.BENEFITS_OVER_ANNUAL_LIMIT.value,
@@ -453,6 +455,7 @@ def _date(day: dt.date | None) -> str:
 def describe(code: str | None, row: Any, rules: Rules) -> str:
     """The reason in words, after its code (`"no_declaration: ..."`), or why the gift can be claimed."""
     on = row.received_on
+    kept = int(row.amount) - int(row.returned or 0)  # the donation: what the donor kept
     if code is None:
         amount = format_pence(int(row.claim_amount))
         deadline = rules.claim_deadline(on)
@@ -504,8 +507,7 @@ def describe(code: str | None, row: Any, rules: Rules) -> str:
         Code.MISSING_NAME: lambda: "the declaration lacks the donor's first or last name",
         Code.BENEFIT_TOO_LARGE: lambda: (
             f"the donor's benefit ({format_pence(int(row.benefit_amount))}) is worth more than the "
-            f"{format_pence(relevant_value_limit(int(row.amount), on))} allowed for a gift of "
-            f"{format_pence(int(row.amount))}"
+            f"{format_pence(relevant_value_limit(kept, on))} allowed for a gift of {format_pence(kept)}"
         ),
         Code.BENEFITS_OVER_ANNUAL_LIMIT: lambda: (
             f"benefits to this donor in the tax year come to {format_pence(int(row.benefits_so_far or 0))}, "
