@@ -92,8 +92,11 @@ def upsert_payout(
         uow.session.add(payout)
         uow.session.flush()
         return payout
-    if status == PayoutStatus.PENDING and payout.status != PayoutStatus.PENDING:
-        # State only moves forward: a late `payout.created` snapshot never takes a paid payout back to pending.
+    if payout.status == PayoutStatus.FAILED or (
+        status == PayoutStatus.PENDING and payout.status != PayoutStatus.PENDING
+    ):
+        # State only moves forward (pending → paid → failed: a paid payout can still bounce back, a failed one stays
+        # failed): a late `payout.created` or `payout.paid` snapshot never undoes what a later one said.
         status = payout.status
     wanted: dict[str, Any] = {"amount": amount, "currency": currency.upper(), "status": status}
     if arrival_date is not None:

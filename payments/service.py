@@ -481,6 +481,17 @@ def _gift_from_checkout(checkout: Checkout, **values: Any) -> Gift:
     return Gift(**base)
 
 
+def _donation_gift_of_order(checkout: Checkout, order: Order, session_id: str) -> Gift:
+    """A basket's gift: its donation line only (the goods are a sale, never a gift)."""
+    return _gift_from_checkout(
+        checkout,
+        amount=order.donation_amount,
+        currency=order.currency,
+        order_id=order.id,
+        stripe_checkout_session_id=session_id,
+    )
+
+
 def _fulfil_stripe_order(
     uow: UnitOfWork,
     checkout: Checkout,
@@ -525,17 +536,9 @@ def _fulfil_stripe_order(
         payouts.on_money_recorded(uow, ids)
     if order.donation_amount <= 0:
         return
-
-    def build() -> Gift:
-        return _gift_from_checkout(
-            checkout,
-            amount=order.donation_amount,
-            currency=order.currency,
-            order_id=order.id,
-            stripe_checkout_session_id=session_id,
-        )
-
-    gift, _ = _gift_or_insert(uow, "stripe_checkout_session_id", session_id, build)
+    gift, _ = _gift_or_insert(
+        uow, "stripe_checkout_session_id", session_id, lambda: _donation_gift_of_order(checkout, order, session_id)
+    )
     _set(
         gift,
         stripe_payment_intent_id=gift.stripe_payment_intent_id or intent_id,
@@ -633,22 +636,26 @@ def fail_stripe_checkout(uow: UnitOfWork, session_object: dict[str, Any], *, at:
     if checkout.status != CheckoutStatus.COMPLETED:
         _set(checkout, status=CheckoutStatus.FAILED)
         uow.session.add(checkout)
-    if checkout.order_id:
-        order = repository.order_locked(uow.session, checkout.order_id)
-        if order is not None and order.status == OrderStatus.PENDING:
-            _set(order, status=OrderStatus.CANCELLED)
-            uow.session.add(order)
+    order = repository.order_locked(uow.session, checkout.order_id) if checkout.order_id else None
+    if order is not None and order.status == OrderStatus.PENDING:
+        _set(order, status=OrderStatus.CANCELLED)
+        uow.session.add(order)
+    key = f"stripe_checkout_session:{session_id}"
+    if checkout.kind == CheckoutKind.SHOP and (order is None or order.donation_amount <= 0):
+        return Effect.processed(key)  # a basket's gift is its donation line: without one, no gift failed
     gift = repository.first_locked(uow.session, repository.by_key(Gift, "stripe_checkout_session_id", session_id))
     if gift is None:
 
         def build() -> Gift:
+            if order is not None and checkout.kind == CheckoutKind.SHOP:
+                return _donation_gift_of_order(checkout, order, session_id)
             return _gift_from_checkout(checkout, stripe_checkout_session_id=session_id)
 
         gift, _ = _gift_or_insert(uow, "stripe_checkout_session_id", session_id, build)
     reason = "the delayed payment failed"
     if _fail_gift(uow, gift, reason):
         _payment_failed_history(uow, gift, reason, at, session_id)
-    return Effect.processed(f"stripe_checkout_session:{session_id}")
+    return Effect.processed(key)
 
 
 def expire_stripe_checkout(uow: UnitOfWork, session_object: dict[str, Any]) -> Effect:
@@ -1460,10 +1467,13 @@ def _reverse_gift(
 
 
 def _restore_gift(uow: UnitOfWork, gift: Gift, *, at: dt.datetime) -> None:
-    """`chargeback_cancelled`: the bank's claim was withdrawn; the gift counts again."""
+    """`chargeback_cancelled`: the bank's claim was withdrawn; the gift counts again, with its receipt. The receipt
+    job is asked for again: when the chargeback was the first we heard of the payment, no receipt was issued (the
+    job finds the gift reversed); when one was, the job finds it and issues nothing."""
     session = uow.session
     _set(gift, status=GiftStatus.PAID, failure_reason="")
     session.add(gift)
+    uow.enqueue(RECEIPT_FOR_GIFT, gift_id=str(gift.id))
     dispute = repository.first_locked(
         session, repository.by_key(Dispute, "gocardless_payment_id", gift.gocardless_payment_id)
     )

@@ -1,0 +1,169 @@
+"""Deliveries in an order that once gave a different result (found in review): a late `payout.paid` after
+`payout.failed`, a Direct Debit gift first heard of as charged back and then restored, and a delayed-method basket
+whose payment failed. Each posts signed deliveries to the real endpoints and lets the real worker run them."""
+
+from __future__ import annotations
+
+import copy
+
+from sqlmodel import select
+from starlette.testclient import TestClient
+
+from core.models import Job
+from core.runtime import Runtime
+from payments import service as payments_service
+from payments.models import Gift, GiftStatus, Payout, PayoutStatus
+from tests.fakes.provider_server import FakeProvider
+from tests.fakes.scenarios import Scenario, fixture, seed_checkout, seed_order, seed_supporter, unique
+from tests.webhooks.support import (
+    EventsWorker,
+    app_client,
+    catalogue,
+    deliver,
+    history,
+    install,
+    post_stripe,
+    reading,
+    settings,
+    stuck_events,
+    worker,
+)
+
+__all__ = ["app_client", "catalogue", "settings", "worker"]
+
+
+def jobs_named(runtime: Runtime, name: str) -> list[dict[str, str]]:
+    with reading(runtime) as session:
+        return [job.arguments for job in session.exec(select(Job).where(Job.actor_name == name)).all()]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A payout that failed stays failed when an older `payout.paid` snapshot is processed after `payout.failed`.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_late_payout_paid_snapshot_does_not_undo_payout_failed(
+    runtime: Runtime, worker: EventsWorker, app_client: TestClient, fake_stripe: FakeProvider
+) -> None:
+    fake_stripe.route(
+        "GET", r"/v1/balance_transactions", fixture("stripe/payout_balance_transactions.constructed.json")
+    )
+    paid = fixture("stripe/event_payout_paid.constructed.json")
+    failed = copy.deepcopy(paid)
+    failed["id"] = "evt_test_payout_failed"
+    failed["type"] = "payout.failed"
+    failed["created"] = paid["created"] + 86_400  # the bank returned it a day later
+    failed["data"]["object"].update(
+        {"status": "failed", "failure_code": "account_closed", "failure_message": "The bank account has been closed"}
+    )
+    # Stripe does not order its deliveries: the failure is processed first, the (older) paid snapshot second.
+    assert post_stripe(app_client, failed).status_code == 200
+    worker.join()
+    assert post_stripe(app_client, paid).status_code == 200
+    worker.join()
+    assert stuck_events(runtime) == []
+    with reading(runtime) as session:
+        payout = session.exec(select(Payout)).one()
+    # contract.md: state only moves forward; the payout failed (the later fact), so it must stay failed.
+    assert payout.status == PayoutStatus.FAILED
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A Direct Debit instalment first heard of when already charged back, then restored by chargeback_cancelled: the gift
+# counts again and gets its receipt, as it would have in the usual order.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_direct_debit_gift_restored_after_a_chargeback_gets_its_receipt(
+    runtime: Runtime,
+    worker: EventsWorker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Rhea")
+    scenario.gocardless_monthly(supporter, 1500, payments=("chargeback_cancelled",))
+    payment_id = next(iter(scenario.gocardless.payments))
+    payment = scenario.gocardless.payments[payment_id]
+    install(scenario, fake_stripe, fake_gocardless)
+    by_action = {d.event.get("action"): d for d in scenario.deliveries}
+    setup = [d for d in scenario.deliveries if d.event["resource_type"] in ("billing_requests", "subscriptions")]
+
+    # The mandate and subscription are recorded; the payment's confirmed/paid_out deliveries are delayed (our
+    # endpoint was down; they come back by Gocardless' retries or the nightly catch-up).
+    deliver(app_client, setup)
+    worker.join()
+    # The bank charges it back; that event is the first one about the payment we process.
+    payment["status"] = "charged_back"
+    deliver(app_client, [by_action["charged_back"]])
+    worker.join()
+    # The chargeback is cancelled: GoCardless puts the payment back to paid_out.
+    payment["status"] = "paid_out"
+    deliver(app_client, [by_action["chargeback_cancelled"]])
+    worker.join()
+    # The delayed ones finally arrive.
+    deliver(app_client, [by_action["created"], by_action["confirmed"], by_action["paid_out"]])
+    worker.join()
+    assert stuck_events(runtime) == []
+
+    with reading(runtime) as session:
+        gift = session.exec(select(Gift).where(Gift.gocardless_payment_id == payment_id)).one()
+        totals = payments_service.supporter_totals(session, [supporter])
+    assert gift.status == GiftStatus.PAID
+    assert totals["donated"].amount == 1500
+    # contract.md: "By default every gift (each regular instalment, ...) is emailed a PDF receipt".
+    assert {"gift_id": str(gift.id)} in [
+        {k: v for k, v in job.items() if k == "gift_id"} for job in jobs_named(runtime, "receipts.issue_for_gift")
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A basket paid by a delayed method whose payment fails: the failed gift is its donation line only, and a basket
+# without one has no gift.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_failed_delayed_basket_payment_records_no_gift_for_the_goods(
+    runtime: Runtime,
+    worker: EventsWorker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+    catalogue: None,
+) -> None:
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Sol")
+    sessions = {}
+    for donation in (0, 500):
+        order_id, goods = seed_order(runtime, supporter, sku="TEE-SOLIDARITY-M", quantity=2, donation=donation)
+        total = goods + donation
+        checkout_id = seed_checkout(runtime, supporter, amount=total, order_id=order_id)
+        intent_id, _ = scenario._intent(total, created=scenario.tick())
+        session = scenario._session_object(
+            checkout_id,
+            id=unique("cs_test_"),
+            mode="payment",
+            payment_status="unpaid",
+            payment_intent=intent_id,
+            amount_total=total,
+            submit_type="pay",
+        )
+        scenario._stripe("checkout.session.completed", session)
+        scenario._stripe("checkout.session.async_payment_failed", {**session})
+        sessions[donation] = (session["id"], order_id, total)
+    install(scenario, fake_stripe, fake_gocardless)
+    # the outcome can arrive before the completion (Stripe does not order its deliveries)
+    deliver(app_client, list(reversed(scenario.deliveries)))
+    worker.join()
+    assert stuck_events(runtime) == []
+    with reading(runtime) as session:
+        gifts = {
+            donation: session.exec(select(Gift).where(Gift.stripe_checkout_session_id == sid)).all()
+            for donation, (sid, _, _) in sessions.items()
+        }
+    failed_amounts = [item["amount"] for item in history(runtime, supporter) if item["type"] == "payment_failed"]
+    # The basket's gift is its donation line only (docs/payments.md): a shirts-only basket has no gift at all, and the
+    # failed gift of a basket with a £5 donation is £5, not the basket's total.
+    actual = ([g.amount for g in gifts[0]], [g.amount for g in gifts[500]], sorted(failed_amounts))
+    assert actual == ([], [500], [500])
