@@ -721,8 +721,20 @@ def _invoice_payment_ids(stripe: StripeGateway, invoice: dict[str, Any]) -> tupl
 
 
 def _invoice_due_on(invoice: dict[str, Any]) -> dt.date:
-    moment = _when(invoice.get("period_start")) or _when(invoice.get("created")) or utc_now()
-    return uk_date(moment)
+    """The instalment's date: the start of the service period its lines bill (the latest, so proration lines of the
+    period before do not pull it back). Not `invoice.period_start`: on a renewal invoice that looks back one period
+    (Stripe: "use the line item period to get the service period"), which would date February's instalment in
+    January and tie it with January's."""
+    lines = (invoice.get("lines") or {}).get("data") or []
+    starts = [
+        moment
+        for line in lines
+        if isinstance(line, dict)
+        for moment in [_when((line.get("period") or {}).get("start"))]
+        if moment is not None
+    ]
+    moment = max(starts, default=None) or _when(invoice.get("period_start")) or _when(invoice.get("created"))
+    return uk_date(moment or utc_now())
 
 
 def record_stripe_invoice_paid(

@@ -557,6 +557,10 @@ class Scenario:
                     "payments": None,
                 }
             )
+            # Each line bills the month the instalment pays for (the instalment's date; `period_start` on a real
+            # renewal invoice looks back a month).
+            for line in invoice["lines"]["data"]:
+                line["period"] = {"start": due, "end": due + 31 * DAY}
             invoice["parent"]["subscription_details"]["subscription"] = subscription_id
             if legacy_invoice_shape and month % 2 == 1:
                 # The older payload: no `parent`, a top-level `subscription`.

@@ -5,7 +5,9 @@ whose payment failed. Each posts signed deliveries to the real endpoints and let
 from __future__ import annotations
 
 import copy
+import datetime as dt
 
+import pytest
 from sqlmodel import select
 from starlette.testclient import TestClient
 
@@ -167,3 +169,49 @@ def test_a_failed_delayed_basket_payment_records_no_gift_for_the_goods(
     # failed gift of a basket with a £5 donation is £5, not the basket's total.
     actual = ([g.amount for g in gifts[0]], [g.amount for g in gifts[500]], sorted(failed_amounts))
     assert actual == ([], [500], [500])
+
+
+# A monthly card gift's renewal invoice: `invoice.period_start` looks back one period, so the instalment is dated by
+# its line item's service period; which instalment is the latest, and so the arrears, then do not depend on the order
+# the events were processed in.
+
+
+@pytest.mark.parametrize("order", ["in_order", "failure_first"])
+def test_arrears_of_a_monthly_card_gift_do_not_depend_on_delivery_order(
+    order: str,
+    runtime: Runtime,
+    worker: EventsWorker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    from payments.models import RegularGift
+
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Tam")
+    subscription_id = scenario.stripe_monthly(supporter, 1500, paid=1, fail_last=True)
+    completed, created, jan_paid, feb_failed = scenario.deliveries
+    jan = jan_paid.event["data"]["object"]
+    feb = feb_failed.event["data"]["object"]
+    month = 31 * 86_400
+    # What Stripe sends: the first invoice's period is its creation instant; a renewal invoice's period_start/end are
+    # the previous period (its line item carries the service period that starts now).
+    jan.update({"period_start": jan["created"], "period_end": jan["created"]})
+    feb.update({"period_start": jan["created"], "period_end": feb["created"]})
+    for line in feb["lines"]["data"]:
+        line["period"] = {"start": feb["created"], "end": feb["created"] + month}
+    install(scenario, fake_stripe, fake_gocardless)
+    deliver(app_client, [completed, created])
+    worker.join()
+    # Stripe does not order its deliveries: February's failure is processed before January's success (e.g. January's
+    # first delivery attempt failed and came back on a retry).
+    for delivery in [jan_paid, feb_failed] if order == "in_order" else [feb_failed, jan_paid]:
+        deliver(app_client, [delivery])
+        worker.join()
+    assert stuck_events(runtime) == []
+    with reading(runtime) as session:
+        regular = session.exec(select(RegularGift).where(RegularGift.stripe_subscription_id == subscription_id)).one()
+        feb_gift = session.exec(select(Gift).where(Gift.stripe_invoice_id == feb["id"])).one()
+    feb_due_uk = dt.datetime.fromtimestamp(feb["created"], dt.UTC).date()
+    # docs/payments.md: "the latest settled instalment decides arrears" — February's failed one; any order, one result.
+    assert (str(regular.status), feb_gift.due_on) == ("in_arrears", feb_due_uk)
