@@ -29,6 +29,10 @@ class DeclarationAlreadyCancelled(Conflict, CrmError):
     pass
 
 
+class CannotMergeErased(Conflict, CrmError):
+    pass
+
+
 class ReviewItemNotFound(NotFound, CrmError):
     pass
 

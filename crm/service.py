@@ -26,6 +26,7 @@ from core.money import Money
 from crm import repository
 from crm.errors import (
     BadCursor,
+    CannotMergeErased,
     CannotMergeIntoItself,
     DeclarationAlreadyCancelled,
     DeclarationNotFound,
@@ -831,11 +832,16 @@ def supporter_id_from_unsubscribe_token(secret: str, token: str) -> uuid.UUID:
 
 
 def merge_pair(session: Session, from_id: uuid.UUID, into_id: uuid.UUID) -> tuple[Supporter, Supporter]:
-    """(the record that goes, the survivor), both resolved; 400 when they are the same person already."""
+    """(the record that goes, the survivor), both resolved; 400 when they are the same person already, 409 when
+    either was erased (a live donor's gifts and details would land on, or come from, a record that must hold none,
+    and documents stop for erased records)."""
     loser = resolve_supporter(session, from_id)
     survivor = resolve_supporter(session, into_id)
     if loser.id == survivor.id:
         raise CannotMergeIntoItself(f"{from_id} and {into_id} are the same supporter; nothing to merge")
+    erased = [str(record.id) for record in (loser, survivor) if record.erased_at is not None]
+    if erased:
+        raise CannotMergeErased(f"supporter {', '.join(erased)} was erased: an erased record is never merged")
     return loser, survivor
 
 
@@ -863,9 +869,13 @@ def finish_merge(uow: UnitOfWork, loser: Supporter, survivor: Supporter, *, move
     if not (survivor.first_name or survivor.last_name):
         survivor.first_name, survivor.last_name = loser.first_name, loser.last_name
     if survivor.email is None and loser.email is not None:
-        # The email is unique: it leaves the old record, and finds the survivor directly.
-        survivor.email, loser.email = loser.email, None
+        # The email is unique: it leaves the old record (written first: one flush would write both rows in key
+        # order, and half the time the survivor's before the old record let go of it), then finds the survivor.
+        email, loser.email = loser.email, None
         session.add(loser)
+        session.flush()
+        survivor.email = email
+        session.add(survivor)
         session.flush()
     address = repository.current_address(session, survivor.id)
     survivor.postcode = address.postcode if address is not None else survivor.postcode
