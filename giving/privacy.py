@@ -41,7 +41,7 @@ from giftaid.models import ClaimGift
 from giving.registry import metadata
 from payments.models import Checkout, Gift, RegularGift
 from receipts import service as receipts_service
-from receipts.models import Delivery, Document
+from receipts.models import Delivery, DeliveryStatus, Document, DocumentStatus
 from webhooks.models import InboundEvent
 
 EXPORT_FORMAT = "giving-subject-access-v1"
@@ -250,6 +250,18 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
         if d.storage_key
     ]
     uow.on_commit(lambda: _delete_files(files))
+    # What was still to render or to send never will be (erased supporters get nothing): withdrawn, so the postal
+    # batch, the annual run's progress and the email jobs do not wait for it.
+    session.execute(
+        sa.update(Document)
+        .where(col(Document.supporter_id).in_(ids), col(Document.status) == DocumentStatus.ALLOCATED)
+        .values(status=DocumentStatus.WITHDRAWN)
+    )
+    session.execute(
+        sa.update(Delivery)
+        .where(col(Delivery.supporter_id).in_(ids), col(Delivery.status) == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.WITHDRAWN)
+    )
     _count(
         changed,
         "documents",
@@ -306,6 +318,7 @@ def _blank_declarations(session: Session, ids: list[uuid.UUID], *, keep: set[uui
             house="",
             postcode="",
             evidence={},
+            cancellation_reason="",  # free words about the donor, typed by staff
         )
     )
 

@@ -41,6 +41,8 @@ class DocumentStatus(StrEnum):
     # Numbered, content fixed, PDF not stored yet (the render runs outside the numbering transaction).
     ALLOCATED = "allocated"
     ISSUED = "issued"
+    # Numbered, but its supporter was erased before it was rendered: never rendered or sent (the number stays used).
+    WITHDRAWN = "withdrawn"
 
 
 class DocumentCounter(SQLModel, table=True):
@@ -98,6 +100,7 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"  # accepted by the SMTP server
     POSTED = "posted"  # put in a postal batch to print
     FAILED = "failed"  # every email attempt failed; staff can send it again
+    WITHDRAWN = "withdrawn"  # its supporter was erased before it went
 
 
 class Delivery(SQLModel, table=True):

@@ -429,7 +429,10 @@ _STATEMENT_GIFTS = (
     sa.select(
         _GIFTS.c.id,
         _GIFTS.c.amount,
-        _GIFTS.c.returned_amount,
+        # A reversed gift (chargeback, late failure) returned all of it, whatever returned_amount says.
+        sa.case((_GIFTS.c.status == GiftStatus.REVERSED.value, _GIFTS.c.amount), else_=_GIFTS.c.returned_amount).label(
+            "returned_amount"
+        ),
         _GIFTS.c.currency,
         _GIFTS.c.received_on,
         _GIFTS.c.method,
@@ -472,22 +475,36 @@ def refunds_between(
 def statement_candidates(
     session: Session, start: dt.date, end: dt.date, tax_year: str, *, everyone: bool
 ) -> list[uuid.UUID]:
-    """Supporters (not merged away, not erased) with a gift in the tax year and no statement for it yet, by id."""
-    have_statement = select(Document.supporter_id).where(
-        Document.kind == DocumentKind.ANNUAL_STATEMENT, Document.tax_year == tax_year
-    )
+    """Supporters (not merged away, not erased) with a gift in the tax year and no statement for it yet, by id.
+    "Their statement" is the one whose subject is theirs (`statement:<id>:<year>`), not any statement now filed under
+    them: a merge moves the old record's statement onto the survivor, which still gets one of its own."""
     gave = select(Gift.supporter_id).where(
         col(Gift.status).in_(STATEMENT_GIFT_STATUSES), col(Gift.received_on) >= start, col(Gift.received_on) <= end
     )
     query = select(Supporter.id).where(
         col(Supporter.id).in_(gave),
-        col(Supporter.id).not_in(have_statement),
         col(Supporter.merged_into_id).is_(None),
         col(Supporter.erased_at).is_(None),
     )
     if not everyone:
         query = query.where(Supporter.statement_preference == "annual")
-    return list(session.exec(query.order_by(col(Supporter.id))).all())
+    have_statement = set(
+        session.exec(
+            select(Document.subject_key).where(
+                Document.kind == DocumentKind.ANNUAL_STATEMENT, Document.tax_year == tax_year
+            )
+        ).all()
+    )
+    return [
+        supporter_id
+        for supporter_id in session.exec(query.order_by(col(Supporter.id))).all()
+        if statement_subject(supporter_id, tax_year) not in have_statement
+    ]
+
+
+def statement_subject(supporter_id: uuid.UUID, tax_year: str) -> str:
+    """The subject key of a supporter's statement for a tax year."""
+    return f"statement:{supporter_id}:{tax_year}"
 
 
 def statement_progress(session: Session, tax_year: str) -> dict[str, int]:

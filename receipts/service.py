@@ -542,7 +542,7 @@ def allocate_annual_statement(
     """A supporter's statement for a tax year (6 April to 5 April): None when they gave nothing in it."""
     session = uow.session
     start, end = docs.parse_tax_year(tax_year)
-    subject = f"statement:{supporter_id}:{tax_year}"
+    subject = repository.statement_subject(supporter_id, tax_year)
     # One read: the supporter, the statement it may have already, whether records were merged into it and
     # whether it has refunds.
     row = repository.supporter_for_statement(session, supporter_id, subject)
@@ -661,7 +661,7 @@ def render_job(session: Session, document_id: uuid.UUID) -> RenderJob | None:
 
 
 def render_job_of(document: Document) -> RenderJob | None:
-    if document.status == DocumentStatus.ISSUED:
+    if document.status != DocumentStatus.ALLOCATED:  # issued, or withdrawn (its supporter erased)
         return None
     return RenderJob(document.id, storage_key(document), docs.load(document.content))
 
