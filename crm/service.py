@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from core import signing
-from core.clock import uk_today, utc_now
+from core.clock import add_years, uk_today, utc_now
 from core.db import UnitOfWork, is_postgres
 from core.money import Money
 from crm import repository
@@ -296,7 +296,7 @@ def record_declaration(
     if confirmation_sent_on is not None and confirmation_sent_on < made_on:
         errors["confirmation_sent_on"] = "The confirmation cannot be sent before the declaration was made"
     # A declaration reaches back to gifts of the past four years at most (HMRC; giftaid.md §1C rule 11).
-    earliest = _four_years_before(made_on)
+    earliest = add_years(made_on, -4)
     if start is not None and start < earliest:
         errors["start"] = f"A declaration covers gifts of the past four years at most: from {earliest:%d/%m/%Y}"
     if errors:
@@ -572,10 +572,6 @@ def declaration_status(declaration: Declaration) -> str:
     if declaration.method == DeclarationMethod.ORAL and declaration.confirmation_sent_on is None:
         return "awaiting_confirmation"
     return "active"
-
-
-def _four_years_before(day: dt.date) -> dt.date:
-    return day.replace(year=day.year - 4) if not (day.month == 2 and day.day == 29) else dt.date(day.year - 4, 2, 28)
 
 
 def get_declaration(session: Session, declaration_id: uuid.UUID) -> Declaration:

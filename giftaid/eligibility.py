@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql import ColumnElement, Select
 
-from core.clock import uk_today
+from core.clock import add_years, uk_today
 from core.money import format_pence, gift_aid_on
 from core.settings import Settings
 from crm.models import RECORDING_EVIDENCE, Declaration, DeclarationMethod, DeclarationScope
@@ -103,13 +103,6 @@ def rules_from(settings: Settings, today: dt.date | None = None) -> Rules:
 def month_day_of(text: str) -> tuple[int, int]:
     month, day = text.split("-")
     return int(month), int(day)
-
-
-def add_years(day: dt.date, years: int) -> dt.date:
-    try:
-        return day.replace(year=day.year + years)
-    except ValueError:  # 29 February
-        return day.replace(year=day.year + years, day=28)
 
 
 def period_end(day: dt.date, financial_year_end: str) -> dt.date:

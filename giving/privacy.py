@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core.clock import isoformat_z, uk_today, utc_now
+from core.clock import add_years, isoformat_z, uk_today, utc_now
 from core.db import UnitOfWork
 from core.settings import Settings
 from crm import service as crm_service
@@ -372,10 +372,3 @@ def prune_webhook_bodies(uow: UnitOfWork, *, keep_days: int, now: dt.datetime | 
         .values(body=None)
     )
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-def add_years(day: dt.date, years: int) -> dt.date:
-    try:
-        return day.replace(year=day.year + years)
-    except ValueError:  # 29 February
-        return day.replace(year=day.year + years, day=28)

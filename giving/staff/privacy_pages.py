@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from core.auth import Principal, audit
+from core.clock import add_years
 from core.errors import ValidationFailed
 from core.http import in_thread
 from core.models import StaffRole
@@ -55,7 +56,7 @@ async def erase_form(request: Request, staff: Principal) -> Response:
             "supporter": supporter,
             "claimed": len(claimed),
             "last_claimed": last,
-            "purge_after": privacy.add_years(last, privacy.KEEP_FOR_HMRC_YEARS) if last else None,
+            "purge_after": add_years(last, privacy.KEEP_FOR_HMRC_YEARS) if last else None,
         }
 
     return render(request, "supporters/erase.html", await in_thread(load))
