@@ -4,6 +4,7 @@ unless it is 1.22+ with `max_prepared_statements`), and read sessions keep them:
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -46,7 +47,10 @@ def test_async_pool_prepares_repeated_statements_only_when_set(postgres_url: str
         finally:
             await database.close()
 
-    assert asyncio.run(run()) == (1 if prepared else 0)
+    # On a thread of its own: a browser test run earlier on this worker (playwright's sync API) can leave an event
+    # loop running on the main thread, where asyncio.run refuses to start.
+    with ThreadPoolExecutor(1) as thread:
+        assert thread.submit(asyncio.run, run()).result() == (1 if prepared else 0)
 
 
 def _runtime(url: str) -> Runtime:
