@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -71,6 +72,15 @@ async def app_error_handler(request: Request, exc: Exception) -> Response:
     return JSON(error_body(code, detail), status_code=status, headers=headers)
 
 
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
+def whole_number(raw: str | None) -> int | None:
+    """A query parameter (or header) of ASCII digits as an int; None for anything else. `str.isdigit` is not the
+    test: it takes "²", which `int` refuses, and any length, which the database's OFFSET refuses."""
+    return int(raw) if raw is not None and _WHOLE_NUMBER.fullmatch(raw) else None
+
+
 def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
@@ -101,7 +111,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and (len(declared) > 9 or (whole_number(declared) or 0) > self.max_bytes):
             await self._refuse(scope, receive, send)
             return
         received = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 
@@ -12,6 +13,8 @@ class Currency(StrEnum):
     EUR = "EUR"
 
 
+# Digits, a decimal point and a sign: at most fifteen digits before the point (far beyond any gift).
+_PLAIN_AMOUNT = re.compile(r"[+-]?(\d{1,15}(\.\d*)?|\.\d+)")
 _MINOR_UNITS = {Currency.GBP: 2, Currency.EUR: 2}
 _SYMBOLS = {Currency.GBP: "£", Currency.EUR: "€"}
 
@@ -35,9 +38,13 @@ class Money:
 
     @classmethod
     def parse(cls, text: str, currency: Currency | str = Currency.GBP) -> Money:
-        """`"12.50"` → Money(1250). Refuses more decimals than the currency has."""
+        """`"12.50"` → Money(1250). Refuses more decimals than the currency has, and any other notation than plain
+        digits with a decimal point: `Decimal` alone takes "1e3" (£1,000) and "1e999999", whose scaling costs
+        seconds of CPU or overflows."""
         cur = Currency(str(currency).upper())
         cleaned = text.strip().replace(",", "").lstrip("£")
+        if not _PLAIN_AMOUNT.fullmatch(cleaned):
+            raise MoneyError(f"{text!r} is not an amount of money")
         try:
             value = Decimal(cleaned)
         except InvalidOperation as exc:

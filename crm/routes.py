@@ -22,7 +22,7 @@ from core import ratelimit, signing
 from core.auth import Principal, audit, require_staff
 from core.db import UnitOfWork
 from core.errors import TooManyRequests
-from core.http import JSON, client_address, in_thread, runtime_of
+from core.http import JSON, client_address, in_thread, runtime_of, whole_number
 from core.models import StaffRole
 from core.runtime import Runtime
 from crm import schemas, service
@@ -120,9 +120,10 @@ def _item_json(row: Any) -> str:
 def _limit(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_HISTORY_LIMIT:
+    limit = whole_number(raw)
+    if limit is None or not 1 <= limit <= MAX_HISTORY_LIMIT:
         raise InvalidDonorDetails(f"limit must be a whole number from 1 to {MAX_HISTORY_LIMIT}", {"limit": raw})
-    return int(raw)
+    return limit
 
 
 async def add_note(request: Request) -> Response:

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from core.auth import Principal, audit, require_staff
 from core.db import UnitOfWork
-from core.http import JSON, in_thread, runtime_of
+from core.http import JSON, in_thread, runtime_of, whole_number
 from core.models import StaffRole
 from giftaid import schemas, service
 from giftaid.errors import ClaimNotFound, DeclarationNotFound, GiftNotFound, InvalidClaimRequest
@@ -41,9 +41,10 @@ def _uuid(raw: str, error: type[Exception]) -> uuid.UUID:
 
 def _part(request: Request) -> int:
     raw = request.query_params.get("part", "1")
-    if not raw.isdigit() or int(raw) < 1:
+    part = whole_number(raw)
+    if part is None or part < 1:
         raise InvalidClaimRequest("part is a whole number from 1")
-    return int(raw)
+    return part
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from core.auth import Principal, audit
 from core.clock import uk_today
 from core.errors import ValidationFailed
-from core.http import in_thread
+from core.http import in_thread, whole_number
 from core.models import StaffRole
 from core.money import Money, MoneyError, gift_aid_on
 from core.settings import Settings
@@ -143,8 +143,7 @@ async def claim(request: Request, staff: Principal) -> Response:
 
 
 def _part(request: Request) -> int:
-    raw = request.query_params.get("part", "1")
-    return int(raw) if raw.isdigit() and int(raw) >= 1 else 1
+    return max(1, whole_number(request.query_params.get("part")) or 1)
 
 
 @staff_page(StaffRole.FINANCE)

@@ -25,7 +25,7 @@ from starlette.templating import Jinja2Templates
 from core.auth import Principal
 from core.clock import UK
 from core.errors import AppError, Forbidden, NotFound, ValidationFailed
-from core.http import runtime_of
+from core.http import runtime_of, whole_number
 from core.models import StaffRole
 from core.money import Money, format_pence
 from core.runtime import Runtime
@@ -222,5 +222,4 @@ def reading(rt: Runtime) -> Iterator[Session]:
 
 
 def page_number(request: Request) -> int:
-    raw = request.query_params.get("page", "1")
-    return max(1, int(raw)) if raw.isdigit() else 1
+    return max(1, whole_number(request.query_params.get("page")) or 1)

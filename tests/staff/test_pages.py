@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from sqlmodel import select
 from starlette.testclient import TestClient
 
 from core.models import AuditEntry
 from core.runtime import Runtime
 from crm.models import Declaration, HistoryEntry
-from tests.staff.conftest import StaffAccount, add_supporter, csrf_of
+from tests.staff.conftest import StaffAccount, add_supporter, csrf_of, log_in
 
 
 def test_pages_need_a_login(client: TestClient) -> None:
@@ -255,3 +256,12 @@ def test_password_reset_by_link(client: TestClient, runtime: Runtime, staff_acco
         follow_redirects=False,
     )
     assert answer.status_code == 303
+
+
+@pytest.mark.parametrize("page", ["%C2%B2", "99999999999999999999"])
+def test_a_page_number_in_other_digits_or_too_long_shows_the_first_page(
+    client: TestClient, staff_accounts: dict[str, StaffAccount], page: str
+) -> None:
+    log_in(client, staff_accounts["admin"])
+    response = client.get(f"/staff/admin/audit?page={page}")
+    assert response.status_code == 200, response.text[:200]
