@@ -270,6 +270,16 @@ def move_supporter(session: Session, from_id: uuid.UUID, to_id: uuid.UUID) -> di
     return moved
 
 
+def one_off_gift_on_mandate(session: Session, mandate_id: str) -> bool:
+    """Whether a one-off Direct Debit gift (no regular gift) was collected on this mandate."""
+    query = (
+        sa.select(Gift.id)  # type: ignore[call-overload]
+        .where(col(Gift.gocardless_mandate_id) == mandate_id, col(Gift.regular_gift_id).is_(None))
+        .limit(1)
+    )
+    return session.execute(query).first() is not None
+
+
 def exists(session: Session, model: type[SQLModel], column: str, key: str) -> bool:
     table: sa.Table = model.__table__  # type: ignore[attr-defined]
     return session.execute(sa.select(table.c.id).where(table.c[column] == key).limit(1)).first() is not None

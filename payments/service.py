@@ -1292,6 +1292,10 @@ def sync_gocardless_mandate(
     """`mandates.*`: cancelled, failed or expired ends the regular gifts on it; replaced or transferred moves them
     to the new mandate. The mandate is re-fetched, so a late `cancelled` after a reinstatement does nothing."""
     regulars = repository.regular_gifts_for_mandate(uow.session, mandate_id)
+    if not regulars and repository.one_off_gift_on_mandate(uow.session, mandate_id):
+        # A one-off gift's mandate (it expires 13 months after its payment): no regular gift to end or move, and
+        # nothing will ever be recorded for it, so waiting would wait for ever.
+        return Effect.ignored(f"mandate {action}: the mandate of a one-off gift, no regular gift on it")
     if action in ("replaced", "transferred"):
         new_mandate = links.get("new_mandate") or (gocardless.get_mandate(mandate_id).get("links") or {}).get(
             "new_mandate"

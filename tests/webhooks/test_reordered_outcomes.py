@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from core.models import Job
 from core.runtime import Runtime
 from payments import service as payments_service
-from payments.models import Gift, GiftStatus, Payout, PayoutStatus
+from payments.models import Checkout, Frequency, Gift, GiftStatus, Method, Payout, PayoutStatus
 from tests.fakes.provider_server import FakeProvider
 from tests.fakes.scenarios import Scenario, fixture, seed_checkout, seed_order, seed_supporter, unique
 from tests.webhooks.support import (
@@ -215,3 +215,73 @@ def test_arrears_of_a_monthly_card_gift_do_not_depend_on_delivery_order(
     feb_due_uk = dt.datetime.fromtimestamp(feb["created"], dt.UTC).date()
     # docs/payments.md: "the latest settled instalment decides arrears" — February's failed one; any order, one result.
     assert (str(regular.status), feb_gift.due_on) == ("in_arrears", feb_due_uk)
+
+
+# A one-off Direct Debit gift's mandate, later cancelled or expired (13 months after its payment): the event is
+# ignored, not left waiting for a regular gift that will never exist.
+
+
+def one_off_direct_debit(scenario: Scenario, supporter, amount: int, *, mandate_status: str) -> tuple[str, str]:
+    """A one-off Direct Debit gift: billing request → mandate → one payment (paid out). Returns (mandate, payment)."""
+    runtime = scenario.runtime
+    checkout_id = seed_checkout(runtime, supporter, amount=amount, frequency=Frequency.ONCE, method=Method.DIRECT_DEBIT)
+    request_id, mandate_id, customer_id, payment_id = unique("BRQ"), unique("MD"), unique("CU"), unique("PM")
+    links = {"mandate_request_mandate": mandate_id, "customer": customer_id}
+    scenario.gocardless.billing_requests[request_id] = {
+        "id": request_id,
+        "status": "fulfilled",
+        "links": links,
+        "metadata": {"checkout_id": str(checkout_id)},
+    }
+    with runtime.unit_of_work() as uow:
+        checkout = uow.session.get(Checkout, checkout_id)
+        checkout.gocardless_billing_request_id = request_id
+        uow.session.add(checkout)
+    payment = copy.deepcopy(fixture("gocardless/payments.gocardless-pro-python.json")["get"]["body"]["payments"])
+    payment.update(
+        {
+            "id": payment_id,
+            "amount": amount,
+            "currency": "GBP",
+            "status": "paid_out",
+            "charge_date": "2026-01-08",
+            "links": {"mandate": mandate_id},
+        }
+    )
+    scenario.gocardless.payments[payment_id] = payment
+    scenario.gocardless.created_payments[f"{checkout_id}:payment"] = payment
+    mandate = copy.deepcopy(fixture("gocardless/mandates.gocardless-pro-python.json")["get"]["body"]["mandates"])
+    mandate.update({"id": mandate_id, "status": mandate_status, "links": {"customer": customer_id}})
+    scenario.gocardless.mandates[mandate_id] = mandate
+    scenario._gocardless("billing_requests", "fulfilled", {"billing_request": request_id, **links})
+    scenario._gocardless("mandates", "created", {"mandate": mandate_id})
+    scenario._gocardless("payments", "created", {"payment": payment_id})
+    scenario._gocardless("payments", "confirmed", {"payment": payment_id})
+    scenario._gocardless("payments", "paid_out", {"payment": payment_id, "payout": unique("PO")})
+    return mandate_id, payment_id
+
+
+@pytest.mark.parametrize("action", ["cancelled", "expired"])
+def test_mandate_end_of_a_one_off_direct_debit_gift_is_not_left_waiting(
+    action: str,
+    runtime: Runtime,
+    worker: EventsWorker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Uma")
+    mandate_id, payment_id = one_off_direct_debit(scenario, supporter, 2500, mandate_status=action)
+    scenario._gocardless(
+        "mandates", action, {"mandate": mandate_id}, origin="bank", cause="bank_account_closed", reason_code="ADDACS-B"
+    )
+    install(scenario, fake_stripe, fake_gocardless)
+    deliver(app_client, scenario.deliveries)  # in order, once each
+    worker.join()
+    with reading(runtime) as session:
+        gift = session.exec(select(Gift).where(Gift.gocardless_payment_id == payment_id)).one()
+        assert gift.gocardless_mandate_id == mandate_id  # the mandate is recorded (on the gift and its checkout)
+        assert str(gift.status) == "paid"
+    # Waiting is for an object not recorded yet; nothing more will ever be recorded for a one-off gift's mandate.
+    assert stuck_events(runtime) == []
