@@ -1318,9 +1318,14 @@ def sync_gocardless_mandate(
     reason = str(details.get("description") or details.get("cause") or f"mandate {action}")
     code = details.get("reason_code")
     for regular in regulars:
-        _set_regular_status(
-            uow, regular, RegularGiftStatus.CANCELLED, at=at, reason=f"{reason} ({code})" if code else reason
-        )
+        status, why = RegularGiftStatus.CANCELLED, f"{reason} ({code})" if code else reason
+        # A subscription that had already finished stays finished at GoCardless when its mandate ends later: ask
+        # it, so the order of the two events does not decide between finished and cancelled.
+        if regular.gocardless_subscription_id:
+            subscription = gocardless.get_subscription(regular.gocardless_subscription_id)
+            if _GC_REGULAR_STATUS.get(str(subscription.get("status"))) == RegularGiftStatus.FINISHED:
+                status, why = RegularGiftStatus.FINISHED, f"subscription {RegularGiftStatus.FINISHED.value}"
+        _set_regular_status(uow, regular, status, at=at, reason=why)
     return Effect.processed()
 
 

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from core.models import Job
 from core.runtime import Runtime
 from payments import service as payments_service
-from payments.models import Checkout, Frequency, Gift, GiftStatus, Method, Payout, PayoutStatus
+from payments.models import Checkout, Frequency, Gift, GiftStatus, Method, Payout, PayoutStatus, RegularGift
 from tests.fakes.provider_server import FakeProvider
 from tests.fakes.scenarios import Scenario, fixture, seed_checkout, seed_order, seed_supporter, unique
 from tests.webhooks.support import (
@@ -285,3 +285,53 @@ def test_mandate_end_of_a_one_off_direct_debit_gift_is_not_left_waiting(
         assert str(gift.status) == "paid"
     # Waiting is for an object not recorded yet; nothing more will ever be recorded for a one-off gift's mandate.
     assert stuck_events(runtime) == []
+
+
+# A subscription that finished, whose mandate the donor cancels later: the regular gift is finished whichever event
+# is processed first (GoCardless keeps the subscription finished).
+
+
+@pytest.mark.parametrize("order", ["finished_first", "mandate_first"])
+def test_finished_subscription_then_mandate_cancelled_is_finished_whatever_the_order(
+    order: str,
+    runtime: Runtime,
+    worker: EventsWorker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Vic")
+    subscription_id = scenario.gocardless_monthly(supporter, 1000, payments=("paid_out",))
+    setup = list(scenario.deliveries)
+    mandate_id = scenario.gocardless.subscriptions[subscription_id]["links"]["mandate"]
+    install(scenario, fake_stripe, fake_gocardless)
+    deliver(app_client, setup)
+    worker.join()
+    # The subscription reached its end (count/end_date) and GoCardless finished it; months later the donor cancels
+    # the Direct Debit at their bank. A finished subscription stays finished at GoCardless.
+    scenario.gocardless.subscriptions[subscription_id]["status"] = "finished"
+    scenario.gocardless.subscriptions[subscription_id]["upcoming_payments"] = []
+    scenario._gocardless("subscriptions", "finished", {"subscription": subscription_id})
+    scenario.gocardless.mandates[mandate_id]["status"] = "cancelled"
+    scenario._gocardless(
+        "mandates",
+        "cancelled",
+        {"mandate": mandate_id},
+        origin="customer",
+        cause="bank_account_closed",
+        reason_code="ADDACS-B",
+        description="The customer closed their bank account.",
+    )
+    events = [scenario.deliveries[-2], scenario.deliveries[-1]]
+    if order == "mandate_first":
+        events.reverse()
+    for delivery in events:
+        deliver(app_client, [delivery])
+        worker.join()
+    assert stuck_events(runtime) == []
+    with reading(runtime) as session:
+        regular = session.exec(
+            select(RegularGift).where(RegularGift.gocardless_subscription_id == subscription_id)
+        ).one()
+    assert str(regular.status) == "finished"
