@@ -1397,18 +1397,22 @@ def sync_gocardless_payment(
     reason = str(details.get("description") or details.get("cause") or status)
     if details.get("reason_code"):
         reason = f"{reason} ({details['reason_code']})"
+    retry = " (GoCardless will retry)" if details.get("will_attempt_retry") else ""
     if status in _GC_PAID:
         if gift.status == GiftStatus.REVERSED:
             _restore_gift(uow, gift, at=at)
         else:
             _mark_gift_paid(uow, gift, received_at)
+        if action == "failed":
+            # An attempt that failed before the retry that paid: it happened whatever arrived first, so it is in the
+            # history as it would be had this event come before the retry.
+            _payment_failed_history(uow, gift, reason + retry, at, payment_id)
     elif status == "charged_back":
         _reverse_gift(uow, gift, kind="chargeback", reason=reason, received_at=received_at, at=at)
     elif status == "failed":
         if was_paid:
             _reverse_gift(uow, gift, kind="late_failure", reason=reason, received_at=received_at, at=at)
         elif _fail_gift(uow, gift, reason) or gift.status == GiftStatus.FAILED:
-            retry = " (GoCardless will retry)" if details.get("will_attempt_retry") else ""
             _payment_failed_history(uow, gift, reason + retry, at, payment_id)
     elif status in ("cancelled", "customer_approval_denied") and gift.status == GiftStatus.PENDING:
         _set(gift, status=GiftStatus.CANCELLED, failure_reason=reason[:500])

@@ -335,3 +335,73 @@ def test_finished_subscription_then_mandate_cancelled_is_finished_whatever_the_o
             select(RegularGift).where(RegularGift.gocardless_subscription_id == subscription_id)
         ).one()
     assert str(regular.status) == "finished"
+
+
+# A Direct Debit attempt that failed before GoCardless's retry paid: in the history whether its event is processed at
+# once or only after the retry succeeded (as the Stripe path keeps it).
+
+
+@pytest.mark.parametrize("timing", ["processed_at_once", "processed_after_the_retry"])
+def test_a_failed_direct_debit_attempt_stays_in_the_history_after_its_retry_succeeded(
+    timing: str,
+    runtime: Runtime,
+    worker: EventsWorker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Xan")
+    subscription_id = scenario.gocardless_monthly(supporter, 1000, payments=())
+    setup = list(scenario.deliveries)
+    install(scenario, fake_stripe, fake_gocardless)
+    deliver(app_client, setup)
+    worker.join()
+    mandate_id = scenario.gocardless.subscriptions[subscription_id]["links"]["mandate"]
+    payment_id = unique("PM")
+    payment = copy.deepcopy(fixture("gocardless/payments.gocardless-pro-python.json")["get"]["body"]["payments"])
+    payment.update(
+        {
+            "id": payment_id,
+            "amount": 1000,
+            "currency": "GBP",
+            "status": "pending_submission",
+            "charge_date": "2026-01-05",
+            "links": {"mandate": mandate_id, "subscription": subscription_id},
+        }
+    )
+    scenario.gocardless.payments[payment_id] = payment
+    first = len(scenario.deliveries)
+    scenario._gocardless("payments", "created", {"payment": payment_id})
+    scenario._gocardless(
+        "payments",
+        "failed",
+        {"payment": payment_id},
+        origin="bank",
+        cause="insufficient_funds",
+        reason_code="ARUDD-0",
+        description="The customer's account had insufficient funds.",
+        will_attempt_retry=True,
+    )
+    scenario._gocardless("payments", "resubmission_requested", {"payment": payment_id})
+    scenario._gocardless("payments", "confirmed", {"payment": payment_id})
+    scenario._gocardless("payments", "paid_out", {"payment": payment_id, "payout": unique("PO")})
+    created_d, failed_d, *retry_d = scenario.deliveries[first:]
+    deliver(app_client, [created_d])
+    worker.join()
+    if timing == "processed_at_once":
+        payment["status"] = "failed"
+        deliver(app_client, [failed_d])
+        worker.join()
+        payment.update({"status": "paid_out", "charge_date": "2026-01-12"})
+        deliver(app_client, retry_d)
+        worker.join()
+    else:  # the failure's delivery was delayed (endpoint down; GoCardless retries it) until after the retry succeeded
+        payment.update({"status": "paid_out", "charge_date": "2026-01-12"})
+        deliver(app_client, [*retry_d, failed_d])
+        worker.join()
+    assert stuck_events(runtime) == []
+    with reading(runtime) as session:
+        gift = session.exec(select(Gift).where(Gift.gocardless_payment_id == payment_id)).one()
+    types = [i["type"] for i in history(runtime, supporter) if i.get("gift_id") == str(gift.id)]
+    assert (str(gift.status), sorted(types)) == ("paid", ["gift", "payment_failed"])
