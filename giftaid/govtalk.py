@@ -69,7 +69,17 @@ class Reply:
 
     @property
     def accepted(self) -> bool:
-        return self.qualifier == "response" and not self.errors
+        """HMRC's success response (warnings do not fail it)."""
+        return self.qualifier == "response" and all(error.type == "warning" for error in self.errors)
+
+    @property
+    def rejected(self) -> bool:
+        """HMRC judged the document and refused it: a business or fatal error raised by HMRC's systems (ChRIS, the
+        department), not by the gateway. A gateway error on a poll (authentication, an unknown correlation id) or a
+        recoverable error says nothing about the claim, which HMRC may still accept."""
+        return self.qualifier == "error" and any(
+            error.type in ("business", "fatal") and error.raised_by != "Gateway" for error in self.errors
+        )
 
     @property
     def pending(self) -> bool:

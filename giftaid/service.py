@@ -388,8 +388,14 @@ def build_claim(
     claim.earliest_on, claim.latest_on = summary.earliest, summary.latest
     claim.gift_aid = gift_aid_on(claim.total)
     claim.held_back = len(held_back)
+    pending = repository.pending_adjustments(session)
     room = claim.gift_aid
-    for adjustment in repository.pending_adjustments(session):
+    if pending and claim.lines > schedule.ROWS_PER_SCHEDULE:
+        # The adjustment goes in the first schedule (Box 2) and the first message, each a claim of its own to HMRC:
+        # it must fit the Gift Aid of the first schedule, the smaller of the two.
+        first = repository.part_summary(session, claim.id, 1, schedule.ROWS_PER_SCHEDULE)
+        room = gift_aid_on(int(first.total))
+    for adjustment in pending:
         # An adjustment larger than what is left of this claim waits for the next one (HMRC takes no negative claim).
         if adjustment.amount <= room:
             adjustment.applied_claim_id = claim.id
@@ -777,7 +783,8 @@ def poll_claim(
     uow: UnitOfWork, settings: Settings, claim_id: uuid.UUID, *, actor: str, client: GovTalkClient | None = None
 ) -> Claim:
     """Ask HMRC how a submitted claim went: still pending (nothing changes), accepted (with HMRC's IRmark receipt)
-    or rejected (errors mapped to gifts; the gifts are released). HMRC's copy is then deleted."""
+    or rejected (errors mapped to gifts; the gifts are released). HMRC's copy is then deleted. A gateway or
+    recoverable error on the poll changes nothing but the errors shown on the claim."""
     session = uow.session
     claim = get_claim(session, claim_id)
     if ClaimStatus(claim.status) != ClaimStatus.SUBMITTED or not claim.correlation_id:
@@ -801,6 +808,13 @@ def poll_claim(
         result = change_status(
             uow, claim.id, ClaimStatus.ACCEPTED, actor=actor, detail={"receipt": reply.receipt[:500]}
         )
+    elif not reply.rejected:
+        # Not HMRC's verdict on the claim (the gateway refused the poll, or a recoverable error): the claim stays
+        # submitted with its gifts claimed, and HMRC's copy stays to be polled again; the errors are shown on it.
+        claim.errors = _mapped_errors(session, claim, reply)
+        session.add(claim)
+        session.flush()
+        return claim
     else:
         claim.errors = _mapped_errors(session, claim, reply)
         session.add(claim)

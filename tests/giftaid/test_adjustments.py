@@ -214,3 +214,55 @@ def test_the_supporter_api_shows_gift_aid_claimable_and_claimed(runtime: Runtime
     totals = client.get(f"/api/supporters/{ada}", headers=staff_headers(runtime, "finance")).json()["totals"]
     assert totals["gift_aid_claimable"] == {"amount": 1_000, "currency": "GBP"}
     assert totals["gift_aid_claimed"] == {"amount": 2_500, "currency": "GBP"}
+
+
+def _claim_of_1001_lines_after_a_refund(runtime: Runtime, refunded_pence: int) -> service.ClaimResult:
+    """A first claim of a £2,000 gift, then `refunded_pence` of it refunded; the next claim has 1,001 lines: 1,000
+    gifts of £1 (the first schedule: £250 of Gift Aid) and a £10,000 gift dated last (on the second schedule)."""
+    from payments.models import Gift, Method, Provider
+    from tests.giftaid.factories import noon
+
+    ada = donor(runtime)
+    refunded = make_gift(runtime, ada, amount=200_000, received_on=dt.date(2024, 12, 1))
+    with runtime.unit_of_work() as uow:
+        assert service.build_claim(
+            uow, runtime.settings, through=dt.date(2024, 12, 31), actor="t", today=TODAY
+        ).claim_id
+    set_gift(runtime, refunded, returned_amount=refunded_pence)
+    with runtime.unit_of_work() as uow:
+        for index in range(1_000):
+            day = dt.date(2025, 1, 1) + dt.timedelta(days=index % 200)
+            uow.session.add(
+                Gift(
+                    supporter_id=ada,
+                    amount=100,
+                    status=GiftStatus.PAID,
+                    provider=Provider.GOCARDLESS,
+                    method=Method.DIRECT_DEBIT,
+                    received_at=noon(day),
+                    received_on=day,
+                )
+            )
+    make_gift(runtime, ada, amount=1_000_000, received_on=dt.date(2025, 10, 1))
+    with runtime.unit_of_work() as uow:
+        return service.build_claim(uow, runtime.settings, through=TODAY, actor="t", today=TODAY)
+
+
+def test_an_adjustment_larger_than_the_first_schedules_gift_aid_waits(runtime: Runtime) -> None:
+    """Box 2 of the first schedule (and the first message) carries the adjustment, and each schedule is a claim of
+    its own to HMRC: £500 to take back fits the claim's £2,750 of Gift Aid but not its first schedule's £250, so it
+    waits for a claim it fits rather than making the first schedule a negative claim."""
+    result = _claim_of_1001_lines_after_a_refund(runtime, 200_000)
+    assert (result.lines, result.gift_aid, result.adjustment) == (1_001, 275_000, 0)
+    with runtime.read_session() as session:
+        (pending,) = session.exec(select(Adjustment)).all()
+        assert (pending.amount, pending.applied_claim_id) == (50_000, None)
+
+
+def test_an_adjustment_that_fits_the_first_schedule_is_in_its_box_2(runtime: Runtime) -> None:
+    result = _claim_of_1001_lines_after_a_refund(runtime, 60_000)  # £150 of tax to take back
+    assert (result.lines, result.adjustment) == (1_001, 15_000)
+    with runtime.read_session() as session:
+        ods = service.schedule_part(session, runtime.settings, service.get_claim(session, result.claim_id), 1)
+    report = validate_schedule(ods, today=TODAY)
+    assert report.overclaimed is not None and report.overclaimed * 4 <= report.total

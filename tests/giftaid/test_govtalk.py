@@ -199,3 +199,50 @@ def test_a_large_message_is_streamed_with_its_length(
     assert reply.pending
     assert PASSWORD.encode() not in kept and kept == path.read_bytes()
     assert f"<Value>{PASSWORD}</Value>".encode() in gateway.requests[-1]
+
+
+def _with_password(settings: Settings, password: str) -> Settings:
+    from pydantic import SecretStr
+
+    return settings.model_copy(update={"hmrc": settings.hmrc.model_copy(update={"password": SecretStr(password)})})
+
+
+def test_a_gateway_error_on_a_poll_leaves_the_claim_submitted_and_its_gifts_claimed(
+    runtime: Runtime,
+    gateway: FakeGateway,  # noqa: F811
+) -> None:
+    """The gateway password changed between submit and poll: 1046 Authentication Failure, raised by the gateway,
+    is not HMRC's verdict on the claim (HMRC still holds it and may accept it). The claim stays submitted, shows
+    the error, and its gifts cannot go into a second claim; once the password is right, the poll goes on."""
+    claim_id, _ = built_claim(runtime)
+    with runtime.unit_of_work() as uow:
+        service.submit_claim(uow, runtime.settings, claim_id, actor="f")
+    with runtime.unit_of_work() as uow:
+        claim = service.poll_claim(uow, _with_password(runtime.settings, "not-the-password"), claim_id, actor="f")
+        assert (claim.status, [e["number"] for e in claim.errors]) == (ClaimStatus.SUBMITTED, [1046])
+    with runtime.unit_of_work() as uow:
+        again = service.build_claim(uow, runtime.settings, through=TODAY, actor="test", today=TODAY)
+    assert again.claim_id is None
+    with runtime.unit_of_work() as uow:
+        assert service.poll_claim(uow, runtime.settings, claim_id, actor="f").status == ClaimStatus.ACCEPTED
+
+
+def test_a_success_response_with_a_warning_is_accepted(
+    runtime: Runtime,
+    gateway: FakeGateway,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GovTalk errors of Type `warning` do not fail a response (giftaid.md §3.1: fatal|recoverable|business|warning)."""
+    claim_id, _ = built_claim(runtime)
+    with runtime.unit_of_work() as uow:
+        service.submit_claim(uow, runtime.settings, claim_id, actor="f")
+    original = gateway._reply
+
+    def with_warning(qualifier: str, function: str, correlation_id: str = "", **kw: str) -> bytes:
+        if qualifier == "response" and function == "submit":
+            kw["errors"] = "<GovTalkErrors>" + gateway._error("ChRIS", 9999, "warning", "Advisory") + "</GovTalkErrors>"
+        return original(qualifier, function, correlation_id, **kw)
+
+    monkeypatch.setattr(gateway, "_reply", with_warning)
+    with runtime.unit_of_work() as uow:
+        assert service.poll_claim(uow, runtime.settings, claim_id, actor="f").status == ClaimStatus.ACCEPTED
