@@ -121,10 +121,12 @@ class _Context:
 
 
 def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Posting]:
-    """Postings of every payout that arrived between `start` and `end` (inclusive), in date then payout order."""
+    """Postings of every payout that arrived between `start` and `end` (inclusive), in date then payout order. Only
+    paid ones: a pending payout's arrival date is the provider's estimate and its money is not in the bank yet (cash
+    basis), and a failed one never arrives."""
     payouts = [
         p
-        for p in session.exec(select(Payout).where(Payout.status != PayoutStatus.FAILED)).all()
+        for p in session.exec(select(Payout).where(Payout.status == PayoutStatus.PAID)).all()
         if start <= payout_date(p) <= end
     ]
     payouts.sort(key=lambda p: (payout_date(p), p.provider, p.provider_payout_id))

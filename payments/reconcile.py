@@ -274,10 +274,12 @@ def _match_class(kind: str, provider_type: str, source_id: str | None) -> str | 
         return "stripe_refund"
     if source_id.startswith(("dp_", "du_")):
         return "stripe_dispute"
+    if source_id.startswith("RF") or (kind in (REFUND, REFUND_RETURNED) and source_id.startswith("PM")):
+        # A refund item that names only its payment is still a refund: matched on a refund id or not at all,
+        # never taken for the payment (a negative gift that would let the payout look reconciled).
+        return "gc_refund"
     if source_id.startswith("PM"):
         return "gc_payment"
-    if source_id.startswith("RF"):
-        return "gc_refund"
     return None
 
 

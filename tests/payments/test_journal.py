@@ -213,3 +213,30 @@ def test_gift_aid_claimed_is_receivable_in_the_journal(
     assert by_account(rows, f"giftaid:{claim_id}") == {"Gift Aid receivable": 9_750, "Gift Aid income": -9_750}
     assert {row["entry"] for row in rows} == {f"giftaid:{claim_id}"}, "a rejected claim is not receivable"
     assert rows[0]["date"] == "2026-04-02"
+
+
+def test_a_payout_still_in_transit_is_not_in_the_journal(runtime: Runtime, fake_stripe: FakeProvider) -> None:
+    """Cash basis: an in-transit payout's arrival date is Stripe's estimate and its money is not in the bank yet (it
+    may still fail), so it posts nothing until it is paid."""
+    import datetime as dt
+
+    from payments import journal
+
+    serve_balance_transactions(fake_stripe, {})
+    payout = {
+        "id": "po_transit",
+        "amount": 5000,
+        "currency": "gbp",
+        "status": "in_transit",
+        "arrival_date": 1767225600,
+        "reconciliation_status": "in_progress",
+    }
+    with runtime.unit_of_work() as uow:
+        record_stripe_payout(uow, payout, "payout.created")
+    with runtime.read_session() as session:
+        assert journal.payout_postings(session, dt.date(2025, 1, 1), dt.date(2026, 12, 31)) == []
+    with runtime.unit_of_work() as uow:
+        record_stripe_payout(uow, {**payout, "status": "paid"}, "payout.paid")
+    with runtime.read_session() as session:
+        postings = journal.payout_postings(session, dt.date(2025, 1, 1), dt.date(2026, 12, 31))
+    assert ("Bank: Stripe payouts", 5000) in [(p.account, p.amount) for p in postings]

@@ -173,3 +173,26 @@ def test_giving_reconcile_reruns_matching(
     table = run_giving(["reconcile"], settings, monkeypatch, tmp_path)
     assert "po_test_Daily01" in table.stdout and "reconciled" in table.stdout and "£3.92" in table.stdout
     assert "1 payout(s), 0 not reconciled" in table.stderr
+
+
+def test_a_gocardless_refund_item_naming_only_its_payment_stays_a_refund(runtime: Runtime) -> None:
+    """A `payment_refunded` item without its refund id is money going back, not the payment: it stays a refund line,
+    unmatched until its refund is known, and the payout is unreconciled (it used to become a negative gift matched to
+    the gift, and the payout looked reconciled)."""
+    from payments.imports import import_gocardless_export
+
+    donor = make.supporter(runtime)
+    gift = make.gift(runtime, donor, 1000, gocardless_payment_id="PM0REF1")
+    export = (
+        "payout_id,payout_amount,type,amount,payment_id,refund_id\n"
+        "PO0REV1,0,payment_paid_out,1000.0,PM0REF1,\n"
+        "PO0REV1,0,payment_refunded,-1000.0,PM0REF1,\n"
+    )
+    with runtime.unit_of_work() as uow:
+        import_gocardless_export(uow, export)
+    with runtime.read_session() as session:
+        payout = session.exec(select(Payout).where(Payout.provider_payout_id == "PO0REV1")).one()
+        lines = session.exec(select(PayoutLine).where(PayoutLine.payout_id == payout.id)).all()
+        kinds = sorted((line.kind, line.amount, line.gift_id, line.matched_at is not None) for line in lines)
+        assert kinds == [("gift", 1000, gift, True), ("refund", -1000, None, False)]
+        assert payout.reconciliation == "unreconciled"
