@@ -29,7 +29,7 @@ from core.money import format_pence, gift_aid_on
 from core.settings import Settings
 from crm.models import RECORDING_EVIDENCE, Declaration, DeclarationMethod, DeclarationScope
 from giftaid.models import Claim, ClaimGift
-from payments.models import DonorType, Gift, GiftStatus
+from payments.models import DonorType, Gift, GiftStatus, money_returned
 
 # HMRC's r68_PostCodeType (the XSD pattern is anchored implicitly).
 UK_POSTCODE_PATTERN = (
@@ -156,11 +156,6 @@ def period_year(column: Any, financial_year_end: str, dialect: str) -> ColumnEle
     year, month_day = year_and_month_day(column, dialect)
     month, day = month_day_of(financial_year_end)
     return year + sa.case((month_day > month * 100 + day, 1), else_=0)
-
-
-def _returned() -> ColumnElement[Any]:
-    # A reversed gift (late failure, chargeback) returned everything, whatever returned_amount says.
-    return sa.case((G.c.status == GiftStatus.REVERSED.value, G.c.amount), else_=G.c.returned_amount)
 
 
 def _benefit_fails(amount: Any, benefit: Any, on: Any) -> ColumnElement[Any]:
@@ -298,7 +293,7 @@ def eligibility_select(
     # Over every gift (a claim, the dashboard) the declarations are worked out once for both halves; for a few
     # gifts or supporters a subquery lets the planner look at their declarations only.
     decl = _declarations(rules, shared=gift_ids is None and supporter_ids is None)
-    returned = _returned()
+    returned = money_returned()
     # Every (gift, declaration of its supporter) pair, the best declaration first: one scan of the gifts, one hash
     # join, one sort. A gift with no declaration at all keeps one row (rank 3).
     rank = _declaration_rank(decl)

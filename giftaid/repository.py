@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 
 from giftaid.eligibility import CG, C, D, G, day_number
 from giftaid.models import Adjustment, Claim, ClaimEvent, ClaimGift, ClaimStatus, HeldBack, Message
-from payments.models import MONEY_RETURNED
+from payments.models import MONEY_RETURNED, money_returned
 
 CANDIDATES = "giftaid_candidates"
 # Small gifts per aggregated line: with gifts of at most `aggregate_limit` pence, this many stay within £1,000.
@@ -413,7 +413,7 @@ def returned_since_claim(session: Session) -> list[Any]:
     (`ix_gifts_money_returned`) and the gifts of supporters with a void declaration (`ix_declarations_voided`), and
     looks up their claim rows by gift. Reading every claimed gift instead took 7-8 s after a claim of a million
     gifts, at every build and every voided declaration (docs/giftaid.md)."""
-    returned = sa.case((G.c.status == "reversed", G.c.amount), else_=G.c.returned_amount)
+    returned = money_returned()
     voided = sa.func.coalesce(D.c.voided, False).is_(True)
     void_declarations = D.alias("void_declarations")
     candidates = sa.union(

@@ -155,6 +155,13 @@ class Gift(SQLModel, table=True):
     updated_at: dt.datetime = created_at_field()
 
 
+def money_returned() -> sa.ColumnElement[Any]:
+    """SQL for the money a gift gave back: all of it when reversed (late failure, chargeback), whatever
+    `returned_amount` says; else `returned_amount` (refunds, lost disputes)."""
+    gifts = Gift.__table__  # type: ignore[attr-defined]
+    return sa.case((gifts.c.status == GiftStatus.REVERSED.value, gifts.c.amount), else_=gifts.c.returned_amount)
+
+
 class RegularGiftStatus(StrEnum):
     PENDING = "pending"
     ACTIVE = "active"

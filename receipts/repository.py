@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from core.db import conflict_insert
 from crm.models import Declaration, Supporter
-from payments.models import Checkout, Gift, GiftStatus, OrderLine, Refund, RefundStatus
+from payments.models import Checkout, Gift, GiftStatus, OrderLine, Refund, RefundStatus, money_returned
 from receipts.models import (
     Delivery,
     DeliveryChannel,
@@ -429,10 +429,7 @@ _STATEMENT_GIFTS = (
     sa.select(
         _GIFTS.c.id,
         _GIFTS.c.amount,
-        # A reversed gift (chargeback, late failure) returned all of it, whatever returned_amount says.
-        sa.case((_GIFTS.c.status == GiftStatus.REVERSED.value, _GIFTS.c.amount), else_=_GIFTS.c.returned_amount).label(
-            "returned_amount"
-        ),
+        money_returned().label("returned_amount"),
         _GIFTS.c.currency,
         _GIFTS.c.received_on,
         _GIFTS.c.method,
