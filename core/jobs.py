@@ -446,12 +446,16 @@ def _mark_done(session: Session, job_id: uuid.UUID) -> None:
     session.execute(sa.update(Job).where(col(Job.id) == job_id).values(status=JobStatus.DONE, done_at=utc_now()))
 
 
+def current_retries() -> int:
+    """How many times dramatiq has retried the message being run (0 on its first delivery, or outside a worker)."""
+    message = CurrentMessage.get_current_message()
+    return int(message.options.get("retries", 0)) if message is not None else 0
+
+
 def _record_failure(spec: JobSpec, job_id: uuid.UUID, exc: Exception) -> None:
     from core.runtime import get_runtime
 
-    message = CurrentMessage.get_current_message()
-    retries = message.options.get("retries", 0) if message is not None else 0
-    final = retries >= spec.max_retries
+    final = current_retries() >= spec.max_retries
     metrics.count("job_attempts_failed", actor=spec.name)
     if final:
         metrics.count("jobs_given_up", actor=spec.name)

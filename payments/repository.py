@@ -273,7 +273,7 @@ def move_supporter(session: Session, from_id: uuid.UUID, to_id: uuid.UUID) -> di
 def one_off_gift_on_mandate(session: Session, mandate_id: str) -> bool:
     """Whether a one-off Direct Debit gift (no regular gift) was collected on this mandate."""
     query = (
-        sa.select(Gift.id)  # type: ignore[call-overload]
+        sa.select(col(Gift.id))
         .where(col(Gift.gocardless_mandate_id) == mandate_id, col(Gift.regular_gift_id).is_(None))
         .limit(1)
     )

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable
 from functools import partial
 
-from dramatiq.middleware import CurrentMessage
 from sqlmodel import Session
 
 from core import jobs
@@ -121,8 +120,7 @@ def render_document(document_id: str) -> None:
 )
 def send_document(uow: UnitOfWork, delivery_id: str) -> None:
     """Email one delivery with its PDF attached; retried on SMTP failure, marked failed after the last try."""
-    message = CurrentMessage.get_current_message()
-    retries = int(message.options.get("retries", 0)) if message is not None else 0
+    retries = jobs.current_retries()
     service.send_delivery(
         uow,
         get_runtime().settings,

@@ -6,8 +6,6 @@ import datetime as dt
 import logging
 import uuid
 
-from dramatiq.middleware import CurrentMessage
-
 from core import jobs
 from core.db import UnitOfWork
 from core.runtime import get_runtime
@@ -28,10 +26,8 @@ log = logging.getLogger("giving.webhooks")
     batch_limit=service.EVENTS_PER_MESSAGE,
 )
 def process_events(event_ids: list[str]) -> None:
-    # dramatiq counts its retries of a message in its options: above 0, this message has been run before.
-    message = CurrentMessage.get_current_message()
-    redelivered = message is not None and message.options.get("retries", 0) > 0
-    service.run_events(get_runtime(), [uuid.UUID(event_id) for event_id in event_ids], redelivered=redelivered)
+    ids = [uuid.UUID(event_id) for event_id in event_ids]
+    service.run_events(get_runtime(), ids, redelivered=jobs.current_retries() > 0)
 
 
 @jobs.actor("webhooks.process_event", queue="webhooks", time_limit_ms=120_000, max_retries=10, with_uow=False)
