@@ -243,6 +243,10 @@ def _new_gift_receipt(uow: UnitOfWork, settings: Settings, gift: Any) -> Documen
     if supporter.statement_preference == StatementPreference.ANNUAL or not _receivable(supporter):
         return None
     note = gift_aid_notes(session, settings, [gift.supporter_id], [gift.id]).get(gift.id)
+    if note is not None and note.status == "claim":
+        # The receipt records the gift as received, so its Gift Aid is on that amount; money already returned gets
+        # its own correction, which states the Gift Aid on what was kept.
+        note = note.model_copy(update={"claim_amount": gift_aid_on(gift.amount)})
     if gift.order_id is not None:
         description = "Donation given with your shop order"
     elif gift.regular_gift_id is not None:

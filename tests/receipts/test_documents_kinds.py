@@ -253,6 +253,27 @@ def test_refund_recorded_before_the_receipt_is_still_corrected(
     assert len(mailbox.messages) == 4
 
 
+def test_a_receipt_rendered_after_a_partial_refund_claims_gift_aid_on_what_it_shows(
+    runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
+) -> None:
+    """The receipt is the record of the gift as received: its Gift Aid is on that amount, and the correction that
+    follows states the Gift Aid on what was kept (one document never mixes the two)."""
+    supporter = factories.supporter(runtime)
+    factories.declaration(runtime, supporter)
+    gift = factories.gift(runtime, supporter, amount=10000, received_on=dt.date(2025, 10, 5))
+    factories.refund(runtime, supporter_id=supporter, gift_id=gift, amount=4000, refunded_on=dt.date(2025, 10, 6))
+    run_job(runtime, worker, "receipts.issue_for_gift", gift_id=gift)
+
+    [receipt] = documents(runtime, DocumentKind.GIFT_RECEIPT)
+    receipt_text = pdf_text(stored_pdf(runtime, receipt))
+    assert "Amount £100.00" in receipt_text
+    assert "we will claim £25.00 Gift Aid on this gift" in receipt_text, receipt_text
+    [correction] = documents(runtime, DocumentKind.CORRECTION)
+    correction_text = pdf_text(stored_pdf(runtime, correction))
+    assert "Corrected amount £60.00" in correction_text
+    assert "we will now claim £15.00 Gift Aid on the corrected amount" in correction_text
+
+
 def test_supporter_without_email_goes_into_the_postal_batch(
     runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
 ) -> None:
