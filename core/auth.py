@@ -229,6 +229,10 @@ def bearer_token(request: Request) -> str | None:
     return value.strip()
 
 
+def not_signed_in() -> Unauthorized:
+    return Unauthorized("a valid API token or staff login is needed", headers={"WWW-Authenticate": "Bearer"})
+
+
 def require_staff(session: Session, request: Request, *roles: StaffRole) -> Principal:
     """The caller, from its bearer token or its staff login session; 401 if none, 403 if its role may not.
     With no `roles`, any staff member may."""
@@ -239,7 +243,7 @@ def require_staff(session: Session, request: Request, *roles: StaffRole) -> Prin
     else:
         principal = getattr(request.state, "staff", None) if hasattr(request, "state") else None
     if principal is None:
-        raise Unauthorized("a valid API token or staff login is needed", headers={"WWW-Authenticate": "Bearer"})
+        raise not_signed_in()
     if roles and not principal.may(*roles):
         raise Forbidden(f"the {principal.role.value} role may not do this")
     return principal
@@ -428,6 +432,31 @@ def verify_csrf(request: Request, form: Mapping[str, Any]) -> None:
     given = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
     if not csrf_ok(getattr(request.state, "csrf_token", None), str(given) if given else None):
         raise CsrfRejected("the form's CSRF token is missing or out of date; reload the page and try again")
+
+
+class ApiCredentialsMiddleware:
+    """Pure ASGI: a request to the JSON API without a bearer token is answered 401 before routing, so an anonymous
+    caller learns nothing from how its path, query or body would have been read (a malformed id gave 404 or 400).
+    The token itself is checked by `require_staff` in the unit of work that uses it."""
+
+    def __init__(self, app: ASGIApp, *, prefix: str = "/api/", open_paths: tuple[str, ...] = ()):
+        self.app = app
+        self.prefix = prefix
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or not path.startswith(self.prefix) or path in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        if bearer_token(request) is not None:
+            await self.app(scope, receive, send)
+            return
+        from core.http import app_error_handler
+
+        response = await app_error_handler(request, not_signed_in())
+        await response(scope, receive, send)
 
 
 class StaffSessionMiddleware:

@@ -22,7 +22,7 @@ import payments.routes
 import receipts.routes
 import webhooks.routes
 from core import jobs
-from core.auth import StaffSessionMiddleware
+from core.auth import ApiCredentialsMiddleware, StaffSessionMiddleware
 from core.db import make_async_database
 from core.errors import AppError
 from core.http import (
@@ -134,6 +134,7 @@ def create_app(
             Middleware(BodyLimitMiddleware, max_bytes=settings.web.max_body_bytes),
             Middleware(BodyTimeoutMiddleware, seconds=BODY_TIMEOUT_SECONDS),
             Middleware(StaffSessionMiddleware, paths=("/staff",), secure_cookies=settings.web.secure_cookies),
+            Middleware(ApiCredentialsMiddleware, prefix="/api/", open_paths=("/api/openapi.json",)),
         ],
         exception_handlers={
             AppError: app_error_handler,

@@ -39,6 +39,28 @@ def test_api_without_or_with_a_bad_token_is_401(client: TestClient) -> None:
         assert response.headers["www-authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/supporters/not-a-uuid"),
+        ("GET", "/api/giftaid/claims/not-a-uuid"),
+        ("GET", "/api/orders/not-a-uuid"),
+        ("GET", "/api/receipts/documents"),  # its required query parameter missing
+        ("POST", "/api/declarations/not-a-uuid/cancel"),
+        ("GET", "/api/no-such-endpoint"),
+    ],
+)
+def test_an_anonymous_call_is_401_before_its_path_or_query_is_read(client: TestClient, method: str, path: str) -> None:
+    response = client.request(method, path, content=b"not json")
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "Unauthorized"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_the_api_description_stays_open(client: TestClient) -> None:
+    assert client.get("/api/openapi.json").status_code == 200
+
+
 @pytest.mark.parametrize("role", ["fundraiser", "finance", "admin"])
 def test_every_role_may_read_supporters(runtime: Runtime, client: TestClient, role: str) -> None:
     supporter_id = make_supporter(runtime)
