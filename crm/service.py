@@ -210,6 +210,12 @@ def record_history(
     return written
 
 
+def revise_history(uow: UnitOfWork, dedupe_key: str, *, summary: str, data: dict[str, Any]) -> bool:
+    """Say better what an item already on a timeline recorded (the same business event, its key unchanged): a
+    provider's later event can carry the cause an earlier one lacked. Returns whether there was such an item."""
+    return repository.revise_history(uow.session, dedupe_key, summary=summary[:500], data=data)
+
+
 def raise_review_item(
     uow: UnitOfWork,
     supporter_id: uuid.UUID,

@@ -15,7 +15,7 @@ from sqlmodel import Session, SQLModel, select
 from core.clock import from_unix, uk_date, uk_today, utc_now
 from core.db import UnitOfWork
 from core.money import Currency, Money, format_pence
-from crm.service import raise_review_item, record_history
+from crm.service import raise_review_item, record_history, revise_history
 from payments import payouts, repository, shop
 from payments.errors import PaymentsError
 from payments.models import (
@@ -295,20 +295,42 @@ def _set_regular_status(
     if status == RegularGiftStatus.ACTIVE:
         _regular_started_history(uow, regular)
     if status in _TERMINAL_REGULAR:
-        verb = "cancelled" if status == RegularGiftStatus.CANCELLED else "finished"
         record_history(
             uow,
             regular.supporter_id,
             type="regular_gift_cancelled" if status == RegularGiftStatus.CANCELLED else "regular_gift_finished",
-            summary=f"Monthly gift of {format_pence(regular.amount, regular.currency)} {verb}"
-            + (f": {reason}" if reason else ""),
             at=regular.ended_at,
             amount=regular.amount,
             currency=regular.currency,
-            data={"regular_gift_id": str(regular.id), "reason": reason, "provider_ids": _regular_ids(regular)},
-            dedupe_key=f"regular_gift_{verb}:{regular.id}",
+            **_ended_item(regular, status, reason),
         )
     return True
+
+
+def _ended_item(regular: RegularGift, status: RegularGiftStatus, reason: str) -> dict[str, Any]:
+    """What the history says of a regular gift's end: its summary, data and the key that keeps it one item."""
+    verb = "cancelled" if status == RegularGiftStatus.CANCELLED else "finished"
+    return {
+        "summary": f"Monthly gift of {format_pence(regular.amount, regular.currency)} {verb}"
+        + (f": {reason}" if reason else ""),
+        "data": {"regular_gift_id": str(regular.id), "reason": reason, "provider_ids": _regular_ids(regular)},
+        "dedupe_key": f"regular_gift_{verb}:{regular.id}",
+    }
+
+
+_SUBSCRIPTION_CANCELLED = f"subscription {RegularGiftStatus.CANCELLED.value}"
+
+
+def _restate_cancellation(uow: UnitOfWork, regular: RegularGift, reason: str) -> None:
+    """The mandate's end, processed after the subscription's cancellation it caused: the bank's cause and code
+    replace the subscription's bare word, on the regular gift and its history item, as had it come first."""
+    if regular.status != RegularGiftStatus.CANCELLED or regular.failure_reason != _SUBSCRIPTION_CANCELLED:
+        return
+    _set(regular, failure_reason=reason[:500])
+    uow.session.add(regular)
+    uow.session.flush()
+    item = _ended_item(regular, RegularGiftStatus.CANCELLED, reason)
+    revise_history(uow, item["dedupe_key"], summary=item["summary"], data=item["data"])
 
 
 def _regular_ids(regular: RegularGift) -> list[str]:
@@ -1325,7 +1347,8 @@ def sync_gocardless_mandate(
             subscription = gocardless.get_subscription(regular.gocardless_subscription_id)
             if _GC_REGULAR_STATUS.get(str(subscription.get("status"))) == RegularGiftStatus.FINISHED:
                 status, why = RegularGiftStatus.FINISHED, f"subscription {RegularGiftStatus.FINISHED.value}"
-        _set_regular_status(uow, regular, status, at=at, reason=why)
+        if not _set_regular_status(uow, regular, status, at=at, reason=why) and status == RegularGiftStatus.CANCELLED:
+            _restate_cancellation(uow, regular, why)
     return Effect.processed()
 
 

@@ -337,6 +337,66 @@ def test_finished_subscription_then_mandate_cancelled_is_finished_whatever_the_o
     assert str(regular.status) == "finished"
 
 
+# The donor's bank cancels the mandate, and GoCardless cancels the subscription on it: the regular gift keeps the
+# bank's reason and code, whichever of the two events is processed first.
+
+
+@pytest.mark.parametrize("order", ["subscription_first", "mandate_first"])
+def test_a_cancelled_mandate_keeps_the_banks_reason_whatever_the_order(
+    order: str,
+    runtime: Runtime,
+    worker: EventsWorker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Wyn")
+    subscription_id = scenario.gocardless_monthly(supporter, 1000, payments=("paid_out",))
+    setup = list(scenario.deliveries)
+    mandate_id = scenario.gocardless.subscriptions[subscription_id]["links"]["mandate"]
+    install(scenario, fake_stripe, fake_gocardless)
+    deliver(app_client, setup)
+    worker.join()
+    scenario.gocardless.mandates[mandate_id]["status"] = "cancelled"
+    scenario.gocardless.subscriptions[subscription_id]["status"] = "cancelled"
+    scenario.gocardless.subscriptions[subscription_id]["upcoming_payments"] = []
+    scenario._gocardless(
+        "mandates",
+        "cancelled",
+        {"mandate": mandate_id},
+        origin="bank",
+        cause="bank_account_closed",
+        reason_code="ADDACS-B",
+        description="The customer closed their bank account.",
+    )
+    scenario._gocardless(
+        "subscriptions",
+        "cancelled",
+        {"subscription": subscription_id},
+        origin="gocardless",
+        cause="mandate_cancelled",
+        description="The subscription was cancelled because its mandate was cancelled.",
+    )
+    events = [scenario.deliveries[-2], scenario.deliveries[-1]]
+    if order == "subscription_first":
+        events.reverse()
+    for delivery in events:
+        deliver(app_client, [delivery])
+        worker.join()
+    assert stuck_events(runtime) == []
+    with reading(runtime) as session:
+        regular = session.exec(
+            select(RegularGift).where(RegularGift.gocardless_subscription_id == subscription_id)
+        ).one()
+    assert str(regular.status) == "cancelled"
+    bank_reason = "The customer closed their bank account. (ADDACS-B)"
+    assert regular.failure_reason == bank_reason
+    [cancelled] = [item for item in history(runtime, supporter) if item["type"] == "regular_gift_cancelled"]
+    assert cancelled["summary"] == f"Monthly gift of £10.00 cancelled: {bank_reason}"
+    assert cancelled["reason"] == bank_reason
+
+
 # A Direct Debit attempt that failed before GoCardless's retry paid: in the history whether its event is processed at
 # once or only after the retry succeeded (as the Stripe path keeps it).
 
