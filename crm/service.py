@@ -297,6 +297,10 @@ def record_declaration(
         errors["scope"] = "A declaration for a period needs a start and an end on or after it"
     if scope == DeclarationScope.THIS_GIFT and gift_id is None:
         errors["gift_id"] = "A declaration for one gift names the gift"
+    elif scope == DeclarationScope.THIS_GIFT and gift_id is not None:
+        problem = _named_gift_problem(uow.session, supporter_id, gift_id)
+        if problem:
+            errors["gift_id"] = problem
     if made_on > utc_now().date() + dt.timedelta(days=1):
         errors["made_on"] = "A declaration cannot be made in the future"
     if confirmation_sent_on is not None and confirmation_sent_on < made_on:
@@ -348,6 +352,31 @@ def record_declaration(
         # An oral declaration takes effect only once its written confirmation is sent (giftaid.md §1C.13).
         uow.enqueue("receipts.issue_oral_confirmation", declaration_id=str(declaration.id))
     return declaration
+
+
+# --- gifts (payments says whose a gift is, through the composition root) -------------------------------------
+
+GiftOwner = Callable[[Session, uuid.UUID], uuid.UUID | None]
+_gift_owners: list[GiftOwner] = []
+
+
+def register_gift_owner(lookup: GiftOwner) -> None:
+    """Let the wing that records gifts say whose a gift is (`lookup(session, gift_id)` → supporter id, or None for
+    no such gift) without crm importing it: a declaration for one gift is then checked against it."""
+    if lookup not in _gift_owners:
+        _gift_owners.append(lookup)
+
+
+def _named_gift_problem(session: Session, supporter_id: uuid.UUID, gift_id: uuid.UUID) -> str | None:
+    """Why a declaration for one gift cannot name this one: a gift we do not have, or another supporter's (merged
+    records count as one). None when it may, or when no wing that records gifts is wired in."""
+    for lookup in _gift_owners:
+        owner = lookup(session, gift_id)
+        if owner is None:
+            return f"there is no gift {gift_id}"
+        if resolve_supporter(session, owner).id != resolve_supporter(session, supporter_id).id:
+            return f"gift {gift_id} is another supporter's"
+    return None
 
 
 # --- totals (filled in by other wings through registered providers) -----------------------------------------

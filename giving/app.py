@@ -38,7 +38,7 @@ from core.runtime import InlineWorker, Runtime, build_runtime
 from core.settings import Settings, feature_warnings, get_settings
 from giving import merge, openapi, ops
 from giving import worker as worker_root
-from giving.totals import register_totals_providers
+from giving.crm_wiring import wire_crm
 from receipts.render import startup_warnings as render_warnings
 
 log = logging.getLogger("giving.app")
@@ -109,7 +109,7 @@ def create_app(
 
     from giving.staff import routes as staff_routes
 
-    register_totals_providers()
+    wire_crm()
 
     routes = [
         # First: deliveries are the busiest requests, and Starlette tries routes in order.

@@ -1660,6 +1660,13 @@ def supporter_totals(session: Session, supporter_ids: Sequence[uuid.UUID]) -> di
     return {"donated": donated, "purchases": purchases, "regular_gifts": repository.running_regular_count(session, ids)}
 
 
+def gift_owner(session: Session, gift_id: uuid.UUID) -> uuid.UUID | None:
+    """The supporter a gift is recorded against, or None when there is no such gift (crm asks, through the
+    composition root, before a declaration names one gift)."""
+    gift = session.get(Gift, gift_id)
+    return gift.supporter_id if gift is not None else None
+
+
 def _one_currency(rows: list[tuple[str, int]]) -> Money:
     totals = {currency: amount for currency, amount in rows if amount}
     if not totals:

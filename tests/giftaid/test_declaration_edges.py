@@ -114,6 +114,37 @@ def test_a_declaration_cannot_be_backdated_beyond_four_years(runtime: Runtime, c
     assert code_of(runtime, gift, today=dt.date(2025, 11, 2)) == "claimable"
 
 
+def test_a_declaration_for_one_gift_must_name_a_gift_of_that_supporter(runtime: Runtime, client: Any) -> None:
+    """A `this_gift` declaration naming no gift we have, or another supporter's, is refused (400, nothing recorded):
+    it would cover nothing and look as if it covered something. The supporter's own gift is covered."""
+    ada = make_supporter(runtime)
+    other = make_supporter(runtime, first_name="Bea", last_name="Other")
+    own_gift = make_gift(runtime, ada, amount=5_000, received_on=dt.date(2025, 10, 1))
+    others_gift = make_gift(runtime, other, amount=5_000, received_on=dt.date(2025, 10, 1))
+    body: dict[str, Any] = {
+        "method": "written",
+        "made_on": "2025-10-01",
+        "scope": "this_gift",
+        "address": {"first_name": "Ada", "last_name": "Lovelace", "address_line1": "12 Acacia Avenue",
+                    "postcode": "CT16 1AA", "country": "GB"},
+    }  # fmt: skip
+    headers = staff_headers(runtime, "fundraiser")
+    for gift_id, words in ((uuid.uuid4(), "no gift"), (others_gift, "another supporter")):
+        refused = client.post(
+            f"/api/supporters/{ada}/declarations", headers=headers, json={**body, "gift_id": str(gift_id)}
+        )
+        assert refused.status_code == 400, refused.text
+        assert "gift_id" in refused.json()["detail"] and words in refused.json()["detail"], refused.text
+    with runtime.read_session() as session:
+        assert session.exec(select(Declaration)).all() == []
+    accepted = client.post(
+        f"/api/supporters/{ada}/declarations", headers=headers, json={**body, "gift_id": str(own_gift)}
+    )
+    assert accepted.status_code == 201, accepted.text
+    assert code_of(runtime, own_gift) == "claimable"
+    assert code_of(runtime, others_gift) == "no_declaration"
+
+
 # --- §1B rule 6 on what the donor kept --------------------------------------------------------------------------------
 
 
