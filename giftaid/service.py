@@ -672,10 +672,13 @@ def change_status(
         for adjustment in repository.adjustments_applied_to(session, claim.id):
             adjustment.applied_claim_id = None
             session.add(adjustment)
-        # Adjustments about this claim's gifts are void: HMRC never paid that tax.
+        # Adjustments about this claim's gifts are void: HMRC never paid that tax. One a later claim carries comes
+        # off it while that claim is unsent; once sent, HMRC has the deduction and finance must correct it there.
         kept_elsewhere = []
         for adjustment in repository.adjustments_from(session, claim.id):
-            if adjustment.applied_claim_id is None:
+            if adjustment.applied_claim_id is None or _withdraw_from_unsent(
+                uow, adjustment, rejected=claim, actor=actor, at=now
+            ):
                 session.delete(adjustment)
             else:
                 kept_elsewhere.append(str(adjustment.id))
@@ -689,6 +692,27 @@ def change_status(
     session.add(ClaimEvent(claim_id=claim.id, status=status, at=now, actor=actor, detail=event_detail))
     session.flush()
     return claim
+
+
+def _withdraw_from_unsent(
+    uow: UnitOfWork, adjustment: Adjustment, *, rejected: Claim, actor: str, at: dt.datetime
+) -> bool:
+    """Take a void adjustment off the claim carrying it, if that claim is still unsent (built): its Box 2 and XML
+    are written from the database when downloaded, so the next download leaves it out; its history says so."""
+    assert adjustment.applied_claim_id is not None
+    carrier = repository.get_claim(uow.session, adjustment.applied_claim_id, for_update=True)
+    if carrier is None or ClaimStatus(carrier.status) != ClaimStatus.BUILT:
+        return False
+    carrier.adjustment -= adjustment.amount
+    carrier.irmarks = []  # the files change: any IRmark computed before no longer applies
+    uow.session.add(carrier)
+    detail = {
+        "adjustment_withdrawn": Money(adjustment.amount).to_json(),
+        "gift_id": str(adjustment.gift_id),
+        "reason": f"claim {rejected.id} that claimed this gift was rejected; download this claim's files again",
+    }
+    uow.session.add(ClaimEvent(claim_id=carrier.id, status=carrier.status, at=at, actor=actor, detail=detail))
+    return True
 
 
 # --- submission ------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import datetime as dt
 import io
 import uuid
 import zipfile
+from typing import Any
 
 from lxml import etree
 from sqlmodel import select
@@ -167,6 +168,67 @@ def test_a_rejected_claim_gives_its_adjustment_back_to_the_next_claim(runtime: R
     assert adjustments(runtime)[0][1] is None
     again = build(runtime)
     assert again.adjustment == 2_500 and again.total == 20_000
+
+
+def test_a_rejected_claims_adjustment_comes_off_a_later_claim_still_unsent(runtime: Runtime) -> None:
+    """Claim 1 claimed a gift later refunded; claim 2 (built, not sent) took the adjustment; then HMRC rejects
+    claim 1. HMRC never paid that tax, so claim 2 no longer deducts it: its JSON, Box 2 and XML say nothing of it,
+    and its history says why. Had claim 2 been sent, the deduction stays on record for finance to correct."""
+    ada = donor(runtime)
+    refunded = make_gift(runtime, ada, amount=10_000, received_on=dt.date(2025, 6, 1))
+    first = build(runtime).claim_id
+    assert first is not None
+    with runtime.unit_of_work() as uow:
+        service.change_status(uow, first, ClaimStatus.SUBMITTED, actor="f@example.org")
+    set_gift(runtime, refunded, returned_amount=10_000)
+    make_gift(runtime, ada, amount=20_000, received_on=dt.date(2025, 10, 1))
+    carrying = build(runtime)
+    assert carrying.claim_id is not None and carrying.adjustment == 2_500
+    assert xml_of(runtime, carrying.claim_id).find(f".//{{{R68_NS}}}Adjustment") is not None
+
+    with runtime.unit_of_work() as uow:
+        service.change_status(uow, first, ClaimStatus.REJECTED, actor="f@example.org", reason="wrong reference")
+
+    assert adjustments(runtime) == []
+    with runtime.read_session() as session:
+        claim = service.get_claim(session, carrying.claim_id)
+        body = service.claim_json(session, claim, detail=True)
+        ods = service.schedule_part(session, runtime.settings, claim, 1)
+    assert body["adjustment"].amount == 0
+    [withdrawn] = [e["detail"] for e in body["events"] if "adjustment_withdrawn" in e["detail"]]
+    assert withdrawn["adjustment_withdrawn"] == {"amount": 2_500, "currency": "GBP"}
+    assert str(first) in withdrawn["reason"]
+    assert xml_of(runtime, carrying.claim_id).find(f".//{{{R68_NS}}}Adjustment") is None
+    assert validate_schedule(ods).ok
+    # The refunded gift's Gift Aid was never paid and nothing is left to claim on it: no later claim deducts it.
+    make_gift(runtime, ada, amount=4_000, received_on=dt.date(2025, 10, 2))
+    assert build(runtime).adjustment == 0
+
+
+def test_a_rejected_claims_adjustment_stays_on_a_later_claim_already_sent(runtime: Runtime) -> None:
+    ada = donor(runtime)
+    refunded = make_gift(runtime, ada, amount=10_000, received_on=dt.date(2025, 6, 1))
+    first = build(runtime).claim_id
+    assert first is not None
+    set_gift(runtime, refunded, returned_amount=10_000)
+    make_gift(runtime, ada, amount=20_000, received_on=dt.date(2025, 10, 1))
+    carrying = build(runtime)
+    assert carrying.claim_id is not None
+    with runtime.unit_of_work() as uow:
+        service.change_status(uow, first, ClaimStatus.SUBMITTED, actor="f@example.org")
+        service.change_status(uow, carrying.claim_id, ClaimStatus.SUBMITTED, actor="f@example.org")
+    with runtime.unit_of_work() as uow:
+        rejected = service.change_status(uow, first, ClaimStatus.REJECTED, actor="f@example.org", reason="typo")
+        [kept] = repository_adjustment_ids(uow.session)
+    with runtime.read_session() as session:
+        body = service.claim_json(session, service.get_claim(session, first), detail=True)
+        assert service.get_claim(session, carrying.claim_id).adjustment == 2_500
+    assert body["events"][-1]["detail"]["adjustments_already_deducted"] == [str(kept)]
+    assert rejected.status == ClaimStatus.REJECTED
+
+
+def repository_adjustment_ids(session: Any) -> list[uuid.UUID]:
+    return list(session.exec(select(Adjustment.id)).all())
 
 
 def test_supporter_totals_count_gift_aid_claimable_and_claimed(runtime: Runtime) -> None:
