@@ -1,11 +1,11 @@
 """Payouts and their reconciliation (issue "Merchandise and money in the bank").
 
 Interface used by the webhook handlers:
-- `record_stripe_payout(uow, payout, event_type)`: a Stripe payout object (dict) from a `payout.*` event. When the
-  payout's reconciliation is complete (`payout.reconciliation_completed`, or `reconciliation_status == "completed"`)
-  its balance transactions are listed through the SDK and matched.
-- `record_gocardless_payout(uow, payout_id, action)`: a GoCardless `payouts.*` event; on `paid` the payout and its
-  payout items are fetched through the SDK and matched.
+- `record_stripe_payout(uow, payout, event_type)`: a Stripe payout object (dict) from a `payout.*` event (or fetched).
+  When the payout's reconciliation is complete (`payout.reconciliation_completed`, or `reconciliation_status ==
+  "completed"`) its balance transactions are listed through the SDK and matched.
+- `record_gocardless_payout(uow, payout_id, action)`: a GoCardless `payouts.*` event; the payout is fetched through
+  the SDK and, once paid, its payout items too, and matched.
 - `on_money_recorded(uow, source_ids)`: a gift, order, refund or dispute was just recorded with these provider ids
   (ch_..., pi_..., re_..., dp_..., PM..., RF...); payout lines waiting for them are matched now.
 
@@ -19,9 +19,10 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from core.clock import from_unix, utc_now
@@ -38,6 +39,7 @@ from payments.reconcile import (
     LATE_FAILURE,
     OTHER,
     PAYMENT,
+    PAYOUT_FAILURE,
     REFUND,
     REFUND_RETURNED,
     LineIn,
@@ -49,10 +51,14 @@ from payments.reconcile import (
     with_fee_line,
 )
 
+if TYPE_CHECKING:
+    from payments.providers.stripe import StripeGateway
+
 log = logging.getLogger("giving.payments.payouts")
 
 STRIPE_STATUS = {"paid": PayoutStatus.PAID, "failed": PayoutStatus.FAILED, "canceled": PayoutStatus.FAILED}
-GOCARDLESS_STATUS = {"paid": PayoutStatus.PAID, "pending": PayoutStatus.PENDING}
+# `bounced`: the bank rejected the payout, so its money did not arrive.
+GOCARDLESS_STATUS = {"paid": PayoutStatus.PAID, "pending": PayoutStatus.PENDING, "bounced": PayoutStatus.FAILED}
 
 
 # Recording payouts from provider events
@@ -69,8 +75,12 @@ def upsert_payout(
     arrival_date: dt.date | None = None,
     reference: str = "",
     source: str = "api",
+    status_is_current: bool = False,
 ) -> Payout:
-    """The payout row, created or brought up to date; a field that did not change is not written."""
+    """The payout row, created or brought up to date; a field that did not change is not written.
+
+    `status_is_current`: the status was just fetched from the provider (GoCardless), not read from an event's
+    snapshot or a CSV, so it may also take a failed payout to paid (`next_status`)."""
     payout = uow.session.exec(
         select(Payout).where(Payout.provider == provider, Payout.provider_payout_id == provider_payout_id)
     ).first()
@@ -92,12 +102,7 @@ def upsert_payout(
         uow.session.add(payout)
         uow.session.flush()
         return payout
-    if payout.status == PayoutStatus.FAILED or (
-        status == PayoutStatus.PENDING and payout.status != PayoutStatus.PENDING
-    ):
-        # State only moves forward (pending → paid → failed: a paid payout can still bounce back, a failed one stays
-        # failed): a late `payout.created` or `payout.paid` snapshot never undoes what a later one said.
-        status = payout.status
+    status = next_status(payout.status, status, reported_is_current=status_is_current)
     wanted: dict[str, Any] = {"amount": amount, "currency": currency.upper(), "status": status}
     if arrival_date is not None:
         wanted["arrival_date"] = arrival_date
@@ -118,8 +123,23 @@ def upsert_payout(
     return payout
 
 
-def record_stripe_payout(uow: UnitOfWork, payout: dict[str, Any], event_type: str) -> None:
-    """A Stripe `payout.*` event: record the payout; once its reconciliation is complete, load and match its lines."""
+def next_status(current: PayoutStatus, reported: PayoutStatus, *, reported_is_current: bool) -> PayoutStatus:
+    """A payout's status once the provider reported `reported`.
+
+    A pending report never takes a paid or failed payout back (a late `payout.created` snapshot, a fetch racing the
+    `paid` event). A snapshot never undoes a failure either: Stripe never pays a failed payout again (it pays the money
+    out in a later payout), so a late `payout.paid` is older than the `payout.failed`. A status fetched at processing
+    time is current, so a bounced GoCardless payout that is later paid moves failed → paid."""
+    if reported == PayoutStatus.PENDING and current != PayoutStatus.PENDING:
+        return current
+    if current == PayoutStatus.FAILED and not reported_is_current:
+        return current
+    return reported
+
+
+def record_stripe_payout(uow: UnitOfWork, payout: dict[str, Any], event_type: str = "") -> None:
+    """A Stripe payout from a `payout.*` event (or fetched, with no event type): record it; once its reconciliation is
+    complete, load and match its lines."""
     status = STRIPE_STATUS.get(str(payout.get("status")), PayoutStatus.PENDING)
     arrival = payout.get("arrival_date")
     row = upsert_payout(
@@ -135,15 +155,22 @@ def record_stripe_payout(uow: UnitOfWork, payout: dict[str, Any], event_type: st
     complete = event_type == "payout.reconciliation_completed" or payout.get("reconciliation_status") == "completed"
     if complete and status != PayoutStatus.FAILED and row.lines_loaded_at is None:
         load_stripe_lines(uow, row)
+    failed = row.status == PayoutStatus.FAILED
     match_payout(uow, row.id)
+    if failed:
+        # Later payouts that paid its money out again (a `payout_failure` line) may have been waiting for the failure.
+        on_money_recorded(uow, [payout["id"]])
+
+
+def _stripe_gateway() -> StripeGateway:
+    from payments.providers.stripe import StripeGateway
+
+    return StripeGateway(_settings().stripe)
 
 
 def load_stripe_lines(uow: UnitOfWork, payout: Payout) -> int:
-    from payments.providers.stripe import StripeGateway
-
-    gateway = StripeGateway(_settings().stripe)
-    lines = stripe_lines(gateway.iter_payout_balance_transactions(payout.provider_payout_id), payout.provider_payout_id)
-    return store_lines(uow, payout, lines)
+    transactions = _stripe_gateway().iter_payout_balance_transactions(payout.provider_payout_id)
+    return store_lines(uow, payout, stripe_lines(transactions, payout.provider_payout_id))
 
 
 def stripe_lines(transactions: Iterable[dict[str, Any]], payout_id: str) -> list[LineIn]:
@@ -193,17 +220,21 @@ def stripe_kind(category: str, bt_type: str, amount: int, source_id: str | None)
         return DISPUTE if amount <= 0 else DISPUTE_REVERSAL
     if category == "fee" or bt_type in ("stripe_fee", "tax_fee"):
         return ACCOUNT_FEE
+    if category == "payout_reversal" or bt_type in ("payout_failure", "payout_cancel"):
+        return PAYOUT_FAILURE
     return OTHER
 
 
 def record_gocardless_payout(uow: UnitOfWork, payout_id: str, action: str) -> None:
-    """A GoCardless `payouts.*` event: fetch the payout; once paid, fetch its items and match them."""
+    """A GoCardless `payouts.*` event: fetch the payout; once paid, fetch its items and match them. The event
+    carries only ids, so the fetched status is the payout's current one and is taken as it is (`next_status`)."""
     from payments.providers.gocardless import GoCardlessGateway
 
     gateway = GoCardlessGateway(_settings().gocardless)
     payout = gateway.get_payout(payout_id)
     status = GOCARDLESS_STATUS.get(str(payout.get("status")), PayoutStatus.PENDING)
-    if action == "paid":
+    if action == "paid" and status == PayoutStatus.PENDING:
+        # The event says it was paid; a fetch racing it can still read pending (never a bounce, which comes later).
         status = PayoutStatus.PAID
     arrival = payout.get("arrival_date")
     row = upsert_payout(
@@ -215,8 +246,9 @@ def record_gocardless_payout(uow: UnitOfWork, payout_id: str, action: str) -> No
         status=status,
         arrival_date=dt.date.fromisoformat(arrival) if arrival else None,
         reference=str(payout.get("reference") or ""),
+        status_is_current=True,
     )
-    if status == PayoutStatus.PAID and row.lines_loaded_at is None:
+    if row.status == PayoutStatus.PAID and row.lines_loaded_at is None:
         store_lines(uow, row, gocardless_lines(gateway.iter_payout_items(payout_id), row.currency))
     match_payout(uow, row.id)
 
@@ -285,12 +317,19 @@ def rematch(uow: UnitOfWork, payout_id: uuid.UUID | None = None, *, fetch_missin
     results = []
     for payout in uow.session.exec(query).all():
         if fetch_missing and payout.lines_loaded_at is None and payout.status == PayoutStatus.PAID:
-            if payout.provider == Provider.STRIPE:
-                load_stripe_lines(uow, payout)
-            elif payout.provider == Provider.GOCARDLESS:
-                record_gocardless_payout(uow, payout.provider_payout_id, "paid")
+            fetch_payout(uow, payout)
         results.append(match_payout(uow, payout.id))
     return results
+
+
+def fetch_payout(uow: UnitOfWork, payout: Payout) -> None:
+    """The payout as the provider has it now, with its lines if they are final."""
+    if payout.provider == Provider.STRIPE:
+        # Through the payout itself: its balance transactions load only once Stripe's reconciliation of it is
+        # complete; an in-progress list is incomplete, and lines are loaded once.
+        record_stripe_payout(uow, _stripe_gateway().retrieve_payout(payout.provider_payout_id))
+    elif payout.provider == Provider.GOCARDLESS:
+        record_gocardless_payout(uow, payout.provider_payout_id, "paid")
 
 
 def _settings() -> Any:
@@ -328,7 +367,9 @@ def payout_summary(payout: Payout) -> dict[str, Any]:
     }
 
 
-def line_json(line: PayoutLine, regular_gift_id: uuid.UUID | None = None) -> dict[str, Any]:
+def line_json(
+    line: PayoutLine, regular_gift_id: uuid.UUID | None = None, failed_payout_id: uuid.UUID | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "kind": line.kind,
         "amount": _money(line.amount, line.currency),
@@ -343,6 +384,8 @@ def line_json(line: PayoutLine, regular_gift_id: uuid.UUID | None = None) -> dic
             body[name] = str(value)
     if regular_gift_id is not None:
         body["regular_gift_id"] = str(regular_gift_id)
+    if failed_payout_id is not None:
+        body["failed_payout_id"] = str(failed_payout_id)
     if line.kind in (FEE, ACCOUNT_FEE):
         body["fee_for"] = line.fee_for or "account"
     elif line.fee:
@@ -372,13 +415,22 @@ def find_payout(session: Session, payout_ref: str) -> Payout:
 
 def payout_json(session: Session, payout: Payout) -> dict[str, Any]:
     """`GET /api/payouts/{id}`: the payout with its lines in the provider's order (never the payout's own line)."""
+    # A matched payout_failure line settles our failed payout that its `source_id` names (unique per provider).
+    failed = aliased(Payout)
+    settles_failed = sa.and_(
+        col(PayoutLine.kind) == PAYOUT_FAILURE,
+        col(PayoutLine.matched_at).is_not(None),
+        col(failed.provider) == payout.provider,
+        col(failed.provider_payout_id) == col(PayoutLine.source_id),
+    )
     rows = session.exec(
-        select(PayoutLine, Gift.regular_gift_id)
+        select(PayoutLine, Gift.regular_gift_id, failed.id)
         .outerjoin(Gift, col(Gift.id) == col(PayoutLine.gift_id))
+        .outerjoin(failed, settles_failed)
         .where(PayoutLine.payout_id == payout.id)
         .order_by(col(PayoutLine.position), col(PayoutLine.provider_line_id))
     ).all()
-    lines = [line_json(line, regular) for line, regular in rows]
+    lines = [line_json(line, regular, failed_id) for line, regular, failed_id in rows]
     body = payout_summary(payout)
     body["lines"] = lines
     body["unmatched"] = [line["provider_line_id"] for line in lines if not line["matched"]]

@@ -5,8 +5,8 @@ A payout's lines (Stripe balance transactions, GoCardless payout items, or rows 
 per (table, provider id) pair, and writes back only what changed in one bulk UPDATE. Re-running it changes nothing
 that is already right, so it is safe to run from a webhook, from `on_money_recorded` and from `giving reconcile`.
 
-A payout is `reconciled` when its lines were loaded, every line is matched and the lines add up to the payout amount
-to the penny; otherwise `unreconciled`, with `discrepancy = payout amount - sum of the lines`.
+A payout is `reconciled` when it did not fail, its lines were loaded, every line is matched and the lines add up to
+the payout amount to the penny; otherwise `unreconciled`, with `discrepancy = payout amount - sum of the lines`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from core.clock import utc_now
 from core.db import UnitOfWork
-from payments.models import Dispute, Gift, Order, Payout, PayoutLine, Reconciliation, Refund
+from payments.models import Dispute, Gift, Order, Payout, PayoutLine, PayoutStatus, Provider, Reconciliation, Refund
 
 PAYOUTS = Payout.__table__  # type: ignore[attr-defined]
 LINES = PayoutLine.__table__  # type: ignore[attr-defined]
@@ -44,6 +44,8 @@ CHARGEBACK = "chargeback"
 LATE_FAILURE = "late_failure"
 FEE = "fee"
 ACCOUNT_FEE = "account_fee"  # a Stripe fee charged on the account itself (Radar, billing): settles nothing of ours
+# The money of a failed Stripe payout, back in the balance and paid out again: settles that failed payout (`po_...`).
+PAYOUT_FAILURE = "payout_failure"
 OTHER = "other"
 
 FEE_SUFFIX = ":fee"
@@ -268,6 +270,8 @@ def _match_class(kind: str, provider_type: str, source_id: str | None) -> str | 
         return None
     if kind in (CHARGEBACK, LATE_FAILURE):
         return "gc_dispute"
+    if kind == PAYOUT_FAILURE:
+        return "stripe_payout"
     if source_id.startswith(("ch_", "py_")):
         return "stripe_charge"
     if source_id.startswith(("re_", "pyr_")):
@@ -295,6 +299,7 @@ class _Found:
     refund_by_gc: dict[str, tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None]]
     dispute_by_stripe: dict[str, tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None]]
     dispute_by_gc_payment: dict[str, tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None]]
+    failed_payout_by_stripe: dict[str, uuid.UUID] = dataclasses.field(default_factory=dict)
 
 
 # Provider ids never contain the ASCII unit separator.
@@ -333,17 +338,20 @@ def _lookup(conn: sa.Connection, provider: str, lines: Sequence[Any]) -> _Found:
 
     postgres = conn.dialect.name == "postgresql"
 
-    def pairs(table: sa.Table, key: str, keys: list[str], *cols: str) -> list[Any]:
+    def pairs(table: sa.Table, key: str, keys: list[str], *cols: str, only: Any = None) -> list[Any]:
+        """(key, id, *cols) of the rows whose `key` is one of `keys` (and that meet `only`, if given)."""
         if not keys:
             return []
         k = _keys(conn, keys)
         columns = (table.c[key], table.c.id, *(table.c[c] for c in cols))
+        extra = () if only is None else (only,)
         if postgres:
             # LATERAL: one unique-index probe per key. A plain join lets the planner, knowing the array's size,
             # hash the whole table (a sequential scan of a million gifts) instead.
-            probe = sa.select(*columns).where(table.c[key] == k.c.key).limit(1).lateral("t")
+            probe = sa.select(*columns).where(table.c[key] == k.c.key, *extra).limit(1).lateral("t")
             return list(conn.execute(sa.select(probe).select_from(k).join(probe, sa.true())).all())
-        return list(conn.execute(sa.select(*columns).select_from(k.join(table, table.c[key] == k.c.key))).all())
+        joined = k.join(table, table.c[key] == k.c.key)
+        return list(conn.execute(sa.select(*columns).select_from(joined).where(*extra)).all())
 
     def ids(rows: list[Any]) -> dict[Any, Any]:
         return {r[0]: r[1] for r in rows}
@@ -403,6 +411,11 @@ def _lookup(conn: sa.Connection, provider: str, lines: Sequence[Any]) -> _Found:
             DISPUTES, "stripe_dispute_id", [k for k in sources if k.startswith(("dp_", "du_"))], "gift_id", "order_id"
         )
     )
+    # A payout_failure line settles a Stripe payout we recorded as failed, and nothing else.
+    failed = sa.and_(PAYOUTS.c.provider == Provider.STRIPE.value, PAYOUTS.c.status == PayoutStatus.FAILED.value)
+    found.failed_payout_by_stripe = ids(
+        pairs(PAYOUTS, "provider_payout_id", [k for k in sources if k.startswith("po_")], only=failed)
+    )
     return found
 
 
@@ -446,6 +459,9 @@ def _resolve(line: Any, found: _Found) -> _Ids:
         matched = refund is not None
     elif match_class in ("stripe_dispute", "gc_dispute"):
         matched = dispute is not None
+    elif match_class == "stripe_payout":
+        # What it settles is our payout named by `source_id` (the JSON gives its id): no gift, order or refund.
+        matched = source in found.failed_payout_by_stripe
     return kind, gift, order, refund, dispute, matched
 
 
@@ -503,14 +519,8 @@ def match_payout(uow: UnitOfWork, payout_id: uuid.UUID) -> MatchResult:
             )
     if updates:
         _bulk_update_matches(conn, updates)
-    total = sum(line.amount for line in lines)
-    discrepancy = payout.amount - total
-    if payout.lines_loaded_at is None:
-        state = Reconciliation.PENDING
-    elif unmatched == 0 and discrepancy == 0:
-        state = Reconciliation.RECONCILED
-    else:
-        state = Reconciliation.UNRECONCILED
+    discrepancy = payout.amount - sum(line.amount for line in lines)
+    state = reconciliation_state(payout.status, payout.lines_loaded_at is not None, unmatched, discrepancy)
     reconciled_at = (payout.reconciled_at or now) if state == Reconciliation.RECONCILED else None
     if (payout.reconciliation, payout.discrepancy, payout.reconciled_at) != (state, discrepancy, reconciled_at):
         conn.execute(
@@ -522,6 +532,17 @@ def match_payout(uow: UnitOfWork, payout_id: uuid.UUID) -> MatchResult:
             if isinstance(obj, Payout) and obj.id == payout_id:
                 uow.session.expire(obj)
     return MatchResult(payout_id, state, discrepancy, len(lines), unmatched, len(updates))
+
+
+def reconciliation_state(status: str, lines_loaded: bool, unmatched: int, discrepancy: int) -> Reconciliation:
+    if status == PayoutStatus.FAILED:
+        # The money never reached the bank, however well its lines match.
+        return Reconciliation.UNRECONCILED
+    if not lines_loaded:
+        return Reconciliation.PENDING
+    if unmatched == 0 and discrepancy == 0:
+        return Reconciliation.RECONCILED
+    return Reconciliation.UNRECONCILED
 
 
 def payouts_waiting_for(uow: UnitOfWork, source_ids: Sequence[str]) -> list[uuid.UUID]:
