@@ -192,23 +192,27 @@ async def create_declaration(request: Request) -> Response:
         body = schemas.parse_body(schemas.DeclarationIn, raw)
         supporter = service.resolve_supporter(uow.session, supporter_id)
         donor = _declaration_donor(uow, supporter.id, body)
-        declaration = service.record_declaration(
+        declaration, report = service.reporting_changes(
             uow,
             supporter.id,
-            method=body.method,
-            made_on=body.made_on,
-            scope=body.scope,
-            donor=donor,
-            source="staff",
-            wording_version=body.wording_version or runtime_of(request).settings.giftaid.donation_wording_version,
-            start=body.start,
-            end=body.end,
-            gift_id=body.gift_id,
-            confirmation_sent_on=body.confirmation_sent_on,
-            evidence={**body.evidence, "recorded_by": principal.email},
-            recorded_by=principal.email,
+            lambda: service.record_declaration(
+                uow,
+                supporter.id,
+                method=body.method,
+                made_on=body.made_on,
+                scope=body.scope,
+                donor=donor,
+                source="staff",
+                wording_version=body.wording_version or runtime_of(request).settings.giftaid.donation_wording_version,
+                start=body.start,
+                end=body.end,
+                gift_id=body.gift_id,
+                confirmation_sent_on=body.confirmation_sent_on,
+                evidence={**body.evidence, "recorded_by": principal.email},
+                recorded_by=principal.email,
+            ),
         )
-        return schemas.declaration_json(declaration)
+        return {**schemas.declaration_json(declaration), **report}
 
     return JSON(await staff_call(request, RECORD_KEEPERS, work), status_code=201)
 
@@ -239,10 +243,15 @@ async def cancel_declaration(request: Request) -> Response:
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
         body = schemas.parse_body(schemas.CancelIn, raw)
-        declaration = service.cancel_declaration(
-            uow, declaration_id, effective_on=body.effective_on, reason=body.reason, by=principal.email
+        supporter_id = service.get_declaration(uow.session, declaration_id).supporter_id
+        declaration, report = service.reporting_changes(
+            uow,
+            supporter_id,
+            lambda: service.cancel_declaration(
+                uow, declaration_id, effective_on=body.effective_on, reason=body.reason, by=principal.email
+            ),
         )
-        return schemas.declaration_json(declaration)
+        return {**schemas.declaration_json(declaration), **report}
 
     return JSON(await staff_call(request, RECORD_KEEPERS, work))
 
@@ -253,10 +262,15 @@ async def confirm_declaration(request: Request) -> Response:
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
         body = schemas.parse_body(schemas.ConfirmIn, raw)
-        declaration = service.confirm_oral_declaration(
-            uow, declaration_id, confirmation_sent_on=body.confirmation_sent_on, by=principal.email
+        supporter_id = service.get_declaration(uow.session, declaration_id).supporter_id
+        declaration, report = service.reporting_changes(
+            uow,
+            supporter_id,
+            lambda: service.confirm_oral_declaration(
+                uow, declaration_id, confirmation_sent_on=body.confirmation_sent_on, by=principal.email
+            ),
         )
-        return schemas.declaration_json(declaration)
+        return {**schemas.declaration_json(declaration), **report}
 
     return JSON(await staff_call(request, RECORD_KEEPERS, work))
 

@@ -379,6 +379,32 @@ def _named_gift_problem(session: Session, supporter_id: uuid.UUID, gift_id: uuid
     return None
 
 
+# --- declarations' consequences (reported by other wings through registered watchers) -----------------------
+
+DeclarationWatcher = Callable[[UnitOfWork, uuid.UUID], Callable[[Declaration], Mapping[str, Any]]]
+_declaration_watchers: list[DeclarationWatcher] = []
+
+
+def register_declaration_watcher(watcher: DeclarationWatcher) -> None:
+    """Let another wing report what a change to a supporter's declarations changed for it, without crm importing
+    it: `watcher(uow, supporter_id)` looks before the change and returns a function that, given the declaration
+    after it, says what changed (giftaid: which gifts became claimable or stopped being so)."""
+    if watcher not in _declaration_watchers:
+        _declaration_watchers.append(watcher)
+
+
+def reporting_changes(
+    uow: UnitOfWork, supporter_id: uuid.UUID, change: Callable[[], Declaration]
+) -> tuple[Declaration, dict[str, Any]]:
+    """Record, cancel or confirm a declaration (`change`) and gather what the registered wings report of it."""
+    finishers = [watch(uow, supporter_id) for watch in _declaration_watchers]
+    declaration = change()
+    report: dict[str, Any] = {}
+    for finish in finishers:
+        report.update(finish(declaration))
+    return declaration, report
+
+
 # --- totals (filled in by other wings through registered providers) -----------------------------------------
 
 TotalsProvider = Callable[[Session, list[uuid.UUID]], Mapping[str, Any]]

@@ -22,7 +22,7 @@ from core.db import UnitOfWork
 from core.http import JSON, in_thread, runtime_of, whole_number
 from core.models import StaffRole
 from giftaid import schemas, service
-from giftaid.errors import ClaimNotFound, DeclarationNotFound, GiftNotFound, InvalidClaimRequest
+from giftaid.errors import ClaimNotFound, GiftNotFound, InvalidClaimRequest
 from giftaid.models import ClaimStatus
 
 T = TypeVar("T")
@@ -235,36 +235,6 @@ async def explain_gift(request: Request) -> Response:
     return JSON(await staff_call(request, READERS, work))
 
 
-async def cancel_declaration(request: Request) -> Response:
-    declaration_id = _uuid(request.path_params["declaration_id"], DeclarationNotFound)
-    body = schemas.parse(schemas.CancelIn, await _json_body(request))
-    settings = runtime_of(request).settings
-
-    def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
-        change = service.cancel_declaration(
-            uow, settings, declaration_id, effective_on=body.effective_on, reason=body.reason, actor=principal.email
-        )
-        audit(uow, principal, "cancel", "declaration", declaration_id, {"changed": len(change.changed)})
-        return change.to_json()
-
-    return JSON(await staff_call(request, READERS, work))
-
-
-async def confirm_declaration(request: Request) -> Response:
-    declaration_id = _uuid(request.path_params["declaration_id"], DeclarationNotFound)
-    body = schemas.parse(schemas.ConfirmIn, await _json_body(request))
-    settings = runtime_of(request).settings
-
-    def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
-        change = service.confirm_declaration(
-            uow, settings, declaration_id, confirmation_sent_on=body.confirmation_sent_on, actor=principal.email
-        )
-        audit(uow, principal, "confirm", "declaration", declaration_id, {"changed": len(change.changed)})
-        return change.to_json()
-
-    return JSON(await staff_call(request, READERS, work))
-
-
 routes: list[BaseRoute] = [
     Route("/api/giftaid/claims", list_claims, methods=["GET"]),
     Route("/api/giftaid/claims", create_claim, methods=["POST"]),
@@ -276,6 +246,4 @@ routes: list[BaseRoute] = [
     Route("/api/giftaid/claims/{claim_id}/poll", poll_claim, methods=["POST"]),
     Route("/api/giftaid/claims/{claim_id}/messages", claim_messages, methods=["GET"]),
     Route("/api/giftaid/gifts/{gift_id}", explain_gift, methods=["GET"]),
-    Route("/api/giftaid/declarations/{declaration_id}/cancel", cancel_declaration, methods=["POST"]),
-    Route("/api/giftaid/declarations/{declaration_id}/confirm", confirm_declaration, methods=["POST"]),
 ]

@@ -47,15 +47,6 @@ class StatusIn(Body):
         return int(self.amount["amount"]) if isinstance(self.amount, dict) else int(self.amount)
 
 
-class CancelIn(Body):
-    effective_on: dt.date
-    reason: str = Field(default="", max_length=200)
-
-
-class ConfirmIn(Body):
-    confirmation_sent_on: dt.date
-
-
 def parse(model: type[M], body: dict[str, Any]) -> M:
     try:
         return model.model_validate(body)

@@ -17,7 +17,7 @@ import itertools
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -207,16 +207,10 @@ def cancel_declaration(
     """Cancel a declaration (crm's rules: from `effective_on`; an oral one cancelled within 30 days of its written
     confirmation is void) and say which gifts that changed. Gifts already claimed under a void declaration get
     adjustments, carried by the next claim."""
-    session = uow.session
-    rules = rules_from(settings, today)
-    supporter_id = _supporter_of(session, declaration_id)
-    before = eligibility_snapshot(session, rules, supporter_ids=[supporter_id])
-    declaration = crm_service.cancel_declaration(
-        uow, declaration_id, effective_on=effective_on, reason=reason, by=actor
+    finish = _declaration_change(uow, rules_from(settings, today), _supporter_of(uow.session, declaration_id))
+    return finish(
+        crm_service.cancel_declaration(uow, declaration_id, effective_on=effective_on, reason=reason, by=actor)
     )
-    after = eligibility_snapshot(session, rules, supporter_ids=[supporter_id])
-    adjusted = detect_adjustments(uow) if declaration.voided else []
-    return DeclarationChange(declaration.id, changed_eligibility(before, after), [a.gift_id for a in adjusted])
 
 
 def confirm_declaration(
@@ -230,15 +224,36 @@ def confirm_declaration(
 ) -> DeclarationChange:
     """Record that an oral declaration's written confirmation was sent, and say which gifts that makes claimable
     (at once, or only once its 30-day window has closed, with `[giftaid] wait_for_oral_cancellation_window`)."""
-    session = uow.session
-    rules = rules_from(settings, today)
-    supporter_id = _supporter_of(session, declaration_id)
-    before = eligibility_snapshot(session, rules, supporter_ids=[supporter_id])
-    declaration = crm_service.confirm_oral_declaration(
-        uow, declaration_id, confirmation_sent_on=confirmation_sent_on, by=actor
+    finish = _declaration_change(uow, rules_from(settings, today), _supporter_of(uow.session, declaration_id))
+    return finish(
+        crm_service.confirm_oral_declaration(uow, declaration_id, confirmation_sent_on=confirmation_sent_on, by=actor)
     )
-    after = eligibility_snapshot(session, rules, supporter_ids=[supporter_id])
-    return DeclarationChange(declaration.id, changed_eligibility(before, after))
+
+
+def watch_declarations(uow: UnitOfWork, supporter_id: uuid.UUID) -> Callable[[Declaration], dict[str, Any]]:
+    """Registered with crm (`crm.service.register_declaration_watcher`), so its declaration endpoints say which
+    gifts a new, cancelled or confirmed declaration changed, under the running settings' rules."""
+    from core.runtime import get_runtime
+
+    finish = _declaration_change(uow, rules_from(get_runtime().settings), supporter_id)
+    return lambda declaration: {
+        key: value for key, value in finish(declaration).to_json().items() if key != "declaration_id"
+    }
+
+
+def _declaration_change(
+    uow: UnitOfWork, rules: Rules, supporter_id: uuid.UUID
+) -> Callable[[Declaration], DeclarationChange]:
+    """The supporter's gifts' claimability now; the returned function, given the declaration once changed, compares
+    and, for a declaration made void, records the adjustments its claimed gifts need."""
+    before = eligibility_snapshot(uow.session, rules, supporter_ids=[supporter_id])
+
+    def finish(declaration: Declaration) -> DeclarationChange:
+        after = eligibility_snapshot(uow.session, rules, supporter_ids=[supporter_id])
+        adjusted = detect_adjustments(uow) if declaration.voided else []
+        return DeclarationChange(declaration.id, changed_eligibility(before, after), [a.gift_id for a in adjusted])
+
+    return finish
 
 
 def _supporter_of(session: Session, declaration_id: uuid.UUID) -> uuid.UUID:

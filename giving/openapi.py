@@ -149,6 +149,20 @@ DECLARATION = obj(
     },
 )
 
+ELIGIBILITY_CHANGE = obj(
+    {"gift_id": UUID, "before": {"type": "string"}, "after": {"type": "string"}},
+    description="a gift whose Gift Aid reason code changed (`claimable` when it can be claimed)",
+)
+# What a new, cancelled or confirmed declaration changed for Gift Aid (giftaid, through the composition root).
+DECLARATION_CHANGED = {
+    **DECLARATION,
+    "properties": {
+        **DECLARATION["properties"],
+        "changed": {"type": "array", "items": ELIGIBILITY_CHANGE},
+        "adjusted_gift_ids": {"type": "array", "items": UUID, "description": "claimed gifts now to be taken back"},
+    },
+}
+
 NEW_ADDRESS = {
     **obj(
         {"first_name": {"type": "string"}, "last_name": {"type": "string"}},
@@ -283,6 +297,7 @@ SCHEMAS: dict[str, Schema] = {
     "SupporterTotals": TOTALS,
     "HistoryItem": HISTORY_ITEM,
     "Declaration": DECLARATION,
+    "DeclarationChanged": DECLARATION_CHANGED,
     "NewDeclaration": NEW_DECLARATION,
     "HeldBack": HELD_BACK,
     "Claim": CLAIM,
@@ -505,8 +520,8 @@ PATHS: dict[str, Schema] = {
             errors={"404": NOT_FOUND},
         ),
         "post": staff(
-            "Record an oral, paper or online declaration",
-            ref("Declaration"),
+            "Record an oral, paper or online declaration, with the gifts it makes claimable",
+            ref("DeclarationChanged"),
             roles=ANY_STAFF,
             ok_status="201",
             params=[SUPPORTER_ID],
@@ -533,8 +548,8 @@ PATHS: dict[str, Schema] = {
     },
     "/api/declarations/{declaration_id}/cancel": {
         "post": staff(
-            "Cancel a declaration from a date",
-            ref("Declaration"),
+            "Cancel a declaration from a date, with what it changes for claimed and unclaimed gifts",
+            ref("DeclarationChanged"),
             roles=ANY_STAFF,
             params=[DECLARATION_ID],
             body=body_of({"effective_on": DATE}, {"reason": {"type": "string", "maxLength": 200}}),
@@ -543,8 +558,8 @@ PATHS: dict[str, Schema] = {
     },
     "/api/declarations/{declaration_id}/confirm": {
         "post": staff(
-            "Record an oral declaration's written confirmation",
-            ref("Declaration"),
+            "Record an oral declaration's written confirmation, with the gifts it makes claimable",
+            ref("DeclarationChanged"),
             roles=ANY_STAFF,
             params=[DECLARATION_ID],
             body=body_of({"confirmation_sent_on": DATE}),
@@ -650,26 +665,6 @@ PATHS: dict[str, Schema] = {
             roles=ANY_STAFF,
             params=[path_id("gift_id")],
             errors={"404": NOT_FOUND},
-        )
-    },
-    "/api/giftaid/declarations/{declaration_id}/cancel": {
-        "post": staff(
-            "Cancel a declaration, with what it changes for claimed and unclaimed gifts",
-            ANY_OBJECT,
-            roles=ANY_STAFF,
-            params=[DECLARATION_ID],
-            body=body_of({"effective_on": DATE}, {"reason": {"type": "string", "maxLength": 200}}),
-            errors={"400": BAD, "404": NOT_FOUND, "409": "already cancelled"},
-        )
-    },
-    "/api/giftaid/declarations/{declaration_id}/confirm": {
-        "post": staff(
-            "Confirm an oral declaration, with what it changes",
-            ANY_OBJECT,
-            roles=ANY_STAFF,
-            params=[DECLARATION_ID],
-            body=body_of({"confirmation_sent_on": DATE}),
-            errors={"400": BAD, "404": NOT_FOUND, "409": "not oral"},
         )
     },
     # --- payouts, orders, shop (payments) ---

@@ -16,7 +16,7 @@ from crm.models import Declaration, DeclarationMethod
 from giftaid import service
 from giftaid.service import EligibilityChange, changed_eligibility
 from tests.fixtures.app import make_settings
-from tests.giftaid.factories import TODAY, donor, make_gift, run_giving, staff_headers
+from tests.giftaid.factories import TODAY, donor, make_gift, make_supporter, run_giving, staff_headers
 
 
 def declaration_of(runtime: Runtime, supporter_id: uuid.UUID) -> uuid.UUID:
@@ -120,18 +120,51 @@ def test_declaration_changes_through_the_api(runtime: Runtime, client) -> None: 
     ada = donor(runtime, made_on=today - dt.timedelta(days=100))
     gift = make_gift(runtime, ada, received_on=today - dt.timedelta(days=5))
     finance = staff_headers(runtime, "finance")
-    url = f"/api/giftaid/declarations/{declaration_of(runtime, ada)}/cancel"
+    url = f"/api/declarations/{declaration_of(runtime, ada)}/cancel"
     answer = client.post(url, json={"effective_on": (today - dt.timedelta(days=10)).isoformat()}, headers=finance)
     assert answer.status_code == 200
     assert answer.json()["changed"] == [{"gift_id": str(gift), "before": "claimable", "after": "declaration_cancelled"}]
+    assert answer.json()["cancellation_effective_on"] == (today - dt.timedelta(days=10)).isoformat()
+    assert answer.json()["adjusted_gift_ids"] == []
     explained = client.get(f"/api/giftaid/gifts/{gift}", headers=staff_headers(runtime, "fundraiser")).json()
     assert explained["claimable"] is False and explained["reason"].startswith("declaration_cancelled: ")
     assert client.get(f"/api/giftaid/gifts/{uuid.uuid4()}", headers=finance).status_code == 404
     assert (
         client.post(
-            f"/api/giftaid/declarations/{uuid.uuid4()}/cancel",
+            f"/api/declarations/{uuid.uuid4()}/cancel",
             json={"effective_on": today.isoformat()},
             headers=finance,
         ).status_code
         == 404
     )
+
+
+def test_a_new_declaration_says_which_gifts_it_makes_claimable(runtime: Runtime, client) -> None:  # type: ignore[no-untyped-def]
+    """Recording a declaration through the contract's endpoint lists the supporter's gifts it makes claimable (and
+    an oral one's confirmation, those it releases), under the running settings' rules."""
+    today = uk_today()
+    ada = make_supporter(runtime)
+    earlier = make_gift(runtime, ada, received_on=today - dt.timedelta(days=40))
+    fundraiser = staff_headers(runtime, "fundraiser")
+    body = {
+        "method": "oral",
+        "made_on": (today - dt.timedelta(days=35)).isoformat(),
+        "scope": "past_4_years_and_future",
+        "address": {"first_name": "Ada", "last_name": "Lovelace", "address_line1": "12 Acacia Avenue",
+                    "postcode": "CT16 1AA", "country": "GB"},
+    }  # fmt: skip
+    answer = client.post(f"/api/supporters/{ada}/declarations", json=body, headers=fundraiser)
+    assert answer.status_code == 201, answer.text
+    # An oral declaration covers the gift, but no claim may include it before its written confirmation is sent.
+    assert answer.json()["changed"] == [
+        {"gift_id": str(earlier), "before": "no_declaration", "after": "oral_unconfirmed"}
+    ]
+    confirmed = client.post(
+        f"/api/declarations/{answer.json()['id']}/confirm",
+        json={"confirmation_sent_on": (today - dt.timedelta(days=34)).isoformat()},
+        headers=fundraiser,
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["changed"] == [
+        {"gift_id": str(earlier), "before": "oral_unconfirmed", "after": "claimable"}
+    ]
