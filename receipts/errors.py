@@ -23,3 +23,10 @@ class NothingToResend(ReceiptsError):
 
 class InvalidTaxYear(ReceiptsError):
     status_code = 400
+
+
+class TaxYearNotOver(ReceiptsError):
+    """A statement is issued once per supporter and tax year, so one for a year not yet over would stand as the
+    year's and the full one could never follow."""
+
+    status_code = 409

@@ -13,7 +13,17 @@ from sqlmodel import Session, col, select
 
 from core.db import conflict_insert
 from crm.models import Declaration, Supporter
-from payments.models import Checkout, Gift, GiftStatus, OrderLine, Refund, RefundStatus, money_returned
+from payments.models import (
+    Checkout,
+    Dispute,
+    DisputeStatus,
+    Gift,
+    GiftStatus,
+    OrderLine,
+    Refund,
+    RefundStatus,
+    money_returned,
+)
 from receipts.models import (
     Delivery,
     DeliveryChannel,
@@ -423,6 +433,11 @@ def succeeded_refunds(
     if order_id is not None:
         query = query.where(Refund.order_id == order_id)
     return session.exec(query.order_by(col(Refund.refunded_at), col(Refund.created_at), col(Refund.id))).all()
+
+
+def lost_disputes(session: Session, gift_id: uuid.UUID) -> Sequence[Dispute]:
+    """Disputes on the gift whose money the charity lost (the card network returned it to the donor)."""
+    return session.exec(select(Dispute).where(Dispute.gift_id == gift_id, Dispute.status == DisputeStatus.LOST)).all()
 
 
 _STATEMENT_GIFTS = (

@@ -35,7 +35,7 @@ from payments.models import GiftStatus, Order, OrderStatus, Refund, RefundStatus
 from receipts import delivery as mail
 from receipts import documents as docs
 from receipts import render, repository
-from receipts.errors import DocumentNotFound, DocumentNotIssued, NothingToResend
+from receipts.errors import DocumentNotFound, DocumentNotIssued, NothingToResend, TaxYearNotOver
 from receipts.models import (
     NUMBER_PREFIX,
     Delivery,
@@ -401,10 +401,17 @@ def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UU
             earlier = repository.succeeded_refunds(session, order_id=refund.order_id)
             total_returned = sum(_refund_parts(r)[1] for r in earlier if _not_after(r, refund))
         else:
-            assert isinstance(original_content, docs.GiftReceipt)
+            assert isinstance(original_content, docs.GiftReceipt) and refund.gift_id is not None
             original_amount = original_content.amount
             earlier = repository.succeeded_refunds(session, gift_id=refund.gift_id)
             total_returned = sum(_refund_parts(r)[0] for r in earlier if _not_after(r, refund))
+            # Money a lost dispute returned before this refund was returned too (the Gift Aid rules count it).
+            refunded_at = refund.refunded_at or refund.created_at
+            total_returned += sum(
+                d.amount
+                for d in repository.lost_disputes(session, refund.gift_id)
+                if (d.closed_at or d.opened_at or d.created_at) <= refunded_at
+            )
         total_returned = min(max(total_returned, amount), original_amount)
         corrected = original_amount - total_returned
         gift_aid = None
@@ -540,12 +547,26 @@ def _in_force_during(declaration: Any, start: dt.date, end: dt.date) -> bool:
     return not ended
 
 
+def ensure_tax_year_over(tax_year: str, *, today: dt.date | None = None) -> None:
+    """Refuse statements for a tax year that has not ended (TaxYearNotOver)."""
+    _, end = docs.parse_tax_year(tax_year)
+    if end >= (today or uk_today()):
+        raise TaxYearNotOver(
+            f"the {tax_year} tax year ends on {end:%d/%m/%Y}: its statements are issued once, after it ends "
+            "(a year-to-date statement would stand as the year's)"
+        )
+
+
 def allocate_annual_statement(
-    uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID, tax_year: str
+    uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID, tax_year: str, *, year_to_date: bool = False
 ) -> Document | None:
-    """A supporter's statement for a tax year (6 April to 5 April): None when they gave nothing in it."""
+    """A supporter's statement for a tax year (6 April to 5 April): None when they gave nothing in it. A year not
+    yet over is refused unless `year_to_date` (a demo, or a supporter who asks before the year ends: that
+    statement then stands as the year's)."""
     session = uow.session
     start, end = docs.parse_tax_year(tax_year)
+    if not year_to_date:
+        ensure_tax_year_over(tax_year)
     subject = repository.statement_subject(supporter_id, tax_year)
     # One read: the supporter, the statement it may have already, whether records were merged into it and
     # whether it has refunds.
@@ -794,14 +815,17 @@ def send_delivery(
     delivery.last_error = ""
     session.add(delivery)
     _history(uow, document, delivery, f"emailed to {delivery.to_email}", "sent")
-    if delivery.copy_number == 0:
-        _after_sent(uow, document, uk_date(delivery.sent_at))
+    _after_sent(uow, document, uk_date(delivery.sent_at))
     return delivery.status
 
 
 def _after_sent(uow: UnitOfWork, document: Document, sent_on: dt.date) -> None:
-    """An oral declaration takes effect when its written confirmation is sent."""
+    """An oral declaration takes effect when its written confirmation is first sent: the original, or a copy staff
+    sent again after the original could not be delivered."""
     if document.kind == DocumentKind.ORAL_CONFIRMATION and document.declaration_id is not None:
+        declaration = uow.session.get(Declaration, document.declaration_id)
+        if declaration is None or declaration.confirmation_sent_on is not None:
+            return
         try:
             crm_service.confirm_oral_declaration(
                 uow, document.declaration_id, confirmation_sent_on=sent_on, by=f"receipts:{document.reference}"
@@ -895,8 +919,7 @@ def build_postal_batch(uow: UnitOfWork, settings: Settings, *, limit: int = 500)
         delivery.sent_at = now
         session.add(delivery)
         _history(uow, document, delivery, "printed for the post", "posted")
-        if delivery.copy_number == 0:
-            _after_sent(uow, document, today)
+        _after_sent(uow, document, today)
     return batch
 
 

@@ -23,6 +23,7 @@ from core import jobs
 from core.runtime import InlineWorker, Runtime
 from receipts import documents as docs
 from receipts import service
+from receipts.errors import TaxYearNotOver
 from receipts.models import DocumentKind, DocumentStatus
 
 POLL_SECONDS = 0.5
@@ -49,8 +50,12 @@ def number_statements(
     batch: int = 200,
     limit: int | None = None,
     advance: Callable[[int], None] = lambda _n: None,
+    year_to_date: bool = False,
 ) -> int:
-    """Number the statements still missing for the year and record their render jobs; returns how many."""
+    """Number the statements still missing for the year and record their render jobs; returns how many. A year
+    not yet over is refused (`receipts.errors.TaxYearNotOver`) unless `year_to_date`."""
+    if not year_to_date:
+        service.ensure_tax_year_over(tax_year)
     with runtime.read_session() as session:
         candidates = service.statement_candidates(session, tax_year, everyone=everyone)
     if limit is not None:
@@ -60,7 +65,9 @@ def number_statements(
         chunk = candidates[start : start + batch]
         with runtime.unit_of_work() as uow:
             for supporter_id in chunk:
-                document = service.allocate_annual_statement(uow, runtime.settings, supporter_id, tax_year)
+                document = service.allocate_annual_statement(
+                    uow, runtime.settings, supporter_id, tax_year, year_to_date=year_to_date
+                )
                 if document is not None and document.status == DocumentStatus.ALLOCATED:
                     uow.enqueue("receipts.render_document", document_id=str(document.id))
                     numbered += 1
@@ -98,8 +105,11 @@ def run_annual(
     limit: int | None = None,
     console: Console | None = None,
     timeout: float | None = None,
+    year_to_date: bool = False,
 ) -> AnnualOutcome:
     console = console or Console(stderr=True)
+    if not year_to_date:
+        service.ensure_tax_year_over(tax_year)
     inline: InlineWorker | None = None
     if runtime.inline and wait:
         # No broker: this process is the worker. Jobs a stopped run left pending are in no queue: send them again.
@@ -121,6 +131,7 @@ def run_annual(
                 batch=batch,
                 limit=limit,
                 advance=lambda n: progress.advance(numbering, n),
+                year_to_date=year_to_date,
             )
             outcome = annual_outcome(runtime, tax_year, numbered)
             if not wait:
@@ -167,19 +178,33 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(200, "--batch", min=1, max=10_000, help="Statements numbered per transaction."),
         limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many new statements this run."),
         as_json: bool = typer.Option(False, "--json", help="Print the outcome as one JSON object."),
+        year_to_date: bool = typer.Option(
+            False,
+            "--year-to-date",
+            help="Allow a tax year not yet over; each statement then stands as the year's (one per supporter).",
+        ),
     ) -> None:
         """Number, render and send the annual statements of a tax year; safe to stop and run again."""
         from giving.cli import command_runtime, fail
 
         try:
             docs.parse_tax_year(tax_year)
-        except docs.TaxYearError as exc:
+            if not year_to_date:
+                service.ensure_tax_year_over(tax_year)
+        except (docs.TaxYearError, TaxYearNotOver) as exc:
             fail(str(exc))
         console = Console(stderr=True)
         with command_runtime() as runtime:
             try:
                 outcome = run_annual(
-                    runtime, tax_year, everyone=everyone, wait=wait, batch=batch, limit=limit, console=console
+                    runtime,
+                    tax_year,
+                    everyone=everyone,
+                    wait=wait,
+                    batch=batch,
+                    limit=limit,
+                    console=console,
+                    year_to_date=year_to_date,
                 )
             except KeyboardInterrupt:
                 console.print("stopped; run the same command again to carry on (nothing is sent twice)")

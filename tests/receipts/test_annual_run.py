@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from core.clock import uk_today
 from core.runtime import Runtime
 from core.settings import get_settings
 from crm.models import StatementPreference
 from giving.commands import receipts as command
+from receipts.documents import tax_year_of
 from receipts.models import DeliveryStatus, DocumentKind
 from tests.fixtures.smtp import Mailbox
 from tests.receipts import factories
@@ -102,6 +104,9 @@ def test_the_command_line(runtime: Runtime, mailbox: Mailbox, monkeypatch: pytes
         runner = CliRunner()
         bad = runner.invoke(app, ["receipts", "annual", "--tax-year", "2025-27"])
         assert bad.exit_code == 1 and "not a tax year" in bad.output
+        running = tax_year_of(uk_today())
+        unfinished = runner.invoke(app, ["receipts", "annual", "--tax-year", running])
+        assert unfinished.exit_code == 1 and "issued once, after it ends" in unfinished.output
 
         result = runner.invoke(app, ["receipts", "annual", "--tax-year", "2025-26", "--json"])
         assert result.exit_code == 0, result.output
