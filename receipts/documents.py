@@ -131,6 +131,7 @@ class SaleReceipt(Model):
 class StatementGift(Model):
     received_on: dt.date
     amount: int
+    currency: str = "GBP"
     returned: int = 0
     method: str
     appeal: str
@@ -144,6 +145,7 @@ class StatementGift(Model):
 class StatementRefund(Model):
     refunded_on: dt.date
     amount: int
+    currency: str = "GBP"
     gift_received_on: dt.date | None = None
     reason: str = ""
 
@@ -162,10 +164,12 @@ class AnnualStatement(Model):
     declarations: list[DeclarationSummary]
     gifts: list[StatementGift]
     refunds: list[StatementRefund]
-    total_donated: int
+    total_donated: int  # in `currency` (sterling: Gift Aid is on sterling gifts only)
     total_gift_aided: int
     gift_aid: int
     grossed_up: int
+    # What was donated in each other currency (net of returns), never added to the sterling figures.
+    donated_in_other_currencies: dict[str, int] = {}
 
 
 class OralConfirmation(Model):

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from core.db import conflict_insert
 from crm.models import Declaration, Supporter
+from giftaid.models import Adjustment, AdjustmentReason
 from payments.models import (
     Checkout,
     Dispute,
@@ -306,6 +307,7 @@ _DECLARATION_COLUMNS = (
     _DECLARATIONS.c.voided,
     _DECLARATIONS.c.confirmation_sent_on,
     _DECLARATIONS.c.cancellation_effective_on,
+    _DECLARATIONS.c.gift_id,
 )
 # A statement's: every declaration of its supporter.
 _DECLARATIONS_OF = (
@@ -433,6 +435,16 @@ def succeeded_refunds(
     if order_id is not None:
         query = query.where(Refund.order_id == order_id)
     return session.exec(query.order_by(col(Refund.refunded_at), col(Refund.created_at), col(Refund.id))).all()
+
+
+def gifts_with_voided_claims(session: Session, gift_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Of these claimed gifts, those whose Gift Aid is being taken back because their declaration became void."""
+    rows = session.exec(
+        select(Adjustment.gift_id).where(
+            col(Adjustment.gift_id).in_(gift_ids), Adjustment.reason == AdjustmentReason.DECLARATION_VOIDED
+        )
+    )
+    return set(rows.all())
 
 
 def lost_disputes(session: Session, gift_id: uuid.UUID) -> Sequence[Dispute]:

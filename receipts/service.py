@@ -142,10 +142,13 @@ def gift_aid_notes(
     rows = repository.gift_aid_rows(session, giftaid_rules.rules_from(settings), supporter_ids, gift_ids)
     wanted = {row.declaration_id for row in rows if row.code in CLAIM_CODES and row.declaration_id is not None}
     declarations = repository.declaration_summaries(session, wanted)
+    claimed = [row.gift_id for row in rows if row.code == giftaid_rules.Code.ALREADY_CLAIMED.value]
+    # Claimed under a declaration since made void: treated as never made, its Gift Aid taken back by an adjustment.
+    taken_back = repository.gifts_with_voided_claims(session, claimed) if claimed else set()
     notes: dict[uuid.UUID, docs.GiftAidNote] = {}
     for row in rows:
         declaration = declarations.get(row.declaration_id) if row.declaration_id is not None else None
-        if row.code in CLAIM_CODES and declaration is not None:
+        if row.code in CLAIM_CODES and declaration is not None and row.gift_id not in taken_back:
             notes[row.gift_id] = docs.GiftAidNote(
                 status="claim",
                 claim_amount=gift_aid_on(max(int(row.claim_amount), 0)),
@@ -537,14 +540,24 @@ def allocate_oral_confirmation(uow: UnitOfWork, settings: Settings, declaration_
     )
 
 
-def _in_force_during(declaration: Any, start: dt.date, end: dt.date) -> bool:
-    """Of a declaration's row (`repository.declarations_of`)."""
-    if declaration.voided or declaration.made_on > end:
+# A statement's totals are sterling: Gift Aid is claimed on sterling gifts only; other currencies get totals of
+# their own and are never added to the pounds.
+STATEMENT_CURRENCY = "GBP"
+
+
+def _covers_year(declaration: Any, start: dt.date, end: dt.date, gift_ids: set[uuid.UUID]) -> bool:
+    """Whether a declaration (a row of `repository.declarations_of`) covers gifts of the tax year, whenever it was
+    made: one made after the year can reach back four years; one for a single gift covers that gift only."""
+    if declaration.voided:
         return False
-    if declaration.cancellation_effective_on is not None and declaration.cancellation_effective_on <= start:
-        return False
-    ended = declaration.scope == DeclarationScope.PERIOD and declaration.end is not None and declaration.end < start
-    return not ended
+    if declaration.scope == DeclarationScope.THIS_GIFT:
+        return declaration.gift_id in gift_ids
+    first = declaration.start or declaration.made_on
+    last = declaration.end if declaration.scope == DeclarationScope.PERIOD else None
+    if declaration.cancellation_effective_on is not None:
+        cancelled = declaration.cancellation_effective_on - dt.timedelta(days=1)
+        last = cancelled if last is None else min(last, cancelled)
+    return first <= end and (last is None or last >= start)
 
 
 def ensure_tax_year_over(tax_year: str, *, today: dt.date | None = None) -> None:
@@ -586,21 +599,27 @@ def allocate_annual_statement(
     notes = gift_aid_notes(session, settings, ids)
     lines: list[docs.StatementGift] = []
     total = aided = gift_aid = 0
+    other_currencies: dict[str, int] = {}
     for gift in gifts:
         assert gift.received_on is not None
         net = max(gift.amount - gift.returned_amount, 0)
         note = notes.get(gift.id)
-        is_aided = net > 0 and note is not None and note.status == "claim"
+        sterling = gift.currency == STATEMENT_CURRENCY
+        is_aided = sterling and net > 0 and note is not None and note.status == "claim"
         lines.append(
             docs.StatementGift(
                 received_on=gift.received_on,
                 amount=gift.amount,
+                currency=gift.currency,
                 returned=gift.amount - net,
                 method=docs.method_label(gift.method),
                 appeal=docs.appeal_label(gift.appeal),
                 gift_aided=is_aided,
             )
         )
+        if not sterling:
+            other_currencies[gift.currency] = other_currencies.get(gift.currency, 0) + net
+            continue
         total += net
         if is_aided:
             aided += net
@@ -613,13 +632,15 @@ def allocate_annual_statement(
             docs.StatementRefund(
                 refunded_on=uk_date(refund.refunded_at or refund.created_at),
                 amount=_refund_parts(refund)[0],
+                currency=refund.currency,
                 gift_received_on=gift.received_on if gift is not None else None,
                 reason=refund.reason,
             )
             for refund, gift in repository.refunds_between(session, ids, period_start, period_end)
             if _refund_parts(refund)[0] > 0
         ]
-    summaries = [docs.declaration_summary(d) for d in declarations if _in_force_during(d, start, end)]
+    gift_ids = {gift.id for gift in gifts}
+    summaries = [docs.declaration_summary(d) for d in declarations if _covers_year(d, start, end, gift_ids)]
     charity = docs.charity_from(settings.charity)
     donor = _current_donor(session, supporter, utc_now())
 
@@ -632,7 +653,7 @@ def allocate_annual_statement(
             tax_year=tax_year,
             period_start=start,
             period_end=end,
-            currency=gifts[0].currency,
+            currency=STATEMENT_CURRENCY,
             declarations=summaries,
             gifts=lines,
             refunds=refunds,
@@ -640,6 +661,7 @@ def allocate_annual_statement(
             total_gift_aided=aided,
             gift_aid=gift_aid,
             grossed_up=aided + gift_aid,
+            donated_in_other_currencies=dict(sorted(other_currencies.items())),
         )
 
     return _allocate(

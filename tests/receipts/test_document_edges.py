@@ -6,12 +6,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import sqlalchemy as sa
+from sqlmodel import col
 
 from core.clock import uk_today
 from core.runtime import InlineWorker, Runtime
-from crm.models import Declaration, DeclarationMethod, StatementPreference
+from crm.models import Declaration, DeclarationMethod, DeclarationScope, StatementPreference
 from giving.commands.receipts import number_statements, run_annual
-from payments.models import Dispute, DisputeStatus, Gift, Provider
+from payments.models import Dispute, DisputeStatus, Gift, Method, Provider
 from receipts import service
 from receipts.documents import tax_year_of
 from receipts.errors import TaxYearNotOver
@@ -103,3 +105,86 @@ def test_a_correction_counts_money_a_lost_dispute_returned_before_the_refund(
     text = pdf_text(stored_pdf(runtime, correction))
     for expected in ("Refunded on", "£20.00", "Returned in all £50.00", "Corrected amount £50.00", "£12.50 Gift Aid"):
         assert expected in text, (expected, text)
+
+
+# --- the annual statement ---------------------------------------------------------------------------------------------
+
+
+def statement_text(runtime: Runtime, worker: InlineWorker, supporter: object) -> str:
+    run_job(runtime, worker, "receipts.issue_annual_statement", supporter_id=supporter, tax_year="2025-26")
+    [statement] = documents(runtime, DocumentKind.ANNUAL_STATEMENT)
+    return pdf_text(stored_pdf(runtime, statement))
+
+
+def test_a_statement_never_adds_euros_to_pounds(runtime: Runtime, worker: InlineWorker, mailbox: Mailbox) -> None:
+    """£10 by card and €20 by SEPA Direct Debit: each gift in its own currency; the sterling totals (and Gift Aid)
+    count the pounds only, and the euros have a total of their own."""
+    supporter = factories.supporter(runtime, preference=ANNUAL)
+    factories.declaration(runtime, supporter)
+    factories.gift(runtime, supporter, amount=1000, received_on=dt.date(2025, 6, 1))
+    euro = factories.gift(runtime, supporter, amount=2000, received_on=dt.date(2025, 7, 1), method=Method.DIRECT_DEBIT)
+    with runtime.unit_of_work() as uow:
+        uow.session.execute(sa.update(Gift).where(col(Gift.id) == euro).values(currency="EUR"))
+    text = statement_text(runtime, worker, supporter)
+    assert "01/07/2025 Winter appeal Direct Debit €20.00 No" in text, text
+    assert "Total donated £10.00" in text and "Total donated in EUR (no Gift Aid) €20.00" in text, text
+    assert "Total Gift Aided £10.00" in text and "£2.50" in text, text
+    assert "£20.00" not in text and "£30.00" not in text, text
+
+
+def test_a_declaration_made_after_the_year_that_reaches_back_is_listed(
+    runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
+) -> None:
+    """Gift of 1 October 2025; on 20 April 2026 the donor declares for the past four years. The statement marks
+    the gift Gift Aided and names that declaration."""
+    supporter = factories.supporter(runtime, preference=ANNUAL)
+    factories.gift(runtime, supporter, amount=4000, received_on=dt.date(2025, 10, 1))
+    factories.declaration(
+        runtime, supporter, made_on=dt.date(2026, 4, 20), scope=DeclarationScope.PAST_4_YEARS_AND_FUTURE
+    )
+    text = statement_text(runtime, worker, supporter)
+    assert "01/10/2025 Winter appeal Card £40.00 Yes" in text, text
+    assert "Made on 20/04/2026" in text and "We hold no Gift Aid declaration" not in text, text
+
+
+def test_a_declaration_for_one_gift_of_another_year_is_not_listed(
+    runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
+) -> None:
+    supporter = factories.supporter(runtime, preference=ANNUAL)
+    old_gift = factories.gift(runtime, supporter, amount=1000, received_on=dt.date(2024, 6, 1))
+    factories.declaration(
+        runtime, supporter, made_on=dt.date(2024, 6, 1), scope=DeclarationScope.THIS_GIFT, gift_id=old_gift
+    )
+    factories.gift(runtime, supporter, amount=2000, received_on=dt.date(2025, 7, 1))
+    text = statement_text(runtime, worker, supporter)
+    assert "01/07/2025 Winter appeal Card £20.00 No" in text, text
+    assert "Made on 01/06/2024" not in text and "We hold no Gift Aid declaration" in text, text
+
+
+def test_a_gift_claimed_under_a_declaration_made_void_is_not_gift_aided(
+    runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
+) -> None:
+    """An oral declaration cancelled within 30 days of its written record is treated as never made (giftaid.md
+    rule 13), and the Gift Aid claimed under it is taken back: the statement must not count it (the donor uses the
+    grossed-up figure for higher-rate relief)."""
+    from giftaid import service as giftaid_service
+
+    supporter = factories.supporter(runtime, preference=ANNUAL)
+    declaration = factories.declaration(runtime, supporter, made_on=dt.date(2025, 5, 1), method=DeclarationMethod.ORAL)
+    with runtime.unit_of_work() as uow:
+        uow.session.execute(
+            sa.update(Declaration)
+            .where(col(Declaration.id) == declaration)
+            .values(confirmation_sent_on=dt.date(2025, 5, 2))
+        )
+    factories.gift(runtime, supporter, amount=10000, received_on=dt.date(2025, 6, 1))
+    with runtime.unit_of_work() as uow:
+        assert giftaid_service.build_claim(uow, runtime.settings, through=dt.date(2025, 12, 31), actor="t").lines == 1
+    with runtime.unit_of_work() as uow:
+        change = giftaid_service.cancel_declaration(
+            uow, runtime.settings, declaration, effective_on=dt.date(2025, 5, 20), reason="letter", actor="t"
+        )
+        assert change.adjusted_gift_ids
+    text = statement_text(runtime, worker, supporter)
+    assert "01/06/2025 Winter appeal Card £100.00 No" in text, text
+    assert "Total Gift Aided £0.00" in text, text
