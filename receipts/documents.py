@@ -125,6 +125,8 @@ class SaleReceipt(Model):
     vat_rate_bp: int = 0
     vat_amount: int = 0
     donation: int = 0
+    # Where the donation line is receipted: its own gift receipt, or (a supporter on yearly statements) the statement.
+    donation_on_statement: bool = False
     total_paid: int
 
 

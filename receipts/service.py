@@ -351,6 +351,7 @@ def _sale_receipt(uow: UnitOfWork, settings: Settings, order_id: uuid.UUID) -> D
             vat_rate_bp=vat_rate,
             vat_amount=order.vat_amount,
             donation=order.donation_amount,
+            donation_on_statement=supporter.statement_preference == StatementPreference.ANNUAL,
             total_paid=goods_total + order.donation_amount,
         )
 

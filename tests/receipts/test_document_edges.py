@@ -188,3 +188,17 @@ def test_a_gift_claimed_under_a_declaration_made_void_is_not_gift_aided(
     text = statement_text(runtime, worker, supporter)
     assert "01/06/2025 Winter appeal Card £100.00 No" in text, text
     assert "Total Gift Aided £0.00" in text, text
+
+
+def test_a_sale_receipt_says_where_the_donation_of_the_basket_is_receipted(
+    runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
+) -> None:
+    """A supporter on yearly statements buys a shirt and adds £5: the sale receipt comes (shop orders always get
+    one) but no gift receipt, so it says the donation will be on their statement, not that it has its own."""
+    yearly = factories.supporter(runtime, preference=ANNUAL)
+    order, _gift = factories.order(runtime, yearly, lines=[("Solidarity T-shirt", "M", 1, 1500)], donation=500)
+    run_job(runtime, worker, "receipts.issue_for_order", order_id=order)
+    [sale] = documents(runtime, DocumentKind.SALE_RECEIPT)
+    assert documents(runtime, DocumentKind.GIFT_RECEIPT) == []
+    text = pdf_text(stored_pdf(runtime, sale))
+    assert "it will be on your annual statement" in text and "its own donation receipt" not in text, text
