@@ -99,6 +99,14 @@ class GiftReceipt(Model):
     benefit: str = NO_BENEFIT
     gift_aid: GiftAidNote
     order_reference: str | None = None
+    # Money already returned when the receipt was made (refunds, lost disputes), and the refunds that covers: the
+    # receipt shows them, and only later refunds get a correction.
+    returned: int = 0
+    refunds_shown: list[str] = []
+
+    @property
+    def kept(self) -> int:
+        return self.amount - self.returned
 
 
 class SaleLine(Model):

@@ -81,6 +81,7 @@ _GIFT_FOR_RECEIPT = (
         _GIFTS.c.donor,
         _GIFTS.c.benefit_amount,
         _GIFTS.c.benefit_description,
+        money_returned().label("returned_amount"),
         *SUPPORTER_COLUMNS,
         _EXISTING_DOCUMENT.label("existing_document_id"),
         # Whether `succeeded_refunds(gift_id=...)` can find anything (it is asked only then): keep the two alike.

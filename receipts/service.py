@@ -232,8 +232,11 @@ def allocate_gift_receipt(uow: UnitOfWork, settings: Settings, gift_id: uuid.UUI
     else:
         document = _new_gift_receipt(uow, settings, gift)
     if document is not None and document.status == DocumentStatus.ALLOCATED and gift.has_refunds:
+        content = docs.load(document.content)
+        shown = content.refunds_shown if isinstance(content, docs.GiftReceipt) else []
         for refund_id in refunds_to_correct(session, gift_id=gift_id):
-            uow.enqueue("receipts.issue_correction", refund_id=str(refund_id))
+            if str(refund_id) not in shown:
+                uow.enqueue("receipts.issue_correction", refund_id=str(refund_id))
     return document
 
 
@@ -245,11 +248,11 @@ def _new_gift_receipt(uow: UnitOfWork, settings: Settings, gift: Any) -> Documen
     supporter = _person(session, gift.supporter_id, gift)
     if supporter.statement_preference == StatementPreference.ANNUAL or not _receivable(supporter):
         return None
+    # Money already returned shows on the receipt itself, its Gift Aid on what was kept (the rules' claim amount):
+    # one document that is right when made; only refunds after it get a correction.
     note = gift_aid_notes(session, settings, [gift.supporter_id], [gift.id]).get(gift.id)
-    if note is not None and note.status == "claim":
-        # The receipt records the gift as received, so its Gift Aid is on that amount; money already returned gets
-        # its own correction, which states the Gift Aid on what was kept.
-        note = note.model_copy(update={"claim_amount": gift_aid_on(gift.amount)})
+    shown = [str(r) for r in refunds_to_correct(session, gift_id=gift.id)] if gift.has_refunds else []
+    returned = min(max(int(gift.returned_amount), 0), gift.amount)
     if gift.order_id is not None:
         description = "Donation given with your shop order"
     elif gift.regular_gift_id is not None:
@@ -279,6 +282,8 @@ def _new_gift_receipt(uow: UnitOfWork, settings: Settings, gift: Any) -> Documen
             description=description,
             benefit=benefit,
             gift_aid=note or docs.GiftAidNote(status="none"),
+            returned=returned,
+            refunds_shown=shown,
         )
 
     return _allocate(
@@ -398,6 +403,8 @@ def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UU
         if original is None:
             continue
         original_content = docs.load(original.content)
+        if isinstance(original_content, docs.GiftReceipt) and str(refund.id) in original_content.refunds_shown:
+            continue  # the receipt was made after this refund and shows it already
         is_sale = isinstance(original_content, docs.SaleReceipt)
         if is_sale:
             assert isinstance(original_content, docs.SaleReceipt)

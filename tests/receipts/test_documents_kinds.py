@@ -227,9 +227,11 @@ def test_refund_after_a_sent_receipt_issues_a_correction(
     page_png(stored_pdf(runtime, correction), "correction")
 
 
-def test_refund_recorded_before_the_receipt_is_still_corrected(
+def test_refund_recorded_before_the_receipts_shows_on_the_gift_receipt_and_corrects_the_sale(
     runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
 ) -> None:
+    """A basket refunded in full before its receipts were made: the gift receipt shows the money returned (so it
+    needs no correction); the sale receipt, which lists the goods as sold, gets its correction."""
     supporter = factories.supporter(runtime)
     order, gift = factories.order(runtime, supporter, lines=[("Solidarity T-shirt", "L", 1, 1500)], donation=1000)
     assert gift is not None
@@ -241,23 +243,22 @@ def test_refund_recorded_before_the_receipt_is_still_corrected(
     kinds = sorted((d.kind, d.reference) for d in documents(runtime))
     assert kinds == [
         (DocumentKind.CORRECTION, "CR-000001"),
-        (DocumentKind.CORRECTION, "CR-000002"),
         (DocumentKind.GIFT_RECEIPT, "GR-000001"),
         (DocumentKind.SALE_RECEIPT, "SR-000001"),
     ]
-    texts = [pdf_text(stored_pdf(runtime, d)) for d in documents(runtime, DocumentKind.CORRECTION)]
-    sale_fix = next(t for t in texts if "sale receipt SR-000001" in t)
-    gift_fix = next(t for t in texts if "receipt GR-000001" in t)
-    assert "Corrected amount £0.00" in sale_fix and "Gift Aid" not in sale_fix
-    assert "Corrected amount £0.00" in gift_fix
-    assert len(mailbox.messages) == 4
+    [sale_fix] = [pdf_text(stored_pdf(runtime, d)) for d in documents(runtime, DocumentKind.CORRECTION)]
+    assert "sale receipt SR-000001" in sale_fix and "Corrected amount £0.00" in sale_fix and "Gift Aid" not in sale_fix
+    [receipt] = documents(runtime, DocumentKind.GIFT_RECEIPT)
+    receipt_text = pdf_text(stored_pdf(runtime, receipt))
+    assert "Amount £10.00 Returned to you since £10.00 Your gift now £0.00" in receipt_text, receipt_text
+    assert len(mailbox.messages) == 3
 
 
-def test_a_receipt_rendered_after_a_partial_refund_claims_gift_aid_on_what_it_shows(
+def test_a_receipt_made_after_a_partial_refund_shows_it_and_claims_gift_aid_on_the_rest(
     runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
 ) -> None:
-    """The receipt is the record of the gift as received: its Gift Aid is on that amount, and the correction that
-    follows states the Gift Aid on what was kept (one document never mixes the two)."""
+    """The receipt is right when it is made: it shows the money already returned and the Gift Aid on what was kept,
+    and that refund gets no correction; a later refund does."""
     supporter = factories.supporter(runtime)
     factories.declaration(runtime, supporter)
     gift = factories.gift(runtime, supporter, amount=10000, received_on=dt.date(2025, 10, 5))
@@ -266,12 +267,18 @@ def test_a_receipt_rendered_after_a_partial_refund_claims_gift_aid_on_what_it_sh
 
     [receipt] = documents(runtime, DocumentKind.GIFT_RECEIPT)
     receipt_text = pdf_text(stored_pdf(runtime, receipt))
-    assert "Amount £100.00" in receipt_text
-    assert "we will claim £25.00 Gift Aid on this gift" in receipt_text, receipt_text
+    assert "Amount £100.00 Returned to you since £40.00 Your gift now £60.00" in receipt_text, receipt_text
+    assert "we will claim £15.00 Gift Aid on this gift" in receipt_text, receipt_text
+    assert documents(runtime, DocumentKind.CORRECTION) == []
+
+    later = factories.refund(
+        runtime, supporter_id=supporter, gift_id=gift, amount=1000, refunded_on=dt.date(2025, 10, 20)
+    )
+    run_job(runtime, worker, "receipts.issue_correction", refund_id=later)
     [correction] = documents(runtime, DocumentKind.CORRECTION)
     correction_text = pdf_text(stored_pdf(runtime, correction))
-    assert "Corrected amount £60.00" in correction_text
-    assert "we will now claim £15.00 Gift Aid on the corrected amount" in correction_text
+    assert "Returned in all £50.00" in correction_text and "Corrected amount £50.00" in correction_text
+    assert "we will now claim £12.50 Gift Aid on the corrected amount" in correction_text
 
 
 def test_supporter_without_email_goes_into_the_postal_batch(
