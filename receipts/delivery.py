@@ -39,10 +39,11 @@ def _subject_and_body(content: docs.AnyDocument) -> tuple[str, str]:
             f"Thank you for your support in the {content.tax_year} tax year. Your statement of gifts is attached.",
         )
     if isinstance(content, docs.OralConfirmation):
+        until = f"until {content.cancel_by:%d/%m/%Y}" if content.cancel_by else "within 30 days of when it was sent"
         return (
             f"Confirmation of your Gift Aid declaration ({content.reference})",
             f"Thank you for your Gift Aid declaration of {content.declaration.made_on:%d/%m/%Y}. Our written "
-            f"confirmation is attached; you may cancel it until {content.cancel_by:%d/%m/%Y}.",
+            f"confirmation is attached; you may cancel it {until}.",
         )
     return (
         f"Corrected receipt {content.reference} from {charity}",

@@ -191,7 +191,7 @@ class OralConfirmation(Model):
     donor: Donor
     declaration_id: str
     declaration: DeclarationSummary
-    cancel_by: dt.date
+    cancel_by: dt.date | None  # None: it goes by post, so its sending day is the postal batch's
 
 
 class Correction(Model):

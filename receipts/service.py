@@ -535,7 +535,8 @@ def allocate_oral_confirmation(uow: UnitOfWork, settings: Settings, declaration_
             donor=donor,
             declaration_id=str(declaration.id),
             declaration=summary,
-            cancel_by=issued_on + dt.timedelta(days=30),
+            # By post the letter is sent when a postal batch prints it, a day not known yet: no date is promised.
+            cancel_by=issued_on + dt.timedelta(days=30) if supporter.email else None,
         )
 
     return _allocate(

@@ -202,3 +202,32 @@ def test_a_sale_receipt_says_where_the_donation_of_the_basket_is_receipted(
     assert documents(runtime, DocumentKind.GIFT_RECEIPT) == []
     text = pdf_text(stored_pdf(runtime, sale))
     assert "it will be on your annual statement" in text and "its own donation receipt" not in text, text
+
+
+def test_an_oral_confirmation_going_by_post_promises_no_cancel_by_date(
+    runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
+) -> None:
+    """A donor without email: the letter is numbered today and printed in a postal batch on a later day, which is
+    the day it is sent (and recorded as such). So it states its own date, not a send date, and counts the 30 days
+    from the day it was posted rather than printing a cancel-by date a week too early."""
+    import time_machine
+
+    supporter = factories.supporter(runtime, email=None)
+    day = dt.datetime(2026, 1, 12, 10, 0, tzinfo=dt.UTC)
+    with time_machine.travel(day, tick=False):
+        declaration = factories.declaration(
+            runtime, supporter, made_on=dt.date(2026, 1, 10), method=DeclarationMethod.ORAL
+        )
+        run_job(runtime, worker, "receipts.issue_oral_confirmation", declaration_id=declaration)
+    [letter] = documents(runtime)
+    [delivery] = deliveries(runtime)
+    assert delivery.channel == "post"
+    with time_machine.travel(day + dt.timedelta(days=7), tick=False), runtime.unit_of_work() as uow:
+        assert service.build_postal_batch(uow, runtime.settings) is not None
+    with runtime.read_session() as session:
+        row = session.get(Declaration, declaration)
+        assert row is not None and row.confirmation_sent_on == dt.date(2026, 1, 19)
+    text = pdf_text(stored_pdf(runtime, letter))
+    assert "Date of this letter 12/01/2026" in text and "Date this letter was sent" not in text, text
+    assert "within 30 days of the date we sent this letter (the date it was posted to you)" in text, text
+    assert "11/02/2026" not in text, text

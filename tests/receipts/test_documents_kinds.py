@@ -175,7 +175,7 @@ def test_oral_declaration_confirmation_is_sent_and_recorded(
         f"Date this letter was sent {today}",
         "25p for every £1 you give",
         "You must pay at least as much Income Tax and/or Capital Gains Tax",
-        f"within 30 days of the date of this letter, that is by {cancel_by}",
+        f"within 30 days of the date we sent this letter, that is by {cancel_by}",
         "as if you had never made it",
     ):
         assert expected in text, (expected, text)
