@@ -108,8 +108,6 @@ def run_annual(
     year_to_date: bool = False,
 ) -> AnnualOutcome:
     console = console or Console(stderr=True)
-    if not year_to_date:
-        service.ensure_tax_year_over(tax_year)
     inline: InlineWorker | None = None
     if runtime.inline and wait:
         # No broker: this process is the worker. Jobs a stopped run left pending are in no queue: send them again.
