@@ -15,6 +15,7 @@ class Currency(StrEnum):
 
 # Digits, a decimal point and a sign: at most fifteen digits before the point (far beyond any gift).
 _PLAIN_AMOUNT = re.compile(r"[+-]?(\d{1,15}(\.\d*)?|\.\d+)")
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
 _MINOR_UNITS = {Currency.GBP: 2, Currency.EUR: 2}
 _SYMBOLS = {Currency.GBP: "£", Currency.EUR: "€"}
 
@@ -42,7 +43,13 @@ class Money:
         digits with a decimal point: `Decimal` alone takes "1e3" (£1,000) and "1e999999", whose scaling costs
         seconds of CPU or overflows."""
         cur = Currency(str(currency).upper())
-        cleaned = text.strip().replace(",", "").lstrip("£")
+        cleaned = text.strip().lstrip("£")
+        if "," in cleaned:
+            # Commas only between thousands ("1,000.50"): "12,50" is a decimal comma, and reading it as 1250 would
+            # charge a hundred times what was meant.
+            if not _THOUSANDS.fullmatch(cleaned):
+                raise MoneyError(f"{text!r} is not an amount of money: write pence after a point, as in 12.50")
+            cleaned = cleaned.replace(",", "")
         if not _PLAIN_AMOUNT.fullmatch(cleaned):
             raise MoneyError(f"{text!r} is not an amount of money")
         try:

@@ -49,7 +49,7 @@ class Supporter(SQLModel, table=True):
     last_name: str = Field(default="", max_length=35)
     phone: str | None = Field(default=None, max_length=30)
     # The current address, copied from the open SupporterAddress for search and display.
-    postcode: str | None = Field(default=None, max_length=8)
+    postcode: str | None = Field(default=None, max_length=10)
     statement_preference: StatementPreference = Field(default=StatementPreference.PER_GIFT, sa_type=sa.String(16))
     # Set when merged: the old id keeps resolving to the survivor.
     merged_into_id: uuid.UUID | None = Field(default=None, foreign_key="supporters.id", index=True)

@@ -269,6 +269,12 @@ def record_consent(
     return consent
 
 
+def has_granted(session: Session, supporter_id: uuid.UUID, channel: ConsentChannel) -> bool:
+    """Whether the consent in force on this channel is a grant."""
+    current = repository.current_consents(session, supporter_id).get(channel)
+    return current is not None and current.status == ConsentStatus.GRANTED
+
+
 def record_declaration(
     uow: UnitOfWork,
     supporter_id: uuid.UUID,

@@ -103,6 +103,8 @@ class DonorDetails:
         if not last or not NAME.match(last):
             errors["last_name"] = "Enter a last name (at most 35 characters)"
         country = (self.country or "GB").strip().upper()
+        # "UK" is what British donors type; ISO 3166 reserves it for the United Kingdom, whose code is GB.
+        country = "GB" if country == "UK" else country
         if not re.fullmatch(r"[A-Z]{2}", country):
             errors["country"] = "Enter a two-letter country code, e.g. GB"
             country = "GB"

@@ -221,6 +221,28 @@ def _record_supporter_and_permissions(
     return supporter.id, declaration_id
 
 
+def _consent_given_on_resend(
+    uow: UnitOfWork,
+    checkout: Checkout,
+    request: DonationRequest | ShopRequest,
+    *,
+    source: str,
+    evidence: dict[str, Any],
+) -> None:
+    """The same form sent again (back from the provider's page, or "try again") goes to the same checkout; a box
+    for email updates ticked only now is still the donor's consent, recorded once."""
+    if request.email_updates and not crm.has_granted(uow.session, checkout.supporter_id, ConsentChannel.EMAIL):
+        crm.record_consent(
+            uow,
+            checkout.supporter_id,
+            channel=ConsentChannel.EMAIL,
+            status=ConsentStatus.GRANTED,
+            source=source,
+            wording_version=EMAIL_CONSENT_WORDING_VERSION,
+            evidence={**evidence, "checkout_id": str(checkout.id)},
+        )
+
+
 def record_donation(
     uow: UnitOfWork, request: DonationRequest, *, settings: Settings, evidence: dict[str, Any]
 ) -> CheckoutPlan:
@@ -239,6 +261,7 @@ def record_donation(
 
     existing = _reusable(session, request.reference, matches=same_form)
     if existing is not None:
+        _consent_given_on_resend(uow, existing, request, source="donate_form", evidence=evidence)
         return _plan(session, existing)
     checkout_id = _new_id(session, request.reference)
     supporter_id, declaration_id = _record_supporter_and_permissions(
@@ -353,6 +376,7 @@ def record_order(
 
     existing = _reusable(session, request.reference, matches=same_form)
     if existing is not None:
+        _consent_given_on_resend(uow, existing, request, source="shop", evidence=evidence)
         return _plan(session, existing)
     checkout_id = _new_id(session, request.reference)
     supporter_id, declaration_id = _record_supporter_and_permissions(

@@ -40,6 +40,11 @@ class GoCardlessGateway:
             raise ProviderUnavailable(f"GoCardless is unavailable: {exc}") from exc
         except gc_errors.RateLimitError as exc:
             raise ProviderUnavailable(f"GoCardless asked us to slow down: {exc}") from exc
+        except gc_errors.MalformedResponseError as exc:
+            # Not GoCardless's JSON: a 5xx page from its edge is an outage, anything else a refusal we cannot read.
+            if (exc.status_code or 0) >= 500:
+                raise ProviderUnavailable(f"GoCardless is unavailable: {exc}") from exc
+            raise ProviderRefused(f"GoCardless refused: {exc}") from exc
         except gc_errors.GoCardlessProError as exc:
             raise ProviderRefused(f"GoCardless refused: {exc}") from exc
 

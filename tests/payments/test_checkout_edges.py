@@ -1,0 +1,204 @@
+"""POST /donate in situations found in review (contract.md, docs/checkout.md): a decimal comma, "UK" typed as the
+country, the same form sent again with the email box now ticked, an overloaded provider answering an HTML page, and a
+donor abroad with a long postal code."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+from starlette.testclient import TestClient
+
+from core.runtime import Runtime
+from core.settings import Settings
+from crm.models import Consent, Declaration
+from payments.models import Checkout
+from tests.fakes.provider_server import FakeProvider
+from tests.payments.checkout_support import DONOR, GoCardlessFlow, StripeCheckout, checkout_settings, counts
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, fake_stripe: FakeProvider, fake_gocardless: FakeProvider) -> Settings:
+    return checkout_settings(
+        database_url, tmp_path, fake_stripe.url, fake_gocardless.url, web={"form_rate_per_minute": 1000}
+    )
+
+
+@pytest.fixture
+def stripe(fake_stripe: FakeProvider) -> StripeCheckout:
+    return StripeCheckout(fake_stripe)
+
+
+@pytest.fixture
+def gocardless(fake_gocardless: FakeProvider) -> GoCardlessFlow:
+    return GoCardlessFlow(fake_gocardless)
+
+
+def donate(client: TestClient, **fields: Any) -> Any:
+    form = {**DONOR, "amount": "12.50", "frequency": "once", "method": "card", **fields}
+    form = {k: v for k, v in form.items() if v is not None}
+    return client.post("/donate", data=form, follow_redirects=False, headers={"accept": "text/html"})
+
+
+def rows(runtime: Runtime, model: Any) -> list[Any]:
+    with runtime.sessions() as session:
+        return list(session.exec(select(model)).all())
+
+
+# --- amounts ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("typed", ["12,50", "1,00", "5,5"])
+def test_a_decimal_comma_is_not_read_as_a_thousands_separator(
+    client: TestClient, runtime: Runtime, stripe: StripeCheckout, typed: str
+) -> None:
+    """A donor typing "12,50" (a decimal comma, as much of Europe writes £12.50) must not be charged £1,250:
+    the comma is not in a thousands position, so the amount is ambiguous and is refused (400)."""
+    response = donate(client, amount=typed)
+    charged = [c.amount for c in rows(runtime, Checkout)]
+    assert response.status_code == 400, f"{typed!r} was taken as {charged} pence"
+    assert stripe.requests == []
+
+
+# --- Gift Aid address: the country -----------------------------------------------------------------------------
+
+
+def test_country_uk_is_not_recorded_as_an_overseas_donor(
+    client: TestClient, runtime: Runtime, stripe: StripeCheckout
+) -> None:
+    """`country` is an ISO code (contract). "UK" is not one (the UK's is GB), yet it is what British donors type:
+    it is read as GB, so a London donor is a UK taxpayer's address for HMRC and the postcode is checked."""
+    response = donate(client, gift_aid="yes", country="UK", postcode="SW1A 2AA")
+    assert response.status_code == 303, response.text
+    [declaration] = rows(runtime, Declaration)
+    assert (declaration.country, declaration.non_uk) == ("GB", False), (
+        f"status {response.status_code}: declaration recorded as country {declaration.country!r}, "
+        f"non_uk={declaration.non_uk}, postcode {declaration.postcode!r}"
+    )
+
+
+def test_country_uk_does_not_switch_off_the_uk_postcode_check(
+    client: TestClient, runtime: Runtime, stripe: StripeCheckout
+) -> None:
+    """contract.md: "Postcodes are checked as UK postcodes when `country` is `GB`". Typing UK instead of GB
+    skips the check entirely, so a Gift Aid declaration is recorded with a postcode that is not one."""
+    response = donate(client, gift_aid="yes", country="UK", postcode="NOPE")
+    assert response.status_code == 400, [(d.country, d.postcode) for d in rows(runtime, Declaration)]
+
+
+# --- sending the same form again -------------------------------------------------------------------------------
+
+
+def test_email_updates_ticked_when_the_form_is_sent_again_is_recorded(
+    client: TestClient, runtime: Runtime, stripe: StripeCheckout
+) -> None:
+    """The donor went to Stripe, pressed Back, ticked "email me news" and sent the form again. contract.md:
+    "`email_updates=yes` on the donate or shop form records a granted email consent". The reused checkout must
+    not swallow the consent."""
+    ref = str(uuid.uuid4())
+    first = donate(client, checkout_ref=ref)
+    assert first.status_code == 303
+    second = donate(client, checkout_ref=ref, email_updates="yes")
+    assert second.status_code == 303
+    assert counts(runtime)["consents"] == 1, "the donor's email consent was never recorded"
+
+
+def test_email_updates_ticked_on_try_again_after_a_failure_is_recorded(
+    client: TestClient, runtime: Runtime, stripe: StripeCheckout
+) -> None:
+    ref = str(uuid.uuid4())
+    stripe.failure = (400, {"error": {"type": "invalid_request_error", "message": "nope"}})
+    assert donate(client, checkout_ref=ref).status_code == 502
+    stripe.failure = None
+    assert donate(client, checkout_ref=ref, email_updates="yes").status_code == 303
+    consents = rows(runtime, Consent)
+    assert len(consents) == 1 and consents[0].status == "granted"
+
+
+# --- provider failures: an overloaded GoCardless answers 503 with its load balancer's HTML page ------------------
+
+
+class HtmlOutage:
+    """A tiny HTTP server answering every request with `status` and an HTML body (a proxy's error page)."""
+
+    def __init__(self, status: int):
+        self.status = status
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                outer.hits += 1
+                body = b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>"
+                self.send_response(outer.status)
+                self.send_header("content-type", "text/html")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def outage() -> Iterator[HtmlOutage]:
+    server = HtmlOutage(503)
+    yield server
+    server.stop()
+
+
+class TestOverloadedProviders:
+    @pytest.fixture
+    def settings(self, database_url: str, tmp_path: Path, outage: HtmlOutage) -> Settings:
+        return checkout_settings(
+            database_url, tmp_path, outage.url.rstrip("/"), outage.url, web={"form_rate_per_minute": 1000}
+        )
+
+    def test_gocardless_503_html_is_the_unavailable_page(self, client: TestClient, runtime: Runtime) -> None:
+        """docs/checkout.md: "`503` when the provider is unreachable or overloaded, `502` when it refused our
+        request". A 503 from GoCardless's edge (an HTML page) is overload, not a refusal."""
+        response = donate(client, method="direct_debit")
+        assert [c.status for c in rows(runtime, Checkout)] == ["failed"]
+        assert response.status_code == 503, (response.status_code, "could not start your payment" in response.text)
+
+    def test_stripe_503_html_is_the_unavailable_page(self, client: TestClient, runtime: Runtime) -> None:
+        response = donate(client, method="card")
+        assert [c.status for c in rows(runtime, Checkout)] == ["failed"]
+        assert response.status_code == 503
+
+
+# --- overseas donors ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("country", "postcode", "town"), [("US", "20500-0003", "Washington"), ("BR", "01310-100", "Sao Paulo")]
+)
+def test_an_overseas_donor_with_a_long_postal_code_can_give(
+    client: TestClient, runtime: Runtime, stripe: StripeCheckout, country: str, postcode: str, town: str
+) -> None:
+    """A US ZIP+4 (10 characters) or a Brazilian CEP (9): postal codes abroad are kept up to 10 characters, and the
+    supporter's copy holds them too (it was 8: on PostgreSQL the insert failed and the donor got a 500)."""
+    fields = {"country": country, "postcode": postcode, "town": town, "address_line1": "1600 Pennsylvania Ave"}
+    response = donate(client, **fields)
+    assert response.status_code == 303, response.status_code
+    [checkout] = rows(runtime, Checkout)
+    assert checkout.donor["postcode"] == postcode
