@@ -23,6 +23,11 @@ class InvalidTransition(Conflict):
     """A claim cannot move to that status from where it is."""
 
 
+class ClaimRejected(Conflict):
+    """HMRC rejected the claim: its gifts are released and its adjustments carried on; its files are not written
+    again (what was sent is kept with its messages)."""
+
+
 class ClaimConflict(Conflict):
     """Another claim took some of the same gifts at the same moment."""
 

@@ -144,11 +144,15 @@ def _error(node: etree._Element) -> GovTalkError:
     )
 
 
+_AUTHENTICATION_VALUE = re.compile(rb"(<Authentication>.*?<Value>).*?(</Value>)", re.DOTALL)
+
+
 def redact(message: bytes, password: str) -> bytes:
-    """A message fit to keep: the password replaced."""
+    """A message fit to keep: the password replaced, whatever it is and however it was escaped in the XML (the
+    first `Authentication` element's `Value`, in the header)."""
     if not password:
         return message
-    return message.replace(f"<Value>{password}</Value>".encode(), f"<Value>{REDACTED}</Value>".encode())
+    return _AUTHENTICATION_VALUE.sub(rb"\g<1>" + REDACTED.encode() + rb"\g<2>", message, count=1)
 
 
 @dataclass

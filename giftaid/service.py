@@ -44,6 +44,7 @@ from giftaid.eligibility import (
 from giftaid.errors import (
     ClaimConflict,
     ClaimNotFound,
+    ClaimRejected,
     DeclarationNotFound,
     ExportFailed,
     GiftNotFound,
@@ -473,7 +474,10 @@ def claim_json(session: Session, claim: Claim, *, detail: bool = False) -> dict[
         "built_at": claim.built_at,
         "built_by": claim.built_by,
         "status_changed_at": claim.status_changed_at,
-        "files": [f"/api/giftaid/claims/{claim.id}/schedule.ods", f"/api/giftaid/claims/{claim.id}/claim.xml"],
+        # A rejected claim's files are not written again (`ClaimRejected`): what was sent is under its messages.
+        "files": []
+        if ClaimStatus(claim.status) == ClaimStatus.REJECTED
+        else [f"/api/giftaid/claims/{claim.id}/schedule.ods", f"/api/giftaid/claims/{claim.id}/claim.xml"],
     }
     if detail:
         body["events"] = [
@@ -544,6 +548,14 @@ def _aggregate_line(rows: list[Any]) -> claim_xml.Line:
     )
 
 
+def _exportable(claim: Claim) -> None:
+    if ClaimStatus(claim.status) == ClaimStatus.REJECTED:
+        raise ClaimRejected(
+            f"claim {claim.id} was rejected by HMRC: its gifts and adjustments went back to be claimed again; "
+            f"what was sent is kept under /api/giftaid/claims/{claim.id}/messages"
+        )
+
+
 def _part_bounds(claim: Claim, part: int, per_part: int) -> tuple[int, int]:
     parts = -(-claim.lines // per_part)
     if not 1 <= part <= max(parts, 1):
@@ -555,6 +567,7 @@ def _part_bounds(claim: Claim, part: int, per_part: int) -> tuple[int, int]:
 def schedule_part(session: Session, settings: Settings, claim: Claim, part: int = 1) -> bytes:
     """Schedule `part` of a claim (1,000 lines each), checked by our validator with HMRC's rules.
     Box 2 (the adjustment) is on the first schedule only."""
+    _exportable(claim)
     first, last = _part_bounds(claim, part, schedule.ROWS_PER_SCHEDULE)
     lines = list(claim_lines(session, claim.id, first, last))
     bounds = repository.part_summary(session, claim.id, first, last)
@@ -575,6 +588,7 @@ def write_xml_part(
 ) -> claim_xml.MessageResult:
     """Charities Online message `part` of a claim (500,000 lines each), streamed to a seekable file.
     The adjustment and its explanation go in the first message."""
+    _exportable(claim)
     first, last = _part_bounds(claim, part, claim_xml.MAX_GAD_PER_MESSAGE)
     bounds = repository.part_summary(session, claim.id, first, last)
     adjustments = repository.adjustments_applied_to(session, claim.id) if part == 1 else []
@@ -613,9 +627,31 @@ def write_claim_files(
     session: Session, settings: Settings, claim: Claim, out_dir: Path, formats: Format = "both", *, check: bool = True
 ) -> list[Path]:
     """The schedule(s) and/or Charities Online message(s) of a claim, written into `out_dir`."""
+    _exportable(claim)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"gift-aid-claim-{claim.through.isoformat()}-{str(claim.id)[:8]}"
     written: list[Path] = []
+    try:
+        _write_claim_files(session, settings, claim, out_dir, formats, check=check, written=written)
+    except BaseException:
+        # A file that fails (HMRC's checks, the disk) leaves none of the claim's files: a schedule left alone in
+        # DIR would look like a claim to upload while its gifts stay unclaimed.
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _write_claim_files(
+    session: Session,
+    settings: Settings,
+    claim: Claim,
+    out_dir: Path,
+    formats: Format,
+    *,
+    check: bool,
+    written: list[Path],
+) -> None:
+    stem = f"gift-aid-claim-{claim.through.isoformat()}-{str(claim.id)[:8]}"
     if formats in ("ods", "both"):
         count = schedule_count(claim)
         # The claim's lines read once, in order (its rows are stored in gift order: every read sorts them), and
@@ -643,7 +679,6 @@ def write_claim_files(
                 Path(temporary).unlink(missing_ok=True)
                 raise
             written.append(path)
-    return written
 
 
 # --- status ----------------------------------------------------------------------------------------------------------

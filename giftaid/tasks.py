@@ -15,15 +15,17 @@ from giftaid.models import ClaimStatus
 @jobs.periodic("giftaid.poll_submitted", every=dt.timedelta(minutes=15))
 @jobs.actor("giftaid.poll_submitted", queue="default", time_limit_ms=300_000, max_retries=2)
 def poll_submitted(uow: UnitOfWork) -> int:
-    """Ask HMRC about every claim submitted through the gateway that is still waiting; returns how many changed."""
-    settings = get_runtime().settings
-    changed = 0
-    for claim in service.list_claims(uow.session):
-        if ClaimStatus(claim.status) != ClaimStatus.SUBMITTED or not claim.correlation_id:
-            continue
-        if service.poll_claim(uow, settings, claim.id, actor="system:poll").status != ClaimStatus.SUBMITTED:
-            changed += 1
-    return changed
+    """Ask HMRC about every claim submitted through the gateway that is still waiting, each in a job of its own:
+    one claim's unreachable endpoint or failure never undoes another's verdict (HMRC deletes an answer once we
+    have it). Returns how many were asked about."""
+    waiting = [
+        claim.id
+        for claim in service.list_claims(uow.session)
+        if ClaimStatus(claim.status) == ClaimStatus.SUBMITTED and claim.correlation_id
+    ]
+    for claim_id in waiting:
+        uow.enqueue("giftaid.poll_claim", claim_id=str(claim_id))
+    return len(waiting)
 
 
 @jobs.actor("giftaid.poll_claim", queue="default", time_limit_ms=120_000, max_retries=5)

@@ -20,7 +20,7 @@ from typing import IO, Any, NamedTuple
 
 from lxml import etree
 
-from core.clock import utc_now
+from core.clock import UK, utc_now
 from core.settings import Settings
 
 GOVTALK_NS = "http://www.govtalk.gov.uk/CM/envelope"
@@ -383,7 +383,10 @@ def check_business_rules(source: Any, *, today: dt.date | None = None) -> list[B
             (govtalk_keys if in_govtalk else header_keys).append(value)
         elif name == "GatewayTimestamp" and value:
             try:
-                limit = dt.datetime.fromisoformat(value.replace("Z", "+00:00")).date().isoformat()
+                stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+                # Written in UTC; donation dates are UK dates, so "the future" starts at UK midnight (rule 7040).
+                stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+                limit = stamp.astimezone(UK).date().isoformat()
             except ValueError:
                 errors.append(BusinessError(7063, "GatewayTimestamp is not a date and time"))
         elif name == "AgtOrNom" and node.find("{*}OrgName") is None:

@@ -389,7 +389,7 @@ def file_download(summary: str, media_type: str, *, roles: str, params: list[Sch
             **STAFF_ERRORS,
             "400": error("a bad id"),
             "404": error("not found"),
-            "409": error("not ready yet"),
+            "409": error("not ready yet, or a claim HMRC rejected"),
         },
     }
 
