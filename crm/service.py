@@ -675,7 +675,12 @@ def cancel_declaration(
             declaration.voided = not declaration.recorded
     uow.session.add(declaration)
     uow.session.flush()
-    what = "voided (cancelled within 30 days of the confirmation)" if declaration.voided else "cancelled"
+    if not declaration.voided:
+        what = "cancelled"
+    elif declaration.confirmation_sent_on is not None:
+        what = "voided (cancelled within 30 days of the confirmation)"
+    else:
+        what = "voided (cancelled before any written confirmation)"
     record_history(
         uow,
         declaration.supporter_id,

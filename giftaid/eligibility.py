@@ -473,7 +473,13 @@ def describe(code: str | None, row: Any, rules: Rules) -> str:
         ),
         Code.NO_DECLARATION: lambda: f"no Gift Aid declaration covers a gift received on {_date(on)}",
         Code.DECLARATION_CANCELLED: lambda: (
-            f"declaration {row.declaration_id} was cancelled within 30 days of its confirmation, so it is void"
+            (
+                f"declaration {row.declaration_id} was cancelled within 30 days of its written confirmation, so it"
+                " is void"
+                if row.confirmation_sent_on is not None
+                else f"declaration {row.declaration_id} was oral and cancelled before any written confirmation was"
+                " sent, so it never took effect"
+            )
             if row.voided
             else f"declaration {row.declaration_id} was cancelled from {_date(row.cancellation_effective_on)}"
         ),

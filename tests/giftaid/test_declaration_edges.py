@@ -85,6 +85,18 @@ def test_cancelling_an_oral_declaration_within_30_days_of_its_written_record_voi
     assert change.adjusted_gift_ids == [claimed]
 
 
+def test_an_oral_declaration_cancelled_before_its_letter_is_explained_as_never_in_effect(runtime: Runtime) -> None:
+    """Unrecorded and unconfirmed, an oral declaration never took effect; cancelled, it is void. The explanation
+    says that, not that it was cancelled within 30 days of a confirmation there never was."""
+    supporter = donor(runtime, method=DeclarationMethod.ORAL, made_on=dt.date(2025, 5, 20))
+    gift = make_gift(runtime, supporter, amount=10_000, received_on=dt.date(2025, 6, 1))
+    cancel(runtime, declaration_of(runtime, supporter), dt.date(2025, 6, 10))
+    with runtime.read_session() as session:
+        reason = service.explain(session, runtime.settings, gift, today=TODAY).reason
+    assert "before any written confirmation was sent, so it never took effect" in reason, reason
+    assert "within 30 days" not in reason
+
+
 # --- §1C rule 11: four years back at most ---------------------------------------------------------------------------
 
 
