@@ -96,6 +96,10 @@ def prepare_threshold(config: DatabaseSettings) -> int | None:
     return 5 if config.prepared_statements else None
 
 
+def _unicode_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
 def make_engine(config: DatabaseSettings) -> Engine:
     url = sa.make_url(normalise_url(config.url))
     if url.get_backend_name() == "sqlite":
@@ -115,6 +119,8 @@ def make_engine(config: DatabaseSettings) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # SQLite's own lower() folds A-Z only: "Élodie" would never match "élodie" as it does on PostgreSQL.
+            dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: sa.Connection) -> None:

@@ -99,6 +99,10 @@ def merged_into(session: Session, survivor_id: uuid.UUID) -> list[uuid.UUID]:
     return found
 
 
+# Last name, first name, whatever their case ("de Souza" among the Ds), then id.
+NAME_ORDER = (func.lower(Supporter.last_name), func.lower(Supporter.first_name), col(Supporter.id))
+
+
 def search_supporters(session: Session, terms: list[str], limit: int) -> list[Supporter]:
     """Every term must start the first name, last name, email or postcode (case-insensitive); merged records
     are left out. Ordered by last name, first name, id."""
@@ -113,8 +117,7 @@ def search_supporters(session: Session, terms: list[str], limit: int) -> list[Su
                 func.lower(func.replace(Supporter.postcode, " ", "")).like(pattern.replace(" ", ""), escape="\\"),
             )
         )
-    query = query.order_by(col(Supporter.last_name), col(Supporter.first_name), col(Supporter.id)).limit(limit)
-    return list(session.exec(query).all())
+    return list(session.exec(query.order_by(*NAME_ORDER).limit(limit)).all())
 
 
 def supporters_with_postcode(session: Session, postcode: str, limit: int) -> list[Supporter]:
@@ -122,7 +125,7 @@ def supporters_with_postcode(session: Session, postcode: str, limit: int) -> lis
         session.exec(
             select(Supporter)
             .where(Supporter.postcode == postcode, col(Supporter.merged_into_id).is_(None))
-            .order_by(col(Supporter.last_name), col(Supporter.first_name), col(Supporter.id))
+            .order_by(*NAME_ORDER)
             .limit(limit)
         ).all()
     )
@@ -214,13 +217,12 @@ def declarations_of(session: Session, supporter_id: uuid.UUID) -> list[Declarati
     )
 
 
-def review_items(session: Session, *, open_only: bool, limit: int) -> list[ReviewItem]:
+def review_items(session: Session, *, open_only: bool, limit: int, offset: int = 0) -> list[ReviewItem]:
     query = select(ReviewItem)
     if open_only:
         query = query.where(col(ReviewItem.resolved_at).is_(None))
-    return list(
-        session.exec(query.order_by(col(ReviewItem.created_at).desc(), col(ReviewItem.id).desc()).limit(limit)).all()
-    )
+    query = query.order_by(col(ReviewItem.created_at).desc(), col(ReviewItem.id).desc())
+    return list(session.exec(query.offset(offset).limit(limit)).all())
 
 
 def review_item_exists(session: Session, dedupe_key: str) -> bool:

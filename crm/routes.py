@@ -36,6 +36,7 @@ T = TypeVar("T")
 READERS = (StaffRole.FUNDRAISER, StaffRole.FINANCE)
 RECORD_KEEPERS = (StaffRole.FUNDRAISER, StaffRole.FINANCE)
 MAX_HISTORY_LIMIT = 1000
+REVIEW_PAGE = 100
 # One address gets at most this many confirmation emails an hour, however many clients ask.
 SUBSCRIBE_PER_ADDRESS_PER_HOUR = 3
 
@@ -279,12 +280,21 @@ async def confirm_declaration(request: Request) -> Response:
 
 
 async def list_review_items(request: Request) -> Response:
-    open_only = request.query_params.get("status", "open") != "all"
+    """Newest first, `?limit=` (100 by default) at a time from `?offset=`; `next` names the following page."""
+    status = request.query_params.get("status", "open")
+    open_only = status != "all"
+    limit = _limit(request.query_params.get("limit")) or REVIEW_PAGE
+    offset = whole_number(request.query_params.get("offset") or "0")
+    if offset is None:
+        raise InvalidDonorDetails("offset must be a whole number", {"offset": request.query_params["offset"]})
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
-        items = service.review_items(uow.session, open_only=open_only)
-        audit(uow, principal, "list", "review_item", "", {"count": len(items)})
-        return {"items": [schemas.review_item_json(i) for i in items]}
+        items = service.review_items(uow.session, open_only=open_only, limit=limit + 1, offset=offset)
+        audit(uow, principal, "list", "review_item", "", {"count": min(len(items), limit)})
+        body: dict[str, Any] = {"items": [schemas.review_item_json(i) for i in items[:limit]]}
+        if len(items) > limit:
+            body["next"] = f"{request.url.path}?status={status}&limit={limit}&offset={offset + limit}"
+        return body
 
     return JSON(await staff_call(request, READERS, work))
 

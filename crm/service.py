@@ -54,6 +54,7 @@ from crm.models import (
 from crm.validation import (
     DonorDetails,
     clean_name,
+    clean_text,
     house_from_line1,
     is_non_uk,
     normalise_email,
@@ -90,12 +91,11 @@ def find_or_create_supporter(
     A different name arriving on a known email (couples often share one) raises a review item instead of
     overwriting the record. A new address becomes the current one; the old one keeps its history.
     """
-    session = uow.session
-    supporter = repository.supporter_by_email(session, details.email) if details.email else None
     now = utc_now()
-    new: Supporter | None = None
-    if supporter is None:
-        new = Supporter(
+    supporter, created = _found_or_inserted(
+        uow,
+        details.email,
+        lambda: Supporter(
             email=details.email,
             title=details.title,
             first_name=details.first_name,
@@ -104,40 +104,74 @@ def find_or_create_supporter(
             statement_preference=statement_preference,
             created_at=now,
             updated_at=now,
-        )
-        try:
-            # A savepoint, so that losing a race for the same email (two forms at once) leaves the transaction usable.
-            with session.begin_nested():
-                session.add(new)
-        except IntegrityError:
-            if details.email is None:
-                raise
-            supporter = repository.supporter_by_email(session, details.email)
-            if supporter is None:
-                raise
-        else:
-            supporter = new
-    assert supporter is not None
-    if supporter is not new:
-        supporter = resolve_supporter(session, supporter.id)
-        if (details.first_name.casefold(), details.last_name.casefold()) != (
-            supporter.first_name.casefold(),
-            supporter.last_name.casefold(),
-        ):
-            raise_review_item(
-                uow,
-                supporter.id,
-                kind="name_mismatch",
-                detail=(
-                    f"{details.first_name} {details.last_name} gave with the email of "
-                    f"{supporter.first_name} {supporter.last_name}"
-                ),
-                data={"given": details.as_dict(), "source": source},
-            )
-            return supporter
+        ),
+    )
+    if not created and not _name_given(
+        uow,
+        supporter,
+        details.first_name,
+        details.last_name,
+        title=details.title,
+        detail=f"{details.first_name} {details.last_name} gave with the email of",
+        data={"given": details.as_dict(), "source": source},
+    ):
+        return supporter
     if details.address_line1 or details.postcode:
         update_address(uow, supporter, details, source=source)
     return supporter
+
+
+def _found_or_inserted(
+    uow: UnitOfWork, email: str | None, build: Callable[[], Supporter]
+) -> tuple[Supporter, bool]:
+    """The supporter with this (normalised) email, merges followed, or the new one `build` makes; whether it is
+    new. The insert runs in a savepoint: of two forms for a new email at the same moment, the one that loses the
+    race on the unique email finds the other's record, and its transaction stays usable."""
+    session = uow.session
+    found = repository.supporter_by_email(session, email) if email else None
+    if found is None:
+        new = build()
+        try:
+            with session.begin_nested():
+                session.add(new)
+        except IntegrityError:
+            found = repository.supporter_by_email(session, email) if email else None
+            if found is None:
+                raise
+        else:
+            return new, True
+    return resolve_supporter(session, found.id), False
+
+
+def _name_given(
+    uow: UnitOfWork,
+    supporter: Supporter,
+    first: str,
+    last: str,
+    *,
+    title: str | None = None,
+    detail: str,
+    data: dict[str, Any],
+) -> bool:
+    """A name arriving with a known email. A record known by email only (a newsletter sign-up) takes it; a
+    different name (couples often share an email) raises a review item instead of overwriting: returns False."""
+    if not (first or last):
+        return True
+    if not (supporter.first_name or supporter.last_name):
+        supporter.title = supporter.title or title
+        supporter.first_name, supporter.last_name, supporter.updated_at = first, last, utc_now()
+        uow.session.add(supporter)
+        return True
+    if (first.casefold(), last.casefold()) == (supporter.first_name.casefold(), supporter.last_name.casefold()):
+        return True
+    raise_review_item(
+        uow,
+        supporter.id,
+        kind="name_mismatch",
+        detail=f"{detail} {supporter.first_name} {supporter.last_name}",
+        data=data,
+    )
+    return False
 
 
 def update_address(uow: UnitOfWork, supporter: Supporter, details: DonorDetails, *, source: str) -> None:
@@ -311,6 +345,9 @@ def record_declaration(
         errors["made_on"] = "A declaration cannot be made in the future"
     if confirmation_sent_on is not None and confirmation_sent_on < made_on:
         errors["confirmation_sent_on"] = "The confirmation cannot be sent before the declaration was made"
+    elif confirmation_sent_on is not None and confirmation_sent_on > uk_today():
+        # As when confirming later: a letter not sent yet cannot make the declaration effective.
+        errors["confirmation_sent_on"] = "The confirmation cannot have been sent in the future"
     # A declaration reaches back to gifts of the past four years at most (HMRC; giftaid.md §1C rule 11).
     earliest = add_years(made_on, -4)
     if start is not None and start < earliest:
@@ -554,7 +591,7 @@ def history_json(
 
 def add_note(uow: UnitOfWork, supporter_id: uuid.UUID, text: str, *, author: str) -> HistoryEntry:
     """A staff note: a `note` item in the timeline (it moves with a merge like every other item)."""
-    text = text.strip()
+    text = clean_text(text)
     if not text:
         raise InvalidDonorDetails("a note needs some text", {"text": "Write the note"})
     supporter = resolve_supporter(uow.session, supporter_id)
@@ -583,7 +620,7 @@ def record_interest(uow: UnitOfWork, supporter_id: uuid.UUID, *, kind: str, sour
             f"{kind!r} is not an interest; use a short word such as volunteering", {"kind": "Choose an interest"}
         )
     supporter = resolve_supporter(uow.session, supporter_id)
-    interest = Interest(supporter_id=supporter.id, kind=kind, source=source[:32], note=note.strip()[:500])
+    interest = Interest(supporter_id=supporter.id, kind=kind, source=source[:32], note=clean_text(note)[:500])
     uow.session.add(interest)
     uow.session.flush()
     record_history(
@@ -742,9 +779,9 @@ def confirm_oral_declaration(
 # --- review items --------------------------------------------------------------------------------------------
 
 
-def review_items(session: Session, *, open_only: bool = True, limit: int = 100) -> list[ReviewItem]:
-    """Newest first (created_at desc, id desc)."""
-    return repository.review_items(session, open_only=open_only, limit=limit)
+def review_items(session: Session, *, open_only: bool = True, limit: int = 100, offset: int = 0) -> list[ReviewItem]:
+    """Newest first (created_at desc, id desc), `limit` of them from `offset`."""
+    return repository.review_items(session, open_only=open_only, limit=limit, offset=offset)
 
 
 def resolve_review_item(uow: UnitOfWork, item_id: uuid.UUID, *, by: str) -> ReviewItem:
@@ -801,34 +838,26 @@ def supporter_for_email(
     """The supporter with this (normalised) email, or a new one. Names fill empty ones only: a different name on
     a known email raises a review item (as `find_or_create_supporter` does)."""
     first, last = clean_name(first_name)[:35], clean_name(last_name)[:35]
-    found = repository.supporter_by_email(uow.session, email)
-    if found is None:
-        now = utc_now()
-        supporter = Supporter(email=email, first_name=first, last_name=last, created_at=now, updated_at=now)
-        uow.session.add(supporter)
-        uow.session.flush()
-        return supporter
-    supporter = resolve_supporter(uow.session, found.id)
-    if (first or last) and not (supporter.first_name or supporter.last_name):
-        supporter.first_name, supporter.last_name, supporter.updated_at = first, last, utc_now()
-        uow.session.add(supporter)
-    elif (first or last) and (first.casefold(), last.casefold()) != (
-        supporter.first_name.casefold(),
-        supporter.last_name.casefold(),
-    ):
-        raise_review_item(
+    now = utc_now()
+    supporter, created = _found_or_inserted(
+        uow, email, lambda: Supporter(email=email, first_name=first, last_name=last, created_at=now, updated_at=now)
+    )
+    if not created:
+        _name_given(
             uow,
-            supporter.id,
-            kind="name_mismatch",
-            detail=f"{first} {last} used the email of {supporter.first_name} {supporter.last_name} ({source})",
+            supporter,
+            first,
+            last,
+            detail=f"{first} {last} ({source}) used the email of",
             data={"given": {"first_name": first, "last_name": last}, "source": source},
         )
     return supporter
 
 
 def confirm_subscription(uow: UnitOfWork, pending_id: uuid.UUID, *, client: str = "") -> bool:
-    """Grant the email consent of a confirmed link. Returns False when it was already confirmed (no change)."""
-    pending = uow.session.get(PendingSubscription, pending_id)
+    """Grant the email consent of a confirmed link. Returns False when it was already confirmed (no change).
+    The pending row is locked: a mail scanner's prefetch and the person's click at once grant it once."""
+    pending = uow.session.get(PendingSubscription, pending_id, with_for_update=True)
     if pending is None:
         raise SubscriptionNotFound("this confirmation link is not ours")
     if pending.confirmed_at is not None:

@@ -70,8 +70,18 @@ def house_from_line1(line1: str) -> str:
     return text[:40].rstrip()
 
 
+# Control characters: never part of a name or a note (and PostgreSQL's text cannot hold NUL at all).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_text(value: str) -> str:
+    """Free text people type (notes): control characters removed, lines and tabs kept, trimmed."""
+    return _CONTROL.sub("", value or "").strip()
+
+
 def clean_name(value: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", value or "").split())
+    """A name or an address line: NFKC, control characters removed, one space between words."""
+    return " ".join(_CONTROL.sub("", unicodedata.normalize("NFKC", value or "")).split())
 
 
 @dataclass

@@ -569,9 +569,10 @@ PATHS: dict[str, Schema] = {
     "/api/review-items": {
         "get": staff(
             "Things for a person to look at (possible duplicates, arrears, ...)",
-            items_of(obj({"id": UUID, "kind": {"type": "string"}})),
+            items_of(obj({"id": UUID, "kind": {"type": "string"}}), paged=True),
             roles=ANY_STAFF,
-            params=[query("status", {"type": "string", "enum": ["open", "all"]})],
+            params=[query("status", {"type": "string", "enum": ["open", "all"]}), LIMIT, OFFSET],
+            errors={"400": "a bad limit or offset"},
         )
     },
     "/api/review-items/{item_id}/resolve": {

@@ -6,7 +6,8 @@
   that mention the supporter's email.
 - `erase_supporter`: pseudonymises what HMRC does not need now, and keeps what it does — the donor details as
   claimed on each Gift Aid claim (`giftaid_claim_gifts`) and the declarations those claims relied on — until six
-  years after the last claimed gift (`supporters.purge_after`). With nothing claimed, everything goes at once.
+  years after the end of the financial period of the last claimed gift (`supporters.purge_after`). With nothing
+  claimed, everything goes at once. Email addresses also go from failed deliveries' and jobs' error texts.
 - `purge_due`: the periodic job's work: blanks what was kept once `purge_after` has passed.
 - `prune_webhook_bodies`: raw provider bodies are kept only `[web] keep_webhook_bodies_days`.
 """
@@ -25,6 +26,7 @@ from sqlmodel import Session, col, select
 
 from core.clock import add_years, isoformat_z, uk_today, utc_now
 from core.db import UnitOfWork
+from core.models import Job
 from core.settings import Settings
 from crm import service as crm_service
 from crm.models import (
@@ -37,6 +39,7 @@ from crm.models import (
     Supporter,
     SupporterAddress,
 )
+from giftaid.eligibility import period_end
 from giftaid.models import ClaimGift
 from giving.registry import metadata
 from payments.models import Checkout, Gift, RegularGift
@@ -45,7 +48,8 @@ from receipts.models import Delivery, DeliveryStatus, Document, DocumentStatus
 from webhooks.models import InboundEvent
 
 EXPORT_FORMAT = "giving-subject-access-v1"
-# HMRC may audit a claim for six years (giftaid.md §5): what it needs is kept that long after the last claimed gift.
+# A charity keeps Gift Aid records six years after the end of the accounting period they relate to (giftaid.md §5):
+# what HMRC needs is kept that long after the end of the financial period of the last claimed gift.
 KEEP_FOR_HMRC_YEARS = 6
 ERASED_NAME = ("Erased", "supporter")
 # History items keep their type, time, amount and ids; their words (which may name people) go.
@@ -173,6 +177,19 @@ def claimed_gifts(session: Session, ids: list[uuid.UUID]) -> list[ClaimGift]:
     )
 
 
+def _scrub_addresses(session: Session, table: sa.Table, emails: list[str]) -> int:
+    """Remove these email addresses from a table's `last_error` texts; returns how many rows changed."""
+    total = 0
+    for email in emails:
+        result = session.execute(
+            sa.update(table)
+            .where(table.c.last_error.contains(email, autoescape=True))
+            .values(last_error=sa.func.replace(table.c.last_error, email, "[erased]"))
+        )
+        total += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return total
+
+
 def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID) -> ErasureResult:
     """Pseudonymise the supporter everywhere, keeping only what HMRC needs until `purge_after`. The stored PDFs
     of their receipts and letters are deleted once the change is committed."""
@@ -182,7 +199,11 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
     assert survivor is not None
     claimed = claimed_gifts(session, ids)
     last_claimed = max((c.received_on for c in claimed), default=None)
-    purge_after = add_years(last_claimed, KEEP_FOR_HMRC_YEARS) if last_claimed else None
+    purge_after = (
+        add_years(period_end(last_claimed, settings.charity.financial_year_end), KEEP_FOR_HMRC_YEARS)
+        if last_claimed
+        else None
+    )
     kept_declarations = {c.declaration_id for c in claimed if c.declaration_id is not None}
     kept_gifts = {c.gift_id for c in claimed}
     emails = survivor_emails(session, ids, survivor)
@@ -267,6 +288,20 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
         "documents",
         session.execute(sa.update(Document).where(col(Document.supporter_id).in_(ids)).values(content={})),
     )
+    # An SMTP error names the address it could not send to ("could not send to ada@..."), in the delivery and in
+    # its job: every address the supporter was written to goes from those texts.
+    sent_to = session.exec(
+        select(Delivery.to_email).where(col(Delivery.supporter_id).in_(ids), col(Delivery.to_email).is_not(None))
+    ).all()
+    addresses = sorted({*emails, *(str(address) for address in sent_to)})
+    tables: tuple[tuple[str, sa.Table], ...] = (
+        ("delivery_errors", Delivery.__table__),  # type: ignore[attr-defined]
+        ("job_errors", Job.__table__),  # type: ignore[attr-defined]
+    )
+    for name, table in tables:
+        scrubbed = _scrub_addresses(session, table, addresses)
+        if scrubbed:
+            changed[name] = scrubbed
     _count(
         changed,
         "document_deliveries",

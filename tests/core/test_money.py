@@ -33,6 +33,6 @@ def test_plain_amounts_still_parse(text: str, pence: int) -> None:
 
 @pytest.mark.parametrize("text", ["12,50", "1,00", "5,5", "1,0000", ",500", "1,000,00", "1,,000"])
 def test_a_comma_only_between_thousands(text: str) -> None:
-    """"12,50" is a decimal comma: read as 1250 it would charge a hundred times what was meant."""
+    """A decimal comma ("12,50") read as 1250 would charge a hundred times what was meant."""
     with pytest.raises(MoneyError):
         Money.parse(text)

@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 
 import pytest
+from sqlmodel import select
 from starlette.testclient import TestClient
 
 from core.runtime import Runtime
@@ -93,3 +94,25 @@ def test_erasure_blanks_the_words_of_a_declaration_cancellation(runtime: Runtime
     (listed,) = client.get(f"/api/supporters/{supporter_id}/declarations", headers=staff).json()["items"]
     assert listed["first_name"] == "Erased"
     assert listed["cancellation_reason"] == ""
+
+
+def test_what_hmrc_needs_is_kept_six_years_after_the_end_of_the_gifts_financial_period(runtime: Runtime) -> None:
+    """A gift of 1 May 2021 (tax year to 5 April 2022), claimed in 2025: records are kept six years after the end of
+    the period they relate to, so what the claim sent stays until 5 April 2028 (it went on 1 May 2027)."""
+    from giftaid import service as giftaid_service
+    from giftaid.models import ClaimGift
+    from giving.privacy import purge_due
+    from tests.giftaid.factories import donor, make_gift
+
+    ada = donor(runtime, made_on=dt.date(2024, 1, 10))
+    make_gift(runtime, ada, amount=10_000, received_on=dt.date(2021, 5, 1))
+    claim_day = dt.date(2025, 2, 1)
+    with runtime.unit_of_work() as uow:
+        built = giftaid_service.build_claim(uow, runtime.settings, through=claim_day, actor="test", today=claim_day)
+    assert built.lines == 1
+    with runtime.unit_of_work() as uow:
+        assert erase_supporter(uow, runtime.settings, ada).purge_after == dt.date(2028, 4, 5)
+    with runtime.unit_of_work() as uow:
+        purge_due(uow, today=dt.date(2027, 6, 1))
+    with runtime.read_session() as session:
+        assert session.exec(select(ClaimGift)).one().last_name == "Lovelace"

@@ -231,3 +231,27 @@ def test_an_oral_confirmation_going_by_post_promises_no_cancel_by_date(
     assert "Date of this letter 12/01/2026" in text and "Date this letter was sent" not in text, text
     assert "within 30 days of the date we sent this letter (the date it was posted to you)" in text, text
     assert "11/02/2026" not in text, text
+
+
+def test_erasure_takes_the_address_out_of_a_failed_deliverys_error(
+    runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
+) -> None:
+    """The SMTP error of a failed send names the address ("could not send to ada@..."): erasure removes it there
+    too, not only from `to_email`."""
+    from giving.privacy import erase_supporter
+    from receipts import tasks
+
+    supporter = factories.supporter(runtime)
+    gift = factories.gift(runtime, supporter)
+    worker.stop()
+    tasks.issue_for_gift(gift_id=str(gift))
+    [delivery] = deliveries(runtime)
+    mailbox.refuse = True
+    with runtime.unit_of_work() as uow:
+        assert service.send_delivery(uow, runtime.settings, delivery.id, attempt=13, final=True) == "failed"
+    assert "ada@example.org" in deliveries(runtime)[0].last_error
+    with runtime.unit_of_work() as uow:
+        erase_supporter(uow, runtime.settings, supporter)
+    [erased] = deliveries(runtime)
+    assert erased.to_email is None and "ada@example.org" not in erased.last_error, erased.last_error
+    assert "[erased]" in erased.last_error

@@ -1,0 +1,161 @@
+"""Supporter records from the public forms and staff search, at edges found in review: a newsletter subscriber
+who later donates, the same new email from two forms at once, a confirmation link opened twice at once, control
+characters in what people type, accented names, the order of results, review items past the first page, and an
+oral declaration recorded with a letter date still to come."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+
+from sqlmodel import select
+from starlette.testclient import TestClient
+
+from core.clock import uk_today
+from core.runtime import Runtime
+from crm import service
+from crm.models import Consent, ConsentStatus, HistoryEntry, ReviewItem, Supporter, SupporterAddress
+from crm.validation import DonorDetails
+from tests.crm.helpers import make_supporter, staff_token
+
+
+def test_a_subscriber_without_a_name_who_then_donates_gets_their_name_and_address(runtime: Runtime) -> None:
+    """The newsletter form's names are optional; the donation's name is not "a different name", so it fills the
+    record (no review item) and the address is recorded."""
+    with runtime.unit_of_work() as uow:
+        service.start_subscription(uow, "sam@example.org")
+    details = DonorDetails(
+        first_name="Sam", last_name="Ng", email="sam@example.org", address_line1="3 High Street",
+        town="Dover", postcode="CT16 1AA",
+    ).normalised()  # fmt: skip
+    with runtime.unit_of_work() as uow:
+        supporter_id = service.find_or_create_supporter(uow, details, source="donate_form").id
+    with runtime.read_session() as session:
+        supporter = session.get(Supporter, supporter_id)
+        assert supporter is not None and (supporter.first_name, supporter.last_name) == ("Sam", "Ng")
+        addresses = session.exec(select(SupporterAddress).where(SupporterAddress.supporter_id == supporter_id)).all()
+        assert [a.line1 for a in addresses] == ["3 High Street"]
+        assert session.exec(select(ReviewItem)).all() == []
+
+
+def _at_the_same_moment(runtime: Runtime, work: Callable[[object], object]) -> list[BaseException]:
+    """`work(uow)` twice, the second starting while the first's transaction is still open."""
+    started = threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with runtime.unit_of_work() as uow:
+                work(uow)
+                started.set()
+                time.sleep(0.5)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            started.set()
+
+    def second() -> None:
+        started.wait(5)
+        try:
+            with runtime.unit_of_work() as uow:
+                work(uow)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return errors
+
+
+def test_two_subscriptions_with_the_same_new_email_at_once_make_one_supporter(runtime: Runtime) -> None:
+    errors = _at_the_same_moment(runtime, lambda uow: service.start_subscription(uow, "nadia@example.org"))  # type: ignore[arg-type]
+    assert errors == []
+    with runtime.read_session() as session:
+        assert len(session.exec(select(Supporter)).all()) == 1
+
+
+def test_a_confirmation_link_opened_twice_at_once_grants_the_consent_once(runtime: Runtime) -> None:
+    """A mail scanner's prefetch and the person's click."""
+    with runtime.unit_of_work() as uow:
+        pending = service.start_subscription(uow, "sam@example.org")
+        assert pending is not None
+        pending_id = pending.id
+    errors = _at_the_same_moment(runtime, lambda uow: service.confirm_subscription(uow, pending_id))  # type: ignore[arg-type]
+    assert errors == []
+    with runtime.read_session() as session:
+        granted = session.exec(select(Consent).where(Consent.status == ConsentStatus.GRANTED)).all()
+        items = session.exec(select(HistoryEntry).where(HistoryEntry.type == "consent")).all()
+    assert (len(granted), len(items)) == (1, 1)
+
+
+def test_control_characters_people_type_are_dropped_not_a_server_error(runtime: Runtime, client: TestClient) -> None:
+    """PostgreSQL's text cannot hold NUL: a name, a volunteer's note or a staff note carrying one was a 500."""
+    assert client.post("/subscribe", data={"email": "sam@example.org", "first_name": "Sam\x00"}).status_code == 200
+    assert client.post("/volunteer", data={"email": "vic@example.org", "note": "weekends\x00"}).status_code == 200
+    ada = make_supporter(runtime)
+    noted = client.post(
+        f"/api/supporters/{ada}/notes", json={"text": "called\u0000\nback"}, headers=staff_token(runtime, "fundraiser")
+    )
+    assert noted.status_code == 201, noted.text
+    with runtime.read_session() as session:
+        sam = session.exec(select(Supporter).where(Supporter.email == "sam@example.org")).one()
+        note = session.exec(select(HistoryEntry).where(HistoryEntry.type == "note")).one()
+    assert sam.first_name == "Sam" and note.data["text"] == "called\nback"
+
+
+def test_search_is_case_insensitive_for_accented_names(runtime: Runtime, client: TestClient) -> None:
+    """On SQLite too: its own lower() folds A-Z only."""
+    staff = staff_token(runtime, "fundraiser")
+    elodie = make_supporter(runtime, email="elodie@example.org", first_name="Élodie", last_name="Ölander")
+    for q in ("élodie", "ÉLODIE", "ölander", "ÖLANDER"):
+        found = client.get("/api/supporters", params={"q": q}, headers=staff).json()["items"]
+        assert [i["id"] for i in found] == [str(elodie)], q
+
+
+def test_search_orders_by_last_name_whatever_its_case(runtime: Runtime, client: TestClient) -> None:
+    staff = staff_token(runtime, "fundraiser")
+    for last in ("Zhang", "de Souza", "Adams", "van Dijk"):
+        make_supporter(runtime, email=f"{last.replace(' ', '').lower()}@example.org", first_name="Kim", last_name=last)
+    items = client.get("/api/supporters", params={"q": "kim"}, headers=staff).json()["items"]
+    assert [i["last_name"] for i in items] == ["Adams", "de Souza", "van Dijk", "Zhang"]
+
+
+def test_review_items_come_in_pages_that_lose_none(runtime: Runtime, client: TestClient) -> None:
+    """The list stopped at 100 with nothing to say there were more."""
+    staff = staff_token(runtime, "fundraiser")
+    ada = make_supporter(runtime)
+    with runtime.unit_of_work() as uow:
+        for n in range(105):
+            service.raise_review_item(uow, ada, kind="name_mismatch", detail=f"item {n}")
+    first = client.get("/api/review-items", headers=staff).json()
+    assert len(first["items"]) == 100 and first["next"]
+    second = client.get(first["next"], headers=staff).json()
+    assert len(second["items"]) == 5 and "next" not in second
+    assert len({i["id"] for i in first["items"] + second["items"]}) == 105
+    assert client.get("/api/review-items?offset=-1", headers=staff).status_code == 400
+
+
+def test_an_oral_declaration_cannot_be_recorded_with_a_letter_sent_in_the_future(
+    runtime: Runtime, client: TestClient
+) -> None:
+    """Confirming refuses a letter date to come; recording with one did not, and the declaration was in effect at
+    once although no letter had been sent."""
+    today = uk_today()
+    response = client.post(
+        f"/api/supporters/{make_supporter(runtime)}/declarations",
+        json={
+            "method": "oral",
+            "made_on": today.isoformat(),
+            "scope": "future",
+            "confirmation_sent_on": (today + dt.timedelta(days=60)).isoformat(),
+            "address": {"first_name": "Ada", "last_name": "Lovelace", "address_line1": "12 Acacia Avenue",
+                        "postcode": "CT16 1AA", "country": "GB"},
+        },
+        headers=staff_token(runtime, "fundraiser"),
+    )  # fmt: skip
+    assert response.status_code == 400 and "confirmation_sent_on" in response.json()["detail"], response.text
