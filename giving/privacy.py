@@ -45,7 +45,7 @@ from giving.registry import metadata
 from payments.models import Checkout, Gift, RegularGift
 from receipts import service as receipts_service
 from receipts.models import Delivery, DeliveryStatus, Document, DocumentStatus
-from webhooks.models import InboundEvent
+from webhooks.models import EventStatus, InboundEvent
 
 EXPORT_FORMAT = "giving-subject-access-v1"
 # A charity keeps Gift Aid records six years after the end of the accounting period they relate to (giftaid.md §5):
@@ -399,11 +399,17 @@ def purge_due(uow: UnitOfWork, *, today: dt.date | None = None) -> int:
 
 
 def prune_webhook_bodies(uow: UnitOfWork, *, keep_days: int, now: dt.datetime | None = None) -> int:
-    """Drop the raw bodies of provider events received more than `keep_days` ago (the event rows stay)."""
+    """Drop the raw bodies of provider events received more than `keep_days` ago (the event rows stay). Only of
+    events done with (processed or ignored): a body still to be processed (waiting, failed, pending) is all there is
+    to record its gift from, and catch-up will not fetch an event it already holds."""
     cutoff = (now or utc_now()) - dt.timedelta(days=keep_days)
     result = uow.session.execute(
         sa.update(InboundEvent)
-        .where(col(InboundEvent.received_at) < cutoff, col(InboundEvent.body).is_not(None))
+        .where(
+            col(InboundEvent.received_at) < cutoff,
+            col(InboundEvent.body).is_not(None),
+            col(InboundEvent.status).in_([EventStatus.PROCESSED, EventStatus.IGNORED]),
+        )
         .values(body=None)
     )
     return int(getattr(result, "rowcount", 0) or 0)

@@ -39,7 +39,10 @@ class InboundEvent(SQLModel, table=True):
     status: EventStatus = Field(default=EventStatus.PENDING, sa_type=sa.String(16))
     # What this event waits for (e.g. "stripe_charge:ch_..."), so recording that object wakes it.
     waiting_for: str | None = Field(default=None, max_length=255, index=True)
+    # Times the event was run (waiting for an object included), and times a run failed with an error: only the
+    # failures count against its retries, so an event that waited long is still retried after one provider error.
     attempts: int = 0
+    failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     last_error: str | None = Field(default=None, sa_type=sa.Text)
     received_at: dt.datetime = created_at_field()
     processed_at: dt.datetime | None = utc_field()

@@ -82,6 +82,7 @@ class LockedEvent:
     body: str | None
     status: EventStatus
     attempts: int
+    failures: int
 
 
 _LOCKED_COLUMNS = [_table.c[field] for field in LockedEvent.__slots__]  # type: ignore[attr-defined]
@@ -156,7 +157,7 @@ def due_for_sweep(
                 sa.and_(col(InboundEvent.status) == EventStatus.WAITING, last < now - waiting_after),
                 sa.and_(
                     col(InboundEvent.status) == EventStatus.FAILED,
-                    col(InboundEvent.attempts) < MAX_SWEPT_ATTEMPTS,
+                    col(InboundEvent.failures) < MAX_SWEPT_FAILURES,
                     last < now - pending_after,
                 ),
             )
@@ -167,7 +168,7 @@ def due_for_sweep(
     return list(session.exec(query).all())
 
 
-MAX_SWEPT_ATTEMPTS = 10
+MAX_SWEPT_FAILURES = 10
 
 
 def known_external_ids(session: Session, provider: str, external_ids: list[str]) -> set[str]:

@@ -79,6 +79,7 @@ def _row(provider: str, event: VerifiedEvent, now: dt.datetime, source: str) -> 
         "status": EventStatus.PENDING,
         "waiting_for": None,
         "attempts": 0,
+        "failures": 0,
         "last_error": None,
         "received_at": now,
         "processed_at": None,
@@ -223,9 +224,9 @@ def run_event(runtime: Runtime, event_id: uuid.UUID, *, force: bool = False, ski
         log.warning("event %s failed", event_id, exc_info=True)
         # If even this fails (the database is down) the error propagates and the broker retries the message.
         with runtime.unit_of_work() as uow:
-            attempts = _record_failure(uow, event_id, exc)
-            if attempts <= QUICK_RETRIES:
-                uow.enqueue(PROCESS_EVENTS, durable=False, delay_ms=1000 * 2**attempts, event_ids=[str(event_id)])
+            failures = _record_failure(uow, event_id, exc)
+            if failures <= QUICK_RETRIES:
+                uow.enqueue(PROCESS_EVENTS, durable=False, delay_ms=1000 * 2**failures, event_ids=[str(event_id)])
         return Processed(EventStatus.FAILED, note=str(exc))
     return result
 
@@ -255,14 +256,21 @@ def run_events(runtime: Runtime, event_ids: list[uuid.UUID], *, redelivered: boo
 
 
 def _record_failure(uow: UnitOfWork, event_id: uuid.UUID, exc: Exception) -> int:
+    """Record a failed run on the event; returns how many of its runs have failed."""
     event = repository.lock_event_row(uow.session, event_id)
     if event is None:
         return QUICK_RETRIES + 1
     error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
-    attempts = event.attempts + 1
-    values = {"status": EventStatus.FAILED, "attempts": attempts, "touched_at": utc_now(), "last_error": error}
+    failures = event.failures + 1
+    values = {
+        "status": EventStatus.FAILED,
+        "attempts": event.attempts + 1,
+        "failures": failures,
+        "touched_at": utc_now(),
+        "last_error": error,
+    }
     repository.update_event(uow.session, event.id, values)
-    return attempts
+    return failures
 
 
 # --- no silent loss ----------------------------------------------------------------------------------------------
@@ -270,7 +278,7 @@ def _record_failure(uow: UnitOfWork, event_id: uuid.UUID, exc: Exception) -> int
 
 def sweep(uow: UnitOfWork, *, now: dt.datetime | None = None, limit: int = 500) -> int:
     """Send again events stored but not processed: pending for a minute (a lost message, a crash after the commit),
-    failed ones (up to ten attempts), and waiting ones once an hour (in case their object came another way)."""
+    failed ones (up to ten failed runs), and waiting ones once an hour (in case their object came another way)."""
     now = now or utc_now()
     due = repository.due_for_sweep(
         uow.session, now, pending_after=SWEEP_PENDING_AFTER, waiting_after=SWEEP_WAITING_AFTER, limit=limit
@@ -360,6 +368,9 @@ def _gocardless_listed(event: dict[str, Any]) -> VerifiedEvent:
 
 
 def _store_missing(runtime: Runtime, provider: str, listed: list[VerifiedEvent]) -> Drift:
+    # Only the types we act on: the providers list every event of the account (`customer.created`, ...), and one
+    # the endpoint is not subscribed to was never delivered by design, not lost.
+    listed = [event for event in listed if find_handler(provider, event.event_type) is not None]
     with runtime.unit_of_work() as uow:
         known = repository.known_external_ids(uow.session, provider, [event.external_id for event in listed])
         missing = [event for event in listed if event.external_id not in known]

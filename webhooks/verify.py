@@ -34,6 +34,9 @@ class VerifiedEvent:
 def stripe_event(body: bytes, header: str | None, secrets: tuple[str, ...]) -> VerifiedEvent:
     """Verified with any of `secrets` (the current one first; a previous one while it is being changed)."""
     refusal: stripe_lib.SignatureVerificationError | None = None
+    if header is not None and not header.isascii():
+        # The SDK's constant-time compare raises TypeError on non-ASCII text: it cannot be our signature anyway.
+        raise InvalidSignature("Stripe signature refused: the Stripe-Signature header is not ASCII")
     for secret in secrets:
         try:
             stripe_lib.WebhookSignature.verify_header(body, header, secret, STRIPE_TOLERANCE_SECONDS)
@@ -58,8 +61,17 @@ def stripe_event(body: bytes, header: str | None, secrets: tuple[str, ...]) -> V
     data_object = data.get("data")
     if not isinstance(data_object, dict) or not isinstance(data_object.get("object"), dict):
         raise MalformedEvent("the event has no data.object")
-    occurred = dt.datetime.fromtimestamp(created, dt.UTC) if isinstance(created, int) else None
-    return VerifiedEvent(event_id, event_type, occurred, bool(data.get("livemode")), text)
+    return VerifiedEvent(event_id, event_type, _created_at(created), bool(data.get("livemode")), text)
+
+
+def _created_at(created: object) -> dt.datetime | None:
+    """Stripe's `created` (Unix seconds) as a time; a number no date can hold is a malformed event (400)."""
+    if not isinstance(created, int) or isinstance(created, bool):
+        return None
+    try:
+        return dt.datetime.fromtimestamp(created, dt.UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise MalformedEvent(f"the event's created ({created}) is not a time") from exc
 
 
 def gocardless_events(body: bytes, header: str | None, secrets: tuple[str, ...]) -> list[VerifiedEvent]:
