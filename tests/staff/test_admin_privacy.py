@@ -178,26 +178,32 @@ def test_erasure_without_claimed_gifts_removes_everything_personal(
     assert "ann.smith" not in dumped.lower() and "Dock Road" not in dumped and "CT16" not in dumped
 
 
-def test_prune_webhook_bodies_keeps_recent_ones(runtime: Runtime) -> None:
-    from webhooks.models import InboundEvent
+def test_prune_webhook_bodies_keeps_recent_ones_and_those_still_to_process(runtime: Runtime) -> None:
+    from webhooks.models import EventStatus, InboundEvent
 
     now = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
     with runtime.unit_of_work() as uow:
-        for days, external in ((100, "evt_old"), (10, "evt_new")):
+        for days, external, status in (
+            (100, "evt_old", EventStatus.PROCESSED),
+            (100, "evt_old_ignored", EventStatus.IGNORED),
+            (100, "evt_old_waiting", EventStatus.WAITING),
+            (10, "evt_new", EventStatus.PROCESSED),
+        ):
             uow.session.add(
                 InboundEvent(
                     provider="stripe",
                     external_id=external,
                     event_type="charge.succeeded",
                     body='{"x": 1}',
+                    status=status,
                     received_at=now - dt.timedelta(days=days),
                 )
             )
     with runtime.unit_of_work() as uow:
-        assert privacy.prune_webhook_bodies(uow, keep_days=90, now=now) == 1
+        assert privacy.prune_webhook_bodies(uow, keep_days=90, now=now) == 2
     with runtime.read_session() as session:
         bodies = {e.external_id: e.body for e in session.exec(select(InboundEvent)).all()}
-    assert bodies == {"evt_old": None, "evt_new": '{"x": 1}'}
+    assert bodies == {"evt_old": None, "evt_old_ignored": None, "evt_old_waiting": '{"x": 1}', "evt_new": '{"x": 1}'}
 
 
 def test_privacy_jobs_are_registered_as_periodic() -> None:
