@@ -121,9 +121,7 @@ def find_or_create_supporter(
     return supporter
 
 
-def _found_or_inserted(
-    uow: UnitOfWork, email: str | None, build: Callable[[], Supporter]
-) -> tuple[Supporter, bool]:
+def _found_or_inserted(uow: UnitOfWork, email: str | None, build: Callable[[], Supporter]) -> tuple[Supporter, bool]:
     """The supporter with this (normalised) email, merges followed, or the new one `build` makes; whether it is
     new. The insert runs in a savepoint: of two forms for a new email at the same moment, the one that loses the
     race on the unique email finds the other's record, and its transaction stays usable."""
