@@ -34,6 +34,7 @@ from payments.models import (
     PayoutStatus,
     Provider,
     Refund,
+    RefundStatus,
 )
 from payments.reconcile import (
     ACCOUNT_FEE,
@@ -118,6 +119,7 @@ class _Context:
     disputes: dict[uuid.UUID, Dispute]
     order_lines: dict[uuid.UUID, list[OrderLine]]
     campaigns: dict[uuid.UUID, PartnerCampaign]
+    refund_vat: dict[uuid.UUID, int] = dataclasses.field(default_factory=dict)
 
 
 def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Posting]:
@@ -162,6 +164,7 @@ def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Post
         disputes=_by_ids(session, Dispute, (line.dispute_id for line in every_line)),
         order_lines=order_lines,
         campaigns={c.id: c for c in session.exec(select(PartnerCampaign)).all()},
+        refund_vat=_refund_vat(session, orders, {r.order_id for r in refunds.values() if r.order_id is not None}),
     )
     # A basket's donation is a gift of the order.
     donation_gifts: dict[uuid.UUID, Gift] = {}
@@ -276,6 +279,51 @@ def _order_postings(line: PayoutLine, ctx: _Context, donation_gifts: dict[uuid.U
         post(f"{PARTNER_OWED}: {code}", -share, f"partner share {code}", line, order.id)
 
 
+def _goods_part(refund: Refund, magnitude: int) -> int:
+    """The part of `magnitude` (a refund's money) that gave back goods, by the refund's allocation."""
+    goods_part = min(refund.order_amount, magnitude) if refund.order_id else 0
+    if not refund.order_amount and not refund.gift_amount and refund.order_id and not refund.gift_id:
+        goods_part = magnitude  # not allocated yet (a pending refund): an order without a donation is all goods
+    return goods_part
+
+
+def _refund_order_key(refund: Refund) -> tuple[dt.datetime, dt.datetime, str]:
+    return (refund.refunded_at or refund.created_at, refund.created_at, str(refund.id))
+
+
+def _refund_vat(
+    session: Session, orders: dict[uuid.UUID, Order], order_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """The VAT given back by each refund of these orders (the orders must be in `orders`).
+
+    Rounded once per order, not once per refund: a refund's VAT is the VAT inside all the goods refunded on the
+    order up to and including it, less the VAT inside the goods refunded before it (oldest first, every refund of
+    the order whatever payout or period it is in). So the VAT given back never exceeds the VAT the order charged
+    (three refunds of £10.00 on a £30.00 order with £5.00 VAT give back £1.67, £1.66 and £1.67), and each refund's
+    VAT and shirts add up to its goods part. A refund that failed or was cancelled took nothing back in the end: it
+    is given the VAT it would have at its place, its `refund_funds_returned` line reverses that same VAT, and the
+    refunds after it are counted as if it had not happened.
+    """
+    wanted = sorted((i for i in order_ids if (o := orders.get(i)) is not None and o.vat_amount), key=str)
+    by_order: dict[uuid.UUID, list[Refund]] = defaultdict(list)
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        for refund in session.exec(select(Refund).where(col(Refund.order_id).in_(chunk))).all():
+            by_order[refund.order_id].append(refund)  # type: ignore[index]
+    vat: dict[uuid.UUID, int] = {}
+    for order_id, refunds in by_order.items():
+        order = orders[order_id]
+        goods_total = order.goods_amount + order.vat_amount
+        goods_so_far = posted = 0
+        for refund in sorted(refunds, key=_refund_order_key):
+            goods = goods_so_far + _goods_part(refund, refund.amount)
+            inside = percent_of(min(goods, goods_total), order.vat_amount, goods_total)
+            vat[refund.id] = inside - posted
+            if refund.status in (RefundStatus.SUCCEEDED, RefundStatus.PENDING):
+                goods_so_far, posted = goods, inside
+    return vat
+
+
 def _refund_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
     refund = ctx.refunds.get(line.refund_id) if line.refund_id else None
     sign = 1 if line.amount <= 0 else -1  # refund_funds_returned reverses a refund
@@ -283,15 +331,15 @@ def _refund_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
     if refund is None:
         post(SUSPENSE_UNMATCHED, -line.amount, "refund not found", line)
         return
-    goods_part = min(refund.order_amount, magnitude) if refund.order_id else 0
-    if not refund.order_amount and not refund.gift_amount and refund.order_id and not refund.gift_id:
-        goods_part = magnitude
+    goods_part = _goods_part(refund, magnitude)
     donation_part = magnitude - goods_part
     if goods_part:
-        order = ctx.orders.get(refund.order_id) if refund.order_id else None
-        vat = 0
-        if order is not None and order.vat_amount:
-            vat = percent_of(goods_part, order.vat_amount, order.goods_amount + order.vat_amount)
+        vat = ctx.refund_vat.get(refund.id, 0)
+        refund_goods = _goods_part(refund, refund.amount)
+        if goods_part != refund_goods and refund_goods:
+            # A line for part of the refund's money: its share of the refund's VAT.
+            vat = percent_of(goods_part, vat, refund_goods)
+        vat = min(vat, goods_part)
         post(VAT_OUTPUT, sign * vat, "VAT on shirts refunded", line, refund.id)
         post(REFUNDS_SHIRTS, sign * (goods_part - vat), "shirts refunded", line, refund.id)
     if donation_part:

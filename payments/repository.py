@@ -3,7 +3,8 @@
 Idempotency rests on the unique provider-id columns: `insert_once` is `INSERT ... ON CONFLICT DO NOTHING`, then
 `first_locked` reads the row with `SELECT ... FOR UPDATE` on PostgreSQL (SQLite's `BEGIN IMMEDIATE` already
 serialises writers), so concurrent copies of one business event queue on the row instead of both acting.
-Lock order, everywhere: checkout, order, regular gift, gift, refund/dispute.
+Lock order, everywhere: checkout, order, regular gift, gift, refund/dispute; an order's lines and the SKU stock rows
+it changes (in SKU order) only under the order's lock.
 """
 
 from __future__ import annotations

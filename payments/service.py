@@ -895,12 +895,25 @@ def _stripe_targets(
     uow: UnitOfWork, intent_id: str | None, charge_id: str | None
 ) -> tuple[Order | None, Gift | None, str | None]:
     """The order and/or gift a charge paid for (order first: the lock order), or the key to wait for."""
-    order = repository.order_for_stripe_payment(uow.session, intent_id, charge_id)
-    gift = (
-        repository.gift_for_order(uow.session, order.id)
-        if order is not None
-        else repository.gift_for_stripe_payment(uow.session, intent_id, charge_id)
-    )
+    session = uow.session
+    order = repository.order_for_stripe_payment(session, intent_id, charge_id)
+    if order is not None:
+        gift = repository.gift_for_order(session, order.id)
+    else:
+        # A basket's donation line carries the basket's payment intent and charge too. If the checkout's completion
+        # committed between the order's read and the gift's (each statement sees what was committed when it began),
+        # the gift alone is found: a refund on the basket would be allocated as if on a plain gift. Such a gift
+        # leads back to its order; its row lock, taken in a savepoint, is let go first, so that the order is
+        # locked before the gift (the lock order) and no deadlock can come of it.
+        savepoint = session.begin_nested()
+        gift = repository.gift_for_stripe_payment(session, intent_id, charge_id)
+        basket_id = gift.order_id if gift is not None else None
+        if basket_id is None:
+            savepoint.commit()
+        else:
+            savepoint.rollback()
+            order = repository.order_locked(session, basket_id)
+            gift = repository.gift_for_order(session, basket_id)
     if order is None and gift is None:
         key = f"stripe_payment_intent:{intent_id}" if intent_id else f"stripe_charge:{charge_id}"
         return None, None, key
@@ -939,9 +952,11 @@ def sync_stripe_refunds(
         if status == RefundStatus.SUCCEEDED and was != RefundStatus.SUCCEEDED:
             newly_succeeded.append(refund)
     uow.session.flush()
-    _recompute_returns(uow, order, gift)
+    reallocated = _recompute_returns(uow, order, gift)
     for refund in newly_succeeded:
         _refund_recorded(uow, refund, order, gift, [charge_id, payment_intent_id])
+    new_ids = {r.id for r in newly_succeeded}
+    _refunds_reallocated(uow, [r for r in reallocated if r.id not in new_ids], order, gift)
     return Effect.processed(*(f"stripe_refund:{r.stripe_refund_id}" for r in newly_succeeded))
 
 
@@ -987,9 +1002,10 @@ def _refund_row(
     return refund, None
 
 
-def _refund_recorded(
-    uow: UnitOfWork, refund: Refund, order: Order | None, gift: Gift | None, other_ids: list[str | None]
-) -> None:
+def _refund_item(
+    refund: Refund, order: Order | None, gift: Gift | None, other_ids: list[str | None]
+) -> tuple[str, dict[str, Any]]:
+    """The summary and data of a refund's history item, with the refund's allocation as it stands."""
     provider_ids = [
         value
         for value in [refund.stripe_refund_id, refund.gocardless_refund_id, *other_ids, refund.gocardless_payment_id]
@@ -1001,33 +1017,65 @@ def _refund_recorded(
     if order is not None:
         data["order_id"] = str(order.id)
     data["allocation"] = {"gift": refund.gift_amount, "order": refund.order_amount}
+    summary = f"Refund of {format_pence(refund.amount, refund.currency)}" + (
+        f" ({refund.reason.replace('_', ' ')})" if refund.reason else ""
+    )
+    return summary, data
+
+
+def _was_paid(order: Order | None, gift: Gift | None) -> bool:
+    return (gift is not None and gift.received_at is not None) or (order is not None and order.paid_at is not None)
+
+
+def _refund_recorded(
+    uow: UnitOfWork, refund: Refund, order: Order | None, gift: Gift | None, other_ids: list[str | None]
+) -> None:
+    summary, data = _refund_item(refund, order, gift, other_ids)
     record_history(
         uow,
         refund.supporter_id,
         type="refund",
-        summary=f"Refund of {format_pence(refund.amount, refund.currency)}"
-        + (f" ({refund.reason.replace('_', ' ')})" if refund.reason else ""),
+        summary=summary,
         at=refund.refunded_at,
         amount=refund.amount,
         currency=refund.currency,
         data=data,
         dedupe_key=f"refund:{refund.id}",
     )
-    was_paid = (gift is not None and gift.received_at is not None) or (order is not None and order.paid_at is not None)
-    if was_paid:
+    if _was_paid(order, gift):
         uow.enqueue(RECEIPT_CORRECTION, refund_id=str(refund.id))
     payouts.on_money_recorded(uow, data["provider_ids"])
 
 
-def _recompute_returns(uow: UnitOfWork, order: Order | None, gift: Gift | None) -> None:
+def _refunds_reallocated(uow: UnitOfWork, refunds: list[Refund], order: Order | None, gift: Gift | None) -> None:
+    """Refunds recorded earlier whose allocation the rule has just changed (an older refund succeeded later, a
+    dispute was lost): their history item says the new split, and the correction job runs again, so the part the
+    refund now comes off (the donation line, the goods) gets its corrected receipt. `receipts.issue_correction`
+    issues one document per refund and part, so a part already corrected is not issued twice."""
+    if not refunds:
+        return
+    target = order if order is not None else gift
+    payment_ids = [target.stripe_charge_id, target.stripe_payment_intent_id] if target is not None else []
+    for refund in refunds:
+        summary, data = _refund_item(refund, order, gift, [refund.stripe_charge_id, *payment_ids])
+        revise_history(uow, f"refund:{refund.id}", summary=summary, data=data)
+        if _was_paid(order, gift):
+            uow.enqueue(RECEIPT_CORRECTION, refund_id=str(refund.id))
+
+
+def _recompute_returns(uow: UnitOfWork, order: Order | None, gift: Gift | None) -> list[Refund]:
     """What was returned of a gift and of a basket's goods, from every succeeded refund and lost dispute.
 
     Computed afresh each time (not added per event), so duplicates and any order of events give one answer.
-    A basket's refunds come off the goods first (payments/shop.py); staff re-allocations are kept as made.
+    A basket's refunds come off the goods first (payments/shop.py); staff re-allocations are kept as made. The
+    order's partner shares follow the shirts still kept (none once its goods are refunded in full).
+
+    Returns the succeeded refunds whose allocation (`order_amount`, `gift_amount`) this changed.
     """
     session = uow.session
     refunds = [r for r in repository.refunds_of(session, gift, order) if r.status == RefundStatus.SUCCEEDED]
     lost = repository.lost_disputes_of(session, gift, order)
+    before = {r.id: (r.order_amount, r.gift_amount) for r in refunds}
     if order is not None:
         staff = [r for r in refunds if r.allocated_by != "rule"]
         by_rule = [r for r in refunds if r.allocated_by == "rule"]
@@ -1053,6 +1101,7 @@ def _recompute_returns(uow: UnitOfWork, order: Order | None, gift: Gift | None) 
                 status = OrderStatus.PARTIALLY_REFUNDED
             _set(order, status=status)
         session.add(order)
+        shop.recompute_partner_shares(session, order)
     else:
         for refund in refunds:
             _set(refund, gift_amount=refund.amount, order_amount=0)
@@ -1061,6 +1110,7 @@ def _recompute_returns(uow: UnitOfWork, order: Order | None, gift: Gift | None) 
     if gift is not None:
         _set(gift, returned_amount=min(gift_part, gift.amount))
         session.add(gift)
+    return [r for r in refunds if before[r.id] != (r.order_amount, r.gift_amount)]
 
 
 _STRIPE_DISPUTE_STATUS = {
@@ -1150,7 +1200,7 @@ def sync_stripe_dispute(
             data={**data, "status": str(dispute.status)},
             dedupe_key=f"dispute:{dispute.id}:{dispute.status!s}",
         )
-    _recompute_returns(uow, order, gift)
+    _refunds_reallocated(uow, _recompute_returns(uow, order, gift), order, gift)
     if created or before != dispute.status:
         payouts.on_money_recorded(uow, ids)
     return Effect.processed(f"stripe_dispute:{dispute_id}")
@@ -1583,9 +1633,11 @@ def sync_gocardless_refund(uow: UnitOfWork, gocardless: GoCardlessGateway, refun
     _set(refund, status=status)
     uow.session.add(refund)
     uow.session.flush()
-    _recompute_returns(uow, None, gift)
+    reallocated = _recompute_returns(uow, None, gift)
     if status == RefundStatus.SUCCEEDED and was != RefundStatus.SUCCEEDED:
         _refund_recorded(uow, refund, None, gift, [payment_id])
+        reallocated = [r for r in reallocated if r.id != refund.id]
+    _refunds_reallocated(uow, reallocated, None, gift)
     return Effect.processed(f"gocardless_refund:{refund_id}")
 
 

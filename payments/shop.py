@@ -8,17 +8,22 @@ donation line. A refund of the whole basket covers both.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core.clock import UK, uk_date, utc_now
 from core.db import UnitOfWork
 from core.errors import BadRequest
 from core.money import percent_of
+from payments import repository
 from payments.errors import OrderNotFound, PaymentsError
-from payments.models import Order, OrderLine, OrderStatus, PartnerCampaign, Product, Sku
+from payments.models import Gift, Order, OrderLine, OrderStatus, PartnerCampaign, Product, Sku
+
+log = logging.getLogger(__name__)
 
 
 class OrderNotFulfillable(BadRequest, PaymentsError):
@@ -28,9 +33,12 @@ class OrderNotFulfillable(BadRequest, PaymentsError):
 
 
 def take_stock(uow: UnitOfWork, order: Order) -> None:
-    """A paid order takes its shirts from stock (stock may go negative: the order was paid, finance sees it)."""
-    for line in _lines(uow, order):
-        _adjust(uow, line.sku, -line.quantity)
+    """A paid order takes its shirts from stock. Stock may go negative: the order was paid (stock is checked at the
+    checkout, not reserved), so the sale stands; a warning is logged and the SKU heads the low-stock list."""
+    for line in sorted(_lines(uow, order), key=lambda line: line.sku):  # SKU rows are locked in code order
+        stock = _adjust(uow, line.sku, -line.quantity)
+        if stock is not None and stock < 0:
+            log.warning("SKU %s oversold: stock %d after order %s was paid", line.sku, stock, order.id)
 
 
 def return_stock(uow: UnitOfWork, line: OrderLine, quantity: int) -> None:
@@ -54,11 +62,19 @@ def _lines(uow: UnitOfWork, order: Order) -> list[OrderLine]:
     return list(uow.session.exec(select(OrderLine).where(OrderLine.order_id == order.id)).all())
 
 
-def _adjust(uow: UnitOfWork, sku_code: str, delta: int) -> None:
-    sku = uow.session.exec(select(Sku).where(Sku.sku == sku_code)).first()
-    if sku is not None:
-        sku.stock += delta
-        uow.session.add(sku)
+def _adjust(uow: UnitOfWork, sku_code: str, delta: int) -> int | None:
+    """Add `delta` to a SKU's stock in one statement, `stock = stock + delta`, and return the new stock (None for a
+    SKU we do not sell any more). Atomic: two orders paid at once each take their shirts, where reading the stock
+    and writing back `old + delta` would lose one (the second waits on the first's row lock, then adds to what it
+    committed)."""
+    statement = (
+        sa.update(Sku)
+        .where(col(Sku.sku) == sku_code)
+        .values(stock=col(Sku.stock) + delta)
+        .returning(col(Sku.stock))
+        .execution_options(synchronize_session="fetch")
+    )
+    return uow.session.execute(statement).scalar_one_or_none()
 
 
 def split_returns(goods_total: int, amounts: list[int], *, goods_taken: int = 0) -> list[tuple[int, int]]:
@@ -94,6 +110,28 @@ def line_net(line: OrderLine) -> int:
     return line.unit_price * line.quantity - line.vat_amount
 
 
+def goods_refunded_in_full(order: Order) -> bool:
+    """Every penny of the basket's goods (VAT included) went back: by refunds or lost disputes."""
+    goods_total = order.goods_amount + order.vat_amount
+    return goods_total > 0 and order.refunded_amount >= goods_total
+
+
+def shirts_kept(line: OrderLine, order: Order) -> int:
+    """Shirts of the line still sold: none once the order's goods were refunded in full (sent back or not, nothing
+    was sold), else those not sent back. A refund of part of the goods without a return recorded (a goodwill
+    refund) keeps the shirts: only staff know which shirts came back, and they record it as a return."""
+    if goods_refunded_in_full(order):
+        return 0
+    return max(line.quantity - line.refunded_quantity, 0)
+
+
+def kept_net(line: OrderLine, kept: int) -> int:
+    """The net (VAT excluded) of `kept` shirts of the line: the line's net shared per shirt, rounded half up."""
+    if kept <= 0 or line.quantity <= 0:
+        return 0
+    return percent_of(line_net(line), kept, line.quantity)
+
+
 def partner_share_for(campaign: PartnerCampaign, line: OrderLine, quantity: int | None = None) -> int:
     """The partner's share of `quantity` shirts of the line (default: those not sent back)."""
     kept = line.quantity - line.refunded_quantity if quantity is None else quantity
@@ -105,16 +143,26 @@ def partner_share_for(campaign: PartnerCampaign, line: OrderLine, quantity: int 
     return campaign.share_value * kept
 
 
-def recompute_partner_share(session: Session, line: OrderLine) -> int:
-    """Set the line's partner share from its campaign and the shirts still kept (after a return or refund)."""
+def recompute_partner_share(session: Session, line: OrderLine, order: Order | None = None) -> int:
+    """Set the line's partner share from its campaign and the shirts still kept (`shirts_kept`) after a return or
+    refund. Changes nothing when the share is right already."""
     if line.partner_campaign_id is None:
         return 0
+    if order is None:
+        order = session.get(Order, line.order_id)
     campaign = session.get(PartnerCampaign, line.partner_campaign_id)
-    share = partner_share_for(campaign, line) if campaign is not None else 0
+    kept = shirts_kept(line, order) if order is not None else line.quantity - line.refunded_quantity
+    share = partner_share_for(campaign, line, kept) if campaign is not None else 0
     if share != line.partner_share_amount:
         line.partner_share_amount = share
         session.add(line)
     return share
+
+
+def recompute_partner_shares(session: Session, order: Order) -> None:
+    """Every line's partner share, after the money returned on the order changed (a refund or a lost dispute)."""
+    for line in session.exec(select(OrderLine).where(OrderLine.order_id == order.id)).all():
+        recompute_partner_share(session, line, order)
 
 
 # Orders for staff
@@ -144,11 +192,20 @@ def mark_fulfilled(uow: UnitOfWork, order_id: uuid.UUID) -> Order:
 
 def record_returns(uow: UnitOfWork, order_id: uuid.UUID, returns: list[dict[str, Any]]) -> Order:
     """Shirts sent back, per line: `[{"line_id" or "sku", "quantity"}]`. Stock goes back and the partner's share is
-    recomputed. Refuses (nothing written) a quantity larger than what is left on the line."""
-    order = get_order(uow.session, order_id)
+    recomputed. Refuses (nothing written) a quantity larger than what is left on the line.
+
+    The order and its lines are read with `FOR UPDATE` (PostgreSQL; SQLite serialises writers anyway): two returns
+    recorded at once are checked one after the other, so the second sees what the first took and is refused whole
+    if it asks for more than is left."""
+    session = uow.session
+    order = repository.order_locked(session, order_id)
+    if order is None:
+        raise OrderNotFound(f"no order {order_id}")
     if order.status in (OrderStatus.PENDING, OrderStatus.CANCELLED):
         raise OrderNotFulfillable(f"order {order_id} is {order.status}: nothing was sold")
-    lines = _lines(uow, order)
+    lines = repository.all_locked(
+        session, select(OrderLine).where(OrderLine.order_id == order.id).order_by(col(OrderLine.id))
+    )
     plan: list[tuple[OrderLine, int]] = []
     for spec in returns:
         if not isinstance(spec, dict):
@@ -172,21 +229,34 @@ def record_returns(uow: UnitOfWork, order_id: uuid.UUID, returns: list[dict[str,
                 f"line {line.sku} has {line.quantity - line.refunded_quantity} shirt(s) left to return, not {quantity}"
             )
         plan.append((line, quantity))
-    for line, quantity in plan:
+    for line, quantity in sorted(plan, key=lambda step: step[0].sku):  # SKU rows are locked in code order
         line.refunded_quantity += quantity
         uow.session.add(line)
         return_stock(uow, line, quantity)
-        recompute_partner_share(uow.session, line)
+        recompute_partner_share(uow.session, line, order)
     order.updated_at = utc_now()
     uow.session.add(order)
     uow.session.flush()
     return order
 
 
-def order_json(session: Session, order: Order) -> dict[str, Any]:
+def _donation_returned(session: Session, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """What was returned of each order's donation line (its Gift's `returned_amount`), in one query."""
+    if not order_ids:
+        return {}
+    rows = session.exec(select(Gift.order_id, Gift.returned_amount).where(col(Gift.order_id).in_(order_ids))).all()
+    return {order_id: int(returned or 0) for order_id, returned in rows if order_id is not None}
+
+
+def order_json(session: Session, order: Order, donation_returned: int | None = None) -> dict[str, Any]:
+    """The order for staff. `refunded` is all the money returned on the basket (refunds and lost disputes): its
+    goods part (VAT included) in `goods_refunded`, its donation line's in `donation_refunded`, so a basket refunded
+    in full has `refunded` equal to `total`."""
     lines = session.exec(
         select(OrderLine).where(OrderLine.order_id == order.id).order_by(col(OrderLine.sku), col(OrderLine.id))
     ).all()
+    if donation_returned is None:
+        donation_returned = _donation_returned(session, [order.id]).get(order.id, 0)
     return {
         "id": str(order.id),
         "supporter_id": str(order.supporter_id),
@@ -198,7 +268,9 @@ def order_json(session: Session, order: Order) -> dict[str, Any]:
         "vat": _money(order.vat_amount, order.currency),
         "donation": _money(order.donation_amount, order.currency),
         "total": _money(order.goods_amount + order.vat_amount + order.donation_amount, order.currency),
-        "refunded": _money(order.refunded_amount, order.currency),
+        "refunded": _money(order.refunded_amount + donation_returned, order.currency),
+        "goods_refunded": _money(order.refunded_amount, order.currency),
+        "donation_refunded": _money(donation_returned, order.currency),
         "provider_ids": {
             k: v
             for k, v in {
@@ -241,7 +313,9 @@ def list_orders(
         )
     if limit is not None:
         query = query.limit(limit)
-    return [order_json(session, order) for order in session.exec(query).all()]
+    orders = list(session.exec(query).all())
+    returned = _donation_returned(session, [order.id for order in orders])
+    return [order_json(session, order, returned.get(order.id, 0)) for order in orders]
 
 
 # Stock
@@ -283,10 +357,13 @@ def partner_statement(
     """What is owed to each partner for shirts of orders paid between `start` and `end` (UK dates, inclusive).
 
     A share is the line's `partner_share_amount` as it stands now: a return or refund already recomputed it, so a
-    statement run again after a return shows the smaller amount owed.
+    statement run again after a return shows the smaller amount owed. An order whose goods were refunded in full
+    stays listed (it was paid in the period) with no shirt kept, no net sales and nothing owed.
+
+    `end` may be the last date there is (`9999-12-31`, "everything from `start`"): the period then has no end.
     """
-    since = dt.datetime.combine(start, dt.time(), tzinfo=UK).astimezone(dt.UTC)
-    until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=UK).astimezone(dt.UTC)
+    since = _uk_midnight(start)
+    until = _uk_midnight(end + dt.timedelta(days=1)) if end < dt.date.max else None
     campaigns_query = select(PartnerCampaign).order_by(col(PartnerCampaign.code))
     if campaign_code:
         campaigns_query = campaigns_query.where(PartnerCampaign.code == campaign_code)
@@ -300,7 +377,7 @@ def partner_statement(
             col(OrderLine.partner_campaign_id).in_([c.id for c in campaigns]),
             col(Order.status).in_([OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED]),
             col(Order.paid_at) >= since,
-            col(Order.paid_at) < until,
+            col(Order.paid_at) < until if until is not None else sa.true(),
         )
         .order_by(col(Order.paid_at), col(Order.id), col(OrderLine.sku), col(OrderLine.id))
     ).all()
@@ -323,13 +400,9 @@ def partner_statement(
                 "orders": len({order.id for _, order in entries}),
                 "shirts_sold": sum(line.quantity for line, _ in entries),
                 "shirts_returned": sum(line.refunded_quantity for line, _ in entries),
-                "net_sales": _money(
-                    sum(
-                        line_net(line) * (line.quantity - line.refunded_quantity) // max(line.quantity, 1)
-                        for line, _ in entries
-                    ),
-                    "GBP",
-                ),
+                "shirts_kept": sum(shirts_kept(line, order) for line, order in entries),
+                # Each line's net of the shirts kept, rounded half up like the share (core.money's one rule).
+                "net_sales": _money(sum(kept_net(line, shirts_kept(line, order)) for line, order in entries), "GBP"),
                 "owed": _money(owed, "GBP"),
                 "lines": [
                     {
@@ -338,6 +411,7 @@ def partner_statement(
                         "sku": line.sku,
                         "quantity": line.quantity,
                         "returned": line.refunded_quantity,
+                        "kept": shirts_kept(line, order),
                         "share": _money(line.partner_share_amount, order.currency),
                     }
                     for line, order in entries
@@ -345,6 +419,11 @@ def partner_statement(
             }
         )
     return {"from": start.isoformat(), "to": end.isoformat(), "campaigns": result, "total_owed": _money(total, "GBP")}
+
+
+def _uk_midnight(day: dt.date) -> dt.datetime:
+    """The start of a UK calendar day, in UTC."""
+    return dt.datetime.combine(day, dt.time(), tzinfo=UK).astimezone(dt.UTC)
 
 
 def _money(amount: int, currency: str) -> dict[str, Any]:
