@@ -225,6 +225,13 @@ def review_items(session: Session, *, open_only: bool, limit: int, offset: int =
     return list(session.exec(query.offset(offset).limit(limit)).all())
 
 
+def open_review_items(session: Session, *, kind: str, key_prefix: str) -> list[ReviewItem]:
+    query = select(ReviewItem).where(ReviewItem.kind == kind, col(ReviewItem.resolved_at).is_(None))
+    if key_prefix:
+        query = query.where(col(ReviewItem.dedupe_key).startswith(key_prefix, autoescape=True))
+    return list(session.exec(query.order_by(col(ReviewItem.created_at), col(ReviewItem.id))).all())
+
+
 def review_item_exists(session: Session, dedupe_key: str) -> bool:
     return session.exec(select(ReviewItem.id).where(ReviewItem.dedupe_key == dedupe_key)).first() is not None
 

@@ -782,6 +782,12 @@ def review_items(session: Session, *, open_only: bool = True, limit: int = 100, 
     return repository.review_items(session, open_only=open_only, limit=limit, offset=offset)
 
 
+def open_review_items(session: Session, *, kind: str, key_prefix: str = "") -> list[ReviewItem]:
+    """Unresolved items of a kind (whose dedupe key starts with `key_prefix`), for the wing that raised them to
+    resolve once their cause is gone."""
+    return repository.open_review_items(session, kind=kind, key_prefix=key_prefix)
+
+
 def resolve_review_item(uow: UnitOfWork, item_id: uuid.UUID, *, by: str) -> ReviewItem:
     item = uow.session.get(ReviewItem, item_id)
     if item is None:

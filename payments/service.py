@@ -15,7 +15,7 @@ from sqlmodel import Session, SQLModel, select
 from core.clock import from_unix, uk_date, uk_today, utc_now
 from core.db import UnitOfWork
 from core.money import Currency, Money, format_pence
-from crm.service import raise_review_item, record_history, revise_history
+from crm.service import open_review_items, raise_review_item, record_history, resolve_review_item, revise_history
 from payments import payouts, repository, shop
 from payments.errors import PaymentsError
 from payments.models import (
@@ -295,6 +295,7 @@ def _set_regular_status(
     if status == RegularGiftStatus.ACTIVE:
         _regular_started_history(uow, regular)
     if status in _TERMINAL_REGULAR:
+        _settle_missing_alerts(uow, regular, through=None)
         record_history(
             uow,
             regular.supporter_id,
@@ -377,6 +378,7 @@ def _refresh_arrears(uow: UnitOfWork, regular: RegularGift) -> None:
         if regular.next_due_on is None or following > regular.next_due_on:
             regular.next_due_on = following
         _touch(regular)
+        _settle_missing_alerts(uow, regular, through=last_paid)
     if not settled:
         return
     latest = max(settled, key=lambda g: (g.due_on, g.created_at, str(g.id)))
@@ -622,16 +624,13 @@ def _apply_stripe_subscription(
     status = _STRIPE_SUBSCRIPTION_STATUS.get(str(subscription.get("status")), regular.status)
     if subscription.get("pause_collection") and status == RegularGiftStatus.ACTIVE:
         status = RegularGiftStatus.PAUSED
-    period_ends = [
-        item.get("current_period_end")
-        for item in ((subscription.get("items") or {}).get("data") or [])
-        if isinstance(item, dict)
-    ] + [subscription.get("current_period_end")]
-    ends = [moment for moment in (_when(value) for value in period_ends) if moment is not None]
-    if ends:
-        due = uk_date(max(ends))
-        if regular.next_due_on is None or due > regular.next_due_on:
-            _set(regular, next_due_on=due)
+    items = [item for item in ((subscription.get("items") or {}).get("data") or []) if isinstance(item, dict)]
+    amount = _stripe_items_amount(items)
+    if amount:
+        _set(regular, amount=amount)  # the donor changed their monthly gift
+    due = _stripe_next_due(regular, subscription, items)
+    if due is not None and (regular.next_due_on is None or due > regular.next_due_on):
+        _set(regular, next_due_on=due)
     if status == RegularGiftStatus.PENDING:
         uow.session.add(regular)
         return
@@ -647,6 +646,33 @@ def _apply_stripe_subscription(
     _set_regular_status(
         uow, regular, status, at=ended if status in _TERMINAL_REGULAR else at, reason=reason.replace("_", " ")
     )
+
+
+def _stripe_items_amount(items: list[dict[str, Any]]) -> int | None:
+    """What a subscription charges each period: its items' unit amounts times quantities (None if unknown)."""
+    total = 0
+    for item in items:
+        price = item.get("price") or item.get("plan") or {}
+        unit = price.get("unit_amount", price.get("amount")) if isinstance(price, dict) else None
+        if not isinstance(unit, int):
+            return None
+        total += unit * int(item.get("quantity") or 1)
+    return total or None
+
+
+def _stripe_next_due(regular: RegularGift, subscription: dict[str, Any], items: list[dict[str, Any]]) -> dt.date | None:
+    """The instalment expected next: the current period's, charged at its start, until one is paid for it; then
+    the next period's. (A renewal moves the period on before its invoice is paid: its end is not yet due.)"""
+
+    def latest(name: str) -> dt.date | None:
+        moments = [_when(value) for value in [*(item.get(name) for item in items), subscription.get(name)]]
+        known = [moment for moment in moments if moment is not None]
+        return uk_date(max(known)) if known else None
+
+    start, end = latest("current_period_start"), latest("current_period_end")
+    if start is not None and (regular.last_paid_on is None or regular.last_paid_on < start):
+        return start
+    return end
 
 
 def fail_stripe_checkout(uow: UnitOfWork, session_object: dict[str, Any], *, at: dt.datetime) -> Effect:
@@ -1683,20 +1709,45 @@ def missing_instalments(
 
 
 def raise_missing_instalment_alerts(uow: UnitOfWork, *, grace_days: int, today: dt.date | None = None) -> int:
-    """One review item on the supporter per regular gift and due date (running it again raises nothing new)."""
+    """One review item on the supporter per regular gift and due date (running it again raises nothing new); an
+    open one whose instalment is no longer missing (it arrived, the plan ended or moved on) is resolved."""
     raised = 0
-    for item in missing_instalments(uow.session, today=today, grace_days=grace_days):
+    missing = missing_instalments(uow.session, today=today, grace_days=grace_days)
+    keys = {_missing_key(item.regular_gift_id, item.due_on) for item in missing}
+    for item in missing:
         created = raise_review_item(
             uow,
             item.supporter_id,
-            kind="missing_instalment",
+            kind=MISSING_INSTALMENT,
             detail=f"The monthly gift of {format_pence(item.amount, item.currency)} due on "
             f"{item.due_on:%d/%m/%Y} has not arrived ({item.provider})",
             data={"regular_gift_id": str(item.regular_gift_id), "due_on": item.due_on.isoformat()},
-            dedupe_key=f"missing_instalment:{item.regular_gift_id}:{item.due_on.isoformat()}",
+            dedupe_key=_missing_key(item.regular_gift_id, item.due_on),
         )
         raised += created is not None
+    for stale in open_review_items(uow.session, kind=MISSING_INSTALMENT):
+        if stale.dedupe_key not in keys:
+            resolve_review_item(uow, stale.id, by=ALERTS_SETTLED_BY)
     return raised
+
+
+MISSING_INSTALMENT = "missing_instalment"
+ALERTS_SETTLED_BY = "system: the instalment is no longer missing"
+
+
+def _missing_key(regular_gift_id: uuid.UUID, due_on: dt.date) -> str:
+    return f"{MISSING_INSTALMENT}:{regular_gift_id}:{due_on.isoformat()}"
+
+
+def _settle_missing_alerts(uow: UnitOfWork, regular: RegularGift, *, through: dt.date | None) -> None:
+    """Resolve the regular gift's open missing-instalment alerts due on or before `through` (an instalment paid up
+    to then), or all of them (`None`: the plan ended, nothing more is expected)."""
+    for item in open_review_items(
+        uow.session, kind=MISSING_INSTALMENT, key_prefix=f"{MISSING_INSTALMENT}:{regular.id}:"
+    ):
+        due_on = dt.date.fromisoformat(str(item.dedupe_key).rsplit(":", 1)[1])
+        if through is None or due_on <= through:
+            resolve_review_item(uow, item.id, by=ALERTS_SETTLED_BY)
 
 
 # --- Totals and merges ---------------------------------------------------------------------------------------------
