@@ -209,16 +209,20 @@ def _record_supporter_and_permissions(
         )
         declaration_id = declaration.id
     if request.email_updates:
-        crm.record_consent(
-            uow,
-            supporter.id,
-            channel=ConsentChannel.EMAIL,
-            status=ConsentStatus.GRANTED,
-            source=source,
-            wording_version=EMAIL_CONSENT_WORDING_VERSION,
-            evidence=evidence,
-        )
+        _grant_email_consent(uow, supporter.id, source=source, evidence=evidence)
     return supporter.id, declaration_id
+
+
+def _grant_email_consent(uow: UnitOfWork, supporter_id: uuid.UUID, *, source: str, evidence: dict[str, Any]) -> None:
+    crm.record_consent(
+        uow,
+        supporter_id,
+        channel=ConsentChannel.EMAIL,
+        status=ConsentStatus.GRANTED,
+        source=source,
+        wording_version=EMAIL_CONSENT_WORDING_VERSION,
+        evidence=evidence,
+    )
 
 
 def _consent_given_on_resend(
@@ -232,14 +236,8 @@ def _consent_given_on_resend(
     """The same form sent again (back from the provider's page, or "try again") goes to the same checkout; a box
     for email updates ticked only now is still the donor's consent, recorded once."""
     if request.email_updates and not crm.has_granted(uow.session, checkout.supporter_id, ConsentChannel.EMAIL):
-        crm.record_consent(
-            uow,
-            checkout.supporter_id,
-            channel=ConsentChannel.EMAIL,
-            status=ConsentStatus.GRANTED,
-            source=source,
-            wording_version=EMAIL_CONSENT_WORDING_VERSION,
-            evidence={**evidence, "checkout_id": str(checkout.id)},
+        _grant_email_consent(
+            uow, checkout.supporter_id, source=source, evidence={**evidence, "checkout_id": str(checkout.id)}
         )
 
 

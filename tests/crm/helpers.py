@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from core import auth
+from core.db import UnitOfWork
 from core.runtime import Runtime
 from crm import service
 from crm.models import Supporter
@@ -55,3 +60,38 @@ def get_supporter(runtime: Runtime, supporter_id: uuid.UUID) -> Supporter:
         # Detached with its loaded values (the read session's rollback would expire them).
         session.expunge(found)
         return found
+
+
+def at_the_same_moment(
+    runtime: Runtime, first: Callable[[UnitOfWork], Any], second: Callable[[UnitOfWork], Any]
+) -> list[BaseException]:
+    """`first(uow)` then `second(uow)` in two threads, the second starting while the first's transaction is still
+    open (it sleeps half a second before committing); returns what they raised."""
+    started = threading.Event()
+    errors: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            with runtime.unit_of_work() as uow:
+                first(uow)
+                started.set()
+                time.sleep(0.5)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            started.set()
+
+    def run_second() -> None:
+        started.wait(5)
+        try:
+            with runtime.unit_of_work() as uow:
+                second(uow)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run_first), threading.Thread(target=run_second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return errors

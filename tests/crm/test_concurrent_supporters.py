@@ -2,47 +2,30 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
+from collections.abc import Callable
 
 from sqlmodel import select
 
+from core.db import UnitOfWork
 from core.runtime import Runtime
 from crm import service
 from crm.models import Supporter
 from crm.validation import DonorDetails
+from tests.crm.helpers import at_the_same_moment
 
 
 def test_the_same_new_email_twice_at_once_gives_one_supporter(runtime: Runtime) -> None:
     details = DonorDetails(first_name="Nadia", last_name="Haddad", email="nadia@example.org").normalised()
-    first_inserted = threading.Event()
     found: dict[str, uuid.UUID] = {}
-    errors: list[BaseException] = []
 
-    def first() -> None:
-        try:
-            with runtime.unit_of_work() as uow:
-                found["first"] = service.find_or_create_supporter(uow, details, source="donate_form").id
-                first_inserted.set()
-                time.sleep(0.5)  # the second form arrives while this one is still uncommitted
-        except BaseException as exc:
-            errors.append(exc)
-            first_inserted.set()
+    def form(name: str, source: str) -> Callable[[UnitOfWork], None]:
+        def record(uow: UnitOfWork) -> None:
+            found[name] = service.find_or_create_supporter(uow, details, source=source).id
 
-    def second() -> None:
-        first_inserted.wait(5)
-        try:
-            with runtime.unit_of_work() as uow:
-                found["second"] = service.find_or_create_supporter(uow, details, source="shop").id
-        except BaseException as exc:
-            errors.append(exc)
+        return record
 
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    errors = at_the_same_moment(runtime, form("first", "donate_form"), form("second", "shop"))
     assert errors == []
     assert found["first"] == found["second"]
     with runtime.read_session() as session:

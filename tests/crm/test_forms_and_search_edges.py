@@ -6,19 +6,17 @@ oral declaration recorded with a letter date still to come."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
-from collections.abc import Callable
 
 from sqlmodel import select
 from starlette.testclient import TestClient
 
 from core.clock import uk_today
+from core.db import UnitOfWork
 from core.runtime import Runtime
 from crm import service
 from crm.models import Consent, ConsentStatus, HistoryEntry, ReviewItem, Supporter, SupporterAddress
 from crm.validation import DonorDetails
-from tests.crm.helpers import make_supporter, staff_token
+from tests.crm.helpers import at_the_same_moment, make_supporter, staff_token
 
 
 def test_a_subscriber_without_a_name_who_then_donates_gets_their_name_and_address(runtime: Runtime) -> None:
@@ -40,40 +38,11 @@ def test_a_subscriber_without_a_name_who_then_donates_gets_their_name_and_addres
         assert session.exec(select(ReviewItem)).all() == []
 
 
-def _at_the_same_moment(runtime: Runtime, work: Callable[[object], object]) -> list[BaseException]:
-    """`work(uow)` twice, the second starting while the first's transaction is still open."""
-    started = threading.Event()
-    errors: list[BaseException] = []
-
-    def first() -> None:
-        try:
-            with runtime.unit_of_work() as uow:
-                work(uow)
-                started.set()
-                time.sleep(0.5)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            started.set()
-
-    def second() -> None:
-        started.wait(5)
-        try:
-            with runtime.unit_of_work() as uow:
-                work(uow)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    return errors
-
-
 def test_two_subscriptions_with_the_same_new_email_at_once_make_one_supporter(runtime: Runtime) -> None:
-    errors = _at_the_same_moment(runtime, lambda uow: service.start_subscription(uow, "nadia@example.org"))  # type: ignore[arg-type]
+    def subscribe(uow: UnitOfWork) -> None:
+        service.start_subscription(uow, "nadia@example.org")
+
+    errors = at_the_same_moment(runtime, subscribe, subscribe)
     assert errors == []
     with runtime.read_session() as session:
         assert len(session.exec(select(Supporter)).all()) == 1
@@ -85,7 +54,11 @@ def test_a_confirmation_link_opened_twice_at_once_grants_the_consent_once(runtim
         pending = service.start_subscription(uow, "sam@example.org")
         assert pending is not None
         pending_id = pending.id
-    errors = _at_the_same_moment(runtime, lambda uow: service.confirm_subscription(uow, pending_id))  # type: ignore[arg-type]
+
+    def confirm(uow: UnitOfWork) -> None:
+        service.confirm_subscription(uow, pending_id)
+
+    errors = at_the_same_moment(runtime, confirm, confirm)
     assert errors == []
     with runtime.read_session() as session:
         granted = session.exec(select(Consent).where(Consent.status == ConsentStatus.GRANTED)).all()

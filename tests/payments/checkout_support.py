@@ -8,7 +8,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
+from starlette.testclient import TestClient
 
 from core.runtime import Runtime
 from core.settings import Settings
@@ -123,3 +125,20 @@ def nothing_recorded(runtime: Runtime) -> bool:
 def form_of(request: RecordedRequest) -> dict[str, str]:
     """A Stripe form-encoded request as a flat dict (`line_items[0][quantity]` → value)."""
     return {key: values[0] for key, values in request.form.items()}
+
+
+@pytest.fixture
+def stripe(fake_stripe: FakeProvider) -> StripeCheckout:
+    return StripeCheckout(fake_stripe)
+
+
+@pytest.fixture
+def gocardless(fake_gocardless: FakeProvider) -> GoCardlessFlow:
+    return GoCardlessFlow(fake_gocardless)
+
+
+def donate(client: TestClient, **fields: Any) -> Any:
+    """POST /donate as a browser does: a one-off £12.50 card gift from DONOR, `fields` changing it (None: left out)."""
+    form = {**DONOR, "amount": "12.50", "frequency": "once", "method": "card", **fields}
+    form = {k: v for k, v in form.items() if v is not None}
+    return client.post("/donate", data=form, follow_redirects=False, headers={"accept": "text/html"})

@@ -21,35 +21,23 @@ from crm.models import Consent, Declaration, HistoryEntry, Supporter
 from payments.models import Checkout, CheckoutStatus
 from tests.fakes.provider_server import FakeProvider
 from tests.payments.checkout_support import (
-    DONOR,
     GoCardlessFlow,
     StripeCheckout,
     checkout_settings,
     counts,
+    donate,
     form_of,
+    gocardless,
     nothing_recorded,
+    stripe,
 )
+
+__all__ = ["gocardless", "stripe"]
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, fake_stripe: FakeProvider, fake_gocardless: FakeProvider) -> Settings:
     return checkout_settings(database_url, tmp_path, fake_stripe.url, fake_gocardless.url)
-
-
-@pytest.fixture
-def stripe(fake_stripe: FakeProvider) -> StripeCheckout:
-    return StripeCheckout(fake_stripe)
-
-
-@pytest.fixture
-def gocardless(fake_gocardless: FakeProvider) -> GoCardlessFlow:
-    return GoCardlessFlow(fake_gocardless)
-
-
-def donate(client: TestClient, **fields: Any) -> Any:
-    form = {**DONOR, "amount": "12.50", "frequency": "once", "method": "card", **fields}
-    form = {k: v for k, v in form.items() if v is not None}
-    return client.post("/donate", data=form, follow_redirects=False, headers={"accept": "text/html"})
 
 
 def only(runtime: Runtime, model: Any) -> Any:

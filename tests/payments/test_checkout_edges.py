@@ -20,7 +20,9 @@ from core.settings import Settings
 from crm.models import Consent, Declaration
 from payments.models import Checkout
 from tests.fakes.provider_server import FakeProvider
-from tests.payments.checkout_support import DONOR, GoCardlessFlow, StripeCheckout, checkout_settings, counts
+from tests.payments.checkout_support import StripeCheckout, checkout_settings, counts, donate, gocardless, stripe
+
+__all__ = ["gocardless", "stripe"]
 
 
 @pytest.fixture
@@ -28,22 +30,6 @@ def settings(database_url: str, tmp_path: Path, fake_stripe: FakeProvider, fake_
     return checkout_settings(
         database_url, tmp_path, fake_stripe.url, fake_gocardless.url, web={"form_rate_per_minute": 1000}
     )
-
-
-@pytest.fixture
-def stripe(fake_stripe: FakeProvider) -> StripeCheckout:
-    return StripeCheckout(fake_stripe)
-
-
-@pytest.fixture
-def gocardless(fake_gocardless: FakeProvider) -> GoCardlessFlow:
-    return GoCardlessFlow(fake_gocardless)
-
-
-def donate(client: TestClient, **fields: Any) -> Any:
-    form = {**DONOR, "amount": "12.50", "frequency": "once", "method": "card", **fields}
-    form = {k: v for k, v in form.items() if v is not None}
-    return client.post("/donate", data=form, follow_redirects=False, headers={"accept": "text/html"})
 
 
 def rows(runtime: Runtime, model: Any) -> list[Any]:
