@@ -76,11 +76,9 @@ def insert_history_once(session: Session, values: dict[str, Any], *, to_survivor
     return session.execute(statement, values).first() is not None
 
 
-def revise_history(session: Session, dedupe_key: str, *, summary: str, data: dict[str, Any]) -> bool:
+def revise_history(session: Session, dedupe_key: str, values: dict[str, Any]) -> bool:
     table: sa.Table = HistoryEntry.__table__  # type: ignore[attr-defined]
-    result = session.execute(
-        sa.update(table).where(table.c.dedupe_key == dedupe_key).values(summary=summary, data=data)
-    )
+    result = session.execute(sa.update(table).where(table.c.dedupe_key == dedupe_key).values(**values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -242,10 +242,15 @@ def record_history(
     return written
 
 
-def revise_history(uow: UnitOfWork, dedupe_key: str, *, summary: str, data: dict[str, Any]) -> bool:
+def revise_history(
+    uow: UnitOfWork, dedupe_key: str, *, summary: str, data: dict[str, Any], amount: int | None = None
+) -> bool:
     """Say better what an item already on a timeline recorded (the same business event, its key unchanged): a
     provider's later event can carry the cause an earlier one lacked. Returns whether there was such an item."""
-    return repository.revise_history(uow.session, dedupe_key, summary=summary[:500], data=data)
+    values: dict[str, Any] = {"summary": summary[:500], "data": data}
+    if amount is not None:
+        values["amount"] = amount
+    return repository.revise_history(uow.session, dedupe_key, values)
 
 
 def raise_review_item(

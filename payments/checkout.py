@@ -168,6 +168,10 @@ def _reusable(session: Session, reference: uuid.UUID | None, *, matches: Callabl
     existing = session.get(Checkout, reference)
     if existing is None or existing.status not in {CheckoutStatus.PENDING, CheckoutStatus.OPEN, CheckoutStatus.FAILED}:
         return None
+    if existing.status == CheckoutStatus.FAILED and (
+        existing.stripe_checkout_session_id or existing.gocardless_billing_request_id
+    ):
+        return None  # its provider page was made and its payment failed: finished, the donor starts anew
     if utc_now() - existing.created_at > REUSE_WINDOW or not matches(existing):
         return None
     return existing

@@ -691,6 +691,9 @@ def fail_stripe_checkout(uow: UnitOfWork, session_object: dict[str, Any], *, at:
     key = f"stripe_checkout_session:{session_id}"
     if checkout.kind == CheckoutKind.SHOP and (order is None or order.donation_amount <= 0):
         return Effect.processed(key)  # a basket's gift is its donation line: without one, no gift failed
+    if checkout.frequency == Frequency.MONTHLY or session_object.get("mode") == "subscription":
+        # A monthly gift's first payment is an instalment, keyed on its invoice: `invoice.payment_failed` records it.
+        return Effect.processed(key)
     gift = repository.first_locked(uow.session, repository.by_key(Gift, "stripe_checkout_session_id", session_id))
     if gift is None:
 
@@ -1244,6 +1247,26 @@ _GC_REGULAR_STATUS = {
 }
 
 
+def end_gocardless_billing_request(uow: UnitOfWork, gocardless: GoCardlessGateway, billing_request_id: str) -> Effect:
+    """`billing_requests.cancelled` / `.failed`: the donor's Direct Debit set-up will never be fulfilled, so its
+    checkout expires (as `checkout.session.expired` does for a card). The request is re-fetched: one fulfilled after
+    all is left to `billing_requests.fulfilled`."""
+    request = gocardless.get_billing_request(billing_request_id)
+    if request.get("status") not in ("cancelled", "failed"):
+        return Effect.processed(note=f"the billing request is {request.get('status')} now")
+    checkout = repository.checkout_locked(
+        uow.session,
+        _uuid((request.get("metadata") or {}).get("checkout_id")),
+        gocardless_billing_request_id=billing_request_id,
+    )
+    if checkout is None:
+        return Effect.ignored("not one of our billing requests")
+    if checkout.status in (CheckoutStatus.PENDING, CheckoutStatus.OPEN):
+        _set(checkout, status=CheckoutStatus.EXPIRED)
+        uow.session.add(checkout)
+    return Effect.processed()
+
+
 def record_gocardless_billing_request(
     uow: UnitOfWork, gocardless: GoCardlessGateway, billing_request_id: str, *, at: dt.datetime
 ) -> Effect:
@@ -1429,7 +1452,16 @@ def sync_gocardless_mandate(
 
 
 _GC_PAID = {"confirmed", "paid_out"}
-_GC_EVIDENCE_OF_PAYMENT = {"confirmed", "paid_out", "charged_back", "chargeback_cancelled", "chargeback_settled"}
+_GC_EVIDENCE_OF_PAYMENT = {
+    "confirmed",
+    "paid_out",
+    "charged_back",
+    "chargeback_cancelled",
+    "chargeback_settled",
+    "late_failure_settled",
+}
+# GoCardless resubmitting a failed payment (`will_attempt_retry`): the attempt failed, the payment goes on.
+_GC_RETRYING = {"pending_submission", "submitted"}
 
 
 def sync_gocardless_payment(
@@ -1492,7 +1524,16 @@ def sync_gocardless_payment(
         _set(gift, due_on=charge_day)
     status = str(payment.get("status"))
     received_at = _noon(charge_day) if charge_day else at
-    was_paid = gift.received_at is not None or status in _GC_PAID or action in _GC_EVIDENCE_OF_PAYMENT
+    # Paid once, whatever arrived first: the gift says so, the payment is paid now or was paid out (its payout link
+    # stays after a late failure), or this event is itself a step only a paid payment takes.
+    was_paid = (
+        gift.received_at is not None
+        or status in _GC_PAID
+        or action in _GC_EVIDENCE_OF_PAYMENT
+        or bool(links.get("payout"))
+    )
+    # The bank's cause and code come with the event of the failure or chargeback itself: another event processed
+    # after it (`created`, `confirmed`, ...) sees the payment's state but not why, and leaves that to its own event.
     reason = str(details.get("description") or details.get("cause") or status)
     if details.get("reason_code"):
         reason = f"{reason} ({details['reason_code']})"
@@ -1506,13 +1547,33 @@ def sync_gocardless_payment(
             # An attempt that failed before the retry that paid: it happened whatever arrived first, so it is in the
             # history as it would be had this event come before the retry.
             _payment_failed_history(uow, gift, reason + retry, at, payment_id)
-    elif status == "charged_back":
+    elif status == "charged_back" and action == "charged_back":
         _reverse_gift(uow, gift, kind="chargeback", reason=reason, received_at=received_at, at=at)
-    elif status == "failed":
+    elif status == "failed" and action == "failed":
         if was_paid:
             _reverse_gift(uow, gift, kind="late_failure", reason=reason, received_at=received_at, at=at)
         elif _fail_gift(uow, gift, reason) or gift.status == GiftStatus.FAILED:
             _payment_failed_history(uow, gift, reason + retry, at, payment_id)
+    elif status == "failed" and was_paid and gift.status == GiftStatus.FAILED:
+        # Recorded as a plain failure before anything showed it had been paid: a late failure, with its bank reason.
+        _reverse_gift(
+            uow,
+            gift,
+            kind="late_failure",
+            reason=gift.failure_reason or status,
+            received_at=received_at,
+            at=at,
+            replaces=f"payment_failed:{payment_id}",
+        )
+    elif (
+        status in ("failed", "charged_back") and action in _GC_EVIDENCE_OF_PAYMENT and gift.status == GiftStatus.PENDING
+    ):
+        # It was paid before it was taken back: recorded so now; the failure's or chargeback's own event reverses it
+        # with the bank's reason, whichever of the two is processed first.
+        _mark_gift_paid(uow, gift, received_at)
+    elif status in _GC_RETRYING and action == "failed":
+        # The attempt failed and GoCardless is trying again: the gift waits for the retry, the failure is history.
+        _payment_failed_history(uow, gift, reason + retry, at, payment_id)
     elif status in ("cancelled", "customer_approval_denied") and gift.status == GiftStatus.PENDING:
         _set(gift, status=GiftStatus.CANCELLED, failure_reason=reason[:500])
     session.add(gift)
@@ -1525,9 +1586,17 @@ def sync_gocardless_payment(
 
 
 def _reverse_gift(
-    uow: UnitOfWork, gift: Gift, *, kind: str, reason: str, received_at: dt.datetime, at: dt.datetime
+    uow: UnitOfWork,
+    gift: Gift,
+    *,
+    kind: str,
+    reason: str,
+    received_at: dt.datetime,
+    at: dt.datetime,
+    replaces: str | None = None,
 ) -> None:
-    """A Direct Debit paid and then taken back by the bank (chargeback or late failure): the gift no longer counts."""
+    """A Direct Debit paid and then taken back by the bank (chargeback or late failure): the gift no longer counts.
+    `replaces`: the history item of a plain failure this turns out to have been, said again as the reversal."""
     session = uow.session
     if gift.received_at is None:
         # It was paid before it was taken back: the gift happened, and so did its reversal.
@@ -1570,23 +1639,26 @@ def _reverse_gift(
     session.add(gift)
     session.flush()
     label = "Chargeback" if kind == "chargeback" else "Late failure"
-    record_history(
-        uow,
-        gift.supporter_id,
-        type="dispute" if kind == "chargeback" else "payment_failed",
-        summary=f"{label}: the gift of {format_pence(gift.amount, gift.currency)} was taken back ({reason})",
-        at=at,
-        amount=-gift.amount,
-        currency=gift.currency,
-        data={
-            "gift_id": str(gift.id),
-            "dispute_id": str(dispute.id),
-            "kind": kind,
-            "reason": reason,
-            "provider_ids": _provider_ids(gift),
-        },
-        dedupe_key=f"reversed:{gift.id}:{dispute.id}",
-    )
+    summary = f"{label}: the gift of {format_pence(gift.amount, gift.currency)} was taken back ({reason})"
+    data = {
+        "gift_id": str(gift.id),
+        "dispute_id": str(dispute.id),
+        "kind": kind,
+        "reason": reason,
+        "provider_ids": _provider_ids(gift),
+    }
+    if replaces is None or not revise_history(uow, replaces, summary=summary, data=data, amount=-gift.amount):
+        record_history(
+            uow,
+            gift.supporter_id,
+            type="dispute" if kind == "chargeback" else "payment_failed",
+            summary=summary,
+            at=at,
+            amount=-gift.amount,
+            currency=gift.currency,
+            data=data,
+            dedupe_key=f"reversed:{gift.id}:{dispute.id}",
+        )
     payouts.on_money_recorded(uow, _provider_ids(gift))
 
 

@@ -686,7 +686,10 @@ class Scenario:
                 status = "failed"
             else:
                 self._gocardless("payments", "confirmed", {"payment": payment_id})
-                self._gocardless("payments", "paid_out", {"payment": payment_id, "payout": unique("PO")})
+                payout_id = unique("PO")
+                self._gocardless("payments", "paid_out", {"payment": payment_id, "payout": payout_id})
+                # As GoCardless's payment object: once paid out it names its payout, after a late failure too.
+                payment["links"]["payout"] = payout_id
                 status = "paid"
                 if outcome in ("charged_back", "chargeback_cancelled"):
                     self._gocardless(

@@ -26,6 +26,13 @@ def billing_request_fulfilled(ctx: Context, payload: dict[str, Any]) -> Effect:
     return payments.record_gocardless_billing_request(ctx.uow, ctx.gocardless, request_id, at=ctx.at)
 
 
+def billing_request_ended(ctx: Context, payload: dict[str, Any]) -> Effect:
+    request_id = _links(payload).get("billing_request")
+    if not request_id:
+        return Effect.ignored("no billing request in the event")
+    return payments.end_gocardless_billing_request(ctx.uow, ctx.gocardless, request_id)
+
+
 def mandate_changed(ctx: Context, payload: dict[str, Any]) -> Effect:
     mandate_id = _links(payload).get("mandate")
     if not mandate_id:
@@ -84,5 +91,9 @@ RESOURCES: dict[str, Handler] = {
 def handler_for(event_type: str) -> Handler | None:
     resource, _, action = event_type.partition(".")
     if resource == "billing_requests":
-        return billing_request_fulfilled if action == "fulfilled" else None
+        return {
+            "fulfilled": billing_request_fulfilled,
+            "cancelled": billing_request_ended,
+            "failed": billing_request_ended,
+        }.get(action)
     return RESOURCES.get(resource)
