@@ -588,6 +588,54 @@ class Scenario:
         self.expected.add_totals(supporter_id, donated=amount * paid, regular=int(status in ("active", "in_arrears")))
         return subscription_id
 
+    def gocardless_one_off(
+        self,
+        supporter_id: uuid.UUID,
+        amount: int,
+        *,
+        final_status: str = "paid_out",
+        mandate_status: str = "active",
+        appeal: str | None = None,
+    ) -> tuple[uuid.UUID, str, str]:
+        """A one-off Direct Debit gift as GoCardless has it at the end: its billing request fulfilled (that event is
+        added), its mandate, and its one payment (created with the checkout's idempotency key) in `final_status`; the
+        payment's own events are the test's to add. Returns (checkout id, mandate id, payment id)."""
+        runtime = self.runtime
+        checkout_id = seed_checkout(
+            runtime, supporter_id, amount=amount, frequency=Frequency.ONCE, method=Method.DIRECT_DEBIT, appeal=appeal
+        )
+        request_id, mandate_id, customer_id, payment_id = unique("BRQ"), unique("MD"), unique("CU"), unique("PM")
+        links = {"mandate_request_mandate": mandate_id, "customer": customer_id}
+        self.gocardless.billing_requests[request_id] = {
+            "id": request_id,
+            "status": "fulfilled",
+            "links": links,
+            "metadata": {"checkout_id": str(checkout_id)},
+        }
+        with runtime.unit_of_work() as uow:
+            checkout = uow.session.get(Checkout, checkout_id)
+            assert checkout is not None
+            checkout.gocardless_billing_request_id = request_id
+            uow.session.add(checkout)
+        payment = copy.deepcopy(fixture("gocardless/payments.gocardless-pro-python.json")["get"]["body"]["payments"])
+        payment.update(
+            {
+                "id": payment_id,
+                "amount": amount,
+                "currency": "GBP",
+                "status": final_status,
+                "charge_date": "2026-01-08",
+                "links": {"mandate": mandate_id},
+            }
+        )
+        self.gocardless.payments[payment_id] = payment
+        self.gocardless.created_payments[f"{checkout_id}:payment"] = payment
+        mandate = copy.deepcopy(fixture("gocardless/mandates.gocardless-pro-python.json")["get"]["body"]["mandates"])
+        mandate.update({"id": mandate_id, "status": mandate_status, "links": {"customer": customer_id}})
+        self.gocardless.mandates[mandate_id] = mandate
+        self._gocardless("billing_requests", "fulfilled", {"billing_request": request_id, **links})
+        return checkout_id, mandate_id, payment_id
+
     def gocardless_monthly(
         self,
         supporter_id: uuid.UUID,

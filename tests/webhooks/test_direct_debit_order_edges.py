@@ -4,16 +4,14 @@ checkout."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 from sqlmodel import select
 from starlette.testclient import TestClient
 
 from core.runtime import Runtime
-from payments.models import Checkout, Frequency, Gift, Method
+from payments.models import Checkout, Gift
 from tests.fakes.provider_server import FakeProvider
-from tests.fakes.scenarios import Scenario, fixture, seed_checkout, seed_supporter, unique
+from tests.fakes.scenarios import Scenario, seed_supporter, unique
 from tests.webhooks.support import (
     EventsWorker,
     app_client,
@@ -28,43 +26,6 @@ from tests.webhooks.support import (
 )
 
 __all__ = ["app_client", "catalogue", "settings", "worker"]
-
-
-def one_off_dd(scenario: Scenario, supporter, amount: int, *, final_status: str, appeal: str | None = "WINTER"):
-    runtime = scenario.runtime
-    checkout_id = seed_checkout(
-        runtime, supporter, amount=amount, frequency=Frequency.ONCE, method=Method.DIRECT_DEBIT, appeal=appeal
-    )
-    request_id, mandate_id, customer_id, payment_id = unique("BRQ"), unique("MD"), unique("CU"), unique("PM")
-    links = {"mandate_request_mandate": mandate_id, "customer": customer_id}
-    scenario.gocardless.billing_requests[request_id] = {
-        "id": request_id,
-        "status": "fulfilled",
-        "links": links,
-        "metadata": {"checkout_id": str(checkout_id)},
-    }
-    with runtime.unit_of_work() as uow:
-        checkout = uow.session.get(Checkout, checkout_id)
-        checkout.gocardless_billing_request_id = request_id
-        uow.session.add(checkout)
-    payment = copy.deepcopy(fixture("gocardless/payments.gocardless-pro-python.json")["get"]["body"]["payments"])
-    payment.update(
-        {
-            "id": payment_id,
-            "amount": amount,
-            "currency": "GBP",
-            "status": final_status,
-            "charge_date": "2026-01-08",
-            "links": {"mandate": mandate_id},
-        }
-    )
-    scenario.gocardless.payments[payment_id] = payment
-    scenario.gocardless.created_payments[f"{checkout_id}:payment"] = payment
-    mandate = copy.deepcopy(fixture("gocardless/mandates.gocardless-pro-python.json")["get"]["body"]["mandates"])
-    mandate.update({"id": mandate_id, "status": "active", "links": {"customer": customer_id}})
-    scenario.gocardless.mandates[mandate_id] = mandate
-    scenario._gocardless("billing_requests", "fulfilled", {"billing_request": request_id, **links})
-    return checkout_id, mandate_id, payment_id
 
 
 def _late_failure_events(scenario: Scenario, payment_id: str) -> dict[str, object]:
@@ -111,7 +72,7 @@ def test_late_failure_of_a_one_off_direct_debit_gives_one_history_whatever_the_o
     plus whether it was ever paid (...), decide — so any arrival order gives one result"."""
     scenario = Scenario(runtime)
     supporter = seed_supporter(runtime, "Lena")
-    _, _, payment_id = one_off_dd(scenario, supporter, 2500, final_status="failed")
+    _, _, payment_id = scenario.gocardless_one_off(supporter, 2500, final_status="failed", appeal="WINTER")
     fulfilled = list(scenario.deliveries)
     by_action = _late_failure_events(scenario, payment_id)
     install(scenario, fake_stripe, fake_gocardless)
@@ -143,7 +104,7 @@ def test_failure_reason_of_a_direct_debit_does_not_depend_on_which_event_came_fi
     (the `failed` event's details), whichever of `created` / `failed` is processed first."""
     scenario = Scenario(runtime)
     supporter = seed_supporter(runtime, "Mo")
-    _, _, payment_id = one_off_dd(scenario, supporter, 2000, final_status="failed")
+    _, _, payment_id = scenario.gocardless_one_off(supporter, 2000, final_status="failed", appeal="WINTER")
     fulfilled = list(scenario.deliveries)
     created = scenario._gocardless("payments", "created", {"payment": payment_id})
     failed = scenario._gocardless(
@@ -190,7 +151,7 @@ def test_a_failed_attempt_processed_while_goCardless_retries_stays_in_the_histor
     pending_submission / submitted); then the retry is confirmed. The failed attempt must still be in the history."""
     scenario = Scenario(runtime)
     supporter = seed_supporter(runtime, "Nia")
-    _, _, payment_id = one_off_dd(scenario, supporter, 1800, final_status="pending_submission")
+    _, _, payment_id = scenario.gocardless_one_off(supporter, 1800, final_status="pending_submission", appeal="WINTER")
     payment = scenario.gocardless.payments[payment_id]
     fulfilled = list(scenario.deliveries)
     failed = scenario._gocardless(
@@ -238,7 +199,7 @@ def test_a_cancelled_billing_request_does_not_leave_its_checkout_open_for_ever(
 
     scenario = Scenario(runtime)
     supporter = seed_supporter(runtime, "Pim")
-    checkout_id, _, _ = one_off_dd(scenario, supporter, 1000, final_status="pending_submission")
+    checkout_id, _, _ = scenario.gocardless_one_off(supporter, 1000, final_status="pending_submission", appeal="WINTER")
     request_id = next(iter(scenario.gocardless.billing_requests))
     scenario.gocardless.billing_requests[request_id]["status"] = action
     scenario.gocardless.billing_requests[request_id]["links"] = {}
@@ -266,7 +227,7 @@ def test_the_reason_of_a_late_failure_is_the_banks_not_the_name_of_the_event_pro
 
     scenario = Scenario(runtime)
     supporter = seed_supporter(runtime, "Quin")
-    _, _, payment_id = one_off_dd(scenario, supporter, 2500, final_status="failed")
+    _, _, payment_id = scenario.gocardless_one_off(supporter, 2500, final_status="failed", appeal="WINTER")
     fulfilled = list(scenario.deliveries)
     by_action = _late_failure_events(scenario, payment_id)
     install(scenario, fake_stripe, fake_gocardless)

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from core.models import Job
 from core.runtime import Runtime
 from payments import service as payments_service
-from payments.models import Checkout, Frequency, Gift, GiftStatus, Method, Payout, PayoutStatus, RegularGift
+from payments.models import Gift, GiftStatus, Payout, PayoutStatus, RegularGift
 from tests.fakes.provider_server import FakeProvider
 from tests.fakes.scenarios import Scenario, fixture, seed_checkout, seed_order, seed_supporter, unique
 from tests.webhooks.support import (
@@ -223,37 +223,7 @@ def test_arrears_of_a_monthly_card_gift_do_not_depend_on_delivery_order(
 
 def one_off_direct_debit(scenario: Scenario, supporter, amount: int, *, mandate_status: str) -> tuple[str, str]:
     """A one-off Direct Debit gift: billing request → mandate → one payment (paid out). Returns (mandate, payment)."""
-    runtime = scenario.runtime
-    checkout_id = seed_checkout(runtime, supporter, amount=amount, frequency=Frequency.ONCE, method=Method.DIRECT_DEBIT)
-    request_id, mandate_id, customer_id, payment_id = unique("BRQ"), unique("MD"), unique("CU"), unique("PM")
-    links = {"mandate_request_mandate": mandate_id, "customer": customer_id}
-    scenario.gocardless.billing_requests[request_id] = {
-        "id": request_id,
-        "status": "fulfilled",
-        "links": links,
-        "metadata": {"checkout_id": str(checkout_id)},
-    }
-    with runtime.unit_of_work() as uow:
-        checkout = uow.session.get(Checkout, checkout_id)
-        checkout.gocardless_billing_request_id = request_id
-        uow.session.add(checkout)
-    payment = copy.deepcopy(fixture("gocardless/payments.gocardless-pro-python.json")["get"]["body"]["payments"])
-    payment.update(
-        {
-            "id": payment_id,
-            "amount": amount,
-            "currency": "GBP",
-            "status": "paid_out",
-            "charge_date": "2026-01-08",
-            "links": {"mandate": mandate_id},
-        }
-    )
-    scenario.gocardless.payments[payment_id] = payment
-    scenario.gocardless.created_payments[f"{checkout_id}:payment"] = payment
-    mandate = copy.deepcopy(fixture("gocardless/mandates.gocardless-pro-python.json")["get"]["body"]["mandates"])
-    mandate.update({"id": mandate_id, "status": mandate_status, "links": {"customer": customer_id}})
-    scenario.gocardless.mandates[mandate_id] = mandate
-    scenario._gocardless("billing_requests", "fulfilled", {"billing_request": request_id, **links})
+    _, mandate_id, payment_id = scenario.gocardless_one_off(supporter, amount, mandate_status=mandate_status)
     scenario._gocardless("mandates", "created", {"mandate": mandate_id})
     scenario._gocardless("payments", "created", {"payment": payment_id})
     scenario._gocardless("payments", "confirmed", {"payment": payment_id})
