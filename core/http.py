@@ -8,11 +8,13 @@ import json
 import re
 import uuid
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy.exc
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,6 +48,11 @@ class JSON(JSONResponse):
         return json.dumps(content, default=_default, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def json_text(body: Any) -> str:
+    """A body as one line of JSON in the contract's formats (what the commands print with `--json`)."""
+    return json.dumps(body, default=_default, ensure_ascii=False, separators=(",", ":"))
+
+
 def error_body(code: str, detail: str) -> dict[str, str]:
     return {"error": code, "detail": detail}
 
@@ -58,12 +65,18 @@ def _wants_html(request: Request) -> bool:
 
 
 async def app_error_handler(request: Request, exc: Exception) -> Response:
-    """Renders every AppError (and a lost database) as `{"error", "detail"}` with its status."""
+    """Renders every AppError (and a lost database, and Starlette's own 404 and 405 for a path or method no route
+    serves) as `{"error", "detail"}` with its status."""
     if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
         exc = DatabaseUnavailable()
-    if not isinstance(exc, AppError):  # pragma: no cover - Starlette routes only registered types here
+    if isinstance(exc, StarletteHTTPException):
+        phrase = HTTPStatus(exc.status_code).phrase
+        code, detail, status = phrase.title().replace(" ", ""), str(exc.detail), exc.status_code
+        headers = dict(exc.headers or {})
+    elif isinstance(exc, AppError):
+        code, detail, status, headers = exc.code, exc.detail, exc.status_code, exc.headers or {}
+    else:  # pragma: no cover - Starlette routes only registered types here
         raise exc
-    code, detail, status, headers = exc.code, exc.detail, exc.status_code, exc.headers or {}
     if _wants_html(request):
         from html import escape
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -138,6 +139,7 @@ def create_app(
         ],
         exception_handlers={
             AppError: app_error_handler,
+            StarletteHTTPException: app_error_handler,
             sa.exc.OperationalError: app_error_handler,
             sa.exc.InterfaceError: app_error_handler,
         },

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import sqlalchemy.exc
 import typer
 
 from core.errors import AppError
@@ -41,7 +42,8 @@ def settings_or_exit() -> Settings:
 
 @contextmanager
 def command_runtime(*, with_tasks: bool = True) -> Iterator[Runtime]:
-    """A runtime for one command, with every job registered; AppErrors become `error: ...` and exit 1."""
+    """A runtime for one command, with every job registered; AppErrors, and a database that cannot be reached or
+    was never migrated, become `error: ...` and exit 1 (a message, not a traceback)."""
     settings = settings_or_exit()
     configure_logging("WARNING" if settings.env != "development" else "INFO")
     if with_tasks:
@@ -53,6 +55,9 @@ def command_runtime(*, with_tasks: bool = True) -> Iterator[Runtime]:
         yield runtime
     except AppError as exc:
         fail(exc.detail)
+    except sqlalchemy.exc.DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        fail(f"the database at {settings.database.url.split('@')[-1]} failed: {reason} (is it up, and migrated?)")
     finally:
         runtime.engine.dispose()
 

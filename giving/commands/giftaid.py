@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -45,9 +44,9 @@ def _id(text: str, what: str) -> uuid.UUID:
 
 
 def _print_json(body: Any) -> None:
-    from core.http import _default
+    from core.http import json_text
 
-    typer.echo(json.dumps(body, default=_default, ensure_ascii=False))
+    typer.echo(json_text(body))
 
 
 def register(app: typer.Typer) -> None:

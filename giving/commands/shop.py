@@ -7,7 +7,6 @@ Results go to stdout (a table, CSV or with `--json` exactly one JSON object); me
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 import uuid
 from pathlib import Path
@@ -48,7 +47,9 @@ def _period(start: str, end: str) -> tuple[dt.date, dt.date]:
 
 
 def _emit_json(body: Any) -> None:
-    typer.echo(json.dumps(body, default=str, ensure_ascii=False, separators=(",", ":")))
+    from core.http import json_text
+
+    typer.echo(json_text(body))
 
 
 def reconciliation_lines(session: Session) -> list[str]:

@@ -57,6 +57,17 @@ def test_an_anonymous_call_is_401_before_its_path_or_query_is_read(client: TestC
     assert response.headers["www-authenticate"] == "Bearer"
 
 
+def test_a_path_or_method_no_route_serves_is_the_contracts_error_body(runtime: Runtime, client: TestClient) -> None:
+    """Starlette's own 404 and 405 are rendered by the one error handler too: `{"error", "detail"}`, not plain text."""
+    admin = staff_token(runtime, "admin")
+    missing = client.get("/api/no-such-thing", headers=admin)
+    assert (missing.status_code, missing.json()["error"]) == (404, "NotFound")
+    wrong = client.delete("/api/supporters", headers=admin)
+    assert (wrong.status_code, wrong.json()["error"]) == (405, "MethodNotAllowed")
+    assert "GET" in wrong.headers["allow"]
+    assert client.get("/webhooks/stripe").json()["error"] == "MethodNotAllowed"
+
+
 def test_the_api_description_stays_open(client: TestClient) -> None:
     assert client.get("/api/openapi.json").status_code == 200
 
