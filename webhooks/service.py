@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core import jobs
-from core.clock import utc_now
+from core.clock import from_unix, utc_now
 from core.db import PendingJob, UnitOfWork
 from core.runtime import Runtime
 from core.settings import Settings
@@ -350,7 +350,7 @@ def _stripe_listed(event: dict[str, Any]) -> VerifiedEvent:
     return VerifiedEvent(
         external_id=str(event["id"]),
         event_type=str(event.get("type")),
-        occurred_at=dt.datetime.fromtimestamp(created, dt.UTC) if isinstance(created, int) else None,
+        occurred_at=from_unix(created) if isinstance(created, int) else None,
         livemode=bool(event.get("livemode")),
         # The SDK turns Stripe's decimal strings into Decimal: write them back as the strings they were.
         body=json.dumps(event, separators=(",", ":"), default=str),

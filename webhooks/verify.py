@@ -17,6 +17,7 @@ import stripe as stripe_lib
 from gocardless_pro import webhooks as gocardless_webhooks
 from gocardless_pro.errors import InvalidSignatureError
 
+from core.clock import from_unix
 from webhooks.errors import InvalidGoCardlessSignature, InvalidSignature, MalformedEvent
 
 STRIPE_TOLERANCE_SECONDS = 300
@@ -69,7 +70,7 @@ def _created_at(created: object) -> dt.datetime | None:
     if not isinstance(created, int) or isinstance(created, bool):
         return None
     try:
-        return dt.datetime.fromtimestamp(created, dt.UTC)
+        return from_unix(created)
     except (OverflowError, OSError, ValueError) as exc:
         raise MalformedEvent(f"the event's created ({created}) is not a time") from exc
 
