@@ -130,6 +130,8 @@ def test_admin_logs_in_with_totp_and_manages_tokens(
     page = browser_page
     browser_log_in(page, staff_accounts["admin"])
     page.get_by_role("link", name="Users").first.click()
+    # `is_visible` does not wait: on a busy machine it looked before the users page had loaded.
+    page.wait_for_url("**/staff/admin/users")
     assert page.get_by_role("cell", name="finance@example.org", exact=True).is_visible()
     live_server.screenshot(page, "11-admin-users")
 
