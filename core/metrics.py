@@ -156,7 +156,16 @@ class _FilesCollector:
 
     def collect(self) -> Iterable[Metric]:
         files = glob.glob(str(self.root / "*" / "*.db")) + glob.glob(str(self.root / "*.db"))
-        return MultiProcessCollector.merge(files, accumulate=True)
+        # A process that has just created its file has not sized it yet: an empty file has no samples, and
+        # reading it fails (seen in CI while a worker started during a scrape).
+        return MultiProcessCollector.merge([f for f in files if _has_header(f)], accumulate=True)
+
+
+def _has_header(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= 8
+    except OSError:  # gone meanwhile: its process ended
+        return False
 
 
 # --- scrape-time gauges -------------------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ def test_finance_builds_and_downloads_a_claim(
     page.get_by_label("Email address").fill(staff_accounts["finance"].email)
     page.get_by_label("Password").fill(staff_accounts["finance"].password)
     page.get_by_role("button", name="Log in").click()  # no code: refused
+    page.get_by_text("The email, password or code is wrong.").first.wait_for()  # the answer to the POST
     assert page.get_by_text("The email, password or code is wrong.").first.is_visible()
     browser_log_in(page, staff_accounts["finance"])
 
@@ -147,6 +148,7 @@ def test_admin_logs_in_with_totp_and_manages_tokens(
     assert "Revoked" in page.locator(".notice").inner_text()
 
     page.get_by_role("link", name="Audit log").first.click()
+    page.get_by_text("create api token").first.wait_for()  # the audit page, once loaded
     assert page.get_by_text("create api token").first.is_visible()
     live_server.screenshot(page, "12-audit-log")
 
