@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -102,20 +104,37 @@ NAME_ORDER = (func.lower(Supporter.last_name), func.lower(Supporter.first_name),
 
 
 def search_supporters(session: Session, terms: list[str], limit: int) -> list[Supporter]:
-    """Every term must start the first name, last name, email or postcode (case-insensitive); merged records
-    are left out. Ordered by last name, first name, id."""
-    query = select(Supporter).where(col(Supporter.merged_into_id).is_(None))
-    for term in terms:
-        pattern = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(
-            or_(
-                func.lower(Supporter.first_name).like(pattern, escape="\\"),
-                func.lower(Supporter.last_name).like(pattern, escape="\\"),
-                func.lower(Supporter.email).like(pattern, escape="\\"),
-                func.lower(func.replace(Supporter.postcode, " ", "")).like(pattern.replace(" ", ""), escape="\\"),
-            )
-        )
+    """Every term must start the first name, last name, email or postcode (case-insensitive), and consecutive terms
+    may start one together as a phrase, so "anna van der berg" finds Anna van der Berg. Merged records are left
+    out. Ordered by last name, first name, id.
+
+    Each way of grouping the terms into phrases is a condition of its own (at most 16 for 5 terms): every phrase
+    is still a prefix, which PostgreSQL's search indexes serve; a term matched anywhere inside a name would not be."""
+    matches = [and_(*(_starts_a_field(phrase) for phrase in grouping)) for grouping in _phrase_groupings(terms)]
+    query = select(Supporter).where(col(Supporter.merged_into_id).is_(None), or_(*matches))
     return list(session.exec(query.order_by(*NAME_ORDER).limit(limit)).all())
+
+
+def _phrase_groupings(terms: list[str]) -> Iterator[list[str]]:
+    """["a", "b", "c"] → [a b c], [a b, c], [a, b c], [a, b, c]: the terms in order, joined into phrases."""
+    for cuts in itertools.product((False, True), repeat=max(len(terms) - 1, 0)):
+        phrases = [terms[0]]
+        for term, cut in zip(terms[1:], cuts, strict=True):
+            if cut:
+                phrases.append(term)
+            else:
+                phrases[-1] = f"{phrases[-1]} {term}"
+        yield phrases
+
+
+def _starts_a_field(phrase: str) -> sa.ColumnElement[bool]:
+    pattern = phrase.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return or_(
+        func.lower(Supporter.first_name).like(pattern, escape="\\"),
+        func.lower(Supporter.last_name).like(pattern, escape="\\"),
+        func.lower(Supporter.email).like(pattern, escape="\\"),
+        func.lower(func.replace(Supporter.postcode, " ", "")).like(pattern.replace(" ", ""), escape="\\"),
+    )
 
 
 def supporters_with_postcode(session: Session, postcode: str, limit: int) -> list[Supporter]:
