@@ -2,8 +2,9 @@
 
 One journal entry per payout (cash basis, dated the payout's arrival date): the bank is debited with the payout and
 each payout line is posted to what it is (donations by appeal or fund, shirt sales with their VAT, partner shares
-owed, processing fees, refunds, chargebacks and disputes). Every line's postings add up to the line, and a payout
-that does not reconcile posts its discrepancy and unmatched lines to suspense, so every entry balances to zero.
+owed, processing fees, refunds, chargebacks and disputes; a failed payout's money paid out again, what that failed
+payout settled). Every line's postings add up to the line, and a payout that does not reconcile posts its
+discrepancy and unmatched lines to suspense, so every entry balances to zero.
 Gift Aid receivable is not money in a payout: the composition root (giving/commands/shop.py) adds those entries.
 
 Signs: a posting's `amount` is positive for a debit and negative for a credit (pence).
@@ -17,12 +18,13 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import IO, Any, TypeVar
 
 from sqlmodel import Session, SQLModel, col, select
 
 from core.clock import uk_date
-from core.money import Money, percent_of
+from core.money import Currency, Money, percent_of
 from payments.models import (
     Dispute,
     Gift,
@@ -45,6 +47,7 @@ from payments.reconcile import (
     GIFT,
     LATE_FAILURE,
     ORDER,
+    PAYOUT_FAILURE,
     REFUND,
     REFUND_RETURNED,
 )
@@ -63,6 +66,10 @@ SUSPENSE_UNMATCHED = "Suspense: unmatched payout lines"
 SUSPENSE_DISCREPANCY = "Suspense: payout discrepancy"
 SUSPENSE_NOT_LOADED = "Suspense: payout lines not loaded"
 GENERAL_FUND = "General"
+# Currencies Stripe counts in whole units (no minor unit).
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"}
+)
 
 COLUMNS = [
     "date",
@@ -120,6 +127,9 @@ class _Context:
     order_lines: dict[uuid.UUID, list[OrderLine]]
     campaigns: dict[uuid.UUID, PartnerCampaign]
     refund_vat: dict[uuid.UUID, int] = dataclasses.field(default_factory=dict)
+    # Failed Stripe payouts whose money a `payout_failure` line paid out again (by provider payout id), and lines.
+    failed_payouts: dict[str, Payout] = dataclasses.field(default_factory=dict)
+    lines_by_payout: dict[uuid.UUID, list[PayoutLine]] = dataclasses.field(default_factory=dict)
 
 
 def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Posting]:
@@ -133,15 +143,8 @@ def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Post
     ]
     payouts.sort(key=lambda p: (payout_date(p), p.provider, p.provider_payout_id))
     lines_by_payout: dict[uuid.UUID, list[PayoutLine]] = defaultdict(list)
-    payout_ids = [p.id for p in payouts]
-    for chunk_start in range(0, len(payout_ids), 500):
-        chunk = payout_ids[chunk_start : chunk_start + 500]
-        for line in session.exec(
-            select(PayoutLine)
-            .where(col(PayoutLine.payout_id).in_(chunk))
-            .order_by(col(PayoutLine.position), col(PayoutLine.provider_line_id))
-        ).all():
-            lines_by_payout[line.payout_id].append(line)
+    _load_lines(session, [p.id for p in payouts], lines_by_payout)
+    failed_payouts = _failed_payouts_paid_out_again(session, lines_by_payout)
     every_line = [line for lines in lines_by_payout.values() for line in lines]
     refunds = _by_ids(session, Refund, (line.refund_id for line in every_line))
     orders = _by_ids(session, Order, [line.order_id for line in every_line] + [r.order_id for r in refunds.values()])
@@ -165,6 +168,8 @@ def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Post
         order_lines=order_lines,
         campaigns={c.id: c for c in session.exec(select(PartnerCampaign)).all()},
         refund_vat=_refund_vat(session, orders, {r.order_id for r in refunds.values() if r.order_id is not None}),
+        failed_payouts=failed_payouts,
+        lines_by_payout=lines_by_payout,
     )
     # A basket's donation is a gift of the order.
     donation_gifts: dict[uuid.UUID, Gift] = {}
@@ -176,6 +181,58 @@ def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Post
     for payout in payouts:
         postings.extend(_payout_entry(payout, lines_by_payout[payout.id], context, donation_gifts))
     return postings
+
+
+def _load_lines(
+    session: Session, payout_ids: Sequence[uuid.UUID], lines_by_payout: dict[uuid.UUID, list[PayoutLine]]
+) -> None:
+    """Add the lines of these payouts to `lines_by_payout`, each payout's in the provider's order."""
+    for chunk_start in range(0, len(payout_ids), 500):
+        chunk = payout_ids[chunk_start : chunk_start + 500]
+        for line in session.exec(
+            select(PayoutLine)
+            .where(col(PayoutLine.payout_id).in_(chunk))
+            .order_by(col(PayoutLine.position), col(PayoutLine.provider_line_id))
+        ).all():
+            lines_by_payout[line.payout_id].append(line)
+
+
+def _failed_payouts_paid_out_again(
+    session: Session, lines_by_payout: dict[uuid.UUID, list[PayoutLine]]
+) -> dict[str, Payout]:
+    """The failed Stripe payouts named by the matched `payout_failure` lines of these payouts (and, in turn, by
+    those of their own lines, for money that failed more than once), with their lines added to `lines_by_payout`."""
+    found: dict[str, Payout] = {}
+    wanted = {
+        line.source_id
+        for lines in lines_by_payout.values()
+        for line in lines
+        if line.kind == PAYOUT_FAILURE and line.matched_at is not None and line.source_id
+    }
+    while wanted:
+        refs = sorted(wanted - set(found))
+        new: list[Payout] = []
+        for chunk_start in range(0, len(refs), 500):
+            chunk = refs[chunk_start : chunk_start + 500]
+            new.extend(
+                session.exec(
+                    select(Payout).where(
+                        Payout.provider == Provider.STRIPE,
+                        Payout.status == PayoutStatus.FAILED,
+                        col(Payout.provider_payout_id).in_(chunk),
+                    )
+                ).all()
+            )
+        found.update((p.provider_payout_id, p) for p in new)
+        before = set(lines_by_payout)
+        _load_lines(session, [p.id for p in new if p.id not in before], lines_by_payout)
+        wanted = {
+            line.source_id
+            for p in new
+            for line in lines_by_payout.get(p.id, [])
+            if line.kind == PAYOUT_FAILURE and line.matched_at is not None and line.source_id
+        } - set(found)
+    return found
 
 
 def _payout_entry(
@@ -220,7 +277,12 @@ def _donation_account(gift: Gift | None) -> str:
 
 
 def _line_postings(
-    line: PayoutLine, ctx: _Context, donation_gifts: dict[uuid.UUID, Gift], provider: str, post: Any
+    line: PayoutLine,
+    ctx: _Context,
+    donation_gifts: dict[uuid.UUID, Gift],
+    provider: str,
+    post: Any,
+    seen: frozenset[str] = frozenset(),
 ) -> None:
     """Post one line: its postings always add up to minus the line's amount (a line in is a credit)."""
     unmatched = line.matched_at is None
@@ -241,12 +303,48 @@ def _line_postings(
         )
     elif kind == ORDER:
         _order_postings(line, ctx, donation_gifts, post)
-    elif kind in (REFUND, REFUND_RETURNED):
+    elif kind in (REFUND, REFUND_RETURNED) or line.refund_id is not None:
+        # A matched line naming a refund is that refund's money: given back, or (positive: a GoCardless
+        # `refund_funds_returned`, a Stripe `refund_failure`) back with us after the refund failed.
         _refund_postings(line, ctx, post)
     elif kind in (DISPUTE, DISPUTE_REVERSAL, CHARGEBACK, LATE_FAILURE):
         post(CHARGEBACKS, -line.amount, kind.replace("_", " "), line, line.dispute_id)
+    elif kind == PAYOUT_FAILURE:
+        _payout_failure_postings(line, ctx, donation_gifts, provider, post, seen)
     else:
         post(SUSPENSE_UNMATCHED, -line.amount, f"{kind} {line.provider_type}".strip(), line)
+
+
+def _payout_failure_postings(
+    line: PayoutLine,
+    ctx: _Context,
+    donation_gifts: dict[uuid.UUID, Gift],
+    provider: str,
+    post: Any,
+    seen: frozenset[str],
+) -> None:
+    """A failed Stripe payout's money, paid out again in this payout. The failed payout never reached the bank and
+    the journal posts nothing for it, so what it settled (its gifts, sales, refunds, disputes and fees) reaches
+    the bank now: its lines are posted here, each under its own source id. Unknown lines (never loaded) are
+    suspense, and so is any difference between this line and the failed payout's lines."""
+    failed = ctx.failed_payouts.get(line.source_id or "")
+    if failed is None or failed.provider_payout_id in seen:
+        post(SUSPENSE_UNMATCHED, -line.amount, f"failed payout {line.source_id} not found", line)
+        return
+    ref = failed.provider_payout_id
+    if failed.lines_loaded_at is None:
+        post(SUSPENSE_NOT_LOADED, -line.amount, f"failed payout {ref} paid out again: its lines are not loaded", line)
+        return
+
+    def again(account: str, amount: int, description: str, inner: PayoutLine | None = None, r: Any = None) -> None:
+        post(account, amount, f"{description} (failed payout {ref} paid out again)", inner or line, r)
+
+    failed_lines = ctx.lines_by_payout.get(failed.id, [])
+    for failed_line in failed_lines:
+        _line_postings(failed_line, ctx, donation_gifts, provider, again, seen | {ref})
+    left = line.amount - sum(failed_line.amount for failed_line in failed_lines)
+    if left:
+        post(SUSPENSE_DISCREPANCY, -left, f"failed payout {ref} paid out again less its lines", line)
 
 
 def _order_postings(line: PayoutLine, ctx: _Context, donation_gifts: dict[uuid.UUID, Gift], post: Any) -> None:
@@ -354,18 +452,29 @@ def balances(postings: Sequence[Posting]) -> dict[str, int]:
     return dict(totals)
 
 
+def _plain(amount: int, currency: str) -> str:
+    """`1234.50` in the currency's units: a payout can be in any currency the provider pays out, not only those
+    `core.money` formats (zero-decimal ones, such as yen, are counted in whole units)."""
+    if currency.upper() in ZERO_DECIMAL_CURRENCIES:
+        return str(amount)
+    try:
+        return Money(amount, Currency(currency.upper())).plain()
+    except ValueError:  # not a Currency: two decimals, as every other currency Stripe and GoCardless pay out
+        return f"{Decimal(amount).scaleb(-2):.2f}"
+
+
 def write_csv(postings: Sequence[Posting], out: IO[str]) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for p in postings:
-        money = Money(abs(p.amount), p.currency)  # type: ignore[arg-type]
+        money = _plain(abs(p.amount), p.currency)
         writer.writerow(
             [
                 p.date.isoformat(),
                 p.entry,
                 p.account,
-                money.plain() if p.amount > 0 else "",
-                money.plain() if p.amount < 0 else "",
+                money if p.amount > 0 else "",
+                money if p.amount < 0 else "",
                 p.currency,
                 p.description,
                 p.provider_payout_id,
