@@ -357,6 +357,12 @@ def _other_info(adjustments: list[Adjustment]) -> str:
 # --- building a claim ------------------------------------------------------------------------------------------------
 
 
+def wait_for_claim_builds(session: Session) -> None:
+    """Wait for a claim being built to commit, and keep the next from starting until this transaction ends (an
+    erasure must see what a claim sent, and a claim must not read details being blanked)."""
+    repository.lock_claims(session)
+
+
 def build_claim(
     uow: UnitOfWork, settings: Settings, *, through: dt.date, actor: str, today: dt.date | None = None
 ) -> ClaimResult:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlmodel import Session, col, select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -29,6 +30,7 @@ from core.http import JSON
 from core.models import StaffRole
 from crm import schemas
 from crm import service as crm_service
+from crm.models import Supporter
 from crm.routes import parse_id, staff_call
 from giving.registry import metadata
 
@@ -69,8 +71,30 @@ def wing_reassigners() -> tuple[list[tuple[str, Callable[..., Any]]], list[str]]
     return found, missing
 
 
+def lock_resolved(session: Session, *supporter_ids: uuid.UUID) -> None:
+    """Lock the rows of these records and of those they resolve to (in id order: two callers never deadlock),
+    re-reading them, so a merge or an erasure of them that committed meanwhile is seen, and none starts until this
+    transaction ends. Again when a merge that committed meanwhile made one resolve elsewhere. (SQLite's BEGIN
+    IMMEDIATE already serialises writers.)"""
+    locked: set[uuid.UUID] = set()
+    while True:
+        wanted = set(supporter_ids) | {crm_service.resolve_supporter(session, i).id for i in supporter_ids}
+        if wanted <= locked:
+            return
+        locked |= wanted
+        session.exec(
+            select(Supporter)
+            .where(col(Supporter.id).in_(sorted(locked)))
+            .order_by(col(Supporter.id))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
+
+
 def merge_supporters(uow: UnitOfWork, from_id: uuid.UUID, into_id: uuid.UUID, *, by: str) -> MergeResult:
-    """Move everything of `from_id` to `into_id` (400 when they are already one record)."""
+    """Move everything of `from_id` to `into_id` (400 when they are already one record, 409 when either was
+    erased). Both records are locked first: a merge or erasure of either at the same moment goes before or after."""
+    lock_resolved(uow.session, from_id, into_id)
     loser, survivor = crm_service.merge_pair(uow.session, from_id, into_id)
     result = MergeResult(merged_id=loser.id, into_id=survivor.id)
     reassigners, result.missing = wing_reassigners()

@@ -2,13 +2,15 @@
 
 - `export_supporter`: everything held about a supporter (a subject access request) as one JSON document. It is
   generic: every table with a foreign key to `supporters` is included (so a wing's new table is never missed),
-  plus the rows of tables that hang off those (order lines, document deliveries, ...), plus stored webhook bodies
-  that mention the supporter's email.
+  plus the rows of tables that hang off those (order lines, document deliveries, ...), plus the donor details as
+  claimed from HMRC (`giftaid_claim_gifts`, by gift: no foreign key), plus stored webhook bodies that carry one of
+  the supporter's emails (in any case; not one merely inside a longer address, which is someone else's).
 - `erase_supporter`: pseudonymises what HMRC does not need now, and keeps what it does — the donor details as
   claimed on each Gift Aid claim (`giftaid_claim_gifts`) and the declarations those claims relied on — until six
   years after the end of the financial period of the last claimed gift (`supporters.purge_after`). With nothing
   claimed, everything goes at once. Email addresses also go from failed deliveries' and jobs' error texts.
-- `purge_due`: the periodic job's work: blanks what was kept once `purge_after` has passed.
+- `purge_due`: the periodic job's work: blanks what was kept once `purge_after` has passed (or moves it on, when a
+  gift was claimed after the erasure with the declaration kept).
 - `prune_webhook_bodies`: raw provider bodies are kept only `[web] keep_webhook_bodies_days`.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +42,10 @@ from crm.models import (
     Supporter,
     SupporterAddress,
 )
+from giftaid import service as giftaid_service
 from giftaid.eligibility import period_end
 from giftaid.models import ClaimGift
+from giving.merge import lock_resolved
 from giving.registry import metadata
 from payments.models import Checkout, Gift, RegularGift
 from receipts import service as receipts_service
@@ -133,13 +138,17 @@ def export_supporter(session: Session, supporter_id: uuid.UUID) -> dict[str, Any
         pk = list(table.primary_key.columns)
         if len(pk) == 1:
             exported_keys[table.name] = [r[pk[0].name] for r in rows]
+    # The donor details as sent to HMRC with each claimed gift (no foreign key: claim rows outlive nothing).
+    if exported_keys.get("gifts"):
+        claim_gifts: sa.Table = ClaimGift.__table__  # type: ignore[attr-defined]
+        claimed = _raw_rows(session, claim_gifts, claim_gifts.c.gift_id.in_(exported_keys["gifts"]))
+        if claimed:
+            tables["giftaid_claim_gifts"] = _plain_rows(claimed)
     emails = [r["email"] for r in tables["supporters"] if r.get("email")]
-    if emails:
+    event_ids = _events_naming(session, emails)
+    if event_ids:
         events: sa.Table = InboundEvent.__table__  # type: ignore[attr-defined]
-        mentions = sa.or_(*(events.c.body.contains(email, autoescape=True) for email in emails))
-        found = _plain_rows(_raw_rows(session, events, sa.and_(events.c.body.is_not(None), mentions)))
-        if found:
-            tables["inbound_events"] = found
+        tables["inbound_events"] = _plain_rows(_raw_rows(session, events, events.c.id.in_(event_ids)))
     return {
         "format": EXPORT_FORMAT,
         "supporter_id": str(ids[0]),
@@ -190,26 +199,37 @@ def _scrub_addresses(session: Session, table: sa.Table, emails: list[str]) -> in
     return total
 
 
+def hmrc_purge_after(settings: Settings, claimed: list[ClaimGift]) -> dt.date | None:
+    """Until when what HMRC needs is kept: six years after the end of the financial period of the last claimed
+    gift (None when nothing was claimed)."""
+    last_claimed = max((c.received_on for c in claimed), default=None)
+    if last_claimed is None:
+        return None
+    return add_years(period_end(last_claimed, settings.charity.financial_year_end), KEEP_FOR_HMRC_YEARS)
+
+
 def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID) -> ErasureResult:
     """Pseudonymise the supporter everywhere, keeping only what HMRC needs until `purge_after`. The stored PDFs
-    of their receipts and letters are deleted once the change is committed."""
+    of their receipts and letters are deleted once the change is committed. Erasing again blanks anything new and
+    keeps the first `erased_at`."""
     session = uow.session
+    # A claim being built reads declarations and writes the donor details it claims with: wait for it, so what it
+    # claimed is seen (and kept) here, and a build after this one sees the details blanked.
+    giftaid_service.wait_for_claim_builds(session)
+    # A merge into (or from) this record at the same moment waits, or is waited for and its rows are erased too.
+    lock_resolved(session, supporter_id)
     ids = supporter_ids(session, supporter_id)
     survivor = session.get(Supporter, ids[0])
     assert survivor is not None
     claimed = claimed_gifts(session, ids)
-    last_claimed = max((c.received_on for c in claimed), default=None)
-    purge_after = (
-        add_years(period_end(last_claimed, settings.charity.financial_year_end), KEEP_FOR_HMRC_YEARS)
-        if last_claimed
-        else None
-    )
+    purge_after = hmrc_purge_after(settings, claimed)
     kept_declarations = {c.declaration_id for c in claimed if c.declaration_id is not None}
     kept_gifts = {c.gift_id for c in claimed}
-    emails = survivor_emails(session, ids, survivor)
+    emails = supporter_emails(session, ids)
     changed: dict[str, int] = {}
 
     now = utc_now()
+    first_erasure = survivor.erased_at is None
     _count(
         changed,
         "supporters",
@@ -223,9 +243,9 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
                 last_name=ERASED_NAME[1],
                 phone=None,
                 postcode=None,
-                erased_at=now,
+                erased_at=sa.func.coalesce(col(Supporter.erased_at), now),
                 purge_after=purge_after,
-                updated_at=now,
+                updated_at=now if first_erasure else col(Supporter.updated_at),
             )
         ),
     )
@@ -319,23 +339,48 @@ def _delete_files(paths: list[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-def survivor_emails(session: Session, ids: list[uuid.UUID], survivor: Supporter) -> list[str]:
-    """Emails the supporter's webhook bodies may carry (read before they are blanked)."""
-    emails = set()
-    for row in session.exec(select(Checkout.donor).where(col(Checkout.supporter_id).in_(ids))).all():
-        if isinstance(row, dict) and row.get("email"):
-            emails.add(str(row["email"]))
-    if survivor.email:
-        emails.add(survivor.email)
+def supporter_emails(session: Session, ids: list[uuid.UUID]) -> list[str]:
+    """Emails the supporter's webhook bodies and error texts may carry (read before they are blanked): every
+    record's (a record merged into the survivor keeps its own when the survivor had one) and those given with their
+    checkouts, gifts and regular gifts."""
+    emails = {e for e in session.exec(select(Supporter.email).where(col(Supporter.id).in_(ids))).all() if e}
+    for model in (Checkout, Gift, RegularGift):
+        donors = session.exec(select(model.donor).where(col(model.supporter_id).in_(ids))).all()  # type: ignore[attr-defined]
+        emails.update(str(d["email"]) for d in donors if isinstance(d, dict) and d.get("email"))
     return sorted(emails)
 
 
+# What may not touch an address on either side: a match inside a longer address (`jada@` for `ada@`, a domain that
+# goes on) is someone else's.
+_NOT_AFTER_ADDRESS_START = r"(?<![A-Za-z0-9._%+\-])"
+_NOT_BEFORE_ADDRESS_END = r"(?![A-Za-z0-9_%+\-]|\.[A-Za-z0-9])"
+
+
+def _events_naming(session: Session, emails: list[str]) -> list[uuid.UUID]:
+    """Stored provider events whose body carries one of these addresses (whatever the case it was typed in, and
+    not merely inside a longer address such as `jada@...` for `ada@...`)."""
+    wanted = sorted({email.lower() for email in emails if email})
+    if not wanted:
+        return []
+    events: sa.Table = InboundEvent.__table__  # type: ignore[attr-defined]
+    body = sa.func.lower(events.c.body)
+    mentions = sa.or_(*(body.contains(email, autoescape=True) for email in wanted))
+    pattern = re.compile(
+        f"{_NOT_AFTER_ADDRESS_START}(?:{'|'.join(re.escape(e) for e in wanted)}){_NOT_BEFORE_ADDRESS_END}",
+        re.IGNORECASE,
+    )
+    rows = session.execute(
+        sa.select(events.c.id, events.c.body).where(events.c.body.is_not(None), mentions).order_by(events.c.id)
+    )
+    return [row.id for row in rows if pattern.search(row.body)]
+
+
 def _drop_event_bodies(session: Session, emails: list[str]) -> Any:
-    if not emails:
+    event_ids = _events_naming(session, emails)
+    if not event_ids:
         return None
     events: sa.Table = InboundEvent.__table__  # type: ignore[attr-defined]
-    mentions = sa.or_(*(events.c.body.contains(email, autoescape=True) for email in emails))
-    return session.execute(sa.update(events).where(events.c.body.is_not(None), mentions).values(body=None))
+    return session.execute(sa.update(events).where(events.c.id.in_(event_ids)).values(body=None))
 
 
 def _blank_declarations(session: Session, ids: list[uuid.UUID], *, keep: set[uuid.UUID]) -> Any:
@@ -374,10 +419,12 @@ def _blank_claim_gifts(session: Session, ids: list[uuid.UUID]) -> Any:
     )
 
 
-def purge_due(uow: UnitOfWork, *, today: dt.date | None = None) -> int:
-    """Blank what was kept for HMRC once its time is over (erased supporters whose `purge_after` has passed)."""
+def purge_due(uow: UnitOfWork, settings: Settings, *, today: dt.date | None = None) -> int:
+    """Blank what was kept for HMRC once its time is over (erased supporters whose `purge_after` has passed). A
+    gift claimed after the erasure (its declaration was kept) moves `purge_after` on to its own date instead."""
     session = uow.session
     today = today or uk_today()
+    giftaid_service.wait_for_claim_builds(session)
     due = list(
         session.exec(
             select(Supporter).where(
@@ -387,15 +434,21 @@ def purge_due(uow: UnitOfWork, *, today: dt.date | None = None) -> int:
             )
         ).all()
     )
+    purged = 0
     for supporter in due:
         ids = [supporter.id]
-        _blank_declarations(session, ids, keep=set())
-        _blank_gift_donors(session, ids, keep=set())
-        _blank_claim_gifts(session, ids)
-        supporter.purge_after = None
+        keep_until = hmrc_purge_after(settings, claimed_gifts(session, ids))
+        if keep_until is not None and keep_until > today:
+            supporter.purge_after = keep_until
+        else:
+            _blank_declarations(session, ids, keep=set())
+            _blank_gift_donors(session, ids, keep=set())
+            _blank_claim_gifts(session, ids)
+            supporter.purge_after = None
+            purged += 1
         session.add(supporter)
     session.flush()
-    return len(due)
+    return purged
 
 
 def prune_webhook_bodies(uow: UnitOfWork, *, keep_days: int, now: dt.datetime | None = None) -> int:

@@ -20,4 +20,4 @@ def prune_webhook_bodies(uow: UnitOfWork) -> int:
 @jobs.periodic("privacy.purge_erased", every=dt.timedelta(days=1))
 @jobs.actor("privacy.purge_erased", queue="default", time_limit_ms=300_000, max_retries=3)
 def purge_erased(uow: UnitOfWork) -> int:
-    return privacy.purge_due(uow)
+    return privacy.purge_due(uow, get_runtime().settings)

@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from core.auth import Principal, audit
-from core.clock import add_years
 from core.errors import ValidationFailed
 from core.http import in_thread
 from core.models import StaffRole
@@ -46,17 +45,18 @@ async def export(request: Request, staff: Principal) -> Response:
 @staff_page(StaffRole.ADMIN)
 async def erase_form(request: Request, staff: Principal) -> Response:
     supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
+    rt = runtime(request)
 
     def load() -> dict[str, Any]:
-        with reading(runtime(request)) as session:
+        with reading(rt) as session:
             supporter = crm_service.resolve_supporter(session, supporter_id)
             claimed = privacy.claimed_gifts(session, privacy.supporter_ids(session, supporter.id))
-        last = max((c.received_on for c in claimed), default=None)
         return {
             "supporter": supporter,
             "claimed": len(claimed),
-            "last_claimed": last,
-            "purge_after": add_years(last, privacy.KEEP_FOR_HMRC_YEARS) if last else None,
+            "last_claimed": max((c.received_on for c in claimed), default=None),
+            # The date the erasure will set (the end of the last claimed gift's financial period, plus six years).
+            "purge_after": privacy.hmrc_purge_after(rt.settings, claimed),
         }
 
     return render(request, "supporters/erase.html", await in_thread(load))

@@ -113,6 +113,6 @@ def test_what_hmrc_needs_is_kept_six_years_after_the_end_of_the_gifts_financial_
     with runtime.unit_of_work() as uow:
         assert erase_supporter(uow, runtime.settings, ada).purge_after == dt.date(2028, 4, 5)
     with runtime.unit_of_work() as uow:
-        purge_due(uow, today=dt.date(2027, 6, 1))
+        purge_due(uow, runtime.settings, today=dt.date(2027, 6, 1))
     with runtime.read_session() as session:
         assert session.exec(select(ClaimGift)).one().last_name == "Lovelace"

@@ -212,3 +212,25 @@ def test_privacy_jobs_are_registered_as_periodic() -> None:
 
     assert "privacy.prune_webhook_bodies" in jobs.PERIODIC and "privacy.purge_erased" in jobs.PERIODIC
     assert uuid  # keep the import for ids in other tests
+
+
+def test_the_erase_page_tells_the_date_the_erasure_keeps_hmrcs_records_until(
+    client: TestClient, runtime: Runtime, logged_in
+) -> None:
+    """A gift of 1 May 2021 (tax year to 5 April 2022) claimed: the page must say what the erasure does, keeping it
+    until 5 April 2028 (six years after the end of that period), not six years after the gift (1 May 2027)."""
+    from giftaid import service as giftaid_service
+    from tests.giftaid.factories import donor, make_gift
+
+    ada = donor(runtime, made_on=dt.date(2024, 1, 10))
+    make_gift(runtime, ada, received_on=dt.date(2021, 5, 1))
+    claim_day = dt.date(2025, 2, 1)
+    with runtime.unit_of_work() as uow:
+        giftaid_service.build_claim(uow, runtime.settings, through=claim_day, actor="test", today=claim_day)
+    csrf = logged_in("admin")
+    page = client.get(f"/staff/supporters/{ada}/erase")
+    assert page.status_code == 200
+    assert "are kept until 05/04/2028" in page.text
+    client.post(f"/staff/supporters/{ada}/erase", data={"csrf_token": csrf, "confirm": "ERASE"})
+    with runtime.read_session() as session:
+        assert session.get(Supporter, ada).purge_after == dt.date(2028, 4, 5)
