@@ -965,6 +965,7 @@ def sync_stripe_refunds(
         return Effect.ignored("no charge to list refunds of")
     supporter_id = order.supporter_id if order is not None else gift.supporter_id  # type: ignore[union-attr]
     newly_succeeded: list[Refund] = []
+    undone: list[Refund] = []
     for listed in sorted(stripe.list_refunds(charge_id), key=lambda r: (r.get("created") or 0, r.get("id") or "")):
         refund_id = _id(listed.get("id"))
         if refund_id is None:
@@ -980,12 +981,14 @@ def sync_stripe_refunds(
         uow.session.add(refund)
         if status == RefundStatus.SUCCEEDED and was != RefundStatus.SUCCEEDED:
             newly_succeeded.append(refund)
+        elif was == RefundStatus.SUCCEEDED and status != RefundStatus.SUCCEEDED:
+            undone.append(refund)
     uow.session.flush()
     reallocated = _recompute_returns(uow, order, gift)
     for refund in newly_succeeded:
         _refund_recorded(uow, refund, order, gift, [charge_id, payment_intent_id])
     new_ids = {r.id for r in newly_succeeded}
-    _refunds_reallocated(uow, [r for r in reallocated if r.id not in new_ids], order, gift)
+    _refunds_reallocated(uow, _changed_refunds(reallocated, undone, exclude=new_ids), order, gift)
     return Effect.processed(*(f"stripe_refund:{r.stripe_refund_id}" for r in newly_succeeded))
 
 
@@ -1049,6 +1052,10 @@ def _refund_item(
     summary = f"Refund of {format_pence(refund.amount, refund.currency)}" + (
         f" ({refund.reason.replace('_', ' ')})" if refund.reason else ""
     )
+    if refund.status in (RefundStatus.FAILED, RefundStatus.CANCELLED):
+        # After it succeeded: the money did not reach the donor and is ours again.
+        summary += f" {refund.status}: the money came back"
+        data["status"] = str(refund.status)
     return summary, data
 
 
@@ -1076,11 +1083,19 @@ def _refund_recorded(
     payouts.on_money_recorded(uow, data["provider_ids"])
 
 
+def _changed_refunds(reallocated: list[Refund], undone: list[Refund], *, exclude: set[uuid.UUID]) -> list[Refund]:
+    """Refunds recorded earlier that this event changed: re-allocated, or no longer succeeded (failed after
+    succeeding: the money came back to us), each once."""
+    changed = {r.id: r for r in [*reallocated, *undone] if r.id not in exclude}
+    return list(changed.values())
+
+
 def _refunds_reallocated(uow: UnitOfWork, refunds: list[Refund], order: Order | None, gift: Gift | None) -> None:
     """Refunds recorded earlier whose allocation the rule has just changed (an older refund succeeded later, a
-    dispute was lost): their history item says the new split, and the correction job runs again, so the part the
-    refund now comes off (the donation line, the goods) gets its corrected receipt. `receipts.issue_correction`
-    issues one document per refund and part, so a part already corrected is not issued twice."""
+    dispute was lost) or that failed after succeeding: their history item says the new split or the failure, and
+    the correction job runs again, so the part the refund now comes off (the donation line, the goods) gets its
+    corrected receipt, and a receipt or correction that showed money returned that was not gets a further one.
+    `receipts.issue_correction` issues nothing for a part whose documents already say what stands."""
     if not refunds:
         return
     target = order if order is not None else gift
@@ -1732,10 +1747,11 @@ def sync_gocardless_refund(uow: UnitOfWork, gocardless: GoCardlessGateway, refun
     uow.session.add(refund)
     uow.session.flush()
     reallocated = _recompute_returns(uow, None, gift)
+    undone = [refund] if was == RefundStatus.SUCCEEDED and status != RefundStatus.SUCCEEDED else []
     if status == RefundStatus.SUCCEEDED and was != RefundStatus.SUCCEEDED:
         _refund_recorded(uow, refund, None, gift, [payment_id])
         reallocated = [r for r in reallocated if r.id != refund.id]
-    _refunds_reallocated(uow, reallocated, None, gift)
+    _refunds_reallocated(uow, _changed_refunds(reallocated, undone, exclude=set()), None, gift)
     return Effect.processed(f"gocardless_refund:{refund_id}")
 
 

@@ -45,6 +45,18 @@ def _subject_and_body(content: docs.AnyDocument) -> tuple[str, str]:
             f"Thank you for your Gift Aid declaration of {content.declaration.made_on:%d/%m/%Y}. Our written "
             f"confirmation is attached; you may cancel it {until}.",
         )
+    if content.replaces_reference is not None:
+        # A further correction: an earlier document showed money returned that was not (or not from this part).
+        refund = format_pence(content.refund_amount, content.currency)
+        what = (
+            f"a refund of {refund} that did not reach you: it failed, so that money is still your gift"
+            if content.refund_failed
+            else f"a refund of {refund} coming off the wrong part of your order"
+        )
+        return (
+            f"Corrected receipt {content.reference} from {charity}",
+            f"Our {content.replaces_reference} showed {what}. The attached corrected receipt replaces it.",
+        )
     return (
         f"Corrected receipt {content.reference} from {charity}",
         f"We returned {format_pence(content.refunded_amount, content.currency)} to you. The attached corrected "

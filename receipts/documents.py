@@ -213,6 +213,21 @@ class Correction(Model):
     reason: str = ""
     gift_aid: GiftAidNote | None = None
     is_sale: bool = False
+    # A further correction: the refund changed after an earlier document showed it (re-allocated between a basket's
+    # goods and its donation, or failed: the money came back to us). It replaces that document's figures (an earlier
+    # correction, or the receipt itself when the receipt showed the refund); `refunded_amount` is what this refund
+    # returned of this gift or purchase now, `total_returned` and `corrected_amount` what stands now.
+    replaces_reference: str | None = None
+    replaces_kind: str | None = None
+    replaces_issued_on: dt.date | None = None
+    # What the replaced document said this refund returned (None: a receipt, which showed it in its total).
+    replaced_refunded_amount: int | None = None
+    refund_amount: int = 0  # the whole refund (a basket's may be split between the goods and the donation)
+    refund_failed: bool = False
+
+    @property
+    def replaces_a_correction(self) -> bool:
+        return self.replaces_kind == "correction"
 
 
 AnyDocument = Annotated[

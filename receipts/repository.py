@@ -427,6 +427,15 @@ def checkout_of_order(session: Session, order_id: uuid.UUID) -> Checkout | None:
     ).first()
 
 
+def corrections_of_refund(session: Session, refund_id: uuid.UUID) -> Sequence[Document]:
+    """Every correction issued (or numbered) for a refund, on any part, oldest first."""
+    return session.exec(
+        select(Document)
+        .where(Document.kind == DocumentKind.CORRECTION, Document.refund_id == refund_id)
+        .order_by(col(Document.number))
+    ).all()
+
+
 def succeeded_refunds(
     session: Session, *, gift_id: uuid.UUID | None = None, order_id: uuid.UUID | None = None
 ) -> Sequence[Refund]:

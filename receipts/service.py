@@ -31,7 +31,7 @@ from core.settings import Settings
 from crm import service as crm_service
 from crm.models import Declaration, DeclarationMethod, DeclarationScope, StatementPreference, Supporter
 from giftaid import eligibility as giftaid_rules
-from payments.models import GiftStatus, Order, OrderStatus, Refund, RefundStatus
+from payments.models import Gift, GiftStatus, Order, OrderStatus, Refund, RefundStatus
 from receipts import delivery as mail
 from receipts import documents as docs
 from receipts import render, repository
@@ -381,41 +381,74 @@ def _refund_parts(refund: Refund) -> tuple[int, int]:
 
 def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UUID) -> list[Document]:
     """A corrected receipt for each receipted thing a succeeded refund returned money on (its gift, its order).
-    Nothing was receipted (a supporter on yearly statements, a gift not receipted yet): nothing to correct."""
+    Nothing was receipted (a supporter on yearly statements, a gift not receipted yet): nothing to correct.
+
+    A refund that changed after a document showed it gets a further correction of that part, never an edit of the
+    document: re-allocated between a basket's goods and its donation line (payments asks again for the refunds it
+    re-allocates), or moved by the provider from succeeded to failed (the money came back to us). It replaces the
+    figures of the last correction of that refund and part (or of the receipt, when the receipt showed the refund)
+    with those that stand now. Run again with nothing changed, it issues nothing."""
     session = uow.session
     refund = session.get(Refund, refund_id)
     if refund is None:
         raise DocumentNotFound(f"no refund {refund_id}")
-    if refund.status != RefundStatus.SUCCEEDED:
-        log.info("refund %s is %s: no correction yet", refund_id, refund.status)
+    succeeded = refund.status == RefundStatus.SUCCEEDED
+    earlier = repository.corrections_of_refund(session, refund.id)
+    if not succeeded and not earlier and refund.gift_id is None:
+        log.info("refund %s is %s: no correction", refund_id, refund.status)
         return []
-    gift_part, order_part = _refund_parts(refund)
+    # What the refund returned of each part now: nothing once it failed (payments keeps its last split then).
+    gift_part, order_part = _refund_parts(refund) if succeeded else (0, 0)
     refunded_on = uk_date(refund.refunded_at or refund.created_at)
     issued: list[Document] = []
     charity = docs.charity_from(settings.charity)
     targets: list[tuple[str, DocumentKind, str, int]] = []
-    if refund.gift_id is not None and gift_part > 0:
+    if refund.gift_id is not None:
         targets.append(("gift", DocumentKind.GIFT_RECEIPT, f"gift:{refund.gift_id}", gift_part))
-    if refund.order_id is not None and order_part > 0:
+    if refund.order_id is not None:
         targets.append(("order", DocumentKind.SALE_RECEIPT, f"order:{refund.order_id}", order_part))
     for part, original_kind, original_subject, amount in targets:
+        chain = [d for d in earlier if d.subject_key.split(":")[2] == part]
+        if not chain and amount <= 0 and part == "order":
+            continue  # nothing returned on the goods, and nothing said about it yet
         original = repository.document_by_subject(session, original_kind, original_subject)
         if original is None:
             continue
         original_content = docs.load(original.content)
-        if isinstance(original_content, docs.GiftReceipt) and str(refund.id) in original_content.refunds_shown:
-            continue  # the receipt was made after this refund and shows it already
+        shown = isinstance(original_content, docs.GiftReceipt) and str(refund.id) in original_content.refunds_shown
+        if chain:
+            latest = chain[-1]
+            latest_content = docs.load(latest.content)
+            assert isinstance(latest_content, docs.Correction)
+            if latest.status == DocumentStatus.ALLOCATED:
+                issued.append(latest)  # numbered by a job that died before rendering it: finish it
+            if latest_content.refunded_amount == amount:
+                continue
+            replaces: Document | None = latest
+            replaced_amount: int | None = latest_content.refunded_amount
+            subject = f"refund:{refund.id}:{part}:{len(chain) + 1}"
+        elif shown:
+            if amount > 0:
+                continue  # the receipt was made after this refund and shows it already
+            # The receipt counted this refund, which has since failed or moved off the gift.
+            replaces, replaced_amount, subject = original, None, f"refund:{refund.id}:{part}"
+        elif amount > 0:
+            replaces, replaced_amount, subject = None, None, f"refund:{refund.id}:{part}"
+        else:
+            continue  # nothing returned on the gift, and nothing said about it yet
         is_sale = isinstance(original_content, docs.SaleReceipt)
-        if is_sale:
-            assert isinstance(original_content, docs.SaleReceipt)
+        if replaces is not None:
+            # A further correction states what stands now, from payments' own totals.
+            total_returned, original_amount = _returned_now(session, refund, original_content)
+        elif isinstance(original_content, docs.SaleReceipt):
             original_amount = original_content.goods_total
-            earlier = repository.succeeded_refunds(session, order_id=refund.order_id)
-            total_returned = sum(_refund_parts(r)[1] for r in earlier if _not_after(r, refund))
+            earlier_refunds = repository.succeeded_refunds(session, order_id=refund.order_id)
+            total_returned = sum(_refund_parts(r)[1] for r in earlier_refunds if _not_after(r, refund))
         else:
             assert isinstance(original_content, docs.GiftReceipt) and refund.gift_id is not None
             original_amount = original_content.amount
-            earlier = repository.succeeded_refunds(session, gift_id=refund.gift_id)
-            total_returned = sum(_refund_parts(r)[0] for r in earlier if _not_after(r, refund))
+            earlier_refunds = repository.succeeded_refunds(session, gift_id=refund.gift_id)
+            total_returned = sum(_refund_parts(r)[0] for r in earlier_refunds if _not_after(r, refund))
             # Money a lost dispute returned before this refund was returned too (the Gift Aid rules count it).
             refunded_at = refund.refunded_at or refund.created_at
             total_returned += sum(
@@ -423,15 +456,10 @@ def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UU
                 for d in repository.lost_disputes(session, refund.gift_id)
                 if (d.closed_at or d.opened_at or d.created_at) <= refunded_at
             )
-        total_returned = min(max(total_returned, amount), original_amount)
+        floor = amount if replaces is None else 0
+        total_returned = min(max(total_returned, floor), original_amount)
         corrected = original_amount - total_returned
-        gift_aid = None
-        if isinstance(original_content, docs.GiftReceipt) and original_content.gift_aid.status == "claim":
-            gift_aid = docs.GiftAidNote(
-                status="claim",
-                claim_amount=gift_aid_on(corrected),
-                declaration=original_content.gift_aid.declaration,
-            )
+        gift_aid = _correction_gift_aid(session, settings, refund, original_content, corrected, revised=replaces)
 
         def build(
             reference: str,
@@ -445,7 +473,19 @@ def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UU
             corrected: int = corrected,
             gift_aid: docs.GiftAidNote | None = gift_aid,
             is_sale: bool = is_sale,
+            replaces: Document | None = replaces,
+            replaced_amount: int | None = replaced_amount,
         ) -> docs.AnyDocument:
+            revision: dict[str, Any] = {}
+            if replaces is not None:
+                revision = {
+                    "replaces_reference": replaces.reference,
+                    "replaces_kind": str(replaces.kind),
+                    "replaces_issued_on": replaces.issued_on,
+                    "replaced_refunded_amount": replaced_amount,
+                    "refund_amount": refund.amount,
+                    "refund_failed": not succeeded,
+                }
             return docs.Correction(
                 reference=reference,
                 issued_on=issued_on,
@@ -463,22 +503,63 @@ def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UU
                 reason=refund.reason,
                 gift_aid=gift_aid,
                 is_sale=is_sale,
+                **revision,
             )
 
         issued.append(
             _allocate(
                 uow,
                 DocumentKind.CORRECTION,
-                f"refund:{refund.id}:{part}",
+                subject,
                 build,
                 supporter_id=original.supporter_id,
                 gift_id=refund.gift_id if part == "gift" else None,
                 order_id=refund.order_id if part == "order" else None,
                 refund_id=refund.id,
-                corrects_id=original.id,
+                corrects_id=(replaces or original).id,
             )
         )
     return issued
+
+
+def _returned_now(session: Session, refund: Refund, original: docs.AnyDocument) -> tuple[int, int]:
+    """(returned now, amount receipted) of the gift or the goods a receipt shows: payments' totals, which count
+    every succeeded refund's part and every lost dispute (a reversed gift: all of it)."""
+    if isinstance(original, docs.SaleReceipt):
+        order = session.get(Order, refund.order_id)
+        assert order is not None
+        return order.refunded_amount, original.goods_total
+    assert isinstance(original, docs.GiftReceipt)
+    gift = session.get(Gift, refund.gift_id)
+    assert gift is not None
+    return (gift.amount if gift.status == GiftStatus.REVERSED else gift.returned_amount), original.amount
+
+
+def _correction_gift_aid(
+    session: Session,
+    settings: Settings,
+    refund: Refund,
+    original: docs.AnyDocument,
+    corrected: int,
+    *,
+    revised: Document | None,
+) -> docs.GiftAidNote | None:
+    """The Gift Aid on a corrected gift: claimed on what was kept when the receipt said we claim. A further
+    correction also asks the Gift Aid rules, so a gift made whole again gets its Gift Aid wording back even when its
+    receipt, made while it was all returned, said nothing about Gift Aid."""
+    if not isinstance(original, docs.GiftReceipt):
+        return None
+    declaration = original.gift_aid.declaration if original.gift_aid.status == "claim" else None
+    claimed = original.gift_aid.status == "claim"
+    if not claimed and revised is not None and refund.gift_id is not None and corrected > 0:
+        gift = session.get(Gift, refund.gift_id)
+        assert gift is not None
+        note = gift_aid_notes(session, settings, [gift.supporter_id], [gift.id]).get(gift.id)
+        if note is not None and note.status == "claim":
+            claimed, declaration = True, note.declaration
+    if not claimed:
+        return None
+    return docs.GiftAidNote(status="claim", claim_amount=gift_aid_on(corrected), declaration=declaration)
 
 
 def _not_after(other: Refund, refund: Refund) -> bool:
