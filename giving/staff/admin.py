@@ -19,7 +19,17 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.http import in_thread
 from core.models import ApiToken, AuditEntry, StaffRole, StaffUser
 from giving.staff.supporters import parse_uuid
-from giving.staff.web import PAGE_SIZE, form_of, page_number, reading, redirect, render, runtime, staff_page
+from giving.staff.web import (
+    PAGE_SIZE,
+    form_of,
+    page_number,
+    query_text,
+    reading,
+    redirect,
+    render,
+    runtime,
+    staff_page,
+)
 
 TOKEN_LIFETIMES = {"30": 30, "90": 90, "365": 365}
 
@@ -223,8 +233,8 @@ async def revoke_token(request: Request, staff: Principal) -> Response:
 
 @staff_page(StaffRole.ADMIN)
 async def audit_log(request: Request, staff: Principal) -> Response:
-    actor = request.query_params.get("actor", "").strip()[:254]
-    object_id = request.query_params.get("object_id", "").strip()[:64]
+    actor = query_text(request, "actor", 254)
+    object_id = query_text(request, "object_id", 64)
     page = page_number(request)
 
     def load() -> tuple[list[AuditEntry], bool]:

@@ -10,7 +10,7 @@ from core.auth import Principal
 from core.errors import ValidationFailed
 from core.http import client_address, in_thread
 from giving.staff import session as staff_session
-from giving.staff.web import error_page, form_of, redirect, render, runtime, safe_next, staff_page
+from giving.staff.web import error_page, form_of, query_text, redirect, render, runtime, safe_next, staff_page
 
 
 def _csrf_refused(request: Request, given: object) -> Response | None:
@@ -23,8 +23,8 @@ def _csrf_refused(request: Request, given: object) -> Response | None:
 
 async def login_form(request: Request) -> Response:
     if staff_session.current(request) is not None:
-        return redirect(safe_next(request.query_params.get("next")))
-    return render(request, "auth/login.html", {"next": safe_next(request.query_params.get("next"))})
+        return redirect(safe_next(query_text(request, "next", 2000)))
+    return render(request, "auth/login.html", {"next": safe_next(query_text(request, "next", 2000))})
 
 
 async def login(request: Request) -> Response:

@@ -39,8 +39,8 @@ WHOLE_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][0-9A-Z]? ?[0-9][A-Z]{2}$")
 
 
 def search_supporters(session: Session, query: str, *, limit: int = SEARCH_LIMIT) -> list[Supporter]:
-    """crm's search (every word starts a first or last name, an email or a postcode; an email exactly), with a
-    whole postcode typed with its space kept as one term."""
+    """crm's search (every word, or run of words, starts a first or last name, an email or a postcode; an email
+    exactly), with a whole postcode typed with its space kept as one term."""
     text = " ".join(query.split())
     if not text:
         return []
@@ -140,6 +140,29 @@ def gifts_of(session: Session, supporter_id: uuid.UUID, *, limit: int = 20) -> l
             .limit(limit)
         ).all()
     )
+
+
+def gifts_by_id(session: Session, gift_ids: list[uuid.UUID], supporter_ids: list[uuid.UUID]) -> dict[uuid.UUID, Gift]:
+    """These gifts, of these supporters only (a report of what a declaration changed names gifts by id)."""
+    if not gift_ids:
+        return {}
+    rows = session.exec(select(Gift).where(col(Gift.id).in_(gift_ids), col(Gift.supporter_id).in_(supporter_ids))).all()
+    return {g.id: g for g in rows}
+
+
+def open_adjustments(session: Session, gift_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Gift Aid (pence) that the next claim is to deduct for each of these gifts: giftaid's adjustments not yet
+    carried by a claim."""
+    from giftaid.models import Adjustment
+
+    if not gift_ids:
+        return {}
+    rows = session.exec(
+        select(Adjustment.gift_id, sa.func.sum(Adjustment.amount))
+        .where(col(Adjustment.gift_id).in_(gift_ids), col(Adjustment.applied_claim_id).is_(None))
+        .group_by(col(Adjustment.gift_id))
+    ).all()
+    return {gift_id: int(total) for gift_id, total in rows}
 
 
 # --- finance ------------------------------------------------------------------------------------------------

@@ -5,18 +5,31 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
 from core.auth import Principal
 from giving.staff import admin, auth_pages, finance, giftaid_pages, privacy_pages, supporters
 from giving.staff.session import SessionsOnStaffPaths
-from giving.staff.web import STATIC_DIR, render, staff_page
+from giving.staff.web import STATIC_DIR, error_page, render, staff_page
 
 
 @staff_page()
 async def home(request: Request, staff: Principal) -> Response:
     return render(request, "home.html")
+
+
+async def no_such_page(request: Request) -> Response:
+    """Under /staff, an address no page has (or a form's address opened as a page) gets a page, not the JSON
+    API's error body."""
+    if any(route.matches(request.scope)[0] == Match.PARTIAL for route in page_routes):
+        return error_page(
+            request,
+            405,
+            "Not a page",
+            "This address is where a form is sent; it cannot be opened as a page. Go back and use the form.",
+        )
+    return error_page(request, 404, "Page not found", "There is no page at this address.")
 
 
 page_routes: list[BaseRoute] = [
@@ -34,6 +47,16 @@ page_routes: list[BaseRoute] = [
     Route("/supporters/{supporter_id}/notes", supporters.add_note, methods=["POST"]),
     Route("/supporters/{supporter_id}/consents", supporters.change_consent, methods=["POST"]),
     Route("/supporters/{supporter_id}/declarations", supporters.record_declaration, methods=["POST"]),
+    Route(
+        "/supporters/{supporter_id}/declarations/{declaration_id}/cancel",
+        supporters.cancel_declaration,
+        methods=["POST"],
+    ),
+    Route(
+        "/supporters/{supporter_id}/declarations/{declaration_id}/confirm",
+        supporters.confirm_declaration,
+        methods=["POST"],
+    ),
     Route("/supporters/{supporter_id}/merge", supporters.merge_preview, methods=["GET"]),
     Route("/supporters/{supporter_id}/merge", supporters.merge_now, methods=["POST"]),
     Route("/supporters/{supporter_id}/documents/{document_id}/resend", supporters.resend_document, methods=["POST"]),
@@ -58,6 +81,9 @@ page_routes: list[BaseRoute] = [
     Route("/admin/tokens/{token_id}/revoke", admin.revoke_token, methods=["POST"]),
     Route("/admin/audit", admin.audit_log, methods=["GET"]),
 ]
+# Last: whatever no page above answers.
+any_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+page_routes.append(Route("/{rest:path}", no_such_page, methods=any_method))
 
 routes: list[BaseRoute] = [
     Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="staff_static"),

@@ -5,29 +5,47 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from core import signing
 from core.auth import Principal, audit
-from core.errors import NotFound, ValidationFailed
+from core.clock import uk_today
+from core.db import UnitOfWork
+from core.errors import Conflict, NotFound, ValidationFailed
 from core.http import in_thread
 from core.models import StaffRole
 from core.money import format_pence
 from core.runtime import Runtime
 from crm import service as crm_service
 from crm.errors import InvalidDonorDetails
-from crm.models import ConsentChannel, ConsentStatus, DeclarationMethod, DeclarationScope, Supporter
+from crm.models import ConsentChannel, ConsentStatus, Declaration, DeclarationMethod, DeclarationScope, Supporter
 from crm.validation import DonorDetails
 from giving import merge
 from giving.staff import queries
-from giving.staff.web import PAGE_SIZE, form_of, page_number, redirect, render, runtime, staff_page
+from giving.staff.web import (
+    PAGE_SIZE,
+    form_of,
+    page_number,
+    query_text,
+    redirect,
+    render,
+    runtime,
+    staff_page,
+    uk_date,
+)
 from receipts import service as receipts_service
 
 HISTORY_ON_PAGE = 20
 DOCUMENTS_ON_PAGE = 20
+# What a declaration form changed for Gift Aid rides on the redirect, signed for the staff member and supporter.
+CHANGE_PURPOSE = "declaration-change"
+CHANGE_MAX_AGE_SECONDS = 3600
+CHANGES_LISTED = 50
 
 
 def parse_uuid(raw: str, what: str = "record") -> uuid.UUID:
@@ -46,10 +64,16 @@ def parse_uk_date(raw: str, field: str, errors: dict[str, str], *, required: boo
         return None
     try:
         if "/" in text:
-            day, month, year = (int(p) for p in text.split("/"))
-            return dt.date(year if year > 99 else 2000 + year, month, day)
+            day, month, year_text = (p.strip() for p in text.split("/"))
+            # 25 is 2025; a year of any other length than 2 or 4 digits (202, 0000, 20255) is a slip of the finger.
+            year = int(year_text)
+            if len(year_text) == 2:
+                year += 2000
+            elif len(year_text) != 4 or year < 1000:
+                raise ValueError(f"not a year: {year_text}")
+            return dt.date(year, int(month), int(day))
         return dt.date.fromisoformat(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         errors[field] = "Enter a real date as DD/MM/YYYY, for example 27/03/2025"
         return None
 
@@ -59,7 +83,7 @@ def parse_uk_date(raw: str, field: str, errors: dict[str, str], *, required: boo
 
 @staff_page()
 async def search(request: Request, staff: Principal) -> Response:
-    q = request.query_params.get("q", "").strip()[:100]
+    q = query_text(request, "q", 100)
 
     def load() -> list[Supporter]:
         if not q:
@@ -76,32 +100,100 @@ async def search(request: Request, staff: Principal) -> Response:
 # --- a supporter's page -------------------------------------------------------------------------------------
 
 
-def supporter_context(rt: Runtime, staff: Principal, supporter_id: uuid.UUID) -> dict[str, Any]:
+def supporter_context(rt: Runtime, staff: Principal, supporter_id: uuid.UUID, change_token: str = "") -> dict[str, Any]:
     with rt.unit_of_work() as uow:
         profile = queries.supporter_profile(uow.session, supporter_id)
         supporter = profile.supporter
         history = queries.history_page(uow.session, supporter.id, type=None, page=1, page_size=HISTORY_ON_PAGE)
         gifts = queries.gifts_of(uow.session, supporter.id)
         documents = list(receipts_service.documents_of(uow.session, supporter.id))[:DOCUMENTS_ON_PAGE]
+        change = (
+            declaration_change(uow.session, rt, staff, [supporter.id, *profile.merged_ids], change_token)
+            if change_token
+            else None
+        )
         audit(uow, staff, "view", "supporter", supporter.id)
     return {
         "profile": profile,
         "history": history.items,
         "gifts": gifts,
         "gift_choices": [
-            (str(g.id), f"{g.received_at:%d/%m/%Y} {format_pence(g.amount, g.currency)}")
+            (str(g.id), f"{uk_date(g.received_at)} {format_pence(g.amount, g.currency)}")
             for g in gifts
             if g.received_at is not None
         ],
         "documents": documents,
         "open_form": "",
+        "declaration_change": change,
+        "today": uk_today(),
+    }
+
+
+# --- what a declaration changed for Gift Aid ----------------------------------------------------------------
+
+
+def _secret(session: Session, rt: Runtime) -> str:
+    return signing.signing_secret(session, rt.settings.web.secret_key.get_secret_value())
+
+
+def change_token(
+    session: Session, rt: Runtime, staff: Principal, supporter_id: uuid.UUID, report: dict[str, Any]
+) -> str:
+    """crm's report of a declaration change (giftaid's `changed` and `adjusted_gift_ids`, as the JSON API gives
+    them), signed for this staff member and supporter, to show on the page the form redirects to."""
+    changed = list(report.get("changed", []))
+    adjusted = [str(g) for g in report.get("adjusted_gift_ids", [])]
+    payload = {
+        "s": str(supporter_id),
+        "u": str(staff.user_id),
+        "c": [[c["gift_id"], c["before"], c["after"]] for c in changed[:CHANGES_LISTED]],
+        "n": len(changed),
+        "a": adjusted[:CHANGES_LISTED],
+        "na": len(adjusted),
+    }
+    return signing.sign(_secret(session, rt), CHANGE_PURPOSE, payload)
+
+
+def declaration_change(
+    session: Session, rt: Runtime, staff: Principal, supporter_ids: list[uuid.UUID], token: str
+) -> dict[str, Any] | None:
+    """The gifts a declaration form changed (received, amount, claimable now or not and why) and the adjustments
+    it made needed, from a `change_token`; None for a token not valid, expired, or not this staff member's."""
+    try:
+        payload = signing.unsign(_secret(session, rt), CHANGE_PURPOSE, token, max_age_seconds=CHANGE_MAX_AGE_SECONDS)
+        if payload["u"] != str(staff.user_id) or uuid.UUID(payload["s"]) not in supporter_ids:
+            return None
+        changed = [(uuid.UUID(g), str(before), str(after)) for g, before, after in payload["c"]]
+        adjusted_ids = [uuid.UUID(g) for g in payload["a"]]
+        more, more_adjusted = int(payload["n"]) - len(changed), int(payload["na"]) - len(adjusted_ids)
+    except (signing.InvalidToken, KeyError, TypeError, ValueError):
+        return None
+    gifts = queries.gifts_by_id(session, [g for g, _, _ in changed] + adjusted_ids, supporter_ids)
+    deductions = queries.open_adjustments(session, adjusted_ids)
+
+    def newest_first(row: dict[str, Any]) -> tuple[str, str]:
+        gift = row["gift"]
+        return (str(gift.received_on or gift.received_at or ""), str(gift.id))
+
+    rows = [
+        {"gift": gifts[g], "claimable": after == "claimable", "was_claimable": before == "claimable", "reason": after}
+        for g, before, after in changed
+        if g in gifts
+    ]
+    adjusted = [{"gift": gifts[g], "gift_aid": deductions.get(g, 0)} for g in adjusted_ids if g in gifts]
+    return {
+        "gifts": sorted(rows, key=newest_first, reverse=True),
+        "more": more,
+        "adjusted": sorted(adjusted, key=newest_first, reverse=True),
+        "more_adjusted": more_adjusted,
     }
 
 
 @staff_page()
 async def show(request: Request, staff: Principal) -> Response:
     supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
-    context = await in_thread(supporter_context, runtime(request), staff, supporter_id)
+    token = query_text(request, "change", 20_000)
+    context = await in_thread(supporter_context, runtime(request), staff, supporter_id, token)
     if context["profile"].supporter.id != supporter_id:
         # An old id of a merged record: show the survivor at its own address.
         return redirect(f"/staff/supporters/{context['profile'].supporter.id}")
@@ -120,7 +212,7 @@ async def _show_with_errors(
 @staff_page()
 async def history(request: Request, staff: Principal) -> Response:
     supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
-    kind = request.query_params.get("type", "").strip()[:32] or None
+    kind = query_text(request, "type", 32) or None
     page = page_number(request)
 
     def load() -> dict[str, Any]:
@@ -236,36 +328,125 @@ async def record_declaration(request: Request, staff: Principal) -> Response:
     checked_donor: DonorDetails = donor
     checked_made_on: dt.date = made_on
 
-    def write() -> uuid.UUID:
-        with runtime(request).unit_of_work() as uow:
+    rt = runtime(request)
+
+    def write() -> tuple[uuid.UUID, str]:
+        with rt.unit_of_work() as uow:
             supporter = crm_service.resolve_supporter(uow.session, supporter_id)
-            declaration = crm_service.record_declaration(
+            declaration, report = crm_service.reporting_changes(
                 uow,
                 supporter.id,
-                method=method,
-                made_on=checked_made_on,
-                scope=scope,
-                donor=checked_donor,
-                source="staff",
-                wording_version=runtime(request).settings.giftaid.donation_wording_version,
-                start=start,
-                end=end,
-                gift_id=gift_id,
-                evidence={"recorded_by": staff.email},
-                recorded_by=staff.email,
+                lambda: crm_service.record_declaration(
+                    uow,
+                    supporter.id,
+                    method=method,
+                    made_on=checked_made_on,
+                    scope=scope,
+                    donor=checked_donor,
+                    source="staff",
+                    wording_version=rt.settings.giftaid.donation_wording_version,
+                    start=start,
+                    end=end,
+                    gift_id=gift_id,
+                    evidence={"recorded_by": staff.email},
+                    recorded_by=staff.email,
+                ),
             )
             # crm queues an oral declaration's confirmation letter (receipts.issue_oral_confirmation).
-            audit(uow, staff, "record_declaration", "supporter", supporter.id, {"declaration_id": str(declaration.id)})
-            return supporter.id
+            audit(uow, staff, "record_declaration", "supporter", supporter.id, _audited(declaration, report))
+            return supporter.id, change_token(uow.session, rt, staff, supporter.id, report)
 
     try:
-        sid = await in_thread(write)
+        sid, token = await in_thread(write)
     except ValidationFailed as exc:
         return await _show_with_errors(
             request, staff, supporter_id, "declaration", exc.errors or {"made_on": exc.detail}
         )
     done = "Declaration recorded." + (" Its confirmation letter is on its way." if method.value == "oral" else "")
-    return redirect(f"/staff/supporters/{sid}", done)
+    return redirect(f"/staff/supporters/{sid}?change={token}", done)
+
+
+def _audited(declaration: Declaration, report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "declaration_id": str(declaration.id),
+        "gifts_changed": len(report.get("changed", [])),
+        "adjusted_gift_ids": [str(g) for g in report.get("adjusted_gift_ids", [])],
+    }
+
+
+def _declaration_of(session: Session, supporter_id: uuid.UUID, declaration_id: uuid.UUID) -> Declaration:
+    """The declaration, if it is this supporter's (or a record merged into them)."""
+    declaration = crm_service.get_declaration(session, declaration_id)
+    if crm_service.resolve_supporter(session, declaration.supporter_id).id != supporter_id:
+        raise NotFound(f"this supporter has no declaration {declaration_id}")
+    return declaration
+
+
+async def _change_declaration(
+    request: Request,
+    staff: Principal,
+    field: str,
+    form_name: str,
+    change: Callable[[UnitOfWork, uuid.UUID, dt.date], Declaration],
+    done: Callable[[Declaration], str],
+) -> Response:
+    """Cancel or confirm a declaration of the supporter (the date in `field`), then show what that changed."""
+    supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
+    declaration_id = parse_uuid(request.path_params["declaration_id"], "declaration")
+    open_form = f"{form_name}-{declaration_id}"
+    errors: dict[str, str] = {}
+    on = parse_uk_date(str((await form_of(request)).get(field, "")), field, errors, required=True)
+    if errors or on is None:
+        return await _show_with_errors(request, staff, supporter_id, open_form, errors)
+    checked_on: dt.date = on
+    rt = runtime(request)
+
+    def write() -> tuple[uuid.UUID, str, str]:
+        with rt.unit_of_work() as uow:
+            supporter = crm_service.resolve_supporter(uow.session, supporter_id)
+            found = _declaration_of(uow.session, supporter.id, declaration_id)
+            declaration, report = crm_service.reporting_changes(
+                uow, supporter.id, lambda: change(uow, found.id, checked_on)
+            )
+            audit(uow, staff, f"{form_name}_declaration", "supporter", supporter.id, _audited(declaration, report))
+            token = change_token(uow.session, rt, staff, supporter.id, report)
+            return supporter.id, token, done(declaration)
+
+    try:
+        sid, token, message = await in_thread(write)
+    except (ValidationFailed, Conflict) as exc:
+        errors = {field: (getattr(exc, "errors", None) or {}).get(field) or exc.detail}
+        return await _show_with_errors(request, staff, supporter_id, open_form, errors)
+    return redirect(f"/staff/supporters/{sid}?change={token}", message)
+
+
+@staff_page(StaffRole.FUNDRAISER, StaffRole.FINANCE)
+async def cancel_declaration(request: Request, staff: Principal) -> Response:
+    """The donor cancelled: from the date given (an oral one cancelled within its 30 days is void)."""
+    reason = str((await form_of(request)).get("reason", "")).strip()[:200]
+
+    def cancel(uow: UnitOfWork, declaration_id: uuid.UUID, on: dt.date) -> Declaration:
+        return crm_service.cancel_declaration(uow, declaration_id, effective_on=on, reason=reason, by=staff.email)
+
+    def done(declaration: Declaration) -> str:
+        if declaration.voided:
+            return "Declaration cancelled. It is void: treated as never made."
+        return f"Declaration cancelled from {uk_date(declaration.cancellation_effective_on)}."
+
+    return await _change_declaration(request, staff, "effective_on", "cancel", cancel, done)
+
+
+@staff_page(StaffRole.FUNDRAISER, StaffRole.FINANCE)
+async def confirm_declaration(request: Request, staff: Principal) -> Response:
+    """The written confirmation of an oral declaration was sent (on the date given)."""
+
+    def confirm(uow: UnitOfWork, declaration_id: uuid.UUID, on: dt.date) -> Declaration:
+        return crm_service.confirm_oral_declaration(uow, declaration_id, confirmation_sent_on=on, by=staff.email)
+
+    def done(declaration: Declaration) -> str:
+        return f"Recorded: its confirmation was sent on {uk_date(declaration.confirmation_sent_on)}."
+
+    return await _change_declaration(request, staff, "confirmation_sent_on", "confirm", confirm, done)
 
 
 # --- merge --------------------------------------------------------------------------------------------------
@@ -285,7 +466,7 @@ def _other_supporter(session: Session, raw: str) -> uuid.UUID:
 @staff_page(*merge.MERGERS)
 async def merge_preview(request: Request, staff: Principal) -> Response:
     survivor_id = parse_uuid(request.path_params["supporter_id"], "supporter")
-    other = request.query_params.get("other", "")
+    other = query_text(request, "other", 254)
 
     def load() -> dict[str, Any]:
         with runtime(request).unit_of_work() as uow:

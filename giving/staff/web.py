@@ -151,12 +151,19 @@ def safe_next(target: str | None) -> str:
 
 
 async def form_of(request: Request) -> FormData:
-    """The parsed form, read once and kept on the request (the gate reads it for the CSRF token)."""
+    """The parsed form, read once and kept on the request (the gate reads it for the CSRF token). NUL characters
+    are dropped: nobody types one, and PostgreSQL's text cannot hold it (a query with one fails)."""
     cached: FormData | None = getattr(request.state, "form", None)
     if cached is None:
-        cached = await request.form(max_files=0, max_fields=200)
+        parsed = await request.form(max_files=0, max_fields=200)
+        cached = FormData([(k, v.replace("\x00", "") if isinstance(v, str) else v) for k, v in parsed.multi_items()])
         request.state.form = cached
     return cached
+
+
+def query_text(request: Request, name: str, max_length: int) -> str:
+    """A query parameter as text, trimmed, at most `max_length` characters, without NUL (see `form_of`)."""
+    return request.query_params.get(name, "").replace("\x00", "").strip()[:max_length]
 
 
 def staff_page(*roles: StaffRole) -> Callable[[StaffView], Endpoint]:

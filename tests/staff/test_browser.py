@@ -53,6 +53,8 @@ def test_fundraiser_finds_a_supporter_records_a_declaration_and_is_refused_the_c
     assert page.locator(".timeline-item .amount").first.inner_text().startswith("£")
     live_server.screenshot(page, "05-history")
 
+    received = uk_today() - dt.timedelta(days=20)
+    add_gift(live_server.runtime, supporter_id, 123450, received)
     page.goto(f"/staff/supporters/{supporter_id}")
     page.get_by_text("Record an oral or paper declaration").click()
     page.get_by_label(re.compile("Spoken")).check()
@@ -62,10 +64,27 @@ def test_fundraiser_finds_a_supporter_records_a_declaration_and_is_refused_the_c
     page.wait_for_url(re.compile(r".*done=.*"))
     assert "confirmation letter is on its way" in page.locator(".notice").inner_text()
     assert page.get_by_text("waiting for its confirmation letter").is_visible()
+    # What it changed for Gift Aid: the gift waits for the confirmation letter; no claim needs adjusting.
+    assert page.get_by_role("heading", name="What this changed for Gift Aid").is_visible()
+    changed = page.locator("tr.gift-change")
+    assert changed.count() == 1
+    assert received.strftime("%d/%m/%Y") in changed.inner_text() and "£1,234.50" in changed.inner_text()
+    assert "still not claimable" in changed.inner_text()
+    assert page.get_by_text("No adjustment to a claim is needed.").is_visible()
     live_server.screenshot(page, "06-declaration-recorded")
     with live_server.runtime.read_session() as session:
         declaration = session.exec(select(Declaration)).one()
         assert (declaration.method, declaration.recorded_by) == ("oral", "fundraiser@example.org")
+
+    # Cancelled before its confirmation letter: void, and the page says so.
+    page.locator("summary", has_text="Cancel the declaration made").click()
+    page.get_by_label("Why").fill("changed their mind")
+    page.get_by_role("button", name="Cancel this declaration").click()
+    page.wait_for_url(re.compile(r".*done=Declaration\+cancelled.*"))
+    assert "It is void" in page.locator(".notice").inner_text()
+    assert page.get_by_role("heading", name="What this changed for Gift Aid").is_visible()
+    assert "declaration cancelled" in page.locator("tr.gift-change").inner_text()
+    live_server.screenshot(page, "06b-declaration-cancelled")
 
     response = page.goto("/staff/finance/giftaid")
     assert response is not None and response.status == 403
