@@ -214,6 +214,8 @@ def stripe_kind(category: str, bt_type: str, amount: int, source_id: str | None)
         return CHARGE
     if category in ("refund", "payment_refund") or bt_type in ("refund", "payment_refund"):
         return REFUND
+    if category == "refund_failure" or bt_type == "refund_failure":
+        return REFUND_RETURNED  # a refund that failed: its money came back to us
     if category == "dispute_reversal":
         return DISPUTE_REVERSAL
     if category == "dispute" or (source_id or "").startswith(("dp_", "du_")):

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import select
 
 from core.runtime import Runtime
 from core.settings import Settings
-from payments.models import RefundStatus
+from payments.models import PayoutLine, RefundStatus
 from payments.payouts import record_gocardless_payout, record_stripe_payout
 from tests.fakes.provider_server import FakeProvider
 from tests.payments import factories_money as make
@@ -258,6 +259,9 @@ def test_a_stripe_refund_that_failed_gives_its_money_back_to_the_refunds_it_reve
     )
     stripe_paid(runtime, "po_sale", 0, MARCH_2)
     stripe_paid(runtime, "po_back", 2000, MARCH_5)
+    with runtime.read_session() as session:
+        back = session.exec(select(PayoutLine).where(PayoutLine.provider_line_id == "txn_back")).one()
+    assert back.kind == "refund_returned"  # what the line is, in the payouts' own listing too (not "other")
 
     rows = export(settings, monkeypatch, tmp_path)
 
