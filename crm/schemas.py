@@ -89,6 +89,18 @@ class MergeIn(Body):
     into: uuid.UUID
 
 
+def _without_nul(value: Any) -> Any:
+    """NUL characters dropped from every string (keys too): nobody types one, and PostgreSQL's text and jsonb
+    cannot hold it (a statement with one fails)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 def parse_body(model: type[M], raw: bytes) -> M:
     """The request body as `model`, or a 400 that names every wrong field."""
     try:
@@ -96,7 +108,7 @@ def parse_body(model: type[M], raw: bytes) -> M:
     except ValueError as exc:
         raise InvalidDonorDetails(f"the body is not JSON: {exc}") from exc
     try:
-        return model.model_validate(data)
+        return model.model_validate(_without_nul(data))
     except ValidationError as exc:
         errors = {".".join(str(p) for p in e["loc"]) or "body": e["msg"] for e in exc.errors()}
         raise InvalidDonorDetails("; ".join(f"{k}: {v}" for k, v in errors.items()), errors) from exc

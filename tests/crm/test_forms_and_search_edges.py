@@ -147,3 +147,37 @@ def test_search_finds_a_surname_with_a_space_typed_in_full(runtime: Runtime, cli
         assert client.get("/api/supporters", params={"q": q}, headers=staff).json()["items"] == [], q
     both = client.get("/api/supporters", params={"q": "van"}, headers=staff).json()["items"]
     assert [i["last_name"] for i in both] == ["van der Berg", "Vance"]
+
+
+def test_a_nul_in_any_api_field_is_dropped_not_a_server_error(runtime: Runtime, client: TestClient) -> None:
+    """Only notes were cleaned: a NUL in a consent's wording, a declaration's evidence or a cancellation reason
+    reached PostgreSQL (text and jsonb cannot hold it) and was a 500."""
+    staff = staff_token(runtime, "fundraiser")
+    ada = make_supporter(runtime)
+    consent = client.post(
+        f"/api/supporters/{ada}/consents",
+        json={"channel": "email", "status": "granted", "wording_version": "v\x002", "note": "by phone\x00"},
+        headers=staff,
+    )
+    assert consent.status_code in (200, 201), consent.text
+    declared = client.post(
+        f"/api/supporters/{ada}/declarations",
+        json={
+            "method": "online", "made_on": uk_today().isoformat(), "scope": "past_4_years_and_future",
+            "evidence": {"form\x00": "web\x00"},
+            "address": {"first_name": "Ada", "last_name": "Lovelace", "address_line1": "12 High St",
+                        "town": "Dover", "postcode": "CT16 1AA"},
+        },
+        headers=staff,
+    )  # fmt: skip
+    assert declared.status_code == 201, declared.text
+    cancelled = client.post(
+        f"/api/declarations/{declared.json()['id']}/cancel",
+        json={"effective_on": uk_today().isoformat(), "reason": "asked\x00 to stop"},
+        headers=staff,
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["cancellation_reason"] == "asked to stop"
+    with runtime.read_session() as session:
+        granted = session.exec(select(Consent).where(Consent.supporter_id == ada)).one()
+    assert granted.wording_version == "v2" and "\x00" not in str(granted.evidence)
