@@ -193,7 +193,7 @@ def register(app: typer.Typer) -> None:
 
     @giftaid.command("submit")
     def submit(claim_id: str = typer.Argument(...), by: str = typer.Option("", "--by")) -> None:
-        """Send a built claim to HMRC's gateway (`[hmrc] gateway_url`)."""
+        """Send a built claim to HMRC's gateway (`\\[hmrc] gateway_url`)."""
         from giftaid import service
         from giving.cli import command_runtime, fail
 

@@ -318,7 +318,7 @@ def register(app: typer.Typer) -> None:
 
     @shop_app.command("low-stock")
     def low_stock(as_json: bool = typer.Option(False, "--json")) -> None:
-        """SKUs at or below `[shop] low_stock_threshold`, fewest first."""
+        """SKUs at or below `\\[shop] low_stock_threshold`, fewest first."""
         _stock(True, as_json)
 
     @shop_app.command("stock")
