@@ -12,7 +12,11 @@ also loaded from the API changes nothing.
 
 GoCardless: a payout items export, one row per payout item, columns `payout_id`, `type` (the payout item type, e.g.
 `payment_paid_out`, `gocardless_fee`), `amount` (decimal pence as the API gives them, e.g. `-20.5`), `payment_id`,
-`refund_id`, optional `currency`, `payout_amount` (whole pence), `arrival_date` (YYYY-MM-DD) and `reference`.
+`refund_id`, optional `currency`, `payout_amount` (whole pence), `arrival_date` (YYYY-MM-DD or DD/MM/YYYY) and
+`reference`.
+
+Files saved from a spreadsheet are read (a BOM, CRLF, blank rows, `£1,234.50`, `-£5.00`, `05/03/2026`); a bad file
+is refused whole, naming its row as a spreadsheet numbers it (see docs/reconciliation.md, CSV imports).
 
 A payout's amount (what reached the bank) is not in the Stripe report: it is the amount already recorded from the
 provider's event, or the one given (`payout_amounts`), or else the sum of the lines' net (said in the result).
@@ -24,15 +28,15 @@ import csv
 import dataclasses
 import datetime as dt
 import io
+import re
 from collections.abc import Iterable
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from core.db import UnitOfWork
 from core.errors import BadRequest
-from core.money import Money, MoneyError
+from core.money import Currency, Money, MoneyError
 from payments.errors import PaymentsError
 from payments.models import Payout, PayoutStatus, Provider
 from payments.payouts import gocardless_lines, stripe_kind, upsert_payout
@@ -55,20 +59,82 @@ STRIPE_REQUIRED = ("balance_transaction_id", "automatic_payout_id", "reporting_c
 GOCARDLESS_REQUIRED = ("payout_id", "type", "amount")
 
 
-def _rows(text: str, required: Iterable[str]) -> list[dict[str, str]]:
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    columns = {c.strip() for c in reader.fieldnames or []}
+def _rows(text: str, required: Iterable[str]) -> list[tuple[int, dict[str, str]]]:
+    """(row number as a spreadsheet shows it, the row by column) for every row that is not blank. A blank line or a
+    row of empty cells (a spreadsheet writes them at the end) is skipped; a row with more fields than the header
+    (an amount such as 1,234.50 not in quotes) is refused, naming it."""
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise InvalidImport(f"row 1: {exc}") from None
+    columns = [c.strip() for c in header or []]
     missing = [c for c in required if c not in columns]
     if missing:
         raise InvalidImport(f"the file has no column {', '.join(missing)}")
-    return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    rows: list[tuple[int, dict[str, str]]] = []
+    number = 1
+    while True:
+        number += 1
+        try:
+            record = next(reader, None)
+        except csv.Error as exc:
+            raise InvalidImport(f"row {number}: {exc}") from None
+        if record is None:
+            return rows
+        cells = [cell.strip() for cell in record]
+        if not any(cells):
+            continue
+        if len(cells) > len(columns):
+            raise InvalidImport(
+                f"row {number} has more fields than the header ({len(cells)}, not {len(columns)}): "
+                "an amount such as 1,234.50 must be in quotes"
+            )
+        rows.append((number, {name: cells[i] if i < len(cells) else "" for i, name in enumerate(columns)}))
+
+
+def _currency(value: str, row_number: int) -> str:
+    try:
+        return str(Currency((value or "GBP").upper()))
+    except ValueError:
+        kept = ", ".join(str(c) for c in Currency)
+        raise InvalidImport(f"row {row_number}: currency {value!r} is not one we keep ({kept})") from None
 
 
 def _pence(value: str, row_number: int, column: str, currency: str) -> int:
+    """Pounds as Stripe writes them (`35.00`, `-15.00`), or as a spreadsheet does (`£1,234.50`, `-£5.00`)."""
+    text = value.strip()
+    if not text:
+        raise InvalidImport(f"row {row_number}: {column} is empty")
+    sign = text[0] if text[0] in "+-" else ""
+    unsigned = text[len(sign) :].strip()
+    if unsigned[:1] in ("£", "€"):
+        unsigned = unsigned[1:].strip()
     try:
-        return Money.parse(value or "0", currency.upper() or "GBP").amount
+        return Money.parse(sign + unsigned, currency).amount
     except (MoneyError, ValueError):
         raise InvalidImport(f"row {row_number}: {column} {value!r} is not an amount") from None
+
+
+def _one_currency(currencies: dict[str, str], payout_id: str, currency: str, row_number: int) -> None:
+    known = currencies.setdefault(payout_id, currency)
+    if known != currency:
+        raise InvalidImport(f"row {row_number}: currency {currency} is not the payout's {known}")
+
+
+def _check_recorded_currency(uow: UnitOfWork, provider: Provider, currencies: dict[str, str]) -> None:
+    """Before anything is written: a payout already recorded (from the provider) keeps its currency."""
+    if not currencies:
+        return
+    recorded = uow.session.exec(
+        select(Payout).where(Payout.provider == provider, col(Payout.provider_payout_id).in_(sorted(currencies)))
+    ).all()
+    for payout in recorded:
+        if payout.currency != currencies[payout.provider_payout_id]:
+            raise InvalidImport(
+                f"payout {payout.provider_payout_id} is recorded in {payout.currency}, "
+                f"the file says {currencies[payout.provider_payout_id]}"
+            )
 
 
 def import_stripe_report(
@@ -77,25 +143,35 @@ def import_stripe_report(
     """Store and match every payout of an itemised payout reconciliation report."""
     by_payout: dict[str, list[LineIn]] = {}
     currencies: dict[str, str] = {}
-    for number, row in enumerate(_rows(text, STRIPE_REQUIRED), start=2):
+    seen: dict[str, tuple[int, tuple[str, ...]]] = {}
+    for number, row in _rows(text, STRIPE_REQUIRED):
         payout_id = row["automatic_payout_id"]
         if not payout_id:
             raise InvalidImport(f"row {number}: automatic_payout_id is empty (only automatic payouts reconcile)")
         category = row["reporting_category"]
         if category == "payout":
             continue  # the payout's own line, if an export includes it
-        currency = (row.get("currency") or "gbp").upper()
+        currency = _currency(row.get("currency", ""), number)
         gross = _pence(row["gross"], number, "gross", currency)
         fee = _pence(row["fee"], number, "fee", currency)
         net = _pence(row["net"], number, "net", currency)
         if gross - fee != net:
             raise InvalidImport(f"row {number}: gross {row['gross']} - fee {row['fee']} is not net {row['net']}")
+        _one_currency(currencies, payout_id, currency, number)
+        # The same balance transaction twice (reports pasted together) is one line; with other figures, an error.
+        txn = row["balance_transaction_id"]
+        figures = (payout_id, category, currency, str(gross), str(fee), str(net))
+        if txn in seen:
+            first, first_figures = seen[txn]
+            if first_figures != figures:
+                raise InvalidImport(f"row {number}: balance transaction {txn} is also row {first}, with other figures")
+            continue
+        seen[txn] = (number, figures)
         source = row.get("source_id") or _source_by_category(row, category)
         if source and source.startswith(("ch_", "py_")):
             related = row.get("payment_intent_id") or None
         else:
             related = row.get("charge_id") or None
-        currencies[payout_id] = currency
         by_payout.setdefault(payout_id, []).extend(
             with_fee_line(
                 LineIn(
@@ -112,6 +188,7 @@ def import_stripe_report(
                 )
             )
         )
+    _check_recorded_currency(uow, Provider.STRIPE, currencies)
     results = []
     for payout_id, lines in by_payout.items():
         total_net = sum(line.amount for line in lines)
@@ -142,37 +219,44 @@ def import_gocardless_export(
 ) -> list[ImportResult]:
     """Store and match every payout of a GoCardless payout items export."""
     items: dict[str, list[dict[str, Any]]] = {}
-    info: dict[str, dict[str, str]] = {}
-    for number, row in enumerate(_rows(text, GOCARDLESS_REQUIRED), start=2):
+    info: dict[str, dict[str, tuple[int, str]]] = {}
+    currencies: dict[str, str] = {}
+    amounts: dict[str, int] = {}
+    arrivals: dict[str, dt.date] = {}
+    for number, row in _rows(text, GOCARDLESS_REQUIRED):
         payout_id = row["payout_id"]
         if not payout_id:
             raise InvalidImport(f"row {number}: payout_id is empty")
-        try:
-            Decimal(row["amount"])
-        except InvalidOperation:
-            raise InvalidImport(f"row {number}: amount {row['amount']!r} is not decimal pence") from None
+        if not _DECIMAL_PENCE.fullmatch(row["amount"]):
+            raise InvalidImport(f"row {number}: amount {row['amount']!r} is not decimal pence (e.g. -20.5)")
+        # Every row repeats the payout's own figures: rows that disagree are an error, not the last one winning.
+        details = info.setdefault(payout_id, {})
+        for key in ("currency", "payout_amount", "arrival_date", "reference"):
+            if not row.get(key):
+                continue
+            first = details.setdefault(key, (number, row[key]))
+            if first[1] != row[key]:
+                raise InvalidImport(
+                    f"row {number}: {key} {row[key]!r} is not the payout's {first[1]} on row {first[0]}"
+                )
+        _one_currency(currencies, payout_id, (row.get("currency") or "GBP").upper(), number)
+        if row.get("payout_amount") and payout_id not in amounts:
+            try:
+                amounts[payout_id] = int(row["payout_amount"])
+            except ValueError:
+                raise InvalidImport(
+                    f"row {number}: payout_amount {row['payout_amount']!r} is not whole pence"
+                ) from None
+        if row.get("arrival_date") and payout_id not in arrivals:
+            arrivals[payout_id] = _date(row["arrival_date"], number, "arrival_date")
         links = {k: row[f"{k}_id"] for k in ("payment", "refund", "mandate") if row.get(f"{k}_id")}
         items.setdefault(payout_id, []).append({"type": row["type"], "amount": row["amount"], "links": links})
-        info.setdefault(payout_id, {}).update(
-            {k: row[k] for k in ("currency", "payout_amount", "arrival_date", "reference") if row.get(k)}
-        )
+    _check_recorded_currency(uow, Provider.GOCARDLESS, currencies)
     results = []
     for payout_id, payout_items in items.items():
-        details = info[payout_id]
-        currency = (details.get("currency") or "GBP").upper()
+        currency = currencies[payout_id]
         lines = gocardless_lines(payout_items, currency)
-        given = (payout_amounts or {}).get(payout_id)
-        if given is None and details.get("payout_amount"):
-            try:
-                given = int(details["payout_amount"])
-            except ValueError:
-                raise InvalidImport(f"payout {payout_id}: payout_amount must be whole pence") from None
-        arrival = None
-        if details.get("arrival_date"):
-            try:
-                arrival = dt.date.fromisoformat(details["arrival_date"])
-            except ValueError:
-                raise InvalidImport(f"payout {payout_id}: arrival_date must be YYYY-MM-DD") from None
+        given = (payout_amounts or {}).get(payout_id, amounts.get(payout_id))
         total = sum(line.amount for line in lines)
         results.append(
             _store(
@@ -183,11 +267,28 @@ def import_gocardless_export(
                 currency,
                 given,
                 total,
-                arrival=arrival,
-                reference=details.get("reference", ""),
+                arrival=arrivals.get(payout_id),
+                reference=info[payout_id].get("reference", (0, ""))[1],
             )
         )
     return results
+
+
+# Decimal pence as the API gives them ("-20.5"): no exponent, NaN or infinity, no thousands separator.
+_DECIMAL_PENCE = re.compile(r"[+-]?(\d{1,15}(\.\d*)?|\.\d+)")
+
+
+def _date(value: str, row_number: int, column: str) -> dt.date:
+    """`2026-03-05`, or `05/03/2026` as a UK spreadsheet writes it (day first)."""
+    try:
+        if "/" in value:
+            day, month, year = value.split("/")
+            if len(year) != 4:
+                raise ValueError(value)
+            return dt.date(int(year), int(month), int(day))
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidImport(f"row {row_number}: {column} {value!r} is not a date (YYYY-MM-DD or DD/MM/YYYY)") from None
 
 
 def _store(

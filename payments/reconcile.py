@@ -150,9 +150,15 @@ def store_lines(uow: UnitOfWork, payout: Payout, lines: Iterable[LineIn]) -> int
     existing = {
         row.provider_line_id: row
         for row in conn.execute(
-            sa.select(LINES.c.id, LINES.c.provider_line_id, LINES.c.amount, LINES.c.fee, LINES.c.net).where(
-                LINES.c.payout_id == payout.id
-            )
+            sa.select(
+                LINES.c.id,
+                LINES.c.provider_line_id,
+                LINES.c.amount,
+                LINES.c.fee,
+                LINES.c.net,
+                LINES.c.kind,
+                LINES.c.source_id,
+            ).where(LINES.c.payout_id == payout.id)
         ).all()
     }
     new_rows: list[dict[str, Any]] = []
@@ -172,8 +178,11 @@ def store_lines(uow: UnitOfWork, payout: Payout, lines: Iterable[LineIn]) -> int
         # New lines are matched as they are inserted, so a payout is written once, not inserted then updated.
         found = _lookup(conn, str(payout.provider), new_rows)
         now = utc_now()
+        settled = {old.source_id for old in existing.values() if old.kind in (GIFT, ORDER) and old.source_id}
         for row in new_rows:
-            kind, gift, order, refund, dispute, matched = _resolve(_RowView(row), found)
+            kind, gift, order, refund, dispute, matched = _settle_once(
+                _resolve(_RowView(row), found), row["source_id"], settled
+            )
             if matched:
                 row.update(
                     kind=kind, gift_id=gift, order_id=order, refund_id=refund, dispute_id=dispute, matched_at=now
@@ -272,16 +281,21 @@ def _match_class(kind: str, provider_type: str, source_id: str | None) -> str | 
         return "gc_dispute"
     if kind == PAYOUT_FAILURE:
         return "stripe_payout"
+    if source_id.startswith("RF") or (kind in (REFUND, REFUND_RETURNED) and source_id.startswith("PM")):
+        # A refund item that names only its payment is still a refund: matched on a refund id or not at all,
+        # never taken for the payment (a negative gift that would let the payout look reconciled).
+        return "gc_refund"
+    if source_id.startswith(("ch_", "py_", "PM")) and kind not in (CHARGE, PAYMENT, GIFT, ORDER, FEE):
+        # Likewise any other line naming a charge or payment (a Stripe `charge_failure`, a refund or dispute line
+        # that names only its charge, an item type we do not know): only a charge or payment paid out, and the fee
+        # on it, settles the gift or order it names. The others stay unmatched for finance to look at.
+        return None
     if source_id.startswith(("ch_", "py_")):
         return "stripe_charge"
     if source_id.startswith(("re_", "pyr_")):
         return "stripe_refund"
     if source_id.startswith(("dp_", "du_")):
         return "stripe_dispute"
-    if source_id.startswith("RF") or (kind in (REFUND, REFUND_RETURNED) and source_id.startswith("PM")):
-        # A refund item that names only its payment is still a refund: matched on a refund id or not at all,
-        # never taken for the payment (a negative gift that would let the payout look reconciled).
-        return "gc_refund"
     if source_id.startswith("PM"):
         return "gc_payment"
     return None
@@ -465,6 +479,20 @@ def _resolve(line: Any, found: _Found) -> _Ids:
     return kind, gift, order, refund, dispute, matched
 
 
+def _settle_once(resolved: _Ids, source_id: str | None, settled: set[str]) -> _Ids:
+    """A charge or Direct Debit payment is paid out once: a second line of the payout paying out the same one (a
+    row repeated in an export) does not settle its gift or order again, but stays unmatched (`charge`/`payment`),
+    so the payout is unreconciled and finance sees the repeated line. The first line, in the provider's order, wins.
+    `settled` holds the sources already settled and is added to."""
+    kind, _gift, _order, _refund, _dispute, matched = resolved
+    if not matched or kind not in (GIFT, ORDER) or not source_id:
+        return resolved
+    if source_id in settled:
+        return PAYMENT if source_id.startswith("PM") else CHARGE, None, None, None, None, False
+    settled.add(source_id)
+    return resolved
+
+
 def match_payout(uow: UnitOfWork, payout_id: uuid.UUID) -> MatchResult:
     """Match every line of one payout and settle its status. Idempotent; constant SQL statements."""
     conn = uow.session.connection()
@@ -483,16 +511,19 @@ def match_payout(uow: UnitOfWork, payout_id: uuid.UUID) -> MatchResult:
                 LINES.c.refund_id,
                 LINES.c.dispute_id,
                 LINES.c.matched_at,
-            ).where(LINES.c.payout_id == payout_id)
+            )
+            .where(LINES.c.payout_id == payout_id)
+            .order_by(LINES.c.position, LINES.c.provider_line_id)
         ).all()
     )
     found = _lookup(conn, str(payout.provider), lines) if lines else None
     now = utc_now()
     updates: list[dict[str, Any]] = []
     unmatched = 0
+    settled: set[str] = set()
     for line in lines:
         assert found is not None
-        kind, gift, order, refund, dispute, matched = _resolve(line, found)
+        kind, gift, order, refund, dispute, matched = _settle_once(_resolve(line, found), line.source_id, settled)
         if not matched:
             unmatched += 1
             # An unmatched line names nothing, so finance sees exactly what is missing.
