@@ -53,6 +53,7 @@ class ImportResult:
     lines_added: int
     amount_from: str  # "provider" (already recorded), "given", or "lines" (sum of the lines' net)
     match: MatchResult
+    currency: str = "GBP"  # the payout's
 
 
 STRIPE_REQUIRED = ("balance_transaction_id", "automatic_payout_id", "reporting_category", "gross", "fee", "net")
@@ -324,4 +325,4 @@ def _store(
         source=existing.source if existing is not None else "csv",
     )
     added = store_lines(uow, payout, lines)
-    return ImportResult(provider_payout_id, added, amount_from, match_payout(uow, payout.id))
+    return ImportResult(provider_payout_id, added, amount_from, match_payout(uow, payout.id), payout.currency)

@@ -59,8 +59,8 @@ def reconciliation_lines(session: Session) -> list[str]:
     for item in items:
         unmatched = item["unmatched_lines"]
         out.append(
-            f"{item['provider']:<10} {item['provider_payout_id']:<28} {format_pence(item['amount']['amount']):>12} "
-            f"{item['status']:<12} discrepancy {format_pence(item['discrepancy']['amount'])}"
+            f"{item['provider']:<10} {item['provider_payout_id']:<28} {format_pence(**item['amount']):>12} "
+            f"{item['status']:<12} discrepancy {format_pence(**item['discrepancy'])}"
             + (f", {unmatched} unmatched line(s)" if unmatched else "")
         )
     return out
@@ -172,10 +172,19 @@ def register(app: typer.Typer) -> None:
         from payments import imports
 
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            raw = path.read_bytes()
         except OSError as exc:
             fail(f"cannot read {path}: {exc}")
             return
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            # A spreadsheet saved as "CSV" on Windows writes Windows-1252 (a £ is one byte, 0xA3).
+            try:
+                text = raw.decode("cp1252")
+            except UnicodeDecodeError as exc:
+                fail(f"{path} is neither UTF-8 nor Windows-1252 text: {exc}")
+                return
         given: dict[str, int] = {}
         for pair in filter(None, amount.split(",")):
             payout_id, _, pence = pair.partition("=")
@@ -195,7 +204,7 @@ def register(app: typer.Typer) -> None:
                             "lines_added": r.lines_added,
                             "amount_from": r.amount_from,
                             "status": "reconciled" if r.match.reconciliation == "reconciled" else "unreconciled",
-                            "discrepancy": r.match.discrepancy,
+                            "discrepancy": {"amount": r.match.discrepancy, "currency": r.currency},
                             "unmatched": r.match.unmatched,
                         }
                         for r in results
@@ -207,7 +216,7 @@ def register(app: typer.Typer) -> None:
             status = "reconciled" if r.match.reconciliation == "reconciled" else "unreconciled"
             typer.echo(
                 f"{r.provider_payout_id}: {r.lines_added} line(s) added, {status}, discrepancy "
-                f"{format_pence(r.match.discrepancy)}, {r.match.unmatched} unmatched"
+                f"{format_pence(r.match.discrepancy, r.currency)}, {r.match.unmatched} unmatched"
                 + (" (amount taken from the lines: give --payout-amount)" if r.amount_from == "lines" else "")
             )
 

@@ -68,7 +68,7 @@ def test_stripe_report_import_matches_like_the_api(
         "lines_added": 7,
         "amount_from": "given",
         "status": "reconciled",
-        "discrepancy": 0,
+        "discrepancy": {"amount": 0, "currency": "GBP"},
         "unmatched": 0,
     }
     lines = lines_of(runtime, "po_test_Daily01")
@@ -196,3 +196,24 @@ def test_a_gocardless_refund_item_naming_only_its_payment_stays_a_refund(runtime
         kinds = sorted((line.kind, line.amount, line.gift_id, line.matched_at is not None) for line in lines)
         assert kinds == [("gift", 1000, gift, True), ("refund", -1000, None, False)]
         assert payout.reconciliation == "unreconciled"
+
+
+def test_a_gocardless_export_saved_by_a_spreadsheet_in_windows_1252_is_read(
+    runtime: Runtime, settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Excel on Windows saves "CSV" in Windows-1252 (£ is the byte 0xA3): the import was a UnicodeDecodeError
+    traceback."""
+    donor = make.supporter(runtime)
+    make.gift(runtime, donor, 1000, gocardless_payment_id="PM0CP1")
+    export = tmp_path / "gocardless.csv"
+    export.write_bytes(
+        "payout_id,payout_amount,arrival_date,reference,type,amount,payment_id,refund_id,mandate_id\n"
+        "PO0CP,1000,2026-03-05,Gift £10,payment_paid_out,1000,PM0CP1,,MD1\n".encode("cp1252")
+    )
+
+    result = run_giving(["payouts", "import-gocardless", str(export)], settings, monkeypatch, tmp_path)
+
+    assert result.exit_code == 0, result.output
+    assert "PO0CP: 1 line(s) added, reconciled, discrepancy £0.00, 0 unmatched" in result.stdout
+    with runtime.read_session() as session:
+        assert session.exec(select(Payout).where(Payout.provider_payout_id == "PO0CP")).one().reference == "Gift £10"
