@@ -28,7 +28,7 @@ from core.clock import add_years, uk_today
 from core.money import format_pence, gift_aid_on
 from core.settings import Settings
 from crm.models import RECORDING_EVIDENCE, Declaration, DeclarationMethod, DeclarationScope
-from giftaid.models import Claim, ClaimGift
+from giftaid.models import Claim, ClaimDonor, ClaimGift
 from payments.models import DonorType, Gift, GiftStatus, money_returned
 
 # HMRC's r68_PostCodeType (the XSD pattern is anchored implicitly).
@@ -131,6 +131,7 @@ def relevant_value_limit(amount: int, received_on: dt.date) -> int:
 G = Gift.__table__  # type: ignore[attr-defined]
 D = Declaration.__table__  # type: ignore[attr-defined]
 CG = ClaimGift.__table__  # type: ignore[attr-defined]
+CD = ClaimDonor.__table__  # type: ignore[attr-defined]
 C = Claim.__table__  # type: ignore[attr-defined]
 
 

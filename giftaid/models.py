@@ -80,7 +80,8 @@ class ClaimEvent(SQLModel, table=True):
 
 
 class ClaimGift(SQLModel, table=True):
-    """A gift on a claim, with the donor details and amount exactly as claimed (the evidence of what was sent).
+    """A gift on a claim, with the amount exactly as claimed; the donor's details as claimed are its declaration's
+    `ClaimDonor` row (together, the evidence of what was sent).
 
     Gifts with the same `line_no` in one claim form one aggregated line; the files are written in `line_no`
     order (a sort when they are read). A claim writes its rows in gift id order, so both keys, (claim, gift) and
@@ -104,6 +105,19 @@ class ClaimGift(SQLModel, table=True):
     # Money returned after the claim that an adjustment has already taken back.
     adjusted_returned: int = money_field()
     declaration_id: uuid.UUID | None = None
+
+
+class ClaimDonor(SQLModel, table=True):
+    """The donor's details as a claim sent them, once per declaration its gifts were claimed under (the claim's
+    `ClaimGift` rows name it). Kept apart from the gifts: a donor of many gifts is written once (a claim of a million
+    gifts from 200,000 donors writes 200,000 donor rows, not a million copies).
+
+    Like `ClaimGift`, no foreign keys: both are written together by the claim's own statements."""
+
+    __tablename__ = "giftaid_claim_donors"
+
+    claim_id: uuid.UUID = Field(primary_key=True)
+    declaration_id: uuid.UUID = Field(primary_key=True)
     title: str | None = Field(default=None, max_length=4)
     first_name: str = Field(default="", max_length=35)
     last_name: str = Field(default="", max_length=35)

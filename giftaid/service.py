@@ -381,6 +381,7 @@ def build_claim(
     )
     try:
         repository.insert_claim_gifts(session, claim.id, candidates, rules.aggregate_limit)
+        repository.refresh_claim_statistics(session)
         held_ids = repository.held_back_ids(session, candidates)
     except sa.exc.IntegrityError as exc:
         raise ClaimConflict("another claim took some of these gifts at the same moment; try again") from exc

@@ -2,11 +2,12 @@
 
 - `export_supporter`: everything held about a supporter (a subject access request) as one JSON document. It is
   generic: every table with a foreign key to `supporters` is included (so a wing's new table is never missed),
-  plus the rows of tables that hang off those (order lines, document deliveries, ...), plus the donor details as
-  claimed from HMRC (`giftaid_claim_gifts`, by gift: no foreign key), plus stored webhook bodies that carry one of
+  plus the rows of tables that hang off those (order lines, document deliveries, ...), plus the gifts as
+  claimed from HMRC and the donor details sent with them (`giftaid_claim_gifts` by gift, `giftaid_claim_donors` by
+  declaration: no foreign keys), plus stored webhook bodies that carry one of
   the supporter's emails (in any case; not one merely inside a longer address, which is someone else's).
 - `erase_supporter`: pseudonymises what HMRC does not need now, and keeps what it does — the donor details as
-  claimed on each Gift Aid claim (`giftaid_claim_gifts`) and the declarations those claims relied on — until six
+  claimed on each Gift Aid claim (`giftaid_claim_donors`) and the declarations those claims relied on — until six
   years after the end of the financial period of the last claimed gift (`supporters.purge_after`). With nothing
   claimed, everything goes at once. Email addresses also go from failed deliveries' and jobs' error texts.
 - `purge_due`: the periodic job's work: blanks what was kept once `purge_after` has passed (or moves it on, when a
@@ -44,7 +45,7 @@ from crm.models import (
 )
 from giftaid import service as giftaid_service
 from giftaid.eligibility import period_end
-from giftaid.models import ClaimGift
+from giftaid.models import ClaimDonor, ClaimGift
 from giving.merge import lock_resolved
 from giving.registry import metadata
 from payments.models import Checkout, Gift, RegularGift
@@ -138,12 +139,15 @@ def export_supporter(session: Session, supporter_id: uuid.UUID) -> dict[str, Any
         pk = list(table.primary_key.columns)
         if len(pk) == 1:
             exported_keys[table.name] = [r[pk[0].name] for r in rows]
-    # The donor details as sent to HMRC with each claimed gift (no foreign key: claim rows outlive nothing).
-    if exported_keys.get("gifts"):
-        claim_gifts: sa.Table = ClaimGift.__table__  # type: ignore[attr-defined]
-        claimed = _raw_rows(session, claim_gifts, claim_gifts.c.gift_id.in_(exported_keys["gifts"]))
+    # The gifts as claimed from HMRC and the donor details each claim sent with them (no foreign keys: claim rows
+    # outlive nothing).
+    for table, column, keys in (
+        (ClaimGift.__table__, "gift_id", exported_keys.get("gifts")),  # type: ignore[attr-defined]
+        (ClaimDonor.__table__, "declaration_id", exported_keys.get("declarations")),  # type: ignore[attr-defined]
+    ):
+        claimed = _raw_rows(session, table, table.c[column].in_(keys)) if keys else []
         if claimed:
-            tables["giftaid_claim_gifts"] = _plain_rows(claimed)
+            tables[table.name] = _plain_rows(claimed)
     emails = [r["email"] for r in tables["supporters"] if r.get("email")]
     event_ids = _events_naming(session, emails)
     if event_ids:
@@ -329,7 +333,7 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
     )
     _count(changed, "inbound_events", _drop_event_bodies(session, emails))
     if purge_after is None:
-        _count(changed, "giftaid_claim_gifts", _blank_claim_gifts(session, ids))
+        _count(changed, "giftaid_claim_donors", _blank_claim_donors(session, ids))
     session.flush()
     return ErasureResult(ids[0], purge_after is not None, purge_after, changed)
 
@@ -410,11 +414,11 @@ def _blank_gift_donors(session: Session, ids: list[uuid.UUID], *, keep: set[uuid
     return session.execute(query.values(donor={}))
 
 
-def _blank_claim_gifts(session: Session, ids: list[uuid.UUID]) -> Any:
-    gift_ids = select(Gift.id).where(col(Gift.supporter_id).in_(ids))
+def _blank_claim_donors(session: Session, ids: list[uuid.UUID]) -> Any:
+    declaration_ids = select(Declaration.id).where(col(Declaration.supporter_id).in_(ids))
     return session.execute(
-        sa.update(ClaimGift)
-        .where(col(ClaimGift.gift_id).in_(gift_ids))
+        sa.update(ClaimDonor)
+        .where(col(ClaimDonor.declaration_id).in_(declaration_ids))
         .values(title=None, first_name=ERASED_NAME[0], last_name=ERASED_NAME[1], house="", postcode="")
     )
 
@@ -443,7 +447,7 @@ def purge_due(uow: UnitOfWork, settings: Settings, *, today: dt.date | None = No
         else:
             _blank_declarations(session, ids, keep=set())
             _blank_gift_donors(session, ids, keep=set())
-            _blank_claim_gifts(session, ids)
+            _blank_claim_donors(session, ids)
             supporter.purge_after = None
             purged += 1
         session.add(supporter)

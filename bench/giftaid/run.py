@@ -240,7 +240,7 @@ def main() -> None:
         with psycopg.connect(libpq(database_url())) as conn:
             conn.execute(
                 "TRUNCATE giftaid_held_back, giftaid_adjustments, giftaid_claim_events, giftaid_claim_gifts, "
-                "giftaid_messages, giftaid_claims"
+                "giftaid_claim_donors, giftaid_messages, giftaid_claims"
             )
     else:
         create_database()

@@ -100,7 +100,7 @@ def test_what_hmrc_needs_is_kept_six_years_after_the_end_of_the_gifts_financial_
     """A gift of 1 May 2021 (tax year to 5 April 2022), claimed in 2025: records are kept six years after the end of
     the period they relate to, so what the claim sent stays until 5 April 2028 (it went on 1 May 2027)."""
     from giftaid import service as giftaid_service
-    from giftaid.models import ClaimGift
+    from giftaid.models import ClaimDonor
     from giving.privacy import purge_due
     from tests.giftaid.factories import donor, make_gift
 
@@ -115,4 +115,4 @@ def test_what_hmrc_needs_is_kept_six_years_after_the_end_of_the_gifts_financial_
     with runtime.unit_of_work() as uow:
         purge_due(uow, runtime.settings, today=dt.date(2027, 6, 1))
     with runtime.read_session() as session:
-        assert session.exec(select(ClaimGift)).one().last_name == "Lovelace"
+        assert session.exec(select(ClaimDonor)).one().last_name == "Lovelace"

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from core.db import UnitOfWork
 from core.runtime import Runtime
@@ -16,7 +17,7 @@ from crm import service as crm_service
 from crm.errors import CannotMergeErased, CannotMergeIntoItself
 from crm.models import Declaration, Supporter
 from giftaid import service as giftaid_service
-from giftaid.models import ClaimGift
+from giftaid.models import ClaimDonor, ClaimGift
 from giving.merge import merge_supporters
 from giving.privacy import erase_supporter, export_supporter
 from payments.models import Gift
@@ -49,8 +50,17 @@ def _build_claim(uow: UnitOfWork, runtime: Runtime) -> None:
     giftaid_service.build_claim(uow, runtime.settings, through=CLAIM_DAY, actor="test", today=CLAIM_DAY)
 
 
+def claimed_donor(session: Session, gift_id: uuid.UUID) -> ClaimDonor:
+    """The donor details a claim sent with this gift."""
+    line = session.exec(select(ClaimGift).where(ClaimGift.gift_id == gift_id)).one()
+    return session.exec(
+        select(ClaimDonor).where(ClaimDonor.claim_id == line.claim_id, ClaimDonor.declaration_id == line.declaration_id)
+    ).one()
+
+
 def test_the_export_holds_the_donor_details_as_claimed_from_hmrc_and_only_theirs(runtime: Runtime) -> None:
-    """`giftaid_claim_gifts` (name, house and postcode as sent to HMRC) has no foreign key: it is personal data held
+    """`giftaid_claim_gifts` and `giftaid_claim_donors` (name, house and postcode as sent to HMRC) have no foreign
+    key: it is personal data held
     about the donor (kept after erasure for six years), so it is in their export, and nobody else's rows are."""
     ada = donor(runtime)
     bob = donor(runtime, first_name="Bob", last_name="Jones", house="7", postcode="CT17 9BB")
@@ -60,10 +70,9 @@ def test_the_export_holds_the_donor_details_as_claimed_from_hmrc_and_only_theirs
         _build_claim(uow, runtime)
     with runtime.read_session() as session:
         document = export_supporter(session, ada)
-    rows = document["tables"]["giftaid_claim_gifts"]
-    assert [(r["gift_id"], r["last_name"], r["house"], r["postcode"]) for r in rows] == [
-        (str(ada_gift), "Lovelace", "12", "CT16 1AA")
-    ]
+    assert [r["gift_id"] for r in document["tables"]["giftaid_claim_gifts"]] == [str(ada_gift)]
+    donors = document["tables"]["giftaid_claim_donors"]
+    assert [(r["last_name"], r["house"], r["postcode"]) for r in donors] == [("Lovelace", "12", "CT16 1AA")]
     assert "Jones" not in json.dumps(document)
 
 
@@ -134,7 +143,7 @@ def test_an_erasure_during_a_claim_build_keeps_what_the_claim_sent(runtime: Runt
     )
     assert errors == []
     with runtime.read_session() as session:
-        claimed = session.exec(select(ClaimGift)).one()
+        claimed = session.exec(select(ClaimDonor)).one()
         declaration = session.exec(select(Declaration)).one()
         supporter = session.get(Supporter, ada)
         assert supporter is not None and supporter.erased_at is not None
@@ -211,16 +220,16 @@ def test_a_gift_claimed_after_the_erasure_keeps_its_claim_records_their_full_tim
         day = dt.date(2024, 1, 10)
         giftaid_service.build_claim(uow, runtime.settings, through=dt.date(2023, 12, 31), actor="test", today=day)
     with runtime.read_session() as session:
-        assert session.exec(select(ClaimGift).where(ClaimGift.gift_id == later)).one().last_name == "Lovelace"
+        assert claimed_donor(session, later).last_name == "Lovelace"
     with runtime.unit_of_work() as uow:
         purge_due(uow, runtime.settings, today=dt.date(2028, 5, 1))
     with runtime.read_session() as session:
-        assert session.exec(select(ClaimGift).where(ClaimGift.gift_id == later)).one().last_name == "Lovelace"
+        assert claimed_donor(session, later).last_name == "Lovelace"
         assert session.exec(select(Declaration)).one().last_name == "Lovelace"
         assert session.get(Supporter, ada).purge_after == dt.date(2030, 4, 5)  # type: ignore[union-attr]
     with runtime.unit_of_work() as uow:
         purge_due(uow, runtime.settings, today=dt.date(2030, 4, 5))
     with runtime.read_session() as session:
-        names = {c.last_name for c in session.exec(select(ClaimGift)).all()}
+        names = {c.last_name for c in session.exec(select(ClaimDonor)).all()}
         assert names == {"supporter"} and session.exec(select(Declaration)).one().last_name == "supporter"
         assert session.get(Supporter, ada).purge_after is None  # type: ignore[union-attr]
