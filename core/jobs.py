@@ -4,6 +4,8 @@
   (Redis, RabbitMQ, or the in-process stub) is chosen by the composition root, not at import time.
 - Durable jobs have a row in `jobs` (written in the caller's transaction by `UnitOfWork.enqueue`). The actor marks it
   done in the same transaction as its work, skips it if it is already done, and the sweep re-sends rows left pending.
+  A row's `last_sent_at` is when its current message is due to run (sent, delayed until, retried by, or running
+  until its time limit), and the sweep sends again only rows whose message is `RESEND_AFTER` overdue.
 - `@periodic(...)` jobs run once per period however many workers are up: the first to insert the
   `scheduled_runs(name, period_start)` row enqueues it.
 """
@@ -26,7 +28,7 @@ from typing import Any
 import dramatiq
 import sqlalchemy as sa
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware import CurrentMessage, Interrupt
 from sqlmodel import Session, col, select
 
 from core import metrics
@@ -36,7 +38,7 @@ from core.models import Job, JobStatus, ScheduledRun
 
 log = logging.getLogger("giving.jobs")
 
-# How long a durable job may stay pending after it was sent before the sweep sends it again.
+# How long a durable job may stay pending after its message was due before the sweep sends it again.
 RESEND_AFTER = dt.timedelta(minutes=2)
 
 
@@ -135,6 +137,7 @@ def record_job(session: Session, actor_name: str, kwargs: dict[str, Any], delay_
     """Write a durable job's row in the session's transaction. One Core INSERT, at once: an ORM object would cost
     its construction and a flush of the session at commit, for every job enqueued."""
     now = utc_now()
+    due = now + dt.timedelta(milliseconds=delay_ms or 0)
     job_id = uuid.uuid4()
     session.execute(
         _INSERT_JOB,
@@ -146,8 +149,9 @@ def record_job(session: Session, actor_name: str, kwargs: dict[str, Any], delay_
             "attempts": 0,
             "last_error": None,
             "created_at": now,
-            "available_at": now + dt.timedelta(milliseconds=delay_ms or 0),
-            "last_sent_at": now,
+            "available_at": due,
+            # A delayed message is due when its delay ends: the sweep must not send a copy the moment it is available.
+            "last_sent_at": due,
             "done_at": None,
         },
     )
@@ -340,6 +344,7 @@ class _DurableRun:
     """The durable row of the message a `claims_itself` job is running for."""
 
     job_id: uuid.UUID
+    time_limit_ms: int
     done: bool = False
 
 
@@ -351,7 +356,7 @@ def claim_in(uow: UnitOfWork) -> None:
     message, if it is no longer pending. Does nothing when the job was not run for a durable message (a direct call,
     a test)."""
     run = _durable_run.get()
-    if run is not None and not _claim(uow, run.job_id):
+    if run is not None and not _claim(uow, run.job_id, running_for_ms=run.time_limit_ms):
         raise _AlreadyDone
 
 
@@ -385,7 +390,7 @@ def _runner(spec: JobSpec) -> Callable[..., Any]:
                         _mark_done(uow.session, uuid.UUID(job_id))
                 return result
             if job_id is not None and spec.claims_itself:
-                durable = _DurableRun(uuid.UUID(job_id))
+                durable = _DurableRun(uuid.UUID(job_id), spec.time_limit_ms)
                 token = _durable_run.set(durable)
                 try:
                     result = spec.fn(**kwargs)
@@ -397,7 +402,7 @@ def _runner(spec: JobSpec) -> Callable[..., Any]:
                 return result
             if job_id is not None:
                 with runtime.unit_of_work() as uow:
-                    if not _claim(uow, uuid.UUID(job_id)):
+                    if not _claim(uow, uuid.UUID(job_id), running_for_ms=spec.time_limit_ms):
                         raise _AlreadyDone
             result = spec.fn(**kwargs)
             if job_id is not None:
@@ -406,7 +411,7 @@ def _runner(spec: JobSpec) -> Callable[..., Any]:
             return result
         except _AlreadyDone:
             raise
-        except Exception as exc:
+        except (Exception, Interrupt) as exc:  # Interrupt: dramatiq's TimeLimitExceeded is not an Exception
             if job_id is not None:
                 _record_failure(spec, uuid.UUID(job_id), exc)
             raise
@@ -433,8 +438,21 @@ class _AlreadyDone(Exception):
     """A duplicate message for a durable job another run has finished: nothing to do."""
 
 
-def _claim(uow: UnitOfWork, job_id: uuid.UUID) -> bool:
-    """Lock the job row (PostgreSQL) so a duplicate message waits, then run only if still pending."""
+def _claim(uow: UnitOfWork, job_id: uuid.UUID, *, running_for_ms: int | None = None) -> bool:
+    """Lock the job row (PostgreSQL) so a duplicate message waits, then run only if still pending.
+
+    With `running_for_ms` (a claim committed apart from the job's work, which runs after it) the row is also marked
+    as running until then (its time limit): the sweep does not send a copy that would run beside it, and sends one
+    if the run died."""
+    if running_for_ms is not None:
+        running_until = utc_now() + dt.timedelta(milliseconds=running_for_ms)
+        claimed = uow.session.execute(
+            sa.update(_JOBS)
+            .where(_JOBS.c.id == job_id, _JOBS.c.status == JobStatus.PENDING.value)
+            .values(last_sent_at=running_until)
+            .returning(_JOBS.c.id)
+        )
+        return claimed.first() is not None
     query = sa.select(col(Job.status)).where(col(Job.id) == job_id)
     if is_postgres(uow.session):
         query = query.with_for_update()
@@ -452,10 +470,18 @@ def current_retries() -> int:
     return int(message.options.get("retries", 0)) if message is not None else 0
 
 
-def _record_failure(spec: JobSpec, job_id: uuid.UUID, exc: Exception) -> None:
+def retry_due_within(spec: JobSpec, retries: int) -> dt.timedelta:
+    """The longest dramatiq waits before retrying a message that failed on its delivery number `retries` (0 the
+    first): `min_backoff * 2**retries`, jittered up to twice that, at most `max_backoff` (dramatiq's backoff)."""
+    backoff_ms = min(2 * spec.min_backoff_ms * 2 ** min(retries, 32), spec.max_backoff_ms)
+    return dt.timedelta(milliseconds=backoff_ms)
+
+
+def _record_failure(spec: JobSpec, job_id: uuid.UUID, exc: BaseException) -> None:
     from core.runtime import get_runtime
 
-    final = current_retries() >= spec.max_retries
+    retries = current_retries()
+    final = retries >= spec.max_retries
     metrics.count("job_attempts_failed", actor=spec.name)
     if final:
         metrics.count("jobs_given_up", actor=spec.name)
@@ -469,7 +495,8 @@ def _record_failure(spec: JobSpec, job_id: uuid.UUID, exc: Exception) -> None:
                     attempts=Job.attempts + 1,  # type: ignore[operator]
                     last_error=error,
                     status=JobStatus.FAILED if final else JobStatus.PENDING,
-                    last_sent_at=utc_now(),
+                    # dramatiq's retry is due within its backoff: the sweep sends a copy only when that is overdue.
+                    last_sent_at=utc_now() + (dt.timedelta(0) if final else retry_due_within(spec, retries)),
                 )
             )
     except Exception:
@@ -477,18 +504,31 @@ def _record_failure(spec: JobSpec, job_id: uuid.UUID, exc: Exception) -> None:
 
 
 def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, limit: int = 1000) -> int:
-    """Send again every durable job still pending a while after it was last sent."""
+    """Send again every durable job still pending `older_than` after its message was due (`last_sent_at`).
+
+    `older_than=0` sends every pending job that is available, even one whose message is believed running or waiting
+    for dramatiq's retry: for a process that knows no other worker holds them (an in-process worker started again)."""
     now = utc_now()
-    stale = uow.session.exec(
-        select(Job)
-        .where(Job.status == JobStatus.PENDING, col(Job.available_at) <= now, col(Job.last_sent_at) < now - older_than)
-        .order_by(col(Job.created_at))
-        .limit(limit)
-    ).all()
+    query = select(Job).where(Job.status == JobStatus.PENDING, col(Job.available_at) <= now)
+    if older_than > dt.timedelta(0):
+        query = query.where(col(Job.last_sent_at) < now - older_than)
+    stale = uow.session.exec(query.order_by(col(Job.created_at)).limit(limit)).all()
     for job in stale:
         job.last_sent_at = now
         uow.jobs.append(PendingJob(job.actor_name, {**job.arguments, "job_id": str(job.id)}))
     return len(stale)
+
+
+def prune_finished(session: Session, *, now: dt.datetime, keep: dt.timedelta) -> int:
+    """Delete durable jobs done more than `keep` ago, and the periodic runs' rows of periods that ended more than
+    `keep` ago (never one a scheduler could still claim: `keep` is at least twice the longest period). Failed jobs stay
+    for staff to look at. Returns how many rows went."""
+    longest = max((spec.every for spec in PERIODIC.values()), default=dt.timedelta(0))
+    keep = max(keep, 2 * longest)
+    runs = ScheduledRun.__table__  # type: ignore[attr-defined]
+    done = session.execute(sa.delete(_JOBS).where(_JOBS.c.status == JobStatus.DONE.value, _JOBS.c.done_at < now - keep))
+    periods = session.execute(sa.delete(runs).where(runs.c.period_start < now - keep))
+    return int(done.rowcount or 0) + int(periods.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def pending_count(session: Session) -> int:

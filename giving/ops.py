@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from dramatiq.common import dq_name, xq_name
@@ -29,6 +30,7 @@ from core.clock import utc_now
 from core.models import Job
 from core.runtime import Runtime
 from giftaid.models import Claim
+from giving.worker import pika_quiet
 from receipts.models import Delivery, Document
 from webhooks.models import InboundEvent
 
@@ -102,7 +104,7 @@ def database_gauges(runtime: Runtime) -> Iterable[Metric]:
             job_counts = dict(
                 session.exec(
                     select(Job.status, sa.func.count())  # type: ignore[arg-type]
-                    .where(col(Job.status) != "done")
+                    .where(col(Job.status).in_(["pending", "failed"]))  # the index, not every job ever done
                     .group_by(Job.status)
                 ).all()
             )
@@ -188,17 +190,20 @@ def _queue_counts(runtime: Runtime) -> dict[str, tuple[int, int | None]]:
 def _rabbitmq_counts(url: str, queues: list[str]) -> dict[str, tuple[int, int | None]]:
     """Passive declares on a short-lived connection of our own (the broker's belongs to its sending threads)."""
     import pika
-    import pika.exceptions
 
     params = pika.URLParameters(url)
     params.socket_timeout = 2
     params.blocked_connection_timeout = 2
     params.connection_attempts = 1
-    connection = pika.BlockingConnection(params)
-    channel_log = logging.getLogger("pika.channel")
-    level = channel_log.level
-    # A queue no worker has declared yet answers 404, which pika logs as a warning on every scrape.
-    channel_log.setLevel(logging.ERROR)
+    # A broker that is down (`giving_broker_up 0` says so) and a queue no worker has declared yet (404) would each
+    # have pika log errors or warnings on every scrape.
+    with pika_quiet():
+        return _rabbitmq_declares(pika.BlockingConnection(params), queues)
+
+
+def _rabbitmq_declares(connection: Any, queues: list[str]) -> dict[str, tuple[int, int | None]]:
+    import pika.exceptions
+
     try:
         channel = connection.channel()
         result: dict[str, tuple[int, int | None]] = {}
@@ -214,7 +219,6 @@ def _rabbitmq_counts(url: str, queues: list[str]) -> dict[str, tuple[int, int | 
             result[queue] = (numbers[0] + numbers[1], numbers[2])
         return result
     finally:
-        channel_log.setLevel(level)
         with contextlib.suppress(Exception):
             connection.close()
 

@@ -26,6 +26,14 @@ def prune_rate_limits(uow: UnitOfWork) -> int:
     return ratelimit.prune(uow.session, before=utc_now() - dt.timedelta(days=1))
 
 
+@jobs.periodic("core.prune_finished_jobs", every=dt.timedelta(hours=6))
+@jobs.actor("core.prune_finished_jobs", queue="default", time_limit_ms=300_000, max_retries=0)
+def prune_finished_jobs(uow: UnitOfWork) -> int:
+    """Durable jobs done and periodic runs' rows are kept a week, then deleted: every periodic run and every job
+    writes one, thousands a day, and nothing reads them after (failed jobs stay until staff deal with them)."""
+    return jobs.prune_finished(uow.session, now=utc_now(), keep=dt.timedelta(days=7))
+
+
 @jobs.periodic("core.prune_staff_sessions", every=dt.timedelta(hours=6))
 @jobs.actor("core.prune_staff_sessions", queue="default", time_limit_ms=60_000, max_retries=0)
 def prune_staff_sessions(uow: UnitOfWork) -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import threading
+from collections.abc import Iterator
 
 from core.runtime import Runtime
 
@@ -34,6 +37,37 @@ def import_tasks() -> None:
         pass
 
 
+class _ProbeQuiet(logging.Filter):
+    """Drops pika's records logged by a thread while it probes the broker: a refused probe is the answer `broker:
+    unavailable`, not half a dozen ERROR lines with tracebacks per `/readyz` (a load balancer asks every few
+    seconds). The broker's own connections, on other threads, still log."""
+
+    probing = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.probing, "active", False)
+
+
+_probe_quiet = _ProbeQuiet()
+
+
+@contextlib.contextmanager
+def pika_quiet() -> Iterator[None]:
+    """pika logs nothing from this thread inside the block (probes of the broker: readiness, queue depths)."""
+    import pika  # noqa: F401 (its module loggers exist once it is imported)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name == "pika" or name.startswith("pika."):
+            logger = logging.getLogger(name)
+            if _probe_quiet not in logger.filters:
+                logger.addFilter(_probe_quiet)
+    _ProbeQuiet.probing.active = True
+    try:
+        yield
+    finally:
+        _ProbeQuiet.probing.active = False
+
+
 def broker_reachable(runtime: Runtime) -> bool:
     url = runtime.settings.broker.url
     if not url:
@@ -49,7 +83,8 @@ def broker_reachable(runtime: Runtime) -> bool:
             params = pika.URLParameters(url)
             params.socket_timeout = 1
             params.blocked_connection_timeout = 1
-            pika.BlockingConnection(params).close()
+            with pika_quiet():
+                pika.BlockingConnection(params).close()
         return True
     except Exception:
         return False
