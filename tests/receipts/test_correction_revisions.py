@@ -23,9 +23,9 @@ from payments.models import Order, Refund
 from receipts.models import Document, DocumentKind
 from tests.fakes.provider_server import FakeProvider
 from tests.fakes.scenarios import Scenario, seed_checkout, seed_order, unique
-from tests.fixtures.app import make_settings
 from tests.fixtures.smtp import Mailbox
 from tests.receipts import factories
+from tests.receipts.conftest import receipts_settings
 from tests.receipts.helpers import documents, run_job, stored_pdf
 from tests.receipts.pdf import pdf_text
 from tests.webhooks.support import deliver, install, stuck_events
@@ -39,12 +39,10 @@ def settings(
     fake_stripe: FakeProvider,
     fake_gocardless: FakeProvider,
 ) -> Settings:
-    return make_settings(
+    return receipts_settings(
         database_url,
         tmp_path,
-        email={"smtp_host": "127.0.0.1", "smtp_port": smtp_server[1]},
-        receipts={"storage_dir": str(tmp_path / "receipts"), "from_email": "receipts@calais-aid.example"},
-        charity={"name": "Calais Refugee Aid", "registration_number": "1234567", "email": "hello@calais-aid.example"},
+        smtp_server[1],
         stripe={"api_base": fake_stripe.url},
         gocardless={"base_url": fake_gocardless.url},
     )
