@@ -25,7 +25,7 @@ from giving.staff.web import (
     page_number,
     query_text,
     reading,
-    redirect,
+    redirect_done,
     render,
     runtime,
     staff_page,
@@ -82,7 +82,9 @@ async def add_user(request: Request, staff: Principal) -> Response:
             "admin/users.html",
             {"users": await in_thread(load), "otpauth_uri": new.otpauth_uri, "created_email": new.email},
         )
-    return redirect("/staff/admin/users", f"Added {new.email}. They have been emailed a link to set a password.")
+    return await redirect_done(
+        request, staff, "/staff/admin/users", f"Added {new.email}. They have been emailed a link to set a password."
+    )
 
 
 async def _users_with_errors(request: Request, errors: dict[str, str], values: dict[str, str]) -> Response:
@@ -149,7 +151,7 @@ async def change_user(request: Request, staff: Principal) -> Response:
             "admin/users.html",
             {"users": await in_thread(load), "otpauth_uri": uri, "created_email": done.split(" ")[0], "flash": done},
         )
-    return redirect("/staff/admin/users", done)
+    return await redirect_done(request, staff, "/staff/admin/users", done)
 
 
 # --- API tokens ---------------------------------------------------------------------------------------------
@@ -186,15 +188,19 @@ async def create_token(request: Request, staff: Principal) -> Response:
     email, name = str(form.get("email", "")), str(form.get("name", "")).strip()[:100]
     days = TOKEN_LIFETIMES.get(str(form.get("days", "")), 365)
     rt = runtime(request)
-    if not name:
+    values = {"email": email, "name": name, "days": str(form.get("days", ""))}
 
+    async def with_errors(errors: dict[str, str]) -> Response:
         def load_errors() -> dict[str, Any]:
             with reading(rt) as session:
                 return _tokens_context(session)
 
         context = await in_thread(load_errors)
-        context.update(errors={"name": "Say what the token is for"}, values={"email": email})
+        context.update(errors=errors, values=values)
         return render(request, "admin/tokens.html", context, status_code=400)
+
+    if not name:
+        return await with_errors({"name": "Say what the token is for"})
 
     def work() -> dict[str, Any]:
         with rt.unit_of_work() as uow:
@@ -205,8 +211,13 @@ async def create_token(request: Request, staff: Principal) -> Response:
         context["new_token"] = token
         return context
 
+    try:
+        context = await in_thread(work)
+    except NotFound:
+        # Deactivated (or gone) since the form was loaded: the list offered now no longer has them.
+        return await with_errors({"email": f"{email or 'That user'} is not an active user now: choose another"})
     # Shown once, on this response only (never in a redirect URL or a log).
-    return render(request, "admin/tokens.html", await in_thread(work), headers={"referrer-policy": "no-referrer"})
+    return render(request, "admin/tokens.html", context, headers={"referrer-policy": "no-referrer"})
 
 
 @staff_page(StaffRole.ADMIN)
@@ -225,7 +236,7 @@ async def revoke_token(request: Request, staff: Principal) -> Response:
             return row.name or str(row.id)
 
     name = await in_thread(work)
-    return redirect("/staff/admin/tokens", f"Revoked the token “{name}”.")
+    return await redirect_done(request, staff, "/staff/admin/tokens", f"Revoked the token “{name}”.")
 
 
 # --- audit log ----------------------------------------------------------------------------------------------

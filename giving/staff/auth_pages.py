@@ -10,7 +10,18 @@ from core.auth import Principal
 from core.errors import ValidationFailed
 from core.http import client_address, in_thread
 from giving.staff import session as staff_session
-from giving.staff.web import error_page, form_of, query_text, redirect, render, runtime, safe_next, staff_page
+from giving.staff.web import (
+    error_page,
+    form_of,
+    query_text,
+    redirect,
+    redirect_done,
+    render,
+    runtime,
+    safe_next,
+    staff_page,
+    take_notice,
+)
 
 
 def _csrf_refused(request: Request, given: object) -> Response | None:
@@ -24,6 +35,7 @@ def _csrf_refused(request: Request, given: object) -> Response | None:
 async def login_form(request: Request) -> Response:
     if staff_session.current(request) is not None:
         return redirect(safe_next(query_text(request, "next", 2000)))
+    await take_notice(request, None)
     return render(request, "auth/login.html", {"next": safe_next(query_text(request, "next", 2000))})
 
 
@@ -62,7 +74,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request, staff: Principal) -> Response:
     rt = runtime(request)
     await in_thread(staff_session.log_out, rt, request)
-    response = redirect("/staff/login", "You have logged out.")
+    response = await redirect_done(request, None, "/staff/login", "You have logged out.")
     staff_session.clear_cookie(response, rt)
     return response
 
@@ -147,4 +159,4 @@ async def reset(request: Request) -> Response:
             {"token": token, "errors": {"password": exc.detail}, "min_length": auth.MIN_PASSWORD_LENGTH},
             status_code=400,
         )
-    return redirect("/staff/login", "Your password is changed. Log in with it.")
+    return await redirect_done(request, None, "/staff/login", "Your password is changed. Log in with it.")

@@ -24,7 +24,7 @@ from giftaid import service as giftaid_service
 from giftaid.eligibility import describe, eligibility_select, rules_from
 from giftaid.models import ClaimStatus
 from giving.staff.supporters import parse_uk_date, parse_uuid
-from giving.staff.web import form_of, redirect, render, runtime, staff_page
+from giving.staff.web import form_of, redirect_done, render, runtime, staff_page
 
 HELD_BACK_SHOWN = 100
 ODS_TYPE = "application/vnd.oasis.opendocument.spreadsheet"
@@ -114,7 +114,9 @@ async def build(request: Request, staff: Principal) -> Response:
 
     result = await in_thread(work)
     if result.claim_id is None:
-        return redirect(
+        return await redirect_done(
+            request,
+            staff,
             "/staff/finance/giftaid",
             f"Nothing to claim through {checked_through:%d/%m/%Y}: no claimable gift is in no claim yet.",
         )
@@ -124,7 +126,7 @@ async def build(request: Request, staff: Principal) -> Response:
         + (f" less {Money(result.adjustment).format()} adjustment" if result.adjustment else "")
         + f"; {len(result.held_back)} gift{'s' if len(result.held_back) != 1 else ''} held back."
     )
-    return redirect(f"/staff/finance/giftaid/claims/{result.claim_id}", done)
+    return await redirect_done(request, staff, f"/staff/finance/giftaid/claims/{result.claim_id}", done)
 
 
 @staff_page(StaffRole.FINANCE)
@@ -229,4 +231,6 @@ async def mark(request: Request, staff: Principal) -> Response:
             audit(uow, staff, status.value, "giftaid_claim", claim_id, {"reason": reason})
 
     await in_thread(work)
-    return redirect(f"/staff/finance/giftaid/claims/{claim_id}", f"The claim is now {status.value}.")
+    return await redirect_done(
+        request, staff, f"/staff/finance/giftaid/claims/{claim_id}", f"The claim is now {status.value}."
+    )

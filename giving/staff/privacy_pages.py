@@ -15,7 +15,7 @@ from core.models import StaffRole
 from crm import service as crm_service
 from giving import privacy
 from giving.staff.supporters import parse_uuid
-from giving.staff.web import form_of, reading, redirect, render, runtime, staff_page
+from giving.staff.web import form_of, reading, redirect_done, render, runtime, staff_page
 
 
 @staff_page(StaffRole.ADMIN)
@@ -84,4 +84,4 @@ async def erase(request: Request, staff: Principal) -> Response:
 
     result = await in_thread(work)
     kept = f" What HMRC needs is kept until {result.purge_after:%d/%m/%Y}." if result.purge_after else ""
-    return redirect(f"/staff/supporters/{result.supporter_id}", "Erased." + kept)
+    return await redirect_done(request, staff, f"/staff/supporters/{result.supporter_id}", "Erased." + kept)

@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from core.clock import UK
 from crm import service as crm_service
 from crm.models import (
     Consent,
@@ -136,6 +137,21 @@ def gifts_of(session: Session, supporter_id: uuid.UUID, *, limit: int = 20) -> l
         session.exec(
             select(Gift)
             .where(Gift.supporter_id == supporter_id)
+            .order_by(col(Gift.received_at).desc(), col(Gift.id).desc())
+            .limit(limit)
+        ).all()
+    )
+
+
+def gifts_received_on(session: Session, supporter_id: uuid.UUID, day: dt.date, *, limit: int = 50) -> list[Gift]:
+    """The supporter's gifts received on this UK calendar day, newest first (a one-gift declaration can name any
+    gift, not only the newest the page lists)."""
+    start = dt.datetime.combine(day, dt.time(), tzinfo=UK).astimezone(dt.UTC)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=UK).astimezone(dt.UTC)
+    return list(
+        session.exec(
+            select(Gift)
+            .where(Gift.supporter_id == supporter_id, col(Gift.received_at) >= start, col(Gift.received_at) < end)
             .order_by(col(Gift.received_at).desc(), col(Gift.id).desc())
             .limit(limit)
         ).all()

@@ -32,12 +32,15 @@ from giving.staff.web import (
     form_of,
     page_number,
     query_text,
+    reading,
     redirect,
+    redirect_done,
     render,
     runtime,
     staff_page,
     uk_date,
 )
+from payments.models import Gift
 from receipts import service as receipts_service
 
 HISTORY_ON_PAGE = 20
@@ -100,12 +103,25 @@ async def search(request: Request, staff: Principal) -> Response:
 # --- a supporter's page -------------------------------------------------------------------------------------
 
 
-def supporter_context(rt: Runtime, staff: Principal, supporter_id: uuid.UUID, change_token: str = "") -> dict[str, Any]:
+def _gift_choice(gift: Gift) -> tuple[str, str]:
+    return str(gift.id), f"{uk_date(gift.received_at)} {format_pence(gift.amount, gift.currency)}"
+
+
+def supporter_context(
+    rt: Runtime,
+    staff: Principal,
+    supporter_id: uuid.UUID,
+    change_token: str = "",
+    gifts_on: dt.date | None = None,
+) -> dict[str, Any]:
+    """What the supporter's page shows; with `gifts_on`, the gifts received that day are offered first for a
+    one-gift declaration (besides the newest)."""
     with rt.unit_of_work() as uow:
         profile = queries.supporter_profile(uow.session, supporter_id)
         supporter = profile.supporter
         history = queries.history_page(uow.session, supporter.id, type=None, page=1, page_size=HISTORY_ON_PAGE)
         gifts = queries.gifts_of(uow.session, supporter.id)
+        that_day = queries.gifts_received_on(uow.session, supporter.id, gifts_on) if gifts_on else []
         documents = list(receipts_service.documents_of(uow.session, supporter.id))[:DOCUMENTS_ON_PAGE]
         change = (
             declaration_change(uow.session, rt, staff, [supporter.id, *profile.merged_ids], change_token)
@@ -117,11 +133,7 @@ def supporter_context(rt: Runtime, staff: Principal, supporter_id: uuid.UUID, ch
         "profile": profile,
         "history": history.items,
         "gifts": gifts,
-        "gift_choices": [
-            (str(g.id), f"{uk_date(g.received_at)} {format_pence(g.amount, g.currency)}")
-            for g in gifts
-            if g.received_at is not None
-        ],
+        "gift_choices": list(dict(_gift_choice(g) for g in [*that_day, *gifts] if g.received_at is not None).items()),
         "documents": documents,
         "open_form": "",
         "declaration_change": change,
@@ -200,10 +212,31 @@ async def show(request: Request, staff: Principal) -> Response:
     return render(request, "supporters/show.html", context)
 
 
+def _form_shown(profile: queries.SupporterProfile, form: str) -> bool:
+    """Whether the page shows this form: a declaration's cancel form while it is in force or waits for its letter,
+    its confirm form only while it waits (as `show.html` does)."""
+    for declaration, state in profile.declarations:
+        if form == f"cancel-{declaration.id}":
+            return state in ("active", "awaiting_confirmation")
+        if form == f"confirm-{declaration.id}":
+            return state == "awaiting_confirmation"
+    return form in ("consent", "declaration", "note")
+
+
 async def _show_with_errors(
-    request: Request, staff: Principal, supporter_id: uuid.UUID, form: str, errors: dict[str, str]
+    request: Request,
+    staff: Principal,
+    supporter_id: uuid.UUID,
+    form: str,
+    errors: dict[str, str],
+    *,
+    gifts_on: dt.date | None = None,
 ) -> Response:
-    context = await in_thread(supporter_context, runtime(request), staff, supporter_id)
+    context = await in_thread(supporter_context, runtime(request), staff, supporter_id, "", gifts_on)
+    if not _form_shown(context["profile"], form):
+        # The form is not on the page (the declaration was cancelled meanwhile, or is not spoken): the error
+        # summary says what happened, with no link to a field that is not there.
+        errors = {"": "; ".join(dict.fromkeys(errors.values()))}
     values = {k: str(v) for k, v in (await form_of(request)).items() if k != "csrf_token"}
     context.update(errors=errors, values=values, open_form=form)
     return render(request, "supporters/show.html", context, status_code=400)
@@ -251,7 +284,7 @@ async def add_note(request: Request, staff: Principal) -> Response:
             return supporter.id
 
     sid = await in_thread(write)
-    return redirect(f"/staff/supporters/{sid}", "Note added.")
+    return await redirect_done(request, staff, f"/staff/supporters/{sid}", "Note added.")
 
 
 @staff_page(StaffRole.FUNDRAISER, StaffRole.FINANCE)
@@ -284,7 +317,9 @@ async def change_consent(request: Request, staff: Principal) -> Response:
             return supporter.id
 
     sid = await in_thread(write)
-    return redirect(f"/staff/supporters/{sid}", f"Recorded: {channel.value} consent {status.value}.")
+    return await redirect_done(
+        request, staff, f"/staff/supporters/{sid}", f"Recorded: {channel.value} consent {status.value}."
+    )
 
 
 @staff_page(StaffRole.FUNDRAISER, StaffRole.FINANCE)
@@ -310,6 +345,10 @@ async def record_declaration(request: Request, staff: Principal) -> Response:
             gift_id = uuid.UUID(form["gift_id"])
         except ValueError:
             errors["gift_id"] = "Choose one of the gifts"
+    # An older gift than the list offers: named by the day it was received.
+    gifts_on = parse_uk_date(form.get("gift_received_on", ""), "gift_received_on", errors)
+    if gift_id is None and gifts_on is not None and scope == DeclarationScope.THIS_GIFT and "gift_id" not in errors:
+        gift_id = await in_thread(_gift_received_on, runtime(request), supporter_id, gifts_on, errors)
     donor: DonorDetails | None = None
     try:
         donor = DonorDetails(
@@ -323,7 +362,7 @@ async def record_declaration(request: Request, staff: Principal) -> Response:
     except InvalidDonorDetails as exc:
         errors.update(exc.errors)
     if errors or donor is None or made_on is None:
-        return await _show_with_errors(request, staff, supporter_id, "declaration", errors)
+        return await _show_with_errors(request, staff, supporter_id, "declaration", errors, gifts_on=gifts_on)
     method = DeclarationMethod(method_text)
     checked_donor: DonorDetails = donor
     checked_made_on: dt.date = made_on
@@ -360,10 +399,25 @@ async def record_declaration(request: Request, staff: Principal) -> Response:
         sid, token = await in_thread(write)
     except ValidationFailed as exc:
         return await _show_with_errors(
-            request, staff, supporter_id, "declaration", exc.errors or {"made_on": exc.detail}
+            request, staff, supporter_id, "declaration", exc.errors or {"made_on": exc.detail}, gifts_on=gifts_on
         )
     done = "Declaration recorded." + (" Its confirmation letter is on its way." if method.value == "oral" else "")
-    return redirect(f"/staff/supporters/{sid}?change={token}", done)
+    return await redirect_done(request, staff, f"/staff/supporters/{sid}?change={token}", done)
+
+
+def _gift_received_on(rt: Runtime, supporter_id: uuid.UUID, day: dt.date, errors: dict[str, str]) -> uuid.UUID | None:
+    """The supporter's one gift received on `day`; none or several is a form error (several are then offered in
+    the list to choose from)."""
+    with reading(rt) as session:
+        supporter = crm_service.resolve_supporter(session, supporter_id)
+        found = queries.gifts_received_on(session, supporter.id, day)
+    if len(found) == 1:
+        return found[0].id
+    if not found:
+        errors["gift_received_on"] = f"No gift of theirs was received on {day:%d/%m/%Y}"
+    else:
+        errors["gift_id"] = f"{len(found)} gifts were received on {day:%d/%m/%Y}: choose one in the list"
+    return None
 
 
 def _audited(declaration: Declaration, report: dict[str, Any]) -> dict[str, Any]:
@@ -417,7 +471,7 @@ async def _change_declaration(
     except (ValidationFailed, Conflict) as exc:
         errors = {field: (getattr(exc, "errors", None) or {}).get(field) or exc.detail}
         return await _show_with_errors(request, staff, supporter_id, open_form, errors)
-    return redirect(f"/staff/supporters/{sid}?change={token}", message)
+    return await redirect_done(request, staff, f"/staff/supporters/{sid}?change={token}", message)
 
 
 @staff_page(StaffRole.FUNDRAISER, StaffRole.FINANCE)
@@ -499,7 +553,9 @@ async def merge_now(request: Request, staff: Principal) -> Response:
 
     result = await in_thread(work)
     moved = sum(result.moved.values())
-    return redirect(f"/staff/supporters/{result.into_id}", f"Merged: {moved} records moved to this supporter.")
+    return await redirect_done(
+        request, staff, f"/staff/supporters/{result.into_id}", f"Merged: {moved} records moved to this supporter."
+    )
 
 
 # --- receipts -----------------------------------------------------------------------------------------------
@@ -522,4 +578,4 @@ async def resend_document(request: Request, staff: Principal) -> Response:
             return f"A copy of {document.reference} is on its way ({delivery.channel})."
 
     done = await in_thread(work)
-    return redirect(f"/staff/supporters/{supporter_id}", done)
+    return await redirect_done(request, staff, f"/staff/supporters/{supporter_id}", done)

@@ -22,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from core import signing
 from core.auth import Principal
 from core.clock import UK
 from core.errors import AppError, Forbidden, NotFound, ValidationFailed
-from core.http import runtime_of, whole_number
+from core.http import in_thread, runtime_of, whole_number
 from core.models import StaffRole
 from core.money import Money, format_pence
 from core.runtime import Runtime
@@ -34,6 +35,10 @@ from giving.staff import session as staff_session
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
 PAGE_SIZE = 50
+# The one-line notice after a form rides on the redirect as `?done=`, signed for the staff member who sent the form
+# (or for nobody logged in: logging out, a new password), so an address written by anyone else shows no notice.
+NOTICE_PURPOSE = "staff-notice"
+NOTICE_MAX_AGE_SECONDS = 600
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 StaffView = Callable[[Request, Principal], Awaitable[Response]]
@@ -115,7 +120,7 @@ def render(
         "page_path": request.url.path,
         "errors": {},
         "values": {},
-        "flash": request.query_params.get("done", ""),
+        "flash": getattr(request.state, "notice", ""),
     }
     base.update(context or {})
     response = templates.TemplateResponse(request, name, base, status_code=status_code, headers=headers)
@@ -128,11 +133,51 @@ def error_page(request: Request, status_code: int, title: str, detail: str) -> H
     return render(request, "error.html", {"title": title, "detail": detail}, status_code=status_code)
 
 
-def redirect(url: str, done: str | None = None) -> RedirectResponse:
-    """303 after a successful POST, with a short message the next page shows."""
-    if done:
-        url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"done": done})
+def redirect(url: str) -> RedirectResponse:
+    """303 after a successful POST."""
     return RedirectResponse(url, status_code=303)
+
+
+def _secret(rt: Runtime) -> str:
+    configured = rt.settings.web.secret_key.get_secret_value()
+    if configured:
+        return configured
+    with rt.unit_of_work() as uow:
+        return signing.signing_secret(uow.session)
+
+
+def _notice_owner(staff: Principal | None) -> str:
+    return str(staff.user_id) if staff is not None else ""
+
+
+def sign_notice(rt: Runtime, staff: Principal | None, text: str) -> str:
+    return signing.sign(_secret(rt), NOTICE_PURPOSE, {"u": _notice_owner(staff), "m": text})
+
+
+def read_notice(rt: Runtime, staff: Principal | None, token: str) -> str:
+    """The notice of a `sign_notice` token made for this staff member (or, logged out, for nobody) in the last
+    few minutes; "" for any other."""
+    if not token:
+        return ""
+    try:
+        payload = signing.unsign(_secret(rt), NOTICE_PURPOSE, token, max_age_seconds=NOTICE_MAX_AGE_SECONDS)
+        if payload["u"] != _notice_owner(staff):
+            return ""
+        return str(payload["m"])
+    except (signing.InvalidToken, KeyError, TypeError):
+        return ""
+
+
+async def redirect_done(request: Request, staff: Principal | None, url: str, text: str) -> RedirectResponse:
+    """303 after a successful POST, with a short message (ours, signed) the next page shows."""
+    token = await in_thread(sign_notice, runtime(request), staff, text)
+    return redirect(url + ("&" if "?" in url else "?") + urllib.parse.urlencode({"done": token}))
+
+
+async def take_notice(request: Request, staff: Principal | None) -> None:
+    """Read the `?done=` notice for `render` (every page that shows one calls this before rendering)."""
+    token = request.query_params.get("done", "")[:2000]
+    request.state.notice = await in_thread(read_notice, runtime(request), staff, token) if token else ""
 
 
 def login_redirect(request: Request) -> RedirectResponse:
@@ -194,6 +239,8 @@ def staff_page(*roles: StaffRole) -> Callable[[StaffView], Endpoint]:
                         "Form expired",
                         "This form was out of date or not sent from our pages. Go back, reload the page and try again.",
                     )
+            if request.method == "GET":
+                await take_notice(request, staff)
             try:
                 return await view(request, staff)
             except Forbidden as exc:

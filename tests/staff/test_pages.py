@@ -244,6 +244,7 @@ def test_password_reset_by_link(client: TestClient, runtime: Runtime, staff_acco
         follow_redirects=False,
     )
     assert done.status_code == 303, done.text
+    assert "Your password is changed. Log in with it." in client.get(done.headers["location"]).text
     again = client.post(
         "/staff/reset-password",
         data={"csrf_token": csrf_of(page.text), "token": token, "password": new + "x", "password_again": new + "x"},
