@@ -115,6 +115,8 @@ class ClaimDonor(SQLModel, table=True):
     Like `ClaimGift`, no foreign keys: both are written together by the claim's own statements."""
 
     __tablename__ = "giftaid_claim_donors"
+    # Erasure, the purge and the subject-access export find a person's rows by their declarations.
+    __table_args__ = (sa.Index("ix_giftaid_claim_donors_declaration_id", "declaration_id"),)
 
     claim_id: uuid.UUID = Field(primary_key=True)
     declaration_id: uuid.UUID = Field(primary_key=True)

@@ -240,7 +240,9 @@ def import_gocardless_export(
                 raise InvalidImport(
                     f"row {number}: {key} {row[key]!r} is not the payout's {first[1]} on row {first[0]}"
                 )
-        _one_currency(currencies, payout_id, (row.get("currency") or "GBP").upper(), number)
+        if row.get("currency"):
+            # A blank cell says nothing (the figures' check above skips it too); a payout with none is in pounds.
+            _one_currency(currencies, payout_id, _currency(row["currency"], number), number)
         if row.get("payout_amount") and payout_id not in amounts:
             try:
                 amounts[payout_id] = int(row["payout_amount"])
@@ -255,7 +257,7 @@ def import_gocardless_export(
     _check_recorded_currency(uow, Provider.GOCARDLESS, currencies)
     results = []
     for payout_id, payout_items in items.items():
-        currency = currencies[payout_id]
+        currency = currencies.get(payout_id, "GBP")
         lines = gocardless_lines(payout_items, currency)
         given = (payout_amounts or {}).get(payout_id, amounts.get(payout_id))
         total = sum(line.amount for line in lines)

@@ -51,7 +51,7 @@ def _subject_and_body(content: docs.AnyDocument) -> tuple[str, str]:
         what = (
             f"a refund of {refund} that did not reach you: it failed, so that money is still your gift"
             if content.refund_failed
-            else f"a refund of {refund} coming off the wrong part of your order"
+            else f"a refund of {refund} split between your purchase and your donation in a way that has since changed"
         )
         return (
             f"Corrected receipt {content.reference} from {charity}",

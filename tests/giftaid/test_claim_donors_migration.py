@@ -1,5 +1,6 @@
 """The migration that moved the donor details a claim sent from each claimed gift to one row per (claim,
-declaration) keeps every claim's details, and its downgrade puts them back on the gifts."""
+declaration) keeps every claim's details, and its downgrade puts them back on the gifts; a person's rows are found
+by their declarations through an index (erasure, the purge and the export look them up that way)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import sqlalchemy as sa
 
 from core import migrate
 from core.db import make_engine
+from core.runtime import Runtime
 from core.settings import DatabaseSettings
+from giftaid.models import ClaimDonor
 from tests.core.test_migrations import own_database_url  # noqa: F401  (the fixture: a database of this test's own)
 
 BEFORE = "4a2c1aef86ed"  # giftaid's revision before the claim donors
@@ -78,3 +81,46 @@ def test_claim_donor_details_move_to_their_own_table_and_back(own_database_url: 
         (4, None, "", "", "", "", False),  # its details were never a claim's: none to put back
     ]
     migrate.upgrade(url)
+
+
+def test_claim_donors_are_found_by_declaration_without_reading_the_whole_table(runtime: Runtime) -> None:
+    engine = runtime.engine
+    claims = [uuid.uuid4() for _ in range(20)]
+    rows = [
+        {
+            "claim_id": c,
+            "declaration_id": uuid.uuid4(),
+            "title": None,
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "house": "1",
+            "postcode": "CT16 1AA",
+            "overseas": False,
+        }
+        for c in claims
+        for _ in range(1000)
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(ClaimDonor.__table__), rows)  # type: ignore[attr-defined]
+    wanted = rows[12345]["declaration_id"]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE giftaid_claim_donors")
+            plan = "\n".join(
+                r[0]
+                for r in conn.exec_driver_sql(
+                    f"EXPLAIN UPDATE giftaid_claim_donors SET first_name = 'Erased' WHERE declaration_id IN "
+                    f"('{wanted}')"
+                )
+            )
+            assert "Seq Scan on giftaid_claim_donors" not in plan, plan
+        else:
+            conn.exec_driver_sql("ANALYZE")
+            plan = "\n".join(
+                str(r[-1])
+                for r in conn.exec_driver_sql(
+                    f"EXPLAIN QUERY PLAN UPDATE giftaid_claim_donors SET first_name = 'Erased' "
+                    f"WHERE declaration_id IN ('{wanted.hex}')"
+                )
+            )
+            assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan

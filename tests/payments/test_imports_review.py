@@ -276,3 +276,23 @@ def test_a_row_for_a_gift_not_recorded_yet_waits_and_is_matched_when_it_is(runti
     payout, lines = payout_lines(runtime, "PO08")
     assert [(line.kind, line.gift_id) for line in lines] == [("gift", gift)]
     assert str(payout.reconciliation) == "reconciled"
+
+
+def test_a_gocardless_payout_in_a_currency_we_do_not_keep_is_refused_and_a_blank_cell_says_nothing(
+    runtime: Runtime,
+) -> None:
+    """Only the Stripe import checked the currency: a GoCardless `usd` payout was stored. A blank currency cell,
+    which the figures' check skips, was taken for pounds and refused a euro payout whose other rows said EUR."""
+    header = "payout_id,type,amount,payment_id,refund_id,currency,payout_amount,arrival_date,reference\n"
+    with pytest.raises(InvalidImport, match="row 2: currency 'usd' is not one we keep"), runtime.unit_of_work() as uow:
+        import_gocardless_export(uow, header + "PO123,payment_paid_out,1000,PM1,,usd,1000,2026-03-05,REF\n")
+    assert no_payouts(runtime)
+    with runtime.unit_of_work() as uow:
+        import_gocardless_export(
+            uow,
+            header
+            + "PO124,payment_paid_out,1000,PM2,,EUR,986,2026-03-05,REF\n"
+            + "PO124,gocardless_fee,-14,PM2,,,986,2026-03-05,REF\n",
+        )
+    payout, lines = payout_lines(runtime, "PO124")
+    assert (payout.currency, [line.amount for line in lines]) == ("EUR", [1000, -14])

@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("overseas", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("claim_id", "declaration_id", name=op.f("pk_giftaid_claim_donors")),
     )
+    op.create_index("ix_giftaid_claim_donors_declaration_id", "giftaid_claim_donors", ["declaration_id"])
     # A claim wrote one declaration's details on each of its gifts alike: any row of the pair holds them.
     columns = ", ".join(DETAILS)
     op.execute(
