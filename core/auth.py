@@ -57,6 +57,12 @@ ROLES_WITH_TOTP = frozenset({StaffRole.ADMIN, StaffRole.FINANCE})
 PASSWORD_RESET_LIFETIME = dt.timedelta(hours=1)
 PASSWORD_RESET_PURPOSE = "password-reset"
 LOGIN_WINDOW_SECONDS = 60
+# Besides the per-minute limits, one email gets this many times `login_rate_per_minute` attempts a clock hour.
+LOGIN_ATTEMPTS_PER_HOUR_FACTOR = 3
+LOGIN_HOUR_SECONDS = 3600
+# Wrong TOTP codes given with the right password: after this many in a clock hour, codes are refused until it ends.
+TOTP_FAILURES_PER_HOUR = 5
+TOTP_FAILURE_WINDOW_SECONDS = 3600
 
 _hasher = argon2.PasswordHasher()
 # Verified against when the email is unknown, so a wrong email costs as long as a wrong password.
@@ -146,13 +152,18 @@ def user_by_email(session: Session, email: str) -> StaffUser | None:
 
 
 def set_password(uow: UnitOfWork, user_id: uuid.UUID, password: str) -> None:
-    """A new password; every login session of the user ends."""
+    """A new password; every login session and every outstanding reset link of the user ends."""
     user = uow.session.get(StaffUser, user_id)
     if user is None:
         raise NotFound(f"no staff user {user_id}")
     user.password_hash = hash_password(password)
     uow.session.add(user)
     revoke_sessions(uow, user_id)
+    uow.session.execute(
+        update(PasswordReset)
+        .where(col(PasswordReset.user_id) == user_id, col(PasswordReset.used_at).is_(None))
+        .values(used_at=utc_now())
+    )
 
 
 # --- API tokens ---------------------------------------------------------------------------------------------
@@ -263,6 +274,8 @@ class LoginResult:
     # Words for the form when it failed; `rate_limited` means answer 429.
     error: str | None = None
     rate_limited: bool = False
+    # Seconds until a rate-limited attempt may be tried again (for `Retry-After`).
+    retry_after: int = 0
 
     @property
     def ok(self) -> bool:
@@ -297,17 +310,41 @@ def login(
         ratelimit.hit(session, f"login:email:{address}", limit=rate_per_minute, window_seconds=LOGIN_WINDOW_SECONDS)
         and allowed
     )
-    if not allowed:
+    # The per-minute limits alone let anyone try 14,400 passwords a day on one account, from any addresses.
+    within_hour = ratelimit.hit(
+        session,
+        f"login:email-hour:{address}",
+        limit=rate_per_minute * LOGIN_ATTEMPTS_PER_HOUR_FACTOR,
+        window_seconds=LOGIN_HOUR_SECONDS,
+    )
+    if not (allowed and within_hour):
         audit(uow, None, "login_rate_limited", "staff_user", "", {"email": address, "client": client})
-        return LoginResult(error="Too many login attempts. Wait a minute and try again.", rate_limited=True)
+        if not within_hour:
+            wait = ratelimit.retry_after(LOGIN_HOUR_SECONDS)
+            error = f"Too many login attempts for this account. Try again in {(wait + 59) // 60} minutes."
+        else:
+            wait = ratelimit.retry_after(LOGIN_WINDOW_SECONDS)
+            error = "Too many login attempts. Wait a minute and try again."
+        return LoginResult(error=error, rate_limited=True, retry_after=wait)
     user = user_by_email(session, address)
     if user is None or not user.active:
         password_matches(_DUMMY_HASH, password)
         audit(uow, None, "login_failed", "staff_user", "", {"email": address, "client": client})
         return LoginResult(error=WRONG_LOGIN)
-    if not password_matches(user.password_hash, password) or not _totp_ok(session, user, totp):
+    if not password_matches(user.password_hash, password):
         audit(uow, None, "login_failed", "staff_user", user.id, {"email": address, "client": client})
         return LoginResult(error=WRONG_LOGIN)
+    if totp_required(user):
+        # Only the right password gets this far, so only someone who knows it can use up the hour's wrong codes.
+        # Refused codes are answered like any wrong login: the form never confirms that the password was right.
+        totp_key = f"login:totp:{user.id}"
+        if ratelimit.count(session, totp_key, window_seconds=TOTP_FAILURE_WINDOW_SECONDS) >= TOTP_FAILURES_PER_HOUR:
+            audit(uow, None, "login_totp_locked", "staff_user", user.id, {"email": address, "client": client})
+            return LoginResult(error=WRONG_LOGIN)
+        if not _totp_ok(session, user, totp):
+            ratelimit.hit(session, totp_key, limit=TOTP_FAILURES_PER_HOUR, window_seconds=TOTP_FAILURE_WINDOW_SECONDS)
+            audit(uow, None, "login_failed", "staff_user", user.id, {"email": address, "client": client})
+            return LoginResult(error=WRONG_LOGIN)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
         session.add(user)
@@ -546,6 +583,18 @@ def request_password_reset(uow: UnitOfWork, email: str) -> bool:
     uow.enqueue("core.send_password_reset", reset_key=reset_key)
     audit(uow, None, "password_reset_requested", "staff_user", user.id)
     return True
+
+
+def ask_for_password_reset(uow: UnitOfWork, email: str) -> None:
+    """What the forgotten-password form does: queue the address. The job (`core.request_password_reset`) looks it
+    up and, for a staff user, records the reset and sends the link; so the request writes and sends the same
+    whether or not the address is staff, and its time does not tell."""
+    uow.enqueue("core.request_password_reset", email=email)
+
+
+@actor("core.request_password_reset", queue="default", time_limit_ms=60_000, max_retries=5)
+def request_password_reset_job(uow: UnitOfWork, email: str) -> None:
+    request_password_reset(uow, email)
 
 
 def password_reset_link(base_url: str, secret: str, reset_key: str) -> str:

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.clock import isoformat_z
 from core.errors import AppError, DatabaseUnavailable
 from core.runtime import Runtime
+from core.settings import WebSettings
 
 if TYPE_CHECKING:
     from core.db import AsyncDatabase
@@ -179,19 +180,34 @@ SECURITY_HEADERS = [
 ]
 
 
+# Sent by a site served over HTTPS (a year: browsers then refuse plain HTTP to it). No includeSubDomains: other
+# hosts of the charity's domain are not ours to force.
+HSTS_HEADER = (b"strict-transport-security", b"max-age=31536000")
+
+
+def https_site(web: WebSettings) -> bool:
+    """Whether the site is served over HTTPS: `[web] secure_cookies`, or a `base_url` that starts with https://."""
+    return web.secure_cookies or web.base_url.lower().startswith("https://")
+
+
 class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp):
+    """The headers above on every response, and HSTS when the site is served over HTTPS (`hsts`, from
+    `https_site`) or the request came in over HTTPS."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool = False):
         self.app = app
+        self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        wanted = [*SECURITY_HEADERS, HSTS_HEADER] if self.hsts or scope.get("scheme") == "https" else SECURITY_HEADERS
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(n, v) for n, v in SECURITY_HEADERS if n not in present]
+                extra = [(n, v) for n, v in wanted if n not in present]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 

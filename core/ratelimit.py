@@ -73,6 +73,15 @@ def hit(session: Session, key: str, *, limit: int, window_seconds: int, now: dt.
     return count <= limit
 
 
+def count(session: Session, key: str, *, window_seconds: int, now: dt.datetime | None = None) -> int:
+    """How many times `key` was hit in the current window (0 if never), without counting this look."""
+    start = window_start(now or utc_now(), window_seconds)
+    found = session.execute(
+        sa.select(_table.c.count).where(_table.c.key == _stored_key(key), _table.c.window_start == start)
+    ).scalar_one_or_none()
+    return int(found or 0)
+
+
 def prune(session: Session, *, before: dt.datetime) -> int:
     """Delete every window that started before `before`; returns how many rows went."""
     result = session.execute(sa.delete(_table).where(_table.c.window_start < before))

@@ -32,6 +32,7 @@ from core.http import (
     BodyTimeoutMiddleware,
     SecurityHeadersMiddleware,
     app_error_handler,
+    https_site,
     in_thread,
 )
 from core.logging import configure_logging
@@ -131,10 +132,10 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(ops.MetricsMiddleware),
-            Middleware(SecurityHeadersMiddleware),
+            Middleware(SecurityHeadersMiddleware, hsts=https_site(settings.web)),
             Middleware(BodyLimitMiddleware, max_bytes=settings.web.max_body_bytes),
             Middleware(BodyTimeoutMiddleware, seconds=BODY_TIMEOUT_SECONDS),
-            Middleware(StaffSessionMiddleware, paths=("/staff",), secure_cookies=settings.web.secure_cookies),
+            Middleware(StaffSessionMiddleware, paths=("/staff",), secure_cookies=https_site(settings.web)),
             Middleware(ApiCredentialsMiddleware, prefix="/api/", open_paths=("/api/openapi.json",)),
         ],
         exception_handlers={

@@ -57,7 +57,7 @@ async def login(request: Request) -> Response:
     )
     if not result.ok:
         status = 429 if result.rate_limited else 400
-        headers = {"Retry-After": "60"} if result.rate_limited else None
+        headers = {"Retry-After": str(result.retry_after or 60)} if result.rate_limited else None
         return render(
             request,
             "auth/login.html",
@@ -109,7 +109,7 @@ async def forgot(request: Request) -> Response:
             ) or not ratelimit.hit(uow.session, f"reset:{email}", limit=3, window_seconds=3600):
                 return False
         with rt.unit_of_work() as uow:
-            auth.request_password_reset(uow, email)
+            auth.ask_for_password_reset(uow, email)  # the same work for any address: looked up in a job
         return True
 
     await in_thread(ask)

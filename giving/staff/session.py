@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core import auth
 from core.auth import LoginResult, Principal
+from core.http import https_site
 from core.runtime import Runtime
 
 
@@ -31,8 +32,7 @@ class SessionsOnStaffPaths:
 
 
 def secure_cookies(runtime: Runtime) -> bool:
-    web = runtime.settings.web
-    return web.secure_cookies or web.base_url.startswith("https://")
+    return https_site(runtime.settings.web)
 
 
 def current(request: Request) -> tuple[Principal, str] | None:
