@@ -311,11 +311,18 @@ async def resolve_review_item(request: Request) -> Response:
 # --- public forms: subscribe, confirm, unsubscribe, volunteer ------------------------------------------------
 
 
-def page(title: str, message: str, *, status_code: int = 200) -> HTMLResponse:
+def page(
+    title: str, message: str, *, status_code: int = 200, post_button: tuple[str, str] | None = None
+) -> HTMLResponse:
+    """A plain public page; `post_button` (action, label) adds a form of one button that POSTs to the action."""
+    form = ""
+    if post_button is not None:
+        action, label = post_button
+        form = f'<form method="post" action="{escape(action)}"><button type="submit">{escape(label)}</button></form>'
     body = (
         '<!doctype html><html lang="en"><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><main><h1>{escape(title)}</h1><p>{escape(message)}</p></main></html>"
+        f"<title>{escape(title)}</title><main><h1>{escape(title)}</h1><p>{escape(message)}</p>{form}</main></html>"
     )
     return HTMLResponse(body, status_code=status_code, headers={"cache-control": "no-store"})
 
@@ -378,7 +385,9 @@ async def confirm_subscription(request: Request) -> Response:
 
 
 async def unsubscribe(request: Request) -> Response:
-    """GET from the link in an email, or POST from a mail client's one-click unsubscribe (RFC 8058)."""
+    """POST withdraws the email consent: the button of the page the email's link opens, or a mail client's one-click
+    unsubscribe (RFC 8058). GET, the link itself, only shows that button: mail scanners open links in emails they
+    deliver, and a GET that withdrew consent would unsubscribe people who never asked."""
     runtime = runtime_of(request)
     token = request.query_params.get("token", "")
     client = client_address(request)
@@ -386,9 +395,17 @@ async def unsubscribe(request: Request) -> Response:
     def work() -> bool:
         with runtime.unit_of_work() as uow:
             supporter_id = service.supporter_id_from_unsubscribe_token(_secret(runtime, uow), token)
+            if request.method != "POST":
+                return False
             return service.unsubscribe(uow, supporter_id, client=client)
 
-    await in_thread(work)
+    await in_thread(work)  # a link that is not ours is a 400 either way
+    if request.method != "POST":
+        return page(
+            "Stop our emails",
+            "Press the button and we will not email you updates any more.",
+            post_button=(f"/unsubscribe?{urlencode({'token': token})}", "Unsubscribe"),
+        )
     return page("You are unsubscribed", "We will not email you updates any more.")
 
 
