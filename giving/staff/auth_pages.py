@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from core import auth, signing
+from core import auth
 from core.auth import Principal
 from core.errors import ValidationFailed
 from core.http import client_address, in_thread
@@ -19,6 +19,7 @@ from giving.staff.web import (
     render,
     runtime,
     safe_next,
+    signing_secret,
     staff_page,
     take_notice,
 )
@@ -147,7 +148,7 @@ async def reset(request: Request) -> Response:
 
     def change() -> None:
         with rt.unit_of_work() as uow:
-            secret = signing.signing_secret(uow.session, rt.settings.web.secret_key.get_secret_value())
+            secret = signing_secret(rt, uow.session)
             auth.reset_password(uow, token, password, secret=secret)
 
     try:

@@ -37,6 +37,7 @@ from giving.staff.web import (
     redirect_done,
     render,
     runtime,
+    signing_secret,
     staff_page,
     uk_date,
 )
@@ -144,10 +145,6 @@ def supporter_context(
 # --- what a declaration changed for Gift Aid ----------------------------------------------------------------
 
 
-def _secret(session: Session, rt: Runtime) -> str:
-    return signing.signing_secret(session, rt.settings.web.secret_key.get_secret_value())
-
-
 def change_token(
     session: Session, rt: Runtime, staff: Principal, supporter_id: uuid.UUID, report: dict[str, Any]
 ) -> str:
@@ -163,7 +160,7 @@ def change_token(
         "a": adjusted[:CHANGES_LISTED],
         "na": len(adjusted),
     }
-    return signing.sign(_secret(session, rt), CHANGE_PURPOSE, payload)
+    return signing.sign(signing_secret(rt, session), CHANGE_PURPOSE, payload)
 
 
 def declaration_change(
@@ -172,7 +169,9 @@ def declaration_change(
     """The gifts a declaration form changed (received, amount, claimable now or not and why) and the adjustments
     it made needed, from a `change_token`; None for a token not valid, expired, or not this staff member's."""
     try:
-        payload = signing.unsign(_secret(session, rt), CHANGE_PURPOSE, token, max_age_seconds=CHANGE_MAX_AGE_SECONDS)
+        payload = signing.unsign(
+            signing_secret(rt, session), CHANGE_PURPOSE, token, max_age_seconds=CHANGE_MAX_AGE_SECONDS
+        )
         if payload["u"] != str(staff.user_id) or uuid.UUID(payload["s"]) not in supporter_ids:
             return None
         changed = [(uuid.UUID(g), str(before), str(after)) for g, before, after in payload["c"]]

@@ -138,8 +138,12 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-def _secret(rt: Runtime) -> str:
+def signing_secret(rt: Runtime, session: Session | None = None) -> str:
+    """The secret the pages sign their links, reports and notices with: `[web] secret_key`, or the database's (read
+    through `session` when the caller has one open)."""
     configured = rt.settings.web.secret_key.get_secret_value()
+    if session is not None:
+        return signing.signing_secret(session, configured)
     if configured:
         return configured
     with rt.unit_of_work() as uow:
@@ -151,7 +155,7 @@ def _notice_owner(staff: Principal | None) -> str:
 
 
 def sign_notice(rt: Runtime, staff: Principal | None, text: str) -> str:
-    return signing.sign(_secret(rt), NOTICE_PURPOSE, {"u": _notice_owner(staff), "m": text})
+    return signing.sign(signing_secret(rt), NOTICE_PURPOSE, {"u": _notice_owner(staff), "m": text})
 
 
 def read_notice(rt: Runtime, staff: Principal | None, token: str) -> str:
@@ -160,7 +164,7 @@ def read_notice(rt: Runtime, staff: Principal | None, token: str) -> str:
     if not token:
         return ""
     try:
-        payload = signing.unsign(_secret(rt), NOTICE_PURPOSE, token, max_age_seconds=NOTICE_MAX_AGE_SECONDS)
+        payload = signing.unsign(signing_secret(rt), NOTICE_PURPOSE, token, max_age_seconds=NOTICE_MAX_AGE_SECONDS)
         if payload["u"] != _notice_owner(staff):
             return ""
         return str(payload["m"])
