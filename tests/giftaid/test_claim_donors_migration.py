@@ -13,7 +13,6 @@ from core.db import make_engine
 from core.runtime import Runtime
 from core.settings import DatabaseSettings
 from giftaid.models import ClaimDonor
-from tests.core.test_migrations import own_database_url  # noqa: F401  (the fixture: a database of this test's own)
 
 BEFORE = "4a2c1aef86ed"  # giftaid's revision before the claim donors
 COLUMNS = ("gift", "line", "declaration", "title", "first", "last", "house", "postcode", "overseas")
@@ -28,7 +27,7 @@ def _rows(url: str, query: str) -> list[tuple[object, ...]]:
         engine.dispose()
 
 
-def test_claim_donor_details_move_to_their_own_table_and_back(own_database_url: str) -> None:  # noqa: F811
+def test_claim_donor_details_move_to_their_own_table_and_back(own_database_url: str) -> None:
     url = own_database_url
     migrate.downgrade(url, BEFORE)
     claim, ada, bob = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
