@@ -48,6 +48,7 @@ from giftaid.eligibility import period_end
 from giftaid.models import ClaimDonor, ClaimGift
 from giving.merge import lock_resolved
 from giving.registry import metadata
+from payments import service as payments_service
 from payments.models import Checkout, Gift, RegularGift
 from receipts import service as receipts_service
 from receipts.models import Delivery, DeliveryStatus, Document, DocumentStatus
@@ -58,6 +59,7 @@ EXPORT_FORMAT = "giving-subject-access-v1"
 # what HMRC needs is kept that long after the end of the financial period of the last claimed gift.
 KEEP_FOR_HMRC_YEARS = 6
 ERASED_NAME = ("Erased", "supporter")
+ERASURE_REQUEST = "erasure of the supporter's data"
 # History items keep their type, time, amount and ids; their words (which may name people) go.
 HISTORY_DATA_KEPT = {
     "gift_id",
@@ -275,6 +277,11 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
         "pending_subscriptions",
         session.execute(sa.delete(PendingSubscription).where(col(PendingSubscription.supporter_id).in_(ids))),
     )
+    # Nobody may keep taking money from a person we can no longer name: their regular gifts are cancelled at the
+    # provider (recorded here, told by a job after the commit), before the history's words are blanked below.
+    for regular in payments_service.open_regular_gifts(session, ids):
+        payments_service.request_cancellation(uow, regular.id, requested_by=ERASURE_REQUEST)
+        changed["regular_gifts_cancelled"] = changed.get("regular_gifts_cancelled", 0) + 1
     for entry in session.exec(select(HistoryEntry).where(col(HistoryEntry.supporter_id).in_(ids))).all():
         entry.summary = f"{entry.type.replace('_', ' ').capitalize()} (details erased)"
         entry.data = {k: v for k, v in (entry.data or {}).items() if k in HISTORY_DATA_KEPT}

@@ -39,3 +39,15 @@ class UnknownSku(BadRequest, PaymentsError):
 
 class OutOfStock(Conflict, PaymentsError):
     pass
+
+
+class RegularGiftNotFound(NotFound, PaymentsError):
+    pass
+
+
+class RegularGiftEnded(Conflict, PaymentsError):
+    """The regular gift was already cancelled or finished: there is nothing left to stop."""
+
+
+class RegularGiftStillLive(Conflict, PaymentsError):
+    """The provider refused to cancel a regular gift it still collects: someone must look at it there."""

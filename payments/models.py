@@ -195,6 +195,9 @@ class RegularGift(SQLModel, table=True):
     failure_reason: str = Field(default="", max_length=500)
     # The provider's timestamp of the newest status we applied: older snapshots never overwrite it.
     status_changed_at: dt.datetime | None = utc_field()
+    # Staff (or an erasure) asked us to stop it: the `payments.cancel_regular_gift` job tells the provider.
+    cancel_requested_at: dt.datetime | None = utc_field()
+    cancel_requested_by: str | None = Field(default=None, max_length=255)
     stripe_subscription_id: str | None = Field(default=None, max_length=255, unique=True)
     stripe_customer_id: str | None = Field(default=None, max_length=255, index=True)
     gocardless_mandate_id: str | None = Field(default=None, max_length=64, index=True)

@@ -10,14 +10,20 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, col, select
 
 from core.clock import from_unix, uk_date, uk_today, utc_now
 from core.db import UnitOfWork
 from core.money import Currency, Money, format_pence
 from crm.service import open_review_items, raise_review_item, record_history, resolve_review_item, revise_history
 from payments import payouts, repository, shop
-from payments.errors import PaymentsError
+from payments.errors import (
+    PaymentsError,
+    ProviderRefused,
+    RegularGiftEnded,
+    RegularGiftNotFound,
+    RegularGiftStillLive,
+)
 from payments.models import (
     Checkout,
     CheckoutKind,
@@ -907,6 +913,106 @@ def mirror_stripe_subscription(
     subscription = stripe.retrieve_subscription(subscription_id)
     _apply_stripe_subscription(uow, regular, subscription, at=at)
     return Effect.processed()
+
+
+# --- Regular gifts cancelled through Giving -----------------------------------------------------------------------
+
+CANCEL_REGULAR_GIFT = "payments.cancel_regular_gift"
+
+
+def open_regular_gifts(session: Session, supporter_ids: Sequence[uuid.UUID]) -> list[RegularGift]:
+    """The regular gifts of these records that may still take money (not cancelled or finished)."""
+    return list(
+        session.exec(
+            select(RegularGift)
+            .where(col(RegularGift.supporter_id).in_(supporter_ids), col(RegularGift.status).not_in(_TERMINAL_REGULAR))
+            .order_by(col(RegularGift.created_at), col(RegularGift.id))
+        ).all()
+    )
+
+
+def request_cancellation(uow: UnitOfWork, regular_gift_id: uuid.UUID, *, requested_by: str) -> RegularGift:
+    """Staff (a donor phoned) or an erasure ask for a regular gift to stop: the request is recorded, with a history
+    item, and `payments.cancel_regular_gift` tells the provider after the commit. Asking again sends the job again
+    (one whose retries ran out is tried afresh); the job does nothing once the gift has ended."""
+    regular = repository.first_locked(uow.session, repository.by_key(RegularGift, "id", regular_gift_id))
+    if regular is None:
+        raise RegularGiftNotFound(f"no regular gift {regular_gift_id}")
+    if regular.status in _TERMINAL_REGULAR:
+        raise RegularGiftEnded(f"this regular gift is already {regular.status}; nothing was changed")
+    if regular.cancel_requested_at is None:
+        _set(regular, cancel_requested_at=utc_now(), cancel_requested_by=requested_by[:255])
+        uow.session.add(regular)
+        record_history(
+            uow,
+            regular.supporter_id,
+            type="regular_gift_cancel_requested",
+            summary=f"Cancellation of the monthly gift of {format_pence(regular.amount, regular.currency)} "
+            f"asked for in Giving ({requested_by})",
+            at=regular.cancel_requested_at,
+            amount=regular.amount,
+            currency=regular.currency,
+            data={"regular_gift_id": str(regular.id), "provider_ids": _regular_ids(regular)},
+            dedupe_key=f"regular_gift_cancel_requested:{regular.id}",
+        )
+    uow.enqueue(CANCEL_REGULAR_GIFT, regular_gift_id=str(regular.id))
+    return regular
+
+
+def cancel_regular_gift(
+    uow: UnitOfWork,
+    regular_gift_id: uuid.UUID,
+    *,
+    stripe: Callable[[], StripeGateway],
+    gocardless: Callable[[], GoCardlessGateway],
+) -> str:
+    """The job: cancel the subscription at the provider (a GoCardless mandate with no subscription yet: the
+    mandate) and record the end at once, not waiting for the webhook, which then changes nothing. When the provider
+    refuses because the gift had already ended there (the donor cancelled it themselves), what the provider says
+    is recorded, as its webhook would."""
+    regular = repository.first_locked(uow.session, repository.by_key(RegularGift, "id", regular_gift_id))
+    if regular is None or regular.status in _TERMINAL_REGULAR:
+        return "already ended"
+    reason = f"cancelled in Giving ({regular.cancel_requested_by or 'staff'})"
+    now = utc_now()
+    if regular.provider == Provider.STRIPE and regular.stripe_subscription_id:
+        gateway = stripe()
+        try:
+            subscription = gateway.cancel_subscription(regular.stripe_subscription_id, comment=reason)
+        except ProviderRefused:
+            subscription = gateway.retrieve_subscription(regular.stripe_subscription_id)
+            _apply_stripe_subscription(uow, regular, subscription, at=now)
+        else:
+            ended = _when(subscription.get("ended_at")) or _when(subscription.get("canceled_at")) or now
+            _set_regular_status(uow, regular, RegularGiftStatus.CANCELLED, at=ended, reason=reason)
+    elif regular.provider == Provider.GOCARDLESS and regular.gocardless_subscription_id:
+        gateway_gc = gocardless()
+        try:
+            gateway_gc.cancel_subscription(regular.gocardless_subscription_id)
+        except ProviderRefused:
+            subscription = gateway_gc.get_subscription(regular.gocardless_subscription_id)
+            _apply_gocardless_subscription(uow, regular, subscription, at=now)
+        else:
+            _set_regular_status(uow, regular, RegularGiftStatus.CANCELLED, at=now, reason=reason)
+    elif regular.provider == Provider.GOCARDLESS and regular.gocardless_mandate_id:
+        gateway_gc = gocardless()
+        try:
+            gateway_gc.cancel_mandate(regular.gocardless_mandate_id)
+        except ProviderRefused:
+            mandate = gateway_gc.get_mandate(regular.gocardless_mandate_id)
+            if mandate.get("status") in _MANDATE_ENDED:
+                _set_regular_status(
+                    uow, regular, RegularGiftStatus.CANCELLED, at=now, reason=f"mandate {mandate['status']}"
+                )
+        else:
+            _set_regular_status(uow, regular, RegularGiftStatus.CANCELLED, at=now, reason=reason)
+    else:
+        # Nothing was set up at the provider yet (the donor never finished checkout): nothing there to stop.
+        _set_regular_status(uow, regular, RegularGiftStatus.CANCELLED, at=now, reason=reason)
+    if regular.status not in _TERMINAL_REGULAR:
+        # Refused, and the provider still takes payments: a person must look (the job's failure says why).
+        raise RegularGiftStillLive(f"{regular.provider} refused to cancel and still has it as {regular.status}")
+    return str(regular.status)
 
 
 # --- Stripe: refunds and disputes ---------------------------------------------------------------------------------

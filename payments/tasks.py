@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from core import jobs
 from core.db import UnitOfWork
 from core.runtime import get_runtime
 from payments import service
+from payments.providers.gocardless import gocardless_gateway
+from payments.providers.stripe import stripe_gateway
 
 
 @jobs.periodic("payments.check_instalments", every=dt.timedelta(hours=6))
@@ -16,3 +19,16 @@ def check_instalments(uow: UnitOfWork) -> int:
     """An alert (a review item on the supporter) for each monthly gift whose instalment is overdue past the grace."""
     grace = get_runtime().settings.donations.regular_grace_days
     return service.raise_missing_instalment_alerts(uow, grace_days=grace)
+
+
+@jobs.actor(service.CANCEL_REGULAR_GIFT, queue="default", time_limit_ms=120_000, max_retries=8)
+def cancel_regular_gift(uow: UnitOfWork, regular_gift_id: str) -> str:
+    """Tell Stripe or GoCardless to stop a regular gift staff (or an erasure) cancelled; retried while the provider
+    is unreachable."""
+    settings = get_runtime().settings
+    return service.cancel_regular_gift(
+        uow,
+        uuid.UUID(regular_gift_id),
+        stripe=lambda: stripe_gateway(settings.stripe),
+        gocardless=lambda: gocardless_gateway(settings.gocardless),
+    )

@@ -16,6 +16,7 @@ from crm import service as crm_service
 from giving import privacy
 from giving.staff.supporters import parse_uuid
 from giving.staff.web import form_of, reading, redirect_done, render, runtime, staff_page
+from payments import service as payments_service
 
 
 @staff_page(StaffRole.ADMIN)
@@ -50,9 +51,12 @@ async def erase_form(request: Request, staff: Principal) -> Response:
     def load() -> dict[str, Any]:
         with reading(rt) as session:
             supporter = crm_service.resolve_supporter(session, supporter_id)
-            claimed = privacy.claimed_gifts(session, privacy.supporter_ids(session, supporter.id))
+            ids = privacy.supporter_ids(session, supporter.id)
+            claimed = privacy.claimed_gifts(session, ids)
+            regular = payments_service.open_regular_gifts(session, ids)
         return {
             "supporter": supporter,
+            "regular_gifts": regular,
             "claimed": len(claimed),
             "last_claimed": max((c.received_on for c in claimed), default=None),
             # The date the erasure will set (the end of the last claimed gift's financial period, plus six years).

@@ -59,6 +59,11 @@ page_routes: list[BaseRoute] = [
     ),
     Route("/supporters/{supporter_id}/merge", supporters.merge_preview, methods=["GET"]),
     Route("/supporters/{supporter_id}/merge", supporters.merge_now, methods=["POST"]),
+    Route(
+        "/supporters/{supporter_id}/regular-gifts/{regular_gift_id}/cancel",
+        supporters.cancel_regular_gift,
+        methods=["POST"],
+    ),
     Route("/supporters/{supporter_id}/documents/{document_id}/resend", supporters.resend_document, methods=["POST"]),
     Route("/supporters/{supporter_id}/export", privacy_pages.export, methods=["GET"]),
     Route("/supporters/{supporter_id}/erase", privacy_pages.erase_form, methods=["GET"]),

@@ -31,6 +31,7 @@ from giving.staff.web import (
     PAGE_SIZE,
     form_of,
     page_number,
+    provider_name,
     query_text,
     reading,
     redirect,
@@ -41,7 +42,8 @@ from giving.staff.web import (
     staff_page,
     uk_date,
 )
-from payments.models import Gift
+from payments import service as payments_service
+from payments.models import Gift, RegularGift
 from receipts import service as receipts_service
 
 HISTORY_ON_PAGE = 20
@@ -555,6 +557,31 @@ async def merge_now(request: Request, staff: Principal) -> Response:
     return await redirect_done(
         request, staff, f"/staff/supporters/{result.into_id}", f"Merged: {moved} records moved to this supporter."
     )
+
+
+# --- regular gifts ----------------------------------------------------------------------------------------------
+
+
+@staff_page(StaffRole.FUNDRAISER, StaffRole.FINANCE)
+async def cancel_regular_gift(request: Request, staff: Principal) -> Response:
+    """A donor asked (by phone, letter or email) to stop their monthly gift: Giving tells Stripe or GoCardless."""
+    supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
+    regular_gift_id = parse_uuid(request.path_params["regular_gift_id"], "regular gift")
+
+    def work() -> str:
+        with runtime(request).unit_of_work() as uow:
+            supporter = crm_service.resolve_supporter(uow.session, supporter_id)
+            regular = uow.session.get(RegularGift, regular_gift_id)
+            if regular is None or crm_service.resolve_supporter(uow.session, regular.supporter_id).id != supporter.id:
+                raise NotFound(f"{supporter.first_name} {supporter.last_name} has no regular gift {regular_gift_id}")
+            regular = payments_service.request_cancellation(uow, regular.id, requested_by=staff.email)
+            audit(uow, staff, "cancel_regular_gift", "regular_gift", regular.id, {"provider": str(regular.provider)})
+            amount = format_pence(regular.amount, regular.currency)
+            provider = provider_name(regular.provider)
+            return f"Cancelling the monthly gift of {amount}: {provider} is being told to take no more payments."
+
+    done = await in_thread(work)
+    return await redirect_done(request, staff, f"/staff/supporters/{supporter_id}", done)
 
 
 # --- receipts -----------------------------------------------------------------------------------------------

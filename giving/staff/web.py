@@ -88,6 +88,14 @@ def words(value: object) -> str:
     return str(text or "").replace("_", " ")
 
 
+PROVIDER_NAMES = {"stripe": "Stripe", "gocardless": "GoCardless"}
+
+
+def provider_name(value: object) -> str:
+    text = str(getattr(value, "value", value) or "")
+    return PROVIDER_NAMES.get(text, text)
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -97,7 +105,14 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
-    env.filters.update(money=money, money_json=money_json, uk_date=uk_date, uk_datetime=uk_datetime, words=words)
+    env.filters.update(
+        money=money,
+        money_json=money_json,
+        uk_date=uk_date,
+        uk_datetime=uk_datetime,
+        words=words,
+        provider_name=provider_name,
+    )
     return env
 
 

@@ -79,6 +79,12 @@ class GoCardlessGateway:
     def get_subscription(self, subscription_id: str) -> dict[str, Any]:
         return self._dict(self._call(self.client.subscriptions.get, subscription_id))
 
+    def cancel_subscription(self, subscription_id: str) -> dict[str, Any]:
+        return self._dict(self._call(self.client.subscriptions.cancel, subscription_id, params={}))
+
+    def cancel_mandate(self, mandate_id: str) -> dict[str, Any]:
+        return self._dict(self._call(self.client.mandates.cancel, mandate_id, params={}))
+
     def get_refund(self, refund_id: str) -> dict[str, Any]:
         return self._dict(self._call(self.client.refunds.get, refund_id))
 

@@ -155,6 +155,11 @@ class StripeGateway:
     def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         return self._dict(self._call(self.client.v1.subscriptions.retrieve, subscription_id))
 
+    def cancel_subscription(self, subscription_id: str, *, comment: str) -> dict[str, Any]:
+        """Cancel now (no proration, no final invoice): no further instalment is taken."""
+        params = {"cancellation_details": {"comment": comment[:500]}}
+        return self._dict(self._call(self.client.v1.subscriptions.cancel, subscription_id, params))
+
     def retrieve_invoice(self, invoice_id: str) -> dict[str, Any]:
         return self._dict(self._call(self.client.v1.invoices.retrieve, invoice_id))
 

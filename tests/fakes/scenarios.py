@@ -92,6 +92,23 @@ class StripeWorld:
 
         server.route("GET", r"/v1/payment_intents/(?P<id>[^/]+)", one(self.intents))
         server.route("GET", r"/v1/subscriptions/(?P<id>[^/]+)", one(self.subscriptions))
+
+        def cancel_subscription(request: RecordedRequest) -> tuple[int, Any]:
+            """`DELETE /v1/subscriptions/{id}` as Stripe answers: the subscription canceled now, or a refusal for one
+            that already is."""
+            assert request.match is not None
+            found = self.subscriptions.get(request.match["id"])
+            if found is None:
+                return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing"}}
+            if found.get("status") in ("canceled", "incomplete_expired"):
+                message = "A canceled subscription can only update its cancellation_details and metadata."
+                return 400, {"error": {"type": "invalid_request_error", "message": message}}
+            now = BASE_TIME + 40 * DAY
+            details = {"reason": "cancellation_requested", "comment": request.param("cancellation_details[comment]")}
+            found.update(status="canceled", canceled_at=now, ended_at=now, cancellation_details=details)
+            return 200, found
+
+        server.route("DELETE", r"/v1/subscriptions/(?P<id>[^/]+)", cancel_subscription)
         server.route("GET", r"/v1/disputes/(?P<id>[^/]+)", one(self.disputes))
         server.route(
             "GET", r"/v1/refunds", lambda r: listing(r, self.refunds.get(r.param("charge") or "", []), "/v1/refunds")
@@ -143,6 +160,32 @@ class GoCardlessWorld:
         server.route("GET", r"/payments/(?P<id>[^/]+)", one(self.payments, "payments"))
         server.route("GET", r"/refunds/(?P<id>[^/]+)", one(self.refunds, "refunds"))
         server.route("POST", r"/subscriptions", create(self.created_subscriptions, "subscriptions"))
+
+        def cancel(store: dict[str, dict[str, Any]], envelope: str, live: set[str]) -> Any:
+            """`POST /{envelope}/{id}/actions/cancel` as GoCardless answers: cancelled now, or `cancellation_failed`
+            (422, invalid_state) for one already ended."""
+
+            def answer(request: RecordedRequest) -> tuple[int, Any]:
+                assert request.match is not None
+                found = store.get(request.match["id"])
+                if found is None:
+                    return 404, {"error": {"type": "invalid_api_usage", "code": 404, "message": "Resource not found"}}
+                if found.get("status") not in live:
+                    error = {"reason": "cancellation_failed", "message": f"{envelope} cannot be cancelled"}
+                    return 422, {"error": {"type": "invalid_state", "code": 422, "errors": [error], **error}}
+                found["status"] = "cancelled"
+                return 200, {envelope: found}
+
+            return answer
+
+        live_subscription = {"pending_customer_approval", "active", "paused"}
+        live_mandate = {"pending_customer_approval", "pending_submission", "submitted", "active", "suspended_by_payer"}
+        server.route(
+            "POST",
+            r"/subscriptions/(?P<id>[^/]+)/actions/cancel",
+            cancel(self.subscriptions, "subscriptions", live_subscription),
+        )
+        server.route("POST", r"/mandates/(?P<id>[^/]+)/actions/cancel", cancel(self.mandates, "mandates", live_mandate))
         server.route("POST", r"/payments", create(self.created_payments, "payments"))
         server.route(
             "GET",

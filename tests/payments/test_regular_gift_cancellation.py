@@ -1,0 +1,247 @@
+"""Cancelling a regular gift through Giving (a donor phoned, or their data is erased): the request is recorded, a job
+tells Stripe or GoCardless (the fake providers over HTTP, through the real SDKs), the end is recorded once, and the
+provider's own webhook afterwards changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+from sqlmodel import select
+from starlette.testclient import TestClient
+
+from core.models import Job
+from core.runtime import Runtime
+from giving import privacy
+from payments import service as payments_service
+from payments.errors import RegularGiftEnded
+from payments.models import Provider, RegularGift, RegularGiftStatus
+from tests.fakes.provider_server import FakeProvider
+from tests.fakes.scenarios import Scenario, gocardless_event, seed_supporter, stripe_event
+from tests.webhooks.support import (
+    EventsWorker,
+    app_client,
+    catalogue,
+    deliver,
+    history,
+    install,
+    post_gocardless,
+    post_stripe,
+    reading,
+    settings,
+    stuck_events,
+    worker,
+)
+
+__all__ = ["app_client", "catalogue", "settings", "worker"]
+
+STAFF = "fundraiser@example.org"
+
+
+@pytest.fixture
+def jobs_worker(runtime: Runtime) -> Iterator[dramatiq.Worker]:
+    """A worker on the queue the cancellation job runs on (the webhook tests' worker takes only webhooks)."""
+    default = dramatiq.Worker(runtime.broker, queues={"default"}, worker_timeout=50, worker_threads=1)
+    default.start()
+    try:
+        yield default
+    finally:
+        default.stop()
+
+
+def drain(runtime: Runtime, events: EventsWorker, jobs: dramatiq.Worker) -> None:
+    events.join()
+    runtime.broker.join("default", timeout=30_000)  # type: ignore[attr-defined]
+    jobs.join()
+    assert stuck_events(runtime) == []
+
+
+def monthly(
+    runtime: Runtime,
+    client: TestClient,
+    events: EventsWorker,
+    stripe: FakeProvider,
+    gocardless: FakeProvider,
+    provider: Provider,
+) -> tuple[Scenario, uuid.UUID, RegularGift]:
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Maya")
+    if provider == Provider.STRIPE:
+        key = scenario.stripe_monthly(supporter, 1500, paid=2)
+    else:
+        key = scenario.gocardless_monthly(supporter, 1500, payments=("paid_out", "paid_out"))
+    install(scenario, stripe, gocardless)
+    deliver(client, scenario.deliveries)
+    events.join()
+    with reading(runtime) as session:
+        by_stripe = provider == Provider.STRIPE
+        column = RegularGift.stripe_subscription_id if by_stripe else RegularGift.gocardless_subscription_id
+        regular = session.exec(select(RegularGift).where(column == key)).one()
+    assert regular.status == RegularGiftStatus.ACTIVE
+    return scenario, supporter, regular
+
+
+def request(runtime: Runtime, regular_id: uuid.UUID, by: str = STAFF) -> None:
+    with runtime.unit_of_work() as uow:
+        payments_service.request_cancellation(uow, regular_id, requested_by=by)
+
+
+def reread(runtime: Runtime, regular_id: uuid.UUID) -> RegularGift:
+    with reading(runtime) as session:
+        regular = session.get(RegularGift, regular_id)
+        assert regular is not None
+        return regular
+
+
+def types(runtime: Runtime, supporter: uuid.UUID) -> list[str]:
+    return [item["type"] for item in history(runtime, supporter)]
+
+
+def test_a_card_gift_cancelled_by_staff_is_cancelled_at_stripe_once(
+    runtime: Runtime,
+    worker: EventsWorker,
+    jobs_worker: dramatiq.Worker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    scenario, supporter, regular = monthly(runtime, app_client, worker, fake_stripe, fake_gocardless, Provider.STRIPE)
+    subscription_id = regular.stripe_subscription_id or ""
+    with worker.paused():
+        # Recorded first, in the same transaction as the job that will tell Stripe.
+        request(runtime, regular.id)
+        pending = reread(runtime, regular.id)
+        assert pending.status == RegularGiftStatus.ACTIVE and pending.cancel_requested_by == STAFF
+        with reading(runtime) as session:
+            jobs = session.exec(select(Job).where(Job.actor_name == "payments.cancel_regular_gift")).all()
+        assert [job.arguments for job in jobs] == [{"regular_gift_id": str(regular.id)}]
+    drain(runtime, worker, jobs_worker)
+
+    cancels = fake_stripe.requests_to("DELETE", rf"/v1/subscriptions/{subscription_id}")
+    assert len(cancels) == 1
+    assert cancels[0].param("cancellation_details[comment]") == f"cancelled in Giving ({STAFF})"
+    ended = reread(runtime, regular.id)
+    assert ended.status == RegularGiftStatus.CANCELLED
+    assert ended.failure_reason == f"cancelled in Giving ({STAFF})"
+    assert ended.ended_at is not None
+    assert scenario.stripe.subscriptions[subscription_id]["status"] == "canceled"
+
+    # Stripe's own webhook for the cancellation, and a second delivery of it: nothing changes, one history item.
+    deleted = stripe_event("customer.subscription.deleted", scenario.stripe.subscriptions[subscription_id], created=2)
+    for _ in range(2):
+        assert post_stripe(app_client, deleted).status_code == 200
+    drain(runtime, worker, jobs_worker)
+    assert reread(runtime, regular.id).failure_reason == ended.failure_reason
+    kinds = types(runtime, supporter)
+    assert kinds.count("regular_gift_cancel_requested") == 1
+    assert kinds.count("regular_gift_cancelled") == 1
+    cancelled = next(item for item in history(runtime, supporter) if item["type"] == "regular_gift_cancelled")
+    assert cancelled["regular_gift_id"] == str(regular.id) and subscription_id in cancelled["provider_ids"]
+
+    # Asking again once it has ended is refused and sends nothing.
+    with pytest.raises(RegularGiftEnded):
+        request(runtime, regular.id)
+    drain(runtime, worker, jobs_worker)
+    assert len(fake_stripe.requests_to("DELETE", r"/v1/subscriptions/.*")) == 1
+
+
+def test_a_direct_debit_gift_cancelled_by_staff_is_cancelled_at_gocardless(
+    runtime: Runtime,
+    worker: EventsWorker,
+    jobs_worker: dramatiq.Worker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    scenario, supporter, regular = monthly(
+        runtime, app_client, worker, fake_stripe, fake_gocardless, Provider.GOCARDLESS
+    )
+    subscription_id = regular.gocardless_subscription_id or ""
+    request(runtime, regular.id)
+    # Asked twice (a double click): one request recorded, the second job finds the gift ended and calls nobody.
+    request(runtime, regular.id)
+    drain(runtime, worker, jobs_worker)
+
+    assert len(fake_gocardless.requests_to("POST", rf"/subscriptions/{subscription_id}/actions/cancel")) == 1
+    assert fake_gocardless.requests_to("POST", r"/mandates/.*/actions/cancel") == []
+    ended = reread(runtime, regular.id)
+    assert ended.status == RegularGiftStatus.CANCELLED
+    assert ended.failure_reason == f"cancelled in Giving ({STAFF})"
+    assert scenario.gocardless.subscriptions[subscription_id]["status"] == "cancelled"
+
+    event = gocardless_event(
+        "subscriptions", "cancelled", {"subscription": subscription_id}, created=2, cause="subscription_cancelled"
+    )
+    assert post_gocardless(app_client, [event]).status_code == 200
+    drain(runtime, worker, jobs_worker)
+    assert reread(runtime, regular.id).failure_reason == ended.failure_reason
+    kinds = types(runtime, supporter)
+    assert kinds.count("regular_gift_cancel_requested") == 1 and kinds.count("regular_gift_cancelled") == 1
+
+
+def test_a_gift_the_donor_already_cancelled_at_the_provider_is_recorded_as_the_provider_says(
+    runtime: Runtime,
+    worker: EventsWorker,
+    jobs_worker: dramatiq.Worker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    scenario, _, regular = monthly(runtime, app_client, worker, fake_stripe, fake_gocardless, Provider.STRIPE)
+    subscription_id = regular.stripe_subscription_id or ""
+    # The donor cancelled at Stripe a moment ago; its webhook has not arrived.
+    details = {"reason": "cancellation_requested", "feedback": "too_expensive", "comment": None}
+    scenario.stripe.subscriptions[subscription_id].update(
+        status="canceled", canceled_at=1_790_000_000, ended_at=1_790_000_000, cancellation_details=details
+    )
+    request(runtime, regular.id)
+    drain(runtime, worker, jobs_worker)
+
+    assert len(fake_stripe.requests_to("DELETE", rf"/v1/subscriptions/{subscription_id}")) == 1  # refused (400)
+    ended = reread(runtime, regular.id)
+    assert ended.status == RegularGiftStatus.CANCELLED
+    assert ended.failure_reason == "cancellation requested"
+    assert ended.ended_at is not None and int(ended.ended_at.timestamp()) == 1_790_000_000
+
+
+def test_a_monthly_gift_never_set_up_at_the_provider_is_cancelled_here(
+    runtime: Runtime, worker: EventsWorker, jobs_worker: dramatiq.Worker, fake_stripe: FakeProvider
+) -> None:
+    supporter = seed_supporter(runtime, "Noor")
+    with runtime.unit_of_work() as uow:
+        pending = RegularGift(
+            supporter_id=supporter, amount=1000, provider=Provider.STRIPE, method="card", donor={"first_name": "Noor"}
+        )
+        uow.session.add(pending)
+        uow.session.flush()
+        regular_id = pending.id
+    request(runtime, regular_id)
+    drain(runtime, worker, jobs_worker)
+    assert fake_stripe.requests == []
+    assert reread(runtime, regular_id).status == RegularGiftStatus.CANCELLED
+
+
+def test_erasure_cancels_the_supporters_regular_gifts_at_the_provider(
+    runtime: Runtime,
+    worker: EventsWorker,
+    jobs_worker: dramatiq.Worker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    _, supporter, regular = monthly(runtime, app_client, worker, fake_stripe, fake_gocardless, Provider.GOCARDLESS)
+    with runtime.unit_of_work() as uow:
+        result = privacy.erase_supporter(uow, runtime.settings, supporter)
+    assert result.changed["regular_gifts_cancelled"] == 1
+    drain(runtime, worker, jobs_worker)
+    subscription_id = regular.gocardless_subscription_id or ""
+    assert len(fake_gocardless.requests_to("POST", rf"/subscriptions/{subscription_id}/actions/cancel")) == 1
+    ended = reread(runtime, regular.id)
+    assert ended.status == RegularGiftStatus.CANCELLED
+    assert ended.failure_reason == f"cancelled in Giving ({privacy.ERASURE_REQUEST})"
+    assert ended.donor == {}
+    # The request's history item was written before the erasure blanked the words.
+    requested = [item for item in history(runtime, supporter) if item["type"] == "regular_gift_cancel_requested"]
+    assert [item["summary"] for item in requested] == ["Regular gift cancel requested (details erased)"]
