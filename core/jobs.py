@@ -461,7 +461,25 @@ def _claim(uow: UnitOfWork, job_id: uuid.UUID, *, running_for_ms: int | None = N
 
 
 def _mark_done(session: Session, job_id: uuid.UUID) -> None:
-    session.execute(sa.update(Job).where(col(Job.id) == job_id).values(status=JobStatus.DONE, done_at=utc_now()))
+    now = utc_now()
+    done = session.execute(
+        sa.update(_JOBS)
+        .where(_JOBS.c.id == job_id)
+        .values(status=JobStatus.DONE.value, done_at=now)
+        .returning(_JOBS.c.actor_name, _JOBS.c.created_at)
+    ).first()
+    if done is not None and done.actor_name in {spec.actor_name for spec in PERIODIC.values()}:
+        # A periodic job that gave up is not worth running again once a later run has done the work: it stops
+        # counting as failed (the alert clears by itself) and is pruned with the jobs done.
+        session.execute(
+            sa.update(_JOBS)
+            .where(
+                _JOBS.c.actor_name == done.actor_name,
+                _JOBS.c.status == JobStatus.FAILED.value,
+                _JOBS.c.created_at < done.created_at,
+            )
+            .values(status=JobStatus.SUPERSEDED.value, done_at=now)
+        )
 
 
 def current_retries() -> int:
@@ -522,11 +540,12 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
 def prune_finished(session: Session, *, now: dt.datetime, keep: dt.timedelta) -> int:
     """Delete durable jobs done more than `keep` ago, and the periodic runs' rows of periods that ended more than
     `keep` ago (never one a scheduler could still claim: `keep` is at least twice the longest period). Failed jobs stay
-    for staff to look at. Returns how many rows went."""
+    for staff to look at, except a periodic job's failed run that a later run superseded. Returns how many rows went."""
     longest = max((spec.every for spec in PERIODIC.values()), default=dt.timedelta(0))
     keep = max(keep, 2 * longest)
     runs = ScheduledRun.__table__  # type: ignore[attr-defined]
-    done = session.execute(sa.delete(_JOBS).where(_JOBS.c.status == JobStatus.DONE.value, _JOBS.c.done_at < now - keep))
+    finished = (JobStatus.DONE.value, JobStatus.SUPERSEDED.value)
+    done = session.execute(sa.delete(_JOBS).where(_JOBS.c.status.in_(finished), _JOBS.c.done_at < now - keep))
     periods = session.execute(sa.delete(runs).where(runs.c.period_start < now - keep))
     return int(done.rowcount or 0) + int(periods.rowcount or 0)  # type: ignore[attr-defined]
 

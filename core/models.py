@@ -17,6 +17,8 @@ class JobStatus(StrEnum):
     PENDING = "pending"
     DONE = "done"
     FAILED = "failed"
+    # A periodic job's failed run after a later run of the same job succeeded: nothing left to do.
+    SUPERSEDED = "superseded"
 
 
 class Job(SQLModel, table=True):

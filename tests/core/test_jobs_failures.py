@@ -143,3 +143,56 @@ def test_a_delayed_job_is_not_sent_again_the_moment_its_delay_ends(runtime: Runt
 @jobs.actor("tests.remember_later", max_retries=0)
 def remember_later(uow, name: str) -> None:  # type: ignore[no-untyped-def]
     STARTED.append(name)
+
+
+PERIODIC_OUTCOMES: list[bool] = []  # True: the next run fails
+
+
+@jobs.actor("tests.flaky_periodic", max_retries=0)
+def flaky_periodic(uow) -> None:  # type: ignore[no-untyped-def]
+    if PERIODIC_OUTCOMES.pop(0):
+        raise RuntimeError("the provider did not answer")
+
+
+@jobs.actor("tests.broken_one_off", max_retries=0)
+def broken_one_off(uow) -> None:  # type: ignore[no-untyped-def]
+    raise RuntimeError("a bug")
+
+
+def _statuses(runtime: Runtime) -> dict[str, list[str]]:
+    with runtime.read_session() as session:
+        rows = session.exec(select(Job).order_by(Job.created_at)).all()  # type: ignore[arg-type]
+        found: dict[str, list[str]] = {}
+        for job in rows:
+            found.setdefault(job.actor_name, []).append(str(job.status))
+        return found
+
+
+def test_a_failed_periodic_run_stops_alerting_once_a_later_run_succeeds(
+    runtime: Runtime, worker: InlineWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A periodic job runs again next period anyway: its failed run need not stay failed (and alerting) for ever
+    once a later run did the work. A one-off job's failure stays until someone deals with it."""
+    monkeypatch.setitem(
+        jobs.PERIODIC,
+        "tests.flaky_periodic",
+        jobs.PeriodicSpec("tests.flaky_periodic", "tests.flaky_periodic", dt.timedelta(minutes=5)),
+    )
+    PERIODIC_OUTCOMES[:] = [True, True, False]
+    for name in ("tests.flaky_periodic", "tests.flaky_periodic", "tests.broken_one_off"):
+        with runtime.unit_of_work() as uow:
+            uow.enqueue(name)
+        worker.join()
+    assert _statuses(runtime) == {"tests.flaky_periodic": ["failed", "failed"], "tests.broken_one_off": ["failed"]}
+
+    with runtime.unit_of_work() as uow:
+        uow.enqueue("tests.flaky_periodic")
+    worker.join()
+    assert _statuses(runtime) == {
+        "tests.flaky_periodic": ["superseded", "superseded", "done"],
+        "tests.broken_one_off": ["failed"],
+    }
+    # Pruned with the jobs done; the one-off failure stays.
+    with runtime.unit_of_work() as uow:
+        jobs.prune_finished(uow.session, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=30), keep=dt.timedelta(days=7))
+    assert _statuses(runtime) == {"tests.broken_one_off": ["failed"]}
