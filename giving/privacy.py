@@ -319,6 +319,12 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
         "documents",
         session.execute(sa.update(Document).where(col(Document.supporter_id).in_(ids)).values(content={})),
     )
+    # Postal batches printed with their letters keep every page in one PDF: each is made again without them.
+    batches = receipts_service.postal_batches_of(session, ids)
+    for batch_id in batches:
+        uow.enqueue(receipts_service.REBUILD_POSTAL_BATCH, batch_id=str(batch_id))
+    if batches:
+        changed["postal_batches"] = len(batches)
     # An SMTP error names the address it could not send to ("could not send to ada@..."), in the delivery and in
     # its job: every address the supporter was written to goes from those texts.
     sent_to = session.exec(

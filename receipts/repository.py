@@ -33,6 +33,7 @@ from receipts.models import (
     DocumentCounter,
     DocumentKind,
     DocumentStatus,
+    PostalBatch,
 )
 
 # Gifts a statement lists: money that arrived (a reversed gift shows what was returned).
@@ -273,6 +274,30 @@ def pending_postal(session: Session, limit: int) -> Sequence[Delivery]:
         .order_by(col(Delivery.created_at), col(Delivery.id))
         .limit(limit)
         .with_for_update()
+    ).all()
+
+
+def postal_batches_of(session: Session, supporter_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    rows = session.exec(
+        select(Delivery.postal_batch_id)
+        .where(col(Delivery.supporter_id).in_(supporter_ids), col(Delivery.postal_batch_id).is_not(None))
+        .distinct()
+    ).all()
+    return sorted(batch_id for batch_id in rows if batch_id is not None)
+
+
+def lock_postal_batch(session: Session, batch_id: uuid.UUID) -> PostalBatch | None:
+    query = select(PostalBatch).where(PostalBatch.id == batch_id).execution_options(populate_existing=True)
+    return session.exec(query.with_for_update()).first()
+
+
+def batch_pages(session: Session, batch_id: uuid.UUID) -> Sequence[tuple[Document, Delivery]]:
+    """A batch's documents in the order they were printed (as `pending_postal` took them)."""
+    return session.exec(
+        select(Document, Delivery)
+        .join(Delivery, col(Delivery.document_id) == col(Document.id))
+        .where(Delivery.postal_batch_id == batch_id)
+        .order_by(col(Delivery.created_at), col(Delivery.id))
     ).all()
 
 

@@ -1007,17 +1007,7 @@ def build_postal_batch(uow: UnitOfWork, settings: Settings, *, limit: int = 500)
         document = session.get(Document, delivery.document_id)
         assert document is not None
         pairs.append((document, delivery))
-    logo = render.logo_markup(settings.charity.logo_path)
-    pdf = render.render_batch(
-        [
-            (
-                docs.load(document.content),
-                render.DuplicateMark(copied_on=uk_date(d.created_at)) if d.copy_number else None,
-            )
-            for document, d in pairs
-        ],
-        logo=logo,
-    )
+    pdf = _render_postal(settings, pairs)
     today = uk_today()
     batch = PostalBatch(storage_key="", sha256="", documents=len(pairs), created_on=today)
     batch.storage_key = f"postal/{today.isoformat()}-{batch.id}.pdf"
@@ -1033,6 +1023,50 @@ def build_postal_batch(uow: UnitOfWork, settings: Settings, *, limit: int = 500)
         _history(uow, document, delivery, "printed for the post", "posted")
         _after_sent(uow, document, today)
     return batch
+
+
+def _render_postal(settings: Settings, pairs: Sequence[tuple[Document, Delivery]]) -> bytes:
+    return render.render_batch(
+        [
+            (
+                docs.load(document.content),
+                render.DuplicateMark(copied_on=uk_date(d.created_at)) if d.copy_number else None,
+            )
+            for document, d in pairs
+        ],
+        logo=render.logo_markup(settings.charity.logo_path),
+    )
+
+
+REBUILD_POSTAL_BATCH = "receipts.rebuild_postal_batch"
+
+
+def postal_batches_of(session: Session, supporter_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """The postal batches holding a page for one of these supporters."""
+    return repository.postal_batches_of(session, supporter_ids)
+
+
+def rebuild_postal_batch(uow: UnitOfWork, settings: Settings, batch_id: uuid.UUID) -> int:
+    """The batch's PDF again, without the pages of supporters erased since it was made (their documents' words are
+    gone, and the printed copies went in the post long ago): the stored file no longer names them. Returns how many
+    pages it lost; a batch left with none has its file deleted."""
+    batch = repository.lock_postal_batch(uow.session, batch_id)
+    if batch is None:
+        return 0
+    pairs = [(document, delivery) for document, delivery in repository.batch_pages(uow.session, batch.id)]
+    kept = [(document, delivery) for document, delivery in pairs if document.content]
+    removed = batch.documents - len(kept)
+    if removed <= 0:
+        return 0
+    store = store_for(settings)
+    if kept:
+        batch.sha256 = store.put(batch.storage_key, _render_postal(settings, kept))
+    else:
+        batch.sha256 = ""
+        uow.on_commit(lambda: store.path(batch.storage_key).unlink(missing_ok=True))
+    batch.documents = len(kept)
+    uow.session.add(batch)
+    return removed
 
 
 def postal_batch_path(settings: Settings, batch: PostalBatch) -> str:

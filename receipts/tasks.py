@@ -134,3 +134,9 @@ def send_document(uow: UnitOfWork, delivery_id: str) -> None:
 def build_postal_batch(uow: UnitOfWork) -> None:
     """One PDF of every document waiting for the post (`giving receipts postal-batch` does the same)."""
     service.build_postal_batch(uow, get_runtime().settings)
+
+
+@actor(service.REBUILD_POSTAL_BATCH, queue="documents", time_limit_ms=600_000, max_retries=5)
+def rebuild_postal_batch(uow: UnitOfWork, batch_id: str) -> int:
+    """A postal batch's PDF without the pages of supporters erased since (sent by an erasure)."""
+    return service.rebuild_postal_batch(uow, get_runtime().settings, uuid.UUID(batch_id))

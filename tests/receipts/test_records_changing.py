@@ -4,6 +4,7 @@ while their documents wait (the postal batch, the annual run), and the survivor 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 import pytest
 
@@ -62,6 +63,49 @@ def test_the_postal_batch_leaves_out_a_supporter_erased_meanwhile(
         batch = service.build_postal_batch(uow, runtime.settings)
     assert batch is not None and batch.documents == 1
     assert sorted(str(d.status) for d in deliveries(runtime)) == ["posted", "withdrawn"]
+
+
+def test_an_erasure_takes_the_supporters_pages_out_of_a_postal_batch_already_printed(
+    runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
+) -> None:
+    """The batch PDF printed last week holds every letter of that day, names and addresses included: erasing one
+    of those supporters makes it again without their pages (the others' stay, in order); a batch left with nobody
+    is deleted."""
+    from pathlib import Path
+
+    from giving.privacy import erase_supporter
+
+    people = {
+        name: factories.supporter(runtime, email=None, first_name=name, last_name="Pagewright")
+        for name in ("Alice", "Bob", "Cara")
+    }
+    for name, person in people.items():
+        details = factories.donor(first_name=name, last_name="Pagewright", email=None)
+        gift = factories.gift(runtime, person, donor_details=details)
+        run_job(runtime, worker, "receipts.issue_for_gift", gift_id=gift)
+    with runtime.unit_of_work() as uow:
+        batch = service.build_postal_batch(uow, runtime.settings, limit=2)  # Alice and Bob
+        later = service.build_postal_batch(uow, runtime.settings)  # Cara alone
+    assert batch is not None and later is not None and (batch.documents, later.documents) == (2, 1)
+    path = Path(service.postal_batch_path(runtime.settings, batch))
+    before = pdf_text(path.read_bytes())
+    assert "Alice" in before and "Bob" in before
+
+    with runtime.unit_of_work() as uow:
+        assert erase_supporter(uow, runtime.settings, people["Alice"]).changed["postal_batches"] == 1
+        erase_supporter(uow, runtime.settings, people["Cara"])
+    worker.join()
+    after = pdf_text(path.read_bytes())
+    assert "Alice" not in after and "Bob" in after
+    with runtime.read_session() as session:
+        from receipts.models import PostalBatch
+
+        rebuilt = session.get(PostalBatch, batch.id)
+        emptied = session.get(PostalBatch, later.id)
+        assert rebuilt is not None and emptied is not None
+        assert rebuilt.documents == 1 and rebuilt.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert emptied.documents == 0
+    assert not Path(service.postal_batch_path(runtime.settings, later)).exists()
 
 
 def test_the_annual_run_gives_the_survivor_of_a_merge_its_own_statement(
