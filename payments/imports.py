@@ -19,7 +19,8 @@ Files saved from a spreadsheet are read (a BOM, CRLF, blank rows, `£1,234.50`, 
 is refused whole, naming its row as a spreadsheet numbers it (see docs/reconciliation.md, CSV imports).
 
 A payout's amount (what reached the bank) is not in the Stripe report: it is the amount already recorded from the
-provider's event, or the one given (`payout_amounts`), or else the sum of the lines' net (said in the result).
+provider's event, or the one given (`payout_amounts`), or else the sum of the lines' net (said in the result). A
+given amount that contradicts the one the provider reported refuses the import (the provider's is the fact).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from sqlmodel import col, select
 
 from core.db import UnitOfWork
 from core.errors import BadRequest
-from core.money import Currency, Money, MoneyError
+from core.money import Currency, Money, MoneyError, format_pence
 from payments.errors import PaymentsError
 from payments.models import Payout, PayoutStatus, Provider
 from payments.payouts import gocardless_lines, stripe_kind, upsert_payout
@@ -309,6 +310,18 @@ def _store(
     existing = uow.session.exec(
         select(Payout).where(Payout.provider == provider, Payout.provider_payout_id == provider_payout_id)
     ).first()
+    if (
+        given_amount is not None
+        and existing is not None
+        and existing.source != "csv"
+        and given_amount != existing.amount
+    ):
+        # What the provider reported reaching the bank is the fact a file must agree with, not one it overwrites.
+        raise InvalidImport(
+            f"payout {provider_payout_id}: the file gives {format_pence(given_amount, existing.currency)}, but "
+            f"{'Stripe' if provider == Provider.STRIPE else 'GoCardless'} reported "
+            f"{format_pence(existing.amount, existing.currency)}; nothing was imported"
+        )
     if given_amount is not None:
         amount, amount_from = given_amount, "given"
     elif existing is not None:

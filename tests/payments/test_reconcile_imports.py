@@ -106,6 +106,44 @@ def test_stripe_report_and_api_describe_the_same_lines(
     assert [(line.id, line.matched_at) for line in lines_of(runtime, "po_test_Daily01")] == before
 
 
+def test_a_payout_amount_that_contradicts_the_provider_is_refused(
+    runtime: Runtime, settings: Settings, fake_stripe: FakeProvider, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The amount Stripe reported reaching the bank is a fact: a file (or a typo on the command line) giving another
+    refuses the import whole, instead of overwriting it and making the payout look reconciled or not at random."""
+    stripe_money(runtime)
+    serve_balance_transactions(fake_stripe, {"po_test_Daily01": []})
+    with runtime.unit_of_work() as uow:
+        record_stripe_payout(uow, stripe_payout_event(), "payout.paid")
+    with runtime.read_session() as session:
+        reported = session.exec(select(Payout).where(Payout.provider_payout_id == "po_test_Daily01")).one().amount
+    report = tmp_path / "report.csv"
+    report.write_text(STRIPE_REPORT)
+
+    wrong = run_giving(
+        ["payouts", "import-stripe", str(report), "--payout-amount", f"po_test_Daily01={reported + 100}"],
+        settings,
+        monkeypatch,
+        tmp_path,
+    )
+    assert wrong.exit_code == 1
+    assert f"the file gives £{(reported + 100) / 100:,.2f}, but Stripe reported £{reported / 100:,.2f}" in wrong.stderr
+    with runtime.read_session() as session:
+        payout = session.exec(select(Payout).where(Payout.provider_payout_id == "po_test_Daily01")).one()
+        assert payout.amount == reported
+        assert session.exec(select(PayoutLine).where(PayoutLine.payout_id == payout.id)).all() == []
+
+    agreeing = run_giving(
+        ["payouts", "import-stripe", str(report), "--payout-amount", f"po_test_Daily01={reported}", "--json"],
+        settings,
+        monkeypatch,
+        tmp_path,
+    )
+    assert agreeing.exit_code == 0, agreeing.output
+    item = json.loads(agreeing.stdout)["items"][0]
+    assert item["amount_from"] == "given" and item["lines_added"] == len(lines_of(runtime, "po_test_Daily01")) > 0
+
+
 def test_a_bad_stripe_report_is_refused_whole(
     runtime: Runtime, settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
