@@ -276,6 +276,21 @@ ORDER = obj(
     },
 )
 
+REGULAR_GIFT = obj(
+    {"id": UUID, "status": {"type": "string"}, "amount": ref("Money")},
+    {
+        "supporter_id": UUID,
+        "interval": {"type": "string"},
+        "provider": {"type": "string", "enum": ["stripe", "gocardless"]},
+        "method": {"type": "string"},
+        "started_at": nullable(TIMESTAMP),
+        "ended_at": nullable(TIMESTAMP),
+        "cancel_requested_at": nullable(TIMESTAMP),
+        "cancel_requested_by": nullable({"type": "string"}),
+        "provider_ids": {"type": "array", "items": {"type": "string"}},
+    },
+)
+
 STOCK_ROW = obj({"sku": {"type": "string"}, "stock": {"type": "integer"}}, {"price": ref("Money")})
 
 DOCUMENT = obj(
@@ -306,6 +321,7 @@ SCHEMAS: dict[str, Schema] = {
     "BuiltClaim": BUILT_CLAIM,
     "Payout": PAYOUT,
     "Order": ORDER,
+    "RegularGift": REGULAR_GIFT,
     "StockRow": STOCK_ROW,
     "Document": DOCUMENT,
     "PayoutLine": PAYOUT_LINE,
@@ -373,6 +389,7 @@ FINANCE_UP = "finance, admin"
 SUPPORTER_ID = path_id("supporter_id")
 CLAIM_ID = path_id("claim_id")
 ORDER_ID = path_id("order_id")
+REGULAR_GIFT_ID = path_id("regular_gift_id")
 DOCUMENT_ID = path_id("document_id")
 DECLARATION_ID = path_id("declaration_id")
 # A payout is named by our id or by the provider's (po_..., PO...).
@@ -723,6 +740,16 @@ PATHS: dict[str, Schema] = {
             roles=ANY_STAFF,
             params=[ORDER_ID],
             errors={"400": BAD, "404": NOT_FOUND, "409": "not paid"},
+        )
+    },
+    "/api/regular-gifts/{regular_gift_id}/cancel": {
+        "post": staff(
+            "The donor asked to stop their regular gift: recorded, and a job tells Stripe or GoCardless",
+            ref("RegularGift"),
+            roles=ANY_STAFF,
+            ok_status="202",
+            params=[REGULAR_GIFT_ID],
+            errors={"400": BAD, "404": NOT_FOUND, "409": "already cancelled or finished"},
         )
     },
     "/api/orders/{order_id}/returns": {

@@ -19,7 +19,7 @@ from core.auth import audit, require_staff
 from core.errors import BadRequest
 from core.http import JSON, in_thread, runtime_of
 from core.models import StaffRole
-from payments import payouts, shop
+from payments import payouts, service, shop
 from payments.reconcile import match_payout
 
 FINANCE = (StaffRole.FINANCE, StaffRole.ADMIN)
@@ -145,6 +145,24 @@ async def fulfil_order(request: Request) -> Response:
     return JSON(await in_thread(work))
 
 
+async def cancel_regular_gift(request: Request) -> Response:
+    """`POST /api/regular-gifts/{id}/cancel`: the donor asked to stop their regular gift. 202: recorded, and a job
+    tells Stripe or GoCardless (`status` turns `cancelled` when it has); 409 when it has already ended."""
+    runtime = runtime_of(request)
+    regular_gift_id = _uuid(request.path_params["regular_gift_id"], "regular gift")
+
+    def work() -> dict[str, Any]:
+        with runtime.unit_of_work() as uow:
+            principal = require_staff(uow.session, request, *ANY_STAFF)
+            regular = service.request_cancellation(uow, regular_gift_id, requested_by=principal.email)
+            audit(
+                uow, principal, "cancel_regular_gift", "regular_gift", regular.id, {"provider": str(regular.provider)}
+            )
+            return service.regular_gift_json(regular)
+
+    return JSON(await in_thread(work), status_code=202)
+
+
 async def return_lines(request: Request) -> Response:
     """`POST /api/orders/{id}/returns` `{"lines": [{"line_id" or "sku", "quantity"}]}`: shirts sent back (their
     stock returns and the partner's share is recomputed). The money goes back through the provider's refund."""
@@ -211,6 +229,7 @@ routes: list[BaseRoute] = [
     Route("/api/orders/{order_id}", get_order, methods=["GET"]),
     Route("/api/orders/{order_id}/fulfil", fulfil_order, methods=["POST"]),
     Route("/api/orders/{order_id}/returns", return_lines, methods=["POST"]),
+    Route("/api/regular-gifts/{regular_gift_id}/cancel", cancel_regular_gift, methods=["POST"]),
     Route("/api/shop/stock", stock, methods=["GET"]),
     Route("/api/shop/low-stock", stock, methods=["GET"]),
     Route("/api/shop/partner-statement", partner_statement, methods=["GET"]),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlmodel import Session, SQLModel, col, select
 
-from core.clock import from_unix, uk_date, uk_today, utc_now
+from core.clock import from_unix, isoformat_z, uk_date, uk_today, utc_now
 from core.db import UnitOfWork
 from core.money import Currency, Money, format_pence
 from crm.service import open_review_items, raise_review_item, record_history, resolve_review_item, revise_history
@@ -957,6 +957,24 @@ def request_cancellation(uow: UnitOfWork, regular_gift_id: uuid.UUID, *, request
         )
     uow.enqueue(CANCEL_REGULAR_GIFT, regular_gift_id=str(regular.id))
     return regular
+
+
+def regular_gift_json(regular: RegularGift) -> dict[str, Any]:
+    """A regular gift for staff and the JSON API."""
+    return {
+        "id": str(regular.id),
+        "supporter_id": str(regular.supporter_id),
+        "amount": Money(regular.amount, Currency(regular.currency)).to_json(),
+        "interval": regular.interval,
+        "provider": str(regular.provider),
+        "method": str(regular.method),
+        "status": str(regular.status),
+        "started_at": isoformat_z(regular.started_at) if regular.started_at else None,
+        "ended_at": isoformat_z(regular.ended_at) if regular.ended_at else None,
+        "cancel_requested_at": isoformat_z(regular.cancel_requested_at) if regular.cancel_requested_at else None,
+        "cancel_requested_by": regular.cancel_requested_by,
+        "provider_ids": _regular_ids(regular),
+    }
 
 
 def cancel_regular_gift(

@@ -20,6 +20,7 @@ from payments.errors import RegularGiftEnded
 from payments.models import Provider, RegularGift, RegularGiftStatus
 from tests.fakes.provider_server import FakeProvider
 from tests.fakes.scenarios import Scenario, gocardless_event, seed_supporter, stripe_event
+from tests.payments.factories_money import staff_token
 from tests.webhooks.support import (
     EventsWorker,
     app_client,
@@ -245,3 +246,33 @@ def test_erasure_cancels_the_supporters_regular_gifts_at_the_provider(
     # The request's history item was written before the erasure blanked the words.
     requested = [item for item in history(runtime, supporter) if item["type"] == "regular_gift_cancel_requested"]
     assert [item["summary"] for item in requested] == ["Regular gift cancel requested (details erased)"]
+
+
+def test_the_json_api_cancels_a_regular_gift_and_says_so(
+    runtime: Runtime,
+    worker: EventsWorker,
+    jobs_worker: dramatiq.Worker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    _, _, regular = monthly(runtime, app_client, worker, fake_stripe, fake_gocardless, Provider.STRIPE)
+    headers = {"Authorization": f"Bearer {staff_token(runtime, 'fundraiser')}"}
+    with worker.paused():
+        answer = app_client.post(f"/api/regular-gifts/{regular.id}/cancel", headers=headers)
+        assert answer.status_code == 202, answer.text
+        body = answer.json()
+        assert (body["id"], body["status"], body["amount"]) == (
+            str(regular.id),
+            "active",
+            {"amount": 1500, "currency": "GBP"},
+        )
+        assert body["cancel_requested_by"].startswith("fundraiser-") and body["cancel_requested_at"].endswith("Z")
+    drain(runtime, worker, jobs_worker)
+    assert reread(runtime, regular.id).status == RegularGiftStatus.CANCELLED
+
+    again = app_client.post(f"/api/regular-gifts/{regular.id}/cancel", headers=headers)
+    assert again.status_code == 409 and again.json()["error"] == "RegularGiftEnded"
+    assert "already cancelled" in again.json()["detail"]
+    assert app_client.post(f"/api/regular-gifts/{uuid.uuid4()}/cancel", headers=headers).status_code == 404
+    assert app_client.post(f"/api/regular-gifts/{regular.id}/cancel").status_code == 401
