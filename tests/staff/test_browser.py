@@ -16,6 +16,7 @@ from core.clock import uk_today
 from crm.models import Declaration
 from giftaid.models import Claim
 from tests.staff.conftest import LiveServer, StaffAccount, add_gift, add_supporter, browser_log_in
+from tests.staff.test_regular_gift_pages import add_regular_gift
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -87,6 +88,17 @@ def test_fundraiser_finds_a_supporter_records_a_declaration_and_is_refused_the_c
     assert page.get_by_role("heading", name="What this changed for Gift Aid").is_visible()
     assert "declaration cancelled" in page.locator("tr.gift-change").inner_text()
     live_server.screenshot(page, "06b-declaration-cancelled")
+
+    # The donor rings to stop their monthly gift: one click behind a disclosure, then the page says what happens.
+    add_regular_gift(live_server.runtime, supporter_id)
+    page.goto(f"/staff/supporters/{supporter_id}")
+    page.locator("summary", has_text="Cancel").filter(has_text="£12.50").click()
+    before = page.url
+    page.get_by_role("button", name="Cancel this monthly gift").click()
+    page.wait_for_url(lambda url: url != before and "done=" in url)
+    assert "GoCardless is being told to take no more payments" in page.locator(".notice").inner_text()
+    assert page.get_by_text("cancellation asked for by fundraiser@example.org").is_visible()
+    live_server.screenshot(page, "06c-regular-gift-cancelling")
 
     response = page.goto("/staff/finance/giftaid")
     assert response is not None and response.status == 403
