@@ -108,6 +108,10 @@ def upsert_payout(
         wanted["arrival_date"] = arrival_date
     if reference:
         wanted["reference"] = reference
+    if source == "api":
+        # First known from a file, now reported by the provider: its amount is the provider's from here on (a later
+        # file must agree with it, `imports._store`).
+        wanted["source"] = "api"
     changed = False
     for name, value in wanted.items():
         if getattr(payout, name) != value:

@@ -144,6 +144,32 @@ def test_a_payout_amount_that_contradicts_the_provider_is_refused(
     assert item["amount_from"] == "given" and item["lines_added"] == len(lines_of(runtime, "po_test_Daily01")) > 0
 
 
+def test_a_payout_first_imported_from_a_file_is_protected_once_the_provider_reports_it(
+    runtime: Runtime, settings: Settings, fake_stripe: FakeProvider, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Found in review: the report arrived before Stripe's event, so the payout was made from the file; once Stripe
+    reports it, its amount is Stripe's, and a later file contradicting it is refused like any other."""
+    stripe_money(runtime)
+    serve_balance_transactions(fake_stripe, {"po_test_Daily01": []})
+    report = tmp_path / "report.csv"
+    report.write_text(STRIPE_REPORT)
+    command = ["payouts", "import-stripe", str(report), "--payout-amount"]
+    first = run_giving([*command, "po_test_Daily01=392"], settings, monkeypatch, tmp_path)
+    assert first.exit_code == 0, first.output
+    with runtime.unit_of_work() as uow:
+        record_stripe_payout(uow, stripe_payout_event(), "payout.paid")
+    with runtime.read_session() as session:
+        payout = session.exec(select(Payout).where(Payout.provider_payout_id == "po_test_Daily01")).one()
+        reported, source = payout.amount, payout.source
+    assert source == "api"
+
+    wrong = run_giving([*command, f"po_test_Daily01={reported + 100}"], settings, monkeypatch, tmp_path)
+    assert wrong.exit_code == 1 and "nothing was imported" in wrong.stderr
+    with runtime.read_session() as session:
+        payout = session.exec(select(Payout).where(Payout.provider_payout_id == "po_test_Daily01")).one()
+        assert payout.amount == reported
+
+
 def test_a_bad_stripe_report_is_refused_whole(
     runtime: Runtime, settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
