@@ -63,6 +63,10 @@ class PeriodicSpec:
     name: str
     actor_name: str
     every: dt.timedelta
+    # A run does everything due when it runs (prune, sweep, poll), so a later success makes an earlier failure moot.
+    # False for a job whose run covers only a window of time (the nightly catch-up looks back a few days): a failure
+    # outside the next run's window stays failed for a person to look at.
+    later_run_supersedes: bool = True
 
 
 REGISTRY: dict[str, JobSpec] = {}
@@ -120,10 +124,10 @@ def actor(
 
 
 def periodic(
-    name: str, *, every: dt.timedelta, actor_name: str | None = None
+    name: str, *, every: dt.timedelta, actor_name: str | None = None, later_run_supersedes: bool = True
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        PERIODIC[name] = PeriodicSpec(name, actor_name or name, every)
+        PERIODIC[name] = PeriodicSpec(name, actor_name or name, every, later_run_supersedes)
         return fn
 
     return register
@@ -468,7 +472,7 @@ def _mark_done(session: Session, job_id: uuid.UUID) -> None:
         .values(status=JobStatus.DONE.value, done_at=now)
         .returning(_JOBS.c.actor_name, _JOBS.c.created_at)
     ).first()
-    if done is not None and done.actor_name in {spec.actor_name for spec in PERIODIC.values()}:
+    if done is not None and done.actor_name in {s.actor_name for s in PERIODIC.values() if s.later_run_supersedes}:
         # A periodic job that gave up is not worth running again once a later run has done the work: it stops
         # counting as failed (the alert clears by itself) and is pruned with the jobs done.
         session.execute(

@@ -42,7 +42,8 @@ def sweep_events(uow: UnitOfWork) -> None:
     service.sweep(uow)
 
 
-@jobs.periodic("webhooks.catch_up", every=dt.timedelta(days=1))
+# Each run lists only the last few days' events: tonight's success does not redo a failed run of a week ago.
+@jobs.periodic("webhooks.catch_up", every=dt.timedelta(days=1), later_run_supersedes=False)
 @jobs.actor("webhooks.catch_up", queue="webhooks", time_limit_ms=600_000, max_retries=3, with_uow=False)
 def catch_up() -> None:
     service.catch_up(get_runtime())

@@ -192,7 +192,20 @@ def test_a_failed_periodic_run_stops_alerting_once_a_later_run_succeeds(
         "tests.flaky_periodic": ["superseded", "superseded", "done"],
         "tests.broken_one_off": ["failed"],
     }
+    # A periodic job whose run covers a window of time only (the nightly catch-up) keeps its failures.
+    monkeypatch.setitem(
+        jobs.PERIODIC,
+        "tests.flaky_periodic",
+        jobs.PeriodicSpec("tests.flaky_periodic", "tests.flaky_periodic", dt.timedelta(days=1), False),
+    )
+    PERIODIC_OUTCOMES[:] = [True, False]
+    for _ in range(2):
+        with runtime.unit_of_work() as uow:
+            uow.enqueue("tests.flaky_periodic")
+        worker.join()
+    assert _statuses(runtime)["tests.flaky_periodic"] == ["superseded", "superseded", "done", "failed", "done"]
+    assert not jobs.PERIODIC["webhooks.catch_up"].later_run_supersedes
     # Pruned with the jobs done; the one-off failure stays.
     with runtime.unit_of_work() as uow:
         jobs.prune_finished(uow.session, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=30), keep=dt.timedelta(days=7))
-    assert _statuses(runtime) == {"tests.broken_one_off": ["failed"]}
+    assert _statuses(runtime) == {"tests.flaky_periodic": ["failed"], "tests.broken_one_off": ["failed"]}
