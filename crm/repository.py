@@ -57,7 +57,8 @@ def insert_history_once(session: Session, values: dict[str, Any], *, to_survivor
     one, so this is on the webhook worker's hot path.
 
     `to_survivor`: the entry goes to the record `supporter_id` was merged into, if it was (merges leave one hop:
-    `repoint_merged`), resolved inside the same INSERT; nothing is written if there is no such supporter."""
+    `repoint_merged`), resolved inside the same INSERT; nothing is written if there is no such supporter. A
+    supporter who was erased gets `erased_summary` and `erased_data` instead of the summary and data."""
     dialect = session.get_bind().dialect.name
     statement = _history_inserts.get((dialect, to_survivor))
     if statement is None:
@@ -65,12 +66,17 @@ def insert_history_once(session: Session, values: dict[str, Any], *, to_survivor
         insert = conflict_insert(dialect)(table)
         if to_survivor:
             supporters: sa.Table = Supporter.__table__  # type: ignore[attr-defined]
-            columns = [
-                sa.func.coalesce(supporters.c.merged_into_id, supporters.c.id)
-                if column.name == "supporter_id"
-                else sa.bindparam(column.name, type_=column.type)
-                for column in table.columns
-            ]
+            erased = supporters.c.erased_at.is_not(None)
+
+            def value(column: sa.Column[Any]) -> Any:
+                if column.name == "supporter_id":
+                    return sa.func.coalesce(supporters.c.merged_into_id, supporters.c.id)
+                given = sa.bindparam(column.name, type_=column.type)
+                if column.name in ("summary", "data"):
+                    return sa.case((erased, sa.bindparam(f"erased_{column.name}", type_=column.type)), else_=given)
+                return given
+
+            columns = [value(column) for column in table.columns]
             rows = sa.select(*columns).where(supporters.c.id == sa.bindparam("supporter_id"))
             insert = insert.from_select([column.name for column in table.columns], rows)
         statement = insert.on_conflict_do_nothing().returning(table.c.id)
@@ -80,7 +86,11 @@ def insert_history_once(session: Session, values: dict[str, Any], *, to_survivor
 
 def revise_history(session: Session, dedupe_key: str, values: dict[str, Any]) -> bool:
     table: sa.Table = HistoryEntry.__table__  # type: ignore[attr-defined]
-    result = session.execute(sa.update(table).where(table.c.dedupe_key == dedupe_key).values(**values))
+    supporters: sa.Table = Supporter.__table__  # type: ignore[attr-defined]
+    erased = sa.select(supporters.c.id).where(supporters.c.erased_at.is_not(None))
+    result = session.execute(
+        sa.update(table).where(table.c.dedupe_key == dedupe_key, table.c.supporter_id.not_in(erased)).values(**values)
+    )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -206,6 +206,33 @@ def address_on(session: Session, supporter_id: uuid.UUID, moment: dt.datetime) -
     return repository.address_at(session, supporter_id, moment)
 
 
+# What an erased supporter's history keeps: each item's type, time, amount and ids; not its words (which may name
+# people). Items written after the erasure (a late webhook, the job cancelling their regular gift) are kept the same.
+HISTORY_DATA_KEPT = frozenset(
+    {
+        "gift_id",
+        "refund_id",
+        "order_id",
+        "dispute_id",
+        "declaration_id",
+        "document_id",
+        "provider_ids",
+        "merged_id",
+        "into_id",
+        "regular_gift_id",
+        "consent_id",
+        "channel",
+        "status",
+    }
+)
+
+
+def erased_history_item(type: str, data: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """An erased supporter's history item: its summary and data without words."""
+    kept = {key: value for key, value in (data or {}).items() if key in HISTORY_DATA_KEPT}
+    return f"{type.replace('_', ' ').capitalize()} (details erased)", kept
+
+
 def record_history(
     uow: UnitOfWork,
     supporter_id: uuid.UUID,
@@ -220,7 +247,9 @@ def record_history(
 ) -> bool:
     """Add an item to a supporter's timeline. With a `dedupe_key` (e.g. "gift:<id>"), writing the same business
     event again changes nothing. Returns whether an item was written. An id that was merged writes to the
-    survivor's timeline (a late webhook may still name the old id)."""
+    survivor's timeline (a late webhook may still name the old id). A supporter who was erased gets the item
+    without its words (`erased_history_item`), decided inside the same INSERT."""
+    erased_summary, erased_data = erased_history_item(type, data)
     written = repository.insert_history_once(
         uow.session,
         {
@@ -234,6 +263,8 @@ def record_history(
             "data": data or {},
             "dedupe_key": dedupe_key,
             "created_at": utc_now(),
+            "erased_summary": erased_summary,
+            "erased_data": erased_data,
         },
         to_survivor=True,
     )
@@ -246,7 +277,8 @@ def revise_history(
     uow: UnitOfWork, dedupe_key: str, *, summary: str, data: dict[str, Any], amount: int | None = None
 ) -> bool:
     """Say better what an item already on a timeline recorded (the same business event, its key unchanged): a
-    provider's later event can carry the cause an earlier one lacked. Returns whether there was such an item."""
+    provider's later event can carry the cause an earlier one lacked. Returns whether there was such an item (an
+    erased supporter's item is left without words)."""
     values: dict[str, Any] = {"summary": summary[:500], "data": data}
     if amount is not None:
         values["amount"] = amount

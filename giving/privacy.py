@@ -60,22 +60,6 @@ EXPORT_FORMAT = "giving-subject-access-v1"
 KEEP_FOR_HMRC_YEARS = 6
 ERASED_NAME = ("Erased", "supporter")
 ERASURE_REQUEST = "erasure of the supporter's data"
-# History items keep their type, time, amount and ids; their words (which may name people) go.
-HISTORY_DATA_KEPT = {
-    "gift_id",
-    "refund_id",
-    "order_id",
-    "dispute_id",
-    "declaration_id",
-    "document_id",
-    "provider_ids",
-    "merged_id",
-    "into_id",
-    "regular_gift_id",
-    "consent_id",
-    "channel",
-    "status",
-}
 
 
 # --- subject access export -----------------------------------------------------------------------------------
@@ -283,8 +267,7 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
         payments_service.request_cancellation(uow, regular.id, requested_by=ERASURE_REQUEST)
         changed["regular_gifts_cancelled"] = changed.get("regular_gifts_cancelled", 0) + 1
     for entry in session.exec(select(HistoryEntry).where(col(HistoryEntry.supporter_id).in_(ids))).all():
-        entry.summary = f"{entry.type.replace('_', ' ').capitalize()} (details erased)"
-        entry.data = {k: v for k, v in (entry.data or {}).items() if k in HISTORY_DATA_KEPT}
+        entry.summary, entry.data = crm_service.erased_history_item(entry.type, entry.data)
         session.add(entry)
         changed["history"] = changed.get("history", 0) + 1
     _count(changed, "declarations", _blank_declarations(session, ids, keep=kept_declarations))

@@ -997,12 +997,18 @@ def cancel_regular_gift(
         gateway = stripe()
         try:
             subscription = gateway.cancel_subscription(regular.stripe_subscription_id, comment=reason)
+            ours = True
         except ProviderRefused:
             subscription = gateway.retrieve_subscription(regular.stripe_subscription_id)
-            _apply_stripe_subscription(uow, regular, subscription, at=now)
-        else:
+            # Our own cancel whose answer was lost (the SDK's retry, or this job's, was refused as already
+            # cancelled) still carries our comment: it is ours, not the donor's.
+            details = subscription.get("cancellation_details") or {}
+            ours = subscription.get("status") == "canceled" and details.get("comment") == reason
+        if ours:
             ended = _when(subscription.get("ended_at")) or _when(subscription.get("canceled_at")) or now
             _set_regular_status(uow, regular, RegularGiftStatus.CANCELLED, at=ended, reason=reason)
+        else:
+            _apply_stripe_subscription(uow, regular, subscription, at=now)
     elif regular.provider == Provider.GOCARDLESS and regular.gocardless_subscription_id:
         gateway_gc = gocardless()
         try:

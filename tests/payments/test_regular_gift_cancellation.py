@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import dramatiq
 import pytest
@@ -14,11 +16,12 @@ from starlette.testclient import TestClient
 
 from core.models import Job
 from core.runtime import Runtime
+from crm import service as crm_service
 from giving import privacy
 from payments import service as payments_service
 from payments.errors import RegularGiftEnded
 from payments.models import Provider, RegularGift, RegularGiftStatus
-from tests.fakes.provider_server import FakeProvider
+from tests.fakes.provider_server import FakeProvider, RecordedRequest
 from tests.fakes.scenarios import Scenario, gocardless_event, seed_supporter, stripe_event
 from tests.payments.factories_money import staff_token
 from tests.webhooks.support import (
@@ -50,6 +53,16 @@ def jobs_worker(runtime: Runtime) -> Iterator[dramatiq.Worker]:
         yield default
     finally:
         default.stop()
+
+
+@contextmanager
+def held(jobs: dramatiq.Worker) -> Iterator[None]:
+    """The cancellation jobs sent meanwhile wait until the block ends (to look at what was recorded before)."""
+    jobs.pause()
+    try:
+        yield
+    finally:
+        jobs.resume()
 
 
 def drain(runtime: Runtime, events: EventsWorker, jobs: dramatiq.Worker) -> None:
@@ -110,7 +123,7 @@ def test_a_card_gift_cancelled_by_staff_is_cancelled_at_stripe_once(
 ) -> None:
     scenario, supporter, regular = monthly(runtime, app_client, worker, fake_stripe, fake_gocardless, Provider.STRIPE)
     subscription_id = regular.stripe_subscription_id or ""
-    with worker.paused():
+    with held(jobs_worker):
         # Recorded first, in the same transaction as the job that will tell Stripe.
         request(runtime, regular.id)
         pending = reread(runtime, regular.id)
@@ -160,9 +173,10 @@ def test_a_direct_debit_gift_cancelled_by_staff_is_cancelled_at_gocardless(
         runtime, app_client, worker, fake_stripe, fake_gocardless, Provider.GOCARDLESS
     )
     subscription_id = regular.gocardless_subscription_id or ""
-    request(runtime, regular.id)
-    # Asked twice (a double click): one request recorded, the second job finds the gift ended and calls nobody.
-    request(runtime, regular.id)
+    with held(jobs_worker):
+        request(runtime, regular.id)
+        # Asked twice (a double click): one request recorded, the second job finds the gift ended and calls nobody.
+        request(runtime, regular.id)
     drain(runtime, worker, jobs_worker)
 
     assert len(fake_gocardless.requests_to("POST", rf"/subscriptions/{subscription_id}/actions/cancel")) == 1
@@ -258,7 +272,7 @@ def test_the_json_api_cancels_a_regular_gift_and_says_so(
 ) -> None:
     _, _, regular = monthly(runtime, app_client, worker, fake_stripe, fake_gocardless, Provider.STRIPE)
     headers = {"Authorization": f"Bearer {staff_token(runtime, 'fundraiser')}"}
-    with worker.paused():
+    with held(jobs_worker):
         answer = app_client.post(f"/api/regular-gifts/{regular.id}/cancel", headers=headers)
         assert answer.status_code == 202, answer.text
         body = answer.json()
@@ -276,3 +290,64 @@ def test_the_json_api_cancels_a_regular_gift_and_says_so(
     assert "already cancelled" in again.json()["detail"]
     assert app_client.post(f"/api/regular-gifts/{uuid.uuid4()}/cancel", headers=headers).status_code == 404
     assert app_client.post(f"/api/regular-gifts/{regular.id}/cancel").status_code == 401
+
+
+def test_a_stripe_cancel_whose_answer_was_lost_is_still_recorded_as_ours(
+    runtime: Runtime,
+    worker: EventsWorker,
+    jobs_worker: dramatiq.Worker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    """Found in review: Stripe cancels but answers 500; the SDK's retry is refused (already canceled). The
+    subscription carries our comment, so the end is recorded as Giving's, not as the donor's own."""
+    scenario, _, regular = monthly(runtime, app_client, worker, fake_stripe, fake_gocardless, Provider.STRIPE)
+    subscription_id = regular.stripe_subscription_id or ""
+    cancel_as_stripe = next(answer for method, _, answer in fake_stripe.routes if method == "DELETE")
+    assert callable(cancel_as_stripe)
+
+    def answer_lost(req: RecordedRequest) -> tuple[int, Any]:
+        status, body = cancel_as_stripe(req)
+        return (
+            (500, {"error": {"type": "api_error", "message": "An unknown error occurred"}})
+            if status == 200
+            else (
+                status,
+                body,
+            )
+        )
+
+    fake_stripe.route("DELETE", r"/v1/subscriptions/(?P<id>[^/]+)", answer_lost)
+    request(runtime, regular.id)
+    drain(runtime, worker, jobs_worker)
+    assert len(fake_stripe.requests_to("DELETE", rf"/v1/subscriptions/{subscription_id}")) >= 2
+    assert scenario.stripe.subscriptions[subscription_id]["status"] == "canceled"
+    ended = reread(runtime, regular.id)
+    assert ended.status == RegularGiftStatus.CANCELLED
+    assert ended.failure_reason == f"cancelled in Giving ({STAFF})"
+
+
+def test_what_the_job_writes_after_an_erasure_has_no_words(
+    runtime: Runtime,
+    worker: EventsWorker,
+    jobs_worker: dramatiq.Worker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    """Found in review: staff asked to cancel, then the supporter was erased before the job ran. The item the job
+    writes afterwards (and any later one) is kept as the erasure keeps the others: type, time, amount, ids."""
+    _, supporter, regular = monthly(runtime, app_client, worker, fake_stripe, fake_gocardless, Provider.GOCARDLESS)
+    with held(jobs_worker):
+        request(runtime, regular.id)
+        with runtime.unit_of_work() as uow:
+            privacy.erase_supporter(uow, runtime.settings, supporter)
+    drain(runtime, worker, jobs_worker)
+    assert reread(runtime, regular.id).status == RegularGiftStatus.CANCELLED
+    items = history(runtime, supporter)
+    cancelled = [item for item in items if item["type"] == "regular_gift_cancelled"]
+    assert [item["summary"] for item in cancelled] == ["Regular gift cancelled (details erased)"]
+    for item in items:
+        assert item["summary"].endswith("(details erased)"), item
+        assert set(item) - {"type", "summary", "amount"} <= crm_service.HISTORY_DATA_KEPT, item
