@@ -79,13 +79,20 @@ class ShopRequest:
     reference: uuid.UUID | None
 
 
+# Control characters (NUL above all: PostgreSQL refuses it in text) are never part of what a donor meant to type.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _typed(value: object) -> str:
+    return _CONTROL.sub("", value).strip() if isinstance(value, str) else ""
+
+
 def text(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
+    return _typed(form.get(name))
 
 
 def texts(form: FormData, name: str) -> list[str]:
-    return [value.strip() if isinstance(value, str) else "" for value in form.getlist(name)]
+    return [_typed(value) for value in form.getlist(name)]
 
 
 def form_values(form: FormData) -> dict[str, str]:
