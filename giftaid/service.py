@@ -305,8 +305,12 @@ def reassign_supporter(uow: UnitOfWork, from_id: uuid.UUID, to_id: uuid.UUID) ->
 
 def detect_adjustments(uow: UnitOfWork) -> list[Adjustment]:
     """Money returned on claimed gifts (refund, chargeback, lost dispute), and gifts whose oral declaration was
-    voided, become adjustments: the Gift Aid claimed on that money, taken back by the next claim."""
+    voided, become adjustments: the Gift Aid claimed on that money, taken back by the next claim.
+
+    Under the claims' lock: a declaration voided while a claim is built would otherwise search at the same moment,
+    neither seeing the other's adjustment, and take the same money back twice."""
     session = uow.session
+    repository.lock_claims(session)
     found = []
     adjusted = []
     for row in repository.returned_since_claim(session):
