@@ -91,6 +91,7 @@ class CheckoutPlan:
     status: CheckoutStatus
     redirect_url: str | None
     lines: tuple[PlannedLine, ...] = field(default=())
+    provider_attempt: int = 0
 
 
 # --- which provider ------------------------------------------------------------------------------------------
@@ -456,14 +457,17 @@ def _plan(session: Session, checkout: Checkout) -> CheckoutPlan:
         status=checkout.status,
         redirect_url=checkout.redirect_url,
         lines=tuple(lines),
+        provider_attempt=checkout.provider_attempt,
     )
 
 
 # --- step 2: the provider's hosted page -------------------------------------------------------------------------
 
 
-def idempotency_key(checkout_id: uuid.UUID, what: str) -> str:
-    return f"checkout:{checkout_id}:{what}"
+def idempotency_key(checkout_id: uuid.UUID, what: str, attempt: int = 0) -> str:
+    """The same key for every call of one try (a page made before a timeout is returned, not made twice); a new one
+    after the provider answered a try with an error, which it would otherwise replay (`Checkout.provider_attempt`)."""
+    return f"checkout:{checkout_id}:{what}" + (f":{attempt}" if attempt else "")
 
 
 def metadata(plan: CheckoutPlan) -> dict[str, str]:
@@ -582,12 +586,13 @@ def open_provider_page(settings: Settings, plan: CheckoutPlan) -> ProviderPage:
         gocardless = GoCardlessGateway(settings.gocardless)
         request = gocardless.create_billing_request(
             gocardless_billing_request_params(plan),
-            idempotency_key=idempotency_key(plan.checkout_id, "billing_request"),
+            idempotency_key=idempotency_key(plan.checkout_id, "billing_request", plan.provider_attempt),
         )
         flow = gocardless.create_billing_request_flow(gocardless_flow_params(settings, plan, request["id"]))
         return ProviderPage(request["id"], flow["authorisation_url"])
     session = StripeGateway(settings.stripe).create_checkout_session(
-        stripe_session_params(settings, plan), idempotency_key=idempotency_key(plan.checkout_id, "session")
+        stripe_session_params(settings, plan),
+        idempotency_key=idempotency_key(plan.checkout_id, "session", plan.provider_attempt),
     )
     return ProviderPage(session["id"], session["url"])
 
@@ -609,11 +614,14 @@ def mark_open(uow: UnitOfWork, checkout_id: uuid.UUID, page: ProviderPage) -> No
     uow.session.add(checkout)
 
 
-def mark_failed(uow: UnitOfWork, checkout_id: uuid.UUID) -> None:
-    """Only a checkout still waiting for its page fails: a concurrent resubmission may have opened it meanwhile."""
+def mark_failed(uow: UnitOfWork, checkout_id: uuid.UUID, *, answered: bool) -> None:
+    """Only a checkout still waiting for its page fails: a concurrent resubmission may have opened it meanwhile.
+    `answered`: the provider answered with an error, so the next try uses a new idempotency key."""
     checkout = uow.session.get(Checkout, checkout_id)
-    if checkout is not None and checkout.status == CheckoutStatus.PENDING:
+    if checkout is not None and checkout.status in {CheckoutStatus.PENDING, CheckoutStatus.FAILED}:
         checkout.status = CheckoutStatus.FAILED
+        if answered:
+            checkout.provider_attempt += 1
         uow.session.add(checkout)
 
 
@@ -636,7 +644,7 @@ def start_checkout(
     except (ProviderUnavailable, ProviderRefused, ProviderDisabled) as exc:
         log.warning("checkout %s: the provider page could not be created: %s", plan.checkout_id, exc)
         with unit_of_work() as uow:
-            mark_failed(uow, plan.checkout_id)
+            mark_failed(uow, plan.checkout_id, answered=getattr(exc, "answered", False))
         raise
     try:
         with unit_of_work() as uow:

@@ -14,11 +14,18 @@ class ProviderDisabled(FeatureDisabled, PaymentsError):
 
 
 class ProviderUnavailable(ServiceUnavailable, PaymentsError):
-    """The provider could not be reached or asked us to slow down: worth retrying."""
+    """The provider could not be reached or asked us to slow down: worth retrying. `answered`: it did answer (an
+    error status), so its idempotency layer may keep that answer for the key we sent; else nothing came back."""
+
+    def __init__(self, detail: str, *, answered: bool = False, headers: dict[str, str] | None = None):
+        super().__init__(detail, headers=headers)
+        self.answered = answered
 
 
 class ProviderRefused(BadRequest, PaymentsError):
     """The provider refused the request (its message says why)."""
+
+    answered = True
 
 
 class GiftNotFound(NotFound, PaymentsError):

@@ -75,6 +75,9 @@ class Checkout(SQLModel, table=True):
     stripe_checkout_session_id: str | None = Field(default=None, max_length=255, unique=True)
     gocardless_billing_request_id: str | None = Field(default=None, max_length=64, unique=True)
     redirect_url: str | None = Field(default=None, max_length=2000)
+    # Which try at making the provider's page: a try the provider answered with an error moves it on, so "Try again"
+    # sends a new idempotency key (Stripe keeps and replays a 500 under the old one for a day).
+    provider_attempt: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: dt.datetime = created_at_field()
     completed_at: dt.datetime | None = utc_field()
 

@@ -36,14 +36,16 @@ class GoCardlessGateway:
     def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (requests.ConnectionError, requests.Timeout, gc_errors.GoCardlessInternalError) as exc:
+        except (requests.ConnectionError, requests.Timeout) as exc:
             raise ProviderUnavailable(f"GoCardless is unavailable: {exc}") from exc
+        except gc_errors.GoCardlessInternalError as exc:
+            raise ProviderUnavailable(f"GoCardless is unavailable: {exc}", answered=True) from exc
         except gc_errors.RateLimitError as exc:
-            raise ProviderUnavailable(f"GoCardless asked us to slow down: {exc}") from exc
+            raise ProviderUnavailable(f"GoCardless asked us to slow down: {exc}", answered=True) from exc
         except gc_errors.MalformedResponseError as exc:
             # Not GoCardless's JSON: a 5xx page from its edge is an outage, anything else a refusal we cannot read.
             if (exc.status_code or 0) >= 500:
-                raise ProviderUnavailable(f"GoCardless is unavailable: {exc}") from exc
+                raise ProviderUnavailable(f"GoCardless is unavailable: {exc}", answered=True) from exc
             raise ProviderRefused(f"GoCardless refused: {exc}") from exc
         except gc_errors.GoCardlessProError as exc:
             raise ProviderRefused(f"GoCardless refused: {exc}") from exc

@@ -114,10 +114,12 @@ class StripeGateway:
     def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (stripe_lib.APIConnectionError, stripe_lib.RateLimitError) as exc:
+        except stripe_lib.APIConnectionError as exc:
             raise ProviderUnavailable(f"Stripe is unavailable: {exc.user_message or exc}") from exc
+        except stripe_lib.RateLimitError as exc:
+            raise ProviderUnavailable(f"Stripe is unavailable: {exc.user_message or exc}", answered=True) from exc
         except stripe_lib.APIError as exc:
-            raise ProviderUnavailable(f"Stripe failed: {exc.user_message or exc}") from exc
+            raise ProviderUnavailable(f"Stripe failed: {exc.user_message or exc}", answered=True) from exc
         except stripe_lib.StripeError as exc:
             raise ProviderRefused(f"Stripe refused: {exc.user_message or exc}") from exc
 

@@ -4,6 +4,7 @@ donor abroad with a long postal code."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from core.runtime import Runtime
 from core.settings import Settings
 from crm.models import Consent, Declaration
 from payments.models import Checkout
-from tests.fakes.provider_server import FakeProvider
+from tests.fakes.provider_server import FakeProvider, RecordedRequest
 from tests.payments.checkout_support import StripeCheckout, checkout_settings, counts, donate, gocardless, stripe
 
 __all__ = ["gocardless", "stripe"]
@@ -188,3 +189,67 @@ def test_an_overseas_donor_with_a_long_postal_code_can_give(
     assert response.status_code == 303, response.status_code
     [checkout] = rows(runtime, Checkout)
     assert checkout.donor["postcode"] == postcode
+
+
+class IdempotentStripe:
+    """POST /v1/checkout/sessions as Stripe's v1 API answers it: "Stripe saves the status code and body of the first
+    request made with a given idempotency key after endpoint execution begins. Retries with the same key return the
+    saved response, including 500 errors" (docs.stripe.com/api/idempotent_requests). While `broken`, a new key's
+    request fails inside the endpoint with a 500 (an api_error), which is saved under its key."""
+
+    def __init__(self, server: FakeProvider):
+        self.saved: dict[str, tuple[int, Any]] = {}
+        self.broken = False
+        self.numbers = itertools.count(1)
+        self.lock = threading.Lock()
+        self.server = server
+        server.route("POST", r"/v1/checkout/sessions", self.answer)
+
+    def answer(self, request: RecordedRequest) -> tuple[int, Any]:
+        key = request.headers.get("idempotency-key", "")
+        with self.lock:
+            if key not in self.saved:
+                if self.broken:
+                    self.saved[key] = (500, {"error": {"type": "api_error", "message": "An unknown error occurred"}})
+                else:
+                    session_id = f"cs_test_{next(self.numbers):04d}"
+                    url = f"https://checkout.stripe.test/c/pay/{session_id}"
+                    self.saved[key] = (200, {"id": session_id, "object": "checkout.session", "url": url})
+            return self.saved[key]
+
+
+def test_try_again_after_a_stripe_500_can_reach_stripe_once_it_has_recovered(
+    client: TestClient, runtime: Runtime, fake_stripe: FakeProvider
+) -> None:
+    stripe = IdempotentStripe(fake_stripe)
+    ref = str(uuid.uuid4())
+    stripe.broken = True
+    failed = donate(client, checkout_ref=ref)
+    assert failed.status_code == 503  # "press the button to try again"
+
+    stripe.broken = False  # Stripe is fine again: any new request succeeds
+    retried = donate(client, checkout_ref=ref)  # the page's "Try again" button: the same form, the same checkout_ref
+
+    keys = [r.headers["idempotency-key"] for r in fake_stripe.requests_to("POST", r"/v1/checkout/sessions")]
+    # Found in review: the retry sent the same key, Stripe replayed the saved 500, and the donor got the 503 page again
+    # for as long as the form is reused (an hour). Now the answered failure moves the checkout to its next key.
+    assert retried.status_code == 303, (retried.status_code, sorted(set(keys)))
+    assert retried.headers["location"].startswith("https://checkout.stripe.test/c/pay/")
+    assert sorted(set(keys)) == [f"checkout:{ref}:session", f"checkout:{ref}:session:1"]
+    with runtime.read_session() as session:
+        checkout = session.get(Checkout, uuid.UUID(ref))
+        assert checkout is not None and (checkout.status, checkout.provider_attempt) == ("open", 1)
+
+
+def test_a_try_that_got_no_answer_keeps_its_idempotency_key(
+    client: TestClient, runtime: Runtime, fake_stripe: FakeProvider
+) -> None:
+    """Nothing came back (Stripe unreachable): Stripe may still have made the session, so the next try must send
+    the same key and get that session back, not make a second one."""
+    ref = str(uuid.uuid4())
+    fake_stripe.stop()
+    failed = donate(client, checkout_ref=ref)
+    assert failed.status_code == 503
+    with runtime.read_session() as session:
+        checkout = session.get(Checkout, uuid.UUID(ref))
+        assert checkout is not None and (checkout.status, checkout.provider_attempt) == ("failed", 0)
