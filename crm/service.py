@@ -141,6 +141,13 @@ def _found_or_inserted(uow: UnitOfWork, email: str | None, build: Callable[[], S
     return resolve_supporter(session, found.id), False
 
 
+def bears_name(supporter: Supporter, first: str, last: str) -> bool:
+    """Whether the record is known by this name (case aside): no name given says nothing against it."""
+    if not (first or last):
+        return True
+    return (first.casefold(), last.casefold()) == (supporter.first_name.casefold(), supporter.last_name.casefold())
+
+
 def _name_given(
     uow: UnitOfWork,
     supporter: Supporter,
@@ -160,7 +167,7 @@ def _name_given(
         supporter.first_name, supporter.last_name, supporter.updated_at = first, last, utc_now()
         uow.session.add(supporter)
         return True
-    if (first.casefold(), last.casefold()) == (supporter.first_name.casefold(), supporter.last_name.casefold()):
+    if bears_name(supporter, first, last):
         return True
     raise_review_item(
         uow,
@@ -360,9 +367,14 @@ def record_declaration(
     confirmation_sent_on: dt.date | None = None,
     evidence: dict[str, Any] | None = None,
     recorded_by: str = "",
+    given_with_gift: bool = False,
 ) -> Declaration:
     """A Gift Aid declaration with the name and address given with it, checked now so a claim never finds bad
-    data. `donor` must already be normalised (`DonorDetails.normalised(require_address=True)`)."""
+    data. `donor` must already be normalised (`DonorDetails.normalised(require_address=True)`).
+
+    `given_with_gift`: a `this_gift` declaration made on a form with a gift not recorded yet (a checkout); it names
+    no gift, and covers the gifts that name it (`declaration_id`: the checkout's gift, or a monthly gift's
+    instalments)."""
     errors: dict[str, str] = {}
     if not donor.address_line1:
         errors["address_line1"] = "A Gift Aid declaration needs the house name or number"
@@ -370,7 +382,7 @@ def record_declaration(
         errors["postcode"] = "A Gift Aid declaration needs a UK postcode"
     if scope == DeclarationScope.PERIOD and (start is None or end is None or end < start):
         errors["scope"] = "A declaration for a period needs a start and an end on or after it"
-    if scope == DeclarationScope.THIS_GIFT and gift_id is None:
+    if scope == DeclarationScope.THIS_GIFT and gift_id is None and not given_with_gift:
         errors["gift_id"] = "A declaration for one gift names the gift"
     elif scope == DeclarationScope.THIS_GIFT and gift_id is not None:
         problem = _named_gift_problem(uow.session, supporter_id, gift_id)

@@ -201,16 +201,21 @@ def _record_supporter_and_permissions(
     )
     declaration_id = None
     if request.gift_aid:
+        # A declaration is one donor's. Someone giving with the email of a record known by another name (couples
+        # share one) declares for the gift they give now, not for the record's other gifts, until staff have
+        # looked (the name_mismatch review item).
+        own_record = crm.bears_name(supporter, request.donor.first_name, request.donor.last_name)
         declaration = crm.record_declaration(
             uow,
             supporter.id,
             method=DeclarationMethod.ONLINE,
             made_on=uk_today(),
-            scope=DeclarationScope.PAST_4_YEARS_AND_FUTURE,
+            scope=DeclarationScope.PAST_4_YEARS_AND_FUTURE if own_record else DeclarationScope.THIS_GIFT,
             donor=request.donor,
             source=source,
             wording_version=settings.giftaid.donation_wording_version,
             evidence=evidence,
+            given_with_gift=not own_record,
         )
         declaration_id = declaration.id
     if request.email_updates:
