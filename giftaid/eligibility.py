@@ -418,6 +418,10 @@ def eligibility_select(
             P.confirmation_sent_on,
             P.cancellation_effective_on,
             P.voided,
+            # 0: the declaration picked covers the gift and is in force; with `details_code` NULL, it is one a
+            # claim may rely on (whatever the gift's other checks say).
+            P.rank.label("declaration_rank"),
+            P.details_code,
             live.c.claim_id.label("claimed_in"),
             live.c.claim_status,
         ]

@@ -251,7 +251,7 @@ def _declaration_change(
 
     def finish(declaration: Declaration) -> DeclarationChange:
         after = eligibility_snapshot(uow.session, rules, supporter_ids=[supporter_id])
-        adjusted = detect_adjustments(uow) if declaration.voided else []
+        adjusted = detect_adjustments(uow, rules) if declaration.voided else []
         return DeclarationChange(declaration.id, changed_eligibility(before, after), [a.gift_id for a in adjusted])
 
     return finish
@@ -303,9 +303,11 @@ def reassign_supporter(uow: UnitOfWork, from_id: uuid.UUID, to_id: uuid.UUID) ->
 # --- adjustments -----------------------------------------------------------------------------------------------------
 
 
-def detect_adjustments(uow: UnitOfWork) -> list[Adjustment]:
+def detect_adjustments(uow: UnitOfWork, rules: Rules) -> list[Adjustment]:
     """Money returned on claimed gifts (refund, chargeback, lost dispute), and gifts whose oral declaration was
-    voided, become adjustments: the Gift Aid claimed on that money, taken back by the next claim.
+    voided, become adjustments: the Gift Aid claimed on that money, taken back by the next claim. A gift whose
+    voided declaration is not its only one stays claimed when another declaration of the donor, in force, covers it
+    (the void one is treated as never made, giftaid.md §1C rule 13; the others still stand).
 
     Under the claims' lock: a declaration voided while a claim is built would otherwise search at the same moment,
     neither seeing the other's adjustment, and take the same money back twice."""
@@ -313,8 +315,12 @@ def detect_adjustments(uow: UnitOfWork) -> list[Adjustment]:
     repository.lock_claims(session)
     found = []
     adjusted = []
-    for row in repository.returned_since_claim(session):
+    rows = repository.returned_since_claim(session)
+    still_covered = _covered_by_another_declaration(session, rules, [row.gift_id for row in rows if row.voided])
+    for row in rows:
         already = int(row.adjusted_returned)
+        if row.voided and row.gift_id in still_covered:
+            continue
         if row.voided:
             money_back = int(row.amount) - already
             reason = AdjustmentReason.DECLARATION_VOIDED
@@ -340,6 +346,21 @@ def detect_adjustments(uow: UnitOfWork) -> list[Adjustment]:
     repository.mark_adjusted(session, adjusted)
     session.flush()
     return found
+
+
+def _covered_by_another_declaration(session: Session, rules: Rules, gift_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Of these claimed gifts, those the eligibility rules still find a declaration for (in force, covering the
+    gift's date, with the donor details a claim needs)."""
+    covered: set[uuid.UUID] = set()
+    dialect = repository.dialect_of(session)
+    for start in range(0, len(gift_ids), 1_000):
+        query = eligibility_select(rules, dialect, gift_ids=gift_ids[start : start + 1_000], unclaimed_only=False)
+        covered.update(
+            row.gift_id
+            for row in session.execute(query)
+            if row.declaration_rank == 0 and row.details_code is None and not row.voided
+        )
+    return covered
 
 
 def _other_info(adjustments: list[Adjustment]) -> str:
@@ -374,7 +395,7 @@ def build_claim(
     session = uow.session
     rules = rules_from(settings, today)
     repository.lock_claims(session)
-    detect_adjustments(uow)
+    detect_adjustments(uow, rules)
     now = utc_now()
     claim = Claim(through=through, built_by=actor, built_at=now, status_changed_at=now)
     session.add(claim)

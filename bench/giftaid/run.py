@@ -184,7 +184,7 @@ def adjustments_after_claim(runtime: Any) -> dict[str, object]:
                 sa.text("UPDATE declarations SET voided = true WHERE id IN (SELECT id FROM declarations LIMIT 100)")
             )
             started = time.perf_counter()
-            figures["adjustments"] = len(service.detect_adjustments(uow))
+            figures["adjustments"] = len(service.detect_adjustments(uow, service.rules_from(runtime.settings)))
             figures["adjustments_seconds"] = time.perf_counter() - started
             raise _Undo
     except _Undo:

@@ -1,4 +1,5 @@
-"""Adjustments found at the same moment by two transactions (found in review): one refund is taken back once."""
+"""Adjustments found in review: one refund is taken back once even when found at the same moment by two
+transactions, and a voided declaration takes back nothing that another declaration still covers."""
 
 from __future__ import annotations
 
@@ -79,3 +80,53 @@ def test_a_refund_is_taken_back_once_when_a_declaration_is_voided_while_a_claim_
     assert not errors, errors
     found = [(a.gift_id, a.amount) for a in adjustments(runtime)]
     assert found == [(refunded, 2_500)]
+
+
+def test_voiding_an_oral_declaration_does_not_take_back_gift_aid_a_valid_written_declaration_still_covers(
+    runtime: Runtime,
+) -> None:
+    """Found in review. §1C rule 13 / §5: voiding an oral declaration makes *it* never made; a gift that a valid
+    written declaration (made earlier, enduring) also covers is still a gift HMRC lets us claim: no tax is taken
+    back. A gift the void declaration alone covered is still adjusted."""
+    ada = make_supporter(runtime)
+    make_declaration(runtime, ada, made_on=dt.date(2024, 1, 10))  # written, enduring, never cancelled
+    oral = make_declaration(
+        runtime,
+        ada,
+        method=DeclarationMethod.ORAL,
+        made_on=dt.date(2025, 9, 1),
+        confirmation_sent_on=dt.date(2025, 9, 2),
+    )
+    gift = make_gift(runtime, ada, amount=10_000, received_on=dt.date(2025, 8, 1))
+    today = dt.date(2025, 10, 3)  # the oral declaration's 30-day window closed on 2 October
+    first = build(runtime, today, today)
+    assert first.total == 10_000
+    # The donor's cancellation letter, dated within the 30 days, arrives late: the oral declaration is void.
+    with runtime.unit_of_work() as uow:
+        change = service.cancel_declaration(
+            uow, runtime.settings, oral, effective_on=dt.date(2025, 10, 1), actor="f@example.org", today=today
+        )
+    # The written declaration still covers the gift...
+    with runtime.read_session() as session:
+        explanation = service.explain(session, runtime.settings, gift, today=today)
+    assert explanation.code == "already_claimed"
+    # ...so no Gift Aid should be taken back on it.
+    assert change.adjusted_gift_ids == []
+    assert adjustments(runtime) == []
+    # The same, for a donor whose only declaration was the oral one: the Gift Aid is taken back.
+    bea = make_supporter(runtime)
+    only_oral = make_declaration(
+        runtime,
+        bea,
+        method=DeclarationMethod.ORAL,
+        made_on=dt.date(2025, 9, 1),
+        confirmation_sent_on=dt.date(2025, 9, 2),
+    )
+    beas_gift = make_gift(runtime, bea, amount=10_000, received_on=dt.date(2025, 8, 1))
+    assert build(runtime, today, today).total == 10_000
+    with runtime.unit_of_work() as uow:
+        change = service.cancel_declaration(
+            uow, runtime.settings, only_oral, effective_on=dt.date(2025, 10, 1), actor="f@example.org", today=today
+        )
+    assert change.adjusted_gift_ids == [beas_gift]
+    assert [(a.gift_id, a.amount) for a in adjustments(runtime)] == [(beas_gift, 2_500)]

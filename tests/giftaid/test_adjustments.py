@@ -243,7 +243,7 @@ def test_supporter_totals_count_gift_aid_claimable_and_claimed(runtime: Runtime)
     assert totals["gift_aid_claimed"].amount == 2_500
     set_gift(runtime, claimed, returned_amount=10_000)
     with runtime.unit_of_work() as uow:
-        service.detect_adjustments(uow)
+        service.detect_adjustments(uow, service.rules_from(runtime.settings, TODAY))
     with runtime.read_session() as session:
         totals = service.supporter_totals(session, [ada], runtime.settings)
     assert totals["gift_aid_claimed"].amount == 0
