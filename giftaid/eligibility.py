@@ -63,6 +63,19 @@ class Code(StrEnum):
     NOT_STERLING = "not_sterling"
 
 
+# A held-back gift's reason starts with one of the contract's eight codes (other systems read them); our finer
+# codes fold into the one that says what it means for the claim, and the words after it keep the detail.
+CONTRACT_CODE = {
+    Code.BENEFIT_TOO_LARGE: Code.NOT_A_DONATION,
+    Code.BENEFITS_OVER_ANNUAL_LIMIT: Code.NOT_A_DONATION,
+    Code.NOT_STERLING: Code.NOT_A_DONATION,
+    Code.NOT_RECEIVED: Code.NOT_A_DONATION,
+    Code.FUTURE_DATE: Code.OUT_OF_TIME,
+    Code.BEFORE_RECOGNITION: Code.OUT_OF_TIME,
+    Code.MISSING_NAME: Code.NO_DECLARATION,
+}
+
+
 @dataclass(frozen=True)
 class Rules:
     """The settings and the day a decision is made on."""
@@ -514,6 +527,13 @@ def describe(code: str | None, row: Any, rules: Rules) -> str:
         ),
     }
     return f"{code}: {words[Code(code)]()}"
+
+
+def held_back_reason(code: str, row: Any, rules: Rules) -> str:
+    """A held-back gift's reason: the contract's code, then the words (with our finer code when it was folded)."""
+    contract = CONTRACT_CODE.get(Code(code), Code(code))
+    words = describe(code, row, rules).split(": ", 1)[1]
+    return f"{contract}: {words}" if contract == code else f"{contract}: {code.replace('_', ' ')}: {words}"
 
 
 @dataclass(frozen=True)

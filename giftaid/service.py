@@ -39,6 +39,7 @@ from giftaid.eligibility import (
     Rules,
     describe,
     eligibility_select,
+    held_back_reason,
     rules_from,
 )
 from giftaid.errors import (
@@ -417,7 +418,7 @@ def build_claim(
     for start in range(0, len(held_ids), 1_000):
         # The words need the details the candidates table leaves out: read them for these few gifts only.
         rows = session.execute(eligibility_select(rules, dialect, gift_ids=held_ids[start : start + 1_000]))
-        held_back.extend(HeldBackGift(row.gift_id, describe(row.code, row, rules)) for row in rows)
+        held_back.extend(HeldBackGift(row.gift_id, held_back_reason(row.code, row, rules)) for row in rows)
     order = {gift_id: n for n, gift_id in enumerate(held_ids)}
     held_back.sort(key=lambda h: order[h.gift_id])
     summary = repository.claim_summary(session, claim.id)

@@ -266,6 +266,40 @@ def test_held_back_gifts_never_sink_the_claim(runtime: Runtime) -> None:
     assert good not in reasons
 
 
+CONTRACT_CODES = {
+    "missing_house",
+    "invalid_postcode",
+    "no_declaration",
+    "declaration_cancelled",
+    "oral_unconfirmed",
+    "refunded",
+    "out_of_time",
+    "not_a_donation",
+}
+
+
+def test_held_back_reasons_start_with_the_contracts_codes_only(runtime: Runtime) -> None:
+    """contract.md fixes the codes a held-back reason starts with (other systems read them); our finer reasons
+    (a benefit too large, a foreign currency, a name missing) fold into one of them and keep their detail in words."""
+    too_much_benefit = make_gift(runtime, donor(runtime), amount=10_000, benefit_amount=5_000)
+    in_euros = make_gift(runtime, donor(runtime), currency="EUR")
+    no_name = make_gift(runtime, donor(runtime, last_name=" "))
+    make_gift(runtime, donor(runtime))  # a claim is made (held-back gifts are stored with it)
+    result = build(runtime)
+    reasons = {h.gift_id: h.reason for h in result.held_back}
+    assert {reason.split(":", 1)[0] for reason in reasons.values()} <= CONTRACT_CODES
+    assert reasons[too_much_benefit].startswith("not_a_donation: benefit too large: ")
+    assert reasons[in_euros].startswith("not_a_donation: not sterling: the gift is in EUR")
+    assert reasons[no_name].startswith("no_declaration: missing name: ")
+    with runtime.read_session() as session:
+        stored = {row.gift_id: row.code for row in session.exec(select(HeldBack)).all()}
+    assert stored == {
+        too_much_benefit: "not_a_donation",
+        in_euros: "not_a_donation",
+        no_name: "no_declaration",
+    }
+
+
 # --- the command ----------------------------------------------------------------------------------------------------
 
 
