@@ -751,8 +751,11 @@ def cancel_declaration(
     if declaration.method == DeclarationMethod.ORAL:
         sent = declaration.confirmation_sent_on
         if sent is not None:
-            # Cancelled within 30 days of its written record: treated as never made (giftaid.md §1C rule 13).
-            declaration.voided = effective_on <= sent + ORAL_CANCELLATION_WINDOW
+            # Cancelled within 30 days of its written record: treated as never made (giftaid.md §1C rule 13). What
+            # counts is when the donor cancelled: the effective date when it is past (a letter dated then, recorded
+            # late), else today (a donor who rings on day 10 to stop "from next month" has cancelled on day 10).
+            cancelled_on = min(effective_on, uk_today())
+            declaration.voided = cancelled_on <= sent + ORAL_CANCELLATION_WINDOW
         else:
             # No written record: with an audio recording it has been in effect since it was made, and cancelling
             # it is not retrospective (rule 14); without one it never took effect.

@@ -85,6 +85,30 @@ def test_cancelling_an_oral_declaration_within_30_days_of_its_written_record_voi
     assert change.adjusted_gift_ids == [claimed]
 
 
+@pytest.mark.parametrize(("letter_days_ago", "voided"), [(10, True), (40, False)])
+def test_what_counts_for_the_30_days_is_when_the_donor_cancelled_not_the_date_it_takes_effect(
+    runtime: Runtime, letter_days_ago: int, voided: bool
+) -> None:
+    """Found in review: a donor who rings on day 10 after the letter to stop "from next month" has cancelled within
+    the 30 days (§1C rule 13): void, whatever date they asked it to take effect. On day 40 it is an ordinary
+    cancellation from that date."""
+    from core.clock import uk_today
+
+    today = uk_today()
+    supporter = make_supporter(runtime)
+    declaration_id = make_declaration(
+        runtime,
+        supporter,
+        method=DeclarationMethod.ORAL,
+        made_on=today - dt.timedelta(days=letter_days_ago + 1),
+        confirmation_sent_on=today - dt.timedelta(days=letter_days_ago),
+    )
+    cancel(runtime, declaration_id, today + dt.timedelta(days=25))
+    with runtime.read_session() as session:
+        declaration = session.get(Declaration, declaration_id)
+        assert declaration is not None and declaration.voided is voided
+
+
 def test_an_oral_declaration_cancelled_before_its_letter_is_explained_as_never_in_effect(runtime: Runtime) -> None:
     """Unrecorded and unconfirmed, an oral declaration never took effect; cancelled, it is void. The explanation
     says that, not that it was cancelled within 30 days of a confirmation there never was."""
