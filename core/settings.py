@@ -140,7 +140,9 @@ class HmrcSettings(Section):
     sender_id: str = ""
     password: SecretStr = SecretStr("")
     vendor_id: str = "0000"
-    test_mode: bool = True
+    # true: every message says <GatewayTest>1</GatewayTest> (HMRC's "test in live": checked, then thrown away, so a
+    # claim "accepted" then was never claimed). Off by default: a claim sent or a file written is a real one.
+    test_mode: bool = False
 
 
 class ReceiptsSettings(Section):

@@ -328,3 +328,18 @@ def test_an_adjustment_that_fits_the_first_schedule_is_in_its_box_2(runtime: Run
         ods = service.schedule_part(session, runtime.settings, service.get_claim(session, result.claim_id), 1)
     report = validate_schedule(ods, today=TODAY)
     assert report.overclaimed is not None and report.overclaimed * 4 <= report.total
+
+
+def test_a_claim_written_with_the_default_settings_is_a_real_one(runtime: Runtime) -> None:
+    """Found in review: `[hmrc] test_mode` was on by default, so every file and submission said GatewayTest and HMRC
+    would have checked the claim and thrown it away. Off by default now; on, the message says so."""
+    make_gift(runtime, donor(runtime), amount=10_000, received_on=dt.date(2025, 6, 1))
+    claim_id = build(runtime).claim_id
+    assert claim_id is not None
+    gateway_test = "{http://www.govtalk.gov.uk/CM/envelope}GatewayTest"
+    assert xml_of(runtime, claim_id).find(f".//{gateway_test}") is None
+    testing = runtime.settings.model_copy(update={"hmrc": runtime.settings.hmrc.model_copy(update={"test_mode": True})})
+    out = io.BytesIO()
+    with runtime.unit_of_work() as uow:
+        service.write_xml_part(uow.session, testing, service.get_claim(uow.session, claim_id), 1, out)
+    assert etree.fromstring(out.getvalue()).findtext(f".//{gateway_test}") == "1"
