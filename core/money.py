@@ -15,7 +15,8 @@ class Currency(StrEnum):
 
 # Digits, a decimal point and a sign: at most fifteen digits before the point (far beyond any gift).
 _PLAIN_AMOUNT = re.compile(r"[+-]?(\d{1,15}(\.\d*)?|\.\d+)")
-_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
+# No leading zero: "0,500" is no grouping anyone writes (a decimal comma typed oddly), so it is refused, not £500.
+_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(,\d{3})+(\.\d*)?")
 _MINOR_UNITS = {Currency.GBP: 2, Currency.EUR: 2}
 _SYMBOLS = {Currency.GBP: "£", Currency.EUR: "€"}
 
@@ -43,7 +44,7 @@ class Money:
         digits with a decimal point: `Decimal` alone takes "1e3" (£1,000) and "1e999999", whose scaling costs
         seconds of CPU or overflows."""
         cur = Currency(str(currency).upper())
-        cleaned = text.strip().lstrip("£")
+        cleaned = text.strip().lstrip("£").strip()  # "£ 25" as well as "£25"
         if "," in cleaned:
             # Commas only between thousands ("1,000.50"): "12,50" is a decimal comma, and reading it as 1250 would
             # charge a hundred times what was meant.

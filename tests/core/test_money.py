@@ -25,13 +25,21 @@ def test_only_plain_digits_are_an_amount(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "pence"),
-    [("12.50", 1250), ("1,000", 100000), ("£5", 500), (".5", 50), ("7.", 700), ("1,234,567.89", 123456789)],
+    [
+        ("12.50", 1250),
+        ("1,000", 100000),
+        ("£5", 500),
+        ("£ 25", 2500),
+        (".5", 50),
+        ("7.", 700),
+        ("1,234,567.89", 123456789),
+    ],
 )
 def test_plain_amounts_still_parse(text: str, pence: int) -> None:
     assert Money.parse(text).amount == pence
 
 
-@pytest.mark.parametrize("text", ["12,50", "1,00", "5,5", "1,0000", ",500", "1,000,00", "1,,000"])
+@pytest.mark.parametrize("text", ["12,50", "1,00", "5,5", "1,0000", ",500", "1,000,00", "1,,000", "0,500", "00,500"])
 def test_a_comma_only_between_thousands(text: str) -> None:
     """A decimal comma ("12,50") read as 1250 would charge a hundred times what was meant."""
     with pytest.raises(MoneyError):
