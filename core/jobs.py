@@ -56,6 +56,8 @@ class JobSpec:
     # The name of a list argument: jobs sent together are sent as one message holding up to `batch_limit` items.
     batch_argument: str | None = None
     batch_limit: int = 0
+    # Errors no retry can mend (a provider switched off, a refusal): the job fails at once, shown as failed.
+    gives_up_on: tuple[type[BaseException], ...] = ()
 
 
 @dataclass
@@ -86,6 +88,7 @@ def actor(
     claims_itself: bool = False,
     batch_argument: str | None = None,
     batch_limit: int = 20,
+    gives_up_on: tuple[type[BaseException], ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a job. With `with_uow` the function is called as `fn(uow, **kwargs)` inside one unit of work
     that also marks its durable job row done; otherwise as `fn(**kwargs)` and it opens its own.
@@ -96,7 +99,9 @@ def actor(
     row is marked done after it returns, as without.
 
     With `batch_argument` (the name of a list argument) jobs sent together are coalesced: one message carries the
-    items of many, up to `batch_limit` (`coalesce`). The job must then take any number of items."""
+    items of many, up to `batch_limit` (`coalesce`). The job must then take any number of items.
+
+    `gives_up_on`: errors that no retry can mend; the job then fails at once (its row `failed`, for a person)."""
     if claims_itself and with_uow:
         raise ValueError("claims_itself is for jobs that open their own units of work (with_uow=False)")
     if batch_argument is not None and batch_limit < 1:
@@ -117,6 +122,7 @@ def actor(
             claims_itself,
             batch_argument,
             batch_limit,
+            gives_up_on,
         )
         return fn
 
@@ -197,6 +203,7 @@ def install_broker(broker: dramatiq.Broker) -> dramatiq.Broker:
                 "max_retries": spec.max_retries,
                 "min_backoff": spec.min_backoff_ms,
                 "max_backoff": spec.max_backoff_ms,
+                "throws": spec.gives_up_on,
             },
         )
     return broker
@@ -503,7 +510,7 @@ def _record_failure(spec: JobSpec, job_id: uuid.UUID, exc: BaseException) -> Non
     from core.runtime import get_runtime
 
     retries = current_retries()
-    final = retries >= spec.max_retries
+    final = retries >= spec.max_retries or isinstance(exc, spec.gives_up_on)
     metrics.count("job_attempts_failed", actor=spec.name)
     if final:
         metrics.count("jobs_given_up", actor=spec.name)

@@ -9,6 +9,7 @@ from core import jobs
 from core.db import UnitOfWork
 from core.runtime import get_runtime
 from payments import service
+from payments.errors import ProviderDisabled, ProviderRefused, RegularGiftStillLive
 from payments.providers.gocardless import gocardless_gateway
 from payments.providers.stripe import stripe_gateway
 
@@ -21,7 +22,15 @@ def check_instalments(uow: UnitOfWork) -> int:
     return service.raise_missing_instalment_alerts(uow, grace_days=grace)
 
 
-@jobs.actor(service.CANCEL_REGULAR_GIFT, queue="default", time_limit_ms=120_000, max_retries=8)
+@jobs.actor(
+    service.CANCEL_REGULAR_GIFT,
+    queue="default",
+    time_limit_ms=120_000,
+    max_retries=8,
+    # Retried while the provider is unreachable; a provider switched off, or one that refuses (an unknown
+    # subscription) or still collects after refusing, needs a person: failed at once, shown on the jobs check.
+    gives_up_on=(ProviderDisabled, ProviderRefused, RegularGiftStillLive),
+)
 def cancel_regular_gift(uow: UnitOfWork, regular_gift_id: str) -> str:
     """Tell Stripe or GoCardless to stop a regular gift staff (or an erasure) cancelled; retried while the provider
     is unreachable."""

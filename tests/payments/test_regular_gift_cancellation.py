@@ -351,3 +351,31 @@ def test_what_the_job_writes_after_an_erasure_has_no_words(
     for item in items:
         assert item["summary"].endswith("(details erased)"), item
         assert set(item) - {"type", "summary", "amount"} <= crm_service.HISTORY_DATA_KEPT, item
+
+
+def test_a_subscription_stripe_does_not_know_fails_the_job_at_once_for_a_person(
+    runtime: Runtime, worker: EventsWorker, jobs_worker: dramatiq.Worker, fake_stripe: FakeProvider
+) -> None:
+    """Found in review: a refusal no retry can mend (Stripe answers 404 for the subscription: another account's key,
+    or a typo in an import) was retried eight times over hours. It fails at once, shown as a failed job, and the gift
+    is not recorded as cancelled (nothing was stopped)."""
+    supporter = seed_supporter(runtime, "Iris")
+    with runtime.unit_of_work() as uow:
+        unknown = RegularGift(
+            supporter_id=supporter,
+            amount=1000,
+            provider=Provider.STRIPE,
+            method="card",
+            status=RegularGiftStatus.ACTIVE,
+            stripe_subscription_id="sub_unknown_here",
+        )
+        uow.session.add(unknown)
+        uow.session.flush()
+        regular_id = unknown.id
+    request(runtime, regular_id)
+    drain(runtime, worker, jobs_worker)
+    assert len(fake_stripe.requests_to("DELETE", r"/v1/subscriptions/sub_unknown_here")) == 1
+    with reading(runtime) as session:
+        [job] = session.exec(select(Job).where(Job.actor_name == "payments.cancel_regular_gift")).all()
+    assert (job.status, job.attempts) == ("failed", 1) and "Stripe refused" in (job.last_error or "")
+    assert reread(runtime, regular_id).status == RegularGiftStatus.ACTIVE
