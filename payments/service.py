@@ -356,17 +356,28 @@ def _regular_started_history(uow: UnitOfWork, regular: RegularGift) -> None:
         regular.started_at = utc_now()
         uow.session.add(regular)
     appeal = f" to {regular.appeal}" if regular.appeal else ""
+    _regular_history(
+        uow,
+        regular,
+        "regular_gift_started",
+        f"Monthly gift of {format_pence(regular.amount, regular.currency)}{appeal} started "
+        f"({regular.method.replace('_', ' ')})",
+        at=regular.started_at,
+    )
+
+
+def _regular_history(uow: UnitOfWork, regular: RegularGift, type: str, summary: str, *, at: dt.datetime | None) -> None:
+    """One item of this kind per regular gift on the supporter's history."""
     record_history(
         uow,
         regular.supporter_id,
-        type="regular_gift_started",
-        summary=f"Monthly gift of {format_pence(regular.amount, regular.currency)}{appeal} started "
-        f"({regular.method.replace('_', ' ')})",
-        at=regular.started_at,
+        type=type,
+        summary=summary,
+        at=at,
         amount=regular.amount,
         currency=regular.currency,
         data={"regular_gift_id": str(regular.id), "provider_ids": _regular_ids(regular)},
-        dedupe_key=f"regular_gift_started:{regular.id}",
+        dedupe_key=f"{type}:{regular.id}",
     )
 
 
@@ -943,17 +954,13 @@ def request_cancellation(uow: UnitOfWork, regular_gift_id: uuid.UUID, *, request
     if regular.cancel_requested_at is None:
         _set(regular, cancel_requested_at=utc_now(), cancel_requested_by=requested_by[:255])
         uow.session.add(regular)
-        record_history(
+        _regular_history(
             uow,
-            regular.supporter_id,
-            type="regular_gift_cancel_requested",
-            summary=f"Cancellation of the monthly gift of {format_pence(regular.amount, regular.currency)} "
+            regular,
+            "regular_gift_cancel_requested",
+            f"Cancellation of the monthly gift of {format_pence(regular.amount, regular.currency)} "
             f"asked for in Giving ({requested_by})",
             at=regular.cancel_requested_at,
-            amount=regular.amount,
-            currency=regular.currency,
-            data={"regular_gift_id": str(regular.id), "provider_ids": _regular_ids(regular)},
-            dedupe_key=f"regular_gift_cancel_requested:{regular.id}",
         )
     uow.enqueue(CANCEL_REGULAR_GIFT, regular_gift_id=str(regular.id))
     return regular

@@ -429,11 +429,17 @@ def _audited(declaration: Declaration, report: dict[str, Any]) -> dict[str, Any]
     }
 
 
+def _belongs_to(session: Session, supporter_id: uuid.UUID, owner_id: uuid.UUID | None, what: str) -> None:
+    """A record named under a supporter's address must be theirs (or a record merged into theirs): else 404."""
+    supporter = crm_service.resolve_supporter(session, supporter_id)
+    if owner_id is None or crm_service.resolve_supporter(session, owner_id).id != supporter.id:
+        raise NotFound(f"{supporter.first_name} {supporter.last_name} has no {what}")
+
+
 def _declaration_of(session: Session, supporter_id: uuid.UUID, declaration_id: uuid.UUID) -> Declaration:
     """The declaration, if it is this supporter's (or a record merged into them)."""
     declaration = crm_service.get_declaration(session, declaration_id)
-    if crm_service.resolve_supporter(session, declaration.supporter_id).id != supporter_id:
-        raise NotFound(f"this supporter has no declaration {declaration_id}")
+    _belongs_to(session, supporter_id, declaration.supporter_id, f"declaration {declaration_id}")
     return declaration
 
 
@@ -570,11 +576,10 @@ async def cancel_regular_gift(request: Request, staff: Principal) -> Response:
 
     def work() -> str:
         with runtime(request).unit_of_work() as uow:
-            supporter = crm_service.resolve_supporter(uow.session, supporter_id)
             regular = uow.session.get(RegularGift, regular_gift_id)
-            if regular is None or crm_service.resolve_supporter(uow.session, regular.supporter_id).id != supporter.id:
-                raise NotFound(f"{supporter.first_name} {supporter.last_name} has no regular gift {regular_gift_id}")
-            regular = payments_service.request_cancellation(uow, regular.id, requested_by=staff.email)
+            owner = regular.supporter_id if regular is not None else None
+            _belongs_to(uow.session, supporter_id, owner, f"regular gift {regular_gift_id}")
+            regular = payments_service.request_cancellation(uow, regular_gift_id, requested_by=staff.email)
             audit(uow, staff, "cancel_regular_gift", "regular_gift", regular.id, {"provider": str(regular.provider)})
             amount = format_pence(regular.amount, regular.currency)
             provider = provider_name(regular.provider)
@@ -596,9 +601,7 @@ async def resend_document(request: Request, staff: Principal) -> Response:
     def work() -> str:
         with runtime(request).unit_of_work() as uow:
             document = receipts_service.get_document(uow.session, document_id)
-            supporter = crm_service.resolve_supporter(uow.session, supporter_id)
-            if crm_service.resolve_supporter(uow.session, document.supporter_id).id != supporter.id:
-                raise NotFound(f"{supporter.first_name} {supporter.last_name} has no document {document_id}")
+            _belongs_to(uow.session, supporter_id, document.supporter_id, f"document {document_id}")
             delivery = receipts_service.resend(uow, document.id, requested_by=staff.email)
             audit(uow, staff, "resend_document", "document", document.id, {"channel": str(delivery.channel)})
             return f"A copy of {document.reference} is on its way ({delivery.channel})."
