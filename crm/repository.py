@@ -84,13 +84,20 @@ def insert_history_once(session: Session, values: dict[str, Any], *, to_survivor
     return session.execute(statement, values).first() is not None
 
 
-def revise_history(session: Session, dedupe_key: str, values: dict[str, Any]) -> bool:
+def history_item_by_key(session: Session, dedupe_key: str) -> Any:
+    """(type, whether its supporter was erased) of the item with this key, or None."""
     table: sa.Table = HistoryEntry.__table__  # type: ignore[attr-defined]
     supporters: sa.Table = Supporter.__table__  # type: ignore[attr-defined]
-    erased = sa.select(supporters.c.id).where(supporters.c.erased_at.is_not(None))
-    result = session.execute(
-        sa.update(table).where(table.c.dedupe_key == dedupe_key, table.c.supporter_id.not_in(erased)).values(**values)
-    )
+    return session.execute(
+        sa.select(table.c.type, supporters.c.erased_at.is_not(None).label("erased"))
+        .select_from(table.join(supporters, supporters.c.id == table.c.supporter_id))
+        .where(table.c.dedupe_key == dedupe_key)
+    ).first()
+
+
+def revise_history(session: Session, dedupe_key: str, values: dict[str, Any]) -> bool:
+    table: sa.Table = HistoryEntry.__table__  # type: ignore[attr-defined]
+    result = session.execute(sa.update(table).where(table.c.dedupe_key == dedupe_key).values(**values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -285,7 +285,12 @@ def revise_history(
 ) -> bool:
     """Say better what an item already on a timeline recorded (the same business event, its key unchanged): a
     provider's later event can carry the cause an earlier one lacked. Returns whether there was such an item (an
-    erased supporter's item is left without words)."""
+    erased supporter's is revised without words, as `erased_history_item` keeps it)."""
+    item = repository.history_item_by_key(uow.session, dedupe_key)
+    if item is None:
+        return False
+    if item.erased:
+        summary, data = erased_history_item(item.type, data)
     values: dict[str, Any] = {"summary": summary[:500], "data": data}
     if amount is not None:
         values["amount"] = amount

@@ -116,3 +116,38 @@ def test_what_hmrc_needs_is_kept_six_years_after_the_end_of_the_gifts_financial_
         purge_due(uow, runtime.settings, today=dt.date(2027, 6, 1))
     with runtime.read_session() as session:
         assert session.exec(select(ClaimDonor)).one().last_name == "Lovelace"
+
+
+def test_history_written_or_revised_after_an_erasure_keeps_no_words(runtime: Runtime) -> None:
+    """A late webhook after an erasure: a new item, or one revised (a refund's allocation, a chargeback replacing a
+    failure), is kept as the erasure keeps the others: type, time, amount and ids, no words; and a revision still
+    finds its item (no second one is written beside it)."""
+    supporter_id = make_supporter(runtime)
+    with runtime.unit_of_work() as uow:
+        service.record_history(
+            uow,
+            supporter_id,
+            type="refund",
+            summary="Refund of £5.00 to Ada Lovelace",
+            amount=-500,
+            currency="GBP",
+            data={"refund_id": "r1", "reason": "Ada asked by phone"},
+            dedupe_key="refund:r1",
+        )
+    with runtime.unit_of_work() as uow:
+        erase_supporter(uow, runtime.settings, supporter_id)
+    with runtime.unit_of_work() as uow:
+        revised = {"refund_id": "r1", "note": "Ada"}
+        assert service.revise_history(uow, "refund:r1", summary="Refund of £7.00 to Ada", data=revised, amount=-700)
+        service.record_history(
+            uow, supporter_id, type="dispute", summary="Ada disputed it", data={"dispute_id": "d1", "by": "Ada"}
+        )
+    with runtime.read_session() as session:
+        _, rows, _ = service.history(session, supporter_id)
+        items = {row.type: row for row in rows}
+    assert (items["refund"].summary, items["refund"].data, items["refund"].amount) == (
+        "Refund (details erased)",
+        {"refund_id": "r1"},
+        -700,
+    )
+    assert (items["dispute"].summary, items["dispute"].data) == ("Dispute (details erased)", {"dispute_id": "d1"})
