@@ -189,13 +189,14 @@ def _benefit_fails(amount: Any, benefit: Any, on: Any) -> ColumnElement[Any]:
     return sa.and_(benefit > 0, sa.case((on >= RELEVANT_VALUE_RULE_FROM, new_rule), else_=old_rule))  # type: ignore[return-value]
 
 
-def _declarations(rules: Rules, *, shared: bool = False) -> Any:
+def _declarations(rules: Rules, *, shared: bool = False, of_supporters: ColumnElement[bool] | None = None) -> Any:
     """Each declaration with what does not depend on the gift worked out once: whether it is effective (an oral one
     needs its written confirmation, and by default its 30-day window closed, or a recording) and whether its donor
     details are fit for HMRC. A supporter has far fewer declarations than gifts.
 
     `shared`: a CTE, worked out once for both halves of the query (over every declaration, for a claim), rather
-    than a subquery each half works out again."""
+    than a subquery each half works out again. `of_supporters`: only the declarations of the supporters in scope
+    (a few gifts or supporters), so counting each supporter's declarations reads theirs, not every one."""
     confirmed = D.c.confirmation_sent_on.is_not(None)
     if rules.wait_for_oral_cancellation_window:
         confirmed = sa.and_(confirmed, D.c.confirmation_sent_on < rules.oral_confirmed_before)
@@ -233,6 +234,8 @@ def _declarations(rules: Rules, *, shared: bool = False) -> Any:
         details.label("details_code"),
         sa.func.count().over(partition_by=D.c.supporter_id).label("siblings"),
     )
+    if of_supporters is not None:
+        query = query.where(of_supporters)
     return query.cte("decl") if shared else query.subquery("decl")
 
 
@@ -306,7 +309,15 @@ def eligibility_select(
 
     # Over every gift (a claim, the dashboard) the declarations are worked out once for both halves; for a few
     # gifts or supporters a subquery lets the planner look at their declarations only.
-    decl = _declarations(rules, shared=gift_ids is None and supporter_ids is None)
+    of_supporters = benefits_of = None
+    if supporter_ids is not None:
+        of_supporters = D.c.supporter_id.in_(list(supporter_ids))
+    elif gift_ids is not None:
+        named = G.alias("named_gifts")
+        their_supporters = sa.select(named.c.supporter_id).where(named.c.id.in_(list(gift_ids)))
+        of_supporters = D.c.supporter_id.in_(their_supporters)
+        benefits_of = G.c.supporter_id.in_(their_supporters)
+    decl = _declarations(rules, shared=gift_ids is None and supporter_ids is None, of_supporters=of_supporters)
     returned = money_returned()
     # Every (gift, declaration of its supporter) pair, the best declaration first: one scan of the gifts, one hash
     # join, one sort. A gift with no declaration at all keeps one row (rank 3).
@@ -368,7 +379,7 @@ def eligibility_select(
     )
     pairs = sa.union_all(only_one, several).subquery("pairs")
     P = pairs.c
-    benefits = _benefit_totals(dialect, supporter_filter)
+    benefits = _benefit_totals(dialect, supporter_filter if supporter_filter is not None else benefits_of)
     live = (
         sa.select(CG.c.gift_id, CG.c.claim_id, C.c.status.label("claim_status"))
         .select_from(CG.join(C, C.c.id == CG.c.claim_id))
