@@ -59,6 +59,7 @@ from crm.validation import (
     is_non_uk,
     normalise_email,
     normalise_postcode,
+    overseas_house,
 )
 
 ORAL_CANCELLATION_WINDOW = dt.timedelta(days=30)
@@ -423,7 +424,11 @@ def record_declaration(
         address_line1=donor.address_line1,
         address_line2=donor.address_line2,
         town=donor.town,
-        house=house_from_line1(donor.address_line1) if not non_uk else donor.address_line1[:40],
+        house=(
+            overseas_house(donor.address_line1, donor.address_line2, donor.town, donor.postcode)
+            if non_uk
+            else house_from_line1(donor.address_line1)
+        ),
         postcode=donor.postcode,
         country=donor.country,
         non_uk=non_uk,

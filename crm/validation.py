@@ -61,6 +61,13 @@ def is_non_uk(country: str, postcode: str = "") -> bool:
     return country.upper() != "GB" or crown_dependency_of(postcode) is not None
 
 
+def overseas_house(*parts: str | None) -> str:
+    """A non-UK donor's house for HMRC: as much of the address as fits in 40 characters (giftaid.md §1E rule 25: the
+    postcode column says X, so the address must carry itself)."""
+    text = ", ".join(" ".join(part.split()) for part in parts if part and part.strip())
+    return text[:40].rstrip(" ,")
+
+
 def house_from_line1(line1: str) -> str:
     """HMRC's house name or number: the leading number of the first address line, or the line (≤ 40 chars)."""
     text = " ".join((line1 or "").split())
