@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 SECRET_KEYS: dict[str, set[str]] = {
@@ -101,6 +101,8 @@ class CharitySettings(Section):
     name: str = "Calais Refugee Aid"
     hmrc_reference: str = "AB12345"
     regulator: Literal["CCEW", "CCNI", "OSCR", "none", "other"] = "CCEW"
+    # With regulator "other": the regulator's name, as the claim gives it to HMRC (OtherReg).
+    other_regulator: str = Field(default="", max_length=160)
     registration_number: str = "1234567"
     address: str = "1 Example Street, Dover"
     postcode: str = "CT16 1AA"
@@ -114,6 +116,12 @@ class CharitySettings(Section):
     authorised_official_first_name: str = "Jane"
     authorised_official_last_name: str = "Treasurer"
     authorised_official_phone: str = "01304 000000"
+
+    @model_validator(mode="after")
+    def _other_regulator_named(self) -> CharitySettings:
+        if self.regulator == "other" and not self.other_regulator.strip():
+            raise ValueError('regulator "other" needs other_regulator: the regulator\'s name, for HMRC')
+        return self
 
     @field_validator("financial_year_end")
     @classmethod

@@ -61,6 +61,7 @@ class Charity:
     official_phone: str
     vendor_id: str
     test_mode: bool
+    other_regulator: str = ""  # the regulator's name when `regulator` is "other"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Charity:
@@ -76,6 +77,7 @@ class Charity:
             official_phone=charity.authorised_official_phone,
             vendor_id=hmrc.vendor_id,
             test_mode=hmrc.test_mode,
+            other_regulator=charity.other_regulator,
         )
 
 
@@ -154,7 +156,7 @@ def _regulator(charity: Charity) -> str:
     if charity.hmrc_reference.startswith(("CH", "CF")) or charity.regulator == "none":
         return "<Regulator><NoReg>yes</NoReg></Regulator>"
     if charity.regulator == "other":
-        name = f"<OtherReg>{text('Other regulator')}</OtherReg>"
+        name = f"<OtherReg>{text(charity.other_regulator)}</OtherReg>"
     else:
         name = f"<RegName>{charity.regulator}</RegName>"
     number = element("RegNo", charity.registration_number) if charity.registration_number else ""

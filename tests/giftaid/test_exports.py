@@ -421,3 +421,23 @@ def test_the_database_renders_each_gad_exactly_as_python_does(runtime: Runtime) 
     assert "&amp; &lt;Co&gt;" in rendered and "<Total>0.07</Total>" in rendered
     assert "<AggDonation>Small donations, 3 donors</AggDonation>" in rendered
     assert "<Fore>Zoë Łucja</Fore><Sur>Back\\slash 北</Sur>" in rendered
+
+
+def test_a_charity_with_another_regulator_names_it_in_the_claim() -> None:
+    """Found in review: regulator "other" wrote the words "Other regulator" to HMRC. The charity's regulator is named
+    (`[charity] other_regulator`), and settings without the name are refused at start-up."""
+    import dataclasses
+
+    from pydantic import ValidationError
+
+    from core.settings import CharitySettings
+    from tests.giftaid.hmrc_files import r68_errors
+
+    other = dataclasses.replace(CHARITY, regulator="other", other_regulator="Jersey Charity Commissioner")
+    out = io.BytesIO()
+    claim_xml.write_message(out, other, [line()], earliest=line().date, period_end=line().date)
+    root = etree.fromstring(out.getvalue())
+    assert root.findtext(f".//{{{claim_xml.R68_NS}}}OtherReg") == "Jersey Charity Commissioner"
+    assert r68_errors(out.getvalue()) == []
+    with pytest.raises(ValidationError, match="other_regulator"):
+        CharitySettings(regulator="other")
