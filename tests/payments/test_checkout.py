@@ -288,7 +288,11 @@ class TestGiftAidAddresses:
         fields = {"gift_aid": "yes", "address_line1": "4 Rue de Rivoli", "town": "Paris", "postcode": "75004"}
         assert donate(client, country="fr", **fields).status_code == 303
         declaration = only(runtime, Declaration)
-        assert (declaration.country, declaration.non_uk, declaration.house) == ("FR", True, "4 Rue de Rivoli")
+        assert (declaration.country, declaration.non_uk, declaration.house) == (
+            "FR",
+            True,
+            "4 Rue de Rivoli, Paris, 75004",
+        )
 
 
 class TestProviderFailures:
