@@ -349,19 +349,23 @@ def detect_adjustments(uow: UnitOfWork, rules: Rules) -> list[Adjustment]:
     return found
 
 
+def _eligibility_of(session: Session, rules: Rules, gift_ids: list[uuid.UUID]) -> Iterator[Any]:
+    """The eligibility rows (with their details) of these few gifts, claimed or not, a thousand ids a statement."""
+    dialect = repository.dialect_of(session)
+    for start in range(0, len(gift_ids), 1_000):
+        yield from session.execute(
+            eligibility_select(rules, dialect, gift_ids=gift_ids[start : start + 1_000], unclaimed_only=False)
+        )
+
+
 def _covered_by_another_declaration(session: Session, rules: Rules, gift_ids: list[uuid.UUID]) -> set[uuid.UUID]:
     """Of these claimed gifts, those the eligibility rules still find a declaration for (in force, covering the
     gift's date, with the donor details a claim needs)."""
-    covered: set[uuid.UUID] = set()
-    dialect = repository.dialect_of(session)
-    for start in range(0, len(gift_ids), 1_000):
-        query = eligibility_select(rules, dialect, gift_ids=gift_ids[start : start + 1_000], unclaimed_only=False)
-        covered.update(
-            row.gift_id
-            for row in session.execute(query)
-            if row.declaration_rank == 0 and row.details_code is None and not row.voided
-        )
-    return covered
+    return {
+        row.gift_id
+        for row in _eligibility_of(session, rules, gift_ids)
+        if row.declaration_rank == 0 and row.details_code is None and not row.voided
+    }
 
 
 def _other_info(adjustments: list[Adjustment]) -> str:
@@ -414,11 +418,11 @@ def build_claim(
     finally:
         if dialect != "postgresql":
             repository.drop_candidates(session)
-    held_back: list[HeldBackGift] = []
-    for start in range(0, len(held_ids), 1_000):
-        # The words need the details the candidates table leaves out: read them for these few gifts only.
-        rows = session.execute(eligibility_select(rules, dialect, gift_ids=held_ids[start : start + 1_000]))
-        held_back.extend(HeldBackGift(row.gift_id, held_back_reason(row.code, row, rules)) for row in rows)
+    # The words need the details the candidates table leaves out: read them for these few gifts only.
+    held_back = [
+        HeldBackGift(row.gift_id, held_back_reason(row.code, row, rules))
+        for row in _eligibility_of(session, rules, held_ids)
+    ]
     order = {gift_id: n for n, gift_id in enumerate(held_ids)}
     held_back.sort(key=lambda h: order[h.gift_id])
     summary = repository.claim_summary(session, claim.id)

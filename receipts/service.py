@@ -1053,8 +1053,9 @@ def rebuild_postal_batch(uow: UnitOfWork, settings: Settings, batch_id: uuid.UUI
     batch = repository.lock_postal_batch(uow.session, batch_id)
     if batch is None:
         return 0
-    pairs = [(document, delivery) for document, delivery in repository.batch_pages(uow.session, batch.id)]
-    kept = [(document, delivery) for document, delivery in pairs if document.content]
+    kept = [
+        (document, delivery) for document, delivery in repository.batch_pages(uow.session, batch.id) if document.content
+    ]
     removed = batch.documents - len(kept)
     if removed <= 0:
         return 0
