@@ -58,6 +58,8 @@ class JobSpec:
     batch_limit: int = 0
     # Errors no retry can mend (a provider switched off, a refusal): the job fails at once, shown as failed.
     gives_up_on: tuple[type[BaseException], ...] = ()
+    # Called once, in the transaction that marks the job failed for good: `on_give_up(uow, arguments, error)`.
+    on_give_up: Callable[[UnitOfWork, dict[str, Any], str], None] | None = None
 
 
 @dataclass
@@ -89,6 +91,7 @@ def actor(
     batch_argument: str | None = None,
     batch_limit: int = 20,
     gives_up_on: tuple[type[BaseException], ...] = (),
+    on_give_up: Callable[[UnitOfWork, dict[str, Any], str], None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a job. With `with_uow` the function is called as `fn(uow, **kwargs)` inside one unit of work
     that also marks its durable job row done; otherwise as `fn(**kwargs)` and it opens its own.
@@ -101,7 +104,9 @@ def actor(
     With `batch_argument` (the name of a list argument) jobs sent together are coalesced: one message carries the
     items of many, up to `batch_limit` (`coalesce`). The job must then take any number of items.
 
-    `gives_up_on`: errors that no retry can mend; the job then fails at once (its row `failed`, for a person)."""
+    `gives_up_on`: errors that no retry can mend; the job then fails at once (its row `failed`, for a person).
+    `on_give_up(uow, arguments, error)`: what the job's records must say once it has failed for good (a request
+    shown as in hand that will not be done), in the transaction that marks it failed; durable jobs only."""
     if claims_itself and with_uow:
         raise ValueError("claims_itself is for jobs that open their own units of work (with_uow=False)")
     if batch_argument is not None and batch_limit < 1:
@@ -123,6 +128,7 @@ def actor(
             batch_argument,
             batch_limit,
             gives_up_on,
+            on_give_up,
         )
         return fn
 
@@ -424,7 +430,7 @@ def _runner(spec: JobSpec) -> Callable[..., Any]:
             raise
         except (Exception, Interrupt) as exc:  # Interrupt: dramatiq's TimeLimitExceeded is not an Exception
             if job_id is not None:
-                _record_failure(spec, uuid.UUID(job_id), exc)
+                _record_failure(spec, uuid.UUID(job_id), exc, kwargs)
             raise
 
     def timed_run(**kwargs: Any) -> None:
@@ -506,7 +512,7 @@ def retry_due_within(spec: JobSpec, retries: int) -> dt.timedelta:
     return dt.timedelta(milliseconds=backoff_ms)
 
 
-def _record_failure(spec: JobSpec, job_id: uuid.UUID, exc: BaseException) -> None:
+def _record_failure(spec: JobSpec, job_id: uuid.UUID, exc: BaseException, arguments: dict[str, Any]) -> None:
     from core.runtime import get_runtime
 
     retries = current_retries()
@@ -517,7 +523,7 @@ def _record_failure(spec: JobSpec, job_id: uuid.UUID, exc: BaseException) -> Non
     error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
     try:
         with get_runtime().unit_of_work() as uow:
-            uow.session.execute(
+            marked = uow.session.execute(
                 sa.update(Job)
                 .where(col(Job.id) == job_id, col(Job.status) == JobStatus.PENDING)
                 .values(
@@ -528,6 +534,14 @@ def _record_failure(spec: JobSpec, job_id: uuid.UUID, exc: BaseException) -> Non
                     last_sent_at=utc_now() + (dt.timedelta(0) if final else retry_due_within(spec, retries)),
                 )
             )
+            # Once: only the run that moved the row from pending to failed.
+            if final and spec.on_give_up is not None and marked.rowcount == 1:  # type: ignore[attr-defined]
+                try:
+                    with uow.session.begin_nested():
+                        spec.on_give_up(uow, arguments, error)
+                except Exception:
+                    # The job is still marked failed, for a person to look at.
+                    log.exception("job %s failed for good and could not record it (%s)", job_id, spec.name)
     except Exception:
         log.exception("could not record the failure of job %s", job_id)
 

@@ -366,8 +366,10 @@ def _regular_started_history(uow: UnitOfWork, regular: RegularGift) -> None:
     )
 
 
-def _regular_history(uow: UnitOfWork, regular: RegularGift, type: str, summary: str, *, at: dt.datetime | None) -> None:
-    """One item of this kind per regular gift on the supporter's history."""
+def _regular_history(
+    uow: UnitOfWork, regular: RegularGift, type: str, summary: str, *, at: dt.datetime | None, occasion: str = ""
+) -> None:
+    """One item of this kind per regular gift on the supporter's history (per `occasion`, for kinds that recur)."""
     record_history(
         uow,
         regular.supporter_id,
@@ -377,7 +379,7 @@ def _regular_history(uow: UnitOfWork, regular: RegularGift, type: str, summary: 
         amount=regular.amount,
         currency=regular.currency,
         data={"regular_gift_id": str(regular.id), "provider_ids": _regular_ids(regular)},
-        dedupe_key=f"{type}:{regular.id}",
+        dedupe_key=f"{type}:{regular.id}" + (f":{occasion}" if occasion else ""),
     )
 
 
@@ -952,7 +954,8 @@ def request_cancellation(uow: UnitOfWork, regular_gift_id: uuid.UUID, *, request
     if regular.status in _TERMINAL_REGULAR:
         raise RegularGiftEnded(f"this regular gift is already {regular.status}; nothing was changed")
     if regular.cancel_requested_at is None:
-        _set(regular, cancel_requested_at=utc_now(), cancel_requested_by=requested_by[:255])
+        asked_at = utc_now()
+        _set(regular, cancel_requested_at=asked_at, cancel_requested_by=requested_by[:255])
         uow.session.add(regular)
         _regular_history(
             uow,
@@ -960,10 +963,32 @@ def request_cancellation(uow: UnitOfWork, regular_gift_id: uuid.UUID, *, request
             "regular_gift_cancel_requested",
             f"Cancellation of the monthly gift of {format_pence(regular.amount, regular.currency)} "
             f"asked for in Giving ({requested_by})",
-            at=regular.cancel_requested_at,
+            at=asked_at,
+            # A request that failed may be made again: each is an item of its own.
+            occasion=asked_at.isoformat(timespec="microseconds"),
         )
     uow.enqueue(CANCEL_REGULAR_GIFT, regular_gift_id=str(regular.id))
     return regular
+
+
+def cancellation_given_up(uow: UnitOfWork, regular_gift_id: uuid.UUID, error: str) -> None:
+    """The cancel job failed for good (the provider refused, or is switched off): the request is no longer shown as
+    in hand, the supporter's history says it was not done and why, and staff may ask again."""
+    regular = repository.first_locked(uow.session, repository.by_key(RegularGift, "id", regular_gift_id))
+    if regular is None or regular.status in _TERMINAL_REGULAR or regular.cancel_requested_at is None:
+        return
+    asked_at, asked_by = regular.cancel_requested_at, regular.cancel_requested_by
+    _set(regular, cancel_requested_at=None, cancel_requested_by="")
+    uow.session.add(regular)
+    _regular_history(
+        uow,
+        regular,
+        "regular_gift_cancel_failed",
+        f"Cancellation of the monthly gift of {format_pence(regular.amount, regular.currency)} asked for by "
+        f"{asked_by or 'staff'} was not done: {error.splitlines()[-1][:300]}. It still takes payments.",
+        at=utc_now(),
+        occasion=asked_at.isoformat(timespec="microseconds"),
+    )
 
 
 def regular_gift_json(regular: RegularGift) -> dict[str, Any]:

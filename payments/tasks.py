@@ -30,6 +30,9 @@ def check_instalments(uow: UnitOfWork) -> int:
     # Retried while the provider is unreachable; a provider switched off, or one that refuses (an unknown
     # subscription) or still collects after refusing, needs a person: failed at once, shown on the jobs check.
     gives_up_on=(ProviderDisabled, ProviderRefused, RegularGiftStillLive),
+    on_give_up=lambda uow, arguments, error: service.cancellation_given_up(
+        uow, uuid.UUID(arguments["regular_gift_id"]), error
+    ),
 )
 def cancel_regular_gift(uow: UnitOfWork, regular_gift_id: str) -> str:
     """Tell Stripe or GoCardless to stop a regular gift staff (or an erasure) cancelled; retried while the provider

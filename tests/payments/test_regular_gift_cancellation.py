@@ -379,3 +379,42 @@ def test_a_subscription_stripe_does_not_know_fails_the_job_at_once_for_a_person(
         [job] = session.exec(select(Job).where(Job.actor_name == "payments.cancel_regular_gift")).all()
     assert (job.status, job.attempts) == ("failed", 1) and "Stripe refused" in (job.last_error or "")
     assert reread(runtime, regular_id).status == RegularGiftStatus.ACTIVE
+
+
+def test_a_cancellation_that_failed_for_good_is_no_longer_shown_as_asked_for_and_may_be_asked_again(
+    runtime: Runtime, worker: EventsWorker, jobs_worker: dramatiq.Worker, fake_stripe: FakeProvider
+) -> None:
+    """Found in review: after the job gave up, the gift still said "cancellation asked for" for ever, so staff
+    believed it stopped while it went on taking money. Now the request is cleared, the history says it was not done
+    and why, and asking again sends a new job (and writes a new request item)."""
+    supporter = seed_supporter(runtime, "Noor")
+    with runtime.unit_of_work() as uow:
+        unknown = RegularGift(
+            supporter_id=supporter,
+            amount=1200,
+            provider=Provider.STRIPE,
+            method="card",
+            status=RegularGiftStatus.ACTIVE,
+            stripe_subscription_id="sub_unknown_here",
+        )
+        uow.session.add(unknown)
+        uow.session.flush()
+        regular_id = unknown.id
+    request(runtime, regular_id)
+    drain(runtime, worker, jobs_worker)
+    after = reread(runtime, regular_id)
+    assert after.status == RegularGiftStatus.ACTIVE
+    assert (after.cancel_requested_at, after.cancel_requested_by) == (None, "")
+    assert payments_service.regular_gift_json(after)["cancel_requested_at"] is None
+    [failed] = [item for item in history(runtime, supporter) if item["type"] == "regular_gift_cancel_failed"]
+    assert "asked for by fundraiser@example.org was not done" in failed["summary"]
+    assert "Stripe refused" in failed["summary"] and "still takes payments" in failed["summary"]
+
+    request(runtime, regular_id, by="finance@example.org")
+    drain(runtime, worker, jobs_worker)
+    assert len(fake_stripe.requests_to("DELETE", r"/v1/subscriptions/sub_unknown_here")) == 2
+    kinds = types(runtime, supporter)
+    assert kinds.count("regular_gift_cancel_requested") == 2 and kinds.count("regular_gift_cancel_failed") == 2
+    with reading(runtime) as session:
+        jobs = session.exec(select(Job).where(Job.actor_name == "payments.cancel_regular_gift")).all()
+    assert sorted(job.status for job in jobs) == ["failed", "failed"]
