@@ -262,7 +262,9 @@ def _declaration_rank(decl: Any) -> ColumnElement[Any]:
 
 
 def _benefit_totals(dialect: str, supporter_filter: ColumnElement[Any] | None) -> Any:
-    """Benefits a donor received in a tax year, counted in date order (only gifts that carry a benefit)."""
+    """Benefits a donor received in a tax year, counted in date order (only gifts that carry a benefit). A benefit
+    given is counted whatever became of the gift's money later (refunded or charged back): the cautious reading, so
+    a claim never rests on a total lower than what the donor received."""
     tax_year = period_year(G.c.received_on, "04-05", dialect)
     query = sa.select(
         G.c.id.label("gift_id"),
@@ -272,7 +274,11 @@ def _benefit_totals(dialect: str, supporter_filter: ColumnElement[Any] | None) -
             order_by=(G.c.received_on, G.c.received_at, G.c.id),
         )
         .label("benefits_so_far"),
-    ).where(G.c.benefit_amount > 0, G.c.status == GiftStatus.PAID.value, G.c.received_on.is_not(None))
+    ).where(
+        G.c.benefit_amount > 0,
+        G.c.status.in_((GiftStatus.PAID.value, GiftStatus.REVERSED.value)),
+        G.c.received_on.is_not(None),
+    )
     if supporter_filter is not None:
         query = query.where(supporter_filter)
     return query.subquery("benefits")

@@ -318,6 +318,25 @@ def test_benefits_over_2500_in_a_tax_year_fail_the_aggregate_test(runtime: Runti
     assert "£3,000.00" in explanation.reason
 
 
+def test_a_benefit_counts_towards_the_annual_limit_whatever_became_of_its_gifts_money(runtime: Runtime) -> None:
+    """Found in review: a benefit on a gift refunded later counted towards the £2,500, but one on a gift charged
+    back (reversed) did not. A benefit given is given: both count, so a claim never rests on a benefit total lower
+    than what the donor received (the cautious reading; an over-claim is the charity's to repay)."""
+    for status, returned in ((GiftStatus.PAID, 5_000_000), (GiftStatus.REVERSED, 0)):
+        supporter = donor(runtime)
+        make_gift(
+            runtime,
+            supporter,
+            amount=5_000_000,
+            benefit_amount=200_000,
+            status=status,
+            returned_amount=returned,
+            received_on=dt.date(2025, 4, 10),
+        )
+        later = make_gift(runtime, supporter, amount=5_000_000, benefit_amount=60_000, received_on=dt.date(2025, 5, 1))
+        assert code_of(runtime, later) == "benefits_over_annual_limit", status
+
+
 # --- rules from settings ----------------------------------------------------------------------------------------
 
 
