@@ -10,8 +10,14 @@ from email_validator import EmailNotValidError, validate_email
 
 from crm.errors import InvalidDonorDetails
 
-# UK postcode (HMRC's r68_PostCodeType, written with one space).
-UK_POSTCODE = re.compile(r"^(GIR 0AA|[A-Z]{1,2}[0-9][0-9A-Z]? [0-9][A-Z]{2})$")
+# UK postcode, written with one space: HMRC's own pattern (its schedule validator and r68_PostCodeType), so a
+# postcode the form takes is one a claim can send (a second letter I or Z, say, is refused here, not held back later).
+# Anchored, for Python and for the databases' regular expressions alike (giftaid's eligibility checks it in SQL).
+UK_POSTCODE_PATTERN = (
+    r"^(GIR 0AA|(([A-Z][0-9][0-9]?)|(([A-Z][A-HJ-Y][0-9][0-9]?)|(([A-Z][0-9][A-Z])|([A-Z][A-HJ-Y][0-9]?[A-Z]))))"
+    r" [0-9][A-Z]{2})$"
+)
+UK_POSTCODE = re.compile(UK_POSTCODE_PATTERN)
 # Jersey, Guernsey and the Isle of Man are non-UK for HMRC (postcode X / Overseas).
 CROWN_DEPENDENCIES = {"JE", "GG", "IM"}
 TITLE = re.compile(r"^[A-Za-z]{1,4}$")
@@ -40,7 +46,7 @@ def normalise_postcode(raw: str, country: str = "GB") -> str:
     if len(text) < 5:
         raise InvalidDonorDetails(f"{raw!r} is not a UK postcode", {"postcode": "Enter a valid UK postcode"})
     formatted = f"{text[:-3]} {text[-3:]}"
-    if not UK_POSTCODE.match(formatted):
+    if not UK_POSTCODE.fullmatch(formatted):
         raise InvalidDonorDetails(f"{raw!r} is not a UK postcode", {"postcode": "Enter a valid UK postcode"})
     return formatted
 

@@ -28,14 +28,10 @@ from core.clock import add_years, uk_today
 from core.money import format_pence, gift_aid_on
 from core.settings import Settings
 from crm.models import RECORDING_EVIDENCE, Declaration, DeclarationMethod, DeclarationScope
+from crm.validation import UK_POSTCODE_PATTERN
 from giftaid.models import Claim, ClaimDonor, ClaimGift
 from payments.models import DonorType, Gift, GiftStatus, money_returned
 
-# HMRC's r68_PostCodeType (the XSD pattern is anchored implicitly).
-UK_POSTCODE_PATTERN = (
-    r"^(GIR 0AA|(([A-Z][0-9][0-9]?)|(([A-Z][A-HJ-Y][0-9][0-9]?)|(([A-Z][0-9][A-Z])|([A-Z][A-HJ-Y][0-9]?[A-Z]))))"
-    r" [0-9][A-Z]{2})$"
-)
 RELEVANT_VALUE_RULE_FROM = dt.date(2019, 4, 6)
 BENEFIT_CAP_RAISED_ON = dt.date(2011, 4, 6)
 AGGREGATE_BENEFIT_LIMIT = 250_000  # £2,500 a tax year

@@ -21,6 +21,7 @@ from typing import Any
 from lxml import etree
 
 from core.clock import uk_today
+from crm.validation import UK_POSTCODE
 
 TABLE = "{urn:oasis:names:tc:opendocument:xmlns:table:1.0}"
 OFFICE = "{urn:oasis:names:tc:opendocument:xmlns:office:1.0}"
@@ -65,10 +66,6 @@ MESSAGES = {
 _NOT_LATIN1 = re.compile(r"[^\x20-\x7E\xA1-\xFF]")
 _TITLE = re.compile(r"[A-Za-z][A-Za-z'-]{1,3}")
 _ITEM = re.compile(r"[1-9][0-9]{0,3}")
-_POSTCODE = re.compile(
-    r"(GIR 0AA)|((([A-Z][0-9][0-9]?)|(([A-Z][A-HJ-Y][0-9][0-9]?)|(([A-Z][0-9][A-Z])|([A-Z][A-HJ-Y][0-9]?[A-Z]))))"
-    r" [0-9][A-Z]{2})"
-)
 _DATE = re.compile(r"(\d{2})/(\d{2})/(\d{2})")
 
 
@@ -295,7 +292,7 @@ def _check_row(index: int, values: list[str], today: dt.date) -> tuple[list[tupl
     if not is_aggregated:
         if not postcode_value:
             fail("postcode", 20)
-        elif not (clean(postcode) == "X" or _POSTCODE.fullmatch(postcode_value)):
+        elif not (clean(postcode) == "X" or UK_POSTCODE.fullmatch(postcode_value)):
             fail("postcode", 21)
     description = clean(aggregated, collapse=True)
     if description and len(description) > 35:
