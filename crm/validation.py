@@ -92,9 +92,28 @@ def clean_text(value: str) -> str:
     return _CONTROL.sub("", value or "").strip()
 
 
+# Letters that print as nothing (Hangul fillers, the Braille blank): a "name" of these is empty.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Joiners shape letters inside a word in Persian, Arabic and Indic names: kept there, dropped elsewhere.
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def _invisible(char: str) -> bool:
+    """Format characters (zero-width spaces, direction marks, the BOM) and blank letters: nothing on paper."""
+    return unicodedata.category(char) == "Cf" or char in _BLANK_LETTERS
+
+
 def clean_name(value: str) -> str:
-    """A name or an address line: NFKC, control characters removed, one space between words."""
-    return " ".join(_CONTROL.sub("", unicodedata.normalize("NFKC", value or "")).split())
+    """A name or an address line: NFKC, control and invisible characters removed (a joiner between two letters
+    stays), one space between words. A value with nothing visible is empty, so a required field is still missing."""
+    text = _CONTROL.sub("", unicodedata.normalize("NFKC", value or ""))
+    kept = "".join(
+        char
+        for i, char in enumerate(text)
+        if not _invisible(char)
+        or (char in _JOINERS and 0 < i < len(text) - 1 and text[i - 1].isalpha() and text[i + 1].isalpha())
+    )
+    return " ".join(kept.split())
 
 
 @dataclass

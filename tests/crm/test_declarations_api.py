@@ -90,6 +90,10 @@ def test_without_an_address_the_supporters_current_one_is_used(
         ({"address": address(postcode="AI1 1AA")}, "postcode"),
         ({"address": address(postcode="BZ12 3CD")}, "postcode"),
         ({"address": address(address_line1="")}, "address_line1"),
+        # Nothing visible is nothing (found in review: zero-width spaces, a BOM or a Hangul filler passed).
+        ({"address": address(address_line1="\u200b\u200b")}, "address_line1"),
+        ({"address": address(address_line1="\ufeff\u200e \u3164")}, "address_line1"),
+        ({"address": address(last_name="\u2800")}, "last_name"),
         ({"address": address(first_name="")}, "first_name"),
         ({"scope": "period", "start": "2025-01-01"}, "scope"),
         ({"scope": "this_gift"}, "gift_id"),

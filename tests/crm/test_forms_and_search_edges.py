@@ -181,3 +181,13 @@ def test_a_nul_in_any_api_field_is_dropped_not_a_server_error(runtime: Runtime, 
     with runtime.read_session() as session:
         granted = session.exec(select(Consent).where(Consent.supporter_id == ada)).one()
     assert granted.wording_version == "v2" and "\x00" not in str(granted.evidence)
+
+
+def test_a_joiner_inside_a_name_is_kept_and_invisible_characters_elsewhere_are_dropped() -> None:
+    """Persian and Indic names need the zero-width (non-)joiner between letters; a BOM, a direction mark or a
+    zero-width space around or between words prints nothing and would split one name into two in a search."""
+    from crm.validation import clean_name
+
+    assert clean_name("Mahs\u200cid") == "Mahs\u200cid"
+    assert clean_name("\ufeffAnn\u200e  \u200bSmith\u200b") == "Ann Smith"
+    assert clean_name("\u200c\u200d") == ""
