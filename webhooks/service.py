@@ -245,7 +245,9 @@ def run_events(runtime: Runtime, event_ids: list[uuid.UUID], *, redelivered: boo
     for done, event_id in enumerate(event_ids):
         if done and time.monotonic() - started > MESSAGE_TIME_BUDGET_SECONDS:
             rest = [str(remaining) for remaining in event_ids[done:]]
-            jobs.send_jobs([PendingJob(PROCESS_EVENTS, {"event_ids": rest})])
+            # The rest of a redelivered message is still a redelivery: its failed events wait for their own retry.
+            handed_on = {"event_ids": rest, **({"redelivered": True} if redelivered else {})}
+            jobs.send_jobs([PendingJob(PROCESS_EVENTS, handed_on)])
             break
         try:
             run_event(runtime, event_id, skip_failed=redelivered)

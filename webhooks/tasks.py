@@ -25,9 +25,10 @@ log = logging.getLogger("giving.webhooks")
     batch_argument="event_ids",
     batch_limit=service.EVENTS_PER_MESSAGE,
 )
-def process_events(event_ids: list[str]) -> None:
+def process_events(event_ids: list[str], redelivered: bool = False) -> None:
+    """`redelivered`: the events handed on by a redelivered message past its time budget (`service.run_events`)."""
     ids = [uuid.UUID(event_id) for event_id in event_ids]
-    service.run_events(get_runtime(), ids, redelivered=jobs.current_retries() > 0)
+    service.run_events(get_runtime(), ids, redelivered=redelivered or jobs.current_retries() > 0)
 
 
 @jobs.actor("webhooks.process_event", queue="webhooks", time_limit_ms=120_000, max_retries=10, with_uow=False)

@@ -245,6 +245,50 @@ def test_a_redelivered_message_leaves_its_failed_events_to_their_own_retry(
     assert status()[bad][:2] == (EventStatus.FAILED, 2)
 
 
+def test_the_rest_of_a_redelivered_message_handed_on_is_still_a_redelivery(
+    runtime: Runtime, fake_stripe: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: a redelivered message past its time budget handed its rest on as a first delivery, so a
+    failed event among them ran again at once, skipping its back-off and counting an attempt more."""
+    import dramatiq
+    from dramatiq.middleware import CurrentMessage
+
+    from webhooks import tasks
+    from webhooks.models import EventStatus
+
+    _, (good_one, good_two, bad) = _two_gifts_and_a_broken_event(runtime, fake_stripe)
+    webhooks_service.run_events(runtime, [good_one, bad])  # the first delivery: the broken event fails once
+    monkeypatch.setattr(webhooks_service, "MESSAGE_TIME_BUDGET_SECONDS", 0.0)
+    broker = runtime.broker
+    broker.flush("webhooks")  # type: ignore[attr-defined]  # the broken event's own delayed retry: not under test
+
+    def run_as_worker(kwargs: dict[str, object], retries: int) -> None:
+        message = dramatiq.Message(
+            queue_name="webhooks",
+            actor_name=webhooks_service.PROCESS_EVENTS,
+            args=(),
+            kwargs=kwargs,
+            options={"retries": retries},
+        )
+        middleware = CurrentMessage()
+        middleware.before_process_message(broker, message)
+        try:
+            tasks.process_events(**kwargs)  # type: ignore[arg-type]
+        finally:
+            middleware.after_process_message(broker, message)
+
+    # dramatiq's retry of a message of [good_two, bad]: good_two runs, then the budget is spent and bad is handed on.
+    run_as_worker({"event_ids": [str(good_two), str(bad)]}, retries=1)
+    queued = [dramatiq.Message.decode(raw) for raw in list(broker.queues["webhooks"].queue)]  # type: ignore[attr-defined]
+    [handed_on] = [m for m in queued if m.actor_name == webhooks_service.PROCESS_EVENTS]
+    assert handed_on.kwargs == {"event_ids": [str(bad)], "redelivered": True}
+    run_as_worker(handed_on.kwargs, retries=0)
+    with runtime.read_session() as session:
+        status = {event.id: (event.status, event.attempts) for event in session.exec(select(InboundEvent)).all()}
+    assert status[good_two] == (EventStatus.PROCESSED, 1)
+    assert status[bad] == (EventStatus.FAILED, 1)  # left to its own delayed retry, not run again at once
+
+
 def test_a_message_past_its_time_budget_hands_the_rest_to_any_free_thread(
     runtime: Runtime, fake_stripe: FakeProvider, worker: EventsWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
