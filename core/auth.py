@@ -11,7 +11,8 @@
   session has its own token; before login (the login and password-reset forms) a random token is kept in a
   separate cookie (double submit), so those forms are protected too.
 - Passwords are hashed with argon2id; finance and admin must also give a TOTP code (pyotp).
-- Login attempts are rate-limited per client address and per email (`[web] login_rate_per_minute`).
+- Login attempts are rate-limited per client, per account and client, and per account (a ceiling), from
+  `[web] login_rate_per_minute`; a browser that logged in to the account before counts on its own.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 import uuid
@@ -57,9 +59,20 @@ ROLES_WITH_TOTP = frozenset({StaffRole.ADMIN, StaffRole.FINANCE})
 PASSWORD_RESET_LIFETIME = dt.timedelta(hours=1)
 PASSWORD_RESET_PURPOSE = "password-reset"
 LOGIN_WINDOW_SECONDS = 60
-# Besides the per-minute limits, one email gets this many times `login_rate_per_minute` attempts a clock hour.
-LOGIN_ATTEMPTS_PER_HOUR_FACTOR = 3
 LOGIN_HOUR_SECONDS = 3600
+# Besides the per-minute limit per client, one email gets this many times `login_rate_per_minute` attempts a clock
+# hour from one client (an IPv4 address, an IPv6 /64): a stranger's wrong guesses lock out only the stranger.
+LOGIN_ATTEMPTS_PER_HOUR_FACTOR = 3
+# ... and this many times `login_rate_per_minute` a clock hour from every client together (those without a
+# known-device cookie): the ceiling that bounds guessing one password from many addresses.
+LOGIN_ACCOUNT_CEILING_FACTOR = 10
+# IPv6 clients are counted by network: one host usually has a whole /64 to itself.
+LOGIN_IPV6_PREFIX = 64
+# A browser that logged in to an account keeps a signed cookie naming it for the account: its attempts are counted
+# on their own, so nobody else's guessing (not even up to the ceiling) keeps it out. docs/staff-access.md.
+DEVICE_COOKIE = "giving_device"
+DEVICE_PURPOSE = "login-device"
+KNOWN_DEVICE_SECONDS = 90 * 24 * 3600
 # Wrong TOTP codes given with the right password: after this many in a clock hour, codes are refused until it ends.
 TOTP_FAILURES_PER_HOUR = 5
 TOTP_FAILURE_WINDOW_SECONDS = 3600
@@ -265,12 +278,14 @@ def require_staff(session: Session, request: Request, *roles: StaffRole) -> Prin
 
 @dataclass(frozen=True)
 class LoginResult:
-    """What `login` found. On success the caller sets the cookie (`set_session_cookie`) and redirects."""
+    """What `login` found. On success the caller sets the cookies (`set_session_cookie`) and redirects."""
 
     principal: Principal | None = None
     session_token: str | None = None
     csrf_token: str | None = None
     expires_at: dt.datetime | None = None
+    # On success: the known-device cookie's value for this browser and account (`set_session_cookie` sets it).
+    device_token: str | None = None
     # Words for the form when it failed; `rate_limited` means answer 429.
     error: str | None = None
     rate_limited: bool = False
@@ -285,6 +300,80 @@ class LoginResult:
 WRONG_LOGIN = "The email, password or code is wrong."
 
 
+@dataclass(frozen=True)
+class _LoginLimit:
+    name: str  # in the `login_rate_limited` audit entry
+    key: str
+    limit: int
+    window_seconds: int
+
+
+def client_network(client: str) -> str:
+    """What login attempts from `client` are counted under: an IPv4 address itself, an IPv6 address by its /64
+    (an IPv4-mapped one as the IPv4 address), anything else (no address known) as it is."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, LOGIN_IPV6_PREFIX), strict=False))
+    return str(address)
+
+
+def _login_limits(address: str, client: str, device: str | None, per_minute: int) -> list[_LoginLimit]:
+    """The counters an attempt goes through, in order. A known device has its own; anyone else counts per client,
+    per account and client, and then against the account's ceiling."""
+    per_hour = per_minute * LOGIN_ATTEMPTS_PER_HOUR_FACTOR
+    if device is not None:
+        return [
+            _LoginLimit("device", f"login:device:{device}", per_minute, LOGIN_WINDOW_SECONDS),
+            _LoginLimit("device-hour", f"login:device-hour:{device}", per_hour, LOGIN_HOUR_SECONDS),
+        ]
+    network = client_network(client)
+    return [
+        _LoginLimit("client", f"login:client:{network}", per_minute, LOGIN_WINDOW_SECONDS),
+        _LoginLimit("email-client-hour", f"login:email-client-hour:{address}|{network}", per_hour, LOGIN_HOUR_SECONDS),
+        _LoginLimit(
+            "email-hour",
+            f"login:email-hour:{address}",
+            per_minute * LOGIN_ACCOUNT_CEILING_FACTOR,
+            LOGIN_HOUR_SECONDS,
+        ),
+    ]
+
+
+def _refused_by(session: Session, limits: list[_LoginLimit]) -> _LoginLimit | None:
+    """Count the attempt against each limit in turn; the first it is over, if any. An attempt refused by one limit
+    is not counted by the later ones: one client hammering an account never uses up the account's ceiling."""
+    for limit in limits:
+        if not ratelimit.hit(session, limit.key, limit=limit.limit, window_seconds=limit.window_seconds):
+            return limit
+    return None
+
+
+def _password_mark(user: StaffUser) -> str:
+    """Changes with the password: a known-device cookie stops counting as known once the password changes."""
+    return hash_token(user.password_hash)[:16]
+
+
+def _known_device(token: str, user: StaffUser | None, secret: str) -> str | None:
+    """The device id in a valid known-device cookie for this user and password, or None."""
+    if not token or user is None or not user.active:
+        return None
+    try:
+        payload = signing.unsign(secret, DEVICE_PURPOSE, token, max_age_seconds=KNOWN_DEVICE_SECONDS)
+    except signing.InvalidToken:
+        return None
+    if not isinstance(payload, dict) or payload.get("u") != str(user.id):
+        return None
+    if not hmac.compare_digest(str(payload.get("p", "")), _password_mark(user)):
+        return None
+    device = payload.get("d")
+    return device if isinstance(device, str) and device else None
+
+
 def login(
     uow: UnitOfWork,
     email: str,
@@ -292,41 +381,38 @@ def login(
     totp: str = "",
     *,
     client: str = "unknown",
+    device_token: str = "",
     session_hours: int = 8,
     rate_per_minute: int = 10,
     settings: WebSettings | None = None,
 ) -> LoginResult:
     """Check a login and start a session. A failed or refused attempt does not raise: it returns the reason, so
     the caller's unit of work still commits the rate-limit count and the audit entry.
-    `settings` (the `[web]` section), when given, supplies `session_hours` and `login_rate_per_minute`."""
+    `device_token` is the browser's known-device cookie (`device_token_of`), if any.
+    `settings` (the `[web]` section), when given, supplies `session_hours`, `login_rate_per_minute` and the
+    signing secret (otherwise the one kept in the database)."""
+    configured_secret = ""
     if settings is not None:
         session_hours, rate_per_minute = settings.session_hours, settings.login_rate_per_minute
+        configured_secret = settings.secret_key.get_secret_value()
     address = (email or "").strip().lower()
     session = uow.session
-    allowed = ratelimit.hit(
-        session, f"login:client:{client}", limit=rate_per_minute, window_seconds=LOGIN_WINDOW_SECONDS
-    )
-    allowed = (
-        ratelimit.hit(session, f"login:email:{address}", limit=rate_per_minute, window_seconds=LOGIN_WINDOW_SECONDS)
-        and allowed
-    )
-    # The per-minute limits alone let anyone try 14,400 passwords a day on one account, from any addresses.
-    within_hour = ratelimit.hit(
-        session,
-        f"login:email-hour:{address}",
-        limit=rate_per_minute * LOGIN_ATTEMPTS_PER_HOUR_FACTOR,
-        window_seconds=LOGIN_HOUR_SECONDS,
-    )
-    if not (allowed and within_hour):
-        audit(uow, None, "login_rate_limited", "staff_user", "", {"email": address, "client": client})
-        if not within_hour:
-            wait = ratelimit.retry_after(LOGIN_HOUR_SECONDS)
-            error = f"Too many login attempts for this account. Try again in {(wait + 59) // 60} minutes."
-        else:
-            wait = ratelimit.retry_after(LOGIN_WINDOW_SECONDS)
-            error = "Too many login attempts. Wait a minute and try again."
-        return LoginResult(error=error, rate_limited=True, retry_after=wait)
     user = user_by_email(session, address)
+    device = (
+        _known_device(device_token, user, signing.signing_secret(session, configured_secret)) if device_token else None
+    )
+    refused = _refused_by(session, _login_limits(address, client, device, rate_per_minute))
+    if refused is not None:
+        detail = {"email": address, "client": client, "limit": refused.name}
+        audit(uow, None, "login_rate_limited", "staff_user", "", detail)
+        wait = ratelimit.retry_after(refused.window_seconds)
+        if refused.window_seconds == LOGIN_WINDOW_SECONDS:
+            error = "Too many login attempts. Wait a minute and try again."
+        else:
+            error = f"Too many login attempts for this account. Try again in {(wait + 59) // 60} minutes."
+            if refused.name == "email-hour":
+                error += " A browser that has logged in to it before can still log in."
+        return LoginResult(error=error, rate_limited=True, retry_after=wait)
     if user is None or not user.active:
         password_matches(_DUMMY_HASH, password)
         audit(uow, None, "login_failed", "staff_user", "", {"email": address, "client": client})
@@ -355,9 +441,14 @@ def login(
     session.add(
         StaffSession(id_hash=hash_token(token), user_id=user.id, csrf_token=csrf, created_at=now, expires_at=expires)
     )
+    # This browser is known to the account from now on (the same device id if it already was).
+    known = {"u": str(user.id), "p": _password_mark(user), "d": device or secrets.token_urlsafe(16)}
+    device_cookie = signing.sign(signing.signing_secret(session, configured_secret), DEVICE_PURPOSE, known)
     principal = principal_of(user)
     audit(uow, principal, "login", "staff_user", user.id, {"client": client})
-    return LoginResult(principal=principal, session_token=token, csrf_token=csrf, expires_at=expires)
+    return LoginResult(
+        principal=principal, session_token=token, csrf_token=csrf, expires_at=expires, device_token=device_cookie
+    )
 
 
 def totp_required(user: StaffUser) -> bool:
@@ -429,12 +520,23 @@ def revoke_sessions(uow: UnitOfWork, user_id: uuid.UUID) -> None:
 
 
 def set_session_cookie(response: Response, result: LoginResult, *, secure: bool) -> None:
+    """The session cookie, and the known-device cookie (sent only to the staff pages, where the login form is)."""
     if result.session_token is None or result.expires_at is None:
         raise ValueError("only a successful login sets the session cookie")
     max_age = int((result.expires_at - utc_now()).total_seconds())
     response.set_cookie(
         SESSION_COOKIE, result.session_token, max_age=max_age, path="/", httponly=True, samesite="lax", secure=secure
     )
+    if result.device_token:
+        response.set_cookie(
+            DEVICE_COOKIE,
+            result.device_token,
+            max_age=KNOWN_DEVICE_SECONDS,
+            path="/staff",
+            httponly=True,
+            samesite="lax",
+            secure=secure,
+        )
 
 
 def clear_session_cookie(response: Response, *, secure: bool) -> None:
@@ -443,6 +545,11 @@ def clear_session_cookie(response: Response, *, secure: bool) -> None:
 
 def session_token_of(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE) or None
+
+
+def device_token_of(request: Request) -> str:
+    """The browser's known-device cookie (for `login`), or ""."""
+    return request.cookies.get(DEVICE_COOKIE) or ""
 
 
 # --- CSRF ---------------------------------------------------------------------------------------------------
@@ -574,13 +681,14 @@ def request_password_reset(uow: UnitOfWork, email: str) -> bool:
     user = user_by_email(uow.session, email)
     if user is None or not user.active:
         return False
-    # The row's key is an opaque random id; the link is that id signed with the app's secret.
-    reset_key = hash_token(secrets.token_urlsafe(32))
+    # The row's first id is the hash of a random value nobody keeps: no key opens it until the sending job gives it
+    # one (`issue_password_reset_link`), so neither the row nor the job's arguments hold anything usable.
+    reset_id = hash_token(secrets.token_urlsafe(32))
     now = utc_now()
     uow.session.add(
-        PasswordReset(token_hash=reset_key, user_id=user.id, created_at=now, expires_at=now + PASSWORD_RESET_LIFETIME)
+        PasswordReset(token_hash=reset_id, user_id=user.id, created_at=now, expires_at=now + PASSWORD_RESET_LIFETIME)
     )
-    uow.enqueue("core.send_password_reset", reset_key=reset_key)
+    uow.enqueue("core.send_password_reset", reset_id=reset_id)
     audit(uow, None, "password_reset_requested", "staff_user", user.id)
     return True
 
@@ -602,6 +710,32 @@ def password_reset_link(base_url: str, secret: str, reset_key: str) -> str:
     return f"{base_url.rstrip('/')}/staff/reset-password?token={token}"
 
 
+def issue_password_reset_link(uow: UnitOfWork, reset_id: str, *, base_url: str, secret: str) -> tuple[str, str] | None:
+    """(the user's email, the link) for an outstanding reset, or None if it was used, expired or already issued.
+
+    The reset's key is made here and exists only in the returned link (that is, in the email): the row keeps its
+    SHA-256 in place of `reset_id`, so reading the database (even with the signing secret kept in `app_secrets`)
+    gives nothing that resets a password. One conditional UPDATE: a second run for the same reset finds no row.
+    """
+    reset_key = secrets.token_urlsafe(32)
+    issued = uow.session.execute(
+        update(PasswordReset)
+        .where(
+            col(PasswordReset.token_hash) == reset_id,
+            col(PasswordReset.used_at).is_(None),
+            col(PasswordReset.expires_at) > utc_now(),
+        )
+        .values(token_hash=hash_token(reset_key))
+        .returning(col(PasswordReset.user_id))
+    ).first()
+    if issued is None:
+        return None
+    user = uow.session.get(StaffUser, issued[0])
+    if user is None or not user.active:
+        return None
+    return user.email, password_reset_link(base_url, secret, reset_key)
+
+
 def reset_password(uow: UnitOfWork, token: str, new_password: str, *, secret: str) -> Principal:
     """Set a new password from a reset link; the link then stops working and every session ends."""
     try:
@@ -610,7 +744,8 @@ def reset_password(uow: UnitOfWork, token: str, new_password: str, *, secret: st
         )
     except signing.InvalidToken as exc:
         raise ValidationFailed(f"this reset link cannot be used: {exc}") from exc
-    row = uow.session.get(PasswordReset, str(reset_key))
+    # Only the key's hash is stored: the key itself travels only in the emailed link.
+    row = uow.session.get(PasswordReset, hash_token(str(reset_key)))
     if row is None or row.used_at is not None or row.expires_at <= utc_now():
         raise ValidationFailed("this reset link has been used or has expired; ask for a new one")
     row.used_at = utc_now()
@@ -624,22 +759,21 @@ def reset_password(uow: UnitOfWork, token: str, new_password: str, *, secret: st
 
 
 @actor("core.send_password_reset", queue="default", time_limit_ms=60_000, max_retries=5)
-def send_password_reset(uow: UnitOfWork, reset_key: str) -> None:
+def send_password_reset(uow: UnitOfWork, reset_id: str) -> None:
+    """Give the reset its key and email the link. If the email fails, the unit of work rolls back (the row keeps
+    `reset_id`) and the retry makes another key; a link emailed by a run whose commit then failed does not work."""
     from core.mailer import Email, send_email
     from core.runtime import get_runtime
 
-    row = uow.session.get(PasswordReset, reset_key)
-    if row is None or row.used_at is not None or row.expires_at <= utc_now():
-        return
-    user = uow.session.get(StaffUser, row.user_id)
-    if user is None:
-        return
     settings = get_runtime().settings
     secret = signing.signing_secret(uow.session, settings.web.secret_key.get_secret_value())
-    link = password_reset_link(settings.web.base_url, secret, reset_key)
+    issued = issue_password_reset_link(uow, reset_id, base_url=settings.web.base_url, secret=secret)
+    if issued is None:
+        return
+    email, link = issued
     send_email(
         Email(
-            to=user.email,
+            to=email,
             subject=f"Reset your {settings.charity.name} staff password",
             text=(
                 f"{link}\n\nSomeone asked to reset the password of your staff login. Open the link above within an "

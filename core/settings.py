@@ -20,9 +20,12 @@ SECRET_KEYS: dict[str, set[str]] = {
     "stripe": {"secret_key", "webhook_secret", "previous_webhook_secret"},
     "gocardless": {"access_token", "webhook_secret", "previous_webhook_secret"},
     "email": {"password"},
-    "web": {"secret_key"},
+    "web": {"secret_key", "metrics_token"},
     "hmrc": {"password"},
 }
+
+
+METRICS_TOKEN_MIN_LENGTH = 32
 
 
 class SettingsError(Exception):
@@ -182,6 +185,18 @@ class WebSettings(Section):
     login_rate_per_minute: int = Field(default=10, ge=1)
     secure_cookies: bool = False
     keep_webhook_bodies_days: int = Field(default=90, ge=1)
+    # `GET /metrics`: the bearer token Prometheus sends (a secret: GIVING_WEB__METRICS_TOKEN). Unset, /metrics
+    # answers only requests made on this machine (loopback, not through a proxy). docs/operations.md §5.
+    metrics_token: SecretStr = SecretStr("")
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if 0 < len(value.get_secret_value()) < METRICS_TOKEN_MIN_LENGTH:
+            raise ValueError(
+                f"must be at least {METRICS_TOKEN_MIN_LENGTH} characters (e.g. `openssl rand -hex 32`), or unset"
+            )
+        return value
 
 
 class DonationSettings(Section):

@@ -6,6 +6,8 @@ See docs/operations.md for how these fit together on one or several machines.
 from __future__ import annotations
 
 import contextlib
+import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -26,7 +28,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import jobs, metrics
+from core.auth import bearer_token
 from core.clock import utc_now
+from core.errors import NotFound, Unauthorized
 from core.models import Job
 from core.runtime import Runtime
 from giftaid.models import Claim
@@ -300,8 +304,38 @@ def _route_template(scope: Scope) -> str:
     return str(scope.get("root_path", "")) + route.path
 
 
+# Headers a reverse proxy adds: a request carrying one came from elsewhere, even if its last hop was this machine.
+_FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def check_metrics_access(request: Request, token: str) -> None:
+    """Who may read `/metrics` (docs/operations.md §5). With `[web] metrics_token` set: whoever sends it as a bearer
+    token, and nobody else (401, so a misconfigured Prometheus says why). Unset: only a request made on this machine
+    (a loopback client, not relayed by a proxy); anyone else gets the 404 of a path that does not exist."""
+    if token:
+        given = bearer_token(request) or ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthorized("/metrics needs the metrics token", headers={"WWW-Authenticate": "Bearer"})
+        return
+    if not _made_on_this_machine(request):
+        raise NotFound("Not Found")  # what Starlette says of a path no route serves
+
+
+def _made_on_this_machine(request: Request) -> bool:
+    if request.client is None or any(name in request.headers for name in _FORWARDING_HEADERS):
+        return False  # a Unix socket (a proxy's, likely) or a proxied request
+    try:
+        address = ipaddress.ip_address(request.client.host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
 async def metrics_endpoint(request: Request) -> Response:
-    """`GET /metrics`: Prometheus text; serve it to the internal network only (docs/operations.md)."""
+    """`GET /metrics`: Prometheus text, for the metrics token or (without one) this machine only."""
     runtime: Runtime = request.app.state.runtime
+    check_metrics_access(request, runtime.settings.web.metrics_token.get_secret_value())
     body, content_type = await run_in_threadpool(metrics.render, live_sources(runtime))
     return Response(body, media_type=content_type)

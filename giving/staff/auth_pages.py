@@ -55,6 +55,7 @@ async def login(request: Request) -> Response:
         str(form.get("password", ""))[:1000],
         str(form.get("totp", ""))[:12],
         client_address(request),
+        auth.device_token_of(request)[:1000],
     )
     if not result.ok:
         status = 429 if result.rate_limited else 400

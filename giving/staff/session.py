@@ -51,17 +51,11 @@ def csrf_ok(request: Request, given: str) -> bool:
     return auth.csrf_ok(getattr(request.state, "csrf_token", None), given)
 
 
-def log_in(runtime: Runtime, email: str, password: str, totp: str, client: str) -> LoginResult:
-    web = runtime.settings.web
+def log_in(runtime: Runtime, email: str, password: str, totp: str, client: str, device_token: str = "") -> LoginResult:
+    """`device_token`: the browser's known-device cookie (`auth.device_token_of(request)`)."""
     with runtime.unit_of_work() as uow:
         return auth.login(
-            uow,
-            email,
-            password,
-            totp,
-            client=client,
-            session_hours=web.session_hours,
-            rate_per_minute=web.login_rate_per_minute,
+            uow, email, password, totp, client=client, device_token=device_token, settings=runtime.settings.web
         )
 
 
@@ -73,6 +67,7 @@ def log_out(runtime: Runtime, request: Request) -> None:
 
 
 def set_cookie(response: Response, runtime: Runtime, result: LoginResult) -> None:
+    """The session cookie and the known-device cookie."""
     auth.set_session_cookie(response, result, secure=secure_cookies(runtime))
 
 

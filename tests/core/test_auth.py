@@ -213,6 +213,7 @@ def session_app(runtime: Runtime, *, secure: bool = False) -> Starlette:
                 str(data.get("password", "")),
                 str(data.get("totp", "")),
                 client=client_address(request),
+                device_token=auth.device_token_of(request),
                 settings=runtime.settings.web,
             )
         if not result.ok:

@@ -13,6 +13,7 @@ from tests.fixtures.app import make_settings
 from tests.fixtures.services import port_open
 
 CLOSED_PORT = 5999  # nothing listens here
+LOOPBACK = ("127.0.0.1", 50000)  # /metrics answers this machine only when no metrics token is set
 
 
 def test_readyz_with_rabbitmq_down_says_so_without_logging_errors_on_every_probe(
@@ -23,7 +24,7 @@ def test_readyz_with_rabbitmq_down_says_so_without_logging_errors_on_every_probe
     assert not port_open("127.0.0.1", CLOSED_PORT)
     settings = make_settings(sqlite_url, tmp_path, broker={"url": f"amqp://guest:guest@127.0.0.1:{CLOSED_PORT}/%2F"})
     app = create_app(settings, start_inline_worker=False)
-    with TestClient(app) as client:
+    with TestClient(app, client=LOOPBACK) as client:
         caplog.clear()
         with caplog.at_level(logging.INFO):
             for _ in range(3):
@@ -46,7 +47,7 @@ def test_readyz_and_metrics_with_the_database_down(tmp_path: Path) -> None:
     assert not port_open("127.0.0.1", CLOSED_PORT)
     settings = make_settings(f"postgresql://giving:s3cret@127.0.0.1:{CLOSED_PORT}/giving", tmp_path)
     app = create_app(settings, start_inline_worker=False)
-    with TestClient(app) as client:
+    with TestClient(app, client=LOOPBACK) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["database"] == "unavailable"
         metrics = client.get("/metrics")

@@ -37,3 +37,35 @@ def test_downgrade_and_upgrade_round_trip(own_database_url: str) -> None:
     assert remaining == set()
     migrate.upgrade(database_url)
     assert _differences(database_url) == []
+
+
+def test_resets_stored_as_their_key_are_dropped_on_upgrade(own_database_url: str) -> None:
+    """Before a7d3c5e9b214 `password_resets.token_hash` held the reset's key itself (usable, signed, by anyone who
+    read the database): the upgrade drops those rows and marks their pending email jobs done (nothing to send)."""
+    import datetime as dt
+
+    from sqlmodel import Session, select
+
+    from core.models import Job, JobStatus, PasswordReset, StaffRole, StaffUser
+
+    database_url = own_database_url
+    migrate.downgrade(database_url, "3e1f7c9a2b64")  # core's revision before; the tables are the same
+    engine = make_engine(DatabaseSettings(url=database_url))
+    try:
+        with Session(engine) as session:
+            user = StaffUser(email="jo@example.org", role=StaffRole.FUNDRAISER, password_hash="x")
+            session.add(user)
+            session.flush()
+            soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+            session.add(PasswordReset(token_hash="the-key-itself", user_id=user.id, expires_at=soon))
+            session.add(Job(actor_name="core.send_password_reset", arguments={"reset_key": "the-key-itself"}))
+            session.add(Job(actor_name="core.request_password_reset", arguments={"email": "jo@example.org"}))
+            session.commit()
+        migrate.upgrade(database_url)
+        with Session(engine) as session:
+            assert session.exec(select(PasswordReset)).all() == []
+            statuses = {job.actor_name: job.status for job in session.exec(select(Job)).all()}
+        assert statuses == {"core.send_password_reset": JobStatus.DONE, "core.request_password_reset": "pending"}
+    finally:
+        engine.dispose()
+    assert _differences(database_url) == []

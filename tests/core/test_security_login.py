@@ -4,6 +4,7 @@ forgotten-password form does the same work whether or not the address is staff (
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pyotp
@@ -78,14 +79,21 @@ def test_wrong_codes_after_the_right_password_stop_codes_for_the_hour(runtime: R
         assert actions.count("login_totp_locked") == 1
 
 
-def test_one_account_gets_a_few_dozen_password_guesses_an_hour_not_fourteen_thousand_a_day(runtime: Runtime) -> None:
+def the_next_hour() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+
+
+def test_one_client_gets_a_few_dozen_password_guesses_an_hour_at_an_account_and_locks_out_only_itself(
+    runtime: Runtime,
+) -> None:
     """The per-minute limit alone let anyone try 10 passwords a minute against one fundraiser (no second factor)
-    for ever: 14,400 a day. Each email now also gets LOGIN_ATTEMPTS_PER_HOUR_FACTOR times the per-minute limit an
-    hour, from any number of addresses; then even the right password waits for the hour (429, Retry-After)."""
+    for ever: 14,400 a day. One client now gets LOGIN_ATTEMPTS_PER_HOUR_FACTOR times the per-minute limit an hour at
+    one account; then even the right password waits for the hour (429, Retry-After) from that client. It used to be
+    the account that waited, from everywhere: anyone who knew a staff email locked its owner out with 30 tries."""
     add_user(runtime, "f@example.org", "fundraiser")
     per_minute = runtime.settings.web.login_rate_per_minute
     per_hour = per_minute * auth.LOGIN_ATTEMPTS_PER_HOUR_FACTOR
-    hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    hour = the_next_hour()
     tried = 0
     minute = 0
     while tried < per_hour:
@@ -96,16 +104,83 @@ def test_one_account_gets_a_few_dozen_password_guesses_an_hour_not_fourteen_thou
                 tried += 1
         minute += 1
     with time_machine.travel(hour + dt.timedelta(minutes=minute, seconds=5), tick=False):
-        with TestClient(session_app(runtime), client=("198.51.100.7", 5000)) as web:
+        with TestClient(session_app(runtime)) as web:
             refused = log_in(web, "f@example.org")
             assert refused.status_code == 429
             assert web.get("/staff/me").status_code == 401
         with runtime.unit_of_work() as uow:
-            result = auth.login(uow, "f@example.org", PASSWORD, client="203.0.113.9")
+            result = auth.login(uow, "f@example.org", PASSWORD, client="testclient")
         assert result.rate_limited and result.retry_after == 3600 - minute * 60 - 5
+        # The owner, anywhere else, is not locked out by the stranger's guesses.
+        with TestClient(session_app(runtime), client=("198.51.100.7", 5000)) as web:
+            assert log_in(web, "f@example.org").status_code == 200
+            assert web.get("/staff/me").json()["email"] == "f@example.org"
     later = hour + dt.timedelta(hours=1, seconds=5)
     with time_machine.travel(later, tick=False), TestClient(session_app(runtime)) as web:
         assert log_in(web, "f@example.org").status_code == 200
+
+
+def test_guesses_from_many_addresses_stop_at_the_accounts_ceiling_but_a_known_browser_still_logs_in(
+    runtime: Runtime,
+) -> None:
+    """Counting per client alone would let a guesser with many addresses try for ever: every client together gets
+    LOGIN_ACCOUNT_CEILING_FACTOR times the per-minute limit an hour at one account, after which an unknown browser is
+    refused even the right password. A browser that logged in to the account before keeps its own count, so even
+    the ceiling never locks its owner out. An IPv6 network counts as one client."""
+    add_user(runtime, "f@example.org", "fundraiser")
+    add_user(runtime, "g@example.org", "fundraiser")
+    per_minute = runtime.settings.web.login_rate_per_minute
+    ceiling = per_minute * auth.LOGIN_ACCOUNT_CEILING_FACTOR
+    with time_machine.travel(the_next_hour() + dt.timedelta(minutes=5), tick=False):
+        owner = TestClient(session_app(runtime), client=("192.0.2.10", 5000))
+        other = TestClient(session_app(runtime), client=("192.0.2.11", 5000))
+        with owner, other:
+            assert log_in(owner, "f@example.org").status_code == 200
+            assert log_in(other, "g@example.org").status_code == 200  # known to g, not to f
+            assert owner.cookies.get(auth.DEVICE_COOKIE) and other.cookies.get(auth.DEVICE_COOKIE)
+            # A guesser spreads its tries over many addresses, each within its own limits, up to the ceiling (the
+            # owner's first login, from a browser not known yet, was one of the hour's attempts).
+            for attempt in range(ceiling - 1):
+                client = f"198.51.100.{attempt // per_minute}"
+                with runtime.unit_of_work() as uow:
+                    guess = auth.login(uow, "f@example.org", f"guess {attempt}", client=client)
+                assert guess.error == auth.WRONG_LOGIN and not guess.rate_limited, attempt
+            with runtime.unit_of_work() as uow:
+                refused = auth.login(uow, "f@example.org", PASSWORD, client="203.0.113.50")
+            assert refused.rate_limited and "browser that has logged in" in (refused.error or "")
+            with TestClient(session_app(runtime), client=("203.0.113.51", 5000)) as stranger:
+                assert log_in(stranger, "f@example.org").status_code == 429
+            # The owner's browser still gets in; another account's known browser does not count as known here.
+            assert log_in(owner, "f@example.org").status_code == 200
+            assert log_in(other, "f@example.org").status_code == 429
+    with runtime.read_session() as session:
+        limited = [e.detail for e in session.exec(select(AuditEntry)).all() if e.action == "login_rate_limited"]
+        assert {entry["limit"] for entry in limited} == {"email-hour"}
+
+
+def test_a_known_browser_is_known_only_until_the_password_changes(runtime: Runtime) -> None:
+    """Whoever knew the password once (and kept the cookie) is a stranger again after the password is changed."""
+    add_user(runtime, "f@example.org", "fundraiser")
+    per_minute = runtime.settings.web.login_rate_per_minute
+    at = the_next_hour() + dt.timedelta(minutes=5)
+    with time_machine.travel(at, tick=False), TestClient(session_app(runtime), client=("192.0.2.10", 5000)) as browser:
+        assert log_in(browser, "f@example.org").status_code == 200
+        with runtime.unit_of_work() as uow:
+            user = auth.user_by_email(uow.session, "f@example.org")
+            assert user is not None
+            auth.set_password(uow, user.id, "a changed passphrase")
+        for attempt in range(per_minute * auth.LOGIN_ACCOUNT_CEILING_FACTOR):
+            with runtime.unit_of_work() as uow:
+                auth.login(uow, "f@example.org", "guess", client=f"198.51.100.{attempt // per_minute}")
+        assert log_in(browser, "f@example.org", password="a changed passphrase").status_code == 429
+
+
+def test_ipv6_clients_are_counted_by_their_64() -> None:
+    assert auth.client_network("2001:db8:1:2:aaaa::1") == auth.client_network("2001:db8:1:2:bbbb::7")
+    assert auth.client_network("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert auth.client_network("2001:db8:1:3::1") != auth.client_network("2001:db8:1:2::1")
+    assert auth.client_network("::ffff:198.51.100.7") == auth.client_network("198.51.100.7") == "198.51.100.7"
+    assert auth.client_network("testclient") == "testclient"
 
 
 def row_counts(runtime: Runtime) -> dict[str, int]:
@@ -150,24 +225,91 @@ def test_the_forgotten_password_form_does_the_same_work_for_any_address(
         assert len(session.exec(select(PasswordReset)).all()) == 1
 
 
-def test_a_new_password_ends_every_other_reset_link_of_the_user(runtime: Runtime) -> None:
+def run_jobs(runtime: Runtime) -> None:
+    """What a worker does: run every job queued so far, and those they queue."""
+    worker = InlineWorker(runtime, threads=1)
+    worker.start(scheduler=False)
+    try:
+        worker.join()
+    finally:
+        worker.stop()
+
+
+def emailed_reset_tokens(mailbox, address: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """The `token` of each reset link emailed to `address` (the link is the first URL of the text part)."""
+    tokens = []
+    for message in mailbox.to(address):
+        text = message.get_body(("plain",)).get_content()
+        link = re.search(r"https?://\S+", text).group(0)  # type: ignore[union-attr]
+        tokens.append(link.split("token=", 1)[1])
+    return tokens
+
+
+def test_a_new_password_ends_every_other_reset_link_of_the_user(
+    runtime: Runtime,
+    smtp_server,  # type: ignore[no-untyped-def]
+) -> None:
     """Someone who asked twice (or an attacker who asked too) had a second link that still reset the password for
     the rest of the hour after the first was used: a password change now ends all of the user's links."""
     from core import signing
 
+    mailbox, _ = smtp_server
     add_user(runtime, "jo@example.org", "fundraiser")
     with runtime.unit_of_work() as uow:
         assert auth.request_password_reset(uow, "jo@example.org")
         assert auth.request_password_reset(uow, "jo@example.org")
+    run_jobs(runtime)
+    first, second = emailed_reset_tokens(mailbox, "jo@example.org")
     with runtime.unit_of_work() as uow:
         secret = signing.signing_secret(uow.session, "")
-        first, second = (
-            auth.password_reset_link("http://testserver", secret, row.token_hash).split("token=")[1]
-            for row in uow.session.exec(select(PasswordReset)).all()
-        )
     with runtime.unit_of_work() as uow:
         auth.reset_password(uow, first, "the owner's new passphrase", secret=secret)
     with pytest.raises(auth.ValidationFailed, match="used or has expired"), runtime.unit_of_work() as uow:
         auth.reset_password(uow, second, "somebody else's passphrase", secret=secret)
     with runtime.unit_of_work() as uow:
         assert auth.login(uow, "jo@example.org", "the owner's new passphrase").ok
+
+
+def test_a_database_reader_cannot_use_an_outstanding_reset(
+    runtime: Runtime,
+    smtp_server,  # type: ignore[no-untyped-def]
+) -> None:
+    """The reset's key used to be stored as itself, in `password_resets` and in its email job's arguments: whoever
+    could read the database (the signing secret too, kept in `app_secrets` when none is configured) could sign it
+    and choose a staff member's password within the hour. Now the key exists only in the emailed link; the row
+    keeps its SHA-256, and nothing stored, signed, opens the reset."""
+    from core import signing
+
+    mailbox, _ = smtp_server
+    add_user(runtime, "jo@example.org", "fundraiser")
+    with runtime.unit_of_work() as uow:
+        assert auth.request_password_reset(uow, "jo@example.org")
+    with runtime.read_session() as session:
+        # Before the email job has run: the row and the job's arguments.
+        stored = {row.token_hash for row in session.exec(select(PasswordReset)).all()}
+        stored |= {str(value) for job in session.exec(select(Job)).all() for value in job.arguments.values()}
+    run_jobs(runtime)
+    [token] = emailed_reset_tokens(mailbox, "jo@example.org")
+    with runtime.read_session() as session:
+        secret = signing.signing_secret(session, "")  # what a reader of `app_secrets` has
+        rows = session.exec(select(PasswordReset)).all()
+        stored |= {row.token_hash for row in rows}
+        stored |= {str(value) for job in session.exec(select(Job)).all() for value in job.arguments.values()}
+    key = str(signing.unsign(secret, auth.PASSWORD_RESET_PURPOSE, token, max_age_seconds=3600))
+    assert key not in stored
+    assert [row.token_hash for row in rows] == [auth.hash_token(key)]
+    # Another run of the email job for the same reset (a duplicate message) finds nothing to send.
+    reset_ids = {job.arguments["reset_id"] for job in _jobs(runtime, "core.send_password_reset")}
+    with runtime.unit_of_work() as uow:
+        assert [auth.issue_password_reset_link(uow, r, base_url="x", secret=secret) for r in reset_ids] == [None]
+    for value in stored:
+        forged = auth.password_reset_link("http://testserver", secret, value).split("token=", 1)[1]
+        with pytest.raises(auth.ValidationFailed, match="used or has expired"), runtime.unit_of_work() as uow:
+            auth.reset_password(uow, forged, "the intruder's passphrase", secret=secret)
+    with runtime.unit_of_work() as uow:
+        assert auth.reset_password(uow, token, "the owner's new passphrase", secret=secret).email == "jo@example.org"
+
+
+def _jobs(runtime: Runtime, actor_name: str) -> list[Job]:
+    with runtime.read_session() as session:
+        return list(session.exec(select(Job).where(Job.actor_name == actor_name)).all())

@@ -21,7 +21,8 @@ EVENT = {
 
 
 def scrape(client: TestClient) -> dict[str, float]:
-    response = client.get("/metrics")
+    # Without a metrics token, /metrics answers only this machine: scrape the same app from a loopback address.
+    response = TestClient(client.app, client=("127.0.0.1", 50000)).get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return parse_metrics(response.text)
