@@ -136,6 +136,21 @@ class DeclarationScope(StrEnum):
 RECORDING_EVIDENCE = "recording_id"
 
 
+class Wording(SQLModel, table=True):
+    """The exact words a donor was shown or read when making a Gift Aid declaration, kept once per version and text
+    (HMRC: keep the tax statement's wording and its version id). A version whose words change (the charity's name,
+    say) gets a second row, so each declaration points at the words it was really given."""
+
+    __tablename__ = "wordings"
+    __table_args__ = (sa.UniqueConstraint("version", "digest", name="uq_wordings_version_digest"),)
+
+    id: uuid.UUID = id_field()
+    version: str = Field(max_length=64)
+    text: str = Field(sa_type=sa.Text)
+    digest: str = Field(max_length=64)  # sha256 of the text, hex: the text itself is too long for a key
+    first_used_at: dt.datetime = created_at_field()
+
+
 class Declaration(SQLModel, table=True):
     """A Gift Aid declaration as given: the name and address on it are kept as they were."""
 
@@ -171,6 +186,8 @@ class Declaration(SQLModel, table=True):
     country: str = Field(default="GB", max_length=2)
     non_uk: bool = False
     wording_version: str = Field(default="", max_length=64)
+    # The words themselves (none on declarations recorded before they were kept).
+    wording_id: uuid.UUID | None = Field(default=None, foreign_key="wordings.id")
     source: str = Field(default="", max_length=32)
     evidence: dict[str, Any] = json_field()
     # Oral declarations: effective once the written confirmation is sent.

@@ -24,6 +24,7 @@ from crm.models import (
     ReviewItem,
     Supporter,
     SupporterAddress,
+    Wording,
 )
 
 
@@ -239,6 +240,22 @@ def interests_of(session: Session, supporter_id: uuid.UUID) -> list[Interest]:
             select(Interest).where(Interest.supporter_id == supporter_id).order_by(col(Interest.at).desc())
         ).all()
     )
+
+
+def wording(session: Session, version: str, digest: str) -> Wording | None:
+    return session.exec(select(Wording).where(Wording.version == version, Wording.digest == digest)).first()
+
+
+def latest_wording(session: Session, version: str) -> Wording | None:
+    query = select(Wording).where(Wording.version == version)
+    return session.exec(query.order_by(col(Wording.first_used_at).desc(), col(Wording.id))).first()
+
+
+def wording_texts(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    if not ids:
+        return {}
+    query = sa.select(col(Wording.id), col(Wording.text)).where(col(Wording.id).in_(ids))
+    return {wording_id: text for wording_id, text in session.execute(query)}
 
 
 def declarations_of(session: Session, supporter_id: uuid.UUID) -> list[Declaration]:

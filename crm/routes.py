@@ -25,9 +25,10 @@ from core.errors import TooManyRequests
 from core.http import JSON, client_address, in_thread, runtime_of, whole_number
 from core.models import StaffRole
 from core.runtime import Runtime
+from core.settings import Settings
 from crm import schemas, service
 from crm.errors import InvalidDonorDetails, SupporterNotFound
-from crm.models import ConsentStatus
+from crm.models import ConsentStatus, Declaration
 from crm.validation import DonorDetails, normalise_email
 
 T = TypeVar("T")
@@ -180,7 +181,8 @@ async def list_declarations(request: Request) -> Response:
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
         found = service.declarations(uow.session, supporter_id)
         audit(uow, principal, "view_declarations", "supporter", service.resolve_supporter(uow.session, supporter_id).id)
-        return {"items": [schemas.declaration_json(d) for d in found]}
+        words = service.declaration_words(uow.session, found)
+        return {"items": [schemas.declaration_json(d, words) for d in found]}
 
     return JSON(await staff_call(request, READERS, work))
 
@@ -204,7 +206,7 @@ async def create_declaration(request: Request) -> Response:
                 scope=body.scope,
                 donor=donor,
                 source="staff",
-                wording_version=body.wording_version or runtime_of(request).settings.giftaid.donation_wording_version,
+                **_wording(runtime_of(request).settings, body),
                 start=body.start,
                 end=body.end,
                 gift_id=body.gift_id,
@@ -213,9 +215,23 @@ async def create_declaration(request: Request) -> Response:
                 recorded_by=principal.email,
             ),
         )
-        return {**schemas.declaration_json(declaration), **report}
+        return {**_declaration_out(uow, declaration), **report}
 
     return JSON(await staff_call(request, RECORD_KEEPERS, work), status_code=201)
+
+
+def _declaration_out(uow: UnitOfWork, declaration: Declaration) -> dict[str, Any]:
+    return schemas.declaration_json(declaration, service.declaration_words(uow.session, [declaration]))
+
+
+def _wording(settings: Settings, body: schemas.DeclarationIn) -> dict[str, Any]:
+    """The wording a declaration recorded through the API was given with: the words sent with it; for the charity's
+    own wording version, its words; else the words Giving kept for that version the last time it was given."""
+    version = body.wording_version or settings.giftaid.donation_wording_version
+    text = body.wording_text or None
+    if text is None and version == settings.giftaid.donation_wording_version:
+        text = service.enduring_declaration_wording(settings.charity.name)
+    return {"wording_version": version, "wording_text": text}
 
 
 def _declaration_donor(uow: UnitOfWork, supporter_id: uuid.UUID, body: schemas.DeclarationIn) -> DonorDetails:
@@ -252,7 +268,7 @@ async def cancel_declaration(request: Request) -> Response:
                 uow, declaration_id, effective_on=body.effective_on, reason=body.reason, by=principal.email
             ),
         )
-        return {**schemas.declaration_json(declaration), **report}
+        return {**_declaration_out(uow, declaration), **report}
 
     return JSON(await staff_call(request, RECORD_KEEPERS, work))
 
@@ -271,7 +287,7 @@ async def confirm_declaration(request: Request) -> Response:
                 uow, declaration_id, confirmation_sent_on=body.confirmation_sent_on, by=principal.email
             ),
         )
-        return {**schemas.declaration_json(declaration), **report}
+        return {**_declaration_out(uow, declaration), **report}
 
     return JSON(await staff_call(request, RECORD_KEEPERS, work))
 

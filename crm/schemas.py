@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
@@ -56,6 +57,8 @@ class DeclarationIn(Body):
     # Without it, the supporter's current name and address are used.
     address: AddressIn | None = None
     wording_version: str = Field(default="", max_length=64)
+    # The words of a wording version not the charity's own; needed the first time that version is given.
+    wording_text: str = Field(default="", max_length=4000)
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -188,7 +191,8 @@ def history_item(entry: HistoryEntry | sa.Row[Any]) -> dict[str, Any]:
     return item
 
 
-def declaration_json(declaration: Declaration) -> dict[str, Any]:
+def declaration_json(declaration: Declaration, words: Mapping[uuid.UUID, str]) -> dict[str, Any]:
+    """`words`: the kept wordings' texts by id (`crm.service.declaration_words`)."""
     return {
         "id": declaration.id,
         "supporter_id": declaration.supporter_id,
@@ -210,6 +214,7 @@ def declaration_json(declaration: Declaration) -> dict[str, Any]:
         "country": declaration.country,
         "non_uk": declaration.non_uk,
         "wording_version": declaration.wording_version,
+        "wording_text": words.get(declaration.wording_id) if declaration.wording_id is not None else None,
         "source": declaration.source,
         "confirmation_sent_on": declaration.confirmation_sent_on,
         "cancelled_at": declaration.cancelled_at,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import re
 import unicodedata
 import uuid
@@ -50,6 +51,7 @@ from crm.models import (
     StatementPreference,
     Supporter,
     SupporterAddress,
+    Wording,
 )
 from crm.validation import (
     DonorDetails,
@@ -357,6 +359,43 @@ def has_granted(session: Session, supporter_id: uuid.UUID, channel: ConsentChann
     return current is not None and current.status == ConsentStatus.GRANTED
 
 
+def enduring_declaration_wording(charity_name: str) -> str:
+    """HMRC's model enduring declaration, as the donate and shop forms show it and as staff read or send it: one
+    source for the words shown and the words kept (`keep_wording`)."""
+    return (
+        f"I want to Gift Aid my donation and any donations I make in the future or have made in the past 4 years to "
+        f"{charity_name}. I am a UK taxpayer and understand that if I pay less Income Tax and/or Capital Gains Tax "
+        f"than the amount of Gift Aid claimed on all my donations in that tax year it is my responsibility to pay "
+        f"any difference."
+    )
+
+
+def keep_wording(session: Session, version: str, text: str | None) -> Wording | None:
+    """The kept words of a declaration wording: these words under this version, kept now if they are new (two
+    first uses at once keep one row); with no words, the last kept under the version (None if there are none)."""
+    if text is None:
+        return repository.latest_wording(session, version)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    found = repository.wording(session, version, digest)
+    if found is not None:
+        return found
+    new = Wording(version=version, text=text, digest=digest)
+    try:
+        with session.begin_nested():
+            session.add(new)
+    except IntegrityError:
+        found = repository.wording(session, version, digest)
+        if found is None:
+            raise
+        return found
+    return new
+
+
+def declaration_words(session: Session, declarations: list[Declaration]) -> dict[uuid.UUID, str]:
+    """The kept words of these declarations, by wording id."""
+    return repository.wording_texts(session, list({d.wording_id for d in declarations if d.wording_id is not None}))
+
+
 def record_declaration(
     uow: UnitOfWork,
     supporter_id: uuid.UUID,
@@ -367,6 +406,7 @@ def record_declaration(
     donor: DonorDetails,
     source: str,
     wording_version: str,
+    wording_text: str | None = None,
     start: dt.date | None = None,
     end: dt.date | None = None,
     gift_id: uuid.UUID | None = None,
@@ -377,6 +417,9 @@ def record_declaration(
 ) -> Declaration:
     """A Gift Aid declaration with the name and address given with it, checked now so a claim never finds bad
     data. `donor` must already be normalised (`DonorDetails.normalised(require_address=True)`).
+
+    `wording_text`: the words the donor was shown or read, kept with `wording_version` (`keep_wording`); without
+    them, the words last kept under that version.
 
     `given_with_gift`: a `this_gift` declaration made on a form with a gift not recorded yet (a checkout); it names
     no gift, and covers the gifts that name it (`declaration_id`: the checkout's gift, or a monthly gift's
@@ -405,6 +448,11 @@ def record_declaration(
     earliest = add_years(made_on, -4)
     if start is not None and start < earliest:
         errors["start"] = f"A declaration covers gifts of the past four years at most: from {earliest:%d/%m/%Y}"
+    wording = keep_wording(uow.session, wording_version, wording_text) if wording_version else None
+    if wording_version and wording is None:
+        errors["wording_text"] = (
+            f"Giving has not kept the words of declaration wording {wording_version!r} yet: give them with it"
+        )
     if errors:
         raise InvalidDonorDetails("; ".join(f"{k}: {v}" for k, v in errors.items()), errors)
     if scope == DeclarationScope.PAST_4_YEARS_AND_FUTURE and start is None:
@@ -433,6 +481,7 @@ def record_declaration(
         country=donor.country,
         non_uk=non_uk,
         wording_version=wording_version,
+        wording_id=wording.id if wording is not None else None,
         source=source,
         evidence=evidence or {},
         confirmation_sent_on=confirmation_sent_on,

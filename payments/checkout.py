@@ -214,6 +214,8 @@ def _record_supporter_and_permissions(
             donor=request.donor,
             source=source,
             wording_version=settings.giftaid.donation_wording_version,
+            # The words the form showed (the macro gift_aid prints the same function's text).
+            wording_text=crm.enduring_declaration_wording(settings.charity.name),
             evidence=evidence,
             given_with_gift=not own_record,
         )

@@ -21,6 +21,7 @@ from core.errors import ValidationFailed
 from core.http import client_address, in_thread, runtime_of
 from core.money import format_pence
 from core.settings import Settings
+from crm import service as crm_service
 from payments import checkout
 from payments.errors import ProviderDisabled, ProviderRefused, ProviderUnavailable
 from payments.forms import (
@@ -39,6 +40,8 @@ from payments.models import Method
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 templates.env.filters["pence"] = format_pence
+# The Gift Aid declaration's words: the ones crm keeps with each declaration made on these forms.
+templates.env.globals["declaration_wording"] = crm_service.enduring_declaration_wording
 RATE_WINDOW_SECONDS = 60
 
 

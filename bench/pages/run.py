@@ -94,6 +94,7 @@ def add_money(url: str, supporters_with_gifts: int, gifts: int, payouts: int, ta
                     ).normalised(require_address=True),
                     source="donate_form",
                     wording_version="bench",
+                    wording_text="I want to Gift Aid my donations.",
                 )
         for n in range(gifts):
             received = today - dt.timedelta(days=rng.randrange(700))

@@ -385,6 +385,7 @@ async def record_declaration(request: Request, staff: Principal) -> Response:
                     donor=checked_donor,
                     source="staff",
                     wording_version=rt.settings.giftaid.donation_wording_version,
+                    wording_text=crm_service.enduring_declaration_wording(rt.settings.charity.name),
                     start=start,
                     end=end,
                     gift_id=gift_id,

@@ -109,6 +109,7 @@ def populate_the_record_that_goes(runtime: Runtime, loser: uuid.UUID) -> None:
             donor=donor,
             source="donate_form",
             wording_version="v1",
+            wording_text="I want to Gift Aid my donations.",
         )
         service.record_consent(uow, loser, channel=ConsentChannel.POST, status=ConsentStatus.GRANTED, source="staff")
         service.add_note(uow, loser, "Met at the Dover event", author="fran@example.org")

@@ -80,6 +80,7 @@ def test_erasure_blanks_the_words_of_a_declaration_cancellation(runtime: Runtime
             donor=donor,
             source="staff",
             wording_version="v1",
+            wording_text="I want to Gift Aid my donations.",
         )
         declaration_id = declaration.id
     with runtime.unit_of_work() as uow:

@@ -111,6 +111,7 @@ def tokens(runtime: Runtime) -> dict[str, str]:
             donor=donor,
             source="test",
             wording_version="test",
+            wording_text="I want to Gift Aid my donations.",
         )
     return found
 

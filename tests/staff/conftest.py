@@ -148,6 +148,7 @@ def add_supporter(
                 ).normalised(require_address=True),
                 source="donate_form",
                 wording_version="v1",
+                wording_text="I want to Gift Aid my donations.",
             )
         base = dt.datetime(2025, 1, 1, 12, tzinfo=dt.UTC)
         for i in range(history):

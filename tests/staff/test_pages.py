@@ -10,7 +10,8 @@ from starlette.testclient import TestClient
 
 from core.models import AuditEntry
 from core.runtime import Runtime
-from crm.models import Declaration, HistoryEntry
+from crm.models import Declaration, HistoryEntry, Wording
+from crm.service import enduring_declaration_wording
 from tests.staff.conftest import StaffAccount, add_supporter, csrf_of, log_in
 
 
@@ -122,6 +123,9 @@ def test_recording_a_declaration_needs_the_session_csrf(client: TestClient, runt
         declaration = session.exec(select(Declaration)).one()
         assert declaration.method == "oral" and declaration.postcode == "CT16 1AA"
         assert declaration.recorded_by == "fundraiser@example.org"
+        # The words the fundraiser read out are kept with the declaration (giftaid.md §4).
+        words = session.get(Wording, declaration.wording_id)
+        assert words is not None and words.text == enduring_declaration_wording(runtime.settings.charity.name)
         from core.models import Job
 
         jobs = session.exec(select(Job).where(Job.actor_name == "receipts.issue_oral_confirmation")).all()
