@@ -209,6 +209,28 @@ class ShopSettings(Section):
     # VAT in basis points (2000 = 20%); 0 while the charity is below the VAT threshold.
     vat_rate_bp: int = Field(default=0, ge=0, le=10_000)
     low_stock_threshold: int = Field(default=5, ge=0)
+    # Where the shirts' prices include the postage, as ISO codes separated by commas: the UK, and the Channel Islands
+    # and the Isle of Man, which Royal Mail serves at its inland prices (docs/checkout.md, "Postage").
+    uk_postage_countries: str = "GB,GG,JE,IM"
+    # Pence charged once per order posted anywhere else, as its own line; 0: the shop does not post abroad, and the
+    # checkout refuses an address outside `uk_postage_countries`.
+    international_postage: int = Field(default=0, ge=0, le=100_000)
+
+    @field_validator("uk_postage_countries")
+    @classmethod
+    def _country_codes(cls, value: str) -> str:
+        codes = [code.strip().upper() for code in value.split(",") if code.strip()]
+        if not codes:
+            raise ValueError("name at least one country (e.g. GB)")
+        for code in codes:
+            if len(code) != 2 or not code.isalpha():
+                raise ValueError(f"{code!r} is not a two-letter country code")
+        return ",".join(codes)
+
+    @property
+    def uk_postage(self) -> frozenset[str]:
+        """The countries of `uk_postage_countries`."""
+        return frozenset(self.uk_postage_countries.split(","))
 
 
 class Settings(BaseSettings):

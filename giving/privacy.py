@@ -48,6 +48,7 @@ from giftaid.eligibility import period_end
 from giftaid.models import ClaimDonor, ClaimGift
 from giving.merge import lock_resolved
 from giving.registry import metadata
+from payments import checkout as checkout_service
 from payments import service as payments_service
 from payments.models import Checkout, Gift, RegularGift
 from receipts import service as receipts_service
@@ -59,7 +60,7 @@ EXPORT_FORMAT = "giving-subject-access-v1"
 # what HMRC needs is kept that long after the end of the financial period of the last claimed gift.
 KEEP_FOR_HMRC_YEARS = 6
 ERASED_NAME = ("Erased", "supporter")
-ERASURE_REQUEST = "erasure of the supporter's data"
+ERASURE_REQUEST = payments_service.ERASURE_REQUEST
 
 
 # --- subject access export -----------------------------------------------------------------------------------
@@ -261,6 +262,12 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
         "pending_subscriptions",
         session.execute(sa.delete(PendingSubscription).where(col(PendingSubscription.supporter_id).in_(ids))),
     )
+    # Nobody may start giving again under a record we can no longer name: the checkouts they have not finished are
+    # closed (their provider pages expired by a job after the commit; a completion that still arrives records the
+    # money without their details and stops any regular gift it started). Checkouts are locked before regular gifts.
+    closed = checkout_service.close_checkouts(uow, ids)
+    if closed:
+        changed["checkouts_closed"] = closed
     # Nobody may keep taking money from a person we can no longer name: their regular gifts are cancelled at the
     # provider (recorded here, told by a job after the commit), before the history's words are blanked below.
     for regular in payments_service.open_regular_gifts(session, ids):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +30,8 @@ from core.money import percent_of
 from core.settings import Settings
 from crm import service as crm
 from crm.models import ConsentChannel, ConsentStatus, DeclarationMethod, DeclarationScope, StatementPreference
-from payments.errors import ProviderDisabled, ProviderRefused, ProviderUnavailable
+from payments import repository, shop
+from payments.errors import ProviderBusy, ProviderDisabled, ProviderRefused, ProviderUnavailable
 from payments.forms import BasketLine, DonationRequest, InvalidForm, ShopRequest
 from payments.models import (
     Checkout,
@@ -40,6 +41,7 @@ from payments.models import (
     Method,
     Order,
     OrderLine,
+    OrderStatus,
     PartnerCampaign,
     Product,
     Provider,
@@ -362,9 +364,20 @@ def record_order(
 ) -> CheckoutPlan:
     """The basket (order and lines), supporter, declaration, consent and a pending shop checkout."""
     session = uow.session
-    priced = price_basket(session, request.lines, vat_rate_bp=settings.shop.vat_rate_bp)
-    goods_gross = sum(line.gross for line in priced)
-    vat = sum(line.vat_amount for line in priced)
+    vat_rate = settings.shop.vat_rate_bp
+    # Postage: none within the UK (the prices include it), the international price once per order elsewhere, or
+    # the address refused when the shop does not post there (docs/checkout.md, "Postage").
+    postage = shop.postage_for(settings.shop, request.donor.country)
+    refused = {} if postage is not None else {"country": shop.NO_POSTAGE_THERE}
+    try:
+        priced = price_basket(session, request.lines, vat_rate_bp=vat_rate)
+    except InvalidForm as exc:
+        raise InvalidForm({**exc.errors, **refused}, status_code=400 if refused else exc.status_code) from exc
+    if postage is None:
+        raise InvalidForm(refused)
+    postage_vat = shop.vat_included(postage, vat_rate)
+    goods_gross = sum(line.gross for line in priced) + postage
+    vat = sum(line.vat_amount for line in priced) + postage_vat
     total = goods_gross + request.donation
     donor = request.donor.as_dict()
     wanted = sorted((line.sku, line.quantity) for line in request.lines)
@@ -381,7 +394,7 @@ def record_order(
             and existing.appeal == request.appeal
             and existing.donor == donor
             and (existing.declaration_id is not None) == request.gift_aid
-            and sorted((line.sku, line.quantity) for line in lines) == wanted
+            and sorted((line.sku, line.quantity) for line in lines if not shop.is_postage(line)) == wanted
         )
 
     existing = _reusable(session, request.reference, matches=same_form)
@@ -418,6 +431,18 @@ def record_order(
                 partner_share_amount=line.partner_share_amount,
             )
         )
+    if postage:
+        session.add(
+            OrderLine(
+                order_id=order.id,
+                sku=shop.POSTAGE_SKU,
+                product_name=shop.POSTAGE_LINE_NAME,
+                size="",
+                quantity=1,
+                unit_price=postage,
+                vat_amount=postage_vat,
+            )
+        )
     checkout = Checkout(
         id=checkout_id,
         kind=CheckoutKind.SHOP,
@@ -439,15 +464,22 @@ def record_order(
 
 
 def _plan(session: Session, checkout: Checkout) -> CheckoutPlan:
+    """What the provider call needs. A basket's lines go to Stripe as the shirts (by SKU), then the postage, then
+    the donation."""
     lines: list[PlannedLine] = []
     if checkout.order_id is not None:
         order = session.get(Order, checkout.order_id)
+        postage: list[PlannedLine] = []
         for line in session.exec(
             select(OrderLine).where(OrderLine.order_id == checkout.order_id).order_by(col(OrderLine.sku))
         ).all():
-            lines.append(
-                PlannedLine(f"{line.product_name} (size {line.size})", line.unit_price, line.quantity, line.sku)
-            )
+            if shop.is_postage(line):
+                postage.append(PlannedLine(line.product_name, line.unit_price, line.quantity))
+            else:
+                lines.append(
+                    PlannedLine(f"{line.product_name} (size {line.size})", line.unit_price, line.quantity, line.sku)
+                )
+        lines.extend(postage)
         if order is not None and order.donation_amount:
             lines.append(PlannedLine(DONATION_LINE_NAME, order.donation_amount, 1))
     return CheckoutPlan(
@@ -618,6 +650,9 @@ def mark_open(uow: UnitOfWork, checkout_id: uuid.UUID, page: ProviderPage) -> No
     checkout.redirect_url = page.url
     if checkout.status in {CheckoutStatus.PENDING, CheckoutStatus.FAILED}:
         checkout.status = CheckoutStatus.OPEN
+    elif checkout.status == CheckoutStatus.CANCELLED:
+        # Closed (an erasure) while its page was being made: that page is closed too.
+        uow.enqueue(CLOSE_CHECKOUT, checkout_id=str(checkout.id))
     uow.session.add(checkout)
 
 
@@ -640,14 +675,20 @@ def start_checkout(
 ) -> str:
     """Record (step 1), open the provider's page (2), store it (3); returns the address to send the donor to.
 
-    Raises InvalidForm (nothing recorded), or ProviderUnavailable / ProviderRefused after marking the checkout
-    failed. `record` is `record_donation` or `record_order` with its request bound.
+    Raises InvalidForm (nothing recorded), ProviderUnavailable / ProviderRefused after marking the checkout failed,
+    or ProviderBusy (the checkout left as it is: another request is still making its page under the same key).
+    `record` is `record_donation` or `record_order` with its request bound.
     """
     plan = _record(unit_of_work, record)
     if plan.status == CheckoutStatus.OPEN and plan.redirect_url:
         return plan.redirect_url
     try:
         page = open_provider_page(settings, plan)
+    except ProviderBusy:
+        # A twin of this form (a double click) is still making the page under the same key: nothing failed, the
+        # checkout keeps its key, and "Try again" gets that page.
+        log.info("checkout %s: the provider is still making its page for another request", plan.checkout_id)
+        raise
     except (ProviderUnavailable, ProviderRefused, ProviderDisabled) as exc:
         log.warning("checkout %s: the provider page could not be created: %s", plan.checkout_id, exc)
         with unit_of_work() as uow:
@@ -671,3 +712,78 @@ def _record(unit_of_work: UnitOfWorkFactory, record: Callable[[UnitOfWork], Chec
         # once more, now seeing its rows.
         with unit_of_work() as uow:
             return record(uow)
+
+
+# --- closing the checkouts of an erased supporter -----------------------------------------------------------------
+
+CLOSE_CHECKOUT = "payments.close_checkout"
+_CLOSABLE = (CheckoutStatus.PENDING, CheckoutStatus.OPEN, CheckoutStatus.FAILED)
+
+
+def close_checkouts(uow: UnitOfWork, supporter_ids: Sequence[uuid.UUID]) -> int:
+    """The erasure of a supporter closes the checkouts they have not finished: each becomes `cancelled` (so a
+    completion that still arrives is recognised: docs/payments.md, "Checkouts of an erased supporter"), its basket
+    `cancelled`, and `payments.close_checkout` expires its provider page after the commit. A checkout whose
+    delayed payment failed is finished already and stays as it is. Returns how many were closed."""
+    session = uow.session
+    checkouts = repository.all_locked(
+        session,
+        select(Checkout)
+        .where(col(Checkout.supporter_id).in_(supporter_ids), col(Checkout.status).in_(_CLOSABLE))
+        .order_by(col(Checkout.id)),
+    )
+    closed = 0
+    for checkout in checkouts:
+        page = checkout.stripe_checkout_session_id or checkout.gocardless_billing_request_id
+        if checkout.status == CheckoutStatus.FAILED and page:
+            continue  # its payment failed: finished, nothing to close
+        checkout.status = CheckoutStatus.CANCELLED
+        session.add(checkout)
+        if checkout.order_id is not None:
+            order = repository.order_locked(session, checkout.order_id)
+            if order is not None and order.status == OrderStatus.PENDING:
+                order.status = OrderStatus.CANCELLED
+                order.updated_at = utc_now()
+                session.add(order)
+        if page:
+            uow.enqueue(CLOSE_CHECKOUT, checkout_id=str(checkout.id))
+        closed += 1
+    session.flush()
+    return closed
+
+
+def close_provider_page(
+    uow: UnitOfWork,
+    checkout_id: uuid.UUID,
+    *,
+    stripe: Callable[[], StripeGateway],
+    gocardless: Callable[[], GoCardlessGateway],
+) -> str:
+    """The job: expire the Stripe Checkout Session, or cancel the GoCardless billing request, of a checkout Giving
+    closed, so the donor can no longer pay on it. A page the provider refuses to close because it is no longer open
+    (paid a moment ago, or expired) is left as it is: a completion is recorded by its webhook. Refused while it is
+    still open: ProviderRefused, for a person."""
+    checkout = uow.session.get(Checkout, checkout_id)
+    if checkout is None or checkout.status != CheckoutStatus.CANCELLED:
+        return f"nothing to close ({checkout.status if checkout else 'no such checkout'})"
+    if checkout.stripe_checkout_session_id:
+        gateway = stripe()
+        try:
+            gateway.expire_checkout_session(checkout.stripe_checkout_session_id)
+            return "expired at Stripe"
+        except ProviderRefused:
+            status = gateway.retrieve_checkout_session(checkout.stripe_checkout_session_id).get("status")
+            if status == "open":
+                raise
+            return f"already {status} at Stripe"
+    if checkout.gocardless_billing_request_id:
+        gocardless_gateway = gocardless()
+        try:
+            gocardless_gateway.cancel_billing_request(checkout.gocardless_billing_request_id)
+            return "cancelled at GoCardless"
+        except ProviderRefused:
+            status = gocardless_gateway.get_billing_request(checkout.gocardless_billing_request_id).get("status")
+            if status in ("pending", "ready_to_fulfil"):
+                raise
+            return f"already {status} at GoCardless"
+    return "no provider page"

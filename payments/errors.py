@@ -22,6 +22,16 @@ class ProviderUnavailable(ServiceUnavailable, PaymentsError):
         self.answered = answered
 
 
+class ProviderBusy(ProviderUnavailable):
+    """The provider is still processing an earlier request with the same idempotency key (a double click reached it
+    while the first click's request was running: Stripe's 409 `idempotency_key_in_use`). Nothing was saved under the
+    key for this request, so the same key is sent again later and gets the first request's answer: not `answered`,
+    and nothing failed. 503 with Retry-After: the donor is asked to try again in a moment."""
+
+    def __init__(self, detail: str):
+        super().__init__(detail, headers={"Retry-After": "5"})
+
+
 class ProviderRefused(BadRequest, PaymentsError):
     """The provider refused the request (its message says why)."""
 

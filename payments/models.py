@@ -50,6 +50,10 @@ class CheckoutStatus(StrEnum):
     COMPLETED = "completed"
     EXPIRED = "expired"
     FAILED = "failed"
+    # Closed by Giving before the donor paid: the supporter's data was erased (its provider page is expired by the
+    # job `payments.close_checkout`). A completion that still arrives records the money without their details and
+    # stops at once any regular gift it started (docs/payments.md, "Checkouts of an erased supporter").
+    CANCELLED = "cancelled"
 
 
 class Checkout(SQLModel, table=True):

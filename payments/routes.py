@@ -23,7 +23,7 @@ from core.money import format_pence
 from core.settings import Settings
 from crm import service as crm_service
 from payments import checkout
-from payments.errors import ProviderDisabled, ProviderRefused, ProviderUnavailable
+from payments.errors import ProviderBusy, ProviderDisabled, ProviderRefused, ProviderUnavailable
 from payments.forms import (
     DONOR_FIELDS,
     HONEYPOT_FIELD,
@@ -122,16 +122,27 @@ def _provider_failed(
     values: dict[str, str],
     basket: list[tuple[str, str]] | None = None,
 ) -> Response:
-    """A clear page, and a button that sends the same form (same checkout_ref) again."""
+    """A clear page, and a button that sends the same form (same checkout_ref) again. Unavailable (and busy: the
+    provider is still making the page for a twin of this form) carries the error's 503 and Retry-After; a refusal
+    of our request by the provider is a 502."""
     unavailable = isinstance(exc, ProviderUnavailable)
     resend = {k: v for k, v in values.items() if k not in {"sku", "quantity", HONEYPOT_FIELD}}
-    return _page(
-        request,
-        "provider_error.html",
-        {"unavailable": unavailable, "action": action, "resend": resend, "basket": basket or []},
-        status_code=503 if unavailable else 502,
-        headers={"Retry-After": "30"} if unavailable else None,
-    )
+    context = {
+        "unavailable": unavailable,
+        "busy": isinstance(exc, ProviderBusy),
+        "action": action,
+        "resend": resend,
+        "basket": basket or [],
+    }
+    if isinstance(exc, ProviderUnavailable):
+        return _page(
+            request,
+            "provider_error.html",
+            context,
+            status_code=exc.status_code,
+            headers=exc.headers or {"Retry-After": "30"},
+        )
+    return _page(request, "provider_error.html", context, status_code=502)
 
 
 # --- donate -----------------------------------------------------------------------------------------------------
@@ -235,7 +246,14 @@ def _shop_form(
     values.pop("quantity", None)
     if parse_reference(values.get(REFERENCE_FIELD, "")) is None:
         values[REFERENCE_FIELD] = str(uuid.uuid4())
-    context = {"products": products, "values": values, "quantities": quantities, "errors": errors}
+    settings: Settings = runtime_of(request).settings
+    context = {
+        "products": products,
+        "values": values,
+        "quantities": quantities,
+        "errors": errors,
+        "international_postage": settings.shop.international_postage,
+    }
     return _page(request, "shop.html", context, status_code)
 
 

@@ -431,6 +431,16 @@ def key_recorded(session: Session, key: str) -> bool:
 
 # --- Stripe: checkouts --------------------------------------------------------------------------------------------
 
+# Who asks for a regular gift to stop when an erasure does (giving.privacy.ERASURE_REQUEST).
+ERASURE_REQUEST = "erasure of the supporter's data"
+
+
+def _stop_if_started_by_closed_checkout(uow: UnitOfWork, regular: RegularGift, *, closed: bool) -> None:
+    """A regular gift started by a checkout Giving had closed (its supporter's data was erased before the donor
+    finished paying) is stopped at once, through the cancellation staff and erasures use."""
+    if closed and regular.status not in _TERMINAL_REGULAR and regular.cancel_requested_at is None:
+        request_cancellation(uow, regular.id, requested_by=ERASURE_REQUEST)
+
 
 def _checkout_of_stripe_session(uow: UnitOfWork, session_object: dict[str, Any]) -> Checkout | None:
     metadata = session_object.get("metadata") or {}
@@ -619,9 +629,11 @@ def _start_stripe_regular_gift(
         )
 
     regular, _ = _regular_or_insert(uow, "stripe_subscription_id", subscription_id, build)
+    closed = checkout.status == CheckoutStatus.CANCELLED
     _set(checkout, status=CheckoutStatus.COMPLETED, completed_at=checkout.completed_at or at)
     uow.session.add(checkout)
     _apply_stripe_subscription(uow, regular, subscription, at=at)
+    _stop_if_started_by_closed_checkout(uow, regular, closed=closed)
     return Effect.processed(f"stripe_subscription:{subscription_id}", f"stripe_checkout_session:{session_object['id']}")
 
 
@@ -1464,6 +1476,10 @@ def record_gocardless_billing_request(
     mandate_id, customer_id = links.get("mandate_request_mandate"), links.get("customer")
     if not mandate_id:
         return Effect.ignored("the billing request set up no mandate")
+    closed = checkout.status == CheckoutStatus.CANCELLED
+    if closed and checkout.frequency != Frequency.MONTHLY:
+        # No money moves until we create the payment: none is taken from a supporter whose data was erased.
+        return Effect.processed(note="the checkout was closed (the supporter's data was erased): no payment taken")
     _set(
         checkout,
         gocardless_billing_request_id=checkout.gocardless_billing_request_id or billing_request_id,
@@ -1511,6 +1527,7 @@ def record_gocardless_billing_request(
 
         regular, _ = _regular_or_insert(uow, "gocardless_subscription_id", str(subscription_id), build)
         _apply_gocardless_subscription(uow, regular, subscription, at=at)
+        _stop_if_started_by_closed_checkout(uow, regular, closed=closed)
         keys.append(f"gocardless_subscription:{subscription_id}")
         return Effect.processed(*keys)
     payment = gocardless.create_payment(

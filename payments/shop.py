@@ -19,6 +19,7 @@ from core.clock import UK, uk_date, utc_now
 from core.db import UnitOfWork
 from core.errors import BadRequest
 from core.money import percent_of
+from core.settings import ShopSettings
 from payments import repository
 from payments.errors import OrderNotFound, PaymentsError
 from payments.models import Gift, Order, OrderLine, OrderStatus, PartnerCampaign, Product, Sku
@@ -32,18 +33,43 @@ class OrderNotFulfillable(BadRequest, PaymentsError):
     status_code = 409
 
 
+# Postage (docs/checkout.md, "Postage"). The prices include postage to `[shop] uk_postage_countries`; an order posted
+# anywhere else pays `[shop] international_postage` once, as an order line of its own: part of the sale (goods, with
+# the goods' VAT rate), never a shirt (no SKU row, no stock, no partner share). With no international price set, the
+# shop does not post abroad and the checkout refuses such an address.
+POSTAGE_SKU = "POSTAGE"
+POSTAGE_LINE_NAME = "Postage outside the UK"
+
+
+NO_POSTAGE_THERE = "Sorry, we can only post shirts to addresses in the UK, the Channel Islands and the Isle of Man"
+
+
+def postage_for(settings: ShopSettings, country: str) -> int | None:
+    """What posting an order to `country` costs the buyer, in pence (0: the prices include it); None when the shop
+    does not post there."""
+    if country.upper() in settings.uk_postage:
+        return 0
+    return settings.international_postage or None
+
+
+def is_postage(line: OrderLine) -> bool:
+    return line.sku == POSTAGE_SKU
+
+
 def take_stock(uow: UnitOfWork, order: Order) -> None:
     """A paid order takes its shirts from stock. Stock may go negative: the order was paid (stock is checked at the
     checkout, not reserved), so the sale stands; a warning is logged and the SKU heads the low-stock list."""
-    for line in sorted(_lines(uow, order), key=lambda line: line.sku):  # SKU rows are locked in code order
+    shirts = [line for line in _lines(uow, order) if not is_postage(line)]
+    for line in sorted(shirts, key=lambda line: line.sku):  # SKU rows are locked in code order
         stock = _adjust(uow, line.sku, -line.quantity)
         if stock is not None and stock < 0:
             log.warning("SKU %s oversold: stock %d after order %s was paid", line.sku, stock, order.id)
 
 
 def return_stock(uow: UnitOfWork, line: OrderLine, quantity: int) -> None:
-    """Shirts refunded go back into stock."""
-    _adjust(uow, line.sku, quantity)
+    """Shirts refunded go back into stock (postage is no stock)."""
+    if not is_postage(line):
+        _adjust(uow, line.sku, quantity)
 
 
 def allocate_refund(order: Order, amount: int) -> tuple[int, int]:

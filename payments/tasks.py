@@ -8,7 +8,7 @@ import uuid
 from core import jobs
 from core.db import UnitOfWork
 from core.runtime import get_runtime
-from payments import service
+from payments import checkout, service
 from payments.errors import ProviderDisabled, ProviderRefused, RegularGiftStillLive
 from payments.providers.gocardless import gocardless_gateway
 from payments.providers.stripe import stripe_gateway
@@ -41,6 +41,27 @@ def cancel_regular_gift(uow: UnitOfWork, regular_gift_id: str) -> str:
     return service.cancel_regular_gift(
         uow,
         uuid.UUID(regular_gift_id),
+        stripe=lambda: stripe_gateway(settings.stripe),
+        gocardless=lambda: gocardless_gateway(settings.gocardless),
+    )
+
+
+@jobs.actor(
+    checkout.CLOSE_CHECKOUT,
+    queue="default",
+    time_limit_ms=120_000,
+    max_retries=8,
+    # Retried while the provider is unreachable; switched off, or refusing to close a page it still has open: a
+    # person looks (a failed job).
+    gives_up_on=(ProviderDisabled, ProviderRefused),
+)
+def close_checkout(uow: UnitOfWork, checkout_id: str) -> str:
+    """Expire the provider page of a checkout Giving closed (its supporter's data was erased), so nobody pays on
+    it; retried while the provider is unreachable."""
+    settings = get_runtime().settings
+    return checkout.close_provider_page(
+        uow,
+        uuid.UUID(checkout_id),
         stripe=lambda: stripe_gateway(settings.stripe),
         gocardless=lambda: gocardless_gateway(settings.gocardless),
     )

@@ -66,6 +66,10 @@ class GoCardlessGateway:
     def get_billing_request(self, billing_request_id: str) -> dict[str, Any]:
         return self._dict(self._call(self.client.billing_requests.get, billing_request_id))
 
+    def cancel_billing_request(self, billing_request_id: str) -> dict[str, Any]:
+        """Close a billing request the donor has not completed (GoCardless refuses one already fulfilled or ended)."""
+        return self._dict(self._call(self.client.billing_requests.cancel, billing_request_id, params={}))
+
     def create_subscription(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
         resource = self._call(
             self.client.subscriptions.create, params=params, headers={"Idempotency-Key": idempotency_key}

@@ -7,6 +7,7 @@ another server (tests run a local one).
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
@@ -16,10 +17,18 @@ import stripe as stripe_lib
 import urllib3
 
 from core.settings import StripeSettings
-from payments.errors import ProviderDisabled, ProviderRefused, ProviderUnavailable
+from payments.errors import ProviderBusy, ProviderDisabled, ProviderRefused, ProviderUnavailable
 
 API_VERSION = "2026-10-28.endive"
 DEFAULT_API_BASE = "https://api.stripe.com"
+
+# A request whose idempotency key Stripe is still processing (409 `idempotency_key_in_use`: a double click reached
+# Stripe while the first click's request was running). The SDK already sends it again twice by itself (409 is
+# retried unless Stripe answers `Stripe-Should-Retry: false`), after 0.5 s and 0.5-1 s; creating a Checkout Session
+# can take longer than that. So the session is asked for again, with the same key, after these pauses, for at most
+# KEY_IN_USE_PATIENCE seconds in all: Stripe then answers what it saved for the first request (the same session).
+KEY_IN_USE_PAUSES = (0.25, 0.5, 1.0, 2.0)
+KEY_IN_USE_PATIENCE = 5.0
 
 
 @lru_cache(maxsize=8)
@@ -118,9 +127,12 @@ class StripeGateway:
             raise ProviderUnavailable(f"Stripe is unavailable: {exc.user_message or exc}") from exc
         except stripe_lib.RateLimitError as exc:
             raise ProviderUnavailable(f"Stripe is unavailable: {exc.user_message or exc}", answered=True) from exc
-        except stripe_lib.APIError as exc:
-            raise ProviderUnavailable(f"Stripe failed: {exc.user_message or exc}", answered=True) from exc
         except stripe_lib.StripeError as exc:
+            if _key_in_use(exc):
+                # Stripe kept nothing under the key for this request: the same key is sent again, not the next.
+                raise ProviderBusy(f"Stripe is still processing this request: {exc.user_message or exc}") from exc
+            if isinstance(exc, stripe_lib.APIError):
+                raise ProviderUnavailable(f"Stripe failed: {exc.user_message or exc}", answered=True) from exc
             raise ProviderRefused(f"Stripe refused: {exc.user_message or exc}") from exc
 
     @staticmethod
@@ -129,8 +141,26 @@ class StripeGateway:
 
     # Checkout
     def create_checkout_session(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
-        session = self._call(self.client.v1.checkout.sessions.create, params, {"idempotency_key": idempotency_key})
-        return self._dict(session)
+        """The session for this key. While Stripe is still processing an earlier request with the same key (a
+        double click), it is asked again with the same key, for at most KEY_IN_USE_PATIENCE seconds, and answers
+        the first request's session; past that, ProviderBusy."""
+        deadline = time.monotonic() + KEY_IN_USE_PATIENCE
+        pauses = iter(KEY_IN_USE_PAUSES)
+        while True:
+            try:
+                session = self._call(
+                    self.client.v1.checkout.sessions.create, params, {"idempotency_key": idempotency_key}
+                )
+                return self._dict(session)
+            except ProviderBusy:
+                pause = next(pauses, KEY_IN_USE_PAUSES[-1])
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+
+    def expire_checkout_session(self, session_id: str) -> dict[str, Any]:
+        """Close an open Checkout Session: the donor can no longer pay on it (Stripe refuses one that is not open)."""
+        return self._dict(self._call(self.client.v1.checkout.sessions.expire, session_id))
 
     def retrieve_checkout_session(self, session_id: str) -> dict[str, Any]:
         return self._dict(self._call(self.client.v1.checkout.sessions.retrieve, session_id))
@@ -194,6 +224,13 @@ class StripeGateway:
     def retrieve_payment_intent_with_charge(self, payment_intent_id: str) -> dict[str, Any]:
         intent = self._call(self.client.v1.payment_intents.retrieve, payment_intent_id, {"expand": ["latest_charge"]})
         return self._dict(intent)
+
+
+def _key_in_use(exc: stripe_lib.StripeError) -> bool:
+    """Stripe's 409 for a request whose idempotency key another request is still using (the SDK raises it as an
+    APIError: a 409 is neither a 400 nor a 404)."""
+    code = exc.code or (exc.error.code if exc.error is not None else None)
+    return exc.http_status == 409 and code == "idempotency_key_in_use"
 
 
 def stripe_gateway(settings: StripeSettings) -> StripeGateway:

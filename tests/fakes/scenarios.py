@@ -186,6 +186,12 @@ class GoCardlessWorld:
             cancel(self.subscriptions, "subscriptions", live_subscription),
         )
         server.route("POST", r"/mandates/(?P<id>[^/]+)/actions/cancel", cancel(self.mandates, "mandates", live_mandate))
+        # A billing request the payer has not completed can be cancelled; one fulfilled (or ended) is refused.
+        server.route(
+            "POST",
+            r"/billing_requests/(?P<id>[^/]+)/actions/cancel",
+            cancel(self.billing_requests, "billing_requests", {"pending", "ready_to_fulfil"}),
+        )
         server.route("POST", r"/payments", create(self.created_payments, "payments"))
         server.route(
             "GET",
@@ -454,11 +460,15 @@ class Scenario:
         dispute: str | None = None,
         appeal: str | None = "WINTER",
         with_payment_intent_event: bool = True,
+        checkout_id: uuid.UUID | None = None,
+        session_id: str | None = None,
     ) -> str:
-        checkout_id = seed_checkout(self.runtime, supporter_id, amount=amount, appeal=appeal)
+        """A one-off card gift. `checkout_id` and `session_id`: a checkout our donate form made (and its session),
+        rather than a seeded one."""
+        checkout_id = checkout_id or seed_checkout(self.runtime, supporter_id, amount=amount, appeal=appeal)
         charged = self.tick()
         intent_id, charge_id = self._intent(amount, created=charged)
-        session_id = unique("cs_test_")
+        session_id = session_id or unique("cs_test_")
         self._stripe(
             "checkout.session.completed",
             self._session_object(
@@ -543,10 +553,15 @@ class Scenario:
         fail_last: bool = False,
         final_status: str = "active",
         legacy_invoice_shape: bool = False,
+        checkout_id: uuid.UUID | None = None,
+        session_id: str | None = None,
     ) -> str:
         """A monthly card gift: the checkout, the subscription's events, `paid` paid invoices and optionally a
-        failed one after them; `final_status` is the subscription's status at the end."""
-        checkout_id = seed_checkout(self.runtime, supporter_id, amount=amount, frequency=Frequency.MONTHLY)
+        failed one after them; `final_status` is the subscription's status at the end. `checkout_id` and
+        `session_id`: a checkout our donate form made (and its session), rather than a seeded one."""
+        checkout_id = checkout_id or seed_checkout(
+            self.runtime, supporter_id, amount=amount, frequency=Frequency.MONTHLY
+        )
         subscription_id = unique("sub_")
         subscription = copy.deepcopy(fixture("stripe/subscription.stripe-mock.json"))
         period_end = BASE_TIME + 31 * DAY * (paid + 1)
@@ -560,7 +575,7 @@ class Scenario:
             }
         )
         self.stripe.subscriptions[subscription_id] = subscription
-        session_id = unique("cs_test_")
+        session_id = session_id or unique("cs_test_")
         self._stripe(
             "checkout.session.completed",
             self._session_object(
