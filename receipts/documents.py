@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
+from babel import Locale
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from core.settings import CharitySettings
 
 # Bump when a template changes what it prints; kept in the content so an old document can be told apart.
-LAYOUT_VERSION = 1
+# 2: the donor's country (outside the UK), the gift a single-gift oral declaration covers, and a correction that says
+# we no longer claim Gift Aid a receipt promised. Layout 1 content has none of these and renders as it did.
+LAYOUT_VERSION = 2
 
 METHOD_LABELS = {"card": "Card", "direct_debit": "Direct Debit", "cash": "Cash", "cheque": "Cheque"}
 REGULATOR_LABELS = {
@@ -23,6 +27,8 @@ REGULATOR_LABELS = {
     "CCNI": "Charity Commission for Northern Ireland",
     "OSCR": "Scottish Charity Regulator",
 }
+# An oral declaration may be cancelled within 30 days of its written confirmation (giftaid.md §1C rule 13).
+ORAL_CANCELLATION_DAYS = dt.timedelta(days=30)
 SCOPE_LABELS = {
     "this_gift": "this gift only",
     "future": "this gift and all future gifts",
@@ -30,6 +36,7 @@ SCOPE_LABELS = {
     "period": "gifts made in a period",
 }
 NO_BENEFIT = "No goods or services were provided in return for this gift."
+HOME_COUNTRY = "GB"
 
 
 class Model(BaseModel):
@@ -52,6 +59,10 @@ class Donor(Model):
     address_lines: list[str] = []
     postcode: str = ""
     email: str | None = None
+    # ISO 3166 code as given ("" on documents made before it was kept) and, outside the UK, the name printed as the
+    # last line of the address (kept in the content, so a later babel naming a country differently changes nothing).
+    country: str = ""
+    country_name: str = ""
 
     @property
     def full_name(self) -> str:
@@ -75,9 +86,11 @@ class DeclarationSummary(Model):
 
 
 class GiftAidNote(Model):
-    """`claim`: a declaration covers the gift; `invite`: it could, none does; `none`: not eligible (say nothing)."""
+    """`claim`: a declaration covers the gift; `invite`: it could, none does; `none`: not eligible (say nothing);
+    `withdrawn` (corrections only): the receipt said we would claim, and by the Gift Aid rules we now cannot (the
+    declaration was cancelled within its 30 days, say): the correction says we will claim none."""
 
-    status: Literal["claim", "invite", "none"]
+    status: Literal["claim", "invite", "none", "withdrawn"]
     claim_amount: int = 0
     declaration: DeclarationSummary | None = None
 
@@ -192,6 +205,17 @@ class OralConfirmation(Model):
     declaration_id: str
     declaration: DeclarationSummary
     cancel_by: dt.date | None  # None: it goes by post, so its sending day is the postal batch's
+    # The day this letter was sent, when it is not `issued_on`: set only on a copy as it goes out (never stored), the
+    # day crm records as the declaration's `confirmation_sent_on` (`cancel_by` is then 30 days after it).
+    sent_on: dt.date | None = None
+    # A declaration for one gift: that gift, so the letter says what it covers (None: not known, or another scope).
+    gift_amount: int | None = None
+    gift_currency: str = "GBP"
+    gift_received_on: dt.date | None = None
+
+    def as_sent_on(self, day: dt.date) -> OralConfirmation:
+        """The letter as it reads when it goes out on `day` (a copy sent after the original could not be)."""
+        return self.model_copy(update={"sent_on": day, "cancel_by": day + ORAL_CANCELLATION_DAYS})
 
 
 class Correction(Model):
@@ -266,6 +290,7 @@ def charity_from(settings: CharitySettings) -> Charity:
 def donor_from(details: dict[str, Any], *, email: str | None = None) -> Donor:
     """From a name-and-address dict as kept with a gift (`DonorDetails.as_dict()`) or a declaration."""
     lines = [str(details.get(k) or "").strip() for k in ("address_line1", "address_line2", "town")]
+    country = str(details.get("country") or "").strip().upper()
     return Donor(
         title=details.get("title") or None,
         first_name=str(details.get("first_name") or ""),
@@ -273,7 +298,24 @@ def donor_from(details: dict[str, Any], *, email: str | None = None) -> Donor:
         address_lines=[line for line in lines if line],
         postcode=str(details.get("postcode") or ""),
         email=email if email is not None else details.get("email"),
+        country=country,
+        country_name=country_name(country),
     )
+
+
+def country_name(code: str) -> str:
+    """What an address outside the UK ends with: the country's English name, or the code itself when CLDR has no
+    name for it; "" for the UK (or no country given)."""
+    code = code.strip().upper()
+    if not code or code == HOME_COUNTRY:
+        return ""
+    return str(_country_names().get(code) or code)
+
+
+@lru_cache(maxsize=1)
+def _country_names() -> dict[str, str]:
+    """CLDR's British English country names (babel, a dependency already), loaded on first use."""
+    return dict(Locale.parse("en_GB").territories)
 
 
 def declaration_summary(declaration: Any) -> DeclarationSummary:

@@ -436,6 +436,17 @@ def declaration_summaries(session: Session, ids: set[uuid.UUID]) -> dict[uuid.UU
     return {row.id: row for row in session.connection().execute(_DECLARATION_SUMMARIES, {"ids": list(ids)})}
 
 
+def gift_of_declaration(session: Session, declaration_id: uuid.UUID, gift_id: uuid.UUID | None) -> Any:
+    """The gift a declaration for one gift covers (amount, currency, received_on): the one it names, or else the
+    one given with it (which names the declaration). None when there is none."""
+    query = sa.select(_GIFTS.c.amount, _GIFTS.c.currency, _GIFTS.c.received_on)
+    if gift_id is not None:
+        query = query.where(_GIFTS.c.id == gift_id)
+    else:
+        query = query.where(_GIFTS.c.declaration_id == declaration_id).order_by(_GIFTS.c.created_at, _GIFTS.c.id)
+    return session.connection().execute(query.limit(1)).first()
+
+
 def order_lines(session: Session, order_id: uuid.UUID) -> Sequence[OrderLine]:
     return session.exec(
         select(OrderLine).where(OrderLine.order_id == order_id).order_by(col(OrderLine.sku), col(OrderLine.id))
@@ -496,6 +507,8 @@ _STATEMENT_GIFTS = (
         _GIFTS.c.received_on,
         _GIFTS.c.method,
         _GIFTS.c.appeal,
+        # The declaration given with the gift (one for this gift only may name no gift: the gift names it).
+        _GIFTS.c.declaration_id,
     )
     .where(
         _GIFTS.c.supporter_id.in_(sa.bindparam("supporter_ids", expanding=True)),

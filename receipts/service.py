@@ -26,7 +26,7 @@ from core.clock import UK, uk_date, uk_today, utc_now
 from core.db import UnitOfWork
 from core.errors import AppError
 from core.mailer import send_email
-from core.money import format_pence, gift_aid_on
+from core.money import format_pence, gift_aid_on, percent_of
 from core.settings import Settings
 from crm import service as crm_service
 from crm.models import Declaration, DeclarationMethod, DeclarationScope, StatementPreference, Supporter
@@ -206,7 +206,11 @@ def _current_donor(session: Session, supporter: _Person | Supporter, moment: dt.
     details = {"title": supporter.title, "first_name": supporter.first_name, "last_name": supporter.last_name}
     if address is not None:
         details.update(
-            address_line1=address.line1, address_line2=address.line2, town=address.town, postcode=address.postcode
+            address_line1=address.line1,
+            address_line2=address.line2,
+            town=address.town,
+            postcode=address.postcode,
+            country=address.country,
         )
     return docs.donor_from(details, email=supporter.email)
 
@@ -392,6 +396,10 @@ def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UU
     refund = session.get(Refund, refund_id)
     if refund is None:
         raise DocumentNotFound(f"no refund {refund_id}")
+    # Erased supporters get nothing (and the erasure blanked their documents' content): checked before any is read.
+    if not _receivable(crm_service.resolve_supporter(session, refund.supporter_id)):
+        log.info("refund %s: its supporter was erased, no correction", refund_id)
+        return []
     succeeded = refund.status == RefundStatus.SUCCEEDED
     earlier = repository.corrections_of_refund(session, refund.id)
     if not succeeded and not earlier and refund.gift_id is None:
@@ -412,7 +420,7 @@ def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UU
         if not chain and amount <= 0 and part == "order":
             continue  # nothing returned on the goods, and nothing said about it yet
         original = repository.document_by_subject(session, original_kind, original_subject)
-        if original is None:
+        if original is None or not original.content:  # not receipted, or its words erased
             continue
         original_content = docs.load(original.content)
         shown = isinstance(original_content, docs.GiftReceipt) and str(refund.id) in original_content.refunds_shown
@@ -425,15 +433,18 @@ def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UU
             if latest_content.refunded_amount == amount:
                 continue
             replaces: Document | None = latest
+            replaced_content: docs.AnyDocument | None = latest_content
             replaced_amount: int | None = latest_content.refunded_amount
             subject = f"refund:{refund.id}:{part}:{len(chain) + 1}"
         elif shown:
             if amount > 0:
                 continue  # the receipt was made after this refund and shows it already
             # The receipt counted this refund, which has since failed or moved off the gift.
-            replaces, replaced_amount, subject = original, None, f"refund:{refund.id}:{part}"
+            replaces, replaced_content, replaced_amount = original, original_content, None
+            subject = f"refund:{refund.id}:{part}"
         elif amount > 0:
-            replaces, replaced_amount, subject = None, None, f"refund:{refund.id}:{part}"
+            replaces, replaced_content, replaced_amount = None, None, None
+            subject = f"refund:{refund.id}:{part}"
         else:
             continue  # nothing returned on the gift, and nothing said about it yet
         is_sale = isinstance(original_content, docs.SaleReceipt)
@@ -459,7 +470,10 @@ def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UU
         floor = amount if replaces is None else 0
         total_returned = min(max(total_returned, floor), original_amount)
         corrected = original_amount - total_returned
-        gift_aid = _correction_gift_aid(session, settings, refund, original_content, corrected, revised=replaces)
+        # What the donor was last told of the gift's Gift Aid: its receipt, or the correction this one replaces.
+        told = replaced_content if replaced_content is not None else original_content
+        told_gift_aid = told.gift_aid if isinstance(told, docs.GiftReceipt | docs.Correction) else None
+        gift_aid = _correction_gift_aid(session, settings, refund, original_content, corrected, told=told_gift_aid)
 
         def build(
             reference: str,
@@ -542,24 +556,30 @@ def _correction_gift_aid(
     original: docs.AnyDocument,
     corrected: int,
     *,
-    revised: Document | None,
+    told: docs.GiftAidNote | None,
 ) -> docs.GiftAidNote | None:
-    """The Gift Aid on a corrected gift: claimed on what was kept when the receipt said we claim. A further
-    correction also asks the Gift Aid rules, so a gift made whole again gets its Gift Aid wording back even when its
-    receipt, made while it was all returned, said nothing about Gift Aid."""
-    if not isinstance(original, docs.GiftReceipt):
+    """The Gift Aid on a corrected gift, as the Gift Aid rules decide it now (`gift_aid_notes`), not as its receipt
+    said: a declaration made since the receipt, or a gift made whole again, brings the wording; a declaration
+    cancelled within its 30 days (treated as never made) takes it away. When a declaration covers the gift: the Gift
+    Aid on the corrected amount. `told`: what the receipt (or the correction this one replaces) said of it. If it
+    said we would claim and the rules now say we cannot, the correction says we claim none (`withdrawn`); a gift
+    all returned after it said so gets "no Gift Aid" with the reminder, as before. Otherwise nothing about Gift Aid
+    (sale corrections never carry any)."""
+    if not isinstance(original, docs.GiftReceipt) or refund.gift_id is None:
         return None
-    declaration = original.gift_aid.declaration if original.gift_aid.status == "claim" else None
-    claimed = original.gift_aid.status == "claim"
-    if not claimed and revised is not None and refund.gift_id is not None and corrected > 0:
-        gift = session.get(Gift, refund.gift_id)
-        assert gift is not None
-        note = gift_aid_notes(session, settings, [gift.supporter_id], [gift.id]).get(gift.id)
-        if note is not None and note.status == "claim":
-            claimed, declaration = True, note.declaration
-    if not claimed:
-        return None
-    return docs.GiftAidNote(status="claim", claim_amount=gift_aid_on(corrected), declaration=declaration)
+    said_claim = told is not None and told.status == "claim"
+    if corrected <= 0:
+        if not said_claim:
+            return None
+        assert told is not None
+        return docs.GiftAidNote(status="claim", claim_amount=0, declaration=told.declaration)
+    gift = session.get(Gift, refund.gift_id)
+    assert gift is not None
+    note = gift_aid_notes(session, settings, [gift.supporter_id], [gift.id]).get(gift.id)
+    if note is not None and note.status == "claim":
+        return docs.GiftAidNote(status="claim", claim_amount=gift_aid_on(corrected), declaration=note.declaration)
+    promised = said_claim and told is not None and told.claim_amount > 0
+    return docs.GiftAidNote(status="withdrawn") if promised else None
 
 
 def _not_after(other: Refund, refund: Refund) -> bool:
@@ -602,11 +622,16 @@ def allocate_oral_confirmation(uow: UnitOfWork, settings: Settings, declaration_
             "address_line2": declaration.address_line2,
             "town": declaration.town,
             "postcode": declaration.postcode,
+            "country": declaration.country,
         },
         email=supporter.email,
     )
     charity = docs.charity_from(settings.charity)
     summary = docs.declaration_summary(declaration)
+    # "This gift only" says nothing in a letter that names no gift: the details given include which gift it was.
+    gift = None
+    if declaration.scope == DeclarationScope.THIS_GIFT:
+        gift = repository.gift_of_declaration(session, declaration.id, declaration.gift_id)
 
     def build(reference: str, issued_on: dt.date) -> docs.AnyDocument:
         return docs.OralConfirmation(
@@ -617,7 +642,10 @@ def allocate_oral_confirmation(uow: UnitOfWork, settings: Settings, declaration_
             declaration_id=str(declaration.id),
             declaration=summary,
             # By post the letter is sent when a postal batch prints it, a day not known yet: no date is promised.
-            cancel_by=issued_on + dt.timedelta(days=30) if supporter.email else None,
+            cancel_by=issued_on + docs.ORAL_CANCELLATION_DAYS if supporter.email else None,
+            gift_amount=gift.amount if gift is not None else None,
+            gift_currency=gift.currency if gift is not None else "GBP",
+            gift_received_on=gift.received_on if gift is not None else None,
         )
 
     return _allocate(
@@ -635,13 +663,23 @@ def allocate_oral_confirmation(uow: UnitOfWork, settings: Settings, declaration_
 STATEMENT_CURRENCY = "GBP"
 
 
-def _covers_year(declaration: Any, start: dt.date, end: dt.date, gift_ids: set[uuid.UUID]) -> bool:
-    """Whether a declaration (a row of `repository.declarations_of`) covers gifts of the tax year, whenever it was
-    made: one made after the year can reach back four years; one for a single gift covers that gift only."""
+def _covers_year(declaration: Any, start: dt.date, end: dt.date, gifts: Sequence[Any]) -> bool:
+    """Whether a declaration (a row of `repository.declarations_of`) covers gifts of the tax year (rows of
+    `repository.statement_gifts`), whenever it was made: one made after the year can reach back four years; one for
+    a single gift covers that gift only. A gift covered by name, as the Gift Aid rules see it (the declaration names
+    the gift, or the gift was given with the declaration and names it), is covered unless the declaration was
+    cancelled from the gift's date or before."""
     if declaration.voided:
         return False
+    cancelled_from = declaration.cancellation_effective_on
+    for gift in gifts:
+        named = gift.declaration_id == declaration.id or (
+            declaration.scope == DeclarationScope.THIS_GIFT and declaration.gift_id == gift.id
+        )
+        if named and (cancelled_from is None or gift.received_on < cancelled_from):
+            return True
     if declaration.scope == DeclarationScope.THIS_GIFT:
-        return declaration.gift_id in gift_ids
+        return False
     first = declaration.start or declaration.made_on
     last = declaration.end if declaration.scope == DeclarationScope.PERIOD else None
     if declaration.cancellation_effective_on is not None:
@@ -729,8 +767,7 @@ def allocate_annual_statement(
             for refund, gift in repository.refunds_between(session, ids, period_start, period_end)
             if _refund_parts(refund)[0] > 0
         ]
-    gift_ids = {gift.id for gift in gifts}
-    summaries = [docs.declaration_summary(d) for d in declarations if _covers_year(d, start, end, gift_ids)]
+    summaries = [docs.declaration_summary(d) for d in declarations if _covers_year(d, start, end, gifts)]
     charity = docs.charity_from(settings.charity)
     donor = _current_donor(session, supporter, utc_now())
 
@@ -750,7 +787,9 @@ def allocate_annual_statement(
             total_donated=total,
             total_gift_aided=aided,
             gift_aid=gift_aid,
-            grossed_up=aided + gift_aid,
+            # What the statement says it is: the total Gift Aided times 1.25, rounded once (not the Gift Aid line, a
+            # sum of each gift's rounded Gift Aid, added to it).
+            grossed_up=percent_of(aided, 125, 100),
             donated_in_other_currencies=dict(sorted(other_currencies.items())),
         )
 
@@ -886,14 +925,34 @@ def document_pdf(settings: Settings, document: Document) -> bytes:
     return pdf
 
 
-def delivery_pdf(settings: Settings, document: Document, delivery: Delivery) -> bytes:
+def delivery_pdf(
+    settings: Settings, document: Document, delivery: Delivery, content: docs.AnyDocument | None = None
+) -> bytes:
+    """The original as issued, or a copy (marked DUPLICATE) rendered from `content` (`_delivered_content`)."""
     if delivery.copy_number == 0:
         return document_pdf(settings, document)
     return render.render_pdf(
-        docs.load(document.content),
+        content if content is not None else docs.load(document.content),
         logo=render.logo_markup(settings.charity.logo_path),
         duplicate=render.DuplicateMark(copied_on=uk_date(delivery.created_at)),
     )
+
+
+def _delivered_content(
+    session: Session, document: Document, delivery: Delivery, going_out_on: dt.date
+) -> docs.AnyDocument:
+    """What a delivery of a document says as it goes out on `going_out_on`: the stored content, except for a copy of
+    an oral declaration's confirmation. Its sent date and the end of the 30 days to cancel are the day crm records as
+    the declaration's `confirmation_sent_on`: the day the first delivery to go out went (the original, or an earlier
+    copy), else this one's, which `_after_sent` then records. A copy sent days after an original that failed is the
+    written record the donor gets, and must say when it was sent (giftaid.md §1C rule 13). Derived from stored rows
+    only (the declaration, the postal batch's day), so a postal batch made again prints the same page."""
+    content = docs.load(document.content)
+    if delivery.copy_number == 0 or not isinstance(content, docs.OralConfirmation) or document.declaration_id is None:
+        return content
+    declaration = session.get(Declaration, document.declaration_id)
+    sent_on = declaration.confirmation_sent_on if declaration is not None else None
+    return content.as_sent_on(sent_on or going_out_on)
 
 
 def send_delivery(
@@ -909,8 +968,10 @@ def send_delivery(
         return delivery.status
     document = session.get(Document, delivery.document_id)
     assert document is not None and delivery.to_email
-    content = docs.load(document.content)
-    email = mail.build_email(settings, document, content, delivery, delivery_pdf(settings, document, delivery))
+    # The day it goes: what a copy of an oral declaration's letter states, and the day recorded once it went.
+    going_out_on = uk_today()
+    content = _delivered_content(session, document, delivery, going_out_on)
+    email = mail.build_email(settings, document, content, delivery, delivery_pdf(settings, document, delivery, content))
     delivery.attempts = attempt
     try:
         delivery.message_id = send_email(email, settings.email)[:250]
@@ -927,7 +988,7 @@ def send_delivery(
     delivery.last_error = ""
     session.add(delivery)
     _history(uow, document, delivery, f"emailed to {delivery.to_email}", "sent")
-    _after_sent(uow, document, uk_date(delivery.sent_at))
+    _after_sent(uow, document, going_out_on)
     return delivery.status
 
 
@@ -1007,8 +1068,8 @@ def build_postal_batch(uow: UnitOfWork, settings: Settings, *, limit: int = 500)
         document = session.get(Document, delivery.document_id)
         assert document is not None
         pairs.append((document, delivery))
-    pdf = _render_postal(settings, pairs)
     today = uk_today()
+    pdf = _render_postal(session, settings, pairs, posted_on=today)
     batch = PostalBatch(storage_key="", sha256="", documents=len(pairs), created_on=today)
     batch.storage_key = f"postal/{today.isoformat()}-{batch.id}.pdf"
     batch.sha256 = store_for(settings).put(batch.storage_key, pdf)
@@ -1025,11 +1086,13 @@ def build_postal_batch(uow: UnitOfWork, settings: Settings, *, limit: int = 500)
     return batch
 
 
-def _render_postal(settings: Settings, pairs: Sequence[tuple[Document, Delivery]]) -> bytes:
+def _render_postal(
+    session: Session, settings: Settings, pairs: Sequence[tuple[Document, Delivery]], *, posted_on: dt.date
+) -> bytes:
     return render.render_batch(
         [
             (
-                docs.load(document.content),
+                _delivered_content(session, document, d, posted_on),
                 render.DuplicateMark(copied_on=uk_date(d.created_at)) if d.copy_number else None,
             )
             for document, d in pairs
@@ -1061,7 +1124,9 @@ def rebuild_postal_batch(uow: UnitOfWork, settings: Settings, batch_id: uuid.UUI
         return 0
     store = store_for(settings)
     if kept:
-        batch.sha256 = store.put(batch.storage_key, _render_postal(settings, kept))
+        batch.sha256 = store.put(
+            batch.storage_key, _render_postal(uow.session, settings, kept, posted_on=batch.created_on)
+        )
     else:
         batch.sha256 = ""
         uow.on_commit(lambda: store.path(batch.storage_key).unlink(missing_ok=True))

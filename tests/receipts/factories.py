@@ -129,10 +129,12 @@ def gift(
     regular: bool = False,
     returned_amount: int = 0,
     donor_details: dict[str, Any] | None = None,
+    declaration_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     with runtime.unit_of_work() as uow:
         row = Gift(
             supporter_id=supporter_id,
+            declaration_id=declaration_id,
             amount=amount,
             status=status,
             provider=Provider.GOCARDLESS if method == Method.DIRECT_DEBIT else Provider.STRIPE,
