@@ -411,6 +411,7 @@ def record_order(
         currency="GBP",
         goods_amount=goods_gross - vat,
         vat_amount=vat,
+        vat_rate_bp=vat_rate,
         donation_amount=request.donation,
         created_at=now,
         updated_at=now,

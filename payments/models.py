@@ -340,6 +340,9 @@ class Order(SQLModel, table=True):
     currency: str = Field(default="GBP", max_length=3)
     goods_amount: int = money_field()
     vat_amount: int = money_field()
+    # The VAT rate the basket was priced at (basis points; `[shop] vat_rate_bp` then). None: recorded before it was
+    # kept.
+    vat_rate_bp: int | None = None
     donation_amount: int = money_field()
     refunded_amount: int = money_field()
     paid_at: dt.datetime | None = utc_field()

@@ -342,7 +342,10 @@ def _sale_receipt(uow: UnitOfWork, settings: Settings, order_id: uuid.UUID) -> D
     else:
         donor = _current_donor(session, supporter, order.paid_at)
     charity = docs.charity_from(settings.charity)
-    vat_rate = settings.shop.vat_rate_bp
+    # The rate the order was charged at; an order recorded before rates were kept: today's, if it carried VAT.
+    vat_rate = order.vat_rate_bp
+    if vat_rate is None:
+        vat_rate = settings.shop.vat_rate_bp if order.vat_amount else 0
     paid_on = uk_date(order.paid_at)
 
     def build(reference: str, issued_on: dt.date) -> docs.AnyDocument:

@@ -185,6 +185,7 @@ class TestBasket:
         assert (line.quantity, line.vat_amount, line.partner_share_amount) == (3, 900, 450)  # 10% of £45 net
         [order] = rows(runtime, Order)
         assert (order.goods_amount, order.vat_amount, order.donation_amount) == (4500, 900, 0)
+        assert order.vat_rate_bp == runtime.settings.shop.vat_rate_bp == 2000  # kept for its sale receipt
         sent = form_of(stripe.requests[0])
         assert "line_items[1][quantity]" not in sent and "metadata[declaration_id]" not in sent
 

@@ -184,6 +184,7 @@ def order(
             status=OrderStatus.PAID,
             goods_amount=goods - sum(line_vat),  # net of VAT, as payments.checkout records it
             vat_amount=sum(line_vat),
+            vat_rate_bp=vat_rate_bp,
             donation_amount=donation,
             paid_at=at_uk(paid_on),
         )

@@ -425,3 +425,18 @@ def test_content_issued_before_these_fields_loads_and_renders_without_them() -> 
     assert "Declaration covers this gift only" in text and "Country" not in text, text
     assert "Date this letter was sent 03/11/2025" in text and "that is by 03/12/2025" in text, text
     assert docs.dump(letter)["layout"] == 1
+
+
+def test_a_sale_receipt_shows_the_vat_rate_the_order_carried(
+    runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
+) -> None:
+    """Found in review: the sale receipt took the VAT rate from today's `[shop] vat_rate_bp`. An order charged 20%
+    VAT, receipted after the charity set the rate to 0 (the default here), printed its VAT with no rate. The order
+    now keeps the rate it was priced at."""
+    assert runtime.settings.shop.vat_rate_bp == 0
+    supporter = factories.supporter(runtime)
+    order, _ = factories.order(runtime, supporter, lines=[("Solidarity T-shirt", "M", 2, 1500)], vat_rate_bp=2000)
+    run_job(runtime, worker, "receipts.issue_for_order", order_id=order)
+    [sale] = documents(runtime, DocumentKind.SALE_RECEIPT)
+    text = pdf_text(stored_pdf(runtime, sale))
+    assert "£5.00" in text and "20%" in text, text  # the VAT in £30.00 at 20%
