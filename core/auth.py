@@ -579,9 +579,10 @@ def verify_csrf(request: Request, form: Mapping[str, Any]) -> None:
 
 
 class ApiCredentialsMiddleware:
-    """Pure ASGI: a request to the JSON API without a bearer token is answered 401 before routing, so an anonymous
-    caller learns nothing from how its path, query or body would have been read (a malformed id gave 404 or 400).
-    The token itself is checked by `require_staff` in the unit of work that uses it."""
+    """Pure ASGI: a request to the JSON API without a valid bearer token (none, unknown, revoked, expired, of an
+    inactive user) is answered 401 before routing, so a caller who is not staff learns nothing from how its path,
+    query or body would have been read (a malformed id or body gave 404 or 400). The role is checked by
+    `require_staff` in the unit of work that uses the token (which checks the token again there)."""
 
     def __init__(self, app: ASGIApp, *, prefix: str = "/api/", open_paths: tuple[str, ...] = ()):
         self.app = app
@@ -594,13 +595,20 @@ class ApiCredentialsMiddleware:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        if bearer_token(request) is not None:
+        token = bearer_token(request)
+        if token is not None and await run_in_threadpool(_valid_token, scope, token):
             await self.app(scope, receive, send)
             return
         from core.http import app_error_handler
 
         response = await app_error_handler(request, not_signed_in())
         await response(scope, receive, send)
+
+
+def _valid_token(scope: Scope, token: str) -> bool:
+    runtime = scope["app"].state.runtime
+    with runtime.read_session() as session:
+        return principal_from_token(session, token) is not None
 
 
 class StaffSessionMiddleware:

@@ -59,12 +59,13 @@ def _uuid(value: str, what: str) -> uuid.UUID:
 
 async def list_payouts(request: Request) -> Response:
     runtime = runtime_of(request)
-    limit = _int_param(request, "limit", None, minimum=1, maximum=MAX_LIMIT)
-    offset = _int_param(request, "offset", 0, minimum=0, maximum=10**9) or 0
 
     def work() -> dict[str, Any]:
         with runtime.read_session() as session:
             require_staff(session, request, *FINANCE)
+            # Read once the caller may see payouts: a role that may not is told so (403), whatever it asked.
+            limit = _int_param(request, "limit", None, minimum=1, maximum=MAX_LIMIT)
+            offset = _int_param(request, "offset", 0, minimum=0, maximum=10**9) or 0
             items, more = payouts.list_payouts(session, limit=limit, offset=offset)
         body: dict[str, Any] = {"items": items}
         if more and limit is not None:
