@@ -970,7 +970,8 @@ def supporter_for_email(
 
 
 def confirm_subscription(uow: UnitOfWork, pending_id: uuid.UUID, *, client: str = "") -> bool:
-    """Grant the email consent of a confirmed link. Returns False when it was already confirmed (no change).
+    """Grant the email consent of a confirmed link. Returns False when it was already confirmed, or the consent is
+    already granted (no change).
     The pending row is locked: a mail scanner's prefetch and the person's click at once grant it once."""
     pending = uow.session.get(PendingSubscription, pending_id, with_for_update=True)
     if pending is None:
@@ -981,6 +982,9 @@ def confirm_subscription(uow: UnitOfWork, pending_id: uuid.UUID, *, client: str 
         raise SubscriptionLinkExpired("this confirmation link has expired; subscribe again for a new one")
     pending.confirmed_at = utc_now()
     uow.session.add(pending)
+    # A second link (Subscribe pressed twice) confirms what the first granted: no change (contract.md).
+    if has_granted(uow.session, pending.supporter_id, ConsentChannel.EMAIL):
+        return False
     record_consent(
         uow,
         pending.supporter_id,

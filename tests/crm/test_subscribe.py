@@ -98,6 +98,23 @@ def test_double_opt_in_over_smtp(runtime: Runtime, site: TestClient, worker: Inl
     assert len(consents(runtime)) == 3
 
 
+def test_a_second_link_after_the_first_granted_changes_nothing(
+    runtime: Runtime, site: TestClient, worker: InlineWorker, mailbox: Mailbox
+) -> None:
+    """contract.md: a GET of the link grants the consent (again: no change). Found in review: Subscribe pressed
+    twice sends two links, and clicking both granted the consent twice, with two history items."""
+    for _ in range(2):
+        assert site.post("/subscribe", data={"email": "sam@example.org"}).status_code == 200
+    worker.join()
+    first, second = mailbox.to("sam@example.org")
+    assert site.get(path_of(first_url(first))).status_code == 200
+    assert site.get(path_of(first_url(second))).status_code == 200
+    assert [status for status, _ in consents(runtime)].count("granted") == 1
+    with runtime.read_session() as session:
+        items = session.exec(select(HistoryEntry).where(HistoryEntry.type == "consent")).all()
+    assert len(items) == 1, [item.summary for item in items]
+
+
 def test_a_malformed_email_is_400_and_nothing_is_recorded_or_sent(
     runtime: Runtime, site: TestClient, worker: InlineWorker, mailbox: Mailbox
 ) -> None:
