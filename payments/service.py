@@ -1376,13 +1376,16 @@ def sync_stripe_dispute(
         )
         dispute = repository.first_locked(session, repository.by_key(Dispute, "stripe_dispute_id", dispute_id))
         assert dispute is not None
-    status = _STRIPE_DISPUTE_STATUS.get(str(current.get("status")), DisputeStatus.OPEN)
+    # Any other status is still being decided (needs_response, under_review, warning_*, an appeal's appeal_*): an
+    # open dispute stays open and a lost one lost. A decided one follows Stripe, so a lost dispute won on appeal
+    # gives the gift back.
+    status = _STRIPE_DISPUTE_STATUS.get(str(current.get("status")))
     withdrawn = any(
         isinstance(bt, dict) and (bt.get("reporting_category") == "dispute" or (bt.get("amount") or 0) < 0)
         for bt in current.get("balance_transactions") or []
     )
     before = dispute.status
-    if before == DisputeStatus.OPEN and status != DisputeStatus.OPEN:
+    if status is not None and status != before:
         _set(dispute, status=status, closed_at=at)
     _set(dispute, funds_withdrawn=dispute.funds_withdrawn or withdrawn)
     session.add(dispute)

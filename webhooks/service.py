@@ -200,6 +200,9 @@ def _run_handler(uow: UnitOfWork, settings: Settings, event: LockedEvent) -> Eff
     if event.body is None:
         return Effect.ignored("the body was pruned")
     payload: dict[str, Any] = json.loads(event.body)
+    if event.provider == "stripe" and payload.get("account"):
+        # Connect: an event about a connected account's balance and objects, not the charity's own.
+        return Effect.ignored(f"an event of another Stripe account ({payload['account']})")
     context = Context(uow=uow, settings=settings, event_type=event.event_type, occurred_at=event.occurred_at)
     return handler(context, payload)
 
