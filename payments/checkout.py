@@ -767,24 +767,32 @@ def close_provider_page(
     checkout = uow.session.get(Checkout, checkout_id)
     if checkout is None or checkout.status != CheckoutStatus.CANCELLED:
         return f"nothing to close ({checkout.status if checkout else 'no such checkout'})"
-    if checkout.stripe_checkout_session_id:
-        gateway = stripe()
-        try:
-            gateway.expire_checkout_session(checkout.stripe_checkout_session_id)
-            return "expired at Stripe"
-        except ProviderRefused:
-            status = gateway.retrieve_checkout_session(checkout.stripe_checkout_session_id).get("status")
-            if status == "open":
-                raise
-            return f"already {status} at Stripe"
-    if checkout.gocardless_billing_request_id:
-        gocardless_gateway = gocardless()
-        try:
-            gocardless_gateway.cancel_billing_request(checkout.gocardless_billing_request_id)
-            return "cancelled at GoCardless"
-        except ProviderRefused:
-            status = gocardless_gateway.get_billing_request(checkout.gocardless_billing_request_id).get("status")
-            if status in ("pending", "ready_to_fulfil"):
-                raise
-            return f"already {status} at GoCardless"
+    if session_id := checkout.stripe_checkout_session_id:
+        card = stripe()
+        return _close_page(
+            lambda: card.expire_checkout_session(session_id),
+            lambda: card.retrieve_checkout_session(session_id).get("status"),
+            still_open=("open",),
+            done="expired at Stripe",
+        )
+    if request_id := checkout.gocardless_billing_request_id:
+        direct_debit = gocardless()
+        return _close_page(
+            lambda: direct_debit.cancel_billing_request(request_id),
+            lambda: direct_debit.get_billing_request(request_id).get("status"),
+            still_open=("pending", "ready_to_fulfil"),
+            done="cancelled at GoCardless",
+        )
     return "no provider page"
+
+
+def _close_page(close: Callable[[], Any], status: Callable[[], Any], *, still_open: tuple[str, ...], done: str) -> str:
+    """Close a provider page; refused, it is left as it is unless the provider still has it open (then raised)."""
+    try:
+        close()
+    except ProviderRefused:
+        now = status()
+        if now in still_open:
+            raise
+        return f"already {now}"
+    return done

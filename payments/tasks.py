@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 from core import jobs
 from core.db import UnitOfWork
@@ -37,13 +38,7 @@ def check_instalments(uow: UnitOfWork) -> int:
 def cancel_regular_gift(uow: UnitOfWork, regular_gift_id: str) -> str:
     """Tell Stripe or GoCardless to stop a regular gift staff (or an erasure) cancelled; retried while the provider
     is unreachable."""
-    settings = get_runtime().settings
-    return service.cancel_regular_gift(
-        uow,
-        uuid.UUID(regular_gift_id),
-        stripe=lambda: stripe_gateway(settings.stripe),
-        gocardless=lambda: gocardless_gateway(settings.gocardless),
-    )
+    return service.cancel_regular_gift(uow, uuid.UUID(regular_gift_id), **_gateways())
 
 
 @jobs.actor(
@@ -58,10 +53,13 @@ def cancel_regular_gift(uow: UnitOfWork, regular_gift_id: str) -> str:
 def close_checkout(uow: UnitOfWork, checkout_id: str) -> str:
     """Expire the provider page of a checkout Giving closed (its supporter's data was erased), so nobody pays on
     it; retried while the provider is unreachable."""
+    return checkout.close_provider_page(uow, uuid.UUID(checkout_id), **_gateways())
+
+
+def _gateways() -> dict[str, Any]:
+    """The providers a job may call, made only if it does (a provider switched off raises then)."""
     settings = get_runtime().settings
-    return checkout.close_provider_page(
-        uow,
-        uuid.UUID(checkout_id),
-        stripe=lambda: stripe_gateway(settings.stripe),
-        gocardless=lambda: gocardless_gateway(settings.gocardless),
-    )
+    return {
+        "stripe": lambda: stripe_gateway(settings.stripe),
+        "gocardless": lambda: gocardless_gateway(settings.gocardless),
+    }

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
-import pytest
 from sqlmodel import select
 from starlette.testclient import TestClient
 
@@ -33,16 +31,17 @@ from tests.webhooks.support import (
     app_client,
     catalogue,
     deliver,
+    drain,
     history,
     install,
+    jobs_worker,
     post_stripe,
     reading,
     settings,
-    stuck_events,
     worker,
 )
 
-__all__ = ["app_client", "catalogue", "settings", "worker"]
+__all__ = ["app_client", "catalogue", "jobs_worker", "settings", "worker"]
 
 DONOR = {
     "first_name": "Maya",
@@ -53,25 +52,6 @@ DONOR = {
     "postcode": "SW1A 2AA",
     "country": "GB",
 }
-
-
-@pytest.fixture
-def jobs_worker(runtime: Runtime) -> Iterator[dramatiq.Worker]:
-    """A worker on the queue the close and cancel jobs run on (the webhook tests' worker takes only webhooks)."""
-    default = dramatiq.Worker(runtime.broker, queues={"default"}, worker_timeout=50, worker_threads=1)
-    default.start()
-    try:
-        yield default
-    finally:
-        default.stop()
-
-
-def drain(runtime: Runtime, events: EventsWorker, jobs: dramatiq.Worker) -> None:
-    for _ in range(2):  # a job may deliver nothing, but an event may send a job: twice round
-        events.join()
-        runtime.broker.join("default", timeout=30_000)  # type: ignore[attr-defined]
-        jobs.join()
-    assert stuck_events(runtime) == []
 
 
 def donate(client: TestClient, **fields: str) -> uuid.UUID:

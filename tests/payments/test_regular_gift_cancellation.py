@@ -20,7 +20,7 @@ from crm import service as crm_service
 from giving import privacy
 from payments import service as payments_service
 from payments.errors import RegularGiftEnded
-from payments.models import Provider, RegularGift, RegularGiftStatus
+from payments.models import Method, Provider, RegularGift, RegularGiftStatus
 from tests.fakes.provider_server import FakeProvider, RecordedRequest
 from tests.fakes.scenarios import Scenario, gocardless_event, seed_supporter, stripe_event
 from tests.payments.factories_money import staff_token
@@ -29,30 +29,20 @@ from tests.webhooks.support import (
     app_client,
     catalogue,
     deliver,
+    drain,
     history,
     install,
+    jobs_worker,
     post_gocardless,
     post_stripe,
     reading,
     settings,
-    stuck_events,
     worker,
 )
 
-__all__ = ["app_client", "catalogue", "settings", "worker"]
+__all__ = ["app_client", "catalogue", "jobs_worker", "settings", "worker"]
 
 STAFF = "fundraiser@example.org"
-
-
-@pytest.fixture
-def jobs_worker(runtime: Runtime) -> Iterator[dramatiq.Worker]:
-    """A worker on the queue the cancellation job runs on (the webhook tests' worker takes only webhooks)."""
-    default = dramatiq.Worker(runtime.broker, queues={"default"}, worker_timeout=50, worker_threads=1)
-    default.start()
-    try:
-        yield default
-    finally:
-        default.stop()
 
 
 @contextmanager
@@ -63,13 +53,6 @@ def held(jobs: dramatiq.Worker) -> Iterator[None]:
         yield
     finally:
         jobs.resume()
-
-
-def drain(runtime: Runtime, events: EventsWorker, jobs: dramatiq.Worker) -> None:
-    events.join()
-    runtime.broker.join("default", timeout=30_000)  # type: ignore[attr-defined]
-    jobs.join()
-    assert stuck_events(runtime) == []
 
 
 def monthly(
@@ -353,25 +336,30 @@ def test_what_the_job_writes_after_an_erasure_has_no_words(
         assert set(item) - {"type", "summary", "amount"} <= crm_service.HISTORY_DATA_KEPT, item
 
 
+def unknown_to_stripe(runtime: Runtime, name: str, amount: int) -> tuple[uuid.UUID, uuid.UUID]:
+    """(supporter, regular gift) of an active card gift whose subscription Stripe does not know (404)."""
+    supporter = seed_supporter(runtime, name)
+    with runtime.unit_of_work() as uow:
+        unknown = RegularGift(
+            supporter_id=supporter,
+            amount=amount,
+            provider=Provider.STRIPE,
+            method=Method.CARD,
+            status=RegularGiftStatus.ACTIVE,
+            stripe_subscription_id="sub_unknown_here",
+        )
+        uow.session.add(unknown)
+        uow.session.flush()
+        return supporter, unknown.id
+
+
 def test_a_subscription_stripe_does_not_know_fails_the_job_at_once_for_a_person(
     runtime: Runtime, worker: EventsWorker, jobs_worker: dramatiq.Worker, fake_stripe: FakeProvider
 ) -> None:
     """Found in review: a refusal no retry can mend (Stripe answers 404 for the subscription: another account's key,
     or a typo in an import) was retried eight times over hours. It fails at once, shown as a failed job, and the gift
     is not recorded as cancelled (nothing was stopped)."""
-    supporter = seed_supporter(runtime, "Iris")
-    with runtime.unit_of_work() as uow:
-        unknown = RegularGift(
-            supporter_id=supporter,
-            amount=1000,
-            provider=Provider.STRIPE,
-            method="card",
-            status=RegularGiftStatus.ACTIVE,
-            stripe_subscription_id="sub_unknown_here",
-        )
-        uow.session.add(unknown)
-        uow.session.flush()
-        regular_id = unknown.id
+    _, regular_id = unknown_to_stripe(runtime, "Iris", 1000)
     request(runtime, regular_id)
     drain(runtime, worker, jobs_worker)
     assert len(fake_stripe.requests_to("DELETE", r"/v1/subscriptions/sub_unknown_here")) == 1
@@ -387,19 +375,7 @@ def test_a_cancellation_that_failed_for_good_is_no_longer_shown_as_asked_for_and
     """Found in review: after the job gave up, the gift still said "cancellation asked for" for ever, so staff
     believed it stopped while it went on taking money. Now the request is cleared, the history says it was not done
     and why, and asking again sends a new job (and writes a new request item)."""
-    supporter = seed_supporter(runtime, "Noor")
-    with runtime.unit_of_work() as uow:
-        unknown = RegularGift(
-            supporter_id=supporter,
-            amount=1200,
-            provider=Provider.STRIPE,
-            method="card",
-            status=RegularGiftStatus.ACTIVE,
-            stripe_subscription_id="sub_unknown_here",
-        )
-        uow.session.add(unknown)
-        uow.session.flush()
-        regular_id = unknown.id
+    supporter, regular_id = unknown_to_stripe(runtime, "Noor", 1200)
     request(runtime, regular_id)
     drain(runtime, worker, jobs_worker)
     after = reread(runtime, regular_id)

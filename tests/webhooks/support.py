@@ -77,6 +77,26 @@ def worker(runtime: Runtime) -> Iterator[EventsWorker]:
 
 
 @pytest.fixture
+def jobs_worker(runtime: Runtime) -> Iterator[dramatiq.Worker]:
+    """A worker on the default queue, where the jobs events send run (`worker` takes only the webhooks queue)."""
+    default = dramatiq.Worker(runtime.broker, queues={"default"}, worker_timeout=50, worker_threads=1)
+    default.start()
+    try:
+        yield default
+    finally:
+        default.stop()
+
+
+def drain(runtime: Runtime, events: EventsWorker, jobs: dramatiq.Worker) -> None:
+    """Until both queues are empty: a job may deliver nothing, but an event may send a job (twice round)."""
+    for _ in range(2):
+        events.join()
+        runtime.broker.join("default", timeout=30_000)  # type: ignore[attr-defined]
+        jobs.join()
+    assert stuck_events(runtime) == []
+
+
+@pytest.fixture
 def app_client(runtime: Runtime, worker: EventsWorker, catalogue: None) -> Iterator[TestClient]:
     """The web app with the in-process worker running (the `client` fixture without one is for ingest-only tests)."""
     from giving.app import create_app
