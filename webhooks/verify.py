@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ from gocardless_pro.errors import InvalidSignatureError
 
 from core.clock import from_unix
 from webhooks.errors import InvalidGoCardlessSignature, InvalidSignature, MalformedEvent
+
+log = logging.getLogger("giving.webhooks")
 
 STRIPE_TOLERANCE_SECONDS = 300
 
@@ -96,14 +99,17 @@ def gocardless_events(body: bytes, header: str | None, secrets: tuple[str, ...])
     if not parsed and not isinstance(json.loads(body).get("events"), list):
         raise MalformedEvent("`events` is not a list")  # {"events": {}} iterates as an empty batch
     events = []
+    unusable = 0
     for event in parsed:
         attributes = event.attributes
-        if not isinstance(attributes, dict):
-            raise MalformedEvent("an event is not a JSON object")
-        event_id = attributes.get("id")
-        resource_type, action = attributes.get("resource_type"), attributes.get("action")
+        event_id = attributes.get("id") if isinstance(attributes, dict) else None
+        resource_type = attributes.get("resource_type") if isinstance(attributes, dict) else None
+        action = attributes.get("action") if isinstance(attributes, dict) else None
         if not isinstance(event_id, str) or not isinstance(resource_type, str) or not isinstance(action, str):
-            raise MalformedEvent("an event has no id, resource_type or action")
+            # Each event of a batch is handled on its own (payments.md pitfall 7): one that cannot be stored (no
+            # id to keep it once by) is left out, not the batch with it, which GoCardless would send again in vain.
+            unusable += 1
+            continue
         events.append(
             VerifiedEvent(
                 external_id=event_id,
@@ -114,6 +120,10 @@ def gocardless_events(body: bytes, header: str | None, secrets: tuple[str, ...])
                 body=json.dumps(attributes, separators=(",", ":"), sort_keys=True),
             )
         )
+    if unusable and not events:
+        raise MalformedEvent("no event of the batch has an id, resource_type and action")
+    if unusable:
+        log.warning("GoCardless batch: %d event(s) without an id, resource_type or action left out", unusable)
     return events
 
 

@@ -253,6 +253,21 @@ def test_the_sdk_test_vector(database_url: str, tmp_path: Path, runtime: Runtime
     assert response.json()["stored"] == len(json.loads(raw)["events"])
 
 
+def test_a_gocardless_event_without_an_id_loses_only_itself(client: TestClient, runtime: Runtime) -> None:
+    """payments.md pitfall 7: each event of a batch is handled on its own. Found in review: one event without an id
+    refused the whole batch (400), so GoCardless sent it again and again and its good events never arrived. Now the
+    good ones are stored (2xx); a batch with no usable event at all is still 400."""
+    good = gocardless_event("payments", "confirmed", {"payment": "PM0001"}, created=1_700_000_000)
+    no_id = {
+        k: v for k, v in gocardless_event("payments", "paid_out", {"payment": "PM0002"}, created=1).items() if k != "id"
+    }
+    answer = post_gocardless(client, [good, no_id])
+    assert answer.status_code == 200 and answer.json() == {"received": 1, "stored": 1}
+    assert [event.external_id for event in stored(runtime)] == [good["id"]]
+    assert post_gocardless(client, [no_id]).status_code == 400
+    assert len(stored(runtime)) == 1
+
+
 @pytest.mark.parametrize(
     ("case", "status"), [("missing", 498), ("bad", 498), ("non_ascii", 498), ("not_json", 400), ("no_events", 400)]
 )
