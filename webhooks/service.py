@@ -53,6 +53,11 @@ SWEEP_PENDING_AFTER = dt.timedelta(minutes=1)
 # An event whose object seems recorded but whose handler still waits is not re-run for ever.
 MAX_RERUNS = 20
 SWEEP_WAITING_AFTER = dt.timedelta(hours=1)
+# An event still waiting this long after it was stored is about something that is not ours (an invoice of a
+# subscription made outside Giving, say): ignored, with what it waited for, so `pending_events` does not grow for
+# ever. Our own objects follow their events within minutes (the nightly catch-up fills any gap); `giving events
+# replay` runs one again.
+WAITING_GIVE_UP_AFTER = dt.timedelta(days=7)
 
 
 def pending_event_count(session: Session) -> int:
@@ -283,20 +288,30 @@ def _record_failure(uow: UnitOfWork, event_id: uuid.UUID, exc: Exception) -> int
 
 def sweep(uow: UnitOfWork, *, now: dt.datetime | None = None, limit: int = 500) -> int:
     """Send again events stored but not processed: pending for a minute (a lost message, a crash after the commit),
-    failed ones (up to ten failed runs), and waiting ones once an hour (in case their object came another way)."""
+    failed ones (up to ten failed runs), and waiting ones once an hour (in case their object came another way), or,
+    after `WAITING_GIVE_UP_AFTER`, marked ignored."""
     now = now or utc_now()
     due = repository.due_for_sweep(
         uow.session, now, pending_after=SWEEP_PENDING_AFTER, waiting_after=SWEEP_WAITING_AFTER, limit=limit
     )
+    sent = 0
     for event in due:
         event.touched_at = now
+        uow.session.add(event)
+        if event.status == EventStatus.WAITING and event.received_at < now - WAITING_GIVE_UP_AFTER:
+            log.info(
+                "event %s waited for %s since %s: ignored as not ours", event.id, event.waiting_for, event.received_at
+            )
+            event.last_error = f"not ours: nothing recorded {event.waiting_for} in {WAITING_GIVE_UP_AFTER.days} days"
+            event.status, event.waiting_for = EventStatus.IGNORED, None
+            continue
         if event.status == EventStatus.WAITING:
             event.status = EventStatus.PENDING
-        uow.session.add(event)
         uow.enqueue(PROCESS_EVENTS, durable=False, event_ids=[str(event.id)])
-    if due:
-        log.info("sweep sent %d events again", len(due))
-    return len(due)
+        sent += 1
+    if sent:
+        log.info("sweep sent %d events again", sent)
+    return sent
 
 
 def find_event(session: Session, reference: str) -> InboundEvent:

@@ -79,6 +79,36 @@ def test_an_event_that_waited_long_is_still_retried_after_one_transient_failure(
     assert (row.status, swept, row.failures) == (EventStatus.FAILED, 1, 1), f"attempts={row.attempts}: never retried"
 
 
+def test_an_event_waiting_a_week_for_something_never_recorded_is_ignored_as_not_ours(
+    runtime: Runtime, client: TestClient, catalogue: None, fake_stripe: FakeProvider, fake_gocardless: FakeProvider
+) -> None:
+    """Found in review: an event about an object Giving never made (an invoice of a subscription set up outside
+    Giving) waited for ever, swept every hour and counted in `/readyz` `pending_events`. After a week of waiting it
+    is ignored, saying what it waited for; before that, the hourly sweep still runs it."""
+    scenario = Scenario(runtime)
+    supporter = seed_supporter(runtime, "Vera")
+    scenario.gocardless_monthly(supporter, 900, payments=("paid_out",))
+    install(scenario, fake_stripe, fake_gocardless)
+    confirmed = next(
+        d for d in scenario.deliveries if (d.event["resource_type"], d.event["action"]) == ("payments", "confirmed")
+    )
+    assert post_gocardless(client, [confirmed.event]).status_code == 200  # its billing request never comes
+    event_id = _event_row(runtime, confirmed.event_id).id
+    assert webhooks_service.run_event(runtime, event_id).status == EventStatus.WAITING
+    waited_for = _event_row(runtime, confirmed.event_id).waiting_for
+    now = dt.datetime.now(dt.UTC)
+    with runtime.unit_of_work() as uow:
+        assert webhooks_service.sweep(uow, now=now + dt.timedelta(days=6)) == 1  # still sent again
+    assert webhooks_service.run_event(runtime, event_id).status == EventStatus.WAITING
+    with runtime.unit_of_work() as uow:
+        assert webhooks_service.sweep(uow, now=now + dt.timedelta(days=7, hours=2)) == 0
+    row = _event_row(runtime, confirmed.event_id)
+    assert (row.status, row.waiting_for) == (EventStatus.IGNORED, None)
+    assert row.last_error is not None and waited_for is not None and waited_for in row.last_error
+    with runtime.unit_of_work() as uow:
+        assert webhooks_service.sweep(uow, now=now + dt.timedelta(days=8)) == 0  # and left alone from then on
+
+
 def test_catch_up_reports_no_drift_when_every_event_we_act_on_arrived(
     runtime: Runtime,
     worker: EventsWorker,
