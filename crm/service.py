@@ -982,7 +982,9 @@ def confirm_subscription(uow: UnitOfWork, pending_id: uuid.UUID, *, client: str 
         raise SubscriptionLinkExpired("this confirmation link has expired; subscribe again for a new one")
     pending.confirmed_at = utc_now()
     uow.session.add(pending)
-    # A second link (Subscribe pressed twice) confirms what the first granted: no change (contract.md).
+    # A second link (Subscribe pressed twice) confirms what the first granted: no change (contract.md). The
+    # supporter's row is locked first, so two links clicked at the same moment grant once.
+    uow.session.get(Supporter, pending.supporter_id, with_for_update=True)
     if has_granted(uow.session, pending.supporter_id, ConsentChannel.EMAIL):
         return False
     record_consent(
