@@ -263,7 +263,9 @@ def require_staff(session: Session, request: Request, *roles: StaffRole) -> Prin
     principal: Principal | None = None
     token = bearer_token(request)
     if token is not None:
-        principal = principal_from_token(session, token)
+        # `ApiCredentialsMiddleware` found this token valid a moment ago: its answer, not a second query.
+        checked = getattr(request.state, "api_principal", None) if hasattr(request, "state") else None
+        principal = checked if checked is not None else principal_from_token(session, token)
     else:
         principal = getattr(request.state, "staff", None) if hasattr(request, "state") else None
     if principal is None:
@@ -582,7 +584,7 @@ class ApiCredentialsMiddleware:
     """Pure ASGI: a request to the JSON API without a valid bearer token (none, unknown, revoked, expired, of an
     inactive user) is answered 401 before routing, so a caller who is not staff learns nothing from how its path,
     query or body would have been read (a malformed id or body gave 404 or 400). The role is checked by
-    `require_staff` in the unit of work that uses the token (which checks the token again there)."""
+    `require_staff`, with the caller found here (`request.state.api_principal`)."""
 
     def __init__(self, app: ASGIApp, *, prefix: str = "/api/", open_paths: tuple[str, ...] = ()):
         self.app = app
@@ -596,7 +598,9 @@ class ApiCredentialsMiddleware:
             return
         request = Request(scope, receive)
         token = bearer_token(request)
-        if token is not None and await run_in_threadpool(_valid_token, scope, token):
+        principal = await run_in_threadpool(_token_principal, scope, token) if token is not None else None
+        if principal is not None:
+            scope.setdefault("state", {})["api_principal"] = principal
             await self.app(scope, receive, send)
             return
         from core.http import app_error_handler
@@ -605,10 +609,10 @@ class ApiCredentialsMiddleware:
         await response(scope, receive, send)
 
 
-def _valid_token(scope: Scope, token: str) -> bool:
+def _token_principal(scope: Scope, token: str) -> Principal | None:
     runtime = scope["app"].state.runtime
     with runtime.read_session() as session:
-        return principal_from_token(session, token) is not None
+        return principal_from_token(session, token)
 
 
 class StaffSessionMiddleware:
