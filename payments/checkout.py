@@ -339,7 +339,7 @@ def price_basket(session: Session, lines: tuple[BasketLine, ...], *, vat_rate_bp
             continue
         campaign = session.get(PartnerCampaign, product.partner_campaign_id) if product.partner_campaign_id else None
         gross = sku.price * line.quantity
-        vat = percent_of(gross, vat_rate_bp, 10_000 + vat_rate_bp)
+        vat = shop.vat_included(gross, vat_rate_bp)
         priced.append(
             PricedLine(sku, product, campaign, line.quantity, vat, partner_share(campaign, line.quantity, gross - vat))
         )
