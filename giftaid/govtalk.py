@@ -29,7 +29,17 @@ STREAM_ABOVE = 20_000_000
 
 
 class GatewayError(Exception):
-    """The gateway could not be reached, or answered with something that is not GovTalk."""
+    """The gateway could not be reached, or answered with something that is not GovTalk.
+
+    `delivered` is False only when nothing reached the gateway (the connection was never made): otherwise HMRC may
+    hold what was sent, and sending it again may make a second claim. `sent` (credentials removed) and `received`
+    are the messages, for the claim's record."""
+
+    def __init__(self, detail: str, *, delivered: bool = True, sent: bytes = b"", received: bytes = b"") -> None:
+        super().__init__(detail)
+        self.delivered = delivered
+        self.sent = sent
+        self.received = received
 
 
 @dataclass(frozen=True)
@@ -106,7 +116,7 @@ def parse_reply(raw: bytes) -> Reply:
         correlation_id=first(details + "gt:CorrelationID"),
         raw=raw,
         response_endpoint=(endpoint.text or "").strip() or None if endpoint is not None else None,
-        poll_interval=int(endpoint.get("PollInterval", "2")) if endpoint is not None else None,
+        poll_interval=_poll_interval(endpoint),
     )
     # GovTalkErrors, and a business error's details in the Body (any namespace).
     for error in root.findall("gt:GovTalkDetails/gt:GovTalkErrors/gt:Error", NS) + root.findall(
@@ -127,6 +137,15 @@ def parse_reply(raw: bytes) -> Reply:
             )
         )
     return reply
+
+
+def _poll_interval(endpoint: etree._Element | None) -> int | None:
+    """HMRC's PollInterval in seconds; None when absent or unreadable. An acknowledgement with an odd interval is
+    still HMRC's receipt of the claim: refusing it would leave the claim to be sent again."""
+    if endpoint is None:
+        return None
+    raw = (endpoint.get("PollInterval") or "").strip()
+    return int(raw) if raw.isdigit() and len(raw) <= 6 else None
 
 
 def _error(node: etree._Element) -> GovTalkError:
@@ -184,19 +203,36 @@ class GovTalkClient:
         try:
             with httpx.Client(timeout=self.timeout, transport=self.transport) as http:
                 response = http.post(url, content=body, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
+            raise GatewayError(f"could not reach the HMRC gateway at {url}: {exc}", delivered=False) from exc
         except httpx.HTTPError as exc:
-            raise GatewayError(f"could not reach the HMRC gateway at {url}: {exc}") from exc
+            # Sent, or partly sent, and no answer (a read timeout, a dropped connection): HMRC may have it.
+            raise GatewayError(f"no answer from the HMRC gateway at {url}: {exc}") from exc
         if response.status_code >= 500:
-            raise GatewayError(f"the HMRC gateway answered {response.status_code}")
+            raise GatewayError(f"the HMRC gateway answered {response.status_code}", received=response.content)
         return response.content
 
+    def _exchange(
+        self, url: str, body: bytes | Iterator[bytes], kept: bytes, length: int | None = None
+    ) -> tuple[bytes, Reply]:
+        """Post and parse; a GatewayError carries what was sent (as kept) and anything that came back."""
+        raw = b""
+        try:
+            raw = self._post(url, body, length)
+            return kept, parse_reply(raw)
+        except GatewayError as exc:
+            exc.sent, exc.received = kept, exc.received or raw
+            raise
+
     def _request(self, qualifier: str, function: str, correlation_id: str = "", keys: str = "") -> bytes:
+        from giftaid.xml import text
+
         test = "<GatewayTest>1</GatewayTest>" if self.test_mode else ""
         return (
             "<?xml version='1.0' encoding='UTF-8'?>"
             f'<GovTalkMessage xmlns="{GOVTALK_NS}"><EnvelopeVersion>2.0</EnvelopeVersion>'
             f"<Header><MessageDetails><Class>{MESSAGE_CLASS}</Class><Qualifier>{qualifier}</Qualifier>"
-            f"<Function>{function}</Function><CorrelationID>{correlation_id}</CorrelationID>"
+            f"<Function>{function}</Function><CorrelationID>{text(correlation_id)}</CorrelationID>"
             f"<Transformation>XML</Transformation>{test}</MessageDetails>"
             f"{self._credentials().decode()}</Header>"
             f"<GovTalkDetails>{keys}</GovTalkDetails><Body></Body></GovTalkMessage>"
@@ -223,26 +259,19 @@ class GovTalkClient:
         size = message.stat().st_size
         if size < STREAM_ABOVE:
             sent = b"".join(self.prepare(message))
-            raw = self._post(self.gateway_url, sent)
-            kept = redact(sent, self.password)
-        else:
-            # A large claim is streamed from disk; what we keep is our file (it has no credentials).
-            length = size - len(_SENDER_DETAILS) + len(self._credentials())
-            raw = self._post(self.gateway_url, self.prepare(message), length)
-            kept = message.read_bytes()
-        return kept, parse_reply(raw)
+            return self._exchange(self.gateway_url, sent, redact(sent, self.password))
+        # A large claim is streamed from disk; what we keep is our file (it has no credentials).
+        length = size - len(_SENDER_DETAILS) + len(self._credentials())
+        return self._exchange(self.gateway_url, self.prepare(message), message.read_bytes(), length)
 
     def poll(self, correlation_id: str, response_endpoint: str | None = None) -> tuple[bytes, Reply]:
         request = self._request("poll", "submit", correlation_id)
-        raw = self._post(response_endpoint or self.gateway_url, request)
-        return redact(request, self.password), parse_reply(raw)
+        return self._exchange(response_endpoint or self.gateway_url, request, redact(request, self.password))
 
     def delete(self, correlation_id: str, response_endpoint: str | None = None) -> tuple[bytes, Reply]:
         request = self._request("request", "delete", correlation_id)
-        raw = self._post(response_endpoint or self.gateway_url, request)
-        return redact(request, self.password), parse_reply(raw)
+        return self._exchange(response_endpoint or self.gateway_url, request, redact(request, self.password))
 
     def list(self, response_endpoint: str | None = None) -> tuple[bytes, Reply]:
         request = self._request("request", "list")
-        raw = self._post(response_endpoint or self.gateway_url, request)
-        return redact(request, self.password), parse_reply(raw)
+        return self._exchange(response_endpoint or self.gateway_url, request, redact(request, self.password))

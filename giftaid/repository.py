@@ -8,6 +8,7 @@ XML's rendered by the database (on PostgreSQL, by a binary COPY).
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -559,6 +560,17 @@ def messages_of(session: Session, claim_id: uuid.UUID) -> list[Message]:
     return list(
         session.exec(select(Message).where(Message.claim_id == claim_id).order_by(Message.at, Message.id))  # type: ignore[arg-type]
     )
+
+
+def last_sent_at(session: Session, claim_id: uuid.UUID, functions: tuple[str, ...]) -> dt.datetime | None:
+    """When we last sent HMRC one of these functions about the claim (without reading the messages' bodies)."""
+    return session.execute(
+        sa.select(sa.func.max(Message.at)).where(  # type: ignore[arg-type]
+            Message.claim_id == claim_id,  # type: ignore[arg-type]
+            Message.direction == "sent",  # type: ignore[arg-type]
+            col(Message.function).in_(functions),
+        )
+    ).scalar_one_or_none()
 
 
 def claim_gift(session: Session, gift_id: uuid.UUID) -> ClaimGift | None:

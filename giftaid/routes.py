@@ -189,15 +189,18 @@ async def change_status(request: Request) -> Response:
 async def submit_claim(request: Request) -> Response:
     claim_id = _uuid(request.path_params["claim_id"], ClaimNotFound)
     settings = runtime_of(request).settings
+    raw = await request.body()
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
-        claim = service.submit_claim(uow, settings, claim_id, actor=principal.email)
+        # No body, or {"again": true} once finance has checked the gateway's list (`giving giftaid gateway-list`).
+        body = schemas.parse(schemas.SubmitIn, _json_object(raw) if raw.strip() else {})
+        claim = service.submit_claim(uow, settings, claim_id, actor=principal.email, again=body.again)
         audit(uow, principal, "submit", "giftaid_claim", claim_id, {"correlation_id": claim.correlation_id})
         return service.claim_json(uow.session, claim, detail=True)
 
     answer = await staff_call(request, FINANCE, work)
     if answer["status"] == ClaimStatus.BUILT.value:
-        detail = "; ".join(f"{e['number']} {e['text']}" for e in answer["errors"]) or "HMRC refused the claim"
+        detail = "; ".join(service.error_words(e) for e in answer["errors"]) or "HMRC refused the claim"
         return JSON({"error": "SubmissionRefused", "detail": detail, "claim": answer}, status_code=502)
     return JSON(answer)
 

@@ -24,6 +24,11 @@ class ClaimIn(Body):
     through: dt.date
 
 
+class SubmitIn(Body):
+    # Send a claim whose earlier submission got no answer, once finance has checked the gateway's list.
+    again: bool = False
+
+
 class StatusIn(Body):
     status: Literal["submitted", "accepted", "rejected", "paid"]
     reason: str = Field(default="", max_length=500)

@@ -16,6 +16,7 @@ import datetime as dt
 import itertools
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -830,16 +831,49 @@ def _keep(
     )
 
 
+# The error kept on a claim whose submission got no GovTalk answer: HMRC may or may not hold it.
+UNANSWERED = "unknown"
+# The longest a poll waits for HMRC's PollInterval to pass before asking (HMRC's is usually 10 seconds).
+POLL_WAIT_LIMIT_SECONDS = 15
+
+
+def error_words(error: dict[str, Any]) -> str:
+    """One kept gateway error as words: HMRC's number and text (ours, for an unanswered submission, has no number)."""
+    return f"{error['number']} {error['text']}" if error.get("number") is not None else str(error["text"])
+
+
+def _locked_claim(session: Session, claim_id: uuid.UUID) -> Claim:
+    claim = repository.get_claim(session, claim_id, for_update=True)
+    if claim is None:
+        raise ClaimNotFound(f"no claim {claim_id}")
+    return claim
+
+
 def submit_claim(
-    uow: UnitOfWork, settings: Settings, claim_id: uuid.UUID, *, actor: str, client: GovTalkClient | None = None
+    uow: UnitOfWork,
+    settings: Settings,
+    claim_id: uuid.UUID,
+    *,
+    actor: str,
+    client: GovTalkClient | None = None,
+    again: bool = False,
 ) -> Claim:
     """Send a built claim to HMRC's gateway; it becomes `submitted` with the correlation id to poll. If the gateway
     refuses it outright, the claim stays `built` with HMRC's errors (`claim.errors`); the messages are kept either
-    way."""
+    way. The claim is locked while it is sent, so two submits at once send it once.
+
+    A submission that reached the gateway but got no GovTalk answer (a timeout, an HTML page) is kept too, and the
+    claim stays `built` with an `unknown` error: HMRC may hold it, so it is not sent again unless `again` (finance
+    has checked the gateway's list and HMRC does not have it)."""
     session = uow.session
-    claim = get_claim(session, claim_id)
+    claim = _locked_claim(session, claim_id)
     if ClaimStatus(claim.status) != ClaimStatus.BUILT:
         raise InvalidTransition(f"claim {claim_id} is {claim.status}; only a built claim is submitted")
+    if not again and any(error.get("type") == UNANSWERED for error in claim.errors):
+        raise InvalidTransition(
+            f"an earlier submission of claim {claim_id} may have reached HMRC (no answer came back): check the "
+            "gateway's list before sending it again"
+        )
     if message_count(claim) > 1:
         raise InvalidClaimRequest("a claim of more than 500,000 lines is sent as several messages: not supported here")
     client = client or gateway_client(settings)
@@ -850,7 +884,24 @@ def submit_claim(
         try:
             sent, reply = client.submit(path)
         except GatewayError as exc:
-            raise SubmissionFailed(str(exc)) from exc
+            if not exc.delivered:
+                raise SubmissionFailed(str(exc)) from exc
+            _keep(session, claim.id, "sent", "submit", exc.sent)
+            _keep(session, claim.id, "received", "submit", exc.received)
+            claim.errors = [
+                {
+                    "number": None,
+                    "type": UNANSWERED,
+                    "text": f"{exc}; HMRC may have received the claim: check the gateway's list before sending again",
+                    "location": "",
+                    "raised_by": "",
+                    "line": None,
+                    "gift_ids": [],
+                }
+            ]
+            session.add(claim)
+            session.flush()
+            return claim
     _keep(session, claim.id, "sent", "submit", sent)
     _keep(session, claim.id, "received", "submit", reply.raw, reply)
     if reply.errors or reply.qualifier != "acknowledgement":
@@ -897,9 +948,20 @@ def poll_claim(
     or rejected (errors mapped to gifts; the gifts are released). HMRC's copy is then deleted. A gateway or
     recoverable error on the poll changes nothing but the errors shown on the claim."""
     session = uow.session
-    claim = get_claim(session, claim_id)
+    # Locked: two polls at once would both ask, and the later one's "unknown correlation id" (HMRC deleted its
+    # answer for the first) would overwrite the verdict's errors.
+    claim = _locked_claim(session, claim_id)
     if ClaimStatus(claim.status) != ClaimStatus.SUBMITTED or not claim.correlation_id:
         raise InvalidTransition(f"claim {claim_id} is not waiting for HMRC")
+    if claim.poll_interval:
+        # GovTalk: ask only once HMRC's PollInterval has passed since we last sent. A short wait is waited out;
+        # a longer one asks nothing now (the claim is returned as it is, still waiting).
+        last = repository.last_sent_at(session, claim.id, ("submit", "poll"))
+        wait = (last + dt.timedelta(seconds=claim.poll_interval) - utc_now()).total_seconds() if last else 0.0
+        if wait > POLL_WAIT_LIMIT_SECONDS:
+            return claim
+        if wait > 0:
+            time.sleep(wait)
     client = client or gateway_client(settings)
     try:
         sent, reply = client.poll(claim.correlation_id, claim.response_endpoint)

@@ -9,6 +9,7 @@ from core import jobs
 from core.db import UnitOfWork
 from core.runtime import get_runtime
 from giftaid import service
+from giftaid.errors import InvalidTransition
 from giftaid.models import ClaimStatus
 
 
@@ -30,6 +31,11 @@ def poll_submitted(uow: UnitOfWork) -> int:
 
 @jobs.actor("giftaid.poll_claim", queue="default", time_limit_ms=120_000, max_retries=5)
 def poll_claim(uow: UnitOfWork, claim_id: str) -> str:
-    """Poll one submitted claim (enqueued after a submission, after HMRC's poll interval)."""
-    claim = service.poll_claim(uow, get_runtime().settings, uuid.UUID(claim_id), actor="system:poll")
+    """Poll one submitted claim (enqueued by `poll_submitted`). A claim no longer waiting (another poll, or a person,
+    already had HMRC's verdict) is done: nothing to ask, and not a failure to retry."""
+    identifier = uuid.UUID(claim_id)
+    try:
+        claim = service.poll_claim(uow, get_runtime().settings, identifier, actor="system:poll")
+    except InvalidTransition:
+        return str(service.get_claim(uow.session, identifier).status)
     return str(claim.status)

@@ -353,6 +353,7 @@ def staff(
     roles: str,
     ok_status: str = "200",
     body: Schema | None = None,
+    body_required: bool = True,
     params: list[Schema] | None = None,
     errors: dict[str, str] | None = None,
 ) -> Schema:
@@ -369,7 +370,7 @@ def staff(
     if params:
         operation["parameters"] = params
     if body is not None:
-        operation["requestBody"] = {"required": True, **json_body(body)}
+        operation["requestBody"] = {"required": body_required, **json_body(body)}
     return operation
 
 
@@ -657,7 +658,14 @@ PATHS: dict[str, Schema] = {
             ref("Claim"),
             roles=FINANCE_UP,
             params=[CLAIM_ID],
-            errors={"404": NOT_FOUND, "409": "not ready to submit", "502": "HMRC refused or could not be reached"},
+            body=body_of({}, {"again": {"type": "boolean"}}),
+            body_required=False,
+            errors={
+                "400": BAD,
+                "404": NOT_FOUND,
+                "409": "not ready to submit, or an earlier submission got no answer (send again with again: true)",
+                "502": "HMRC refused or could not be reached",
+            },
         )
     },
     "/api/giftaid/claims/{claim_id}/poll": {

@@ -154,7 +154,13 @@ def register(app: typer.Typer) -> None:
             fail("--format is ods, xml or both")
         with command_runtime(with_tasks=False) as runtime, runtime.unit_of_work() as uow:
             claim_row = service.get_claim(uow.session, identifier)
-            for path in service.write_claim_files(uow.session, runtime.settings, claim_row, out, file_format):  # type: ignore[arg-type]
+            try:
+                # write_claim_files removes what it wrote if a later file fails: all of the claim's files or none.
+                written = service.write_claim_files(uow.session, runtime.settings, claim_row, out, file_format)  # type: ignore[arg-type]
+            except OSError as exc:
+                fail(f"could not write into {out}: {exc}")
+                return
+            for path in written:
                 typer.echo(str(path.resolve()))
 
     @giftaid.command("status")
@@ -192,15 +198,21 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"claim {claim_row.id} is {claim_row.status}")
 
     @giftaid.command("submit")
-    def submit(claim_id: str = typer.Argument(...), by: str = typer.Option("", "--by")) -> None:
+    def submit(
+        claim_id: str = typer.Argument(...),
+        by: str = typer.Option("", "--by"),
+        again: bool = typer.Option(
+            False, "--again", help="Send it again after a submission that got no answer (check gateway-list first)."
+        ),
+    ) -> None:
         """Send a built claim to HMRC's gateway (`\\[hmrc] gateway_url`)."""
         from giftaid import service
         from giving.cli import command_runtime, fail
 
         identifier = _id(claim_id, "claim")
         with command_runtime(with_tasks=False) as runtime, runtime.unit_of_work() as uow:
-            claim_row = service.submit_claim(uow, runtime.settings, identifier, actor=_actor(by))
-            refused = [f"{e['number']} {e['text']}" for e in claim_row.errors] if claim_row.status == "built" else []
+            claim_row = service.submit_claim(uow, runtime.settings, identifier, actor=_actor(by), again=again)
+            refused = [service.error_words(e) for e in claim_row.errors] if claim_row.status == "built" else []
         if refused:
             fail("HMRC refused the claim: " + "; ".join(refused))
         typer.echo(f"claim {claim_row.id} submitted: correlation id {claim_row.correlation_id}")
@@ -217,6 +229,30 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"claim {claim_row.id} is {claim_row.status}")
             for error in claim_row.errors:
                 typer.echo(f"  {error['number']} {error['text']} (gifts {', '.join(error['gift_ids']) or '-'})")
+
+    @giftaid.command("gateway-list")
+    def gateway_list(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+        """HMRC's gateway's list of our recent submissions (`list`): to find a claim's correlation id when a
+        submission got no answer, before sending it again. The messages are kept."""
+        from giftaid import service
+        from giving.cli import command_runtime
+
+        with command_runtime(with_tasks=False) as runtime, runtime.unit_of_work() as uow:
+            reply = service.gateway_status(uow, runtime.settings)
+        records = [
+            {"timestamp": r.timestamp, "correlation_id": r.correlation_id, "status": r.status}
+            for r in reply.status_records
+        ]
+        errors = [f"{e.number} {e.text}" for e in reply.errors if e.type != "warning"]
+        if as_json:
+            _print_json({"items": records, "errors": errors})
+        else:
+            for record in records:
+                typer.echo(f"{record['timestamp']}  {record['correlation_id']}  {record['status']}")
+        if errors:
+            from giving.cli import fail
+
+            fail("HMRC's gateway answered: " + "; ".join(errors))
 
     @giftaid.command("validate")
     def validate(

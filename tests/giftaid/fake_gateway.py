@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,6 +45,8 @@ class FakeGateway:
     requests: list[bytes] = field(default_factory=list)
     submissions: dict[str, Submission] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
+    # Rewrites (or delays) the answer to a request: (request, HMRC's answer) -> what is sent back.
+    hook: Callable[[bytes, bytes], bytes] | None = None
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -180,6 +182,8 @@ class FakeGateway:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
                 answer = gateway.answer(raw)
+                if gateway.hook is not None:
+                    answer = gateway.hook(raw, answer)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/xml; charset=utf-8")
                 self.send_header("Content-Length", str(len(answer)))
