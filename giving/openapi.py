@@ -398,7 +398,9 @@ PAYOUT_REF = path_id("payout_id", {"type": "string", "minLength": 1})
 ANY_OBJECT: Schema = {"type": "object"}
 
 
-def file_download(summary: str, media_type: str, *, roles: str, params: list[Schema]) -> Schema:
+def file_download(
+    summary: str, media_type: str, *, roles: str, params: list[Schema], errors: dict[str, str] | None = None
+) -> Schema:
     return {
         "summary": summary,
         "description": f"Roles: {roles}.",
@@ -410,6 +412,7 @@ def file_download(summary: str, media_type: str, *, roles: str, params: list[Sch
             "400": error("a bad id"),
             "404": error("not found"),
             "409": error("not ready yet, or a claim HMRC rejected"),
+            **{status: error(words) for status, words in (errors or {}).items()},
         },
     }
 
@@ -817,7 +820,13 @@ PATHS: dict[str, Schema] = {
         )
     },
     "/api/receipts/documents/{document_id}/pdf": {
-        "get": file_download("The document's PDF", "application/pdf", roles=ANY_STAFF, params=[DOCUMENT_ID])
+        "get": file_download(
+            "The document's PDF",
+            "application/pdf",
+            roles=ANY_STAFF,
+            params=[DOCUMENT_ID],
+            errors={"410": "its supporter was erased: the document's words and file are gone"},
+        )
     },
     "/api/receipts/documents/{document_id}/resend": {
         "post": staff(

@@ -204,9 +204,11 @@ class OralConfirmation(Model):
     donor: Donor
     declaration_id: str
     declaration: DeclarationSummary
-    cancel_by: dt.date | None  # None: it goes by post, so its sending day is the postal batch's
-    # The day this letter was sent, when it is not `issued_on`: set only on a copy as it goes out (never stored), the
-    # day crm records as the declaration's `confirmation_sent_on` (`cancel_by` is then 30 days after it).
+    # None: numbered for the post, its sending day not known yet (it is dated when a postal batch prints it).
+    cancel_by: dt.date | None
+    # The day this letter was sent, set as it goes out when that is not `issued_on` (or it went by post): the day crm
+    # records as the declaration's `confirmation_sent_on`, `cancel_by` being 30 days after it. Stored with an
+    # original dated so (the stored PDF is the letter that went); on a copy, set as the copy goes out.
     sent_on: dt.date | None = None
     # A declaration for one gift: that gift, so the letter says what it covers (None: not known, or another scope).
     gift_amount: int | None = None
@@ -214,7 +216,10 @@ class OralConfirmation(Model):
     gift_received_on: dt.date | None = None
 
     def as_sent_on(self, day: dt.date) -> OralConfirmation:
-        """The letter as it reads when it goes out on `day` (a copy sent after the original could not be)."""
+        """The letter as it reads when it goes out on `day`: itself when it says so already (an email sent the day
+        it was numbered), else dated `day` with the 30 days to cancel counted from it."""
+        if self.cancel_by == day + ORAL_CANCELLATION_DAYS and (self.sent_on or self.issued_on) == day:
+            return self
         return self.model_copy(update={"sent_on": day, "cancel_by": day + ORAL_CANCELLATION_DAYS})
 
 

@@ -17,6 +17,12 @@ class DocumentNotIssued(ReceiptsError):
     status_code = 409
 
 
+class DocumentErased(ReceiptsError):
+    """Its supporter was erased: its words and file are gone for good (its number stays in the ledger)."""
+
+    status_code = 410
+
+
 class NothingToResend(ReceiptsError):
     status_code = 409
 

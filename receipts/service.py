@@ -35,7 +35,7 @@ from payments.models import Gift, GiftStatus, Order, OrderStatus, Refund, Refund
 from receipts import delivery as mail
 from receipts import documents as docs
 from receipts import render, repository
-from receipts.errors import DocumentNotFound, DocumentNotIssued, NothingToResend, TaxYearNotOver
+from receipts.errors import DocumentErased, DocumentNotFound, DocumentNotIssued, NothingToResend, TaxYearNotOver
 from receipts.models import (
     NUMBER_PREFIX,
     Delivery,
@@ -915,6 +915,8 @@ def document_pdf(settings: Settings, document: Document) -> bytes:
     """The stored PDF; if the file is gone, rendered again from the document's content (the same bytes)."""
     if document.status != DocumentStatus.ISSUED:
         raise DocumentNotIssued(f"{document.reference} is not issued yet")
+    if not document.content:  # erased: nothing to serve or render again from
+        raise DocumentErased(f"{document.reference}: its supporter's details were erased, and its PDF with them")
     store = store_for(settings)
     pdf = store.get(document.storage_key)
     if pdf is not None and sha256(pdf) == document.sha256:
@@ -944,18 +946,49 @@ def delivery_pdf(
 def _delivered_content(
     session: Session, document: Document, delivery: Delivery, going_out_on: dt.date
 ) -> docs.AnyDocument:
-    """What a delivery of a document says as it goes out on `going_out_on`: the stored content, except for a copy of
-    an oral declaration's confirmation. Its sent date and the end of the 30 days to cancel are the day crm records as
-    the declaration's `confirmation_sent_on`: the day the first delivery to go out went (the original, or an earlier
-    copy), else this one's, which `_after_sent` then records. A copy sent days after an original that failed is the
-    written record the donor gets, and must say when it was sent (giftaid.md §1C rule 13). Derived from stored rows
-    only (the declaration, the postal batch's day), so a postal batch made again prints the same page."""
+    """What a delivery of a document says as it goes out on `going_out_on`: the stored content, except for an oral
+    declaration's confirmation not gone yet. Its date, the day it says it was sent, and the end of the 30 days to
+    cancel are the day crm records as the declaration's `confirmation_sent_on`: the day the first delivery to go
+    out went (the original, or a copy), else this one's, which `_after_sent` then records. The written record must
+    say when it was sent (giftaid.md §1C rule 13): an original emailed after midnight or days late (retries, workers
+    down) or printed in a postal batch days after it was numbered, or a copy sent after the original failed. An
+    original that went says what its stored content says (dated as it went, `_keep_as_sent`); a copy is derived
+    from stored rows only (the declaration, the postal batch's day). Either way a postal batch made again prints
+    the same page."""
     content = docs.load(document.content)
-    if delivery.copy_number == 0 or not isinstance(content, docs.OralConfirmation) or document.declaration_id is None:
+    if not isinstance(content, docs.OralConfirmation) or document.declaration_id is None:
+        return content
+    if delivery.copy_number == 0 and delivery.status != DeliveryStatus.PENDING:
         return content
     declaration = session.get(Declaration, document.declaration_id)
     sent_on = declaration.confirmation_sent_on if declaration is not None else None
     return content.as_sent_on(sent_on or going_out_on)
+
+
+def _redated_original(
+    settings: Settings, document: Document, delivery: Delivery, content: docs.AnyDocument
+) -> bytes | None:
+    """The original's PDF as it goes, when it goes dated otherwise than stored (`_delivered_content`); else None
+    (the stored PDF goes: the usual case, an email sent the day it was numbered)."""
+    if delivery.copy_number != 0 or not isinstance(content, docs.OralConfirmation):
+        return None
+    if content == docs.load(document.content):
+        return None
+    return render.render_pdf(content, logo=render.logo_markup(settings.charity.logo_path))
+
+
+def _keep_as_sent(
+    session: Session, settings: Settings, document: Document, content: docs.AnyDocument, pdf: bytes
+) -> None:
+    """What is stored of a document (its content, PDF, SHA-256 and size) becomes the version that went, in the
+    transaction recording that it went. The file is written before the commit, so an erasure (which deletes files
+    after its own commit, waiting for this one's row locks) never finds it come back; a rollback leaves a file whose
+    hash no longer matches, which `document_pdf` renders again from the content as it stands."""
+    document.content = docs.dump(content)
+    document.sha256 = store_for(settings).put(document.storage_key, pdf)
+    document.size_bytes = len(pdf)
+    document.rendered_at = utc_now()
+    session.add(document)
 
 
 def send_delivery(
@@ -971,10 +1004,14 @@ def send_delivery(
         return delivery.status
     document = session.get(Document, delivery.document_id)
     assert document is not None and delivery.to_email
-    # The day it goes: what a copy of an oral declaration's letter states, and the day recorded once it went.
+    if _declaration_gone(session, document):
+        return _withdraw(uow, document, delivery)
+    # The day it goes: what an oral declaration's letter states, and the day recorded once it went.
     going_out_on = uk_today()
     content = _delivered_content(session, document, delivery, going_out_on)
-    email = mail.build_email(settings, document, content, delivery, delivery_pdf(settings, document, delivery, content))
+    redated = _redated_original(settings, document, delivery, content)
+    pdf = redated if redated is not None else delivery_pdf(settings, document, delivery, content)
+    email = mail.build_email(settings, document, content, delivery, pdf)
     delivery.attempts = attempt
     try:
         delivery.message_id = send_email(email, settings.email)[:250]
@@ -990,8 +1027,29 @@ def send_delivery(
     delivery.sent_at = utc_now()
     delivery.last_error = ""
     session.add(delivery)
+    if redated is not None:
+        _keep_as_sent(session, settings, document, content, redated)
     _history(uow, document, delivery, f"emailed to {delivery.to_email}", "sent")
     _after_sent(uow, document, going_out_on)
+    return delivery.status
+
+
+def _declaration_gone(session: Session, document: Document) -> bool:
+    """Whether this is the letter of an oral declaration cancelled (or voided) before any letter of it went. It gets
+    no letter, as at numbering: one would confirm in writing what the donor has cancelled. Once a letter went, a copy
+    is of that written record and still goes."""
+    if document.kind != DocumentKind.ORAL_CONFIRMATION or document.declaration_id is None:
+        return False
+    declaration = session.get(Declaration, document.declaration_id)
+    if declaration is None or declaration.confirmation_sent_on is not None:
+        return False
+    return declaration.voided or declaration.cancelled_at is not None
+
+
+def _withdraw(uow: UnitOfWork, document: Document, delivery: Delivery) -> DeliveryStatus:
+    delivery.status = DeliveryStatus.WITHDRAWN
+    uow.session.add(delivery)
+    _history(uow, document, delivery, "not sent: the declaration was cancelled", "withdrawn")
     return delivery.status
 
 
@@ -1046,6 +1104,8 @@ def resend(uow: UnitOfWork, document_id: uuid.UUID, *, requested_by: str, to_ema
         raise DocumentNotFound(f"no document {document_id}")
     if document.status != DocumentStatus.ISSUED:
         raise DocumentNotIssued(f"{document.reference} is not issued yet; it is sent when it is")
+    if _declaration_gone(session, document):
+        raise NothingToResend(f"{document.reference}: the declaration was cancelled before any letter of it went")
     delivery = _plan_delivery(
         uow,
         document.id,
@@ -1061,7 +1121,8 @@ def resend(uow: UnitOfWork, document_id: uuid.UUID, *, requested_by: str, to_ema
 
 def build_postal_batch(uow: UnitOfWork, settings: Settings, *, limit: int = 500) -> PostalBatch | None:
     """One PDF of every document waiting for the post (oldest first), stored; each is then marked posted, and an
-    oral declaration's confirmation counts as sent today. None when nothing waits."""
+    oral declaration's confirmation counts as sent today and says so (an original is stored as printed). None when
+    nothing waits."""
     session = uow.session
     deliveries = repository.pending_postal(session, limit)
     if not deliveries:
@@ -1070,8 +1131,21 @@ def build_postal_batch(uow: UnitOfWork, settings: Settings, *, limit: int = 500)
     for delivery in deliveries:
         document = session.get(Document, delivery.document_id)
         assert document is not None
-        pairs.append((document, delivery))
+        if _declaration_gone(session, document):
+            _withdraw(uow, document, delivery)
+        else:
+            pairs.append((document, delivery))
+    if not pairs:
+        return None
     today = uk_today()
+    # An original oral declaration's letter is sent today: dated so, and stored as printed, before the batch reads it.
+    for document, delivery in pairs:
+        if document.kind != DocumentKind.ORAL_CONFIRMATION or delivery.copy_number != 0:
+            continue
+        content = _delivered_content(session, document, delivery, today)
+        redated = _redated_original(settings, document, delivery, content)
+        if redated is not None:
+            _keep_as_sent(session, settings, document, content, redated)
     pdf = _render_postal(session, settings, pairs, posted_on=today)
     batch = PostalBatch(storage_key="", sha256="", documents=len(pairs), created_on=today)
     batch.storage_key = f"postal/{today.isoformat()}-{batch.id}.pdf"

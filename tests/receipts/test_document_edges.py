@@ -204,12 +204,13 @@ def test_a_sale_receipt_says_where_the_donation_of_the_basket_is_receipted(
     assert "it will be on your annual statement" in text and "its own donation receipt" not in text, text
 
 
-def test_an_oral_confirmation_going_by_post_promises_no_cancel_by_date(
+def test_an_oral_confirmation_going_by_post_is_dated_the_day_it_is_printed(
     runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
 ) -> None:
     """A donor without email: the letter is numbered today and printed in a postal batch on a later day, which is
-    the day it is sent (and recorded as such). So it states its own date, not a send date, and counts the 30 days
-    from the day it was posted rather than printing a cancel-by date a week too early."""
+    the day it is sent (and recorded as such). So it states that day as the day it was sent and counts the 30 days
+    from it, rather than the day it was numbered (a cancel-by date a week too early); the stored PDF is the letter
+    printed (tests/receipts/test_h_oral_letter_dates.py has the batch's page)."""
     import time_machine
 
     supporter = factories.supporter(runtime, email=None)
@@ -228,9 +229,9 @@ def test_an_oral_confirmation_going_by_post_promises_no_cancel_by_date(
         row = session.get(Declaration, declaration)
         assert row is not None and row.confirmation_sent_on == dt.date(2026, 1, 19)
     text = pdf_text(stored_pdf(runtime, letter))
-    assert "Date of this letter 12/01/2026" in text and "Date this letter was sent" not in text, text
-    assert "within 30 days of the date we sent this letter (the date it was posted to you)" in text, text
-    assert "11/02/2026" not in text, text
+    assert "Date this letter was sent 19/01/2026" in text and "Date of this letter" not in text, text
+    assert "within 30 days of the date we sent this letter, that is by 18/02/2026" in text, text
+    assert "11/02/2026" not in text and "12/01/2026" not in text, text
 
 
 def test_erasure_takes_the_address_out_of_a_failed_deliverys_error(
