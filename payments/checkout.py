@@ -368,7 +368,7 @@ def record_order(
     # Postage: none within the UK (the prices include it), the international price once per order elsewhere, or
     # the address refused when the shop does not post there (docs/checkout.md, "Postage").
     postage = shop.postage_for(settings.shop, request.donor.country)
-    refused = {} if postage is not None else {"country": shop.NO_POSTAGE_THERE}
+    refused = {} if postage is not None else {"country": shop.no_postage_there(settings.shop)}
     try:
         priced = price_basket(session, request.lines, vat_rate_bp=vat_rate)
     except InvalidForm as exc:

@@ -62,6 +62,9 @@ FEES = "Processing fees"
 REFUNDS_DONATIONS = "Refunds: donations"
 REFUNDS_SHIRTS = "Refunds: shirts"
 CHARGEBACKS = "Chargebacks and disputes"
+# A shop basket paid a second time (an order with `duplicate_of_id`): the goods part is the donor's money held to
+# refund, never a sale (no shirts were sent for it).
+DUPLICATE_PAYMENTS = "Duplicate shop payments to refund"
 SUSPENSE_UNMATCHED = "Suspense: unmatched payout lines"
 SUSPENSE_DISCREPANCY = "Suspense: payout discrepancy"
 SUSPENSE_NOT_LOADED = "Suspense: payout lines not loaded"
@@ -353,11 +356,17 @@ def _order_postings(line: PayoutLine, ctx: _Context, donation_gifts: dict[uuid.U
         post(SUSPENSE_UNMATCHED, -line.amount, "order not found", line)
         return
     gift = ctx.gifts.get(line.gift_id) if line.gift_id else donation_gifts.get(order.id)
-    parts = [
-        (TRADING, order.goods_amount, "shirts"),
-        (VAT_OUTPUT, order.vat_amount, "VAT on shirts"),
-        (_donation_account(gift), order.donation_amount, "donation with an order"),
-    ]
+    if order.duplicate_of_id is not None:  # whatever its status since (refunded, say)
+        parts = [
+            (DUPLICATE_PAYMENTS, order.goods_amount + order.vat_amount, "basket paid twice: goods to refund"),
+            (_donation_account(gift), order.donation_amount, "donation with an order"),
+        ]
+    else:
+        parts = [
+            (TRADING, order.goods_amount, "shirts"),
+            (VAT_OUTPUT, order.vat_amount, "VAT on shirts"),
+            (_donation_account(gift), order.donation_amount, "donation with an order"),
+        ]
     left = line.amount
     for account, amount, description in parts:
         post(account, -amount, description, line, order.id)
@@ -431,7 +440,11 @@ def _refund_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
         return
     goods_part = _goods_part(refund, magnitude)
     donation_part = magnitude - goods_part
-    if goods_part:
+    order = ctx.orders.get(refund.order_id) if refund.order_id else None
+    if goods_part and order is not None and order.duplicate_of_id is not None:
+        # The money held for a basket paid twice goes back: no sale, no VAT to take back.
+        post(DUPLICATE_PAYMENTS, sign * goods_part, "basket paid twice: goods refunded", line, refund.id)
+    elif goods_part:
         vat = ctx.refund_vat.get(refund.id, 0)
         refund_goods = _goods_part(refund, refund.amount)
         if goods_part != refund_goods and refund_goods:

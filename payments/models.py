@@ -251,6 +251,9 @@ class DisputeStatus(StrEnum):
     OPEN = "open"
     WON = "won"
     LOST = "lost"
+    # Stripe's dispute prevention stopped it before it became a chargeback: blocked (the money stays), or resolved
+    # by a refund, which Stripe records (and we with it) as a refund of the charge. The dispute takes no money.
+    PREVENTED = "prevented"
 
 
 class Dispute(SQLModel, table=True):
@@ -326,6 +329,9 @@ class OrderStatus(StrEnum):
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
     CANCELLED = "cancelled"
+    # The basket paid again on another Checkout Session (open in two tabs, both paid): money held for the donor,
+    # to be refunded (or kept as they wish). Never a sale: no stock, no shirts sent, no sale receipt.
+    DUPLICATE_PAYMENT = "duplicate_payment"
 
 
 class Order(SQLModel, table=True):
@@ -349,6 +355,8 @@ class Order(SQLModel, table=True):
     stripe_checkout_session_id: str | None = Field(default=None, max_length=255, unique=True)
     stripe_payment_intent_id: str | None = Field(default=None, max_length=255, unique=True)
     stripe_charge_id: str | None = Field(default=None, max_length=255, unique=True)
+    # A `duplicate_payment` order: the basket it paid for a second time (whose lines say what was in it).
+    duplicate_of_id: uuid.UUID | None = Field(default=None, foreign_key="orders.id")
     created_at: dt.datetime = created_at_field()
     updated_at: dt.datetime = created_at_field()
 

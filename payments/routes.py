@@ -22,7 +22,7 @@ from core.http import client_address, in_thread, runtime_of
 from core.money import format_pence
 from core.settings import Settings
 from crm import service as crm_service
-from payments import checkout
+from payments import checkout, shop
 from payments.errors import ProviderBusy, ProviderDisabled, ProviderRefused, ProviderUnavailable
 from payments.forms import (
     DONOR_FIELDS,
@@ -253,6 +253,7 @@ def _shop_form(
         "quantities": quantities,
         "errors": errors,
         "international_postage": settings.shop.international_postage,
+        "postage_area": shop.postage_area(settings.shop),
     }
     return _page(request, "shop.html", context, status_code)
 

@@ -559,6 +559,10 @@ def _fulfil_stripe_order(
     order = repository.order_locked(session, checkout.order_id) if checkout.order_id else None
     if order is None:
         raise PaymentsError(f"checkout {checkout.id} is a shop checkout without its order")
+    if order.stripe_checkout_session_id not in (None, session_id):
+        # Another session of this basket completed first (the donor had it open twice and paid both): this
+        # payment is the basket's duplicate, an order of its own, so its money is recorded and can be refunded.
+        order = _duplicate_order(uow, order, session_id)
     _set(
         order,
         stripe_checkout_session_id=order.stripe_checkout_session_id or session_id,
@@ -566,7 +570,9 @@ def _fulfil_stripe_order(
         stripe_charge_id=order.stripe_charge_id or charge_id,
     )
     session.add(order)
-    if paid and order.status in (OrderStatus.PENDING, OrderStatus.CANCELLED):
+    if paid and order.duplicate_of_id is not None:
+        _duplicate_paid(uow, order, [session_id, intent_id, charge_id], received_at)
+    elif paid and order.status in (OrderStatus.PENDING, OrderStatus.CANCELLED):
         order.status = OrderStatus.PAID
         order.paid_at = received_at
         _touch(order)
@@ -600,6 +606,78 @@ def _fulfil_stripe_order(
     session.add(gift)
     if paid:
         _mark_gift_paid(uow, gift, received_at)
+
+
+def _duplicate_order(uow: UnitOfWork, basket: Order, session_id: str) -> Order:
+    """The order of a second payment of `basket`, keyed on its Checkout Session: the basket's amounts, no lines (the
+    shirts are the basket's, sold once), its donation line a gift of its own (`_donation_gift_of_order`)."""
+
+    def build() -> Order:
+        now = utc_now()
+        return Order(
+            supporter_id=basket.supporter_id,
+            currency=basket.currency,
+            goods_amount=basket.goods_amount,
+            vat_amount=basket.vat_amount,
+            vat_rate_bp=basket.vat_rate_bp,
+            donation_amount=basket.donation_amount,
+            stripe_checkout_session_id=session_id,
+            duplicate_of_id=basket.id,
+            created_at=now,
+            updated_at=now,
+        )
+
+    order, _ = _row_or_insert(uow, Order, "stripe_checkout_session_id", session_id, build)
+    return order
+
+
+DUPLICATE_PAYMENT = "duplicate_payment"
+
+
+def _duplicate_paid(uow: UnitOfWork, order: Order, ids: list[str | None], received_at: dt.datetime) -> None:
+    """A basket's second payment arrived: held for the donor (no stock, no shirts, no sale receipt); finance is asked
+    to refund it (or keep it, as the donor wishes) through a review item on the supporter."""
+    if order.status not in (OrderStatus.PENDING, OrderStatus.CANCELLED):
+        return
+    _set(order, status=OrderStatus.DUPLICATE_PAYMENT, paid_at=received_at)
+    uow.session.add(order)
+    uow.session.flush()
+    provider_ids = [value for value in ids if value]
+    total = order.goods_amount + order.vat_amount + order.donation_amount
+    money = format_pence(total, order.currency)
+    data = {"order_id": str(order.id), "duplicate_of_id": str(order.duplicate_of_id), "provider_ids": provider_ids}
+    record_history(
+        uow,
+        order.supporter_id,
+        type=DUPLICATE_PAYMENT,
+        summary=f"Shop basket paid a second time ({money}): to refund",
+        at=received_at,
+        amount=total,
+        currency=order.currency,
+        data=data,
+        dedupe_key=f"{DUPLICATE_PAYMENT}:{order.id}",
+    )
+    raise_review_item(
+        uow,
+        order.supporter_id,
+        kind=DUPLICATE_PAYMENT,
+        detail=f"A shop basket was paid twice: refund the second payment of {money} "
+        f"(Stripe {order.stripe_charge_id or order.stripe_payment_intent_id}) unless the donor wants to keep it",
+        data=data,
+        dedupe_key=f"{DUPLICATE_PAYMENT}:{order.id}",
+    )
+    payouts.on_money_recorded(uow, provider_ids)
+
+
+def _order_of_session(uow: UnitOfWork, checkout: Checkout, session_id: str | None) -> Order | None:
+    """The order a Checkout Session pays for: the checkout's basket, or, once another session of it completed, this
+    session's duplicate order (None: this one never completed)."""
+    if checkout.order_id is None:
+        return None
+    order = repository.order_locked(uow.session, checkout.order_id)
+    if order is not None and session_id and order.stripe_checkout_session_id not in (None, session_id):
+        return repository.first_locked(uow.session, repository.by_key(Order, "stripe_checkout_session_id", session_id))
+    return order
 
 
 def _start_stripe_regular_gift(
@@ -715,7 +793,7 @@ def fail_stripe_checkout(uow: UnitOfWork, session_object: dict[str, Any], *, at:
     if checkout.status != CheckoutStatus.COMPLETED:
         _set(checkout, status=CheckoutStatus.FAILED)
         uow.session.add(checkout)
-    order = repository.order_locked(uow.session, checkout.order_id) if checkout.order_id else None
+    order = _order_of_session(uow, checkout, session_id)
     if order is not None and order.status == OrderStatus.PENDING:
         _set(order, status=OrderStatus.CANCELLED)
         uow.session.add(order)
@@ -748,11 +826,11 @@ def expire_stripe_checkout(uow: UnitOfWork, session_object: dict[str, Any]) -> E
     if checkout.status in (CheckoutStatus.PENDING, CheckoutStatus.OPEN):
         _set(checkout, status=CheckoutStatus.EXPIRED)
         uow.session.add(checkout)
-    if checkout.order_id:
-        order = repository.order_locked(uow.session, checkout.order_id)
-        if order is not None and order.status == OrderStatus.PENDING:
-            _set(order, status=OrderStatus.CANCELLED)
-            uow.session.add(order)
+    # Another session of a basket paid already (a second tab left open) expiring cancels nothing.
+    order = _order_of_session(uow, checkout, _id(session_object.get("id")))
+    if order is not None and order.status == OrderStatus.PENDING:
+        _set(order, status=OrderStatus.CANCELLED)
+        uow.session.add(order)
     return Effect.processed()
 
 
@@ -1335,7 +1413,26 @@ _STRIPE_DISPUTE_STATUS = {
     "won": DisputeStatus.WON,
     "warning_closed": DisputeStatus.WON,
     "lost": DisputeStatus.LOST,
+    # Dispute prevention (Stripe API 2025-08-27 on): stopped before it became a chargeback. Case type `block`: the
+    # money stays with us; `resolution`: Stripe refunds the charge, and that refund is recorded as any refund
+    # (`sync_stripe_refunds`), so the dispute itself never counts as money returned.
+    "prevented": DisputeStatus.PREVENTED,
 }
+
+_PREVENTED_HOW = {
+    "block": "blocked before it became a chargeback",
+    "resolution": "resolved by a refund",
+}
+
+
+def _dispute_outcome(dispute: Dispute, current: dict[str, Any]) -> str:
+    """The closing history item's words: "lost", "won", or "prevented (how)"."""
+    if dispute.status != DisputeStatus.PREVENTED:
+        return str(dispute.status)
+    details = current.get("payment_method_details")
+    card = details.get("card") if isinstance(details, dict) else None
+    how = _PREVENTED_HOW.get(str(card.get("case_type"))) if isinstance(card, dict) else None
+    return f"prevented ({how})" if how else "prevented"
 
 
 def sync_stripe_dispute(
@@ -1384,9 +1481,16 @@ def sync_stripe_dispute(
         isinstance(bt, dict) and (bt.get("reporting_category") == "dispute" or (bt.get("amount") or 0) < 0)
         for bt in current.get("balance_transactions") or []
     )
+    # When it was decided: Stripe's dispute keeps no time for that, so it is the `created` of the earliest event
+    # whose own snapshot shows the decision (`charge.dispute.closed`, or a dispute created already decided). An
+    # event from before the decision, processed after it (late, redelivered), re-fetches the decided dispute but
+    # says nothing of when: the status follows Stripe at once, the time waits for the reporting event.
+    reported = status is not None and _STRIPE_DISPUTE_STATUS.get(str(dispute_object.get("status"))) == status
     before = dispute.status
     if status is not None and status != before:
-        _set(dispute, status=status, closed_at=at)
+        _set(dispute, status=status, closed_at=at if reported else None)
+    elif reported and (dispute.closed_at is None or at < dispute.closed_at):
+        _set(dispute, closed_at=at)
     _set(dispute, funds_withdrawn=dispute.funds_withdrawn or withdrawn)
     session.add(dispute)
     session.flush()
@@ -1409,12 +1513,12 @@ def sync_stripe_dispute(
         data={**data, "status": "open"},
         dedupe_key=f"dispute:{dispute.id}:opened",
     )
-    if dispute.status != DisputeStatus.OPEN:
+    if dispute.status != DisputeStatus.OPEN and dispute.closed_at is not None:
         record_history(
             uow,
             supporter_id,
             type="dispute",
-            summary=f"Card dispute of {money} {dispute.status!s}",
+            summary=f"Card dispute of {money} {_dispute_outcome(dispute, current)}",
             at=dispute.closed_at,
             amount=-dispute.amount if dispute.status == DisputeStatus.LOST else 0,
             currency=dispute.currency,

@@ -13,6 +13,8 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
+from babel import Locale
+from babel.lists import format_list
 from sqlmodel import Session, col, select
 
 from core.clock import UK, uk_date, utc_now
@@ -41,7 +43,35 @@ POSTAGE_SKU = "POSTAGE"
 POSTAGE_LINE_NAME = "Postage outside the UK"
 
 
-NO_POSTAGE_THERE = "Sorry, we can only post shirts to addresses in the UK, the Channel Islands and the Isle of Man"
+# How the page and the refusal name countries of `uk_postage_countries`: the UK and the Channel Islands (both of
+# Guernsey and Jersey) as people say them, any other by its English name from babel (CLDR), "the" before the names
+# that take it.
+_UK = "the UK"
+_CHANNEL_ISLANDS = frozenset({"GG", "JE"})
+_NAMES_WITH_THE = frozenset({"Netherlands", "Bahamas", "Gambia", "Philippines", "Maldives", "Seychelles"})
+
+
+def _country_name(code: str) -> str:
+    name = Locale("en", "GB").territories.get(code) or code
+    if name in _NAMES_WITH_THE or name.startswith(("United ", "Isle of ")) or name.endswith(("Islands", "Republic")):
+        return f"the {name}"
+    return name
+
+
+def postage_area(settings: ShopSettings) -> str:
+    """Where the prices include postage, in words: "the UK, the Channel Islands and the Isle of Man"."""
+    codes = settings.uk_postage
+    names = [_UK] if "GB" in codes else []
+    if codes >= _CHANNEL_ISLANDS:
+        names.append("the Channel Islands")
+    rest = codes - {"GB"} - (_CHANNEL_ISLANDS if codes >= _CHANNEL_ISLANDS else frozenset())
+    names += sorted((_country_name(code) for code in rest), key=lambda name: name.removeprefix("the "))
+    return format_list(names, locale="en_GB")
+
+
+def no_postage_there(settings: ShopSettings) -> str:
+    """The checkout's refusal of an address the shop does not post to."""
+    return f"Sorry, we can only post shirts to addresses in {postage_area(settings)}"
 
 
 def postage_for(settings: ShopSettings, country: str) -> int | None:
@@ -227,7 +257,7 @@ def record_returns(uow: UnitOfWork, order_id: uuid.UUID, returns: list[dict[str,
     order = repository.order_locked(session, order_id)
     if order is None:
         raise OrderNotFound(f"no order {order_id}")
-    if order.status in (OrderStatus.PENDING, OrderStatus.CANCELLED):
+    if order.status in (OrderStatus.PENDING, OrderStatus.CANCELLED, OrderStatus.DUPLICATE_PAYMENT):
         raise OrderNotFulfillable(f"order {order_id} is {order.status}: nothing was sold")
     lines = repository.all_locked(
         session, select(OrderLine).where(OrderLine.order_id == order.id).order_by(col(OrderLine.id))
@@ -287,6 +317,8 @@ def order_json(session: Session, order: Order, donation_returned: int | None = N
         "id": str(order.id),
         "supporter_id": str(order.supporter_id),
         "status": str(order.status),
+        # A `duplicate_payment` order: the basket it paid for again (its lines are that basket's).
+        "duplicate_of": str(order.duplicate_of_id) if order.duplicate_of_id else None,
         "fulfilled": order.fulfilled_at is not None,
         "fulfilled_at": order.fulfilled_at,
         "paid_at": order.paid_at,
