@@ -257,6 +257,12 @@ PAYOUT = obj(
         "lines": {"type": "array", "items": ref("PayoutLine")},
         "arrival_date": nullable(DATE),
         "reconciled_at": nullable(TIMESTAMP),
+        "source": {"type": "string", "enum": ["api", "csv"]},
+        "amount_from": {
+            "type": "string",
+            "enum": ["provider", "given", "lines"],
+            "description": "given: by a file or --payout-amount; lines: nobody gave it, the sum of the lines",
+        },
     },
 )
 
@@ -265,6 +271,10 @@ ORDER = obj(
     {
         "supporter_id": UUID,
         "fulfilled": {"type": "boolean"},
+        "duplicate_of": {
+            **nullable(UUID),
+            "description": "status duplicate_payment: the basket this payment paid for a second time (to refund)",
+        },
         "goods": ref("Money"),
         "vat": ref("Money"),
         "donation": ref("Money"),

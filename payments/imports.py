@@ -31,16 +31,18 @@ import datetime as dt
 import io
 import re
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 
 from core.db import UnitOfWork
 from core.errors import BadRequest
 from core.money import Currency, Money, MoneyError, format_pence
 from payments.errors import PaymentsError
-from payments.models import Payout, PayoutStatus, Provider
-from payments.payouts import gocardless_lines, stripe_kind, upsert_payout
+from payments.models import Payout, PayoutLine, PayoutStatus, Provider
+from payments.payouts import SOURCE_API, SOURCE_GIVEN, SOURCE_LINES, gocardless_lines, stripe_kind, upsert_payout
 from payments.reconcile import LineIn, MatchResult, match_payout, store_lines, with_fee_line
 
 
@@ -52,7 +54,9 @@ class InvalidImport(BadRequest, PaymentsError):
 class ImportResult:
     provider_payout_id: str
     lines_added: int
-    amount_from: str  # "provider" (already recorded), "given", or "lines" (sum of the lines' net)
+    # "provider" (already recorded: reported by the provider, or given for an earlier file), "given" (with this
+    # import), or "lines" (nobody said what reached the bank: the sum of every line of the payout, all files')
+    amount_from: str
     match: MatchResult
     currency: str = "GBP"  # the payout's
 
@@ -310,34 +314,87 @@ def _store(
     existing = uow.session.exec(
         select(Payout).where(Payout.provider == provider, Payout.provider_payout_id == provider_payout_id)
     ).first()
+    provider_name = "Stripe" if provider == Provider.STRIPE else "GoCardless"
     if (
         given_amount is not None
         and existing is not None
-        and existing.source != "csv"
+        and existing.source == SOURCE_API
         and given_amount != existing.amount
     ):
         # What the provider reported reaching the bank is the fact a file must agree with, not one it overwrites.
         raise InvalidImport(
             f"payout {provider_payout_id}: the file gives {format_pence(given_amount, existing.currency)}, but "
-            f"{'Stripe' if provider == Provider.STRIPE else 'GoCardless'} reported "
-            f"{format_pence(existing.amount, existing.currency)}; nothing was imported"
+            f"{provider_name} reported {format_pence(existing.amount, existing.currency)}; nothing was imported"
         )
+    if existing is not None:
+        lines = _not_recorded_yet(uow, existing, lines)
+    reported = existing is not None and existing.source == SOURCE_API
     if given_amount is not None:
-        amount, amount_from = given_amount, "given"
-    elif existing is not None:
-        amount, amount_from = existing.amount, "provider"
+        amount, amount_from, source = given_amount, "given", SOURCE_API if reported else SOURCE_GIVEN
+    elif existing is not None and reported:
+        amount, amount_from, source = existing.amount, "provider", SOURCE_API
+    elif existing is not None and existing.source == SOURCE_GIVEN:
+        # Given by an earlier file: already recorded, as one the provider reported.
+        amount, amount_from, source = existing.amount, "provider", SOURCE_GIVEN
     else:
-        amount, amount_from = lines_total, "lines"
+        # Nobody said what reached the bank: the sum of every line of the payout, this file's and earlier ones'.
+        amount, amount_from, source = lines_total, "lines", SOURCE_LINES
     payout = upsert_payout(
         uow,
         provider,
         provider_payout_id,
-        amount=amount,
+        amount=amount if existing is None or amount_from != "lines" else existing.amount,
         currency=currency,
         status=PayoutStatus.PAID,
         arrival_date=arrival,
         reference=reference,
-        source=existing.source if existing is not None else "csv",
+        source=source,
     )
     added = store_lines(uow, payout, lines)
+    if amount_from == "lines":
+        total = uow.session.exec(
+            select(sa.func.coalesce(sa.func.sum(PayoutLine.amount), 0)).where(PayoutLine.payout_id == payout.id)
+        ).one()
+        if payout.amount != int(total):
+            payout.amount = int(total)
+            uow.session.add(payout)
+            uow.session.flush()
     return ImportResult(provider_payout_id, added, amount_from, match_payout(uow, payout.id), payout.currency)
+
+
+def _not_recorded_yet(uow: UnitOfWork, payout: Payout, lines: list[LineIn]) -> list[LineIn]:
+    """The lines of the file that the payout does not have yet. A line it already has (the same balance transaction,
+    or the same n-th payout item of a type on a payment) must have the same figures: a file never changes what the
+    provider or an earlier file recorded. Payout items have no id, so a second file with another item of the same
+    type on the same payment would otherwise replace the first one's money: the whole export must be one file."""
+    recorded = {
+        row.provider_line_id: row
+        for row in uow.session.exec(select(PayoutLine).where(PayoutLine.payout_id == payout.id)).all()
+    }
+    new = []
+    for line in lines:
+        old = recorded.get(line.provider_line_id)
+        if old is None:
+            new.append(line)
+            continue
+        if line.amount_exact is not None and old.amount_exact is not None:
+            same = Decimal(line.amount_exact) == Decimal(old.amount_exact)
+        else:
+            net = line.amount - line.fee if line.net is None else line.net
+            same = (old.amount, old.fee, old.net) == (line.amount, line.fee, net)
+        if not same:
+            said, had = (
+                (line.amount_exact, old.amount_exact)
+                if line.amount_exact is not None and old.amount_exact is not None
+                else (_figures(line.amount, line.fee, payout.currency), _figures(old.amount, old.fee, payout.currency))
+            )
+            raise InvalidImport(
+                f"payout {payout.provider_payout_id}: line {line.provider_line_id} is already recorded as {had}, the "
+                f"file says {said}; a file does not change a recorded line (import a payout's items in one file); "
+                "nothing was imported"
+            )
+    return new
+
+
+def _figures(amount: int, fee: int, currency: str) -> str:
+    return format_pence(amount, currency) + (f" (fee {format_pence(fee, currency)})" if fee else "")

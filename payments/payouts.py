@@ -56,6 +56,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("giving.payments.payouts")
 
+# Where a payout's amount came from (`payouts.source`): the provider; a file or `--payout-amount` that gave it; or
+# nobody, so it is the sum of the lines (recomputed as a file adds lines). JSON `source` says api or csv.
+SOURCE_API = "api"
+SOURCE_GIVEN = "csv"
+SOURCE_LINES = "lines"
+AMOUNT_FROM = {SOURCE_API: "provider", SOURCE_GIVEN: "given", SOURCE_LINES: "lines"}
+
 STRIPE_STATUS = {"paid": PayoutStatus.PAID, "failed": PayoutStatus.FAILED, "canceled": PayoutStatus.FAILED}
 # `bounced`: the bank rejected the payout, so its money did not arrive.
 GOCARDLESS_STATUS = {"paid": PayoutStatus.PAID, "pending": PayoutStatus.PENDING, "bounced": PayoutStatus.FAILED}
@@ -108,10 +115,10 @@ def upsert_payout(
         wanted["arrival_date"] = arrival_date
     if reference:
         wanted["reference"] = reference
-    if source == "api":
+    if source == "api" or payout.source != "api":
         # First known from a file, now reported by the provider: its amount is the provider's from here on (a later
-        # file must agree with it, `imports._store`).
-        wanted["source"] = "api"
+        # file must agree with it, `imports._store`). A file never takes that back.
+        wanted["source"] = source
     changed = False
     for name, value in wanted.items():
         if getattr(payout, name) != value:
@@ -146,6 +153,7 @@ def record_stripe_payout(uow: UnitOfWork, payout: dict[str, Any], event_type: st
     complete, load and match its lines."""
     status = STRIPE_STATUS.get(str(payout.get("status")), PayoutStatus.PENDING)
     arrival = payout.get("arrival_date")
+    from_file = lines_from_file(uow, Provider.STRIPE, payout["id"])
     row = upsert_payout(
         uow,
         Provider.STRIPE,
@@ -157,13 +165,22 @@ def record_stripe_payout(uow: UnitOfWork, payout: dict[str, Any], event_type: st
         reference=str(payout.get("statement_descriptor") or ""),
     )
     complete = event_type == "payout.reconciliation_completed" or payout.get("reconciliation_status") == "completed"
-    if complete and status != PayoutStatus.FAILED and row.lines_loaded_at is None:
+    if complete and status != PayoutStatus.FAILED and (row.lines_loaded_at is None or from_file):
+        # Lines read only from a file may be a part of the payout: Stripe's list completes them (same line ids).
         load_stripe_lines(uow, row)
     failed = row.status == PayoutStatus.FAILED
     match_payout(uow, row.id)
     if failed:
         # Later payouts that paid its money out again (a `payout_failure` line) may have been waiting for the failure.
         on_money_recorded(uow, [payout["id"]])
+
+
+def lines_from_file(uow: UnitOfWork, provider: Provider, provider_payout_id: str) -> bool:
+    """Whether the payout is known only from a CSV file so far (its lines were never read from the provider)."""
+    source = uow.session.exec(
+        select(Payout.source).where(Payout.provider == provider, Payout.provider_payout_id == provider_payout_id)
+    ).first()
+    return source is not None and source != SOURCE_API
 
 
 def _stripe_gateway() -> StripeGateway:
@@ -243,6 +260,7 @@ def record_gocardless_payout(uow: UnitOfWork, payout_id: str, action: str) -> No
         # The event says it was paid; a fetch racing it can still read pending (never a bounce, which comes later).
         status = PayoutStatus.PAID
     arrival = payout.get("arrival_date")
+    from_file = lines_from_file(uow, Provider.GOCARDLESS, payout_id)
     row = upsert_payout(
         uow,
         Provider.GOCARDLESS,
@@ -254,7 +272,7 @@ def record_gocardless_payout(uow: UnitOfWork, payout_id: str, action: str) -> No
         reference=str(payout.get("reference") or ""),
         status_is_current=True,
     )
-    if row.status == PayoutStatus.PAID and row.lines_loaded_at is None:
+    if row.status == PayoutStatus.PAID and (row.lines_loaded_at is None or from_file):
         store_lines(uow, row, gocardless_lines(gateway.iter_payout_items(payout_id), row.currency))
     match_payout(uow, row.id)
 
@@ -368,7 +386,9 @@ def payout_summary(payout: Payout) -> dict[str, Any]:
         "payout_status": str(payout.status),
         "arrival_date": payout.arrival_date.isoformat() if payout.arrival_date else None,
         "reference": payout.reference,
-        "source": payout.source,
+        "source": SOURCE_API if payout.source == SOURCE_API else "csv",
+        # provider | given (a file or --payout-amount) | lines (nobody gave it: the sum of the lines)
+        "amount_from": AMOUNT_FROM.get(payout.source, "given"),
         "reconciled_at": payout.reconciled_at,
     }
 

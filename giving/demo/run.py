@@ -25,6 +25,7 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -153,7 +154,7 @@ def demo_settings(
 def fresh_directory(options: Options) -> str:
     """Removes what an earlier run left (only the demo's own files) and returns the database URL to use."""
     directory = options.directory
-    for name in ("receipts", "outbox", "claims"):
+    for name in ("receipts", "outbox", "claims", "reconciliation"):
         shutil.rmtree(directory / name, ignore_errors=True)
     if options.database_url:
         refuse_unless_empty(options.database_url)
@@ -385,6 +386,46 @@ def reconcile(runtime: Runtime) -> list[str]:
 
 
 @dataclass
+class Books:
+    """The reconciliation report and the accounts journal, as files for finance."""
+
+    files: list[Path]
+    entries: int = 0
+    unbalanced: dict[str, int] = field(default_factory=dict)
+    bank: int = 0  # what the journal says reached the bank
+    suspense: int = 0  # postings to a suspense account (something not matched or not adding up)
+
+
+def write_books(runtime: Runtime, directory: Path, since: dt.date) -> Books:
+    """`giving payouts show` of every payout (with its lines) into payouts.json, and `giving export journal` from
+    `since` through today into journal.csv, under DIR/reconciliation."""
+    from core.http import json_text
+    from giving.commands.shop import giftaid_postings
+    from payments import journal, payouts
+
+    out = directory / "reconciliation"
+    out.mkdir(parents=True, exist_ok=True)
+    today = uk_today()
+    with runtime.read_session() as session:
+        items, _ = payouts.list_payouts(session)
+        shown_payouts = [payouts.payout_json(session, payouts.find_payout(session, item["id"])) for item in items]
+        postings = journal.payout_postings(session, since, today) + giftaid_postings(session, since, today)
+    report = out / "payouts.json"
+    report.write_text(json_text({"items": shown_payouts}) + "\n", encoding="utf-8")
+    ledger = out / "journal.csv"
+    with ledger.open("w", encoding="utf-8", newline="") as handle:
+        journal.write_csv(postings, handle)
+    balances = journal.balances(postings)
+    return Books(
+        files=[report, ledger],
+        entries=len(balances),
+        unbalanced={entry: total for entry, total in balances.items() if total},
+        bank=sum(p.amount for p in postings if p.account.startswith(f"{journal.BANK}: ")),
+        suspense=sum(1 for p in postings if p.account.startswith("Suspense")),
+    )
+
+
+@dataclass
 class Staff:
     password: str
     otpauth_uri: str | None
@@ -518,6 +559,7 @@ class Report:
     tax_years: list[str]
     claim: ClaimOutcome
     reconciliation: list[str]
+    books: Books
     payouts: list[dict[str, Any]]
     staff: Staff
     supporters: dict[str, dict[str, Any]]
@@ -554,6 +596,7 @@ def drive(client: httpx.Client, runtime: Runtime, play: Play, options: Options, 
     claim = build_claim(runtime, options.directory)
     outcome.lap("claim")
     lines = reconcile(runtime)
+    books = write_books(runtime, options.directory, min(g.received_on for g in expected.gifts))
     staff = create_staff(runtime)
     headers = {"Authorization": f"Bearer {staff.token}"}
     payouts = client.get("/api/payouts", headers=headers)
@@ -588,6 +631,7 @@ def drive(client: httpx.Client, runtime: Runtime, play: Play, options: Options, 
         tax_years=tax_years,
         claim=claim,
         reconciliation=lines,
+        books=books,
         payouts=payouts.json()["items"],
         staff=staff,
         supporters=supporters,
@@ -759,6 +803,14 @@ def check_payouts(report: Report, outcome: Outcome) -> None:
         planned == recorded and not unreconciled,
         f"{len(recorded)} payouts" + (f", unreconciled: {', '.join(unreconciled)}" if unreconciled else ""),
     )
+    books = report.books
+    paid_in = sum(p.amount for p in report.expected.payouts)
+    outcome.check(
+        "the journal balances, with every payout in the bank and nothing in suspense",
+        not books.unbalanced and books.bank == paid_in and books.suspense == 0,
+        f"{books.entries} entries, bank {format_pence(books.bank)} (payouts {format_pence(paid_in)}), "
+        f"{books.suspense} suspense postings" + (f", unbalanced: {books.unbalanced}" if books.unbalanced else ""),
+    )
 
 
 def _keys(report: Report) -> Iterator[tuple[str, GiftRow]]:
@@ -900,6 +952,9 @@ def show_payouts(console: Console, report: Report) -> None:
     for payout in report.payouts:
         kinds[payout["status"]] += 1
     console.print(f"  {len(report.payouts)} payouts: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+    report_file, journal_file = report.books.files
+    console.print(f"  every payout with its lines (giving payouts show): {shown(report_file)}")
+    console.print(f"  the accounts journal (giving export journal): {shown(journal_file)}")
 
 
 def show_staff(console: Console, report: Report, options: Options, web_url: str) -> None:
@@ -918,9 +973,24 @@ def show_staff(console: Console, report: Report, options: Options, web_url: str)
         else (f"sqlite:///{(options.directory / DATABASE_NAME).as_posix()}")
     )
     console.print("  To look around, serve the demo's database (or run `giving demo --serve`):")
-    console.print(f"    GIVING_DATABASE__URL={database} giving serve --port 8000")
+    # Its PDFs are under DIR/receipts, not the default storage dir; and `giving` is the command this run was, which
+    # after scripts/demo.sh is .venv/bin/giving (not on the PATH).
+    receipts = shown(options.directory / "receipts")
+    settings = f"GIVING_DATABASE__URL={database} GIVING_RECEIPTS__STORAGE_DIR={receipts}"
+    console.print(f"    {settings} {giving_command()} serve --port 8000")
     console.print(f'    curl -H "Authorization: Bearer {staff.token}" http://127.0.0.1:8000/api/payouts')
     console.print("    then http://127.0.0.1:8000/staff/login")
+
+
+def giving_command() -> str:
+    """How to run `giving` again from here: the script this run was started as, if it was one."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is None or script.name != "giving" or not script.is_file():
+        return "giving"
+    on_path = shutil.which("giving")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "giving"
+    return shown(script)
 
 
 def show_checks(console: Console, outcome: Outcome) -> None:
