@@ -253,8 +253,9 @@ class UnitOfWork:
         A durable job is first written to the `jobs` table in this transaction, so a lost message or a crash
         between the commit and the send loses nothing: the sweep sends it again.
         """
-        from core.jobs import record_job  # jobs imports db; keep the cycle local
+        from core.jobs import record_job, require_known  # jobs imports db; keep the cycle local
 
+        require_known(actor_name)
         if durable:
             kwargs = {**kwargs, "job_id": str(record_job(self.session, actor_name, kwargs, delay_ms))}
         self.jobs.append(PendingJob(actor_name, kwargs, delay_ms))

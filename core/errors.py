@@ -73,6 +73,12 @@ class DatabaseUnavailable(ServiceUnavailable):
         return "ServiceUnavailable"
 
 
+class InternalServerError(AppError):
+    """A bug: what the web app answers for an exception no handler knows (its details go to the log only)."""
+
+    status_code = 500
+
+
 class FeatureDisabled(AppError):
     """A provider whose secret is not configured: its endpoints answer 404 or 503."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.clock import isoformat_z
-from core.errors import AppError, DatabaseUnavailable
+from core.errors import AppError, DatabaseUnavailable, InternalServerError
 from core.runtime import Runtime
 from core.settings import WebSettings
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from core.db import AsyncDatabase
 
 T = TypeVar("T")
+
+log = logging.getLogger("giving.http")
 
 
 def _default(value: Any) -> Any:
@@ -166,6 +169,41 @@ class _ResponseWatch:
 
 class _TooLarge(Exception):
     pass
+
+
+# What `app_error_handler` answers as itself; anything else is a bug, answered as `InternalServerError`.
+RENDERED_ERRORS = (AppError, StarletteHTTPException, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+
+
+def rendered(exc: Exception) -> Exception:
+    """The error to answer with: `exc` itself when `app_error_handler` knows it, else a 500 that tells nothing."""
+    return exc if isinstance(exc, RENDERED_ERRORS) else InternalServerError("an unexpected error; it has been logged")
+
+
+class ErrorMiddleware:
+    """Renders, through `app_error_handler`, what the middleware inside it raises before a response has started: an
+    `AppError` or a lost database as in an endpoint (the API's credentials and the staff session are looked up
+    before routing, so a database lost there is a 503 like anywhere else), and anything else, a bug, as 500
+    `InternalServerError`, its details in the log only. Inside the security headers and the metrics, so these
+    answers carry the headers and are counted by their status."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response = _ResponseWatch(send)
+        try:
+            await self.app(scope, receive, response.send)
+        except Exception as exc:
+            if response.started:
+                raise  # too late for an error answer: the server closes the connection
+            if not isinstance(exc, RENDERED_ERRORS):
+                log.error("%s %s failed", scope.get("method"), scope.get("path"), exc_info=exc)
+            answer = await app_error_handler(Request(scope), rendered(exc))
+            await answer(scope, receive, send)
 
 
 SECURITY_HEADERS = [

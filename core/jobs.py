@@ -174,6 +174,13 @@ def record_job(session: Session, actor_name: str, kwargs: dict[str, Any], delay_
     return job_id
 
 
+# How long RabbitMQ may keep a send waiting before it counts as down. Sends run after the commit in a request's
+# thread: with pika's defaults a broker that accepts connections and never answers (hung, or a half-open firewall)
+# held each for 30 s (a 15 s handshake, which dramatiq tries twice), and one that blocks publishers (a memory or disk
+# alarm) held them without limit. Far above a working broker's answer. (redis-py times out after 5 s by itself.)
+BROKER_TIMEOUT_SECONDS = 3
+
+
 def make_broker(url: str) -> dramatiq.Broker:
     if not url:
         return StubBroker(fail_fast_default=False)
@@ -184,7 +191,26 @@ def make_broker(url: str) -> dramatiq.Broker:
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
     # Publisher confirms: a send returns only once RabbitMQ has the message.
-    return RabbitmqBroker(url=url, confirm_delivery=True)
+    return RabbitmqBroker(url=_with_query_defaults(url, _RABBITMQ_TIMEOUTS), confirm_delivery=True)
+
+
+# pika's URL parameters: the TCP connect, the AMQP handshake, and how long a connection RabbitMQ blocks may stay
+# blocked. A value in the configured URL's query wins.
+_RABBITMQ_TIMEOUTS = {
+    "socket_timeout": str(BROKER_TIMEOUT_SECONDS),
+    "stack_timeout": str(BROKER_TIMEOUT_SECONDS),
+    "blocked_connection_timeout": "10",
+}
+
+
+def _with_query_defaults(url: str, defaults: dict[str, str]) -> str:
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    for name, value in defaults.items():
+        query.setdefault(name, value)
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def install_broker(broker: dramatiq.Broker) -> dramatiq.Broker:
@@ -254,15 +280,26 @@ def coalesce(pending: list[PendingJob]) -> list[PendingJob]:
     return messages
 
 
+def require_known(actor_name: str) -> None:
+    """Refuse, before the commit, a job no process can run (a typo, a job renamed): the unit of work then changes
+    nothing, where committing would leave work done whose job never runs."""
+    if actor_name not in REGISTRY:
+        raise RuntimeError(f"no job is named {actor_name}")
+
+
 def send_jobs(jobs: list[PendingJob]) -> None:
     """Hand committed jobs to the broker, batched ones coalesced. This runs after the commit, so a failure is
     logged, never raised (it would turn work that is done into an error answer): a durable job is sent again by the
     sweep, and whoever enqueues a non-durable one keeps its own record to recover from (webhooks: the stored event
-    and its sweep)."""
+    and its sweep). A job this process cannot send is logged too, and the others still go."""
+    known = []
     for job in jobs:
-        if job.actor_name not in _dramatiq_actors:
-            raise RuntimeError(f"no job is named {job.actor_name}")
-    for job in coalesce(jobs):
+        if job.actor_name in _dramatiq_actors:
+            known.append(job)
+        else:
+            metrics.count("jobs_send_failed", actor=job.actor_name)
+            log.error("no job is named %s: not sent", job.actor_name)
+    for job in coalesce(known):
         dramatiq_actor = _dramatiq_actors[job.actor_name]
         broker = dramatiq_actor.broker
         if time.monotonic() < getattr(broker, _COOLDOWN_ATTRIBUTE, 0.0):
@@ -317,10 +354,7 @@ class _BackgroundSender:
             time.sleep(COALESCE_WAIT_SECONDS)
             pending: list[PendingJob] = []
             while batch is not None:
-                if all(job.actor_name in _dramatiq_actors for job in batch):
-                    pending.extend(batch)
-                else:  # a programming error: the sends beside it must still go
-                    log.error("background send of unknown jobs: %s", [job.actor_name for job in batch])
+                pending.extend(batch)  # an unknown job among them is logged by `send_jobs`; the others still go
                 try:
                     batch = self._queue.get_nowait()
                 except queue.Empty:
@@ -555,11 +589,24 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
     query = select(Job).where(Job.status == JobStatus.PENDING, col(Job.available_at) <= now)
     if older_than > dt.timedelta(0):
         query = query.where(col(Job.last_sent_at) < now - older_than)
-    stale = uow.session.exec(query.order_by(col(Job.created_at)).limit(limit)).all()
-    for job in stale:
+    query = query.order_by(col(Job.created_at)).limit(limit)
+    if is_postgres(uow.session):
+        # A row locked is a job running in the transaction that claimed it: nothing to send, and waiting for it (up
+        # to its time limit) would hold this sweep, its worker thread and the rows it has already taken.
+        query = query.with_for_update(skip_locked=True)
+    sent = 0
+    for job in uow.session.exec(query).all():
+        if job.actor_name not in REGISTRY:
+            # A job this release does not know: a newer release's, during a rolling deploy (its own workers send it),
+            # or one since renamed or removed. Left pending, untouched, for a process that knows it; the others
+            # still go. An old pending row shows on giving_jobs{status="pending"} for a person to look at.
+            metrics.count("jobs_send_failed", actor=job.actor_name)
+            log.warning("durable job %s: no job is named %s in this release; left pending", job.id, job.actor_name)
+            continue
         job.last_sent_at = now
         uow.jobs.append(PendingJob(job.actor_name, {**job.arguments, "job_id": str(job.id)}))
-    return len(stale)
+        sent += 1
+    return sent
 
 
 def prune_finished(session: Session, *, now: dt.datetime, keep: dt.timedelta) -> int:

@@ -36,6 +36,21 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_HTTP_URL = re.compile(r"^https?://[^\s/?#]+(/\S*)?$", re.IGNORECASE)
+
+
+def _http_url(value: str, *, optional: bool) -> str:
+    """An http(s) URL with a host (or "" where that means the default): a URL without its scheme would otherwise be
+    taken as a relative path by the SDKs, and as no link at all in an email."""
+    if optional and value == "":
+        return value
+    if not _HTTP_URL.match(value):
+        either = '"" or ' if optional else ""
+        # The value is not repeated: a URL may carry a password.
+        raise ValueError(f"must be {either}an http(s) URL such as https://host[:port][/path]")
+    return value
+
+
 class DatabaseSettings(Section):
     url: str = "sqlite:///./var/giving.sqlite3"
     pool_size: int = Field(default=5, ge=1, le=100)
@@ -49,8 +64,16 @@ class DatabaseSettings(Section):
     @field_validator("url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
-        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+        # psycopg 3 is the one PostgreSQL driver installed and used (the engine and the web process's asyncio pool).
+        if not re.match(r"^(sqlite(\+pysqlite)?|postgresql(\+psycopg)?)://", value):
             raise ValueError("must be sqlite:///PATH, postgresql://... or postgresql+psycopg://...")
+        import sqlalchemy as sa
+
+        try:
+            sa.make_url(value)
+        except (sa.exc.ArgumentError, ValueError):
+            # Not repeated: the URL may carry a password.
+            raise ValueError("is not a database URL (a port that is not a number, or a stray character?)") from None
         return value
 
 
@@ -85,6 +108,11 @@ class StripeSettings(WebhookSecrets):
     # A live installation refuses test-mode events and the other way round.
     livemode: bool = False
 
+    @field_validator("api_base")
+    @classmethod
+    def _api_base(cls, value: str) -> str:
+        return _http_url(value, optional=True)
+
     @property
     def enabled(self) -> bool:
         return bool(self.secret_key.get_secret_value() and self.webhook_secret.get_secret_value())
@@ -94,6 +122,11 @@ class GoCardlessSettings(WebhookSecrets):
     access_token: SecretStr = SecretStr("")
     environment: Literal["sandbox", "live"] = "sandbox"
     base_url: str = ""
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return _http_url(value, optional=True)
 
     @property
     def enabled(self) -> bool:
@@ -155,6 +188,11 @@ class HmrcSettings(Section):
     # claim "accepted" then was never claimed). Off by default: a claim sent or a file written is a real one.
     test_mode: bool = False
 
+    @field_validator("gateway_url")
+    @classmethod
+    def _gateway_url(cls, value: str) -> str:
+        return _http_url(value, optional=False)
+
 
 class ReceiptsSettings(Section):
     storage_dir: str = "./var/receipts"
@@ -170,7 +208,8 @@ class EmailSettings(Section):
     password: SecretStr = SecretStr("")
     use_tls: bool = False
     from_email: str = "hello@example.org"
-    timeout: float = 10.0
+    # Seconds; smtplib takes 0 as "never wait" and refuses a negative one, on every email.
+    timeout: float = Field(default=10.0, gt=0, le=300)
     # When set, messages are written there as .eml files instead of being sent (the demo, a laptop).
     outbox_dir: str = ""
 
@@ -189,6 +228,11 @@ class WebSettings(Section):
     # answers only requests made on this machine (loopback, not through a proxy). docs/operations.md §5.
     metrics_token: SecretStr = SecretStr("")
 
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return _http_url(value, optional=False)
+
     @field_validator("metrics_token")
     @classmethod
     def _long_enough(cls, value: SecretStr) -> SecretStr:
@@ -203,6 +247,14 @@ class DonationSettings(Section):
     min_amount: int = Field(default=100, ge=1)
     max_amount: int = Field(default=1_000_000, ge=100)
     regular_grace_days: int = Field(default=7, ge=0)
+
+    @model_validator(mode="after")
+    def _a_range(self) -> DonationSettings:
+        if self.min_amount > self.max_amount:
+            raise ValueError(
+                f"min_amount ({self.min_amount}) is above max_amount ({self.max_amount}): every gift would be refused"
+            )
+        return self
 
 
 class ShopSettings(Section):

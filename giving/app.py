@@ -30,10 +30,12 @@ from core.http import (
     JSON,
     BodyLimitMiddleware,
     BodyTimeoutMiddleware,
+    ErrorMiddleware,
     SecurityHeadersMiddleware,
     app_error_handler,
     https_site,
     in_thread,
+    rendered,
 )
 from core.logging import configure_logging
 from core.runtime import InlineWorker, Runtime, build_runtime
@@ -74,6 +76,12 @@ async def readyz(request: Request) -> Response:
 
     body, status = await in_thread(check)
     return JSON(body, status_code=status)
+
+
+async def server_error_handler(request: Request, exc: Exception) -> Response:
+    """The last resort (Starlette's outermost handler), for an error in the middleware outside `ErrorMiddleware`:
+    answered like it, in the `{"error", "detail"}` shape. Starlette logs the exception after this answer."""
+    return await app_error_handler(request, rendered(exc))
 
 
 def create_app(
@@ -133,6 +141,9 @@ def create_app(
         middleware=[
             Middleware(ops.MetricsMiddleware),
             Middleware(SecurityHeadersMiddleware, hsts=https_site(settings.web)),
+            # Errors the middleware below raises (a database lost while reading credentials, a bug), rendered as in
+            # an endpoint, with the headers above and counted by their status.
+            Middleware(ErrorMiddleware),
             Middleware(BodyLimitMiddleware, max_bytes=settings.web.max_body_bytes),
             Middleware(BodyTimeoutMiddleware, seconds=BODY_TIMEOUT_SECONDS),
             Middleware(StaffSessionMiddleware, paths=("/staff",), secure_cookies=https_site(settings.web)),
@@ -143,6 +154,8 @@ def create_app(
             StarletteHTTPException: app_error_handler,
             sa.exc.OperationalError: app_error_handler,
             sa.exc.InterfaceError: app_error_handler,
+            # The outermost handler (Starlette's ServerErrorMiddleware): errors raised in the middleware above.
+            Exception: server_error_handler,
         },
         lifespan=lifespan,
     )

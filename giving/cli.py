@@ -40,6 +40,20 @@ def settings_or_exit() -> Settings:
         raise  # unreachable
 
 
+def _where(settings: Settings) -> str:
+    """The database's address without its user and password."""
+    return settings.database.url.split("@")[-1]
+
+
+def _first_line(exc: BaseException) -> str:
+    """A failure in one line: the driver's own words for a database error (SQLAlchemy's report adds the statement,
+    a hint and a link on lines of their own)."""
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 @contextmanager
 def command_runtime(*, with_tasks: bool = True) -> Iterator[Runtime]:
     """A runtime for one command, with every job registered; AppErrors, and a database that cannot be reached or
@@ -56,8 +70,7 @@ def command_runtime(*, with_tasks: bool = True) -> Iterator[Runtime]:
     except AppError as exc:
         fail(exc.detail)
     except sqlalchemy.exc.DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
-        fail(f"the database at {settings.database.url.split('@')[-1]} failed: {reason} (is it up, and migrated?)")
+        fail(f"the database at {_where(settings)} failed: {_first_line(exc)} (is it up, and migrated?)")
     finally:
         runtime.engine.dispose()
 
@@ -72,7 +85,7 @@ def db_upgrade() -> None:
     try:
         migrate.upgrade(settings.database.url)
     except Exception as exc:  # a database that cannot be reached or migrated: a message, not a traceback
-        fail(f"could not upgrade {settings.database.url.split('@')[-1]}: {exc}")
+        fail(f"could not upgrade {_where(settings)}: {_first_line(exc)}")
     with command_runtime() as runtime, runtime.unit_of_work() as uow:
         from payments import service as payments_service
 

@@ -76,13 +76,21 @@ def broker_reachable(runtime: Runtime) -> bool:
         if url.startswith("redis"):
             import redis
 
-            redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+            # A read timeout of its own: with redis-py's 5 s (and retries), a Redis that accepts and never answers
+            # would hold a /readyz thread that long per probe.
+            client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, retry=None)
+            try:
+                client.ping()
+            finally:
+                client.close()
         else:
             import pika
 
             params = pika.URLParameters(url)
             params.socket_timeout = 1
+            params.stack_timeout = 2  # the AMQP handshake: 15 s by default, for a broker that accepts and says nothing
             params.blocked_connection_timeout = 1
+            params.connection_attempts = 1
             with pika_quiet():
                 pika.BlockingConnection(params).close()
         return True
