@@ -4,8 +4,9 @@ The conversation: `submit` (Qualifier request) is answered with an acknowledgeme
 ResponseEndPoint and a PollInterval; `poll` with that CorrelationID until the answer is a `response` (success, with
 HMRC's IRmark receipt) or an `error` (GovTalkErrors, and for business errors Body/ErrorResponse/Error, each with an
 XPath `Location` such as `.../r68:GAD[2]/r68:Donor[1]/r68:Sur[1]`); then `delete` to clear HMRC's copy.
-`list` recovers correlation ids. The endpoint is `[hmrc] gateway_url`; the credentials are added here, in memory,
-and never written to a file or kept in the database.
+`list` (a data request for the submissions of the charity's CHARID key) recovers correlation ids. The endpoint is
+`[hmrc] gateway_url`; the credentials are added here, in memory, and never written to a file or kept in the
+database.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import httpx
 from lxml import etree
 
-from giftaid.xml import GOVTALK_NS, MESSAGE_CLASS
+from giftaid.xml import GOVTALK_NS, MESSAGE_CLASS, PRODUCT, PRODUCT_VERSION
 
 NS = {"gt": GOVTALK_NS}
 _SENDER_DETAILS = b"<SenderDetails></SenderDetails>"
@@ -183,6 +184,8 @@ class GovTalkClient:
     test_mode: bool = True
     timeout: float = 60.0
     transport: httpx.BaseTransport | None = None
+    # The charity's HMRC reference (`[charity] hmrc_reference`): the CHARID key a `list` asks about.
+    charity_reference: str = ""
 
     def _credentials(self) -> bytes:
         from giftaid.xml import text
@@ -273,5 +276,15 @@ class GovTalkClient:
         return self._exchange(response_endpoint or self.gateway_url, request, redact(request, self.password))
 
     def list(self, response_endpoint: str | None = None) -> tuple[bytes, Reply]:
-        request = self._request("request", "list")
+        """HMRC's status records of our submissions. A data request names them by the keys they were submitted
+        with (the CHARID, as in the claim's GovTalkDetails), with the same target and channel."""
+        from giftaid.xml import text
+
+        keys = (
+            f'<Keys><Key Type="CHARID">{text(self.charity_reference)}</Key></Keys>'
+            "<TargetDetails><Organisation>IR</Organisation></TargetDetails>"
+            f"<ChannelRouting><Channel><URI>{text(self.vendor_id)}</URI><Product>{PRODUCT}</Product>"
+            f"<Version>{PRODUCT_VERSION}</Version></Channel></ChannelRouting>"
+        )
+        request = self._request("request", "list", keys=keys)
         return self._exchange(response_endpoint or self.gateway_url, request, redact(request, self.password))

@@ -573,6 +573,37 @@ def last_sent_at(session: Session, claim_id: uuid.UUID, functions: tuple[str, ..
     ).scalar_one_or_none()
 
 
+def delete_answered(session: Session, claim_id: uuid.UUID) -> bool:
+    """Whether HMRC has answered a delete of the claim's submission (its answer is kept only once final)."""
+    found = session.execute(
+        sa.select(Message.id)  # type: ignore[call-overload]
+        .where(Message.claim_id == claim_id, Message.direction == "received", Message.function == "delete")
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def poll_errors_since(session: Session, claim_id: uuid.UUID) -> dt.datetime | None:
+    """When the claim's current run of failed polls began: the first answer to a poll received after HMRC's last
+    acknowledgement (of the submission, or "still working" to a poll). None when that acknowledgement is the last
+    answer (a verdict ends the polling, so any other answer to a poll is a failed one)."""
+    received = sa.and_(col(Message.claim_id) == claim_id, col(Message.direction) == "received")
+    acknowledgement = col(Message.qualifier) == "acknowledgement"
+    last_acknowledged = (
+        sa.select(sa.func.max(col(Message.at)))
+        .where(received, col(Message.function).in_(("submit", "poll")), acknowledgement)
+        .scalar_subquery()
+    )
+    return session.execute(
+        sa.select(sa.func.min(col(Message.at))).where(
+            received,
+            col(Message.function) == "poll",
+            sa.not_(acknowledgement),
+            sa.or_(last_acknowledged.is_(None), col(Message.at) > last_acknowledged),
+        )
+    ).scalar_one_or_none()
+
+
 def claim_gift(session: Session, gift_id: uuid.UUID) -> ClaimGift | None:
     return session.exec(
         select(ClaimGift).where(ClaimGift.gift_id == gift_id, ClaimGift.live.is_(True))  # type: ignore[union-attr]

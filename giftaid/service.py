@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import logging
 import os
 import tempfile
 import time
@@ -57,6 +58,8 @@ from giftaid.errors import (
 from giftaid.govtalk import GatewayError, GovTalkClient, Reply
 from giftaid.models import Adjustment, AdjustmentReason, Claim, ClaimEvent, ClaimStatus, Message
 from payments.models import Order
+
+log = logging.getLogger("giving.giftaid")
 
 Format = Literal["ods", "xml", "both"]
 TRANSITIONS: dict[ClaimStatus, set[ClaimStatus]] = {
@@ -774,6 +777,10 @@ def change_status(
             event_detail["adjustments_already_deducted"] = kept_elsewhere
     if reason:
         event_detail["reason"] = reason
+    if current == ClaimStatus.SUBMITTED and claim.correlation_id:
+        # Decided (by a poll, or by hand): HMRC's copy of the submission is deleted once this is committed, by a
+        # job recorded here, with the decision.
+        uow.enqueue(DELETE_AT_HMRC, delay_ms=DELETE_AFTER_MS, claim_id=str(claim.id))
     claim.status = status
     claim.status_changed_at = now
     session.add(claim)
@@ -813,6 +820,7 @@ def gateway_client(settings: Settings) -> GovTalkClient:
         password=settings.hmrc.password.get_secret_value(),
         vendor_id=settings.hmrc.vendor_id,
         test_mode=settings.hmrc.test_mode,
+        charity_reference=settings.charity.hmrc_reference,
     )
 
 
@@ -835,6 +843,17 @@ def _keep(
 UNANSWERED = "unknown"
 # The longest a poll waits for HMRC's PollInterval to pass before asking (HMRC's is usually 10 seconds).
 POLL_WAIT_LIMIT_SECONDS = 15
+# The error kept on a submitted claim whose polls have had nothing but errors for POLL_ERRORS_STOP_AFTER: the
+# sweep stops polling it (a poll by hand still asks) until finance has looked.
+POLLING_STOPPED = "polling_stopped"
+POLL_ERRORS_STOP_AFTER = dt.timedelta(hours=24)
+# The job that deletes HMRC's copy of a decided submission (giftaid.tasks), recorded with the decision. Its message
+# waits a minute: a poll tries the delete at once after its commit, and the job then finds it done.
+DELETE_AT_HMRC = "giftaid.delete_at_hmrc"
+DELETE_AFTER_MS = 60_000
+# HMRC's answers to a delete worth asking again later: a recoverable error, a system failure (1000), or the
+# credentials refused (1046: the password changed since the claim was sent). Anything else is final.
+_DELETE_AGAIN_ON = {1000, 1046}
 
 
 def error_words(error: dict[str, Any]) -> str:
@@ -910,7 +929,26 @@ def submit_claim(
         session.add(claim)
         session.flush()
         return claim
-    claim.correlation_id = reply.correlation_id or None
+    if not reply.correlation_id:
+        # HMRC has the claim, but nothing to poll it with: it stays built (a claim submitted without a correlation
+        # id would never be polled), and is not sent again until finance has found it in the gateway's list.
+        claim.errors = [
+            {
+                "number": None,
+                "type": UNANSWERED,
+                "text": "HMRC acknowledged the claim without a CorrelationID to poll it with, so HMRC may hold it: "
+                "find it in the gateway's list (giving giftaid gateway-list) before sending it again (--again), "
+                "or record HMRC's decision by hand",
+                "location": "",
+                "raised_by": "",
+                "line": None,
+                "gift_ids": [],
+            }
+        ]
+        session.add(claim)
+        session.flush()
+        return claim
+    claim.correlation_id = reply.correlation_id
     claim.response_endpoint = reply.response_endpoint
     claim.poll_interval = reply.poll_interval
     session.add(claim)
@@ -945,8 +983,10 @@ def poll_claim(
     uow: UnitOfWork, settings: Settings, claim_id: uuid.UUID, *, actor: str, client: GovTalkClient | None = None
 ) -> Claim:
     """Ask HMRC how a submitted claim went: still pending (nothing changes), accepted (with HMRC's IRmark receipt)
-    or rejected (errors mapped to gifts; the gifts are released). HMRC's copy is then deleted. A gateway or
-    recoverable error on the poll changes nothing but the errors shown on the claim."""
+    or rejected (errors mapped to gifts; the gifts are released). HMRC's copy is deleted only once the verdict is
+    committed (`change_status` records the delete job; it is tried at once after the commit). A gateway or
+    recoverable error on the poll changes nothing but the errors shown on the claim; after a day of nothing but
+    errors the claim says the sweep has stopped polling it."""
     session = uow.session
     # Locked: two polls at once would both ask, and the later one's "unknown correlation id" (HMRC deleted its
     # answer for the first) would overwrite the verdict's errors.
@@ -972,22 +1012,22 @@ def poll_claim(
     if reply.pending:
         claim.poll_interval = reply.poll_interval or claim.poll_interval
         claim.response_endpoint = reply.response_endpoint or claim.response_endpoint
+        claim.errors = []  # HMRC answered: an earlier poll's errors (and a stop) no longer stand
         session.add(claim)
         session.flush()
         return claim
+    if not reply.accepted and not reply.rejected:
+        # Not HMRC's verdict on the claim (the gateway refused the poll, or a recoverable error): the claim stays
+        # submitted with its gifts claimed, and HMRC's copy stays to be polled again; the errors are shown on it.
+        _poll_failed(uow, claim, reply, actor=actor)
+        return claim
     if reply.accepted:
         claim.hmrc_receipt = reply.receipt[:2000]
+        claim.errors = []
         session.add(claim)
         result = change_status(
             uow, claim.id, ClaimStatus.ACCEPTED, actor=actor, detail={"receipt": reply.receipt[:500]}
         )
-    elif not reply.rejected:
-        # Not HMRC's verdict on the claim (the gateway refused the poll, or a recoverable error): the claim stays
-        # submitted with its gifts claimed, and HMRC's copy stays to be polled again; the errors are shown on it.
-        claim.errors = _mapped_errors(session, claim, reply)
-        session.add(claim)
-        session.flush()
-        return claim
     else:
         claim.errors = _mapped_errors(session, claim, reply)
         session.add(claim)
@@ -995,13 +1035,103 @@ def poll_claim(
         result = change_status(
             uow, claim.id, ClaimStatus.REJECTED, actor=actor, reason=reason, detail={"errors": len(reply.errors)}
         )
-    try:
-        deleted_sent, deleted = client.delete(claim.correlation_id, claim.response_endpoint)
-        _keep(session, claim.id, "sent", "delete", deleted_sent, deleted)
-        _keep(session, claim.id, "received", "delete", deleted.raw, deleted)
-    except GatewayError:
-        pass  # HMRC clears old responses itself; a failed delete changes nothing of ours
+    # HMRC's answer goes only once ours is kept: the delete is sent after the commit (the job recorded with the
+    # verdict covers a failure, or a crash, in between).
+    uow.on_commit(lambda: _delete_at_hmrc_now(settings, claim_id, client))
     return result
+
+
+def polling_stopped(claim: Claim) -> bool:
+    """Whether the sweep has stopped polling this claim (a day of errors): finance polls it by hand."""
+    return any(error.get("type") == POLLING_STOPPED for error in claim.errors)
+
+
+def _poll_failed(uow: UnitOfWork, claim: Claim, reply: Reply, *, actor: str) -> None:
+    """Show a poll's errors on the claim; once the polls have had nothing but errors for POLL_ERRORS_STOP_AFTER, say
+    that the sweep stops polling it (and in its history, once), so finance acts."""
+    session = uow.session
+    was_stopped = polling_stopped(claim)
+    claim.errors = _mapped_errors(session, claim, reply)
+    session.add(claim)
+    session.flush()
+    since = repository.poll_errors_since(session, claim.id)
+    now = utc_now()
+    if since is not None and now - since >= POLL_ERRORS_STOP_AFTER:
+        words = (
+            f"every poll since {since.astimezone(dt.UTC):%d/%m/%Y %H:%M} UTC has had an error from HMRC's gateway, "
+            "so it is no longer polled every 15 minutes: check the claim with HMRC (giving giftaid gateway-list), "
+            f"then poll it by hand (giving giftaid poll {claim.id}) or record HMRC's decision"
+        )
+        claim.errors = [
+            *claim.errors,
+            {
+                "number": None,
+                "type": POLLING_STOPPED,
+                "text": words,
+                "location": "",
+                "raised_by": "",
+                "line": None,
+                "gift_ids": [],
+            },
+        ]
+        session.add(claim)
+        if not was_stopped:
+            detail = {"polling_stopped": since.isoformat(), "reason": words}
+            session.add(ClaimEvent(claim_id=claim.id, status=claim.status, at=now, actor=actor, detail=detail))
+    session.flush()
+
+
+def _delete_at_hmrc_now(settings: Settings, claim_id: uuid.UUID, client: GovTalkClient | None) -> None:
+    """Right after a verdict's commit, in a unit of work of its own: the delete, at once. A failure only logs (the
+    verdict is committed; the delete job recorded with it asks again)."""
+    from core.runtime import get_runtime
+
+    try:
+        with get_runtime().unit_of_work() as uow:
+            delete_at_hmrc(uow, settings, claim_id, client=client)
+    except Exception:
+        log.warning("HMRC's copy of claim %s was not deleted yet; its job will ask again", claim_id, exc_info=True)
+
+
+def delete_at_hmrc(
+    uow: UnitOfWork, settings: Settings, claim_id: uuid.UUID, *, client: GovTalkClient | None = None
+) -> bool:
+    """Delete HMRC's copy of a decided claim's submission (HMRC's answer, which we have). Returns whether a delete
+    was sent. Nothing is sent for a claim not sent through the gateway, not decided, or whose delete HMRC has
+    already answered (so a second run, or a duplicate job, is harmless); an answer saying HMRC holds no such
+    submission is final too. Raises SubmissionFailed when it is worth asking again (no answer, a recoverable error,
+    the credentials refused): the job is retried."""
+    session = uow.session
+    claim = _locked_claim(session, claim_id)
+    decided = ClaimStatus(claim.status) not in (ClaimStatus.BUILT, ClaimStatus.SUBMITTED)
+    if not claim.correlation_id or not decided or repository.delete_answered(session, claim.id):
+        return False
+    client = client or gateway_client(settings)
+    try:
+        sent, reply = client.delete(claim.correlation_id, claim.response_endpoint)
+    except GatewayError as exc:
+        raise SubmissionFailed(f"HMRC's copy of claim {claim_id} was not deleted: {exc}") from exc
+    if reply.qualifier == "error" and any(
+        error.type == "recoverable" or error.number in _DELETE_AGAIN_ON for error in reply.errors
+    ):
+        words = "; ".join(f"{error.number} {error.text}" for error in reply.errors)
+        raise SubmissionFailed(f"HMRC's copy of claim {claim_id} was not deleted: {words}")
+    _keep(session, claim.id, "sent", "delete", sent, reply)
+    _keep(session, claim.id, "received", "delete", reply.raw, reply)
+    session.flush()
+    return True
+
+
+def record_delete_given_up(uow: UnitOfWork, claim_id: uuid.UUID, error: str) -> None:
+    """The claim's history: HMRC's copy of its submission could not be deleted (the delete job gave up)."""
+    claim = repository.get_claim(uow.session, claim_id)
+    if claim is None:
+        return
+    reason = f"HMRC's copy of the submission could not be deleted (HMRC clears old answers in time): {error}"
+    detail = {"hmrc_copy_not_deleted": True, "reason": reason[:500]}
+    uow.session.add(
+        ClaimEvent(claim_id=claim.id, status=claim.status, at=utc_now(), actor="system:delete", detail=detail)
+    )
 
 
 def gateway_status(uow: UnitOfWork, settings: Settings, *, client: GovTalkClient | None = None) -> Reply:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 from core import jobs
 from core.db import UnitOfWork
@@ -17,12 +18,15 @@ from giftaid.models import ClaimStatus
 @jobs.actor("giftaid.poll_submitted", queue="default", time_limit_ms=300_000, max_retries=2)
 def poll_submitted(uow: UnitOfWork) -> int:
     """Ask HMRC about every claim submitted through the gateway that is still waiting, each in a job of its own:
-    one claim's unreachable endpoint or failure never undoes another's verdict (HMRC deletes an answer once we
-    have it). Returns how many were asked about."""
+    one claim's unreachable endpoint or failure never undoes another's verdict. A claim whose polls have had
+    nothing but errors for a day is left for finance (`service.polling_stopped`). Returns how many were asked
+    about."""
     waiting = [
         claim.id
         for claim in service.list_claims(uow.session)
-        if ClaimStatus(claim.status) == ClaimStatus.SUBMITTED and claim.correlation_id
+        if ClaimStatus(claim.status) == ClaimStatus.SUBMITTED
+        and claim.correlation_id
+        and not service.polling_stopped(claim)
     ]
     for claim_id in waiting:
         uow.enqueue("giftaid.poll_claim", claim_id=str(claim_id))
@@ -39,3 +43,24 @@ def poll_claim(uow: UnitOfWork, claim_id: str) -> str:
     except InvalidTransition:
         return str(service.get_claim(uow.session, identifier).status)
     return str(claim.status)
+
+
+def _delete_given_up(uow: UnitOfWork, arguments: dict[str, Any], error: str) -> None:
+    """The claim's history says HMRC's copy was never deleted (HMRC clears old answers itself in time)."""
+    service.record_delete_given_up(uow, uuid.UUID(arguments["claim_id"]), error)
+
+
+@jobs.actor(
+    service.DELETE_AT_HMRC,
+    queue="default",
+    time_limit_ms=120_000,
+    max_retries=8,
+    min_backoff_ms=60_000,
+    max_backoff_ms=3_600_000,
+    on_give_up=_delete_given_up,
+)
+def delete_at_hmrc(uow: UnitOfWork, claim_id: str) -> bool:
+    """Delete HMRC's copy of a decided claim's submission; recorded with the decision (`service.change_status`),
+    so it runs even when the attempt right after the commit failed or the process died. Retried (over a few
+    hours) while the gateway does not answer; a run after HMRC has answered a delete sends nothing."""
+    return service.delete_at_hmrc(uow, get_runtime().settings, uuid.UUID(claim_id))

@@ -191,7 +191,8 @@ def register(app: typer.Typer) -> None:
             except MoneyError as exc:
                 fail(str(exc))
         day = _date(paid_on, "--paid-on") if paid_on else None
-        with command_runtime(with_tasks=False) as runtime, runtime.unit_of_work() as uow:
+        # With the jobs: deciding a claim sent through the gateway records the delete of HMRC's copy.
+        with command_runtime() as runtime, runtime.unit_of_work() as uow:
             claim_row = service.change_status(
                 uow, identifier, target, actor=_actor(by), reason=reason, paid_amount=pence, paid_on=day
             )
@@ -224,11 +225,12 @@ def register(app: typer.Typer) -> None:
         from giving.cli import command_runtime
 
         identifier = _id(claim_id, "claim")
-        with command_runtime(with_tasks=False) as runtime, runtime.unit_of_work() as uow:
+        # With the jobs: a verdict records the delete of HMRC's copy.
+        with command_runtime() as runtime, runtime.unit_of_work() as uow:
             claim_row = service.poll_claim(uow, runtime.settings, identifier, actor=_actor(by))
             typer.echo(f"claim {claim_row.id} is {claim_row.status}")
             for error in claim_row.errors:
-                typer.echo(f"  {error['number']} {error['text']} (gifts {', '.join(error['gift_ids']) or '-'})")
+                typer.echo(f"  {service.error_words(error)} (gifts {', '.join(error['gift_ids']) or '-'})")
 
     @giftaid.command("gateway-list")
     def gateway_list(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:

@@ -139,7 +139,14 @@ async def claim(request: Request, staff: Principal) -> Response:
             body = giftaid_service.claim_json(uow.session, found, detail=True)
             audit(uow, staff, "view", "giftaid_claim", claim_id)
         expected = Money(found.gift_aid - found.adjustment).plain()
-        return {"claim": body, "marks": MARKS.get(body["status"], []), "today": uk_today(), "expected_paid": expected}
+        return {
+            "claim": body,
+            "marks": MARKS.get(body["status"], []),
+            "today": uk_today(),
+            "expected_paid": expected,
+            # Polls of it have had nothing but errors for a day: no longer polled by itself, finance must act.
+            "polling_stopped": giftaid_service.polling_stopped(found),
+        }
 
     return render(request, "finance/claim.html", await in_thread(load))
 

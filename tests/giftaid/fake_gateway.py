@@ -1,12 +1,16 @@
 """A local HTTP server that answers like HMRC's Transaction Engine (GovTalk, giftaid.md §3.1), for the submission
-client: acknowledgement with a CorrelationID and PollInterval, then on poll either HMRC's IRmark receipt or a
-business error whose Location is an XPath to a GAD; delete and list; authentication failure (1046).
+client: acknowledgement with a CorrelationID and PollInterval, then on poll either HMRC's IRmark receipt, a
+business error whose Location is an XPath to a GAD, or a recoverable error; delete (of a submission it no longer
+holds: HMRC's "unknown CorrelationID") and list (of the charity named by the request's CHARID key);
+authentication failure (1046).
 
 It checks what a real gateway checks first: the credentials, the message class, and that the IRmark is right.
-Every request is kept (`requests`), so tests can see what was sent."""
+Every request is kept (`requests`), so tests can see what was sent. `down_for` names functions it answers with a
+503 page, doing nothing (a delete that never happened)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,12 +33,13 @@ class Submission:
     correlation_id: str
     document: bytes
     irmark: str
+    charity: str = ""  # the CHARID key it was sent under
     polls: int = 0
 
 
 @dataclass
 class FakeGateway:
-    # What the next poll of a submission answers: "success" or "business_error".
+    # What the next poll of a submission answers: "success", "business_error" or "recoverable_error".
     outcome: str = "success"
     # Polls answered "still working" before the outcome.
     pending_polls: int = 0
@@ -47,6 +52,8 @@ class FakeGateway:
     deleted: list[str] = field(default_factory=list)
     # Rewrites (or delays) the answer to a request: (request, HMRC's answer) -> what is sent back.
     hook: Callable[[bytes, bytes], bytes] | None = None
+    # Functions (submit, delete, list) answered with a 503 page while listed: nothing is done.
+    down_for: set[str] = field(default_factory=set)
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -98,6 +105,7 @@ class FakeGateway:
         qualifier = value("g:Header/g:MessageDetails/g:Qualifier")
         function = value("g:Header/g:MessageDetails/g:Function")
         correlation_id = value("g:Header/g:MessageDetails/g:CorrelationID")
+        charity = value("g:GovTalkDetails/g:Keys/g:Key[@Type='CHARID']")
         sender = value("g:Header/g:SenderDetails/g:IDAuthentication/g:SenderID")
         password = value("g:Header/g:SenderDetails/g:IDAuthentication/g:Authentication/g:Value")
         if (sender, password) != (SENDER_ID, PASSWORD):
@@ -116,7 +124,7 @@ class FakeGateway:
                 )
                 return self._reply("error", function, errors=errors)
             new_id = uuid.uuid4().hex.upper()
-            self.submissions[new_id] = Submission(new_id, raw, stated)
+            self.submissions[new_id] = Submission(new_id, raw, stated, charity)
             return self._reply("acknowledgement", function, new_id, poll=True)
         if qualifier == "poll":
             submission = self.submissions.get(correlation_id)
@@ -140,6 +148,13 @@ class FakeGateway:
                     '<Message code="077001">Thank you for your submission</Message></SuccessResponse>'
                 )
                 return self._reply("response", function, correlation_id, poll=True, body=receipt)
+            if self.outcome == "recoverable_error":
+                errors = (
+                    "<GovTalkErrors>"
+                    + self._error("Department", 3000, "recoverable", "The service is busy: please try again later")
+                    + "</GovTalkErrors>"
+                )
+                return self._reply("error", function, correlation_id, errors=errors)
             location = (
                 "/hd:GovTalkMessage[1]/hd:Body[1]/r68:IRenvelope[1]/r68:R68[1]/r68:Claim[1]/r68:Repayment[1]/"
                 f"r68:GAD[{self.error_gad}]/r68:Date[1]"
@@ -157,15 +172,30 @@ class FakeGateway:
             )
             return self._reply("error", function, correlation_id, errors=errors, body=body)
         if qualifier == "request" and function == "delete":
+            if self.submissions.pop(correlation_id, None) is None:
+                errors = (
+                    "<GovTalkErrors>"
+                    + self._error("Gateway", 2000, "fatal", "Unknown CorrelationID")
+                    + "</GovTalkErrors>"
+                )
+                return self._reply("error", function, correlation_id, errors=errors)
             self.deleted.append(correlation_id)
-            self.submissions.pop(correlation_id, None)
             return self._reply("response", function, correlation_id)
         if qualifier == "request" and function == "list":
+            # A data request lists the submissions of the keys it gives (the charity's CHARID, as submitted).
+            if not charity:
+                errors = (
+                    "<GovTalkErrors>"
+                    + self._error("Gateway", 1001, "fatal", "The keys of the data request are missing")
+                    + "</GovTalkErrors>"
+                )
+                return self._reply("error", function, errors=errors)
             records = "".join(
                 "<StatusRecord><TimeStamp>01/11/2025 10:10:10</TimeStamp>"
                 f"<CorrelationID>{s.correlation_id}</CorrelationID><TransactionID></TransactionID>"
                 "<Status>SUBMISSION_ACKNOWLEDGEMENT</Status></StatusRecord>"
                 for s in self.submissions.values()
+                if s.charity == charity
             )
             body = f'<StatusReport xmlns="http://www.govtalk.gov.uk/CM/statusreport">{records}</StatusReport>'
             return self._reply("response", function, body=body)
@@ -181,6 +211,16 @@ class FakeGateway:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
+                function = re.search(rb"<Function>(\w+)</Function>", raw)
+                if function is not None and function.group(1).decode() in gateway.down_for:
+                    gateway.requests.append(raw)
+                    page = b"<html><body>503 Service Unavailable</body></html>"
+                    self.send_response(503)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
                 answer = gateway.answer(raw)
                 if gateway.hook is not None:
                     answer = gateway.hook(raw, answer)
