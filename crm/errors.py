@@ -47,3 +47,7 @@ class SubscriptionNotFound(BadRequest, CrmError):
 
 class SubscriptionLinkExpired(BadRequest, CrmError):
     pass
+
+
+class SupporterErased(Conflict, CrmError):
+    """Nothing more is recorded on an erased record: it must hold no personal data."""

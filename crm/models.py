@@ -102,6 +102,9 @@ class Consent(SQLModel, table=True):
     status: ConsentStatus = Field(sa_type=sa.String(16))
     at: dt.datetime = created_at_field()
     wording_version: str = Field(default="", max_length=64)
+    # The words the person agreed to (`crm.service.email_updates_wording` on the forms, the subscribe page and its
+    # email); none on consents recorded before they were kept, on withdrawals, and on staff's without words.
+    wording_id: uuid.UUID | None = Field(default=None, foreign_key="wordings.id")
     # donate_form, shop, subscribe, staff, import, unsubscribe_link
     source: str = Field(max_length=32)
     evidence: dict[str, Any] = json_field()
@@ -137,9 +140,10 @@ RECORDING_EVIDENCE = "recording_id"
 
 
 class Wording(SQLModel, table=True):
-    """The exact words a donor was shown or read when making a Gift Aid declaration, kept once per version and text
-    (HMRC: keep the tax statement's wording and its version id). A version whose words change (the charity's name,
-    say) gets a second row, so each declaration points at the words it was really given."""
+    """The exact words a donor was shown or read when making a Gift Aid declaration (HMRC: keep the tax statement's
+    wording and its version id) or giving a consent (UK GDPR: show what they agreed to), kept once per version and
+    text. A version whose words change (the charity's name, say) gets a second row, so each declaration or consent
+    points at the words it was really given."""
 
     __tablename__ = "wordings"
     __table_args__ = (sa.UniqueConstraint("version", "digest", name="uq_wordings_version_digest"),)

@@ -17,6 +17,7 @@ from core.db import conflict_insert
 from crm.models import (
     Consent,
     ConsentChannel,
+    ConsentStatus,
     Declaration,
     HistoryEntry,
     Interest,
@@ -222,16 +223,19 @@ def history_page_json(
 
 
 def current_consents(session: Session, supporter_id: uuid.UUID) -> dict[ConsentChannel, Consent]:
-    """The newest consent row per channel (the one in force)."""
+    """The consent in force per channel: the newest grant or withdrawal; a pending request (a subscription waiting
+    for its link) only where nothing was decided yet. A request changes no consent: one merged in from another
+    record must not hide the grant or withdrawal the person gave."""
     rows = session.exec(
         select(Consent)
         .where(Consent.supporter_id == supporter_id)
         .order_by(col(Consent.at).desc(), col(Consent.id).desc())
     ).all()
     current: dict[ConsentChannel, Consent] = {}
+    waiting: dict[ConsentChannel, Consent] = {}
     for row in rows:
-        current.setdefault(ConsentChannel(row.channel), row)
-    return current
+        (waiting if row.status == ConsentStatus.PENDING else current).setdefault(ConsentChannel(row.channel), row)
+    return {**waiting, **current}
 
 
 def interests_of(session: Session, supporter_id: uuid.UUID) -> list[Interest]:

@@ -165,9 +165,10 @@ async def change_consent(request: Request) -> Response:
             status=ConsentStatus(body.status),
             by=principal.email,
             wording_version=body.wording_version,
+            wording_text=body.wording_text or None,
             note=body.note,
         )
-        return schemas.consent_json(consent)
+        return schemas.consent_json(consent, service.consent_words(uow.session, [consent]))
 
     return JSON(await staff_call(request, RECORD_KEEPERS, work), status_code=201)
 
@@ -193,7 +194,7 @@ async def create_declaration(request: Request) -> Response:
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
         body = schemas.parse_body(schemas.DeclarationIn, raw)
-        supporter = service.resolve_supporter(uow.session, supporter_id)
+        supporter = service.recordable_supporter(uow.session, supporter_id)
         donor = _declaration_donor(uow, supporter.id, body)
         declaration, report = service.reporting_changes(
             uow,
@@ -328,17 +329,25 @@ async def resolve_review_item(request: Request) -> Response:
 
 
 def page(
-    title: str, message: str, *, status_code: int = 200, post_button: tuple[str, str] | None = None
+    title: str,
+    message: str,
+    *,
+    status_code: int = 200,
+    post_button: tuple[str, str] | None = None,
+    quote: str | None = None,
 ) -> HTMLResponse:
-    """A plain public page; `post_button` (action, label) adds a form of one button that POSTs to the action."""
+    """A plain public page; `post_button` (action, label) adds a form of one button that POSTs to the action;
+    `quote` adds words quoted under the message (what the person agrees to)."""
     form = ""
     if post_button is not None:
         action, label = post_button
         form = f'<form method="post" action="{escape(action)}"><button type="submit">{escape(label)}</button></form>'
+    quoted = f'<blockquote class="wording"><p>{escape(quote)}</p></blockquote>' if quote is not None else ""
     body = (
         '<!doctype html><html lang="en"><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><main><h1>{escape(title)}</h1><p>{escape(message)}</p>{form}</main></html>"
+        f"<title>{escape(title)}</title><main><h1>{escape(title)}</h1><p>{escape(message)}</p>{quoted}{form}</main>"
+        "</html>"
     )
     return HTMLResponse(body, status_code=status_code, headers={"cache-control": "no-store"})
 
@@ -363,6 +372,8 @@ async def subscribe(request: Request) -> Response:
     form = await request.form(max_files=0, max_fields=20)
     client = client_address(request)
     per_minute = runtime.settings.web.form_rate_per_minute
+    # What the page below quotes is what the pending consent keeps (and its email quotes the kept words).
+    words = service.email_updates_wording(runtime.settings.charity.name)
 
     def work() -> None:
         _count(runtime, f"subscribe:client:{client}", limit=per_minute, window_seconds=60)
@@ -375,12 +386,14 @@ async def subscribe(request: Request) -> Response:
                 first_name=str(form.get("first_name", "")),
                 last_name=str(form.get("last_name", "")),
                 client=client,
+                wording_text=words,
             )
 
     await in_thread(work)
     return page(
         "Check your inbox",
-        "We have sent you an email. Follow the link in it to confirm that you would like our updates.",
+        "We have sent you an email. Follow the link in it to confirm that you would like our updates:",
+        quote=words,
     )
 
 
@@ -388,11 +401,12 @@ async def confirm_subscription(request: Request) -> Response:
     runtime = runtime_of(request)
     token = request.query_params.get("token", "")
     client = client_address(request)
+    words = service.email_updates_wording(runtime.settings.charity.name)
 
     def work() -> bool:
         with runtime.unit_of_work() as uow:
             pending_id = service.pending_id_from_token(_secret(runtime, uow), token)
-            return service.confirm_subscription(uow, pending_id, client=client)
+            return service.confirm_subscription(uow, pending_id, client=client, wording_text=words)
 
     changed = await in_thread(work)
     if changed:

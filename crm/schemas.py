@@ -85,6 +85,8 @@ class ConsentIn(Body):
     channel: ConsentChannel
     status: Literal["granted", "withdrawn"]
     wording_version: str = Field(default="", max_length=64)
+    # The words read or shown to them; without them, the words last kept under `wording_version` (if any).
+    wording_text: str = Field(default="", max_length=4000)
     note: str = Field(default="", max_length=500)
 
 
@@ -130,7 +132,9 @@ def address_json(address: SupporterAddress | None) -> dict[str, Any] | None:
     }
 
 
-def consent_json(consent: Consent) -> dict[str, Any]:
+def consent_json(consent: Consent, words: Mapping[uuid.UUID, str]) -> dict[str, Any]:
+    """`words`: the kept wordings' texts by id (`crm.service.consent_words`); `wording_text` is null for a consent
+    kept without its words (recorded before they were kept, a withdrawal)."""
     return {
         "id": consent.id,
         "channel": consent.channel,
@@ -138,6 +142,7 @@ def consent_json(consent: Consent) -> dict[str, Any]:
         "at": consent.at,
         "source": consent.source,
         "wording_version": consent.wording_version,
+        "wording_text": words.get(consent.wording_id) if consent.wording_id is not None else None,
     }
 
 
@@ -170,7 +175,9 @@ def supporter_detail(view: SupporterView, totals: dict[str, Any]) -> dict[str, A
         **supporter_summary(supporter),
         "phone": supporter.phone,
         "address": address_json(view.address),
-        "consents": {channel.value: consent_json(c) for channel, c in sorted(view.consents.items())},
+        "consents": {
+            channel.value: consent_json(c, view.consent_words) for channel, c in sorted(view.consents.items())
+        },
         "interests": [interest_json(i) for i in view.interests],
         "statement_preference": supporter.statement_preference,
         "merged_ids": view.merged_ids,

@@ -12,8 +12,8 @@ import hashlib
 import re
 import unicodedata
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +35,7 @@ from crm.errors import (
     ReviewItemNotFound,
     SubscriptionLinkExpired,
     SubscriptionNotFound,
+    SupporterErased,
     SupporterNotFound,
 )
 from crm.models import (
@@ -79,6 +80,16 @@ def resolve_supporter(session: Session, supporter_id: uuid.UUID) -> Supporter:
     if current is None:
         raise SupporterNotFound(f"no supporter {supporter_id}")
     return current
+
+
+def recordable_supporter(session: Session, supporter_id: uuid.UUID) -> Supporter:
+    """The supporter (merges followed) that staff are about to record something on: 409 when it was erased, whose
+    record must hold no personal data (a note, an interest's or a consent's words, a declaration's name and
+    address would put some back)."""
+    supporter = resolve_supporter(session, supporter_id)
+    if supporter.erased_at is not None:
+        raise SupporterErased(f"supporter {supporter.id} was erased: nothing more is recorded about them")
+    return supporter
 
 
 def find_or_create_supporter(
@@ -326,15 +337,23 @@ def record_consent(
     status: ConsentStatus,
     source: str,
     wording_version: str = "",
+    wording_text: str | None = None,
     evidence: dict[str, Any] | None = None,
 ) -> Consent:
-    """A change of consent with its provenance, shown as one `consent` item in the history."""
+    """A change of consent with its provenance, shown as one `consent` item in the history.
+
+    `wording_text`: the words the person agreed to, kept with `wording_version` (`keep_wording`); without them, the
+    words last kept under that version, if any."""
+    wording = None
+    if wording_text or wording_version:
+        wording = keep_wording(uow.session, wording_version, wording_text or None)
     consent = Consent(
         supporter_id=supporter_id,
         channel=channel,
         status=status,
         source=source,
         wording_version=wording_version,
+        wording_id=wording.id if wording is not None else None,
         evidence=evidence or {},
     )
     uow.session.add(consent)
@@ -357,6 +376,18 @@ def has_granted(session: Session, supporter_id: uuid.UUID, channel: ConsentChann
     """Whether the consent in force on this channel is a grant."""
     current = repository.current_consents(session, supporter_id).get(channel)
     return current is not None and current.status == ConsentStatus.GRANTED
+
+
+def email_updates_wording(charity_name: str) -> str:
+    """What a person agrees to when asking for email updates: the label of the donate and shop forms' tick box (a
+    template global of payments' pages), and the words the subscribe page and its confirmation email quote. One
+    source for the words shown and the words kept with the consent (`record_consent(wording_text=)`)."""
+    return f"Yes, email me news of the work of {charity_name} and how to help (you can unsubscribe at any time)"
+
+
+def consent_words(session: Session, consents: Iterable[Consent]) -> dict[uuid.UUID, str]:
+    """The kept words of these consents, by wording id."""
+    return repository.wording_texts(session, list({c.wording_id for c in consents if c.wording_id is not None}))
 
 
 def enduring_declaration_wording(charity_name: str) -> str:
@@ -613,12 +644,14 @@ def find_supporters(
 
 def get_supporter(session: Session, supporter_id: uuid.UUID) -> SupporterView:
     supporter = resolve_supporter(session, supporter_id)
+    consents = repository.current_consents(session, supporter.id)
     return SupporterView(
         supporter=supporter,
         address=repository.current_address(session, supporter.id),
-        consents=repository.current_consents(session, supporter.id),
+        consents=consents,
         interests=repository.interests_of(session, supporter.id),
         merged_ids=repository.merged_into(session, supporter.id),
+        consent_words=consent_words(session, consents.values()),
     )
 
 
@@ -629,6 +662,8 @@ class SupporterView:
     consents: dict[ConsentChannel, Consent]
     interests: list[Interest]
     merged_ids: list[uuid.UUID]
+    # The kept words of the consents, by wording id (`consent_words`).
+    consent_words: dict[uuid.UUID, str] = field(default_factory=dict)
 
 
 # --- history -------------------------------------------------------------------------------------------------
@@ -700,7 +735,7 @@ def add_note(uow: UnitOfWork, supporter_id: uuid.UUID, text: str, *, author: str
     text = clean_text(text)
     if not text:
         raise InvalidDonorDetails("a note needs some text", {"text": "Write the note"})
-    supporter = resolve_supporter(uow.session, supporter_id)
+    supporter = recordable_supporter(uow.session, supporter_id)
     note_id = uuid.uuid4()
     record_history(
         uow,
@@ -725,7 +760,7 @@ def record_interest(uow: UnitOfWork, supporter_id: uuid.UUID, *, kind: str, sour
         raise InvalidDonorDetails(
             f"{kind!r} is not an interest; use a short word such as volunteering", {"kind": "Choose an interest"}
         )
-    supporter = resolve_supporter(uow.session, supporter_id)
+    supporter = recordable_supporter(uow.session, supporter_id)
     interest = Interest(supporter_id=supporter.id, kind=kind, source=source[:32], note=clean_text(note)[:500])
     uow.session.add(interest)
     uow.session.flush()
@@ -749,12 +784,15 @@ def change_consent_by_staff(
     status: ConsentStatus,
     by: str,
     wording_version: str = "",
+    wording_text: str | None = None,
     note: str = "",
 ) -> Consent:
-    """A consent given or withdrawn to a member of staff (phone, letter, in person)."""
+    """A consent given or withdrawn to a member of staff (phone, letter, in person), with the words read or shown
+    to them when given (`record_consent`)."""
     if status == ConsentStatus.PENDING:
         raise InvalidDonorDetails("staff record a consent as granted or withdrawn", {"status": "granted or withdrawn"})
-    supporter = resolve_supporter(uow.session, supporter_id)
+    supporter = recordable_supporter(uow.session, supporter_id)
+    words = clean_text(wording_text or "")
     return record_consent(
         uow,
         supporter.id,
@@ -762,6 +800,7 @@ def change_consent_by_staff(
         status=status,
         source="staff",
         wording_version=wording_version,
+        wording_text=words or None,
         evidence={"by": by, "note": note[:500]},
     )
 
@@ -919,10 +958,18 @@ SUBSCRIBE_LINK_LIFETIME = dt.timedelta(days=3)
 
 
 def start_subscription(
-    uow: UnitOfWork, email: str, *, first_name: str = "", last_name: str = "", client: str = ""
+    uow: UnitOfWork,
+    email: str,
+    *,
+    first_name: str = "",
+    last_name: str = "",
+    client: str = "",
+    wording_text: str | None = None,
 ) -> PendingSubscription | None:
     """Record a pending email consent and send a confirmation link. Nothing is sent to someone whose consent is
-    already granted (the caller answers the same, so the form does not reveal who is subscribed)."""
+    already granted (the caller answers the same, so the form does not reveal who is subscribed).
+    `wording_text`: the words the page shows (`email_updates_wording`), kept with the consent; its email quotes
+    them."""
     address = normalise_email(email)
     supporter = supporter_for_email(uow, address, first_name=first_name, last_name=last_name, source="subscribe")
     current = repository.current_consents(uow.session, supporter.id).get(ConsentChannel.EMAIL)
@@ -935,6 +982,7 @@ def start_subscription(
         status=ConsentStatus.PENDING,
         source="subscribe",
         wording_version=SUBSCRIBE_WORDING,
+        wording_text=wording_text,
         evidence={"client": client},
     )
     now = utc_now()
@@ -969,9 +1017,21 @@ def supporter_for_email(
     return supporter
 
 
-def confirm_subscription(uow: UnitOfWork, pending_id: uuid.UUID, *, client: str = "") -> bool:
-    """Grant the email consent of a confirmed link. Returns False when it was already confirmed, or the consent is
-    already granted (no change).
+def subscription_words(session: Session, pending: PendingSubscription) -> str | None:
+    """The words kept with a subscription's pending consent (those its page showed and its email quotes); None for
+    one started before words were kept."""
+    consent = session.get(Consent, pending.consent_id)
+    if consent is None or consent.wording_id is None:
+        return None
+    return repository.wording_texts(session, [consent.wording_id]).get(consent.wording_id)
+
+
+def confirm_subscription(
+    uow: UnitOfWork, pending_id: uuid.UUID, *, client: str = "", wording_text: str | None = None
+) -> bool:
+    """Grant the email consent of a confirmed link, with the words its email quoted (those of the pending consent;
+    `wording_text` for a subscription started before words were kept). Returns False when it was already
+    confirmed, or the consent is already granted (no change).
     The pending row is locked: a mail scanner's prefetch and the person's click at once grant it once."""
     pending = uow.session.get(PendingSubscription, pending_id, with_for_update=True)
     if pending is None:
@@ -985,8 +1045,16 @@ def confirm_subscription(uow: UnitOfWork, pending_id: uuid.UUID, *, client: str 
     # A second link (Subscribe pressed twice) confirms what the first granted: no change (contract.md). The
     # supporter's row is locked first, so two links clicked at the same moment grant once.
     uow.session.get(Supporter, pending.supporter_id, with_for_update=True)
-    if has_granted(uow.session, pending.supporter_id, ConsentChannel.EMAIL):
+    current = repository.current_consents(uow.session, pending.supporter_id).get(ConsentChannel.EMAIL)
+    if current is not None and current.status == ConsentStatus.GRANTED:
         return False
+    if current is not None and current.status == ConsentStatus.WITHDRAWN and current.at >= pending.created_at:
+        # They asked us to stop after this link was sent (its email's Stop link, a later unsubscribe, staff): what
+        # they asked last stands, whoever opens the old link now (a mail scanner re-checking it). PECR.
+        raise SubscriptionLinkExpired(
+            "you asked us to stop emailing you after this link was sent, so it no longer subscribes you; "
+            "subscribe again for a new one"
+        )
     record_consent(
         uow,
         pending.supporter_id,
@@ -994,6 +1062,7 @@ def confirm_subscription(uow: UnitOfWork, pending_id: uuid.UUID, *, client: str 
         status=ConsentStatus.GRANTED,
         source="subscribe",
         wording_version=SUBSCRIBE_WORDING,
+        wording_text=subscription_words(uow.session, pending) or wording_text,
         evidence={"pending_consent_id": str(pending.consent_id), "confirmed_from": client, "double_opt_in": True},
     )
     return True

@@ -30,10 +30,13 @@ def send_subscription_confirmation(uow: UnitOfWork, pending_id: str) -> None:
     confirm = service.subscription_confirm_url(base, secret, pending.id)
     unsubscribe = service.unsubscribe_url(base, secret, supporter.id)
     charity = settings.charity.name
+    # The words kept with the pending consent (those its page showed): the link grants exactly these.
+    words = service.subscription_words(uow.session, pending) or service.email_updates_wording(charity)
     greeting = f"Dear {supporter.first_name}," if supporter.first_name else "Hello,"
     text = (
         f"Please confirm that you would like email updates from {charity}:\n\n"
         f"{confirm}\n\n"
+        f"By following the link you tell us:\n\n{words}\n\n"
         f"{greeting}\n\n"
         "Someone (we hope you) asked for our updates at this address. Nothing happens unless you follow the link "
         "above within three days. If it was not you, ignore this email.\n\n"

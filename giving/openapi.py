@@ -533,13 +533,34 @@ PATHS: dict[str, Schema] = {
     "/api/supporters/{supporter_id}/consents": {
         "post": staff(
             "Record a consent granted or withdrawn",
-            obj({"id": UUID, "channel": {"type": "string"}, "status": {"type": "string"}}),
+            obj(
+                {"id": UUID, "channel": {"type": "string"}, "status": {"type": "string"}},
+                {
+                    "at": TIMESTAMP,
+                    "source": {"type": "string"},
+                    "wording_version": {"type": "string"},
+                    "wording_text": {
+                        **nullable({"type": "string"}),
+                        "description": "the words the person agreed to, as kept with the consent; null when none "
+                        "were kept (consents recorded before words were kept, withdrawals)",
+                    },
+                },
+            ),
             roles=ANY_STAFF,
             ok_status="201",
             params=[SUPPORTER_ID],
             body=body_of(
                 {"channel": {"type": "string"}, "status": {"type": "string", "enum": ["granted", "withdrawn"]}},
-                {"wording_version": {"type": "string", "maxLength": 64}, "note": {"type": "string", "maxLength": 500}},
+                {
+                    "wording_version": {"type": "string", "maxLength": 64},
+                    "wording_text": {
+                        "type": "string",
+                        "maxLength": 4000,
+                        "description": "the words read or shown to them; without them, the words last kept under "
+                        "wording_version, if any",
+                    },
+                    "note": {"type": "string", "maxLength": 500},
+                },
             ),
             errors={"400": BAD, "404": NOT_FOUND},
         )

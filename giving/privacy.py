@@ -4,12 +4,14 @@
   generic: every table with a foreign key to `supporters` is included (so a wing's new table is never missed),
   plus the rows of tables that hang off those (order lines, document deliveries, ...), plus the gifts as
   claimed from HMRC and the donor details sent with them (`giftaid_claim_gifts` by gift, `giftaid_claim_donors` by
-  declaration: no foreign keys), plus stored webhook bodies that carry one of
+  declaration: no foreign keys), plus the words their consents and declarations were given with (`wordings`), plus
+  stored webhook bodies that carry one of
   the supporter's emails (in any case; not one merely inside a longer address, which is someone else's).
 - `erase_supporter`: pseudonymises what HMRC does not need now, and keeps what it does — the donor details as
   claimed on each Gift Aid claim (`giftaid_claim_donors`) and the declarations those claims relied on — until six
   years after the end of the financial period of the last claimed gift (`supporters.purge_after`). With nothing
-  claimed, everything goes at once. Email addresses also go from failed deliveries' and jobs' error texts.
+  claimed, everything goes at once. Email addresses also go from failed deliveries', jobs' and webhook events' error
+  texts.
 - `purge_due`: the periodic job's work: blanks what was kept once `purge_after` has passed (or moves it on, when a
   gift was claimed after the erasure with the declaration kept).
 - `prune_webhook_bodies`: raw provider bodies are kept only `[web] keep_webhook_bodies_days`.
@@ -42,6 +44,7 @@ from crm.models import (
     ReviewItem,
     Supporter,
     SupporterAddress,
+    Wording,
 )
 from giftaid import service as giftaid_service
 from giftaid.eligibility import period_end
@@ -135,6 +138,15 @@ def export_supporter(session: Session, supporter_id: uuid.UUID) -> dict[str, Any
         claimed = _raw_rows(session, table, table.c[column].in_(keys)) if keys else []
         if claimed:
             tables[table.name] = _plain_rows(claimed)
+    # The words they agreed to: the wordings their consents and declarations point at (shared rows, so no table
+    # hangs them off the supporter).
+    wording_ids = {r["wording_id"] for name in ("consents", "declarations") for r in tables.get(name, [])}
+    wording_ids.discard(None)
+    if wording_ids:
+        wordings: sa.Table = Wording.__table__  # type: ignore[attr-defined]
+        tables["wordings"] = _plain_rows(
+            _raw_rows(session, wordings, wordings.c.id.in_([uuid.UUID(str(i)) for i in wording_ids]))
+        )
     emails = [r["email"] for r in tables["supporters"] if r.get("email")]
     event_ids = _events_naming(session, emails)
     if event_ids:
@@ -285,11 +297,13 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
             name,
             session.execute(sa.update(model).where(col(model.supporter_id).in_(ids)).values(donor={})),  # type: ignore[attr-defined]
         )
-    # Receipts say who they were for: their words and files go (numbers, amounts and dates stay in the ledger).
+    # Receipts say who they were for: their words and files go (numbers, amounts and dates stay in the ledger). A
+    # document still to be issued may have its PDF stored already (its job renders and stores it before recording
+    # it, and will find it withdrawn below): the file it is stored under goes too.
+    store = receipts_service.store_for(settings)
     files = [
-        Path(receipts_service.document_path(settings, d))
+        store.path(d.storage_key or receipts_service.storage_key(d))
         for d in session.exec(select(Document).where(col(Document.supporter_id).in_(ids))).all()
-        if d.storage_key
     ]
     uow.on_commit(lambda: _delete_files(files))
     # What was still to render or to send never will be (erased supporters get nothing): withdrawn, so the postal
@@ -316,7 +330,8 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
     if batches:
         changed["postal_batches"] = len(batches)
     # An SMTP error names the address it could not send to ("could not send to ada@..."), in the delivery and in
-    # its job: every address the supporter was written to goes from those texts.
+    # its job, and a database error the row it tripped on ("Key (email)=(ada@...) already exists"), in a job or a
+    # webhook event that failed: every address the supporter was written to goes from those texts.
     sent_to = session.exec(
         select(Delivery.to_email).where(col(Delivery.supporter_id).in_(ids), col(Delivery.to_email).is_not(None))
     ).all()
@@ -324,6 +339,7 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
     tables: tuple[tuple[str, sa.Table], ...] = (
         ("delivery_errors", Delivery.__table__),  # type: ignore[attr-defined]
         ("job_errors", Job.__table__),  # type: ignore[attr-defined]
+        ("event_errors", InboundEvent.__table__),  # type: ignore[attr-defined]
     )
     for name, table in tables:
         scrubbed = _scrub_addresses(session, table, addresses)

@@ -223,11 +223,13 @@ def _record_supporter_and_permissions(
         )
         declaration_id = declaration.id
     if request.email_updates:
-        _grant_email_consent(uow, supporter.id, source=source, evidence=evidence)
+        _grant_email_consent(uow, supporter.id, settings=settings, source=source, evidence=evidence)
     return supporter.id, declaration_id
 
 
-def _grant_email_consent(uow: UnitOfWork, supporter_id: uuid.UUID, *, source: str, evidence: dict[str, Any]) -> None:
+def _grant_email_consent(
+    uow: UnitOfWork, supporter_id: uuid.UUID, *, settings: Settings, source: str, evidence: dict[str, Any]
+) -> None:
     crm.record_consent(
         uow,
         supporter_id,
@@ -235,6 +237,8 @@ def _grant_email_consent(uow: UnitOfWork, supporter_id: uuid.UUID, *, source: st
         status=ConsentStatus.GRANTED,
         source=source,
         wording_version=EMAIL_CONSENT_WORDING_VERSION,
+        # The words the tick box showed (the donate and shop pages print the same function's text).
+        wording_text=crm.email_updates_wording(settings.charity.name),
         evidence=evidence,
     )
 
@@ -244,6 +248,7 @@ def _consent_given_on_resend(
     checkout: Checkout,
     request: DonationRequest | ShopRequest,
     *,
+    settings: Settings,
     source: str,
     evidence: dict[str, Any],
 ) -> None:
@@ -251,7 +256,11 @@ def _consent_given_on_resend(
     for email updates ticked only now is still the donor's consent, recorded once."""
     if request.email_updates and not crm.has_granted(uow.session, checkout.supporter_id, ConsentChannel.EMAIL):
         _grant_email_consent(
-            uow, checkout.supporter_id, source=source, evidence={**evidence, "checkout_id": str(checkout.id)}
+            uow,
+            checkout.supporter_id,
+            settings=settings,
+            source=source,
+            evidence={**evidence, "checkout_id": str(checkout.id)},
         )
 
 
@@ -273,7 +282,7 @@ def record_donation(
 
     existing = _reusable(session, request.reference, matches=same_form)
     if existing is not None:
-        _consent_given_on_resend(uow, existing, request, source="donate_form", evidence=evidence)
+        _consent_given_on_resend(uow, existing, request, settings=settings, source="donate_form", evidence=evidence)
         return _plan(session, existing)
     checkout_id = _new_id(session, request.reference)
     supporter_id, declaration_id = _record_supporter_and_permissions(
@@ -399,7 +408,7 @@ def record_order(
 
     existing = _reusable(session, request.reference, matches=same_form)
     if existing is not None:
-        _consent_given_on_resend(uow, existing, request, source="shop", evidence=evidence)
+        _consent_given_on_resend(uow, existing, request, settings=settings, source="shop", evidence=evidence)
         return _plan(session, existing)
     checkout_id = _new_id(session, request.reference)
     supporter_id, declaration_id = _record_supporter_and_permissions(

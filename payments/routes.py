@@ -42,6 +42,8 @@ templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 templates.env.filters["pence"] = format_pence
 # The Gift Aid declaration's words: the ones crm keeps with each declaration made on these forms.
 templates.env.globals["declaration_wording"] = crm_service.enduring_declaration_wording
+# The email-updates tick box's words: the ones crm keeps with the consent it records.
+templates.env.globals["email_updates_wording"] = crm_service.email_updates_wording
 RATE_WINDOW_SECONDS = 60
 
 

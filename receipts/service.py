@@ -871,6 +871,12 @@ def record_rendered(
     return _new_delivery(uow, document_id, issued.supporter_id, issued.email, copy_number=0, requested_by="system")
 
 
+def withdrawn(session: Session, document_id: uuid.UUID) -> bool:
+    """Whether the document was withdrawn (its supporter erased) before it was issued."""
+    document = session.get(Document, document_id)
+    return document is not None and document.status == DocumentStatus.WITHDRAWN
+
+
 def _plan_delivery(
     uow: UnitOfWork,
     document_id: uuid.UUID,

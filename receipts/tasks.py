@@ -59,6 +59,11 @@ def _render_and_record(
     digest, size = service.render_and_store(runtime.settings, job)
     with unit_of_work(sessions, jobs.send_jobs) as uow:  # type: ignore[arg-type]
         service.record_rendered(uow, job.document_id, storage_key=job.storage_key, digest=digest, size=size)
+        if service.withdrawn(uow.session, job.document_id):
+            # Its supporter was erased while it rendered (after the erasure deleted what was stored): the PDF stored
+            # just now names them and must not stay.
+            stored = service.store_for(runtime.settings).path(job.storage_key)
+            uow.on_commit(lambda: stored.unlink(missing_ok=True))
         if last:
             jobs.done_in(uow)
 

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from core.runtime import Runtime
 from core.settings import Settings
 from crm.models import Consent, Declaration, HistoryEntry, Supporter, Wording
-from crm.service import enduring_declaration_wording
+from crm.service import email_updates_wording, enduring_declaration_wording
 from payments.models import Checkout, CheckoutStatus
 from tests.fakes.provider_server import FakeProvider
 from tests.payments.checkout_support import (
@@ -86,9 +86,13 @@ class TestCardDonation:
         )
         assert (declaration.house, declaration.postcode, declaration.non_uk) == ("10", "SW1A 2AA", False)
         assert declaration.wording_version == runtime.settings.giftaid.donation_wording_version
-        words = only(runtime, Wording)  # the words the form showed, kept with the declaration (giftaid.md §4)
-        assert declaration.wording_id == words.id
-        assert words.text == enduring_declaration_wording(runtime.settings.charity.name)
+        # The words the form showed, kept with the declaration (giftaid.md §4) and with the consent (docs/crm.md).
+        with runtime.sessions() as session:
+            words = session.get(Wording, declaration.wording_id)
+            consent_words = session.get(Wording, consent.wording_id)
+        assert words is not None and words.text == enduring_declaration_wording(runtime.settings.charity.name)
+        assert consent_words is not None
+        assert consent_words.text == email_updates_wording(runtime.settings.charity.name)
         assert declaration.evidence["form"] == "donate" and declaration.evidence["ip"] == "testclient"
         assert declaration.evidence["checkout_id"] == str(checkout.id) and declaration.evidence["submitted_at"]
         assert (consent.channel, consent.status, consent.source) == ("email", "granted", "donate_form")
