@@ -194,6 +194,13 @@ class AnnualStatement(Model):
     # What was donated in each other currency (net of returns), never added to the sterling figures.
     donated_in_other_currencies: dict[str, int] = {}
 
+    @property
+    def gift_aid_reminder(self) -> bool:
+        """Whether the statement carries the taxpayer reminder and how to cancel (giftaid.md §6): when anything was
+        Gift Aided, and also when nothing was (every gift refunded, say) while a declaration listed is not
+        cancelled: the charity will claim on their next gifts under it."""
+        return self.total_gift_aided > 0 or any(d.cancellation_effective_on is None for d in self.declarations)
+
 
 class OralConfirmation(Model):
     kind: Literal["oral_confirmation"] = "oral_confirmation"

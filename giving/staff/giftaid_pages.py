@@ -82,8 +82,14 @@ def dashboard_context(session: Session, settings: Settings, today: dt.date) -> d
     }
 
 
-@staff_page(StaffRole.FINANCE)
-async def dashboard(request: Request, staff: Principal) -> Response:
+async def _dashboard_page(
+    request: Request,
+    staff: Principal,
+    *,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+) -> Response:
+    """The dashboard; with `errors`, again after a form on it was refused (400), keeping what was typed."""
     rt = runtime(request)
 
     def load() -> dict[str, Any]:
@@ -93,15 +99,24 @@ async def dashboard(request: Request, staff: Principal) -> Response:
             audit(uow, staff, "view", "giftaid_dashboard", "", {"held_back": len(context["held_back"])})
             return context
 
-    return render(request, "finance/giftaid.html", await in_thread(load))
+    context = await in_thread(load)
+    context.update(errors=errors or {}, values=values or {})
+    return render(request, "finance/giftaid.html", context, status_code=400 if errors else 200)
+
+
+@staff_page(StaffRole.FINANCE)
+async def dashboard(request: Request, staff: Principal) -> Response:
+    return await _dashboard_page(request, staff)
 
 
 @staff_page(StaffRole.FINANCE)
 async def build(request: Request, staff: Principal) -> Response:
     errors: dict[str, str] = {}
-    through = parse_uk_date(str((await form_of(request)).get("through", "")), "through", errors, required=True)
+    typed = str((await form_of(request)).get("through", ""))[:40]
+    through = parse_uk_date(typed, "through", errors, required=True)
     if through is None or errors:
-        raise ValidationFailed(errors.get("through", "Enter the date to claim through"), errors)
+        # The dashboard again, the date as typed and what is wrong with it (not a page without the form).
+        return await _dashboard_page(request, staff, errors=errors, values={"through": typed})
     checked_through: dt.date = through
     rt = runtime(request)
 

@@ -25,6 +25,8 @@ from crm.models import (
     SupporterAddress,
 )
 from payments.models import (
+    Dispute,
+    DisputeStatus,
     Gift,
     Order,
     OrderLine,
@@ -62,6 +64,8 @@ class SupporterProfile:
     # crm's totals: donated, gift_aid_claimable, gift_aid_claimed, purchases (Money), regular_gifts (a count).
     totals: dict[str, Any]
     merged_ids: list[uuid.UUID] = field(default_factory=list)
+    # The words each consent was given on, by wording id (crm keeps them).
+    consent_words: dict[uuid.UUID, str] = field(default_factory=dict)
 
 
 def supporter_profile(session: Session, supporter_id: uuid.UUID) -> SupporterProfile:
@@ -93,6 +97,7 @@ def supporter_profile(session: Session, supporter_id: uuid.UUID) -> SupporterPro
         review_items=reviews,
         totals=crm_service.supporter_totals(session, sid),
         merged_ids=view.merged_ids,
+        consent_words=view.consent_words,
     )
 
 
@@ -141,6 +146,16 @@ def gifts_of(session: Session, supporter_id: uuid.UUID, *, limit: int = 20) -> l
             .limit(limit)
         ).all()
     )
+
+
+def disputed_gift_ids(session: Session, gift_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of these gifts with a card dispute still open (the money may be taken back; the gift still says paid)."""
+    if not gift_ids:
+        return set()
+    rows = session.exec(
+        select(Dispute.gift_id).where(col(Dispute.gift_id).in_(gift_ids), Dispute.status == DisputeStatus.OPEN)
+    ).all()
+    return {gift_id for gift_id in rows if gift_id is not None}
 
 
 def gifts_received_on(session: Session, supporter_id: uuid.UUID, day: dt.date, *, limit: int = 50) -> list[Gift]:

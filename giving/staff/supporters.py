@@ -40,10 +40,11 @@ from giving.staff.web import (
     runtime,
     signing_secret,
     staff_page,
+    supporter_name,
     uk_date,
 )
 from payments import service as payments_service
-from payments.models import Gift, RegularGift
+from payments.models import Gift, GiftStatus, RegularGift
 from receipts import service as receipts_service
 
 HISTORY_ON_PAGE = 20
@@ -59,6 +60,17 @@ def parse_uuid(raw: str, what: str = "record") -> uuid.UUID:
         return uuid.UUID(str(raw))
     except ValueError as exc:
         raise NotFound(f"there is no {what} {raw}") from exc
+
+
+def not_erased(supporter: Supporter) -> Supporter:
+    """Nothing more is recorded on an erased record: a note would be stored without its words (crm strips them),
+    and a declaration or consent would put a name, an address or staff's words back on a record that must hold
+    none (and an oral declaration would post a letter to nobody)."""
+    if supporter.erased_at is not None:
+        raise Conflict(
+            f"This supporter was erased on {uk_date(supporter.erased_at)}: nothing more is recorded about them."
+        )
+    return supporter
 
 
 def parse_uk_date(raw: str, field: str, errors: dict[str, str], *, required: bool = False) -> dt.date | None:
@@ -95,19 +107,42 @@ async def search(request: Request, staff: Principal) -> Response:
         if not q:
             return []
         with runtime(request).unit_of_work() as uow:
-            rows = queries.search_supporters(uow.session, q)
-            audit(uow, staff, "search", "supporter", "", {"q": q, "results": len(rows)})
+            # One more than is shown: only then is "more than 50" true (exactly 50 matches said "50+").
+            rows = queries.search_supporters(uow.session, q, limit=queries.SEARCH_LIMIT + 1)
+            shown = rows[: queries.SEARCH_LIMIT]
+            audit(uow, staff, "search", "supporter", "", {"q": q, "results": len(shown)})
             return rows
 
-    results = await in_thread(load)
-    return render(request, "supporters/search.html", {"q": q, "results": results, "limit": queries.SEARCH_LIMIT})
+    found = await in_thread(load)
+    results = found[: queries.SEARCH_LIMIT]
+    return render(
+        request,
+        "supporters/search.html",
+        {"q": q, "results": results, "more": len(found) > len(results), "limit": queries.SEARCH_LIMIT},
+    )
 
 
 # --- a supporter's page -------------------------------------------------------------------------------------
 
 
-def _gift_choice(gift: Gift) -> tuple[str, str]:
-    return str(gift.id), f"{uk_date(gift.received_at)} {format_pence(gift.amount, gift.currency)}"
+def _gift_choice(gift: Gift, state: tuple[str, str]) -> tuple[str, str]:
+    """A gift offered for a one-gift declaration: its UK date and amount, and what happened to it unless paid."""
+    label = f"{uk_date(gift.received_at)} {format_pence(gift.amount, gift.currency)}"
+    return str(gift.id), label if state[0] == "paid" else f"{label} ({state[1]})"
+
+
+def gift_state(gift: Gift, disputed: bool) -> tuple[str, str]:
+    """(CSS name, words) of a gift's state as a fundraiser needs it: a paid gift refunded, lost in a dispute or
+    disputed now is not simply "paid" (payments keeps it `paid` and counts what was returned)."""
+    if gift.status != GiftStatus.PAID:
+        return str(gift.status), str(gift.status).replace("_", " ")
+    if disputed:
+        return "disputed", "paid, disputed"
+    if gift.returned_amount >= gift.amount:
+        return "returned", "all returned"
+    if gift.returned_amount > 0:
+        return "part-returned", "paid, part returned"
+    return "paid", "paid"
 
 
 def supporter_context(
@@ -116,28 +151,36 @@ def supporter_context(
     supporter_id: uuid.UUID,
     change_token: str = "",
     gifts_on: dt.date | None = None,
+    all_documents: bool = False,
 ) -> dict[str, Any]:
     """What the supporter's page shows; with `gifts_on`, the gifts received that day are offered first for a
-    one-gift declaration (besides the newest)."""
+    one-gift declaration (besides the newest); with `all_documents`, every receipt and letter (else the newest)."""
     with rt.unit_of_work() as uow:
         profile = queries.supporter_profile(uow.session, supporter_id)
         supporter = profile.supporter
         history = queries.history_page(uow.session, supporter.id, type=None, page=1, page_size=HISTORY_ON_PAGE)
         gifts = queries.gifts_of(uow.session, supporter.id)
         that_day = queries.gifts_received_on(uow.session, supporter.id, gifts_on) if gifts_on else []
-        documents = list(receipts_service.documents_of(uow.session, supporter.id))[:DOCUMENTS_ON_PAGE]
+        documents = list(receipts_service.documents_of(uow.session, supporter.id))
+        disputed = queries.disputed_gift_ids(uow.session, [g.id for g in [*that_day, *gifts]])
         change = (
             declaration_change(uow.session, rt, staff, [supporter.id, *profile.merged_ids], change_token)
             if change_token
             else None
         )
         audit(uow, staff, "view", "supporter", supporter.id)
+    states = {g.id: gift_state(g, g.id in disputed) for g in [*that_day, *gifts]}
     return {
         "profile": profile,
         "history": history.items,
         "gifts": gifts,
-        "gift_choices": list(dict(_gift_choice(g) for g in [*that_day, *gifts] if g.received_at is not None).items()),
-        "documents": documents,
+        "gift_states": states,
+        "gift_choices": list(
+            dict(_gift_choice(g, states[g.id]) for g in [*that_day, *gifts] if g.received_at is not None).items()
+        ),
+        # The newest unless all were asked for: an older receipt must stay reachable to be sent again.
+        "documents": documents if all_documents else documents[:DOCUMENTS_ON_PAGE],
+        "documents_count": len(documents),
         "open_form": "",
         "declaration_change": change,
         "today": uk_today(),
@@ -206,10 +249,13 @@ def declaration_change(
 async def show(request: Request, staff: Principal) -> Response:
     supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
     token = query_text(request, "change", 20_000)
-    context = await in_thread(supporter_context, runtime(request), staff, supporter_id, token)
+    all_documents = query_text(request, "documents", 8) == "all"
+    context = await in_thread(supporter_context, runtime(request), staff, supporter_id, token, None, all_documents)
     if context["profile"].supporter.id != supporter_id:
-        # An old id of a merged record: show the survivor at its own address.
-        return redirect(f"/staff/supporters/{context['profile'].supporter.id}")
+        # An old id of a merged record: show the survivor at its own address, with the notice (and the report of a
+        # declaration change) a form sent to the old address left in it.
+        query = f"?{request.url.query}" if request.url.query else ""
+        return redirect(f"/staff/supporters/{context['profile'].supporter.id}{query}")
     return render(request, "supporters/show.html", context)
 
 
@@ -234,6 +280,8 @@ async def _show_with_errors(
     gifts_on: dt.date | None = None,
 ) -> Response:
     context = await in_thread(supporter_context, runtime(request), staff, supporter_id, "", gifts_on)
+    # An erased record shows none of these forms: say why, whatever was wrong with the form.
+    not_erased(context["profile"].supporter)
     if not _form_shown(context["profile"], form):
         # The form is not on the page (the declaration was cancelled meanwhile, or is not spoken): the error
         # summary says what happened, with no link to a field that is not there.
@@ -279,7 +327,7 @@ async def add_note(request: Request, staff: Principal) -> Response:
 
     def write() -> uuid.UUID:
         with runtime(request).unit_of_work() as uow:
-            supporter = crm_service.resolve_supporter(uow.session, supporter_id)
+            supporter = not_erased(crm_service.resolve_supporter(uow.session, supporter_id))
             crm_service.add_note(uow, supporter.id, text, author=staff.email)
             audit(uow, staff, "add_note", "supporter", supporter.id)
             return supporter.id
@@ -306,13 +354,21 @@ async def change_consent(request: Request, staff: Principal) -> Response:
     if errors:
         return await _show_with_errors(request, staff, supporter_id, "consent", errors)
     wording = str(form.get("wording_version", "")).strip()[:64]
+    words = str(form.get("wording_text", "")).strip()[:4000] or None
     note = str(form.get("note", "")).strip()[:200]
 
     def write() -> uuid.UUID:
         with runtime(request).unit_of_work() as uow:
-            supporter = crm_service.resolve_supporter(uow.session, supporter_id)
+            supporter = not_erased(crm_service.resolve_supporter(uow.session, supporter_id))
             crm_service.change_consent_by_staff(
-                uow, supporter.id, channel=channel, status=status, by=staff.email, wording_version=wording, note=note
+                uow,
+                supporter.id,
+                channel=channel,
+                status=status,
+                by=staff.email,
+                wording_version=wording,
+                wording_text=words,
+                note=note,
             )
             audit(uow, staff, "change_consent", "supporter", supporter.id, {"channel": channel.value})
             return supporter.id
@@ -372,7 +428,7 @@ async def record_declaration(request: Request, staff: Principal) -> Response:
 
     def write() -> tuple[uuid.UUID, str]:
         with rt.unit_of_work() as uow:
-            supporter = crm_service.resolve_supporter(uow.session, supporter_id)
+            supporter = not_erased(crm_service.resolve_supporter(uow.session, supporter_id))
             declaration, report = crm_service.reporting_changes(
                 uow,
                 supporter.id,
@@ -434,7 +490,7 @@ def _belongs_to(session: Session, supporter_id: uuid.UUID, owner_id: uuid.UUID |
     """A record named under a supporter's address must be theirs (or a record merged into theirs): else 404."""
     supporter = crm_service.resolve_supporter(session, supporter_id)
     if owner_id is None or crm_service.resolve_supporter(session, owner_id).id != supporter.id:
-        raise NotFound(f"{supporter.first_name} {supporter.last_name} has no {what}")
+        raise NotFound(f"{supporter_name(supporter, title=False)} has no {what}")
 
 
 def _declaration_of(session: Session, supporter_id: uuid.UUID, declaration_id: uuid.UUID) -> Declaration:
@@ -465,7 +521,7 @@ async def _change_declaration(
 
     def write() -> tuple[uuid.UUID, str, str]:
         with rt.unit_of_work() as uow:
-            supporter = crm_service.resolve_supporter(uow.session, supporter_id)
+            supporter = not_erased(crm_service.resolve_supporter(uow.session, supporter_id))
             found = _declaration_of(uow.session, supporter.id, declaration_id)
             declaration, report = crm_service.reporting_changes(
                 uow, supporter.id, lambda: change(uow, found.id, checked_on)

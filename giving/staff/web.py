@@ -88,6 +88,19 @@ def words(value: object) -> str:
     return str(text or "").replace("_", " ")
 
 
+# A record known by its email only (a newsletter sign-up gives no name) still needs words for its link and heading.
+NO_NAME = "No name given"
+
+
+def supporter_name(supporter: Any, *, title: bool = True) -> str:
+    """`Ms Ann Smith`, or "No name given" for a record with no name (never an empty link or heading)."""
+    names = [str(p).strip() for p in (supporter.first_name, supporter.last_name) if p and str(p).strip()]
+    if not names:
+        return NO_NAME
+    prefix = str(getattr(supporter, "title", None) or "").strip() if title else ""
+    return " ".join([prefix, *names] if prefix else names)
+
+
 PROVIDER_NAMES = {"stripe": "Stripe", "gocardless": "GoCardless"}
 
 
@@ -112,6 +125,7 @@ def _environment() -> jinja2.Environment:
         uk_datetime=uk_datetime,
         words=words,
         provider_name=provider_name,
+        supporter_name=supporter_name,
     )
     return env
 
