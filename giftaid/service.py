@@ -856,6 +856,11 @@ DELETE_AFTER_MS = 60_000
 _DELETE_AGAIN_ON = {1000, 1046}
 
 
+def _our_error(kind: str, text: str) -> dict[str, Any]:
+    """An error of ours kept on a claim beside HMRC's (the same keys, no number): `unknown`, `polling_stopped`."""
+    return {"number": None, "type": kind, "text": text, "location": "", "raised_by": "", "line": None, "gift_ids": []}
+
+
 def error_words(error: dict[str, Any]) -> str:
     """One kept gateway error as words: HMRC's number and text (ours, for an unanswered submission, has no number)."""
     return f"{error['number']} {error['text']}" if error.get("number") is not None else str(error["text"])
@@ -908,15 +913,10 @@ def submit_claim(
             _keep(session, claim.id, "sent", "submit", exc.sent)
             _keep(session, claim.id, "received", "submit", exc.received)
             claim.errors = [
-                {
-                    "number": None,
-                    "type": UNANSWERED,
-                    "text": f"{exc}; HMRC may have received the claim: check the gateway's list before sending again",
-                    "location": "",
-                    "raised_by": "",
-                    "line": None,
-                    "gift_ids": [],
-                }
+                _our_error(
+                    UNANSWERED,
+                    f"{exc}; HMRC may have received the claim: check the gateway's list before sending again",
+                )
             ]
             session.add(claim)
             session.flush()
@@ -933,17 +933,12 @@ def submit_claim(
         # HMRC has the claim, but nothing to poll it with: it stays built (a claim submitted without a correlation
         # id would never be polled), and is not sent again until finance has found it in the gateway's list.
         claim.errors = [
-            {
-                "number": None,
-                "type": UNANSWERED,
-                "text": "HMRC acknowledged the claim without a CorrelationID to poll it with, so HMRC may hold it: "
-                "find it in the gateway's list (giving giftaid gateway-list) before sending it again (--again), "
-                "or record HMRC's decision by hand",
-                "location": "",
-                "raised_by": "",
-                "line": None,
-                "gift_ids": [],
-            }
+            _our_error(
+                UNANSWERED,
+                "HMRC acknowledged the claim without a CorrelationID to poll it with, so HMRC may hold it: find it in "
+                "the gateway's list (giving giftaid gateway-list) before sending it again (--again), or record "
+                "HMRC's decision by hand",
+            )
         ]
         session.add(claim)
         session.flush()
@@ -1062,18 +1057,7 @@ def _poll_failed(uow: UnitOfWork, claim: Claim, reply: Reply, *, actor: str) -> 
             "so it is no longer polled every 15 minutes: check the claim with HMRC (giving giftaid gateway-list), "
             f"then poll it by hand (giving giftaid poll {claim.id}) or record HMRC's decision"
         )
-        claim.errors = [
-            *claim.errors,
-            {
-                "number": None,
-                "type": POLLING_STOPPED,
-                "text": words,
-                "location": "",
-                "raised_by": "",
-                "line": None,
-                "gift_ids": [],
-            },
-        ]
+        claim.errors = [*claim.errors, _our_error(POLLING_STOPPED, words)]
         session.add(claim)
         if not was_stopped:
             detail = {"polling_stopped": since.isoformat(), "reason": words}

@@ -22,7 +22,9 @@ from xml.sax.saxutils import escape
 import pytest
 from lxml import etree
 
+from core.settings import Settings
 from giftaid.xml import GOVTALK_NS, irmark_of, submission_reference
+from tests.fixtures.app import make_settings
 
 SENDER_ID = "323412300001"
 PASSWORD = "testing1"
@@ -250,3 +252,13 @@ def gateway() -> Iterator[FakeGateway]:
         yield fake
     finally:
         fake.stop()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Any, gateway: FakeGateway) -> Settings:
+    """The test settings with `[hmrc]` pointing at the fake gateway (import it with `gateway` to use it)."""
+    return make_settings(
+        database_url,
+        tmp_path,
+        hmrc={"gateway_url": gateway.url, "sender_id": SENDER_ID, "password": PASSWORD, "vendor_id": "1234"},
+    )

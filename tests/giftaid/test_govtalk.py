@@ -16,19 +16,11 @@ from giftaid import service
 from giftaid.errors import InvalidTransition, SubmissionFailed
 from giftaid.govtalk import GovTalkClient, parse_reply
 from giftaid.models import ClaimGift, ClaimStatus, Message
-from tests.fixtures.app import make_settings
 from tests.giftaid.factories import TODAY, donor, make_gift, staff_headers
-from tests.giftaid.fake_gateway import PASSWORD, SENDER_ID, FakeGateway, gateway  # noqa: F401
+from tests.giftaid.fake_gateway import PASSWORD, SENDER_ID, FakeGateway, gateway, settings
 from tests.giftaid.hmrc_files import envelope_errors
 
-
-@pytest.fixture
-def settings(database_url: str, tmp_path, gateway: FakeGateway) -> Settings:  # type: ignore[no-untyped-def]  # noqa: F811
-    return make_settings(
-        database_url,
-        tmp_path,
-        hmrc={"gateway_url": gateway.url, "sender_id": SENDER_ID, "password": PASSWORD, "vendor_id": "1234"},
-    )
+__all__ = ["gateway", "settings"]  # fixtures, shared with the other gateway tests
 
 
 def built_claim(runtime: Runtime, gifts: int = 2) -> tuple[uuid.UUID, list[uuid.UUID]]:
@@ -45,7 +37,7 @@ def messages(runtime: Runtime, claim_id: uuid.UUID) -> list[tuple[str, str, str]
         return [(m.direction, m.function, m.qualifier) for m in service.claim_messages(session, claim_id)]
 
 
-def test_submit_poll_and_hmrcs_receipt(runtime: Runtime, gateway: FakeGateway) -> None:  # noqa: F811
+def test_submit_poll_and_hmrcs_receipt(runtime: Runtime, gateway: FakeGateway) -> None:
     gateway.pending_polls = 1
     claim_id, _ = built_claim(runtime)
     with runtime.unit_of_work() as uow:
@@ -82,7 +74,7 @@ def test_submit_poll_and_hmrcs_receipt(runtime: Runtime, gateway: FakeGateway) -
     assert f"<Value>{PASSWORD}</Value>".encode() in gateway.requests[0]
 
 
-def test_a_business_error_is_mapped_to_its_gifts_and_releases_them(runtime: Runtime, gateway: FakeGateway) -> None:  # noqa: F811
+def test_a_business_error_is_mapped_to_its_gifts_and_releases_them(runtime: Runtime, gateway: FakeGateway) -> None:
     gateway.outcome, gateway.error_gad = "business_error", 2
     claim_id, gifts = built_claim(runtime, gifts=3)
     with runtime.unit_of_work() as uow:
@@ -141,7 +133,7 @@ def test_an_unreachable_gateway_is_a_clear_error(runtime: Runtime) -> None:
         assert service.get_claim(session, claim_id).status == ClaimStatus.BUILT
 
 
-def test_list_recovers_correlation_ids(runtime: Runtime, gateway: FakeGateway) -> None:  # noqa: F811
+def test_list_recovers_correlation_ids(runtime: Runtime, gateway: FakeGateway) -> None:
     claim_id, _ = built_claim(runtime)
     with runtime.unit_of_work() as uow:
         correlation_id = service.submit_claim(uow, runtime.settings, claim_id, actor="f@example.org").correlation_id
@@ -152,7 +144,7 @@ def test_list_recovers_correlation_ids(runtime: Runtime, gateway: FakeGateway) -
     ]
 
 
-def test_the_gateways_replies_are_govtalk_messages(runtime: Runtime, gateway: FakeGateway, tmp_path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_the_gateways_replies_are_govtalk_messages(runtime: Runtime, gateway: FakeGateway, tmp_path) -> None:  # type: ignore[no-untyped-def]
     claim_id, _ = built_claim(runtime)
     client = GovTalkClient(gateway.url, SENDER_ID, PASSWORD)
     path = tmp_path / "claim.xml"
@@ -170,7 +162,7 @@ def test_the_gateways_replies_are_govtalk_messages(runtime: Runtime, gateway: Fa
     assert [(e.number, e.type) for e in bad.errors] == [(1046, "fatal")]
 
 
-def test_submit_and_poll_through_the_api(runtime: Runtime, gateway: FakeGateway, client) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_submit_and_poll_through_the_api(runtime: Runtime, gateway: FakeGateway, client) -> None:  # type: ignore[no-untyped-def]
     claim_id, _ = built_claim(runtime)
     finance, fundraiser = staff_headers(runtime, "finance"), staff_headers(runtime, "fundraiser")
     assert client.post(f"/api/giftaid/claims/{claim_id}/submit", headers=fundraiser).status_code == 403
@@ -184,7 +176,7 @@ def test_submit_and_poll_through_the_api(runtime: Runtime, gateway: FakeGateway,
 
 def test_a_large_message_is_streamed_with_its_length(
     runtime: Runtime,
-    gateway: FakeGateway,  # noqa: F811
+    gateway: FakeGateway,
     tmp_path,  # type: ignore[no-untyped-def]
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -209,7 +201,7 @@ def _with_password(settings: Settings, password: str) -> Settings:
 
 def test_a_gateway_error_on_a_poll_leaves_the_claim_submitted_and_its_gifts_claimed(
     runtime: Runtime,
-    gateway: FakeGateway,  # noqa: F811
+    gateway: FakeGateway,
 ) -> None:
     """The gateway password changed between submit and poll: 1046 Authentication Failure, raised by the gateway,
     is not HMRC's verdict on the claim (HMRC still holds it and may accept it). The claim stays submitted, shows
@@ -229,7 +221,7 @@ def test_a_gateway_error_on_a_poll_leaves_the_claim_submitted_and_its_gifts_clai
 
 def test_a_success_response_with_a_warning_is_accepted(
     runtime: Runtime,
-    gateway: FakeGateway,  # noqa: F811
+    gateway: FakeGateway,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """GovTalk errors of Type `warning` do not fail a response (giftaid.md §3.1: fatal|recoverable|business|warning)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import time_machine
@@ -16,35 +15,16 @@ from sqlmodel import select
 
 from core.models import Job, JobStatus
 from core.runtime import Runtime
-from core.settings import Settings
 from giftaid import service, tasks
 from giftaid.errors import InvalidTransition, SubmissionFailed
 from giftaid.models import ClaimStatus
-from tests.fixtures.app import make_settings
 from tests.giftaid.factories import TODAY, donor, make_gift
-from tests.giftaid.fake_gateway import PASSWORD, SENDER_ID, FakeGateway
+from tests.giftaid.fake_gateway import FakeGateway, gateway, settings
 from tests.giftaid.hmrc_files import envelope_errors
 
+__all__ = ["gateway", "settings"]  # fixtures, shared with the other gateway tests
+
 DELETE_JOB = "giftaid.delete_at_hmrc"
-
-
-@pytest.fixture
-def gateway() -> Iterator[FakeGateway]:
-    fake = FakeGateway()
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def settings(database_url: str, tmp_path, gateway: FakeGateway) -> Settings:  # type: ignore[no-untyped-def]
-    return make_settings(
-        database_url,
-        tmp_path,
-        hmrc={"gateway_url": gateway.url, "sender_id": SENDER_ID, "password": PASSWORD, "vendor_id": "1234"},
-    )
 
 
 def built_claim(runtime: Runtime) -> uuid.UUID:

@@ -9,39 +9,19 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from lxml import etree
 
 from core.runtime import Runtime
-from core.settings import Settings
 from giftaid import service, tasks
 from giftaid.errors import InvalidTransition, SubmissionFailed
 from giftaid.govtalk import GatewayError, parse_reply
 from giftaid.models import ClaimStatus
-from tests.fixtures.app import make_settings
 from tests.giftaid.factories import TODAY, donor, make_gift
-from tests.giftaid.fake_gateway import PASSWORD, SENDER_ID, FakeGateway
+from tests.giftaid.fake_gateway import PASSWORD, FakeGateway, gateway, settings
 
-
-@pytest.fixture
-def gateway() -> Iterator[FakeGateway]:
-    fake = FakeGateway()
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def settings(database_url: str, tmp_path, gateway: FakeGateway) -> Settings:  # type: ignore[no-untyped-def]
-    return make_settings(
-        database_url,
-        tmp_path,
-        hmrc={"gateway_url": gateway.url, "sender_id": SENDER_ID, "password": PASSWORD, "vendor_id": "1234"},
-    )
+__all__ = ["gateway", "settings"]  # fixtures, shared with the other gateway tests
 
 
 def built_claim(runtime: Runtime, gifts: int = 2) -> uuid.UUID:

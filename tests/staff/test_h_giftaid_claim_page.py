@@ -5,39 +5,18 @@ HMRC rejected showed only the first three error texts, without the gifts."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
-import pytest
 from sqlmodel import select
 from starlette.testclient import TestClient
 
 from core.clock import uk_today
 from core.runtime import Runtime
-from core.settings import Settings
 from giftaid import service
 from giftaid.models import Claim, ClaimGift
-from tests.fixtures.app import make_settings
-from tests.giftaid.fake_gateway import PASSWORD, SENDER_ID, FakeGateway
+from tests.giftaid.fake_gateway import FakeGateway, gateway, settings
 from tests.staff.conftest import add_gift, add_supporter
 
-
-@pytest.fixture
-def gateway() -> Iterator[FakeGateway]:
-    fake = FakeGateway()
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def settings(database_url: str, tmp_path, gateway: FakeGateway) -> Settings:  # type: ignore[no-untyped-def]
-    return make_settings(
-        database_url,
-        tmp_path,
-        hmrc={"gateway_url": gateway.url, "sender_id": SENDER_ID, "password": PASSWORD, "vendor_id": "1234"},
-    )
+__all__ = ["gateway", "settings"]  # fixtures, shared with the other gateway tests
 
 
 def _sent_claim(runtime: Runtime, client: TestClient, csrf: str) -> str:
