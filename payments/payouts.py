@@ -115,7 +115,7 @@ def upsert_payout(
         wanted["arrival_date"] = arrival_date
     if reference:
         wanted["reference"] = reference
-    if source == "api" or payout.source != "api":
+    if source == SOURCE_API or payout.source != SOURCE_API:
         # First known from a file, now reported by the provider: its amount is the provider's from here on (a later
         # file must agree with it, `imports._store`). A file never takes that back.
         wanted["source"] = source

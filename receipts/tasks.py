@@ -58,8 +58,9 @@ def _render_and_record(
 ) -> None:
     digest, size = service.render_and_store(runtime.settings, job)
     with unit_of_work(sessions, jobs.send_jobs) as uow:  # type: ignore[arg-type]
-        service.record_rendered(uow, job.document_id, storage_key=job.storage_key, digest=digest, size=size)
-        if service.withdrawn(uow.session, job.document_id):
+        delivery = service.record_rendered(uow, job.document_id, storage_key=job.storage_key, digest=digest, size=size)
+        # A planned delivery means it was issued; only otherwise can it have been withdrawn (no read on the usual path).
+        if delivery is None and service.withdrawn(uow.session, job.document_id):
             # Its supporter was erased while it rendered (after the erasure deleted what was stored): the PDF stored
             # just now names them and must not stay.
             stored = service.store_for(runtime.settings).path(job.storage_key)
