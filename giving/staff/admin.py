@@ -18,11 +18,12 @@ from core.clock import utc_now
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.http import in_thread
 from core.models import ApiToken, AuditEntry, StaffRole, StaffUser
+from giving.staff import queries
 from giving.staff.supporters import parse_uuid
 from giving.staff.web import (
     PAGE_SIZE,
     form_of,
-    page_number,
+    page_cursors,
     query_text,
     reading,
     redirect_done,
@@ -107,8 +108,12 @@ async def change_user(request: Request, staff: Principal) -> Response:
     form = await form_of(request)
     action = str(form.get("action", ""))
     if user_id == staff.user_id:
-        raise ValidationFailed("you cannot change your own account here (ask another admin), so nobody locks out")
-    role = auth.parse_role(str(form.get("role", ""))) if action == "role" else None
+        # Refused on the page itself, with nothing changed (a bare error page would lose the list).
+        return await _users_with_errors(
+            request,
+            {"": "You cannot change your own account here (ask another admin), so nobody locks everyone out."},
+            {},
+        )
     rt = runtime(request)
 
     def work() -> tuple[str, str | None]:
@@ -117,7 +122,12 @@ async def change_user(request: Request, staff: Principal) -> Response:
             if user is None:
                 raise NotFound(f"no staff user {user_id}")
             uri = None
-            if action == "role" and role is not None:
+            if action == "role":
+                try:
+                    role = auth.parse_role(str(form.get("role", "")))
+                except ValidationFailed as exc:
+                    choices = ", ".join(r.value for r in StaffRole)
+                    raise ValidationFailed(f"Choose a role for {user.email}: {choices}. Nothing was changed.") from exc
                 before = str(user.role)
                 user.role = role
                 if role in auth.ROLES_WITH_TOTP and not user.totp_secret:
@@ -134,12 +144,17 @@ async def change_user(request: Request, staff: Principal) -> Response:
                 done = f"{user.email} is {'reactivated' if user.active else 'deactivated'}."
                 audit(uow, staff, action, "staff_user", user.id)
             else:
-                raise ValidationFailed("choose a change")
+                raise ValidationFailed(
+                    f"Choose a change for {user.email}: a new role, deactivate or reactivate. Nothing was changed."
+                )
             uow.session.add(user)
             auth.revoke_sessions(uow, user.id)
             return done, uri
 
-    done, uri = await in_thread(work)
+    try:
+        done, uri = await in_thread(work)
+    except ValidationFailed as exc:
+        return await _users_with_errors(request, {"": exc.detail}, {})
     if uri:
 
         def load() -> list[StaffUser]:
@@ -186,7 +201,7 @@ async def tokens(request: Request, staff: Principal) -> Response:
 async def create_token(request: Request, staff: Principal) -> Response:
     form = await form_of(request)
     email, name = str(form.get("email", "")), str(form.get("name", "")).strip()[:100]
-    days = TOKEN_LIFETIMES.get(str(form.get("days", "")), 365)
+    days = TOKEN_LIFETIMES.get(str(form.get("days", "")))
     rt = runtime(request)
     values = {"email": email, "name": name, "days": str(form.get("days", ""))}
 
@@ -199,8 +214,13 @@ async def create_token(request: Request, staff: Principal) -> Response:
         context.update(errors=errors, values=values)
         return render(request, "admin/tokens.html", context, status_code=400)
 
+    errors = {}
     if not name:
-        return await with_errors({"name": "Say what the token is for"})
+        errors["name"] = "Say what the token is for"
+    if days is None:
+        errors["days"] = "Choose how long the token lasts: 30 days, 90 days or a year"
+    if errors or days is None:
+        return await with_errors(errors)
 
     def work() -> dict[str, Any]:
         with rt.unit_of_work() as uow:
@@ -246,35 +266,28 @@ async def revoke_token(request: Request, staff: Principal) -> Response:
 async def audit_log(request: Request, staff: Principal) -> Response:
     actor = query_text(request, "actor", 254)
     object_id = query_text(request, "object_id", 64)
-    page = page_number(request)
+    before, after = page_cursors(request)
 
-    def load() -> tuple[list[AuditEntry], bool]:
+    def load() -> queries.KeysetPage[AuditEntry]:
         query = select(AuditEntry)
         if actor:
             query = query.where(AuditEntry.actor == actor.lower())
         if object_id:
             query = query.where(AuditEntry.object_id == object_id)
         with reading(runtime(request)) as session:
-            rows = list(
-                session.exec(
-                    query.order_by(col(AuditEntry.at).desc(), col(AuditEntry.id).desc())
-                    .offset((page - 1) * PAGE_SIZE)
-                    .limit(PAGE_SIZE + 1)
-                ).all()
-            )
-        return rows[:PAGE_SIZE], len(rows) > PAGE_SIZE
+            return queries.keyset_page(session, query, AuditEntry, before=before, after=after, size=PAGE_SIZE)
 
-    entries, has_next = await in_thread(load)
+    page = await in_thread(load)
     query = urllib.parse.urlencode({k: v for k, v in (("actor", actor), ("object_id", object_id)) if v})
     return render(
         request,
         "admin/audit.html",
         {
-            "entries": entries,
+            "entries": page.items,
             "actor": actor,
             "object_id": object_id,
-            "page": page,
-            "has_next": has_next,
+            "newer": page.newer,
+            "older": page.older,
             "base_url": "/staff/admin/audit" + (f"?{query}" if query else ""),
         },
     )

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from core.auth import Principal, audit
-from core.errors import ValidationFailed
 from core.http import in_thread
 from core.models import StaffRole
+from core.runtime import Runtime
 from crm import service as crm_service
 from giving import privacy
 from giving.staff.supporters import parse_uuid
@@ -43,35 +44,42 @@ async def export(request: Request, staff: Principal) -> Response:
     )
 
 
+def _erase_context(rt: Runtime, supporter_id: uuid.UUID) -> dict[str, Any]:
+    """What the erase page says the erasure will do."""
+    with reading(rt) as session:
+        supporter = crm_service.resolve_supporter(session, supporter_id)
+        ids = privacy.supporter_ids(session, supporter.id)
+        claimed = privacy.claimed_gifts(session, ids)
+        regular = payments_service.open_regular_gifts(session, ids)
+    return {
+        "supporter": supporter,
+        "regular_gifts": regular,
+        "claimed": len(claimed),
+        "last_claimed": max((c.received_on for c in claimed), default=None),
+        # The date the erasure will set (the end of the last claimed gift's financial period, plus six years).
+        "purge_after": privacy.hmrc_purge_after(rt.settings, claimed),
+    }
+
+
 @staff_page(StaffRole.ADMIN)
 async def erase_form(request: Request, staff: Principal) -> Response:
     supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
-    rt = runtime(request)
-
-    def load() -> dict[str, Any]:
-        with reading(rt) as session:
-            supporter = crm_service.resolve_supporter(session, supporter_id)
-            ids = privacy.supporter_ids(session, supporter.id)
-            claimed = privacy.claimed_gifts(session, ids)
-            regular = payments_service.open_regular_gifts(session, ids)
-        return {
-            "supporter": supporter,
-            "regular_gifts": regular,
-            "claimed": len(claimed),
-            "last_claimed": max((c.received_on for c in claimed), default=None),
-            # The date the erasure will set (the end of the last claimed gift's financial period, plus six years).
-            "purge_after": privacy.hmrc_purge_after(rt.settings, claimed),
-        }
-
-    return render(request, "supporters/erase.html", await in_thread(load))
+    return render(request, "supporters/erase.html", await in_thread(_erase_context, runtime(request), supporter_id))
 
 
 @staff_page(StaffRole.ADMIN)
 async def erase(request: Request, staff: Principal) -> Response:
     supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
-    if str((await form_of(request)).get("confirm", "")).strip().upper() != "ERASE":
-        raise ValidationFailed("type ERASE in the box to confirm; nothing was changed")
+    typed = str((await form_of(request)).get("confirm", ""))
     rt = runtime(request)
+    if typed.strip().upper() != "ERASE":
+        # The erase page again, saying what is wrong; nothing is changed.
+        context = await in_thread(_erase_context, rt, supporter_id)
+        context.update(
+            errors={"confirm": "Type ERASE in the box to confirm the erasure. Nothing was changed."},
+            values={"confirm": typed[:100]},
+        )
+        return render(request, "supporters/erase.html", context, status_code=400)
 
     def work() -> privacy.ErasureResult:
         with rt.unit_of_work() as uow:

@@ -3,14 +3,16 @@ package's tables). Use cases that change anything go through the packages' own s
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from core.clock import UK
 from crm import service as crm_service
@@ -113,28 +115,114 @@ def history_types(session: Session, supporter_id: uuid.UUID) -> list[str]:
     ]
 
 
+# --- keyset paging (history, audit log) ----------------------------------------------------------------------
+# A page is named by where it starts, not by its number: `?before=<cursor>` is the page of rows older than the row
+# the cursor names, `?after=<cursor>` the page of rows newer than it. Rows added between two page loads then
+# neither repeat on the next page nor push one off it (OFFSET paging did both).
+
+Cursor = tuple[dt.datetime, uuid.UUID]
+CURSOR_MAX_LENGTH = 120
+
+
+class Timed(Protocol):
+    at: dt.datetime
+    id: uuid.UUID
+
+
+T = TypeVar("T", bound=Timed)
+
+
+def encode_cursor(row: Timed) -> str:
+    raw = f"{row.at.astimezone(dt.UTC).isoformat(timespec='microseconds')}|{row.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> Cursor | None:
+    """The (at, id) a cursor of ours names; None for anything else (the page then starts from the newest)."""
+    if not text or len(text) > CURSOR_MAX_LENGTH:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        at_text, _, id_text = raw.partition("|")
+        at = dt.datetime.fromisoformat(at_text)
+        if at.tzinfo is None:
+            return None
+        return at, uuid.UUID(id_text)
+    except ValueError:  # also binascii.Error and UnicodeDecodeError
+        return None
+
+
 @dataclass
-class HistoryPage:
-    items: list[HistoryEntry]
-    page: int
-    has_next: bool
+class KeysetPage(Generic[T]):
+    items: list[T]
+    # The cursors of the pages either side (`?after=` newer, `?before=` older); None when there is none.
+    newer: str | None
+    older: str | None
+
+
+def keyset_page(
+    session: Session,
+    query: SelectOfScalar[T],
+    model: type[T],
+    *,
+    before: Cursor | None,
+    after: Cursor | None,
+    size: int,
+) -> KeysetPage[T]:
+    """One page of `query`'s rows, newest first in the total order (at desc, id desc): the `size` rows just older
+    than `before`, or just newer than `after`, or else the newest. A cursor with nothing beyond it shows the newest."""
+    at, ident = col(model.at), col(model.id)
+
+    def older_than(cursor: Cursor) -> sa.ColumnElement[bool]:
+        return sa.or_(at < cursor[0], sa.and_(at == cursor[0], ident < cursor[1]))
+
+    def newer_than(cursor: Cursor) -> sa.ColumnElement[bool]:
+        return sa.or_(at > cursor[0], sa.and_(at == cursor[0], ident > cursor[1]))
+
+    def any_row(condition: sa.ColumnElement[bool]) -> bool:
+        return session.exec(query.where(condition).limit(1)).first() is not None
+
+    if after is not None:
+        rows = list(session.exec(query.where(newer_than(after)).order_by(at.asc(), ident.asc()).limit(size + 1)))
+        if rows:
+            has_newer = len(rows) > size
+            rows = rows[:size][::-1]
+            has_older = any_row(older_than((rows[-1].at, rows[-1].id)))
+            return _keyset(rows, has_newer, has_older)
+        before = None
+    condition = older_than(before) if before is not None else sa.true()
+    rows = list(session.exec(query.where(condition).order_by(at.desc(), ident.desc()).limit(size + 1)))
+    has_older = len(rows) > size
+    rows = rows[:size]
+    if before is not None and not rows:
+        # Nothing older than the cursor (its rows were deleted meanwhile): the newest page, not an empty one.
+        return keyset_page(session, query, model, before=None, after=None, size=size)
+    has_newer = before is not None and any_row(newer_than((rows[0].at, rows[0].id)))
+    return _keyset(rows, has_newer, has_older)
+
+
+def _keyset(rows: list[T], has_newer: bool, has_older: bool) -> KeysetPage[T]:
+    return KeysetPage(
+        rows,
+        newer=encode_cursor(rows[0]) if rows and has_newer else None,
+        older=encode_cursor(rows[-1]) if rows and has_older else None,
+    )
 
 
 def history_page(
-    session: Session, supporter_id: uuid.UUID, *, type: str | None, page: int, page_size: int
-) -> HistoryPage:
+    session: Session,
+    supporter_id: uuid.UUID,
+    *,
+    type: str | None,
+    page_size: int,
+    before: Cursor | None = None,
+    after: Cursor | None = None,
+) -> KeysetPage[HistoryEntry]:
     """Newest first (then by id, a total order); one page of `page_size`, optionally of one type only."""
     query = select(HistoryEntry).where(HistoryEntry.supporter_id == supporter_id)
     if type:
         query = query.where(HistoryEntry.type == type)
-    rows = list(
-        session.exec(
-            query.order_by(col(HistoryEntry.at).desc(), col(HistoryEntry.id).desc())
-            .offset((page - 1) * page_size)
-            .limit(page_size + 1)
-        ).all()
-    )
-    return HistoryPage(rows[:page_size], page, len(rows) > page_size)
+    return keyset_page(session, query, HistoryEntry, before=before, after=after, size=page_size)
 
 
 def gifts_of(session: Session, supporter_id: uuid.UUID, *, limit: int = 20) -> list[Gift]:

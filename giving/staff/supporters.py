@@ -16,7 +16,7 @@ from core import signing
 from core.auth import Principal, audit
 from core.clock import uk_today
 from core.db import UnitOfWork
-from core.errors import Conflict, NotFound, ValidationFailed
+from core.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from core.http import in_thread
 from core.models import StaffRole
 from core.money import format_pence
@@ -30,7 +30,7 @@ from giving.staff import queries
 from giving.staff.web import (
     PAGE_SIZE,
     form_of,
-    page_number,
+    page_cursors,
     provider_name,
     query_text,
     reading,
@@ -158,7 +158,7 @@ def supporter_context(
     with rt.unit_of_work() as uow:
         profile = queries.supporter_profile(uow.session, supporter_id)
         supporter = profile.supporter
-        history = queries.history_page(uow.session, supporter.id, type=None, page=1, page_size=HISTORY_ON_PAGE)
+        history = queries.history_page(uow.session, supporter.id, type=None, page_size=HISTORY_ON_PAGE)
         gifts = queries.gifts_of(uow.session, supporter.id)
         that_day = queries.gifts_received_on(uow.session, supporter.id, gifts_on) if gifts_on else []
         documents = list(receipts_service.documents_of(uow.session, supporter.id))
@@ -267,7 +267,7 @@ def _form_shown(profile: queries.SupporterProfile, form: str) -> bool:
             return state in ("active", "awaiting_confirmation")
         if form == f"confirm-{declaration.id}":
             return state == "awaiting_confirmation"
-    return form in ("consent", "declaration", "note")
+    return form in ("consent", "declaration", "note", "merge")
 
 
 async def _show_with_errors(
@@ -278,7 +278,9 @@ async def _show_with_errors(
     errors: dict[str, str],
     *,
     gifts_on: dt.date | None = None,
+    values: dict[str, str] | None = None,
 ) -> Response:
+    """`values`: what was typed, when not a posted form (the merge preview's box is a GET)."""
     context = await in_thread(supporter_context, runtime(request), staff, supporter_id, "", gifts_on)
     # An erased record shows none of these forms: say why, whatever was wrong with the form.
     not_erased(context["profile"].supporter)
@@ -286,7 +288,8 @@ async def _show_with_errors(
         # The form is not on the page (the declaration was cancelled meanwhile, or is not spoken): the error
         # summary says what happened, with no link to a field that is not there.
         errors = {"": "; ".join(dict.fromkeys(errors.values()))}
-    values = {k: str(v) for k, v in (await form_of(request)).items() if k != "csrf_token"}
+    if values is None:
+        values = {k: str(v) for k, v in (await form_of(request)).items() if k != "csrf_token"}
     context.update(errors=errors, values=values, open_form=form)
     return render(request, "supporters/show.html", context, status_code=400)
 
@@ -295,19 +298,26 @@ async def _show_with_errors(
 async def history(request: Request, staff: Principal) -> Response:
     supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
     kind = query_text(request, "type", 32) or None
-    page = page_number(request)
+    before, after = page_cursors(request)
 
     def load() -> dict[str, Any]:
         with runtime(request).unit_of_work() as uow:
             supporter = crm_service.resolve_supporter(uow.session, supporter_id)
-            items = queries.history_page(uow.session, supporter.id, type=kind, page=page, page_size=PAGE_SIZE)
+            page = queries.history_page(
+                uow.session, supporter.id, type=kind, page_size=PAGE_SIZE, before=before, after=after
+            )
             types = queries.history_types(uow.session, supporter.id)
-            audit(uow, staff, "view", "supporter_history", supporter.id, {"type": kind or "", "page": page})
+            shown = {"type": kind or ""}
+            if page.items and (before or after):
+                # Which page it was: the time of its newest and oldest items.
+                shown["from"] = page.items[0].at.isoformat()
+                shown["to"] = page.items[-1].at.isoformat()
+            audit(uow, staff, "view", "supporter_history", supporter.id, shown)
         return {
             "supporter": supporter,
-            "items": items.items,
-            "page": page,
-            "has_next": items.has_next,
+            "items": page.items,
+            "newer": page.newer,
+            "older": page.older,
             "type": kind or "",
             "types": types,
         }
@@ -601,7 +611,13 @@ async def merge_preview(request: Request, staff: Principal) -> Response:
                 "moved": sorted((k, v) for k, v in result.moved.items() if v),
             }
 
-    return render(request, "supporters/merge.html", await in_thread(load))
+    try:
+        context = await in_thread(load)
+    except (BadRequest, NotFound, Conflict) as exc:
+        # No such duplicate, the record itself, or one erased: the supporter's page again, the error by the box.
+        detail = exc.detail[:1].upper() + exc.detail[1:]
+        return await _show_with_errors(request, staff, survivor_id, "merge", {"other": detail}, values={"other": other})
+    return render(request, "supporters/merge.html", context)
 
 
 @staff_page(*merge.MERGERS)

@@ -30,6 +30,7 @@ from core.http import in_thread, runtime_of, whole_number
 from core.models import StaffRole
 from core.money import Money, format_pence
 from core.runtime import Runtime
+from giving.staff import queries
 from giving.staff import session as staff_session
 
 HERE = Path(__file__).resolve().parent
@@ -306,6 +307,14 @@ def reading(rt: Runtime) -> Iterator[Session]:
         session.expunge_all()
         session.rollback()
         session.close()
+
+
+def page_cursors(request: Request) -> tuple[queries.Cursor | None, queries.Cursor | None]:
+    """`?before=` and `?after=` of a keyset-paged page (`queries.keyset_page`); a cursor not of ours is ignored."""
+    limit = queries.CURSOR_MAX_LENGTH + 1
+    before = queries.decode_cursor(query_text(request, "before", limit))
+    after = None if before else queries.decode_cursor(query_text(request, "after", limit))
+    return before, after
 
 
 def page_number(request: Request) -> int:

@@ -47,6 +47,15 @@ def test_fundraiser_finds_a_supporter_records_a_declaration_and_is_refused_the_c
     page.get_by_role("link", name=re.compile("The full history")).click()
     page.wait_for_url(f"**/staff/supporters/{supporter_id}/history")
     assert page.locator(".timeline-item").count() == 50
+    # Keyset paging: an item arriving meanwhile is not shown again on the older page (61 items: 60 and the consent).
+    add_supporter_items(live_server.runtime, supporter_id)
+    page.get_by_role("link", name=re.compile("Older")).click()
+    page.wait_for_url("**before=*")
+    assert page.locator(".timeline-item").count() == 11
+    page.get_by_role("link", name=re.compile("Newer")).click()
+    page.wait_for_url("**after=*")
+    assert page.locator(".timeline-item").count() == 50
+    assert page.get_by_role("link", name=re.compile("Newer")).count() == 1  # the item that arrived
     page.get_by_label("Show").select_option("gift")
     page.get_by_role("button", name="Filter").click()
     page.wait_for_url("**type=gift")
@@ -212,3 +221,13 @@ def test_phone_sized_screen_and_keyboard(
         live_server.screenshot(page, "13-supporter-phone")
     finally:
         context.close()
+
+
+def add_supporter_items(runtime: Any, supporter_id: Any) -> None:
+    """One newer item, as a late webhook or a colleague's note would add while the history is open."""
+    from crm import service as crm_service
+
+    with runtime.unit_of_work() as uow:
+        crm_service.record_history(
+            uow, supporter_id, type="note", summary="Arrived meanwhile", at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+        )
