@@ -1,13 +1,17 @@
 """Email over SMTP (`[email]` settings): no TLS and no login unless configured. With `use_tls`, STARTTLS to a server
-whose certificate the machine trusts (its CA store; `SSL_CERT_FILE` names another)."""
+whose certificate the machine trusts (its CA store; `SSL_CERT_FILE` names another). With `outbox_dir` (the demo, a
+laptop) each message is written there as a `.eml` file instead; `delete_from_outbox` removes a person's (erasure)."""
 
 from __future__ import annotations
 
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
+from email.utils import formatdate, getaddresses, make_msgid
 from pathlib import Path
 
 from core.settings import EmailSettings
@@ -71,6 +75,34 @@ def send_email(email: Email, settings: EmailSettings) -> str:
     except (OSError, smtplib.SMTPException) as exc:
         raise MailError(f"could not send to {email.to}: {exc}") from exc
     return str(message["Message-ID"])
+
+
+def outbox_recipients(path: Path) -> list[str]:
+    """The addresses (To, Cc, Bcc; lower case) of one message in the outbox; only its headers are read."""
+    with path.open("rb") as handle:
+        headers = BytesHeaderParser(policy=default_policy).parse(handle)
+    fields = [str(value) for name in ("To", "Cc", "Bcc") for value in headers.get_all(name, [])]
+    return [address.strip().lower() for _, address in getaddresses(fields) if address.strip()]
+
+
+def delete_from_outbox(outbox_dir: str, addressed_to: Callable[[str], bool]) -> int:
+    """Delete every message of the outbox (`[email] outbox_dir`) with a recipient `addressed_to` accepts (it is
+    given each address in lower case); returns how many. Other files, and other people's messages, stay."""
+    if not outbox_dir:
+        return 0
+    outbox = Path(outbox_dir)
+    if not outbox.is_dir():
+        return 0
+    deleted = 0
+    for path in sorted(outbox.glob("*.eml")):
+        try:
+            recipients = outbox_recipients(path)
+        except FileNotFoundError:  # deleted meanwhile (another run of the same job)
+            continue
+        if any(addressed_to(address) for address in recipients):
+            path.unlink(missing_ok=True)
+            deleted += 1
+    return deleted
 
 
 def _write_to_outbox(message: EmailMessage, outbox: Path) -> str:

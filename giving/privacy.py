@@ -11,7 +11,7 @@
   claimed on each Gift Aid claim (`giftaid_claim_donors`) and the declarations those claims relied on — until six
   years after the end of the financial period of the last claimed gift (`supporters.purge_after`). With nothing
   claimed, everything goes at once. Email addresses also go from failed deliveries', jobs' and webhook events' error
-  texts.
+  texts, and their emails from the outbox directory when mail is written there (`[email] outbox_dir`).
 - `purge_due`: the periodic job's work: blanks what was kept once `purge_after` has passed (or moves it on, when a
   gift was claimed after the erasure with the declaration kept).
 - `prune_webhook_bodies`: raw provider bodies are kept only `[web] keep_webhook_bodies_days`.
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import hashlib
+import hmac
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from core import mailer, signing
 from core.clock import add_years, isoformat_z, uk_today, utc_now
 from core.db import UnitOfWork
 from core.models import Job
@@ -64,6 +67,8 @@ EXPORT_FORMAT = "giving-subject-access-v1"
 KEEP_FOR_HMRC_YEARS = 6
 ERASED_NAME = ("Erased", "supporter")
 ERASURE_REQUEST = payments_service.ERASURE_REQUEST
+# The job deleting an erased supporter's emails from the outbox directory (giving/privacy_tasks.py).
+OUTBOX_JOB = "privacy.delete_outbox_mail"
 
 
 # --- subject access export -----------------------------------------------------------------------------------
@@ -350,11 +355,33 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
         "document_deliveries",
         session.execute(sa.update(Delivery).where(col(Delivery.supporter_id).in_(ids)).values(to_email=None)),
     )
+    # Where emails are written to an outbox directory instead of sent (the demo, a laptop: `[email] outbox_dir`),
+    # each is a `.eml` file with their name, address and receipts: those go too, by a durable job written here (a
+    # crash after the commit loses nothing; the sweep sends it again). It names the addresses only by a keyed
+    # digest, so the jobs table keeps no address of the person erased.
+    if settings.email.outbox_dir and addresses:
+        secret = signing.signing_secret(session, settings.web.secret_key.get_secret_value())
+        uow.enqueue(OUTBOX_JOB, digests=[outbox_digest(secret, address) for address in addresses])
     _count(changed, "inbound_events", _drop_event_bodies(session, emails))
     if purge_after is None:
         _count(changed, "giftaid_claim_donors", _blank_claim_donors(session, ids))
     session.flush()
     return ErasureResult(ids[0], purge_after is not None, purge_after, changed)
+
+
+def outbox_digest(secret: str, address: str) -> str:
+    """An email address as the outbox job names it: an HMAC-SHA256 keyed with the app's signing secret."""
+    return hmac.new(secret.encode(), address.strip().lower().encode(), hashlib.sha256).hexdigest()
+
+
+def delete_outbox_mail(session: Session, settings: Settings, digests: list[str]) -> int:
+    """The outbox job's work: delete every message in `[email] outbox_dir` addressed to one of these addresses
+    (`outbox_digest`); returns how many."""
+    secret = signing.signing_secret(session, settings.web.secret_key.get_secret_value())
+    wanted = set(digests)
+    return mailer.delete_from_outbox(
+        settings.email.outbox_dir, lambda address: outbox_digest(secret, address) in wanted
+    )
 
 
 def _delete_files(paths: list[Path]) -> None:

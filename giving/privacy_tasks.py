@@ -1,5 +1,6 @@
-"""Periodic privacy jobs (added to giving/worker.py TASK_MODULES): raw webhook bodies kept only
-`[web] keep_webhook_bodies_days`, and what was kept of erased supporters for HMRC purged when its time is over."""
+"""Privacy jobs (added to giving/worker.py TASK_MODULES). Periodic: raw webhook bodies kept only
+`[web] keep_webhook_bodies_days`, and what was kept of erased supporters for HMRC purged when its time is over.
+Asked for by an erasure: its supporter's emails deleted from the outbox directory (`[email] outbox_dir`)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,8 @@ def prune_webhook_bodies(uow: UnitOfWork) -> int:
 @jobs.actor("privacy.purge_erased", queue="default", time_limit_ms=300_000, max_retries=3)
 def purge_erased(uow: UnitOfWork) -> int:
     return privacy.purge_due(uow, get_runtime().settings)
+
+
+@jobs.actor(privacy.OUTBOX_JOB, queue="default", time_limit_ms=300_000, max_retries=5)
+def delete_outbox_mail(uow: UnitOfWork, digests: list[str]) -> int:
+    return privacy.delete_outbox_mail(uow.session, get_runtime().settings, digests)
