@@ -260,3 +260,7 @@ class PendingSubscription(SQLModel, table=True):
     created_at: dt.datetime = created_at_field()
     expires_at: dt.datetime = created_at_field()
     confirmed_at: dt.datetime | None = utc_field()
+    # The confirmation email was not sent, because when its job ran it was no longer wanted: `withdrawn` (they
+    # asked us to stop after asking for it), `granted` (subscribed meanwhile) or `expired` (the link would be dead).
+    skipped_at: dt.datetime | None = utc_field()
+    skipped_reason: str | None = Field(default=None, max_length=32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import logging
 import re
 import unicodedata
 import uuid
@@ -64,6 +65,8 @@ from crm.validation import (
     normalise_postcode,
     overseas_house,
 )
+
+log = logging.getLogger("giving.crm")
 
 ORAL_CANCELLATION_WINDOW = dt.timedelta(days=30)
 INTEREST_KIND = re.compile(r"^[a-z][a-z_]{1,31}$")
@@ -993,6 +996,29 @@ def start_subscription(
     uow.session.flush()
     uow.enqueue("crm.send_subscription_confirmation", pending_id=str(pending.id))
     return pending
+
+
+def confirmation_not_wanted(session: Session, pending: PendingSubscription) -> str | None:
+    """Why a subscription's confirmation email should not go now (its job asks when it runs, also on a retry), or
+    None: `withdrawn` (they asked us to stop after asking for it: an unsubscribe link, staff; what they asked last
+    stands, as `confirm_subscription` holds), `granted` (subscribed meanwhile, say on the donate form: nothing left
+    to confirm) or `expired` (the link would arrive dead)."""
+    if pending.expires_at <= utc_now():
+        return "expired"
+    current = repository.current_consents(session, pending.supporter_id).get(ConsentChannel.EMAIL)
+    if current is not None and current.status == ConsentStatus.GRANTED:
+        return "granted"
+    if current is not None and current.status == ConsentStatus.WITHDRAWN and current.at >= pending.created_at:
+        return "withdrawn"
+    return None
+
+
+def skip_confirmation(uow: UnitOfWork, pending: PendingSubscription, reason: str) -> None:
+    """Record that the confirmation email was not sent, and why (`confirmation_not_wanted`)."""
+    pending.skipped_at = utc_now()
+    pending.skipped_reason = reason
+    uow.session.add(pending)
+    log.info("subscription confirmation %s not sent: %s", pending.id, reason)
 
 
 def supporter_for_email(

@@ -17,12 +17,18 @@ from crm.models import PendingSubscription, Supporter
 @actor("crm.send_subscription_confirmation", queue="email", time_limit_ms=60_000, max_retries=6)
 def send_subscription_confirmation(uow: UnitOfWork, pending_id: str) -> None:
     """The double opt-in email: the confirmation link is the first URL of the text part; the unsubscribe link
-    is in the text and in the List-Unsubscribe header. An SMTP failure raises, so the job is retried."""
+    is in the text and in the List-Unsubscribe header. An SMTP failure raises, so the job is retried. Not sent (and
+    recorded on the pending subscription) once no longer wanted (`service.confirmation_not_wanted`)."""
     pending = uow.session.get(PendingSubscription, uuid.UUID(pending_id))
-    if pending is None or pending.confirmed_at is not None:
+    if pending is None or pending.confirmed_at is not None or pending.skipped_at is not None:
         return
     supporter = uow.session.get(Supporter, pending.supporter_id)
     if supporter is None or supporter.email is None:
+        return
+    # Still wanted? Asked now, not when the job was sent: a retry may run days later, after an unsubscribe.
+    reason = service.confirmation_not_wanted(uow.session, pending)
+    if reason is not None:
+        service.skip_confirmation(uow, pending, reason)
         return
     settings = get_runtime().settings
     secret = signing.signing_secret(uow.session, settings.web.secret_key.get_secret_value())
