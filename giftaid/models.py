@@ -160,6 +160,14 @@ class Adjustment(SQLModel, table=True):
     currency: str = Field(default="GBP", max_length=3)
     detail: str = Field(default="", max_length=300)
     detected_at: dt.datetime = created_at_field()
+    # Withdrawn (kept, never deleted): the money came back after all (a dispute won on appeal, a chargeback
+    # cancelled) before HMRC had the deduction, or HMRC had it and the gift is claimed again. A withdrawn adjustment
+    # is carried by no claim still to be sent and counts nowhere.
+    withdrawn_at: dt.datetime | None = utc_field()
+    withdrawn_reason: str = Field(default="", max_length=300)
+    # When finance was told that HMRC has this deduction on money that came back and that it cannot be claimed
+    # again by a claim line (only part of the gift was taken back): said once, on the claim that carried it.
+    owed_noted_at: dt.datetime | None = utc_field()
 
 
 class Message(SQLModel, table=True):
@@ -176,4 +184,7 @@ class Message(SQLModel, table=True):
     qualifier: str = Field(default="", max_length=16)
     correlation_id: str | None = Field(default=None, max_length=32)
     body: str = Field(sa_type=sa.Text)
+    # Why an exchange failed and will be tried again (a delete the gateway did not answer, or answered with an
+    # error worth asking again): kept all the same; empty for an answer that ends the exchange.
+    error: str = Field(default="", max_length=500)
     at: dt.datetime = created_at_field()

@@ -293,8 +293,11 @@ def stream_gad_xml(
         return ("</Date><Total>", _money(pence, dialect), "</Total></GAD>")
 
     in_range = sa.and_(CG.c.claim_id == claim_id, CG.c.line_no.between(first_line, last_line))
+    donor_lines = sa.and_(in_range, CG.c.aggregated.is_(False))
     # Each donor's `<Donor>` element is rendered once (the claim's donors: a fifth of its lines in the bench) and
-    # joined to each of their gifts' lines.
+    # joined to each of their gifts' lines; only the donors of this part's lines (a message of a claim in several
+    # parts rendered every donor of the claim, most of them for nothing).
+    part_donors = sa.select(CG.c.declaration_id).where(donor_lines)
     heads = (
         sa.select(
             CD.c.declaration_id,
@@ -319,13 +322,12 @@ def stream_gad_xml(
                 dialect=dialect,
             ).label("head"),
         )
-        .where(CD.c.claim_id == claim_id)
+        .where(CD.c.claim_id == claim_id, CD.c.declaration_id.in_(part_donors))
         .offset(0)  # a fence: rendered here, once a donor, not above the join for every line
         .subquery("heads")
     )
     with_heads = CG.join(heads, heads.c.declaration_id == CG.c.declaration_id)
     donor = _joined(heads.c.head, sa.cast(CG.c.received_on, sa.String), *tail(CG.c.amount), dialect=dialect)
-    donor_lines = sa.and_(in_range, CG.c.aggregated.is_(False))
     if dialect == "postgresql":
         # The server joins each run of 1,000 line numbers into one text (in line order within it, runs in order),
         # so a message is a few hundred COPY rows instead of a row per line: the client's per-row work (reading a
@@ -505,9 +507,48 @@ def pending_adjustments(session: Session) -> list[Adjustment]:
     return list(
         session.exec(
             select(Adjustment)
-            .where(Adjustment.applied_claim_id.is_(None))  # type: ignore[union-attr]
+            .where(Adjustment.applied_claim_id.is_(None), Adjustment.withdrawn_at.is_(None))  # type: ignore[union-attr]
             .order_by(Adjustment.detected_at, Adjustment.id)  # type: ignore[arg-type]
         )
+    )
+
+
+def standing_adjustments(session: Session) -> list[Any]:
+    """The adjustments that stand (not withdrawn) about live claim rows of claims HMRC has not rejected, each with
+    its row's claimed amount, the money returned when claimed and the money the gift has returned now: to find
+    money that came back (a dispute won, a chargeback cancelled). Starts from the adjustments, so its cost follows
+    the refunds, not the claim history. Ordered by row, newest adjustment first."""
+    A = Adjustment.__table__  # type: ignore[attr-defined]
+    return list(
+        session.execute(
+            sa.select(
+                Adjustment,
+                CG.c.amount.label("claimed"),
+                CG.c.returned_at_claim,
+                CG.c.adjusted_returned,
+                money_returned().label("returned_now"),
+            )
+            .select_from(
+                A.join(CG, sa.and_(CG.c.claim_id == A.c.claim_id, CG.c.gift_id == A.c.gift_id))
+                .join(C, C.c.id == CG.c.claim_id)
+                .join(G, G.c.id == CG.c.gift_id)
+            )
+            .where(
+                A.c.withdrawn_at.is_(None),
+                CG.c.live.is_(True),
+                C.c.status != ClaimStatus.REJECTED.value,
+                # Only rows whose adjustments took back more than the gift now has returned since the claim.
+                money_returned() - CG.c.returned_at_claim < CG.c.adjusted_returned,
+            )
+            .order_by(A.c.claim_id, A.c.gift_id, A.c.detected_at.desc(), A.c.id.desc())
+        )
+    )
+
+
+def release_claim_gift(session: Session, claim_id: uuid.UUID, gift_id: uuid.UUID) -> None:
+    """The gift is no longer claimed by this claim (its row stays, as what was sent): it can be claimed again."""
+    session.execute(
+        sa.update(CG).where(CG.c.claim_id == claim_id, CG.c.gift_id == gift_id, CG.c.live.is_(True)).values(live=None)
     )
 
 
@@ -539,6 +580,10 @@ def list_claims(session: Session) -> list[Claim]:
     return list(session.exec(select(Claim).order_by(col(Claim.built_at).desc(), col(Claim.id))))
 
 
+def claim_with_correlation_id(session: Session, correlation_id: str) -> Claim | None:
+    return session.exec(select(Claim).where(Claim.correlation_id == correlation_id).limit(1)).first()
+
+
 def claim_events(session: Session, claim_id: uuid.UUID) -> list[ClaimEvent]:
     return list(
         session.exec(
@@ -549,6 +594,18 @@ def claim_events(session: Session, claim_id: uuid.UUID) -> list[ClaimEvent]:
 
 def held_back_of(session: Session, claim_id: uuid.UUID) -> list[HeldBack]:
     return list(session.exec(select(HeldBack).where(HeldBack.claim_id == claim_id).order_by(col(HeldBack.gift_id))))
+
+
+def held_back_gift_amounts(session: Session, claim_id: uuid.UUID) -> list[Any]:
+    """(gift_id, amount, returned) of the gifts a claim held back."""
+    H = HeldBack.__table__  # type: ignore[attr-defined]
+    return list(
+        session.execute(
+            sa.select(H.c.gift_id, G.c.amount, money_returned().label("returned"))
+            .select_from(H.join(G, G.c.id == H.c.gift_id))
+            .where(H.c.claim_id == claim_id)
+        )
+    )
 
 
 def release_claim_gifts(session: Session, claim_id: uuid.UUID) -> int:
@@ -574,10 +631,16 @@ def last_sent_at(session: Session, claim_id: uuid.UUID, functions: tuple[str, ..
 
 
 def delete_answered(session: Session, claim_id: uuid.UUID) -> bool:
-    """Whether HMRC has answered a delete of the claim's submission (its answer is kept only once final)."""
+    """Whether HMRC has answered a delete of the claim's submission with an answer that ends it (a failed attempt,
+    kept with its `error`, does not)."""
     found = session.execute(
         sa.select(Message.id)  # type: ignore[call-overload]
-        .where(Message.claim_id == claim_id, Message.direction == "received", Message.function == "delete")
+        .where(
+            Message.claim_id == claim_id,
+            Message.direction == "received",
+            Message.function == "delete",
+            Message.error == "",
+        )
         .limit(1)
     ).first()
     return found is not None
@@ -624,6 +687,6 @@ def claimed_totals(session: Session, supporter_ids: list[uuid.UUID]) -> tuple[in
     adjusted = session.execute(
         sa.select(sa.func.coalesce(sa.func.sum(A.c.amount), 0))
         .select_from(A.join(G, G.c.id == A.c.gift_id))
-        .where(G.c.supporter_id.in_(supporter_ids))
+        .where(G.c.supporter_id.in_(supporter_ids), A.c.withdrawn_at.is_(None))
     ).scalar_one()
     return int(claimed), int(adjusted)

@@ -205,6 +205,20 @@ async def submit_claim(request: Request) -> Response:
     return JSON(answer)
 
 
+async def attach_correlation_id(request: Request) -> Response:
+    """Attach a correlation id recovered from the gateway's list to a claim whose submission got no answer."""
+    claim_id = _uuid(request.path_params["claim_id"], ClaimNotFound)
+    raw = await request.body()
+
+    def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        body = schemas.parse(schemas.AttachIn, _json_object(raw))
+        claim = service.attach_correlation_id(uow, claim_id, body.correlation_id, actor=principal.email)
+        audit(uow, principal, "attach", "giftaid_claim", claim_id, {"correlation_id": claim.correlation_id})
+        return service.claim_json(uow.session, claim, detail=True)
+
+    return JSON(await staff_call(request, FINANCE, work))
+
+
 async def poll_claim(request: Request) -> Response:
     claim_id = _uuid(request.path_params["claim_id"], ClaimNotFound)
     settings = runtime_of(request).settings
@@ -250,6 +264,7 @@ routes: list[BaseRoute] = [
     Route("/api/giftaid/claims/{claim_id}/status", change_status, methods=["POST"]),
     Route("/api/giftaid/claims/{claim_id}/submit", submit_claim, methods=["POST"]),
     Route("/api/giftaid/claims/{claim_id}/poll", poll_claim, methods=["POST"]),
+    Route("/api/giftaid/claims/{claim_id}/attach", attach_correlation_id, methods=["POST"]),
     Route("/api/giftaid/claims/{claim_id}/messages", claim_messages, methods=["GET"]),
     Route("/api/giftaid/gifts/{gift_id}", explain_gift, methods=["GET"]),
 ]

@@ -29,6 +29,11 @@ class SubmitIn(Body):
     again: bool = False
 
 
+class AttachIn(Body):
+    # The correlation id of a submission that got no answer, as `giving giftaid gateway-list` shows it.
+    correlation_id: str = Field(max_length=100)
+
+
 class StatusIn(Body):
     status: Literal["submitted", "accepted", "rejected", "paid"]
     reason: str = Field(default="", max_length=500)
@@ -70,6 +75,7 @@ def message_json(message: Message) -> dict[str, Any]:
         "correlation_id": message.correlation_id,
         "part": message.part,
         "body": message.body,
+        "error": message.error,
     }
 
 

@@ -16,6 +16,7 @@ import datetime as dt
 import itertools
 import logging
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -318,6 +319,7 @@ def detect_adjustments(uow: UnitOfWork, rules: Rules) -> list[Adjustment]:
     neither seeing the other's adjustment, and take the same money back twice."""
     session = uow.session
     repository.lock_claims(session)
+    _money_back_after_adjustment(uow)
     found = []
     adjusted = []
     rows = repository.returned_since_claim(session)
@@ -351,6 +353,119 @@ def detect_adjustments(uow: UnitOfWork, rules: Rules) -> list[Adjustment]:
     repository.mark_adjusted(session, adjusted)
     session.flush()
     return found
+
+
+_MONEY_BACK = "the money came back to the charity (a dispute won on appeal, or a chargeback cancelled)"
+
+
+def _money_back_after_adjustment(uow: UnitOfWork) -> None:
+    """Adjustments that took back more than the gift now has returned since its claim: the money came back (a
+    dispute won on appeal, a chargeback cancelled; payments then counts the gift as given again). What HMRC does not
+    have yet is withdrawn, newest first: an adjustment no claim carries, or one a claim still `built` carries (it
+    comes off that claim, whose history says so). If that withdraws more than came back, the search that follows
+    takes the rest back again as a new adjustment.
+
+    What HMRC already has (the deduction went in a sent claim) cannot be undone by a negative adjustment (HMRC's
+    schema allows none): HMRC's way of putting right an under-claim is to claim the donation in a later claim. So
+    when HMRC's deductions took back all that was claimed on the gift, the gift is released from its claim (whose
+    row stays, as what was sent) and the next claim claims it again on what the donor kept; those adjustments are
+    withdrawn as claimed again. When they took back only part of it, no claim line can say so: finance is told once,
+    on the claim that carried the deduction, how much Gift Aid HMRC owes."""
+    session = uow.session
+    now = utc_now()
+    rows = repository.standing_adjustments(session)
+    adjusted: list[tuple[uuid.UUID, uuid.UUID, int]] = []
+    for (claim_id, gift_id), group in itertools.groupby(rows, key=lambda r: (r[0].claim_id, r[0].gift_id)):
+        found = list(group)
+        first = found[0]
+        adjustments = [row[0] for row in found]
+        if any(a.reason != AdjustmentReason.REFUND for a in adjustments):
+            continue  # a void declaration takes the whole gift back, whatever became of its money
+        kept_back = max(0, int(first.returned_now) - int(first.returned_at_claim))
+        excess = sum(a.returned_amount for a in adjustments) - kept_back
+        if excess <= 0:
+            continue
+        carriers = {
+            a.applied_claim_id: repository.get_claim(session, a.applied_claim_id, for_update=True)
+            for a in adjustments
+            if a.applied_claim_id is not None
+        }
+
+        unsent = [
+            a
+            for a in adjustments
+            if (carrier := carriers.get(a.applied_claim_id)) is None or ClaimStatus(carrier.status) == ClaimStatus.BUILT
+        ]
+        adjusted_returned = int(first.adjusted_returned)
+        for adjustment in unsent:
+            if excess <= 0:
+                break
+            carrier = carriers.get(adjustment.applied_claim_id)
+            reason = f"{_MONEY_BACK} before HMRC had this deduction"
+            if carrier is not None:
+                carrier.adjustment -= adjustment.amount
+                carrier.irmarks = []  # its files change: any IRmark computed before no longer applies
+                session.add(carrier)
+                detail = {
+                    "adjustment_withdrawn": Money(adjustment.amount).to_json(),
+                    "gift_id": str(gift_id),
+                    "reason": f"{reason}; download this claim's files again",
+                }
+                session.add(
+                    ClaimEvent(claim_id=carrier.id, status=carrier.status, at=now, actor="system", detail=detail)
+                )
+            _withdraw(session, adjustment, reason, now)
+            adjustment.applied_claim_id = None
+            adjusted_returned -= adjustment.returned_amount
+            excess -= adjustment.returned_amount
+        if adjusted_returned != int(first.adjusted_returned):
+            adjusted.append((claim_id, gift_id, adjusted_returned))
+        if excess <= 0:
+            continue
+        sent = [a for a in adjustments if a.withdrawn_at is None]
+        if sum(a.returned_amount for a in sent) >= int(first.claimed):
+            # HMRC's net on this claim row is nothing: claim the gift again, in the next claim.
+            repository.release_claim_gift(session, claim_id, gift_id)
+            for adjustment in sent:
+                _withdraw(session, adjustment, f"{_MONEY_BACK} after HMRC had this deduction: claimed again", now)
+                carrier = carriers[adjustment.applied_claim_id]
+                assert carrier is not None
+                detail = {
+                    "adjustment_claimed_again": Money(adjustment.amount).to_json(),
+                    "gift_id": str(gift_id),
+                    "reason": f"{_MONEY_BACK} after this claim deducted its Gift Aid: the gift is claimed again by the "
+                    "next claim",
+                }
+                session.add(
+                    ClaimEvent(claim_id=carrier.id, status=carrier.status, at=now, actor="system", detail=detail)
+                )
+            continue
+        unnoted = [a for a in sent if a.owed_noted_at is None]
+        if not unnoted:
+            continue  # finance was told
+        owed = gift_aid_on(excess)
+        for adjustment in unnoted:
+            adjustment.owed_noted_at = now
+            session.add(adjustment)
+        carrier = carriers[unnoted[0].applied_claim_id]
+        assert carrier is not None
+        detail = {
+            "gift_aid_owed": Money(owed).to_json(),
+            "gift_id": str(gift_id),
+            "reason": (
+                f"{_MONEY_BACK} after this claim deducted Gift Aid on it, and only part of the gift was taken back, "
+                f"so no claim line can claim it again: HMRC owes {Money(owed).plain()}; ask HMRC to correct it"
+            ),
+        }
+        session.add(ClaimEvent(claim_id=carrier.id, status=carrier.status, at=now, actor="system", detail=detail))
+    repository.mark_adjusted(session, adjusted)
+    session.flush()
+
+
+def _withdraw(session: Session, adjustment: Adjustment, reason: str, at: dt.datetime) -> None:
+    adjustment.withdrawn_at = at
+    adjustment.withdrawn_reason = reason[:300]
+    session.add(adjustment)
 
 
 def _eligibility_of(session: Session, rules: Rules, gift_ids: list[uuid.UUID]) -> Iterator[Any]:
@@ -479,6 +594,15 @@ def build_claim(
         adjustment=claim.adjustment,
         held_back=held_back,
     )
+
+
+def held_back_amounts(session: Session, claim_id: uuid.UUID) -> dict[str, dict[str, int]]:
+    """The gifts a claim held back, each with its own amount and the money returned on it (now), by gift id: a
+    refunded gift has nothing left to claim, which says nothing of what it was."""
+    return {
+        str(row.gift_id): {"amount": int(row.amount), "returned": int(row.returned)}
+        for row in repository.held_back_gift_amounts(session, claim_id)
+    }
 
 
 def get_claim(session: Session, claim_id: uuid.UUID) -> Claim:
@@ -760,9 +884,18 @@ def change_status(
     if status == ClaimStatus.REJECTED:
         claim.rejection_reason = reason[:500]
         event_detail["released_gifts"] = repository.release_claim_gifts(session, claim.id)
+        claimed_again = []
         for adjustment in repository.adjustments_applied_to(session, claim.id):
+            if adjustment.withdrawn_at is not None:
+                # Withdrawn because the gift was claimed again (its money came back after this claim had deducted
+                # it): HMRC never had the deduction after all, so the first claim stands and the gift may now be
+                # claimed twice. Kept as it is, for finance to see and correct.
+                claimed_again.append(str(adjustment.gift_id))
+                continue
             adjustment.applied_claim_id = None
             session.add(adjustment)
+        if claimed_again:
+            event_detail["gifts_claimed_again"] = claimed_again
         # Adjustments about this claim's gifts are void: HMRC never paid that tax. One a later claim carries comes
         # off it while that claim is unsent; once sent, HMRC has the deduction and finance must correct it there.
         kept_elsewhere = []
@@ -825,7 +958,14 @@ def gateway_client(settings: Settings) -> GovTalkClient:
 
 
 def _keep(
-    session: Session, claim_id: uuid.UUID | None, direction: str, function: str, body: bytes, reply: Reply | None = None
+    session: Session,
+    claim_id: uuid.UUID | None,
+    direction: str,
+    function: str,
+    body: bytes,
+    reply: Reply | None = None,
+    *,
+    error: str = "",
 ) -> None:
     session.add(
         Message(
@@ -835,6 +975,7 @@ def _keep(
             qualifier=reply.qualifier if reply else "",
             correlation_id=(reply.correlation_id or None) if reply else None,
             body=body.decode("utf-8", "replace"),
+            error=error[:500],
         )
     )
 
@@ -946,14 +1087,54 @@ def submit_claim(
     claim.correlation_id = reply.correlation_id
     claim.response_endpoint = reply.response_endpoint
     claim.poll_interval = reply.poll_interval
+    detail: dict[str, Any] = {"correlation_id": claim.correlation_id, "via": "govtalk"}
+    # HMRC has it now: an earlier attempt's errors (an `unknown` one, a refusal) no longer stand; the history keeps
+    # them.
+    detail.update(_cleared_errors(claim))
     session.add(claim)
-    return change_status(
-        uow,
-        claim.id,
-        ClaimStatus.SUBMITTED,
-        actor=actor,
-        detail={"correlation_id": claim.correlation_id, "via": "govtalk"},
-    )
+    return change_status(uow, claim.id, ClaimStatus.SUBMITTED, actor=actor, detail=detail)
+
+
+def _cleared_errors(claim: Claim) -> dict[str, Any]:
+    """Clear a claim's errors, saying in words what they were (for the history of the step that cleared them)."""
+    earlier = [error_words(error)[:500] for error in claim.errors]
+    claim.errors = []
+    return {"earlier_errors": earlier} if earlier else {}
+
+
+# A GovTalk CorrelationID as HMRC gives it (32 hexadecimal characters; letters and digits are accepted).
+_CORRELATION_ID = re.compile(r"[0-9A-Za-z]{1,32}")
+
+
+def attach_correlation_id(uow: UnitOfWork, claim_id: uuid.UUID, correlation_id: str, *, actor: str) -> Claim:
+    """Attach the correlation id finance recovered from the gateway's list (`giving giftaid gateway-list`) to a
+    claim whose submission got no usable answer (built, with an `unknown` error): it becomes `submitted` with that
+    id, recorded in its history with who and when, and is then polled as after HMRC's acknowledgement. Refused for
+    any other claim, and for an id another claim already has."""
+    session = uow.session
+    text = correlation_id.strip()
+    if not _CORRELATION_ID.fullmatch(text):
+        raise InvalidClaimRequest(
+            f"{correlation_id!r} is not a correlation id: 1 to 32 letters and digits, as giving giftaid gateway-list "
+            "shows it"
+        )
+    claim = _locked_claim(session, claim_id)
+    status = ClaimStatus(claim.status)
+    if status != ClaimStatus.BUILT or not any(error.get("type") == UNANSWERED for error in claim.errors):
+        raise InvalidTransition(
+            f"claim {claim_id} is {status.value} and not waiting on a submission that got no answer: there is no "
+            "lost correlation id to attach"
+        )
+    holder = repository.claim_with_correlation_id(session, text)
+    if holder is not None and holder.id != claim.id:
+        raise InvalidTransition(f"correlation id {text} is already claim {holder.id}'s")
+    claim.correlation_id = text
+    claim.response_endpoint = None  # polled at the gateway's address
+    claim.poll_interval = None
+    detail: dict[str, Any] = {"correlation_id": text, "via": "attached"}
+    detail.update(_cleared_errors(claim))
+    session.add(claim)
+    return change_status(uow, claim.id, ClaimStatus.SUBMITTED, actor=actor, detail=detail)
 
 
 def _mapped_errors(session: Session, claim: Claim, reply: Reply) -> list[dict[str, Any]]:
@@ -1072,38 +1253,59 @@ def _delete_at_hmrc_now(settings: Settings, claim_id: uuid.UUID, client: GovTalk
 
     try:
         with get_runtime().unit_of_work() as uow:
-            delete_at_hmrc(uow, settings, claim_id, client=client)
+            result = delete_at_hmrc(uow, settings, claim_id, client=client)
     except Exception:
         log.warning("HMRC's copy of claim %s was not deleted yet; its job will ask again", claim_id, exc_info=True)
+        return
+    if result.retry_error:
+        log.warning("%s; its job will ask again", result.retry_error)
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """What a delete of HMRC's copy did: `sent` whether a delete went to the gateway; `retry_error` (the attempt is
+    kept with the claim all the same) when it is worth asking again, which the job does by failing after its
+    commit."""
+
+    sent: bool
+    retry_error: str = ""
 
 
 def delete_at_hmrc(
     uow: UnitOfWork, settings: Settings, claim_id: uuid.UUID, *, client: GovTalkClient | None = None
-) -> bool:
-    """Delete HMRC's copy of a decided claim's submission (HMRC's answer, which we have). Returns whether a delete
-    was sent. Nothing is sent for a claim not sent through the gateway, not decided, or whose delete HMRC has
-    already answered (so a second run, or a duplicate job, is harmless); an answer saying HMRC holds no such
-    submission is final too. Raises SubmissionFailed when it is worth asking again (no answer, a recoverable error,
-    the credentials refused): the job is retried."""
+) -> DeleteResult:
+    """Delete HMRC's copy of a decided claim's submission (HMRC's answer, which we have). Nothing is sent for a
+    claim not sent through the gateway, not decided, or whose delete HMRC has already answered (so a second run, or
+    a duplicate job, is harmless); an answer saying HMRC holds no such submission is final too.
+
+    Every attempt is kept with the claim, a failed one too (what was sent, what came back, and the error): when it
+    is worth asking again (no answer, a recoverable error, the credentials refused) the result says why
+    (`retry_error`) instead of raising, so the caller's unit of work keeps the attempt and the job fails after it."""
     session = uow.session
     claim = _locked_claim(session, claim_id)
     decided = ClaimStatus(claim.status) not in (ClaimStatus.BUILT, ClaimStatus.SUBMITTED)
     if not claim.correlation_id or not decided or repository.delete_answered(session, claim.id):
-        return False
+        return DeleteResult(sent=False)
     client = client or gateway_client(settings)
     try:
         sent, reply = client.delete(claim.correlation_id, claim.response_endpoint)
     except GatewayError as exc:
-        raise SubmissionFailed(f"HMRC's copy of claim {claim_id} was not deleted: {exc}") from exc
+        error = f"HMRC's copy of claim {claim_id} was not deleted: {exc}"
+        _keep(session, claim.id, "sent", "delete", exc.sent, error=error)
+        if exc.received:
+            _keep(session, claim.id, "received", "delete", exc.received, error=error)
+        session.flush()
+        return DeleteResult(sent=exc.delivered, retry_error=error)
+    error = ""
     if reply.qualifier == "error" and any(
         error.type == "recoverable" or error.number in _DELETE_AGAIN_ON for error in reply.errors
     ):
-        words = "; ".join(f"{error.number} {error.text}" for error in reply.errors)
-        raise SubmissionFailed(f"HMRC's copy of claim {claim_id} was not deleted: {words}")
-    _keep(session, claim.id, "sent", "delete", sent, reply)
-    _keep(session, claim.id, "received", "delete", reply.raw, reply)
+        words = "; ".join(f"{e.number} {e.text}" for e in reply.errors)
+        error = f"HMRC's copy of claim {claim_id} was not deleted: {words}"
+    _keep(session, claim.id, "sent", "delete", sent, reply, error=error)
+    _keep(session, claim.id, "received", "delete", reply.raw, reply, error=error)
     session.flush()
-    return True
+    return DeleteResult(sent=True, retry_error=error)
 
 
 def record_delete_given_up(uow: UnitOfWork, claim_id: uuid.UUID, error: str) -> None:

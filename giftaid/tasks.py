@@ -10,7 +10,7 @@ from core import jobs
 from core.db import UnitOfWork
 from core.runtime import get_runtime
 from giftaid import service
-from giftaid.errors import InvalidTransition
+from giftaid.errors import InvalidTransition, SubmissionFailed
 from giftaid.models import ClaimStatus
 
 
@@ -57,10 +57,23 @@ def _delete_given_up(uow: UnitOfWork, arguments: dict[str, Any], error: str) -> 
     max_retries=8,
     min_backoff_ms=60_000,
     max_backoff_ms=3_600_000,
+    with_uow=False,
+    claims_itself=True,
     on_give_up=_delete_given_up,
 )
-def delete_at_hmrc(uow: UnitOfWork, claim_id: str) -> bool:
+def delete_at_hmrc(claim_id: str) -> bool:
     """Delete HMRC's copy of a decided claim's submission; recorded with the decision (`service.change_status`),
     so it runs even when the attempt right after the commit failed or the process died. Retried (over a few
-    hours) while the gateway does not answer; a run after HMRC has answered a delete sends nothing."""
-    return service.delete_at_hmrc(uow, get_runtime().settings, uuid.UUID(claim_id))
+    hours) while the gateway does not answer; a run after HMRC has answered a delete sends nothing.
+
+    Its attempt is committed first, a failed one too (every message is kept with the claim), and only then does
+    the job fail, so the worker retries it."""
+    runtime = get_runtime()
+    with runtime.unit_of_work() as uow:
+        jobs.claim_in(uow)
+        result = service.delete_at_hmrc(uow, runtime.settings, uuid.UUID(claim_id))
+        if not result.retry_error:
+            jobs.done_in(uow)
+    if result.retry_error:
+        raise SubmissionFailed(result.retry_error)
+    return result.sent

@@ -218,6 +218,22 @@ def register(app: typer.Typer) -> None:
             fail("HMRC refused the claim: " + "; ".join(refused))
         typer.echo(f"claim {claim_row.id} submitted: correlation id {claim_row.correlation_id}")
 
+    @giftaid.command("attach")
+    def attach(
+        claim_id: str = typer.Argument(..., help="The claim's id."),
+        correlation_id: str = typer.Argument(..., help="Its correlation id, as gateway-list shows it."),
+        by: str = typer.Option("", "--by", help="Who (default: the system user)."),
+    ) -> None:
+        """Attach the correlation id found with gateway-list to a claim whose submission got no answer: it becomes
+        submitted and is polled as usual."""
+        from giftaid import service
+        from giving.cli import command_runtime
+
+        identifier = _id(claim_id, "claim")
+        with command_runtime(with_tasks=False) as runtime, runtime.unit_of_work() as uow:
+            claim_row = service.attach_correlation_id(uow, identifier, correlation_id, actor=_actor(by))
+            typer.echo(f"claim {claim_row.id} is {claim_row.status}: correlation id {claim_row.correlation_id}")
+
     @giftaid.command("poll")
     def poll(claim_id: str = typer.Argument(...), by: str = typer.Option("", "--by")) -> None:
         """Ask HMRC's gateway how a submitted claim went."""
