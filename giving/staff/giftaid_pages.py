@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,13 +16,13 @@ from starlette.responses import Response
 
 from core.auth import Principal, audit
 from core.clock import uk_today
-from core.errors import ValidationFailed
 from core.http import in_thread, whole_number
 from core.models import StaffRole
 from core.money import Money, MoneyError, gift_aid_on
 from core.settings import Settings
 from giftaid import service as giftaid_service
 from giftaid.eligibility import describe, eligibility_select, rules_from
+from giftaid.errors import InvalidClaimRequest, InvalidTransition
 from giftaid.models import ClaimStatus
 from giving.staff.supporters import parse_uk_date, parse_uuid
 from giving.staff.web import form_of, redirect_done, render, runtime, staff_page
@@ -42,17 +43,23 @@ def dashboard_context(session: Session, settings: Settings, today: dt.date) -> d
     dialect = session.get_bind().dialect.name
     scope = eligibility_select(rules, dialect).subquery("eligibility")
     groups = session.execute(
-        sa.select(scope.c.code, sa.func.count(), sa.func.coalesce(sa.func.sum(scope.c.claim_amount), 0))
+        sa.select(
+            scope.c.code,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(scope.c.claim_amount), 0),
+            sa.func.coalesce(sa.func.sum(scope.c.amount), 0),
+        )
         .group_by(scope.c.code)
         .order_by(sa.func.count().desc(), scope.c.code)
     ).all()
     claimable_gifts, claimable_total = 0, 0
     held_back_groups: list[dict[str, Any]] = []
-    for code, count, total in groups:
+    for code, count, claimable, given in groups:
         if code is None:
-            claimable_gifts, claimable_total = int(count), int(total)
+            claimable_gifts, claimable_total = int(count), int(claimable)
         else:
-            held_back_groups.append({"code": str(code), "gifts": int(count), "total": int(total)})
+            # What the held-back gifts were (refunded ones have nothing left to claim, not nothing given).
+            held_back_groups.append({"code": str(code), "gifts": int(count), "total": int(given)})
     held = eligibility_select(rules, dialect).subquery("held")
     held_rows = session.execute(
         sa.select(held)
@@ -65,7 +72,9 @@ def dashboard_context(session: Session, settings: Settings, today: dt.date) -> d
             "gift_id": row.gift_id,
             "supporter_id": row.supporter_id,
             "received_on": row.received_on,
-            "amount": int(row.claim_amount),
+            # The gift's own amount: a refunded gift has nothing left to claim, which says nothing of what it was.
+            "amount": int(row.amount),
+            "returned": int(row.returned),
             "reason": describe(row.code, row, rules),
         }
         for row in held_rows
@@ -146,12 +155,30 @@ async def build(request: Request, staff: Principal) -> Response:
 
 @staff_page(StaffRole.FINANCE)
 async def claim(request: Request, staff: Principal) -> Response:
-    claim_id = parse_uuid(request.path_params["claim_id"], "claim")
+    return await _claim_page(request, staff, parse_uuid(request.path_params["claim_id"], "claim"))
+
+
+async def _claim_page(
+    request: Request,
+    staff: Principal,
+    claim_id: uuid.UUID,
+    *,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    failed: str = "",
+    status_code: int = 200,
+) -> Response:
+    """The claim's page; with `errors`, again after its form (`failed`: the step asked for) was refused, keeping what
+    was typed, the errors in words and that form open (nothing was changed)."""
 
     def load() -> dict[str, Any]:
         with runtime(request).unit_of_work() as uow:
             found = giftaid_service.get_claim(uow.session, claim_id)
             body = giftaid_service.claim_json(uow.session, found, detail=True)
+            # The held-back gifts' own amounts (a refunded gift's claimable amount is nothing), and what came back.
+            amounts = giftaid_service.held_back_amounts(uow.session, claim_id)
+            for held in body["held_back"]:
+                held.update(amounts.get(held["gift_id"], {}))
             audit(uow, staff, "view", "giftaid_claim", claim_id)
         expected = Money(found.gift_aid - found.adjustment).plain()
         return {
@@ -163,7 +190,9 @@ async def claim(request: Request, staff: Principal) -> Response:
             "polling_stopped": giftaid_service.polling_stopped(found),
         }
 
-    return render(request, "finance/claim.html", await in_thread(load))
+    context = await in_thread(load)
+    context.update(errors=errors or {}, values=values or {}, failed=failed)
+    return render(request, "finance/claim.html", context, status_code=status_code)
 
 
 def _part(request: Request) -> int:
@@ -224,13 +253,16 @@ def _download(data: bytes, media_type: str, name: str) -> Response:
 
 @staff_page(StaffRole.FINANCE)
 async def mark(request: Request, staff: Principal) -> Response:
+    """Record the claim's next step. Bad input (or a step the claim cannot take) shows the claim's page again with
+    the errors in words, the form as typed and nothing changed."""
     claim_id = parse_uuid(request.path_params["claim_id"], "claim")
-    form = {k: str(v) for k, v in (await form_of(request)).items()}
+    form = {k: str(v)[:500] for k, v in (await form_of(request)).items() if k != "csrf_token"}
     try:
         status = ClaimStatus(form.get("status", ""))
-    except ValueError as exc:
-        raise ValidationFailed("choose what happened to the claim") from exc
-    reason = form.get("reason", "").strip()[:500]
+    except ValueError:
+        unknown = {"": "Choose what happened to the claim"}
+        return await _claim_page(request, staff, claim_id, errors=unknown, status_code=400)
+    reason = form.get("reason", "").strip()
     errors: dict[str, str] = {}
     paid_amount: int | None = None
     paid_on: dt.date | None = None
@@ -243,7 +275,9 @@ async def mark(request: Request, staff: Principal) -> Response:
     if status == ClaimStatus.REJECTED and not reason:
         errors["reason"] = "Say why HMRC rejected it"
     if errors:
-        raise ValidationFailed("; ".join(errors.values()), errors)
+        return await _claim_page(
+            request, staff, claim_id, errors=errors, values=form, failed=status.value, status_code=400
+        )
 
     def work() -> None:
         with runtime(request).unit_of_work() as uow:
@@ -252,7 +286,19 @@ async def mark(request: Request, staff: Principal) -> Response:
             )
             audit(uow, staff, status.value, "giftaid_claim", claim_id, {"reason": reason})
 
-    await in_thread(work)
+    try:
+        await in_thread(work)
+    except (InvalidClaimRequest, InvalidTransition) as exc:
+        # Refused by the claim itself (a negative payment, a step it cannot take from where it is): rolled back.
+        return await _claim_page(
+            request,
+            staff,
+            claim_id,
+            errors={"": exc.detail},
+            values=form,
+            failed=status.value,
+            status_code=exc.status_code,
+        )
     return await redirect_done(
         request, staff, f"/staff/finance/giftaid/claims/{claim_id}", f"The claim is now {status.value}."
     )
