@@ -711,6 +711,20 @@ PATHS: dict[str, Schema] = {
             errors={"404": NOT_FOUND, "409": "not submitted", "502": "HMRC could not be reached"},
         )
     },
+    "/api/giftaid/claims/{claim_id}/attach": {
+        "post": staff(
+            "Attach the correlation id of a submission that got no answer (found with `giving giftaid gateway-list`)",
+            ref("Claim"),
+            roles=FINANCE_UP,
+            params=[CLAIM_ID],
+            body=body_of({"correlation_id": {"type": "string", "maxLength": 100}}),
+            errors={
+                "400": "not a correlation id",
+                "404": NOT_FOUND,
+                "409": "the claim is not waiting on an unanswered submission, or another claim has that id",
+            },
+        )
+    },
     "/api/giftaid/claims/{claim_id}/messages": {
         "get": staff(
             "The messages exchanged with HMRC for a claim",
