@@ -27,6 +27,7 @@ from core.clock import uk_date
 from core.money import Currency, Money, percent_of
 from payments.models import (
     Dispute,
+    DisputeStatus,
     Gift,
     Order,
     OrderLine,
@@ -130,6 +131,8 @@ class _Context:
     order_lines: dict[uuid.UUID, list[OrderLine]]
     campaigns: dict[uuid.UUID, PartnerCampaign]
     refund_vat: dict[uuid.UUID, int] = dataclasses.field(default_factory=dict)
+    # A lost dispute on a basket: (its goods part, VAT included; the VAT inside it), by dispute id.
+    dispute_goods: dict[uuid.UUID, tuple[int, int]] = dataclasses.field(default_factory=dict)
     # Failed Stripe payouts whose money a `payout_failure` line paid out again (by provider payout id), and lines.
     failed_payouts: dict[str, Payout] = dataclasses.field(default_factory=dict)
     lines_by_payout: dict[uuid.UUID, list[PayoutLine]] = dataclasses.field(default_factory=dict)
@@ -150,7 +153,14 @@ def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Post
     failed_payouts = _failed_payouts_paid_out_again(session, lines_by_payout)
     every_line = [line for lines in lines_by_payout.values() for line in lines]
     refunds = _by_ids(session, Refund, (line.refund_id for line in every_line))
-    orders = _by_ids(session, Order, [line.order_id for line in every_line] + [r.order_id for r in refunds.values()])
+    disputes = _by_ids(session, Dispute, (line.dispute_id for line in every_line))
+    orders = _by_ids(
+        session,
+        Order,
+        [line.order_id for line in every_line]
+        + [r.order_id for r in refunds.values()]
+        + [d.order_id for d in disputes.values()],
+    )
     order_lines: dict[uuid.UUID, list[OrderLine]] = defaultdict(list)
     order_ids = sorted(orders, key=str)
     for chunk_start in range(0, len(order_ids), 500):
@@ -167,10 +177,15 @@ def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Post
         ),
         orders=orders,
         refunds=refunds,
-        disputes=_by_ids(session, Dispute, (line.dispute_id for line in every_line)),
+        disputes=disputes,
         order_lines=order_lines,
         campaigns={c.id: c for c in session.exec(select(PartnerCampaign)).all()},
-        refund_vat=_refund_vat(session, orders, {r.order_id for r in refunds.values() if r.order_id is not None}),
+        **_returned_vat(
+            session,
+            orders,
+            {r.order_id for r in refunds.values() if r.order_id is not None}
+            | {d.order_id for d in disputes.values() if d.order_id is not None and d.status == DisputeStatus.LOST},
+        ),
         failed_payouts=failed_payouts,
         lines_by_payout=lines_by_payout,
     )
@@ -263,7 +278,7 @@ def _payout_entry(
             )
         )
 
-    post(f"{BANK}: {provider} payouts", payout.amount, f"{provider} payout {payout.reference}".strip())
+    post(f"{BANK}: {provider} payouts", payout.amount, _bank_description(payout, provider))
     if payout.lines_loaded_at is None:
         post(SUSPENSE_NOT_LOADED, -payout.amount, "the payout's lines are not loaded yet")
         return out
@@ -273,6 +288,24 @@ def _payout_entry(
     if payout.amount != total:
         post(SUSPENSE_DISCREPANCY, -(payout.amount - total), "payout amount less its lines")
     return out
+
+
+def _bank_description(payout: Payout, provider: str) -> str:
+    """The bank posting's words. A payout GoCardless converted to another currency (its `fx`) is booked in its own
+    currency (its lines are), and says what reached the bank, in which currency and at what rate (estimated until
+    GoCardless confirms it), so finance can match the bank statement and book the exchange difference."""
+    words = f"{provider} payout {payout.reference}".strip()
+    if not payout.fx_currency:
+        return words
+    if payout.fx_amount is not None:
+        words += f"; reached the bank as {payout.fx_currency} {_plain(payout.fx_amount, payout.fx_currency)}"
+    else:
+        words += f"; paid to the bank in {payout.fx_currency}"
+    if payout.exchange_rate:
+        words += f" at {payout.currency}/{payout.fx_currency} {payout.exchange_rate}"
+    if payout.exchange_rate_estimated:
+        words += " (estimated: GoCardless has not confirmed the rate)"
+    return words
 
 
 def _donation_account(gift: Gift | None) -> str:
@@ -311,7 +344,7 @@ def _line_postings(
         # `refund_funds_returned`, a Stripe `refund_failure`) back with us after the refund failed.
         _refund_postings(line, ctx, post)
     elif kind in (DISPUTE, DISPUTE_REVERSAL, CHARGEBACK, LATE_FAILURE):
-        post(CHARGEBACKS, -line.amount, kind.replace("_", " "), line, line.dispute_id)
+        _dispute_postings(line, ctx, post)
     elif kind == PAYOUT_FAILURE:
         _payout_failure_postings(line, ctx, donation_gifts, provider, post, seen)
     else:
@@ -398,10 +431,9 @@ def _refund_order_key(refund: Refund) -> tuple[dt.datetime, dt.datetime, str]:
     return (refund.refunded_at or refund.created_at, refund.created_at, str(refund.id))
 
 
-def _refund_vat(
-    session: Session, orders: dict[uuid.UUID, Order], order_ids: Iterable[uuid.UUID]
-) -> dict[uuid.UUID, int]:
-    """The VAT given back by each refund of these orders (the orders must be in `orders`).
+def _returned_vat(session: Session, orders: dict[uuid.UUID, Order], order_ids: Iterable[uuid.UUID]) -> dict[str, Any]:
+    """The VAT given back by each refund and each lost dispute of these orders (the orders must be in `orders`):
+    `refund_vat` (by refund id) and `dispute_goods` (by dispute id: its goods part, VAT included, and the VAT in it).
 
     Rounded once per order, not once per refund: a refund's VAT is the VAT inside all the goods refunded on the
     order up to and including it, less the VAT inside the goods refunded before it (oldest first, every refund of
@@ -410,25 +442,75 @@ def _refund_vat(
     VAT and shirts add up to its goods part. A refund that failed or was cancelled took nothing back in the end: it
     is given the VAT it would have at its place, its `refund_funds_returned` line reverses that same VAT, and the
     refunds after it are counted as if it had not happened.
+
+    A lost dispute took the sale's money back as surely as a refund: by the allocation rule (payments/shop.py,
+    `split_returns`: goods first, refunds before disputes) its goods part is what the refunds left of the goods, and
+    it gives back the VAT inside that part, counted on after the refunds' (so all of them together never give back
+    more than the order charged).
     """
-    wanted = sorted((i for i in order_ids if (o := orders.get(i)) is not None and o.vat_amount), key=str)
+    wanted = sorted(
+        (i for i in order_ids if (o := orders.get(i)) is not None and o.goods_amount + o.vat_amount), key=str
+    )
     by_order: dict[uuid.UUID, list[Refund]] = defaultdict(list)
+    lost_by_order: dict[uuid.UUID, list[Dispute]] = defaultdict(list)
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
         for refund in session.exec(select(Refund).where(col(Refund.order_id).in_(chunk))).all():
             by_order[refund.order_id].append(refund)  # type: ignore[index]
+        for dispute in session.exec(
+            select(Dispute).where(
+                col(Dispute.order_id).in_(chunk), Dispute.status == DisputeStatus.LOST, Dispute.kind == "dispute"
+            )
+        ).all():
+            lost_by_order[dispute.order_id].append(dispute)  # type: ignore[index]
     vat: dict[uuid.UUID, int] = {}
-    for order_id, refunds in by_order.items():
+    dispute_goods: dict[uuid.UUID, tuple[int, int]] = {}
+    for order_id in wanted:
         order = orders[order_id]
         goods_total = order.goods_amount + order.vat_amount
         goods_so_far = posted = 0
-        for refund in sorted(refunds, key=_refund_order_key):
+        for refund in sorted(by_order.get(order_id, []), key=_refund_order_key):
             goods = goods_so_far + _goods_part(refund, refund.amount)
             inside = percent_of(min(goods, goods_total), order.vat_amount, goods_total)
             vat[refund.id] = inside - posted
             if refund.status in (RefundStatus.SUCCEEDED, RefundStatus.PENDING):
                 goods_so_far, posted = goods, inside
-    return vat
+        # As `payments.repository.lost_disputes_of` orders them for the allocation rule.
+        for dispute in sorted(lost_by_order.get(order_id, []), key=lambda d: (d.opened_at or d.created_at, str(d.id))):
+            goods_part = max(min(dispute.amount, goods_total - goods_so_far), 0)
+            goods = goods_so_far + goods_part
+            inside = percent_of(min(goods, goods_total), order.vat_amount, goods_total)
+            dispute_goods[dispute.id] = (goods_part, inside - posted)
+            goods_so_far, posted = goods, inside
+    return {"refund_vat": vat, "dispute_goods": dispute_goods}
+
+
+def _dispute_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
+    """Money a dispute, chargeback or late failure took (or a won dispute gave back): `Chargebacks and disputes`.
+    A lost dispute on a basket also took back the sale's goods: the VAT inside its goods part is no longer owed
+    (Dr `VAT output`, as a refund's), and the goods part of a basket paid twice is the money held for the donor
+    (Dr `Duplicate shop payments to refund`). A reversal (a dispute won) posts only to `Chargebacks and disputes`:
+    the dispute is then won, with no goods part."""
+    description = line.kind.replace("_", " ")
+    dispute = ctx.disputes.get(line.dispute_id) if line.dispute_id else None
+    taken = ctx.dispute_goods.get(dispute.id) if dispute is not None else None
+    order = ctx.orders.get(dispute.order_id) if dispute is not None and dispute.order_id else None
+    magnitude = -line.amount
+    if dispute is None or taken is None or order is None or magnitude <= 0 or not taken[0]:
+        post(CHARGEBACKS, magnitude, description, line, line.dispute_id)
+        return
+    goods_part, vat = taken
+    if magnitude != dispute.amount and dispute.amount:
+        # A line for part of the dispute's money: its share of the goods and of their VAT.
+        goods_part, vat = percent_of(magnitude, goods_part, dispute.amount), percent_of(magnitude, vat, dispute.amount)
+    goods_part = min(goods_part, magnitude)
+    if order.duplicate_of_id is not None:
+        post(DUPLICATE_PAYMENTS, goods_part, "basket paid twice: goods taken back by a dispute", line, dispute.id)
+        post(CHARGEBACKS, magnitude - goods_part, description, line, dispute.id)
+        return
+    vat = min(vat, goods_part)
+    post(VAT_OUTPUT, vat, "VAT on shirts taken back by a lost dispute", line, dispute.id)
+    post(CHARGEBACKS, magnitude - vat, description, line, dispute.id)
 
 
 def _refund_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:

@@ -147,6 +147,9 @@ class Gift(SQLModel, table=True):
     benefit_description: str = Field(default="", max_length=200)
     fee_amount: int | None = money_field(None)
     failure_reason: str = Field(default="", max_length=500)
+    # When the provider failed it (a Direct Debit `failed` event's own time): a late failure found out later (the
+    # payment proved paid after its failure was processed) is dated by the failure, not by the proof.
+    failed_at: dt.datetime | None = utc_field()
     # A regular instalment's due date (invoice date, Direct Debit charge date), kept for failed ones too:
     # the latest instalment decides whether the regular gift is in arrears.
     due_on: dt.date | None = None
@@ -409,6 +412,17 @@ class Payout(SQLModel, table=True):
     reference: str = Field(default="", max_length=255)
     # When its lines were last loaded from the provider or a CSV (None: reconciliation not complete yet).
     lines_loaded_at: dt.datetime | None = utc_field()
+    # When its lines were last read from the provider itself (None: none yet, or only from files, which may hold a
+    # part of the payout: the provider's list completes them once it is final).
+    lines_from_provider_at: dt.datetime | None = utc_field()
+    # A GoCardless payout converted to another currency before it reached the bank (its `fx`): `amount`/`currency`
+    # are what GoCardless settled; `fx_amount` (minor units of `fx_currency`) is what reached the bank, at
+    # `exchange_rate` (a decimal string, never a float), `exchange_rate_estimated` while GoCardless has only its
+    # estimate. All None for a payout paid in its own currency.
+    fx_currency: str | None = Field(default=None, max_length=3)
+    fx_amount: int | None = money_field(None)
+    exchange_rate: str | None = Field(default=None, max_length=32)
+    exchange_rate_estimated: bool | None = None
     created_at: dt.datetime = created_at_field()
     updated_at: dt.datetime = created_at_field()
 

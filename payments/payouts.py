@@ -19,6 +19,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterable
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -153,7 +154,6 @@ def record_stripe_payout(uow: UnitOfWork, payout: dict[str, Any], event_type: st
     complete, load and match its lines."""
     status = STRIPE_STATUS.get(str(payout.get("status")), PayoutStatus.PENDING)
     arrival = payout.get("arrival_date")
-    from_file = lines_from_file(uow, Provider.STRIPE, payout["id"])
     row = upsert_payout(
         uow,
         Provider.STRIPE,
@@ -165,22 +165,16 @@ def record_stripe_payout(uow: UnitOfWork, payout: dict[str, Any], event_type: st
         reference=str(payout.get("statement_descriptor") or ""),
     )
     complete = event_type == "payout.reconciliation_completed" or payout.get("reconciliation_status") == "completed"
-    if complete and status != PayoutStatus.FAILED and (row.lines_loaded_at is None or from_file):
-        # Lines read only from a file may be a part of the payout: Stripe's list completes them (same line ids).
+    if complete and status != PayoutStatus.FAILED and row.lines_from_provider_at is None:
+        # Lines read only from a file may be a part of the payout: Stripe's final list completes them (same line
+        # ids), also when Stripe first reported the payout while its reconciliation was in progress (it then counts
+        # as reported, `source` api, but its lines are still only the file's).
         load_stripe_lines(uow, row)
     failed = row.status == PayoutStatus.FAILED
     match_payout(uow, row.id)
     if failed:
         # Later payouts that paid its money out again (a `payout_failure` line) may have been waiting for the failure.
         on_money_recorded(uow, [payout["id"]])
-
-
-def lines_from_file(uow: UnitOfWork, provider: Provider, provider_payout_id: str) -> bool:
-    """Whether the payout is known only from a CSV file so far (its lines were never read from the provider)."""
-    source = uow.session.exec(
-        select(Payout.source).where(Payout.provider == provider, Payout.provider_payout_id == provider_payout_id)
-    ).first()
-    return source is not None and source != SOURCE_API
 
 
 def _stripe_gateway() -> StripeGateway:
@@ -191,7 +185,7 @@ def _stripe_gateway() -> StripeGateway:
 
 def load_stripe_lines(uow: UnitOfWork, payout: Payout) -> int:
     transactions = _stripe_gateway().iter_payout_balance_transactions(payout.provider_payout_id)
-    return store_lines(uow, payout, stripe_lines(transactions, payout.provider_payout_id))
+    return store_lines(uow, payout, stripe_lines(transactions, payout.provider_payout_id), from_provider=True)
 
 
 def stripe_lines(transactions: Iterable[dict[str, Any]], payout_id: str) -> list[LineIn]:
@@ -260,7 +254,6 @@ def record_gocardless_payout(uow: UnitOfWork, payout_id: str, action: str) -> No
         # The event says it was paid; a fetch racing it can still read pending (never a bounce, which comes later).
         status = PayoutStatus.PAID
     arrival = payout.get("arrival_date")
-    from_file = lines_from_file(uow, Provider.GOCARDLESS, payout_id)
     row = upsert_payout(
         uow,
         Provider.GOCARDLESS,
@@ -272,9 +265,80 @@ def record_gocardless_payout(uow: UnitOfWork, payout_id: str, action: str) -> No
         reference=str(payout.get("reference") or ""),
         status_is_current=True,
     )
-    if row.status == PayoutStatus.PAID and (row.lines_loaded_at is None or from_file):
-        store_lines(uow, row, gocardless_lines(gateway.iter_payout_items(payout_id), row.currency))
+    _record_fx(uow, row, payout.get("fx"))
+    if row.status == PayoutStatus.PAID and row.lines_from_provider_at is None:
+        store_lines(uow, row, gocardless_lines(gateway.iter_payout_items(payout_id), row.currency), from_provider=True)
     match_payout(uow, row.id)
+
+
+# Currencies counted in whole units (no minor unit), for converting minor units between two currencies.
+_ZERO_DECIMAL = frozenset(
+    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"}
+)
+
+
+def _rate(value: Any) -> Decimal | None:
+    """A GoCardless exchange rate (a decimal string such as "1.1234567890"), never through a float."""
+    if value is None or isinstance(value, float):
+        return None
+    try:
+        rate = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return rate if rate.is_finite() and rate > 0 else None
+
+
+def fx_of(amount: int, currency: str, fx: Any) -> dict[str, Any] | None:
+    """What a GoCardless payout converted to another currency (its `fx`) put in the bank: `fx_currency`,
+    `fx_amount` (minor units of it), `exchange_rate` (the decimal string) and `exchange_rate_estimated`.
+
+    GoCardless gives `estimated_exchange_rate` until the rate is confirmed (`payouts.fx_rate_confirmed`), then
+    `exchange_rate` and `fx_amount`. Until then the amount is the estimate (`amount` times the estimated rate, rounded
+    half up to the bank currency's minor unit, in Decimal), marked estimated. None for a payout paid in its own
+    currency (no `fx`, or `fx_currency` the payout's)."""
+    if not isinstance(fx, dict) or not fx.get("fx_currency"):
+        return None
+    fx_currency = str(fx["fx_currency"]).upper()
+    if fx_currency == currency.upper():
+        return None
+    confirmed = _rate(fx.get("exchange_rate"))
+    rate = confirmed or _rate(fx.get("estimated_exchange_rate"))
+    fx_amount = fx.get("fx_amount")
+    if isinstance(fx_amount, int) and not isinstance(fx_amount, bool):
+        bank_amount: int | None = fx_amount
+    elif rate is not None:
+        shift = (0 if fx_currency in _ZERO_DECIMAL else 2) - (0 if currency.upper() in _ZERO_DECIMAL else 2)
+        bank_amount = int((Decimal(amount) * rate).scaleb(shift).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    else:
+        bank_amount = None
+    return {
+        "fx_currency": fx_currency,
+        "fx_amount": bank_amount,
+        "exchange_rate": str(confirmed if confirmed is not None else rate) if rate is not None else None,
+        "exchange_rate_estimated": confirmed is None or not isinstance(fx_amount, int),
+    }
+
+
+def _record_fx(uow: UnitOfWork, row: Payout, fx: Any) -> None:
+    """The payout's conversion as GoCardless has it now (fetched at processing time, so a confirmed rate replaces
+    the estimate; a snapshot never goes back from confirmed to estimated)."""
+    wanted = fx_of(row.amount, row.currency, fx) or {
+        "fx_currency": None,
+        "fx_amount": None,
+        "exchange_rate": None,
+        "exchange_rate_estimated": None,
+    }
+    if row.exchange_rate_estimated is False and wanted["exchange_rate_estimated"]:
+        return
+    changed = False
+    for name, value in wanted.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+            changed = True
+    if changed:
+        row.updated_at = utc_now()
+        uow.session.add(row)
+        uow.session.flush()
 
 
 GOCARDLESS_KINDS = {
@@ -390,6 +454,23 @@ def payout_summary(payout: Payout) -> dict[str, Any]:
         # provider | given (a file or --payout-amount) | lines (nobody gave it: the sum of the lines)
         "amount_from": AMOUNT_FROM.get(payout.source, "given"),
         "reconciled_at": payout.reconciled_at,
+        # What reached the bank: `amount` unless GoCardless converted the payout to another currency (`fx`: the
+        # amount in that currency, the rate as a decimal string, and whether GoCardless has confirmed it yet).
+        "bank_amount": (
+            _money(payout.fx_amount, payout.fx_currency)
+            if payout.fx_currency and payout.fx_amount is not None
+            else _money(payout.amount, payout.currency)
+        ),
+        "fx": (
+            {
+                "currency": payout.fx_currency,
+                "amount": _money(payout.fx_amount, payout.fx_currency) if payout.fx_amount is not None else None,
+                "exchange_rate": payout.exchange_rate,
+                "estimated": bool(payout.exchange_rate_estimated),
+            }
+            if payout.fx_currency
+            else None
+        ),
     }
 
 

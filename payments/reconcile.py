@@ -143,9 +143,10 @@ def allocate_exact_pence(exact_amounts: Sequence[str]) -> list[int]:
     return result
 
 
-def store_lines(uow: UnitOfWork, payout: Payout, lines: Iterable[LineIn]) -> int:
+def store_lines(uow: UnitOfWork, payout: Payout, lines: Iterable[LineIn], *, from_provider: bool = False) -> int:
     """Add the lines the payout does not have yet (by provider line id); keeps existing lines and their matches,
-    but takes the provider's figures if they changed. Returns how many lines were added. Constant statements."""
+    but takes the provider's figures if they changed. Returns how many lines were added. Constant statements.
+    `from_provider`: the lines are the provider's own list (not a file's), so the payout's lines are final."""
     conn = uow.session.connection()
     existing = {
         row.provider_line_id: row
@@ -198,7 +199,10 @@ def store_lines(uow: UnitOfWork, payout: Payout, lines: Iterable[LineIn]) -> int
             changed,
         )
     now = utc_now()
-    conn.execute(sa.update(PAYOUTS).where(PAYOUTS.c.id == payout.id).values(lines_loaded_at=now, updated_at=now))
+    loaded: dict[str, Any] = {"lines_loaded_at": now, "updated_at": now}
+    if from_provider:
+        loaded["lines_from_provider_at"] = now
+    conn.execute(sa.update(PAYOUTS).where(PAYOUTS.c.id == payout.id).values(**loaded))
     # The ORM copy of the payout must see what Core just wrote.
     uow.session.expire(payout)
     return len(new_rows)

@@ -593,6 +593,8 @@ def _fulfil_stripe_order(
         )
         uow.enqueue(RECEIPT_FOR_ORDER, order_id=str(order.id))
         payouts.on_money_recorded(uow, ids)
+        if shop.erased_supporters(session, [order.supporter_id]):
+            _held_for_want_of_an_address(uow, order)
     if order.donation_amount <= 0:
         return
     gift, _ = _gift_or_insert(
@@ -606,6 +608,28 @@ def _fulfil_stripe_order(
     session.add(gift)
     if paid:
         _mark_gift_paid(uow, gift, received_at)
+
+
+ORDER_NEEDS_ADDRESS = "order_needs_address"
+
+
+def _held_for_want_of_an_address(uow: UnitOfWork, order: Order) -> None:
+    """A basket paid after its supporter's data was erased (the donor paid a moment before the erasure closed the
+    page): the money is recorded as any sale's, but there is no address to post the shirts to. The order is held
+    (`shop.held_reason`: off the packing list, not fulfillable) and a review item asks staff to refund it at Stripe
+    (the refund's events then record it). No personal data: the item names the order only."""
+    money = format_pence(order.goods_amount + order.vat_amount + order.donation_amount, order.currency)
+    raise_review_item(
+        uow,
+        order.supporter_id,
+        kind=ORDER_NEEDS_ADDRESS,
+        detail=(
+            f"A shop order of {money} was paid after the supporter's data was erased: there is no address to post "
+            "the shirts to. Refund it at Stripe."
+        ),
+        data={"order_id": str(order.id), "provider_ids": [v for v in (order.stripe_charge_id,) if v]},
+        dedupe_key=f"{ORDER_NEEDS_ADDRESS}:{order.id}",
+    )
 
 
 def _duplicate_order(uow: UnitOfWork, basket: Order, session_id: str) -> Order:
@@ -1435,8 +1459,20 @@ def _dispute_outcome(dispute: Dispute, current: dict[str, Any]) -> str:
     return f"prevented ({how})" if how else "prevented"
 
 
+# The events that close a dispute (or open one already decided): only they write the closing history item. A later
+# event about a closed dispute (`charge.dispute.updated`, `funds_reinstated`) also shows the decision, and sets
+# `closed_at` when it is processed first, but a history item cannot be re-dated: written by it, the item would keep
+# its later date once the closing event brought `closed_at` back to the decision's time.
+CLOSING_DISPUTE_EVENTS = frozenset({"charge.dispute.closed", "charge.dispute.created"})
+
+
 def sync_stripe_dispute(
-    uow: UnitOfWork, stripe: StripeGateway, dispute_object: dict[str, Any], *, at: dt.datetime
+    uow: UnitOfWork,
+    stripe: StripeGateway,
+    dispute_object: dict[str, Any],
+    *,
+    at: dt.datetime,
+    event_type: str = "charge.dispute.closed",
 ) -> Effect:
     """`charge.dispute.*`: the dispute as Stripe has it now; a lost one reduces what the supporter gave."""
     dispute_id = _id(dispute_object.get("id"))
@@ -1486,6 +1522,7 @@ def sync_stripe_dispute(
     # event from before the decision, processed after it (late, redelivered), re-fetches the decided dispute but
     # says nothing of when: the status follows Stripe at once, the time waits for the reporting event.
     reported = status is not None and _STRIPE_DISPUTE_STATUS.get(str(dispute_object.get("status"))) == status
+    closing = event_type in CLOSING_DISPUTE_EVENTS
     before = dispute.status
     if status is not None and status != before:
         _set(dispute, status=status, closed_at=at if reported else None)
@@ -1513,7 +1550,8 @@ def sync_stripe_dispute(
         data={**data, "status": "open"},
         dedupe_key=f"dispute:{dispute.id}:opened",
     )
-    if dispute.status != DisputeStatus.OPEN and dispute.closed_at is not None:
+    if dispute.status != DisputeStatus.OPEN and dispute.closed_at is not None and reported and closing:
+        # Written by the closing event that reports the decision, dated `closed_at` (that event's own time by then).
         record_history(
             uow,
             supporter_id,
@@ -1841,9 +1879,12 @@ def sync_gocardless_payment(
     retry = " (GoCardless will retry)" if details.get("will_attempt_retry") else ""
     if status in _GC_PAID:
         if gift.status == GiftStatus.REVERSED:
-            _restore_gift(uow, gift, at=at)
+            _restore_gift(uow, gift)
         else:
             _mark_gift_paid(uow, gift, received_at)
+        if action == "chargeback_cancelled":
+            # Dated by its own event, whichever event first saw the payment paid again.
+            _chargeback_cancelled_at(uow, gift, at)
         if action == "failed":
             # An attempt that failed before the retry that paid: it happened whatever arrived first, so it is in the
             # history as it would be had this event come before the retry.
@@ -1854,16 +1895,20 @@ def sync_gocardless_payment(
         if was_paid:
             _reverse_gift(uow, gift, kind="late_failure", reason=reason, received_at=received_at, at=at)
         elif _fail_gift(uow, gift, reason) or gift.status == GiftStatus.FAILED:
+            if gift.failed_at is None or at > gift.failed_at:
+                # The provider's time of the (latest) failure: dates a late failure found out later.
+                _set(gift, failed_at=at)
             _payment_failed_history(uow, gift, reason + retry, at, payment_id)
     elif status == "failed" and was_paid and gift.status == GiftStatus.FAILED:
-        # Recorded as a plain failure before anything showed it had been paid: a late failure, with its bank reason.
+        # Recorded as a plain failure before anything showed it had been paid: a late failure, with its bank reason,
+        # dated by the failure's own event (kept on the gift), not by this one that proved the payment.
         _reverse_gift(
             uow,
             gift,
             kind="late_failure",
             reason=gift.failure_reason or status,
             received_at=received_at,
-            at=at,
+            at=gift.failed_at or at,
             replaces=f"payment_failed:{payment_id}",
         )
     elif (
@@ -1963,10 +2008,14 @@ def _reverse_gift(
     payouts.on_money_recorded(uow, _provider_ids(gift))
 
 
-def _restore_gift(uow: UnitOfWork, gift: Gift, *, at: dt.datetime) -> None:
+def _restore_gift(uow: UnitOfWork, gift: Gift) -> None:
     """`chargeback_cancelled`: the bank's claim was withdrawn; the gift counts again, with its receipt. The receipt
     job is asked for again: when the chargeback was the first we heard of the payment, no receipt was issued (the
-    job finds the gift reversed); when one was, the job finds it and issues nothing."""
+    job finds the gift reversed); when one was, the job finds it and issues nothing.
+
+    Any event that finds the payment paid again restores it (the state follows GoCardless at once), but only the
+    `chargeback_cancelled` event says when: the chargeback's `closed_at` and its history item wait for that event's
+    own time (`_chargeback_cancelled_at`), so an older event processed first does not date it."""
     session = uow.session
     _set(gift, status=GiftStatus.PAID, failure_reason="")
     session.add(gift)
@@ -1975,21 +2024,36 @@ def _restore_gift(uow: UnitOfWork, gift: Gift, *, at: dt.datetime) -> None:
         session, repository.by_key(Dispute, "gocardless_payment_id", gift.gocardless_payment_id)
     )
     if dispute is not None and dispute.status != DisputeStatus.WON:
-        _set(dispute, status=DisputeStatus.WON, closed_at=at)
+        _set(dispute, status=DisputeStatus.WON, closed_at=None)
         session.add(dispute)
         session.flush()
-        record_history(
-            uow,
-            gift.supporter_id,
-            type="dispute",
-            summary=f"Chargeback cancelled: the gift of {format_pence(gift.amount, gift.currency)} counts again",
-            at=at,
-            amount=gift.amount,
-            currency=gift.currency,
-            data={"gift_id": str(gift.id), "dispute_id": str(dispute.id), "provider_ids": _provider_ids(gift)},
-            dedupe_key=f"restored:{gift.id}:{dispute.id}",
-        )
     payouts.on_money_recorded(uow, _provider_ids(gift))
+
+
+def _chargeback_cancelled_at(uow: UnitOfWork, gift: Gift, at: dt.datetime) -> None:
+    """The `chargeback_cancelled` event's own time dates the won chargeback and its history item (once: the
+    earliest such event, whatever order they are processed in)."""
+    session = uow.session
+    dispute = repository.first_locked(
+        session, repository.by_key(Dispute, "gocardless_payment_id", gift.gocardless_payment_id)
+    )
+    if dispute is None or dispute.status != DisputeStatus.WON:
+        return
+    if dispute.closed_at is None or at < dispute.closed_at:
+        _set(dispute, closed_at=at)
+        session.add(dispute)
+        session.flush()
+    record_history(
+        uow,
+        gift.supporter_id,
+        type="dispute",
+        summary=f"Chargeback cancelled: the gift of {format_pence(gift.amount, gift.currency)} counts again",
+        at=dispute.closed_at,
+        amount=gift.amount,
+        currency=gift.currency,
+        data={"gift_id": str(gift.id), "dispute_id": str(dispute.id), "provider_ids": _provider_ids(gift)},
+        dedupe_key=f"restored:{gift.id}:{dispute.id}",
+    )
 
 
 _GC_REFUND_STATUS = {

@@ -22,6 +22,7 @@ from core.db import UnitOfWork
 from core.errors import BadRequest
 from core.money import percent_of
 from core.settings import ShopSettings
+from crm.models import Supporter
 from payments import repository
 from payments.errors import OrderNotFound, PaymentsError
 from payments.models import Gift, Order, OrderLine, OrderStatus, PartnerCampaign, Product, Sku
@@ -231,13 +232,42 @@ def get_order(session: Session, order_id: uuid.UUID) -> Order:
     return order
 
 
+# An order held, not posted: its supporter's data was erased (before or after it was paid), so there is no address
+# to post the shirts to. Staff refund it at Stripe (a review item asks them to when it is paid after the erasure).
+NO_ADDRESS = "no_address"
+
+
+def erased_supporters(session: Session, supporter_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of these supporters whose data was erased (no address left to post anything to)."""
+    wanted = sorted(set(supporter_ids), key=str)
+    if not wanted:
+        return set()
+    return set(
+        session.exec(
+            select(Supporter.id).where(col(Supporter.id).in_(wanted), col(Supporter.erased_at).is_not(None))
+        ).all()
+    )
+
+
+def held_reason(order: Order, erased: bool) -> str | None:
+    """Why a paid order that is not posted yet cannot be posted (`NO_ADDRESS`), or None."""
+    if erased and order.fulfilled_at is None and order.status in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
+        return NO_ADDRESS
+    return None
+
+
 def mark_fulfilled(uow: UnitOfWork, order_id: uuid.UUID) -> Order:
-    """Staff posted the shirts. Only a paid order can be fulfilled; marking it again changes nothing."""
+    """Staff posted the shirts. Only a paid order can be fulfilled; marking it again changes nothing. An order of a
+    supporter whose data was erased has no address to post to: refused (refund it instead)."""
     order = get_order(uow.session, order_id)
     if order.fulfilled_at is not None:
         return order
     if order.status not in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
         raise OrderNotFulfillable(f"order {order_id} is {order.status}: only a paid order can be fulfilled")
+    if erased_supporters(uow.session, [order.supporter_id]):
+        raise OrderNotFulfillable(
+            f"order {order_id} has no address to post to: the supporter's data was erased; refund it at Stripe"
+        )
     now = utc_now()
     order.fulfilled_at = now
     order.updated_at = now
@@ -304,15 +334,20 @@ def _donation_returned(session: Session, order_ids: list[uuid.UUID]) -> dict[uui
     return {order_id: int(returned or 0) for order_id, returned in rows if order_id is not None}
 
 
-def order_json(session: Session, order: Order, donation_returned: int | None = None) -> dict[str, Any]:
+def order_json(
+    session: Session, order: Order, donation_returned: int | None = None, erased: bool | None = None
+) -> dict[str, Any]:
     """The order for staff. `refunded` is all the money returned on the basket (refunds and lost disputes): its
     goods part (VAT included) in `goods_refunded`, its donation line's in `donation_refunded`, so a basket refunded
-    in full has `refunded` equal to `total`."""
+    in full has `refunded` equal to `total`. `held`: `no_address` for a paid order not posted whose supporter's data
+    was erased (it cannot be posted), else None."""
     lines = session.exec(
         select(OrderLine).where(OrderLine.order_id == order.id).order_by(col(OrderLine.sku), col(OrderLine.id))
     ).all()
     if donation_returned is None:
         donation_returned = _donation_returned(session, [order.id]).get(order.id, 0)
+    if erased is None:
+        erased = bool(erased_supporters(session, [order.supporter_id]))
     return {
         "id": str(order.id),
         "supporter_id": str(order.supporter_id),
@@ -321,6 +356,7 @@ def order_json(session: Session, order: Order, donation_returned: int | None = N
         "duplicate_of": str(order.duplicate_of_id) if order.duplicate_of_id else None,
         "fulfilled": order.fulfilled_at is not None,
         "fulfilled_at": order.fulfilled_at,
+        "held": held_reason(order, erased),
         "paid_at": order.paid_at,
         "goods": _money(order.goods_amount, order.currency),
         "vat": _money(order.vat_amount, order.currency),
@@ -358,7 +394,8 @@ def order_json(session: Session, order: Order, donation_returned: int | None = N
 def list_orders(
     session: Session, *, status: str | None = None, unfulfilled: bool = False, limit: int | None = None
 ) -> list[dict[str, Any]]:
-    """Newest paid first (then created, then id: a total order)."""
+    """Newest paid first (then created, then id: a total order). `unfulfilled`: the packing list, the paid orders
+    not posted yet that can be posted (not those held for want of an address)."""
     query = select(Order).order_by(
         col(Order.paid_at).desc().nulls_last(), col(Order.created_at).desc(), col(Order.id).desc()
     )
@@ -368,12 +405,16 @@ def list_orders(
         query = query.where(
             col(Order.fulfilled_at).is_(None),
             col(Order.status).in_([OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED]),
+            col(Order.supporter_id).notin_(select(Supporter.id).where(col(Supporter.erased_at).is_not(None))),
         )
     if limit is not None:
         query = query.limit(limit)
     orders = list(session.exec(query).all())
     returned = _donation_returned(session, [order.id for order in orders])
-    return [order_json(session, order, returned.get(order.id, 0)) for order in orders]
+    erased = erased_supporters(session, [order.supporter_id for order in orders])
+    return [
+        order_json(session, order, returned.get(order.id, 0), erased=order.supporter_id in erased) for order in orders
+    ]
 
 
 # Stock

@@ -68,7 +68,7 @@ def refund_changed(ctx: Context, payload: dict[str, Any]) -> Effect:
 
 
 def dispute_changed(ctx: Context, payload: dict[str, Any]) -> Effect:
-    return payments.sync_stripe_dispute(ctx.uow, ctx.stripe, _object(payload), at=ctx.at)
+    return payments.sync_stripe_dispute(ctx.uow, ctx.stripe, _object(payload), at=ctx.at, event_type=ctx.event_type)
 
 
 def payout_changed(ctx: Context, payload: dict[str, Any]) -> Effect:
