@@ -58,10 +58,19 @@ def reconciliation_lines(session: Session) -> list[str]:
     out = []
     for item in items:
         unmatched = item["unmatched_lines"]
+        fx = item["fx"]
+        # A payout converted before it reached the bank: what the bank statement shows, and at what rate.
+        banked = (
+            f", reached the bank as {format_pence(**fx['amount'])} at {fx['exchange_rate']}"
+            + (" (estimated)" if fx["estimated"] else "")
+            if fx and fx["amount"]
+            else ""
+        )
         out.append(
             f"{item['provider']:<10} {item['provider_payout_id']:<28} {format_pence(**item['amount']):>12} "
             f"{item['status']:<12} discrepancy {format_pence(**item['discrepancy'])}"
             + (f", {unmatched} unmatched line(s)" if unmatched else "")
+            + banked
         )
     return out
 

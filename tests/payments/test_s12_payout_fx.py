@@ -15,6 +15,7 @@ from sqlmodel import select
 
 from core.runtime import Runtime
 from core.settings import Settings
+from giving.commands.shop import reconciliation_lines
 from payments import journal
 from payments.models import Payout
 from payments.payouts import payout_json, record_gocardless_payout
@@ -83,6 +84,10 @@ def test_a_converted_gocardless_payout_says_what_reached_the_bank_and_at_what_ra
     bank = next(p for p in postings if p.account == "Bank: GoCardless payouts")
     assert bank.description == "GoCardless payout ref-1; reached the bank as EUR 10.76 at GBP/EUR 1.1234567890"
     assert (body["amount"], body["discrepancy"]["amount"]) == ({"amount": 958, "currency": "GBP"}, 0)
+    # What `giving reconcile` and `giving demo` print says it too.
+    with runtime.read_session() as session:
+        (printed,) = reconciliation_lines(session)
+    assert printed.endswith(", reached the bank as €10.76 at 1.1234567890"), printed
 
 
 def test_a_payout_paid_in_its_own_currency_has_no_fx(runtime: Runtime, fake_gocardless: FakeProvider) -> None:
@@ -94,3 +99,6 @@ def test_a_payout_paid_in_its_own_currency_has_no_fx(runtime: Runtime, fake_goca
     assert (body["fx"], body["bank_amount"]) == (None, {"amount": 958, "currency": "GBP"})
     bank = next(p for p in postings if p.account == "Bank: GoCardless payouts")
     assert bank.description == "GoCardless payout ref-1"
+    with runtime.read_session() as session:
+        (printed,) = reconciliation_lines(session)
+    assert "reached the bank" not in printed
