@@ -263,6 +263,17 @@ PAYOUT = obj(
             "enum": ["provider", "given", "lines"],
             "description": "given: by a file or --payout-amount; lines: nobody gave it, the sum of the lines",
         },
+        "bank_amount": {**ref("Money"), "description": "what reached the bank: `amount` unless converted (`fx`)"},
+        "fx": {
+            **nullable(
+                obj(
+                    {"currency": {"type": "string"}, "estimated": {"type": "boolean"}},
+                    {"amount": nullable(ref("Money")), "exchange_rate": nullable({"type": "string"})},
+                )
+            ),
+            "description": "a GoCardless payout converted to another currency: that amount, the rate (a decimal "
+            "string) and whether GoCardless has only estimated it",
+        },
     },
 )
 
@@ -271,6 +282,10 @@ ORDER = obj(
     {
         "supporter_id": UUID,
         "fulfilled": {"type": "boolean"},
+        "held": {
+            **nullable({"type": "string", "enum": ["no_address"]}),
+            "description": "why a paid order cannot be posted: no_address (its supporter's data was erased)",
+        },
         "duplicate_of": {
             **nullable(UUID),
             "description": "status duplicate_payment: the basket this payment paid for a second time (to refund)",
