@@ -266,7 +266,6 @@ _REFUSAL_REASONS = {
     "InvalidSignature": "signature",
     "InvalidGoCardlessSignature": "signature",
     "MalformedEvent": "malformed",
-    "ModeMismatch": "livemode",
     "PayloadTooLarge": "too_large",
     "RequestTimeout": "too_slow",
     "ServiceUnavailable": "unavailable",

@@ -27,9 +27,5 @@ class MalformedEvent(BadRequest, WebhooksError):
     """The body is signed but is not an event we can read."""
 
 
-class ModeMismatch(BadRequest, WebhooksError):
-    """A test-mode event reached a live installation, or the other way round."""
-
-
 class EventNotFound(NotFound, WebhooksError):
     pass

@@ -208,6 +208,11 @@ def _run_handler(uow: UnitOfWork, settings: Settings, event: LockedEvent) -> Eff
     if event.provider == "stripe" and payload.get("account"):
         # Connect: an event about a connected account's balance and objects, not the charity's own.
         return Effect.ignored(f"an event of another Stripe account ({payload['account']})")
+    if event.provider == "stripe" and bool(payload.get("livemode")) != settings.stripe.livemode:
+        # Stored (the contract answers 2xx for what we do not act on) but kept out of the ledger: a test-mode event
+        # never records a gift on a live installation, nor the other way round.
+        mode = "a live-mode" if payload.get("livemode") else "a test-mode"
+        return Effect.ignored(f"{mode} event on an installation with [stripe] livemode = {settings.stripe.livemode}")
     context = Context(uow=uow, settings=settings, event_type=event.event_type, occurred_at=event.occurred_at)
     return handler(context, payload)
 

@@ -135,14 +135,31 @@ def live_client(database_url: str, tmp_path: Path, runtime: Runtime) -> Any:
         yield test_client
 
 
-def test_a_test_mode_event_on_a_live_installation_is_refused(live_client: TestClient, runtime: Runtime) -> None:
+def test_a_test_mode_event_on_a_live_installation_is_stored_and_ignored(
+    live_client: TestClient, runtime: Runtime
+) -> None:
+    """Answered 2xx and stored, as the contract has it for an event we do not act on; never in the ledger."""
+    from payments.models import Gift
+    from webhooks.service import process_event
+
     response = post_stripe(live_client, an_event())
-    assert response.status_code == 400
-    assert response.json()["error"] == "ModeMismatch"
-    assert stored(runtime) == []
+    assert response.status_code == 200, response.text
+    assert response.json() == {"received": 1, "stored": 1}
+    (event,) = stored(runtime)
+    assert event.livemode is False
+    live = live_client.app.state.runtime.settings  # type: ignore[attr-defined]
+    assert live.stripe.livemode is True
+    with runtime.unit_of_work() as uow:
+        outcome = process_event(uow, live, event.id)
+    assert outcome.status == EventStatus.IGNORED
+    assert "test-mode event" in outcome.note
+    (event,) = stored(runtime)
+    assert (event.status, event.last_error) == (EventStatus.IGNORED, outcome.note)
+    with runtime.read_session() as session:
+        assert session.exec(select(Gift)).all() == []
     live_event = {**an_event(), "livemode": True}
     assert post_stripe(live_client, live_event).status_code == 200
-    assert [row.livemode for row in stored(runtime)] == [True]
+    assert [row.livemode for row in stored(runtime)] == [False, True]
 
 
 def test_unknown_types_are_stored_and_answered_2xx(client: TestClient, runtime: Runtime) -> None:
