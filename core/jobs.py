@@ -6,6 +6,9 @@
   done in the same transaction as its work, skips it if it is already done, and the sweep re-sends rows left pending.
   A row's `last_sent_at` is when its current message is due to run (sent, delayed until, retried by, or running
   until its time limit), and the sweep sends again only rows whose message is `RESEND_AFTER` overdue.
+- A job whose claim commits apart from its work is held by one run at a time (`run_id` until `running_until`), and
+  `attempts` counts runs started, per job, where a crash cannot undo it: a job whose worker dies each time is given
+  up after its retries like one that raises (docs/operations.md §2a).
 - `@periodic(...)` jobs run once per period however many workers are up: the first to insert the
   `scheduled_runs(name, period_start)` row enqueues it.
 """
@@ -23,7 +26,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import sqlalchemy as sa
@@ -35,6 +38,9 @@ from core import metrics
 from core.clock import utc_now
 from core.db import PendingJob, UnitOfWork, conflict_insert, is_postgres
 from core.models import Job, JobStatus, ScheduledRun
+
+if TYPE_CHECKING:
+    from core.runtime import Runtime
 
 log = logging.getLogger("giving.jobs")
 
@@ -98,8 +104,9 @@ def actor(
 
     Without `with_uow` the durable row is claimed and marked done in two transactions of their own, around the
     job's. With `claims_itself` the job does both in its own units of work instead: `claim_in(uow)` in its first
-    (a duplicate of a finished job stops there) and `done_in(uow)` in its last; if it never calls `done_in`, the
-    row is marked done after it returns, as without.
+    (a duplicate of a finished job, or a copy of one another run holds, stops there) and `done_in(uow)` in its last;
+    if it never calls `done_in`, the row is marked done after it returns, as without. Either way the claim holds the
+    row for this run until its time limit.
 
     With `batch_argument` (the name of a list argument) jobs sent together are coalesced: one message carries the
     items of many, up to `batch_limit` (`coalesce`). The job must then take any number of items.
@@ -181,13 +188,19 @@ def record_job(session: Session, actor_name: str, kwargs: dict[str, Any], delay_
 BROKER_TIMEOUT_SECONDS = 3
 
 
+_UNFLAGGED_REDELIVERY_ATTRIBUTE = "giving_redelivers_unflagged_after_ms"
+
+
 def make_broker(url: str) -> dramatiq.Broker:
     if not url:
         return StubBroker(fail_fast_default=False)
     if url.startswith(("redis://", "rediss://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        return RedisBroker(url=url, namespace="giving")
+        broker = RedisBroker(url=url, namespace="giving")
+        # Redis gives a dead worker's messages back once its heartbeat is this old, and flags nothing (`_runner`).
+        setattr(broker, _UNFLAGGED_REDELIVERY_ATTRIBUTE, broker.heartbeat_timeout)
+        return broker
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
     # Publisher confirms: a send returns only once RabbitMQ has the message.
@@ -225,7 +238,7 @@ def install_broker(broker: dramatiq.Broker) -> dramatiq.Broker:
             _dramatiq_actors[spec.name] = existing
             continue
         _dramatiq_actors[spec.name] = dramatiq.Actor(
-            _runner(spec),
+            _runner(spec, getattr(broker, _UNFLAGGED_REDELIVERY_ATTRIBUTE, None)),
             broker=broker,
             actor_name=spec.name,
             queue_name=spec.queue,
@@ -392,10 +405,14 @@ def flush_background_sends() -> None:
 
 @dataclass
 class _DurableRun:
-    """The durable row of the message a `claims_itself` job is running for."""
+    """One run of a durable job: its row, and what the database knows of the run."""
 
+    spec: JobSpec
     job_id: uuid.UUID
-    time_limit_ms: int
+    # A run whose claim commits apart from its work: its id, written in the row by its claim.
+    token: uuid.UUID | None = None
+    # The row counts this run among its `attempts` (its claim, or its count, has committed).
+    counted: bool = False
     done: bool = False
 
 
@@ -403,12 +420,12 @@ _durable_run: contextvars.ContextVar[_DurableRun | None] = contextvars.ContextVa
 
 
 def claim_in(uow: UnitOfWork) -> None:
-    """In a `claims_itself` job's first unit of work: lock its durable row (PostgreSQL) and stop, as a duplicate
-    message, if it is no longer pending. Does nothing when the job was not run for a durable message (a direct call,
-    a test)."""
+    """In a `claims_itself` job's first unit of work: claim its durable row for this run, until its time limit, and
+    stop if it is no longer pending (a duplicate of a finished job) or another run holds it (a copy sent while it
+    runs). Does nothing when the job was not run for a durable message (a direct call, a test)."""
     run = _durable_run.get()
-    if run is not None and not _claim(uow, run.job_id, running_for_ms=run.time_limit_ms):
-        raise _AlreadyDone
+    if run is not None:
+        _claim_apart(uow, run)
 
 
 def done_in(uow: UnitOfWork) -> None:
@@ -417,7 +434,7 @@ def done_in(uow: UnitOfWork) -> None:
     run = _durable_run.get()
     if run is None or run.done:
         return
-    _mark_done(uow.session, run.job_id)
+    _mark_done(uow.session, run)
 
     def committed() -> None:
         run.done = True
@@ -425,23 +442,35 @@ def done_in(uow: UnitOfWork) -> None:
     uow.on_commit(committed)
 
 
-def _runner(spec: JobSpec) -> Callable[..., Any]:
+def _runner(spec: JobSpec, unflagged_redelivery_after_ms: int | None = None) -> Callable[..., Any]:
+    def in_claim(runtime: Runtime, run: _DurableRun | None, kwargs: dict[str, Any]) -> Any:
+        """Claim (lock), work and mark done in one transaction: the fast path of every `with_uow` job."""
+        with runtime.unit_of_work() as uow:
+            if run is not None:
+                _claim_locked(uow, run)
+            result = spec.fn(uow, **kwargs)
+            if run is not None:
+                _mark_done(uow.session, run)
+        return result
+
     def run(**kwargs: Any) -> Any:
         from core.runtime import get_runtime
 
         runtime = get_runtime()
         job_id = kwargs.pop("job_id", None)
+        durable = _DurableRun(spec, uuid.UUID(job_id)) if job_id is not None else None
         try:
             if spec.with_uow:
-                with runtime.unit_of_work() as uow:
-                    if job_id is not None and not _claim(uow, uuid.UUID(job_id)):
-                        raise _AlreadyDone
-                    result = spec.fn(uow, **kwargs)
-                    if job_id is not None:
-                        _mark_done(uow.session, uuid.UUID(job_id))
-                return result
-            if job_id is not None and spec.claims_itself:
-                durable = _DurableRun(uuid.UUID(job_id), spec.time_limit_ms)
+                if durable is None:
+                    return in_claim(runtime, None, kwargs)
+                if _may_follow_a_run(unflagged_redelivery_after_ms):
+                    _count_start(durable)
+                try:
+                    return in_claim(runtime, durable, kwargs)
+                except _CountFirst:
+                    _count_start(durable)
+                    return in_claim(runtime, durable, kwargs)
+            if durable is not None and spec.claims_itself:
                 token = _durable_run.set(durable)
                 try:
                     result = spec.fn(**kwargs)
@@ -449,22 +478,25 @@ def _runner(spec: JobSpec) -> Callable[..., Any]:
                     _durable_run.reset(token)
                 if not durable.done:
                     with runtime.unit_of_work() as uow:
-                        _mark_done(uow.session, durable.job_id)
+                        _mark_done(uow.session, durable)
                 return result
-            if job_id is not None:
+            if durable is not None:
                 with runtime.unit_of_work() as uow:
-                    if not _claim(uow, uuid.UUID(job_id), running_for_ms=spec.time_limit_ms):
-                        raise _AlreadyDone
+                    _claim_apart(uow, durable)
             result = spec.fn(**kwargs)
-            if job_id is not None:
+            if durable is not None:
                 with runtime.unit_of_work() as uow:
-                    _mark_done(uow.session, uuid.UUID(job_id))
+                    _mark_done(uow.session, durable)
             return result
         except _AlreadyDone:
             raise
+        except _GiveUp:
+            if durable is not None:
+                _give_up(durable, kwargs)
+            raise
         except (Exception, Interrupt) as exc:  # Interrupt: dramatiq's TimeLimitExceeded is not an Exception
-            if job_id is not None:
-                _record_failure(spec, uuid.UUID(job_id), exc, kwargs)
+            if durable is not None:
+                _record_failure(durable, exc, kwargs)
             raise
 
     def timed_run(**kwargs: Any) -> None:
@@ -478,6 +510,8 @@ def _runner(spec: JobSpec) -> Callable[..., Any]:
         except _AlreadyDone:
             outcome = "skipped"
             return None
+        except _GiveUp:  # marked failed, for a person: dramatiq must not retry it
+            return None
         finally:
             metrics.observe("job_duration_seconds", time.perf_counter() - started, actor=spec.name, outcome=outcome)
 
@@ -486,40 +520,144 @@ def _runner(spec: JobSpec) -> Callable[..., Any]:
 
 
 class _AlreadyDone(Exception):
-    """A duplicate message for a durable job another run has finished: nothing to do."""
+    """A duplicate message for a durable job another run has finished, or holds: nothing to do."""
 
 
-def _claim(uow: UnitOfWork, job_id: uuid.UUID, *, running_for_ms: int | None = None) -> bool:
-    """Lock the job row (PostgreSQL) so a duplicate message waits, then run only if still pending.
+class _CountFirst(Exception):
+    """A `with_uow` job's row shows an earlier run: this one must be counted in a transaction of its own first."""
 
-    With `running_for_ms` (a claim committed apart from the job's work, which runs after it) the row is also marked
-    as running until then (its time limit): the sweep does not send a copy that would run beside it, and sends one
-    if the run died."""
-    if running_for_ms is not None:
-        running_until = utc_now() + dt.timedelta(milliseconds=running_for_ms)
-        claimed = uow.session.execute(
-            sa.update(_JOBS)
-            .where(_JOBS.c.id == job_id, _JOBS.c.status == JobStatus.PENDING.value)
-            .values(last_sent_at=running_until)
-            .returning(_JOBS.c.id)
-        )
-        return claimed.first() is not None
-    query = sa.select(col(Job.status)).where(col(Job.id) == job_id)
-    if is_postgres(uow.session):
-        query = query.with_for_update()
+
+class _GiveUp(Exception):
+    """The job has started `max_retries + 1` times and never finished: the worker running it died each time."""
+
+
+def _may_follow_a_run(unflagged_redelivery_after_ms: int | None) -> bool:
+    """Whether the message being run may be one whose earlier run died, as far as the message tells: a dramatiq
+    retry, a message RabbitMQ redelivers (it flags them), or, on a broker that flags nothing (Redis gives a dead
+    worker's messages back after its heartbeat timeout), one older than that timeout."""
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return False
+    if message.options.get("retries"):
+        return True
+    redelivered = getattr(message, "redelivered", None)
+    if redelivered is not None:
+        return bool(redelivered)
+    if unflagged_redelivery_after_ms is None:
+        return False
+    sent_ms = max(message.message_timestamp, int(message.options.get("eta") or 0))
+    return time.time() * 1000 - sent_ms >= unflagged_redelivery_after_ms
+
+
+def _continue_count(attempt: int) -> int:
+    """Bring the current message's retry count up to the job's (`attempt` is this run's number, from 1), so that
+    dramatiq's backoff and its last retry follow the job, not the message (a sweep's copy starts at 0). Returns the
+    message's count."""
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return max(attempt - 1, 0)
+    retries = max(int(message.options.get("retries", 0)), attempt - 1)
+    message.options["retries"] = retries
+    return retries
+
+
+# Whether the row shows an earlier run: counted (or failed), or sent again by the sweep (a run may have died).
+_EARLIER_RUN = sa.or_(_JOBS.c.attempts > 0, _JOBS.c.last_sent_at != _JOBS.c.available_at).label("earlier")
+_LOCK_JOB = sa.select(_JOBS.c.status, _EARLIER_RUN).where(_JOBS.c.id == sa.bindparam("job_id"))
+_LOCK_JOB_FOR_UPDATE = _LOCK_JOB.with_for_update()
+
+
+def _claim_locked(uow: UnitOfWork, run: _DurableRun) -> None:
+    """For a job that works in the transaction that claims it: lock the row (PostgreSQL; SQLite's write lock is the
+    whole database) so a duplicate message waits, and run only if it is still pending. A run the row may not count
+    yet (an earlier run started and may have died) is counted first, in a transaction of its own (`_CountFirst`)."""
+    query = _LOCK_JOB_FOR_UPDATE if is_postgres(uow.session) else _LOCK_JOB
     # A Core select (no ORM entity): this runs before every durable job.
-    return uow.session.execute(query).scalar() == JobStatus.PENDING
+    row = uow.session.execute(query, {"job_id": run.job_id}).first()
+    if row is None or row.status != JobStatus.PENDING:
+        raise _AlreadyDone
+    if row.earlier and not run.counted:
+        raise _CountFirst
 
 
-def _mark_done(session: Session, job_id: uuid.UUID) -> None:
+def _count_start(run: _DurableRun) -> None:
+    """Count this run in the row and commit it before the work, where a death cannot roll it back; give up instead
+    when the job has already started `max_retries + 1` times."""
+    from core.runtime import get_runtime
+
+    with get_runtime().unit_of_work() as uow:
+        attempt = uow.session.execute(
+            sa.update(_JOBS)
+            .where(_JOBS.c.id == run.job_id, _JOBS.c.status == JobStatus.PENDING.value)
+            .values(attempts=_JOBS.c.attempts + 1)
+            .returning(_JOBS.c.attempts)
+        ).scalar()
+        if attempt is None:
+            raise _AlreadyDone
+        if attempt > run.spec.max_retries + 1:
+            raise _GiveUp
+        _continue_count(attempt)
+    run.counted = True
+
+
+def _claim_apart(uow: UnitOfWork, run: _DurableRun) -> None:
+    """Claim the row for this run, with the job's work committed apart from the claim (after it): the row names the
+    run and holds it until the run's time limit. A duplicate message meanwhile does nothing, and the sweep sends a
+    copy only once that has passed (the run died). The claim counts the run; a job that has started
+    `max_retries + 1` times already is given up instead (`_GiveUp`: the claim is rolled back)."""
     now = utc_now()
-    done = session.execute(
+    until = now + dt.timedelta(milliseconds=run.spec.time_limit_ms)
+    token = uuid.uuid4()
+    attempt = uow.session.execute(
         sa.update(_JOBS)
-        .where(_JOBS.c.id == job_id)
-        .values(status=JobStatus.DONE.value, done_at=now)
-        .returning(_JOBS.c.actor_name, _JOBS.c.created_at)
-    ).first()
-    if done is not None and done.actor_name in {s.actor_name for s in PERIODIC.values() if s.later_run_supersedes}:
+        .where(
+            _JOBS.c.id == run.job_id,
+            _JOBS.c.status == JobStatus.PENDING.value,
+            sa.or_(_JOBS.c.running_until.is_(None), _JOBS.c.running_until <= now),
+        )
+        .values(attempts=_JOBS.c.attempts + 1, run_id=token, running_until=until, last_sent_at=until)
+        .returning(_JOBS.c.attempts)
+    ).scalar()
+    if attempt is None:
+        raise _AlreadyDone
+    if attempt > run.spec.max_retries + 1:
+        raise _GiveUp
+    run.token = token
+    _continue_count(attempt)
+
+    def committed() -> None:
+        run.counted = True
+
+    uow.on_commit(committed)
+
+
+def _unheld(now: dt.datetime) -> Any:
+    return sa.or_(_JOBS.c.running_until.is_(None), _JOBS.c.running_until <= now)
+
+
+def _mark_done(session: Session, run: _DurableRun) -> bool:
+    """Mark the row done. A run that claimed it apart from its work marks it only while it still holds it: once its
+    time limit has passed and another run has taken the job over, that run marks it done (or records its failure for
+    its retry), whatever the late one did (its work is idempotent, as every job's must be)."""
+    now = utc_now()
+    query = sa.update(_JOBS).where(_JOBS.c.id == run.job_id)
+    if run.token is not None:
+        query = query.where(_JOBS.c.run_id == run.token)
+    elif not run.spec.with_uow:  # a `claims_itself` job that never claimed: done unless another run holds it
+        query = query.where(_JOBS.c.status == JobStatus.PENDING.value, _unheld(now))
+    values: dict[str, Any] = {"status": JobStatus.DONE.value, "done_at": now}
+    if not run.spec.with_uow:
+        values.update(run_id=None, running_until=None)
+    done = session.execute(query.values(values).returning(_JOBS.c.actor_name, _JOBS.c.created_at)).first()
+    if done is None:
+        if run.token is not None:
+            log.warning(
+                "job %s (%s): its run's time ran out and another run holds it; not marked done here",
+                run.job_id,
+                run.spec.name,
+            )
+        return False
+    if done.actor_name in {s.actor_name for s in PERIODIC.values() if s.later_run_supersedes}:
         # A periodic job that gave up is not worth running again once a later run has done the work: it stops
         # counting as failed (the alert clears by itself) and is pruned with the jobs done.
         session.execute(
@@ -531,10 +669,12 @@ def _mark_done(session: Session, job_id: uuid.UUID) -> None:
             )
             .values(status=JobStatus.SUPERSEDED.value, done_at=now)
         )
+    return True
 
 
 def current_retries() -> int:
-    """How many times dramatiq has retried the message being run (0 on its first delivery, or outside a worker)."""
+    """How many times the job being run has been tried before (0 on its first run, or outside a worker): dramatiq's
+    count for the message, which a durable job's claim brings up to the job's own (a sweep's copy, a redelivery)."""
     message = CurrentMessage.get_current_message()
     return int(message.options.get("retries", 0)) if message is not None else 0
 
@@ -546,45 +686,111 @@ def retry_due_within(spec: JobSpec, retries: int) -> dt.timedelta:
     return dt.timedelta(milliseconds=backoff_ms)
 
 
-def _record_failure(spec: JobSpec, job_id: uuid.UUID, exc: BaseException, arguments: dict[str, Any]) -> None:
+def _locked_row(uow: UnitOfWork, job_id: uuid.UUID) -> Any:
+    query = sa.select(
+        _JOBS.c.status, _JOBS.c.attempts, _JOBS.c.run_id, _JOBS.c.running_until, _JOBS.c.last_error
+    ).where(_JOBS.c.id == job_id)
+    if is_postgres(uow.session):
+        query = query.with_for_update()
+    return uow.session.execute(query).first()
+
+
+def _give_up_in(uow: UnitOfWork, spec: JobSpec, job_id: uuid.UUID, arguments: dict[str, Any], error: str) -> None:
+    """Mark the job failed for good, and let it put its records right (once: only the run that does this)."""
+    uow.session.execute(
+        sa.update(_JOBS)
+        .where(_JOBS.c.id == job_id)
+        .values(
+            status=JobStatus.FAILED.value, last_error=error, last_sent_at=utc_now(), run_id=None, running_until=None
+        )
+    )
+    if spec.on_give_up is not None:
+        try:
+            with uow.session.begin_nested():
+                spec.on_give_up(uow, arguments, error)
+        except Exception:
+            # The job is still marked failed, for a person to look at.
+            log.exception("job %s failed for good and could not record it (%s)", job_id, spec.name)
+
+
+def _record_failure(run: _DurableRun, exc: BaseException, arguments: dict[str, Any]) -> None:
+    """A run that raised: release its claim (dramatiq's retry claims the job again) and count it, or mark the job
+    failed after `max_retries + 1` runs (counted per job, whatever message each came with) or on an error no retry
+    can mend. Nothing, if another run holds the job or it is no longer pending."""
     from core.runtime import get_runtime
 
-    retries = current_retries()
-    final = retries >= spec.max_retries or isinstance(exc, spec.gives_up_on)
+    spec = run.spec
     metrics.count("job_attempts_failed", actor=spec.name)
-    if final:
-        metrics.count("jobs_given_up", actor=spec.name)
     error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
+    final = False
     try:
         with get_runtime().unit_of_work() as uow:
-            marked = uow.session.execute(
-                sa.update(Job)
-                .where(col(Job.id) == job_id, col(Job.status) == JobStatus.PENDING)
-                .values(
-                    attempts=Job.attempts + 1,  # type: ignore[operator]
-                    last_error=error,
-                    status=JobStatus.FAILED if final else JobStatus.PENDING,
-                    # dramatiq's retry is due within its backoff: the sweep sends a copy only when that is overdue.
-                    last_sent_at=utc_now() + (dt.timedelta(0) if final else retry_due_within(spec, retries)),
+            now = utc_now()
+            row = _locked_row(uow, run.job_id)
+            if row is None or row.status != JobStatus.PENDING:
+                return
+            if run.counted and run.token is not None and row.run_id != run.token:
+                return  # its time ran out and another run holds the job: that run's outcome decides
+            if not run.counted and row.running_until is not None and row.running_until > now:
+                return  # never claimed it (failed before its claim committed), and another run holds it
+            attempts = row.attempts if run.counted else row.attempts + 1
+            final = attempts >= spec.max_retries + 1 or isinstance(exc, spec.gives_up_on)
+            retries = _continue_count(attempts)
+            if final:
+                uow.session.execute(sa.update(_JOBS).where(_JOBS.c.id == run.job_id).values(attempts=attempts))
+                _give_up_in(uow, spec, run.job_id, arguments, error)
+            else:
+                uow.session.execute(
+                    sa.update(_JOBS)
+                    .where(_JOBS.c.id == run.job_id)
+                    .values(
+                        attempts=attempts,
+                        last_error=error,
+                        run_id=None,
+                        running_until=None,
+                        # dramatiq's retry is due within its backoff: the sweep sends a copy only when that is overdue.
+                        last_sent_at=now + retry_due_within(spec, retries),
+                    )
                 )
-            )
-            # Once: only the run that moved the row from pending to failed.
-            if final and spec.on_give_up is not None and marked.rowcount == 1:  # type: ignore[attr-defined]
-                try:
-                    with uow.session.begin_nested():
-                        spec.on_give_up(uow, arguments, error)
-                except Exception:
-                    # The job is still marked failed, for a person to look at.
-                    log.exception("job %s failed for good and could not record it (%s)", job_id, spec.name)
     except Exception:
-        log.exception("could not record the failure of job %s", job_id)
+        log.exception("could not record the failure of job %s", run.job_id)
+        return
+    if final:
+        metrics.count("jobs_given_up", actor=spec.name)
+
+
+def _give_up(run: _DurableRun, arguments: dict[str, Any]) -> None:
+    """The job has started `max_retries + 1` times and never finished, recording no failure: each run died (killed,
+    out of memory). Marked failed for a person to look at, unless another run holds it or it is done."""
+    from core.runtime import get_runtime
+
+    try:
+        with get_runtime().unit_of_work() as uow:
+            row = _locked_row(uow, run.job_id)
+            if row is None or row.status != JobStatus.PENDING:
+                return
+            if row.running_until is not None and row.running_until > utc_now():
+                return
+            error = (
+                f"the worker died running this job: it started at least {row.attempts} times and never finished "
+                "(killed, or out of memory?); given up"
+            )
+            if row.last_error:
+                error += f". Its last error: {row.last_error}"
+            _give_up_in(uow, run.spec, run.job_id, arguments, error[:2000])
+    except Exception:
+        log.exception("could not give up job %s", run.job_id)
+        return
+    metrics.count("jobs_given_up", actor=run.spec.name)
+    log.error("job %s (%s) given up: its worker died each time it ran", run.job_id, run.spec.name)
 
 
 def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, limit: int = 1000) -> int:
     """Send again every durable job still pending `older_than` after its message was due (`last_sent_at`).
 
     `older_than=0` sends every pending job that is available, even one whose message is believed running or waiting
-    for dramatiq's retry: for a process that knows no other worker holds them (an in-process worker started again)."""
+    for dramatiq's retry: for a process that knows no other worker holds them (an in-process worker started again).
+    It also ends the claim a run left on each (that run died with its process), so the copy runs at once."""
     now = utc_now()
     query = select(Job).where(Job.status == JobStatus.PENDING, col(Job.available_at) <= now)
     if older_than > dt.timedelta(0):
@@ -604,6 +810,10 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
             log.warning("durable job %s: no job is named %s in this release; left pending", job.id, job.actor_name)
             continue
         job.last_sent_at = now
+        if older_than <= dt.timedelta(0):
+            # No other worker holds it: a run's claim left by a process that stopped must not keep its copy waiting.
+            job.run_id = None
+            job.running_until = None
         uow.jobs.append(PendingJob(job.actor_name, {**job.arguments, "job_id": str(job.id)}))
         sent += 1
     return sent

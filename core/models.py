@@ -22,7 +22,10 @@ class JobStatus(StrEnum):
 
 
 class Job(SQLModel, table=True):
-    """A job that must not be lost: written with the work that asked for it, marked done by the actor."""
+    """A job that must not be lost: written with the work that asked for it, marked done by the actor.
+
+    `attempts` counts the runs started that the database knows of (docs/operations.md: a run that dies leaves no
+    failure to record, so the count is what stops a job that kills its worker)."""
 
     __tablename__ = "jobs"
     __table_args__ = (sa.Index("ix_jobs_status_created_at", "status", "created_at"),)
@@ -37,6 +40,10 @@ class Job(SQLModel, table=True):
     available_at: dt.datetime = created_at_field()
     last_sent_at: dt.datetime | None = utc_field()
     done_at: dt.datetime | None = utc_field()
+    # A job whose claim commits apart from its work: the run holding it (a random id per run) and until when (its
+    # time limit). Another message for it does nothing meanwhile; only the run holding it marks it done or failed.
+    run_id: uuid.UUID | None = None
+    running_until: dt.datetime | None = utc_field()
 
 
 class ScheduledRun(SQLModel, table=True):

@@ -7,8 +7,12 @@ import importlib
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
 
 from core.runtime import Runtime
+from core.settings import DatabaseSettings
 
 log = logging.getLogger("giving.worker")
 
@@ -35,6 +39,47 @@ def import_tasks() -> None:
         jobs.install_broker(get_runtime().broker)
     except RuntimeError:
         pass
+
+
+def pool_shortfall(database: DatabaseSettings, threads: int) -> str | None:
+    """Why a worker process running `threads` jobs at once would wait for database connections, or None.
+
+    Each job thread holds at most one connection, and the periodic scheduler one more, so the process needs
+    `threads + 1` from its pool (`pool_size + max_overflow`). With fewer, a thread waits `pool_timeout` for a
+    connection and its job fails (`QueuePool limit ... reached`), again and again under load. The pool is not
+    grown to fit: its size is the operator's budget of PostgreSQL connections (docs/operations.md), so the worker
+    refuses to start instead, saying what to change. SQLite is not checked (one machine, one writer at a time)."""
+    import sqlalchemy as sa
+
+    from core.db import normalise_url
+
+    if sa.make_url(normalise_url(database.url)).get_backend_name() != "postgresql":
+        return None
+    connections = database.pool_size + database.max_overflow
+    needed = threads + 1
+    if connections >= needed:
+        return None
+    return (
+        f"--threads {threads} needs {needed} database connections in each worker process (one per thread, one for "
+        f"the scheduler), and its pool has {connections} ([database] pool_size {database.pool_size} + "
+        f"max_overflow {database.max_overflow}): run with --threads {connections - 1} or fewer, or raise "
+        f"GIVING_DATABASE__MAX_OVERFLOW to {needed - database.pool_size} (and check PostgreSQL's max_connections, "
+        "docs/operations.md)"
+    )
+
+
+class PoolFitsThreads(dramatiq.Middleware):
+    """Stops a worker process before its threads start when its database pool cannot serve them all
+    (`pool_shortfall`): dramatiq's supervisor then stops and exits non-zero, with the reason logged."""
+
+    def __init__(self, database: DatabaseSettings):
+        self.database = database
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        problem = pool_shortfall(self.database, int(worker.worker_threads))
+        if problem is not None:
+            log.critical("the worker cannot start: %s", problem)
+            raise SystemExit(f"giving worker: {problem}")
 
 
 class _ProbeQuiet(logging.Filter):

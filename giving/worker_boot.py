@@ -9,7 +9,7 @@ from core.jobs import Scheduler
 from core.logging import configure_logging
 from core.runtime import build_runtime
 from core.settings import feature_warnings, get_settings
-from giving.worker import import_tasks
+from giving.worker import PoolFitsThreads, import_tasks
 from receipts.render import startup_warnings as render_warnings
 
 configure_logging()
@@ -18,6 +18,8 @@ for warning in [*feature_warnings(get_settings()), *render_warnings()]:
 import_tasks()
 runtime = build_runtime(get_settings())
 broker = runtime.broker
+# Refuses, before any job runs, more threads (`giving worker --threads`) than the database pool has connections.
+broker.add_middleware(PoolFitsThreads(runtime.settings.database))
 scheduler = Scheduler(runtime.unit_of_work)
 scheduler.start()
 # Everything loaded so far (modules, settings, compiled templates) lives as long as the process: moved out of the
