@@ -11,7 +11,8 @@
   claimed on each Gift Aid claim (`giftaid_claim_donors`) and the declarations those claims relied on — until six
   years after the end of the financial period of the last claimed gift (`supporters.purge_after`). With nothing
   claimed, everything goes at once. Email addresses also go from failed deliveries', jobs' and webhook events' error
-  texts, and their emails from the outbox directory when mail is written there (`[email] outbox_dir`).
+  texts, and their emails from the outbox directory when mail is written there (`[email] outbox_dir`). Their stored
+  receipt PDFs are deleted after the commit and by a durable job written with the erasure (a crash in between).
 - `purge_due`: the periodic job's work: blanks what was kept once `purge_after` has passed (or moves it on, when a
   gift was claimed after the erasure with the declaration kept).
 - `prune_webhook_bodies`: raw provider bodies are kept only `[web] keep_webhook_bodies_days`.
@@ -26,7 +27,6 @@ import hmac
 import re
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -69,6 +69,8 @@ ERASED_NAME = ("Erased", "supporter")
 ERASURE_REQUEST = payments_service.ERASURE_REQUEST
 # The job deleting an erased supporter's emails from the outbox directory (giving/privacy_tasks.py).
 OUTBOX_JOB = "privacy.delete_outbox_mail"
+# The job deleting an erased supporter's stored receipt and letter PDFs (by storage key).
+FILES_JOB = "privacy.delete_receipt_files"
 
 
 # --- subject access export -----------------------------------------------------------------------------------
@@ -218,8 +220,8 @@ def hmrc_purge_after(settings: Settings, claimed: list[ClaimGift]) -> dt.date | 
 
 def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID) -> ErasureResult:
     """Pseudonymise the supporter everywhere, keeping only what HMRC needs until `purge_after`. The stored PDFs
-    of their receipts and letters are deleted once the change is committed. Erasing again blanks anything new and
-    keeps the first `erased_at`."""
+    of their receipts and letters are deleted once the change is committed (and by a durable job, `FILES_JOB`).
+    Erasing again blanks anything new and keeps the first `erased_at`."""
     session = uow.session
     # A claim being built reads declarations and writes the donor details it claims with: wait for it, so what it
     # claimed is seen (and kept) here, and a build after this one sees the details blanked.
@@ -305,12 +307,22 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
     # Receipts say who they were for: their words and files go (numbers, amounts and dates stay in the ledger). A
     # document still to be issued may have its PDF stored already (its job renders and stores it before recording
     # it, and will find it withdrawn below): the file it is stored under goes too.
-    store = receipts_service.store_for(settings)
-    files = [
-        store.path(d.storage_key or receipts_service.storage_key(d))
-        for d in session.exec(select(Document).where(col(Document.supporter_id).in_(ids))).all()
-    ]
-    uow.on_commit(lambda: _delete_files(files))
+    # Deleted right after the commit, and again by a durable job written here: a crash between the commit and the
+    # deletion would otherwise leave them for ever. The job names them by storage key ("<kind>/<number>.pdf": no
+    # name or address in the jobs table).
+    keys = sorted(
+        {
+            d.storage_key or receipts_service.storage_key(d)
+            for d in session.exec(select(Document).where(col(Document.supporter_id).in_(ids))).all()
+        }
+    )
+    if keys:
+        uow.enqueue(FILES_JOB, storage_keys=keys)
+
+        def delete_now() -> None:
+            delete_receipt_files(settings, keys)
+
+        uow.on_commit(delete_now)
     # What was still to render or to send never will be (erased supporters get nothing): withdrawn, so the postal
     # batch, the annual run's progress and the email jobs do not wait for it.
     session.execute(
@@ -384,9 +396,17 @@ def delete_outbox_mail(session: Session, settings: Settings, digests: list[str])
     )
 
 
-def _delete_files(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
+def delete_receipt_files(settings: Settings, storage_keys: list[str]) -> int:
+    """Delete these stored PDFs (the erasure's, and its job's work); a file already gone is fine. Returns how many
+    were deleted."""
+    store = receipts_service.store_for(settings)
+    deleted = 0
+    for key in storage_keys:
+        path = store.path(key)
+        if path.exists():
+            path.unlink(missing_ok=True)
+            deleted += 1
+    return deleted
 
 
 def supporter_emails(session: Session, ids: list[uuid.UUID]) -> list[str]:

@@ -1,6 +1,7 @@
 """Privacy jobs (added to giving/worker.py TASK_MODULES). Periodic: raw webhook bodies kept only
 `[web] keep_webhook_bodies_days`, and what was kept of erased supporters for HMRC purged when its time is over.
-Asked for by an erasure: its supporter's emails deleted from the outbox directory (`[email] outbox_dir`)."""
+Asked for by an erasure: its supporter's emails deleted from the outbox directory (`[email] outbox_dir`), and their
+stored receipt PDFs (also deleted right after the erasure's commit: the job covers a crash in between)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,8 @@ def purge_erased(uow: UnitOfWork) -> int:
 @jobs.actor(privacy.OUTBOX_JOB, queue="default", time_limit_ms=300_000, max_retries=5)
 def delete_outbox_mail(uow: UnitOfWork, digests: list[str]) -> int:
     return privacy.delete_outbox_mail(uow.session, get_runtime().settings, digests)
+
+
+@jobs.actor(privacy.FILES_JOB, queue="default", time_limit_ms=300_000, max_retries=5)
+def delete_receipt_files(uow: UnitOfWork, storage_keys: list[str]) -> int:
+    return privacy.delete_receipt_files(get_runtime().settings, storage_keys)
