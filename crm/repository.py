@@ -272,12 +272,19 @@ def declarations_of(session: Session, supporter_id: uuid.UUID) -> list[Declarati
     )
 
 
-def review_items(session: Session, *, open_only: bool, limit: int, offset: int = 0) -> list[ReviewItem]:
+def review_items(
+    session: Session, *, open_only: bool, limit: int, before: tuple[dt.datetime, uuid.UUID] | None = None
+) -> list[ReviewItem]:
+    """Newest first, in the total order (created_at desc, id desc); `before` continues after a cursor."""
     query = select(ReviewItem)
     if open_only:
         query = query.where(col(ReviewItem.resolved_at).is_(None))
+    if before is not None:
+        at, item_id = before
+        created = col(ReviewItem.created_at)
+        query = query.where(or_(created < at, and_(created == at, col(ReviewItem.id) < item_id)))
     query = query.order_by(col(ReviewItem.created_at).desc(), col(ReviewItem.id).desc())
-    return list(session.exec(query.offset(offset).limit(limit)).all())
+    return list(session.exec(query.limit(limit)).all())
 
 
 def open_review_items(session: Session, *, kind: str, key_prefix: str) -> list[ReviewItem]:

@@ -27,7 +27,7 @@ from core.models import StaffRole
 from core.runtime import Runtime
 from core.settings import Settings
 from crm import schemas, service
-from crm.errors import InvalidDonorDetails, SupporterNotFound
+from crm.errors import BadCursor, InvalidDonorDetails, SupporterNotFound
 from crm.models import ConsentStatus, Declaration
 from crm.validation import DonorDetails, normalise_email
 
@@ -297,20 +297,23 @@ async def confirm_declaration(request: Request) -> Response:
 
 
 async def list_review_items(request: Request) -> Response:
-    """Newest first, `?limit=` (100 by default) at a time from `?offset=`; `next` names the following page."""
+    """Newest first, `?limit=` (100 by default) at a time after `?cursor=`; `next` names the following page (with
+    its cursor). Paged by cursor, not offset: items raised or resolved meanwhile neither repeat nor are skipped."""
     status = request.query_params.get("status", "open")
     open_only = status != "all"
     limit = _limit(request.query_params.get("limit")) or REVIEW_PAGE
-    offset = whole_number(request.query_params.get("offset") or "0")
-    if offset is None:
-        raise InvalidDonorDetails("offset must be a whole number", {"offset": request.query_params["offset"]})
+    cursor = request.query_params.get("cursor") or None
+    if "offset" in request.query_params:
+        # A client still counting offsets would get the first page over and over: told instead.
+        raise BadCursor("review items are paged by cursor: follow `next`, not an offset")
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
-        items = service.review_items(uow.session, open_only=open_only, limit=limit + 1, offset=offset)
-        audit(uow, principal, "list", "review_item", "", {"count": min(len(items), limit)})
-        body: dict[str, Any] = {"items": [schemas.review_item_json(i) for i in items[:limit]]}
-        if len(items) > limit:
-            body["next"] = f"{request.url.path}?status={status}&limit={limit}&offset={offset + limit}"
+        items, next_cursor = service.review_items(uow.session, open_only=open_only, limit=limit, cursor=cursor)
+        audit(uow, principal, "list", "review_item", "", {"count": len(items)})
+        body: dict[str, Any] = {"items": [schemas.review_item_json(i) for i in items]}
+        if next_cursor is not None:
+            query = urlencode({"status": "all" if not open_only else "open", "limit": limit, "cursor": next_cursor})
+            body["next"] = f"{request.url.path}?{query}"
         return body
 
     return JSON(await staff_call(request, READERS, work))

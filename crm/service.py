@@ -673,11 +673,21 @@ class SupporterView:
 
 
 def encode_cursor(entry: HistoryEntry | sa.Row[Any]) -> str:
-    raw = f"{isoformat_micro(entry.at)}|{entry.id}"
+    return cursor_of(entry.at, entry.id)
+
+
+def cursor_of(at: dt.datetime, row_id: uuid.UUID) -> str:
+    """A cursor of the JSON API's keyset pages (history, review items): a row's time and id."""
+    raw = f"{isoformat_micro(at)}|{row_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+CURSOR_MAX_LENGTH = 120
+
+
 def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    if len(cursor) > CURSOR_MAX_LENGTH:
+        raise BadCursor("the cursor is not one this API gave")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at_text, _, id_text = raw.partition("|")
@@ -930,9 +940,17 @@ def confirm_oral_declaration(
 # --- review items --------------------------------------------------------------------------------------------
 
 
-def review_items(session: Session, *, open_only: bool = True, limit: int = 100, offset: int = 0) -> list[ReviewItem]:
-    """Newest first (created_at desc, id desc), `limit` of them from `offset`."""
-    return repository.review_items(session, open_only=open_only, limit=limit, offset=offset)
+def review_items(
+    session: Session, *, open_only: bool = True, limit: int = 100, cursor: str | None = None
+) -> tuple[list[ReviewItem], str | None]:
+    """Newest first (created_at desc, id desc), `limit` of them after `cursor` (the one a previous page gave), and the
+    cursor of the rest (None when there is none). Items raised or resolved meanwhile neither repeat nor are skipped."""
+    before = decode_cursor(cursor) if cursor else None
+    rows = repository.review_items(session, open_only=open_only, limit=limit + 1, before=before)
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, cursor_of(rows[-1].created_at, rows[-1].id)
 
 
 def open_review_items(session: Session, *, kind: str, key_prefix: str = "") -> list[ReviewItem]:

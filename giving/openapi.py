@@ -640,8 +640,8 @@ PATHS: dict[str, Schema] = {
             "Things for a person to look at (possible duplicates, arrears, ...)",
             items_of(obj({"id": UUID, "kind": {"type": "string"}}), paged=True),
             roles=ANY_STAFF,
-            params=[query("status", {"type": "string", "enum": ["open", "all"]}), LIMIT, OFFSET],
-            errors={"400": "a bad limit or offset"},
+            params=[query("status", {"type": "string", "enum": ["open", "all"]}), LIMIT, CURSOR],
+            errors={"400": "a bad limit or cursor"},
         )
     },
     "/api/review-items/{item_id}/resolve": {
