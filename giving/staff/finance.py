@@ -13,18 +13,18 @@ from core.clock import uk_today
 from core.http import in_thread
 from core.models import StaffRole
 from giving.staff import queries
-from giving.staff.web import PAGE_SIZE, page_number, render, runtime, staff_page
+from giving.staff.web import PAGE_SIZE, page_cursors, render, runtime, staff_page
 from payments import payouts as payouts_service
 
 
 @staff_page(StaffRole.FINANCE)
 async def payouts(request: Request, staff: Principal) -> Response:
-    page = page_number(request)
+    before, after = page_cursors(request)
 
     def load() -> dict[str, Any]:
         with runtime(request).read_session() as session:
-            rows, has_next = payouts_service.list_payouts(session, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-        return {"rows": rows, "page": page, "has_next": has_next}
+            page = queries.payouts_page(session, before=before, after=after, page_size=PAGE_SIZE)
+        return {"rows": page.items, "newer": page.newer, "older": page.older}
 
     return render(request, "finance/payouts.html", await in_thread(load))
 
@@ -56,18 +56,25 @@ async def instalments(request: Request, staff: Principal) -> Response:
 
 @staff_page(StaffRole.FINANCE)
 async def shop(request: Request, staff: Principal) -> Response:
-    page = page_number(request)
+    before, after = page_cursors(request)
 
     def load() -> dict[str, Any]:
         with runtime(request).unit_of_work() as uow:
-            orders, has_next = queries.recent_orders(uow.session, page=page, page_size=PAGE_SIZE)
+            page = queries.recent_orders(uow.session, before=before, after=after, page_size=PAGE_SIZE)
             stock = queries.stock(uow.session)
-            audit(uow, staff, "view", "orders", "", {"page": page})
+            # Which page it was: the time of its newest and oldest orders.
+            shown = {}
+            if page.items and (before or after):
+                shown = {
+                    "from": page.items[0].order.created_at.isoformat(),
+                    "to": page.items[-1].order.created_at.isoformat(),
+                }
+            audit(uow, staff, "view", "orders", "", shown)
         return {
-            "orders": orders,
+            "orders": page.items,
             "stock": stock,
-            "page": page,
-            "has_next": has_next,
+            "newer": page.newer,
+            "older": page.older,
             "low_stock": runtime(request).settings.shop.low_stock_threshold,
         }
 

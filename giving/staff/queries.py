@@ -7,8 +7,9 @@ import base64
 import datetime as dt
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -33,10 +34,13 @@ from payments.models import (
     Order,
     OrderLine,
     OrderStatus,
+    Payout,
+    PayoutLine,
     RegularGift,
     RegularGiftStatus,
     Sku,
 )
+from payments.payouts import payout_summary
 
 SEARCH_LIMIT = 50
 # A whole UK postcode typed with or without its space ("ct16 1aa"): searched as one term.
@@ -115,97 +119,147 @@ def history_types(session: Session, supporter_id: uuid.UUID) -> list[str]:
     ]
 
 
-# --- keyset paging (history, audit log) ----------------------------------------------------------------------
+# --- keyset paging (history, audit log, payouts, shop orders) ----------------------------------------------------
 # A page is named by where it starts, not by its number: `?before=<cursor>` is the page of rows older than the row
 # the cursor names, `?after=<cursor>` the page of rows newer than it. Rows added between two page loads then
-# neither repeat on the next page nor push one off it (OFFSET paging did both).
+# neither repeat on the next page nor push one off it (OFFSET paging did both). A cursor is the values of the row's
+# sort key (`Keyset`), each a UTC timestamp, a date or an id, joined by "|" in URL-safe base64.
 
-Cursor = tuple[dt.datetime, uuid.UUID]
-CURSOR_MAX_LENGTH = 120
+CursorValue = dt.datetime | dt.date | uuid.UUID
+Cursor = tuple[CursorValue, ...]
+CURSOR_MAX_LENGTH = 160
 
-
-class Timed(Protocol):
-    at: dt.datetime
-    id: uuid.UUID
-
-
-T = TypeVar("T", bound=Timed)
+R = TypeVar("R")
 
 
-def encode_cursor(row: Timed) -> str:
-    raw = f"{row.at.astimezone(dt.UTC).isoformat(timespec='microseconds')}|{row.id}"
+@dataclass(frozen=True)
+class Keyset(Generic[R]):
+    """The total order a keyset-paged list is shown in, newest first: `columns` each descending in turn (the last one
+    unique), `kinds` the type of each one's values (`datetime`, `date` or `UUID`), `of(row)` a row's values."""
+
+    columns: tuple[Any, ...]  # column expressions
+    kinds: tuple[type, ...]
+    of: Callable[[R], Cursor]
+
+    def fits(self, cursor: Cursor | None) -> Cursor | None:
+        """The cursor when it names a row of this order; None for one of another list (the newest page then)."""
+        if cursor is None or len(cursor) != len(self.kinds):
+            return None
+        return cursor if all(type(value) is kind for value, kind in zip(cursor, self.kinds, strict=True)) else None
+
+
+def time_order(model: type[Any], at: str = "at") -> Keyset[Any]:
+    """Newest first by a timestamp column (`at` unless named), then by id."""
+    return Keyset(
+        (col(getattr(model, at)), col(model.id)),
+        (dt.datetime, uuid.UUID),
+        lambda row: (getattr(row, at), row.id),
+    )
+
+
+def _cursor_part(value: CursorValue) -> str:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    return str(value)  # a date's ISO form, an id's
+
+
+def _cursor_value(text: str) -> CursorValue | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    try:
+        if len(text) == len("2025-01-01"):
+            return dt.date.fromisoformat(text)
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
+
+
+def encode_cursor(row: Any, order: Keyset[Any] | None = None) -> str:
+    """The cursor naming this row (in the `at`, id order unless another is given)."""
+    values = (order or time_order(type(row))).of(row)
+    raw = "|".join(_cursor_part(value) for value in values)
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def decode_cursor(text: str) -> Cursor | None:
-    """The (at, id) a cursor of ours names; None for anything else (the page then starts from the newest)."""
+    """The values a cursor of ours names; None for anything else (the page then starts from the newest)."""
     if not text or len(text) > CURSOR_MAX_LENGTH:
         return None
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        at_text, _, id_text = raw.partition("|")
-        at = dt.datetime.fromisoformat(at_text)
-        if at.tzinfo is None:
-            return None
-        return at, uuid.UUID(id_text)
     except ValueError:  # also binascii.Error and UnicodeDecodeError
         return None
+    values = [_cursor_value(part) for part in raw.split("|")]
+    if not values or any(value is None for value in values):
+        return None
+    return tuple(value for value in values if value is not None)
 
 
 @dataclass
-class KeysetPage(Generic[T]):
-    items: list[T]
+class KeysetPage(Generic[R]):
+    items: list[R]
     # The cursors of the pages either side (`?after=` newer, `?before=` older); None when there is none.
     newer: str | None
     older: str | None
 
 
+def _after(columns: tuple[Any, ...], cursor: Cursor, *, newer: bool) -> sa.ColumnElement[bool]:
+    """Rows after the cursor's in the order of `columns` (each descending): older ones, or newer ones."""
+    column, value = columns[0], cursor[0]
+    beyond = column > value if newer else column < value
+    if len(columns) == 1:
+        return beyond
+    return sa.or_(beyond, sa.and_(column == value, _after(columns[1:], cursor[1:], newer=newer)))
+
+
 def keyset_page(
     session: Session,
-    query: SelectOfScalar[T],
-    model: type[T],
+    query: SelectOfScalar[R],
+    order: type[R] | Keyset[R],
     *,
     before: Cursor | None,
     after: Cursor | None,
     size: int,
-) -> KeysetPage[T]:
-    """One page of `query`'s rows, newest first in the total order (at desc, id desc): the `size` rows just older
-    than `before`, or just newer than `after`, or else the newest. A cursor with nothing beyond it shows the newest."""
-    at, ident = col(model.at), col(model.id)
-
-    def older_than(cursor: Cursor) -> sa.ColumnElement[bool]:
-        return sa.or_(at < cursor[0], sa.and_(at == cursor[0], ident < cursor[1]))
-
-    def newer_than(cursor: Cursor) -> sa.ColumnElement[bool]:
-        return sa.or_(at > cursor[0], sa.and_(at == cursor[0], ident > cursor[1]))
+) -> KeysetPage[R]:
+    """One page of `query`'s rows, newest first in a total order (a model's `at` desc, id desc, or a `Keyset`): the
+    `size` rows just older than `before`, or just newer than `after`, or else the newest. A cursor with nothing
+    beyond it, or not of this order, shows the newest."""
+    keyset: Keyset[R] = order if isinstance(order, Keyset) else time_order(order)
+    columns = keyset.columns
+    before, after = keyset.fits(before), keyset.fits(after)
 
     def any_row(condition: sa.ColumnElement[bool]) -> bool:
         return session.exec(query.where(condition).limit(1)).first() is not None
 
     if after is not None:
-        rows = list(session.exec(query.where(newer_than(after)).order_by(at.asc(), ident.asc()).limit(size + 1)))
+        ascending = [c.asc() for c in columns]
+        rows = list(session.exec(query.where(_after(columns, after, newer=True)).order_by(*ascending).limit(size + 1)))
         if rows:
             has_newer = len(rows) > size
             rows = rows[:size][::-1]
-            has_older = any_row(older_than((rows[-1].at, rows[-1].id)))
-            return _keyset(rows, has_newer, has_older)
+            has_older = any_row(_after(columns, keyset.of(rows[-1]), newer=False))
+            return _keyset(keyset, rows, has_newer, has_older)
         before = None
-    condition = older_than(before) if before is not None else sa.true()
-    rows = list(session.exec(query.where(condition).order_by(at.desc(), ident.desc()).limit(size + 1)))
+    condition = _after(columns, before, newer=False) if before is not None else sa.true()
+    descending = [c.desc() for c in columns]
+    rows = list(session.exec(query.where(condition).order_by(*descending).limit(size + 1)))
     has_older = len(rows) > size
     rows = rows[:size]
     if before is not None and not rows:
         # Nothing older than the cursor (its rows were deleted meanwhile): the newest page, not an empty one.
-        return keyset_page(session, query, model, before=None, after=None, size=size)
-    has_newer = before is not None and any_row(newer_than((rows[0].at, rows[0].id)))
-    return _keyset(rows, has_newer, has_older)
+        return keyset_page(session, query, keyset, before=None, after=None, size=size)
+    has_newer = before is not None and any_row(_after(columns, keyset.of(rows[0]), newer=True))
+    return _keyset(keyset, rows, has_newer, has_older)
 
 
-def _keyset(rows: list[T], has_newer: bool, has_older: bool) -> KeysetPage[T]:
+def _keyset(keyset: Keyset[R], rows: list[R], has_newer: bool, has_older: bool) -> KeysetPage[R]:
     return KeysetPage(
         rows,
-        newer=encode_cursor(rows[0]) if rows and has_newer else None,
-        older=encode_cursor(rows[-1]) if rows and has_older else None,
+        newer=encode_cursor(rows[0], keyset) if rows and has_newer else None,
+        older=encode_cursor(rows[-1], keyset) if rows and has_older else None,
     )
 
 
@@ -319,27 +373,55 @@ class OrderRow:
     lines: list[OrderLine]
 
 
-def recent_orders(session: Session, *, page: int, page_size: int) -> tuple[list[OrderRow], bool]:
-    rows = list(
-        session.exec(
-            select(Order, Supporter)
-            .join(Supporter, Supporter.id == Order.supporter_id)  # type: ignore[arg-type]
-            .where(Order.status != OrderStatus.PENDING)
-            .order_by(col(Order.created_at).desc(), col(Order.id).desc())
-            .offset((page - 1) * page_size)
-            .limit(page_size + 1)
-        ).all()
-    )
-    has_next = len(rows) > page_size
-    rows = rows[:page_size]
-    ids = [o.id for o, _ in rows]
+ORDER_ORDER: Keyset[Order] = time_order(Order, "created_at")
+
+
+def recent_orders(
+    session: Session, *, before: Cursor | None, after: Cursor | None, page_size: int
+) -> KeysetPage[OrderRow]:
+    """Orders but those never paid for, newest first (created_at desc, id desc), a keyset page at a time."""
+    query = select(Order).where(Order.status != OrderStatus.PENDING)
+    page = keyset_page(session, query, ORDER_ORDER, before=before, after=after, size=page_size)
+    ids = [o.id for o in page.items]
     lines: dict[uuid.UUID, list[OrderLine]] = {i: [] for i in ids}
+    supporters: dict[uuid.UUID, Supporter] = {}
     if ids:
         for line in session.exec(
             select(OrderLine).where(col(OrderLine.order_id).in_(ids)).order_by(col(OrderLine.sku))
         ):
             lines[line.order_id].append(line)
-    return [OrderRow(o, s, lines[o.id]) for o, s in rows], has_next
+        wanted = {o.supporter_id for o in page.items}
+        supporters = {s.id: s for s in session.exec(select(Supporter).where(col(Supporter.id).in_(wanted)))}
+    rows = [OrderRow(o, supporters[o.supporter_id], lines[o.id]) for o in page.items]
+    return KeysetPage(rows, newer=page.newer, older=page.older)
+
+
+# Payouts as payments lists them (`payouts.payout_order`): those not yet arrived (no arrival date) first, then by
+# arrival date, when recorded and id, all newest first.
+NOT_ARRIVED = dt.date.max
+PAYOUT_ORDER: Keyset[Payout] = Keyset(
+    (sa.func.coalesce(col(Payout.arrival_date), NOT_ARRIVED), col(Payout.created_at), col(Payout.id)),
+    (dt.date, dt.datetime, uuid.UUID),
+    lambda p: (p.arrival_date or NOT_ARRIVED, p.created_at, p.id),
+)
+
+
+def payouts_page(
+    session: Session, *, before: Cursor | None, after: Cursor | None, page_size: int
+) -> KeysetPage[dict[str, Any]]:
+    """A keyset page of payouts, each as payments summarises it with how many of its lines are not matched yet."""
+    page = keyset_page(session, select(Payout), PAYOUT_ORDER, before=before, after=after, size=page_size)
+    ids = [p.id for p in page.items]
+    unmatched: dict[uuid.UUID, int] = {}
+    if ids:
+        counts = session.exec(
+            select(PayoutLine.payout_id, sa.func.count())
+            .where(col(PayoutLine.payout_id).in_(ids), col(PayoutLine.matched_at).is_(None))
+            .group_by(col(PayoutLine.payout_id))
+        ).all()
+        unmatched = {payout_id: int(count) for payout_id, count in counts}
+    rows = [{**payout_summary(p), "unmatched_lines": unmatched.get(p.id, 0)} for p in page.items]
+    return KeysetPage(rows, newer=page.newer, older=page.older)
 
 
 def stock(session: Session) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from core import signing
 from core.auth import Principal
 from core.clock import UK
 from core.errors import AppError, Forbidden, NotFound, ValidationFailed
-from core.http import in_thread, runtime_of, whole_number
+from core.http import in_thread, runtime_of
 from core.models import StaffRole
 from core.money import Money, format_pence
 from core.runtime import Runtime
@@ -315,7 +315,3 @@ def page_cursors(request: Request) -> tuple[queries.Cursor | None, queries.Curso
     before = queries.decode_cursor(query_text(request, "before", limit))
     after = None if before else queries.decode_cursor(query_text(request, "after", limit))
     return before, after
-
-
-def page_number(request: Request) -> int:
-    return max(1, whole_number(request.query_params.get("page")) or 1)
