@@ -702,7 +702,7 @@ def start_checkout(
     except (ProviderUnavailable, ProviderRefused, ProviderDisabled) as exc:
         log.warning("checkout %s: the provider page could not be created: %s", plan.checkout_id, exc)
         with unit_of_work() as uow:
-            mark_failed(uow, plan.checkout_id, answered=getattr(exc, "answered", False))
+            mark_failed(uow, plan.checkout_id, answered=getattr(exc, "answered", False) and _replays_errors(plan))
         raise
     try:
         with unit_of_work() as uow:
@@ -711,6 +711,15 @@ def start_checkout(
         # The donor can still pay: the webhook finds the checkout by client_reference_id / metadata.
         log.exception("checkout %s: could not store provider page %s", plan.checkout_id, page.provider_id)
     return page.url
+
+
+def _replays_errors(plan: CheckoutPlan) -> bool:
+    """Whether the provider keeps an error answer under the idempotency key and would replay it (so the next try
+    needs the next key). Stripe does. GoCardless keeps only what it created: a key used again answers `409
+    idempotent_creation_conflict` naming that billing request, which its SDK fetches. So a Direct Debit checkout
+    keeps its key, and "Try again" after a failed flow reuses the billing request already made instead of leaving it
+    pending at GoCardless beside a second one."""
+    return provider_for(plan.method) == Provider.STRIPE
 
 
 def _record(unit_of_work: UnitOfWorkFactory, record: Callable[[UnitOfWork], CheckoutPlan]) -> CheckoutPlan:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from babel import Locale
 from starlette.datastructures import FormData
 
 from core.errors import ValidationFailed
@@ -40,6 +41,15 @@ REFERENCE_FIELD = "checkout_ref"
 TICKED = {"yes", "on", "true", "1"}
 APPEAL_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_QUANTITY = 50
+_TOO_MANY_DECIMALS = re.compile(r"£?\s*[\d,]*\.\d{3,}")
+# ISO 3166-1 alpha-2 country codes (babel's territories less its regions, groupings and codes reserved for parts of
+# other countries). XK, Kosovo's user-assigned code, is kept: banks and card schemes use it.
+_NOT_COUNTRIES = {"AC", "CP", "CQ", "DG", "EA", "EU", "EZ", "IC", "QO", "TA", "UN", "XA", "XB", "ZZ"}
+COUNTRIES = frozenset(
+    code
+    for code in map(str, Locale("en").territories)
+    if len(code) == 2 and code.isalpha() and code not in _NOT_COUNTRIES
+)
 
 
 class InvalidForm(ValidationFailed):
@@ -115,11 +125,13 @@ def parse_pounds(raw: str, *, limits: DonationSettings, what: str = "amount") ->
     """(pence, None) or (None, message) for an amount typed in pounds: "25", "12.50", "£1,000"."""
     if not raw:
         return None, f"Enter an {what} in pounds, for example 25 or 12.50"
+    if _TOO_MANY_DECIMALS.fullmatch(raw):
+        # Zeros too: "1.000" is one thousand where a point separates thousands, and "12.500" is not what £12.50 is
+        # written as here. Either way the donor is asked, not guessed at (docs/checkout.md).
+        return None, "Enter pounds and pence with at most 2 decimal places, for example 12.50"
     try:
         money = Money.parse(raw)
     except MoneyError:
-        if re.fullmatch(r"£?\s*[\d,]*\.\d{3,}", raw):
-            return None, "Enter pounds and pence with at most 2 decimal places, for example 12.50"
         return None, f"Enter an {what} in pounds, for example 25 or 12.50"
     if money.amount < limits.min_amount:
         return None, f"The smallest {what} we can take online is {format_pence(limits.min_amount)}"
@@ -148,12 +160,18 @@ def _donor(form: FormData, errors: dict[str, str], *, require_address: bool) -> 
         postcode=text(form, "postcode"),
         country=text(form, "country").upper() or "GB",
     )
+    country = "GB" if raw.country == "UK" else raw.country
+    # crm checks the code's shape (two letters); a code that is no country ("ZZ") is a typing mistake here, not an
+    # address to send to GoCardless and put on a Gift Aid declaration.
+    unknown = re.fullmatch(r"[A-Z]{2}", country) is not None and country not in COUNTRIES
+    if unknown:
+        errors["country"] = "Enter the two-letter code of a country, for example GB, IE or FR"
     try:
         donor = raw.normalised(require_email=True, require_address=require_address)
     except InvalidDonorDetails as exc:
         errors.update(exc.errors)
         return None
-    return donor
+    return None if unknown else donor
 
 
 def _common(form: FormData, errors: dict[str, str]) -> tuple[bool, bool, str | None]:

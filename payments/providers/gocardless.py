@@ -17,12 +17,22 @@ import requests
 from core.settings import GoCardlessSettings
 from payments.errors import ProviderDisabled, ProviderRefused, ProviderUnavailable
 
+TIMEOUT = 20
+# The billing request and its flow are made while a donor waits on the donate form, one after the other, and the SDK
+# tries each create three times: 20 seconds a try kept the donor two minutes, long after a proxy in front of Giving
+# (60 seconds is usual) or the browser gave up. (connect, read) seconds for those two calls: each gives up within
+# about 20 seconds, so both fit in the minute. The same idempotency key is kept, so a billing request GoCardless made
+# meanwhile is the one the next try gets.
+DONOR_TIMEOUT = (4.0, 6.0)
+
 
 @lru_cache(maxsize=8)
-def _client(access_token: str, environment: str, base_url: str) -> gocardless_pro.Client:
+def _client(
+    access_token: str, environment: str, base_url: str, timeout: float | tuple[float, float] = TIMEOUT
+) -> gocardless_pro.Client:
     if base_url:
-        return gocardless_pro.Client(access_token=access_token, base_url=base_url, timeout=20)
-    return gocardless_pro.Client(access_token=access_token, environment=environment, timeout=20)
+        return gocardless_pro.Client(access_token=access_token, base_url=base_url, timeout=timeout)
+    return gocardless_pro.Client(access_token=access_token, environment=environment, timeout=timeout)
 
 
 class GoCardlessGateway:
@@ -31,12 +41,18 @@ class GoCardlessGateway:
         if not token:
             raise ProviderDisabled("GoCardless is not configured")
         self.client = _client(token, settings.environment, settings.base_url)
+        # For the calls a donor waits on (the billing request and its flow): bounded well inside a minute.
+        self.donor_client = _client(token, settings.environment, settings.base_url, DONOR_TIMEOUT)
 
     @staticmethod
     def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ProviderUnavailable(f"GoCardless is unavailable: {exc}") from exc
+        except requests.RequestException as exc:
+            # The connection dropped while the answer was coming (ChunkedEncodingError and the like): no answer we
+            # can read, so unreachable; GoCardless may have made the object, and the same key then returns it.
             raise ProviderUnavailable(f"GoCardless is unavailable: {exc}") from exc
         except gc_errors.GoCardlessInternalError as exc:
             raise ProviderUnavailable(f"GoCardless is unavailable: {exc}", answered=True) from exc
@@ -56,12 +72,12 @@ class GoCardlessGateway:
 
     def create_billing_request(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
         resource = self._call(
-            self.client.billing_requests.create, params=params, headers={"Idempotency-Key": idempotency_key}
+            self.donor_client.billing_requests.create, params=params, headers={"Idempotency-Key": idempotency_key}
         )
         return self._dict(resource)
 
     def create_billing_request_flow(self, params: dict[str, Any]) -> dict[str, Any]:
-        return self._dict(self._call(self.client.billing_request_flows.create, params=params))
+        return self._dict(self._call(self.donor_client.billing_request_flows.create, params=params))
 
     def get_billing_request(self, billing_request_id: str) -> dict[str, Any]:
         return self._dict(self._call(self.client.billing_requests.get, billing_request_id))

@@ -31,15 +31,25 @@ KEY_IN_USE_PAUSES = (0.25, 0.5, 1.0, 2.0)
 KEY_IN_USE_PATIENCE = 5.0
 
 
+# Creating a Checkout Session while a donor waits on the form: the SDK's 80 seconds a try, three tries, kept a donor
+# four minutes before any page, long after a proxy in front of Giving (60 seconds is usual) or the browser gave up
+# with a page of its own, and held a web thread all that time. These bounds give up in about half a minute (three
+# tries of 10 seconds when Stripe accepts the connection and does not answer), still under the same idempotency key,
+# so a session Stripe made meanwhile is the one "Try again" gets. Other calls (webhook jobs) keep the SDK's patience.
+DONOR_CONNECT_TIMEOUT = 5.0
+DONOR_READ_TIMEOUT = 10.0
+
+
 @lru_cache(maxsize=8)
-def _client(secret_key: str, api_base: str) -> stripe_lib.StripeClient:
+def _client(secret_key: str, api_base: str, *, donor_waiting: bool = False) -> stripe_lib.StripeClient:
     base = {"api": api_base} if api_base else None
+    timeouts = {"connect_timeout": DONOR_CONNECT_TIMEOUT, "read_timeout": DONOR_READ_TIMEOUT} if donor_waiting else {}
     return stripe_lib.StripeClient(
         secret_key,
         stripe_version=API_VERSION,
         base_addresses=base,  # type: ignore[arg-type]
         max_network_retries=2,
-        http_client=Urllib3Client(api_base or DEFAULT_API_BASE),
+        http_client=Urllib3Client(api_base or DEFAULT_API_BASE, **timeouts),
     )
 
 
@@ -118,6 +128,8 @@ class StripeGateway:
         if not key:
             raise ProviderDisabled("Stripe is not configured")
         self.client = _client(key, settings.api_base)
+        # For the call a donor waits on (create_checkout_session): bounded well inside a minute.
+        self.donor_client = _client(key, settings.api_base, donor_waiting=True)
 
     @staticmethod
     def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -149,7 +161,7 @@ class StripeGateway:
         while True:
             try:
                 session = self._call(
-                    self.client.v1.checkout.sessions.create, params, {"idempotency_key": idempotency_key}
+                    self.donor_client.v1.checkout.sessions.create, params, {"idempotency_key": idempotency_key}
                 )
                 return self._dict(session)
             except ProviderBusy:
