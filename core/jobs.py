@@ -413,6 +413,8 @@ class _DurableRun:
     token: uuid.UUID | None = None
     # The row counts this run among its `attempts` (its claim, or its count, has committed).
     counted: bool = False
+    # The row names this run (its claim has committed): only then can another run have taken the job over from it.
+    claimed: bool = False
     done: bool = False
 
 
@@ -422,10 +424,13 @@ _durable_run: contextvars.ContextVar[_DurableRun | None] = contextvars.ContextVa
 def claim_in(uow: UnitOfWork) -> None:
     """In a `claims_itself` job's first unit of work: claim its durable row for this run, until its time limit, and
     stop if it is no longer pending (a duplicate of a finished job) or another run holds it (a copy sent while it
-    runs). Does nothing when the job was not run for a durable message (a direct call, a test)."""
+    runs). Does nothing when the job was not run for a durable message (a direct call, a test).
+
+    Call it before the job does anything: a row showing an earlier run makes it raise, so that the run is counted in
+    a transaction of its own, and the job is then called again from the start (`_CountFirst`)."""
     run = _durable_run.get()
     if run is not None:
-        _claim_apart(uow, run)
+        _claim_apart(uow, run, alone=False)
 
 
 def done_in(uow: UnitOfWork) -> None:
@@ -471,9 +476,17 @@ def _runner(spec: JobSpec, unflagged_redelivery_after_ms: int | None = None) -> 
                     _count_start(durable)
                     return in_claim(runtime, durable, kwargs)
             if durable is not None and spec.claims_itself:
+                # Its claim may commit with its work (giftaid's delete at HMRC), where a death rolls the count back:
+                # a run that may follow one that died is counted apart first, as a `with_uow` job's is.
+                if _may_follow_a_run(unflagged_redelivery_after_ms):
+                    _count_start(durable)
                 token = _durable_run.set(durable)
                 try:
-                    result = spec.fn(**kwargs)
+                    try:
+                        result = spec.fn(**kwargs)
+                    except _CountFirst:  # raised by `claim_in`, before the job has done anything
+                        _count_start(durable)
+                        result = spec.fn(**kwargs)
                 finally:
                     _durable_run.reset(token)
                 if not durable.done:
@@ -481,8 +494,8 @@ def _runner(spec: JobSpec, unflagged_redelivery_after_ms: int | None = None) -> 
                         _mark_done(uow.session, durable)
                 return result
             if durable is not None:
-                with runtime.unit_of_work() as uow:
-                    _claim_apart(uow, durable)
+                with runtime.unit_of_work() as uow:  # commits before the work: it counts the run
+                    _claim_apart(uow, durable, alone=True)
             result = spec.fn(**kwargs)
             if durable is not None:
                 with runtime.unit_of_work() as uow:
@@ -524,7 +537,8 @@ class _AlreadyDone(Exception):
 
 
 class _CountFirst(Exception):
-    """A `with_uow` job's row shows an earlier run: this one must be counted in a transaction of its own first."""
+    """The row shows an earlier run, and this one's claim commits with its work (a `with_uow` job, or a
+    `claims_itself` one): it must be counted in a transaction of its own first."""
 
 
 class _GiveUp(Exception):
@@ -562,7 +576,10 @@ def _continue_count(attempt: int) -> int:
 
 
 # Whether the row shows an earlier run: counted (or failed), or sent again by the sweep (a run may have died).
-_EARLIER_RUN = sa.or_(_JOBS.c.attempts > 0, _JOBS.c.last_sent_at != _JOBS.c.available_at).label("earlier")
+_EARLIER = sa.or_(
+    _JOBS.c.attempts > 0, sa.and_(_JOBS.c.last_sent_at.is_not(None), _JOBS.c.last_sent_at != _JOBS.c.available_at)
+)
+_EARLIER_RUN = _EARLIER.label("earlier")
 _LOCK_JOB = sa.select(_JOBS.c.status, _EARLIER_RUN).where(_JOBS.c.id == sa.bindparam("job_id"))
 _LOCK_JOB_FOR_UPDATE = _LOCK_JOB.with_for_update()
 
@@ -582,16 +599,15 @@ def _claim_locked(uow: UnitOfWork, run: _DurableRun) -> None:
 
 def _count_start(run: _DurableRun) -> None:
     """Count this run in the row and commit it before the work, where a death cannot roll it back; give up instead
-    when the job has already started `max_retries + 1` times."""
+    when the job has already started `max_retries + 1` times. A job claimed apart from its work is not counted while
+    another run holds it: this copy does nothing (`_AlreadyDone`)."""
     from core.runtime import get_runtime
 
     with get_runtime().unit_of_work() as uow:
-        attempt = uow.session.execute(
-            sa.update(_JOBS)
-            .where(_JOBS.c.id == run.job_id, _JOBS.c.status == JobStatus.PENDING.value)
-            .values(attempts=_JOBS.c.attempts + 1)
-            .returning(_JOBS.c.attempts)
-        ).scalar()
+        query = sa.update(_JOBS).where(_JOBS.c.id == run.job_id, _JOBS.c.status == JobStatus.PENDING.value)
+        if not run.spec.with_uow:  # a copy of a job another run holds does nothing, and is not counted
+            query = query.where(_unheld(utc_now()))
+        attempt = uow.session.execute(query.values(attempts=_JOBS.c.attempts + 1).returning(_JOBS.c.attempts)).scalar()
         if attempt is None:
             raise _AlreadyDone
         if attempt > run.spec.max_retries + 1:
@@ -600,25 +616,34 @@ def _count_start(run: _DurableRun) -> None:
     run.counted = True
 
 
-def _claim_apart(uow: UnitOfWork, run: _DurableRun) -> None:
+def _claim_apart(uow: UnitOfWork, run: _DurableRun, *, alone: bool) -> None:
     """Claim the row for this run, with the job's work committed apart from the claim (after it): the row names the
     run and holds it until the run's time limit. A duplicate message meanwhile does nothing, and the sweep sends a
-    copy only once that has passed (the run died). The claim counts the run; a job that has started
-    `max_retries + 1` times already is given up instead (`_GiveUp`: the claim is rolled back)."""
+    copy only once that has passed (the run died). The claim counts the run (unless it was counted apart already);
+    a job that has started `max_retries + 1` times already is given up instead (`_GiveUp`: the claim is rolled back).
+
+    `alone`: the claim commits before any work (the wrapper's own unit of work). A `claims_itself` job's claim may
+    commit with its work instead (giftaid's delete at HMRC works in it), so a death there rolls the count back: there
+    a row showing an earlier run is counted apart first (`_CountFirst`), and only a fresh row is counted in the
+    claim (a first delivery keeps its one transaction)."""
     now = utc_now()
     until = now + dt.timedelta(milliseconds=run.spec.time_limit_ms)
     token = uuid.uuid4()
-    attempt = uow.session.execute(
-        sa.update(_JOBS)
-        .where(
-            _JOBS.c.id == run.job_id,
-            _JOBS.c.status == JobStatus.PENDING.value,
-            sa.or_(_JOBS.c.running_until.is_(None), _JOBS.c.running_until <= now),
-        )
-        .values(attempts=_JOBS.c.attempts + 1, run_id=token, running_until=until, last_sent_at=until)
-        .returning(_JOBS.c.attempts)
-    ).scalar()
+    query = sa.update(_JOBS).where(_JOBS.c.id == run.job_id, _JOBS.c.status == JobStatus.PENDING.value, _unheld(now))
+    values: dict[str, Any] = {"run_id": token, "running_until": until, "last_sent_at": until}
+    if not run.counted:
+        values["attempts"] = _JOBS.c.attempts + 1
+        if not alone:
+            query = query.where(sa.not_(_EARLIER))
+    attempt = uow.session.execute(query.values(values).returning(_JOBS.c.attempts)).scalar()
     if attempt is None:
+        if not run.counted and not alone:
+            # Why not: finished or held (nothing to do), or an earlier run shows (counted apart, then claimed).
+            row = uow.session.execute(
+                sa.select(_JOBS.c.status, _EARLIER_RUN, _unheld(now).label("unheld")).where(_JOBS.c.id == run.job_id)
+            ).first()
+            if row is not None and row.status == JobStatus.PENDING and row.earlier and row.unheld:
+                raise _CountFirst
         raise _AlreadyDone
     if attempt > run.spec.max_retries + 1:
         raise _GiveUp
@@ -627,6 +652,7 @@ def _claim_apart(uow: UnitOfWork, run: _DurableRun) -> None:
 
     def committed() -> None:
         run.counted = True
+        run.claimed = True
 
     uow.on_commit(committed)
 
@@ -729,9 +755,9 @@ def _record_failure(run: _DurableRun, exc: BaseException, arguments: dict[str, A
             row = _locked_row(uow, run.job_id)
             if row is None or row.status != JobStatus.PENDING:
                 return
-            if run.counted and run.token is not None and row.run_id != run.token:
+            if run.claimed and row.run_id != run.token:
                 return  # its time ran out and another run holds the job: that run's outcome decides
-            if not run.counted and row.running_until is not None and row.running_until > now:
+            if not run.claimed and row.running_until is not None and row.running_until > now:
                 return  # never claimed it (failed before its claim committed), and another run holds it
             attempts = row.attempts if run.counted else row.attempts + 1
             final = attempts >= spec.max_retries + 1 or isinstance(exc, spec.gives_up_on)

@@ -98,6 +98,10 @@ class InlineWorker:
         self.scheduler: jobs.Scheduler | None = None
 
     def start(self, *, scheduler: bool = True) -> None:
+        problem = self.pool_shortfall(scheduler=scheduler)
+        if problem is not None:
+            log.critical("the in-process worker cannot start: %s", problem)
+            raise RuntimeError(problem)
         broker = self.runtime.broker
         broker.emit_after("process_boot")
         self.worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=self.threads)
@@ -105,6 +109,29 @@ class InlineWorker:
         if scheduler:
             self.scheduler = jobs.Scheduler(self.runtime.unit_of_work)
             self.scheduler.start()
+
+    def pool_shortfall(self, *, scheduler: bool) -> str | None:
+        """Why these threads would starve the process's database pool, or None. They share it with the web requests
+        (`giving serve`) or the command's own work (`giving receipts annual`): each job thread holds one connection,
+        the scheduler one, and at least one must stay for the rest, or a burst of jobs leaves the web none (each
+        request waits `pool_timeout`, then 503). As `giving worker` does, PostgreSQL's pool is the operator's budget,
+        not grown to fit (docs/operations.md); SQLite is not checked (one writer at a time)."""
+        database = self.runtime.settings.database
+        if self.runtime.engine.dialect.name != "postgresql":
+            return None
+        connections = database.pool_size + database.max_overflow
+        needed = self.threads + (1 if scheduler else 0) + 1
+        if connections >= needed:
+            return None
+        fewer = connections - needed + self.threads
+        return (
+            f"[broker] inline_threads {self.threads} needs {needed} database connections (one per thread, "
+            f"{'one for the scheduler, ' if scheduler else ''}one at least for the web requests or the command), "
+            f"and the pool has {connections} ([database] pool_size {database.pool_size} + max_overflow "
+            f"{database.max_overflow}): "
+            + (f"set GIVING_BROKER__INLINE_THREADS to {fewer} or fewer, or " if fewer >= 1 else "")
+            + f"raise GIVING_DATABASE__MAX_OVERFLOW to {needed - database.pool_size} (docs/operations.md)"
+        )
 
     def join(self, timeout_ms: int = 60_000) -> None:
         """Wait until every queue is empty (tests and the demo)."""
