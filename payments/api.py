@@ -20,11 +20,13 @@ from core.errors import BadRequest
 from core.http import JSON, in_thread, runtime_of
 from core.models import StaffRole
 from payments import payouts, service, shop
+from payments.models import OrderStatus
 from payments.reconcile import match_payout
 
 FINANCE = (StaffRole.FINANCE, StaffRole.ADMIN)
 ANY_STAFF = (StaffRole.FUNDRAISER, StaffRole.FINANCE, StaffRole.ADMIN)
 MAX_LIMIT = 1000
+ORDER_STATUSES = tuple(status.value for status in OrderStatus)
 
 
 def _int_param(request: Request, name: str, default: int | None, *, minimum: int, maximum: int) -> int | None:
@@ -113,6 +115,9 @@ async def list_orders(request: Request) -> Response:
     def work() -> dict[str, Any]:
         with runtime.read_session() as session:
             require_staff(session, request, *ANY_STAFF)
+            if status is not None and status not in ORDER_STATUSES:
+                # Not a filter that matches nothing: a typo (or a NUL, which PostgreSQL refuses) is the caller's.
+                raise BadRequest(f"status is one of {', '.join(ORDER_STATUSES)}")
             return {"items": shop.list_orders(session, status=status, unfulfilled=unfulfilled, limit=limit)}
 
     return JSON(await in_thread(work))
@@ -213,6 +218,8 @@ async def partner_statement(request: Request) -> Response:
     def work() -> dict[str, Any]:
         with runtime.unit_of_work() as uow:
             principal = require_staff(uow.session, request, *FINANCE)
+            if campaign is not None and "\x00" in campaign:  # no campaign code has one (PostgreSQL refuses it)
+                raise BadRequest(f"no partner campaign {campaign!r}")
             statement = shop.partner_statement(uow.session, start, end, campaign_code=campaign)
             audit(
                 uow, principal, "export", "partner_statement", campaign or "all", {"from": str(start), "to": str(end)}

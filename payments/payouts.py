@@ -510,6 +510,8 @@ def line_json(
 
 def find_payout(session: Session, payout_ref: str) -> Payout:
     """By our id, or by the provider's payout id (po_..., PO...)."""
+    if "\x00" in payout_ref:  # no payout's id has one (and PostgreSQL refuses it in text)
+        raise PayoutNotFound(f"no payout {payout_ref!r}")
     payout = None
     try:
         payout = session.get(Payout, uuid.UUID(payout_ref))

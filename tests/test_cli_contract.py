@@ -116,3 +116,38 @@ def test_payouts_show_timestamps_are_utc_z(
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert ISO_Z.fullmatch(body["reconciled_at"]), body["reconciled_at"]
+
+
+# --- the commands on a fresh directory: defaults only, no settings.toml (contract: Installation and commands) -----
+
+
+def test_a_fresh_directory_upgrade_users_tokens_and_claim_with_the_defaults_only(tmp_path: Path) -> None:
+    """'`giving db upgrade` applies alembic migrations ... (creates an SQLite file if needed) and leaves a stocked
+    default shop catalogue'; 'Every other key has a default that lets `db upgrade`, ..., `users`, `tokens`, `giftaid
+    claim` ... run'; '`tokens create` prints exactly the token on one line'; a second upgrade changes nothing."""
+    import sqlite3
+
+    first = giving(["db", "upgrade"], tmp_path)
+    assert first.returncode == 0, first.stderr[-600:]
+    database = tmp_path / "var" / "giving.sqlite3"
+    assert database.is_file()
+    again = giving(["db", "upgrade"], tmp_path)
+    assert again.returncode == 0, again.stderr[-600:]
+    with sqlite3.connect(database) as conn:
+        skus, least = conn.execute("SELECT COUNT(*), MIN(stock) FROM skus").fetchone()
+    assert skus > 0 and least > 0
+
+    fundraiser = giving(["users", "add", "Helper@Example.org", "--role", "fundraiser"], tmp_path, stdin=PASSWORD + "\n")
+    assert (fundraiser.returncode, fundraiser.stdout) == (0, "")
+    finance = giving(["users", "add", "money@example.org", "--role", "finance"], tmp_path, stdin=PASSWORD + "\n")
+    assert finance.returncode == 0
+    assert re.fullmatch(r"otpauth://totp/\S+\n", finance.stdout), finance.stdout
+
+    token = giving(["tokens", "create", "helper@example.org"], tmp_path)
+    assert token.returncode == 0
+    assert re.fullmatch(r"gvg_[A-Za-z0-9_-]{40,}\n", token.stdout), token.stdout
+
+    nothing = giving(["giftaid", "claim", "--through", "2025-01-01", "--out", "out", "--json"], tmp_path)
+    assert nothing.returncode == 3, nothing.stderr[-600:]
+    assert json.loads(nothing.stdout)["claim_id"] is None
+    assert not (tmp_path / "out").exists()

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import stripe as stripe_lib
 from gocardless_pro import webhooks as gocardless_webhooks
@@ -24,6 +24,26 @@ from webhooks.errors import InvalidGoCardlessSignature, InvalidSignature, Malfor
 log = logging.getLogger("giving.webhooks")
 
 STRIPE_TOLERANCE_SECONDS = 300
+# The longest event id kept (`inbound_events.external_id`); the providers' ids are far shorter. A longer one, or an
+# id or type with a NUL (PostgreSQL refuses it in text) or a lone surrogate (no database keeps it), is not an event
+# we can keep once by its id: refused as malformed (Stripe) or left out of its batch (GoCardless), never a 500 that
+# the provider would send again for days.
+MAX_EVENT_ID_LENGTH = 255
+
+
+def _keepable_name(value: object) -> TypeGuard[str]:
+    """Text a database keeps: no NUL, and no lone surrogate (valid JSON, `"\\ud800"`, but not UTF-8)."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _keepable_id(value: object) -> TypeGuard[str]:
+    return _keepable_name(value) and 0 < len(value) <= MAX_EVENT_ID_LENGTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +82,10 @@ def stripe_event(body: bytes, header: str | None, secrets: tuple[str, ...]) -> V
     event_id, event_type, created = data.get("id"), data.get("type"), data.get("created")
     if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str) or not event_type:
         raise MalformedEvent("the event has no id or type")
+    if not _keepable_id(event_id) or not _keepable_name(event_type):
+        raise MalformedEvent(
+            f"the event's id or type is not text we keep (at most {MAX_EVENT_ID_LENGTH} characters of UTF-8, no NUL)"
+        )
     data_object = data.get("data")
     if not isinstance(data_object, dict) or not isinstance(data_object.get("object"), dict):
         raise MalformedEvent("the event has no data.object")
@@ -105,7 +129,7 @@ def gocardless_events(body: bytes, header: str | None, secrets: tuple[str, ...])
         event_id = attributes.get("id") if isinstance(attributes, dict) else None
         resource_type = attributes.get("resource_type") if isinstance(attributes, dict) else None
         action = attributes.get("action") if isinstance(attributes, dict) else None
-        if not isinstance(event_id, str) or not isinstance(resource_type, str) or not isinstance(action, str):
+        if not _keepable_id(event_id) or not _keepable_name(resource_type) or not _keepable_name(action):
             # Each event of a batch is handled on its own (payments.md pitfall 7): one that cannot be stored (no
             # id to keep it once by) is left out, not the batch with it, which GoCardless would send again in vain.
             unusable += 1
@@ -121,7 +145,7 @@ def gocardless_events(body: bytes, header: str | None, secrets: tuple[str, ...])
             )
         )
     if unusable and not events:
-        raise MalformedEvent("no event of the batch has an id, resource_type and action")
+        raise MalformedEvent("no event of the batch has an id (at most 255 characters), resource_type and action")
     if unusable:
         log.warning("GoCardless batch: %d event(s) without an id, resource_type or action left out", unusable)
     return events
@@ -132,6 +156,7 @@ def parse_gocardless_time(value: Any) -> dt.datetime | None:
         return None
     try:
         moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        # In UTC here: a time whose UTC falls outside the years 1-9999 is one no column keeps (and no event has).
+        return moment.astimezone(dt.UTC) if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
