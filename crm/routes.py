@@ -64,9 +64,14 @@ async def staff_call(request: Request, roles: tuple[StaffRole, ...], fn: Callabl
 # --- supporters ----------------------------------------------------------------------------------------------
 
 
+def _search_text(value: str | None) -> str | None:
+    """A search parameter without NUL (PostgreSQL text cannot hold one, neither the query nor the audit entry)."""
+    return value.replace("\x00", "") if value is not None else None
+
+
 async def list_supporters(request: Request) -> Response:
-    email = request.query_params.get("email")
-    q = request.query_params.get("q")
+    email = _search_text(request.query_params.get("email"))
+    q = _search_text(request.query_params.get("q"))
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
         found = service.find_supporters(uow.session, email=email, q=q)

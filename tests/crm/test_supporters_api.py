@@ -287,3 +287,17 @@ def test_a_history_entry_is_written_once_and_never_for_an_unknown_supporter(runt
     with runtime.read_session() as session:
         summaries = session.exec(select(HistoryEntry.summary).where(HistoryEntry.type == "note")).all()
     assert summaries == ["First"]
+
+
+def test_a_search_with_a_nul_is_answered_not_a_500(runtime: Runtime, client: TestClient, staff: dict[str, str]) -> None:
+    """PostgreSQL text cannot hold NUL: a search carrying one (a fuzzer, a pasted binary) is searched without it, and
+    audited without it, rather than failing with a 500."""
+    ada = make_supporter(runtime, email="ada@example.org", first_name="Ada")
+    found = client.get("/api/supporters", params={"q": "\x00Ada"}, headers=staff)
+    assert found.status_code == 200, found.text
+    assert [i["id"] for i in found.json()["items"]] == [str(ada)]
+    by_email = client.get("/api/supporters", params={"email": "ada@example.org\x00"}, headers=staff)
+    assert by_email.status_code == 200, by_email.text
+    assert [i["id"] for i in by_email.json()["items"]] == [str(ada)]
+    only_nul = client.get("/api/supporters", params={"q": "\x00"}, headers=staff)
+    assert only_nul.status_code == 400 and only_nul.json()["error"] == "InvalidDonorDetails"
