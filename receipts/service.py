@@ -1040,6 +1040,22 @@ def send_delivery(
     return delivery.status
 
 
+def delivery_given_up(uow: UnitOfWork, delivery_id: uuid.UUID, error: str) -> None:
+    """The send job gave up without the last SMTP answer that marks its delivery failed (its worker died each time
+    it ran, or another error on its last try): the delivery is failed too, with why, on the history, rather than
+    `pending` for ever. Nothing for a delivery no longer pending."""
+    session = uow.session
+    delivery = repository.lock_delivery(session, delivery_id)
+    if delivery is None or delivery.status != DeliveryStatus.PENDING:
+        return
+    document = session.get(Document, delivery.document_id)
+    assert document is not None
+    delivery.status = DeliveryStatus.FAILED
+    delivery.last_error = error[:2000]
+    session.add(delivery)
+    _history(uow, document, delivery, f"could not be emailed to {delivery.to_email}: {error}", "failed")
+
+
 def _declaration_gone(session: Session, document: Document) -> bool:
     """Whether this is the letter of an oral declaration cancelled (or voided) before any letter of it went. It gets
     no letter, as at numbering: one would confirm in writing what the donor has cancelled. Once a letter went, a copy

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from sqlmodel import Session
 
@@ -116,6 +117,10 @@ def render_document(document_id: str) -> None:
     finish_document(get_runtime(), uuid.UUID(document_id))
 
 
+def _send_given_up(uow: UnitOfWork, arguments: dict[str, Any], error: str) -> None:
+    service.delivery_given_up(uow, uuid.UUID(arguments["delivery_id"]), error)
+
+
 @actor(
     "receipts.send_document",
     queue="email",
@@ -123,6 +128,7 @@ def render_document(document_id: str) -> None:
     max_retries=SEND_MAX_RETRIES,
     min_backoff_ms=1_000,
     max_backoff_ms=3_600_000,
+    on_give_up=_send_given_up,
 )
 def send_document(uow: UnitOfWork, delivery_id: str) -> None:
     """Email one delivery with its PDF attached; retried on SMTP failure, marked failed after the last try."""

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from starlette.testclient import TestClient
 
-from core import auth
+from core import auth, jobs
 from core.clock import utc_now
 from core.models import Job, JobStatus, StaffRole, StaffUser
 from core.runtime import InlineWorker, Runtime
@@ -230,3 +230,31 @@ def test_a_receipt_for_a_gift_of_a_merged_record_goes_to_the_survivor(runtime: R
     [document] = documents(runtime, DocumentKind.GIFT_RECEIPT)
     assert document.supporter_id == survivor
     assert [(d.supporter_id, d.to_email) for d in deliveries(runtime)] == [(survivor, "survivor@example.org")]
+
+
+def test_an_email_job_given_up_marks_its_delivery_failed(runtime: Runtime, mailbox: Mailbox) -> None:
+    """A send job given up without the SMTP answer that marks its delivery failed (its worker died each time it
+    ran, or an error other than the mail server's on its last try) left the delivery `pending` for ever: staff saw
+    it waiting and nothing would ever send it. Giving up marks it failed, with the reason, on the history."""
+    supporter = factories.supporter(runtime)
+    gift = factories.gift(runtime, supporter)
+    tasks.issue_for_gift(gift_id=str(gift))  # no worker: the send job waits in the queue
+    [delivery] = deliveries(runtime)
+    with runtime.unit_of_work() as uow:
+        job = uow.session.exec(select(Job).where(Job.actor_name == "receipts.send_document")).one()
+        # What thirteen runs that died left behind: each counted, none finished.
+        job.attempts = tasks.SEND_MAX_RETRIES + 1
+        uow.session.add(job)
+        kwargs = {**job.arguments, "job_id": str(job.id)}
+    jobs._dramatiq_actors["receipts.send_document"](**kwargs)  # the next delivery of its message
+
+    with runtime.read_session() as session:
+        assert session.exec(select(Job).where(Job.actor_name == "receipts.send_document")).one().status == (
+            JobStatus.FAILED
+        )
+    [failed] = deliveries(runtime)
+    assert failed.id == delivery.id and failed.status == DeliveryStatus.FAILED
+    assert "died" in failed.last_error
+    [item] = history(runtime, supporter)
+    assert item.summary.startswith("Receipt GR-000001 could not be emailed to ada@example.org")
+    assert mailbox.messages == []
