@@ -129,6 +129,12 @@ def worker(
     settings = settings_or_exit()
     if not settings.broker.url:
         fail("no broker is configured ([broker] url); `giving serve` runs the jobs in-process")
+    from giving.worker import pool_shortfall
+
+    # Said here, before dramatiq starts (each worker process also refuses, `PoolFitsThreads`, logging it).
+    problem = pool_shortfall(settings.database, threads)
+    if problem is not None:
+        fail(problem)
     command = [
         sys.executable,
         "-m",

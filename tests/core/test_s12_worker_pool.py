@@ -84,3 +84,26 @@ def test_giving_workers_dramatiq_command_exits_when_its_threads_outnumber_the_po
         pytest.fail("the worker started with more threads than database connections")
     assert process.returncode != 0
     assert "--threads 12 needs 13 database connections" in output, output[-3000:]
+
+
+def test_giving_worker_refuses_before_starting_dramatiq(tmp_path: Path) -> None:
+    """`giving worker` itself says it, exit 1 and one line on stderr, before it becomes dramatiq's supervisor (no
+    worker process is started, nothing to read in a log). The database need not be reachable to know it."""
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith("GIVING_")},
+        "GIVING_DATABASE__URL": "postgresql://giving@127.0.0.1:1/giving",
+        "GIVING_BROKER__URL": "amqp://guest:guest@127.0.0.1:1/%2F",
+    }
+    giving = str(Path(sys.executable).parent / "giving")
+    answer = subprocess.run(
+        [giving, "worker", "--threads", "12"],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert answer.returncode == 1, answer.stderr
+    assert "--threads 12 needs 13 database connections" in answer.stderr
+    assert "Traceback" not in answer.stderr and answer.stdout == ""
