@@ -289,6 +289,10 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
         changed["checkouts_closed"] = closed
     # Nobody may keep taking money from a person we can no longer name: their regular gifts are cancelled at the
     # provider (recorded here, told by a job after the commit), before the history's words are blanked below.
+    # Shirts paid for and not posted yet have no address to go to now: held, and staff asked to refund them.
+    held = payments_service.hold_unposted_orders(uow, ids)
+    if held:
+        changed["orders_held"] = held
     for regular in payments_service.open_regular_gifts(session, ids):
         payments_service.request_cancellation(uow, regular.id, requested_by=ERASURE_REQUEST)
         changed["regular_gifts_cancelled"] = changed.get("regular_gifts_cancelled", 0) + 1

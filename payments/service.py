@@ -613,20 +613,23 @@ def _fulfil_stripe_order(
 ORDER_NEEDS_ADDRESS = "order_needs_address"
 
 
-def _held_for_want_of_an_address(uow: UnitOfWork, order: Order) -> None:
+def _held_for_want_of_an_address(uow: UnitOfWork, order: Order, *, paid: str = "after") -> None:
     """A basket paid after its supporter's data was erased (the donor paid a moment before the erasure closed the
-    page): the money is recorded as any sale's, but there is no address to post the shirts to. The order is held
-    (`shop.held_reason`: off the packing list, not fulfillable) and a review item asks staff to refund it at Stripe
-    (the refund's events then record it). No personal data: the item names the order only."""
+    page), or paid before it and not posted yet: the money is recorded as any sale's, but there is no address to
+    post the shirts to. The order is held (`shop.held_reason`: off the packing list, not fulfillable) and a review
+    item asks staff to refund it at Stripe (the refund's events then record it). No personal data: the item names
+    the order only."""
     money = format_pence(order.goods_amount + order.vat_amount + order.donation_amount, order.currency)
+    when = (
+        "was paid after the supporter's data was erased"
+        if paid == "after"
+        else "was paid but not posted when the supporter's data was erased"
+    )
     raise_review_item(
         uow,
         order.supporter_id,
         kind=ORDER_NEEDS_ADDRESS,
-        detail=(
-            f"A shop order of {money} was paid after the supporter's data was erased: there is no address to post "
-            "the shirts to. Refund it at Stripe."
-        ),
+        detail=f"A shop order of {money} {when}: there is no address to post the shirts to. Refund it at Stripe.",
         data={"order_id": str(order.id), "provider_ids": [v for v in (order.stripe_charge_id,) if v]},
         dedupe_key=f"{ORDER_NEEDS_ADDRESS}:{order.id}",
     )
@@ -1045,6 +1048,21 @@ def mirror_stripe_subscription(
 # --- Regular gifts cancelled through Giving -----------------------------------------------------------------------
 
 CANCEL_REGULAR_GIFT = "payments.cancel_regular_gift"
+
+
+def hold_unposted_orders(uow: UnitOfWork, supporter_ids: Sequence[uuid.UUID]) -> int:
+    """An erasure: the paid shop orders of these records not posted yet can no longer be posted (no address). Each
+    gets the review item a basket paid after an erasure gets (once: keyed on the order); returns how many."""
+    orders = uow.session.exec(
+        select(Order).where(
+            col(Order.supporter_id).in_(supporter_ids),
+            col(Order.fulfilled_at).is_(None),
+            col(Order.status).in_([OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED]),
+        )
+    ).all()
+    for order in orders:
+        _held_for_want_of_an_address(uow, order, paid="before")
+    return len(orders)
 
 
 def open_regular_gifts(session: Session, supporter_ids: Sequence[uuid.UUID]) -> list[RegularGift]:

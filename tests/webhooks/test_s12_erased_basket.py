@@ -101,3 +101,36 @@ def test_an_ordinary_paid_basket_is_not_held(
         assert str(order.id) in [item["id"] for item in shop.list_orders(session, unfulfilled=True)]
     with runtime.unit_of_work() as uow:
         assert shop.mark_fulfilled(uow, uuid.UUID(str(order.id))).fulfilled_at is not None
+
+
+def test_a_basket_paid_but_not_posted_when_the_erasure_came_is_held_with_a_review_item(
+    runtime: Runtime,
+    worker: EventsWorker,
+    jobs_worker: dramatiq.Worker,
+    app_client: TestClient,
+    fake_stripe: FakeProvider,
+    fake_gocardless: FakeProvider,
+) -> None:
+    """Paid before the erasure, not posted yet: the erasure takes the address, so the shirts cannot go. The order is
+    held as one paid after it, and the erasure raises the same review item (once, however often it is erased)."""
+    supporter = seed_supporter(runtime, "Vera")
+    scenario = Scenario(runtime)
+    session_id = scenario.shop_basket(supporter, quantity=1, donation=0)
+    install(scenario, fake_stripe, fake_gocardless)
+    deliver(app_client, scenario.deliveries)
+    drain(runtime, worker, jobs_worker)
+    order = _order(runtime, session_id)
+    assert order.status == "paid" and order.fulfilled_at is None
+    with reading(runtime) as session:
+        assert session.exec(select(ReviewItem).where(ReviewItem.supporter_id == supporter)).all() == []
+
+    for _ in range(2):
+        with runtime.unit_of_work() as uow:
+            result = privacy.erase_supporter(uow, runtime.settings, supporter)
+    with reading(runtime) as session:
+        body = shop.order_json(session, _order(runtime, session_id))
+        items = session.exec(select(ReviewItem).where(ReviewItem.supporter_id == supporter)).all()
+    assert body["held"] == "no_address"
+    assert [(item.kind, item.data.get("order_id")) for item in items] == [("order_needs_address", str(order.id))]
+    assert "not posted when the supporter's data was erased" in items[0].detail
+    assert result.changed.get("orders_held") == 1
