@@ -582,7 +582,7 @@ def _stripe_line(name: str, unit_amount: int, quantity: int, sku: str | None) ->
 
 
 def gocardless_billing_request_params(plan: CheckoutPlan) -> dict[str, Any]:
-    """A Bacs mandate request, plus a monthly subscription request for a regular gift.
+    """A Bacs mandate request only, for a one-off and a monthly gift alike.
 
     A one-off Direct Debit is a mandate and then one payment on it: GoCardless's `payment_request` is Instant Bank
     Pay (open banking), not Direct Debit. The webhook processing creates that payment from this checkout's amount
@@ -593,19 +593,13 @@ def gocardless_billing_request_params(plan: CheckoutPlan) -> dict[str, Any]:
     top = dict(ids)
     if plan.declaration_id is not None:
         top["declaration_id"] = str(plan.declaration_id)
-    params: dict[str, Any] = {
+    # No `subscription_request` for a monthly gift: GoCardless supports it only for ACH and PAD, and refuses it on a
+    # Bacs mandate request (422 validation_failed). The webhook processing creates the subscription on the new
+    # mandate itself, from this checkout's amount, once `billing_requests.fulfilled` arrives (docs/checkout.md).
+    return {
         "mandate_request": {"currency": "GBP", "scheme": "bacs", "metadata": ids},
         "metadata": top,
     }
-    if plan.frequency == Frequency.MONTHLY:
-        params["subscription_request"] = {
-            "amount": plan.amount,
-            "currency": "GBP",
-            "interval_unit": "monthly",
-            "name": MONTHLY_LINE_NAME,
-            "metadata": ids,
-        }
-    return params
 
 
 def gocardless_flow_params(settings: Settings, plan: CheckoutPlan, billing_request_id: str) -> dict[str, Any]:

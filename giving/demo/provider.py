@@ -7,6 +7,8 @@ Point the SDK at `server.url` (`[stripe] api_base`, `[gocardless] base_url`), th
 
 Each request is recorded (`server.requests`) with its method, path, query, form or JSON body and headers, so callers
 can check what was sent (idempotency keys included). Unmatched requests answer 404 in the provider's error shape.
+A rule (`server.rule(...)`) is the provider's own validation, checked before any route: what it refuses is refused
+whatever answer a caller registered (GoCardless refusing a subscription on a Bacs billing request, for instance).
 It listens on loopback only.
 """
 
@@ -38,6 +40,8 @@ class RecordedRequest:
 
 
 Answer = Any | Callable[[RecordedRequest], tuple[int, Any]]
+# A provider's validation: (status, error body) to refuse the request, None to let the routes answer it.
+Rule = Callable[[RecordedRequest], tuple[int, Any] | None]
 
 
 @dataclass
@@ -45,6 +49,7 @@ class FakeProvider:
     host: str = "127.0.0.1"
     routes: list[tuple[str, re.Pattern[str], Answer]] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,6 +62,11 @@ class FakeProvider:
         """Newest registration wins, so a caller can override a default answer."""
         with self._lock:
             self.routes.insert(0, (method.upper(), re.compile(path_pattern + r"$"), answer))
+
+    def rule(self, check: Rule) -> None:
+        """A validation the provider applies to every request before any route answers it."""
+        with self._lock:
+            self.rules.append(check)
 
     def requests_to(self, method: str, path_pattern: str) -> list[RecordedRequest]:
         pattern = re.compile(path_pattern + r"$")
@@ -96,7 +106,12 @@ class FakeProvider:
                 with provider._lock:
                     provider.requests.append(request)
                     routes = list(provider.routes)
+                    rules = list(provider.rules)
                 status, payload = 404, {"error": {"type": "invalid_request_error", "message": f"no route {parts.path}"}}
+                refused = next((found for found in (check(request) for check in rules) if found is not None), None)
+                if refused is not None:
+                    status, payload = refused
+                    routes = []
                 for method, pattern, answer in routes:
                     match = pattern.match(parts.path)
                     if method == self.command and match:

@@ -585,6 +585,12 @@ def drive(client: httpx.Client, runtime: Runtime, play: Play, options: Options, 
     left = wait_until_done(client, runtime, options.timeout)
     if left is not None:
         raise DemoFailure(f"the workers did not finish the second deliveries in {options.timeout:.0f} s: {left}")
+    outcome.lap("direct debit collections")
+    third = play.third_phase()
+    deliver(client, third, stats)
+    left = wait_until_done(client, runtime, options.timeout)
+    if left is not None:
+        raise DemoFailure(f"the workers did not finish the third deliveries in {options.timeout:.0f} s: {left}")
     outcome.lap("payouts")
     expected = play.expected
     tax_years = sorted({tax_year_of(g.received_on) for g in expected.gifts})

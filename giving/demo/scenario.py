@@ -402,16 +402,35 @@ class Play:
         self._fulfil(opened, 12, self.day(8))
 
     def _dd_monthly(self, opened: Opened) -> None:
+        """The mandate 70 days ago; the subscription is created by our code once it learns of the mandate
+        (GoCardless takes no subscription request on Bacs), so its payments come in phase 2 (`_dd_monthly_payments`).
+        """
+        self._fulfil(opened, 70, self.day(65))
+
+    def _created_by_us(self, store: dict[str, Json], opened: Opened, what: str) -> Json:
+        """The one object our code created at GoCardless for this checkout (found by the metadata it gave)."""
+        created = [
+            found for found in store.values() if found.get("metadata", {}).get("checkout_id") == opened.checkout_id
+        ]
+        if len(created) != 1:
+            raise DemoFailure(
+                f"our code should have created one Direct Debit {what} for checkout {opened.checkout_id} once the "
+                f"mandate was set up; GoCardless has {len(created)}"
+            )
+        return created[0]
+
+    def _dd_monthly_payments(self, opened: Opened) -> None:
         """Three monthly payments; the bank takes the second back (the donor disputed it) weeks later."""
         amount = opened.form.amount
-        request = self._fulfil(opened, 70, self.day(65))
-        links = request["links"]
-        mandate, subscription = links["mandate_request_mandate"], links["subscription_request_subscription"]
-        self.gocardless.subscriptions[subscription]["upcoming_payments"] = [
-            {"charge_date": self.day(-26).isoformat(), "amount": amount}
-        ]
+        made = self._created_by_us(self.gocardless.subscriptions, opened, "subscription")
+        subscription, mandate = made["id"], made["links"]["mandate"]
+        made["upcoming_payments"] = [{"charge_date": self.day(-26).isoformat(), "amount": amount}]
         self._gocardless(
-            "subscriptions", "created", {"subscription": subscription, "mandate": mandate}, self.days_ago(70)
+            "subscriptions",
+            "created",
+            {"subscription": subscription, "mandate": mandate},
+            self.days_ago(70),
+            origin="api",
         )
         for days, outcome in ((65, "paid_out"), (34, "charged_back"), (4, "paid_out")):
             charge_day = self.day(days)
@@ -477,21 +496,11 @@ class Play:
         }
         return [Delivery("stripe", [fake_stripe], forged=True), Delivery("gocardless", [fake_gocardless], forged=True)]
 
-    # --- phase 2: the one-off Direct Debit is collected, and everything is paid out -----------------------------
+    # --- phase 2: the Direct Debits our code set up (the one-off payment, the subscription) are collected --------
 
     def second_phase(self) -> list[Delivery]:
         opened = self.opened["dd_once"]
-        created = [
-            p
-            for p in self.gocardless.payments.values()
-            if p.get("metadata", {}).get("checkout_id") == opened.checkout_id
-        ]
-        if len(created) != 1:
-            raise DemoFailure(
-                f"our code should have created one Direct Debit payment for checkout {opened.checkout_id} once the "
-                f"mandate was set up; GoCardless has {len(created)}"
-            )
-        payment = created[0]
+        payment = self._created_by_us(self.gocardless.payments, opened, "payment")
         payment_id, amount = payment["id"], int(payment["amount"])
         self._gocardless("payments", "created", {"payment": payment_id}, self.days_ago(12), origin="api")
         self._gocardless("payments", "submitted", {"payment": payment_id}, self.days_ago(10))
@@ -499,6 +508,15 @@ class Play:
         self.gocardless.set_status(self.gocardless.payments, payment_id, "paid_out")
         self._gift(opened, payment_id, amount, status="paid", received_on=self.day(8))
         self.pending_payouts.append((paid_out_items(payment_id, amount), self.day(6), payment_id))
+        self._dd_monthly_payments(self.opened["dd_monthly"])
+        deliveries = gocardless_batches(self.gocardless_events, self.rng)
+        self.gocardless_events = []
+        return shuffled_with_duplicates(deliveries, self.rng)
+
+    # --- phase 3: everything is paid out (and the bank takes back the disputed monthly payment) -----------------
+
+    def third_phase(self) -> list[Delivery]:
+        """After the collections, so the charged-back payment was confirmed (and receipted) before it went back."""
         self._gocardless_payouts()
         self._stripe_payouts()
         stripe = [Delivery("stripe", [event]) for event in self.stripe_events]

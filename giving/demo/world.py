@@ -2,8 +2,10 @@
 
 They answer every SDK call our code makes (payments/providers/*): Checkout Sessions and Billing Requests created by
 the donate and shop forms, then, as the demo plays the provider, payment intents with their charges, refunds,
-disputes, subscriptions, invoices and their payments, mandates, Direct Debit payments (including the one our code
-creates for a one-off Direct Debit), payouts with their balance transactions or payout items, and the event lists.
+disputes, subscriptions, invoices and their payments, mandates, Direct Debit subscriptions (our code creates the
+monthly gift's) and payments (including the one our code creates for a one-off Direct Debit), payouts with their
+balance transactions or payout items, and the event lists. GoCardless's own validation is applied too
+(`gocardless_rules`): a billing request asking for a subscription on Bacs is refused, as the live API does.
 
 The provider is always ahead of its webhooks: an object answers with its state after everything that happened to it,
 whatever event is being processed. The object shapes follow the API versions the SDKs pin (Stripe 2026-10-28.endive,
@@ -59,6 +61,47 @@ def unix(moment: dt.datetime) -> int:
 
 def gocardless_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+# GoCardless's `billing_requests.create`: "All properties associated with subscription_request and
+# instalment_schedule_request are only supported for ACH and PAD schemes" (gocardless-pro's docstring).
+GOCARDLESS_PLAN_REQUESTS = ("subscription_request", "instalment_schedule_request")
+GOCARDLESS_PLAN_SCHEMES = ("ach", "pad")
+
+
+def gocardless_validation_failed(errors: list[Json], *, request_id: str = "fake") -> tuple[int, Json]:
+    """GoCardless's documented 422 `validation_failed` answer, one entry per refused field."""
+    return 422, {
+        "error": {
+            "type": "validation_failed",
+            "code": 422,
+            "message": "Validation failed",
+            "errors": errors,
+            "documentation_url": "https://developer.gocardless.com/api-reference#validation_failed",
+            "request_id": request_id,
+        }
+    }
+
+
+def gocardless_rules(request: RecordedRequest) -> tuple[int, Json] | None:
+    """What GoCardless refuses whoever answers the route (`FakeProvider.rule`): a billing request asking for a
+    subscription or an instalment schedule on any scheme but ACH and PAD, so on Bacs, our only scheme."""
+    if request.method != "POST" or request.path.rstrip("/") != "/billing_requests":
+        return None
+    body = (request.json or {}).get("billing_requests") or {}
+    scheme = str((body.get("mandate_request") or {}).get("scheme") or "bacs")  # GBP without a scheme is Bacs
+    if scheme in GOCARDLESS_PLAN_SCHEMES:
+        return None
+    refused = [
+        {
+            "field": name,
+            "message": f"is only supported for ACH and PAD schemes, not {scheme}",
+            "request_pointer": f"/billing_requests/{name}",
+        }
+        for name in GOCARDLESS_PLAN_REQUESTS
+        if body.get(name)
+    ]
+    return gocardless_validation_failed(refused) if refused else None
 
 
 def stripe_card_fee(amount: int) -> int:
@@ -555,6 +598,7 @@ class GoCardlessWorld:
     # --- the API ------------------------------------------------------------------------------------------------
 
     def _install(self) -> None:
+        self.server.rule(gocardless_rules)
         route = self.server.route
         route("POST", r"/billing_requests", self._create_billing_request)
         route("POST", r"/billing_request_flows", self._create_flow)
@@ -674,9 +718,16 @@ class GoCardlessWorld:
             mandate_id = (body.get("links") or {}).get("mandate")
             if mandate_id not in self.mandates:
                 return self._error(422, "validation_failed", "Mandate not found")
+            # Without a start_date GoCardless starts at the mandate's first possible charge date.
+            start = body.get("start_date") or self.mandates[mandate_id].get("next_possible_charge_date")
             subscription = self.subscription(
-                mandate_id, int(body.get("amount") or 0), uk_today(), metadata=body.get("metadata") or {}
+                mandate_id,
+                int(body.get("amount") or 0),
+                dt.date.fromisoformat(start) if start else uk_today(),
+                metadata=body.get("metadata") or {},
             )
+            if body.get("name"):
+                subscription["name"] = body["name"]
             self._remember(request, "subscriptions", subscription["id"])
             return 201, {"subscriptions": copy.deepcopy(subscription)}
 
@@ -694,8 +745,9 @@ class GoCardlessWorld:
             return self.billing_requests[request_id]
 
     def fulfil(self, request_id: str, at: dt.datetime, *, first_charge: dt.date) -> Json:
-        """The donor authorised the mandate in the flow: a customer, an active Bacs mandate and, if asked for, the
-        monthly subscription."""
+        """The donor authorised the mandate in the flow: a customer and an active Bacs mandate, first chargeable on
+        `first_charge`. A monthly gift's subscription is not GoCardless's to make here: a billing request cannot ask
+        for one on Bacs (`gocardless_rules`), so our code creates it on `billing_requests.fulfilled`."""
         with self.lock:
             billing_request = self.billing_requests[request_id]
             customer_id, mandate_id = self.new_id("CU"), self.new_id("MD")
@@ -715,13 +767,6 @@ class GoCardlessWorld:
                 "mandate_request": self.new_id("MRQ"),
                 "mandate_request_mandate": mandate_id,
             }
-            wanted = billing_request.get("subscription_request")
-            if wanted:
-                subscription = self.subscription(
-                    mandate_id, int(wanted.get("amount") or 0), first_charge, metadata=wanted.get("metadata") or {}
-                )
-                links["subscription_request"] = self.new_id("SBR")
-                links["subscription_request_subscription"] = subscription["id"]
             billing_request.update({"status": "fulfilled", "links": links})
             return billing_request
 

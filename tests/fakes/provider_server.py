@@ -8,6 +8,7 @@ Point the SDK at `server.url` (`[stripe] api_base`, `[gocardless] base_url`), th
 
 Each request is recorded (`server.requests`) with its method, path, query, form or JSON body and headers, so tests can
 check what we sent (idempotency keys included). Unmatched requests answer 404 in the provider's error shape.
+`fake_gocardless` also applies GoCardless's own validation (`giving.demo.world.gocardless_rules`) before any route.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from giving.demo.provider import Answer, FakeProvider, RecordedRequest
+from giving.demo.world import gocardless_rules
 
 __all__ = ["Answer", "FakeProvider", "RecordedRequest", "fake_gocardless", "fake_stripe"]
 
@@ -30,6 +32,9 @@ def fake_stripe() -> Iterator[FakeProvider]:
 
 @pytest.fixture
 def fake_gocardless() -> Iterator[FakeProvider]:
+    """GoCardless's own validation applies whatever a test registers: a subscription (or instalment schedule)
+    request on a Bacs billing request is refused with 422 `validation_failed`, as the live API does."""
     server = FakeProvider().start()
+    server.rule(gocardless_rules)
     yield server
     server.stop()
