@@ -17,6 +17,7 @@ from core.db import UnitOfWork
 from core.money import Currency, Money, format_pence
 from crm.service import open_review_items, raise_review_item, record_history, resolve_review_item, revise_history
 from payments import payouts, repository, shop
+from payments.checkout import MONTHLY_LINE_NAME
 from payments.errors import (
     PaymentsError,
     ProviderRefused,
@@ -1661,7 +1662,7 @@ def record_gocardless_billing_request(
                     "amount": checkout.amount,
                     "currency": checkout.currency,
                     "interval_unit": "monthly",
-                    "name": "Monthly gift",
+                    "name": MONTHLY_LINE_NAME,  # as the donor saw it on the form, and Stripe's line says
                     "links": {"mandate": mandate_id},
                     "metadata": {"checkout_id": str(checkout.id), "supporter_id": str(checkout.supporter_id)},
                 },
