@@ -87,7 +87,19 @@ def s12_claim_held_open(name: str) -> None:
         _started(name)
 
 
+@jobs.actor("tests.s12_works_in_its_claim", max_retries=2, with_uow=False, claims_itself=True, time_limit_ms=60_000)
+def s12_works_in_its_claim(name: str) -> None:
+    """Like giftaid's `delete_at_hmrc`: claims, works and says done in one unit of work of its own."""
+    with get_runtime().unit_of_work() as uow:
+        jobs.claim_in(uow)
+        _started(name)
+        uow.session.merge(AppSecret(name=name, value="x"))
+        jobs.done_in(uow)
+
+
 APART = ["tests.s12_claims_itself", "tests.s12_own_units"]
+# Jobs whose claim is in the transaction of their work: a death rolls the claim (and any count in it) back.
+IN_ONE_TRANSACTION = ["tests.s12_in_claim", "tests.s12_works_in_its_claim"]
 
 
 @pytest.fixture(autouse=True)
@@ -258,18 +270,22 @@ def test_a_job_that_kills_its_worker_every_time_is_given_up_after_its_retries(
     assert "the worker died" in (row.last_error or "")
 
 
-def test_a_job_working_in_its_claims_transaction_that_kills_its_worker_is_given_up(runtime: Runtime) -> None:
-    """A job claimed and worked in one transaction leaves no trace when its worker dies (the transaction rolls
-    back). A redelivered message (RabbitMQ flags it) is counted in a transaction of its own before the work, so the
-    count survives the next death: after max_retries + 1 counted runs (plus the first, which nothing counted) it is
-    given up."""
+@pytest.mark.parametrize("actor_name", IN_ONE_TRANSACTION)
+def test_a_job_working_in_its_claims_transaction_that_kills_its_worker_is_given_up(
+    runtime: Runtime, actor_name: str
+) -> None:
+    """A job claimed and worked in one transaction (a `with_uow` job; or one that claims itself there, as giftaid's
+    delete at HMRC does) leaves no trace when its worker dies: the transaction rolls back, count and all. A
+    redelivered message (RabbitMQ flags it) is counted in a transaction of its own before the work, so the count
+    survives the next death: after max_retries + 1 counted runs (plus the first, which nothing counted) it is given
+    up."""
     PLAN[:] = ["die"] * 10
-    kwargs = _hold(runtime, "tests.s12_in_claim", "oom")
+    kwargs = _hold(runtime, actor_name, "oom")
     for delivery in range(8):
         if _row(runtime).status != JobStatus.PENDING:
             break
         with contextlib.suppress(Killed):
-            _deliver("tests.s12_in_claim", kwargs, redelivered=delivery > 0)
+            _deliver(actor_name, kwargs, redelivered=delivery > 0)
     row = _row(runtime)
     assert STARTED == ["oom"] * 4
     assert (row.status, row.attempts) == (JobStatus.FAILED, 3)
@@ -278,11 +294,12 @@ def test_a_job_working_in_its_claims_transaction_that_kills_its_worker_is_given_
         assert session.get(AppSecret, "oom") is None
 
 
-def test_a_sweep_copy_of_a_job_working_in_its_claims_transaction_is_counted(runtime: Runtime) -> None:
+@pytest.mark.parametrize("actor_name", IN_ONE_TRANSACTION)
+def test_a_sweep_copy_of_a_job_working_in_its_claims_transaction_is_counted(runtime: Runtime, actor_name: str) -> None:
     """Without a broker that flags redeliveries (Redis, the in-process one), what shows an earlier run is the row: the
     sweep's copy finds it sent again, and is counted before it runs."""
     PLAN[:] = ["die"] * 10
-    kwargs = _hold(runtime, "tests.s12_in_claim", "lost")
+    kwargs = _hold(runtime, actor_name, "lost")
     start = jobs.utc_now()
     for delivery in range(8):
         if _row(runtime).status != JobStatus.PENDING:
@@ -293,7 +310,7 @@ def test_a_sweep_copy_of_a_job_working_in_its_claims_transaction_is_counted(runt
                     assert jobs.resend_pending(uow) == 1
                     uow.jobs.clear()  # delivered below
             with contextlib.suppress(Killed):
-                _deliver("tests.s12_in_claim", kwargs)
+                _deliver(actor_name, kwargs)
     row = _row(runtime)
     assert STARTED == ["lost"] * 4
     assert (row.status, row.attempts) == (JobStatus.FAILED, 3)
@@ -320,22 +337,45 @@ def _commits(runtime: Runtime) -> list[int]:
     return counted
 
 
-def test_a_first_delivery_claims_works_and_is_done_in_one_transaction(runtime: Runtime) -> None:
-    """The hot path keeps its one transaction: only a delivery that may follow a run that died pays a second."""
-    first = _hold(runtime, "tests.s12_in_claim", "first")
-    again = _hold(runtime, "tests.s12_in_claim", "again")
+@pytest.mark.parametrize(
+    ("actor_name", "first_counted"), [("tests.s12_in_claim", 0), ("tests.s12_works_in_its_claim", 1)]
+)
+def test_a_first_delivery_claims_works_and_is_done_in_one_transaction(
+    runtime: Runtime, actor_name: str, first_counted: int
+) -> None:
+    """The hot path keeps its one transaction: only a delivery that may follow a run that died pays a second. (A job
+    that claims itself counts its run in that claim; a `with_uow` job's first run is not counted.)"""
+    first = _hold(runtime, actor_name, "first")
+    again = _hold(runtime, actor_name, "again")
     commits = _commits(runtime)
-    _deliver("tests.s12_in_claim", first, redelivered=False)
+    _deliver(actor_name, first, redelivered=False)
     assert len(commits) == 1
     commits.clear()
-    _deliver("tests.s12_in_claim", again, redelivered=True)
+    _deliver(actor_name, again, redelivered=True)
     assert len(commits) == 2
     with runtime.read_session() as session:
         rows = {job.arguments["name"]: job for job in session.exec(select(Job)).all()}
+        assert session.get(AppSecret, "first") is not None and session.get(AppSecret, "again") is not None
     assert {name: (row.status, row.attempts) for name, row in rows.items()} == {
-        "first": (JobStatus.DONE, 0),
+        "first": (JobStatus.DONE, first_counted),
         "again": (JobStatus.DONE, 1),
     }
+
+
+def test_a_failure_in_the_claims_transaction_of_a_counted_redelivery_is_recorded(runtime: Runtime) -> None:
+    """A redelivery counted apart whose claim then rolls back with the failure (raised in the claim's unit of work):
+    its failure is still recorded (last_error, and the job given up after its retries), not taken for a run that
+    lost its claim to another."""
+    PLAN[:] = ["fail"] * 10
+    kwargs = _hold(runtime, "tests.s12_works_in_its_claim", "refused")
+    for delivery in range(6):
+        if _row(runtime).status != JobStatus.PENDING:
+            break
+        with pytest.raises(RuntimeError, match="the provider said no"):
+            _deliver("tests.s12_works_in_its_claim", kwargs, redelivered=delivery > 0)
+        assert "the provider said no" in (_row(runtime).last_error or "")
+    row = _row(runtime)
+    assert (len(STARTED), row.status, row.attempts) == (3, JobStatus.FAILED, 3)
 
 
 def test_on_redis_an_old_message_is_counted_apart(runtime: Runtime) -> None:
