@@ -565,13 +565,13 @@ def list_payouts(session: Session, *, limit: int | None = None, offset: int = 0)
     payouts = list(session.exec(query).all())
     more = limit is not None and len(payouts) > limit
     payouts = payouts[:limit] if limit is not None else payouts
+    return payout_summaries(session, payouts), more
+
+
+def payout_summaries(session: Session, payouts: list[Payout]) -> list[dict[str, Any]]:
+    """Each payout's summary with how many of its lines are not matched yet (one query for them all)."""
     counts = _unmatched_counts(session, [p.id for p in payouts])
-    items = []
-    for payout in payouts:
-        item = payout_summary(payout)
-        item["unmatched_lines"] = counts.get(payout.id, 0)
-        items.append(item)
-    return items, more
+    return [{**payout_summary(payout), "unmatched_lines": counts.get(payout.id, 0)} for payout in payouts]
 
 
 def _unmatched_counts(session: Session, payout_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:

@@ -35,12 +35,11 @@ from payments.models import (
     OrderLine,
     OrderStatus,
     Payout,
-    PayoutLine,
     RegularGift,
     RegularGiftStatus,
     Sku,
 )
-from payments.payouts import payout_summary
+from payments.payouts import payout_summaries
 
 SEARCH_LIMIT = 50
 # A whole UK postcode typed with or without its space ("ct16 1aa"): searched as one term.
@@ -411,17 +410,7 @@ def payouts_page(
 ) -> KeysetPage[dict[str, Any]]:
     """A keyset page of payouts, each as payments summarises it with how many of its lines are not matched yet."""
     page = keyset_page(session, select(Payout), PAYOUT_ORDER, before=before, after=after, size=page_size)
-    ids = [p.id for p in page.items]
-    unmatched: dict[uuid.UUID, int] = {}
-    if ids:
-        counts = session.exec(
-            select(PayoutLine.payout_id, sa.func.count())
-            .where(col(PayoutLine.payout_id).in_(ids), col(PayoutLine.matched_at).is_(None))
-            .group_by(col(PayoutLine.payout_id))
-        ).all()
-        unmatched = {payout_id: int(count) for payout_id, count in counts}
-    rows = [{**payout_summary(p), "unmatched_lines": unmatched.get(p.id, 0)} for p in page.items]
-    return KeysetPage(rows, newer=page.newer, older=page.older)
+    return KeysetPage(payout_summaries(session, page.items), newer=page.newer, older=page.older)
 
 
 def stock(session: Session) -> list[dict[str, Any]]:
