@@ -4,51 +4,19 @@ never read the provider's list, and a line the file lacked stayed missing for go
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import col, select
 
 from core.runtime import Runtime
-from core.settings import Settings
 from payments.imports import import_gocardless_export, import_stripe_report
-from payments.models import Payout, PayoutLine
 from payments.payouts import record_gocardless_payout, record_stripe_payout
 from tests.fakes.provider_server import FakeProvider
 from tests.payments import factories_money as make
-from tests.payments.payout_fakes import (
-    balance_transaction,
-    money_settings,
-    serve_balance_transactions,
-    serve_gocardless_payout,
-)
+from tests.payments.payout_fakes import balance_transaction, serve_balance_transactions, serve_gocardless_payout
+from tests.payments.test_r_payout_pieces import GC_HEADER, STRIPE_HEADER, STRIPE_ROW_1, payout_and_lines, settings
 
-STRIPE_HEADER = (
-    "balance_transaction_id,currency,gross,fee,net,reporting_category,source_id,description,automatic_payout_id,"
-    "charge_id,payment_intent_id,refund_id,dispute_id\n"
-)
-STRIPE_ROW_1 = "txn_1,gbp,35.00,0.73,34.27,charge,ch_1,gift,po_1,ch_1,pi_1,,\n"
-GC_HEADER = "payout_id,type,amount,payment_id,refund_id\n"
-
-
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path, fake_stripe: FakeProvider, fake_gocardless: FakeProvider) -> Settings:
-    return money_settings(database_url, tmp_path, fake_stripe, fake_gocardless)
-
-
-def payout_and_lines(runtime: Runtime, provider_payout_id: str) -> tuple[Payout, list[PayoutLine]]:
-    with runtime.read_session() as session:
-        payout = session.exec(select(Payout).where(Payout.provider_payout_id == provider_payout_id)).one()
-        lines = list(
-            session.exec(
-                select(PayoutLine)
-                .where(PayoutLine.payout_id == payout.id)
-                .order_by(col(PayoutLine.position), col(PayoutLine.provider_line_id))
-            )
-        )
-        session.expunge_all()
-        return payout, lines
+__all__ = ["settings"]  # the fixture, shared with the payout file tests
 
 
 def stripe_payout(status: str) -> dict[str, Any]:
