@@ -13,7 +13,7 @@ from sqlalchemy import and_, func, or_
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, col, select
 
-from core.db import conflict_insert
+from core.db import UTCDateTime, conflict_insert
 from crm.models import (
     Consent,
     ConsentChannel,
@@ -97,8 +97,15 @@ def history_item_by_key(session: Session, dedupe_key: str) -> Any:
     ).first()
 
 
-def revise_history(session: Session, dedupe_key: str, values: dict[str, Any]) -> bool:
+def revise_history(
+    session: Session, dedupe_key: str, values: dict[str, Any], *, no_later_than: dt.datetime | None = None
+) -> bool:
+    """Set `values` on the item with this key; with `no_later_than`, also move its time back to that (never on)."""
     table: sa.Table = HistoryEntry.__table__  # type: ignore[attr-defined]
+    if no_later_than is not None:
+        # Decided in the UPDATE itself, so two events re-dating one item at once keep the earlier time.
+        earlier = sa.literal(no_later_than, UTCDateTime)
+        values = {**values, "at": sa.case((table.c.at > earlier, earlier), else_=table.c.at)}
     result = session.execute(sa.update(table).where(table.c.dedupe_key == dedupe_key).values(**values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -298,11 +298,20 @@ def record_history(
 
 
 def revise_history(
-    uow: UnitOfWork, dedupe_key: str, *, summary: str, data: dict[str, Any], amount: int | None = None
+    uow: UnitOfWork,
+    dedupe_key: str,
+    *,
+    summary: str,
+    data: dict[str, Any],
+    amount: int | None = None,
+    at: dt.datetime | None = None,
 ) -> bool:
     """Say better what an item already on a timeline recorded (the same business event, its key unchanged): a
     provider's later event can carry the cause an earlier one lacked. Returns whether there was such an item (an
-    erased supporter's is revised without words, as `erased_history_item` keeps it)."""
+    erased supporter's is revised without words, as `erased_history_item` keeps it).
+
+    With `at`, the item is re-dated only if that is earlier than its time: events of one business event processed
+    out of order each date it by their own time, and the earliest is when it happened."""
     item = repository.history_item_by_key(uow.session, dedupe_key)
     if item is None:
         return False
@@ -311,7 +320,7 @@ def revise_history(
     values: dict[str, Any] = {"summary": summary[:500], "data": data}
     if amount is not None:
         values["amount"] = amount
-    return repository.revise_history(uow.session, dedupe_key, values)
+    return repository.revise_history(uow.session, dedupe_key, values, no_later_than=at)
 
 
 def raise_review_item(

@@ -1480,8 +1480,8 @@ def _dispute_outcome(dispute: Dispute, current: dict[str, Any]) -> str:
 
 # The events that close a dispute (or open one already decided): only they write the closing history item. A later
 # event about a closed dispute (`charge.dispute.updated`, `funds_reinstated`) also shows the decision, and sets
-# `closed_at` when it is processed first, but a history item cannot be re-dated: written by it, the item would keep
-# its later date once the closing event brought `closed_at` back to the decision's time.
+# `closed_at` when it is processed first, but is no time for the decision: the item waits for a closing event. Of
+# several closing events, the earliest dates it (`revise_history(at=)` only ever moves an item earlier).
 CLOSING_DISPUTE_EVENTS = frozenset({"charge.dispute.closed", "charge.dispute.created"})
 
 
@@ -1570,18 +1570,24 @@ def sync_stripe_dispute(
         dedupe_key=f"dispute:{dispute.id}:opened",
     )
     if dispute.status != DisputeStatus.OPEN and dispute.closed_at is not None and reported and closing:
-        # Written by the closing event that reports the decision, dated `closed_at` (that event's own time by then).
-        record_history(
+        # Written by the closing event that reports the decision, dated `closed_at`. Two closing events of one
+        # decision (`closed` sent twice, or `created` already decided) may come latest first: the earlier one,
+        # processed second, moves the item back to its own time, as it moved `closed_at`.
+        summary = f"Card dispute of {money} {_dispute_outcome(dispute, current)}"
+        closing_data = {**data, "status": str(dispute.status)}
+        closing_key = f"dispute:{dispute.id}:{dispute.status!s}"
+        if not record_history(
             uow,
             supporter_id,
             type="dispute",
-            summary=f"Card dispute of {money} {_dispute_outcome(dispute, current)}",
+            summary=summary,
             at=dispute.closed_at,
             amount=-dispute.amount if dispute.status == DisputeStatus.LOST else 0,
             currency=dispute.currency,
-            data={**data, "status": str(dispute.status)},
-            dedupe_key=f"dispute:{dispute.id}:{dispute.status!s}",
-        )
+            data=closing_data,
+            dedupe_key=closing_key,
+        ):
+            revise_history(uow, closing_key, summary=summary, data=closing_data, at=dispute.closed_at)
     _refunds_reallocated(uow, _recompute_returns(uow, order, gift), order, gift)
     if created or before != dispute.status:
         payouts.on_money_recorded(uow, ids)
