@@ -4,7 +4,8 @@ One journal entry per payout (cash basis, dated the payout's arrival date): the 
 each payout line is posted to what it is (donations by appeal or fund, shirt sales with their VAT, partner shares
 owed, processing fees, refunds, chargebacks and disputes; a failed payout's money paid out again, what that failed
 payout settled). Every line's postings add up to the line, and a payout that does not reconcile posts its
-discrepancy and unmatched lines to suspense, so every entry balances to zero.
+discrepancy and unmatched lines to suspense, so every entry balances to zero in each of its currencies (a payout
+GoCardless converted before it reached the bank has two: the bank's and the payout's).
 Gift Aid receivable is not money in a payout: the composition root (giving/commands/shop.py) adds those entries.
 
 Signs: a posting's `amount` is positive for a debit and negative for a credit (pence).
@@ -69,6 +70,9 @@ DUPLICATE_PAYMENTS = "Duplicate shop payments to refund"
 SUSPENSE_UNMATCHED = "Suspense: unmatched payout lines"
 SUSPENSE_DISCREPANCY = "Suspense: payout discrepancy"
 SUSPENSE_NOT_LOADED = "Suspense: payout lines not loaded"
+# A payout converted to another currency before it reached the bank: the payout's currency given for the bank's.
+EXCHANGE = "Exchange gains and losses"
+ESTIMATED_RATE = " (estimated: GoCardless has not confirmed the rate)"
 GENERAL_FUND = "General"
 # Currencies Stripe counts in whole units (no minor unit).
 ZERO_DECIMAL_CURRENCIES = frozenset(
@@ -261,7 +265,14 @@ def _payout_entry(
     provider = "Stripe" if payout.provider == Provider.STRIPE else "GoCardless"
     out: list[Posting] = []
 
-    def post(account: str, amount: int, description: str, line: PayoutLine | None = None, ref: Any = None) -> None:
+    def post(
+        account: str,
+        amount: int,
+        description: str,
+        line: PayoutLine | None = None,
+        ref: Any = None,
+        currency: str | None = None,
+    ) -> None:
         if amount == 0:
             return
         out.append(
@@ -270,7 +281,7 @@ def _payout_entry(
                 entry=entry,
                 account=account,
                 amount=amount,
-                currency=payout.currency,
+                currency=currency or payout.currency,
                 description=description,
                 provider_payout_id=payout.provider_payout_id,
                 source_id=(line.source_id or line.provider_line_id) if line else "",
@@ -278,7 +289,23 @@ def _payout_entry(
             )
         )
 
-    post(f"{BANK}: {provider} payouts", payout.amount, _bank_description(payout, provider))
+    bank = f"{BANK}: {provider} payouts"
+    if payout.fx_currency and payout.fx_amount is not None:
+        # Converted before it reached the bank: the bank has what reached it, in its own currency; the lines stay in
+        # the payout's. `Exchange gains and losses` gives the one for the other (a posting in each currency), so each
+        # currency of the entry balances, and valued in the books' currency the account holds the exchange
+        # difference. An estimated rate (GoCardless has not confirmed it) says so on each of these postings.
+        converted = (
+            f"{provider} payout {payout.reference}".strip()
+            + f" converted: {payout.currency} {_plain(payout.amount, payout.currency)}"
+            + f" to {payout.fx_currency} {_plain(payout.fx_amount, payout.fx_currency)}"
+            + (ESTIMATED_RATE if payout.exchange_rate_estimated else "")
+        )
+        post(bank, payout.fx_amount, _bank_description(payout, provider), currency=payout.fx_currency)
+        post(EXCHANGE, payout.amount, converted)
+        post(EXCHANGE, -payout.fx_amount, converted, currency=payout.fx_currency)
+    else:
+        post(bank, payout.amount, _bank_description(payout, provider))
     if payout.lines_loaded_at is None:
         post(SUSPENSE_NOT_LOADED, -payout.amount, "the payout's lines are not loaded yet")
         return out
@@ -291,9 +318,10 @@ def _payout_entry(
 
 
 def _bank_description(payout: Payout, provider: str) -> str:
-    """The bank posting's words. A payout GoCardless converted to another currency (its `fx`) is booked in its own
-    currency (its lines are), and says what reached the bank, in which currency and at what rate (estimated until
-    GoCardless confirms it), so finance can match the bank statement and book the exchange difference."""
+    """The bank posting's words. A payout GoCardless converted to another currency (its `fx`) says what reached the
+    bank, in which currency and at what rate (estimated until GoCardless confirms it). Without even an estimated
+    amount (no rate at all), the bank posting stays the payout's own amount in its currency and says only where
+    it went."""
     words = f"{provider} payout {payout.reference}".strip()
     if not payout.fx_currency:
         return words
@@ -304,7 +332,7 @@ def _bank_description(payout: Payout, provider: str) -> str:
     if payout.exchange_rate:
         words += f" at {payout.currency}/{payout.fx_currency} {payout.exchange_rate}"
     if payout.exchange_rate_estimated:
-        words += " (estimated: GoCardless has not confirmed the rate)"
+        words += ESTIMATED_RATE
     return words
 
 
@@ -540,11 +568,13 @@ def _refund_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
 
 
 def balances(postings: Sequence[Posting]) -> dict[str, int]:
-    """Each entry's sum of postings (all zero when the journal balances)."""
-    totals: dict[str, int] = defaultdict(int)
+    """Each entry's sum of postings (all zero when the journal balances), counted in each currency apart: an entry
+    of a converted payout has postings in two currencies, and pence of one never pay for pence of another. An entry
+    that does not balance in some currency gets that currency's sum (the first such, by currency)."""
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for posting in postings:
-        totals[posting.entry] += posting.amount
-    return dict(totals)
+        totals[posting.entry][posting.currency] += posting.amount
+    return {entry: next((sums[c] for c in sorted(sums) if sums[c]), 0) for entry, sums in totals.items()}
 
 
 def _plain(amount: int, currency: str) -> str:

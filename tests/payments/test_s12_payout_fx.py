@@ -66,7 +66,7 @@ def test_a_converted_gocardless_payout_says_what_reached_the_bank_and_at_what_ra
     }
     assert body["bank_amount"] == {"amount": 1150, "currency": "EUR"}
     bank = next(p for p in postings if p.account == "Bank: GoCardless payouts")
-    assert (bank.amount, bank.currency) == (958, "GBP")
+    assert (bank.amount, bank.currency) == (1150, "EUR")
     assert "reached the bank as EUR 11.50 at GBP/EUR 1.2000000000 (estimated" in bank.description
     assert sum(p.amount for p in postings) == 0
 
