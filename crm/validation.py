@@ -38,11 +38,22 @@ def normalise_email(raw: str) -> str:
     return checked.normalized.lower()
 
 
+# The longest value each address column holds (crm.models: supporter_addresses, declarations, supporters).
+MAX_ADDRESS_LINE = 100
+MAX_TOWN = 60
+MAX_POSTCODE = 10
+
+
 def normalise_postcode(raw: str, country: str = "GB") -> str:
     """A UK postcode in upper case with one space; other countries' as given (trimmed, upper case)."""
     text = re.sub(r"\s+", "", unicodedata.normalize("NFKC", raw or "")).upper()
     if country.upper() != "GB":
-        return (raw or "").strip().upper()[:10]
+        given = (raw or "").strip().upper()
+        if len(given) > MAX_POSTCODE:
+            # Refused, not cut: a postcode missing its end is another address (and the column holds 10).
+            message = f"A postcode is at most {MAX_POSTCODE} characters"
+            raise InvalidDonorDetails(f"{raw!r} is too long for a postcode", {"postcode": message})
+        return given
     if len(text) < 5:
         raise InvalidDonorDetails(f"{raw!r} is not a UK postcode", {"postcode": "Enter a valid UK postcode"})
     formatted = f"{text[:-3]} {text[-3:]}"
@@ -166,11 +177,16 @@ class DonorDetails:
         dependency = crown_dependency_of(postcode) if country == "GB" else None
         if dependency is not None:
             country = dependency
-        line1 = clean_name(self.address_line1)
+        line1, line2, town = clean_name(self.address_line1), clean_name(self.address_line2), clean_name(self.town)
         if require_address and not line1:
             errors["address_line1"] = "Enter the first line of the address (house name or number)"
-        if len(line1) > 100:
-            errors["address_line1"] = "The first address line is at most 100 characters"
+        # Too long is refused, never cut to fit the column: a cut address is one the donor did not give.
+        if len(line1) > MAX_ADDRESS_LINE:
+            errors["address_line1"] = f"The first address line is at most {MAX_ADDRESS_LINE} characters"
+        if len(line2) > MAX_ADDRESS_LINE:
+            errors["address_line2"] = f"The second address line is at most {MAX_ADDRESS_LINE} characters"
+        if len(town) > MAX_TOWN:
+            errors["town"] = f"The town or city is at most {MAX_TOWN} characters"
         if errors:
             raise InvalidDonorDetails("; ".join(f"{k}: {v}" for k, v in errors.items()), errors)
         return DonorDetails(
@@ -179,8 +195,8 @@ class DonorDetails:
             email=email,
             title=title,
             address_line1=line1,
-            address_line2=clean_name(self.address_line2)[:100],
-            town=clean_name(self.town)[:60],
+            address_line2=line2,
+            town=town,
             postcode=postcode,
             country=country,
         )

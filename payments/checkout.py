@@ -180,6 +180,11 @@ def _reusable(session: Session, reference: uuid.UUID | None, *, matches: Callabl
     return existing
 
 
+def _page_open(checkout: Checkout) -> bool:
+    """The donor was sent to the checkout's provider page, and nothing has closed it here."""
+    return checkout.status == CheckoutStatus.OPEN and bool(checkout.redirect_url)
+
+
 def _new_id(session: Session, reference: uuid.UUID | None) -> uuid.UUID:
     """The form's reference becomes the checkout id, unless it is taken (then the resubmission differs)."""
     if reference is not None and session.get(Checkout, reference) is None:
@@ -330,6 +335,19 @@ def price_basket(session: Session, lines: tuple[BasketLine, ...], *, vat_rate_bp
 
     Prices include VAT (what the buyer pays); the VAT in a line is rate/(1 + rate) of its total, rounded half up.
     """
+    priced, unknown, short = _price_lines(session, lines, vat_rate_bp=vat_rate_bp)
+    if unknown:
+        raise InvalidForm({**unknown, **short})
+    if short:
+        raise InvalidForm(short, status_code=409)
+    return priced
+
+
+def _price_lines(
+    session: Session, lines: tuple[BasketLine, ...], *, vat_rate_bp: int
+) -> tuple[list[PricedLine], dict[str, str], dict[str, str]]:
+    """(every known line priced, the unknown shirts, the lines with too few in stock): the lines short of stock are
+    priced too, so a basket sent again can be matched to its checkout before the stock refuses it."""
     unknown: dict[str, str] = {}
     short: dict[str, str] = {}
     priced = []
@@ -345,18 +363,13 @@ def price_basket(session: Session, lines: tuple[BasketLine, ...], *, vat_rate_bp
                 if sku.stock <= 0
                 else f"Sorry, only {sku.stock} left in size {sku.size}"
             )
-            continue
         campaign = session.get(PartnerCampaign, product.partner_campaign_id) if product.partner_campaign_id else None
         gross = sku.price * line.quantity
         vat = shop.vat_included(gross, vat_rate_bp)
         priced.append(
             PricedLine(sku, product, campaign, line.quantity, vat, partner_share(campaign, line.quantity, gross - vat))
         )
-    if unknown:
-        raise InvalidForm({**unknown, **short})
-    if short:
-        raise InvalidForm(short, status_code=409)
-    return priced
+    return priced, unknown, short
 
 
 def partner_share(campaign: PartnerCampaign | None, quantity: int, net: int) -> int:
@@ -378,12 +391,9 @@ def record_order(
     # the address refused when the shop does not post there (docs/checkout.md, "Postage").
     postage = shop.postage_for(settings.shop, request.donor.country)
     refused = {} if postage is not None else {"country": shop.no_postage_there(settings.shop)}
-    try:
-        priced = price_basket(session, request.lines, vat_rate_bp=vat_rate)
-    except InvalidForm as exc:
-        raise InvalidForm({**exc.errors, **refused}, status_code=400 if refused else exc.status_code) from exc
-    if postage is None:
-        raise InvalidForm(refused)
+    priced, unknown, short = _price_lines(session, request.lines, vat_rate_bp=vat_rate)
+    if unknown or postage is None:
+        raise InvalidForm({**unknown, **short, **refused})
     postage_vat = shop.vat_included(postage, vat_rate)
     goods_gross = sum(line.gross for line in priced) + postage
     vat = sum(line.vat_amount for line in priced) + postage_vat
@@ -407,9 +417,14 @@ def record_order(
         )
 
     existing = _reusable(session, request.reference, matches=same_form)
-    if existing is not None:
+    # The same basket sent again (the back button) goes to its own Stripe page even if the size sold out since: that
+    # page passed the stock check and can still be paid (stock is taken at payment). A checkout with no page yet
+    # would make a new one for shirts that are gone, so it meets the stock check like a new basket.
+    if existing is not None and (not short or _page_open(existing)):
         _consent_given_on_resend(uow, existing, request, settings=settings, source="shop", evidence=evidence)
         return _plan(session, existing)
+    if short:
+        raise InvalidForm(short, status_code=409)
     checkout_id = _new_id(session, request.reference)
     supporter_id, declaration_id = _record_supporter_and_permissions(
         uow, request, settings=settings, source="shop", evidence={**evidence, "checkout_id": str(checkout_id)}

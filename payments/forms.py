@@ -8,6 +8,7 @@ the page can show each message beside its field. Stock and SKU rules need the ca
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -146,6 +147,20 @@ def _choice(raw: str, allowed: type[Frequency] | type[Method], default: str) -> 
     return value if value in {member.value for member in allowed} else None
 
 
+# Stripe refuses an email address with any character outside ASCII (an accented or non-Latin local part, a domain
+# written in Unicode: `email_invalid`), though email-validator takes them (SMTPUTF8, IDNA); GoCardless gets the same
+# address as the Direct Debit payer's. Refused here, before anything is recorded or either is called.
+PROVIDER_EMAIL_MESSAGE = (
+    "Enter an email address using only unaccented letters (a to z), digits and symbols such as . - _ + "
+    "(our payment providers cannot take other characters)"
+)
+
+
+def _provider_refuses_email(typed: str) -> bool:
+    # NFKC as crm.validation.normalise_email reads it: full-width letters from a phone's keyboard become ASCII.
+    return not unicodedata.normalize("NFKC", typed).isascii()
+
+
 def _donor(form: FormData, errors: dict[str, str], *, require_address: bool) -> DonorDetails | None:
     # A GB address with a Jersey, Guernsey or Isle of Man postcode becomes that island (non-UK for HMRC) in
     # DonorDetails.normalised.
@@ -166,12 +181,15 @@ def _donor(form: FormData, errors: dict[str, str], *, require_address: bool) -> 
     unknown = re.fullmatch(r"[A-Z]{2}", country) is not None and country not in COUNTRIES
     if unknown:
         errors["country"] = "Enter the two-letter code of a country, for example GB, IE or FR"
+    refused_email = _provider_refuses_email(raw.email or "")
     try:
         donor = raw.normalised(require_email=True, require_address=require_address)
     except InvalidDonorDetails as exc:
         errors.update(exc.errors)
-        return None
-    return None if unknown else donor
+        donor = None
+    if refused_email:
+        errors.setdefault("email", PROVIDER_EMAIL_MESSAGE)  # a malformed address is told so first
+    return None if unknown or refused_email else donor
 
 
 def _common(form: FormData, errors: dict[str, str]) -> tuple[bool, bool, str | None]:

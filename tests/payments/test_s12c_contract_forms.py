@@ -1,7 +1,7 @@
 """contract.md, Donors: `POST /donate` and `POST /shop/checkout` answer `303` for a valid form and re-render an invalid
 one with its errors (`400`), never a 500 — also for a field far longer than anyone types (a bot, a paste): names,
-the first address line, a UK postcode, the email and the amount are refused; the second address line and the town
-are cut to their columns by crm (`DonorDetails.normalised`). Titles of 1 to 4 letters are accepted and the title is
+every address line, the town, a postcode (UK or foreign), the email and the amount are refused, never cut to fit
+their columns (`crm.validation.DonorDetails.normalised`). Titles of 1 to 4 letters are accepted and the title is
 optional; `country` defaults to `GB`."""
 
 from __future__ import annotations
@@ -48,16 +48,9 @@ def donation(**fields: str) -> dict[str, str]:
 
 
 def answered(response: Any, runtime: Runtime, field: str) -> None:
-    """A form error (nothing recorded), or for a field that is cut to its column, the way to the provider."""
-    if field in CUT:
-        assert response.status_code == 303, (field, response.status_code)
-    else:
-        assert response.status_code == 400, (field, response.status_code)
-        assert nothing_recorded(runtime)
-
-
-# Cut to their columns by crm; a foreign postcode is not checked, and cut too.
-CUT = {"address_line2", "town", "foreign_postcode"}
+    """A form error, with nothing recorded."""
+    assert response.status_code == 400, (field, response.status_code)
+    assert nothing_recorded(runtime)
 
 
 FIELDS = ["first_name", "last_name", "address_line1", "address_line2", "town", "postcode", "email", "amount"]
