@@ -56,6 +56,9 @@ from crm.models import (
     Wording,
 )
 from crm.validation import (
+    MAX_INTEREST_NOTE,
+    MAX_NAME,
+    MAX_STAFF_NOTE,
     DonorDetails,
     clean_name,
     clean_text,
@@ -64,6 +67,7 @@ from crm.validation import (
     normalise_email,
     normalise_postcode,
     overseas_house,
+    refuse_too_long,
 )
 
 log = logging.getLogger("giving.crm")
@@ -757,6 +761,7 @@ def add_note(uow: UnitOfWork, supporter_id: uuid.UUID, text: str, *, author: str
     text = clean_text(text)
     if not text:
         raise InvalidDonorDetails("a note needs some text", {"text": "Write the note"})
+    refuse_too_long({"text": (text, MAX_STAFF_NOTE)})
     supporter = recordable_supporter(uow.session, supporter_id)
     note_id = uuid.uuid4()
     record_history(
@@ -764,7 +769,7 @@ def add_note(uow: UnitOfWork, supporter_id: uuid.UUID, text: str, *, author: str
         supporter.id,
         type="note",
         summary=text[:500],
-        data={"note_id": str(note_id), "text": text[:4000], "author": author},
+        data={"note_id": str(note_id), "text": text, "author": author},
         dedupe_key=f"note:{note_id}",
     )
     entry = repository.history_by_dedupe_key(uow.session, f"note:{note_id}")
@@ -782,8 +787,10 @@ def record_interest(uow: UnitOfWork, supporter_id: uuid.UUID, *, kind: str, sour
         raise InvalidDonorDetails(
             f"{kind!r} is not an interest; use a short word such as volunteering", {"kind": "Choose an interest"}
         )
+    note = clean_text(note)
+    refuse_too_long({"note": (note, MAX_INTEREST_NOTE)})
     supporter = recordable_supporter(uow.session, supporter_id)
-    interest = Interest(supporter_id=supporter.id, kind=kind, source=source[:32], note=clean_text(note)[:500])
+    interest = Interest(supporter_id=supporter.id, kind=kind, source=source[:32], note=note)
     uow.session.add(interest)
     uow.session.flush()
     record_history(
@@ -1053,7 +1060,8 @@ def supporter_for_email(
 ) -> Supporter:
     """The supporter with this (normalised) email, or a new one. Names fill empty ones only: a different name on
     a known email raises a review item (as `find_or_create_supporter` does)."""
-    first, last = clean_name(first_name)[:35], clean_name(last_name)[:35]
+    first, last = clean_name(first_name), clean_name(last_name)
+    refuse_too_long({"first_name": (first, MAX_NAME), "last_name": (last, MAX_NAME)})
     now = utc_now()
     supporter, created = _found_or_inserted(
         uow, email, lambda: Supporter(email=email, first_name=first, last_name=last, created_at=now, updated_at=now)

@@ -22,6 +22,17 @@ UK_POSTCODE = re.compile(UK_POSTCODE_PATTERN)
 CROWN_DEPENDENCIES = {"JE", "GG", "IM"}
 TITLE = re.compile(r"^[A-Za-z]{1,4}$")
 NAME = re.compile(r"^[^\x00-\x1f]{1,35}$")
+MAX_NAME = 35  # HMRC's limit for a donor's first and last name, kept for every supporter
+MAX_INTEREST_NOTE = 500
+MAX_STAFF_NOTE = 4000
+
+
+def refuse_too_long(fields: dict[str, tuple[str, int]]) -> None:
+    """InvalidDonorDetails naming every field longer than it may be ({field: (value, limit)}): what people type is
+    refused, never cut to fit (a cut name or note is not what they gave)."""
+    errors = {name: f"At most {limit:,} characters" for name, (value, limit) in fields.items() if len(value) > limit}
+    if errors:
+        raise InvalidDonorDetails("; ".join(f"{name}: {text}" for name, text in errors.items()), errors)
 
 
 def normalise_email(raw: str) -> str:

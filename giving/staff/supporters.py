@@ -24,7 +24,7 @@ from core.runtime import Runtime
 from crm import service as crm_service
 from crm.errors import InvalidDonorDetails
 from crm.models import ConsentChannel, ConsentStatus, Declaration, DeclarationMethod, DeclarationScope, Supporter
-from crm.validation import DonorDetails
+from crm.validation import MAX_STAFF_NOTE, DonorDetails
 from giving import merge
 from giving.staff import queries
 from giving.staff.web import (
@@ -331,9 +331,12 @@ async def history(request: Request, staff: Principal) -> Response:
 @staff_page(StaffRole.FUNDRAISER, StaffRole.FINANCE)
 async def add_note(request: Request, staff: Principal) -> Response:
     supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
-    text = str((await form_of(request)).get("note_text", "")).strip()[:4000]
+    text = str((await form_of(request)).get("note_text", "")).strip()
     if not text:
         return await _show_with_errors(request, staff, supporter_id, "note", {"note_text": "Write the note first"})
+    if len(text) > MAX_STAFF_NOTE:  # the browser stops at it; a longer one is refused, not cut
+        too_long = {"note_text": f"A note is at most {MAX_STAFF_NOTE:,} characters"}
+        return await _show_with_errors(request, staff, supporter_id, "note", too_long)
 
     def write() -> uuid.UUID:
         with runtime(request).unit_of_work() as uow:
