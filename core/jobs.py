@@ -8,7 +8,9 @@
   until its time limit), and the sweep sends again only rows whose message is `RESEND_AFTER` overdue.
 - A job whose claim commits apart from its work is held by one run at a time (`run_id` until `running_until`), and
   `attempts` counts runs started, per job, where a crash cannot undo it: a job whose worker dies each time is given
-  up after its retries like one that raises (docs/operations.md §2a).
+  up after its retries like one that raises (docs/operations.md §2a). On PostgreSQL a claim's time limit is set and
+  compared on the database's clock, which every worker shares; the claim also names its process (`run_host`,
+  `run_process`), so a broker-less process starting up ends at once only the claims of processes that have exited.
 - `@periodic(...)` jobs run once per period however many workers are up: the first to insert the
   `scheduled_runs(name, period_start)` row enqueues it.
 """
@@ -19,7 +21,9 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 import traceback
@@ -411,8 +415,9 @@ class _DurableRun:
     job_id: uuid.UUID
     # A run whose claim commits apart from its work: its id, written in the row by its claim.
     token: uuid.UUID | None = None
-    # The row counts this run among its `attempts` (its claim, or its count, has committed).
+    # The row counts this run among its `attempts` (its claim, or its count, has committed), as run number `attempt`.
     counted: bool = False
+    attempt: int = 0
     # The row names this run (its claim has committed): only then can another run have taken the job over from it.
     claimed: bool = False
     done: bool = False
@@ -502,6 +507,9 @@ def _runner(spec: JobSpec, unflagged_redelivery_after_ms: int | None = None) -> 
                     _mark_done(uow.session, durable)
             return result
         except _AlreadyDone:
+            # A copy of a job another run holds (a `with_uow` job's copy stops only once the job is finished).
+            if durable is not None and durable.counted and not durable.claimed and not spec.with_uow:
+                _uncount(durable)
             raise
         except _GiveUp:
             if durable is not None:
@@ -606,7 +614,7 @@ def _count_start(run: _DurableRun) -> None:
     with get_runtime().unit_of_work() as uow:
         query = sa.update(_JOBS).where(_JOBS.c.id == run.job_id, _JOBS.c.status == JobStatus.PENDING.value)
         if not run.spec.with_uow:  # a copy of a job another run holds does nothing, and is not counted
-            query = query.where(_unheld(utc_now()))
+            query = query.where(_unheld(_claims_now(uow.session)))
         attempt = uow.session.execute(query.values(attempts=_JOBS.c.attempts + 1).returning(_JOBS.c.attempts)).scalar()
         if attempt is None:
             raise _AlreadyDone
@@ -614,6 +622,25 @@ def _count_start(run: _DurableRun) -> None:
             raise _GiveUp
         _continue_count(attempt)
     run.counted = True
+    run.attempt = attempt
+
+
+def _uncount(run: _DurableRun) -> None:
+    """Take back the count of a run counted apart that then did nothing, because another run holds the job: it
+    started nothing, and its count would use up one of the job's retries (the run holding the job, failing, would
+    be its last too early). If this is lost (a death here), the job is only given up one run early, as before."""
+    from core.runtime import get_runtime
+
+    try:
+        with get_runtime().unit_of_work() as uow:
+            uow.session.execute(
+                sa.update(_JOBS)
+                .where(_JOBS.c.id == run.job_id, _JOBS.c.status == JobStatus.PENDING.value, _JOBS.c.attempts > 0)
+                .values(attempts=_JOBS.c.attempts - 1)
+            )
+    except Exception:
+        log.exception("could not take back the count of job %s", run.job_id)
+    run.counted = False
 
 
 def _claim_apart(uow: UnitOfWork, run: _DurableRun, *, alone: bool) -> None:
@@ -626,11 +653,18 @@ def _claim_apart(uow: UnitOfWork, run: _DurableRun, *, alone: bool) -> None:
     commit with its work instead (giftaid's delete at HMRC works in it), so a death there rolls the count back: there
     a row showing an earlier run is counted apart first (`_CountFirst`), and only a fresh row is counted in the
     claim (a first delivery keeps its one transaction)."""
-    now = utc_now()
+    now = _claims_now(uow.session)
     until = now + dt.timedelta(milliseconds=run.spec.time_limit_ms)
     token = uuid.uuid4()
+    host, process = this_process()
     query = sa.update(_JOBS).where(_JOBS.c.id == run.job_id, _JOBS.c.status == JobStatus.PENDING.value, _unheld(now))
-    values: dict[str, Any] = {"run_id": token, "running_until": until, "last_sent_at": until}
+    values: dict[str, Any] = {
+        "run_id": token,
+        "running_until": until,
+        "last_sent_at": until,
+        "run_host": host,
+        "run_process": process,
+    }
     if not run.counted:
         values["attempts"] = _JOBS.c.attempts + 1
         if not alone:
@@ -649,16 +683,34 @@ def _claim_apart(uow: UnitOfWork, run: _DurableRun, *, alone: bool) -> None:
         raise _GiveUp
     run.token = token
     _continue_count(attempt)
+    counted_here = not run.counted
 
     def committed() -> None:
+        if counted_here:
+            run.attempt = attempt
         run.counted = True
         run.claimed = True
 
     uow.on_commit(committed)
 
 
-def _unheld(now: dt.datetime) -> Any:
+def _claims_now(session: Session) -> Any:
+    """The time by which claims are held (`running_until`). On PostgreSQL the database's clock (when the statement
+    started), the one clock every worker shares: with each host's own, a worker whose clock ran minutes ahead took a
+    live run's job, and one running behind wrote a claim that held a dead run's job minutes too long. SQLite serves one
+    machine: its clock (SQLite's own could not add the time limit to it)."""
+    if is_postgres(session):
+        return sa.func.statement_timestamp(type_=sa.DateTime(timezone=True))
+    return utc_now()
+
+
+def _unheld(now: Any) -> Any:
     return sa.or_(_JOBS.c.running_until.is_(None), _JOBS.c.running_until <= now)
+
+
+def _held(session: Session) -> Any:
+    """Whether a run holds the row now (its claim's time limit has not passed), as a column to select."""
+    return sa.not_(_unheld(_claims_now(session))).label("held")
 
 
 def _mark_done(session: Session, run: _DurableRun) -> bool:
@@ -670,10 +722,10 @@ def _mark_done(session: Session, run: _DurableRun) -> bool:
     if run.token is not None:
         query = query.where(_JOBS.c.run_id == run.token)
     elif not run.spec.with_uow:  # a `claims_itself` job that never claimed: done unless another run holds it
-        query = query.where(_JOBS.c.status == JobStatus.PENDING.value, _unheld(now))
+        query = query.where(_JOBS.c.status == JobStatus.PENDING.value, _unheld(_claims_now(session)))
     values: dict[str, Any] = {"status": JobStatus.DONE.value, "done_at": now}
     if not run.spec.with_uow:
-        values.update(run_id=None, running_until=None)
+        values.update(_NO_CLAIM)
     done = session.execute(query.values(values).returning(_JOBS.c.actor_name, _JOBS.c.created_at)).first()
     if done is None:
         if run.token is not None:
@@ -712,10 +764,13 @@ def retry_due_within(spec: JobSpec, retries: int) -> dt.timedelta:
     return dt.timedelta(milliseconds=backoff_ms)
 
 
+_NO_CLAIM: dict[str, Any] = {"run_id": None, "running_until": None, "run_host": None, "run_process": None}
+
+
 def _locked_row(uow: UnitOfWork, job_id: uuid.UUID) -> Any:
-    query = sa.select(
-        _JOBS.c.status, _JOBS.c.attempts, _JOBS.c.run_id, _JOBS.c.running_until, _JOBS.c.last_error
-    ).where(_JOBS.c.id == job_id)
+    query = sa.select(_JOBS.c.status, _JOBS.c.attempts, _JOBS.c.run_id, _held(uow.session), _JOBS.c.last_error).where(
+        _JOBS.c.id == job_id
+    )
     if is_postgres(uow.session):
         query = query.with_for_update()
     return uow.session.execute(query).first()
@@ -726,9 +781,7 @@ def _give_up_in(uow: UnitOfWork, spec: JobSpec, job_id: uuid.UUID, arguments: di
     uow.session.execute(
         sa.update(_JOBS)
         .where(_JOBS.c.id == job_id)
-        .values(
-            status=JobStatus.FAILED.value, last_error=error, last_sent_at=utc_now(), run_id=None, running_until=None
-        )
+        .values(status=JobStatus.FAILED.value, last_error=error, last_sent_at=utc_now(), **_NO_CLAIM)
     )
     if spec.on_give_up is not None:
         try:
@@ -757,10 +810,14 @@ def _record_failure(run: _DurableRun, exc: BaseException, arguments: dict[str, A
                 return
             if run.claimed and row.run_id != run.token:
                 return  # its time ran out and another run holds the job: that run's outcome decides
-            if not run.claimed and row.running_until is not None and row.running_until > now:
+            if not run.claimed and row.held:
                 return  # never claimed it (failed before its claim committed), and another run holds it
             attempts = row.attempts if run.counted else row.attempts + 1
-            final = attempts >= spec.max_retries + 1 or isinstance(exc, spec.gives_up_on)
+            # A run counted apart goes by its own number: another delivery counted since may not have run (it is still
+            # to take the job, which may then run it), and counted here it would end the job one run early.
+            final = (run.attempt if run.counted else attempts) >= spec.max_retries + 1 or isinstance(
+                exc, spec.gives_up_on
+            )
             retries = _continue_count(attempts)
             if final:
                 uow.session.execute(sa.update(_JOBS).where(_JOBS.c.id == run.job_id).values(attempts=attempts))
@@ -772,8 +829,7 @@ def _record_failure(run: _DurableRun, exc: BaseException, arguments: dict[str, A
                     .values(
                         attempts=attempts,
                         last_error=error,
-                        run_id=None,
-                        running_until=None,
+                        **_NO_CLAIM,
                         # dramatiq's retry is due within its backoff: the sweep sends a copy only when that is overdue.
                         last_sent_at=now + retry_due_within(spec, retries),
                     )
@@ -795,7 +851,7 @@ def _give_up(run: _DurableRun, arguments: dict[str, Any]) -> None:
             row = _locked_row(uow, run.job_id)
             if row is None or row.status != JobStatus.PENDING:
                 return
-            if row.running_until is not None and row.running_until > utc_now():
+            if row.held:
                 return
             error = (
                 f"the worker died running this job: it started at least {row.attempts} times and never finished "
@@ -815,10 +871,12 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
     """Send again every durable job still pending `older_than` after its message was due (`last_sent_at`).
 
     `older_than=0` sends every pending job that is available, even one whose message is believed running or waiting
-    for dramatiq's retry: for a process that knows no other worker holds them (an in-process worker started again).
-    It also ends the claim a run left on each (that run died with its process), so the copy runs at once."""
+    for dramatiq's retry: for an in-process worker starting (again), whose queue holds nothing. A claim whose process
+    has exited (on this machine) is ended, so its copy runs at once; a job that a live process holds, or one of
+    another machine (whose processes cannot be seen from here), is left to that run and its time limit (a broker-less
+    `giving serve` may be working on the same database)."""
     now = utc_now()
-    query = select(Job).where(Job.status == JobStatus.PENDING, col(Job.available_at) <= now)
+    query = select(Job, _held(uow.session)).where(Job.status == JobStatus.PENDING, col(Job.available_at) <= now)
     if older_than > dt.timedelta(0):
         query = query.where(col(Job.last_sent_at) < now - older_than)
     query = query.order_by(col(Job.created_at)).limit(limit)
@@ -827,7 +885,7 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
         # to its time limit) would hold this sweep, its worker thread and the rows it has already taken.
         query = query.with_for_update(skip_locked=True)
     sent = 0
-    for job in uow.session.exec(query).all():
+    for job, held in uow.session.exec(query).all():
         if job.actor_name not in REGISTRY:
             # A job this release does not know: a newer release's, during a rolling deploy (its own workers send it),
             # or one since renamed or removed. Left pending, untouched, for a process that knows it; the others
@@ -835,14 +893,80 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
             metrics.count("jobs_send_failed", actor=job.actor_name)
             log.warning("durable job %s: no job is named %s in this release; left pending", job.id, job.actor_name)
             continue
+        if older_than <= dt.timedelta(0) and job.running_until is not None:
+            if held and not process_exited(job.run_host, job.run_process):
+                continue  # its run may be alive: the copy would do nothing, and ending its claim would run it twice
+            # A claim left by a process that exited (or whose time is up) must not keep its copy waiting.
+            for name, value in _NO_CLAIM.items():
+                setattr(job, name, value)
         job.last_sent_at = now
-        if older_than <= dt.timedelta(0):
-            # No other worker holds it: a run's claim left by a process that stopped must not keep its copy waiting.
-            job.run_id = None
-            job.running_until = None
         uow.jobs.append(PendingJob(job.actor_name, {**job.arguments, "job_id": str(job.id)}))
         sent += 1
     return sent
+
+
+def _machine() -> str:
+    """This machine, as far as its processes can be seen: the host name, and the PID namespace (containers sharing
+    a host name may each have their own pids)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()} {namespace}".strip()[:255]
+
+
+def _process_started(pid: int) -> str | None:
+    """When the process started (Linux: clock ticks since boot, `/proc/<pid>/stat` field 22), telling a reused pid
+    apart; "exited" for a zombie; None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return "exited" if fields[0] in {"Z", "X"} else fields[19]
+
+
+_this_machine: str | None = None
+_this_process: tuple[int, str] | None = None
+
+
+def this_process() -> tuple[str, str]:
+    """(machine, "pid:start") naming this process in the claims it writes. Worked out again after a fork (dramatiq's
+    worker processes)."""
+    global _this_machine, _this_process
+    pid = os.getpid()
+    if _this_machine is None:
+        _this_machine = _machine()
+    if _this_process is None or _this_process[0] != pid:
+        _this_process = (pid, f"{pid}:{_process_started(pid) or ''}")
+    return _this_machine, _this_process[1]
+
+
+def process_exited(machine: str | None, process: str | None) -> bool:
+    """Whether the process a claim names has certainly exited: it ran on this machine and its pid is gone, or is now
+    another process's (its start time differs). Unknown (another machine, a claim naming no process, no /proc to
+    read): False, so its claim is left to its time limit."""
+    if machine is None or process is None or machine != this_process()[0]:
+        return False
+    pid_text, _, started = process.partition(":")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # it exists, as another user's process
+    except OSError:
+        return False
+    now_started = _process_started(pid)
+    if now_started is None or not started:
+        return False
+    return now_started != started
 
 
 def prune_finished(session: Session, *, now: dt.datetime, keep: dt.timedelta) -> int:

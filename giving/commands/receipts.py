@@ -27,6 +27,9 @@ from receipts.errors import TaxYearNotOver
 from receipts.models import DocumentKind, DocumentStatus
 
 POLL_SECONDS = 0.5
+# How often a broker-less run sweeps for jobs left pending (it starts no scheduler): a job another process held as it
+# started is that process's, and is sent again here only if that run dies (2 minutes after its time limit).
+SWEEP_SECONDS = 60.0
 
 
 @dataclass
@@ -110,7 +113,8 @@ def run_annual(
     console = console or Console(stderr=True)
     inline: InlineWorker | None = None
     if runtime.inline and wait:
-        # No broker: this process is the worker. Jobs a stopped run left pending are in no queue: send them again.
+        # No broker: this process is the worker. Jobs a stopped run left pending are in no queue: send them again
+        # (not those a live process is running: a broker-less `giving serve` on the same database).
         with runtime.unit_of_work() as uow:
             jobs.resend_pending(uow, older_than=dt.timedelta(0), limit=1_000_000)
         inline = InlineWorker(runtime, runtime.settings.broker.inline_threads)
@@ -136,12 +140,17 @@ def run_annual(
                 return outcome
             rendering = progress.add_task("Rendering and sending", total=outcome.statements)
             deadline = None if timeout is None else time.monotonic() + timeout
+            next_sweep = time.monotonic() + SWEEP_SECONDS
             while not outcome.finished:
                 done = outcome.issued - outcome.pending_email
                 progress.update(rendering, completed=max(done, 0), total=outcome.statements)
                 if deadline is not None and time.monotonic() > deadline:
                     break
                 time.sleep(POLL_SECONDS)
+                if inline is not None and time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + SWEEP_SECONDS
+                    with runtime.unit_of_work() as uow:
+                        jobs.resend_pending(uow)
                 outcome = annual_outcome(runtime, tax_year, numbered)
             progress.update(rendering, completed=outcome.issued - outcome.pending_email)
         return outcome

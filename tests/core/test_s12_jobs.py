@@ -16,7 +16,7 @@ import time_machine
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import _RabbitmqMessage
 from dramatiq.middleware import CurrentMessage
-from sqlmodel import select
+from sqlmodel import col, select
 
 from core import jobs
 from core.models import AppSecret, Job, JobStatus
@@ -151,6 +151,16 @@ def _deliver(actor_name: str, kwargs: dict[str, Any], *, redelivered: bool | Non
         current.after_process_message(actor.broker, proxy)
 
 
+def _time_limit_passes(runtime: Runtime) -> None:
+    """The time limit of the run holding the job passes. On PostgreSQL claims are timed on the database's clock, which
+    a test cannot move (moving this process's clock is what a worker with a wrong clock does): the claim's end is
+    moved back instead."""
+    with runtime.unit_of_work() as uow:
+        for job in uow.session.exec(select(Job).where(col(Job.running_until).is_not(None))).all():
+            assert job.running_until is not None
+            job.running_until -= dt.timedelta(hours=1)
+
+
 def _release_all() -> None:
     with _lock:
         PLAN.clear()
@@ -218,6 +228,7 @@ def test_a_run_whose_time_ran_out_does_not_mark_done_the_job_another_run_took_ov
     kwargs = _enqueue(runtime, actor_name, "late")
     assert RUNNING.get(timeout=10) == 0
     try:
+        _time_limit_passes(runtime)
         with time_machine.travel(jobs.utc_now() + dt.timedelta(minutes=5)):
             second = _in_thread(lambda: _deliver(actor_name, kwargs))
             assert RUNNING.get(timeout=10) == 1, "the copy did not take over a job whose run's time was up"
@@ -262,6 +273,7 @@ def test_a_job_that_kills_its_worker_every_time_is_given_up_after_its_retries(
         if _row(runtime).status != JobStatus.PENDING:
             break
         # Each run's time limit is over by the next delivery.
+        _time_limit_passes(runtime)
         with time_machine.travel(start + delivery * dt.timedelta(minutes=5)), contextlib.suppress(Killed):
             _deliver(actor_name, kwargs, redelivered=delivery > 0)
     row = _row(runtime)
