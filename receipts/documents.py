@@ -19,7 +19,9 @@ from core.settings import CharitySettings
 # Bump when a template changes what it prints; kept in the content so an old document can be told apart.
 # 2: the donor's country (outside the UK), the gift a single-gift oral declaration covers, and a correction that says
 # we no longer claim Gift Aid a receipt promised. Layout 1 content has none of these and renders as it did.
-LAYOUT_VERSION = 2
+# 3: a statement's invitation to declare (`AnnualStatement.could_claim`) and an oral declaration's letter that dates
+# what it covers (`OralConfirmation.covers`); earlier content has neither and renders as it did.
+LAYOUT_VERSION = 3
 
 METHOD_LABELS = {"card": "Card", "direct_debit": "Direct Debit", "cash": "Cash", "cheque": "Cheque"}
 REGULATOR_LABELS = {
@@ -83,6 +85,18 @@ class DeclarationSummary(Model):
         if self.scope == "period" and self.start and self.end:
             return f"gifts made from {self.start:%d/%m/%Y} to {self.end:%d/%m/%Y}"
         return SCOPE_LABELS.get(self.scope, self.scope.replace("_", " "))
+
+    def letter_scope_text(self) -> str:
+        """What an enduring declaration covers, for a letter that names no gift: its gifts from the day the Gift Aid
+        rules count them from (`future`: the day it was made; `past_4_years_and_future`: its start). "" for another
+        scope (`scope_text` says it already)."""
+        if self.scope == "future":
+            first = self.made_on
+        elif self.scope == "past_4_years_and_future":
+            first = self.start or self.made_on
+        else:
+            return ""
+        return f"all your gifts from {first:%d/%m/%Y} onwards"
 
 
 class GiftAidNote(Model):
@@ -193,6 +207,10 @@ class AnnualStatement(Model):
     grossed_up: int
     # What was donated in each other currency (net of returns), never added to the sterling figures.
     donated_in_other_currencies: dict[str, int] = {}
+    # The Gift Aid a declaration could still bring on the year's gifts none covers (the rules' `no_declaration` or
+    # `declaration_cancelled`; a declaration may reach back four years): the invitation the receipts a supporter on
+    # yearly statements does not get would have carried. 0: no invitation.
+    could_claim: int = 0
 
     @property
     def gift_aid_reminder(self) -> bool:
@@ -221,6 +239,9 @@ class OralConfirmation(Model):
     gift_amount: int | None = None
     gift_currency: str = "GBP"
     gift_received_on: dt.date | None = None
+    # What an enduring declaration covers, dated (`DeclarationSummary.letter_scope_text`); "": the scope's label, as
+    # letters before layout 3 printed it.
+    covers: str = ""
 
     def as_sent_on(self, day: dt.date) -> OralConfirmation:
         """The letter as it reads when it goes out on `day`: itself when it says so already (an email sent the day

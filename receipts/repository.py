@@ -547,7 +547,8 @@ def refunds_between(
 def statement_candidates(
     session: Session, start: dt.date, end: dt.date, tax_year: str, *, everyone: bool
 ) -> list[uuid.UUID]:
-    """Supporters (not merged away, not erased) with a gift in the tax year and no statement for it yet, by id.
+    """Supporters (not merged away, not erased) with a gift in the tax year and no statement for it yet, by id:
+    unless `everyone`, those on yearly statements and the survivors owed one by a merged record that was.
     "Their statement" is the one whose subject is theirs (`statement:<id>:<year>`), not any statement now filed under
     them: a merge moves the old record's statement onto the survivor, which still gets one of its own."""
     gave = select(Gift.supporter_id).where(
@@ -558,8 +559,6 @@ def statement_candidates(
         col(Supporter.merged_into_id).is_(None),
         col(Supporter.erased_at).is_(None),
     )
-    if not everyone:
-        query = query.where(Supporter.statement_preference == "annual")
     have_statement = set(
         session.exec(
             select(Document.subject_key).where(
@@ -567,6 +566,24 @@ def statement_candidates(
             )
         ).all()
     )
+    if not everyone:
+        chose: Any = Supporter.statement_preference == "annual"
+        # A record on yearly statements merged into one that is not: its gifts, now the survivor's, had no receipts,
+        # so the survivor gets the statement the old record would have had (unless it had that before the merge),
+        # in a year with a gift that has no receipt of its own.
+        merged_yearly = session.exec(
+            select(Supporter.id, Supporter.merged_into_id).where(
+                col(Supporter.merged_into_id).is_not(None), Supporter.statement_preference == "annual"
+            )
+        ).all()
+        owed = {into for old, into in merged_yearly if statement_subject(old, tax_year) not in have_statement}
+        if owed:
+            receipted = sa.exists().where(
+                col(Document.kind) == DocumentKind.GIFT_RECEIPT, col(Document.gift_id) == col(Gift.id)
+            )
+            unreceipted = gave.where(sa.not_(receipted))
+            chose = sa.or_(chose, sa.and_(col(Supporter.id).in_(owed), col(Supporter.id).in_(unreceipted)))
+        query = query.where(chose)
     return [
         supporter_id
         for supporter_id in session.exec(query.order_by(col(Supporter.id))).all()

@@ -649,6 +649,7 @@ def allocate_oral_confirmation(uow: UnitOfWork, settings: Settings, declaration_
             gift_amount=gift.amount if gift is not None else None,
             gift_currency=gift.currency if gift is not None else "GBP",
             gift_received_on=gift.received_on if gift is not None else None,
+            covers=summary.letter_scope_text(),
         )
 
     return _allocate(
@@ -729,7 +730,7 @@ def allocate_annual_statement(
     declarations = repository.declarations_of(session, ids)
     notes = gift_aid_notes(session, settings, ids)
     lines: list[docs.StatementGift] = []
-    total = aided = gift_aid = 0
+    total = aided = gift_aid = could_claim = 0
     other_currencies: dict[str, int] = {}
     for gift in gifts:
         assert gift.received_on is not None
@@ -755,6 +756,8 @@ def allocate_annual_statement(
         if is_aided:
             aided += net
             gift_aid += gift_aid_on(net)
+        elif net > 0 and note is not None and note.status == "invite":
+            could_claim += gift_aid_on(net)
     period_start = dt.datetime.combine(start, dt.time(), UK).astimezone(dt.UTC)
     period_end = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), UK).astimezone(dt.UTC)
     refunds = []
@@ -794,6 +797,7 @@ def allocate_annual_statement(
             # sum of each gift's rounded Gift Aid, added to it).
             grossed_up=percent_of(aided, 125, 100),
             donated_in_other_currencies=dict(sorted(other_currencies.items())),
+            could_claim=could_claim,
         )
 
     return _allocate(
