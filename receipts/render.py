@@ -8,11 +8,15 @@ and weasyprint objects are not shared across threads.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import ctypes
 import ctypes.util
 import datetime as dt
+import os
+import shutil
 import threading
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -94,8 +98,34 @@ def render_html(document: AnyDocument, *, logo: Markup | None = None, duplicate:
     )
 
 
+# Each FontConfiguration copies the @font-face fonts (1.4 MB) into a temporary folder of its own and removes it only
+# when collected. One still alive at exit (frozen by gc.freeze(), or collected after weasyprint's modules are torn
+# down, when its removal fails) would leave its copy in /tmp for every process that rendered; so they go at exit.
+_FONT_CONFIGS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+@atexit.register
+def _remove_font_copies() -> None:
+    for font_config, pid in list(_FONT_CONFIGS.items()):
+        if pid != os.getpid():
+            continue  # made before a fork: the folder is the parent's, still in use there
+        folder, font_config._folder = getattr(font_config, "_folder", None), None
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def font_configuration() -> Any:
+    """A weasyprint FontConfiguration whose copy of the packaged fonts is removed when this process exits."""
+    from weasyprint.text.fonts import FontConfiguration
+
+    font_config = FontConfiguration()
+    _FONT_CONFIGS[font_config] = os.getpid()
+    return font_config
+
+
 class _Weasy(threading.local):
-    """Per-thread weasyprint state: the parsed stylesheet and its font configuration."""
+    """Per-thread weasyprint state: the parsed stylesheet and its font configuration, which holds the packaged fonts
+    the stylesheet's @font-face rules loaded (read once per thread, not per document)."""
 
     def __init__(self) -> None:
         self.ready = False
@@ -104,10 +134,12 @@ class _Weasy(threading.local):
 
     def load(self) -> None:
         from weasyprint import CSS
-        from weasyprint.text.fonts import FontConfiguration
 
-        self.font_config = FontConfiguration()
-        self.stylesheet = CSS(string=STYLESHEET.read_text(encoding="utf-8"), font_config=self.font_config)
+        self.font_config = font_configuration()
+        # base_url: the @font-face rules load the packaged fonts (receipts/fonts/) relative to the stylesheet.
+        self.stylesheet = CSS(
+            string=STYLESHEET.read_text(encoding="utf-8"), base_url=STYLESHEET, font_config=self.font_config
+        )
         self.ready = True
 
 

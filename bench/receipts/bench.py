@@ -239,12 +239,14 @@ def durable_messages(runtime: Runtime, actor_name: str, items: Sequence[dict[str
 
 def _baseline_init(stylesheet: str, base_url: str, ready: Any) -> None:
     from weasyprint import CSS, HTML
-    from weasyprint.text.fonts import FontConfiguration
 
-    font_config = FontConfiguration()
-    _baseline.update(css=CSS(string=stylesheet, font_config=font_config), fonts=font_config, base_url=base_url)
     from receipts import render
     from receipts.documents import load
+
+    # As the pipeline parses it: the @font-face rules load the packaged fonts relative to the stylesheet.
+    font_config = render.font_configuration()
+    css = CSS(string=stylesheet, base_url=render.STYLESHEET, font_config=font_config)
+    _baseline.update(css=css, fonts=font_config, base_url=base_url)
 
     HTML(string=render.render_html(load(_sample_content())), base_url=base_url).write_pdf(
         stylesheets=[_baseline["css"]], font_config=font_config
