@@ -20,7 +20,8 @@ from core.settings import CharitySettings
 # 2: the donor's country (outside the UK), the gift a single-gift oral declaration covers, and a correction that says
 # we no longer claim Gift Aid a receipt promised. Layout 1 content has none of these and renders as it did.
 # 3: a statement's invitation to declare (`AnnualStatement.could_claim`) and an oral declaration's letter that dates
-# what it covers (`OralConfirmation.covers`); earlier content has neither and renders as it did.
+# what it covers (`OralConfirmation.covers`), and a statement that explains money returned other than by refund;
+# earlier content has none of these and renders as it did.
 LAYOUT_VERSION = 3
 
 METHOD_LABELS = {"card": "Card", "direct_debit": "Direct Debit", "cash": "Cash", "cheque": "Cheque"}

@@ -9,7 +9,7 @@ import datetime as dt
 from core.runtime import InlineWorker, Runtime
 from crm.models import DeclarationScope, StatementPreference
 from giving.commands.receipts import number_statements
-from payments.models import Gift
+from payments.models import Gift, GiftStatus
 from receipts import service
 from receipts.models import DocumentKind
 from tests.fixtures.smtp import Mailbox
@@ -120,3 +120,31 @@ def test_a_statement_whose_gifts_are_all_gift_aided_invites_nothing(
 
     text = _statement_text(runtime, worker, supporter)
     assert "Total Gift Aided £10.00" in text and "Are you a UK taxpayer?" not in text, text
+
+
+def test_money_a_bank_took_back_is_explained_not_contradicted_by_the_refunds_section(
+    runtime: Runtime, worker: InlineWorker, mailbox: Mailbox
+) -> None:
+    """A chargeback is no refund: the gift shows "Returned £50.00", and the refunds section must not say, bare,
+    that nothing was returned or corrected in the year."""
+    ada = factories.supporter(runtime, preference=ANNUAL)
+    factories.gift(
+        runtime, ada, amount=5000, received_on=dt.date(2025, 6, 1), status=GiftStatus.REVERSED, returned_amount=5000
+    )
+    factories.gift(runtime, ada, amount=2000, received_on=dt.date(2025, 7, 1))
+    run_job(runtime, worker, "receipts.issue_annual_statement", supporter_id=ada, tax_year="2025-26")
+    [statement] = documents(runtime, DocumentKind.ANNUAL_STATEMENT)
+    text = " ".join(pdf_text(stored_pdf(runtime, statement)).split())
+    assert "No refunds or corrections in this tax year" not in text
+    assert "No refunds in this tax year" in text
+    assert "chargeback or a card dispute" in text
+
+
+def test_a_year_with_nothing_returned_says_so_plainly(runtime: Runtime, worker: InlineWorker, mailbox: Mailbox) -> None:
+    ada = factories.supporter(runtime, preference=ANNUAL)
+    factories.gift(runtime, ada, amount=2000, received_on=dt.date(2025, 7, 1))
+    run_job(runtime, worker, "receipts.issue_annual_statement", supporter_id=ada, tax_year="2025-26")
+    [statement] = documents(runtime, DocumentKind.ANNUAL_STATEMENT)
+    text = " ".join(pdf_text(stored_pdf(runtime, statement)).split())
+    assert "No refunds or corrections in this tax year" in text
+    assert "chargeback" not in text
