@@ -179,7 +179,12 @@ def register(app: typer.Typer) -> None:
     def annual(
         tax_year: str = typer.Option(..., "--tax-year", help="The tax year, e.g. 2025-26 (6 April to 5 April)."),
         everyone: bool = typer.Option(
-            False, "--everyone", help="Every supporter who gave in the year, not only those who chose a statement."
+            False,
+            "--everyone",
+            help=(
+                "Every supporter who gave in the year, not only those who chose a statement (or whose merged "
+                "record did)."
+            ),
         ),
         wait: bool = typer.Option(True, "--wait/--no-wait", help="Show progress until every statement is sent."),
         batch: int = typer.Option(200, "--batch", min=1, max=10_000, help="Statements numbered per transaction."),
