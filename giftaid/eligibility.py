@@ -7,7 +7,10 @@ Each gift gets a stable reason code (`Code`), or NULL when it can be claimed; `d
 Decisions (see docs/giftaid.md):
 - A partly refunded gift is claimed on what the donor kept (amount less `returned_amount`).
 - The donor's name and address for HMRC come from the declaration that covers the gift (kept as given);
-  when several cover it, the one given with the gift, else the newest.
+  when several cover it, the one whose address was in force on the gift's date (the newest made on or before it,
+  else the first made after it), then the one given with the gift.
+- A declaration covers gifts of the four years before it was made at most, whatever its scope, and nothing while
+  its date is still to come.
 - Benefits: the relevant value test (the rule in force on the gift's date) and the £2,500 a tax year aggregate,
   counted in date order, so the gift that takes a donor over the limit and every later one with a benefit fail.
 """
@@ -33,6 +36,7 @@ from giftaid.models import Claim, ClaimDonor, ClaimGift
 from payments.models import DonorType, Gift, GiftStatus, money_returned
 
 RELEVANT_VALUE_RULE_FROM = dt.date(2019, 4, 6)
+DECLARATION_REACH_YEARS = 4  # a declaration covers gifts of the four years before it was made, at most (§1C rule 11)
 BENEFIT_CAP_RAISED_ON = dt.date(2011, 4, 6)
 AGGREGATE_BENEFIT_LIMIT = 250_000  # £2,500 a tax year
 ORAL_CANCELLATION_DAYS = 30
@@ -168,6 +172,14 @@ def period_year(column: Any, financial_year_end: str, dialect: str) -> ColumnEle
     return year + sa.case((month_day > month * 100 + day, 1), else_=0)
 
 
+def years_before(column: Any, years: int, dialect: str) -> ColumnElement[Any]:
+    """The same day `years` earlier, in SQL: for four years, the day crm's `add_years` gives (a 29 February has a
+    29 February four years before it until 2100)."""
+    if dialect == "postgresql":
+        return sa.cast(column.op("-")(sa.literal_column(f"INTERVAL '{years} years'")), sa.Date)
+    return sa.func.date(column, f"-{years} years")
+
+
 def _benefit_fails(amount: Any, benefit: Any, on: Any) -> ColumnElement[Any]:
     """The relevant value test in SQL (integer pence, compared times 100 so nothing is rounded)."""
     new_rule = sa.or_(
@@ -185,7 +197,9 @@ def _benefit_fails(amount: Any, benefit: Any, on: Any) -> ColumnElement[Any]:
     return sa.and_(benefit > 0, sa.case((on >= RELEVANT_VALUE_RULE_FROM, new_rule), else_=old_rule))  # type: ignore[return-value]
 
 
-def _declarations(rules: Rules, *, shared: bool = False, of_supporters: ColumnElement[bool] | None = None) -> Any:
+def _declarations(
+    rules: Rules, dialect: str, *, shared: bool = False, of_supporters: ColumnElement[bool] | None = None
+) -> Any:
     """Each declaration with what does not depend on the gift worked out once: whether it is effective (an oral one
     needs its written confirmation, and by default its 30-day window closed, or a recording) and whether its donor
     details are fit for HMRC. A supporter has far fewer declarations than gifts.
@@ -213,6 +227,8 @@ def _declarations(rules: Rules, *, shared: bool = False, of_supporters: ColumnEl
         D.c.supporter_id,
         D.c.scope,
         D.c.made_on,
+        # However it is scoped (one named gift, or given with a gift, too), a declaration reaches back four years.
+        years_before(D.c.made_on, DECLARATION_REACH_YEARS, dialect).label("reaches_back_to"),
         D.c.start,
         D.c.end,
         D.c.gift_id,
@@ -235,19 +251,23 @@ def _declarations(rules: Rules, *, shared: bool = False, of_supporters: ColumnEl
     return query.cte("decl") if shared else query.subquery("decl")
 
 
-def _declaration_rank(decl: Any) -> ColumnElement[Any]:
+def _declaration_rank(decl: Any, today: dt.date) -> ColumnElement[Any]:
     """0 the declaration makes the gift claimable; 1 oral, not yet effective; 2 cancelled or void for this gift;
-    3 it does not cover the gift at all."""
+    3 it does not cover the gift at all (nor does one dated after `today`: it is made on or before the claim, §4)."""
     on = G.c.received_on
-    covers = sa.or_(
-        sa.and_(G.c.declaration_id.is_not(None), decl.c.id == G.c.declaration_id),
-        sa.and_(decl.c.scope == DeclarationScope.THIS_GIFT.value, decl.c.gift_id == G.c.id),
-        sa.and_(decl.c.scope == DeclarationScope.FUTURE.value, on >= decl.c.made_on),
-        sa.and_(
-            decl.c.scope == DeclarationScope.PAST_4_YEARS_AND_FUTURE.value,
-            on >= sa.func.coalesce(decl.c.start, decl.c.made_on),
+    covers = sa.and_(
+        decl.c.made_on <= today,
+        on >= decl.c.reaches_back_to,
+        sa.or_(
+            sa.and_(G.c.declaration_id.is_not(None), decl.c.id == G.c.declaration_id),
+            sa.and_(decl.c.scope == DeclarationScope.THIS_GIFT.value, decl.c.gift_id == G.c.id),
+            sa.and_(decl.c.scope == DeclarationScope.FUTURE.value, on >= decl.c.made_on),
+            sa.and_(
+                decl.c.scope == DeclarationScope.PAST_4_YEARS_AND_FUTURE.value,
+                on >= sa.func.coalesce(decl.c.start, decl.c.made_on),
+            ),
+            sa.and_(decl.c.scope == DeclarationScope.PERIOD.value, on >= decl.c.start, on <= decl.c.end),
         ),
-        sa.and_(decl.c.scope == DeclarationScope.PERIOD.value, on >= decl.c.start, on <= decl.c.end),
     )
     cancelled = sa.or_(
         decl.c.voided.is_(True),
@@ -319,11 +339,11 @@ def eligibility_select(
         their_supporters = sa.select(named.c.supporter_id).where(named.c.id.in_(list(gift_ids)))
         of_supporters = D.c.supporter_id.in_(their_supporters)
         benefits_of = G.c.supporter_id.in_(their_supporters)
-    decl = _declarations(rules, shared=gift_ids is None and supporter_ids is None, of_supporters=of_supporters)
+    decl = _declarations(rules, dialect, shared=gift_ids is None and supporter_ids is None, of_supporters=of_supporters)
     returned = money_returned()
     # Every (gift, declaration of its supporter) pair, the best declaration first: one scan of the gifts, one hash
     # join, one sort. A gift with no declaration at all keeps one row (rank 3).
-    rank = _declaration_rank(decl)
+    rank = _declaration_rank(decl, rules.today)
     columns = [
         G.c.id.label("gift_id"),
         G.c.supporter_id,
@@ -369,8 +389,13 @@ def eligibility_select(
                 partition_by=G.c.id,
                 order_by=(
                     rank,
+                    # The donor's address in force on the gift's date (§1C rule 15): the newest declaration made on
+                    # or before it, else the first made after it (reaching back); one key, as day numbers.
+                    sa.case(
+                        (decl.c.made_on <= G.c.received_on, -day_number(decl.c.made_on, dialect)),
+                        else_=day_number(decl.c.made_on, dialect),
+                    ),
                     sa.case((decl.c.id == G.c.declaration_id, 0), else_=1),
-                    decl.c.made_on.desc(),
                     decl.c.id,
                 ),
             )

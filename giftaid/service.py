@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from core.clock import uk_today, utc_now
 from core.db import UnitOfWork
@@ -58,7 +58,7 @@ from giftaid.errors import (
 )
 from giftaid.govtalk import GatewayError, GovTalkClient, Reply
 from giftaid.models import Adjustment, AdjustmentReason, Claim, ClaimEvent, ClaimStatus, Message
-from payments.models import Order
+from payments.models import Gift, Order
 
 log = logging.getLogger("giving.giftaid")
 
@@ -258,9 +258,23 @@ def _declaration_change(
     def finish(declaration: Declaration) -> DeclarationChange:
         after = eligibility_snapshot(uow.session, rules, supporter_ids=[supporter_id])
         adjusted = detect_adjustments(uow, rules) if declaration.voided else []
-        return DeclarationChange(declaration.id, changed_eligibility(before, after), [a.gift_id for a in adjusted])
+        # The search finds every adjustment due (another supporter's refund too): name only what this voiding took
+        # back, the supporter's gifts claimed under a void declaration.
+        voided = [a.gift_id for a in adjusted if a.reason == AdjustmentReason.DECLARATION_VOIDED]
+        theirs = _gifts_of(uow.session, supporter_id, voided)
+        return DeclarationChange(
+            declaration.id, changed_eligibility(before, after), [gift for gift in voided if gift in theirs]
+        )
 
     return finish
+
+
+def _gifts_of(session: Session, supporter_id: uuid.UUID, gift_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these gifts are the supporter's."""
+    if not gift_ids:
+        return set()
+    query = sa.select(col(Gift.id)).where(col(Gift.id).in_(gift_ids), col(Gift.supporter_id) == supporter_id)
+    return set(session.execute(query).scalars())
 
 
 def _supporter_of(session: Session, declaration_id: uuid.UUID) -> uuid.UUID:
@@ -326,9 +340,8 @@ def detect_adjustments(uow: UnitOfWork, rules: Rules) -> list[Adjustment]:
     still_covered = _covered_by_another_declaration(session, rules, [row.gift_id for row in rows if row.voided])
     for row in rows:
         already = int(row.adjusted_returned)
-        if row.voided and row.gift_id in still_covered:
-            continue
-        if row.voided:
+        # A void declaration another one still covers takes nothing back; money returned on the gift still does.
+        if row.voided and row.gift_id not in still_covered:
             money_back = int(row.amount) - already
             reason = AdjustmentReason.DECLARATION_VOIDED
             detail = "declaration void (cancelled within 30 days)"
