@@ -424,17 +424,18 @@ def eligibility_select(
         (on > rules.today, Code.FUTURE_DATE.value),
         (on < rules.recognised_on, Code.BEFORE_RECOGNITION.value),
         (on <= rules.out_of_time_through, Code.OUT_OF_TIME.value),
-        (P.rank == 3, Code.NO_DECLARATION.value),
-        (P.rank == 2, Code.DECLARATION_CANCELLED.value),
-        (P.rank == 1, Code.ORAL_UNCONFIRMED.value),
-        (P.details_code.is_not(None), P.details_code),
-        # The donation is what the donor kept (a partly refunded gift is claimed on the rest), so the benefit is
-        # weighed against that.
+        # Before the declaration's checks: no declaration can mend a benefit too large, so a receipt must neither
+        # invite one nor promise a claim. The donation is what the donor kept (a partly refunded gift is claimed on
+        # the rest), so the benefit is weighed against that.
         (_benefit_fails(P.amount - P.returned, P.benefit_amount, on), Code.BENEFIT_TOO_LARGE.value),
         (
             sa.func.coalesce(benefits.c.benefits_so_far, 0) > AGGREGATE_BENEFIT_LIMIT,
             Code.BENEFITS_OVER_ANNUAL_LIMIT.value,
         ),
+        (P.rank == 3, Code.NO_DECLARATION.value),
+        (P.rank == 2, Code.DECLARATION_CANCELLED.value),
+        (P.rank == 1, Code.ORAL_UNCONFIRMED.value),
+        (P.details_code.is_not(None), P.details_code),
         else_=sa.null(),
     )
     # A claim reads the donor's details from the declaration when it writes its lines: the gifts go through the
