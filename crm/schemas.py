@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
@@ -94,11 +95,14 @@ class MergeIn(Body):
     into: uuid.UUID
 
 
+_UNSTORABLE = re.compile("[\x00\ufffe\uffff]")
+
+
 def _without_nul(value: Any) -> Any:
     """NUL characters dropped from every string (keys too): nobody types one, and PostgreSQL's text and jsonb
-    cannot hold it (a statement with one fails)."""
+    cannot hold it (a statement with one fails). U+FFFE and U+FFFF too: XML cannot hold them."""
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        return _UNSTORABLE.sub("", value)
     if isinstance(value, dict):
         return {_without_nul(k): _without_nul(v) for k, v in value.items()}
     if isinstance(value, list):

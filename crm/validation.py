@@ -105,8 +105,10 @@ def house_from_line1(line1: str) -> str:
     return text[:40].rstrip()
 
 
-# Control characters: never part of a name or a note (and PostgreSQL's text cannot hold NUL at all).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Control characters: never part of a name or a note (and PostgreSQL's text cannot hold NUL at all). With them, what
+# XML 1.0 cannot hold (U+FFFE, U+FFFF, lone surrogates): names and addresses go into HMRC's XML as they are kept,
+# where one such character would make the whole claim's message malformed.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 
 def clean_text(value: str) -> str:
