@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Mapping
@@ -76,6 +77,7 @@ KNOWN_DEVICE_SECONDS = 90 * 24 * 3600
 # Wrong TOTP codes given with the right password: after this many in a clock hour, codes are refused until it ends.
 TOTP_FAILURES_PER_HOUR = 5
 TOTP_FAILURE_WINDOW_SECONDS = 3600
+_SIX_DIGITS = re.compile(r"[0-9]{6}")
 
 _hasher = argon2.PasswordHasher()
 # Verified against when the email is unknown, so a wrong email costs as long as a wrong password.
@@ -463,7 +465,8 @@ def _totp_ok(session: Session, user: StaffUser, code: str) -> bool:
     if not user.totp_secret:
         return False  # finance/admin without a secret cannot log in until one is set
     code = "".join((code or "").split())
-    if len(code) != 6 or not code.isdigit():
+    # ASCII digits only: `str.isdigit` also takes other scripts' digits, on which `hmac.compare_digest` raises.
+    if not _SIX_DIGITS.fullmatch(code):
         return False
     totp = pyotp.TOTP(user.totp_secret)
     now = utc_now()
@@ -570,7 +573,14 @@ def csrf_token(request: Request) -> str:
 
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:
-    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+    # Compared as bytes: `hmac.compare_digest` raises on str with non-ASCII text, which anyone may send.
+    return (
+        bool(expected)
+        and bool(given)
+        and hmac.compare_digest(
+            str(expected).encode("utf-8", "surrogatepass"), str(given).encode("utf-8", "surrogatepass")
+        )
+    )
 
 
 def verify_csrf(request: Request, form: Mapping[str, Any]) -> None:
@@ -760,11 +770,13 @@ def reset_password(uow: UnitOfWork, token: str, new_password: str, *, secret: st
     row = uow.session.get(PasswordReset, hash_token(str(reset_key)))
     if row is None or row.used_at is not None or row.expires_at <= utc_now():
         raise ValidationFailed("this reset link has been used or has expired; ask for a new one")
+    user = uow.session.get(StaffUser, row.user_id)
+    if user is None or not user.active:
+        # Deactivation ends every way in, a link already emailed too (its password would outlive a reactivation).
+        raise ValidationFailed("this reset link has been used or has expired; ask for a new one")
     row.used_at = utc_now()
     uow.session.add(row)
     set_password(uow, row.user_id, new_password)
-    user = uow.session.get(StaffUser, row.user_id)
-    assert user is not None
     principal = principal_of(user)
     audit(uow, principal, "password_reset", "staff_user", user.id)
     return principal

@@ -228,9 +228,15 @@ def https_site(web: WebSettings) -> bool:
     return web.secure_cookies or web.base_url.lower().startswith("https://")
 
 
+# The JSON API answers with personal data (supporters, their gifts, a claim's donors): kept by no cache, like the
+# staff pages (which `render` sends no-store). An endpoint that sets its own Cache-Control keeps it.
+NO_STORE_HEADER = (b"cache-control", b"no-store")
+NO_STORE_PREFIXES = ("/api/",)
+
+
 class SecurityHeadersMiddleware:
-    """The headers above on every response, and HSTS when the site is served over HTTPS (`hsts`, from
-    `https_site`) or the request came in over HTTPS."""
+    """The headers above on every response, HSTS when the site is served over HTTPS (`hsts`, from `https_site`)
+    or the request came in over HTTPS, and `Cache-Control: no-store` under `NO_STORE_PREFIXES`."""
 
     def __init__(self, app: ASGIApp, *, hsts: bool = False):
         self.app = app
@@ -241,6 +247,8 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         wanted = [*SECURITY_HEADERS, HSTS_HEADER] if self.hsts or scope.get("scheme") == "https" else SECURITY_HEADERS
+        if str(scope.get("path", "")).startswith(NO_STORE_PREFIXES):
+            wanted = [*wanted, NO_STORE_HEADER]
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -158,10 +158,11 @@ async def merge_endpoint(request: Request) -> Response:
 
 async def merge_preview_endpoint(request: Request) -> Response:
     """`GET /api/supporters/{id}/merge?into=id`: what a merge would move, changing nothing."""
-    from_id = parse_id(request.path_params["supporter_id"])
-    into_id = parse_id(request.query_params.get("into", ""))
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        # Read after the role check: a role that may not merge is told 403 whatever it asks.
+        from_id = parse_id(request.path_params["supporter_id"])
+        into_id = parse_id(request.query_params.get("into", ""))
         result = preview_merge(uow, from_id, into_id)
         audit(uow, principal, "merge_preview", "supporter", result.merged_id, {"into": str(result.into_id)})
         return result.to_json()

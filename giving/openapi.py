@@ -412,6 +412,7 @@ CURSOR = query("cursor", {"type": "string"}, "from a previous page's `next`")
 OFFSET = query("offset", {"type": "integer", "minimum": 0}, "from a previous page's `next`")
 ANY_STAFF = "fundraiser, finance, admin"
 FINANCE_UP = "finance, admin"
+MERGERS = "fundraiser, admin"  # giving.merge.MERGERS (an admin may do anything)
 SUPPORTER_ID = path_id("supporter_id")
 CLAIM_ID = path_id("claim_id")
 ORDER_ID = path_id("order_id")
@@ -602,14 +603,14 @@ PATHS: dict[str, Schema] = {
         "get": staff(
             "What merging this supporter into another would move (changes nothing)",
             ANY_OBJECT,
-            roles=ANY_STAFF,
+            roles=MERGERS,
             params=[SUPPORTER_ID, query("into", UUID, "the supporter who remains", required=True)],
             errors={"400": BAD, "404": NOT_FOUND, "409": "these two cannot be merged"},
         ),
         "post": staff(
             "Merge this supporter into another",
             obj({"survivor": ref("Supporter")}),
-            roles=ANY_STAFF,
+            roles=MERGERS,
             params=[SUPPORTER_ID],
             body=body_of({"into": UUID}),
             errors={"400": BAD, "404": NOT_FOUND, "409": "these two cannot be merged"},

@@ -100,14 +100,15 @@ async def forgot(request: Request) -> Response:
         )
     rt = runtime(request)
     web = rt.settings.web
+    client_network = auth.client_network(client_address(request))
 
     def ask() -> bool:
         from core import ratelimit
 
         with rt.unit_of_work() as uow:
-            # Not an inbox bomb: the same limit as logins, per address and per client.
+            # Not an inbox bomb: the same limit as logins, per address and per client (an IPv6 one by its /64).
             if not ratelimit.hit(
-                uow.session, f"reset:{client_address(request)}", limit=web.login_rate_per_minute, window_seconds=60
+                uow.session, f"reset:{client_network}", limit=web.login_rate_per_minute, window_seconds=60
             ) or not ratelimit.hit(uow.session, f"reset:{email}", limit=3, window_seconds=3600):
                 return False
         with rt.unit_of_work() as uow:
