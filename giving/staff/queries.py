@@ -48,8 +48,9 @@ WHOLE_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][0-9A-Z]? ?[0-9][A-Z]{2}$")
 
 def search_supporters(session: Session, query: str, *, limit: int = SEARCH_LIMIT) -> list[Supporter]:
     """crm's search (every word, or run of words, starts a first or last name, an email or a postcode; an email
-    exactly), with a whole postcode typed with its space kept as one term."""
-    text = " ".join(query.split())
+    exactly), with a whole postcode typed with its space kept as one term. A comma separates words ("Okafor, Amina",
+    as lists write names; a rare name with a comma in it is still found by its first word)."""
+    text = " ".join(query.replace(",", " ").split())
     if not text:
         return []
     if WHOLE_POSTCODE.match(text.upper()):
@@ -320,6 +321,21 @@ def gifts_by_id(session: Session, gift_ids: list[uuid.UUID], supporter_ids: list
         return {}
     rows = session.exec(select(Gift).where(col(Gift.id).in_(gift_ids), col(Gift.supporter_id).in_(supporter_ids))).all()
     return {g.id: g for g in rows}
+
+
+def latest_deliveries(session: Session, document_ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
+    """The newest delivery (the original or a copy) of each of these documents: whether it was emailed, posted, is
+    waiting, or failed (a document stays `issued` whatever became of its email)."""
+    from receipts.models import Delivery
+
+    if not document_ids:
+        return {}
+    rows = session.exec(
+        select(Delivery)
+        .where(col(Delivery.document_id).in_(document_ids))
+        .order_by(col(Delivery.copy_number), col(Delivery.created_at))
+    ).all()
+    return {delivery.document_id: delivery for delivery in rows}  # the last of each document wins
 
 
 def open_adjustments(session: Session, gift_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:

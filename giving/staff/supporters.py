@@ -162,6 +162,8 @@ def supporter_context(
         gifts = queries.gifts_of(uow.session, supporter.id)
         that_day = queries.gifts_received_on(uow.session, supporter.id, gifts_on) if gifts_on else []
         documents = list(receipts_service.documents_of(uow.session, supporter.id))
+        shown_documents = documents if all_documents else documents[:DOCUMENTS_ON_PAGE]
+        deliveries = queries.latest_deliveries(uow.session, [d.id for d in shown_documents])
         disputed = queries.disputed_gift_ids(uow.session, [g.id for g in [*that_day, *gifts]])
         change = (
             declaration_change(uow.session, rt, staff, [supporter.id, *profile.merged_ids], change_token)
@@ -179,7 +181,8 @@ def supporter_context(
             dict(_gift_choice(g, states[g.id]) for g in [*that_day, *gifts] if g.received_at is not None).items()
         ),
         # The newest unless all were asked for: an older receipt must stay reachable to be sent again.
-        "documents": documents if all_documents else documents[:DOCUMENTS_ON_PAGE],
+        "documents": shown_documents,
+        "deliveries": deliveries,
         "documents_count": len(documents),
         "open_form": "",
         "declaration_change": change,
