@@ -399,7 +399,13 @@ def _refresh_arrears(uow: UnitOfWork, regular: RegularGift) -> None:
             regular.next_due_on = following
         _touch(regular)
         _settle_missing_alerts(uow, regular, through=last_paid)
+    unsettled = _earliest_unsettled(uow, regular)
+    if unsettled is not None and (regular.next_due_on is None or unsettled < regular.next_due_on):
+        # An instalment the provider has asked for and not been paid yet (a Direct Debit payment created, its outcome
+        # not known) is the one expected: the overdue check must see it even once the schedule has moved past it.
+        _set(regular, next_due_on=unsettled)
     if not settled:
+        uow.session.add(regular)
         return
     latest = max(settled, key=lambda g: (g.due_on, g.created_at, str(g.id)))
     # A reversed instalment (chargeback, late failure) is money that did not stay: arrears, like a failure.
@@ -408,6 +414,18 @@ def _refresh_arrears(uow: UnitOfWork, regular: RegularGift) -> None:
     elif latest.status == GiftStatus.PAID:
         _set(regular, status=RegularGiftStatus.ACTIVE, failure_reason="")
     uow.session.add(regular)
+
+
+def _earliest_unsettled(uow: UnitOfWork, regular: RegularGift) -> dt.date | None:
+    """The due date of the regular gift's earliest instalment still pending after its latest paid one (None: none)."""
+    days = [
+        gift.due_on
+        for gift in repository.instalments(uow.session, regular.id)
+        if gift.status == GiftStatus.PENDING
+        and gift.due_on is not None
+        and (regular.last_paid_on is None or gift.due_on > regular.last_paid_on)
+    ]
+    return min(days, default=None)
 
 
 def hold_keys(session: Session, keys: list[str]) -> None:
@@ -934,13 +952,13 @@ def record_stripe_invoice_paid(
     amount = invoice.get("amount_paid")
     if invoice_id is None or subscription_id is None:
         return Effect.ignored("not a subscription invoice")
-    if not isinstance(amount, int) or amount <= 0:
-        return Effect.ignored("nothing was paid on this invoice")
-    regular = repository.first_locked(
-        uow.session, repository.by_key(RegularGift, "stripe_subscription_id", subscription_id)
-    )
+    regular, adopted = _stripe_regular_gift(uow, stripe, subscription_id, at=at)
     if regular is None:
         return Effect.waiting(f"stripe_subscription:{subscription_id}")
+    adopted_key = f"stripe_subscription:{subscription_id}" if adopted else None
+    if not isinstance(amount, int) or amount <= 0:
+        _free_period(uow, regular, _invoice_due_on(invoice))
+        return Effect.processed(adopted_key, note="nothing was paid on this invoice (a free period): no gift")
     intent_id, charge_id = _invoice_payment_ids(stripe, invoice)
     transitions = invoice.get("status_transitions") or {}
     received_at = _when(transitions.get("paid_at")) if isinstance(transitions, dict) else None
@@ -956,9 +974,20 @@ def record_stripe_invoice_paid(
     _refresh_arrears(uow, regular)
     return Effect.processed(
         f"stripe_invoice:{invoice_id}",
+        adopted_key,
         f"stripe_payment_intent:{intent_id}" if intent_id else None,
         f"stripe_charge:{charge_id}" if charge_id else None,
     )
+
+
+def _free_period(uow: UnitOfWork, regular: RegularGift, due_on: dt.date) -> None:
+    """A subscription invoice paid with nothing (a 100%-off coupon, a credit balance): no gift, but that period's
+    instalment is not missing either; the next one is expected a month later."""
+    following = _add_month(due_on)
+    if regular.next_due_on is None or following > regular.next_due_on:
+        _set(regular, next_due_on=following)
+        uow.session.add(regular)
+    _settle_missing_alerts(uow, regular, through=due_on)
 
 
 def _instalment(uow: UnitOfWork, regular: RegularGift, invoice: dict[str, Any], *, amount: int) -> Gift:
@@ -995,9 +1024,7 @@ def record_stripe_invoice_failed(
     subscription_id = invoice_subscription_id(invoice)
     if invoice_id is None or subscription_id is None:
         return Effect.ignored("not a subscription invoice")
-    regular = repository.first_locked(
-        uow.session, repository.by_key(RegularGift, "stripe_subscription_id", subscription_id)
-    )
+    regular, adopted = _stripe_regular_gift(uow, stripe, subscription_id, at=at)
     if regular is None:
         return Effect.waiting(f"stripe_subscription:{subscription_id}")
     amount = invoice.get("amount_due")
@@ -1012,7 +1039,9 @@ def record_stripe_invoice_failed(
     )
     uow.session.flush()
     _refresh_arrears(uow, regular)
-    return Effect.processed(f"stripe_invoice:{invoice_id}")
+    return Effect.processed(
+        f"stripe_invoice:{invoice_id}", f"stripe_subscription:{subscription_id}" if adopted else None
+    )
 
 
 def _stripe_failure_reason(stripe: StripeGateway, invoice: dict[str, Any]) -> str:
@@ -1040,10 +1069,68 @@ def mirror_stripe_subscription(
         uow.session, repository.by_key(RegularGift, "stripe_subscription_id", subscription_id)
     )
     if regular is None:
-        return Effect.waiting(f"stripe_subscription:{subscription_id}")
+        regular = _adopt_stripe_subscription(uow, stripe, subscription_id, at=at)
+        if regular is None:
+            return Effect.waiting(f"stripe_subscription:{subscription_id}")
+        return Effect.processed(f"stripe_subscription:{subscription_id}")
     subscription = stripe.retrieve_subscription(subscription_id)
     _apply_stripe_subscription(uow, regular, subscription, at=at)
     return Effect.processed()
+
+
+def _stripe_regular_gift(
+    uow: UnitOfWork, stripe: StripeGateway, subscription_id: str, *, at: dt.datetime
+) -> tuple[RegularGift | None, bool]:
+    """The regular gift of an invoice's subscription, locked: recorded by its checkout, or adopted now (below; the
+    second value says so, for the events waiting for it)."""
+    regular = repository.first_locked(
+        uow.session, repository.by_key(RegularGift, "stripe_subscription_id", subscription_id)
+    )
+    if regular is not None:
+        return regular, False
+    regular = _adopt_stripe_subscription(uow, stripe, subscription_id, at=at)
+    return regular, regular is not None
+
+
+def _adopt_stripe_subscription(
+    uow: UnitOfWork, stripe: StripeGateway, subscription_id: str, *, at: dt.datetime
+) -> RegularGift | None:
+    """A subscription staff set up in the Stripe dashboard for a customer of a monthly gift of ours (each checkout
+    makes its own customer, so the customer is one supporter): its invoices are that supporter's gifts, so it becomes a
+    regular gift of theirs rather than waiting a week for a checkout that will never come. None (keep waiting): a
+    subscription our checkout made (its `checkout_id` metadata: `checkout.session.completed` records it) or a
+    customer we do not know."""
+    subscription = stripe.retrieve_subscription(subscription_id)
+    if (subscription.get("metadata") or {}).get("checkout_id"):
+        return None
+    customer_id = _id(subscription.get("customer"))
+    if customer_id is None:
+        return None
+    known = uow.session.exec(
+        select(RegularGift).where(RegularGift.stripe_customer_id == customer_id).order_by(col(RegularGift.created_at))
+    ).first()
+    if known is None:
+        return None
+    items = [item for item in ((subscription.get("items") or {}).get("data") or []) if isinstance(item, dict)]
+    supporter_id, currency = known.supporter_id, str(subscription.get("currency") or known.currency).upper()
+
+    def build() -> RegularGift:
+        now = utc_now()
+        return RegularGift(
+            supporter_id=supporter_id,
+            amount=_stripe_items_amount(items) or 0,
+            currency=currency,
+            provider=Provider.STRIPE,
+            method=Method.CARD,
+            stripe_subscription_id=subscription_id,
+            stripe_customer_id=customer_id,
+            created_at=now,
+            updated_at=now,
+        )
+
+    regular, _ = _regular_or_insert(uow, "stripe_subscription_id", subscription_id, build)
+    _apply_stripe_subscription(uow, regular, subscription, at=at)
+    return regular
 
 
 # --- Regular gifts cancelled through Giving -----------------------------------------------------------------------
@@ -1734,7 +1821,8 @@ def _apply_gocardless_subscription(
     if isinstance(amount, int) and amount > 0:
         _set(regular, amount=amount)
     upcoming = [_charge_day(p.get("charge_date")) for p in subscription.get("upcoming_payments") or []]
-    upcoming_days = [day for day in upcoming if day is not None]
+    # GoCardless lists only payments it has not created yet: one created and still unpaid is expected first.
+    upcoming_days = [day for day in [*upcoming, _earliest_unsettled(uow, regular)] if day is not None]
     if upcoming_days:
         _set(regular, next_due_on=min(upcoming_days))
     uow.session.add(regular)
@@ -1756,9 +1844,62 @@ def sync_gocardless_subscription(
         uow.session, repository.by_key(RegularGift, "gocardless_subscription_id", subscription_id)
     )
     if regular is None:
-        return Effect.waiting(f"gocardless_subscription:{subscription_id}")
+        regular = _adopt_gocardless_subscription(uow, gocardless, subscription_id, at=at)
+        if regular is None:
+            return Effect.waiting(f"gocardless_subscription:{subscription_id}")
+        return Effect.processed(f"gocardless_subscription:{subscription_id}")
     _apply_gocardless_subscription(uow, regular, gocardless.get_subscription(subscription_id), at=at)
     return Effect.processed()
+
+
+def _known_mandate_owner(uow: UnitOfWork, mandate_id: str) -> tuple[uuid.UUID, str | None] | None:
+    """(supporter, GoCardless customer) of a mandate one of our regular or one-off Direct Debit gifts is on."""
+    session = uow.session
+    on_mandate = repository.regular_gifts_for_mandate(session, mandate_id)
+    if on_mandate:
+        return on_mandate[0].supporter_id, on_mandate[0].gocardless_customer_id
+    one_off = session.exec(
+        select(Gift.supporter_id).where(Gift.gocardless_mandate_id == mandate_id).order_by(col(Gift.created_at))
+    ).first()
+    return (one_off, None) if one_off is not None else None
+
+
+def _adopt_gocardless_subscription(
+    uow: UnitOfWork, gocardless: GoCardlessGateway, subscription_id: str, *, at: dt.datetime
+) -> RegularGift | None:
+    """A subscription staff set up in the GoCardless dashboard on the mandate of a supporter we know (a regular or
+    one-off Direct Debit gift of theirs is on it): its payments are that supporter's gifts, so it becomes a regular
+    gift of theirs rather than waiting a week for a checkout that will never come. None (keep waiting): the
+    subscription is one our checkout made (its `billing_requests.fulfilled` records it) or its mandate is not ours."""
+    subscription = gocardless.get_subscription(subscription_id)
+    if (subscription.get("metadata") or {}).get("checkout_id"):
+        return None
+    mandate_id = (subscription.get("links") or {}).get("mandate")
+    if not mandate_id:
+        return None
+    owner = _known_mandate_owner(uow, str(mandate_id))
+    if owner is None:
+        return None
+    supporter_id, customer_id = owner
+
+    def build() -> RegularGift:
+        now = utc_now()
+        return RegularGift(
+            supporter_id=supporter_id,
+            amount=int(subscription.get("amount") or 0),
+            currency=str(subscription.get("currency") or "GBP").upper(),
+            provider=Provider.GOCARDLESS,
+            method=Method.DIRECT_DEBIT,
+            gocardless_mandate_id=str(mandate_id),
+            gocardless_subscription_id=subscription_id,
+            gocardless_customer_id=customer_id,
+            created_at=now,
+            updated_at=now,
+        )
+
+    regular, _ = _regular_or_insert(uow, "gocardless_subscription_id", subscription_id, build)
+    _apply_gocardless_subscription(uow, regular, subscription, at=at)
+    return regular
 
 
 _MANDATE_ENDED = {"cancelled", "failed", "expired", "consumed", "blocked"}
@@ -1853,8 +1994,14 @@ def sync_gocardless_payment(
         if subscription_id
         else None
     )
+    adopted = False
+    if regular is None and subscription_id:
+        regular = _adopt_gocardless_subscription(uow, gocardless, str(subscription_id), at=at)
+        adopted = regular is not None
     gift = repository.first_locked(session, repository.by_key(Gift, "gocardless_payment_id", payment_id))
     charge_day = _charge_day(payment.get("charge_date"))
+    if gift is None and regular is None and not subscription_id:
+        gift = _dashboard_gocardless_payment(uow, payment, charge_day)
     if gift is None:
         if regular is None:
             key = (
@@ -1953,7 +2100,40 @@ def sync_gocardless_payment(
         regular = session.get(RegularGift, gift.regular_gift_id)
     if regular is not None:
         _refresh_arrears(uow, regular)
-    return Effect.processed(f"gocardless_payment:{payment_id}")
+    return Effect.processed(
+        f"gocardless_payment:{payment_id}", f"gocardless_subscription:{subscription_id}" if adopted else None
+    )
+
+
+def _dashboard_gocardless_payment(uow: UnitOfWork, payment: dict[str, Any], charge_day: dt.date | None) -> Gift | None:
+    """A one-off payment staff took in the GoCardless dashboard on the mandate of a supporter we know: a gift of
+    theirs. None (keep waiting): a payment our checkout made (its `checkout_id` metadata: `billing_requests.fulfilled`
+    records it) or one on a mandate none of our gifts is on."""
+    if (payment.get("metadata") or {}).get("checkout_id"):
+        return None
+    mandate_id = (payment.get("links") or {}).get("mandate")
+    owner = _known_mandate_owner(uow, str(mandate_id)) if mandate_id else None
+    if owner is None:
+        return None
+    supporter_id, payment_id = owner[0], str(payment["id"])
+
+    def build() -> Gift:
+        now = utc_now()
+        return Gift(
+            supporter_id=supporter_id,
+            amount=int(payment.get("amount") or 0),
+            currency=str(payment.get("currency") or "GBP").upper(),
+            provider=Provider.GOCARDLESS,
+            method=Method.DIRECT_DEBIT,
+            due_on=charge_day,
+            gocardless_payment_id=payment_id,
+            gocardless_mandate_id=str(mandate_id),
+            created_at=now,
+            updated_at=now,
+        )
+
+    gift, _ = _gift_or_insert(uow, "gocardless_payment_id", payment_id, build)
+    return gift
 
 
 def _reverse_gift(
