@@ -9,11 +9,10 @@ import copy
 import datetime as dt
 
 import pytest
-from sqlmodel import select
 from starlette.testclient import TestClient
 
 from core.runtime import Runtime
-from payments.models import Dispute, DisputeStatus
+from payments.models import DisputeStatus
 from tests.fakes.provider_server import FakeProvider
 from tests.fakes.scenarios import Scenario, seed_supporter, stripe_event
 from tests.webhooks.support import (
@@ -24,26 +23,13 @@ from tests.webhooks.support import (
     history,
     install,
     post_stripe,
-    reading,
     settings,
     stuck_events,
     worker,
 )
+from tests.webhooks.test_s12_dispute_history_dates import closing_items, utc_of
 
 __all__ = ["app_client", "catalogue", "settings", "worker"]
-
-
-def _utc(unix: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(unix, dt.UTC)
-
-
-def _closing_items(runtime: Runtime, dispute_id: str, status: str) -> tuple[Dispute, list[dt.datetime]]:
-    from crm.models import HistoryEntry
-
-    with reading(runtime) as session:
-        row = session.exec(select(Dispute).where(Dispute.stripe_dispute_id == dispute_id)).one()
-        items = session.exec(select(HistoryEntry).where(HistoryEntry.dedupe_key == f"dispute:{row.id}:{status}")).all()
-        return row, [item.at for item in items]
 
 
 @pytest.mark.parametrize("outcome", ["lost", "won"])
@@ -73,9 +59,9 @@ def test_two_closing_events_of_one_decision_date_the_history_item_by_the_earlier
         worker.join()
     assert stuck_events(runtime) == []
 
-    row, dates = _closing_items(runtime, dispute_id, outcome)
-    assert (row.status, row.closed_at) == (DisputeStatus(outcome), _utc(closing["created"]))
-    assert dates == [_utc(closing["created"])]
+    row, dates = closing_items(runtime, dispute_id, outcome)
+    assert (row.status, row.closed_at) == (DisputeStatus(outcome), utc_of(closing["created"]))
+    assert dates == [utc_of(closing["created"])]
     disputes = [i for i in history(runtime, supporter) if i["type"] == "dispute"]
     assert len(disputes) == 2
     assert sorted(i["amount"] for i in disputes) == ([-2500, 2500] if outcome == "lost" else [0, 2500])
@@ -103,9 +89,9 @@ def test_a_later_closing_event_processed_last_leaves_the_earlier_date(
     worker.join()
     assert stuck_events(runtime) == []
 
-    row, dates = _closing_items(runtime, dispute_id, "lost")
-    assert (row.status, row.closed_at) == (DisputeStatus.LOST, _utc(closing["created"]))
-    assert dates == [_utc(closing["created"])]
+    row, dates = closing_items(runtime, dispute_id, "lost")
+    assert (row.status, row.closed_at) == (DisputeStatus.LOST, utc_of(closing["created"]))
+    assert dates == [utc_of(closing["created"])]
 
 
 def test_revising_a_history_item_with_a_time_only_moves_it_earlier(runtime: Runtime) -> None:

@@ -32,11 +32,11 @@ from tests.webhooks.support import (
 __all__ = ["app_client", "catalogue", "settings", "worker"]
 
 
-def _utc(unix: int) -> dt.datetime:
+def utc_of(unix: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(unix, dt.UTC)
 
 
-def _closing_item_at(runtime: Runtime, dispute_id: str, status: str) -> tuple[Dispute, list[dt.datetime]]:
+def closing_items(runtime: Runtime, dispute_id: str, status: str) -> tuple[Dispute, list[dt.datetime]]:
     from crm.models import HistoryEntry
 
     with reading(runtime) as session:
@@ -71,9 +71,9 @@ def test_a_later_event_about_a_closed_dispute_processed_first_does_not_date_its_
         worker.join()
     assert stuck_events(runtime) == []
 
-    row, dates = _closing_item_at(runtime, dispute_id, "lost")
-    assert (row.status, row.closed_at) == (DisputeStatus.LOST, _utc(closing["created"]))
-    assert dates == [_utc(closing["created"])]
+    row, dates = closing_items(runtime, dispute_id, "lost")
+    assert (row.status, row.closed_at) == (DisputeStatus.LOST, utc_of(closing["created"]))
+    assert dates == [utc_of(closing["created"])]
     assert len([i for i in history(runtime, supporter) if i["type"] == "dispute"]) == 2
 
 
@@ -102,6 +102,6 @@ def test_an_appeal_won_is_dated_by_its_closing_event_when_funds_reinstated_comes
     worker.join()
     assert stuck_events(runtime) == []
 
-    row, dates = _closing_item_at(runtime, dispute_id, "won")
-    assert (row.status, row.closed_at) == (DisputeStatus.WON, _utc(closing["created"]))
-    assert dates == [_utc(closing["created"])]
+    row, dates = closing_items(runtime, dispute_id, "won")
+    assert (row.status, row.closed_at) == (DisputeStatus.WON, utc_of(closing["created"]))
+    assert dates == [utc_of(closing["created"])]
