@@ -9,8 +9,9 @@
   `[web] session_hours` and are revoked at logout and when the password changes.
 - CSRF: every staff form carries `csrf_token(request)`; `verify_csrf(request, form)` checks it. A logged-in
   session has its own token; before login (the login and password-reset forms) a random token is kept in a
-  separate cookie (double submit), so those forms are protected too.
-- Passwords are hashed with argon2id; finance and admin must also give a TOTP code (pyotp).
+  separate cookie (double submit), so those forms are protected too; login and logout each renew it.
+- Passwords (10 to 1,000 characters, the same limit at login) are hashed with argon2id; finance and admin must also
+  give a TOTP code (pyotp).
 - Login attempts are rate-limited per client, per account and client, and per account (a ceiling), from
   `[web] login_rate_per_minute`; a browser that logged in to the account before counts on its own.
 """
@@ -56,6 +57,8 @@ CSRF_COOKIE = "giving_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 MIN_PASSWORD_LENGTH = 10
+# The longest password, for setting one and for logging in alike (a login never cuts what it is given to fit).
+MAX_PASSWORD_LENGTH = 1000
 ROLES_WITH_TOTP = frozenset({StaffRole.ADMIN, StaffRole.FINANCE})
 PASSWORD_RESET_LIFETIME = dt.timedelta(hours=1)
 PASSWORD_RESET_PURPOSE = "password-reset"
@@ -121,12 +124,22 @@ def parse_role(raw: str) -> StaffRole:
         raise ValidationFailed(f"{raw!r} is not a role; use one of {roles}", {"role": "Choose a role"}) from exc
 
 
-def hash_password(password: str) -> str:
+PASSWORD_TOO_LONG = f"A password has at most {MAX_PASSWORD_LENGTH:,} characters."
+
+
+def password_problem(password: str) -> str | None:
+    """What is wrong with `password` as a new password, in words for its form field; None if nothing."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationFailed(
-            f"a password needs at least {MIN_PASSWORD_LENGTH} characters",
-            {"password": f"Use at least {MIN_PASSWORD_LENGTH} characters"},
-        )
+        return f"Use at least {MIN_PASSWORD_LENGTH} characters"
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return f"Use at most {MAX_PASSWORD_LENGTH:,} characters"
+    return None
+
+
+def hash_password(password: str) -> str:
+    problem = password_problem(password)
+    if problem is not None:
+        raise ValidationFailed(f"a password needs {problem.removeprefix('Use ')}", {"password": problem})
     return _hasher.hash(password)
 
 
@@ -230,6 +243,16 @@ def revoke_user_tokens(uow: UnitOfWork, email: str) -> int:
     return count
 
 
+def deactivate_staff_user(uow: UnitOfWork, user: StaffUser) -> int:
+    """Stop `user` logging in or using the API: every session and every API token ends (a reactivation brings
+    neither back; an emailed reset link is refused while inactive). The row stays, for the audit log. Returns how
+    many tokens were revoked."""
+    user.active = False
+    uow.session.add(user)
+    revoke_sessions(uow, user.id)
+    return revoke_user_tokens(uow, user.email)
+
+
 def principal_from_token(session: Session, token: str) -> Principal | None:
     row = session.exec(
         select(ApiToken, StaffUser)
@@ -290,8 +313,9 @@ class LoginResult:
     expires_at: dt.datetime | None = None
     # On success: the known-device cookie's value for this browser and account (`set_session_cookie` sets it).
     device_token: str | None = None
-    # Words for the form when it failed; `rate_limited` means answer 429.
+    # Words for the form when it failed, for its field `error_field`; `rate_limited` means answer 429.
     error: str | None = None
+    error_field: str = "email"
     rate_limited: bool = False
     # Seconds until a rate-limited attempt may be tried again (for `Retry-After`).
     retry_after: int = 0
@@ -313,8 +337,9 @@ class _LoginLimit:
 
 
 def client_network(client: str) -> str:
-    """What login attempts from `client` are counted under: an IPv4 address itself, an IPv6 address by its /64
-    (an IPv4-mapped one as the IPv4 address), anything else (no address known) as it is."""
+    """What requests from `client` are counted under (logins, and every public form's per-client limit): an IPv4
+    address itself, an IPv6 address by its /64 (an IPv4-mapped one as the IPv4 address), anything else (no address
+    known) as it is."""
     try:
         address = ipaddress.ip_address(client)
     except ValueError:
@@ -417,6 +442,11 @@ def login(
             if refused.name == "email-hour":
                 error += " A browser that has logged in to it before can still log in."
         return LoginResult(error=error, rate_limited=True, retry_after=wait)
+    if len(password) > MAX_PASSWORD_LENGTH:
+        # No password this long can be set, so it is refused as it is (cutting it to fit would let in a password
+        # with anything after its end); saying why tells nothing about the account.
+        audit(uow, None, "login_failed", "staff_user", "", {"email": address, "client": client})
+        return LoginResult(error=PASSWORD_TOO_LONG, error_field="password")
     if user is None or not user.active:
         password_matches(_DUMMY_HASH, password)
         audit(uow, None, "login_failed", "staff_user", "", {"email": address, "client": client})
@@ -525,7 +555,8 @@ def revoke_sessions(uow: UnitOfWork, user_id: uuid.UUID) -> None:
 
 
 def set_session_cookie(response: Response, result: LoginResult, *, secure: bool) -> None:
-    """The session cookie, and the known-device cookie (sent only to the staff pages, where the login form is)."""
+    """The session cookie, the known-device cookie (sent only to the staff pages, where the login form is) and a new
+    pre-login CSRF token (`renew_pre_login_csrf`)."""
     if result.session_token is None or result.expires_at is None:
         raise ValueError("only a successful login sets the session cookie")
     max_age = int((result.expires_at - utc_now()).total_seconds())
@@ -542,10 +573,21 @@ def set_session_cookie(response: Response, result: LoginResult, *, secure: bool)
             samesite="lax",
             secure=secure,
         )
+    renew_pre_login_csrf(response, secure=secure)
 
 
 def clear_session_cookie(response: Response, *, secure: bool) -> None:
+    """Ends the session cookie (at logout), with a new pre-login CSRF token (`renew_pre_login_csrf`)."""
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=secure)
+    renew_pre_login_csrf(response, secure=secure)
+
+
+def renew_pre_login_csrf(response: Response, *, secure: bool) -> None:
+    """A new random `giving_csrf` token, at login and at logout: the token from before a login never comes back
+    after the logout, so whoever learnt it once (a shared computer, one planted by a login CSRF) cannot reuse it."""
+    response.headers.append(
+        "set-cookie", _cookie_header(CSRF_COOKIE, secrets.token_urlsafe(32), max_age=None, secure=secure)
+    )
 
 
 def session_token_of(request: Request) -> str | None:
@@ -766,17 +808,27 @@ def reset_password(uow: UnitOfWork, token: str, new_password: str, *, secret: st
         )
     except signing.InvalidToken as exc:
         raise ValidationFailed(f"this reset link cannot be used: {exc}") from exc
-    # Only the key's hash is stored: the key itself travels only in the emailed link.
-    row = uow.session.get(PasswordReset, hash_token(str(reset_key)))
-    if row is None or row.used_at is not None or row.expires_at <= utc_now():
+    # Only the key's hash is stored: the key itself travels only in the emailed link. Marked used by one conditional
+    # UPDATE: of two uses at the same moment, the second waits for the first and then finds no unused row.
+    now = utc_now()
+    used = uow.session.execute(
+        update(PasswordReset)
+        .where(
+            col(PasswordReset.token_hash) == hash_token(str(reset_key)),
+            col(PasswordReset.used_at).is_(None),
+            col(PasswordReset.expires_at) > now,
+        )
+        .values(used_at=now)
+        .returning(col(PasswordReset.user_id))
+    ).first()
+    if used is None:
         raise ValidationFailed("this reset link has been used or has expired; ask for a new one")
-    user = uow.session.get(StaffUser, row.user_id)
+    user = uow.session.get(StaffUser, used[0])
     if user is None or not user.active:
         # Deactivation ends every way in, a link already emailed too (its password would outlive a reactivation).
+        # (Raising rolls the unit of work back, so the link is not marked used.)
         raise ValidationFailed("this reset link has been used or has expired; ask for a new one")
-    row.used_at = utc_now()
-    uow.session.add(row)
-    set_password(uow, row.user_id, new_password)
+    set_password(uow, user.id, new_password)
     principal = principal_of(user)
     audit(uow, principal, "password_reset", "staff_user", user.id)
     return principal

@@ -1,6 +1,6 @@
 """A fixed-window rate limiter kept in the database, so every web process shares the same counters.
 
-    allowed = hit(session, f"donate:{client_address(request)}", limit=10, window_seconds=60)
+    allowed = hit(session, f"donate:{client_network(client_address(request))}", limit=10, window_seconds=60)
 
 `hit` counts one request against `key` in the current window (windows start at multiples of `window_seconds`
 since the Unix epoch, UTC) and says whether it is within `limit`. The count is one atomic
@@ -9,7 +9,8 @@ PostgreSQL, so concurrent requests from many processes never both slip through t
 
 Call it in its own short unit of work, before the work it guards, so a refused or failing request still counts
 (card testers send invalid forms too) and the counter's row lock is held only for that short transaction.
-Keys name the use and the client, e.g. `donate:203.0.113.7`, `login:203.0.113.7`; a key longer than the column is
+Keys name the use and the client, e.g. `donate:203.0.113.7`, `login:2001:db8:1:2::/64`: a client counted by
+`core.auth.client_network` (an IPv6 one by its /64, which one host usually owns whole). A key longer than the column is
 replaced by its SHA-256.
 """
 

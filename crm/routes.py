@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from core import ratelimit, signing
-from core.auth import Principal, audit, require_staff
+from core.auth import Principal, audit, client_network, require_staff
 from core.db import UnitOfWork
 from core.errors import TooManyRequests
 from core.http import JSON, client_address, in_thread, runtime_of, whole_number
@@ -384,7 +384,8 @@ async def subscribe(request: Request) -> Response:
     words = service.email_updates_wording(runtime.settings.charity.name)
 
     def work() -> None:
-        _count(runtime, f"subscribe:client:{client}", limit=per_minute, window_seconds=60)
+        # Counted per network (an IPv6 client by its /64); the consent's evidence keeps the full address.
+        _count(runtime, f"subscribe:client:{client_network(client)}", limit=per_minute, window_seconds=60)
         email = normalise_email(str(form.get("email", "")))
         _count(runtime, f"subscribe:email:{email}", limit=SUBSCRIBE_PER_ADDRESS_PER_HOUR, window_seconds=3600)
         with runtime.unit_of_work() as uow:
@@ -455,7 +456,10 @@ async def volunteer(request: Request) -> Response:
 
     def work() -> None:
         _count(
-            runtime, f"volunteer:client:{client}", limit=runtime.settings.web.form_rate_per_minute, window_seconds=60
+            runtime,
+            f"volunteer:client:{client_network(client)}",
+            limit=runtime.settings.web.form_rate_per_minute,
+            window_seconds=60,
         )
         email = normalise_email(str(form.get("email", "")))
         with runtime.unit_of_work() as uow:

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
 from core import ratelimit
+from core.auth import client_network
 from core.clock import isoformat_z, utc_now
 from core.errors import ValidationFailed
 from core.http import client_address, in_thread, runtime_of
@@ -76,9 +77,10 @@ def _message(
 
 
 async def _within_rate(request: Request) -> bool:
-    """Every POST of a public checkout form counts, valid or not: card testing starts with bad forms too."""
+    """Every POST of a public checkout form counts, valid or not: card testing starts with bad forms too.
+    An IPv6 client counts by its /64 (one host usually owns the whole /64 and could rotate addresses)."""
     runtime = runtime_of(request)
-    key = f"checkout_form:{client_address(request)}"
+    key = f"checkout_form:{client_network(client_address(request))}"
 
     def count() -> bool:
         with runtime.unit_of_work() as uow:

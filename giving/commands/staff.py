@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
     @users.command("deactivate")
     def users_deactivate(email: str = typer.Argument(...)) -> None:
-        """Stop a staff user logging in or using tokens (kept for the audit log)."""
+        """Stop a staff user logging in: their sessions and API tokens end (the user is kept for the audit log)."""
         from giving.cli import command_runtime, fail
 
         with command_runtime(with_tasks=False) as runtime, runtime.unit_of_work() as uow:
@@ -45,9 +45,7 @@ def register(app: typer.Typer) -> None:
             if user is None:
                 fail(f"no staff user {email}")
                 return
-            user.active = False
-            uow.session.add(user)
-            auth.revoke_sessions(uow, user.id)
+            auth.deactivate_staff_user(uow, user)
             auth.audit(uow, None, "staff_user_deactivated", "staff_user", user.id)
         typer.echo(f"deactivated {email}", err=True)
 

@@ -52,7 +52,7 @@ async def login(request: Request) -> Response:
         staff_session.log_in,
         rt,
         email,
-        str(form.get("password", ""))[:1000],
+        str(form.get("password", "")),  # whole: `auth.login` refuses one over the limit, never cut to fit
         str(form.get("totp", ""))[:12],
         client_address(request),
         auth.device_token_of(request)[:1000],
@@ -63,7 +63,11 @@ async def login(request: Request) -> Response:
         return render(
             request,
             "auth/login.html",
-            {"next": target, "errors": {"email": result.error or auth.WRONG_LOGIN}, "values": {"email": email}},
+            {
+                "next": target,
+                "errors": {result.error_field: result.error or auth.WRONG_LOGIN},
+                "values": {"email": email},
+            },
             status_code=status,
             headers=headers,
         )
@@ -135,8 +139,9 @@ async def reset(request: Request) -> Response:
     token = str(form.get("token", ""))
     password = str(form.get("password", ""))
     errors: dict[str, str] = {}
-    if len(password) < auth.MIN_PASSWORD_LENGTH:
-        errors["password"] = f"Use at least {auth.MIN_PASSWORD_LENGTH} characters"
+    problem = auth.password_problem(password)
+    if problem is not None:
+        errors["password"] = problem
     elif password != str(form.get("password_again", "")):
         errors["password_again"] = "The two passwords are not the same"
     if errors:
