@@ -138,9 +138,10 @@ async def change_user(request: Request, staff: Principal) -> Response:
                 done = f"{user.email} is now {role.value}."
                 audit(uow, staff, "change_role", "staff_user", user.id, {"from": before, "to": role.value})
             elif action in ("deactivate", "activate"):
-                user.active = action == "activate"
-                if not user.active:
-                    auth.revoke_user_tokens(uow, user.email)
+                if action == "activate":
+                    user.active = True
+                else:
+                    auth.deactivate_staff_user(uow, user)  # as `giving users deactivate`: sessions and tokens end
                 done = f"{user.email} is {'reactivated' if user.active else 'deactivated'}."
                 audit(uow, staff, action, "staff_user", user.id)
             else:

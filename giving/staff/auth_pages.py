@@ -128,7 +128,11 @@ async def reset_form(request: Request) -> Response:
     token = request.query_params.get("token", "")
     if not token:
         return error_page(request, 400, "Link not valid", "Open the whole link from the email, or ask for a new one.")
-    return render(request, "auth/reset.html", {"token": token, "min_length": auth.MIN_PASSWORD_LENGTH})
+    return render(
+        request,
+        "auth/reset.html",
+        {"token": token, "min_length": auth.MIN_PASSWORD_LENGTH, "max_length": auth.MAX_PASSWORD_LENGTH},
+    )
 
 
 async def reset(request: Request) -> Response:
@@ -148,7 +152,12 @@ async def reset(request: Request) -> Response:
         return render(
             request,
             "auth/reset.html",
-            {"token": token, "errors": errors, "min_length": auth.MIN_PASSWORD_LENGTH},
+            {
+                "token": token,
+                "errors": errors,
+                "min_length": auth.MIN_PASSWORD_LENGTH,
+                "max_length": auth.MAX_PASSWORD_LENGTH,
+            },
             status_code=400,
         )
     rt = runtime(request)
@@ -164,7 +173,12 @@ async def reset(request: Request) -> Response:
         return render(
             request,
             "auth/reset.html",
-            {"token": token, "errors": {"password": exc.detail}, "min_length": auth.MIN_PASSWORD_LENGTH},
+            {
+                "token": token,
+                "errors": {"password": exc.detail},
+                "min_length": auth.MIN_PASSWORD_LENGTH,
+                "max_length": auth.MAX_PASSWORD_LENGTH,
+            },
             status_code=400,
         )
     return await redirect_done(request, None, "/staff/login", "Your password is changed. Log in with it.")

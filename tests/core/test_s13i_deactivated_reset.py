@@ -24,9 +24,7 @@ def deactivate(runtime: Runtime, email: str) -> None:
     with runtime.unit_of_work() as uow:
         user = auth.user_by_email(uow.session, email)
         assert user is not None
-        user.active = False
-        uow.session.add(user)
-        auth.revoke_sessions(uow, user.id)
+        auth.deactivate_staff_user(uow, user)
 
 
 def reactivate(runtime: Runtime, email: str) -> None:
