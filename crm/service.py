@@ -611,7 +611,8 @@ _totals_providers: list[TotalsProvider] = []
 def register_totals_provider(provider: TotalsProvider) -> None:
     """Let another wing add to a supporter's totals without crm importing it. A provider is called as
     `provider(session, supporter_ids)` and returns some of `donated`, `gift_aid_claimable`, `gift_aid_claimed`,
-    `purchases` (Money, or pence as int) and `regular_gifts` (a count); the composition root registers them."""
+    `purchases` (Money, or pence as int) and `regular_gifts` (a count of the running ones: active or in arrears);
+    the composition root registers them."""
     if provider not in _totals_providers:
         _totals_providers.append(provider)
 

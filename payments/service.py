@@ -354,17 +354,30 @@ def _regular_ids(regular: RegularGift) -> list[str]:
 
 def _regular_started_history(uow: UnitOfWork, regular: RegularGift) -> None:
     if regular.started_at is None:
-        regular.started_at = utc_now()
+        # The provider gave no time of its own (`_started_at_provider`): the event's, never when we processed it.
+        regular.started_at = regular.status_changed_at or utc_now()
         uow.session.add(regular)
+    _regular_history(uow, regular, "regular_gift_started", _started_summary(regular), at=regular.started_at)
+
+
+def _started_summary(regular: RegularGift) -> str:
     appeal = f" to {regular.appeal}" if regular.appeal else ""
-    _regular_history(
-        uow,
-        regular,
-        "regular_gift_started",
+    return (
         f"Monthly gift of {format_pence(regular.amount, regular.currency)}{appeal} started "
-        f"({regular.method.replace('_', ' ')})",
-        at=regular.started_at,
+        f"({regular.method.replace('_', ' ')})"
     )
+
+
+def _started_at_provider(uow: UnitOfWork, regular: RegularGift, started: dt.datetime | None) -> None:
+    """A regular gift started when the donor set it up at the provider (the subscription's own time), not when we
+    processed an event about it: an event caught up late would show it starting after its first payment. The
+    earliest time heard stands, and its `regular_gift_started` item (if written) moves back with it."""
+    if started is None or (regular.started_at is not None and regular.started_at <= started):
+        return
+    _set(regular, started_at=started)
+    uow.session.add(regular)
+    data = {"regular_gift_id": str(regular.id), "provider_ids": _regular_ids(regular)}
+    revise_history(uow, f"regular_gift_started:{regular.id}", summary=_started_summary(regular), data=data, at=started)
 
 
 def _regular_history(
@@ -776,6 +789,8 @@ _STRIPE_SUBSCRIPTION_STATUS = {
 def _apply_stripe_subscription(
     uow: UnitOfWork, regular: RegularGift, subscription: dict[str, Any], *, at: dt.datetime
 ) -> None:
+    started = _when(subscription.get("start_date")) or _when(subscription.get("created"))
+    _started_at_provider(uow, regular, started)
     status = _STRIPE_SUBSCRIPTION_STATUS.get(str(subscription.get("status")), regular.status)
     if subscription.get("pause_collection") and status == RegularGiftStatus.ACTIVE:
         status = RegularGiftStatus.PAUSED
@@ -1816,6 +1831,7 @@ def record_gocardless_billing_request(
 def _apply_gocardless_subscription(
     uow: UnitOfWork, regular: RegularGift, subscription: dict[str, Any], *, at: dt.datetime
 ) -> None:
+    _started_at_provider(uow, regular, _gc_time(subscription.get("created_at")))
     status = _GC_REGULAR_STATUS.get(str(subscription.get("status")), regular.status)
     amount = subscription.get("amount")
     if isinstance(amount, int) and amount > 0:

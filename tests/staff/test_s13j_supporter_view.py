@@ -381,7 +381,7 @@ def test_the_supporter_page_shows_the_whole_history_as_the_api_has_it(
     assert totals["Donated"] == pounds(api_totals["donated"]["amount"]) == "£1,065.00"
     assert totals["Shop purchases"] == pounds(api_totals["purchases"]["amount"]) == "£30.00"
     assert totals["Gift Aid claimable"] == pounds(api_totals["gift_aid_claimable"]["amount"])
-    assert totals["Regular gifts"] == f"{api_totals['regular_gifts']} active"
+    assert totals["Regular gifts"] == f"{api_totals['regular_gifts']} running"
 
     # Gifts newest first, in UK dates (23:30 UTC on 31 March is 1 April in BST), with what happened to the money.
     assert rows_of(page, "Recent gifts") == [
