@@ -7,7 +7,7 @@ import calendar
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlmodel import Session, SQLModel, col, select
@@ -412,7 +412,7 @@ def _refresh_arrears(uow: UnitOfWork, regular: RegularGift) -> None:
             regular.next_due_on = following
         _touch(regular)
         _settle_missing_alerts(uow, regular, through=last_paid)
-    unsettled = _earliest_unsettled(uow, regular)
+    unsettled = _earliest_unsettled(gifts, regular.last_paid_on)
     if unsettled is not None and (regular.next_due_on is None or unsettled < regular.next_due_on):
         # An instalment the provider has asked for and not been paid yet (a Direct Debit payment created, its outcome
         # not known) is the one expected: the overdue check must see it even once the schedule has moved past it.
@@ -429,14 +429,14 @@ def _refresh_arrears(uow: UnitOfWork, regular: RegularGift) -> None:
     uow.session.add(regular)
 
 
-def _earliest_unsettled(uow: UnitOfWork, regular: RegularGift) -> dt.date | None:
-    """The due date of the regular gift's earliest instalment still pending after its latest paid one (None: none)."""
+def _earliest_unsettled(instalments: Iterable[Gift], last_paid_on: dt.date | None) -> dt.date | None:
+    """The due date of the earliest of these instalments still pending after the latest paid one (None: none)."""
     days = [
         gift.due_on
-        for gift in repository.instalments(uow.session, regular.id)
+        for gift in instalments
         if gift.status == GiftStatus.PENDING
         and gift.due_on is not None
-        and (regular.last_paid_on is None or gift.due_on > regular.last_paid_on)
+        and (last_paid_on is None or gift.due_on > last_paid_on)
     ]
     return min(days, default=None)
 
@@ -1080,13 +1080,10 @@ def mirror_stripe_subscription(
 ) -> Effect:
     """`customer.subscription.*`: the status of the subscription as Stripe has it now (re-fetched, so an older
     snapshot arriving late cannot take the regular gift back)."""
-    regular = repository.first_locked(
-        uow.session, repository.by_key(RegularGift, "stripe_subscription_id", subscription_id)
-    )
+    regular, adopted = _stripe_regular_gift(uow, stripe, subscription_id, at=at)
     if regular is None:
-        regular = _adopt_stripe_subscription(uow, stripe, subscription_id, at=at)
-        if regular is None:
-            return Effect.waiting(f"stripe_subscription:{subscription_id}")
+        return Effect.waiting(f"stripe_subscription:{subscription_id}")
+    if adopted:  # adopting applied the subscription as Stripe has it now
         return Effect.processed(f"stripe_subscription:{subscription_id}")
     subscription = stripe.retrieve_subscription(subscription_id)
     _apply_stripe_subscription(uow, regular, subscription, at=at)
@@ -1096,8 +1093,8 @@ def mirror_stripe_subscription(
 def _stripe_regular_gift(
     uow: UnitOfWork, stripe: StripeGateway, subscription_id: str, *, at: dt.datetime
 ) -> tuple[RegularGift | None, bool]:
-    """The regular gift of an invoice's subscription, locked: recorded by its checkout, or adopted now (below; the
-    second value says so, for the events waiting for it)."""
+    """The regular gift of a subscription, locked: recorded by its checkout, or adopted now (below; the second value
+    says so, for the events waiting for it)."""
     regular = repository.first_locked(
         uow.session, repository.by_key(RegularGift, "stripe_subscription_id", subscription_id)
     )
@@ -1838,7 +1835,8 @@ def _apply_gocardless_subscription(
         _set(regular, amount=amount)
     upcoming = [_charge_day(p.get("charge_date")) for p in subscription.get("upcoming_payments") or []]
     # GoCardless lists only payments it has not created yet: one created and still unpaid is expected first.
-    upcoming_days = [day for day in [*upcoming, _earliest_unsettled(uow, regular)] if day is not None]
+    unsettled = _earliest_unsettled(repository.instalments(uow.session, regular.id), regular.last_paid_on)
+    upcoming_days = [day for day in [*upcoming, unsettled] if day is not None]
     if upcoming_days:
         _set(regular, next_due_on=min(upcoming_days))
     uow.session.add(regular)
