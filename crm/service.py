@@ -762,7 +762,7 @@ def add_note(uow: UnitOfWork, supporter_id: uuid.UUID, text: str, *, author: str
     text = clean_text(text)
     if not text:
         raise InvalidDonorDetails("a note needs some text", {"text": "Write the note"})
-    refuse_too_long({"text": (text, MAX_STAFF_NOTE)})
+    refuse_too_long({"text": (text, MAX_STAFF_NOTE, "A note")})
     supporter = recordable_supporter(uow.session, supporter_id)
     note_id = uuid.uuid4()
     record_history(
@@ -789,7 +789,7 @@ def record_interest(uow: UnitOfWork, supporter_id: uuid.UUID, *, kind: str, sour
             f"{kind!r} is not an interest; use a short word such as volunteering", {"kind": "Choose an interest"}
         )
     note = clean_text(note)
-    refuse_too_long({"note": (note, MAX_INTEREST_NOTE)})
+    refuse_too_long({"note": (note, MAX_INTEREST_NOTE, "A note")})
     supporter = recordable_supporter(uow.session, supporter_id)
     interest = Interest(supporter_id=supporter.id, kind=kind, source=source[:32], note=note)
     uow.session.add(interest)
@@ -1062,7 +1062,7 @@ def supporter_for_email(
     """The supporter with this (normalised) email, or a new one. Names fill empty ones only: a different name on
     a known email raises a review item (as `find_or_create_supporter` does)."""
     first, last = clean_name(first_name), clean_name(last_name)
-    refuse_too_long({"first_name": (first, MAX_NAME), "last_name": (last, MAX_NAME)})
+    refuse_too_long({"first_name": (first, MAX_NAME, "A first name"), "last_name": (last, MAX_NAME, "A last name")})
     now = utc_now()
     supporter, created = _found_or_inserted(
         uow, email, lambda: Supporter(email=email, first_name=first, last_name=last, created_at=now, updated_at=now)

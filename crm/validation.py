@@ -27,10 +27,19 @@ MAX_INTEREST_NOTE = 500
 MAX_STAFF_NOTE = 4000
 
 
-def refuse_too_long(fields: dict[str, tuple[str, int]]) -> None:
-    """InvalidDonorDetails naming every field longer than it may be ({field: (value, limit)}): what people type is
-    refused, never cut to fit (a cut name or note is not what they gave)."""
-    errors = {name: f"At most {limit:,} characters" for name, (value, limit) in fields.items() if len(value) > limit}
+def too_long(fields: dict[str, tuple[str, int, str]]) -> dict[str, str]:
+    """An error for each field longer than it may be ({field: (value, limit, what it is)}): what people type is
+    refused, never cut to fit (a cut name, address or note is not what they gave)."""
+    return {
+        name: f"{what} is at most {limit:,} characters"
+        for name, (value, limit, what) in fields.items()
+        if len(value) > limit
+    }
+
+
+def refuse_too_long(fields: dict[str, tuple[str, int, str]]) -> None:
+    """InvalidDonorDetails naming every field of `too_long`'s."""
+    errors = too_long(fields)
     if errors:
         raise InvalidDonorDetails("; ".join(f"{name}: {text}" for name, text in errors.items()), errors)
 
@@ -194,12 +203,15 @@ class DonorDetails:
         if require_address and not line1:
             errors["address_line1"] = "Enter the first line of the address (house name or number)"
         # Too long is refused, never cut to fit the column: a cut address is one the donor did not give.
-        if len(line1) > MAX_ADDRESS_LINE:
-            errors["address_line1"] = f"The first address line is at most {MAX_ADDRESS_LINE} characters"
-        if len(line2) > MAX_ADDRESS_LINE:
-            errors["address_line2"] = f"The second address line is at most {MAX_ADDRESS_LINE} characters"
-        if len(town) > MAX_TOWN:
-            errors["town"] = f"The town or city is at most {MAX_TOWN} characters"
+        errors.update(
+            too_long(
+                {
+                    "address_line1": (line1, MAX_ADDRESS_LINE, "The first address line"),
+                    "address_line2": (line2, MAX_ADDRESS_LINE, "The second address line"),
+                    "town": (town, MAX_TOWN, "The town or city"),
+                }
+            )
+        )
         if errors:
             raise InvalidDonorDetails("; ".join(f"{k}: {v}" for k, v in errors.items()), errors)
         return DonorDetails(

@@ -24,7 +24,7 @@ from core.runtime import Runtime
 from crm import service as crm_service
 from crm.errors import InvalidDonorDetails
 from crm.models import ConsentChannel, ConsentStatus, Declaration, DeclarationMethod, DeclarationScope, Supporter
-from crm.validation import MAX_STAFF_NOTE, DonorDetails
+from crm.validation import MAX_STAFF_NOTE, DonorDetails, too_long
 from giving import merge
 from giving.staff import queries
 from giving.staff.web import (
@@ -337,9 +337,9 @@ async def add_note(request: Request, staff: Principal) -> Response:
     text = str((await form_of(request)).get("note_text", "")).strip()
     if not text:
         return await _show_with_errors(request, staff, supporter_id, "note", {"note_text": "Write the note first"})
-    if len(text) > MAX_STAFF_NOTE:  # the browser stops at it; a longer one is refused, not cut
-        too_long = {"note_text": f"A note is at most {MAX_STAFF_NOTE:,} characters"}
-        return await _show_with_errors(request, staff, supporter_id, "note", too_long)
+    # The browser stops at the limit; a longer note is refused, not cut.
+    if errors := too_long({"note_text": (text, MAX_STAFF_NOTE, "A note")}):
+        return await _show_with_errors(request, staff, supporter_id, "note", errors)
 
     def write() -> uuid.UUID:
         with runtime(request).unit_of_work() as uow:
