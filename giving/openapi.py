@@ -111,8 +111,9 @@ HISTORY_ITEM = obj(
         "at": TIMESTAMP,
         "type": {
             "type": "string",
-            "description": "gift, refund, regular_gift_started, regular_gift_cancelled, payment_failed, declaration, "
-            "consent, receipt, purchase, merged, ...",
+            "description": "gift, refund, regular_gift_started, regular_gift_cancelled, payment_failed, "
+            "instalment_voided, instalment_written_off, instalment_paid_outside_stripe, declaration, consent, "
+            "receipt, purchase, merged, ...",
         },
         "summary": {"type": "string"},
     },

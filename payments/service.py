@@ -418,6 +418,9 @@ def _refresh_arrears(uow: UnitOfWork, regular: RegularGift) -> None:
         # not known) is the one expected: the overdue check must see it even once the schedule has moved past it.
         _set(regular, next_due_on=unsettled)
     if not settled:
+        # No instalment settled (the only failed one was voided or written off since): nothing is owed.
+        if regular.status == RegularGiftStatus.IN_ARREARS:
+            _set(regular, status=RegularGiftStatus.ACTIVE, failure_reason="")
         uow.session.add(regular)
         return
     latest = max(settled, key=lambda g: (g.due_on, g.created_at, str(g.id)))
@@ -923,15 +926,24 @@ def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
     return _id(invoice.get("subscription"))
 
 
-def _invoice_payment_ids(stripe: StripeGateway, invoice: dict[str, Any]) -> tuple[str | None, str | None]:
+def _invoice_payment_entries(stripe: StripeGateway, invoice: dict[str, Any]) -> list[dict[str, Any]]:
+    """The invoice's payments (`invoice_payment` objects): embedded in the payload, else listed through the SDK."""
+    payments_list = invoice.get("payments")
+    entries = payments_list.get("data") if isinstance(payments_list, dict) else None
+    if not entries and invoice.get("id"):
+        entries = stripe.list_invoice_payments(str(invoice["id"]))
+    return [entry for entry in entries or [] if isinstance(entry, dict)]
+
+
+def _invoice_payment_ids(
+    stripe: StripeGateway, invoice: dict[str, Any], entries: list[dict[str, Any]] | None = None
+) -> tuple[str | None, str | None]:
     """(payment intent, charge) of an invoice: legacy top-level fields, the embedded payments, or the SDK."""
     intent_id, charge_id = _id(invoice.get("payment_intent")), _id(invoice.get("charge"))
     if intent_id is None:
-        payments_list = invoice.get("payments")
-        entries = payments_list.get("data") if isinstance(payments_list, dict) else None
-        if not entries and invoice.get("id"):
-            entries = stripe.list_invoice_payments(str(invoice["id"]))
-        for entry in entries or []:
+        if entries is None:
+            entries = _invoice_payment_entries(stripe, invoice)
+        for entry in entries:
             payment = entry.get("payment") if isinstance(entry, dict) else None
             paid_entry = entry.get("status") in (None, "paid") or intent_id is None
             if isinstance(payment, dict) and _id(payment.get("payment_intent")) and paid_entry:
@@ -974,15 +986,28 @@ def record_stripe_invoice_paid(
     if not isinstance(amount, int) or amount <= 0:
         _free_period(uow, regular, _invoice_due_on(invoice))
         return Effect.processed(adopted_key, note="nothing was paid on this invoice (a free period): no gift")
-    intent_id, charge_id = _invoice_payment_ids(stripe, invoice)
-    transitions = invoice.get("status_transitions") or {}
-    received_at = _when(transitions.get("paid_at")) if isinstance(transitions, dict) else None
-    gift = _instalment(uow, regular, invoice, amount=amount)
+    legacy_ids = _id(invoice.get("payment_intent")) or _id(invoice.get("charge"))
+    entries = [] if legacy_ids else _invoice_payment_entries(stripe, invoice)
+    off_stripe = _paid_off_stripe(invoice, entries, amount)
+    received_at = _transition_at(invoice, "paid_at")
+    if off_stripe >= amount:
+        # Marked paid in the dashboard: no charge, so no card income and nothing a payout will ever carry.
+        gift = _instalment(uow, regular, invoice, amount=amount)
+        if gift.status not in (GiftStatus.PAID, GiftStatus.REVERSED):
+            _paid_outside_stripe_history(uow, regular, gift, off_stripe, at=received_at or at)
+        _close_instalment(uow, regular, gift, _PAID_OUTSIDE)
+        return Effect.processed(f"stripe_invoice:{invoice_id}", adopted_key, note=_PAID_OUTSIDE)
+    intent_id, charge_id = _invoice_payment_ids(stripe, invoice, entries)
+    gift = _instalment(uow, regular, invoice, amount=amount - off_stripe)
     _set(
         gift,
         stripe_payment_intent_id=gift.stripe_payment_intent_id or intent_id,
         stripe_charge_id=gift.stripe_charge_id or charge_id,
     )
+    if off_stripe and gift.status != GiftStatus.PAID:
+        # Part of it was paid outside Stripe: the card gift is the part the card paid (what its payout carries).
+        _set(gift, amount=amount - off_stripe)
+        _paid_outside_stripe_history(uow, regular, gift, off_stripe, at=received_at or at)
     uow.session.add(gift)
     _mark_gift_paid(uow, gift, received_at or at)
     uow.session.flush()
@@ -1046,7 +1071,8 @@ def record_stripe_invoice_failed(
     gift = _instalment(uow, regular, invoice, amount=amount if isinstance(amount, int) else regular.amount)
     reason = _stripe_failure_reason(stripe, invoice)
     attempt = invoice.get("attempt_count") or 0
-    _fail_gift(uow, gift, reason)
+    if gift.status != GiftStatus.CANCELLED:  # voided, written off or paid outside Stripe since: it stays closed
+        _fail_gift(uow, gift, reason)
     # The failed attempt happened whatever arrived first: a retry's invoice.paid processed earlier leaves the gift
     # paid, but the attempt still belongs in the history (its dedupe key keeps it to one item).
     _payment_failed_history(
@@ -1073,6 +1099,191 @@ def _stripe_failure_reason(stripe: StripeGateway, invoice: dict[str, Any]) -> st
     if isinstance(finalization, dict) and finalization.get("message"):
         return str(finalization["message"])
     return "the card payment failed"
+
+
+# --- Stripe: instalments closed without a card payment -----------------------------------------------------------
+# An invoice Stripe closes without money through a card: voided (the instalment cancelled), marked uncollectible
+# (Stripe gave up: written off) or marked paid outside Stripe. The instalment's Gift row (keyed on the invoice, as
+# every instalment) becomes `cancelled`, with one of these reasons, so no event processed later in any order makes it
+# a failure again and the arrears it caused clear; its period is no longer expected. A card payment still wins
+# (`_mark_gift_paid` takes a cancelled gift to paid): a written-off invoice the donor pays after all is money.
+
+_VOIDED = "cancelled: the invoice was voided in Stripe"
+_WRITTEN_OFF = "written off: Stripe marked the invoice uncollectible"
+_PAID_OUTSIDE = "marked paid outside Stripe: no card payment"
+# Voided and paid are final at Stripe (neither can become the other); uncollectible can still be paid or voided.
+_CLOSE_RANK = {_WRITTEN_OFF: 1, _VOIDED: 2, _PAID_OUTSIDE: 2}
+
+_UNCOLLECTIBLE_WHY = {
+    "max_payment_attempts": "every retry failed",
+    "payment_not_received": "no payment was received",
+    "subscription_canceled": "the subscription was cancelled",
+    "subscription_paused": "collection was paused",
+    "user_forgiven": "marked uncollectible by hand",
+}
+
+
+def _transition_at(invoice: dict[str, Any], name: str) -> dt.datetime | None:
+    transitions = invoice.get("status_transitions")
+    return _when(transitions.get(name)) if isinstance(transitions, dict) else None
+
+
+def _payment_kind(entry: dict[str, Any]) -> str | None:
+    """What an `invoice_payment` was paid with: `payment_intent` or `charge` (through Stripe), `payment_record`
+    (a payment recorded as made outside Stripe)."""
+    payment = entry.get("payment")
+    if not isinstance(payment, dict):
+        return None
+    kind = payment.get("type")
+    if isinstance(kind, str) and kind:
+        return kind
+    return next((name for name in ("payment_intent", "charge", "payment_record") if _id(payment.get(name))), None)
+
+
+def _paid_off_stripe(invoice: dict[str, Any], entries: list[dict[str, Any]], amount: int) -> int:
+    """How much of a paid invoice's `amount_paid` was paid outside Stripe. API 2025-03-31.basil removed
+    `paid_out_of_band` (our pin, endive, has none): a payment marked as made outside Stripe is a Payment Record among
+    the invoice's payments (`payment.type` "payment_record"; `amount_paid_off_stripe` only when a retrieve expands it,
+    never in an event). Older payloads carry the flag. A paid invoice whose payments are all recorded ones is the
+    same: nothing a payout could ever carry."""
+    if invoice.get("paid_out_of_band") is True:
+        return amount
+    expanded = invoice.get("amount_paid_off_stripe")
+    if isinstance(expanded, int) and not isinstance(expanded, bool) and expanded > 0:
+        return min(expanded, amount)
+    if _id(invoice.get("payment_intent")) or _id(invoice.get("charge")):
+        return 0  # the older payload names its card payment
+    through_stripe = [entry for entry in entries if _payment_kind(entry) in ("payment_intent", "charge")]
+    records = [e for e in entries if _payment_kind(e) == "payment_record" and e.get("status") in (None, "paid")]
+    if not through_stripe:
+        # Only recorded payments: paid outside Stripe. Nothing listed at all is no evidence either way: a card
+        # payment is assumed (as before), so a lagging list never loses a gift; reconciliation shows any mistake.
+        return amount if records else 0
+    if not records:
+        return 0
+    if not any(entry.get("status") in (None, "paid") for entry in through_stripe):
+        return amount
+    recorded = sum(e["amount_paid"] for e in records if isinstance(e.get("amount_paid"), int))
+    return min(recorded, amount) if recorded > 0 else 0
+
+
+def _close_instalment(uow: UnitOfWork, regular: RegularGift, gift: Gift, reason: str) -> bool:
+    """The instalment closed without a card payment (a reason above): never a paid one (money stays money), never a
+    later-ranked close undone by an earlier one processed late. Its period is no longer expected either way."""
+    changed = False
+    if gift.status not in (GiftStatus.PAID, GiftStatus.REVERSED):
+        current = _CLOSE_RANK.get(gift.failure_reason, 0) if gift.status == GiftStatus.CANCELLED else 0
+        if _CLOSE_RANK[reason] > current:
+            changed = _set(gift, status=GiftStatus.CANCELLED, failure_reason=reason)
+            uow.session.add(gift)
+            uow.session.flush()
+        if gift.due_on is not None:
+            _free_period(uow, regular, gift.due_on)
+    _refresh_arrears(uow, regular)
+    return changed
+
+
+def _instalment_history(
+    uow: UnitOfWork, regular: RegularGift, gift: Gift, kind: str, summary: str, *, at: dt.datetime, amount: int
+) -> None:
+    due = f" due {gift.due_on:%d/%m/%Y}" if gift.due_on else ""
+    record_history(
+        uow,
+        gift.supporter_id,
+        type=kind,
+        summary=f"Monthly gift instalment of {format_pence(amount, gift.currency)}{due} {summary}",
+        at=at,
+        amount=amount,
+        currency=gift.currency,
+        data={"gift_id": str(gift.id), "regular_gift_id": str(regular.id), "provider_ids": _provider_ids(gift)},
+        dedupe_key=f"{kind}:{gift.stripe_invoice_id}",
+    )
+
+
+def _paid_outside_stripe_history(
+    uow: UnitOfWork, regular: RegularGift, gift: Gift, amount: int, *, at: dt.datetime
+) -> None:
+    _instalment_history(
+        uow,
+        regular,
+        gift,
+        "instalment_paid_outside_stripe",
+        "marked paid outside Stripe (no card payment: record any money that did arrive as a gift of its own)",
+        at=at,
+        amount=amount,
+    )
+
+
+def _closed_invoice(
+    uow: UnitOfWork, stripe: StripeGateway, invoice: dict[str, Any], *, at: dt.datetime
+) -> tuple[RegularGift, Gift, list[str]] | Effect:
+    """The regular gift and instalment a closed invoice is about, and the keys it recorded (the instalment is
+    recorded now if no event did yet: a cancelled row keyed on the invoice is what keeps a failure processed late
+    from putting the plan in arrears); or the Effect when it is not ours (yet)."""
+    invoice_id = _id(invoice.get("id"))
+    subscription_id = invoice_subscription_id(invoice)
+    if invoice_id is None or subscription_id is None:
+        return Effect.ignored("not a subscription invoice")
+    regular, adopted = _stripe_regular_gift(uow, stripe, subscription_id, at=at)
+    if regular is None:
+        return Effect.waiting(f"stripe_subscription:{subscription_id}")
+    amount = invoice.get("amount_due")
+    amount = amount if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0 else regular.amount
+    keys = [f"stripe_invoice:{invoice_id}"] + ([f"stripe_subscription:{subscription_id}"] if adopted else [])
+    return regular, _instalment(uow, regular, invoice, amount=amount), keys
+
+
+def record_stripe_invoice_voided(
+    uow: UnitOfWork, stripe: StripeGateway, invoice: dict[str, Any], *, at: dt.datetime
+) -> Effect:
+    """`invoice.voided`: the instalment was cancelled (no money, no gift); arrears it caused clear, the schedule moves
+    on. Stripe cannot void a paid invoice, so a paid instalment is left as it is (a stray or replayed event)."""
+    found = _closed_invoice(uow, stripe, invoice, at=at)
+    if isinstance(found, Effect):
+        return found
+    regular, gift, keys = found
+    if gift.status in (GiftStatus.PAID, GiftStatus.REVERSED):
+        log.warning("invoice %s voided after it was paid: the paid instalment is kept", gift.stripe_invoice_id)
+        return Effect.processed(*keys, note="the instalment was paid: a paid invoice cannot be voided")
+    _instalment_history(
+        uow,
+        regular,
+        gift,
+        "instalment_voided",
+        "cancelled: the invoice was voided in Stripe (no payment taken)",
+        at=_transition_at(invoice, "voided_at") or at,
+        amount=gift.amount,
+    )
+    _close_instalment(uow, regular, gift, _VOIDED)
+    return Effect.processed(*keys)
+
+
+def record_stripe_invoice_uncollectible(
+    uow: UnitOfWork, stripe: StripeGateway, invoice: dict[str, Any], *, at: dt.datetime
+) -> Effect:
+    """`invoice.marked_uncollectible`: Stripe gave up collecting the instalment. It is written off (the plan no
+    longer reads as in arrears for it, the schedule moves on) and the history says so; if the donor pays the invoice
+    after all, `invoice.paid` still records the gift."""
+    found = _closed_invoice(uow, stripe, invoice, at=at)
+    if isinstance(found, Effect):
+        return found
+    regular, gift, keys = found
+    # API 2026-09-30.endive on: `status_details.uncollectible.reason` says why Stripe gave up.
+    details = invoice.get("status_details")
+    uncollectible = details.get("uncollectible") if isinstance(details, dict) else None
+    why = _UNCOLLECTIBLE_WHY.get(str(uncollectible.get("reason")), "") if isinstance(uncollectible, dict) else ""
+    # It happened whatever was processed first (as a failed attempt's item does): the history keeps it.
+    _instalment_history(
+        uow,
+        regular,
+        gift,
+        "instalment_written_off",
+        "written off: Stripe stopped trying to collect it" + (f" ({why})" if why else ""),
+        at=_transition_at(invoice, "marked_uncollectible_at") or at,
+        amount=gift.amount,
+    )
+    _close_instalment(uow, regular, gift, _WRITTEN_OFF)
+    return Effect.processed(*keys)
 
 
 def mirror_stripe_subscription(

@@ -1,4 +1,5 @@
-"""`giving events replay EVENT_ID`, `giving events catch-up`, `giving events status`, `giving payments overdue`."""
+"""`giving events replay EVENT_ID`, `giving events catch-up`, `giving events status`,
+`giving payments overdue [--today YYYY-MM-DD]`."""
 
 from __future__ import annotations
 
@@ -69,14 +70,24 @@ def register(app: typer.Typer) -> None:
         typer.echo(json.dumps(counts, sort_keys=True))
 
     @payments_app.command("overdue")
-    def overdue() -> None:
+    def overdue(
+        today: str = typer.Option(
+            "", "--today", help="List what is overdue as of this day (YYYY-MM-DD); default: today in the UK."
+        ),
+    ) -> None:
         """Monthly gifts whose expected instalment has not arrived by its due date plus the grace period."""
-        from giving.cli import command_runtime
+        from giving.cli import command_runtime, fail
         from payments import service
 
+        day: dt.date | None = None
+        if today:
+            try:
+                day = dt.date.fromisoformat(today)
+            except ValueError:
+                fail(f"--today must be a date YYYY-MM-DD, not {today!r}")
         with command_runtime() as runtime, runtime.read_session() as session:
             grace = runtime.settings.donations.regular_grace_days
-            for item in service.missing_instalments(session, grace_days=grace):
+            for item in service.missing_instalments(session, today=day, grace_days=grace):
                 typer.echo(
                     f"{item.due_on} {item.regular_gift_id} supporter {item.supporter_id} "
                     f"{format_pence(item.amount, item.currency)} ({item.provider})"

@@ -43,6 +43,14 @@ def invoice_failed(ctx: Context, payload: dict[str, Any]) -> Effect:
     return payments.record_stripe_invoice_failed(ctx.uow, ctx.stripe, _object(payload), at=ctx.at)
 
 
+def invoice_voided(ctx: Context, payload: dict[str, Any]) -> Effect:
+    return payments.record_stripe_invoice_voided(ctx.uow, ctx.stripe, _object(payload), at=ctx.at)
+
+
+def invoice_uncollectible(ctx: Context, payload: dict[str, Any]) -> Effect:
+    return payments.record_stripe_invoice_uncollectible(ctx.uow, ctx.stripe, _object(payload), at=ctx.at)
+
+
 def subscription_changed(ctx: Context, payload: dict[str, Any]) -> Effect:
     return payments.mirror_stripe_subscription(ctx.uow, ctx.stripe, str(_object(payload)["id"]), at=ctx.at)
 
@@ -87,6 +95,9 @@ HANDLERS: dict[str, Handler] = {
     # Sent beside invoice.paid for the same invoice: the instalment is keyed on the invoice, so it is one gift.
     "invoice.payment_succeeded": invoice_paid,
     "invoice.payment_failed": invoice_failed,
+    # An instalment closed without a card payment: cancelled, or written off (docs/payments.md).
+    "invoice.voided": invoice_voided,
+    "invoice.marked_uncollectible": invoice_uncollectible,
     "customer.subscription.created": subscription_changed,
     "customer.subscription.updated": subscription_changed,
     "customer.subscription.deleted": subscription_changed,
