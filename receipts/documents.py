@@ -22,7 +22,10 @@ from core.settings import CharitySettings
 # 3: a statement's invitation to declare (`AnnualStatement.could_claim`) and an oral declaration's letter that dates
 # what it covers (`OralConfirmation.covers`), and a statement that explains money returned other than by refund;
 # earlier content has none of these and renders as it did.
-LAYOUT_VERSION = 3
+# 4: tables laid out with fixed column widths (`table-layout: fixed`), which weasyprint lays out without measuring
+# every cell's text first (a 12-gift statement: about an eighth less CPU). Same words; earlier content keeps the
+# automatic widths it was printed with (the rules apply under `body.layout-4` only).
+LAYOUT_VERSION = 4
 
 METHOD_LABELS = {"card": "Card", "direct_debit": "Direct Debit", "cash": "Cash", "cheque": "Cheque"}
 REGULATOR_LABELS = {
