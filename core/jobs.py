@@ -5,12 +5,15 @@
 - Durable jobs have a row in `jobs` (written in the caller's transaction by `UnitOfWork.enqueue`). The actor marks it
   done in the same transaction as its work, skips it if it is already done, and the sweep re-sends rows left pending.
   A row's `last_sent_at` is when its current message is due to run (sent, delayed until, retried by, or running
-  until its time limit), and the sweep sends again only rows whose message is `RESEND_AFTER` overdue.
+  until its time limit), and the sweep sends again only rows whose message is `RESEND_AFTER` overdue; on PostgreSQL
+  these times are written and judged on the database's clock.
 - A job whose claim commits apart from its work is held by one run at a time (`run_id` until `running_until`), and
   `attempts` counts runs started, per job, where a crash cannot undo it: a job whose worker dies each time is given
-  up after its retries like one that raises (docs/operations.md §2a). On PostgreSQL a claim's time limit is set and
-  compared on the database's clock, which every worker shares; the claim also names its process (`run_host`,
-  `run_process`), so a broker-less process starting up ends at once only the claims of processes that have exited.
+  up after its retries like one that raises (docs/operations.md §2a). A run counted apart names itself in the row
+  until it claims, so a delivery counted past the job's last run gives it up only once that run is certainly over
+  (`_give_up`). On PostgreSQL a claim's time limit is set and compared on the database's clock, which every worker
+  shares; the claim also names its process (`run_host`, `run_process`), so a broker-less process starting up ends at
+  once only the claims of processes that have exited.
 - `@periodic(...)` jobs run once per period however many workers are up: the first to insert the
   `scheduled_runs(name, period_start)` row enqueues it.
 """
@@ -29,7 +32,8 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
@@ -158,30 +162,36 @@ def periodic(
 
 _JOBS = Job.__table__  # type: ignore[attr-defined]
 _INSERT_JOB = sa.insert(_JOBS)
+# On PostgreSQL the message is due by the database's clock, the one the sweep judges it by (`resend_pending`).
+_DUE_ON_THE_DATABASE_CLOCK = sa.func.statement_timestamp(type_=sa.DateTime(timezone=True)) + sa.bindparam(
+    "job_delay", type_=sa.Interval()
+)
+_INSERT_JOB_DUE_ON_THE_DATABASE_CLOCK = sa.insert(_JOBS).values(
+    available_at=_DUE_ON_THE_DATABASE_CLOCK, last_sent_at=_DUE_ON_THE_DATABASE_CLOCK
+)
 
 
 def record_job(session: Session, actor_name: str, kwargs: dict[str, Any], delay_ms: int | None) -> uuid.UUID:
     """Write a durable job's row in the session's transaction. One Core INSERT, at once: an ORM object would cost
     its construction and a flush of the session at commit, for every job enqueued."""
     now = utc_now()
-    due = now + dt.timedelta(milliseconds=delay_ms or 0)
+    delay = dt.timedelta(milliseconds=delay_ms or 0)
     job_id = uuid.uuid4()
-    session.execute(
-        _INSERT_JOB,
-        {
-            "id": job_id,
-            "actor_name": actor_name,
-            "arguments": kwargs,
-            "status": JobStatus.PENDING.value,
-            "attempts": 0,
-            "last_error": None,
-            "created_at": now,
-            "available_at": due,
-            # A delayed message is due when its delay ends: the sweep must not send a copy the moment it is available.
-            "last_sent_at": due,
-            "done_at": None,
-        },
-    )
+    values: dict[str, Any] = {
+        "id": job_id,
+        "actor_name": actor_name,
+        "arguments": kwargs,
+        "status": JobStatus.PENDING.value,
+        "attempts": 0,
+        "last_error": None,
+        "created_at": now,
+        "done_at": None,
+    }
+    # A delayed message is due when its delay ends: the sweep must not send a copy the moment it is available.
+    if is_postgres(session):
+        session.execute(_INSERT_JOB_DUE_ON_THE_DATABASE_CLOCK, {**values, "job_delay": delay})
+    else:
+        session.execute(_INSERT_JOB, {**values, "available_at": now + delay, "last_sent_at": now + delay})
     return job_id
 
 
@@ -413,7 +423,9 @@ class _DurableRun:
 
     spec: JobSpec
     job_id: uuid.UUID
-    # A run whose claim commits apart from its work: its id, written in the row by its claim.
+    # The run's id: written in the row by its count (counted apart) and by its claim (`run_id`).
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # A run whose claim commits apart from its work: its id, once written in the row by its claim.
     token: uuid.UUID | None = None
     # The row counts this run among its `attempts` (its claim, or its count, has committed), as run number `attempt`.
     counted: bool = False
@@ -424,6 +436,10 @@ class _DurableRun:
 
 
 _durable_run: contextvars.ContextVar[_DurableRun | None] = contextvars.ContextVar("giving_durable_run", default=None)
+
+# The durable runs this process is running (their ids), from before their count until they end, however they end: a
+# run of this process that the row names and that is not here is over (`_may_still_run`).
+_live_runs: set[uuid.UUID] = set()
 
 
 def claim_in(uow: UnitOfWork) -> None:
@@ -469,6 +485,15 @@ def _runner(spec: JobSpec, unflagged_redelivery_after_ms: int | None = None) -> 
         runtime = get_runtime()
         job_id = kwargs.pop("job_id", None)
         durable = _DurableRun(spec, uuid.UUID(job_id)) if job_id is not None else None
+        if durable is None:
+            return attempt(runtime, None, kwargs)
+        _live_runs.add(durable.id)
+        try:
+            return attempt(runtime, durable, kwargs)
+        finally:
+            _live_runs.discard(durable.id)
+
+    def attempt(runtime: Runtime, durable: _DurableRun | None, kwargs: dict[str, Any]) -> Any:
         try:
             if spec.with_uow:
                 if durable is None:
@@ -607,15 +632,30 @@ def _claim_locked(uow: UnitOfWork, run: _DurableRun) -> None:
 
 def _count_start(run: _DurableRun) -> None:
     """Count this run in the row and commit it before the work, where a death cannot roll it back; give up instead
-    when the job has already started `max_retries + 1` times. A job claimed apart from its work is not counted while
-    another run holds it: this copy does nothing (`_AlreadyDone`)."""
+    when the job has already started `max_retries + 1` times (unless a run counted before may still take it:
+    `_give_up`). A job claimed apart from its work is not counted while another run holds it: this copy does nothing
+    (`_AlreadyDone`).
+
+    The count names the run (`run_id`, its process) and makes its message due until its time limit (`last_sent_at`),
+    in the same statement: until it claims the job, that is how a delivery counted after it, past the job's last run,
+    tells that this run may still do the job from a run that died here."""
     from core.runtime import get_runtime
 
     with get_runtime().unit_of_work() as uow:
+        now = _claims_now(uow.session)
+        host, process = this_process()
         query = sa.update(_JOBS).where(_JOBS.c.id == run.job_id, _JOBS.c.status == JobStatus.PENDING.value)
         if not run.spec.with_uow:  # a copy of a job another run holds does nothing, and is not counted
-            query = query.where(_unheld(_claims_now(uow.session)))
-        attempt = uow.session.execute(query.values(attempts=_JOBS.c.attempts + 1).returning(_JOBS.c.attempts)).scalar()
+            query = query.where(_unheld(now))
+        values = {
+            "attempts": _JOBS.c.attempts + 1,
+            "run_id": run.id,
+            "running_until": None,  # named, not holding: a claim whose time was up (counted only where unheld)
+            "run_host": host,
+            "run_process": process,
+            "last_sent_at": now + dt.timedelta(milliseconds=run.spec.time_limit_ms),
+        }
+        attempt = uow.session.execute(query.values(values).returning(_JOBS.c.attempts)).scalar()
         if attempt is None:
             raise _AlreadyDone
         if attempt > run.spec.max_retries + 1:
@@ -655,7 +695,7 @@ def _claim_apart(uow: UnitOfWork, run: _DurableRun, *, alone: bool) -> None:
     claim (a first delivery keeps its one transaction)."""
     now = _claims_now(uow.session)
     until = now + dt.timedelta(milliseconds=run.spec.time_limit_ms)
-    token = uuid.uuid4()
+    token = run.id
     host, process = this_process()
     query = sa.update(_JOBS).where(_JOBS.c.id == run.job_id, _JOBS.c.status == JobStatus.PENDING.value, _unheld(now))
     values: dict[str, Any] = {
@@ -724,7 +764,7 @@ def _mark_done(session: Session, run: _DurableRun) -> bool:
     elif not run.spec.with_uow:  # a `claims_itself` job that never claimed: done unless another run holds it
         query = query.where(_JOBS.c.status == JobStatus.PENDING.value, _unheld(_claims_now(session)))
     values: dict[str, Any] = {"status": JobStatus.DONE.value, "done_at": now}
-    if not run.spec.with_uow:
+    if not run.spec.with_uow or run.counted:  # a counted run named itself in the row (`_count_start`)
         values.update(_NO_CLAIM)
     done = session.execute(query.values(values).returning(_JOBS.c.actor_name, _JOBS.c.created_at)).first()
     if done is None:
@@ -768,12 +808,37 @@ _NO_CLAIM: dict[str, Any] = {"run_id": None, "running_until": None, "run_host": 
 
 
 def _locked_row(uow: UnitOfWork, job_id: uuid.UUID) -> Any:
-    query = sa.select(_JOBS.c.status, _JOBS.c.attempts, _JOBS.c.run_id, _held(uow.session), _JOBS.c.last_error).where(
-        _JOBS.c.id == job_id
-    )
-    if is_postgres(uow.session):
+    """The row, locked (PostgreSQL), and the time by the clock its claims are timed on (`now`)."""
+    postgres = is_postgres(uow.session)
+    query = sa.select(
+        _JOBS.c.status,
+        _JOBS.c.attempts,
+        _JOBS.c.run_id,
+        _JOBS.c.run_host,
+        _JOBS.c.run_process,
+        _held(uow.session),
+        _JOBS.c.last_error,
+        _JOBS.c.last_sent_at,
+        (_claims_now(uow.session) if postgres else sa.null()).label("now"),
+    ).where(_JOBS.c.id == job_id)
+    if postgres:
         query = query.with_for_update()
-    return uow.session.execute(query).first()
+    row = uow.session.execute(query).first()
+    if row is None:
+        return None
+    return SimpleNamespace(**{**row._asdict(), "now": row.now or utc_now()})
+
+
+def _may_still_run(row: Any, run: _DurableRun) -> bool:
+    """Whether another run the row names, counted (or claimed) before this one, may still be running or about to
+    claim the job: its message is due until its time limit (`last_sent_at`) and it is not certainly over. A run of
+    this process is over once it has left the job's wrapper (`_live_runs`); one of another process of this machine,
+    once that process has exited; one of another machine only once its time is up."""
+    if row.run_id is None or row.run_id == run.id or row.last_sent_at is None or row.last_sent_at <= row.now:
+        return False
+    if (row.run_host, row.run_process) == this_process():
+        return row.run_id in _live_runs
+    return not process_exited(row.run_host, row.run_process)
 
 
 def _give_up_in(uow: UnitOfWork, spec: JobSpec, job_id: uuid.UUID, arguments: dict[str, Any], error: str) -> None:
@@ -804,10 +869,10 @@ def _record_failure(run: _DurableRun, exc: BaseException, arguments: dict[str, A
     final = False
     try:
         with get_runtime().unit_of_work() as uow:
-            now = utc_now()
             row = _locked_row(uow, run.job_id)
             if row is None or row.status != JobStatus.PENDING:
                 return
+            now = row.now
             if run.claimed and row.run_id != run.token:
                 return  # its time ran out and another run holds the job: that run's outcome decides
             if not run.claimed and row.held:
@@ -823,16 +888,16 @@ def _record_failure(run: _DurableRun, exc: BaseException, arguments: dict[str, A
                 uow.session.execute(sa.update(_JOBS).where(_JOBS.c.id == run.job_id).values(attempts=attempts))
                 _give_up_in(uow, spec, run.job_id, arguments, error)
             else:
+                # dramatiq's retry is due within its backoff: the sweep sends a copy only when that is overdue.
+                values: dict[str, Any] = {"last_sent_at": now + retry_due_within(spec, retries), **_NO_CLAIM}
+                if _may_still_run(row, run):
+                    # Another run counted since may be about to take the job: its name and time stay in the row,
+                    # or a delivery counted past the job's last run would take it for dead (`_give_up`).
+                    values = {"last_sent_at": max(row.last_sent_at, values["last_sent_at"])}
                 uow.session.execute(
                     sa.update(_JOBS)
                     .where(_JOBS.c.id == run.job_id)
-                    .values(
-                        attempts=attempts,
-                        last_error=error,
-                        **_NO_CLAIM,
-                        # dramatiq's retry is due within its backoff: the sweep sends a copy only when that is overdue.
-                        last_sent_at=now + retry_due_within(spec, retries),
-                    )
+                    .values(attempts=attempts, last_error=error, **values)
                 )
     except Exception:
         log.exception("could not record the failure of job %s", run.job_id)
@@ -843,7 +908,12 @@ def _record_failure(run: _DurableRun, exc: BaseException, arguments: dict[str, A
 
 def _give_up(run: _DurableRun, arguments: dict[str, Any]) -> None:
     """The job has started `max_retries + 1` times and never finished, recording no failure: each run died (killed,
-    out of memory). Marked failed for a person to look at, unless another run holds it or it is done."""
+    out of memory). Marked failed for a person to look at, unless another run holds it or it is done.
+
+    Nor while the run counted last may still take the job (`_may_still_run`): a delivery counted just before this
+    one leaves the same row as one whose worker died there, but the row names it until its time limit. Left to it,
+    the job is done, or failed by that run's own failure; if it died after all (on another machine, where its
+    process cannot be seen), the sweep's copy once its time is up gives the job up."""
     from core.runtime import get_runtime
 
     try:
@@ -852,6 +922,9 @@ def _give_up(run: _DurableRun, arguments: dict[str, Any]) -> None:
             if row is None or row.status != JobStatus.PENDING:
                 return
             if row.held:
+                return
+            if _may_still_run(row, run):
+                log.info("job %s (%s): its last run may still be starting; left to it", run.job_id, run.spec.name)
                 return
             error = (
                 f"the worker died running this job: it started at least {row.attempts} times and never finished "
@@ -874,8 +947,12 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
     for dramatiq's retry: for an in-process worker starting (again), whose queue holds nothing. A claim whose process
     has exited (on this machine) is ended, so its copy runs at once; a job that a live process holds, or one of
     another machine (whose processes cannot be seen from here), is left to that run and its time limit (a broker-less
-    `giving serve` may be working on the same database)."""
-    now = utc_now()
+    `giving serve` may be working on the same database).
+
+    On PostgreSQL what is due and overdue is judged on the database's clock, the one the rows' times are written on
+    (enqueued, counted, claimed, failed): a host whose clock is minutes out neither sends copies of messages just sent
+    nor holds back those long overdue. SQLite serves one machine: its clock."""
+    now = _claims_now(uow.session)
     query = select(Job, _held(uow.session)).where(Job.status == JobStatus.PENDING, col(Job.available_at) <= now)
     if older_than > dt.timedelta(0):
         query = query.where(col(Job.last_sent_at) < now - older_than)
@@ -884,7 +961,7 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
         # A row locked is a job running in the transaction that claimed it: nothing to send, and waiting for it (up
         # to its time limit) would hold this sweep, its worker thread and the rows it has already taken.
         query = query.with_for_update(skip_locked=True)
-    sent = 0
+    sent: list[uuid.UUID] = []
     for job, held in uow.session.exec(query).all():
         if job.actor_name not in REGISTRY:
             # A job this release does not know: a newer release's, during a rolling deploy (its own workers send it),
@@ -899,10 +976,17 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
             # A claim left by a process that exited (or whose time is up) must not keep its copy waiting.
             for name, value in _NO_CLAIM.items():
                 setattr(job, name, value)
-        job.last_sent_at = now
         uow.jobs.append(PendingJob(job.actor_name, {**job.arguments, "job_id": str(job.id)}))
-        sent += 1
-    return sent
+        sent.append(job.id)
+    for start in range(0, len(sent), _MARK_SENT_AT_ONCE):
+        # Sent now, by the clock it is judged on.
+        ids = sent[start : start + _MARK_SENT_AT_ONCE]
+        uow.session.execute(sa.update(_JOBS).where(_JOBS.c.id.in_(ids)).values(last_sent_at=now))
+    return len(sent)
+
+
+# Rows marked sent per statement: far below the databases' limits on a statement's parameters.
+_MARK_SENT_AT_ONCE = 1000
 
 
 def _machine() -> str:

@@ -42,6 +42,8 @@ class Job(SQLModel, table=True):
     done_at: dt.datetime | None = utc_field()
     # A job whose claim commits apart from its work: the run holding it (a random id per run) and until when (its
     # time limit). Another message for it does nothing meanwhile; only the run holding it marks it done or failed.
+    # A run counted apart names itself here (not `running_until`) until it claims: a delivery counted past the job's
+    # last run leaves the job to it while it may be alive (`jobs._give_up`).
     run_id: uuid.UUID | None = None
     running_until: dt.datetime | None = utc_field()
     # The process of the run holding it: its machine (host name and PID namespace) and `pid:start` (the start time
