@@ -33,6 +33,7 @@ from core.settings import Settings
 from crm.models import RECORDING_EVIDENCE, Declaration, DeclarationMethod, DeclarationScope
 from crm.validation import UK_POSTCODE_PATTERN
 from giftaid.models import Claim, ClaimDonor, ClaimGift
+from giftaid.sendable import blank_sql, unsendable_words
 from payments.models import DonorType, Gift, GiftStatus, money_returned
 
 RELEVANT_VALUE_RULE_FROM = dt.date(2019, 4, 6)
@@ -213,13 +214,11 @@ def _declarations(
     recorded = D.c.evidence[RECORDING_EVIDENCE].as_string().is_not(None)
     effective = sa.or_(D.c.method != DeclarationMethod.ORAL.value, confirmed, recorded)
     postcode_ok = sa.or_(D.c.non_uk.is_(True), sa.func.coalesce(D.c.postcode, "").regexp_match(UK_POSTCODE_PATTERN))
+    # Blank: nothing but spaces, once the characters no file can hold are dropped (giftaid.sendable).
     details = sa.case(
-        (sa.func.trim(D.c.house) == "", Code.MISSING_HOUSE.value),
+        (blank_sql(D.c.house, dialect), Code.MISSING_HOUSE.value),
         (sa.not_(postcode_ok), Code.INVALID_POSTCODE.value),
-        (
-            sa.or_(sa.func.trim(D.c.first_name) == "", sa.func.trim(D.c.last_name) == ""),
-            Code.MISSING_NAME.value,
-        ),
+        (sa.or_(blank_sql(D.c.first_name, dialect), blank_sql(D.c.last_name, dialect)), Code.MISSING_NAME.value),
         else_=sa.null(),
     )
     query = sa.select(
@@ -549,13 +548,18 @@ def describe(code: str | None, row: Any, rules: Rules) -> str:
                 f"{_date(row.confirmation_sent_on + dt.timedelta(days=ORAL_CANCELLATION_DAYS))}"
             )
         ),
-        Code.MISSING_HOUSE: lambda: "the declaration has no house name or number",
+        Code.MISSING_HOUSE: lambda: (
+            "the declaration has no house name or number" + unsendable_words(getattr(row, "house", None))
+        ),
         Code.INVALID_POSTCODE: lambda: (
             f"{row.postcode!r} is not a UK postcode in HMRC's format (non-UK donors are marked non-UK)"
             if row.postcode
             else "the declaration has no UK postcode"
         ),
-        Code.MISSING_NAME: lambda: "the declaration lacks the donor's first or last name",
+        Code.MISSING_NAME: lambda: (
+            "the declaration lacks the donor's first or last name"
+            + unsendable_words(getattr(row, "first_name", None), getattr(row, "last_name", None))
+        ),
         Code.BENEFIT_TOO_LARGE: lambda: (
             f"the donor's benefit ({format_pence(int(row.benefit_amount))}) is worth more than the "
             f"{format_pence(relevant_value_limit(kept, on))} allowed for a gift of {format_pence(kept)}"

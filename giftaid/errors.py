@@ -32,6 +32,11 @@ class ClaimConflict(Conflict):
     """Another claim took some of the same gifts at the same moment."""
 
 
+class NothingLeftToSend(Conflict):
+    """Every gift of a claim built in time is one HMRC would now refuse (past the four-year limit): there is no claim
+    left to write or send."""
+
+
 class InvalidClaimRequest(BadRequest):
     pass
 

@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from giftaid.eligibility import CD, CG, C, D, G, day_number
 from giftaid.models import Adjustment, Claim, ClaimEvent, ClaimGift, ClaimStatus, HeldBack, Message
+from giftaid.sendable import blank_sql, sendable, sendable_sql, unsendable_sql
 from payments.models import MONEY_RETURNED, money_returned
 
 CANDIDATES = "giftaid_candidates"
@@ -252,7 +253,7 @@ def _with_donors(claim_gifts: Any) -> Any:
 
 
 def _escaped(value: Any) -> Any:
-    """XML character data in SQL (& < >); donor names and houses hold no control characters (crm refuses them)."""
+    """XML character data in SQL (& < >); the characters XML cannot hold are dropped first (`stream_gad_xml`)."""
     return sa.func.replace(sa.func.replace(sa.func.replace(value, "&", "&amp;"), "<", "&lt;"), ">", "&gt;")
 
 
@@ -298,31 +299,52 @@ def stream_gad_xml(
     # joined to each of their gifts' lines; only the donors of this part's lines (a message of a claim in several
     # parts rendered every donor of the claim, most of them for nothing).
     part_donors = sa.select(CG.c.declaration_id).where(donor_lines)
+    # The donor's details as HMRC can take them (giftaid.sendable): on PostgreSQL, a donor whose details hold a
+    # character no file can carry (stored before crm dropped them) is rendered from its cleaned details (one match of
+    # all five against the unsendable characters a donor, then nothing for the others); SQLite's lines are cleaned
+    # in Python below.
+    part_donor_rows = sa.select(CD).where(CD.c.claim_id == claim_id, CD.c.declaration_id.in_(part_donors))
+    if dialect == "postgresql":
+        everything = _joined(
+            sa.func.coalesce(CD.c.title, ""),
+            CD.c.first_name,
+            CD.c.last_name,
+            CD.c.house,
+            CD.c.postcode,
+            dialect=dialect,
+        )
+        part_donor_rows = part_donor_rows.add_columns(unsendable_sql(everything).label("unsendable"))
+    donor_rows = part_donor_rows.subquery("part_donors")
+
+    def field(column: Any) -> Any:
+        if dialect != "postgresql":
+            return _escaped(column)
+        return _escaped(sa.case((donor_rows.c.unsendable, sendable_sql(column)), else_=column))
+
     heads = (
         sa.select(
-            CD.c.declaration_id,
+            donor_rows.c.declaration_id,
             _joined(
                 "<GAD><Donor>",
                 sa.case(
-                    (sa.func.coalesce(CD.c.title, "") == "", ""),
-                    else_=_joined("<Ttl>", _escaped(CD.c.title), "</Ttl>", dialect=dialect),
+                    (blank_sql(donor_rows.c.title, dialect), ""),
+                    else_=_joined("<Ttl>", field(donor_rows.c.title), "</Ttl>", dialect=dialect),
                 ),
                 "<Fore>",
-                _escaped(CD.c.first_name),
+                field(donor_rows.c.first_name),
                 "</Fore><Sur>",
-                _escaped(CD.c.last_name),
+                field(donor_rows.c.last_name),
                 "</Sur><House>",
-                _escaped(CD.c.house),
+                field(donor_rows.c.house),
                 "</House>",
                 sa.case(
-                    (CD.c.overseas.is_(True), "<Overseas>yes</Overseas>"),
-                    else_=_joined("<Postcode>", _escaped(CD.c.postcode), "</Postcode>", dialect=dialect),
+                    (donor_rows.c.overseas.is_(True), "<Overseas>yes</Overseas>"),
+                    else_=_joined("<Postcode>", field(donor_rows.c.postcode), "</Postcode>", dialect=dialect),
                 ),
                 "</Donor><Date>",
                 dialect=dialect,
             ).label("head"),
         )
-        .where(CD.c.claim_id == claim_id, CD.c.declaration_id.in_(part_donors))
         .offset(0)  # a fence: rendered here, once a donor, not above the join for every line
         .subquery("heads")
     )
@@ -354,7 +376,8 @@ def stream_gad_xml(
     else:
         donors = sa.select(donor).select_from(with_heads).where(donor_lines).order_by(CG.c.line_no)
         query = donors.execution_options(stream_results=True, yield_per=20_000)
-        yield from ((text.encode(), 1) for text in session.execute(query).scalars())
+        # Markup holds none of the unsendable characters: cleaning the line is cleaning its donor's details.
+        yield from ((sendable(text).encode(), 1) for text in session.execute(query).scalars())
     latest = sa.cast(sa.func.max(CG.c.received_on), sa.String)
     small = _joined(
         "<GAD><AggDonation>Small donations, ",
@@ -569,10 +592,14 @@ def adjustments_from(session: Session, claim_id: uuid.UUID) -> list[Adjustment]:
 # --- claims -----------------------------------------------------------------------------------------------------------
 
 
-def get_claim(session: Session, claim_id: uuid.UUID, *, for_update: bool = False) -> Claim | None:
+def get_claim(session: Session, claim_id: uuid.UUID, *, for_update: bool = False, fresh: bool = False) -> Claim | None:
+    """The claim; `fresh`: its row read again even if this session holds it (another transaction may have changed it
+    before this one took its lock)."""
     query = select(Claim).where(Claim.id == claim_id)
     if for_update:
         query = query.with_for_update()
+    if fresh:
+        query = query.execution_options(populate_existing=True)
     return session.exec(query).first()
 
 
@@ -605,6 +632,79 @@ def held_back_gift_amounts(session: Session, claim_id: uuid.UUID) -> list[Any]:
             .select_from(H.join(G, G.c.id == H.c.gift_id))
             .where(H.c.claim_id == claim_id)
         )
+    )
+
+
+def blank_donors(session: Session, claim_id: uuid.UUID) -> list[Any]:
+    """The claim's donor rows whose name or house holds nothing a file can carry (giftaid.sendable): rows copied from
+    declarations stored before crm dropped such characters, in a claim built before the eligibility held them back.
+    Only a value starting with such a character can be one: a cheap test of each row's first characters."""
+    dialect = dialect_of(session)
+    return list(
+        session.execute(
+            sa.select(CD.c.declaration_id, CD.c.first_name, CD.c.last_name, CD.c.house).where(
+                CD.c.claim_id == claim_id,
+                sa.or_(
+                    blank_sql(CD.c.first_name, dialect),
+                    blank_sql(CD.c.last_name, dialect),
+                    blank_sql(CD.c.house, dialect),
+                ),
+            )
+        )
+    )
+
+
+def claim_gifts_to_take_off(
+    session: Session, claim_id: uuid.UUID, *, received_through: dt.date | None, declaration_ids: list[uuid.UUID]
+) -> list[Any]:
+    """The claim's gifts received on or before `received_through`, and its donor lines (not aggregated: those send
+    no donor details) under these declarations, by date."""
+    conditions = []
+    if received_through is not None:
+        conditions.append(CG.c.received_on <= received_through)
+    if declaration_ids:
+        conditions.append(sa.and_(CG.c.aggregated.is_(False), CG.c.declaration_id.in_(declaration_ids)))
+    if not conditions:
+        return []
+    return list(
+        session.execute(
+            sa.select(CG.c.gift_id, CG.c.received_on, CG.c.amount, CG.c.declaration_id, CG.c.aggregated)
+            .where(CG.c.claim_id == claim_id, sa.or_(*conditions))
+            .order_by(CG.c.received_on, CG.c.gift_id)
+        )
+    )
+
+
+def take_off_claim(session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UUID]) -> None:
+    """Take these gifts off a claim nothing has been sent for: their rows go (the gifts are free to be claimed again
+    if they ever can be), so do the donor rows no line of the claim uses any more, and the lines are numbered
+    1..N again in the same order (an aggregated line keeps its other gifts)."""
+    declarations: set[uuid.UUID] = set()
+    for start in range(0, len(gift_ids), 1_000):
+        batch = gift_ids[start : start + 1_000]
+        removed = session.execute(
+            sa.delete(CG).where(CG.c.claim_id == claim_id, CG.c.gift_id.in_(batch)).returning(CG.c.declaration_id)
+        )
+        declarations.update(d for d in removed.scalars() if d is not None)
+    still_used = sa.select(CG.c.declaration_id).where(CG.c.claim_id == claim_id, CG.c.declaration_id.is_not(None))
+    unused = sorted(declarations)
+    for start in range(0, len(unused), 1_000):
+        session.execute(
+            sa.delete(CD).where(
+                CD.c.claim_id == claim_id,
+                CD.c.declaration_id.in_(unused[start : start + 1_000]),
+                CD.c.declaration_id.not_in(still_used),
+            )
+        )
+    ranked = (
+        sa.select(CG.c.gift_id, sa.func.dense_rank().over(order_by=CG.c.line_no).label("line"))
+        .where(CG.c.claim_id == claim_id)
+        .subquery("ranked")
+    )
+    session.execute(
+        sa.update(CG)
+        .where(CG.c.claim_id == claim_id, CG.c.gift_id == ranked.c.gift_id, CG.c.line_no != ranked.c.line)
+        .values(line_no=ranked.c.line)
     )
 
 

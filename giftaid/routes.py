@@ -118,7 +118,7 @@ async def schedule_ods(request: Request) -> Response:
 
     def work(uow: UnitOfWork, principal: Principal) -> tuple[bytes, str]:
         claim = service.get_claim(uow.session, claim_id)
-        data = service.schedule_part(uow.session, settings, claim, part)
+        data = service.schedule_part(uow.session, settings, claim, part, actor=principal.email)
         audit(uow, principal, "export", "giftaid_claim", claim_id, {"file": "schedule.ods", "part": part})
         return data, f"gift-aid-schedule-{claim.through.isoformat()}-{str(claim_id)[:8]}-{part}.ods"
 
@@ -136,7 +136,7 @@ async def claim_xml(request: Request) -> Response:
         handle = tempfile.NamedTemporaryFile(prefix="giftaid-", suffix=".xml", delete=False)  # noqa: SIM115
         try:
             with handle:
-                result = service.write_xml_part(uow.session, settings, claim, part, handle)
+                result = service.write_xml_part(uow.session, settings, claim, part, handle, actor=principal.email)
         except BaseException:
             Path(handle.name).unlink(missing_ok=True)
             raise

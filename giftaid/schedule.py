@@ -23,6 +23,7 @@ from typing import Any
 from anyascii import anyascii
 from lxml import etree
 
+from giftaid.sendable import sendable
 from giftaid.xml import Line
 
 NS = {
@@ -50,8 +51,9 @@ def template_bytes() -> bytes:
 
 def latin1_text(value: str) -> str:
     """What survives HMRC's reader (printable Latin-1): accents kept, any other letter transliterated (anyascii:
-    Cyrillic, Greek, Ł, Œ, CJK, ...), so a donor named in another script still gets a line (giftaid.md §2)."""
-    value = " ".join((value or "").split())
+    Cyrillic, Greek, Ł, Œ, CJK, ...), so a donor named in another script still gets a line (giftaid.md §2); the
+    characters no file can hold (giftaid.sendable) dropped first, as they are from the XML."""
+    value = " ".join(sendable(value or "").split())
     if all(" " <= ch <= "~" or "\xa1" <= ch <= "\xff" for ch in value):
         return value
     out = [ch if " " <= ch <= "~" or "\xa1" <= ch <= "\xff" else anyascii(ch) for ch in value]
@@ -61,7 +63,8 @@ def latin1_text(value: str) -> str:
 def schedule_title(title: str | None) -> str:
     """HMRC's schedule takes titles of 2-4 letters (`^[A-Za-z][A-Za-z'-]{1,3}$`); a title is optional, so any other
     is left out rather than failing the row."""
-    if title and re.fullmatch(r"[A-Za-z][A-Za-z'-]{1,3}", title):
+    title = sendable(title or "")
+    if re.fullmatch(r"[A-Za-z][A-Za-z'-]{1,3}", title):
         return title
     return ""
 
@@ -228,7 +231,7 @@ def _fill(root: Any, lines: Sequence[Line], earliest: dt.date | None, overclaime
                 latin1_text(line.first_name)[:35],
                 latin1_text(line.last_name)[:35],
                 latin1_text(line.house)[:40],
-                "X" if line.overseas else line.postcode,
+                "X" if line.overseas else sendable(line.postcode),
                 "",
             ]
         for cell, value in zip(cells[2:8], values, strict=True):

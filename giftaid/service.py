@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import time
+import types
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -54,10 +55,12 @@ from giftaid.errors import (
     GiftNotFound,
     InvalidClaimRequest,
     InvalidTransition,
+    NothingLeftToSend,
     SubmissionFailed,
 )
 from giftaid.govtalk import GatewayError, GovTalkClient, Reply
 from giftaid.models import Adjustment, AdjustmentReason, Claim, ClaimEvent, ClaimStatus, Message
+from giftaid.sendable import blank as sendable_blank
 from payments.models import Gift, Order
 
 log = logging.getLogger("giving.giftaid")
@@ -688,9 +691,13 @@ def _aggregate_description(donors: int) -> str:
 
 def claim_lines(session: Session, claim_id: uuid.UUID, first_line: int, last_line: int) -> Iterator[claim_xml.Line]:
     """The claim's lines in order, rebuilt from the gifts on them (aggregated lines summed)."""
+    return _lines_of(repository.stream_line_rows(session, claim_id, first_line, last_line))
+
+
+def _lines_of(rows: Iterable[Any]) -> Iterator[claim_xml.Line]:
     Line = claim_xml.Line
     pending: list[Any] = []
-    for row in repository.stream_line_rows(session, claim_id, first_line, last_line):
+    for row in rows:
         if pending and row.line_no != pending[0].line_no:
             yield _aggregate_line(pending)
             pending = []
@@ -742,14 +749,188 @@ def _part_bounds(claim: Claim, part: int, per_part: int) -> tuple[int, int]:
     return first, min(part * per_part, claim.lines)
 
 
-def schedule_part(session: Session, settings: Settings, claim: Claim, part: int = 1) -> bytes:
+def take_off_what_hmrc_would_refuse(
+    session: Session, settings: Settings, claim: Claim, *, actor: str, today: dt.date | None = None
+) -> list[HeldBackGift]:
+    """Before a claim still `built` is written or sent: take off the gifts HMRC would now refuse, and hold them back
+    with their reason (in the claim's held-back gifts and its history, with who and when).
+
+    - Gifts now past the four-year limit (`out_of_time`): the claim was built in time, but is written or sent later,
+      and HMRC counts the limit to the day it receives the claim.
+    - Donor lines whose donor's name or house holds nothing a file can carry (giftaid.sendable), in a claim built
+      before the eligibility held such gifts back (`missing_name` / `missing_house`).
+
+    Their rows go (the gifts are claimed by no claim: an out-of-time gift can never be claimed again; a donor whose
+    details are mended can be), the lines are numbered again, the totals and IRmarks follow, adjustments about those
+    gifts are void as for a rejected claim, and adjustments that no longer fit the claim's Gift Aid wait for the
+    next claim. If nothing would be left, nothing changes: `NothingLeftToSend` (409) says what to do.
+    Claims already sent keep their gifts: their files are what was sent. Returns what was taken off."""
+    if ClaimStatus(claim.status) != ClaimStatus.BUILT:
+        return []
+    rules = rules_from(settings, today)
+    cutoff = rules.out_of_time_through
+    # Free in the usual case: a claim whose earliest gift is in time has no gift out of time.
+    late = claim.earliest_on is not None and claim.earliest_on <= cutoff
+    blank = repository.blank_donors(session, claim.id)
+    if not late and not blank:
+        return []
+    locked = repository.get_claim(session, claim.id, for_update=True, fresh=True)
+    if locked is None or ClaimStatus(locked.status) != ClaimStatus.BUILT:
+        return []
+    claim = locked
+    blank = repository.blank_donors(session, claim.id)  # again, under the lock: another export may have been first
+    donors = {row.declaration_id: row for row in blank}
+    rows = repository.claim_gifts_to_take_off(
+        session, claim.id, received_through=cutoff if late else None, declaration_ids=list(donors)
+    )
+    if not rows:
+        return []
+    taken: list[HeldBackGift] = []
+    for row in rows:
+        donor = donors.get(row.declaration_id)
+        if row.received_on <= cutoff:
+            code = Code.OUT_OF_TIME
+        elif donor is not None and sendable_blank(donor.house):
+            code = Code.MISSING_HOUSE
+        else:
+            code = Code.MISSING_NAME
+        details = types.SimpleNamespace(
+            received_on=row.received_on,
+            amount=row.amount,
+            returned=0,
+            first_name=donor.first_name if donor else None,
+            last_name=donor.last_name if donor else None,
+            house=donor.house if donor else None,
+        )
+        words = (
+            f"{held_back_reason(code, details, rules)} (taken off this claim, built on "
+            f"{claim.built_at.astimezone(dt.UTC):%d/%m/%Y}, before it was written or sent on {rules.today:%d/%m/%Y})"
+        )
+        taken.append(HeldBackGift(row.gift_id, words[:500]))
+    if len(taken) >= claim.gifts:
+        shown = ", ".join(str(h.gift_id) for h in taken[:10]) + (" ..." if len(taken) > 10 else "")
+        raise NothingLeftToSend(
+            f"every gift of claim {claim.id} would now be refused by HMRC ({taken[0].reason.split(' (taken')[0]}; "
+            f"gifts {shown}): there is nothing left to send. Record it as rejected to release its gifts and "
+            f'adjustments: giving giftaid status {claim.id} rejected --reason "nothing left to claim"'
+        )
+    gift_ids = [h.gift_id for h in taken]
+    repository.take_off_claim(session, claim.id, gift_ids)
+    repository.add_held_back(
+        session,
+        [
+            {"claim_id": claim.id, "gift_id": h.gift_id, "code": h.reason.split(":", 1)[0], "reason": h.reason}
+            for h in taken
+        ],
+    )
+    now = utc_now()
+    detail: dict[str, Any] = {
+        "gifts_taken_off": [h.to_json() for h in taken],
+        "reason": "gifts HMRC would refuse now were taken off before the claim was written or sent; "
+        "download this claim's files again",
+    }
+    void, deducted = _void_adjustments_about(session, claim, set(gift_ids), actor=actor, at=now)
+    if void:
+        detail["adjustments_void"] = void
+    if deducted:
+        detail["adjustments_already_deducted"] = deducted
+    summary = repository.claim_summary(session, claim.id)
+    claim.lines, claim.gifts, claim.total = int(summary.lines), int(summary.gifts), int(summary.total)
+    claim.earliest_on, claim.latest_on = summary.earliest, summary.latest
+    claim.gift_aid = gift_aid_on(claim.total)
+    claim.held_back += len(taken)
+    claim.irmarks = []  # its files change: any IRmark computed before no longer applies
+    released = _fit_adjustments(session, claim)
+    if released:
+        detail["adjustments_released"] = released
+    detail.update(
+        {
+            "lines": claim.lines,
+            "total": Money(claim.total).to_json(),
+            "gift_aid": Money(claim.gift_aid).to_json(),
+            "adjustment": Money(claim.adjustment).to_json(),
+        }
+    )
+    session.add(claim)
+    session.add(ClaimEvent(claim_id=claim.id, status=claim.status, at=now, actor=actor, detail=detail))
+    session.flush()
+    log.info("claim %s: %d gift(s) HMRC would refuse now taken off", claim.id, len(taken))
+    return taken
+
+
+def _void_adjustments_about(
+    session: Session, claim: Claim, gift_ids: set[uuid.UUID], *, actor: str, at: dt.datetime
+) -> tuple[list[str], list[str]]:
+    """Adjustments about gifts taken off a claim before it was sent are void (HMRC will never have had that tax), as
+    for a rejected claim: gone, and off the unsent claim carrying one; one a sent claim carried stays, listed for
+    finance to correct. Returns (void, already deducted) adjustment ids."""
+    void, deducted = [], []
+    for adjustment in repository.adjustments_from(session, claim.id):
+        if adjustment.gift_id not in gift_ids:
+            continue
+        if adjustment.applied_claim_id is None or _withdraw_from_unsent(
+            session,
+            adjustment,
+            reason=f"gift {adjustment.gift_id} was taken off claim {claim.id} before it was sent; download this "
+            "claim's files again",
+            actor=actor,
+            at=at,
+        ):
+            void.append(str(adjustment.id))
+            session.delete(adjustment)
+        else:
+            deducted.append(str(adjustment.id))
+    return void, deducted
+
+
+def _fit_adjustments(session: Session, claim: Claim) -> list[str]:
+    """The adjustments a claim carries must fit its Gift Aid (its first schedule's, when it has several: HMRC takes no
+    negative claim); those that no longer do wait for the next claim, newest first. Returns their ids."""
+    if not claim.adjustment:
+        return []
+    room = claim.gift_aid
+    if claim.lines > schedule.ROWS_PER_SCHEDULE:
+        room = gift_aid_on(int(repository.part_summary(session, claim.id, 1, schedule.ROWS_PER_SCHEDULE).total))
+    released = []
+    for adjustment in reversed(repository.adjustments_applied_to(session, claim.id)):
+        if claim.adjustment <= room:
+            break
+        if adjustment.withdrawn_at is not None:
+            continue
+        adjustment.applied_claim_id = None
+        claim.adjustment -= adjustment.amount
+        session.add(adjustment)
+        released.append(str(adjustment.id))
+    return released
+
+
+def schedule_part(
+    session: Session,
+    settings: Settings,
+    claim: Claim,
+    part: int = 1,
+    *,
+    actor: str = "system",
+    today: dt.date | None = None,
+) -> bytes:
     """Schedule `part` of a claim (1,000 lines each), checked by our validator with HMRC's rules.
-    Box 2 (the adjustment) is on the first schedule only."""
+    Box 2 (the adjustment) is on the first schedule only. A claim not sent yet first loses the gifts HMRC would now
+    refuse (`take_off_what_hmrc_would_refuse`)."""
     _exportable(claim)
+    take_off_what_hmrc_would_refuse(session, settings, claim, actor=actor, today=today)
     first, last = _part_bounds(claim, part, schedule.ROWS_PER_SCHEDULE)
-    lines = list(claim_lines(session, claim.id, first, last))
-    bounds = repository.part_summary(session, claim.id, first, last)
-    return _checked_schedule(claim, part, lines, bounds.earliest)
+    # Box 1 (the part's earliest gift) from the gifts read for its lines: one read of the claim's rows, not two
+    # (without an index on line numbers, each reads every row of the claim: docs/giftaid.md, Performance).
+    earliest: list[dt.date] = []
+
+    def watched(rows: Iterable[Any]) -> Iterator[Any]:
+        for row in rows:
+            if not earliest or row.received_on < earliest[0]:
+                earliest[:] = [row.received_on]
+            yield row
+
+    lines = list(_lines_of(watched(repository.stream_line_rows(session, claim.id, first, last))))
+    return _checked_schedule(claim, part, lines, earliest[0] if earliest else None)
 
 
 def _checked_schedule(claim: Claim, part: int, lines: list[claim_xml.Line], earliest: dt.date | None) -> bytes:
@@ -762,13 +943,36 @@ def _checked_schedule(claim: Claim, part: int, lines: list[claim_xml.Line], earl
 
 
 def write_xml_part(
-    session: Session, settings: Settings, claim: Claim, part: int, out: IO[bytes], *, check: bool = True
+    session: Session,
+    settings: Settings,
+    claim: Claim,
+    part: int,
+    out: IO[bytes],
+    *,
+    check: bool = True,
+    actor: str = "system",
+    today: dt.date | None = None,
 ) -> claim_xml.MessageResult:
     """Charities Online message `part` of a claim (500,000 lines each), streamed to a seekable file.
-    The adjustment and its explanation go in the first message."""
+    The adjustment and its explanation go in the first message. A claim not sent yet first loses the gifts HMRC
+    would now refuse (`take_off_what_hmrc_would_refuse`)."""
     _exportable(claim)
+    take_off_what_hmrc_would_refuse(session, settings, claim, actor=actor, today=today)
+    return _write_xml_part(session, settings, claim, part, out, check=check)
+
+
+def _write_xml_part(
+    session: Session, settings: Settings, claim: Claim, part: int, out: IO[bytes], *, check: bool
+) -> claim_xml.MessageResult:
     first, last = _part_bounds(claim, part, claim_xml.MAX_GAD_PER_MESSAGE)
-    bounds = repository.part_summary(session, claim.id, first, last)
+    # A message holding the whole claim (any claim up to 500,000 lines) has the claim's own dates and total: no read
+    # of every row of the claim for them.
+    whole = first == 1 and last == claim.lines and claim.earliest_on is not None
+    bounds = (
+        types.SimpleNamespace(earliest=claim.earliest_on, latest=claim.latest_on, total=claim.total)
+        if whole
+        else repository.part_summary(session, claim.id, first, last)
+    )
     adjustments = repository.adjustments_applied_to(session, claim.id) if part == 1 else []
     start = out.tell()
     result = claim_xml.write_message(
@@ -802,10 +1006,20 @@ def write_xml_part(
 
 
 def write_claim_files(
-    session: Session, settings: Settings, claim: Claim, out_dir: Path, formats: Format = "both", *, check: bool = True
+    session: Session,
+    settings: Settings,
+    claim: Claim,
+    out_dir: Path,
+    formats: Format = "both",
+    *,
+    check: bool = True,
+    actor: str = "system",
+    today: dt.date | None = None,
 ) -> list[Path]:
-    """The schedule(s) and/or Charities Online message(s) of a claim, written into `out_dir`."""
+    """The schedule(s) and/or Charities Online message(s) of a claim, written into `out_dir`. A claim not sent yet
+    first loses the gifts HMRC would now refuse (`take_off_what_hmrc_would_refuse`), in the same transaction."""
     _exportable(claim)
+    take_off_what_hmrc_would_refuse(session, settings, claim, actor=actor, today=today)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     try:
@@ -851,7 +1065,7 @@ def _write_claim_files(
             handle, temporary = tempfile.mkstemp(dir=out_dir, prefix=".giftaid-", suffix=".xml")
             try:
                 with os.fdopen(handle, "w+b") as out:
-                    write_xml_part(session, settings, claim, part, out, check=check)
+                    _write_xml_part(session, settings, claim, part, out, check=check)
                 os.replace(temporary, path)
             except BaseException:
                 Path(temporary).unlink(missing_ok=True)
@@ -914,7 +1128,11 @@ def change_status(
         kept_elsewhere = []
         for adjustment in repository.adjustments_from(session, claim.id):
             if adjustment.applied_claim_id is None or _withdraw_from_unsent(
-                uow, adjustment, rejected=claim, actor=actor, at=now
+                session,
+                adjustment,
+                reason=f"claim {claim.id} that claimed this gift was rejected; download this claim's files again",
+                actor=actor,
+                at=now,
             ):
                 session.delete(adjustment)
             else:
@@ -936,23 +1154,23 @@ def change_status(
 
 
 def _withdraw_from_unsent(
-    uow: UnitOfWork, adjustment: Adjustment, *, rejected: Claim, actor: str, at: dt.datetime
+    session: Session, adjustment: Adjustment, *, reason: str, actor: str, at: dt.datetime
 ) -> bool:
     """Take a void adjustment off the claim carrying it, if that claim is still unsent (built): its Box 2 and XML
-    are written from the database when downloaded, so the next download leaves it out; its history says so."""
+    are written from the database when downloaded, so the next download leaves it out; its history says why."""
     assert adjustment.applied_claim_id is not None
-    carrier = repository.get_claim(uow.session, adjustment.applied_claim_id, for_update=True)
+    carrier = repository.get_claim(session, adjustment.applied_claim_id, for_update=True)
     if carrier is None or ClaimStatus(carrier.status) != ClaimStatus.BUILT:
         return False
     carrier.adjustment -= adjustment.amount
     carrier.irmarks = []  # the files change: any IRmark computed before no longer applies
-    uow.session.add(carrier)
+    session.add(carrier)
     detail = {
         "adjustment_withdrawn": Money(adjustment.amount).to_json(),
         "gift_id": str(adjustment.gift_id),
-        "reason": f"claim {rejected.id} that claimed this gift was rejected; download this claim's files again",
+        "reason": reason,
     }
-    uow.session.add(ClaimEvent(claim_id=carrier.id, status=carrier.status, at=at, actor=actor, detail=detail))
+    session.add(ClaimEvent(claim_id=carrier.id, status=carrier.status, at=at, actor=actor, detail=detail))
     return True
 
 
@@ -1035,8 +1253,10 @@ def submit_claim(
     actor: str,
     client: GovTalkClient | None = None,
     again: bool = False,
+    today: dt.date | None = None,
 ) -> Claim:
-    """Send a built claim to HMRC's gateway; it becomes `submitted` with the correlation id to poll. If the gateway
+    """Send a built claim to HMRC's gateway (first without the gifts HMRC would now refuse:
+    `take_off_what_hmrc_would_refuse`); it becomes `submitted` with the correlation id to poll. If the gateway
     refuses it outright, the claim stays `built` with HMRC's errors (`claim.errors`); the messages are kept either
     way. The claim is locked while it is sent, so two submits at once send it once.
 
@@ -1058,7 +1278,7 @@ def submit_claim(
     with tempfile.TemporaryDirectory(prefix="giftaid-submit-") as folder:
         path = Path(folder) / "claim.xml"
         with path.open("w+b") as out:
-            write_xml_part(session, settings, claim, 1, out)
+            write_xml_part(session, settings, claim, 1, out, actor=actor, today=today)
         try:
             sent, reply = client.submit(path)
         except GatewayError as exc:

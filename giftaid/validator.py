@@ -4,7 +4,8 @@ It reads the sheet the way HMRC's upload validator does: the first sheet must be
 Box 1 (D13) and Box 2 (D17); donation rows 25-1025 in columns B-K, a row counting only if a cell other than the item
 number holds something; text as shown in the cell, with characters outside printable Latin-1 removed and (for names,
 house and description) runs of spaces collapsed; amounts from the cell's stored number, rounded to the penny, else its
-text; dates from the text shown, strictly DD/MM/YY or DD/MM/YYYY. Every export runs through it.
+text; dates from the text shown, strictly DD/MM/YY or DD/MM/YYYY (HMRC's validator takes both; our exports write
+DD/MM/YY). Every export runs through it.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ MESSAGES = {
 _NOT_LATIN1 = re.compile(r"[^\x20-\x7E\xA1-\xFF]")
 _TITLE = re.compile(r"[A-Za-z][A-Za-z'-]{1,3}")
 _ITEM = re.compile(r"[1-9][0-9]{0,3}")
-_DATE = re.compile(r"(\d{2})/(\d{2})/(\d{2})")
+# HMRC's validator tries `dd/MM/uu` then `dd/MM/uuuu` (java.time, STRICT): a two-digit year is 20YY, a four-digit
+# one as written; day and month always two digits.
+_DATE = re.compile(r"(\d{2})/(\d{2})/(\d{2}|\d{4})")
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def parse_date(value: str) -> dt.date | None:
     if not match:
         return None
     day, month, year = int(match[1]), int(match[2]), match[3]
-    full_year = 2000 + int(year)
+    full_year = 2000 + int(year) if len(year) == 2 else int(year)
     try:
         return dt.date(full_year, month, day)
     except ValueError:

@@ -22,6 +22,7 @@ from lxml import etree
 
 from core.clock import UK, utc_now
 from core.settings import Settings
+from giftaid.sendable import blank, sendable
 
 GOVTALK_NS = "http://www.govtalk.gov.uk/CM/envelope"
 R68_NS = "http://www.govtalk.gov.uk/taxation/charities/r68/2"
@@ -96,11 +97,11 @@ class MessageResult:
 # --- canonical text ---------------------------------------------------------------------------------------------------
 
 _NEEDS_ESCAPE = re.compile(r"[&<>\r]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
 def text(value: str) -> str:
-    """Character data as C14N writes it (& < > and CR escaped); control characters XML forbids are dropped."""
+    """Character data as C14N writes it (& < > and CR escaped); characters XML forbids are dropped."""
     if _CONTROL.search(value):
         value = _CONTROL.sub("", value)
     if not _NEEDS_ESCAPE.search(value):
@@ -191,11 +192,12 @@ def gad(line: Line) -> str:
     if line.aggregated is not None:
         who = element("AggDonation", line.aggregated)
     else:
-        title = element("Ttl", line.title) if line.title else ""
-        where = "<Overseas>yes</Overseas>" if line.overseas else element("Postcode", line.postcode)
+        # The donor's details as HMRC can take them (giftaid.sendable), as the database renders them.
+        title = "" if blank(line.title) else element("Ttl", sendable(line.title or ""))
+        where = "<Overseas>yes</Overseas>" if line.overseas else element("Postcode", sendable(line.postcode))
         who = (
-            f"<Donor>{title}{element('Fore', line.first_name)}{element('Sur', line.last_name)}"
-            f"{element('House', line.house)}{where}</Donor>"
+            f"<Donor>{title}{element('Fore', sendable(line.first_name))}{element('Sur', sendable(line.last_name))}"
+            f"{element('House', sendable(line.house))}{where}</Donor>"
         )
     return f"<GAD>{who}<Date>{line.date.isoformat()}</Date><Total>{money(line.total)}</Total></GAD>"
 

@@ -82,6 +82,7 @@ def register(app: typer.Typer) -> None:
                             claim_row,
                             out,
                             file_format,  # type: ignore[arg-type]
+                            actor=_actor(by),
                         )
                         result.files = [str(p.resolve()) for p in written]
             except OSError as exc:
@@ -144,6 +145,7 @@ def register(app: typer.Typer) -> None:
         claim_id: str = typer.Argument(..., help="The claim's id."),
         out: Path = typer.Option(..., "--out", help="Folder for the files."),  # noqa: B008
         file_format: str = typer.Option("both", "--format", help="ods, xml or both."),
+        by: str = typer.Option("", "--by", help="Who (default: the system user)."),
     ) -> None:
         """Write a claim's schedule(s) and/or XML message(s) again."""
         from giftaid import service
@@ -156,7 +158,14 @@ def register(app: typer.Typer) -> None:
             claim_row = service.get_claim(uow.session, identifier)
             try:
                 # write_claim_files removes what it wrote if a later file fails: all of the claim's files or none.
-                written = service.write_claim_files(uow.session, runtime.settings, claim_row, out, file_format)  # type: ignore[arg-type]
+                written = service.write_claim_files(
+                    uow.session,
+                    runtime.settings,
+                    claim_row,
+                    out,
+                    file_format,  # type: ignore[arg-type]
+                    actor=_actor(by),
+                )
             except OSError as exc:
                 fail(f"could not write into {out}: {exc}")
                 return

@@ -209,7 +209,7 @@ async def schedule(request: Request, staff: Principal) -> Response:
     def work() -> tuple[bytes, str]:
         with rt.unit_of_work() as uow:
             found = giftaid_service.get_claim(uow.session, claim_id)
-            data = giftaid_service.schedule_part(uow.session, rt.settings, found, part)
+            data = giftaid_service.schedule_part(uow.session, rt.settings, found, part, actor=staff.email)
             audit(uow, staff, "export", "giftaid_claim", claim_id, {"file": "schedule.ods", "part": part})
             return data, f"gift-aid-schedule-{found.through.isoformat()}-{str(claim_id)[:8]}-{part}.ods"
 
@@ -228,7 +228,7 @@ async def message(request: Request, staff: Principal) -> Response:
         with rt.unit_of_work() as uow:
             found = giftaid_service.get_claim(uow.session, claim_id)
             out = io.BytesIO()
-            result = giftaid_service.write_xml_part(uow.session, rt.settings, found, part, out)
+            result = giftaid_service.write_xml_part(uow.session, rt.settings, found, part, out, actor=staff.email)
             audit(
                 uow,
                 staff,

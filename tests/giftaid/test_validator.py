@@ -139,9 +139,9 @@ def test_not_a_spreadsheet_is_refused() -> None:
 @pytest.mark.parametrize(
     ("text", "day"),
     [("24/06/15", dt.date(2015, 6, 24)), ("29/02/24", dt.date(2024, 2, 29)), ("29/02/25", None), ("2026-01-12", None),
-     ("12/01/2026", None), ("12-01-26", None), ("1/1/25", None)],
+     ("12/01/2026", dt.date(2026, 1, 12)), ("31/02/2026", None), ("12-01-26", None), ("1/1/25", None)],
 )  # fmt: skip
-def test_dates_are_strictly_dd_mm_yy(text: str, day: dt.date | None) -> None:
+def test_dates_are_strictly_dd_mm_yy_or_yyyy(text: str, day: dt.date | None) -> None:
     assert parse_date(text) == day
 
 
