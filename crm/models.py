@@ -19,6 +19,21 @@ class StatementPreference(StrEnum):
     ANNUAL = "annual"
 
 
+# The later words of a surname that PostgreSQL's search indexes reach: the second, third and fourth.
+SURNAME_WORDS_INDEXED = (2, 3, 4)
+
+
+def surname_from_word(word: int) -> sa.ColumnElement[str]:
+    """PostgreSQL: the surname in lower case from its `word`th word on (words separated by spaces or hyphens),
+    or NULL if it has fewer words: "van der Berg" from word 3 is "berg", "Jones-Smith" from word 2 "smith".
+    The same expression builds the index and the search's condition, written out whole so that the planner sees
+    the index's own expression in the query (no bound constants) and alembic compares it as PostgreSQL gives it
+    back (SQLAlchemy would write substring() as SUBSTRING(... FROM ...))."""
+    return sa.literal_column(
+        f"substring(translate(lower(last_name), '-', ' '), '^(?:[^ ]* +){{{word - 1}}}(.*)$')", sa.Text
+    )
+
+
 class Supporter(SQLModel, table=True):
     __tablename__ = "supporters"
     __table_args__ = (
@@ -38,6 +53,18 @@ class Supporter(SQLModel, table=True):
                 ("email", sa.func.lower(sa.column("email"))),
                 ("postcode", sa.func.lower(sa.func.replace(sa.column("postcode"), " ", ""))),
             )
+        ),
+        # A later word of the surname ("Berg" finds "van der Berg", "Smith" finds "Jones-Smith"): one index per
+        # position. Not partial (WHERE ... IS NOT NULL), though most surnames are NULL there: PostgreSQL keeps no
+        # statistics for a partial index's expression, and without them it guessed a common later word ("van der")
+        # rare and checked thousands of rows one by one instead of combining two indexes (700 ms against 3 ms).
+        *(
+            sa.Index(
+                f"ix_supporters_search_surname_word{word}",
+                surname_from_word(word).label(f"surname_word{word}"),
+                postgresql_ops={f"surname_word{word}": "text_pattern_ops"},
+            ).ddl_if(dialect="postgresql")
+            for word in SURNAME_WORDS_INDEXED
         ),
     )
 
