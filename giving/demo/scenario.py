@@ -22,7 +22,7 @@ from typing import Any
 
 from core.clock import uk_date
 from core.money import Money, gift_aid_on
-from giving.demo.world import GoCardlessWorld, Json, StripeWorld
+from giving.demo.world import GoCardlessWorld, Json, StripeWorld, gocardless_moment
 
 DISPUTE_FEE = 2000  # Stripe UK's fee for a card dispute
 # The history items whose number the story decides and the demo checks. Not `receipt`: how many depends on the order
@@ -429,14 +429,17 @@ class Play:
             "subscriptions",
             "created",
             {"subscription": subscription, "mandate": mandate},
-            self.days_ago(70),
+            gocardless_moment(made["created_at"]),  # a minute after the mandate, 70 days ago
             origin="api",
         )
         for days, outcome in ((65, "paid_out"), (34, "charged_back"), (4, "paid_out")):
             charge_day = self.day(days)
-            payment = self.gocardless.payment(mandate, amount, charge_day, metadata={}, subscription_id=subscription)
+            # Five days before its charge date; on the first one's day, after the subscription (created by 11:00).
+            created = self.days_ago(days + 5, hour=12)
+            payment = self.gocardless.payment(
+                mandate, amount, charge_day, metadata={}, subscription_id=subscription, created=created
+            )
             payment_id = payment["id"]
-            created = self.days_ago(days + 5)
             self._gocardless(
                 "subscriptions",
                 "payment_created",
@@ -502,7 +505,8 @@ class Play:
         opened = self.opened["dd_once"]
         payment = self._created_by_us(self.gocardless.payments, opened, "payment")
         payment_id, amount = payment["id"], int(payment["amount"])
-        self._gocardless("payments", "created", {"payment": payment_id}, self.days_ago(12), origin="api")
+        created = gocardless_moment(payment["created_at"])  # our code created it on learning of the mandate
+        self._gocardless("payments", "created", {"payment": payment_id}, created, origin="api")
         self._gocardless("payments", "submitted", {"payment": payment_id}, self.days_ago(10))
         self._gocardless("payments", "confirmed", {"payment": payment_id}, self.days_ago(8))
         self.gocardless.set_status(self.gocardless.payments, payment_id, "paid_out")

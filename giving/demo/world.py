@@ -63,6 +63,16 @@ def gocardless_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
+def gocardless_moment(text: str) -> dt.datetime:
+    """`gocardless_time` read back."""
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+
+
+# Our code creates a mandate's payment or subscription as soon as it learns of the mandate (the billing request's
+# `fulfilled` event): in the story's time, this long after the donor set the mandate up.
+CREATED_BY_US_AFTER = dt.timedelta(minutes=1)
+
+
 # GoCardless's `billing_requests.create`: "All properties associated with subscription_request and
 # instalment_schedule_request are only supported for ACH and PAD schemes" (gocardless-pro's docstring).
 GOCARDLESS_PLAN_REQUESTS = ("subscription_request", "instalment_schedule_request")
@@ -703,7 +713,12 @@ class GoCardlessWorld:
             metadata = body.get("metadata") or {}
             charge_date = self.charge_dates.get(str(metadata.get("checkout_id")), uk_today())
             payment = self.payment(
-                mandate_id, int(body.get("amount") or 0), charge_date, metadata=metadata, subscription_id=None
+                mandate_id,
+                int(body.get("amount") or 0),
+                charge_date,
+                metadata=metadata,
+                subscription_id=None,
+                created=self._created_by_us(mandate_id),
             )
             payment["description"] = body.get("description") or ""
             self._remember(request, "payments", payment["id"])
@@ -725,11 +740,18 @@ class GoCardlessWorld:
                 int(body.get("amount") or 0),
                 dt.date.fromisoformat(start) if start else uk_today(),
                 metadata=body.get("metadata") or {},
+                created=self._created_by_us(mandate_id),
             )
             if body.get("name"):
                 subscription["name"] = body["name"]
             self._remember(request, "subscriptions", subscription["id"])
             return 201, {"subscriptions": copy.deepcopy(subscription)}
+
+    def _created_by_us(self, mandate_id: str) -> dt.datetime:
+        """When our code created an object on this mandate, in the story's time: the story is back-dated, so
+        neither the wall clock's now nor the first charge date (which had the monthly gift start on the day of
+        its first payment, as Bacs's notice forbids)."""
+        return gocardless_moment(self.mandates[mandate_id]["created_at"]) + CREATED_BY_US_AFTER
 
     def _payout_items(self, request: RecordedRequest) -> tuple[int, Json]:
         with self.lock:
@@ -770,7 +792,11 @@ class GoCardlessWorld:
             billing_request.update({"status": "fulfilled", "links": links})
             return billing_request
 
-    def subscription(self, mandate_id: str, amount: int, start: dt.date, *, metadata: Json) -> Json:
+    def subscription(
+        self, mandate_id: str, amount: int, start: dt.date, *, metadata: Json, created: dt.datetime
+    ) -> Json:
+        """`created`: when it was made (payments.service dates a regular gift's start by it), before `start`, the
+        first charge date: a Bacs collection is notified days ahead."""
         with self.lock:
             subscription_id = self.new_id("SB")
             subscription = {
@@ -783,7 +809,7 @@ class GoCardlessWorld:
                 "interval_unit": "monthly",
                 "day_of_month": None,
                 "start_date": start.isoformat(),
-                "created_at": gocardless_time(dt.datetime.combine(start, dt.time(9), dt.UTC)),
+                "created_at": gocardless_time(created),
                 "upcoming_payments": [],
                 "metadata": dict(metadata),
                 "links": {"mandate": mandate_id},
@@ -799,7 +825,9 @@ class GoCardlessWorld:
         *,
         metadata: Json,
         subscription_id: str | None,
+        created: dt.datetime,
     ) -> Json:
+        """`created`: when it was made, days before its `charge_date` (its `payments.created` event's time)."""
         with self.lock:
             payment_id = self.new_id("PM")
             links = {"mandate": mandate_id, "creditor": "CRDEMO00001"}
@@ -812,7 +840,7 @@ class GoCardlessWorld:
                 "currency": "GBP",
                 "status": "pending_submission",
                 "charge_date": charge_date.isoformat(),
-                "created_at": gocardless_time(dt.datetime.combine(charge_date, dt.time(9), dt.UTC)),
+                "created_at": gocardless_time(created),
                 "description": "Monthly donation" if subscription_id else "Gift",
                 "reference": None,
                 "retry_if_possible": True,
