@@ -945,15 +945,19 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
 
     `older_than=0` sends every pending job that is available, even one whose message is believed running or waiting
     for dramatiq's retry: for an in-process worker starting (again), whose queue holds nothing. A claim whose process
-    has exited (on this machine) is ended, so its copy runs at once; a job that a live process holds, or one of
-    another machine (whose processes cannot be seen from here), is left to that run and its time limit (a broker-less
-    `giving serve` may be working on the same database).
+    has exited (on this machine) is ended, so its copy runs at once; a job that a live process holds, or has counted
+    and is about to claim, or one of another machine (whose processes cannot be seen from here), is left to that run
+    and its time limit (a broker-less `giving serve` may be working on the same database).
 
     On PostgreSQL what is due and overdue is judged on the database's clock, the one the rows' times are written on
     (enqueued, counted, claimed, failed): a host whose clock is minutes out neither sends copies of messages just sent
     nor holds back those long overdue. SQLite serves one machine: its clock."""
     now = _claims_now(uow.session)
-    query = select(Job, _held(uow.session)).where(Job.status == JobStatus.PENDING, col(Job.available_at) <= now)
+    # A run counted apart, named in the row until it claims, and due until its time limit (`_count_start`).
+    named_run = sa.and_(col(Job.running_until).is_(None), col(Job.run_id).is_not(None), col(Job.last_sent_at) > now)
+    query = select(Job, _held(uow.session), named_run.label("named")).where(
+        Job.status == JobStatus.PENDING, col(Job.available_at) <= now
+    )
     if older_than > dt.timedelta(0):
         query = query.where(col(Job.last_sent_at) < now - older_than)
     query = query.order_by(col(Job.created_at)).limit(limit)
@@ -962,7 +966,7 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
         # to its time limit) would hold this sweep, its worker thread and the rows it has already taken.
         query = query.with_for_update(skip_locked=True)
     sent: list[uuid.UUID] = []
-    for job, held in uow.session.exec(query).all():
+    for job, held, named in uow.session.exec(query).all():
         if job.actor_name not in REGISTRY:
             # A job this release does not know: a newer release's, during a rolling deploy (its own workers send it),
             # or one since renamed or removed. Left pending, untouched, for a process that knows it; the others
@@ -970,10 +974,12 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
             metrics.count("jobs_send_failed", actor=job.actor_name)
             log.warning("durable job %s: no job is named %s in this release; left pending", job.id, job.actor_name)
             continue
-        if older_than <= dt.timedelta(0) and job.running_until is not None:
-            if held and not process_exited(job.run_host, job.run_process):
-                continue  # its run may be alive: the copy would do nothing, and ending its claim would run it twice
-            # A claim left by a process that exited (or whose time is up) must not keep its copy waiting.
+        if older_than <= dt.timedelta(0) and (job.running_until is not None or named):
+            if (held or named) and not process_exited(job.run_host, job.run_process):
+                # Its run may be alive: the copy would do nothing, and ending its claim would run it twice. One
+                # counted and about to claim is left too: marked sent now, a copy counted past it would give it up.
+                continue
+            # A claim or count left by a process that exited (or whose time is up) must not keep its copy waiting.
             for name, value in _NO_CLAIM.items():
                 setattr(job, name, value)
         uow.jobs.append(PendingJob(job.actor_name, {**job.arguments, "job_id": str(job.id)}))
