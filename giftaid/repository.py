@@ -451,10 +451,17 @@ def gift_ids_on_lines(session: Session, claim_id: uuid.UUID, line_numbers: list[
     found: dict[int, list[uuid.UUID]] = {}
     if not line_numbers:
         return found
+    # HMRC's GAD[n] is the n-th line of the message as sent (a claim sent through the gateway is one message): not
+    # line number n once a part is short (gifts taken off before it was sent keep the others in their parts).
+    ranked = (
+        sa.select(CG.c.gift_id, sa.func.dense_rank().over(order_by=CG.c.line_no).label("position"))
+        .where(CG.c.claim_id == claim_id)
+        .subquery("ranked")
+    )
     rows = session.execute(
-        sa.select(CG.c.line_no, CG.c.gift_id)
-        .where(CG.c.claim_id == claim_id, CG.c.line_no.in_(line_numbers))
-        .order_by(CG.c.line_no, CG.c.gift_id)
+        sa.select(ranked.c.position, ranked.c.gift_id)
+        .where(ranked.c.position.in_(line_numbers))
+        .order_by(ranked.c.position, ranked.c.gift_id)
     )
     for line_no, gift_id in rows:
         found.setdefault(int(line_no), []).append(gift_id)
@@ -675,10 +682,13 @@ def claim_gifts_to_take_off(
     )
 
 
-def take_off_claim(session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UUID]) -> None:
+def take_off_claim(session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UUID], *, per_part: int) -> None:
     """Take these gifts off a claim nothing has been sent for: their rows go (the gifts are free to be claimed again
-    if they ever can be), so do the donor rows no line of the claim uses any more, and the lines are numbered
-    1..N again in the same order (an aggregated line keeps its other gifts)."""
+    if they ever can be), so do the donor rows no line of the claim uses any more, and the lines are numbered again
+    in the same order (an aggregated line keeps its other gifts) *within their part* of `per_part` lines: a part is
+    a file handed out on its own, so a line never moves into another part (numbering the whole claim 1..N again
+    slid lines into a part already downloaded, where they were in no file). A part left empty is dropped, the later
+    ones moving down whole."""
     declarations: set[uuid.UUID] = set()
     for start in range(0, len(gift_ids), 1_000):
         batch = gift_ids[start : start + 1_000]
@@ -696,8 +706,15 @@ def take_off_claim(session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UU
                 CD.c.declaration_id.not_in(still_used),
             )
         )
+    part = (CG.c.line_no - 1) // per_part
     ranked = (
-        sa.select(CG.c.gift_id, sa.func.dense_rank().over(order_by=CG.c.line_no).label("line"))
+        sa.select(
+            CG.c.gift_id,
+            (
+                (sa.func.dense_rank().over(order_by=part) - 1) * per_part
+                + sa.func.dense_rank().over(partition_by=part, order_by=CG.c.line_no)
+            ).label("line"),
+        )
         .where(CG.c.claim_id == claim_id)
         .subquery("ranked")
     )

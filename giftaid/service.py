@@ -815,7 +815,7 @@ def take_off_what_hmrc_would_refuse(
             f'adjustments: giving giftaid status {claim.id} rejected --reason "nothing left to claim"'
         )
     gift_ids = [h.gift_id for h in taken]
-    repository.take_off_claim(session, claim.id, gift_ids)
+    repository.take_off_claim(session, claim.id, gift_ids, per_part=schedule.ROWS_PER_SCHEDULE)
     repository.add_held_back(
         session,
         [
@@ -1050,12 +1050,14 @@ def _write_claim_files(
         # cut into schedules of 1,000 lines.
         per = schedule.ROWS_PER_SCHEDULE
         earliest = repository.part_earliest(session, claim.id, per)
-        lines = claim_lines(session, claim.id, 1, claim.lines)
-        for part in range(1, count + 1):
+        # Cut by line number, as a download of one part is: a part's lines need not be a full 1,000 (gifts taken
+        # off before it was written leave it short, `take_off_what_hmrc_would_refuse`).
+        rows = repository.stream_line_rows(session, claim.id, 1, claim.lines)
+        parts = itertools.groupby(rows, key=lambda row: (row.line_no - 1) // per + 1)
+        for part, chunk in parts:
             name = f"{stem}-schedule.ods" if count == 1 else f"{stem}-schedule-{part}-of-{count}.ods"
             path = out_dir / name
-            chunk = list(itertools.islice(lines, per))
-            path.write_bytes(_checked_schedule(claim, part, chunk, earliest.get(part)))
+            path.write_bytes(_checked_schedule(claim, part, list(_lines_of(chunk)), earliest.get(part)))
             written.append(path)
     if formats in ("xml", "both"):
         count = message_count(claim)
