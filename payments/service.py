@@ -412,6 +412,7 @@ def _refresh_arrears(uow: UnitOfWork, regular: RegularGift) -> None:
             regular.next_due_on = following
         _touch(regular)
         _settle_missing_alerts(uow, regular, through=last_paid)
+    _step_over_closed(regular, gifts)
     unsettled = _earliest_unsettled(gifts, regular.last_paid_on)
     if unsettled is not None and (regular.next_due_on is None or unsettled < regular.next_due_on):
         # An instalment the provider has asked for and not been paid yet (a Direct Debit payment created, its outcome
@@ -1060,15 +1061,10 @@ def record_stripe_invoice_failed(
     uow: UnitOfWork, stripe: StripeGateway, invoice: dict[str, Any], *, at: dt.datetime
 ) -> Effect:
     """`invoice.payment_failed`: the instalment shows as failed, with the provider's reason; arrears if latest."""
-    invoice_id = _id(invoice.get("id"))
-    subscription_id = invoice_subscription_id(invoice)
-    if invoice_id is None or subscription_id is None:
-        return Effect.ignored("not a subscription invoice")
-    regular, adopted = _stripe_regular_gift(uow, stripe, subscription_id, at=at)
-    if regular is None:
-        return Effect.waiting(f"stripe_subscription:{subscription_id}")
-    amount = invoice.get("amount_due")
-    gift = _instalment(uow, regular, invoice, amount=amount if isinstance(amount, int) else regular.amount)
+    found = _invoice_instalment(uow, stripe, invoice, at=at)
+    if isinstance(found, Effect):
+        return found
+    regular, gift, keys = found
     reason = _stripe_failure_reason(stripe, invoice)
     attempt = invoice.get("attempt_count") or 0
     if gift.status != GiftStatus.CANCELLED:  # voided, written off or paid outside Stripe since: it stays closed
@@ -1076,13 +1072,11 @@ def record_stripe_invoice_failed(
     # The failed attempt happened whatever arrived first: a retry's invoice.paid processed earlier leaves the gift
     # paid, but the attempt still belongs in the history (its dedupe key keeps it to one item).
     _payment_failed_history(
-        uow, gift, reason, at, f"{invoice_id}:{attempt}", regular_gift_id=str(regular.id), attempt=attempt
+        uow, gift, reason, at, f"{gift.stripe_invoice_id}:{attempt}", regular_gift_id=str(regular.id), attempt=attempt
     )
     uow.session.flush()
     _refresh_arrears(uow, regular)
-    return Effect.processed(
-        f"stripe_invoice:{invoice_id}", f"stripe_subscription:{subscription_id}" if adopted else None
-    )
+    return Effect.processed(*keys)
 
 
 def _stripe_failure_reason(stripe: StripeGateway, invoice: dict[str, Any]) -> str:
@@ -1111,8 +1105,9 @@ def _stripe_failure_reason(stripe: StripeGateway, invoice: dict[str, Any]) -> st
 _VOIDED = "cancelled: the invoice was voided in Stripe"
 _WRITTEN_OFF = "written off: Stripe marked the invoice uncollectible"
 _PAID_OUTSIDE = "marked paid outside Stripe: no card payment"
-# Voided and paid are final at Stripe (neither can become the other); uncollectible can still be paid or voided.
-_CLOSE_RANK = {_WRITTEN_OFF: 1, _VOIDED: 2, _PAID_OUTSIDE: 2}
+# Voided and paid are final at Stripe (neither can become the other); uncollectible can still be paid or voided. A
+# payment outranks a void (a void beside a payment is a stray event, as for a card payment), so any order ends paid.
+_CLOSE_RANK = {_WRITTEN_OFF: 1, _VOIDED: 2, _PAID_OUTSIDE: 3}
 
 _UNCOLLECTIBLE_WHY = {
     "max_payment_attempts": "every retry failed",
@@ -1178,9 +1173,39 @@ def _close_instalment(uow: UnitOfWork, regular: RegularGift, gift: Gift, reason:
             uow.session.add(gift)
             uow.session.flush()
         if gift.due_on is not None:
-            _free_period(uow, regular, gift.due_on)
+            _closed_period(uow, regular, gift.due_on)
     _refresh_arrears(uow, regular)
     return changed
+
+
+# How far a closed instalment's date may sit from the expected one and still be that period: Stripe dates a month-end
+# plan 28th, 30th or 31st, never half a month apart.
+_SAME_PERIOD = dt.timedelta(days=14)
+
+
+def _closed_period(uow: UnitOfWork, regular: RegularGift, due_on: dt.date) -> None:
+    """A closed instalment's period is no longer expected. Only the expected period (or an earlier one) moves the
+    schedule on, as a free period does; a later one (March voided while February's failure is still owed) leaves
+    the expected one expected and its alert open: `_refresh_arrears` steps over the closed period once the schedule
+    reaches it."""
+    if regular.next_due_on is None or due_on < regular.next_due_on + _SAME_PERIOD:
+        _free_period(uow, regular, due_on)
+    else:
+        _settle_missing_alerts(uow, regular, through=due_on, since=due_on)
+
+
+def _step_over_closed(regular: RegularGift, instalments: Iterable[Gift]) -> None:
+    """Move `next_due_on` past instalments closed without a card payment (voided, written off, paid outside
+    Stripe) that sit at it: their periods are not expected."""
+    closed = sorted(
+        gift.due_on
+        for gift in instalments
+        if gift.status == GiftStatus.CANCELLED and gift.failure_reason in _CLOSE_RANK and gift.due_on is not None
+    )
+    for due_on in closed:
+        due = regular.next_due_on
+        if due is not None and due - _SAME_PERIOD < due_on < due + _SAME_PERIOD and _add_month(due_on) > due:
+            _set(regular, next_due_on=_add_month(due_on))
 
 
 def _instalment_history(
@@ -1214,12 +1239,12 @@ def _paid_outside_stripe_history(
     )
 
 
-def _closed_invoice(
+def _invoice_instalment(
     uow: UnitOfWork, stripe: StripeGateway, invoice: dict[str, Any], *, at: dt.datetime
 ) -> tuple[RegularGift, Gift, list[str]] | Effect:
-    """The regular gift and instalment a closed invoice is about, and the keys it recorded (the instalment is
-    recorded now if no event did yet: a cancelled row keyed on the invoice is what keeps a failure processed late
-    from putting the plan in arrears); or the Effect when it is not ours (yet)."""
+    """The regular gift and instalment a failed or closed invoice is about, and the keys it recorded (the instalment
+    is recorded now if no event did yet: for a closed one, a cancelled row keyed on the invoice is what keeps a
+    failure processed late from putting the plan in arrears); or the Effect when it is not ours (yet)."""
     invoice_id = _id(invoice.get("id"))
     subscription_id = invoice_subscription_id(invoice)
     if invoice_id is None or subscription_id is None:
@@ -1238,11 +1263,12 @@ def record_stripe_invoice_voided(
 ) -> Effect:
     """`invoice.voided`: the instalment was cancelled (no money, no gift); arrears it caused clear, the schedule moves
     on. Stripe cannot void a paid invoice, so a paid instalment is left as it is (a stray or replayed event)."""
-    found = _closed_invoice(uow, stripe, invoice, at=at)
+    found = _invoice_instalment(uow, stripe, invoice, at=at)
     if isinstance(found, Effect):
         return found
     regular, gift, keys = found
-    if gift.status in (GiftStatus.PAID, GiftStatus.REVERSED):
+    paid_outside = gift.status == GiftStatus.CANCELLED and gift.failure_reason == _PAID_OUTSIDE
+    if gift.status in (GiftStatus.PAID, GiftStatus.REVERSED) or paid_outside:
         log.warning("invoice %s voided after it was paid: the paid instalment is kept", gift.stripe_invoice_id)
         return Effect.processed(*keys, note="the instalment was paid: a paid invoice cannot be voided")
     _instalment_history(
@@ -1264,7 +1290,7 @@ def record_stripe_invoice_uncollectible(
     """`invoice.marked_uncollectible`: Stripe gave up collecting the instalment. It is written off (the plan no
     longer reads as in arrears for it, the schedule moves on) and the history says so; if the donor pays the invoice
     after all, `invoice.paid` still records the gift."""
-    found = _closed_invoice(uow, stripe, invoice, at=at)
+    found = _invoice_instalment(uow, stripe, invoice, at=at)
     if isinstance(found, Effect):
         return found
     regular, gift, keys = found
@@ -2607,14 +2633,17 @@ def _missing_key(regular_gift_id: uuid.UUID, due_on: dt.date) -> str:
     return f"{MISSING_INSTALMENT}:{regular_gift_id}:{due_on.isoformat()}"
 
 
-def _settle_missing_alerts(uow: UnitOfWork, regular: RegularGift, *, through: dt.date | None) -> None:
+def _settle_missing_alerts(
+    uow: UnitOfWork, regular: RegularGift, *, through: dt.date | None, since: dt.date | None = None
+) -> None:
     """Resolve the regular gift's open missing-instalment alerts due on or before `through` (an instalment paid up
-    to then), or all of them (`None`: the plan ended, nothing more is expected)."""
+    to then), or all of them (`None`: the plan ended, nothing more is expected); `since`: only those due on or after
+    it (one closed period)."""
     for item in open_review_items(
         uow.session, kind=MISSING_INSTALMENT, key_prefix=f"{MISSING_INSTALMENT}:{regular.id}:"
     ):
         due_on = dt.date.fromisoformat(str(item.dedupe_key).rsplit(":", 1)[1])
-        if through is None or due_on <= through:
+        if (through is None or due_on <= through) and (since is None or due_on >= since):
             resolve_review_item(uow, item.id, by=ALERTS_SETTLED_BY)
 
 
