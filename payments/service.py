@@ -987,9 +987,10 @@ def record_stripe_invoice_paid(
     if not isinstance(amount, int) or amount <= 0:
         _free_period(uow, regular, _invoice_due_on(invoice))
         return Effect.processed(adopted_key, note="nothing was paid on this invoice (a free period): no gift")
+    # An older payload names its card payment: its payments are listed only if it lacks the intent (as before).
     legacy_ids = _id(invoice.get("payment_intent")) or _id(invoice.get("charge"))
-    entries = [] if legacy_ids else _invoice_payment_entries(stripe, invoice)
-    off_stripe = _paid_off_stripe(invoice, entries, amount)
+    entries = None if legacy_ids else _invoice_payment_entries(stripe, invoice)
+    off_stripe = _paid_off_stripe(invoice, entries or [], amount)
     received_at = _transition_at(invoice, "paid_at")
     if off_stripe >= amount:
         # Marked paid in the dashboard: no charge, so no card income and nothing a payout will ever carry.
@@ -1162,20 +1163,18 @@ def _paid_off_stripe(invoice: dict[str, Any], entries: list[dict[str, Any]], amo
     return min(recorded, amount) if recorded > 0 else 0
 
 
-def _close_instalment(uow: UnitOfWork, regular: RegularGift, gift: Gift, reason: str) -> bool:
+def _close_instalment(uow: UnitOfWork, regular: RegularGift, gift: Gift, reason: str) -> None:
     """The instalment closed without a card payment (a reason above): never a paid one (money stays money), never a
     later-ranked close undone by an earlier one processed late. Its period is no longer expected either way."""
-    changed = False
     if gift.status not in (GiftStatus.PAID, GiftStatus.REVERSED):
         current = _CLOSE_RANK.get(gift.failure_reason, 0) if gift.status == GiftStatus.CANCELLED else 0
         if _CLOSE_RANK[reason] > current:
-            changed = _set(gift, status=GiftStatus.CANCELLED, failure_reason=reason)
+            _set(gift, status=GiftStatus.CANCELLED, failure_reason=reason)
             uow.session.add(gift)
             uow.session.flush()
         if gift.due_on is not None:
             _closed_period(uow, regular, gift.due_on)
     _refresh_arrears(uow, regular)
-    return changed
 
 
 # How far a closed instalment's date may sit from the expected one and still be that period: Stripe dates a month-end
