@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import logging
 import os
@@ -30,6 +31,15 @@ COMMAND_MODULES = ("staff", "payments", "giftaid", "receipts", "shop", "demo")
 def fail(message: str, code: int = 1) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def option_date(text: str, option: str) -> dt.date:
+    """A command's date option (YYYY-MM-DD), or a clear error naming the option."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} must be a date YYYY-MM-DD, not {text!r}")
+        raise  # unreachable: fail exits
 
 
 def settings_or_exit() -> Settings:

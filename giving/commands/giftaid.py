@@ -3,7 +3,6 @@ through their states, talk to HMRC's gateway, and check a schedule with HMRC's r
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import uuid
 from pathlib import Path
@@ -21,16 +20,6 @@ def _actor(by: str) -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli"
-
-
-def _date(text: str, option: str) -> dt.date:
-    from giving.cli import fail
-
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        fail(f"{option} must be a date YYYY-MM-DD, not {text!r}")
-        raise  # unreachable
 
 
 def _id(text: str, what: str) -> uuid.UUID:
@@ -64,9 +53,9 @@ def register(app: typer.Typer) -> None:
         """Build a claim from every claimable gift received on or before DATE that is in no claim yet, and write
         HMRC's files. Exit 0 written, 3 nothing to claim, 1 error."""
         from giftaid import service
-        from giving.cli import command_runtime, fail
+        from giving.cli import command_runtime, fail, option_date
 
-        day = _date(through, "--through")
+        day = option_date(through, "--through")
         if file_format not in ("ods", "xml", "both"):
             fail("--format is ods, xml or both")
         written: list[Path] = []
@@ -185,7 +174,7 @@ def register(app: typer.Typer) -> None:
         or paid."""
         from giftaid import service
         from giftaid.models import ClaimStatus
-        from giving.cli import command_runtime, fail
+        from giving.cli import command_runtime, fail, option_date
 
         identifier = _id(claim_id, "claim")
         try:
@@ -199,7 +188,7 @@ def register(app: typer.Typer) -> None:
                 pence = Money.parse(amount).amount
             except MoneyError as exc:
                 fail(str(exc))
-        day = _date(paid_on, "--paid-on") if paid_on else None
+        day = option_date(paid_on, "--paid-on") if paid_on else None
         # With the jobs: deciding a claim sent through the gateway records the delete of HMRC's copy.
         with command_runtime() as runtime, runtime.unit_of_work() as uow:
             claim_row = service.change_status(

@@ -76,15 +76,10 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Monthly gifts whose expected instalment has not arrived by its due date plus the grace period."""
-        from giving.cli import command_runtime, fail
+        from giving.cli import command_runtime, option_date
         from payments import service
 
-        day: dt.date | None = None
-        if today:
-            try:
-                day = dt.date.fromisoformat(today)
-            except ValueError:
-                fail(f"--today must be a date YYYY-MM-DD, not {today!r}")
+        day = option_date(today, "--today") if today else None
         with command_runtime() as runtime, runtime.read_session() as session:
             grace = runtime.settings.donations.regular_grace_days
             for item in service.missing_instalments(session, today=day, grace_days=grace):

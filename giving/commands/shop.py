@@ -27,20 +27,10 @@ GIFT_AID_RECEIVABLE = "Gift Aid receivable"
 GIFT_AID_INCOME = "Gift Aid income"
 
 
-def _date(value: str, name: str) -> dt.date:
-    from giving.cli import fail
-
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        fail(f"{name} must be a date YYYY-MM-DD, not {value!r}")
-        raise
-
-
 def _period(start: str, end: str) -> tuple[dt.date, dt.date]:
-    from giving.cli import fail
+    from giving.cli import fail, option_date
 
-    first, last = _date(start, "--from"), _date(end, "--to")
+    first, last = option_date(start, "--from"), option_date(end, "--to")
     if last < first:
         fail("--to is before --from")
     return first, last
