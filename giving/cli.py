@@ -103,6 +103,11 @@ def db_upgrade() -> None:
     typer.echo("database is up to date")
 
 
+# How long an idle HTTP/1.1 connection stays open. A client that pools connections should let them go sooner, or it
+# may write a request onto one the server is closing and read a reset (a proxy in front: its upstream keep-alive).
+KEEP_ALIVE_SECONDS = 5
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
@@ -124,7 +129,7 @@ def serve(
         workers=workers,
         log_level="warning",
         access_log=False,
-        timeout_keep_alive=5,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # Slow clients are cut off: h11 limits on incomplete requests.
         h11_max_incomplete_event_size=64 * 1024,
     )

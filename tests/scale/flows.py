@@ -11,16 +11,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 
-from tests.scale.harness import Process, stripe_delivery
+from tests.scale.harness import Process, stripe_delivery, web_client
 from tests.scale.scenario import Scenario, StripeFromPlan
 
 
 def donate_all(scenario: Scenario, stripe: StripeFromPlan, webs: list[Process], threads: int = 8) -> None:
     """Every planned donor fills in the form, on the web processes in turn; each gets its own Checkout Session."""
-    with ThreadPoolExecutor(threads) as pool, httpx.Client(timeout=30) as client:
+    with ThreadPoolExecutor(threads) as pool, web_client(timeout=30) as client:
 
         def donate(index: int) -> None:
             checkout = scenario.checkouts[index]
@@ -78,7 +77,7 @@ def plan_deliveries(events: list[dict[str, Any]], rng: random.Random) -> tuple[l
 def deliver(tasks: list[Task], webs: list[Process], clients: int = 16) -> Counter[tuple[str, int]]:
     answered: Counter[tuple[str, int]] = Counter()
     lock = threading.Lock()
-    with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=64)) as client:
+    with web_client(timeout=30, max_connections=64) as client:
 
         def post(event: dict[str, Any], web: Process) -> None:
             path, body, headers = stripe_delivery(event)
@@ -152,7 +151,7 @@ def assert_ledger(engine: sa.Engine, scenario: Scenario, *, api_url: str | None 
     token = api_token(engine)
     emails = random.Random(scenario.seed).sample(sorted(expected.donated_by_email), min(sample, len(given)))
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=api_url, headers=headers, timeout=30) as client:
+    with web_client(base_url=api_url, headers=headers, timeout=30) as client:
         for email in emails:
             found = client.get("/api/supporters", params={"email": email})
             assert found.status_code == 200, found.text
@@ -178,7 +177,7 @@ def post_each(events: list[dict[str, Any]], webs: list[Process], threads: int = 
     """Deliver each event once (alternating web processes); the status each got, by event id."""
     answered: dict[str, int] = {}
     lock = threading.Lock()
-    with httpx.Client(timeout=30) as client, ThreadPoolExecutor(threads) as pool:
+    with web_client(timeout=30) as client, ThreadPoolExecutor(threads) as pool:
 
         def post(index: int) -> None:
             event = events[index]
