@@ -427,8 +427,11 @@ class _DurableRun:
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     # A run whose claim commits apart from its work: its id, once written in the row by its claim.
     token: uuid.UUID | None = None
-    # The row counts this run among its `attempts` (its claim, or its count, has committed), as run number `attempt`.
+    # The row counts this run among its `attempts` (its claim, or its count, has committed).
     counted: bool = False
+    # This run's number among the job's runs: the count that counted it, or, for a run that took the job uncounted
+    # (its failure counts it), the count its claim would have written (1: it took a job the row showed no run of).
+    # 0 while it has not taken the job. Judges whether its failure ends the job (`_was_last_run`).
     attempt: int = 0
     # The row names this run (its claim has committed): only then can another run have taken the job over from it.
     claimed: bool = False
@@ -537,8 +540,8 @@ def _runner(spec: JobSpec, unflagged_redelivery_after_ms: int | None = None) -> 
                 _uncount(durable)
             raise
         except _GiveUp:
-            if durable is not None:
-                _give_up(durable, kwargs)
+            if durable is not None and _give_up(durable, kwargs):
+                raise _AlreadyDone from None  # left to the run that holds the job or may still take it: skipped
             raise
         except (Exception, Interrupt) as exc:  # Interrupt: dramatiq's TimeLimitExceeded is not an Exception
             if durable is not None:
@@ -566,7 +569,8 @@ def _runner(spec: JobSpec, unflagged_redelivery_after_ms: int | None = None) -> 
 
 
 class _AlreadyDone(Exception):
-    """A duplicate message for a durable job another run has finished, or holds: nothing to do."""
+    """A duplicate message for a durable job another run has finished, or holds (or, counted, may still take):
+    nothing to do."""
 
 
 class _CountFirst(Exception):
@@ -628,6 +632,8 @@ def _claim_locked(uow: UnitOfWork, run: _DurableRun) -> None:
         raise _AlreadyDone
     if row.earlier and not run.counted:
         raise _CountFirst
+    if not run.counted:
+        run.attempt = 1  # the row shows no run before this one
 
 
 def _count_start(run: _DurableRun) -> None:
@@ -723,11 +729,10 @@ def _claim_apart(uow: UnitOfWork, run: _DurableRun, *, alone: bool) -> None:
         raise _GiveUp
     run.token = token
     _continue_count(attempt)
-    counted_here = not run.counted
+    if not run.counted:
+        run.attempt = attempt  # also if the claim rolls back with the job's work: its failure counts it then
 
     def committed() -> None:
-        if counted_here:
-            run.attempt = attempt
         run.counted = True
         run.claimed = True
 
@@ -878,11 +883,7 @@ def _record_failure(run: _DurableRun, exc: BaseException, arguments: dict[str, A
             if not run.claimed and row.held:
                 return  # never claimed it (failed before its claim committed), and another run holds it
             attempts = row.attempts if run.counted else row.attempts + 1
-            # A run counted apart goes by its own number: another delivery counted since may not have run (it is still
-            # to take the job, which may then run it), and counted here it would end the job one run early.
-            final = (run.attempt if run.counted else attempts) >= spec.max_retries + 1 or isinstance(
-                exc, spec.gives_up_on
-            )
+            final = _was_last_run(row, run, attempts) or isinstance(exc, spec.gives_up_on)
             retries = _continue_count(attempts)
             if final:
                 uow.session.execute(sa.update(_JOBS).where(_JOBS.c.id == run.job_id).values(attempts=attempts))
@@ -906,26 +907,47 @@ def _record_failure(run: _DurableRun, exc: BaseException, arguments: dict[str, A
         metrics.count("jobs_given_up", actor=spec.name)
 
 
-def _give_up(run: _DurableRun, arguments: dict[str, Any]) -> None:
+def _was_last_run(row: Any, run: _DurableRun, attempts: int) -> bool:
+    """Whether this run, failing, was the job's last allowed one (`max_retries + 1` runs), judged by its own number
+    (`_DurableRun.attempt`) rather than by the row's count (`attempts`, this run's failure included).
+
+    The row's count can be higher. It holds the copies counted since this run took the job, which may not have run:
+    a redelivery counted as soon as a first delivery's lock went, before that delivery's failure was recorded. Counted
+    here, they ended the job one run early; the row names the last of them, which, if it may still take the job,
+    judges by its own number when it fails (`_may_still_run`). And it holds the runs that took the job uncounted
+    before this one and whose failures were counted only after this one's count: those ran (that redelivery is run 2
+    of the job, though counted as 1). So a lower number still ends the job once the row counts its last run and no
+    run the row names may still take it. Not for a run that claimed the job apart from its work: its claim renamed
+    the row, hiding any copy counted between its count and its claim (such a copy steps aside, uncounted)."""
+    limit = run.spec.max_retries + 1
+    if run.attempt >= limit:
+        return True
+    return attempts >= limit and not run.claimed and not _may_still_run(row, run)
+
+
+def _give_up(run: _DurableRun, arguments: dict[str, Any]) -> bool:
     """The job has started `max_retries + 1` times and never finished, recording no failure: each run died (killed,
     out of memory). Marked failed for a person to look at, unless another run holds it or it is done.
 
     Nor while the run counted last may still take the job (`_may_still_run`): a delivery counted just before this
     one leaves the same row as one whose worker died there, but the row names it until its time limit. Left to it,
     the job is done, or failed by that run's own failure; if it died after all (on another machine, where its
-    process cannot be seen), the sweep's copy once its time is up gives the job up."""
+    process cannot be seen), the sweep's copy once its time is up gives the job up.
+
+    Returns whether this delivery left the job as it was (finished already, or left to another run): it did nothing,
+    and is timed as skipped, not failed."""
     from core.runtime import get_runtime
 
     try:
         with get_runtime().unit_of_work() as uow:
             row = _locked_row(uow, run.job_id)
             if row is None or row.status != JobStatus.PENDING:
-                return
+                return True
             if row.held:
-                return
+                return True
             if _may_still_run(row, run):
                 log.info("job %s (%s): its last run may still be starting; left to it", run.job_id, run.spec.name)
-                return
+                return True
             error = (
                 f"the worker died running this job: it started at least {row.attempts} times and never finished "
                 "(killed, or out of memory?); given up"
@@ -935,9 +957,10 @@ def _give_up(run: _DurableRun, arguments: dict[str, Any]) -> None:
             _give_up_in(uow, run.spec, run.job_id, arguments, error[:2000])
     except Exception:
         log.exception("could not give up job %s", run.job_id)
-        return
+        return False
     metrics.count("jobs_given_up", actor=run.spec.name)
     log.error("job %s (%s) given up: its worker died each time it ran", run.job_id, run.spec.name)
+    return False
 
 
 def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, limit: int = 1000) -> int:
