@@ -21,6 +21,7 @@ from payments.checkout import MONTHLY_LINE_NAME
 from payments.errors import (
     PaymentsError,
     ProviderRefused,
+    ProviderUnavailable,
     RegularGiftEnded,
     RegularGiftNotFound,
     RegularGiftStillLive,
@@ -805,6 +806,8 @@ def _apply_stripe_subscription(
     due = _stripe_next_due(regular, subscription, items)
     if due is not None and (regular.next_due_on is None or due > regular.next_due_on):
         _set(regular, next_due_on=due)
+        # The period Stripe is in may be one already closed (voided, free): not the one expected.
+        _step_over_closed(regular, repository.instalments(uow.session, regular.id))
     if status == RegularGiftStatus.PENDING:
         uow.session.add(regular)
         return
@@ -927,10 +930,18 @@ def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
     return _id(invoice.get("subscription"))
 
 
-def _invoice_payment_entries(stripe: StripeGateway, invoice: dict[str, Any]) -> list[dict[str, Any]]:
-    """The invoice's payments (`invoice_payment` objects): embedded in the payload, else listed through the SDK."""
+def _embedded_payments(invoice: dict[str, Any]) -> list[Any]:
     payments_list = invoice.get("payments")
     entries = payments_list.get("data") if isinstance(payments_list, dict) else None
+    return entries if isinstance(entries, list) else []
+
+
+def _invoice_payment_entries(
+    stripe: StripeGateway, invoice: dict[str, Any], *, fresh: bool = False
+) -> list[dict[str, Any]]:
+    """The invoice's payments (`invoice_payment` objects): embedded in the payload, else (or `fresh`: as Stripe has
+    them now) listed through the SDK."""
+    entries = [] if fresh else _embedded_payments(invoice)
     if not entries and invoice.get("id"):
         entries = stripe.list_invoice_payments(str(invoice["id"]))
     return [entry for entry in entries or [] if isinstance(entry, dict)]
@@ -985,12 +996,29 @@ def record_stripe_invoice_paid(
         return Effect.waiting(f"stripe_subscription:{subscription_id}")
     adopted_key = f"stripe_subscription:{subscription_id}" if adopted else None
     if not isinstance(amount, int) or amount <= 0:
-        _free_period(uow, regular, _invoice_due_on(invoice))
-        return Effect.processed(adopted_key, note="nothing was paid on this invoice (a free period): no gift")
+        # A free period (a 100%-off coupon, a credit balance): no money, but its instalment is not missing either. It
+        # is remembered as an instalment closed at £0 (keyed on the invoice, as every instalment), so a free period
+        # later than the one expected is stepped over once the schedule reaches it, as a voided one is.
+        gift = _instalment(uow, regular, invoice, amount=0)
+        if gift.status not in (GiftStatus.PAID, GiftStatus.REVERSED):
+            _set(gift, amount=0)  # a stray void recorded first took the plan's amount: nothing was due
+        _close_instalment(uow, regular, gift, _FREE)
+        return Effect.processed(f"stripe_invoice:{invoice_id}", adopted_key, note=_FREE)
     # An older payload names its card payment: its payments are listed only if it lacks the intent (as before).
     legacy_ids = _id(invoice.get("payment_intent")) or _id(invoice.get("charge"))
     entries = None if legacy_ids else _invoice_payment_entries(stripe, invoice)
     off_stripe = _paid_off_stripe(invoice, entries or [], amount)
+    if off_stripe is None and _embedded_payments(invoice):
+        # The event's copy of the payments may lag (an amount not stated yet): Stripe's list as it is now.
+        entries = _invoice_payment_entries(stripe, invoice, fresh=True)
+        off_stripe = _paid_off_stripe(invoice, entries, amount)
+    if off_stripe is None:
+        # Nothing states how much was paid outside Stripe: no guess (a card gift of money no payout carries, or a card
+        # gift lost). The event fails and is retried until Stripe's data says it; nothing is recorded meanwhile.
+        raise ProviderUnavailable(
+            f"invoice {invoice_id}: a payment recorded outside Stripe states no amount yet (neither it nor the card "
+            "payment says how the invoice was split)"
+        )
     received_at = _transition_at(invoice, "paid_at")
     if off_stripe >= amount:
         # Marked paid in the dashboard: no charge, so no card income and nothing a payout will ever carry.
@@ -1006,9 +1034,11 @@ def record_stripe_invoice_paid(
         stripe_payment_intent_id=gift.stripe_payment_intent_id or intent_id,
         stripe_charge_id=gift.stripe_charge_id or charge_id,
     )
-    if off_stripe and gift.status != GiftStatus.PAID:
-        # Part of it was paid outside Stripe: the card gift is the part the card paid (what its payout carries).
+    if gift.status not in (GiftStatus.PAID, GiftStatus.REVERSED):
+        # The card gift is the part the card paid (what its payout carries), whatever an earlier event recorded the
+        # row with (the amount due; £0 for a period first read as free).
         _set(gift, amount=amount - off_stripe)
+    if off_stripe and gift.status != GiftStatus.PAID:
         _paid_outside_stripe_history(uow, regular, gift, off_stripe, at=received_at or at)
     uow.session.add(gift)
     _mark_gift_paid(uow, gift, received_at or at)
@@ -1020,16 +1050,6 @@ def record_stripe_invoice_paid(
         f"stripe_payment_intent:{intent_id}" if intent_id else None,
         f"stripe_charge:{charge_id}" if charge_id else None,
     )
-
-
-def _free_period(uow: UnitOfWork, regular: RegularGift, due_on: dt.date) -> None:
-    """A subscription invoice paid with nothing (a 100%-off coupon, a credit balance): no gift, but that period's
-    instalment is not missing either; the next one is expected a month later."""
-    following = _add_month(due_on)
-    if regular.next_due_on is None or following > regular.next_due_on:
-        _set(regular, next_due_on=following)
-        uow.session.add(regular)
-    _settle_missing_alerts(uow, regular, through=due_on)
 
 
 def _instalment(uow: UnitOfWork, regular: RegularGift, invoice: dict[str, Any], *, amount: int) -> Gift:
@@ -1106,9 +1126,14 @@ def _stripe_failure_reason(stripe: StripeGateway, invoice: dict[str, Any]) -> st
 _VOIDED = "cancelled: the invoice was voided in Stripe"
 _WRITTEN_OFF = "written off: Stripe marked the invoice uncollectible"
 _PAID_OUTSIDE = "marked paid outside Stripe: no card payment"
+# Not closed by anyone: the invoice was paid with nothing (a free period: a 100%-off coupon, a credit balance).
+_FREE = "free period: nothing was due on the invoice (a coupon or credit balance)"
 # Voided and paid are final at Stripe (neither can become the other); uncollectible can still be paid or voided. A
-# payment outranks a void (a void beside a payment is a stray event, as for a card payment), so any order ends paid.
-_CLOSE_RANK = {_WRITTEN_OFF: 1, _VOIDED: 2, _PAID_OUTSIDE: 3}
+# payment (outside Stripe, or of nothing) outranks a void (a void beside a payment is a stray event, as for a card
+# payment), so any order ends paid.
+_CLOSE_RANK = {_WRITTEN_OFF: 1, _VOIDED: 2, _PAID_OUTSIDE: 3, _FREE: 3}
+# Closed as paid at Stripe: a void of it is a stray event.
+_PAID_AT_STRIPE = (_PAID_OUTSIDE, _FREE)
 
 _UNCOLLECTIBLE_WHY = {
     "max_payment_attempts": "every retry failed",
@@ -1136,12 +1161,13 @@ def _payment_kind(entry: dict[str, Any]) -> str | None:
     return next((name for name in ("payment_intent", "charge", "payment_record") if _id(payment.get(name))), None)
 
 
-def _paid_off_stripe(invoice: dict[str, Any], entries: list[dict[str, Any]], amount: int) -> int:
+def _paid_off_stripe(invoice: dict[str, Any], entries: list[dict[str, Any]], amount: int) -> int | None:
     """How much of a paid invoice's `amount_paid` was paid outside Stripe. API 2025-03-31.basil removed
     `paid_out_of_band` (our pin, endive, has none): a payment marked as made outside Stripe is a Payment Record among
     the invoice's payments (`payment.type` "payment_record"; `amount_paid_off_stripe` only when a retrieve expands it,
     never in an event). Older payloads carry the flag. A paid invoice whose payments are all recorded ones is the
-    same: nothing a payout could ever carry."""
+    same: nothing a payout could ever carry. None: these entries do not say how a card-and-record invoice was split
+    (`_card_and_recorded_split`)."""
     if invoice.get("paid_out_of_band") is True:
         return amount
     expanded = invoice.get("amount_paid_off_stripe")
@@ -1157,10 +1183,34 @@ def _paid_off_stripe(invoice: dict[str, Any], entries: list[dict[str, Any]], amo
         return amount if records else 0
     if not records:
         return 0
-    if not any(entry.get("status") in (None, "paid") for entry in through_stripe):
+    card = [entry for entry in through_stripe if entry.get("status") in (None, "paid")]
+    if not card:
         return amount
-    recorded = sum(e["amount_paid"] for e in records if isinstance(e.get("amount_paid"), int))
-    return min(recorded, amount) if recorded > 0 else 0
+    return _card_and_recorded_split(card, records, amount)
+
+
+def _minor_units(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _card_and_recorded_split(card: list[dict[str, Any]], records: list[dict[str, Any]], amount: int) -> int | None:
+    """The part of an invoice paid both by card and by Payment Records that the records paid. An `invoice_payment`'s
+    `amount_paid` is null until Stripe has it paid, so a snapshot can list a paid record without it: then the
+    record's `amount_requested` (what it was recorded to pay towards the invoice), else what the card payments
+    paid (their `amount_paid`) leaves the rest to the records. None if nothing says: never a guess, since the whole
+    as card money is money no payout carries and the whole as paid outside is a card gift lost."""
+    recorded = [_recorded_amount(entry) for entry in records]
+    if all(part is not None for part in recorded):
+        return min(sum(part or 0 for part in recorded), amount)
+    by_card = [_minor_units(entry.get("amount_paid")) for entry in card]
+    if all(part is not None for part in by_card):
+        return max(amount - sum(part or 0 for part in by_card), 0)
+    return None
+
+
+def _recorded_amount(record: dict[str, Any]) -> int | None:
+    paid = _minor_units(record.get("amount_paid"))
+    return paid if paid is not None else _minor_units(record.get("amount_requested"))
 
 
 def _close_instalment(uow: UnitOfWork, regular: RegularGift, gift: Gift, reason: str) -> None:
@@ -1183,19 +1233,27 @@ _SAME_PERIOD = dt.timedelta(days=14)
 
 
 def _closed_period(uow: UnitOfWork, regular: RegularGift, due_on: dt.date) -> None:
-    """A closed instalment's period is no longer expected. Only the expected period (or an earlier one) moves the
-    schedule on, as a free period does; a later one (March voided while February's failure is still owed) leaves
-    the expected one expected and its alert open: `_refresh_arrears` steps over the closed period once the schedule
-    reaches it."""
-    if regular.next_due_on is None or due_on < regular.next_due_on + _SAME_PERIOD:
-        _free_period(uow, regular, due_on)
+    """A closed instalment's period (voided, written off, paid outside Stripe, free) is no longer expected: the one
+    rule of which such a period moves the schedule. Only the expected period (or an earlier one) moves it on, to a
+    month after it, and resolves the alerts up to it; a later one (March voided or free while February's failure is
+    still owed) leaves the expected one expected and its alert open. With no schedule yet (nothing paid, Stripe told
+    no current period) which period is expected is not known, so none moves it: a void of March processed before
+    January's payment must not skip February for good. Either way the closed row is remembered, and
+    `_step_over_closed` steps over it once the schedule reaches it."""
+    expected = regular.next_due_on
+    if expected is not None and due_on < expected + _SAME_PERIOD:
+        following = _add_month(due_on)
+        if following > expected:
+            _set(regular, next_due_on=following)
+            uow.session.add(regular)
+        _settle_missing_alerts(uow, regular, through=due_on)
     else:
         _settle_missing_alerts(uow, regular, through=due_on, since=due_on)
 
 
 def _step_over_closed(regular: RegularGift, instalments: Iterable[Gift]) -> None:
     """Move `next_due_on` past instalments closed without a card payment (voided, written off, paid outside
-    Stripe) that sit at it: their periods are not expected."""
+    Stripe, free) that sit at it: their periods are not expected."""
     closed = sorted(
         gift.due_on
         for gift in instalments
@@ -1266,8 +1324,8 @@ def record_stripe_invoice_voided(
     if isinstance(found, Effect):
         return found
     regular, gift, keys = found
-    paid_outside = gift.status == GiftStatus.CANCELLED and gift.failure_reason == _PAID_OUTSIDE
-    if gift.status in (GiftStatus.PAID, GiftStatus.REVERSED) or paid_outside:
+    paid_without_card = gift.status == GiftStatus.CANCELLED and gift.failure_reason in _PAID_AT_STRIPE
+    if gift.status in (GiftStatus.PAID, GiftStatus.REVERSED) or paid_without_card:
         log.warning("invoice %s voided after it was paid: the paid instalment is kept", gift.stripe_invoice_id)
         return Effect.processed(*keys, note="the instalment was paid: a paid invoice cannot be voided")
     _instalment_history(
