@@ -774,6 +774,10 @@ def take_off_what_hmrc_would_refuse(
     blank = repository.blank_donors(session, claim.id)
     if not late and not blank:
         return []
+    # The claims' lock before the claim's row, as every path taking both does (so none deadlocks): a build waits
+    # for the gifts taken off here, never adjusting one this has just removed (its adjustment would carry tax HMRC
+    # never had), and one already running finishes first: its adjustments about these gifts are then void below.
+    repository.lock_claims(session)
     locked = repository.get_claim(session, claim.id, for_update=True, fresh=True)
     if locked is None or ClaimStatus(locked.status) != ClaimStatus.BUILT:
         return []
@@ -1260,12 +1264,16 @@ def submit_claim(
     """Send a built claim to HMRC's gateway (first without the gifts HMRC would now refuse:
     `take_off_what_hmrc_would_refuse`); it becomes `submitted` with the correlation id to poll. If the gateway
     refuses it outright, the claim stays `built` with HMRC's errors (`claim.errors`); the messages are kept either
-    way. The claim is locked while it is sent, so two submits at once send it once.
+    way. The claim is locked while it is sent, so two submits at once send it once; so are the claims (the lock
+    builds take), so no claim is built while one is sent.
 
     A submission that reached the gateway but got no GovTalk answer (a timeout, an HTML page) is kept too, and the
     claim stays `built` with an `unknown` error: HMRC may hold it, so it is not sent again unless `again` (finance
     has checked the gateway's list and HMRC does not have it)."""
     session = uow.session
+    # The claims' lock before the claim's row: taking gifts off it (below) takes the claims' lock, and a build
+    # holding that lock may lock this claim's row (an adjustment it carries coming off): row first would deadlock.
+    repository.lock_claims(session)
     claim = _locked_claim(session, claim_id)
     if ClaimStatus(claim.status) != ClaimStatus.BUILT:
         raise InvalidTransition(f"claim {claim_id} is {claim.status}; only a built claim is submitted")
