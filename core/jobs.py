@@ -430,7 +430,8 @@ class _DurableRun:
     # The row counts this run among its `attempts` (its claim, or its count, has committed).
     counted: bool = False
     # This run's number among the job's runs: the count that counted it, or, for a run that took the job uncounted
-    # (its failure counts it), the count its claim would have written (1: it took a job the row showed no run of).
+    # (its failure counts it), the count its claim would have written (1: it took a job the row showed no run of);
+    # for a run counted apart whose claim found the row still naming it, the row's count then (`_claim_apart`).
     # 0 while it has not taken the job. Judges whether its failure ends the job (`_was_last_run`).
     attempt: int = 0
     # The row names this run (its claim has committed): only then can another run have taken the job over from it.
@@ -715,7 +716,17 @@ def _claim_apart(uow: UnitOfWork, run: _DurableRun, *, alone: bool) -> None:
         values["attempts"] = _JOBS.c.attempts + 1
         if not alone:
             query = query.where(sa.not_(_EARLIER))
-    attempt = uow.session.execute(query.values(values).returning(_JOBS.c.attempts)).scalar()
+    claim = query.values(values).returning(_JOBS.c.attempts)
+    # A run counted apart whose count the row still names: no copy was counted since, so every run the row counts
+    # beyond this one's number took the job before it (a first delivery whose failure was recorded after this count),
+    # and the row's count is its number. Renamed, the count may hold a copy still to claim (which steps aside).
+    still_named = False
+    attempt = None
+    if run.counted:
+        attempt = uow.session.execute(claim.where(_JOBS.c.run_id == run.id)).scalar()
+        still_named = attempt is not None
+    if not still_named:
+        attempt = uow.session.execute(claim).scalar()
     if attempt is None:
         if not run.counted and not alone:
             # Why not: finished or held (nothing to do), or an earlier run shows (counted apart, then claimed).
@@ -733,6 +744,8 @@ def _claim_apart(uow: UnitOfWork, run: _DurableRun, *, alone: bool) -> None:
         run.attempt = attempt  # also if the claim rolls back with the job's work: its failure counts it then
 
     def committed() -> None:
+        if still_named:
+            run.attempt = attempt
         run.counted = True
         run.claimed = True
 
@@ -918,9 +931,13 @@ def _was_last_run(row: Any, run: _DurableRun, attempts: int) -> bool:
     before this one and whose failures were counted only after this one's count: those ran (that redelivery is run 2
     of the job, though counted as 1). So a lower number still ends the job once the row counts its last run and no
     run the row names may still take it. Not for a run that claimed the job apart from its work: its claim renamed
-    the row, hiding any copy counted between its count and its claim (such a copy steps aside, uncounted)."""
+    the row, hiding any copy counted between its count and its claim (such a copy steps aside, uncounted). Its claim
+    took the row's count as its number instead, if no copy had been counted since its own count (`_claim_apart`).
+
+    The row's count can be lower too: copies counted before this run that then found it holding the job took their
+    counts back, and never ran. The lower of the two is the run's number."""
     limit = run.spec.max_retries + 1
-    if run.attempt >= limit:
+    if min(run.attempt, attempts) >= limit:
         return True
     return attempts >= limit and not run.claimed and not _may_still_run(row, run)
 
