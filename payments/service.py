@@ -268,15 +268,24 @@ def _fail_gift(uow: UnitOfWork, gift: Gift, reason: str) -> bool:
 
 
 def _payment_failed_history(
-    uow: UnitOfWork, gift: Gift, reason: str, at: dt.datetime | None, dedupe: str, **extra: Any
+    uow: UnitOfWork,
+    gift: Gift,
+    reason: str,
+    at: dt.datetime | None,
+    dedupe: str,
+    *,
+    amount: int | None = None,
+    **extra: Any,
 ) -> None:
+    """`amount`: what the failed attempt asked for, when the gift's row may no longer say it."""
+    amount = gift.amount if amount is None else amount
     record_history(
         uow,
         gift.supporter_id,
         type="payment_failed",
-        summary=f"Payment of {format_pence(gift.amount, gift.currency)} failed: {reason}",
+        summary=f"Payment of {format_pence(amount, gift.currency)} failed: {reason}",
         at=at,
-        amount=gift.amount,
+        amount=amount,
         currency=gift.currency,
         data={"gift_id": str(gift.id), "reason": reason, "provider_ids": _provider_ids(gift), **extra},
         dedupe_key=f"payment_failed:{dedupe}",
@@ -1093,7 +1102,14 @@ def record_stripe_invoice_failed(
     # The failed attempt happened whatever arrived first: a retry's invoice.paid processed earlier leaves the gift
     # paid, but the attempt still belongs in the history (its dedupe key keeps it to one item).
     _payment_failed_history(
-        uow, gift, reason, at, f"{gift.stripe_invoice_id}:{attempt}", regular_gift_id=str(regular.id), attempt=attempt
+        uow,
+        gift,
+        reason,
+        at,
+        f"{gift.stripe_invoice_id}:{attempt}",
+        amount=_amount_asked(invoice, regular),
+        regular_gift_id=str(regular.id),
+        attempt=attempt,
     )
     uow.session.flush()
     _refresh_arrears(uow, regular)
@@ -1309,10 +1325,16 @@ def _invoice_instalment(
     regular, adopted = _stripe_regular_gift(uow, stripe, subscription_id, at=at)
     if regular is None:
         return Effect.waiting(f"stripe_subscription:{subscription_id}")
-    amount = invoice.get("amount_due")
-    amount = amount if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0 else regular.amount
     keys = [f"stripe_invoice:{invoice_id}"] + ([f"stripe_subscription:{subscription_id}"] if adopted else [])
-    return regular, _instalment(uow, regular, invoice, amount=amount), keys
+    return regular, _instalment(uow, regular, invoice, amount=_amount_asked(invoice, regular)), keys
+
+
+def _amount_asked(invoice: dict[str, Any], regular: RegularGift) -> int:
+    """What a failed or closed invoice asked for, as its event has it (else the plan's amount). Its history item says
+    this, not the row's amount now: a credit note since (the invoice then paid with nothing, a free period) makes the
+    row £0, and an item written after that must not read "Payment of £0.00 failed"."""
+    amount = invoice.get("amount_due")
+    return amount if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0 else regular.amount
 
 
 def record_stripe_invoice_voided(
@@ -1363,7 +1385,7 @@ def record_stripe_invoice_uncollectible(
         "instalment_written_off",
         "written off: Stripe stopped trying to collect it" + (f" ({why})" if why else ""),
         at=_transition_at(invoice, "marked_uncollectible_at") or at,
-        amount=gift.amount,
+        amount=_amount_asked(invoice, regular),
     )
     _close_instalment(uow, regular, gift, _WRITTEN_OFF)
     return Effect.processed(*keys)
