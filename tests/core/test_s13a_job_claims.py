@@ -17,13 +17,11 @@ from typing import Any
 
 import pytest
 import time_machine
-from dramatiq.broker import MessageProxy
-from dramatiq.middleware import CurrentMessage
-from sqlmodel import select
 
 from core import jobs
-from core.models import AppSecret, Job, JobStatus
+from core.models import AppSecret, JobStatus
 from core.runtime import Runtime, get_runtime
+from tests.core.job_deliveries import deliver, hold, in_thread, only_job
 from tests.core.job_time import time_passes
 
 
@@ -103,38 +101,6 @@ def _release_all() -> None:
             gate.set()
 
 
-def _row(runtime: Runtime) -> Job:
-    with runtime.read_session() as session:
-        return session.exec(select(Job)).one()
-
-
-def _hold(runtime: Runtime, actor_name: str, name: str) -> dict[str, Any]:
-    """Enqueue the job without sending its message (delivered by the test). Returns its kwargs."""
-    with runtime.unit_of_work() as uow:
-        uow.enqueue(actor_name, name=name)
-        kwargs = dict(uow.jobs[0].kwargs)
-        uow.jobs.clear()
-    return kwargs
-
-
-def _deliver(actor_name: str, kwargs: dict[str, Any]) -> None:
-    """One delivery of the job's message on this thread, as a dramatiq worker thread runs it."""
-    actor = jobs._dramatiq_actors[actor_name]
-    proxy = MessageProxy(actor.message_with_options(kwargs=kwargs))
-    current = CurrentMessage()
-    current.before_process_message(actor.broker, proxy)
-    try:
-        actor(**kwargs)
-    finally:
-        current.after_process_message(actor.broker, proxy)
-
-
-def _in_thread(fn: Any) -> threading.Thread:
-    thread = threading.Thread(target=fn, daemon=True)
-    thread.start()
-    return thread
-
-
 def _postgres_only(runtime: Runtime) -> None:
     if runtime.engine.dialect.name != "postgresql":
         pytest.skip("SQLite serves one machine: its claims are timed on that machine's clock")
@@ -148,17 +114,17 @@ def test_a_worker_whose_clock_runs_ahead_does_not_take_over_a_live_runs_job(runt
     still working on it, and both ran. The database's clock says the claim holds: the copy does nothing."""
     _postgres_only(runtime)
     PLAN[:] = ["wait"]
-    kwargs = _hold(runtime, "tests.s13a_claims", "live")
-    first = _in_thread(lambda: _deliver("tests.s13a_claims", kwargs))
+    kwargs = hold(runtime, "tests.s13a_claims", name="live")
+    first = in_thread(lambda: deliver("tests.s13a_claims", kwargs))
     try:
         assert RUNNING.get(timeout=10) == 0
         with time_machine.travel(jobs.utc_now() + dt.timedelta(minutes=5), tick=False):
-            _deliver("tests.s13a_claims", kwargs)  # a worker whose clock is 5 minutes ahead
+            deliver("tests.s13a_claims", kwargs)  # a worker whose clock is 5 minutes ahead
         assert STARTED == ["live"], "a worker whose clock ran ahead took over the job of a live run"
     finally:
         _release_all()
     first.join(10)
-    row = _row(runtime)
+    row = only_job(runtime)
     assert (row.status, row.attempts, STARTED) == (JobStatus.DONE, 1, ["live"])
 
 
@@ -167,21 +133,21 @@ def test_a_claim_written_by_a_worker_whose_clock_runs_behind_holds_for_its_time_
     the job from the live run. The claim's end is the database's time plus the time limit."""
     _postgres_only(runtime)
     PLAN[:] = ["wait"]
-    kwargs = _hold(runtime, "tests.s13a_claims", "behind")
+    kwargs = hold(runtime, "tests.s13a_claims", name="behind")
     with time_machine.travel(jobs.utc_now() - dt.timedelta(minutes=10), tick=True):
-        first = _in_thread(lambda: _deliver("tests.s13a_claims", kwargs))
+        first = in_thread(lambda: deliver("tests.s13a_claims", kwargs))
         running = RUNNING.get(timeout=10)
     try:
         assert running == 0
-        held_until = _row(runtime).running_until
+        held_until = only_job(runtime).running_until
         assert held_until is not None
         assert held_until - jobs.utc_now() > dt.timedelta(seconds=50), "the claim ended by the skewed worker's clock"
-        _deliver("tests.s13a_claims", kwargs)  # a copy, on a worker whose clock is right
+        deliver("tests.s13a_claims", kwargs)  # a copy, on a worker whose clock is right
         assert STARTED == ["behind"], "a copy took over the job of a live run whose worker's clock runs behind"
     finally:
         _release_all()
     first.join(10)
-    row = _row(runtime)
+    row = only_job(runtime)
     assert (row.status, row.attempts) == (JobStatus.DONE, 1)
 
 
@@ -191,17 +157,17 @@ def test_a_dead_runs_job_is_free_once_its_time_limit_passes_on_the_database_cloc
     2 minutes after the limit, and the copy takes the job over at once."""
     _postgres_only(runtime)
     PLAN[:] = ["die"]
-    kwargs = _hold(runtime, "tests.s13a_claims_briefly", "dead")
+    kwargs = hold(runtime, "tests.s13a_claims_briefly", name="dead")
     with time_machine.travel(jobs.utc_now() + dt.timedelta(minutes=10), tick=True), contextlib.suppress(Killed):
-        _deliver("tests.s13a_claims_briefly", kwargs)
+        deliver("tests.s13a_claims_briefly", kwargs)
     assert STARTED == ["dead"]
     time.sleep(SHORT_LIMIT_MS / 1000 + 0.2)  # its time limit passes
     time_passes(runtime, jobs.RESEND_AFTER + dt.timedelta(seconds=5))  # on the database's clock, as the sweep reads
     with runtime.unit_of_work() as uow:
         assert jobs.resend_pending(uow) == 1, "the sweep held back the copy of a dead run's job"
         uow.jobs.clear()  # delivered below
-    _deliver("tests.s13a_claims_briefly", kwargs)
-    row = _row(runtime)
+    deliver("tests.s13a_claims_briefly", kwargs)
+    row = only_job(runtime)
     assert STARTED == ["dead", "dead"]
     assert (row.status, row.attempts) == (JobStatus.DONE, 2)
 
@@ -213,24 +179,24 @@ def test_a_broker_less_start_leaves_the_jobs_a_live_process_is_running(runtime: 
     """`giving receipts annual` without a broker, beside a broker-less `giving serve` on the same database, sent every
     pending job again and ended their claims: the serve process's runs lost them, and the copies ran beside them."""
     PLAN[:] = ["wait"]
-    kwargs = _hold(runtime, "tests.s13a_claims", "serving")
-    first = _in_thread(lambda: _deliver("tests.s13a_claims", kwargs))
+    kwargs = hold(runtime, "tests.s13a_claims", name="serving")
+    first = in_thread(lambda: deliver("tests.s13a_claims", kwargs))
     try:
         assert RUNNING.get(timeout=10) == 0
-        claimed = _row(runtime)
+        claimed = only_job(runtime)
         with runtime.unit_of_work() as uow:
             jobs.resend_pending(uow, older_than=dt.timedelta(0))
             copies = list(uow.jobs)
             uow.jobs.clear()  # delivered below
-        after = _row(runtime)
+        after = only_job(runtime)
         assert (after.run_id, after.running_until) == (claimed.run_id, claimed.running_until), "its claim was ended"
         for copy in copies:
-            _deliver(copy.actor_name, copy.kwargs)
+            deliver(copy.actor_name, copy.kwargs)
         assert STARTED == ["serving"], "a copy ran beside the live run"
     finally:
         _release_all()
     first.join(10)
-    row = _row(runtime)
+    row = only_job(runtime)
     assert (row.status, row.attempts, STARTED) == (JobStatus.DONE, 1, ["serving"])
 
 
@@ -264,18 +230,18 @@ def _claim_in_a_process_that_exits(runtime: Runtime, kwargs: dict[str, Any]) -> 
 def test_a_broker_less_start_ends_at_once_the_claims_of_a_process_that_exited(runtime: Runtime) -> None:
     """The point of sending everything again at start: a job a stopped run left holding restarts at once, not after
     its time limit (10 minutes here)."""
-    kwargs = _hold(runtime, "tests.s13a_process_exits", "left")
+    kwargs = hold(runtime, "tests.s13a_process_exits", name="left")
     _claim_in_a_process_that_exits(runtime, kwargs)
-    held = _row(runtime)
+    held = only_job(runtime)
     assert held.running_until is not None and held.running_until > jobs.utc_now() + dt.timedelta(minutes=5)
     assert held.run_host == jobs.this_process()[0] and held.run_process != jobs.this_process()[1]
     with runtime.unit_of_work() as uow:
         assert jobs.resend_pending(uow, older_than=dt.timedelta(0)) == 1
         copies = list(uow.jobs)
         uow.jobs.clear()  # delivered below
-    assert (_row(runtime).run_id, _row(runtime).running_until) == (None, None)
-    _deliver(copies[0].actor_name, {**copies[0].kwargs, "name": "left"})
-    row = _row(runtime)
+    assert (only_job(runtime).run_id, only_job(runtime).running_until) == (None, None)
+    deliver(copies[0].actor_name, {**copies[0].kwargs, "name": "left"})
+    row = only_job(runtime)
     assert STARTED == ["left"]
     assert (row.status, row.attempts) == (JobStatus.DONE, 2)
 

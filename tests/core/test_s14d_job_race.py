@@ -12,19 +12,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from dramatiq.broker import MessageProxy
-from dramatiq.middleware import CurrentMessage
-from sqlmodel import select
 
 from core import jobs
-from core.models import AppSecret, Job, JobStatus
-from core.runtime import Runtime, get_runtime
+from core.models import AppSecret, JobStatus
+from core.runtime import Runtime
+from tests.core.job_deliveries import Gates, claims_itself_then_works, deliver, hold, in_thread, only_job
 
-ARRIVED: list[threading.Event] = []  # set as each delivery reaches the job, before its claim
-GO: list[threading.Event] = []  # each delivery claims once its event is set
-STARTED: list[int] = []
-FAIL: set[int] = set()  # the deliveries whose work fails
-_lock = threading.Lock()
+GATES = Gates(deliveries=4)
 
 
 class Killed(BaseException):
@@ -33,96 +27,40 @@ class Killed(BaseException):
 
 @pytest.fixture(autouse=True)
 def _clear() -> Iterator[None]:
-    for events in (ARRIVED, GO):
-        events.clear()
-        events.extend(threading.Event() for _ in range(4))
-    STARTED.clear()
-    FAIL.clear()
+    GATES.reset()
     yield
-    for event in GO:
-        event.set()
-
-
-def _work(name: str, delivery: int) -> None:
-    with _lock:
-        STARTED.append(delivery)
-    if delivery in FAIL:
-        raise RuntimeError("the provider said no")
+    GATES.release()
 
 
 @jobs.actor("tests.s14d_claims_itself", max_retries=1, with_uow=False, claims_itself=True, time_limit_ms=60_000)
 def s14d_claims_itself(name: str, delivery: int) -> None:
     """Claims itself, as the receipts' issuing jobs do; each delivery waits for the test before it claims."""
-    ARRIVED[delivery].set()
-    assert GO[delivery].wait(20)
-    runtime = get_runtime()
-    with runtime.unit_of_work() as uow:
-        jobs.claim_in(uow)
-    _work(name, delivery)
-    with runtime.unit_of_work() as uow:
-        uow.session.merge(AppSecret(name=name, value="x"))
-        jobs.done_in(uow)
+    claims_itself_then_works(GATES, name, delivery)
 
 
 @jobs.actor("tests.s14d_in_claim", max_retries=1, min_backoff_ms=10, max_backoff_ms=50)
 def s14d_in_claim(uow, name: str, delivery: int) -> None:  # type: ignore[no-untyped-def]
     """The usual durable job: claimed, worked and marked done in one transaction."""
-    _work(name, delivery)
+    GATES.start(delivery)
     uow.session.merge(AppSecret(name=name, value="x"))
 
 
 @jobs.actor("tests.s14d_dies", max_retries=1, with_uow=False, claims_itself=True, time_limit_ms=60_000)
 def s14d_dies(name: str, delivery: int) -> None:
     """Its worker dies between its count and its claim (its first run fails)."""
-    if delivery in FAIL:
-        _work(name, delivery)
+    if delivery in GATES.fail:
+        GATES.start(delivery)
     raise Killed()
-
-
-def _hold(runtime: Runtime, actor_name: str) -> dict[str, Any]:
-    """Enqueue the job without sending its message (delivered by the test)."""
-    with runtime.unit_of_work() as uow:
-        uow.enqueue(actor_name, name="raced", delivery=0)
-        kwargs = dict(uow.jobs[0].kwargs)
-        uow.jobs.clear()
-    return kwargs
-
-
-def _deliver(actor_name: str, kwargs: dict[str, Any], delivery: int, *, retries: int = 0) -> None:
-    """One delivery on this thread, as a dramatiq worker thread runs it. `retries`: dramatiq's retry of a run that
-    failed (counted apart before the job runs); 0: a copy (the sweep's, or a duplicate send)."""
-    actor = jobs._dramatiq_actors[actor_name]
-    arguments = {**kwargs, "delivery": delivery}
-    proxy = MessageProxy(actor.message_with_options(kwargs=arguments, retries=retries))
-    current = CurrentMessage()
-    current.before_process_message(actor.broker, proxy)
-    try:
-        actor(**arguments)
-    except RuntimeError:
-        pass  # recorded by the job's wrapper; dramatiq would retry it
-    finally:
-        current.after_process_message(actor.broker, proxy)
-
-
-def _in_thread(fn: Any) -> threading.Thread:
-    thread = threading.Thread(target=fn, daemon=True)
-    thread.start()
-    return thread
-
-
-def _row(runtime: Runtime) -> Job:
-    with runtime.read_session() as session:
-        return session.exec(select(Job)).one()
 
 
 def _first_run_fails(runtime: Runtime, actor_name: str) -> dict[str, Any]:
     """The job's first run fails: one run left (max_retries=1)."""
-    kwargs = _hold(runtime, actor_name)
-    FAIL.add(0)
-    GO[0].set()
-    _deliver(actor_name, kwargs, 0)
-    row = _row(runtime)
-    assert (row.status, row.attempts, STARTED) == (JobStatus.PENDING, 1, [0])
+    kwargs = hold(runtime, actor_name, name="raced", delivery=0)
+    GATES.fail.add(0)
+    GATES.go[0].set()
+    deliver(actor_name, kwargs, 0)
+    row = only_job(runtime)
+    assert (row.status, row.attempts, GATES.started) == (JobStatus.PENDING, 1, [0])
     return kwargs
 
 
@@ -131,16 +69,16 @@ def test_a_copy_counted_past_the_last_run_leaves_the_job_to_the_run_counted_befo
     is a third run, one too many, and it gave the job up; the retry then found it failed and never ran. The copy now
     sees the retry's run is alive and does nothing; the retry runs the job."""
     kwargs = _first_run_fails(runtime, "tests.s14d_claims_itself")
-    retry = _in_thread(lambda: _deliver("tests.s14d_claims_itself", kwargs, 1, retries=1))
-    assert ARRIVED[1].wait(10)  # counted, not yet claimed
-    assert _row(runtime).attempts == 2
-    GO[2].set()
-    _deliver("tests.s14d_claims_itself", kwargs, 2)  # the copy, on another thread (its own connection)
-    assert _row(runtime).status == JobStatus.PENDING, "the copy gave up the job its last run was about to do"
-    GO[1].set()
+    retry = in_thread(lambda: deliver("tests.s14d_claims_itself", kwargs, 1, retries=1))
+    assert GATES.arrived[1].wait(10)  # counted, not yet claimed
+    assert only_job(runtime).attempts == 2
+    GATES.go[2].set()
+    deliver("tests.s14d_claims_itself", kwargs, 2)  # the copy, on another thread (its own connection)
+    assert only_job(runtime).status == JobStatus.PENDING, "the copy gave up the job its last run was about to do"
+    GATES.go[1].set()
     retry.join(10)
-    row = _row(runtime)
-    assert STARTED == [0, 1]
+    row = only_job(runtime)
+    assert GATES.started == [0, 1]
     assert (row.status, row.attempts) == (JobStatus.DONE, 2)
 
 
@@ -163,36 +101,36 @@ def test_a_copy_counted_past_the_last_run_of_a_job_working_in_its_claim_leaves_i
     sa.event.listen(runtime.sessions, "after_commit", hold_after_count)
     try:
         retry = threading.Thread(
-            target=_deliver, args=("tests.s14d_in_claim", kwargs, 1), kwargs={"retries": 1}, daemon=True
+            target=deliver, args=("tests.s14d_in_claim", kwargs, 1), kwargs={"retries": 1}, daemon=True
         )
         retry_thread.append(retry)
         retry.start()
         assert counted.wait(10)  # its count has committed; its claim has not started
-        assert _row(runtime).attempts == 2
-        _deliver("tests.s14d_in_claim", kwargs, 2)  # the copy
-        assert _row(runtime).status == JobStatus.PENDING, "the copy gave up the job its last run was about to do"
+        assert only_job(runtime).attempts == 2
+        deliver("tests.s14d_in_claim", kwargs, 2)  # the copy
+        assert only_job(runtime).status == JobStatus.PENDING, "the copy gave up the job its last run was about to do"
         go_on.set()
         retry_thread[0].join(10)
     finally:
         go_on.set()
         sa.event.remove(runtime.sessions, "after_commit", hold_after_count)
-    row = _row(runtime)
-    assert STARTED == [0, 1]
+    row = only_job(runtime)
+    assert GATES.started == [0, 1]
     assert (row.status, row.attempts) == (JobStatus.DONE, 2)
 
 
 def test_a_run_counted_last_that_fails_still_gives_the_job_up_once(runtime: Runtime) -> None:
     """The run the copy left the job to fails: it was the last, so the job is failed, by that run, once."""
     kwargs = _first_run_fails(runtime, "tests.s14d_claims_itself")
-    retry = _in_thread(lambda: _deliver("tests.s14d_claims_itself", kwargs, 1, retries=1))
-    assert ARRIVED[1].wait(10)
-    GO[2].set()
-    _deliver("tests.s14d_claims_itself", kwargs, 2)
-    FAIL.add(1)
-    GO[1].set()
+    retry = in_thread(lambda: deliver("tests.s14d_claims_itself", kwargs, 1, retries=1))
+    assert GATES.arrived[1].wait(10)
+    GATES.go[2].set()
+    deliver("tests.s14d_claims_itself", kwargs, 2)
+    GATES.fail.add(1)
+    GATES.go[1].set()
     retry.join(10)
-    row = _row(runtime)
-    assert STARTED == [0, 1]
+    row = only_job(runtime)
+    assert GATES.started == [0, 1]
     assert (row.status, row.attempts) == (JobStatus.FAILED, 2)
     assert "the provider said no" in (row.last_error or "")
 
@@ -202,10 +140,10 @@ def test_a_copy_counted_past_the_last_run_gives_up_once_that_run_has_died(runtim
     nothing: the next delivery gives the job up at once, as before, without waiting for its time limit."""
     kwargs = _first_run_fails(runtime, "tests.s14d_dies")
     with contextlib.suppress(Killed):
-        _deliver("tests.s14d_dies", kwargs, 1, retries=1)  # counted as run 2, then dies
-    row = _row(runtime)
+        deliver("tests.s14d_dies", kwargs, 1, retries=1)  # counted as run 2, then dies
+    row = only_job(runtime)
     assert (row.status, row.attempts) == (JobStatus.PENDING, 2)
-    _deliver("tests.s14d_dies", kwargs, 2, retries=1)
-    row = _row(runtime)
+    deliver("tests.s14d_dies", kwargs, 2, retries=1)
+    row = only_job(runtime)
     assert (row.status, row.attempts) == (JobStatus.FAILED, 2)
     assert "the worker died" in (row.last_error or "")

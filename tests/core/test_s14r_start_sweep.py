@@ -7,111 +7,66 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from dramatiq.broker import MessageProxy
-from dramatiq.middleware import CurrentMessage
-from sqlmodel import select
 
 from core import jobs
-from core.models import AppSecret, Job, JobStatus
-from core.runtime import Runtime, get_runtime
+from core.models import Job, JobStatus
+from core.runtime import Runtime
+from tests.core.job_deliveries import Gates, claims_itself_then_works, deliver, hold, in_thread, only_job
 
-ARRIVED: list[threading.Event] = []  # set as each delivery reaches the job, before its claim
-GO: list[threading.Event] = []  # each delivery claims once its event is set
-STARTED: list[int] = []
-FAIL: set[int] = set()
-_lock = threading.Lock()
+GATES = Gates(deliveries=3)
 
 
 @pytest.fixture(autouse=True)
 def _clear() -> Iterator[None]:
-    for events in (ARRIVED, GO):
-        events.clear()
-        events.extend(threading.Event() for _ in range(3))
-    STARTED.clear()
-    FAIL.clear()
+    GATES.reset()
     yield
-    for event in GO:
-        event.set()
+    GATES.release()
 
 
 @jobs.actor("tests.s14r_claims_itself", max_retries=1, with_uow=False, claims_itself=True, time_limit_ms=60_000)
 def s14r_claims_itself(name: str, delivery: int) -> None:
     """Claims itself, as the receipts' issuing jobs do; each delivery waits for the test before it claims."""
-    ARRIVED[delivery].set()
-    assert GO[delivery].wait(20)
-    runtime = get_runtime()
-    with runtime.unit_of_work() as uow:
-        jobs.claim_in(uow)
-    with _lock:
-        STARTED.append(delivery)
-    if delivery in FAIL:
-        raise RuntimeError("the provider said no")
-    with runtime.unit_of_work() as uow:
-        uow.session.merge(AppSecret(name=name, value="x"))
-        jobs.done_in(uow)
+    claims_itself_then_works(GATES, name, delivery)
 
 
-def _deliver(kwargs: dict[str, Any], delivery: int, *, retries: int = 0) -> None:
-    """One delivery on this thread, as a dramatiq worker thread runs it (`retries`: dramatiq's retry)."""
-    actor = jobs._dramatiq_actors["tests.s14r_claims_itself"]
-    arguments = {**kwargs, "delivery": delivery}
-    proxy = MessageProxy(actor.message_with_options(kwargs=arguments, retries=retries))
-    current = CurrentMessage()
-    current.before_process_message(actor.broker, proxy)
-    try:
-        actor(**arguments)
-    except RuntimeError:
-        pass  # recorded by the job's wrapper; dramatiq would retry it
-    finally:
-        current.after_process_message(actor.broker, proxy)
-
-
-def _row(runtime: Runtime) -> Job:
-    with runtime.read_session() as session:
-        return session.exec(select(Job)).one()
+ACTOR = "tests.s14r_claims_itself"
 
 
 def test_a_broker_less_start_leaves_a_job_to_its_last_run_counted_and_about_to_claim_it(runtime: Runtime) -> None:
-    with runtime.unit_of_work() as uow:
-        uow.enqueue("tests.s14r_claims_itself", name="raced", delivery=0)
-        kwargs = dict(uow.jobs[0].kwargs)
-        uow.jobs.clear()
-    FAIL.add(0)
-    GO[0].set()
-    _deliver(kwargs, 0)  # the first run fails: one run left
-    retry = threading.Thread(target=_deliver, args=(kwargs, 1), kwargs={"retries": 1}, daemon=True)
-    retry.start()
-    assert ARRIVED[1].wait(10)  # dramatiq's retry: counted as the job's last run, not yet claimed
-    assert _row(runtime).attempts == 2
+    kwargs = hold(runtime, ACTOR, name="raced", delivery=0)
+    GATES.fail.add(0)
+    GATES.go[0].set()
+    deliver(ACTOR, kwargs, 0)  # the first run fails: one run left
+    retry = in_thread(lambda: deliver(ACTOR, kwargs, 1, retries=1))
+    assert GATES.arrived[1].wait(10)  # dramatiq's retry: counted as the job's last run, not yet claimed
+    assert only_job(runtime).attempts == 2
 
     with runtime.unit_of_work() as uow:  # a broker-less process starts up meanwhile
         sent = jobs.resend_pending(uow, older_than=dt.timedelta(0))
         uow.jobs.clear()
-    GO[2].set()
-    _deliver(kwargs, 2)  # a copy (the start's, had it sent one), counted past the last run
-    assert _row(runtime).status == JobStatus.PENDING, "the start's copy gave up the job its last run was about to do"
+    GATES.go[2].set()
+    deliver(ACTOR, kwargs, 2)  # a copy (the start's, had it sent one), counted past the last run
+    assert only_job(runtime).status == JobStatus.PENDING, (
+        "the start's copy gave up the job its last run was about to do"
+    )
     assert sent == 0, "the start sent a copy of a job a live run is about to claim"
 
-    GO[1].set()
+    GATES.go[1].set()
     retry.join(10)
-    row = _row(runtime)
-    assert STARTED == [0, 1]
+    row = only_job(runtime)
+    assert GATES.started == [0, 1]
     assert (row.status, row.attempts) == (JobStatus.DONE, 2)
 
 
 def test_a_broker_less_start_sends_at_once_a_job_counted_by_a_process_that_has_exited(runtime: Runtime) -> None:
     """The run a count names died with its process (of this machine): the start sends the job again at once, its name
     ended, without waiting for that run's time limit."""
-    with runtime.unit_of_work() as uow:
-        uow.enqueue("tests.s14r_claims_itself", name="orphan", delivery=0)
-        uow.jobs.clear()
+    hold(runtime, ACTOR, name="orphan", delivery=0)
     gone = subprocess.Popen(["true"])
     gone.wait()
     table = Job.__table__  # type: ignore[attr-defined]
@@ -129,6 +84,6 @@ def test_a_broker_less_start_sends_at_once_a_job_counted_by_a_process_that_has_e
     with runtime.unit_of_work() as uow:
         assert jobs.resend_pending(uow, older_than=dt.timedelta(0)) == 1
         uow.jobs.clear()
-    row = _row(runtime)
+    row = only_job(runtime)
     assert (row.run_id, row.run_process) == (None, None)
     assert row.last_sent_at is not None and row.last_sent_at < jobs.utc_now() + dt.timedelta(minutes=1)
