@@ -43,7 +43,8 @@ def dialect_of(session: Session) -> str:
 def lock_claims(session: Session) -> None:
     """One claim is built at a time: a second builder waits here, then sees the first one's gifts as claimed.
     Whatever takes this lock and a claim's row lock (a build withdrawing an adjustment from the claim carrying it,
-    gifts taken off a claim, a submit) takes this one first, so no two of them deadlock.
+    gifts taken off a claim, a submit, a rejection, a poll whose verdict may be one) takes this one first, so no two
+    of them deadlock.
     (SQLite's BEGIN IMMEDIATE already serialises writers.)"""
     if dialect_of(session) == "postgresql":
         session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('giftaid.build_claim'))"))

@@ -1094,8 +1094,15 @@ def change_status(
     detail: dict[str, Any] | None = None,
 ) -> Claim:
     """Move a claim on (built → submitted → accepted | rejected → paid), recording who and when. Only a rejected
-    claim releases its gifts (and the adjustments it carried)."""
+    claim releases its gifts (and the adjustments it carried), under the claims' lock as a build: a caller that locks
+    the claim's row itself and may reject it takes that lock first (`poll_claim`)."""
     session = uow.session
+    if status == ClaimStatus.REJECTED:
+        # The claims' lock before the claim's row, as every path taking both does (so none deadlocks): a build
+        # reads which gifts are claimed and adjusts those whose money came back; one that started while this
+        # rejection was uncommitted would take back tax HMRC never paid on this claim's gifts. It waits for this
+        # instead, and one already running finishes first: its adjustments about these gifts are then void below.
+        repository.lock_claims(session)
     claim = repository.get_claim(session, claim_id, for_update=True)
     if claim is None:
         raise ClaimNotFound(f"no claim {claim_id}")
@@ -1407,6 +1414,10 @@ def poll_claim(
     recoverable error on the poll changes nothing but the errors shown on the claim; after a day of nothing but
     errors the claim says the sweep has stopped polling it."""
     session = uow.session
+    # The claims' lock before the claim's row: HMRC's verdict may reject the claim (`change_status` releases its
+    # gifts under the claims' lock), and a build holding that lock may lock this claim's row (an adjustment it
+    # carries whose money came back): row first would deadlock. A build waits for a poll, and a poll for a build.
+    repository.lock_claims(session)
     # Locked: two polls at once would both ask, and the later one's "unknown correlation id" (HMRC deleted its
     # answer for the first) would overwrite the verdict's errors.
     claim = _locked_claim(session, claim_id)
