@@ -12,17 +12,15 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
 
-import pytest
 from sqlmodel import select
 
 from core.db import UnitOfWork
 from core.runtime import Runtime
 from core.settings import Settings
 from giftaid import service
-from giftaid.models import Adjustment, Claim, ClaimGift, ClaimStatus
+from giftaid.models import Claim, ClaimGift, ClaimStatus
+from tests.giftaid.claim_locks import build_claim_through, claim_of, hold_open, postgres_only, standing_adjustments
 from tests.giftaid.factories import donor, make_gift, set_gift
 from tests.giftaid.fake_gateway import FakeGateway, gateway, settings
 
@@ -32,57 +30,16 @@ BUILT_ON = dt.date(2026, 4, 1)  # gifts of the tax year 2021-22 are still in tim
 LATE = dt.date(2026, 4, 6)  # ... and no longer: their four years ended on 5 April 2026
 
 
-def postgres_only(runtime: Runtime) -> None:
-    if runtime.engine.dialect.name != "postgresql":
-        pytest.skip("locks between two connections: PostgreSQL (SQLite's BEGIN IMMEDIATE serialises writers)")
-
-
-def _build(runtime: Runtime, settings: Settings, through: dt.date, today: dt.date) -> service.ClaimResult:
-    with runtime.unit_of_work() as uow:
-        return service.build_claim(uow, settings, through=through, actor="builder@example.org", today=today)
-
-
-def _standing_adjustments(runtime: Runtime) -> list[Adjustment]:
-    with runtime.read_session() as session:
-        return list(session.exec(select(Adjustment).where(Adjustment.withdrawn_at.is_(None))))  # type: ignore[union-attr]
-
-
-def _claim(runtime: Runtime, claim_id: uuid.UUID) -> Claim:
-    with runtime.read_session() as session:
-        found = session.get(Claim, claim_id)
-        assert found is not None
-        return found
-
-
 def _claim_with_an_old_refunded_gift(runtime: Runtime) -> tuple[uuid.UUID, uuid.UUID]:
     """A claim built in time with a gift that passes the four-year limit before it is written, refunded since it
     was built (the next build would take its Gift Aid back); and a new gift for the next claim to claim."""
     old = make_gift(runtime, donor(runtime), amount=10_000, received_on=dt.date(2021, 6, 1))
     make_gift(runtime, donor(runtime), amount=100_000, received_on=dt.date(2025, 6, 1))
-    first = _build(runtime, runtime.settings, BUILT_ON, BUILT_ON)
+    first = build_claim_through(runtime, runtime.settings, BUILT_ON, BUILT_ON)
     assert first.claim_id is not None and first.gifts == 2
     set_gift(runtime, old, returned_amount=10_000)
     make_gift(runtime, donor(runtime), amount=50_000, received_on=dt.date(2026, 4, 2))
     return first.claim_id, old
-
-
-def _hold_open(
-    runtime: Runtime, work: Callable[[UnitOfWork], Any], done: threading.Event, release: threading.Event
-) -> Callable[[list[BaseException]], None]:
-    """A thread body: `work` in a unit of work left uncommitted until `release`."""
-
-    def run(errors: list[BaseException]) -> None:
-        try:
-            with runtime.unit_of_work() as uow:
-                work(uow)
-                uow.session.flush()
-                done.set()
-                assert release.wait(20)
-        except BaseException as exc:
-            errors.append(exc)
-            done.set()
-
-    return run
 
 
 def test_a_build_waits_for_a_take_off_and_adjusts_nothing_about_the_gift_it_took_off(runtime: Runtime) -> None:
@@ -98,7 +55,7 @@ def test_a_build_waits_for_a_take_off_and_adjusts_nothing_about_the_gift_it_took
 
     taken_off, release = threading.Event(), threading.Event()
     errors: list[BaseException] = []
-    first = threading.Thread(target=_hold_open(runtime, take_off, taken_off, release), args=(errors,))
+    first = threading.Thread(target=hold_open(runtime, take_off, taken_off, release), args=(errors,))
     first.start()
     assert taken_off.wait(20) and not errors, errors
     results: list[service.ClaimResult] = []
@@ -106,7 +63,7 @@ def test_a_build_waits_for_a_take_off_and_adjusts_nothing_about_the_gift_it_took
 
     def build() -> None:
         try:
-            results.append(_build(runtime, runtime.settings, LATE, LATE))
+            results.append(build_claim_through(runtime, runtime.settings, LATE, LATE))
             finished_at.append(time.monotonic())
         except BaseException as exc:
             errors.append(exc)
@@ -123,10 +80,10 @@ def test_a_build_waits_for_a_take_off_and_adjusts_nothing_about_the_gift_it_took
     assert not errors, errors
     assert finished_at and finished_at[0] > released_at
     # It then saw the gift off its claim: nothing to take back about it, and the new claim carries no adjustment.
-    assert _standing_adjustments(runtime) == []
+    assert standing_adjustments(runtime) == []
     [result] = results
     assert result.claim_id is not None and result.adjustment == 0 and result.total == 50_000
-    assert _claim(runtime, result.claim_id).adjustment == 0
+    assert claim_of(runtime, result.claim_id).adjustment == 0
     with runtime.read_session() as session:
         assert session.exec(select(ClaimGift).where(ClaimGift.gift_id == old)).all() == []
 
@@ -143,7 +100,7 @@ def test_a_take_off_waits_for_a_build_and_voids_the_adjustment_it_made(runtime: 
 
     built, release = threading.Event(), threading.Event()
     errors: list[BaseException] = []
-    first = threading.Thread(target=_hold_open(runtime, build, built, release), args=(errors,))
+    first = threading.Thread(target=hold_open(runtime, build, built, release), args=(errors,))
     first.start()
     assert built.wait(20) and not errors, errors
     assert results[0].adjustment == 2_500  # not committed yet
@@ -164,9 +121,9 @@ def test_a_take_off_waits_for_a_build_and_voids_the_adjustment_it_made(runtime: 
     first.join(20)
     second.join(30)
     assert not errors, errors
-    assert _standing_adjustments(runtime) == []
+    assert standing_adjustments(runtime) == []
     carrier = results[0].claim_id
-    assert carrier is not None and _claim(runtime, carrier).adjustment == 0
+    assert carrier is not None and claim_of(runtime, carrier).adjustment == 0
     with runtime.read_session() as session:
         assert session.exec(select(ClaimGift).where(ClaimGift.gift_id == old)).all() == []
 
@@ -180,14 +137,14 @@ def test_a_submit_and_a_build_that_withdraws_its_adjustment_cannot_deadlock(
     deadlock error); claims' lock first, the submit waits for the build and then sends."""
     postgres_only(runtime)
     refunded = make_gift(runtime, donor(runtime), amount=10_000, received_on=dt.date(2025, 1, 10))
-    earlier = _build(runtime, settings, dt.date(2025, 2, 1), dt.date(2025, 2, 1))
+    earlier = build_claim_through(runtime, settings, dt.date(2025, 2, 1), dt.date(2025, 2, 1))
     assert earlier.claim_id is not None
     with runtime.unit_of_work() as uow:
         service.change_status(uow, earlier.claim_id, ClaimStatus.SUBMITTED, actor="t")
     set_gift(runtime, refunded, returned_amount=10_000)
     make_gift(runtime, donor(runtime), amount=10_000, received_on=dt.date(2021, 6, 1))  # out of time when sent
     make_gift(runtime, donor(runtime), amount=100_000, received_on=dt.date(2025, 6, 1))
-    carrier = _build(runtime, settings, BUILT_ON, BUILT_ON)
+    carrier = build_claim_through(runtime, settings, BUILT_ON, BUILT_ON)
     assert carrier.claim_id is not None and carrier.adjustment == 2_500
     set_gift(runtime, refunded, returned_amount=0)  # a dispute won: the money came back
 
@@ -202,7 +159,7 @@ def test_a_submit_and_a_build_that_withdraws_its_adjustment_cannot_deadlock(
     locked, submit_started, release, built = (threading.Event() for _ in range(4))
     release.set()  # commit as soon as the build is done
     errors: list[BaseException] = []
-    first = threading.Thread(target=_hold_open(runtime, build, built, release), args=(errors,))
+    first = threading.Thread(target=hold_open(runtime, build, built, release), args=(errors,))
     first.start()
     assert locked.wait(20)
     submitted: list[Claim] = []
@@ -224,7 +181,7 @@ def test_a_submit_and_a_build_that_withdraws_its_adjustment_cannot_deadlock(
     assert not first.is_alive() and not second.is_alive()
     assert not errors, errors
     assert carrier.claim_id is not None
-    sent = _claim(runtime, carrier.claim_id)
+    sent = claim_of(runtime, carrier.claim_id)
     # The build withdrew the adjustment before the submit locked the claim: what was sent carries none.
     assert sent.status == ClaimStatus.SUBMITTED and sent.adjustment == 0 and sent.gifts == 1
     assert len(gateway.submissions) == 1

@@ -21,33 +21,12 @@ from core.db import UnitOfWork
 from core.runtime import Runtime
 from core.settings import Settings
 from giftaid import service
-from giftaid.models import Adjustment, Claim, ClaimEvent, ClaimGift, ClaimStatus
+from giftaid.models import Claim, ClaimEvent, ClaimGift, ClaimStatus
+from tests.giftaid.claim_locks import build_claim_through, claim_of, hold_open, postgres_only, standing_adjustments
 from tests.giftaid.factories import TODAY, donor, make_gift, set_gift
 from tests.giftaid.fake_gateway import FakeGateway, gateway, settings
 
 __all__ = ["gateway", "settings"]
-
-
-def postgres_only(runtime: Runtime) -> None:
-    if runtime.engine.dialect.name != "postgresql":
-        pytest.skip("locks between two connections: PostgreSQL (SQLite's BEGIN IMMEDIATE serialises writers)")
-
-
-def _build(runtime: Runtime, settings: Settings, through: dt.date, today: dt.date) -> service.ClaimResult:
-    with runtime.unit_of_work() as uow:
-        return service.build_claim(uow, settings, through=through, actor="builder@example.org", today=today)
-
-
-def _standing_adjustments(runtime: Runtime) -> list[Adjustment]:
-    with runtime.read_session() as session:
-        return list(session.exec(select(Adjustment).where(Adjustment.withdrawn_at.is_(None))))  # type: ignore[union-attr]
-
-
-def _claim(runtime: Runtime, claim_id: uuid.UUID) -> Claim:
-    with runtime.read_session() as session:
-        found = session.get(Claim, claim_id)
-        assert found is not None
-        return found
 
 
 def _submit(runtime: Runtime, settings: Settings, claim_id: uuid.UUID) -> None:
@@ -82,7 +61,7 @@ def test_a_build_waits_for_a_rejection_and_adjusts_no_gift_of_the_rejected_claim
     claim: a deduction of tax HMRC never paid, which nothing would ever void."""
     postgres_only(runtime)
     refunded = make_gift(runtime, donor(runtime), amount=10_000, received_on=dt.date(2025, 6, 1))
-    first = _build(runtime, settings, TODAY, TODAY)
+    first = build_claim_through(runtime, settings, TODAY, TODAY)
     assert first.claim_id is not None and first.gifts == 1
     rejected_id = first.claim_id
     if how == "by_poll":
@@ -97,18 +76,10 @@ def test_a_build_waits_for_a_rejection_and_adjusts_no_gift_of_the_rejected_claim
     rejected, release = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
-    def reject() -> None:
-        try:
-            with runtime.unit_of_work() as uow:
-                REJECTIONS[how](uow, settings, rejected_id)
-                uow.session.flush()
-                rejected.set()
-                assert release.wait(20)
-        except BaseException as exc:
-            errors.append(exc)
-            rejected.set()
+    def reject(uow: UnitOfWork) -> None:
+        REJECTIONS[how](uow, settings, rejected_id)
 
-    first_thread = threading.Thread(target=reject)
+    first_thread = threading.Thread(target=hold_open(runtime, reject, rejected, release), args=(errors,))
     first_thread.start()
     assert rejected.wait(20) and not errors, errors
     results: list[service.ClaimResult] = []
@@ -116,7 +87,7 @@ def test_a_build_waits_for_a_rejection_and_adjusts_no_gift_of_the_rejected_claim
 
     def build() -> None:
         try:
-            results.append(_build(runtime, settings, TODAY, TODAY))
+            results.append(build_claim_through(runtime, settings, TODAY, TODAY))
             finished_at.append(time.monotonic())
         except BaseException as exc:
             errors.append(exc)
@@ -132,12 +103,12 @@ def test_a_build_waits_for_a_rejection_and_adjusts_no_gift_of_the_rejected_claim
     assert not errors, errors
     assert build_waited
     assert finished_at and finished_at[0] > released_at
-    assert _claim(runtime, rejected_id).status == ClaimStatus.REJECTED
+    assert claim_of(runtime, rejected_id).status == ClaimStatus.REJECTED
     # The build saw the claim rejected: nothing taken back about its gift, and the new claim carries no adjustment.
-    assert _standing_adjustments(runtime) == []
+    assert standing_adjustments(runtime) == []
     [result] = results
     assert result.claim_id is not None and result.adjustment == 0 and result.total == 50_000
-    assert _claim(runtime, result.claim_id).adjustment == 0
+    assert claim_of(runtime, result.claim_id).adjustment == 0
     with runtime.read_session() as session:
         [row] = session.exec(select(ClaimGift).where(ClaimGift.gift_id == refunded)).all()
         assert row.claim_id == rejected_id and row.live is None and row.adjusted_returned == 0
@@ -148,7 +119,7 @@ def test_a_rejection_waits_for_a_build_and_voids_the_adjustment_it_made(runtime:
     the rejection waits for it to commit, then voids that adjustment and takes it off the new claim (still built)."""
     postgres_only(runtime)
     refunded = make_gift(runtime, donor(runtime), amount=10_000, received_on=dt.date(2025, 6, 1))
-    first = _build(runtime, settings, TODAY, TODAY)
+    first = build_claim_through(runtime, settings, TODAY, TODAY)
     assert first.claim_id is not None
     rejected_id = first.claim_id
     with runtime.unit_of_work() as uow:
@@ -159,17 +130,10 @@ def test_a_rejection_waits_for_a_build_and_voids_the_adjustment_it_made(runtime:
     built, release = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
-    def build() -> None:
-        try:
-            with runtime.unit_of_work() as uow:
-                results.append(service.build_claim(uow, settings, through=TODAY, actor="builder", today=TODAY))
-                built.set()
-                assert release.wait(20)
-        except BaseException as exc:
-            errors.append(exc)
-            built.set()
+    def build_held(uow: UnitOfWork) -> None:
+        results.append(service.build_claim(uow, settings, through=TODAY, actor="builder", today=TODAY))
 
-    first_thread = threading.Thread(target=build)
+    first_thread = threading.Thread(target=hold_open(runtime, build_held, built, release), args=(errors,))
     first_thread.start()
     assert built.wait(20) and not errors, errors
     assert results[0].adjustment == 2_500  # not committed yet
@@ -190,10 +154,10 @@ def test_a_rejection_waits_for_a_build_and_voids_the_adjustment_it_made(runtime:
     second.join(30)
     assert not errors, errors
     assert rejection_waited
-    assert _standing_adjustments(runtime) == []
+    assert standing_adjustments(runtime) == []
     carrier = results[0].claim_id
-    assert carrier is not None and _claim(runtime, carrier).adjustment == 0
-    assert _claim(runtime, rejected_id).status == ClaimStatus.REJECTED
+    assert carrier is not None and claim_of(runtime, carrier).adjustment == 0
+    assert claim_of(runtime, rejected_id).status == ClaimStatus.REJECTED
 
 
 def test_a_poll_that_rejects_and_a_build_that_locks_the_polled_claim_cannot_deadlock(
@@ -205,13 +169,13 @@ def test_a_poll_that_rejects_and_a_build_that_locks_the_polled_claim_cannot_dead
     claims' lock first, the poll waits for the build and then rejects the claim."""
     postgres_only(runtime)
     refunded = make_gift(runtime, donor(runtime), amount=10_000, received_on=dt.date(2025, 1, 10))
-    earlier = _build(runtime, settings, dt.date(2025, 2, 1), dt.date(2025, 2, 1))
+    earlier = build_claim_through(runtime, settings, dt.date(2025, 2, 1), dt.date(2025, 2, 1))
     assert earlier.claim_id is not None
     with runtime.unit_of_work() as uow:
         service.change_status(uow, earlier.claim_id, ClaimStatus.SUBMITTED, actor="t")
     set_gift(runtime, refunded, returned_amount=10_000)
     make_gift(runtime, donor(runtime), amount=100_000, received_on=dt.date(2025, 6, 1))
-    carrier = _build(runtime, settings, TODAY, TODAY)
+    carrier = build_claim_through(runtime, settings, TODAY, TODAY)
     carrier_id = carrier.claim_id
     assert carrier_id is not None and carrier.adjustment == 2_500
     _submit(runtime, settings, carrier_id)
@@ -262,7 +226,7 @@ def test_a_poll_that_rejects_and_a_build_that_locks_the_polled_claim_cannot_dead
     assert not errors, errors
     assert poll_waited
     assert polled and polled[0].status == ClaimStatus.REJECTED
-    assert _claim(runtime, carrier_id).status == ClaimStatus.REJECTED
+    assert claim_of(runtime, carrier_id).status == ClaimStatus.REJECTED
     # The build ran first, with the carrier submitted: HMRC had its deduction, so the gift whose money came back was
     # released from its claim and claimed again by the new claim; the rejection then says HMRC never had it.
     [result] = results
