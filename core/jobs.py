@@ -695,6 +695,7 @@ def _claim_apart(uow: UnitOfWork, run: _DurableRun, *, alone: bool) -> None:
     run and holds it until the run's time limit. A duplicate message meanwhile does nothing, and the sweep sends a
     copy only once that has passed (the run died). The claim counts the run (unless it was counted apart already);
     a job that has started `max_retries + 1` times already is given up instead (`_GiveUp`: the claim is rolled back).
+    A run counted apart checked that with its own number when it was counted (`_count_start`), not again here.
 
     `alone`: the claim commits before any work (the wrapper's own unit of work). A `claims_itself` job's claim may
     commit with its work instead (giftaid's delete at HMRC works in it), so a death there rolls the count back: there
@@ -736,7 +737,10 @@ def _claim_apart(uow: UnitOfWork, run: _DurableRun, *, alone: bool) -> None:
             if row is not None and row.status == JobStatus.PENDING and row.earlier and row.unheld:
                 raise _CountFirst
         raise _AlreadyDone
-    if attempt > run.spec.max_retries + 1:
+    # A run counted apart checked the limit with its own number when it was counted. The row's count may be higher
+    # by then (a first delivery that held the job uncounted, its failure recorded after this count): that run ran
+    # before this one, and this one is still within the limit.
+    if not run.counted and attempt > run.spec.max_retries + 1:
         raise _GiveUp
     run.token = token
     _continue_count(attempt)
