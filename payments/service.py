@@ -1008,9 +1008,7 @@ def record_stripe_invoice_paid(
         # A free period (a 100%-off coupon, a credit balance): no money, but its instalment is not missing either. It
         # is remembered as an instalment closed at £0 (keyed on the invoice, as every instalment), so a free period
         # later than the one expected is stepped over once the schedule reaches it, as a voided one is.
-        gift = _instalment(uow, regular, invoice, amount=0)
-        if gift.status not in (GiftStatus.PAID, GiftStatus.REVERSED):
-            _set(gift, amount=0)  # a stray void recorded first took the plan's amount: nothing was due
+        gift = _paid_instalment(uow, regular, invoice, amount=0)
         _close_instalment(uow, regular, gift, _FREE)
         return Effect.processed(f"stripe_invoice:{invoice_id}", adopted_key, note=_FREE)
     # An older payload names its card payment: its payments are listed only if it lacks the intent (as before).
@@ -1037,16 +1035,13 @@ def record_stripe_invoice_paid(
         _close_instalment(uow, regular, gift, _PAID_OUTSIDE)
         return Effect.processed(f"stripe_invoice:{invoice_id}", adopted_key, note=_PAID_OUTSIDE)
     intent_id, charge_id = _invoice_payment_ids(stripe, invoice, entries)
-    gift = _instalment(uow, regular, invoice, amount=amount - off_stripe)
+    # The card gift is the part the card paid: what its payout carries.
+    gift = _paid_instalment(uow, regular, invoice, amount=amount - off_stripe)
     _set(
         gift,
         stripe_payment_intent_id=gift.stripe_payment_intent_id or intent_id,
         stripe_charge_id=gift.stripe_charge_id or charge_id,
     )
-    if gift.status not in (GiftStatus.PAID, GiftStatus.REVERSED):
-        # The card gift is the part the card paid (what its payout carries), whatever an earlier event recorded the
-        # row with (the amount due; £0 for a period first read as free).
-        _set(gift, amount=amount - off_stripe)
     if off_stripe and gift.status != GiftStatus.PAID:
         _paid_outside_stripe_history(uow, regular, gift, off_stripe, at=received_at or at)
     uow.session.add(gift)
@@ -1059,6 +1054,15 @@ def record_stripe_invoice_paid(
         f"stripe_payment_intent:{intent_id}" if intent_id else None,
         f"stripe_charge:{charge_id}" if charge_id else None,
     )
+
+
+def _paid_instalment(uow: UnitOfWork, regular: RegularGift, invoice: dict[str, Any], *, amount: int) -> Gift:
+    """The instalment of a paid invoice, holding what was paid on it, whatever an earlier event recorded it with (the
+    amount asked, by a failure or a stray void; £0 for a period first read as free), unless it is money already."""
+    gift = _instalment(uow, regular, invoice, amount=amount)
+    if gift.status not in (GiftStatus.PAID, GiftStatus.REVERSED):
+        _set(gift, amount=amount)
+    return gift
 
 
 def _instalment(uow: UnitOfWork, regular: RegularGift, invoice: dict[str, Any], *, amount: int) -> Gift:
@@ -1333,8 +1337,7 @@ def _amount_asked(invoice: dict[str, Any], regular: RegularGift) -> int:
     """What a failed or closed invoice asked for, as its event has it (else the plan's amount). Its history item says
     this, not the row's amount now: a credit note since (the invoice then paid with nothing, a free period) makes the
     row £0, and an item written after that must not read "Payment of £0.00 failed"."""
-    amount = invoice.get("amount_due")
-    return amount if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0 else regular.amount
+    return _minor_units(invoice.get("amount_due")) or regular.amount
 
 
 def record_stripe_invoice_voided(
