@@ -42,9 +42,7 @@ def dialect_of(session: Session) -> str:
 
 def lock_claims(session: Session) -> None:
     """One claim is built at a time: a second builder waits here, then sees the first one's gifts as claimed.
-    Whatever takes this lock and a claim's row lock (a build withdrawing an adjustment from the claim carrying it,
-    gifts taken off a claim, a submit, a rejection, a poll whose verdict may be one) takes this one first, so no two
-    of them deadlock.
+    Whatever takes this lock and a claim's row lock takes this one first (`lock_claims_then_claim`).
     (SQLite's BEGIN IMMEDIATE already serialises writers.)"""
     if dialect_of(session) == "postgresql":
         session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('giftaid.build_claim'))"))
@@ -667,6 +665,16 @@ def adjustments_from(session: Session, claim_id: uuid.UUID) -> list[Adjustment]:
 
 
 # --- claims -----------------------------------------------------------------------------------------------------------
+
+
+def lock_claims_then_claim(session: Session, claim_id: uuid.UUID) -> Claim | None:
+    """The claims' lock, then the claim's row lock, read afresh (the wait may have let another transaction change
+    it). The one order every path that takes both keeps: a build holds the claims' lock and may lock a claim's row (an
+    adjustment coming off the claim carrying it), so a path locking the row first could deadlock with it. A path
+    that changes which gifts are claimed (gifts taken off, a rejection) or may (a submit, a poll) takes both: a build
+    waits for it, never adjusting a gift it has just released, and one already running finishes first."""
+    lock_claims(session)
+    return get_claim(session, claim_id, for_update=True, fresh=True)
 
 
 def get_claim(session: Session, claim_id: uuid.UUID, *, for_update: bool = False, fresh: bool = False) -> Claim | None:

@@ -774,11 +774,9 @@ def take_off_what_hmrc_would_refuse(
     blank = repository.blank_donors(session, claim.id)
     if not late and not blank:
         return []
-    # The claims' lock before the claim's row, as every path taking both does (so none deadlocks): a build waits
-    # for the gifts taken off here, never adjusting one this has just removed (its adjustment would carry tax HMRC
-    # never had), and one already running finishes first: its adjustments about these gifts are then void below.
-    repository.lock_claims(session)
-    locked = repository.get_claim(session, claim.id, for_update=True, fresh=True)
+    # A build waits for the gifts taken off here (its adjustment about one would carry tax HMRC never had); one
+    # already running finishes first, and its adjustments about these gifts are void below.
+    locked = repository.lock_claims_then_claim(session, claim.id)
     if locked is None or ClaimStatus(locked.status) != ClaimStatus.BUILT:
         return []
     claim = locked
@@ -1094,18 +1092,11 @@ def change_status(
     detail: dict[str, Any] | None = None,
 ) -> Claim:
     """Move a claim on (built → submitted → accepted | rejected → paid), recording who and when. Only a rejected
-    claim releases its gifts (and the adjustments it carried), under the claims' lock as a build: a caller that locks
-    the claim's row itself and may reject it takes that lock first (`poll_claim`)."""
+    claim releases its gifts (and the adjustments it carried), under the claims' lock as a build: one started
+    meanwhile would take back tax HMRC never paid on them (`repository.lock_claims_then_claim`)."""
     session = uow.session
-    if status == ClaimStatus.REJECTED:
-        # The claims' lock before the claim's row, as every path taking both does (so none deadlocks): a build
-        # reads which gifts are claimed and adjusts those whose money came back; one that started while this
-        # rejection was uncommitted would take back tax HMRC never paid on this claim's gifts. It waits for this
-        # instead, and one already running finishes first: its adjustments about these gifts are then void below.
-        repository.lock_claims(session)
-    claim = repository.get_claim(session, claim_id, for_update=True)
-    if claim is None:
-        raise ClaimNotFound(f"no claim {claim_id}")
+    claims_first = status == ClaimStatus.REJECTED
+    claim = _locked_claim(session, claim_id, claims_first=claims_first)
     current = ClaimStatus(claim.status)
     if status not in TRANSITIONS[current]:
         raise InvalidTransition(f"claim {claim_id} is {current.value}; it cannot become {status.value}")
@@ -1251,8 +1242,12 @@ def error_words(error: dict[str, Any]) -> str:
     return f"{error['number']} {error['text']}" if error.get("number") is not None else str(error["text"])
 
 
-def _locked_claim(session: Session, claim_id: uuid.UUID) -> Claim:
-    claim = repository.get_claim(session, claim_id, for_update=True)
+def _locked_claim(session: Session, claim_id: uuid.UUID, *, claims_first: bool = False) -> Claim:
+    """The claim's row locked; `claims_first`: after the claims' lock (`repository.lock_claims_then_claim`)."""
+    if claims_first:
+        claim = repository.lock_claims_then_claim(session, claim_id)
+    else:
+        claim = repository.get_claim(session, claim_id, for_update=True)
     if claim is None:
         raise ClaimNotFound(f"no claim {claim_id}")
     return claim
@@ -1278,10 +1273,8 @@ def submit_claim(
     claim stays `built` with an `unknown` error: HMRC may hold it, so it is not sent again unless `again` (finance
     has checked the gateway's list and HMRC does not have it)."""
     session = uow.session
-    # The claims' lock before the claim's row: taking gifts off it (below) takes the claims' lock, and a build
-    # holding that lock may lock this claim's row (an adjustment it carries coming off): row first would deadlock.
-    repository.lock_claims(session)
-    claim = _locked_claim(session, claim_id)
+    # The claims' lock too: taking gifts off it (below) needs it.
+    claim = _locked_claim(session, claim_id, claims_first=True)
     if ClaimStatus(claim.status) != ClaimStatus.BUILT:
         raise InvalidTransition(f"claim {claim_id} is {claim.status}; only a built claim is submitted")
     if not again and any(error.get("type") == UNANSWERED for error in claim.errors):
@@ -1414,13 +1407,10 @@ def poll_claim(
     recoverable error on the poll changes nothing but the errors shown on the claim; after a day of nothing but
     errors the claim says the sweep has stopped polling it."""
     session = uow.session
-    # The claims' lock before the claim's row: HMRC's verdict may reject the claim (`change_status` releases its
-    # gifts under the claims' lock), and a build holding that lock may lock this claim's row (an adjustment it
-    # carries whose money came back): row first would deadlock. A build waits for a poll, and a poll for a build.
-    repository.lock_claims(session)
     # Locked: two polls at once would both ask, and the later one's "unknown correlation id" (HMRC deleted its
-    # answer for the first) would overwrite the verdict's errors.
-    claim = _locked_claim(session, claim_id)
+    # answer for the first) would overwrite the verdict's errors. The claims' lock too: HMRC's verdict may reject the
+    # claim (`change_status`). A build waits for a poll, and a poll for a build.
+    claim = _locked_claim(session, claim_id, claims_first=True)
     if ClaimStatus(claim.status) != ClaimStatus.SUBMITTED or not claim.correlation_id:
         raise InvalidTransition(f"claim {claim_id} is not waiting for HMRC")
     if claim.poll_interval:
