@@ -135,6 +135,9 @@ class _Context:
     order_lines: dict[uuid.UUID, list[OrderLine]]
     campaigns: dict[uuid.UUID, PartnerCampaign]
     refund_vat: dict[uuid.UUID, int] = dataclasses.field(default_factory=dict)
+    # Each refund's goods part (VAT included) on a basket, by refund id: its allocation, or for a refund not allocated
+    # yet (pending, or failed before it succeeded) what the allocation rule gives it at its place.
+    refund_goods: dict[uuid.UUID, int] = dataclasses.field(default_factory=dict)
     # A lost dispute on a basket: (its goods part, VAT included; the VAT inside it), by dispute id.
     dispute_goods: dict[uuid.UUID, tuple[int, int]] = dataclasses.field(default_factory=dict)
     # Failed Stripe payouts whose money a `payout_failure` line paid out again (by provider payout id), and lines.
@@ -447,12 +450,23 @@ def _order_postings(line: PayoutLine, ctx: _Context, donation_gifts: dict[uuid.U
         post(f"{PARTNER_OWED}: {code}", -share, f"partner share {code}", line, order.id)
 
 
-def _goods_part(refund: Refund, magnitude: int) -> int:
-    """The part of `magnitude` (a refund's money) that gave back goods, by the refund's allocation."""
-    goods_part = min(refund.order_amount, magnitude) if refund.order_id else 0
-    if not refund.order_amount and not refund.gift_amount and refund.order_id and not refund.gift_id:
-        goods_part = magnitude  # not allocated yet (a pending refund): an order without a donation is all goods
-    return goods_part
+def _allocated(refund: Refund) -> bool:
+    """The service allocates a refund to the goods and the donation once it has succeeded; one still pending at the
+    provider (its money already out of the balance, so in a payout) or that failed before it succeeded has none."""
+    return bool(refund.order_amount or refund.gift_amount)
+
+
+def _goods_part(refund: Refund, magnitude: int, goods: int | None = None) -> int:
+    """The part of `magnitude` (a refund's money) that gave back goods: by the refund's allocation, or `goods` (its
+    goods part by the allocation rule, `_returned_vat`) when it has none yet."""
+    if not refund.order_id:
+        return 0
+    if _allocated(refund):
+        return min(refund.order_amount, magnitude)
+    if goods is not None:
+        return min(goods, magnitude)
+    # Not allocated and not worked out by the rule: an order without a donation is all goods.
+    return 0 if refund.gift_id else magnitude
 
 
 def _refund_order_key(refund: Refund) -> tuple[dt.datetime, dt.datetime, str]:
@@ -461,7 +475,13 @@ def _refund_order_key(refund: Refund) -> tuple[dt.datetime, dt.datetime, str]:
 
 def _returned_vat(session: Session, orders: dict[uuid.UUID, Order], order_ids: Iterable[uuid.UUID]) -> dict[str, Any]:
     """The VAT given back by each refund and each lost dispute of these orders (the orders must be in `orders`):
-    `refund_vat` (by refund id) and `dispute_goods` (by dispute id: its goods part, VAT included, and the VAT in it).
+    `refund_vat` (by refund id), `refund_goods` (by refund id: its goods part, VAT included) and `dispute_goods` (by
+    dispute id: its goods part, VAT included, and the VAT in it).
+
+    A refund not allocated yet (still pending at the provider, or failed before it succeeded) is given its goods
+    part by the allocation rule at its place (payments/shop.py: goods first, up to what the refunds before it left),
+    as the service will allocate it once it succeeds: a shirt's refund in a payout before it succeeded is the
+    shirt's, not the basket's donation's.
 
     Rounded once per order, not once per refund: a refund's VAT is the VAT inside all the goods refunded on the
     order up to and including it, less the VAT inside the goods refunded before it (oldest first, every refund of
@@ -492,13 +512,16 @@ def _returned_vat(session: Session, orders: dict[uuid.UUID, Order], order_ids: I
         ).all():
             lost_by_order[dispute.order_id].append(dispute)  # type: ignore[index]
     vat: dict[uuid.UUID, int] = {}
+    refund_goods: dict[uuid.UUID, int] = {}
     dispute_goods: dict[uuid.UUID, tuple[int, int]] = {}
     for order_id in wanted:
         order = orders[order_id]
         goods_total = order.goods_amount + order.vat_amount
         goods_so_far = posted = 0
         for refund in sorted(by_order.get(order_id, []), key=_refund_order_key):
-            goods = goods_so_far + _goods_part(refund, refund.amount)
+            by_rule = None if _allocated(refund) else min(refund.amount, max(goods_total - goods_so_far, 0))
+            refund_goods[refund.id] = _goods_part(refund, refund.amount, by_rule)
+            goods = goods_so_far + refund_goods[refund.id]
             inside = percent_of(min(goods, goods_total), order.vat_amount, goods_total)
             vat[refund.id] = inside - posted
             if refund.status in (RefundStatus.SUCCEEDED, RefundStatus.PENDING):
@@ -510,7 +533,7 @@ def _returned_vat(session: Session, orders: dict[uuid.UUID, Order], order_ids: I
             inside = percent_of(min(goods, goods_total), order.vat_amount, goods_total)
             dispute_goods[dispute.id] = (goods_part, inside - posted)
             goods_so_far, posted = goods, inside
-    return {"refund_vat": vat, "dispute_goods": dispute_goods}
+    return {"refund_vat": vat, "refund_goods": refund_goods, "dispute_goods": dispute_goods}
 
 
 def _dispute_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
@@ -548,7 +571,8 @@ def _refund_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
     if refund is None:
         post(SUSPENSE_UNMATCHED, -line.amount, "refund not found", line)
         return
-    goods_part = _goods_part(refund, magnitude)
+    by_rule = ctx.refund_goods.get(refund.id)
+    goods_part = _goods_part(refund, magnitude, by_rule)
     donation_part = magnitude - goods_part
     order = ctx.orders.get(refund.order_id) if refund.order_id else None
     if goods_part and order is not None and order.duplicate_of_id is not None:
@@ -556,7 +580,7 @@ def _refund_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
         post(DUPLICATE_PAYMENTS, sign * goods_part, "basket paid twice: goods refunded", line, refund.id)
     elif goods_part:
         vat = ctx.refund_vat.get(refund.id, 0)
-        refund_goods = _goods_part(refund, refund.amount)
+        refund_goods = _goods_part(refund, refund.amount, by_rule)
         if goods_part != refund_goods and refund_goods:
             # A line for part of the refund's money: its share of the refund's VAT.
             vat = percent_of(goods_part, vat, refund_goods)

@@ -199,10 +199,10 @@ def stripe_lines(transactions: Iterable[dict[str, Any]], payout_id: str) -> list
             continue  # the payout's own balance transaction
         related = None
         if isinstance(source, dict):
-            # A charge names its payment intent; a refund or dispute names its charge.
-            related = (
-                source.get("payment_intent") if source_id and source_id.startswith("ch_") else source.get("charge")
-            )
+            # A charge names its payment intent (a card's `ch_`, and the `py_` of a Bacs Debit or other non-card
+            # payment, also a Charge); a refund or dispute names its charge.
+            is_charge = str(source_id or "").startswith(("ch_", "py_"))
+            related = source.get("payment_intent") if is_charge else source.get("charge")
             if isinstance(related, dict):
                 related = related.get("id")
         lines.extend(
