@@ -11,9 +11,11 @@
   `attempts` counts runs started, per job, where a crash cannot undo it: a job whose worker dies each time is given
   up after its retries like one that raises (docs/operations.md §2a). A run counted apart names itself in the row
   until it claims, so a delivery counted past the job's last run gives it up only once that run is certainly over
-  (`_give_up`). On PostgreSQL a claim's time limit is set and compared on the database's clock, which every worker
-  shares; the claim also names its process (`run_host`, `run_process`), so a broker-less process starting up ends at
-  once only the claims of processes that have exited.
+  (`_give_up`). A run's number among the job's runs is fixed when it takes the job, from the row's count less the
+  runs counted that have not taken it and may still (`_take_counted`), so deliveries counted at once run the job
+  `max_retries + 1` times whichever takes it first. On PostgreSQL a claim's time limit is set and compared on the
+  database's clock, which every worker shares; the claim also names its process (`run_host`, `run_process`), so a
+  broker-less process starting up ends at once only the claims of processes that have exited.
 - `@periodic(...)` jobs run once per period however many workers are up: the first to insert the
   `scheduled_runs(name, period_start)` row enqueues it.
 """
@@ -429,11 +431,17 @@ class _DurableRun:
     token: uuid.UUID | None = None
     # The row counts this run among its `attempts` (its claim, or its count, has committed).
     counted: bool = False
-    # This run's number among the job's runs: the count that counted it, or, for a run that took the job uncounted
-    # (its failure counts it), the count its claim would have written (1: it took a job the row showed no run of);
-    # for a run counted apart whose claim found the row still naming it, the row's count then (`_claim_apart`).
-    # 0 while it has not taken the job. Judges whether its failure ends the job (`_was_last_run`).
+    # This run's number among the job's runs, fixed when it takes the job: for a run counted apart, the row's count
+    # then less the runs counted that have not taken it and may still (`_take_counted`); for a run that took the
+    # job uncounted (its failure counts it), the count its claim would have written (1: it took a job the row showed
+    # no run of). 0 while it has not taken the job. Judges whether its failure ends the job (`_was_last_run`).
     attempt: int = 0
+    # The row's count when this run took the job (claimed apart from its work): a failure recorded while it holds the
+    # job is that of a run that took it uncounted before this one, and raises this run's number (`_was_last_run`).
+    count_when_taken: int = 0
+    # The run the row named when this run's count renamed it, if that run was counted and could still take the job
+    # (`_count_start`): it is not in the row any more, and until it takes the job its count is not a run.
+    overtook: Any = None
     # The row names this run (its claim has committed): only then can another run have taken the job over from it.
     claimed: bool = False
     done: bool = False
@@ -444,6 +452,8 @@ _durable_run: contextvars.ContextVar[_DurableRun | None] = contextvars.ContextVa
 # The durable runs this process is running (their ids), from before their count until they end, however they end: a
 # run of this process that the row names and that is not here is over (`_may_still_run`).
 _live_runs: set[uuid.UUID] = set()
+# The runs of this process counted apart that have not taken the job yet (`_may_still_take`).
+_waiting_runs: set[uuid.UUID] = set()
 
 
 def claim_in(uow: UnitOfWork) -> None:
@@ -496,6 +506,7 @@ def _runner(spec: JobSpec, unflagged_redelivery_after_ms: int | None = None) -> 
             return attempt(runtime, durable, kwargs)
         finally:
             _live_runs.discard(durable.id)
+            _waiting_runs.discard(durable.id)
 
     def attempt(runtime: Runtime, durable: _DurableRun | None, kwargs: dict[str, Any]) -> Any:
         try:
@@ -635,6 +646,8 @@ def _claim_locked(uow: UnitOfWork, run: _DurableRun) -> None:
         raise _CountFirst
     if not run.counted:
         run.attempt = 1  # the row shows no run before this one
+        return
+    _take_counted(run, _locked_row(uow, run.job_id))
 
 
 def _count_start(run: _DurableRun) -> None:
@@ -645,10 +658,34 @@ def _count_start(run: _DurableRun) -> None:
 
     The count names the run (`run_id`, its process) and makes its message due until its time limit (`last_sent_at`),
     in the same statement: until it claims the job, that is how a delivery counted after it, past the job's last run,
-    tells that this run may still do the job from a run that died here."""
+    tells that this run may still do the job from a run that died here. A count that renames another run counted
+    and still to take the job remembers that run (`overtook`): both counts are in the row, and the first of the two
+    to take the job is numbered without the other's (`_take_counted`)."""
+    _waiting_runs.add(run.id)  # before its count can be seen: a run of this process reading the row asks here
+    try:
+        overtook = _count(run)
+    except BaseException:
+        _waiting_runs.discard(run.id)
+        raise
+    run.overtook = overtook
+
+
+def _count(run: _DurableRun) -> Any:
+    """`_count_start`'s transaction. Returns the run the count renamed, if it was counted and may still take the job
+    (a retry and the sweep's copy counted one after the other, neither having taken the job yet)."""
     from core.runtime import get_runtime
 
     with get_runtime().unit_of_work() as uow:
+        before = _locked_row(uow, run.job_id)
+        overtook = None
+        if before is not None and _may_still_take(before, run):
+            overtook = SimpleNamespace(
+                run_id=before.run_id,
+                run_host=before.run_host,
+                run_process=before.run_process,
+                last_sent_at=before.last_sent_at,
+                held=False,
+            )
         now = _claims_now(uow.session)
         host, process = this_process()
         query = sa.update(_JOBS).where(_JOBS.c.id == run.job_id, _JOBS.c.status == JobStatus.PENDING.value)
@@ -670,6 +707,7 @@ def _count_start(run: _DurableRun) -> None:
         _continue_count(attempt)
     run.counted = True
     run.attempt = attempt
+    return overtook
 
 
 def _uncount(run: _DurableRun) -> None:
@@ -695,7 +733,8 @@ def _claim_apart(uow: UnitOfWork, run: _DurableRun, *, alone: bool) -> None:
     run and holds it until the run's time limit. A duplicate message meanwhile does nothing, and the sweep sends a
     copy only once that has passed (the run died). The claim counts the run (unless it was counted apart already);
     a job that has started `max_retries + 1` times already is given up instead (`_GiveUp`: the claim is rolled back).
-    A run counted apart checked that with its own number when it was counted (`_count_start`), not again here.
+    A run counted apart is numbered by the row as it was before the claim renames it (`_take_counted`), and judged
+    by that number.
 
     `alone`: the claim commits before any work (the wrapper's own unit of work). A `claims_itself` job's claim may
     commit with its work instead (giftaid's delete at HMRC works in it), so a death there rolls the count back: there
@@ -718,16 +757,9 @@ def _claim_apart(uow: UnitOfWork, run: _DurableRun, *, alone: bool) -> None:
         if not alone:
             query = query.where(sa.not_(_EARLIER))
     claim = query.values(values).returning(_JOBS.c.attempts)
-    # A run counted apart whose count the row still names: no copy was counted since, so every run the row counts
-    # beyond this one's number took the job before it (a first delivery whose failure was recorded after this count),
-    # and the row's count is its number. Renamed, the count may hold a copy still to claim (which steps aside).
-    still_named = False
-    attempt = None
-    if run.counted:
-        attempt = uow.session.execute(claim.where(_JOBS.c.run_id == run.id)).scalar()
-        still_named = attempt is not None
-    if not still_named:
-        attempt = uow.session.execute(claim).scalar()
+    # A run counted apart numbers itself from the row as it was before its claim renames it (`_take_counted`).
+    before = _locked_row(uow, run.job_id) if run.counted else None
+    attempt = uow.session.execute(claim).scalar()
     if attempt is None:
         if not run.counted and not alone:
             # Why not: finished or held (nothing to do), or an earlier run shows (counted apart, then claimed).
@@ -737,23 +769,66 @@ def _claim_apart(uow: UnitOfWork, run: _DurableRun, *, alone: bool) -> None:
             if row is not None and row.status == JobStatus.PENDING and row.earlier and row.unheld:
                 raise _CountFirst
         raise _AlreadyDone
-    # A run counted apart checked the limit with its own number when it was counted. The row's count may be higher
-    # by then (a first delivery that held the job uncounted, its failure recorded after this count): that run ran
-    # before this one, and this one is still within the limit.
-    if not run.counted and attempt > run.spec.max_retries + 1:
+    if run.counted:
+        _take_counted(run, before)
+    elif attempt > run.spec.max_retries + 1:
         raise _GiveUp
-    run.token = token
-    _continue_count(attempt)
-    if not run.counted:
+    else:
         run.attempt = attempt  # also if the claim rolls back with the job's work: its failure counts it then
+        _continue_count(attempt)
+    run.token = token
+    run.count_when_taken = attempt
 
     def committed() -> None:
-        if still_named:
-            run.attempt = attempt
         run.counted = True
         run.claimed = True
 
     uow.on_commit(committed)
+
+
+def _take_counted(run: _DurableRun, row: Any) -> None:
+    """A run counted apart takes the job (its lock, or its claim): its number is the row's count then, less the runs
+    counted that have not taken the job and may still (each either takes it later, as a later run, or steps aside
+    and takes its count back). The row names the last run counted; a run whose count renamed another that could
+    still take the job remembers it (`overtook`). So a redelivery counted before the failure of a first delivery that
+    held the job uncounted is numbered after it, and a run counted after another that has not run yet, before it.
+
+    A number past the job's last run (`max_retries + 1`) means its runs are used up: this run does not run it
+    (`_GiveUp`: the job is given up, or left to a run the row names that may still take it, `_give_up`)."""
+    number = row.attempts
+    if _may_still_take(row, run):
+        number -= 1
+    if run.overtook is not None and run.overtook.run_id != row.run_id and _overtaken_may_take(row, run):
+        number -= 1
+    _waiting_runs.discard(run.id)
+    if number > run.spec.max_retries + 1:
+        raise _GiveUp
+    run.attempt = max(number, 1)
+    _continue_count(run.attempt)
+
+
+def _may_still_take(named: Any, run: _DurableRun) -> bool:
+    """Whether the run the row names (`named`: its `run_id`, `run_host`, `run_process`, `last_sent_at`, `held` and
+    the time `now`), another than `run`, was counted apart and has not taken the job yet but may still: its message
+    is due until its time limit and it does not hold the job. A run of this process: it is still waiting
+    (`_waiting_runs`). Whether one of another process has taken the job cannot be seen: it may still, unless its
+    process has exited. (If it has, the run asking numbers itself one lower than it is: its failure, the job's last,
+    leaves the job to the next delivery, whose count, past the last run, gives it up: a retry late, never a run too
+    many.)"""
+    if named.run_id is None or named.run_id == run.id or named.held:
+        return False
+    if named.last_sent_at is None or named.last_sent_at <= named.now:
+        return False
+    if (named.run_host, named.run_process) == this_process():
+        return named.run_id in _waiting_runs
+    return not process_exited(named.run_host, named.run_process)
+
+
+def _overtaken_may_take(row: Any, run: _DurableRun) -> bool:
+    """Whether the run this run's count renamed (`overtook`) may still take the job, by the row's clock."""
+    if run.overtook is None:
+        return False
+    return _may_still_take(SimpleNamespace(**{**vars(run.overtook), "now": row.now}), run)
 
 
 def _claims_now(session: Session) -> Any:
@@ -898,7 +973,14 @@ def _record_failure(run: _DurableRun, exc: BaseException, arguments: dict[str, A
             if run.claimed and row.run_id != run.token:
                 return  # its time ran out and another run holds the job: that run's outcome decides
             if not run.claimed and row.held:
-                return  # never claimed it (failed before its claim committed), and another run holds it
+                # Never claimed it (failed before its claim committed), and another run holds it: that run decides.
+                # If it took the job uncounted (its claim rolled back with its work), it ran before that run: counted
+                # now, it raises that run's number (`_was_last_run`).
+                if not run.counted and run.attempt > 0:
+                    uow.session.execute(
+                        sa.update(_JOBS).where(_JOBS.c.id == run.job_id).values(attempts=_JOBS.c.attempts + 1)
+                    )
+                return
             attempts = row.attempts if run.counted else row.attempts + 1
             final = _was_last_run(row, run, attempts) or isinstance(exc, spec.gives_up_on)
             retries = _continue_count(attempts)
@@ -912,6 +994,17 @@ def _record_failure(run: _DurableRun, exc: BaseException, arguments: dict[str, A
                     # Another run counted since may be about to take the job: its name and time stay in the row,
                     # or a delivery counted past the job's last run would take it for dead (`_give_up`).
                     values = {"last_sent_at": max(row.last_sent_at, values["last_sent_at"])}
+                elif _overtaken_may_take(row, run):
+                    # The run this one's count renamed has still to take the job: the row names it again, for the
+                    # same reason.
+                    waiting = run.overtook
+                    values = {
+                        **_NO_CLAIM,
+                        "run_id": waiting.run_id,
+                        "run_host": waiting.run_host,
+                        "run_process": waiting.run_process,
+                        "last_sent_at": max(waiting.last_sent_at, values["last_sent_at"]),
+                    }
                 uow.session.execute(
                     sa.update(_JOBS)
                     .where(_JOBS.c.id == run.job_id)
@@ -926,24 +1019,25 @@ def _record_failure(run: _DurableRun, exc: BaseException, arguments: dict[str, A
 
 def _was_last_run(row: Any, run: _DurableRun, attempts: int) -> bool:
     """Whether this run, failing, was the job's last allowed one (`max_retries + 1` runs), judged by its own number
-    (`_DurableRun.attempt`) rather than by the row's count (`attempts`, this run's failure included).
+    (`_DurableRun.attempt`, fixed when it took the job: `_take_counted`) rather than by the row's count (`attempts`,
+    this run's failure included), which can hold copies counted that have not run and may still.
 
-    The row's count can be higher. It holds the copies counted since this run took the job, which may not have run:
-    a redelivery counted as soon as a first delivery's lock went, before that delivery's failure was recorded. Counted
-    here, they ended the job one run early; the row names the last of them, which, if it may still take the job,
-    judges by its own number when it fails (`_may_still_run`). And it holds the runs that took the job uncounted
-    before this one and whose failures were counted only after this one's count: those ran (that redelivery is run 2
-    of the job, though counted as 1). So a lower number still ends the job once the row counts its last run and no
-    run the row names may still take it. Not for a run that claimed the job apart from its work: its claim renamed
-    the row, hiding any copy counted between its count and its claim (such a copy steps aside, uncounted). Its claim
-    took the row's count as its number instead, if no copy had been counted since its own count (`_claim_apart`).
+    For a run holding the job (claimed apart from its work) the row's count moves for two reasons only, and its
+    number with it: copies that found it holding the job took their counts back, never having run (lower: the lower
+    of the two is its number); and a run that took the job uncounted before it, its failure recorded only while this
+    one held the job, is counted (higher: `_record_failure`).
 
-    The row's count can be lower too: copies counted before this run that then found it holding the job took their
-    counts back, and never ran. The lower of the two is the run's number."""
+    A run that took the job unclaimed may have done so before the failure of a first delivery that took it uncounted
+    was recorded (that delivery ran first, and this run's number misses it). So a lower number still ends the job once
+    the row counts its last run and no run still to take the job may take it: the one the row names, or the one this
+    run's count renamed (`overtook`)."""
     limit = run.spec.max_retries + 1
-    if min(run.attempt, attempts) >= limit:
+    number = run.attempt
+    if run.claimed and attempts > run.count_when_taken:
+        number += attempts - run.count_when_taken
+    if min(number, attempts) >= limit:
         return True
-    return attempts >= limit and not run.claimed and not _may_still_run(row, run)
+    return attempts >= limit and not run.claimed and not _may_still_run(row, run) and not _overtaken_may_take(row, run)
 
 
 def _give_up(run: _DurableRun, arguments: dict[str, Any]) -> bool:

@@ -127,11 +127,11 @@ def test_a_redelivery_counted_apart_runs_the_job_after_the_first_delivery_fails_
         assert session.get(AppSecret, "raced") is not None
 
 
-def test_counted_redeliveries_that_each_fail_run_the_job_at_most_max_retries_plus_two_times(runtime: Runtime) -> None:
-    """The worst order: B claims and fails before C tries to claim. B's number is 1 (its claim found the row naming C),
-    so its failure leaves the job to C, counted as run 2 of 2, which then takes it as run 3: the first delivery's
-    uncounted run is the one run beyond `max_retries + 1` that the count allows (docs/operations.md). C's failure
-    ends the job with its own error: no fourth run, and no "worker died" give-up of a job whose runs all failed."""
+def test_counted_redeliveries_that_each_fail_run_the_job_at_most_max_retries_plus_one_times(runtime: Runtime) -> None:
+    """The worst order: B claims and fails before C tries to claim. B takes the job as run 2 of 2 (its number is
+    fixed when it takes the job: the row's count less C's, which has not taken it), so its failure ends the job with
+    its own error and C, finding it ended, does nothing: no third run, and no "worker died" give-up of a job whose
+    runs all failed."""
     with first_fails_after_two_redeliveries_were_counted(runtime) as redeliveries:
         GATES.fail.add(1)
         GATES.fail.add(2)
@@ -144,6 +144,6 @@ def test_counted_redeliveries_that_each_fail_run_the_job_at_most_max_retries_plu
         redeliveries[2].join(20)
         assert not redeliveries[2].is_alive()
     row = only_job(runtime)
-    assert len(GATES.started) <= MAX_RETRIES + 2, f"the job ran {len(GATES.started)} times"
+    assert len(GATES.started) == MAX_RETRIES + 1, f"the job ran {len(GATES.started)} times"
     assert row.status == JobStatus.FAILED, row.last_error
     assert "the worker died" not in (row.last_error or "")
