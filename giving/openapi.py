@@ -112,8 +112,8 @@ HISTORY_ITEM = obj(
         "type": {
             "type": "string",
             "description": "gift, refund, regular_gift_started, regular_gift_cancelled, payment_failed, "
-            "instalment_voided, instalment_written_off, instalment_paid_outside_stripe, declaration, consent, "
-            "receipt, purchase, merged, ...",
+            "instalment_voided, instalment_written_off, instalment_paid_outside_stripe, instalment_free, declaration, "
+            "consent, receipt, purchase, merged, ...",
         },
         "summary": {"type": "string"},
     },

@@ -855,6 +855,10 @@ def _stripe_next_due(regular: RegularGift, subscription: dict[str, Any], items: 
         known = [moment for moment in moments if moment is not None]
         return uk_date(max(known)) if known else None
 
+    trial_end = _when(subscription.get("trial_end"))
+    if subscription.get("status") == "trialing" and trial_end is not None:
+        # In a free trial Stripe's current period is the trial: the first payment is due when it ends, not at its start.
+        return uk_date(trial_end)
     start, end = latest("current_period_start"), latest("current_period_end")
     if start is not None and (regular.last_paid_on is None or regular.last_paid_on < start):
         return start
@@ -1005,12 +1009,19 @@ def record_stripe_invoice_paid(
         return Effect.waiting(f"stripe_subscription:{subscription_id}")
     adopted_key = f"stripe_subscription:{subscription_id}" if adopted else None
     if not isinstance(amount, int) or amount <= 0:
+        if not _bills_a_period(invoice):
+            # Paid with nothing, but no period's invoice (a proration when the plan changed, a one-off invoice): no
+            # month was free, so none is closed (within 14 days of the expected one, it would pass for that month).
+            return Effect.processed(adopted_key, note="a £0 invoice that bills no period of the plan")
         # A free period (a 100%-off coupon, a credit balance): no money, but its instalment is not missing either. It
         # is remembered as an instalment closed at £0 (keyed on the invoice, as every instalment), so a free period
         # later than the one expected is stepped over once the schedule reaches it, as a voided one is.
         gift = _paid_instalment(uow, regular, invoice, amount=0)
-        _close_instalment(uow, regular, gift, _FREE)
-        return Effect.processed(f"stripe_invoice:{invoice_id}", adopted_key, note=_FREE)
+        trial_end = _trial_end(invoice, gift.due_on)
+        if gift.status not in (GiftStatus.PAID, GiftStatus.REVERSED):
+            _free_period_history(uow, regular, gift, trial_end, at=_transition_at(invoice, "paid_at") or at)
+        _close_instalment(uow, regular, gift, _TRIAL if trial_end else _FREE, until=trial_end)
+        return Effect.processed(f"stripe_invoice:{invoice_id}", adopted_key, note=_TRIAL if trial_end else _FREE)
     # An older payload names its card payment: its payments are listed only if it lacks the intent (as before).
     legacy_ids = _id(invoice.get("payment_intent")) or _id(invoice.get("charge"))
     entries = None if legacy_ids else _invoice_payment_entries(stripe, invoice)
@@ -1020,11 +1031,12 @@ def record_stripe_invoice_paid(
         entries = _invoice_payment_entries(stripe, invoice, fresh=True)
         off_stripe = _paid_off_stripe(invoice, entries, amount)
     if off_stripe is None:
-        # Nothing states how much was paid outside Stripe: no guess (a card gift of money no payout carries, or a card
-        # gift lost). The event fails and is retried until Stripe's data says it; nothing is recorded meanwhile.
+        # Nothing states how much was paid outside Stripe (a record states no amount, or the card paid less than the
+        # invoice and no record listed says who paid the rest): no guess (a card gift of money no payout carries, or
+        # a card gift lost). The event fails and is retried until Stripe's data says it; nothing is recorded meanwhile.
         raise ProviderUnavailable(
-            f"invoice {invoice_id}: a payment recorded outside Stripe states no amount yet (neither it nor the card "
-            "payment says how the invoice was split)"
+            f"invoice {invoice_id}: its payments do not say how it was split between the card and payments recorded "
+            "outside Stripe (a record with no amount yet, or one not listed yet)"
         )
     received_at = _transition_at(invoice, "paid_at")
     if off_stripe >= amount:
@@ -1148,12 +1160,18 @@ _WRITTEN_OFF = "written off: Stripe marked the invoice uncollectible"
 _PAID_OUTSIDE = "marked paid outside Stripe: no card payment"
 # Not closed by anyone: the invoice was paid with nothing (a free period: a 100%-off coupon, a credit balance).
 _FREE = "free period: nothing was due on the invoice (a coupon or credit balance)"
+# The subscription's first invoice, paid with nothing, for a free trial: its period ends when the trial does.
+_TRIAL = "free trial: nothing was due until the trial ended"
 # Voided and paid are final at Stripe (neither can become the other); uncollectible can still be paid or voided. A
 # payment (outside Stripe, or of nothing) outranks a void (a void beside a payment is a stray event, as for a card
 # payment), so any order ends paid.
-_CLOSE_RANK = {_WRITTEN_OFF: 1, _VOIDED: 2, _PAID_OUTSIDE: 3, _FREE: 3}
+_CLOSE_RANK = {_WRITTEN_OFF: 1, _VOIDED: 2, _PAID_OUTSIDE: 3, _FREE: 3, _TRIAL: 3}
 # Closed as paid at Stripe: a void of it is a stray event.
-_PAID_AT_STRIPE = (_PAID_OUTSIDE, _FREE)
+_PAID_AT_STRIPE = (_PAID_OUTSIDE, _FREE, _TRIAL)
+# The invoices that bill a period of the plan (Stripe's `billing_reason`): the first, each renewal, and
+# `subscription` (older invoices' word for both). Not `subscription_update` (a proration when the plan changed),
+# `manual`, `subscription_threshold`...: paid with nothing, such an invoice frees no month.
+_PERIOD_INVOICES = {"subscription_create", "subscription_cycle", "subscription"}
 
 _UNCOLLECTIBLE_WHY = {
     "max_payment_attempts": "every retry failed",
@@ -1162,6 +1180,26 @@ _UNCOLLECTIBLE_WHY = {
     "subscription_paused": "collection was paused",
     "user_forgiven": "marked uncollectible by hand",
 }
+
+
+def _bills_a_period(invoice: dict[str, Any]) -> bool:
+    """Whether the invoice is a period's (an invoice that does not say why it was made is taken as one, as before)."""
+    reason = invoice.get("billing_reason")
+    return not isinstance(reason, str) or not reason or reason in _PERIOD_INVOICES
+
+
+def _trial_end(invoice: dict[str, Any], due_on: dt.date | None) -> dt.date | None:
+    """When a free trial billed by this £0 invoice ends (the first payment's due date), else None. Stripe bills a
+    trial as the subscription's first invoice (`subscription_create`), its lines' period running from `trial_start`
+    to `trial_end`; a period a month long is a free first month, not a trial (3 days either way: month ends)."""
+    if invoice.get("billing_reason") != "subscription_create" or due_on is None:
+        return None
+    lines = (invoice.get("lines") or {}).get("data") or []
+    ends = [_when((line.get("period") or {}).get("end")) for line in lines if isinstance(line, dict)]
+    end = max((uk_date(moment) for moment in ends if moment is not None), default=None)
+    if end is None or end <= due_on or abs((end - _add_month(due_on)).days) <= 3:
+        return None
+    return end
 
 
 def _transition_at(invoice: dict[str, Any], name: str) -> dt.datetime | None:
@@ -1201,12 +1239,21 @@ def _paid_off_stripe(invoice: dict[str, Any], entries: list[dict[str, Any]], amo
         # Only recorded payments: paid outside Stripe. Nothing listed at all is no evidence either way: a card
         # payment is assumed (as before), so a lagging list never loses a gift; reconciliation shows any mistake.
         return amount if records else 0
-    if not records:
-        return 0
     card = [entry for entry in through_stripe if entry.get("status") in (None, "paid")]
+    if not records:
+        # A card payment and nothing recorded: the card's, unless the card states it paid less than the invoice (a
+        # lagging list left a Payment Record out entirely): then nothing listed says where the rest came from.
+        by_card = _stated_sum(card)
+        return None if card and by_card is not None and by_card < amount else 0
     if not card:
         return amount
     return _card_and_recorded_split(card, records, amount)
+
+
+def _stated_sum(entries: list[dict[str, Any]]) -> int | None:
+    """What these payments paid (their `amount_paid`), None if any does not state it yet."""
+    parts = [_minor_units(entry.get("amount_paid")) for entry in entries]
+    return None if any(part is None for part in parts) else sum(part or 0 for part in parts)
 
 
 def _minor_units(value: Any) -> int | None:
@@ -1220,11 +1267,14 @@ def _card_and_recorded_split(card: list[dict[str, Any]], records: list[dict[str,
     paid (their `amount_paid`) leaves the rest to the records. None if nothing says: never a guess, since the whole
     as card money is money no payout carries and the whole as paid outside is a card gift lost."""
     recorded = [_recorded_amount(entry) for entry in records]
+    by_card = _stated_sum(card)
     if all(part is not None for part in recorded):
-        return min(sum(part or 0 for part in recorded), amount)
-    by_card = [_minor_units(entry.get("amount_paid")) for entry in card]
-    if all(part is not None for part in by_card):
-        return max(amount - sum(part or 0 for part in by_card), 0)
+        outside = sum(part or 0 for part in recorded)
+        if by_card is not None and by_card + outside < amount:
+            return None  # a record the list left out paid the rest: the card gift is not the remainder
+        return min(outside, amount)
+    if by_card is not None:
+        return max(amount - by_card, 0)
     return None
 
 
@@ -1233,9 +1283,12 @@ def _recorded_amount(record: dict[str, Any]) -> int | None:
     return paid if paid is not None else _minor_units(record.get("amount_requested"))
 
 
-def _close_instalment(uow: UnitOfWork, regular: RegularGift, gift: Gift, reason: str) -> None:
+def _close_instalment(
+    uow: UnitOfWork, regular: RegularGift, gift: Gift, reason: str, *, until: dt.date | None = None
+) -> None:
     """The instalment closed without a card payment (a reason above): never a paid one (money stays money), never a
-    later-ranked close undone by an earlier one processed late. Its period is no longer expected either way."""
+    later-ranked close undone by an earlier one processed late. Its period is no longer expected either way.
+    `until`: when its period ends, if not a month on (a free trial)."""
     if gift.status not in (GiftStatus.PAID, GiftStatus.REVERSED):
         current = _CLOSE_RANK.get(gift.failure_reason, 0) if gift.status == GiftStatus.CANCELLED else 0
         if _CLOSE_RANK[reason] > current:
@@ -1243,7 +1296,7 @@ def _close_instalment(uow: UnitOfWork, regular: RegularGift, gift: Gift, reason:
             uow.session.add(gift)
             uow.session.flush()
         if gift.due_on is not None:
-            _closed_period(uow, regular, gift.due_on)
+            _closed_period(uow, regular, gift.due_on, until=until)
     _refresh_arrears(uow, regular)
 
 
@@ -1252,17 +1305,18 @@ def _close_instalment(uow: UnitOfWork, regular: RegularGift, gift: Gift, reason:
 _SAME_PERIOD = dt.timedelta(days=14)
 
 
-def _closed_period(uow: UnitOfWork, regular: RegularGift, due_on: dt.date) -> None:
+def _closed_period(uow: UnitOfWork, regular: RegularGift, due_on: dt.date, *, until: dt.date | None = None) -> None:
     """A closed instalment's period (voided, written off, paid outside Stripe, free) is no longer expected: the one
     rule of which such a period moves the schedule. Only the expected period (or an earlier one) moves it on, to a
     month after it, and resolves the alerts up to it; a later one (March voided or free while February's failure is
     still owed) leaves the expected one expected and its alert open. With no schedule yet (nothing paid, Stripe told
     no current period) which period is expected is not known, so none moves it: a void of March processed before
     January's payment must not skip February for good. Either way the closed row is remembered, and
-    `_step_over_closed` steps over it once the schedule reaches it."""
+    `_step_over_closed` steps over it once the schedule reaches it. `until`: the period ends then, not a month on (a
+    free trial: the first payment is due when it ends)."""
     expected = regular.next_due_on
     if expected is not None and due_on < expected + _SAME_PERIOD:
-        following = _add_month(due_on)
+        following = until or _add_month(due_on)
         if following > expected:
             _set(regular, next_due_on=following)
             uow.session.add(regular)
@@ -1274,10 +1328,15 @@ def _closed_period(uow: UnitOfWork, regular: RegularGift, due_on: dt.date) -> No
 def _step_over_closed(regular: RegularGift, instalments: Iterable[Gift]) -> None:
     """Move `next_due_on` past instalments closed without a card payment (voided, written off, paid outside
     Stripe, free) that sit at it: their periods are not expected."""
+    # Not a free trial: its period is not a month (its end, the first payment's due date, is Stripe's `trial_end`,
+    # applied by the trial's own invoice and by the subscription while it is trialing).
     closed = sorted(
         gift.due_on
         for gift in instalments
-        if gift.status == GiftStatus.CANCELLED and gift.failure_reason in _CLOSE_RANK and gift.due_on is not None
+        if gift.status == GiftStatus.CANCELLED
+        and gift.failure_reason in _CLOSE_RANK
+        and gift.failure_reason != _TRIAL
+        and gift.due_on is not None
     )
     for due_on in closed:
         due = regular.next_due_on
@@ -1299,6 +1358,33 @@ def _instalment_history(
         currency=gift.currency,
         data={"gift_id": str(gift.id), "regular_gift_id": str(regular.id), "provider_ids": _provider_ids(gift)},
         dedupe_key=f"{kind}:{gift.stripe_invoice_id}",
+    )
+
+
+def _free_period_history(
+    uow: UnitOfWork, regular: RegularGift, gift: Gift, trial_end: dt.date | None, *, at: dt.datetime
+) -> None:
+    """A period paid with nothing (a free month, a free trial): nothing was given, but the supporter's history says
+    why no payment came that month (one item per invoice, as the other instalment items)."""
+    since = f" from {gift.due_on:%d/%m/%Y}" if gift.due_on else ""
+    if trial_end is not None:
+        summary = (
+            f"Monthly gift: free trial{since} to {trial_end:%d/%m/%Y}, nothing to pay "
+            f"(the first payment is due on {trial_end:%d/%m/%Y})"
+        )
+    else:
+        summary = (
+            f"Monthly gift: nothing to pay for the month{since} "
+            "(a free month: a coupon, a credit balance or a credit note covered it)"
+        )
+    record_history(
+        uow,
+        gift.supporter_id,
+        type="instalment_free",
+        summary=summary,
+        at=at,
+        data={"gift_id": str(gift.id), "regular_gift_id": str(regular.id), "provider_ids": _provider_ids(gift)},
+        dedupe_key=f"instalment_free:{gift.stripe_invoice_id}",
     )
 
 

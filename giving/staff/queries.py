@@ -281,12 +281,14 @@ def history_page(
 
 def gifts_of(session: Session, supporter_id: uuid.UUID, *, limit: int = 20) -> list[Gift]:
     """The supporter's gifts and what became of them. Not a free month's £0 row (an instalment invoice paid with
-    nothing, kept by payments for its schedule): nothing was given or due, so it is no gift."""
+    nothing, kept by payments for its schedule): nothing was given or due, so it is no gift. Gifts not received yet
+    (pending, failed) come first, as the newest: explicitly, since PostgreSQL puts NULL first in a descending order
+    and SQLite last."""
     return list(
         session.exec(
             select(Gift)
             .where(Gift.supporter_id == supporter_id, col(Gift.amount) > 0)
-            .order_by(col(Gift.received_at).desc(), col(Gift.id).desc())
+            .order_by(col(Gift.received_at).desc().nulls_first(), col(Gift.id).desc())
             .limit(limit)
         ).all()
     )

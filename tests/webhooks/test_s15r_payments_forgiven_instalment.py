@@ -59,6 +59,7 @@ def test_a_failed_instalment_forgiven_by_a_credit_note_keeps_what_was_asked_in_i
     assert (regular.status, regular.next_due_on) == (RegularGiftStatus.ACTIVE, dt.date(2026, 3, 5))
     assert overdue == [] and donated == AMOUNT  # January only
     items = {i["type"]: i for i in history(runtime, supporter) if i.get("gift_id") == str(gift.id)}
-    assert sorted(items) == ["instalment_written_off", "payment_failed"]  # a free period writes none of its own
-    for item in items.values():
+    assert sorted(items) == ["instalment_free", "instalment_written_off", "payment_failed"]
+    assert items["instalment_free"].get("amount") is None, items["instalment_free"]  # never "£0.00"
+    for item in (items["instalment_written_off"], items["payment_failed"]):
         assert (item["amount"], "£15.00" in item["summary"]) == (AMOUNT, True), item["summary"]
