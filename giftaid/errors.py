@@ -37,6 +37,11 @@ class NothingLeftToSend(Conflict):
     left to write or send."""
 
 
+class ClaimsBusy(Conflict):
+    """The claims' lock was not free within a bounded wait (a claim being built held it): nothing was done; try
+    again later. Only a poll by the sweep bounds its wait (`service.poll_claim(..., lock_wait=...)`)."""
+
+
 class InvalidClaimRequest(BadRequest):
     pass
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,6 +38,11 @@ AGGREGATE_LINE_LIMIT = 100_000
 
 def dialect_of(session: Session) -> str:
     return str(session.get_bind().dialect.name)
+
+
+def read_only(session: Session) -> bool:
+    """Whether the session is a read session (`Runtime.read_session`): nothing it writes is kept."""
+    return bool(session.get_bind().get_execution_options().get("postgresql_readonly"))
 
 
 def lock_claims(session: Session) -> None:
@@ -667,14 +672,39 @@ def adjustments_from(session: Session, claim_id: uuid.UUID) -> list[Adjustment]:
 # --- claims -----------------------------------------------------------------------------------------------------------
 
 
-def lock_claims_then_claim(session: Session, claim_id: uuid.UUID) -> Claim | None:
+class LockWaitExceeded(Exception):
+    """A bounded wait for the claims' lock (or the claim's row) ran out: a build held it all along."""
+
+
+def lock_claims_then_claim(session: Session, claim_id: uuid.UUID, *, wait_seconds: float | None = None) -> Claim | None:
     """The claims' lock, then the claim's row lock, read afresh (the wait may have let another transaction change
     it). The one order every path that takes both keeps: a build holds the claims' lock and may lock a claim's row (an
     adjustment coming off the claim carrying it), so a path locking the row first could deadlock with it. A path
     that changes which gifts are claimed (gifts taken off, a rejection) or may (a submit, a poll) takes both: a build
-    waits for it, never adjusting a gift it has just released, and one already running finishes first."""
-    lock_claims(session)
-    return get_claim(session, claim_id, for_update=True, fresh=True)
+    waits for it, never adjusting a gift it has just released, and one already running finishes first.
+
+    `wait_seconds` (PostgreSQL): wait at most that long for the two locks (`lock_timeout`, in a savepoint, so the
+    transaction goes on), else `LockWaitExceeded`, having taken neither. SQLite's writers are serialised before
+    this (BEGIN IMMEDIATE), so there is nothing to bound here."""
+    if wait_seconds is None or dialect_of(session) != "postgresql":
+        lock_claims(session)
+        return get_claim(session, claim_id, for_update=True, fresh=True)
+    previous = session.execute(sa.select(sa.func.current_setting("lock_timeout"))).scalar_one()
+    try:
+        with session.begin_nested():
+            _set_settings(session, {"lock_timeout": f"{max(1, int(wait_seconds * 1000))}ms"})
+            lock_claims(session)
+            claim = get_claim(session, claim_id, for_update=True, fresh=True)
+    except sa.exc.OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            raise LockWaitExceeded(f"the claims' lock was not free within {wait_seconds:g} s") from exc
+        raise
+    # A SET LOCAL made in a savepoint that was released lasts to the transaction's end: put it back.
+    _set_settings(session, {"lock_timeout": previous})
+    return claim
+
+
+_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout ran out
 
 
 def get_claim(session: Session, claim_id: uuid.UUID, *, for_update: bool = False, fresh: bool = False) -> Claim | None:
@@ -740,40 +770,64 @@ def blank_donors(session: Session, claim_id: uuid.UUID) -> list[Any]:
 
 
 def claim_gifts_to_take_off(
-    session: Session, claim_id: uuid.UUID, *, received_through: dt.date | None, declaration_ids: list[uuid.UUID]
+    session: Session,
+    claim_id: uuid.UUID,
+    *,
+    received_through: dt.date | None,
+    declaration_ids: list[uuid.UUID],
+    handed_out: Sequence[tuple[int, int, dt.date]] = (),
 ) -> list[Any]:
     """The claim's gifts received on or before `received_through`, and its donor lines (not aggregated: those send
-    no donor details) under these declarations, by date."""
+    no donor details) under these declarations, by date. `handed_out`: (first line, last line, in time after) of
+    each part already written: its gifts received after that day (in time when it was written) are not late."""
     conditions = []
     if received_through is not None:
-        conditions.append(CG.c.received_on <= received_through)
+        late = CG.c.received_on <= received_through
+        kept = [
+            sa.and_(CG.c.line_no.between(first, last), CG.c.received_on > in_time_after)
+            for first, last, in_time_after in handed_out
+        ]
+        conditions.append(sa.and_(late, sa.not_(sa.or_(*kept))) if kept else late)
     if declaration_ids:
         conditions.append(sa.and_(CG.c.aggregated.is_(False), CG.c.declaration_id.in_(declaration_ids)))
     if not conditions:
         return []
     return list(
         session.execute(
-            sa.select(CG.c.gift_id, CG.c.received_on, CG.c.amount, CG.c.declaration_id, CG.c.aggregated)
+            sa.select(CG.c.gift_id, CG.c.received_on, CG.c.amount, CG.c.declaration_id, CG.c.aggregated, CG.c.line_no)
             .where(CG.c.claim_id == claim_id, sa.or_(*conditions))
             .order_by(CG.c.received_on, CG.c.gift_id)
         )
     )
 
 
-def take_off_claim(session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UUID], *, per_part: int) -> None:
+def take_off_claim(session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UUID], *, per_part: int) -> list[int]:
     """Take these gifts off a claim nothing has been sent for: their rows go (the gifts are free to be claimed again
     if they ever can be), so do the donor rows no line of the claim uses any more, and the lines are numbered again
     in the same order (an aggregated line keeps its other gifts) *within their part* of `per_part` lines: a part is
     a file handed out on its own, so a line never moves into another part (numbering the whole claim 1..N again
     slid lines into a part already downloaded, where they were in no file). A part left empty is dropped, the later
-    ones moving down whole."""
+    ones moving down whole. Returns the parts dropped (numbered as they were before)."""
     declarations: set[uuid.UUID] = set()
+    touched: set[int] = set()
+    part = (CG.c.line_no - 1) // per_part
     for start in range(0, len(gift_ids), 1_000):
         batch = gift_ids[start : start + 1_000]
         removed = session.execute(
-            sa.delete(CG).where(CG.c.claim_id == claim_id, CG.c.gift_id.in_(batch)).returning(CG.c.declaration_id)
+            sa.delete(CG)
+            .where(CG.c.claim_id == claim_id, CG.c.gift_id.in_(batch))
+            .returning(CG.c.declaration_id, CG.c.line_no)
         )
-        declarations.update(d for d in removed.scalars() if d is not None)
+        for declaration_id, line_no in removed:
+            if declaration_id is not None:
+                declarations.add(declaration_id)
+            touched.add((int(line_no) - 1) // per_part)
+    left = set(
+        session.execute(
+            sa.select(part).where(CG.c.claim_id == claim_id, part.in_(sorted(touched))).distinct()
+        ).scalars()
+    )
+    dropped = sorted(p + 1 for p in touched - {int(p) for p in left})
     still_used = sa.select(CG.c.declaration_id).where(CG.c.claim_id == claim_id, CG.c.declaration_id.is_not(None))
     unused = sorted(declarations)
     for start in range(0, len(unused), 1_000):
@@ -784,7 +838,6 @@ def take_off_claim(session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UU
                 CD.c.declaration_id.not_in(still_used),
             )
         )
-    part = (CG.c.line_no - 1) // per_part
     ranked = (
         sa.select(
             CG.c.gift_id,
@@ -801,6 +854,7 @@ def take_off_claim(session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UU
         .where(CG.c.claim_id == claim_id, CG.c.gift_id == ranked.c.gift_id, CG.c.line_no != ranked.c.line)
         .values(line_no=ranked.c.line)
     )
+    return dropped
 
 
 def release_claim_gifts(session: Session, claim_id: uuid.UUID) -> int:

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import itertools
 import logging
 import os
@@ -50,6 +52,7 @@ from giftaid.errors import (
     ClaimConflict,
     ClaimNotFound,
     ClaimRejected,
+    ClaimsBusy,
     DeclarationNotFound,
     ExportFailed,
     GiftNotFound,
@@ -377,16 +380,16 @@ _MONEY_BACK = "the money came back to the charity (a dispute won on appeal, or a
 def _money_back_after_adjustment(uow: UnitOfWork) -> None:
     """Adjustments that took back more than the gift now has returned since its claim: the money came back (a
     dispute won on appeal, a chargeback cancelled; payments then counts the gift as given again). What HMRC does not
-    have yet is withdrawn, newest first: an adjustment no claim carries, or one a claim still `built` carries (it
-    comes off that claim, whose history says so). If that withdraws more than came back, the search that follows
-    takes the rest back again as a new adjustment.
+    have yet is withdrawn, newest first: an adjustment no claim carries, or one a claim HMRC cannot have carries
+    (`hmrc_may_have`: it comes off that claim, whose history says so). If that withdraws more than came back, the
+    search that follows takes the rest back again as a new adjustment.
 
-    What HMRC already has (the deduction went in a sent claim) cannot be undone by a negative adjustment (HMRC's
-    schema allows none): HMRC's way of putting right an under-claim is to claim the donation in a later claim. So
-    when HMRC's deductions took back all that was claimed on the gift, the gift is released from its claim (whose
-    row stays, as what was sent) and the next claim claims it again on what the donor kept; those adjustments are
-    withdrawn as claimed again. When they took back only part of it, no claim line can say so: finance is told once,
-    on the claim that carried the deduction, how much Gift Aid HMRC owes."""
+    What HMRC has or may have (the deduction went in a sent claim, or one whose submission got no answer) cannot be
+    undone by a negative adjustment (HMRC's schema allows none): HMRC's way of putting right an under-claim is to claim
+    the donation in a later claim. So when HMRC's deductions took back all that was claimed on the gift, the gift is
+    released from its claim (whose row stays, as what was sent) and the next claim claims it again on what the donor
+    kept; those adjustments are withdrawn as claimed again. When they took back only part of it, no claim line can say
+    so: finance is told once, on the claim that carried the deduction, how much Gift Aid HMRC owes."""
     session = uow.session
     now = utc_now()
     rows = repository.standing_adjustments(session)
@@ -410,7 +413,7 @@ def _money_back_after_adjustment(uow: UnitOfWork) -> None:
         unsent = [
             a
             for a in adjustments
-            if (carrier := carriers.get(a.applied_claim_id)) is None or ClaimStatus(carrier.status) == ClaimStatus.BUILT
+            if (carrier := carriers.get(a.applied_claim_id)) is None or not hmrc_may_have(carrier)
         ]
         adjusted_returned = int(first.adjusted_returned)
         for adjustment in unsent:
@@ -476,6 +479,18 @@ def _money_back_after_adjustment(uow: UnitOfWork) -> None:
         session.add(ClaimEvent(claim_id=carrier.id, status=carrier.status, at=now, actor="system", detail=detail))
     repository.mark_adjusted(session, adjusted)
     session.flush()
+
+
+def hmrc_may_have(claim: Claim) -> bool:
+    """Whether HMRC has, or may have, this claim as it stands: the one answer to "was this claim sent?" wherever
+    adjustments ask it. Sent (submitted or later), or still `built` after a submission that got no usable answer (an
+    `unknown` error: a timeout or an HTML page answered it, or an acknowledgement without a CorrelationID): HMRC may
+    hold that one, deductions included. An adjustment such a claim carries is never withdrawn from it nor moved to
+    another claim, so the same tax is never deducted twice; money that comes back on its gift is put right as for a
+    sent claim (the gift claimed again, or finance told what HMRC owes)."""
+    return ClaimStatus(claim.status) != ClaimStatus.BUILT or any(
+        error.get("type") == UNANSWERED for error in claim.errors
+    )
 
 
 def _withdraw(session: Session, adjustment: Adjustment, reason: str, at: dt.datetime) -> None:
@@ -749,9 +764,120 @@ def _part_bounds(claim: Claim, part: int, per_part: int) -> tuple[int, int]:
     return first, min(part * per_part, claim.lines)
 
 
+# What a claim event records of the parts first written with it, and of the parts a take-off left empty and dropped
+# (a take-off's event may hold both: the parts are dropped first, then the files are written).
+_PARTS_WRITTEN = "parts_written"
+_PARTS_DROPPED = "parts_dropped"
+PartKind = Literal["schedule", "message"]
+
+
+@dataclass(frozen=True)
+class PartWritten:
+    """A part of a claim (a schedule of 1,000 lines, a message of 500,000) as first written: its kind and number
+    then, the UK day it was written (`on`: its gifts were judged in time on that day), and the schedules (of
+    `schedule.ROWS_PER_SCHEDULE` lines) it covers, numbered as they are now."""
+
+    kind: str
+    part: int
+    on: dt.date
+    first_schedule: int
+    last_schedule: int
+
+    def lines(self) -> tuple[int, int]:
+        per = schedule.ROWS_PER_SCHEDULE
+        return (self.first_schedule - 1) * per + 1, self.last_schedule * per
+
+    def after_drop(self, dropped: list[int]) -> PartWritten | None:
+        """Where its schedules are once these (numbered before) were dropped, the later ones moving down."""
+        kept = [n for n in range(self.first_schedule, self.last_schedule + 1) if n not in dropped]
+        if not kept:
+            return None
+
+        def moved(n: int) -> int:
+            return n - sum(1 for d in dropped if d < n)
+
+        return dataclasses.replace(self, first_schedule=moved(kept[0]), last_schedule=moved(kept[-1]))
+
+
+def parts_written(session: Session, claim_id: uuid.UUID) -> list[PartWritten]:
+    """The claim's parts written so far, from its history (`parts_written` in its events), numbered as they are now:
+    a take-off that left a part empty dropped it and moved the later ones down (`parts_dropped`)."""
+    written: list[PartWritten] = []
+    for event in repository.claim_events(session, claim_id):
+        dropped = event.detail.get(_PARTS_DROPPED)
+        if dropped:
+            written = [moved for part in written if (moved := part.after_drop(dropped)) is not None]
+        for record in event.detail.get(_PARTS_WRITTEN, []):
+            first, last = record["schedules"]
+            on = dt.date.fromisoformat(record["on"])
+            written.append(PartWritten(record["kind"], record["part"], on, first, last))
+    return written
+
+
+def _parts_first_written(
+    session: Session,
+    claim: Claim,
+    parts: Iterable[tuple[PartKind, int, tuple[int, int]]],
+    *,
+    today: dt.date | None,
+    via: str,
+) -> list[dict[str, Any]]:
+    """What the claim's history keeps of these parts (kind, number, lines) being written, for those written for the
+    first time: which part, the UK day, how (`via`); the event holding them says who and when."""
+    if repository.read_only(session):
+        return []  # a read session (`Runtime.read_session`: tests, tools) keeps nothing; a download is a unit of work
+    per = schedule.ROWS_PER_SCHEDULE
+    known = {(w.kind, w.first_schedule, w.last_schedule) for w in parts_written(session, claim.id)}
+    on = (today or uk_today()).isoformat()
+    records = []
+    for kind, part, (first, last) in parts:
+        schedules = ((first - 1) // per + 1, (last - 1) // per + 1)
+        if (kind, *schedules) in known:
+            continue
+        known.add((kind, *schedules))
+        records.append(
+            {"kind": kind, "part": part, "lines": [first, last], "schedules": list(schedules), "on": on, "via": via}
+        )
+    return records
+
+
+def _record_written(
+    session: Session,
+    claim: Claim,
+    parts: Iterable[tuple[PartKind, int, tuple[int, int]]],
+    *,
+    actor: str,
+    today: dt.date | None,
+    via: str,
+    into: ClaimEvent | None,
+) -> None:
+    """The claim's history: the parts handed out for the first time (who, when, which part), in `into` (the event of
+    a take-off made before they were written) or an event of their own. A part written before the four-year
+    cut-off day of some of its gifts keeps them (`take_off_what_hmrc_would_refuse`)."""
+    records = _parts_first_written(session, claim, parts, today=today, via=via)
+    if not records:
+        return
+    if into is not None:
+        into.detail = {**into.detail, _PARTS_WRITTEN: records}
+        session.add(into)
+    else:
+        words = ", ".join(f"{r['kind']} {r['part']} (lines {r['lines'][0]}-{r['lines'][1]})" for r in records)
+        detail = {_PARTS_WRITTEN: records, "reason": f"first written ({via}): {words}"}
+        session.add(ClaimEvent(claim_id=claim.id, status=claim.status, at=utc_now(), actor=actor, detail=detail))
+    session.flush()
+
+
 def take_off_what_hmrc_would_refuse(
     session: Session, settings: Settings, claim: Claim, *, actor: str, today: dt.date | None = None
 ) -> list[HeldBackGift]:
+    """Before a claim still `built` is written or sent: take off the gifts HMRC would now refuse (`_take_off`).
+    Returns what was taken off."""
+    return _take_off(session, settings, claim, actor=actor, today=today)[0]
+
+
+def _take_off(
+    session: Session, settings: Settings, claim: Claim, *, actor: str, today: dt.date | None = None
+) -> tuple[list[HeldBackGift], ClaimEvent | None]:
     """Before a claim still `built` is written or sent: take off the gifts HMRC would now refuse, and hold them back
     with their reason (in the claim's held-back gifts and its history, with who and when).
 
@@ -764,29 +890,41 @@ def take_off_what_hmrc_would_refuse(
     details are mended can be), the lines are numbered again, the totals and IRmarks follow, adjustments about those
     gifts are void as for a rejected claim, and adjustments that no longer fit the claim's Gift Aid wait for the
     next claim. If nothing would be left, nothing changes: `NothingLeftToSend` (409) says what to do.
-    Claims already sent keep their gifts: their files are what was sent. Returns what was taken off."""
+    Claims already sent keep their gifts: their files are what was sent. Returns what was taken off, and the event
+    that says so (the parts then written are recorded in it)."""
     if ClaimStatus(claim.status) != ClaimStatus.BUILT:
-        return []
+        return [], None
     rules = rules_from(settings, today)
     cutoff = rules.out_of_time_through
     # Free in the usual case: a claim whose earliest gift is in time has no gift out of time.
     late = claim.earliest_on is not None and claim.earliest_on <= cutoff
     blank = repository.blank_donors(session, claim.id)
     if not late and not blank:
-        return []
+        return [], None
     # A build waits for the gifts taken off here (its adjustment about one would carry tax HMRC never had); one
     # already running finishes first, and its adjustments about these gifts are void below.
     locked = repository.lock_claims_then_claim(session, claim.id)
     if locked is None or ClaimStatus(locked.status) != ClaimStatus.BUILT:
-        return []
+        return [], None
     claim = locked
     blank = repository.blank_donors(session, claim.id)  # again, under the lock: another export may have been first
     donors = {row.declaration_id: row for row in blank}
+    # A part already written (downloaded, exported, or sent with no answer) keeps the gifts that were in time then:
+    # it was handed out in time, so HMRC may have them, in time, and judges them.
+    handed_out = [
+        (first, last, rules_from(settings, written.on).out_of_time_through)
+        for written in parts_written(session, claim.id)
+        for first, last in [written.lines()]
+    ]
     rows = repository.claim_gifts_to_take_off(
-        session, claim.id, received_through=cutoff if late else None, declaration_ids=list(donors)
+        session,
+        claim.id,
+        received_through=cutoff if late else None,
+        declaration_ids=list(donors),
+        handed_out=handed_out,
     )
     if not rows:
-        return []
+        return [], None
     taken: list[HeldBackGift] = []
     for row in rows:
         donor = donors.get(row.declaration_id)
@@ -817,7 +955,7 @@ def take_off_what_hmrc_would_refuse(
             f'adjustments: giving giftaid status {claim.id} rejected --reason "nothing left to claim"'
         )
     gift_ids = [h.gift_id for h in taken]
-    repository.take_off_claim(session, claim.id, gift_ids, per_part=schedule.ROWS_PER_SCHEDULE)
+    dropped = repository.take_off_claim(session, claim.id, gift_ids, per_part=schedule.ROWS_PER_SCHEDULE)
     repository.add_held_back(
         session,
         [
@@ -831,6 +969,9 @@ def take_off_what_hmrc_would_refuse(
         "reason": "gifts HMRC would refuse now were taken off before the claim was written or sent; "
         "download this claim's files again",
     }
+    if dropped:
+        # The schedules after a part left empty move down (`parts_written` follows them through this).
+        detail[_PARTS_DROPPED] = dropped
     void, deducted = _void_adjustments_about(session, claim, set(gift_ids), actor=actor, at=now)
     if void:
         detail["adjustments_void"] = void
@@ -854,10 +995,11 @@ def take_off_what_hmrc_would_refuse(
         }
     )
     session.add(claim)
-    session.add(ClaimEvent(claim_id=claim.id, status=claim.status, at=now, actor=actor, detail=detail))
+    event = ClaimEvent(claim_id=claim.id, status=claim.status, at=now, actor=actor, detail=detail)
+    session.add(event)
     session.flush()
     log.info("claim %s: %d gift(s) HMRC would refuse now taken off", claim.id, len(taken))
-    return taken
+    return taken, event
 
 
 def _void_adjustments_about(
@@ -888,7 +1030,8 @@ def _void_adjustments_about(
 def _fit_adjustments(session: Session, claim: Claim) -> list[str]:
     """The adjustments a claim carries must fit its Gift Aid (its first schedule's, when it has several: HMRC takes no
     negative claim); those that no longer do wait for the next claim, newest first. Returns their ids."""
-    if not claim.adjustment:
+    if not claim.adjustment or hmrc_may_have(claim):
+        # HMRC may hold it with these deductions (a submission that got no answer): none moves to another claim.
         return []
     room = claim.gift_aid
     if claim.lines > schedule.ROWS_PER_SCHEDULE:
@@ -919,7 +1062,7 @@ def schedule_part(
     Box 2 (the adjustment) is on the first schedule only. A claim not sent yet first loses the gifts HMRC would now
     refuse (`take_off_what_hmrc_would_refuse`)."""
     _exportable(claim)
-    take_off_what_hmrc_would_refuse(session, settings, claim, actor=actor, today=today)
+    _, event = _take_off(session, settings, claim, actor=actor, today=today)
     first, last = _part_bounds(claim, part, schedule.ROWS_PER_SCHEDULE)
     # Box 1 (the part's earliest gift) from the gifts read for its lines: one read of the claim's rows, not two
     # (without an index on line numbers, each reads every row of the claim: docs/giftaid.md, Performance).
@@ -932,7 +1075,11 @@ def schedule_part(
             yield row
 
     lines = list(_lines_of(watched(repository.stream_line_rows(session, claim.id, first, last))))
-    return _checked_schedule(claim, part, lines, earliest[0] if earliest else None)
+    data = _checked_schedule(claim, part, lines, earliest[0] if earliest else None)
+    _record_written(
+        session, claim, [("schedule", part, (first, last))], actor=actor, today=today, via="download", into=event
+    )
+    return data
 
 
 def _checked_schedule(claim: Claim, part: int, lines: list[claim_xml.Line], earliest: dt.date | None) -> bytes:
@@ -957,10 +1104,13 @@ def write_xml_part(
 ) -> claim_xml.MessageResult:
     """Charities Online message `part` of a claim (500,000 lines each), streamed to a seekable file.
     The adjustment and its explanation go in the first message. A claim not sent yet first loses the gifts HMRC
-    would now refuse (`take_off_what_hmrc_would_refuse`)."""
+    would now refuse (`take_off_what_hmrc_would_refuse`). Its first writing is recorded in the claim's history."""
     _exportable(claim)
-    take_off_what_hmrc_would_refuse(session, settings, claim, actor=actor, today=today)
-    return _write_xml_part(session, settings, claim, part, out, check=check)
+    _, event = _take_off(session, settings, claim, actor=actor, today=today)
+    result = _write_xml_part(session, settings, claim, part, out, check=check)
+    bounds = _part_bounds(claim, part, claim_xml.MAX_GAD_PER_MESSAGE)
+    _record_written(session, claim, [("message", part, bounds)], actor=actor, today=today, via="download", into=event)
+    return result
 
 
 def _write_xml_part(
@@ -1021,11 +1171,13 @@ def write_claim_files(
     """The schedule(s) and/or Charities Online message(s) of a claim, written into `out_dir`. A claim not sent yet
     first loses the gifts HMRC would now refuse (`take_off_what_hmrc_would_refuse`), in the same transaction."""
     _exportable(claim)
-    take_off_what_hmrc_would_refuse(session, settings, claim, actor=actor, today=today)
+    _, event = _take_off(session, settings, claim, actor=actor, today=today)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     try:
         _write_claim_files(session, settings, claim, out_dir, formats, check=check, written=written)
+        parts = _parts_of(claim, formats)
+        _record_written(session, claim, parts, actor=actor, today=today, via="files", into=event)
     except BaseException:
         # A file that fails (HMRC's checks, the disk) leaves none of the claim's files: a schedule left alone in
         # DIR would look like a claim to upload while its gifts stay unclaimed.
@@ -1033,6 +1185,16 @@ def write_claim_files(
             path.unlink(missing_ok=True)
         raise
     return written
+
+
+def _parts_of(claim: Claim, formats: Format) -> Iterator[tuple[PartKind, int, tuple[int, int]]]:
+    """The parts `write_claim_files` writes, with their lines: a part is lines by number, short or not."""
+    if formats in ("ods", "both"):
+        for part in range(1, schedule_count(claim) + 1):
+            yield "schedule", part, _part_bounds(claim, part, schedule.ROWS_PER_SCHEDULE)
+    if formats in ("xml", "both"):
+        for part in range(1, message_count(claim) + 1):
+            yield "message", part, _part_bounds(claim, part, claim_xml.MAX_GAD_PER_MESSAGE)
 
 
 def _write_claim_files(
@@ -1160,11 +1322,12 @@ def change_status(
 def _withdraw_from_unsent(
     session: Session, adjustment: Adjustment, *, reason: str, actor: str, at: dt.datetime
 ) -> bool:
-    """Take a void adjustment off the claim carrying it, if that claim is still unsent (built): its Box 2 and XML
-    are written from the database when downloaded, so the next download leaves it out; its history says why."""
+    """Take a void adjustment off the claim carrying it, if that claim is unsent (`hmrc_may_have` says no): its Box 2
+    and XML are written from the database when downloaded, so the next download leaves it out; its history says
+    why. One HMRC may hold (sent, or built after a submission that got no answer) keeps it."""
     assert adjustment.applied_claim_id is not None
     carrier = repository.get_claim(session, adjustment.applied_claim_id, for_update=True)
-    if carrier is None or ClaimStatus(carrier.status) != ClaimStatus.BUILT:
+    if carrier is None or hmrc_may_have(carrier):
         return False
     carrier.adjustment -= adjustment.amount
     carrier.irmarks = []  # the files change: any IRmark computed before no longer applies
@@ -1242,10 +1405,16 @@ def error_words(error: dict[str, Any]) -> str:
     return f"{error['number']} {error['text']}" if error.get("number") is not None else str(error["text"])
 
 
-def _locked_claim(session: Session, claim_id: uuid.UUID, *, claims_first: bool = False) -> Claim:
-    """The claim's row locked; `claims_first`: after the claims' lock (`repository.lock_claims_then_claim`)."""
+def _locked_claim(
+    session: Session, claim_id: uuid.UUID, *, claims_first: bool = False, lock_wait: float | None = None
+) -> Claim:
+    """The claim's row locked; `claims_first`: after the claims' lock (`repository.lock_claims_then_claim`), waiting
+    at most `lock_wait` seconds for the two (else `ClaimsBusy`)."""
     if claims_first:
-        claim = repository.lock_claims_then_claim(session, claim_id)
+        try:
+            claim = repository.lock_claims_then_claim(session, claim_id, wait_seconds=lock_wait)
+        except repository.LockWaitExceeded as exc:
+            raise ClaimsBusy(f"claim {claim_id}: {exc} (a claim is being built); try again later") from exc
     else:
         claim = repository.get_claim(session, claim_id, for_update=True)
     if claim is None:
@@ -1288,12 +1457,20 @@ def submit_claim(
     with tempfile.TemporaryDirectory(prefix="giftaid-submit-") as folder:
         path = Path(folder) / "claim.xml"
         with path.open("w+b") as out:
-            write_xml_part(session, settings, claim, 1, out, actor=actor, today=today)
+            _, event = _take_off(session, settings, claim, actor=actor, today=today)
+            _write_xml_part(session, settings, claim, 1, out, check=True)
+        # The message is recorded as written once HMRC may have it (an answer, or none): not when it was refused at
+        # the door or never left.
+        message: list[tuple[PartKind, int, tuple[int, int]]] = [("message", 1, (1, claim.lines))]
+        sent_part = functools.partial(
+            _record_written, session, claim, message, actor=actor, today=today, via="submit", into=event
+        )
         try:
             sent, reply = client.submit(path)
         except GatewayError as exc:
             if not exc.delivered:
                 raise SubmissionFailed(str(exc)) from exc
+            sent_part()
             _keep(session, claim.id, "sent", "submit", exc.sent)
             _keep(session, claim.id, "received", "submit", exc.received)
             claim.errors = [
@@ -1314,6 +1491,7 @@ def submit_claim(
         session.flush()
         return claim
     if not reply.correlation_id:
+        sent_part()
         # HMRC has the claim, but nothing to poll it with: it stays built (a claim submitted without a correlation
         # id would never be polled), and is not sent again until finance has found it in the gateway's list.
         claim.errors = [
@@ -1331,6 +1509,9 @@ def submit_claim(
     claim.response_endpoint = reply.response_endpoint
     claim.poll_interval = reply.poll_interval
     detail: dict[str, Any] = {"correlation_id": claim.correlation_id, "via": "govtalk"}
+    # The message sent: recorded with the step that sent it.
+    if records := _parts_first_written(session, claim, message, today=today, via="submit"):
+        detail[_PARTS_WRITTEN] = records
     # HMRC has it now: an earlier attempt's errors (an `unknown` one, a refusal) no longer stand; the history keeps
     # them.
     detail.update(_cleared_errors(claim))
@@ -1399,18 +1580,27 @@ def _mapped_errors(session: Session, claim: Claim, reply: Reply) -> list[dict[st
 
 
 def poll_claim(
-    uow: UnitOfWork, settings: Settings, claim_id: uuid.UUID, *, actor: str, client: GovTalkClient | None = None
+    uow: UnitOfWork,
+    settings: Settings,
+    claim_id: uuid.UUID,
+    *,
+    actor: str,
+    client: GovTalkClient | None = None,
+    lock_wait: float | None = None,
 ) -> Claim:
     """Ask HMRC how a submitted claim went: still pending (nothing changes), accepted (with HMRC's IRmark receipt)
     or rejected (errors mapped to gifts; the gifts are released). HMRC's copy is deleted only once the verdict is
     committed (`change_status` records the delete job; it is tried at once after the commit). A gateway or
     recoverable error on the poll changes nothing but the errors shown on the claim; after a day of nothing but
-    errors the claim says the sweep has stopped polling it."""
+    errors the claim says the sweep has stopped polling it.
+
+    `lock_wait`: wait at most that many seconds for the locks (behind a claim being built), else `ClaimsBusy`
+    having asked HMRC nothing (the sweep's job leaves the claim to its next poll)."""
     session = uow.session
     # Locked: two polls at once would both ask, and the later one's "unknown correlation id" (HMRC deleted its
     # answer for the first) would overwrite the verdict's errors. The claims' lock too: HMRC's verdict may reject the
-    # claim (`change_status`). A build waits for a poll, and a poll for a build.
-    claim = _locked_claim(session, claim_id, claims_first=True)
+    # claim (`change_status`). A build waits for a poll, and a poll for a build (the sweep's, for a while only).
+    claim = _locked_claim(session, claim_id, claims_first=True, lock_wait=lock_wait)
     if ClaimStatus(claim.status) != ClaimStatus.SUBMITTED or not claim.correlation_id:
         raise InvalidTransition(f"claim {claim_id} is not waiting for HMRC")
     if claim.poll_interval:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from typing import Any
 
@@ -10,8 +11,10 @@ from core import jobs
 from core.db import UnitOfWork
 from core.runtime import get_runtime
 from giftaid import service
-from giftaid.errors import InvalidTransition, SubmissionFailed
+from giftaid.errors import ClaimsBusy, InvalidTransition, SubmissionFailed
 from giftaid.models import ClaimStatus
+
+log = logging.getLogger("giving.giftaid")
 
 
 @jobs.periodic("giftaid.poll_submitted", every=dt.timedelta(minutes=15))
@@ -33,15 +36,28 @@ def poll_submitted(uow: UnitOfWork) -> int:
     return len(waiting)
 
 
+# How long a poll job waits for the claims' lock behind a claim being built (10-30 s for a million gifts, more on a
+# slow day) before leaving the claim to the next sweep. Its 120 s limit must also hold HMRC's PollInterval (at most
+# `service.POLL_WAIT_LIMIT_SECONDS`) and the gateway client's 60 s timeout.
+POLL_LOCK_WAIT_SECONDS = 30.0
+
+
 @jobs.actor("giftaid.poll_claim", queue="default", time_limit_ms=120_000, max_retries=5)
 def poll_claim(uow: UnitOfWork, claim_id: str) -> str:
     """Poll one submitted claim (enqueued by `poll_submitted`). A claim no longer waiting (another poll, or a person,
-    already had HMRC's verdict) is done: nothing to ask, and not a failure to retry."""
+    already had HMRC's verdict) is done: nothing to ask, and not a failure to retry. Nor is a claim whose locks a
+    build held past POLL_LOCK_WAIT_SECONDS: HMRC was asked nothing, and the next sweep (15 minutes on) polls it;
+    waiting on, the job was killed by its time limit and retried to exhaustion."""
     identifier = uuid.UUID(claim_id)
     try:
-        claim = service.poll_claim(uow, get_runtime().settings, identifier, actor="system:poll")
+        claim = service.poll_claim(
+            uow, get_runtime().settings, identifier, actor="system:poll", lock_wait=POLL_LOCK_WAIT_SECONDS
+        )
     except InvalidTransition:
         return str(service.get_claim(uow.session, identifier).status)
+    except ClaimsBusy as exc:
+        log.info("%s: left to the next poll", exc)
+        return "busy"
     return str(claim.status)
 
 
