@@ -26,6 +26,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from core.clock import uk_date
 from core.money import Currency, Money, percent_of
+from payments import shop
 from payments.models import (
     Dispute,
     DisputeStatus,
@@ -140,6 +141,10 @@ class _Context:
     refund_goods: dict[uuid.UUID, int] = dataclasses.field(default_factory=dict)
     # A lost dispute on a basket: (its goods part, VAT included; the VAT inside it), by dispute id.
     dispute_goods: dict[uuid.UUID, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    # The change each refund and each lost dispute makes to the basket's partner shares, by campaign id (negative:
+    # less owed), by refund id and by dispute id.
+    refund_shares: dict[uuid.UUID, dict[uuid.UUID, int]] = dataclasses.field(default_factory=dict)
+    dispute_shares: dict[uuid.UUID, dict[uuid.UUID, int]] = dataclasses.field(default_factory=dict)
     # Failed Stripe payouts whose money a `payout_failure` line paid out again (by provider payout id), and lines.
     failed_payouts: dict[str, Payout] = dataclasses.field(default_factory=dict)
     lines_by_payout: dict[uuid.UUID, list[PayoutLine]] = dataclasses.field(default_factory=dict)
@@ -176,6 +181,7 @@ def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Post
             select(OrderLine).where(col(OrderLine.order_id).in_(chunk)).order_by(col(OrderLine.sku))
         ).all():
             order_lines[order_line.order_id].append(order_line)
+    campaigns = {c.id: c for c in session.exec(select(PartnerCampaign)).all()}
     context = _Context(
         gifts=_by_ids(
             session,
@@ -186,10 +192,12 @@ def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Post
         refunds=refunds,
         disputes=disputes,
         order_lines=order_lines,
-        campaigns={c.id: c for c in session.exec(select(PartnerCampaign)).all()},
-        **_returned_vat(
+        campaigns=campaigns,
+        **_returned_goods(
             session,
             orders,
+            order_lines,
+            campaigns,
             {r.order_id for r in refunds.values() if r.order_id is not None}
             | {d.order_id for d in disputes.values() if d.order_id is not None and d.status == DisputeStatus.LOST},
         ),
@@ -438,16 +446,80 @@ def _order_postings(line: PayoutLine, ctx: _Context, donation_gifts: dict[uuid.U
     if left:
         # The charge is not what the order says it was: finance looks at it.
         post(SUSPENSE_DISCREPANCY, -left, "charge differs from the order's total", line, order.id)
-    # The partner's share of the shirts is owed to them: a cost of the sale and a creditor.
+    if order.duplicate_of_id is None:
+        # The partner's share of the shirts is owed to them: a cost of the sale and a creditor. As sold, whatever
+        # happened since: the refund or lost dispute that takes goods back posts the change it makes, so this
+        # period's postings stay the same when it is exported again.
+        goods_total = order.goods_amount + order.vat_amount
+        sold = _partner_shares(ctx.order_lines.get(order.id, []), ctx.campaigns, goods_total, 0)
+        _post_partner_shares(sold, ctx, post, 1, "", line, order.id)
+
+
+def _partner_shares(
+    lines: Sequence[OrderLine], campaigns: dict[uuid.UUID, PartnerCampaign], goods_total: int, goods_returned: int
+) -> dict[uuid.UUID, int]:
+    """Each campaign's share of a basket once `goods_returned` (VAT included) of its `goods_total` went back, by the
+    shop's rule (`shop.partner_share_after`, the one behind the partner statement): nothing once the goods went
+    back in full, else the share of the shirts kept. The shirts sent back that count are those the goods returned
+    so far pay for (`_returns_paid_for`): a return is recorded with no date, so the money returned is what places
+    it among the basket's refunds."""
+    returned = _returns_paid_for(lines, goods_returned)
     shares: dict[uuid.UUID, int] = defaultdict(int)
-    for order_line in ctx.order_lines.get(order.id, []):
-        if order_line.partner_campaign_id and order_line.partner_share_amount:
-            shares[order_line.partner_campaign_id] += order_line.partner_share_amount
-    for campaign_id, share in sorted(shares.items(), key=lambda kv: str(kv[0])):
+    for line in lines:
+        if line.partner_campaign_id is not None:
+            shares[line.partner_campaign_id] += shop.partner_share_after(
+                campaigns.get(line.partner_campaign_id),
+                line,
+                goods_total=goods_total,
+                goods_returned=goods_returned,
+                returned=returned.get(line.id, 0),
+            )
+    return shares
+
+
+def _returns_paid_for(lines: Sequence[OrderLine], goods_returned: int) -> dict[uuid.UUID, int]:
+    """Of each line's shirts sent back (`refunded_quantity`), those `goods_returned` pays for at their price (VAT
+    included), line by line in SKU order. So a shirt sent back and refunded in April counts from April's refund
+    on, and a second one sent back in May from May's, whenever the journal is exported; a goodwill refund too small
+    for a shirt counts none."""
+    left = goods_returned
+    counted: dict[uuid.UUID, int] = {}
+    for line in sorted(lines, key=lambda line: (line.sku, str(line.id))):
+        if shop.is_postage(line) or line.refunded_quantity <= 0:
+            continue
+        paid = line.refunded_quantity if line.unit_price <= 0 else max(left, 0) // line.unit_price
+        counted[line.id] = min(line.refunded_quantity, paid)
+        left -= counted[line.id] * line.unit_price
+    return counted
+
+
+def _share_change(before: dict[uuid.UUID, int], after: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
+    return {
+        c: after.get(c, 0) - before.get(c, 0)
+        for c in before.keys() | after.keys()
+        if after.get(c, 0) != before.get(c, 0)
+    }
+
+
+def _post_partner_shares(
+    shares: dict[uuid.UUID, int],
+    ctx: _Context,
+    post: Any,
+    sign: int,
+    words: str,
+    line: PayoutLine,
+    ref: Any,
+    part: tuple[int, int] | None = None,
+) -> None:
+    """Dr `Trading: partner shares` / Cr `Partner shares owed: <campaign>` with each campaign's share (or, for a
+    change that lowers it, the other way round), times `sign`; `part` (this line's money, the whole's) for a line
+    that carries part of a refund's or dispute's money: its share of the change, rounded half up."""
+    for campaign_id, whole in sorted(shares.items(), key=lambda kv: str(kv[0])):
+        share = whole if part is None else percent_of(part[0], whole, part[1])
         campaign = ctx.campaigns.get(campaign_id)
         code = campaign.code if campaign else str(campaign_id)
-        post(PARTNER_COST, share, f"partner share {code}", line, order.id)
-        post(f"{PARTNER_OWED}: {code}", -share, f"partner share {code}", line, order.id)
+        post(PARTNER_COST, sign * share, f"partner share {code}{words}", line, ref)
+        post(f"{PARTNER_OWED}: {code}", -sign * share, f"partner share {code}{words}", line, ref)
 
 
 def _allocated(refund: Refund) -> bool:
@@ -473,10 +545,17 @@ def _refund_order_key(refund: Refund) -> tuple[dt.datetime, dt.datetime, str]:
     return (refund.refunded_at or refund.created_at, refund.created_at, str(refund.id))
 
 
-def _returned_vat(session: Session, orders: dict[uuid.UUID, Order], order_ids: Iterable[uuid.UUID]) -> dict[str, Any]:
+def _returned_goods(
+    session: Session,
+    orders: dict[uuid.UUID, Order],
+    order_lines: dict[uuid.UUID, list[OrderLine]],
+    campaigns: dict[uuid.UUID, PartnerCampaign],
+    order_ids: Iterable[uuid.UUID],
+) -> dict[str, Any]:
     """The VAT given back by each refund and each lost dispute of these orders (the orders must be in `orders`):
     `refund_vat` (by refund id), `refund_goods` (by refund id: its goods part, VAT included) and `dispute_goods` (by
-    dispute id: its goods part, VAT included, and the VAT in it).
+    dispute id: its goods part, VAT included, and the VAT in it); and the change each makes to the partner shares,
+    `refund_shares` and `dispute_shares` (below).
 
     A refund not allocated yet (still pending at the provider, or failed before it succeeded) is given its goods
     part by the allocation rule at its place (payments/shop.py: goods first, up to what the refunds before it left),
@@ -495,6 +574,13 @@ def _returned_vat(session: Session, orders: dict[uuid.UUID, Order], order_ids: I
     `split_returns`: goods first, refunds before disputes) its goods part is what the refunds left of the goods, and
     it gives back the VAT inside that part, counted on after the refunds' (so all of them together never give back
     more than the order charged).
+
+    Partner shares follow the same places: the order line posts the shares as sold, and each refund or lost
+    dispute the change from the shares after the ones before it to the shares after it too (`_partner_shares`, by
+    the goods taken back so far). So each period's postings stay as exported whatever happens later (a refund in
+    April changes nothing in March), and once every payout is exported the books owe what the partner statement
+    says. A refund that failed or was cancelled has the change of its place (its `refund_funds_returned` line
+    reverses it) and is not counted before the later ones, as for the VAT.
     """
     wanted = sorted(
         (i for i in order_ids if (o := orders.get(i)) is not None and o.goods_amount + o.vat_amount), key=str
@@ -514,26 +600,43 @@ def _returned_vat(session: Session, orders: dict[uuid.UUID, Order], order_ids: I
     vat: dict[uuid.UUID, int] = {}
     refund_goods: dict[uuid.UUID, int] = {}
     dispute_goods: dict[uuid.UUID, tuple[int, int]] = {}
+    refund_shares: dict[uuid.UUID, dict[uuid.UUID, int]] = {}
+    dispute_shares: dict[uuid.UUID, dict[uuid.UUID, int]] = {}
     for order_id in wanted:
         order = orders[order_id]
         goods_total = order.goods_amount + order.vat_amount
+        # A basket paid twice sold nothing: no share to change.
+        lines = order_lines.get(order_id, []) if order.duplicate_of_id is None else []
+        if not any(line.partner_campaign_id for line in lines):
+            lines = []
         goods_so_far = posted = 0
+        shares = _partner_shares(lines, campaigns, goods_total, 0)
         for refund in sorted(by_order.get(order_id, []), key=_refund_order_key):
             by_rule = None if _allocated(refund) else min(refund.amount, max(goods_total - goods_so_far, 0))
             refund_goods[refund.id] = _goods_part(refund, refund.amount, by_rule)
             goods = goods_so_far + refund_goods[refund.id]
             inside = percent_of(min(goods, goods_total), order.vat_amount, goods_total)
             vat[refund.id] = inside - posted
+            after = _partner_shares(lines, campaigns, goods_total, goods)
+            refund_shares[refund.id] = _share_change(shares, after)
             if refund.status in (RefundStatus.SUCCEEDED, RefundStatus.PENDING):
-                goods_so_far, posted = goods, inside
+                goods_so_far, posted, shares = goods, inside, after
         # As `payments.repository.lost_disputes_of` orders them for the allocation rule.
         for dispute in sorted(lost_by_order.get(order_id, []), key=lambda d: (d.opened_at or d.created_at, str(d.id))):
             goods_part = max(min(dispute.amount, goods_total - goods_so_far), 0)
             goods = goods_so_far + goods_part
             inside = percent_of(min(goods, goods_total), order.vat_amount, goods_total)
             dispute_goods[dispute.id] = (goods_part, inside - posted)
-            goods_so_far, posted = goods, inside
-    return {"refund_vat": vat, "refund_goods": refund_goods, "dispute_goods": dispute_goods}
+            after = _partner_shares(lines, campaigns, goods_total, goods)
+            dispute_shares[dispute.id] = _share_change(shares, after)
+            goods_so_far, posted, shares = goods, inside, after
+    return {
+        "refund_vat": vat,
+        "refund_goods": refund_goods,
+        "dispute_goods": dispute_goods,
+        "refund_shares": refund_shares,
+        "dispute_shares": dispute_shares,
+    }
 
 
 def _dispute_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
@@ -562,6 +665,9 @@ def _dispute_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
     vat = min(vat, goods_part)
     post(VAT_OUTPUT, vat, "VAT on shirts taken back by a lost dispute", line, dispute.id)
     post(CHARGEBACKS, magnitude - vat, description, line, dispute.id)
+    part = (magnitude, dispute.amount) if magnitude != dispute.amount and dispute.amount else None
+    shares = ctx.dispute_shares.get(dispute.id, {})
+    _post_partner_shares(shares, ctx, post, 1, ": shirts taken back by a lost dispute", line, dispute.id, part)
 
 
 def _refund_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
@@ -587,6 +693,9 @@ def _refund_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
         vat = min(vat, goods_part)
         post(VAT_OUTPUT, sign * vat, "VAT on shirts refunded", line, refund.id)
         post(REFUNDS_SHIRTS, sign * (goods_part - vat), "shirts refunded", line, refund.id)
+        part = (goods_part, refund_goods) if goods_part != refund_goods and refund_goods else None
+        words = ": shirts refunded" if sign > 0 else ": the refund failed"
+        _post_partner_shares(ctx.refund_shares.get(refund.id, {}), ctx, post, sign, words, line, refund.id, part)
     if donation_part:
         post(REFUNDS_DONATIONS, sign * donation_part, "donation refunded", line, refund.id)
 

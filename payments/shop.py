@@ -169,17 +169,31 @@ def line_net(line: OrderLine) -> int:
 
 def goods_refunded_in_full(order: Order) -> bool:
     """Every penny of the basket's goods (VAT included) went back: by refunds or lost disputes."""
-    goods_total = order.goods_amount + order.vat_amount
-    return goods_total > 0 and order.refunded_amount >= goods_total
+    return _all_goods_back(order.goods_amount + order.vat_amount, order.refunded_amount)
+
+
+def _all_goods_back(goods_total: int, goods_returned: int) -> bool:
+    return goods_total > 0 and goods_returned >= goods_total
+
+
+def kept_after(line: OrderLine, *, goods_total: int, goods_returned: int, returned: int) -> int:
+    """Shirts of the line still sold once `goods_returned` of the basket's `goods_total` (VAT included) went back
+    and `returned` of the line's shirts were sent back: none once the goods were refunded in full (sent back or
+    not, nothing was sold), else those not sent back. A refund of part of the goods without a return recorded (a
+    goodwill refund) keeps the shirts: only staff know which shirts came back, and they record it as a return."""
+    if _all_goods_back(goods_total, goods_returned):
+        return 0
+    return max(line.quantity - returned, 0)
 
 
 def shirts_kept(line: OrderLine, order: Order) -> int:
-    """Shirts of the line still sold: none once the order's goods were refunded in full (sent back or not, nothing
-    was sold), else those not sent back. A refund of part of the goods without a return recorded (a goodwill
-    refund) keeps the shirts: only staff know which shirts came back, and they record it as a return."""
-    if goods_refunded_in_full(order):
-        return 0
-    return max(line.quantity - line.refunded_quantity, 0)
+    """Shirts of the line still sold now (`kept_after` the order's goods refunded and the line's returns)."""
+    return kept_after(
+        line,
+        goods_total=order.goods_amount + order.vat_amount,
+        goods_returned=order.refunded_amount,
+        returned=line.refunded_quantity,
+    )
 
 
 def kept_net(line: OrderLine, kept: int) -> int:
@@ -200,6 +214,19 @@ def partner_share_for(campaign: PartnerCampaign, line: OrderLine, quantity: int 
     return campaign.share_value * kept
 
 
+def partner_share_after(
+    campaign: PartnerCampaign | None, line: OrderLine, *, goods_total: int, goods_returned: int, returned: int
+) -> int:
+    """The partner's share of the line once `goods_returned` of the basket's goods went back and `returned` of its
+    shirts were sent back (`kept_after`): the one rule behind the order line's share (so the partner statement) and
+    the journal's partner share postings (payments/journal.py: as sold, and each change a refund or lost dispute
+    makes), so the books and the statement agree."""
+    if campaign is None:
+        return 0
+    kept = kept_after(line, goods_total=goods_total, goods_returned=goods_returned, returned=returned)
+    return partner_share_for(campaign, line, kept)
+
+
 def recompute_partner_share(session: Session, line: OrderLine, order: Order | None = None) -> int:
     """Set the line's partner share from its campaign and the shirts still kept (`shirts_kept`) after a return or
     refund. Changes nothing when the share is right already."""
@@ -207,9 +234,13 @@ def recompute_partner_share(session: Session, line: OrderLine, order: Order | No
         return 0
     if order is None:
         order = session.get(Order, line.order_id)
-    campaign = session.get(PartnerCampaign, line.partner_campaign_id)
-    kept = shirts_kept(line, order) if order is not None else line.quantity - line.refunded_quantity
-    share = partner_share_for(campaign, line, kept) if campaign is not None else 0
+    share = partner_share_after(
+        session.get(PartnerCampaign, line.partner_campaign_id),
+        line,
+        goods_total=order.goods_amount + order.vat_amount if order is not None else 0,
+        goods_returned=order.refunded_amount if order is not None else 0,
+        returned=line.refunded_quantity,
+    )
     if share != line.partner_share_amount:
         line.partner_share_amount = share
         session.add(line)
