@@ -110,12 +110,37 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogates(value: Any, path: str = "") -> dict[str, str]:
+    """Where the body holds a lone surrogate (JSON's `\\ud800` escapes can carry one), by field path. pydantic
+    refuses one in a text field, but not inside free JSON (`evidence`), and no database stores it (PostgreSQL's
+    jsonb refuses the whole statement: a 500)."""
+    found: dict[str, str] = {}
+    if isinstance(value, str):
+        if _LONE_SURROGATE.search(value):
+            found[path or "body"] = "Input should be a valid string, it holds a lone surrogate"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            found.update(_lone_surrogates(key, inner))
+            found.update(_lone_surrogates(item, inner))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found.update(_lone_surrogates(item, f"{path}.{index}" if path else str(index)))
+    return found
+
+
 def parse_body(model: type[M], raw: bytes) -> M:
     """The request body as `model`, or a 400 that names every wrong field."""
     try:
         data = json.loads(raw or b"{}")
     except ValueError as exc:
         raise InvalidDonorDetails(f"the body is not JSON: {exc}") from exc
+    unstorable = _lone_surrogates(data)
+    if unstorable:
+        raise InvalidDonorDetails("; ".join(f"{k}: {v}" for k, v in unstorable.items()), unstorable)
     try:
         return model.model_validate(_without_nul(data))
     except ValidationError as exc:

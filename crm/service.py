@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from core import signing
-from core.clock import add_years, uk_today, utc_now
+from core.clock import add_years, uk_date, uk_today, utc_now
 from core.db import UnitOfWork, is_postgres
 from core.money import Money
 from crm import repository
@@ -875,19 +875,12 @@ def cancel_declaration(
         )
     declaration.cancelled_at = utc_now()
     declaration.cancellation_effective_on = effective_on
-    declaration.cancellation_reason = reason.strip()[:200]
+    # The declaration outlives an erasure while HMRC may need it, and its cancellation is a Gift Aid fact; the
+    # reason, words staff type about the donor, is not kept on a record that must hold none.
+    erased = resolve_supporter(uow.session, declaration.supporter_id).erased_at is not None
+    declaration.cancellation_reason = "" if erased else reason.strip()[:200]
     if declaration.method == DeclarationMethod.ORAL:
-        sent = declaration.confirmation_sent_on
-        if sent is not None:
-            # Cancelled within 30 days of its written record: treated as never made (giftaid.md §1C rule 13). What
-            # counts is when the donor cancelled: the effective date when it is past (a letter dated then, recorded
-            # late), else today (a donor who rings on day 10 to stop "from next month" has cancelled on day 10).
-            cancelled_on = min(effective_on, uk_today())
-            declaration.voided = cancelled_on <= sent + ORAL_CANCELLATION_WINDOW
-        else:
-            # No written record: with an audio recording it has been in effect since it was made, and cancelling
-            # it is not retrospective (rule 14); without one it never took effect.
-            declaration.voided = not declaration.recorded
+        declaration.voided = _oral_void(declaration)
     uow.session.add(declaration)
     uow.session.flush()
     if not declaration.voided:
@@ -911,6 +904,21 @@ def cancel_declaration(
         dedupe_key=f"declaration_cancelled:{declaration.id}",
     )
     return declaration
+
+
+def _oral_void(declaration: Declaration) -> bool:
+    """Whether a cancelled oral declaration is void, treated as never made."""
+    assert declaration.cancelled_at is not None and declaration.cancellation_effective_on is not None
+    sent = declaration.confirmation_sent_on
+    if sent is None:
+        # No written record: with an audio recording it has been in effect since it was made, and cancelling it is
+        # not retrospective (rule 14); without one it never took effect.
+        return not declaration.recorded
+    # Cancelled within 30 days of its written record: treated as never made (giftaid.md §1C rule 13). What counts
+    # is when the donor cancelled: the effective date when it was past (a letter dated then, recorded late), else
+    # the day it was recorded (a donor who rings on day 10 to stop "from next month" has cancelled on day 10).
+    cancelled_on = min(declaration.cancellation_effective_on, uk_date(declaration.cancelled_at))
+    return cancelled_on <= sent + ORAL_CANCELLATION_WINDOW
 
 
 def confirm_oral_declaration(
@@ -937,13 +945,18 @@ def confirm_oral_declaration(
     if declaration.confirmation_sent_on == confirmation_sent_on:
         return declaration
     declaration.confirmation_sent_on = confirmation_sent_on
+    if declaration.cancelled_at is not None:
+        # Cancelled already (after its 30 days, or with a recording): the 30 days now run from this letter's date,
+        # and a cancellation within them makes it never made, as if the date had been known when it was cancelled.
+        declaration.voided = _oral_void(declaration)
     uow.session.add(declaration)
     uow.session.flush()
     record_history(
         uow,
         declaration.supporter_id,
         type="declaration_confirmed",
-        summary=f"Written confirmation of the oral Gift Aid declaration sent {confirmation_sent_on:%d/%m/%Y}",
+        summary=f"Written confirmation of the oral Gift Aid declaration sent {confirmation_sent_on:%d/%m/%Y}"
+        + (" (it was cancelled within 30 days of it: void)" if declaration.voided else ""),
         data={
             "declaration_id": str(declaration.id),
             "confirmation_sent_on": confirmation_sent_on.isoformat(),
