@@ -21,13 +21,13 @@ from starlette.routing import BaseRoute, Route
 from core import ratelimit, signing
 from core.auth import Principal, audit, client_network, require_staff
 from core.db import UnitOfWork
-from core.errors import TooManyRequests
+from core.errors import NotFound, TooManyRequests
 from core.http import JSON, client_address, in_thread, runtime_of, whole_number
 from core.models import StaffRole
 from core.runtime import Runtime
 from core.settings import Settings
 from crm import schemas, service
-from crm.errors import BadCursor, InvalidDonorDetails, SupporterNotFound
+from crm.errors import BadCursor, DeclarationNotFound, InvalidDonorDetails, ReviewItemNotFound, SupporterNotFound
 from crm.models import ConsentStatus, Declaration
 from crm.validation import DonorDetails, normalise_email
 
@@ -42,11 +42,19 @@ REVIEW_PAGE = 100
 SUBSCRIBE_PER_ADDRESS_PER_HOUR = 3
 
 
+# A path id that is no id at all is a record not found, of the kind the path names.
+_NOT_FOUND: dict[str, type[NotFound]] = {
+    "supporter": SupporterNotFound,
+    "declaration": DeclarationNotFound,
+    "review item": ReviewItemNotFound,
+}
+
+
 def parse_id(raw: str, what: str = "supporter") -> uuid.UUID:
     try:
         return uuid.UUID(raw)
     except ValueError as exc:
-        raise SupporterNotFound(f"no {what} {raw!r}") from exc
+        raise _NOT_FOUND[what](f"no {what} {raw!r}") from exc
 
 
 async def staff_call(request: Request, roles: tuple[StaffRole, ...], fn: Callable[[UnitOfWork, Principal], T]) -> T:

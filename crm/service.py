@@ -484,7 +484,7 @@ def record_declaration(
         problem = _named_gift_problem(uow.session, supporter_id, gift_id)
         if problem:
             errors["gift_id"] = problem
-    if made_on > utc_now().date() + dt.timedelta(days=1):
+    if made_on > uk_today():
         errors["made_on"] = "A declaration cannot be made in the future"
     if confirmation_sent_on is not None and confirmation_sent_on < made_on:
         errors["confirmation_sent_on"] = "The confirmation cannot be sent before the declaration was made"
