@@ -1059,7 +1059,8 @@ def record_stripe_invoice_paid(
     uow.session.add(gift)
     _mark_gift_paid(uow, gift, received_at or at)
     uow.session.flush()
-    _refresh_arrears(uow, regular)
+    if _is_instalment(gift):
+        _refresh_arrears(uow, regular)
     return Effect.processed(
         f"stripe_invoice:{invoice_id}",
         adopted_key,
@@ -1078,7 +1079,11 @@ def _paid_instalment(uow: UnitOfWork, regular: RegularGift, invoice: dict[str, A
 
 
 def _instalment(uow: UnitOfWork, regular: RegularGift, invoice: dict[str, Any], *, amount: int) -> Gift:
+    """The invoice's Gift row of the plan, keyed on the invoice. An invoice that bills no period of the plan (a
+    proration, a manual invoice: `_bills_a_period`) gets no `due_on`: a gift of the plan, never one of its
+    instalments (`_is_instalment`), so it never moves the schedule, closes a period or settles arrears."""
     invoice_id = str(invoice["id"])
+    due_on = _invoice_due_on(invoice) if _bills_a_period(invoice) else None
 
     def build() -> Gift:
         now = utc_now()
@@ -1092,7 +1097,7 @@ def _instalment(uow: UnitOfWork, regular: RegularGift, invoice: dict[str, Any], 
             declaration_id=regular.declaration_id,
             donor=regular.donor,
             regular_gift_id=regular.id,
-            due_on=_invoice_due_on(invoice),
+            due_on=due_on,
             stripe_invoice_id=invoice_id,
             stripe_subscription_id=regular.stripe_subscription_id,
             created_at=now,
@@ -1100,7 +1105,21 @@ def _instalment(uow: UnitOfWork, regular: RegularGift, invoice: dict[str, Any], 
         )
 
     gift, _ = _gift_or_insert(uow, "stripe_invoice_id", invoice_id, build)
+    if due_on is None and gift.due_on is not None:
+        # Recorded as an instalment before this rule (or from a payload that did not say why it was made): every event
+        # of the invoice bills no period, so it is taken out of the instalments and the arrears read again without it
+        # (a schedule it moved on is not moved back: nothing says where it was).
+        _set(gift, due_on=None)
+        uow.session.add(gift)
+        uow.session.flush()
+        _refresh_arrears(uow, regular)
     return gift
+
+
+def _is_instalment(gift: Gift) -> bool:
+    """Whether a gift of a plan is one of its instalments (a period's payment, with its due date): only these
+    decide the schedule and arrears. Every reading of instalments by due date skips the others."""
+    return gift.due_on is not None
 
 
 def record_stripe_invoice_failed(
@@ -1128,7 +1147,8 @@ def record_stripe_invoice_failed(
         attempt=attempt,
     )
     uow.session.flush()
-    _refresh_arrears(uow, regular)
+    if _is_instalment(gift):  # a failed proration is a failed payment, not a missed month
+        _refresh_arrears(uow, regular)
     return Effect.processed(*keys)
 
 
@@ -1169,8 +1189,9 @@ _CLOSE_RANK = {_WRITTEN_OFF: 1, _VOIDED: 2, _PAID_OUTSIDE: 3, _FREE: 3, _TRIAL: 
 # Closed as paid at Stripe: a void of it is a stray event.
 _PAID_AT_STRIPE = (_PAID_OUTSIDE, _FREE, _TRIAL)
 # The invoices that bill a period of the plan (Stripe's `billing_reason`): the first, each renewal, and
-# `subscription` (older invoices' word for both). Not `subscription_update` (a proration when the plan changed),
-# `manual`, `subscription_threshold`...: paid with nothing, such an invoice frees no month.
+# `subscription` (older invoices' word for both). Not `subscription_update` (a proration when the plan changed, unless
+# the change restarted the period: `_bills_a_period`), `manual`, `subscription_threshold`...: such an invoice is no
+# instalment (a gift of the plan with no `due_on`), and paid with nothing it frees no month.
 _PERIOD_INVOICES = {"subscription_create", "subscription_cycle", "subscription"}
 
 _UNCOLLECTIBLE_WHY = {
@@ -1183,9 +1204,28 @@ _UNCOLLECTIBLE_WHY = {
 
 
 def _bills_a_period(invoice: dict[str, Any]) -> bool:
-    """Whether the invoice is a period's (an invoice that does not say why it was made is taken as one, as before)."""
+    """Whether the invoice is a period's (an invoice that does not say why it was made is taken as one, as before).
+    A change that restarts the period (a new billing anchor, a trial ended early, a new interval) bills the new
+    period on its `subscription_update` invoice, as a line of the subscription that is no proration."""
     reason = invoice.get("billing_reason")
-    return not isinstance(reason, str) or not reason or reason in _PERIOD_INVOICES
+    if not isinstance(reason, str) or not reason or reason in _PERIOD_INVOICES:
+        return True
+    lines = (invoice.get("lines") or {}).get("data") or []
+    return reason == "subscription_update" and any(_new_period_line(line) for line in lines if isinstance(line, dict))
+
+
+def _new_period_line(line: dict[str, Any]) -> bool:
+    """A line billing a period of the subscription, not a proration: `parent.subscription_item_details` (basil on),
+    else the older line's `type` "subscription" and `proration`."""
+    parent = line.get("parent")
+    if isinstance(parent, dict):
+        details = parent.get("subscription_item_details")
+        return (
+            parent.get("type") == "subscription_item_details"
+            and isinstance(details, dict)
+            and details.get("proration") is False
+        )
+    return line.get("type") == "subscription" and line.get("proration") is False
 
 
 def _trial_end(invoice: dict[str, Any], due_on: dt.date | None) -> dt.date | None:
@@ -1297,7 +1337,8 @@ def _close_instalment(
             uow.session.flush()
         if gift.due_on is not None:
             _closed_period(uow, regular, gift.due_on, until=until)
-    _refresh_arrears(uow, regular)
+    if _is_instalment(gift):  # an invoice that bills no period closes none and settles no arrears
+        _refresh_arrears(uow, regular)
 
 
 # How far a closed instalment's date may sit from the expected one and still be that period: Stripe dates a month-end
@@ -1347,12 +1388,16 @@ def _step_over_closed(regular: RegularGift, instalments: Iterable[Gift]) -> None
 def _instalment_history(
     uow: UnitOfWork, regular: RegularGift, gift: Gift, kind: str, summary: str, *, at: dt.datetime, amount: int
 ) -> None:
-    due = f" due {gift.due_on:%d/%m/%Y}" if gift.due_on else ""
+    money = format_pence(amount, gift.currency)
+    if _is_instalment(gift):
+        what = f"Monthly gift instalment of {money} due {gift.due_on:%d/%m/%Y}"
+    else:
+        what = f"Monthly gift: an extra invoice of {money} (a change to the plan or a one-off charge, not a month)"
     record_history(
         uow,
         gift.supporter_id,
         type=kind,
-        summary=f"Monthly gift instalment of {format_pence(amount, gift.currency)}{due} {summary}",
+        summary=f"{what} {summary}",
         at=at,
         amount=amount,
         currency=gift.currency,
