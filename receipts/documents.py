@@ -134,6 +134,10 @@ class GiftReceipt(Model):
     # receipt shows them, and only later refunds get a correction.
     returned: int = 0
     refunds_shown: list[str] = []
+    # What each refund shown had returned of this gift when the receipt was made (a basket's refund may have come
+    # off the goods only): a later re-allocation that changes it gets a correction. Not printed; {} on receipts made
+    # before it was kept.
+    refund_parts_shown: dict[str, int] = {}
 
     @property
     def kept(self) -> int:

@@ -187,6 +187,15 @@ def insert_document(session: Session, document: Document) -> bool:
     return session.connection().execute(statement, values).first() is not None
 
 
+def lock_counter(session: Session, kind: DocumentKind) -> None:
+    """Wait for (and hold until the transaction ends) the kind's counter row, as `take_number` would, without taking
+    a number: what is read after it includes every document of the kind a transaction that held it committed.
+    (Nothing on SQLite, whose BEGIN IMMEDIATE already serialises writers; nothing before the kind's first number.)"""
+    session.connection().execute(
+        sa.select(_COUNTERS.c.last_number).where(_COUNTERS.c.kind == str(kind)).with_for_update()
+    ).first()
+
+
 def give_back_number(session: Session, kind: DocumentKind) -> None:
     """Undo `take_number` in the same transaction (the row is still locked by it, so nobody took one since)."""
     session.execute(
@@ -215,6 +224,21 @@ _MARK_ISSUED = (
             .label(column.name)
             for column in (_SUPPORTERS.c.email, _SUPPORTERS.c.merged_into_id, _SUPPORTERS.c.erased_at)
         ),
+        # Whether a receipt's gift or order has a succeeded refund now: one recorded while the receipt was numbered
+        # found no receipt to correct (`service.record_rendered`). False for every other kind.
+        sa.exists()
+        .where(
+            _REFUNDS.c.status == RefundStatus.SUCCEEDED.value,
+            sa.or_(
+                sa.and_(
+                    _DOCUMENTS.c.kind == DocumentKind.GIFT_RECEIPT.value, _REFUNDS.c.gift_id == _DOCUMENTS.c.gift_id
+                ),
+                sa.and_(
+                    _DOCUMENTS.c.kind == DocumentKind.SALE_RECEIPT.value, _REFUNDS.c.order_id == _DOCUMENTS.c.order_id
+                ),
+            ),
+        )
+        .label("has_refunds"),
     )
 )
 
@@ -223,7 +247,8 @@ def mark_issued(
     session: Session, document_id: uuid.UUID, *, storage_key: str, digest: str, size: int, at: dt.datetime
 ) -> Any:
     """allocated → issued in one statement. Returns (supporter_id, email, merged_into_id, erased_at) of the
-    document's supporter, or None if it was issued already (or is missing)."""
+    document's supporter and whether a receipt's gift or order has a succeeded refund (`has_refunds`), or None if
+    it was issued already (or is missing)."""
     return (
         session.connection()
         .execute(

@@ -255,7 +255,9 @@ def _new_gift_receipt(uow: UnitOfWork, settings: Settings, gift: Any) -> Documen
     # Money already returned shows on the receipt itself, its Gift Aid on what was kept (the rules' claim amount):
     # one document that is right when made; only refunds after it get a correction.
     note = gift_aid_notes(session, settings, [gift.supporter_id], [gift.id]).get(gift.id)
-    shown = [str(r) for r in refunds_to_correct(session, gift_id=gift.id)] if gift.has_refunds else []
+    shown_refunds = repository.succeeded_refunds(session, gift_id=gift.id) if gift.has_refunds else []
+    shown = [str(r.id) for r in shown_refunds]
+    shown_parts = {str(r.id): _refund_parts(r)[0] for r in shown_refunds}
     returned = min(max(int(gift.returned_amount), 0), gift.amount)
     if gift.order_id is not None:
         description = "Donation given with your shop order"
@@ -288,6 +290,7 @@ def _new_gift_receipt(uow: UnitOfWork, settings: Settings, gift: Any) -> Documen
             gift_aid=note or docs.GiftAidNote(status="none"),
             returned=returned,
             refunds_shown=shown,
+            refund_parts_shown=shown_parts,
         )
 
     return _allocate(
@@ -396,6 +399,10 @@ def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UU
     figures of the last correction of that refund and part (or of the receipt, when the receipt showed the refund)
     with those that stand now. Run again with nothing changed, it issues nothing."""
     session = uow.session
+    # The corrections' counter first: a job for the same refund numbering a further correction commits it before
+    # this one reads the refund and its corrections. Read before the wait, they would miss that document, and this
+    # job (which sees a newer state of the refund) would find its subject taken and stop at the other's figures.
+    repository.lock_counter(session, DocumentKind.CORRECTION)
     refund = session.get(Refund, refund_id)
     if refund is None:
         raise DocumentNotFound(f"no refund {refund_id}")
@@ -440,9 +447,13 @@ def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UU
             replaced_amount: int | None = latest_content.refunded_amount
             subject = f"refund:{refund.id}:{part}:{len(chain) + 1}"
         elif shown:
-            if amount > 0:
-                continue  # the receipt was made after this refund and shows it already
-            # The receipt counted this refund, which has since failed or moved off the gift.
+            assert isinstance(original_content, docs.GiftReceipt)
+            # What the receipt counted of this refund on the gift (None: a receipt made before that was kept, taken
+            # to have counted what the refund returns now unless that is nothing).
+            counted = original_content.refund_parts_shown.get(str(refund.id))
+            if amount == counted or (counted is None and amount > 0):
+                continue  # the receipt was made after this refund and shows what it returns of the gift
+            # The receipt counted this refund otherwise than it stands: failed, or re-allocated onto or off the gift.
             replaces, replaced_content, replaced_amount = original, original_content, None
             subject = f"refund:{refund.id}:{part}"
         elif amount > 0:
@@ -867,12 +878,34 @@ def record_rendered(
         if session.get(Document, document_id) is None:
             raise DocumentNotFound(f"no document {document_id}")
         return None
-    if issued.merged_into_id is not None:  # the record was merged since: the survivor gets it
+    merged = issued.merged_into_id is not None  # the record was merged since: the survivor gets it
+    if issued.has_refunds and (merged or issued.erased_at is None):
+        _correct_refunds_not_shown(uow, document_id)
+    if merged:
         return _plan_delivery(uow, document_id, issued.supporter_id, copy_number=0, requested_by="system")
     if issued.erased_at is not None:
         return None
     # The supporter's email came back with the UPDATE (read in this transaction): no second read.
     return _new_delivery(uow, document_id, issued.supporter_id, issued.email, copy_number=0, requested_by="system")
+
+
+def _correct_refunds_not_shown(uow: UnitOfWork, document_id: uuid.UUID) -> None:
+    """Ask for the correction of each succeeded refund on a receipt's gift or order that the receipt does not show.
+    A refund that committed while the receipt was being numbered had its correction job find no receipt (not
+    committed yet) and issue nothing, and the numbering did not see it either: asked for here, after the numbering
+    committed, no refund is missed. The job issues nothing for a refund already corrected."""
+    session = uow.session
+    document = repository.get_document(session, document_id)
+    assert document is not None
+    content = docs.load(document.content)
+    shown = set(content.refunds_shown) if isinstance(content, docs.GiftReceipt) else set()
+    if document.kind == DocumentKind.GIFT_RECEIPT:
+        refunds = refunds_to_correct(session, gift_id=document.gift_id)
+    else:
+        refunds = refunds_to_correct(session, order_id=document.order_id)
+    for refund_id in refunds:
+        if str(refund_id) not in shown:
+            uow.enqueue("receipts.issue_correction", refund_id=str(refund_id))
 
 
 def withdrawn(session: Session, document_id: uuid.UUID) -> bool:
