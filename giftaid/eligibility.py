@@ -202,16 +202,20 @@ def _declarations(
     rules: Rules, dialect: str, *, shared: bool = False, of_supporters: ColumnElement[bool] | None = None
 ) -> Any:
     """Each declaration with what does not depend on the gift worked out once: whether it is effective (an oral one
-    needs its written confirmation, and by default its 30-day window closed, or a recording) and whether its donor
-    details are fit for HMRC. A supporter has far fewer declarations than gifts.
+    needs its written confirmation, and by default its 30-day window closed, or a recording, which by default also
+    waits out the window of a letter sent) and whether its donor details are fit for HMRC. A supporter has far fewer
+    declarations than gifts.
 
     `shared`: a CTE, worked out once for both halves of the query (over every declaration, for a claim), rather
     than a subquery each half works out again. `of_supporters`: only the declarations of the supporters in scope
     (a few gifts or supporters), so counting each supporter's declarations reads theirs, not every one."""
     confirmed = D.c.confirmation_sent_on.is_not(None)
+    recorded = D.c.evidence[RECORDING_EVIDENCE].as_string().is_not(None)
     if rules.wait_for_oral_cancellation_window:
         confirmed = sa.and_(confirmed, D.c.confirmation_sent_on < rules.oral_confirmed_before)
-    recorded = D.c.evidence[RECORDING_EVIDENCE].as_string().is_not(None)
+        # A written record opens 30 days in which a cancellation voids the declaration, recording or not (§1C rule
+        # 13, crm's `_oral_void`): those are waited out too. A recording without a letter opens none.
+        recorded = sa.and_(recorded, D.c.confirmation_sent_on.is_(None))
     effective = sa.or_(D.c.method != DeclarationMethod.ORAL.value, confirmed, recorded)
     postcode_ok = sa.or_(D.c.non_uk.is_(True), sa.func.coalesce(D.c.postcode, "").regexp_match(UK_POSTCODE_PATTERN))
     # Blank: nothing but spaces, once the characters no file can hold are dropped (giftaid.sendable).

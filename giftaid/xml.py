@@ -12,16 +12,17 @@ import base64
 import datetime as dt
 import hashlib
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import IO, Any, NamedTuple
 
+from anyascii import anyascii
 from lxml import etree
 
 from core.clock import UK, utc_now
 from core.settings import Settings
+from crm.validation import UK_POSTCODE
 from giftaid.sendable import blank, sendable
 
 GOVTALK_NS = "http://www.govtalk.gov.uk/CM/envelope"
@@ -120,10 +121,39 @@ def element(name: str, value: str) -> str:
     return f"<{name}>{text(value)}</{name}>"
 
 
-def ascii_name(value: str) -> str:
-    """Letters HMRC's name patterns accept (`[A-Za-z][A-Za-z'-]*`), for the official's name."""
-    plain = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z'\-]", "", plain)
+# The authorised official comes from `[charity]` settings, written as people write them; HMRC's schema takes them
+# only in its own form (`r68_NameStructure`, `r68_PostCodeType`, `r68_TelephoneNumberType`), and one that does not
+# fit fails the whole message at HMRC, past our own checks. Each is put into that form, meaning unchanged.
+_FORE_MAX, _SUR_MAX, _PHONE_MAX = 35, 35, 30
+
+
+def official_forenames(value: str) -> list[str]:
+    """At most two `Fore` (the schema's limit), each `[A-Za-z][A-Za-z'-]*` of at most 35: a name of two words is
+    two forenames ("Mary Ann"), not one run together; another script is transliterated ("Иван" is "Ivan")."""
+    words = (re.sub(r"[^A-Za-z'\-]", "", word).lstrip("'-") for word in anyascii(value).split())
+    return [word[:_FORE_MAX] for word in words if word][:2]
+
+
+def official_surname(value: str) -> str:
+    """`Sur`: `[A-Za-z0-9 ,.()/&'-]`, at most 35, spaces kept ("de la Cruz")."""
+    kept = re.sub(r"[^A-Za-z0-9 ,.()/&'\-]", "", " ".join(anyascii(value).split()))
+    return " ".join(kept.split())[:_SUR_MAX].rstrip()
+
+
+def official_postcode(value: str) -> str:
+    """A UK postcode in upper case with one space, as HMRC's pattern wants ("ct161aa" is "CT16 1AA"); any other
+    value as given (upper case, trimmed)."""
+    compact = "".join(value.split()).upper()
+    spaced = f"{compact[:-3]} {compact[-3:]}"
+    return spaced if UK_POSTCODE.fullmatch(spaced) else " ".join(value.split()).upper()
+
+
+def official_phone(value: str) -> str:
+    """Digits, spaces, brackets and hyphens, at most 30: +44 (0)1304 ... is 01304 ..., another + is 00 (the same
+    number dialled from the UK); any other character (".", "ext") is dropped."""
+    text = re.sub(r"^\s*\+\s*44\s*(?:\(\s*0\s*\)\s*)?", "0", value)
+    text = re.sub(r"^\s*\+", "00", text)
+    return " ".join(re.sub(r"[^0-9()\- ]", " ", text).split())[:_PHONE_MAX].rstrip()
 
 
 # --- the message ----------------------------------------------------------------------------------------------------
@@ -171,16 +201,17 @@ def _irenvelope_start(charity: Charity, period_end: dt.date) -> tuple[str, str]:
         f'<Keys><Key Type="CHARID">{text(charity.hmrc_reference)}</Key></Keys>'
         f"<PeriodEnd>{period_end.isoformat()}</PeriodEnd><DefaultCurrency>GBP</DefaultCurrency>"
     )
+    forenames = official_forenames(charity.official_first_name) or ["Official"]
     official = (
         "<OffName>"
-        f"{element('Fore', ascii_name(charity.official_first_name) or 'Official')}"
-        f"{element('Sur', ascii_name(charity.official_last_name) or 'Official')}"
-        "</OffName>"
+        + "".join(element("Fore", name) for name in forenames)
+        + element("Sur", official_surname(charity.official_last_name) or "Official")
+        + "</OffName>"
     )
     after = (
         "<Sender>Individual</Sender></IRheader><R68>"
-        f"<AuthOfficial>{official}<OffID>{element('Postcode', charity.official_postcode)}</OffID>"
-        f"{element('Phone', charity.official_phone)}</AuthOfficial>"
+        f"<AuthOfficial>{official}<OffID>{element('Postcode', official_postcode(charity.official_postcode))}</OffID>"
+        f"{element('Phone', official_phone(charity.official_phone))}</AuthOfficial>"
         "<Declaration>yes</Declaration>"
         f"<Claim>{element('OrgName', charity.name)}{element('HMRCref', charity.hmrc_reference)}"
         f"{_regulator(charity)}<Repayment>"
