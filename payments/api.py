@@ -187,11 +187,25 @@ async def return_lines(request: Request) -> Response:
             if not isinstance(lines, list) or not lines:
                 raise BadRequest('give "lines": [{"line_id" or "sku", "quantity"}]')
             shop.record_returns(uow, order_id, lines)
-            audit(uow, principal, "record_return", "order", order_id, {"lines": lines})
+            audit(uow, principal, "record_return", "order", order_id, {"lines": _returned(lines)})
         with runtime.read_session() as session:
             return shop.order_json(session, shop.get_order(session, order_id))
 
     return JSON(await in_thread(work))
+
+
+def _returned(lines: list[Any]) -> list[dict[str, Any]]:
+    """What the audit keeps of returns `record_returns` applied: each line's id or SKU and its quantity, not the body
+    as sent. A key it never reads may hold anything, a NUL too, which PostgreSQL's jsonb refuses (a 500 that undid a
+    return already checked)."""
+    kept = []
+    for spec in lines:
+        entry: dict[str, Any] = {
+            key: str(spec[key]).replace("\x00", "") for key in ("line_id", "sku") if spec.get(key) is not None
+        }
+        entry["quantity"] = spec["quantity"]
+        kept.append(entry)
+    return kept
 
 
 async def stock(request: Request) -> Response:

@@ -14,6 +14,7 @@ The webhook processing (another part) needs nothing from the provider to know wh
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -165,10 +166,26 @@ def catalogue(session: Session) -> list[ProductView]:
 # --- step 1: record ---------------------------------------------------------------------------------------------
 
 
-def _reusable(session: Session, reference: uuid.UUID | None, *, matches: Callable[[Checkout], bool]) -> Checkout | None:
+def _form_ids(reference: uuid.UUID | None, details: dict[str, Any]) -> tuple[uuid.UUID, ...]:
+    """The ids a form's checkout may have: its reference, and for the form sent with other details once the
+    reference is taken (the back button from the provider's page, a changed amount), an id derived from both. The
+    page never learns a random id, so without the derived one its "Try again", a double click or the same changed
+    form sent again would each start yet another checkout (docs/checkout.md)."""
     if reference is None:
-        return None
-    existing = session.get(Checkout, reference)
+        return ()
+    return reference, uuid.uuid5(reference, json.dumps(details, sort_keys=True, default=str))
+
+
+def _reusable(session: Session, ids: Sequence[uuid.UUID], *, matches: Callable[[Checkout], bool]) -> Checkout | None:
+    for checkout_id in ids:
+        existing = _reusable_one(session, checkout_id, matches=matches)
+        if existing is not None:
+            return existing
+    return None
+
+
+def _reusable_one(session: Session, checkout_id: uuid.UUID, *, matches: Callable[[Checkout], bool]) -> Checkout | None:
+    existing = session.get(Checkout, checkout_id)
     if existing is None or existing.status not in {CheckoutStatus.PENDING, CheckoutStatus.OPEN, CheckoutStatus.FAILED}:
         return None
     if existing.status == CheckoutStatus.FAILED and (
@@ -185,10 +202,12 @@ def _page_open(checkout: Checkout) -> bool:
     return checkout.status == CheckoutStatus.OPEN and bool(checkout.redirect_url)
 
 
-def _new_id(session: Session, reference: uuid.UUID | None) -> uuid.UUID:
-    """The form's reference becomes the checkout id, unless it is taken (then the resubmission differs)."""
-    if reference is not None and session.get(Checkout, reference) is None:
-        return reference
+def _new_id(session: Session, ids: Sequence[uuid.UUID]) -> uuid.UUID:
+    """The form's reference becomes the checkout id; taken (the form was sent with other details), the id derived
+    from it and these details; both taken by checkouts that cannot be reused (finished, old), a random one."""
+    for checkout_id in ids:
+        if session.get(Checkout, checkout_id) is None:
+            return checkout_id
     return uuid.uuid4()
 
 
@@ -285,11 +304,23 @@ def record_donation(
             and (existing.declaration_id is not None) == request.gift_aid
         )
 
-    existing = _reusable(session, request.reference, matches=same_form)
+    ids = _form_ids(
+        request.reference,
+        {
+            "kind": str(CheckoutKind.DONATION),
+            "amount": request.amount,
+            "frequency": str(request.frequency),
+            "method": str(request.method),
+            "appeal": request.appeal,
+            "donor": donor,
+            "gift_aid": request.gift_aid,
+        },
+    )
+    existing = _reusable(session, ids, matches=same_form)
     if existing is not None:
         _consent_given_on_resend(uow, existing, request, settings=settings, source="donate_form", evidence=evidence)
         return _plan(session, existing)
-    checkout_id = _new_id(session, request.reference)
+    checkout_id = _new_id(session, ids)
     supporter_id, declaration_id = _record_supporter_and_permissions(
         uow,
         request,
@@ -416,7 +447,18 @@ def record_order(
             and sorted((line.sku, line.quantity) for line in lines if not shop.is_postage(line)) == wanted
         )
 
-    existing = _reusable(session, request.reference, matches=same_form)
+    ids = _form_ids(
+        request.reference,
+        {
+            "kind": str(CheckoutKind.SHOP),
+            "lines": wanted,
+            "donation": request.donation,
+            "appeal": request.appeal,
+            "donor": donor,
+            "gift_aid": request.gift_aid,
+        },
+    )
+    existing = _reusable(session, ids, matches=same_form)
     # The same basket sent again (the back button) goes to its own Stripe page even if the size sold out since: that
     # page passed the stock check and can still be paid (stock is taken at payment). A checkout with no page yet
     # would make a new one for shirts that are gone, so it meets the stock check like a new basket.
@@ -425,7 +467,7 @@ def record_order(
         return _plan(session, existing)
     if short:
         raise InvalidForm(short, status_code=409)
-    checkout_id = _new_id(session, request.reference)
+    checkout_id = _new_id(session, ids)
     supporter_id, declaration_id = _record_supporter_and_permissions(
         uow, request, settings=settings, source="shop", evidence={**evidence, "checkout_id": str(checkout_id)}
     )

@@ -42,7 +42,8 @@ REFERENCE_FIELD = "checkout_ref"
 TICKED = {"yes", "on", "true", "1"}
 APPEAL_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_QUANTITY = 50
-_TOO_MANY_DECIMALS = re.compile(r"£?\s*[\d,]*\.\d{3,}")
+# A sign too: Money.parse takes "+1.000", which this must refuse like "1.000" (docs/checkout.md).
+_TOO_MANY_DECIMALS = re.compile(r"£?\s*[+-]?[\d,]*\.\d{3,}")
 # ISO 3166-1 alpha-2 country codes (babel's territories less its regions, groupings and codes reserved for parts of
 # other countries). XK, Kosovo's user-assigned code, is kept: banks and card schemes use it.
 _NOT_COUNTRIES = {"AC", "CP", "CQ", "DG", "EA", "EU", "EZ", "IC", "QO", "TA", "UN", "XA", "XB", "ZZ"}
