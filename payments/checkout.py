@@ -27,7 +27,6 @@ from sqlmodel import Session, col, select
 
 from core.clock import uk_today, utc_now
 from core.db import UnitOfWork
-from core.money import percent_of
 from core.settings import Settings
 from crm import service as crm
 from crm.models import ConsentChannel, ConsentStatus, DeclarationMethod, DeclarationScope, StatementPreference
@@ -407,9 +406,7 @@ def partner_share(campaign: PartnerCampaign | None, quantity: int, net: int) -> 
     """What the partner campaign is owed for a line: pence per shirt, or basis points of the net (ex VAT)."""
     if campaign is None:
         return 0
-    if campaign.share_kind == "percent_of_net":
-        return percent_of(net, campaign.share_value, 10_000)
-    return campaign.share_value * quantity
+    return shop.partner_share_of(campaign, net=net, quantity=quantity, kept=quantity)
 
 
 def record_order(

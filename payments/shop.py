@@ -206,11 +206,16 @@ def kept_net(line: OrderLine, kept: int) -> int:
 def partner_share_for(campaign: PartnerCampaign, line: OrderLine, quantity: int | None = None) -> int:
     """The partner's share of `quantity` shirts of the line (default: those not sent back)."""
     kept = line.quantity - line.refunded_quantity if quantity is None else quantity
-    if kept <= 0 or line.quantity <= 0:
+    return partner_share_of(campaign, net=line_net(line), quantity=line.quantity, kept=kept)
+
+
+def partner_share_of(campaign: PartnerCampaign, *, net: int, quantity: int, kept: int) -> int:
+    """The partner's share of `kept` of `quantity` shirts whose net (ex VAT) is `net`: pence per shirt, or basis
+    points of the net of the shirts kept, rounded once. The one rule, for a basket being priced and for a line sold."""
+    if kept <= 0 or quantity <= 0:
         return 0
     if campaign.share_kind == SHARE_PERCENT_OF_NET:
-        # Basis points of the net of the shirts kept; one rounding.
-        return percent_of(line_net(line) * kept, campaign.share_value, 10_000 * line.quantity)
+        return percent_of(net * kept, campaign.share_value, 10_000 * quantity)
     return campaign.share_value * kept
 
 
