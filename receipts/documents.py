@@ -24,8 +24,12 @@ from core.settings import CharitySettings
 # earlier content has none of these and renders as it did.
 # 4: tables laid out with fixed column widths (`table-layout: fixed`), which weasyprint lays out without measuring
 # every cell's text first (a 12-gift statement: about an eighth less CPU). Same words; earlier content keeps the
-# automatic widths it was printed with (the rules apply under `body.layout-4` only).
-LAYOUT_VERSION = 4
+# automatic widths it was printed with (the rules apply under `body.fixed-tables`, layout 4 on).
+# 5: a statement says what its Returned column holds: refunds of the year's gifts made after the year ended are
+# listed apart (`AnnualStatement.refunds_after`), and the note on chargebacks is printed only when a gift lost money
+# other than by refund (`StatementGift.refunded`). Earlier content has neither field and prints its note as it did.
+# Fixed column widths as layout 4 (`fixed-tables`).
+LAYOUT_VERSION = 5
 
 METHOD_LABELS = {"card": "Card", "direct_debit": "Direct Debit", "cash": "Cash", "cheque": "Cheque"}
 REGULATOR_LABELS = {
@@ -178,6 +182,8 @@ class StatementGift(Model):
     amount: int
     currency: str = "GBP"
     returned: int = 0
+    # Of `returned`, what refunds returned (layout 5 on; before, 0: all of it was taken to be other than refunds).
+    refunded: int = 0
     method: str
     appeal: str
     gift_aided: bool
@@ -185,6 +191,11 @@ class StatementGift(Model):
     @property
     def net(self) -> int:
         return self.amount - self.returned
+
+    @property
+    def taken_back(self) -> int:
+        """Returned other than by refund: a chargeback, a lost card dispute, a reversal."""
+        return max(self.returned - self.refunded, 0)
 
 
 class StatementRefund(Model):
@@ -209,6 +220,9 @@ class AnnualStatement(Model):
     declarations: list[DeclarationSummary]
     gifts: list[StatementGift]
     refunds: list[StatementRefund]
+    # Refunds of the year's gifts made after the year ended, up to the statement (layout 5 on): its Returned column
+    # counts them, so they are listed apart from the year's refunds.
+    refunds_after: list[StatementRefund] = []
     total_donated: int  # in `currency` (sterling: Gift Aid is on sterling gifts only)
     total_gift_aided: int
     gift_aid: int

@@ -98,8 +98,8 @@ _SUPPORTER_FOR_STATEMENT = sa.select(
     *SUPPORTER_COLUMNS,
     _EXISTING_DOCUMENT.label("existing_document_id"),
     sa.exists().where(_SUPPORTERS.alias("merged").c.merged_into_id == _SUPPORTERS.c.id).label("has_merged"),
-    # Whether `refunds_between` can find anything for this supporter in any period (it is asked only then): its
-    # conditions without the dates, so never narrower than it.
+    # Whether `refunds_from` can find anything for this supporter from any time (it is asked only then): its
+    # conditions without the time, so never narrower than it.
     sa.exists()
     .where(
         _REFUNDS.c.supporter_id == _SUPPORTERS.c.id,
@@ -551,9 +551,11 @@ def statement_gifts(session: Session, supporter_ids: list[uuid.UUID], start: dt.
     return list(session.connection().execute(_STATEMENT_GIFTS, params).all())
 
 
-def refunds_between(
-    session: Session, supporter_ids: list[uuid.UUID], start: dt.datetime, end: dt.datetime
+def refunds_from(
+    session: Session, supporter_ids: list[uuid.UUID], start: dt.datetime
 ) -> Sequence[tuple[Refund, Gift | None]]:
+    """Succeeded refunds on gifts of these supporters that may have been made from `start` on: the provider's time
+    is from then, or there is none. Which are (and when) is `service.refund_time`'s rule, applied by the caller."""
     rows = session.exec(
         select(Refund, Gift)
         .join(Gift, col(Gift.id) == col(Refund.gift_id), isouter=True)
@@ -561,10 +563,8 @@ def refunds_between(
             col(Refund.supporter_id).in_(supporter_ids),
             Refund.status == RefundStatus.SUCCEEDED,
             col(Refund.gift_id).is_not(None),
-            col(Refund.refunded_at) >= start,
-            col(Refund.refunded_at) < end,
+            sa.or_(col(Refund.refunded_at).is_(None), col(Refund.refunded_at) >= start),
         )
-        .order_by(col(Refund.refunded_at), col(Refund.id))
     ).all()
     return [(refund, gift) for refund, gift in rows]
 
@@ -596,12 +596,19 @@ def statement_candidates(
         # A record on yearly statements merged into one that is not: its gifts, now the survivor's, had no receipts,
         # so the survivor gets the statement the old record would have had (unless it had that before the merge),
         # in a year with a gift that has no receipt of its own.
-        merged_yearly = session.exec(
-            select(Supporter.id, Supporter.merged_into_id).where(
-                col(Supporter.merged_into_id).is_not(None), Supporter.statement_preference == "annual"
+        # Owed by the record that survives: a chain of merges (A into B, then B into C) is followed to its end, as
+        # `crm.service.resolve_supporter` follows it, since B is merged away too. Merged records are few.
+        merged: Any = session.exec(
+            select(Supporter.id, Supporter.merged_into_id, Supporter.statement_preference).where(
+                col(Supporter.merged_into_id).is_not(None)
             )
         ).all()
-        owed = {into for old, into in merged_yearly if statement_subject(old, tax_year) not in have_statement}
+        into = {old: survivor for old, survivor, _ in merged}
+        owed = {
+            _survivor(into, old)
+            for old, _, preference in merged
+            if preference == "annual" and statement_subject(old, tax_year) not in have_statement
+        }
         if owed:
             receipted = sa.exists().where(
                 col(Document.kind) == DocumentKind.GIFT_RECEIPT, col(Document.gift_id) == col(Gift.id)
@@ -614,6 +621,14 @@ def statement_candidates(
         for supporter_id in session.exec(query.order_by(col(Supporter.id))).all()
         if statement_subject(supporter_id, tax_year) not in have_statement
     ]
+
+
+def _survivor(into: dict[uuid.UUID, uuid.UUID], supporter_id: uuid.UUID) -> uuid.UUID:
+    """The end of a chain of merges (`into`: each merged record's `merged_into_id`); a cycle stops where it loops."""
+    seen = {supporter_id}
+    while (supporter_id := into.get(supporter_id, supporter_id)) not in seen:
+        seen.add(supporter_id)
+    return supporter_id
 
 
 def statement_subject(supporter_id: uuid.UUID, tax_year: str) -> str:

@@ -1,6 +1,8 @@
 """Staff JSON API of receipts, mounted by giving.app: list a supporter's documents, download a PDF, send a copy.
 
-Any staff member may (fundraisers answer supporters who ask for a copy). Every download is audited.
+Any staff member may (fundraisers answer supporters who ask for a copy). Every download is audited. Each handler
+checks its caller before it reads its path, query or body (401/403 first, then 400), so it answers so even where
+`ApiCredentialsMiddleware` did not answer for it first.
 """
 
 from __future__ import annotations
@@ -72,11 +74,11 @@ def document_json(document: Document, deliveries: list[Delivery] | None = None) 
 async def list_documents(request: Request) -> Response:
     """`?supporter_id=` (required): newest first."""
     runtime = runtime_of(request)
-    supporter_id = _uuid(request.query_params.get("supporter_id"), "supporter")
 
     def work() -> dict[str, Any]:
         with runtime.read_session() as session:
             require_staff(session, request)
+            supporter_id = _uuid(request.query_params.get("supporter_id"), "supporter")
             return {"items": [document_json(d) for d in service.documents_of(session, supporter_id)]}
 
     return JSON(await in_thread(work))
@@ -84,11 +86,11 @@ async def list_documents(request: Request) -> Response:
 
 async def get_document(request: Request) -> Response:
     runtime = runtime_of(request)
-    document_id = _uuid(request.path_params["document_id"], "document")
 
     def work() -> dict[str, Any]:
         with runtime.read_session() as session:
             require_staff(session, request)
+            document_id = _uuid(request.path_params["document_id"], "document")
             document = service.get_document(session, document_id)
             return document_json(document, list(service.deliveries_of(session, document.id)))
 
@@ -98,11 +100,11 @@ async def get_document(request: Request) -> Response:
 async def download_pdf(request: Request) -> Response:
     """The PDF as issued (the stored bytes; re-rendered from its content if the file was lost)."""
     runtime = runtime_of(request)
-    document_id = _uuid(request.path_params["document_id"], "document")
 
     def work() -> tuple[bytes, str]:
         with runtime.unit_of_work() as uow:
             principal = require_staff(uow.session, request)
+            document_id = _uuid(request.path_params["document_id"], "document")
             document = service.get_document(uow.session, document_id)
             pdf = service.document_pdf(runtime.settings, document)
             audit(uow, principal, "download", "document", document.id, {"reference": document.reference})
@@ -119,8 +121,23 @@ async def download_pdf(request: Request) -> Response:
 async def resend_document(request: Request) -> Response:
     """A copy marked DUPLICATE, to the supporter's email (or `{"to_email"}`), or the postal batch without one."""
     runtime = runtime_of(request)
-    document_id = _uuid(request.path_params["document_id"], "document")
-    raw = await request.body()
+    raw = await request.body()  # read here (async); judged only once the caller is known
+
+    def work() -> dict[str, Any]:
+        with runtime.unit_of_work() as uow:
+            principal = require_staff(uow.session, request)
+            document_id = _uuid(request.path_params["document_id"], "document")
+            to_email = _resend_to(raw)
+            email = normalise_email(to_email) if to_email else None
+            delivery = service.resend(uow, document_id, requested_by=principal.email, to_email=email)
+            audit(uow, principal, "resend", "document", document_id, {"to_email": delivery.to_email})
+            return delivery_json(delivery)
+
+    return JSON(await in_thread(work), status_code=202)
+
+
+def _resend_to(raw: bytes) -> str | None:
+    """The `to_email` of a resend's body (an empty body: none)."""
     try:
         payload = json.loads(raw) if raw.strip() else {}
     except ValueError:
@@ -130,16 +147,7 @@ async def resend_document(request: Request) -> Response:
     to_email = payload.get("to_email")
     if to_email is not None and not isinstance(to_email, str):
         raise BadRequest("to_email must be a string")
-
-    def work() -> dict[str, Any]:
-        with runtime.unit_of_work() as uow:
-            principal = require_staff(uow.session, request)
-            email = normalise_email(to_email) if to_email else None
-            delivery = service.resend(uow, document_id, requested_by=principal.email, to_email=email)
-            audit(uow, principal, "resend", "document", document_id, {"to_email": delivery.to_email})
-            return delivery_json(delivery)
-
-    return JSON(await in_thread(work), status_code=202)
+    return to_email
 
 
 routes: list[BaseRoute] = [

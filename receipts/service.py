@@ -389,6 +389,12 @@ def _refund_parts(refund: Refund) -> tuple[int, int]:
     return 0, 0
 
 
+def refund_time(refund: Refund) -> dt.datetime:
+    """When a refund returned the money: the provider's time, or when we recorded it when the provider gave none.
+    The one rule for every document (a correction's date and order, a statement's refunds of the year)."""
+    return refund.refunded_at or refund.created_at
+
+
 def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UUID) -> list[Document]:
     """A corrected receipt for each receipted thing a succeeded refund returned money on (its gift, its order).
     Nothing was receipted (a supporter on yearly statements, a gift not receipted yet): nothing to correct.
@@ -417,7 +423,7 @@ def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UU
         return []
     # What the refund returned of each part now: nothing once it failed (payments keeps its last split then).
     gift_part, order_part = _refund_parts(refund) if succeeded else (0, 0)
-    refunded_on = uk_date(refund.refunded_at or refund.created_at)
+    refunded_on = uk_date(refund_time(refund))
     issued: list[Document] = []
     charity = docs.charity_from(settings.charity)
     targets: list[tuple[str, DocumentKind, str, int]] = []
@@ -475,7 +481,7 @@ def allocate_corrections(uow: UnitOfWork, settings: Settings, refund_id: uuid.UU
             earlier_refunds = repository.succeeded_refunds(session, gift_id=refund.gift_id)
             total_returned = sum(_refund_parts(r)[0] for r in earlier_refunds if _not_after(r, refund))
             # Money a lost dispute returned before this refund was returned too (the Gift Aid rules count it).
-            refunded_at = refund.refunded_at or refund.created_at
+            refunded_at = refund_time(refund)
             total_returned += sum(
                 d.amount
                 for d in repository.lost_disputes(session, refund.gift_id)
@@ -598,8 +604,8 @@ def _correction_gift_aid(
 
 def _not_after(other: Refund, refund: Refund) -> bool:
     """Refunds up to and including this one (so a correction says what was returned by then)."""
-    key = (other.refunded_at or other.created_at, other.created_at, str(other.id))
-    return key <= (refund.refunded_at or refund.created_at, refund.created_at, str(refund.id))
+    key = (refund_time(other), other.created_at, str(other.id))
+    return key <= (refund_time(refund), refund.created_at, str(refund.id))
 
 
 def refunds_to_correct(
@@ -740,6 +746,9 @@ def allocate_annual_statement(
         return None
     declarations = repository.declarations_of(session, ids)
     notes = gift_aid_notes(session, settings, ids)
+    refunds, refunds_after, refunded = (
+        _statement_refunds(session, ids, gifts, start, end) if row.has_refunds or len(ids) > 1 else ([], [], {})
+    )
     lines: list[docs.StatementGift] = []
     total = aided = gift_aid = could_claim = 0
     other_currencies: dict[str, int] = {}
@@ -755,6 +764,7 @@ def allocate_annual_statement(
                 amount=gift.amount,
                 currency=gift.currency,
                 returned=gift.amount - net,
+                refunded=min(refunded.get(gift.id, 0), gift.amount - net),
                 method=docs.method_label(gift.method),
                 appeal=docs.appeal_label(gift.appeal),
                 gift_aided=is_aided,
@@ -769,21 +779,6 @@ def allocate_annual_statement(
             gift_aid += gift_aid_on(net)
         elif net > 0 and note is not None and note.status == "invite":
             could_claim += gift_aid_on(net)
-    period_start = dt.datetime.combine(start, dt.time(), UK).astimezone(dt.UTC)
-    period_end = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), UK).astimezone(dt.UTC)
-    refunds = []
-    if row.has_refunds or len(ids) > 1:
-        refunds = [
-            docs.StatementRefund(
-                refunded_on=uk_date(refund.refunded_at or refund.created_at),
-                amount=_refund_parts(refund)[0],
-                currency=refund.currency,
-                gift_received_on=gift.received_on if gift is not None else None,
-                reason=refund.reason,
-            )
-            for refund, gift in repository.refunds_between(session, ids, period_start, period_end)
-            if _refund_parts(refund)[0] > 0
-        ]
     summaries = [docs.declaration_summary(d) for d in declarations if _covers_year(d, start, end, gifts)]
     charity = docs.charity_from(settings.charity)
     donor = _current_donor(session, supporter, utc_now())
@@ -801,6 +796,7 @@ def allocate_annual_statement(
             declarations=summaries,
             gifts=lines,
             refunds=refunds,
+            refunds_after=refunds_after,
             total_donated=total,
             total_gift_aided=aided,
             gift_aid=gift_aid,
@@ -819,6 +815,38 @@ def allocate_annual_statement(
         supporter_id=supporter.id,
         tax_year=tax_year,
     )
+
+
+def _statement_refunds(
+    session: Session, ids: list[uuid.UUID], gifts: Sequence[Any], start: dt.date, end: dt.date
+) -> tuple[list[docs.StatementRefund], list[docs.StatementRefund], dict[uuid.UUID, int]]:
+    """A statement's refunds: those made in the tax year (dated by `refund_time`, as corrections are), those of the
+    year's gifts made after it ended (up to now: the Returned column counts them, so they are listed apart, not as
+    the year's), and what refunds returned of each of the year's gifts (the rest of its Returned is money taken back
+    otherwise: a chargeback, a lost card dispute, a reversal)."""
+    period_start = dt.datetime.combine(start, dt.time(), UK).astimezone(dt.UTC)
+    period_end = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), UK).astimezone(dt.UTC)
+    year_gifts = {gift.id for gift in gifts}
+    in_year: list[docs.StatementRefund] = []
+    after: list[docs.StatementRefund] = []
+    refunded: dict[uuid.UUID, int] = {}
+    rows = sorted(repository.refunds_from(session, ids, period_start), key=lambda r: (refund_time(r[0]), str(r[0].id)))
+    for refund, gift in rows:
+        part, at = _refund_parts(refund)[0], refund_time(refund)
+        of_year = gift is not None and gift.id in year_gifts
+        if part <= 0 or at < period_start or (at >= period_end and not of_year):
+            continue
+        line = docs.StatementRefund(
+            refunded_on=uk_date(at),
+            amount=part,
+            currency=refund.currency,
+            gift_received_on=gift.received_on if gift is not None else None,
+            reason=refund.reason,
+        )
+        (in_year if at < period_end else after).append(line)
+        if gift is not None and of_year:
+            refunded[gift.id] = refunded.get(gift.id, 0) + part
+    return in_year, after, refunded
 
 
 def statement_candidates(session: Session, tax_year: str, *, everyone: bool) -> list[uuid.UUID]:

@@ -250,13 +250,13 @@ def register(app: typer.Typer) -> None:
 
     @receipts_app.command("list")
     def list_documents(
-        kind: str | None = typer.Option(None, "--kind", help="gift_receipt, sale_receipt, annual_statement, ..."),
+        # The enum as the option's type: click refuses another value as a usage error (exit 2) listing the kinds.
+        kind: DocumentKind | None = typer.Option(None, "--kind", help="Only documents of this kind."),  # noqa: B008
         limit: int = typer.Option(50, "--limit", min=1),
     ) -> None:
         """The newest issued documents and where their PDFs are."""
         from giving.cli import command_runtime
 
-        chosen = DocumentKind(kind) if kind else None
         with command_runtime(with_tasks=False) as runtime, runtime.read_session() as session:
-            for reference, path in service.issued_paths(session, runtime.settings, kind=chosen, limit=limit):
+            for reference, path in service.issued_paths(session, runtime.settings, kind=kind, limit=limit):
                 typer.echo(f"{reference}\t{path}")
