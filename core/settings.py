@@ -13,7 +13,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 SECRET_KEYS: dict[str, set[str]] = {
@@ -158,6 +167,32 @@ class CharitySettings(Section):
         if self.regulator == "other" and not self.other_regulator.strip():
             raise ValueError('regulator "other" needs other_regulator: the regulator\'s name, for HMRC')
         return self
+
+    # What HMRC's claim schema (r68) takes, checked here so a bad value stops the start with its reason instead of
+    # failing every claim message later. Only when set: "" starts (the demo, a charity not yet registered).
+    @field_validator("hmrc_reference")
+    @classmethod
+    def _hmrc_reference(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Z]{1,2}[0-9]{1,5}", value):
+            raise ValueError(
+                f"{value!r} is not an HMRC charity reference: one or two capital letters, then 1-5 digits "
+                '(e.g. "AB12345"; HMRC\'s schema `[A-Z]{1,2}[0-9]{1,5}`)'
+            )
+        return value
+
+    @field_validator("name", "registration_number")
+    @classmethod
+    def _starts_with_a_letter_or_digit(cls, value: str, info: ValidationInfo) -> str:
+        longest = 160 if info.field_name == "name" else 20
+        if not value:
+            return value
+        if len(value) > longest:
+            raise ValueError(f"must be at most {longest} characters (HMRC's schema), not {len(value)}")
+        if not re.match(r"[A-Za-z0-9]", value):
+            raise ValueError(f"{value[:40]!r}: must start with a letter or digit (A-Z, a-z, 0-9: HMRC's schema)")
+        if "\n" in value or "\r" in value:
+            raise ValueError("must be one line: HMRC's schema takes no line break")
+        return value
 
     @field_validator("financial_year_end")
     @classmethod

@@ -21,7 +21,8 @@ from giftaid.eligibility import CD, CG, C, D, G, day_number
 from giftaid.models import Adjustment, Claim, ClaimEvent, ClaimGift, ClaimStatus, HeldBack, Message
 from giftaid.sendable import (
     TITLE_SQLITE,
-    blank_sql,
+    schedule_blank,
+    schedule_blank_candidate_sql,
     sendable,
     sendable_sql,
     sendable_title,
@@ -751,22 +752,37 @@ def held_back_gift_amounts(session: Session, claim_id: uuid.UUID) -> list[Any]:
 
 
 def blank_donors(session: Session, claim_id: uuid.UUID) -> list[Any]:
-    """The claim's donor rows whose name or house holds nothing a file can carry (giftaid.sendable): rows copied from
-    declarations stored before crm dropped such characters, in a claim built before the eligibility held them back.
-    Only a value starting with such a character can be one: a cheap test of each row's first characters."""
+    """The claim's donor rows whose name or house is nothing in a file: nothing but characters no file can carry
+    (giftaid.sendable; rows copied from declarations stored before crm dropped them, in a claim built before the
+    eligibility held them back), or nothing HMRC's schedule can show, even transliterated (`schedule_blank`).
+    The SQL picks the few rows that could be by each value's first character (and a regular expression for those
+    alone: names in another script among them); Python confirms, for those rows only."""
     dialect = dialect_of(session)
-    return list(
-        session.execute(
-            sa.select(CD.c.declaration_id, CD.c.first_name, CD.c.last_name, CD.c.house).where(
-                CD.c.claim_id == claim_id,
-                sa.or_(
-                    blank_sql(CD.c.first_name, dialect),
-                    blank_sql(CD.c.last_name, dialect),
-                    blank_sql(CD.c.house, dialect),
-                ),
-            )
+    candidates = session.execute(
+        sa.select(CD.c.declaration_id, CD.c.first_name, CD.c.last_name, CD.c.house).where(
+            CD.c.claim_id == claim_id,
+            sa.or_(
+                schedule_blank_candidate_sql(CD.c.first_name, dialect),
+                schedule_blank_candidate_sql(CD.c.last_name, dialect),
+                schedule_blank_candidate_sql(CD.c.house, dialect),
+            ),
         )
     )
+    return [row for row in candidates if any(map(schedule_blank, (row.first_name, row.last_name, row.house)))]
+
+
+def claim_gifts_of_declarations(session: Session, claim_id: uuid.UUID, declaration_ids: list[uuid.UUID]) -> list[Any]:
+    """Every gift of the claim under these declarations, donor lines and aggregated ones alike, by date."""
+    rows: list[Any] = []
+    for start in range(0, len(declaration_ids), 1_000):
+        rows.extend(
+            session.execute(
+                sa.select(CG.c.gift_id, CG.c.received_on, CG.c.amount, CG.c.declaration_id).where(
+                    CG.c.claim_id == claim_id, CG.c.declaration_id.in_(declaration_ids[start : start + 1_000])
+                )
+            )
+        )
+    return sorted(rows, key=lambda row: (row.received_on, str(row.gift_id)))
 
 
 def claim_gifts_to_take_off(

@@ -20,10 +20,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from anyascii import anyascii
 from lxml import etree
 
-from giftaid.sendable import sendable
+# The schedule's transliteration (`latin1_text`) lives with the other rules of what a file can carry: what it makes
+# "" is a blank name or house (giftaid.sendable).
+from giftaid.sendable import latin1_text, sendable
 from giftaid.xml import Line
 
 NS = {
@@ -47,17 +48,6 @@ COLUMNS = 11  # A-K
 
 def template_bytes() -> bytes:
     return resources.files("giftaid").joinpath(TEMPLATE).read_bytes()
-
-
-def latin1_text(value: str) -> str:
-    """What survives HMRC's reader (printable Latin-1): accents kept, any other letter transliterated (anyascii:
-    Cyrillic, Greek, Ł, Œ, CJK, ...), so a donor named in another script still gets a line (giftaid.md §2); the
-    characters no file can hold (giftaid.sendable) dropped first, as they are from the XML."""
-    value = " ".join(sendable(value or "").split())
-    if all(" " <= ch <= "~" or "\xa1" <= ch <= "\xff" for ch in value):
-        return value
-    out = [ch if " " <= ch <= "~" or "\xa1" <= ch <= "\xff" else anyascii(ch) for ch in value]
-    return " ".join("".join(out).split())
 
 
 def schedule_title(title: str | None) -> str:

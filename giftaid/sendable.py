@@ -7,6 +7,12 @@ claim message malformed, and in a schedule cell it stops the file being written.
 whatever is not printable Latin-1 (tab and line breaks included); and a name or house that holds nothing else
 (`blank`, `blank_sql`) is no name: the eligibility holds its gifts back (`missing_name`, `missing_house`).
 
+The schedule carries a name as `latin1_text` makes it (transliterated into printable Latin-1). A name of nothing but
+what that leaves out (an Arabic alef, a private-use character, a lone combining mark, C1 controls, non-breaking
+spaces) is no name there either (`schedule_blank`): HMRC's checks refuse the row, and with it the whole schedule. No
+SQL can transliterate, so a claim finds such donors among its donor rows (`schedule_blank_candidate_sql` picks the
+few that could be, by their first character; Python confirms) and holds their gifts back, in both files.
+
 A claim stores its donors' details as its files carry them (`giftaid_claim_donors`, what finance sees of what HMRC
 got): cleaned, and with a title HMRC takes (`sendable_title`) or none, when the claim is built.
 """
@@ -17,6 +23,7 @@ import re
 from typing import Any
 
 import sqlalchemy as sa
+from anyascii import anyascii
 from sqlalchemy.sql import ColumnElement
 
 # C0 controls (tab, line feed and carriage return too: one line of a name or house) and the two non-characters.
@@ -27,6 +34,9 @@ _DROP = {code: None for code in [0, *map(ord, UNSENDABLE), *range(0xD800, 0xE000
 # runs them: PostgreSQL's own (the characters themselves: it stores no NUL), SQLite's through Python's `re`.
 _SOMETHING_PG = f"[^{chr(1)}- \ufffe\uffff]"
 _SOMETHING_SQLITE = r"[^\x00- \ufffe\uffff]"
+# Whether a value holds a printable Latin-1 character other than a space: `latin1_text` keeps it, so not blank.
+_SHOWN_PG = "[!-~\u00a1-\u00ff]"
+_SHOWN_SQLITE = r"[!-~\xa1-\xff]"
 _UNSENDABLE_PG = f"[{chr(1)}-{chr(0x1F)}\ufffe\uffff]"
 _UNSENDABLE_SQLITE = r"[\x01-\x1f\ufffe\uffff]"
 
@@ -57,6 +67,28 @@ def sendable_title(title: str | None) -> str | None:
     return cleaned if _TITLE.fullmatch(cleaned) else None
 
 
+def _printable_latin1(ch: str) -> bool:
+    return " " <= ch <= "~" or "\xa1" <= ch <= "\xff"
+
+
+def latin1_text(value: str | None) -> str:
+    """What survives HMRC's schedule reader (printable Latin-1): accents kept, any other letter transliterated
+    (anyascii: Cyrillic, Greek, Ł, Œ, CJK, ...), so a donor named in another script still gets a line (giftaid.md
+    §2); the characters no file can hold dropped first, as they are from the XML, and whatever else HMRC's reader
+    would drop (what anyascii leaves as it is: DEL) dropped too, so what is written is what HMRC reads."""
+    value = " ".join(sendable(value or "").split())
+    if all(map(_printable_latin1, value)):
+        return value
+    out = [ch if _printable_latin1(ch) else "".join(filter(_printable_latin1, anyascii(ch))) for ch in value]
+    return " ".join("".join(out).split())
+
+
+def schedule_blank(value: str | None) -> bool:
+    """Nothing at all in HMRC's schedule (`latin1_text` makes it ""): a missing name or house there. Wider than
+    `blank`: an Arabic alef, a private-use character, a lone combining mark, C1 controls, non-breaking spaces."""
+    return not latin1_text(value)
+
+
 def blank(value: str | None) -> bool:
     """Nothing but spaces once the unsendable characters are dropped (a missing name or house; None too)."""
     return not sendable(value or "").strip(" ")
@@ -64,11 +96,14 @@ def blank(value: str | None) -> bool:
 
 def unsendable_words(*values: str | None) -> str:
     """For a held-back gift's words: what a blank name or house held (written as Python escapes, readable)."""
-    held = [value for value in values if value and blank(value) and value.strip(" ")]
-    if not held:
-        return ""
-    shown = ", ".join(ascii(value) for value in held)
-    return f" (it holds only characters no claim file can carry: {shown})"
+    held = [value for value in values if value and value.strip(" ") and schedule_blank(value)]
+    unsendable = ", ".join(ascii(value) for value in held if blank(value))
+    unshown = ", ".join(ascii(value) for value in held if not blank(value))
+    words = [
+        *([f"it holds only characters no claim file can carry: {unsendable}"] if unsendable else []),
+        *([f"HMRC's schedule can show none of its characters, even transliterated: {unshown}"] if unshown else []),
+    ]
+    return f" ({'; '.join(words)})" if words else ""
 
 
 def blank_sql(value: Any, dialect: str) -> ColumnElement[bool]:
@@ -79,6 +114,22 @@ def blank_sql(value: Any, dialect: str) -> ColumnElement[bool]:
     pattern = _SOMETHING_PG if dialect == "postgresql" else _SOMETHING_SQLITE
     return sa.case(
         (sa.or_(first <= 32, first >= 0xFFFE), sa.not_(sa.func.coalesce(value, "").regexp_match(pattern))),
+        else_=sa.false(),
+    )
+
+
+def schedule_blank_candidate_sql(value: Any, dialect: str) -> ColumnElement[bool]:
+    """Whether the value may be `schedule_blank` (Python confirms: no SQL transliterates). Only a value starting with
+    a space, a control or a character outside printable Latin-1 (or empty) can be, and then only one holding no
+    printable Latin-1 character but spaces: the first character's code is all a Latin name costs, and the regular
+    expression runs for the few others (names in another script among them, which Python then keeps)."""
+    first = sa.func.coalesce(sa.func.ascii(value) if dialect == "postgresql" else sa.func.unicode(value), 0)
+    pattern = _SHOWN_PG if dialect == "postgresql" else _SHOWN_SQLITE
+    return sa.case(
+        (
+            sa.or_(first <= 32, first.between(0x7F, 0xA0), first > 0xFF),
+            sa.not_(sa.func.coalesce(value, "").regexp_match(pattern)),
+        ),
         else_=sa.false(),
     )
 

@@ -63,7 +63,7 @@ from giftaid.errors import (
 )
 from giftaid.govtalk import GatewayError, GovTalkClient, Reply
 from giftaid.models import Adjustment, AdjustmentReason, Claim, ClaimEvent, ClaimStatus, Message
-from giftaid.sendable import blank as sendable_blank
+from giftaid.sendable import schedule_blank
 from payments.models import Gift, Order
 
 log = logging.getLogger("giving.giftaid")
@@ -161,7 +161,19 @@ def explain(session: Session, settings: Settings, gift_id: uuid.UUID, *, today: 
                 f"{Code.NOT_A_DONATION}: a shop order is a sale, never a gift",
             )
         raise GiftNotFound(f"no gift {gift_id}")
-    return Explanation(gift_id, row.code is None, row.code, describe(row.code, row, rules))
+    code = row.code if row.code is not None else _schedule_blank_code(row)
+    return Explanation(gift_id, code is None, code, describe(code, row, rules))
+
+
+def _schedule_blank_code(donor: Any) -> str | None:
+    """`missing_house` / `missing_name` for a donor whose house or name HMRC's schedule shows as nothing, even
+    transliterated (giftaid.sendable): no SQL can tell, so the eligibility says claimable and a claim holds the gifts
+    back when it finds them among its donor rows (`_hold_back_schedule_blank`)."""
+    if schedule_blank(donor.house):
+        return Code.MISSING_HOUSE.value
+    if schedule_blank(donor.first_name) or schedule_blank(donor.last_name):
+        return Code.MISSING_NAME.value
+    return None
 
 
 def eligibility_snapshot(
@@ -569,12 +581,12 @@ def build_claim(
         if dialect != "postgresql":
             repository.drop_candidates(session)
     # The words need the details the candidates table leaves out: read them for these few gifts only.
-    held_back = [
-        HeldBackGift(row.gift_id, held_back_reason(row.code, row, rules))
+    held = [
+        (row.received_on, str(row.gift_id), HeldBackGift(row.gift_id, held_back_reason(row.code, row, rules)))
         for row in _eligibility_of(session, rules, held_ids)
     ]
-    order = {gift_id: n for n, gift_id in enumerate(held_ids)}
-    held_back.sort(key=lambda h: order[h.gift_id])
+    held.extend(_hold_back_schedule_blank(session, claim, rules))
+    held_back = [h for _, _, h in sorted(held, key=lambda item: item[:2])]
     summary = repository.claim_summary(session, claim.id)
     if summary.gifts == 0:
         session.delete(claim)
@@ -625,6 +637,39 @@ def build_claim(
         adjustment=claim.adjustment,
         held_back=held_back,
     )
+
+
+def _hold_back_schedule_blank(session: Session, claim: Claim, rules: Rules) -> list[tuple[dt.date, str, HeldBackGift]]:
+    """The claim's donors whose name or house HMRC's schedule shows as nothing, even transliterated (an Arabic alef:
+    the eligibility, in SQL, cannot tell): every gift of theirs comes off the claim before anything is written, held
+    back as `missing_name` / `missing_house` would be, so neither file carries them and the rest is claimed. One
+    cheap look at the claim's donor rows (`repository.blank_donors`); the lines are numbered again only when one
+    is found. Returns (received on, gift id, held back) for each."""
+    donors = {row.declaration_id: row for row in repository.blank_donors(session, claim.id)}
+    if not donors:
+        return []
+    rows = repository.claim_gifts_of_declarations(session, claim.id, list(donors))
+    # Nothing has been written yet: the whole claim is numbered again, as one part.
+    repository.take_off_claim(session, claim.id, [row.gift_id for row in rows], per_part=_WHOLE_CLAIM)
+    held = []
+    for row in rows:
+        donor = donors[row.declaration_id]
+        code = _schedule_blank_code(donor) or Code.MISSING_NAME.value
+        details = types.SimpleNamespace(
+            received_on=row.received_on,
+            amount=row.amount,
+            returned=0,
+            first_name=donor.first_name,
+            last_name=donor.last_name,
+            house=donor.house,
+        )
+        held.append(
+            (row.received_on, str(row.gift_id), HeldBackGift(row.gift_id, held_back_reason(code, details, rules)))
+        )
+    return held
+
+
+_WHOLE_CLAIM = 2**31 - 1  # lines per part when a claim is numbered again as one part
 
 
 def held_back_amounts(session: Session, claim_id: uuid.UUID) -> dict[str, dict[str, int]]:
@@ -930,7 +975,7 @@ def _take_off(
         donor = donors.get(row.declaration_id)
         if row.received_on <= cutoff:
             code = Code.OUT_OF_TIME
-        elif donor is not None and sendable_blank(donor.house):
+        elif donor is not None and schedule_blank(donor.house):
             code = Code.MISSING_HOUSE
         else:
             code = Code.MISSING_NAME

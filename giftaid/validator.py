@@ -156,13 +156,25 @@ def _amount_format_ok(number: Decimal) -> bool:
 # --- reading the sheet ------------------------------------------------------------------------------------------------
 
 
+_WHOLE = re.compile(r"\+?[0-9]+", re.ASCII)
+
+
+def _count(value: str | None) -> int:
+    """A repeat or space count as HMRC's reader takes it: a whole number of at least 1, and anything else (no number,
+    "2.5", " 3", "0", "-1") as 1, rather than failing the whole file (Python's `int()` would also take " 3" and
+    "3_0", which HMRC's does not)."""
+    if value is None or not _WHOLE.fullmatch(value):
+        return 1
+    return max(int(value), 1)
+
+
 def _cell_text(cell: Any) -> str:
     def walk(node: Any) -> str:
         parts = [node.text or ""]
         for child in node:
             tag = etree.QName(child).localname if isinstance(child.tag, str) else ""
             if tag == "s":
-                parts.append(" " * int(child.get(f"{TEXT}c", "1")))
+                parts.append(" " * min(_count(child.get(f"{TEXT}c")), 1_000))
             else:
                 parts.append(walk(child))
             parts.append(child.tail or "")
@@ -188,11 +200,11 @@ def _grid(table: Any, last_row: int, columns: int = 11) -> list[list[Any]]:
             for cell in member:
                 if cell.tag not in (f"{TABLE}table-cell", f"{TABLE}covered-table-cell"):
                     continue
-                repeat = int(cell.get(f"{TABLE}number-columns-repeated", "1"))
+                repeat = _count(cell.get(f"{TABLE}number-columns-repeated"))
                 cells.extend([cell] * min(repeat, columns - len(cells)))
                 if len(cells) >= columns:
                     break
-            repeat = int(member.get(f"{TABLE}number-rows-repeated", "1"))
+            repeat = _count(member.get(f"{TABLE}number-rows-repeated"))
             rows.extend([cells] * min(repeat, last_row - len(rows)))
             if len(rows) >= last_row:
                 return rows
