@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -145,30 +146,37 @@ def wake_one(session: Session, event_id: uuid.UUID, now: dt.datetime) -> bool:
 
 
 def due_for_sweep(
-    session: Session, now: dt.datetime, *, pending_after: dt.timedelta, waiting_after: dt.timedelta, limit: int
+    session: Session,
+    now: dt.datetime,
+    *,
+    pending_after: dt.timedelta,
+    waiting_after: dt.timedelta,
+    failed_after: Sequence[dt.timedelta],
+    max_failures: int,
+    limit: int,
 ) -> list[InboundEvent]:
-    """Pending events nobody touched for a while, failed ones whose back-off is over, and (rarely) waiting ones."""
+    """Pending events nobody touched for a while, failed ones whose back-off is over, and (rarely) waiting ones.
+
+    `failed_after[n]`: how long after its last run an event that failed n times is due; the last entry holds for
+    every count past it. Events that failed `max_failures` times are left alone."""
     last = sa.func.coalesce(col(InboundEvent.touched_at), col(InboundEvent.received_at))
+    failures = col(InboundEvent.failures)
+    *spaced, longest = failed_after
+    failed_due = [sa.and_(failures == count, last < now - after) for count, after in enumerate(spaced)]
+    failed_due.append(sa.and_(failures >= len(spaced), last < now - longest))
     query = (
         select(InboundEvent)
         .where(
             sa.or_(
                 sa.and_(col(InboundEvent.status) == EventStatus.PENDING, last < now - pending_after),
                 sa.and_(col(InboundEvent.status) == EventStatus.WAITING, last < now - waiting_after),
-                sa.and_(
-                    col(InboundEvent.status) == EventStatus.FAILED,
-                    col(InboundEvent.failures) < MAX_SWEPT_FAILURES,
-                    last < now - pending_after,
-                ),
+                sa.and_(col(InboundEvent.status) == EventStatus.FAILED, failures < max_failures, sa.or_(*failed_due)),
             )
         )
         .order_by(col(InboundEvent.received_at))
         .limit(limit)
     )
     return list(session.exec(query).all())
-
-
-MAX_SWEPT_FAILURES = 10
 
 
 def known_external_ids(session: Session, provider: str, external_ids: list[str]) -> set[str]:

@@ -50,6 +50,19 @@ MESSAGE_TIME_BUDGET_SECONDS = 1.0
 # Quick retries after a handler error (then the sweep's slower ones): 2 s, 4 s, 8 s.
 QUICK_RETRIES = 3
 SWEEP_PENDING_AFTER = dt.timedelta(minutes=1)
+# After its quick retries, the sweep runs a failed event again 1, 2, 4, 8, 16 and 32 minutes after its last failure,
+# then hourly, until about three days of failures (as long as Stripe retries an undelivered event in live mode). Its
+# delivery was answered 2xx, so the provider will not send it again: a provider outage or throttling longer than
+# the quick retries must not leave the events processed meanwhile failed for good (their gifts never recorded),
+# and spacing the runs keeps an event that keeps failing at a call an hour, not one a minute.
+# Index: the event's failures so far; the last spacing holds for every count past it.
+FAILED_RETRY_SPACING = (
+    [SWEEP_PENDING_AFTER] * (QUICK_RETRIES + 2)  # a quick retry lost: the sweep's minute, as for a pending event
+    + [dt.timedelta(minutes=minutes) for minutes in (2, 4, 8, 16, 32)]
+    + [dt.timedelta(hours=1)]
+)
+# The first run and its quick retries, six sweeps at doubling spacings (63 minutes), then 70 hourly: about 3 days.
+MAX_SWEPT_FAILURES = 1 + QUICK_RETRIES + 6 + 70
 # An event whose object seems recorded but whose handler still waits is not re-run for ever.
 MAX_RERUNS = 20
 SWEEP_WAITING_AFTER = dt.timedelta(hours=1)
@@ -164,6 +177,10 @@ def process_event(
         return Processed(event.status, note="already done")
     if not force and skip_failed and event.status == EventStatus.FAILED:
         return Processed(event.status, note="failed: left to its own retry")
+    if event.body is None and event.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
+        # A replay of an event done with long ago, its body pruned since: nothing to run again, and its row keeps
+        # the record of what it did (rewritten as "ignored" now, it would say it never acted).
+        return Processed(event.status, note="its body was pruned: nothing to run again")
     effect = _run_handler(uow, settings, event)
     now = utc_now()
     status = {
@@ -293,11 +310,17 @@ def _record_failure(uow: UnitOfWork, event_id: uuid.UUID, exc: Exception) -> int
 
 def sweep(uow: UnitOfWork, *, now: dt.datetime | None = None, limit: int = 500) -> int:
     """Send again events stored but not processed: pending for a minute (a lost message, a crash after the commit),
-    failed ones (up to ten failed runs), and waiting ones once an hour (in case their object came another way), or,
-    after `WAITING_GIVE_UP_AFTER`, marked ignored."""
+    failed ones at growing intervals for about three days (`FAILED_RETRY_SPACING`), and waiting ones once an hour
+    (in case their object came another way), or, after `WAITING_GIVE_UP_AFTER`, marked ignored."""
     now = now or utc_now()
     due = repository.due_for_sweep(
-        uow.session, now, pending_after=SWEEP_PENDING_AFTER, waiting_after=SWEEP_WAITING_AFTER, limit=limit
+        uow.session,
+        now,
+        pending_after=SWEEP_PENDING_AFTER,
+        waiting_after=SWEEP_WAITING_AFTER,
+        failed_after=FAILED_RETRY_SPACING,
+        max_failures=MAX_SWEPT_FAILURES,
+        limit=limit,
     )
     sent = 0
     for event in due:

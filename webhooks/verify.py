@@ -77,6 +77,8 @@ def stripe_event(body: bytes, header: str | None, secrets: tuple[str, ...]) -> V
         data = json.loads(text)
     except ValueError as exc:
         raise MalformedEvent("the body is not JSON") from exc
+    except RecursionError as exc:  # valid JSON nested deeper than the parser goes: not a body we can read
+        raise MalformedEvent("the body is nested too deep to read") from exc
     if not isinstance(data, dict) or data.get("object") != "event":
         raise MalformedEvent("the body is not a Stripe event (snapshot events only)")
     event_id, event_type, created = data.get("id"), data.get("type"), data.get("created")
@@ -115,8 +117,9 @@ def gocardless_events(body: bytes, header: str | None, secrets: tuple[str, ...])
             break
         except InvalidSignatureError:
             continue
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError) as exc:
-            # Signed by GoCardless's secret, but not a batch: not JSON, no `events` list, events that are not objects.
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError, RecursionError) as exc:
+            # Signed by GoCardless's secret, but not a batch: not JSON (or nested deeper than the parser goes), no
+            # `events` list, events that are not objects.
             raise MalformedEvent("the body is not a GoCardless webhook (JSON with a list of event objects)") from exc
     else:
         raise InvalidGoCardlessSignature("GoCardless signature refused")
