@@ -1375,7 +1375,8 @@ def _step_over_closed(regular: RegularGift, instalments: Iterable[Gift]) -> None
         gift.due_on
         for gift in instalments
         if gift.status == GiftStatus.CANCELLED
-        and gift.failure_reason in _CLOSE_RANK
+        # A GoCardless instalment is cancelled only when its payment was (never collected, never asked again).
+        and (gift.provider == Provider.GOCARDLESS or gift.failure_reason in _CLOSE_RANK)
         and gift.failure_reason != _TRIAL
         and gift.due_on is not None
     )
@@ -2513,6 +2514,9 @@ def sync_gocardless_payment(
     if details.get("reason_code"):
         reason = f"{reason} ({details['reason_code']})"
     retry = " (GoCardless will retry)" if details.get("will_attempt_retry") else ""
+    # Each failed attempt is its own item, keyed by its event's time: a retry that failed again is not a repeat of
+    # the first failure (whose item says GoCardless will retry), as each Stripe invoice attempt is its own.
+    attempt = _gc_attempt_key(payment_id, at)
     if status in _GC_PAID:
         if gift.status == GiftStatus.REVERSED:
             _restore_gift(uow, gift)
@@ -2524,7 +2528,7 @@ def sync_gocardless_payment(
         if action == "failed":
             # An attempt that failed before the retry that paid: it happened whatever arrived first, so it is in the
             # history as it would be had this event come before the retry.
-            _payment_failed_history(uow, gift, reason + retry, at, payment_id)
+            _payment_failed_history(uow, gift, reason + retry, at, attempt)
     elif status == "charged_back" and action == "charged_back":
         _reverse_gift(uow, gift, kind="chargeback", reason=reason, received_at=received_at, at=at)
     elif status == "failed" and action == "failed":
@@ -2532,9 +2536,10 @@ def sync_gocardless_payment(
             _reverse_gift(uow, gift, kind="late_failure", reason=reason, received_at=received_at, at=at)
         elif _fail_gift(uow, gift, reason) or gift.status == GiftStatus.FAILED:
             if gift.failed_at is None or at > gift.failed_at:
-                # The provider's time of the (latest) failure: dates a late failure found out later.
-                _set(gift, failed_at=at)
-            _payment_failed_history(uow, gift, reason + retry, at, payment_id)
+                # The provider's time of the (latest) failure: dates a late failure found out later. Its reason is
+                # the gift's (and so the plan's arrears'): a retry that failed again replaces the first's.
+                _set(gift, failed_at=at, failure_reason=reason[:500])
+            _payment_failed_history(uow, gift, reason + retry, at, attempt)
     elif status == "failed" and was_paid and gift.status == GiftStatus.FAILED:
         # Recorded as a plain failure before anything showed it had been paid: a late failure, with its bank reason,
         # dated by the failure's own event (kept on the gift), not by this one that proved the payment.
@@ -2545,7 +2550,11 @@ def sync_gocardless_payment(
             reason=gift.failure_reason or status,
             received_at=received_at,
             at=gift.failed_at or at,
-            replaces=f"payment_failed:{payment_id}",
+            # The latest failure's item (an item written before items were per attempt is keyed on the payment).
+            replaces=(
+                f"payment_failed:{_gc_attempt_key(payment_id, gift.failed_at or at)}",
+                f"payment_failed:{payment_id}",
+            ),
         )
     elif (
         status in ("failed", "charged_back") and action in _GC_EVIDENCE_OF_PAYMENT and gift.status == GiftStatus.PENDING
@@ -2555,7 +2564,7 @@ def sync_gocardless_payment(
         _mark_gift_paid(uow, gift, received_at)
     elif status in _GC_RETRYING and action == "failed":
         # The attempt failed and GoCardless is trying again: the gift waits for the retry, the failure is history.
-        _payment_failed_history(uow, gift, reason + retry, at, payment_id)
+        _payment_failed_history(uow, gift, reason + retry, at, attempt)
     elif status in ("cancelled", "customer_approval_denied") and gift.status == GiftStatus.PENDING:
         _set(gift, status=GiftStatus.CANCELLED, failure_reason=reason[:500])
     session.add(gift)
@@ -2563,10 +2572,19 @@ def sync_gocardless_payment(
     if regular is None and gift.regular_gift_id is not None:
         regular = session.get(RegularGift, gift.regular_gift_id)
     if regular is not None:
+        if gift.status == GiftStatus.CANCELLED and gift.due_on is not None:
+            # A payment cancelled before collection (staff skipped the month, ...): GoCardless will not ask for that
+            # month again, so it is no longer expected, as a voided Stripe invoice's is not.
+            _closed_period(uow, regular, gift.due_on)
         _refresh_arrears(uow, regular)
     return Effect.processed(
         f"gocardless_payment:{payment_id}", f"gocardless_subscription:{subscription_id}" if adopted else None
     )
+
+
+def _gc_attempt_key(payment_id: str, at: dt.datetime) -> str:
+    """One failed attempt of a payment: the payment and its `failed` event's time."""
+    return f"{payment_id}:{at.astimezone(dt.UTC).isoformat(timespec='microseconds')}"
 
 
 def _dashboard_gocardless_payment(uow: UnitOfWork, payment: dict[str, Any], charge_day: dt.date | None) -> Gift | None:
@@ -2608,10 +2626,11 @@ def _reverse_gift(
     reason: str,
     received_at: dt.datetime,
     at: dt.datetime,
-    replaces: str | None = None,
+    replaces: tuple[str, ...] = (),
 ) -> None:
     """A Direct Debit paid and then taken back by the bank (chargeback or late failure): the gift no longer counts.
-    `replaces`: the history item of a plain failure this turns out to have been, said again as the reversal."""
+    `replaces`: the history item of a plain failure this turns out to have been (the first of these keys there is),
+    said again as the reversal."""
     session = uow.session
     if gift.received_at is None:
         # It was paid before it was taken back: the gift happened, and so did its reversal.
@@ -2662,7 +2681,7 @@ def _reverse_gift(
         "reason": reason,
         "provider_ids": _provider_ids(gift),
     }
-    if replaces is None or not revise_history(uow, replaces, summary=summary, data=data, amount=-gift.amount):
+    if not any(revise_history(uow, key, summary=summary, data=data, amount=-gift.amount) for key in replaces):
         record_history(
             uow,
             gift.supporter_id,
