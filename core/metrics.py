@@ -44,7 +44,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "deliveries_accepted": ("Webhook deliveries stored (new events) and answered 2xx.", ("provider",)),
     "deliveries_duplicate": ("Webhook deliveries of an event already stored, answered 2xx.", ("provider",)),
     "deliveries_refused": (
-        "Webhook deliveries refused; reason is signature, malformed, livemode, too_large, too_slow, unavailable, ...",
+        "Webhook deliveries refused; reason is signature, malformed, too_large, too_slow, unavailable, ...",
         ("provider", "reason"),
     ),
     "events_processed": (

@@ -122,6 +122,21 @@ class StripeSettings(WebhookSecrets):
     def _api_base(cls, value: str) -> str:
         return _http_url(value, optional=True)
 
+    @model_validator(mode="after")
+    def _key_in_the_same_mode(self) -> StripeSettings:
+        """A key whose mode (its prefix) is not `livemode`'s would have every event of its account stored and
+        ignored as misdirected: live gifts lost without a word, and Stripe, answered 2xx, never sends them again."""
+        key = self.secret_key.get_secret_value()
+        live_key = key.startswith(("sk_live_", "rk_live_"))
+        if (live_key or key.startswith(("sk_test_", "rk_test_"))) and live_key != self.livemode:
+            mode = "live" if live_key else "test"
+            raise ValueError(
+                f"secret_key is a {mode}-mode key but livemode = {str(self.livemode).lower()}: every {mode}-mode "
+                f"event would be ignored; set livemode = {str(live_key).lower()} "
+                f"(GIVING_STRIPE__LIVEMODE={str(live_key).lower()}) or use the other key"
+            )
+        return self
+
     @property
     def enabled(self) -> bool:
         return bool(self.secret_key.get_secret_value() and self.webhook_secret.get_secret_value())

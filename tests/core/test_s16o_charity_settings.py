@@ -1,7 +1,8 @@
 """`[charity]` settings that HMRC's claim schema constrains are checked at start-up, with a clear message, rather
 than failing every Gift Aid claim message later: `hmrc_reference` (`[A-Z]{1,2}[0-9]{1,5}`), `registration_number`
 (1-20 characters, starting with a letter or digit), `name` (1-160 characters, starting with a letter or digit).
-Empty values still start (the demo, a charity not yet registered)."""
+Empty values still start (the demo, a charity not yet registered). And a Stripe key whose mode is not `[stripe]
+livemode`'s stops the start: every event of its account would be stored and ignored as misdirected."""
 
 from __future__ import annotations
 
@@ -81,3 +82,32 @@ def test_the_defaults_and_the_shipped_file_start(settings_file: Path, monkeypatc
     shipped = Path(__file__).resolve().parents[2] / "settings.toml"
     monkeypatch.setenv("GIVING_SETTINGS", str(shipped))
     assert load_settings().charity.name == "Calais Refugee Aid"
+
+
+@pytest.mark.parametrize(
+    ("key", "livemode", "message"),
+    [
+        ("sk_live_abc", "false", r"stripe: .*live-mode key but livemode = false.*GIVING_STRIPE__LIVEMODE=true"),
+        ("rk_live_abc", "false", r"stripe: .*live-mode key"),
+        ("sk_test_abc", "true", r"stripe: .*test-mode key but livemode = true.*GIVING_STRIPE__LIVEMODE=false"),
+    ],
+)
+def test_a_stripe_key_in_the_other_mode_stops_the_start(
+    settings_file: Path, monkeypatch: pytest.MonkeyPatch, key: str, livemode: str, message: str
+) -> None:
+    monkeypatch.setenv("GIVING_STRIPE__SECRET_KEY", key)
+    monkeypatch.setenv("GIVING_STRIPE__LIVEMODE", livemode)
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("key", "livemode"),
+    [("sk_live_abc", "true"), ("rk_live_abc", "true"), ("sk_test_abc", "false"), ("", "true"), ("stand-in", "false")],
+)
+def test_a_stripe_key_in_the_same_mode_or_of_no_known_mode_starts(
+    settings_file: Path, monkeypatch: pytest.MonkeyPatch, key: str, livemode: str
+) -> None:
+    monkeypatch.setenv("GIVING_STRIPE__SECRET_KEY", key)
+    monkeypatch.setenv("GIVING_STRIPE__LIVEMODE", livemode)
+    assert load_settings().stripe.livemode is (livemode == "true")

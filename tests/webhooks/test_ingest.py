@@ -129,7 +129,7 @@ def test_a_body_over_one_megabyte_is_refused(client: TestClient, runtime: Runtim
 def live_client(database_url: str, tmp_path: Path, runtime: Runtime) -> Any:
     from giving.app import create_app
 
-    live = make_settings(database_url, tmp_path, stripe={"livemode": True})
+    live = make_settings(database_url, tmp_path, stripe={"livemode": True, "secret_key": "sk_live_giving"})
     live_runtime = Runtime(live, runtime.engine, runtime.sessions, runtime.broker)
     with TestClient(create_app(runtime=live_runtime, start_inline_worker=False)) as test_client:
         yield test_client
