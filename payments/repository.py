@@ -93,6 +93,16 @@ def by_key(model: type[T], column: str, key: Any) -> SelectOfScalar[T]:
     return select(model).where(getattr(model, column) == key)
 
 
+def gocardless_id_of_checkout(
+    session: Session, model: type[Gift] | type[RegularGift], column: str, checkout_id: uuid.UUID
+) -> str | None:
+    """The GoCardless payment (or subscription) a checkout's gift (or plan) was recorded with, if any."""
+    found = session.exec(
+        select(getattr(model, column)).where(model.checkout_id == checkout_id, getattr(model, column).is_not(None))
+    ).first()
+    return str(found) if found is not None else None
+
+
 _LOCK_KEYS = sa.text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k")
 
 

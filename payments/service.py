@@ -2209,7 +2209,11 @@ def record_gocardless_billing_request(
     uow.session.add(checkout)
     keys = [f"gocardless_mandate:{mandate_id}"]
     if checkout.frequency == Frequency.MONTHLY:
-        subscription_id = links.get("subscription_request_subscription")
+        # A replay (a redelivery days later, `giving events replay`) finds the subscription this checkout started
+        # rather than asking GoCardless again: an idempotency key is not kept for ever, a second plan would be.
+        subscription_id = links.get("subscription_request_subscription") or repository.gocardless_id_of_checkout(
+            uow.session, RegularGift, "gocardless_subscription_id", checkout.id
+        )
         if subscription_id:
             subscription = gocardless.get_subscription(subscription_id)
         else:
@@ -2249,6 +2253,11 @@ def record_gocardless_billing_request(
         _apply_gocardless_subscription(uow, regular, subscription, at=at)
         _stop_if_started_by_closed_checkout(uow, regular, closed=closed)
         keys.append(f"gocardless_subscription:{subscription_id}")
+        return Effect.processed(*keys)
+    taken = repository.gocardless_id_of_checkout(uow.session, Gift, "gocardless_payment_id", checkout.id)
+    if taken is not None:
+        # Its payment is recorded: a replay takes no second one (whatever GoCardless remembers of the key).
+        keys.append(f"gocardless_payment:{taken}")
         return Effect.processed(*keys)
     payment = gocardless.create_payment(
         {
