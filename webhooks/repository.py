@@ -155,7 +155,8 @@ def due_for_sweep(
     max_failures: int,
     limit: int,
 ) -> list[InboundEvent]:
-    """Pending events nobody touched for a while, failed ones whose back-off is over, and (rarely) waiting ones.
+    """Pending events nobody touched for a while, failed ones whose back-off is over, and (rarely) waiting ones,
+    locked (rows a run holds are skipped).
 
     `failed_after[n]`: how long after its last run an event that failed n times is due; the last entry holds for
     every count past it. Events that failed `max_failures` times are left alone."""
@@ -175,6 +176,10 @@ def due_for_sweep(
         )
         .order_by(col(InboundEvent.received_at))
         .limit(limit)
+        # Locked as read, and any row a run holds skipped: the sweep writes each row's status back, and read without
+        # a lock, a row processed meanwhile would be set back to pending (or, past its give-up, to ignored). Locked,
+        # PostgreSQL reads the row again after a run commits and leaves it out if it is no longer due.
+        .with_for_update(skip_locked=True)
     )
     return list(session.exec(query).all())
 
