@@ -53,6 +53,8 @@ DOCUMENTS_ON_PAGE = 20
 CHANGE_PURPOSE = "declaration-change"
 CHANGE_MAX_AGE_SECONDS = 3600
 CHANGES_LISTED = 50
+# The years a date typed on these pages may be in (`parse_uk_date`).
+FIRST_YEAR, LAST_YEAR = 1900, 2999
 
 
 def parse_uuid(raw: str, what: str = "record") -> uuid.UUID:
@@ -74,7 +76,7 @@ def not_erased(supporter: Supporter) -> Supporter:
 
 
 def parse_uk_date(raw: str, field: str, errors: dict[str, str], *, required: bool = False) -> dt.date | None:
-    """DD/MM/YYYY (what people type here) or YYYY-MM-DD."""
+    """DD/MM/YYYY (what people type here) or YYYY-MM-DD, in years FIRST_YEAR to LAST_YEAR."""
     text = (raw or "").strip()
     if not text:
         if required:
@@ -87,10 +89,16 @@ def parse_uk_date(raw: str, field: str, errors: dict[str, str], *, required: boo
             year = int(year_text)
             if len(year_text) == 2:
                 year += 2000
-            elif len(year_text) != 4 or year < 1000:
+            elif len(year_text) != 4:
                 raise ValueError(f"not a year: {year_text}")
-            return dt.date(year, int(month), int(day))
-        return dt.date.fromisoformat(text)
+            date = dt.date(year, int(month), int(day))
+        else:
+            date = dt.date.fromisoformat(text)
+        # Typed either way: no gift, declaration or claim is dated outside these years, and at the ends of the
+        # calendar the services' date arithmetic (four years back, the next day) has no date to give (a 500).
+        if not FIRST_YEAR <= date.year <= LAST_YEAR:
+            raise ValueError(f"a mistyped year: {date.year}")
+        return date
     except (ValueError, OverflowError):
         errors[field] = "Enter a real date as DD/MM/YYYY, for example 27/03/2025"
         return None
@@ -420,6 +428,8 @@ async def record_declaration(request: Request, staff: Principal) -> Response:
             errors["gift_id"] = "Choose one of the gifts"
     # An older gift than the list offers: named by the day it was received.
     gifts_on = parse_uk_date(form.get("gift_received_on", ""), "gift_received_on", errors)
+    if "scope" not in errors:
+        _only_for_its_scope(form, scope, errors)
     if gift_id is None and gifts_on is not None and scope == DeclarationScope.THIS_GIFT and "gift_id" not in errors:
         gift_id = await in_thread(_gift_received_on, runtime(request), supporter_id, gifts_on, errors)
     donor: DonorDetails | None = None
@@ -477,6 +487,20 @@ async def record_declaration(request: Request, staff: Principal) -> Response:
         )
     done = "Declaration recorded." + (" Its confirmation letter is on its way." if method.value == "oral" else "")
     return await redirect_done(request, staff, f"/staff/supporters/{sid}?change={token}", done)
+
+
+def _only_for_its_scope(form: dict[str, str], scope: DeclarationScope, errors: dict[str, str]) -> None:
+    """Period dates or a gift with a scope that does not use them are refused, not recorded: crm kept them, and the
+    page showed "future to 31/03/2025" while Gift Aid, which reads no end for that scope, claimed every later gift.
+    Either the box was filled by mistake or the scope chosen is the mistake: the fundraiser must say which."""
+    fields_of = {
+        DeclarationScope.PERIOD: (("start", "end"), "a period", "Gifts in a period"),
+        DeclarationScope.THIS_GIFT: (("gift_id", "gift_received_on"), "one gift", "One gift"),
+    }
+    for owner, (names, what, choice) in fields_of.items():
+        for name in names:
+            if scope != owner and form.get(name, "").strip() and name not in errors:
+                errors[name] = f"Only for a declaration for {what}: choose “{choice}” above, or leave this empty"
 
 
 def _gift_received_on(rt: Runtime, supporter_id: uuid.UUID, day: dt.date, errors: dict[str, str]) -> uuid.UUID | None:
