@@ -111,11 +111,17 @@ KEEP_ALIVE_SECONDS = 5
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8000, help="Port to listen on."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
     workers: int = typer.Option(1, "--workers", min=1, help="Web processes."),
 ) -> None:
     """The web application (with the jobs run in-process when no broker is configured)."""
-    settings_or_exit()
+    settings = settings_or_exit()
+    if not settings.broker.url:
+        # Said here, as `giving worker` does: found in the app's lifespan instead, uvicorn printed a traceback and
+        # then did not exit (PostgreSQL's async pool, opened before, kept it alive), serving nothing.
+        problem = _inline_pool_shortfall(settings)
+        if problem is not None:
+            fail(problem)
     import uvicorn
 
     from giving.ops import prepare_metrics_dir
@@ -133,6 +139,21 @@ def serve(
         # Slow clients are cut off: h11 limits on incomplete requests.
         h11_max_incomplete_event_size=64 * 1024,
     )
+
+
+def _inline_pool_shortfall(settings: Settings) -> str | None:
+    """Why `giving serve`'s in-process worker could not start on this database pool, or None (the app's lifespan
+    starts it with `[broker] inline_threads` and the scheduler). Known from the settings: nothing is connected."""
+    from core.db import make_engine, make_sessionmaker
+    from core.jobs import make_broker
+    from core.runtime import InlineWorker
+
+    engine = make_engine(settings.database)
+    try:
+        runtime = Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine), broker=make_broker(""))
+        return InlineWorker(runtime, settings.broker.inline_threads).pool_shortfall(scheduler=True)
+    finally:
+        engine.dispose()
 
 
 @app.command()

@@ -10,6 +10,12 @@ import typer
 
 from core.money import format_pence
 
+# A provider's name, then the settings that turn it on (core.settings: `enabled`).
+PROVIDER_SECRETS = {
+    "stripe": ("Stripe", "GIVING_STRIPE__SECRET_KEY", "GIVING_STRIPE__WEBHOOK_SECRET"),
+    "gocardless": ("GoCardless", "GIVING_GOCARDLESS__ACCESS_TOKEN", "GIVING_GOCARDLESS__WEBHOOK_SECRET"),
+}
+
 
 def register(app: typer.Typer) -> None:
     events_app = typer.Typer(no_args_is_help=True, help="Provider events (webhooks) stored here.")
@@ -28,6 +34,12 @@ def register(app: typer.Typer) -> None:
             with runtime.read_session() as session:
                 event = service.find_event(session, event_id)
                 stored_id, label = event.id, f"{event.provider} {event.external_id} {event.event_type}"
+                provider = str(event.provider)
+            # Run without the provider's secrets (a shell on the server without the service's environment), the
+            # provider call would fail and turn an event processed long ago into a failed one.
+            if not getattr(runtime.settings, provider).enabled:
+                names = PROVIDER_SECRETS[provider]
+                fail(f"{names[0]} is not configured here ({', '.join(names[1:])}): {label} is left as it is")
             result = service.run_event(runtime, stored_id, force=True)
             line = f"{label}: {result.status}"
             if result.waiting_for:

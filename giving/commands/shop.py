@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import sqlalchemy as sa
 import typer
@@ -34,6 +35,18 @@ def _period(start: str, end: str) -> tuple[dt.date, dt.date]:
     if last < first:
         fail("--to is before --from")
     return first, last
+
+
+def _write_whole(out: Path, write: Callable[[IO[str]], None]) -> None:
+    """Write a file beside `out`, then put it in its place: a failure part-way (a full disk) leaves no half file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.{uuid.uuid4().hex}.part")
+    try:
+        with partial.open("x", encoding="utf-8", newline="") as handle:
+            write(handle)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _emit_json(body: Any) -> None:
@@ -247,21 +260,26 @@ def register(app: typer.Typer) -> None:
         from giving.cli import command_runtime, fail
 
         first, last = _period(start, end)
-        with command_runtime(with_tasks=False) as runtime:
-            with runtime.unit_of_work() as uow:
-                postings = journal.payout_postings(uow.session, first, last)
-                postings += giftaid_postings(uow.session, first, last)
-                audit(uow, None, "export", "journal", f"{first}..{last}", {"postings": len(postings)})
+        if out is not None and out.is_dir():
+            fail(f"--out is the CSV file to write, and {out} is a folder")
+        # The export is audited in the unit of work that writes it: a journal that does not balance or cannot be
+        # written leaves no audit entry, and no file (or the earlier one, whole).
+        with command_runtime(with_tasks=False) as runtime, runtime.unit_of_work() as uow:
+            postings = journal.payout_postings(uow.session, first, last)
+            postings += giftaid_postings(uow.session, first, last)
             unbalanced = {entry: total for entry, total in journal.balances(postings).items() if total}
             if unbalanced:
                 fail(f"entries that do not balance: {unbalanced}")
             if out is None:
                 journal.write_csv(postings, sys.stdout)
             else:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with out.open("w", encoding="utf-8", newline="") as handle:
-                    journal.write_csv(postings, handle)
-                typer.echo(str(out))
+                try:
+                    _write_whole(out, lambda handle: journal.write_csv(postings, handle))
+                except OSError as exc:
+                    fail(f"could not write {out}: {exc}")
+            audit(uow, None, "export", "journal", f"{first}..{last}", {"postings": len(postings)})
+        if out is not None:
+            typer.echo(str(out))
         entries = len(journal.balances(postings))
         typer.echo(f"{entries} entr{'y' if entries == 1 else 'ies'}, {len(postings)} postings, all balanced", err=True)
 
