@@ -102,11 +102,13 @@ def create_app(
             await async_database.open()
         app.state.async_database = async_database
         inline: InlineWorker | None = None
-        if rt.inline and start_inline_worker:
-            inline = InlineWorker(rt, settings.broker.inline_threads)
-            inline.start()
-            app.state.inline_worker = inline
         try:
+            # Inside the `try`: a start that fails after the pool opened still closes it (left open, its task kept
+            # the server's loop alive after "Application startup failed", serving nothing).
+            if rt.inline and start_inline_worker:
+                inline = InlineWorker(rt, settings.broker.inline_threads)
+                inline.start()
+                app.state.inline_worker = inline
             yield
         finally:
             if inline is not None:

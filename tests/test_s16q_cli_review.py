@@ -69,6 +69,34 @@ def test_serve_whose_in_process_worker_cannot_start_stops_with_a_message(postgre
     assert stderr.splitlines()[-1].startswith("error: [broker] inline_threads 4 needs 6 database connections")
 
 
+def test_an_app_whose_start_fails_after_its_pool_opened_exits(postgres_url: str, tmp_path: Path) -> None:
+    """The app served by uvicorn directly (a process manager's own command, past `giving serve`'s checks): a start
+    that fails after PostgreSQL's async pool opened closes the pool, so the server exits instead of hanging."""
+    script = (
+        "import uvicorn\n"
+        "from giving.app import create_app\n"
+        f"uvicorn.run(create_app(), host='127.0.0.1', port={_free_port()}, log_level='warning')\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=_environ(
+            GIVING_DATABASE__URL=postgres_url, GIVING_DATABASE__POOL_SIZE="2", GIVING_DATABASE__MAX_OVERFLOW="0"
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, stderr = process.communicate(timeout=45)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+        pytest.fail(f"the server was still running 45 s after its start failed: {stderr[-800:]}")
+    assert process.returncode != 0
+    assert "inline_threads" in stderr, stderr[-800:]
+
+
 @pytest.mark.parametrize("port", ["0", "70000"])
 def test_serve_on_a_port_that_is_no_port_is_a_usage_error(tmp_path: Path, port: str) -> None:
     """An out-of-range port was an OverflowError traceback from the socket; now the option's own range check."""
