@@ -70,6 +70,17 @@ class GoCardlessGateway:
     def _dict(resource: Any) -> dict[str, Any]:
         return dict(resource.attributes)
 
+    def _every(self, fn: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a list call, page after page. `.all()` asks nothing until iterated, so each page's request
+        is made inside `next`: its errors are mapped here (else a raw `requests` error reached the job or command)."""
+        items = iter(self._call(fn, **kwargs))
+        while True:
+            try:
+                item = self._call(next, items)
+            except StopIteration:
+                return
+            yield self._dict(item)
+
     def create_billing_request(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
         resource = self._call(
             self.donor_client.billing_requests.create, params=params, headers={"Idempotency-Key": idempotency_key}
@@ -114,13 +125,11 @@ class GoCardlessGateway:
         return self._dict(self._call(self.client.payouts.get, payout_id))
 
     def iter_payout_items(self, payout_id: str) -> Iterator[dict[str, Any]]:
-        for item in self._call(self.client.payout_items.all, params={"payout": payout_id}):
-            yield self._dict(item)
+        return self._every(self.client.payout_items.all, params={"payout": payout_id})
 
     def iter_events(self, *, created_since: dt.datetime) -> Iterator[dict[str, Any]]:
         since = created_since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        for event in self._call(self.client.events.all, params={"created_at[gte]": since}):
-            yield self._dict(event)
+        return self._every(self.client.events.all, params={"created_at[gte]": since})
 
     # Webhook processing: the one payment of a one-off Direct Debit gift, on the mandate the donor just set up.
     def create_payment(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:

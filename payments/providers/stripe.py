@@ -151,6 +151,17 @@ class StripeGateway:
     def _dict(obj: Any) -> dict[str, Any]:
         return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
+    def _every(self, fn: Any, *args: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a list call, page after page: a later page's request is made while iterating, so its
+        errors are mapped as the first page's are (else a raw SDK error reached the job or the command)."""
+        items = self._call(fn, *args).auto_paging_iter()
+        while True:
+            try:
+                item = self._call(next, items)
+            except StopIteration:
+                return
+            yield self._dict(item)
+
     # Checkout
     def create_checkout_session(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
         """The session for this key. While Stripe is still processing an earlier request with the same key (a
@@ -178,8 +189,7 @@ class StripeGateway:
         return self._dict(self._call(self.client.v1.checkout.sessions.retrieve, session_id))
 
     def list_line_items(self, session_id: str) -> list[dict[str, Any]]:
-        page = self._call(self.client.v1.checkout.sessions.line_items.list, session_id, {"limit": 100})
-        return [self._dict(item) for item in page.auto_paging_iter()]
+        return list(self._every(self.client.v1.checkout.sessions.line_items.list, session_id, {"limit": 100}))
 
     # Payments
     def retrieve_payment_intent(self, payment_intent_id: str) -> dict[str, Any]:
@@ -189,8 +199,7 @@ class StripeGateway:
         return self._dict(self._call(self.client.v1.charges.retrieve, charge_id))
 
     def list_refunds(self, charge_id: str) -> list[dict[str, Any]]:
-        page = self._call(self.client.v1.refunds.list, {"charge": charge_id, "limit": 100})
-        return [self._dict(refund) for refund in page.auto_paging_iter()]
+        return list(self._every(self.client.v1.refunds.list, {"charge": charge_id, "limit": 100}))
 
     def retrieve_dispute(self, dispute_id: str) -> dict[str, Any]:
         return self._dict(self._call(self.client.v1.disputes.retrieve, dispute_id))
@@ -208,8 +217,7 @@ class StripeGateway:
         return self._dict(self._call(self.client.v1.invoices.retrieve, invoice_id))
 
     def list_invoice_payments(self, invoice_id: str) -> list[dict[str, Any]]:
-        page = self._call(self.client.v1.invoice_payments.list, {"invoice": invoice_id, "limit": 100})
-        return [self._dict(payment) for payment in page.auto_paging_iter()]
+        return list(self._every(self.client.v1.invoice_payments.list, {"invoice": invoice_id, "limit": 100}))
 
     # Payouts
     def retrieve_payout(self, payout_id: str) -> dict[str, Any]:
@@ -217,20 +225,15 @@ class StripeGateway:
 
     def iter_payout_balance_transactions(self, payout_id: str) -> Iterator[dict[str, Any]]:
         """Every balance transaction the payout settles (its own included), `source` expanded, every page."""
-        page = self._call(
-            self.client.v1.balance_transactions.list,
-            {"payout": payout_id, "expand": ["data.source"], "limit": 100},
+        return self._every(
+            self.client.v1.balance_transactions.list, {"payout": payout_id, "expand": ["data.source"], "limit": 100}
         )
-        for transaction in page.auto_paging_iter():
-            yield self._dict(transaction)
 
     # Events (the nightly catch-up)
     def iter_events(self, *, created_since: dt.datetime) -> Iterator[dict[str, Any]]:
-        page = self._call(
+        return self._every(
             self.client.v1.events.list, {"created": {"gte": int(created_since.timestamp())}, "limit": 100}
         )
-        for event in page.auto_paging_iter():
-            yield self._dict(event)
 
     # Webhook processing: the payment intent with its latest charge (id and time the money was taken).
     def retrieve_payment_intent_with_charge(self, payment_intent_id: str) -> dict[str, Any]:
