@@ -16,6 +16,7 @@ import requests
 
 from core.settings import GoCardlessSettings
 from payments.errors import ProviderDisabled, ProviderRefused, ProviderUnavailable
+from payments.providers import every_item
 
 TIMEOUT = 20
 # The billing request and its flow are made while a donor waits on the donate form, one after the other, and the SDK
@@ -71,15 +72,8 @@ class GoCardlessGateway:
         return dict(resource.attributes)
 
     def _every(self, fn: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        """Every item of a list call, page after page. `.all()` asks nothing until iterated, so each page's request
-        is made inside `next`: its errors are mapped here (else a raw `requests` error reached the job or command)."""
-        items = iter(self._call(fn, **kwargs))
-        while True:
-            try:
-                item = self._call(next, items)
-            except StopIteration:
-                return
-            yield self._dict(item)
+        """Every item of a list call (`.all()` asks nothing until iterated), each page's errors mapped: `every_item`."""
+        return every_item(self._call, self._call(fn, **kwargs), self._dict)
 
     def create_billing_request(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
         resource = self._call(

@@ -18,6 +18,7 @@ import urllib3
 
 from core.settings import StripeSettings
 from payments.errors import ProviderBusy, ProviderDisabled, ProviderRefused, ProviderUnavailable
+from payments.providers import every_item
 
 API_VERSION = "2026-10-28.endive"
 DEFAULT_API_BASE = "https://api.stripe.com"
@@ -152,15 +153,8 @@ class StripeGateway:
         return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
     def _every(self, fn: Any, *args: Any) -> Iterator[dict[str, Any]]:
-        """Every item of a list call, page after page: a later page's request is made while iterating, so its
-        errors are mapped as the first page's are (else a raw SDK error reached the job or the command)."""
-        items = self._call(fn, *args).auto_paging_iter()
-        while True:
-            try:
-                item = self._call(next, items)
-            except StopIteration:
-                return
-            yield self._dict(item)
+        """Every item of a list call, page after page, each page's errors mapped (`every_item`)."""
+        return every_item(self._call, self._call(fn, *args).auto_paging_iter(), self._dict)
 
     # Checkout
     def create_checkout_session(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
