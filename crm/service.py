@@ -484,15 +484,25 @@ def record_declaration(
         problem = _named_gift_problem(uow.session, supporter_id, gift_id)
         if problem:
             errors["gift_id"] = problem
+    # What the scope does not use would be kept and shown as a limit Gift Aid never applies (an end on "all future
+    # gifts"): refused, not dropped, since the box or the scope may be the mistake.
+    if start is not None and scope not in (DeclarationScope.PERIOD, DeclarationScope.PAST_4_YEARS_AND_FUTURE):
+        errors["start"] = "Only a declaration for a period, or for the past four years and the future, has a start"
+    if end is not None and scope != DeclarationScope.PERIOD:
+        errors["end"] = "Only a declaration for a period has an end"
+    if gift_id is not None and scope != DeclarationScope.THIS_GIFT:
+        errors["gift_id"] = "Only a declaration for one gift names a gift"
     if made_on > uk_today():
         errors["made_on"] = "A declaration cannot be made in the future"
+    elif made_on.year < 1900:
+        errors["made_on"] = "Enter a real date for when the declaration was made"
     if confirmation_sent_on is not None and confirmation_sent_on < made_on:
         errors["confirmation_sent_on"] = "The confirmation cannot be sent before the declaration was made"
     elif confirmation_sent_on is not None and confirmation_sent_on > uk_today():
         # As when confirming later: a letter not sent yet cannot make the declaration effective.
         errors["confirmation_sent_on"] = "The confirmation cannot have been sent in the future"
     # A declaration reaches back to gifts of the past four years at most (HMRC; giftaid.md §1C rule 11).
-    earliest = add_years(made_on, -4)
+    earliest = add_years(made_on, -4) if "made_on" not in errors else made_on
     if start is not None and start < earliest:
         errors["start"] = f"A declaration covers gifts of the past four years at most: from {earliest:%d/%m/%Y}"
     wording = keep_wording(uow.session, wording_version, wording_text) if wording_version else None
