@@ -1314,6 +1314,9 @@ def change_status(
             raise InvalidClaimRequest("a paid claim needs HMRC's payment amount and date")
         if paid_amount < 0:
             raise InvalidClaimRequest("the payment amount cannot be negative")
+        if paid_on > uk_today():
+            # A slip (2062 for 2026) would stand as HMRC's payment in the claim's history and the accounts.
+            raise InvalidClaimRequest(f"HMRC's payment date cannot be in the future: {paid_on:%d/%m/%Y}")
         claim.paid_amount, claim.paid_on = paid_amount, paid_on
         event_detail.update({"amount": Money(paid_amount).to_json(), "paid_on": paid_on.isoformat()})
         expected = claim.gift_aid - claim.adjustment
