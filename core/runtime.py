@@ -134,12 +134,17 @@ class InlineWorker:
         )
 
     def join(self, timeout_ms: int = 60_000) -> None:
-        """Wait until every queue is empty (tests and the demo)."""
+        """Wait until every queue is empty (tests and the demo). A job may send another to a queue already waited
+        on (a document rendered, then its email): passes are made until one finds every queue empty at once."""
         broker = self.runtime.broker
-        for queue in list(broker.get_declared_queues()):
-            broker.join(queue, timeout=timeout_ms)  # type: ignore[attr-defined]
-        if self.worker is not None:
-            self.worker.join()
+        while True:
+            for queue in list(broker.get_declared_queues()):
+                broker.join(queue, timeout=timeout_ms)  # type: ignore[attr-defined]
+            if self.worker is not None:
+                self.worker.join()
+            queues = getattr(broker, "queues", {})  # the in-process (stub) broker's; others are joined once
+            if not any(getattr(queue, "unfinished_tasks", 0) for queue in queues.values()):
+                return
 
     def stop(self) -> None:
         if self.scheduler is not None:

@@ -2478,10 +2478,7 @@ def sync_gocardless_payment(
         gift = _dashboard_gocardless_payment(uow, payment, charge_day)
     if gift is None:
         if regular is None:
-            key = (
-                f"gocardless_subscription:{subscription_id}" if subscription_id else f"gocardless_payment:{payment_id}"
-            )
-            return Effect.waiting(key)
+            return Effect.waiting(_gocardless_payment_waits_for(payment, subscription_id, mandate_id))
         owner = regular
 
         def build() -> Gift:
@@ -2594,6 +2591,18 @@ def sync_gocardless_payment(
 def _gc_attempt_key(payment_id: str, at: dt.datetime) -> str:
     """One failed attempt of a payment: the payment and its `failed` event's time."""
     return f"{payment_id}:{at.astimezone(dt.UTC).isoformat(timespec='microseconds')}"
+
+
+def _gocardless_payment_waits_for(payment: dict[str, Any], subscription_id: Any, mandate_id: Any) -> str:
+    """What an unrecorded payment's event waits for: its subscription; or the payment itself, recorded by our
+    checkout's `billing_requests.fulfilled` (its `checkout_id`); or, taken in the dashboard on a mandate not known
+    yet, that mandate, which the billing request that set it up records (waiting for the payment itself, the event
+    was woken by nothing and ran again only at the sweep's hourly look)."""
+    if subscription_id:
+        return f"gocardless_subscription:{subscription_id}"
+    if mandate_id and not (payment.get("metadata") or {}).get("checkout_id"):
+        return f"gocardless_mandate:{mandate_id}"
+    return f"gocardless_payment:{payment['id']}"
 
 
 def _dashboard_gocardless_payment(uow: UnitOfWork, payment: dict[str, Any], charge_day: dt.date | None) -> Gift | None:
