@@ -653,20 +653,27 @@ def _hold_back_schedule_blank(session: Session, claim: Claim, rules: Rules) -> l
     repository.take_off_claim(session, claim.id, [row.gift_id for row in rows], per_part=_WHOLE_CLAIM)
     held = []
     for row in rows:
-        donor = donors[row.declaration_id]
-        code = _schedule_blank_code(donor) or Code.MISSING_NAME.value
-        details = types.SimpleNamespace(
-            received_on=row.received_on,
-            amount=row.amount,
-            returned=0,
-            first_name=donor.first_name,
-            last_name=donor.last_name,
-            house=donor.house,
-        )
-        held.append(
-            (row.received_on, str(row.gift_id), HeldBackGift(row.gift_id, held_back_reason(code, details, rules)))
-        )
+        reason = _claimed_gift_reason(row, donors[row.declaration_id], rules, out_of_time=False)
+        held.append((row.received_on, str(row.gift_id), HeldBackGift(row.gift_id, reason)))
     return held
+
+
+def _claimed_gift_reason(row: Any, donor: Any, rules: Rules, *, out_of_time: bool) -> str:
+    """Why a gift comes off a claim (`row`: its claim row; `donor`: its blank donor row, or None): past the limit, or
+    a donor's house or name that is nothing in the files (`missing_house` before `missing_name`)."""
+    if out_of_time:
+        code = Code.OUT_OF_TIME.value
+    else:
+        code = (_schedule_blank_code(donor) if donor is not None else None) or Code.MISSING_NAME.value
+    details = types.SimpleNamespace(
+        received_on=row.received_on,
+        amount=row.amount,
+        returned=0,
+        first_name=donor.first_name if donor is not None else None,
+        last_name=donor.last_name if donor is not None else None,
+        house=donor.house if donor is not None else None,
+    )
+    return held_back_reason(code, details, rules)
 
 
 _WHOLE_CLAIM = 2**31 - 1  # lines per part when a claim is numbered again as one part
@@ -972,23 +979,9 @@ def _take_off(
         return [], None
     taken: list[HeldBackGift] = []
     for row in rows:
-        donor = donors.get(row.declaration_id)
-        if row.received_on <= cutoff:
-            code = Code.OUT_OF_TIME
-        elif donor is not None and schedule_blank(donor.house):
-            code = Code.MISSING_HOUSE
-        else:
-            code = Code.MISSING_NAME
-        details = types.SimpleNamespace(
-            received_on=row.received_on,
-            amount=row.amount,
-            returned=0,
-            first_name=donor.first_name if donor else None,
-            last_name=donor.last_name if donor else None,
-            house=donor.house if donor else None,
-        )
+        reason = _claimed_gift_reason(row, donors.get(row.declaration_id), rules, out_of_time=row.received_on <= cutoff)
         words = (
-            f"{held_back_reason(code, details, rules)} (taken off this claim, built on "
+            f"{reason} (taken off this claim, built on "
             f"{claim.built_at.astimezone(dt.UTC):%d/%m/%Y}, before it was written or sent on {rules.today:%d/%m/%Y})"
         )
         taken.append(HeldBackGift(row.gift_id, words[:500]))
