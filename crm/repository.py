@@ -35,6 +35,16 @@ def supporter_by_email(session: Session, email: str) -> Supporter | None:
     return session.exec(select(Supporter).where(Supporter.email == email)).first()
 
 
+def lock_supporter(session: Session, supporter_id: uuid.UUID) -> Supporter:
+    """The supporter's row locked for the rest of the transaction and re-read (`SELECT ... FOR UPDATE`)."""
+    return session.exec(
+        select(Supporter)
+        .where(Supporter.id == supporter_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
 def current_address(session: Session, supporter_id: uuid.UUID) -> SupporterAddress | None:
     return session.exec(
         select(SupporterAddress)

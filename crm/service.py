@@ -147,19 +147,33 @@ def _found_or_inserted(uow: UnitOfWork, email: str | None, build: Callable[[], S
     new. The insert runs in a savepoint: of two forms for a new email at the same moment, the one that loses the
     race on the unique email finds the other's record, and its transaction stays usable."""
     session = uow.session
-    found = repository.supporter_by_email(session, email) if email else None
+    found = _live_by_email(session, email) if email else None
     if found is None:
         new = build()
         try:
             with session.begin_nested():
                 session.add(new)
         except IntegrityError:
-            found = repository.supporter_by_email(session, email) if email else None
+            found = _live_by_email(session, email) if email else None
             if found is None:
                 raise
         else:
             return new, True
-    return resolve_supporter(session, found.id), False
+    return found, False
+
+
+def _live_by_email(session: Session, email: str) -> Supporter | None:
+    """The record with this email, merges followed, locked and re-read: an erasure (or merge) of it committing
+    meanwhile is seen, and none starts until this transaction ends, so nothing given here lands on a record that was
+    just erased (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises writers anyway). None when there is none, or it
+    was erased meanwhile (its email is gone: the giver becomes a new record)."""
+    found = repository.supporter_by_email(session, email)
+    while found is not None:
+        locked = repository.lock_supporter(session, resolve_supporter(session, found.id).id)
+        if locked.merged_into_id is None:
+            return None if locked.erased_at is not None else locked
+        found = locked  # merged meanwhile: lock the record it went into
+    return None
 
 
 def bears_name(supporter: Supporter, first: str, last: str) -> bool:

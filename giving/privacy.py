@@ -11,10 +11,12 @@
   claimed on each Gift Aid claim (`giftaid_claim_donors`) and the declarations those claims relied on — until six
   years after the end of the financial period of the last claimed gift (`supporters.purge_after`). With nothing
   claimed, everything goes at once. Email addresses also go from failed deliveries', jobs' and webhook events' error
-  texts, and their emails from the outbox directory when mail is written there (`[email] outbox_dir`). Their stored
-  receipt PDFs are deleted after the commit and by a durable job written with the erasure (a crash in between).
-- `purge_due`: the periodic job's work: blanks what was kept once `purge_after` has passed (or moves it on, when a
-  gift was claimed after the erasure with the declaration kept).
+  texts and from audit log details, and their emails from the outbox directory when mail is written there
+  (`[email] outbox_dir`). Their stored receipt PDFs are deleted after the commit and by a durable job written with
+  the erasure (a crash in between).
+- `purge_due`: the periodic job's work: blanks what was kept once `purge_after` has passed, the donor in the messages
+  their claims were sent to HMRC with too (or moves it on, when a gift was claimed after the erasure with the
+  declaration kept).
 - `prune_webhook_bodies`: raw provider bodies are kept only `[web] keep_webhook_bodies_days`.
 """
 
@@ -35,7 +37,7 @@ from sqlmodel import Session, col, select
 from core import mailer, signing
 from core.clock import add_years, isoformat_z, uk_today, utc_now
 from core.db import UnitOfWork
-from core.models import Job
+from core.models import AuditEntry, Job
 from core.settings import Settings
 from crm import service as crm_service
 from crm.models import (
@@ -51,7 +53,9 @@ from crm.models import (
 )
 from giftaid import service as giftaid_service
 from giftaid.eligibility import period_end
-from giftaid.models import ClaimDonor, ClaimGift
+from giftaid.models import ClaimDonor, ClaimGift, Message
+from giftaid.sendable import sendable
+from giftaid.xml import text as xml_text
 from giving.merge import lock_resolved
 from giving.registry import metadata
 from payments import checkout as checkout_service
@@ -366,6 +370,9 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
         scrubbed = _scrub_addresses(session, table, addresses)
         if scrubbed:
             changed[name] = scrubbed
+    # Staff searching by their email (`GET /api/supporters?email=`, as typed) or resending to an address wrote it
+    # into the audit log: the entries stay (who did what, when, to which record), the addresses go.
+    _count(changed, "audit_log", _scrub_audit_details(session, addresses))
     _count(
         changed,
         "document_deliveries",
@@ -430,6 +437,47 @@ _NOT_AFTER_ADDRESS_START = r"(?<![A-Za-z0-9._%+\-])"
 _NOT_BEFORE_ADDRESS_END = r"(?![A-Za-z0-9_%+\-]|\.[A-Za-z0-9])"
 
 
+def _address_pattern(wanted: list[str]) -> re.Pattern[str]:
+    """These addresses in a text, whatever their case, and not merely inside a longer address."""
+    return re.compile(
+        f"{_NOT_AFTER_ADDRESS_START}(?:{'|'.join(re.escape(e) for e in wanted)}){_NOT_BEFORE_ADDRESS_END}",
+        re.IGNORECASE,
+    )
+
+
+def _without_addresses(value: Any, pattern: re.Pattern[str]) -> Any:
+    if isinstance(value, str):
+        return pattern.sub("[erased]", value)
+    if isinstance(value, dict):
+        return {key: _without_addresses(item, pattern) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_addresses(item, pattern) for item in value]
+    return value
+
+
+def _scrub_audit_details(session: Session, addresses: list[str]) -> int:
+    """Replace these addresses (any case, as staff typed them) in the audit log's details; returns how many
+    entries changed."""
+    wanted = sorted({address.lower() for address in addresses if address})
+    if not wanted:
+        return 0
+    audit: sa.Table = AuditEntry.__table__  # type: ignore[attr-defined]
+    text = sa.func.lower(sa.cast(audit.c.detail, sa.Text))
+    pattern = _address_pattern(wanted)
+    changed = 0
+    rows = session.execute(
+        sa.select(audit.c.id, audit.c.detail).where(
+            sa.or_(*(text.contains(email, autoescape=True) for email in wanted))
+        )
+    ).all()
+    for row in rows:
+        detail = _without_addresses(row.detail, pattern)
+        if detail != row.detail:
+            session.execute(sa.update(audit).where(audit.c.id == row.id).values(detail=detail))
+            changed += 1
+    return changed
+
+
 def _events_naming(session: Session, emails: list[str]) -> list[uuid.UUID]:
     """Stored provider events whose body carries one of these addresses (whatever the case it was typed in, and
     not merely inside a longer address such as `jada@...` for `ada@...`)."""
@@ -439,10 +487,7 @@ def _events_naming(session: Session, emails: list[str]) -> list[uuid.UUID]:
     events: sa.Table = InboundEvent.__table__  # type: ignore[attr-defined]
     body = sa.func.lower(events.c.body)
     mentions = sa.or_(*(body.contains(email, autoescape=True) for email in wanted))
-    pattern = re.compile(
-        f"{_NOT_AFTER_ADDRESS_START}(?:{'|'.join(re.escape(e) for e in wanted)}){_NOT_BEFORE_ADDRESS_END}",
-        re.IGNORECASE,
-    )
+    pattern = _address_pattern(wanted)
     rows = session.execute(
         sa.select(events.c.id, events.c.body).where(events.c.body.is_not(None), mentions).order_by(events.c.id)
     )
@@ -486,11 +531,46 @@ def _blank_gift_donors(session: Session, ids: list[uuid.UUID], *, keep: set[uuid
 
 def _blank_claim_donors(session: Session, ids: list[uuid.UUID]) -> Any:
     declaration_ids = select(Declaration.id).where(col(Declaration.supporter_id).in_(ids))
+    _blank_sent_donors(session, declaration_ids)
     return session.execute(
         sa.update(ClaimDonor)
         .where(col(ClaimDonor.declaration_id).in_(declaration_ids))
         .values(title=None, first_name=ERASED_NAME[0], last_name=ERASED_NAME[1], house="", postcode="")
     )
+
+
+ERASED_DONOR_XML = "<Donor>[erased]</Donor>"
+
+
+def _blank_sent_donors(session: Session, declaration_ids: Any) -> int:
+    """The donor in the messages their claims were sent to HMRC with (`giftaid_messages`, kept with each claim):
+    each `<Donor>` with their name, house and postcode as the claim's donor row keeps them (read here, before those
+    are blanked) becomes `ERASED_DONOR_XML`; other donors on the claim keep theirs. Returns how many messages
+    changed."""
+    patterns: dict[uuid.UUID, list[re.Pattern[str]]] = {}
+    for donor in session.exec(select(ClaimDonor).where(col(ClaimDonor.declaration_id).in_(declaration_ids))).all():
+        fore, sur, house, postcode = (
+            re.escape(xml_text(sendable(value)))
+            for value in (donor.first_name, donor.last_name, donor.house, donor.postcode)
+        )
+        where = "<Overseas>yes</Overseas>" if donor.overseas else f"<Postcode>{postcode}</Postcode>"
+        patterns.setdefault(donor.claim_id, []).append(
+            re.compile(
+                f"<Donor>(?:<Ttl>[^<]*</Ttl>)?<Fore>{fore}</Fore><Sur>{sur}</Sur><House>{house}</House>{where}</Donor>"
+            )
+        )
+    changed = 0
+    if patterns:
+        for message in session.exec(select(Message).where(col(Message.claim_id).in_(list(patterns)))).all():
+            assert message.claim_id is not None
+            body = message.body
+            for pattern in patterns[message.claim_id]:
+                body = pattern.sub(ERASED_DONOR_XML, body)
+            if body != message.body:
+                message.body = body
+                session.add(message)
+                changed += 1
+    return changed
 
 
 def purge_due(uow: UnitOfWork, settings: Settings, *, today: dt.date | None = None) -> int:
