@@ -28,7 +28,6 @@ import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from typing import Any
 
 import argon2
@@ -37,7 +36,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -187,6 +186,11 @@ def set_password(uow: UnitOfWork, user_id: uuid.UUID, password: str) -> None:
     user.password_hash = hash_password(password)
     uow.session.add(user)
     revoke_sessions(uow, user_id)
+    end_reset_links(uow, user_id)
+
+
+def end_reset_links(uow: UnitOfWork, user_id: uuid.UUID) -> None:
+    """Every outstanding reset link of the user stops working (marked used), emailed or not yet."""
     uow.session.execute(
         update(PasswordReset)
         .where(col(PasswordReset.user_id) == user_id, col(PasswordReset.used_at).is_(None))
@@ -244,12 +248,14 @@ def revoke_user_tokens(uow: UnitOfWork, email: str) -> int:
 
 
 def deactivate_staff_user(uow: UnitOfWork, user: StaffUser) -> int:
-    """Stop `user` logging in or using the API: every session and every API token ends (a reactivation brings
-    neither back; an emailed reset link is refused while inactive). The row stays, for the audit log. Returns how
-    many tokens were revoked."""
+    """Stop `user` logging in or using the API: every session, every API token and every reset link ends (a
+    reactivation brings none of them back: a link refused only while inactive set a password again once the
+    account was reactivated within its hour). The row stays, for the audit log. Returns how many tokens were
+    revoked."""
     user.active = False
     uow.session.add(user)
     revoke_sessions(uow, user.id)
+    end_reset_links(uow, user.id)
     return revoke_user_tokens(uow, user.email)
 
 
@@ -718,13 +724,11 @@ def _lookup_session(runtime: Any, token: str) -> tuple[Principal, str] | None:
 
 
 def _cookies(scope: Scope) -> dict[str, str]:
+    """The request's cookies, read as `request.cookies` reads them (Starlette's lenient parser). Not
+    `SimpleCookie`: it drops every cookie from the first one not to its grammar (a JSON value, a space), so one
+    cookie of another application on the site kept every member of staff logged out."""
     raw = b"; ".join(value for name, value in scope.get("headers", []) if name == b"cookie").decode("latin-1")
-    parsed: SimpleCookie = SimpleCookie()
-    try:
-        parsed.load(raw)
-    except Exception:  # a malformed cookie header counts as no cookies
-        return {}
-    return {key: morsel.value for key, morsel in parsed.items()}
+    return cookie_parser(raw)
 
 
 def _cookie_header(name: str, value: str, *, max_age: int | None, secure: bool) -> str:
