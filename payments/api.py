@@ -143,8 +143,9 @@ async def fulfil_order(request: Request) -> Response:
     def work() -> dict[str, Any]:
         with runtime.unit_of_work() as uow:
             principal = require_staff(uow.session, request, *ANY_STAFF)
-            order = shop.mark_fulfilled(uow, order_id)
-            audit(uow, principal, "fulfil", "order", order.id)
+            order, posted = shop.fulfil(uow, order_id)
+            if posted:  # again: nothing changed, nothing to audit
+                audit(uow, principal, "fulfil", "order", order.id)
         with runtime.read_session() as session:
             return shop.order_json(session, shop.get_order(session, order_id))
 

@@ -6,7 +6,9 @@ owed, processing fees, refunds, chargebacks and disputes; a failed payout's mone
 payout settled). Every line's postings add up to the line, and a payout that does not reconcile posts its
 discrepancy and unmatched lines to suspense, so every entry balances to zero in each of its currencies (a payout
 GoCardless converted before it reached the bank has two: the bank's and the payout's).
-Gift Aid receivable is not money in a payout: the composition root (giving/commands/shop.py) adds those entries.
+Shirts sent back move no money but change the partner shares owed: `return_postings` gives one entry per return,
+dated the day staff recorded it. Gift Aid receivable is not money in a payout: the composition root
+(giving/commands/shop.py) adds those entries.
 
 Signs: a posting's `amount` is positive for a debit and negative for a credit (pence).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -24,7 +27,7 @@ from typing import IO, Any, TypeVar
 
 from sqlmodel import Session, SQLModel, col, select
 
-from core.clock import uk_date
+from core.clock import UK, uk_date
 from core.money import Currency, Money, percent_of
 from payments import shop
 from payments.models import (
@@ -33,6 +36,7 @@ from payments.models import (
     Gift,
     Order,
     OrderLine,
+    OrderReturn,
     PartnerCampaign,
     Payout,
     PayoutLine,
@@ -145,6 +149,8 @@ class _Context:
     # less owed), by refund id and by dispute id.
     refund_shares: dict[uuid.UUID, dict[uuid.UUID, int]] = dataclasses.field(default_factory=dict)
     dispute_shares: dict[uuid.UUID, dict[uuid.UUID, int]] = dataclasses.field(default_factory=dict)
+    # The change each return staff recorded makes (by return id): posted by `return_postings`, on its own day.
+    return_shares: dict[uuid.UUID, dict[uuid.UUID, int]] = dataclasses.field(default_factory=dict)
     # Failed Stripe payouts whose money a `payout_failure` line paid out again (by provider payout id), and lines.
     failed_payouts: dict[str, Payout] = dataclasses.field(default_factory=dict)
     lines_by_payout: dict[uuid.UUID, list[PayoutLine]] = dataclasses.field(default_factory=dict)
@@ -173,14 +179,8 @@ def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Post
         + [r.order_id for r in refunds.values()]
         + [d.order_id for d in disputes.values()],
     )
-    order_lines: dict[uuid.UUID, list[OrderLine]] = defaultdict(list)
     order_ids = sorted(orders, key=str)
-    for chunk_start in range(0, len(order_ids), 500):
-        chunk = order_ids[chunk_start : chunk_start + 500]
-        for order_line in session.exec(
-            select(OrderLine).where(col(OrderLine.order_id).in_(chunk)).order_by(col(OrderLine.sku))
-        ).all():
-            order_lines[order_line.order_id].append(order_line)
+    order_lines = _lines_of(session, order_ids)
     campaigns = {c.id: c for c in session.exec(select(PartnerCampaign)).all()}
     context = _Context(
         gifts=_by_ids(
@@ -214,6 +214,70 @@ def payout_postings(session: Session, start: dt.date, end: dt.date) -> list[Post
     for payout in payouts:
         postings.extend(_payout_entry(payout, lines_by_payout[payout.id], context, donation_gifts))
     return postings
+
+
+def _lines_of(session: Session, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[OrderLine]]:
+    """Each order's lines, in SKU order."""
+    order_lines: dict[uuid.UUID, list[OrderLine]] = defaultdict(list)
+    for chunk_start in range(0, len(order_ids), 500):
+        chunk = order_ids[chunk_start : chunk_start + 500]
+        for order_line in session.exec(
+            select(OrderLine).where(col(OrderLine.order_id).in_(chunk)).order_by(col(OrderLine.sku))
+        ).all():
+            order_lines[order_line.order_id].append(order_line)
+    return order_lines
+
+
+def return_postings(session: Session, start: dt.date, end: dt.date) -> list[Posting]:
+    """One entry per return of shirts staff recorded between `start` and `end` (UK dates, inclusive), dated the
+    day it was recorded: the change it makes to the partner shares owed (Dr `Partner shares owed: <campaign>` / Cr
+    `Trading: partner shares` for a share that drops). No money moves with a return (the refund, if any, is money
+    in a payout and posts its own VAT and refund), so nothing else is posted: the sale, its VAT and its income stand
+    until money goes back, and the journal keeps no stock. A return that changes no share (no partner campaign, or
+    the goods were refunded in full before it) posts nothing."""
+    since = dt.datetime.combine(start, dt.time(), tzinfo=UK).astimezone(dt.UTC)
+    until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=UK).astimezone(dt.UTC)
+    found = list(
+        session.exec(
+            select(OrderReturn)
+            .where(col(OrderReturn.recorded_at) >= since, col(OrderReturn.recorded_at) < until)
+            .order_by(col(OrderReturn.recorded_at), col(OrderReturn.id))
+        ).all()
+    )
+    if not found:
+        return []
+    orders = _by_ids(session, Order, (r.order_id for r in found))
+    order_lines = _lines_of(session, sorted(orders, key=str))
+    campaigns = {c.id: c for c in session.exec(select(PartnerCampaign)).all()}
+    changes = _returned_goods(session, orders, order_lines, campaigns, orders)["return_shares"]
+    postings: list[Posting] = []
+    for returned in found:
+        order = orders.get(returned.order_id)
+        day, entry = uk_date(returned.recorded_at), f"return:{returned.id}"
+
+        post = functools.partial(
+            _return_posting, postings, day, entry, order.currency if order else "GBP", str(returned.id)
+        )
+        _post_partner_shares(
+            changes.get(returned.id, {}), campaigns, post, 1, ": shirts sent back", None, returned.order_id
+        )
+    return postings
+
+
+def _return_posting(
+    postings: list[Posting],
+    day: dt.date,
+    entry: str,
+    currency: str,
+    source: str,
+    account: str,
+    amount: int,
+    description: str,
+    _line: PayoutLine | None,
+    ref: Any,
+) -> None:
+    if amount:
+        postings.append(Posting(day, entry, account, amount, currency, description, "", source, str(ref)))
 
 
 def _load_lines(
@@ -451,19 +515,21 @@ def _order_postings(line: PayoutLine, ctx: _Context, donation_gifts: dict[uuid.U
         # happened since: the refund or lost dispute that takes goods back posts the change it makes, so this
         # period's postings stay the same when it is exported again.
         goods_total = order.goods_amount + order.vat_amount
-        sold = _partner_shares(ctx.order_lines.get(order.id, []), ctx.campaigns, goods_total, 0)
-        _post_partner_shares(sold, ctx, post, 1, "", line, order.id)
+        sold = _partner_shares(ctx.order_lines.get(order.id, []), ctx.campaigns, goods_total, 0, {})
+        _post_partner_shares(sold, ctx.campaigns, post, 1, "", line, order.id)
 
 
 def _partner_shares(
-    lines: Sequence[OrderLine], campaigns: dict[uuid.UUID, PartnerCampaign], goods_total: int, goods_returned: int
+    lines: Sequence[OrderLine],
+    campaigns: dict[uuid.UUID, PartnerCampaign],
+    goods_total: int,
+    goods_returned: int,
+    returned: dict[uuid.UUID, int],
 ) -> dict[uuid.UUID, int]:
-    """Each campaign's share of a basket once `goods_returned` (VAT included) of its `goods_total` went back, by the
-    shop's rule (`shop.partner_share_after`, the one behind the partner statement): nothing once the goods went
-    back in full, else the share of the shirts kept. The shirts sent back that count are those the goods returned
-    so far pay for (`_returns_paid_for`): a return is recorded with no date, so the money returned is what places
-    it among the basket's refunds."""
-    returned = _returns_paid_for(lines, goods_returned)
+    """Each campaign's share of a basket once `goods_returned` (VAT included) of its `goods_total` went back and
+    `returned` shirts of each line (by line id) were sent back, by the shop's rule (`shop.partner_share_after`, the
+    one behind the partner statement): nothing once the goods went back in full, else the share of the shirts
+    kept."""
     shares: dict[uuid.UUID, int] = defaultdict(int)
     for line in lines:
         if line.partner_campaign_id is not None:
@@ -472,25 +538,46 @@ def _partner_shares(
                 line,
                 goods_total=goods_total,
                 goods_returned=goods_returned,
-                returned=returned.get(line.id, 0),
+                returned=min(returned.get(line.id, 0), line.quantity),
             )
     return shares
 
 
-def _returns_paid_for(lines: Sequence[OrderLine], goods_returned: int) -> dict[uuid.UUID, int]:
-    """Of each line's shirts sent back (`refunded_quantity`), those `goods_returned` pays for at their price (VAT
-    included), line by line in SKU order. So a shirt sent back and refunded in April counts from April's refund
-    on, and a second one sent back in May from May's, whenever the journal is exported; a goodwill refund too small
-    for a shirt counts none."""
-    left = goods_returned
-    counted: dict[uuid.UUID, int] = {}
-    for line in sorted(lines, key=lambda line: (line.sku, str(line.id))):
-        if shop.is_postage(line) or line.refunded_quantity <= 0:
-            continue
-        paid = line.refunded_quantity if line.unit_price <= 0 else max(left, 0) // line.unit_price
-        counted[line.id] = min(line.refunded_quantity, paid)
-        left -= counted[line.id] * line.unit_price
-    return counted
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _placed(returns: Sequence[OrderReturn], moments: Sequence[dt.datetime]) -> dict[int, list[OrderReturn]]:
+    """Where each return (oldest recorded first) goes among the basket's refunds and lost disputes, in the order
+    the rule takes them, `moments` being when we recorded each: after the last of them we had recorded when the
+    return was (-1: before them all). What we knew then, never the provider's times: a return recorded after a
+    refund was (so, perhaps, after the refund was exported) goes after it and leaves its postings as they were."""
+    placed: dict[int, list[OrderReturn]] = defaultdict(list)
+    for returned in sorted(returns, key=lambda r: (_utc(r.recorded_at), str(r.id))):
+        at = _utc(returned.recorded_at)
+        place = max((i for i, moment in enumerate(moments) if _utc(moment) <= at), default=-1)
+        placed[place].append(returned)
+    return placed
+
+
+def _take_returns(
+    returns: Sequence[OrderReturn],
+    lines: Sequence[OrderLine],
+    campaigns: dict[uuid.UUID, PartnerCampaign],
+    goods_total: int,
+    goods_returned: int,
+    sent_back: dict[uuid.UUID, int],
+    shares: dict[uuid.UUID, int],
+    return_shares: dict[uuid.UUID, dict[uuid.UUID, int]],
+) -> dict[uuid.UUID, int]:
+    """Count these returns (recorded at one place among the basket's refunds and disputes) in `sent_back`, each
+    with the change it makes to the `shares` (into `return_shares`); the shares after them."""
+    for returned in returns:
+        sent_back[returned.order_line_id] += returned.quantity
+        after = _partner_shares(lines, campaigns, goods_total, goods_returned, sent_back)
+        return_shares[returned.id] = _share_change(shares, after)
+        shares = after
+    return shares
 
 
 def _share_change(before: dict[uuid.UUID, int], after: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
@@ -503,11 +590,11 @@ def _share_change(before: dict[uuid.UUID, int], after: dict[uuid.UUID, int]) -> 
 
 def _post_partner_shares(
     shares: dict[uuid.UUID, int],
-    ctx: _Context,
+    campaigns: dict[uuid.UUID, PartnerCampaign],
     post: Any,
     sign: int,
     words: str,
-    line: PayoutLine,
+    line: PayoutLine | None,
     ref: Any,
     part: tuple[int, int] | None = None,
 ) -> None:
@@ -516,7 +603,7 @@ def _post_partner_shares(
     that carries part of a refund's or dispute's money: its share of the change, rounded half up."""
     for campaign_id, whole in sorted(shares.items(), key=lambda kv: str(kv[0])):
         share = whole if part is None else percent_of(part[0], whole, part[1])
-        campaign = ctx.campaigns.get(campaign_id)
+        campaign = campaigns.get(campaign_id)
         code = campaign.code if campaign else str(campaign_id)
         post(PARTNER_COST, sign * share, f"partner share {code}{words}", line, ref)
         post(f"{PARTNER_OWED}: {code}", -sign * share, f"partner share {code}{words}", line, ref)
@@ -580,13 +667,17 @@ def _returned_goods(
     the goods taken back so far). So each period's postings stay as exported whatever happens later (a refund in
     April changes nothing in March), and once every payout is exported the books owe what the partner statement
     says. A refund that failed or was cancelled has the change of its place (its `refund_funds_returned` line
-    reverses it) and is not counted before the later ones, as for the VAT.
+    reverses it) and is not counted before the later ones, as for the VAT. The returns staff recorded (dated
+    `OrderReturn` rows) take their places among them too (`_placed`: after the refunds and disputes we had recorded
+    when the return was), each with the change it makes, `return_shares` (posted by `return_postings` on its day);
+    the refunds and disputes after a return count its shirts as sent back.
     """
     wanted = sorted(
         (i for i in order_ids if (o := orders.get(i)) is not None and o.goods_amount + o.vat_amount), key=str
     )
     by_order: dict[uuid.UUID, list[Refund]] = defaultdict(list)
     lost_by_order: dict[uuid.UUID, list[Dispute]] = defaultdict(list)
+    returns_by_order: dict[uuid.UUID, list[OrderReturn]] = defaultdict(list)
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
         for refund in session.exec(select(Refund).where(col(Refund.order_id).in_(chunk))).all():
@@ -597,11 +688,14 @@ def _returned_goods(
             )
         ).all():
             lost_by_order[dispute.order_id].append(dispute)  # type: ignore[index]
+        for returned in session.exec(select(OrderReturn).where(col(OrderReturn.order_id).in_(chunk))).all():
+            returns_by_order[returned.order_id].append(returned)
     vat: dict[uuid.UUID, int] = {}
     refund_goods: dict[uuid.UUID, int] = {}
     dispute_goods: dict[uuid.UUID, tuple[int, int]] = {}
     refund_shares: dict[uuid.UUID, dict[uuid.UUID, int]] = {}
     dispute_shares: dict[uuid.UUID, dict[uuid.UUID, int]] = {}
+    return_shares: dict[uuid.UUID, dict[uuid.UUID, int]] = {}
     for order_id in wanted:
         order = orders[order_id]
         goods_total = order.goods_amount + order.vat_amount
@@ -609,33 +703,49 @@ def _returned_goods(
         lines = order_lines.get(order_id, []) if order.duplicate_of_id is None else []
         if not any(line.partner_campaign_id for line in lines):
             lines = []
+        refunds = sorted(by_order.get(order_id, []), key=_refund_order_key)
+        # As `payments.repository.lost_disputes_of` orders them for the allocation rule.
+        lost = sorted(lost_by_order.get(order_id, []), key=lambda d: (d.opened_at or d.created_at, str(d.id)))
+        placed = _placed(
+            returns_by_order.get(order_id, []),
+            [r.created_at for r in refunds] + [d.created_at for d in lost],
+        )
         goods_so_far = posted = 0
-        shares = _partner_shares(lines, campaigns, goods_total, 0)
-        for refund in sorted(by_order.get(order_id, []), key=_refund_order_key):
+        sent_back: dict[uuid.UUID, int] = defaultdict(int)
+        shares = _partner_shares(lines, campaigns, goods_total, 0, sent_back)
+
+        shares = _take_returns(placed.get(-1, []), lines, campaigns, goods_total, 0, sent_back, shares, return_shares)
+        for place, refund in enumerate(refunds):
             by_rule = None if _allocated(refund) else min(refund.amount, max(goods_total - goods_so_far, 0))
             refund_goods[refund.id] = _goods_part(refund, refund.amount, by_rule)
             goods = goods_so_far + refund_goods[refund.id]
             inside = percent_of(min(goods, goods_total), order.vat_amount, goods_total)
             vat[refund.id] = inside - posted
-            after = _partner_shares(lines, campaigns, goods_total, goods)
+            after = _partner_shares(lines, campaigns, goods_total, goods, sent_back)
             refund_shares[refund.id] = _share_change(shares, after)
             if refund.status in (RefundStatus.SUCCEEDED, RefundStatus.PENDING):
                 goods_so_far, posted, shares = goods, inside, after
-        # As `payments.repository.lost_disputes_of` orders them for the allocation rule.
-        for dispute in sorted(lost_by_order.get(order_id, []), key=lambda d: (d.opened_at or d.created_at, str(d.id))):
+            shares = _take_returns(
+                placed.get(place, []), lines, campaigns, goods_total, goods_so_far, sent_back, shares, return_shares
+            )
+        for place, dispute in enumerate(lost, start=len(refunds)):
             goods_part = max(min(dispute.amount, goods_total - goods_so_far), 0)
             goods = goods_so_far + goods_part
             inside = percent_of(min(goods, goods_total), order.vat_amount, goods_total)
             dispute_goods[dispute.id] = (goods_part, inside - posted)
-            after = _partner_shares(lines, campaigns, goods_total, goods)
+            after = _partner_shares(lines, campaigns, goods_total, goods, sent_back)
             dispute_shares[dispute.id] = _share_change(shares, after)
             goods_so_far, posted, shares = goods, inside, after
+            shares = _take_returns(
+                placed.get(place, []), lines, campaigns, goods_total, goods_so_far, sent_back, shares, return_shares
+            )
     return {
         "refund_vat": vat,
         "refund_goods": refund_goods,
         "dispute_goods": dispute_goods,
         "refund_shares": refund_shares,
         "dispute_shares": dispute_shares,
+        "return_shares": return_shares,
     }
 
 
@@ -667,7 +777,9 @@ def _dispute_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
     post(CHARGEBACKS, magnitude - vat, description, line, dispute.id)
     part = (magnitude, dispute.amount) if magnitude != dispute.amount and dispute.amount else None
     shares = ctx.dispute_shares.get(dispute.id, {})
-    _post_partner_shares(shares, ctx, post, 1, ": shirts taken back by a lost dispute", line, dispute.id, part)
+    _post_partner_shares(
+        shares, ctx.campaigns, post, 1, ": shirts taken back by a lost dispute", line, dispute.id, part
+    )
 
 
 def _refund_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
@@ -695,7 +807,9 @@ def _refund_postings(line: PayoutLine, ctx: _Context, post: Any) -> None:
         post(REFUNDS_SHIRTS, sign * (goods_part - vat), "shirts refunded", line, refund.id)
         part = (goods_part, refund_goods) if goods_part != refund_goods and refund_goods else None
         words = ": shirts refunded" if sign > 0 else ": the refund failed"
-        _post_partner_shares(ctx.refund_shares.get(refund.id, {}), ctx, post, sign, words, line, refund.id, part)
+        _post_partner_shares(
+            ctx.refund_shares.get(refund.id, {}), ctx.campaigns, post, sign, words, line, refund.id, part
+        )
     if donation_part:
         post(REFUNDS_DONATIONS, sign * donation_part, "donation refunded", line, refund.id)
 

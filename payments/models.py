@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from core.clock import utc_now
 from core.db import UTCDateTime, created_at_field, id_field, json_field, utc_field
 
 
@@ -378,6 +379,20 @@ class OrderLine(SQLModel, table=True):
     refunded_quantity: int = 0
     partner_campaign_id: uuid.UUID | None = Field(default=None, foreign_key="partner_campaigns.id")
     partner_share_amount: int = money_field()
+
+
+class OrderReturn(SQLModel, table=True):
+    """Shirts of an order line sent back, as staff recorded them (`payments.shop.record_returns`; the line's
+    `refunded_quantity` is their sum). Dated, so the journal gives back the partner share they change on the day
+    they were recorded, and never moves a line already exported (payments/journal.py, `return_postings`)."""
+
+    __tablename__ = "order_returns"
+
+    id: uuid.UUID = id_field()
+    order_id: uuid.UUID = Field(foreign_key="orders.id", index=True)
+    order_line_id: uuid.UUID = Field(foreign_key="order_lines.id")
+    quantity: int
+    recorded_at: dt.datetime = Field(default_factory=utc_now, sa_type=UTCDateTime, nullable=False, index=True)
 
 
 class PayoutStatus(StrEnum):

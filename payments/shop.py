@@ -25,7 +25,7 @@ from core.settings import ShopSettings
 from crm.models import Supporter
 from payments import repository
 from payments.errors import OrderNotFound, PaymentsError
-from payments.models import Gift, Order, OrderLine, OrderStatus, PartnerCampaign, Product, Sku
+from payments.models import Gift, Order, OrderLine, OrderReturn, OrderStatus, PartnerCampaign, Product, Sku
 
 log = logging.getLogger(__name__)
 
@@ -293,13 +293,26 @@ def held_reason(order: Order, erased: bool) -> str | None:
 
 
 def mark_fulfilled(uow: UnitOfWork, order_id: uuid.UUID) -> Order:
-    """Staff posted the shirts. Only a paid order can be fulfilled; marking it again changes nothing. An order of a
-    supporter whose data was erased has no address to post to: refused (refund it instead)."""
-    order = get_order(uow.session, order_id)
+    """Staff posted the shirts (`fulfil`, without saying whether this call posted them)."""
+    return fulfil(uow, order_id)[0]
+
+
+def fulfil(uow: UnitOfWork, order_id: uuid.UUID) -> tuple[Order, bool]:
+    """Staff posted the shirts: the order, and whether this call marked it (False: it was posted already, and
+    nothing changed, so the caller audits nothing either). Only a paid order whose shirts were not refunded in full
+    can be fulfilled. An order of a supporter whose data was erased has no address to post to: refused (refund it
+    instead). The order is read `FOR UPDATE` (PostgreSQL; SQLite serialises writers): two marks at once are one
+    change, the second sees the first's."""
+    order = repository.order_locked(uow.session, order_id)
+    if order is None:
+        raise OrderNotFound(f"no order {order_id}")
     if order.fulfilled_at is not None:
-        return order
+        return order, False
     if order.status not in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
         raise OrderNotFulfillable(f"order {order_id} is {order.status}: only a paid order can be fulfilled")
+    if goods_refunded_in_full(order):
+        # A basket whose shirts were refunded and whose donation was kept is partly refunded, but nothing is sold.
+        raise OrderNotFulfillable(f"order {order_id} has its shirts refunded in full: there is nothing to post")
     if erased_supporters(uow.session, [order.supporter_id]):
         raise OrderNotFulfillable(
             f"order {order_id} has no address to post to: the supporter's data was erased; refund it at Stripe"
@@ -309,12 +322,13 @@ def mark_fulfilled(uow: UnitOfWork, order_id: uuid.UUID) -> Order:
     order.updated_at = now
     uow.session.add(order)
     uow.session.flush()
-    return order
+    return order, True
 
 
 def record_returns(uow: UnitOfWork, order_id: uuid.UUID, returns: list[dict[str, Any]]) -> Order:
-    """Shirts sent back, per line: `[{"line_id" or "sku", "quantity"}]`. Stock goes back and the partner's share is
-    recomputed. Refuses (nothing written) a quantity larger than what is left on the line.
+    """Shirts sent back, per line: `[{"line_id" or "sku", "quantity"}]`. Stock goes back, the partner's share is
+    recomputed and each line's return is kept, dated (`OrderReturn`: the journal's). Refuses (nothing written) a
+    quantity larger than what is left on the line.
 
     The order and its lines are read with `FOR UPDATE` (PostgreSQL; SQLite serialises writers anyway): two returns
     recorded at once are checked one after the other, so the second sees what the first took and is refused whole
@@ -351,12 +365,15 @@ def record_returns(uow: UnitOfWork, order_id: uuid.UUID, returns: list[dict[str,
                 f"line {line.sku} has {line.quantity - line.refunded_quantity} shirt(s) left to return, not {quantity}"
             )
         plan.append((line, quantity))
+    now = utc_now()
     for line, quantity in sorted(plan, key=lambda step: step[0].sku):  # SKU rows are locked in code order
         line.refunded_quantity += quantity
         uow.session.add(line)
+        # Dated: the journal gives back the share it changes on this day (payments/journal.py, `return_postings`).
+        uow.session.add(OrderReturn(order_id=order.id, order_line_id=line.id, quantity=quantity, recorded_at=now))
         return_stock(uow, line, quantity)
         recompute_partner_share(uow.session, line, order)
-    order.updated_at = utc_now()
+    order.updated_at = now
     uow.session.add(order)
     uow.session.flush()
     return order
@@ -431,7 +448,8 @@ def list_orders(
     session: Session, *, status: str | None = None, unfulfilled: bool = False, limit: int | None = None
 ) -> list[dict[str, Any]]:
     """Newest paid first (then created, then id: a total order). `unfulfilled`: the packing list, the paid orders
-    not posted yet that can be posted (not those held for want of an address)."""
+    not posted yet that can be posted (not those held for want of an address, nor those whose shirts were refunded
+    in full)."""
     query = select(Order).order_by(
         col(Order.paid_at).desc().nulls_last(), col(Order.created_at).desc(), col(Order.id).desc()
     )
@@ -441,6 +459,8 @@ def list_orders(
         query = query.where(
             col(Order.fulfilled_at).is_(None),
             col(Order.status).in_([OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED]),
+            # Not a basket whose shirts were refunded in full (its donation kept): nothing to post.
+            col(Order.refunded_amount) < col(Order.goods_amount) + col(Order.vat_amount),
             col(Order.supporter_id).notin_(select(Supporter.id).where(col(Supporter.erased_at).is_not(None))),
         )
     if limit is not None:

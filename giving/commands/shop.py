@@ -256,7 +256,8 @@ def register(app: typer.Typer) -> None:
         end: str = typer.Option(..., "--to", help="Last day (YYYY-MM-DD), inclusive."),
         out: Annotated[Path | None, typer.Option("--out", help="Write the CSV here instead of stdout.")] = None,
     ) -> None:
-        """A double-entry CSV journal of the payouts (and Gift Aid claims) in the period; each entry balances."""
+        """A double-entry CSV journal of the payouts (and shirts sent back, Gift Aid claims) in the period; each entry
+        balances."""
         from giving.cli import command_runtime, fail
 
         first, last = _period(start, end)
@@ -266,6 +267,7 @@ def register(app: typer.Typer) -> None:
         # written leaves no audit entry, and no file (or the earlier one, whole).
         with command_runtime(with_tasks=False) as runtime, runtime.unit_of_work() as uow:
             postings = journal.payout_postings(uow.session, first, last)
+            postings += journal.return_postings(uow.session, first, last)
             postings += giftaid_postings(uow.session, first, last)
             unbalanced = {entry: total for entry, total in journal.balances(postings).items() if total}
             if unbalanced:
@@ -363,6 +365,7 @@ def register(app: typer.Typer) -> None:
             fail(f"{order_id!r} is not an order id")
             return
         with command_runtime(with_tasks=False) as runtime, runtime.unit_of_work() as uow:
-            order = shop.mark_fulfilled(uow, wanted)
-            audit(uow, None, "fulfil", "order", order.id)
-        typer.echo(f"order {order_id} fulfilled", err=True)
+            order, posted = shop.fulfil(uow, wanted)
+            if posted:  # again: nothing changed, nothing to audit
+                audit(uow, None, "fulfil", "order", order.id)
+        typer.echo(f"order {order_id} fulfilled" + ("" if posted else " already (nothing changed)"), err=True)
