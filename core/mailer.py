@@ -4,15 +4,18 @@ laptop) each message is written there as a `.eml` file instead; `delete_from_out
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from email.utils import formatdate, getaddresses, make_msgid
 from pathlib import Path
+
+from email_validator import EmailNotValidError, validate_email
 
 from core.settings import EmailSettings
 
@@ -36,7 +39,16 @@ class Email:
 
 
 class MailError(Exception):
-    """The SMTP server could not be reached or refused the message (worth retrying)."""
+    """The SMTP server could not be reached or refused the message: worth retrying, unless `permanent` (the
+    recipient's server said the address does not exist: the same message gets the same answer)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+# An enhanced status code (RFC 3463) at the start of a reply's text: "5.1.1 <ada@...>: ... User unknown".
+_ENHANCED_STATUS = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 def build_message(email: Email, settings: EmailSettings) -> EmailMessage:
@@ -57,11 +69,24 @@ def build_message(email: Email, settings: EmailSettings) -> EmailMessage:
     return message
 
 
+def ascii_address(address: str) -> str:
+    """An address whose domain is international (ada@bücher.org, as crm keeps it) in its ASCII form
+    (ada@xn--bcher-kva.org), the same mailbox, which a server without SMTPUTF8 (many relays) accepts; any other
+    address as given (one whose local part is not ASCII needs a server with SMTPUTF8)."""
+    if address.isascii():
+        return address
+    try:
+        return validate_email(address, check_deliverability=False).ascii_email or address
+    except EmailNotValidError:
+        return address
+
+
 def send_email(email: Email, settings: EmailSettings) -> str:
     """Send one message; returns its Message-ID. Raises MailError on any SMTP failure."""
-    message = build_message(email, settings)
     if settings.outbox_dir:
-        return _write_to_outbox(message, Path(settings.outbox_dir))
+        return _write_to_outbox(build_message(email, settings), Path(settings.outbox_dir))
+    sender = email.from_email or settings.from_email
+    message = build_message(replace(email, to=ascii_address(email.to), from_email=ascii_address(sender)), settings)
     try:
         with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.timeout) as smtp:
             if settings.use_tls:
@@ -72,9 +97,30 @@ def send_email(email: Email, settings: EmailSettings) -> str:
             if settings.username and password:
                 smtp.login(settings.username, password)
             smtp.send_message(message)
+    except smtplib.SMTPRecipientsRefused as exc:
+        replies = "; ".join(f"{code} {_text(reply)}" for code, reply in exc.recipients.values())
+        raise MailError(f"could not send to {email.to}: {replies}", permanent=_no_such_address(exc)) from exc
     except (OSError, smtplib.SMTPException) as exc:
         raise MailError(f"could not send to {email.to}: {exc}") from exc
     return str(message["Message-ID"])
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _no_such_address(exc: smtplib.SMTPRecipientsRefused) -> bool:
+    """Whether the server refused the recipient's address itself, for good: a 5xx reply to RCPT whose enhanced
+    status is 5.1.x (no such mailbox, no such domain, a malformed address). Other 5xx replies are left to the
+    retries: relay or authentication refused (5.7.x) and replies that do not say are, as often as not, about our own
+    sending (a relay's configuration, put right meanwhile), where failing every delivery at once would be worse."""
+    if not exc.recipients:
+        return False
+    for code, reply in exc.recipients.values():
+        status = _ENHANCED_STATUS.match(_text(reply))
+        if code < 500 or status is None or status.group(1, 2) != ("5", "1"):
+            return False
+    return True
 
 
 def outbox_recipients(path: Path) -> list[str]:

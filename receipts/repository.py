@@ -286,6 +286,18 @@ def next_copy_number(session: Session, document_id: uuid.UUID) -> int:
     return 0 if highest is None else int(highest) + 1
 
 
+def went_out(session: Session, document_id: uuid.UUID) -> Sequence[Any]:
+    """(sent_at, postal batch day) of each delivery of a document that went: an email accepted, or a page printed."""
+    return session.exec(
+        select(col(Delivery.sent_at), col(PostalBatch.created_on))
+        .outerjoin(PostalBatch, col(PostalBatch.id) == col(Delivery.postal_batch_id))
+        .where(
+            Delivery.document_id == document_id,
+            col(Delivery.status).in_([DeliveryStatus.SENT, DeliveryStatus.POSTED]),
+        )
+    ).all()
+
+
 def deliveries_of(session: Session, document_id: uuid.UUID) -> Sequence[Delivery]:
     return session.exec(
         select(Delivery).where(Delivery.document_id == document_id).order_by(col(Delivery.copy_number))

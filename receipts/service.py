@@ -1019,21 +1019,30 @@ def _delivered_content(
 ) -> docs.AnyDocument:
     """What a delivery of a document says as it goes out on `going_out_on`: the stored content, except for an oral
     declaration's confirmation not gone yet. Its date, the day it says it was sent, and the end of the 30 days to
-    cancel are the day crm records as the declaration's `confirmation_sent_on`: the day the first delivery to go
-    out went (the original, or a copy), else this one's, which `_after_sent` then records. The written record must
-    say when it was sent (giftaid.md §1C rule 13): an original emailed after midnight or days late (retries, workers
-    down) or printed in a postal batch days after it was numbered, or a copy sent after the original failed. An
+    cancel are the day the first delivery of this letter went out (the original, or a copy: `_first_went_on`), else
+    this one's, which `_after_sent` then records in crm. The written record must say when it was sent (giftaid.md
+    §1C rule 13): an original emailed after midnight or days late (retries, workers down) or printed in a postal
+    batch days after it was numbered, or a copy sent after the original failed. Not crm's `confirmation_sent_on`:
+    staff may have recorded a confirmation of their own there while this letter waited, a day it did not go. An
     original that went says what its stored content says (dated as it went, `_keep_as_sent`); a copy is derived
-    from stored rows only (the declaration, the postal batch's day). Either way a postal batch made again prints
+    from stored rows only (its deliveries, the postal batch's day). Either way a postal batch made again prints
     the same page."""
     content = docs.load(document.content)
     if not isinstance(content, docs.OralConfirmation) or document.declaration_id is None:
         return content
     if delivery.copy_number == 0 and delivery.status != DeliveryStatus.PENDING:
         return content
-    declaration = session.get(Declaration, document.declaration_id)
-    sent_on = declaration.confirmation_sent_on if declaration is not None else None
-    return content.as_sent_on(sent_on or going_out_on)
+    return content.as_sent_on(_first_went_on(session, document.id) or going_out_on)
+
+
+def _first_went_on(session: Session, document_id: uuid.UUID) -> dt.date | None:
+    """The UK day the first delivery of a document that went out went: an email's acceptance, a postal batch's day."""
+    days = [
+        batch_day if batch_day is not None else uk_date(sent_at)
+        for sent_at, batch_day in repository.went_out(session, document_id)
+        if batch_day is not None or sent_at is not None
+    ]
+    return min(days, default=None)
 
 
 def _redated_original(
@@ -1065,8 +1074,9 @@ def _keep_as_sent(
 def send_delivery(
     uow: UnitOfWork, settings: Settings, delivery_id: uuid.UUID, *, attempt: int, final: bool
 ) -> DeliveryStatus:
-    """Email a delivery's PDF. A MailError propagates (the job is retried) unless this was the last attempt, which
-    marks it failed. The outcome goes on the supporter's history."""
+    """Email a delivery's PDF. A MailError propagates (the job is retried) unless this was the last attempt, or the
+    recipient's server said the address does not exist (`MailError.permanent`), which marks it failed. The outcome
+    goes on the supporter's history."""
     session = uow.session
     delivery = repository.lock_delivery(session, delivery_id)
     if delivery is None:
@@ -1087,7 +1097,7 @@ def send_delivery(
     try:
         delivery.message_id = send_email(email, settings.email)[:250]
     except mail.MailError as exc:
-        if not final:
+        if not final and not exc.permanent:
             raise
         delivery.status = DeliveryStatus.FAILED
         delivery.last_error = str(exc)[:2000]
@@ -1124,13 +1134,14 @@ def delivery_given_up(uow: UnitOfWork, delivery_id: uuid.UUID, error: str) -> No
 def _declaration_gone(session: Session, document: Document) -> bool:
     """Whether this is the letter of an oral declaration cancelled (or voided) before any letter of it went. It gets
     no letter, as at numbering: one would confirm in writing what the donor has cancelled. Once a letter went, a copy
-    is of that written record and still goes."""
+    is of that written record and still goes. Which letters went is read from this letter's deliveries, not crm's
+    `confirmation_sent_on`: staff may have recorded there a confirmation of their own while ours waited."""
     if document.kind != DocumentKind.ORAL_CONFIRMATION or document.declaration_id is None:
         return False
     declaration = session.get(Declaration, document.declaration_id)
-    if declaration is None or declaration.confirmation_sent_on is not None:
+    if declaration is None or not (declaration.voided or declaration.cancelled_at is not None):
         return False
-    return declaration.voided or declaration.cancelled_at is not None
+    return _first_went_on(session, document.id) is None
 
 
 def _withdraw(uow: UnitOfWork, document: Document, delivery: Delivery) -> DeliveryStatus:
