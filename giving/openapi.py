@@ -106,6 +106,14 @@ PROVIDER_IDS = {
     "description": "every id the provider gave this item (checkout_session, payment_intent, charge, invoice, ...)",
 }
 
+# A history item's ids at the provider, as one list (an order's `provider_ids` names each id by its kind instead).
+HISTORY_PROVIDER_IDS = {
+    "type": "array",
+    "items": {"type": "string"},
+    "description": "every id the provider gave this item (Checkout Session, payment intent, charge, invoice, refund, "
+    "dispute; GoCardless payment, mandate, subscription)",
+}
+
 HISTORY_ITEM = obj(
     {
         "at": TIMESTAMP,
@@ -123,7 +131,7 @@ HISTORY_ITEM = obj(
         "refund_id": nullable(UUID),
         "order_id": nullable(UUID),
         "dispute_id": nullable(UUID),
-        "provider_ids": PROVIDER_IDS,
+        "provider_ids": HISTORY_PROVIDER_IDS,
     },
 )
 
@@ -183,12 +191,18 @@ NEW_DECLARATION = {
     **obj(
         {"method": DECLARATION_METHOD, "made_on": DATE, "scope": DECLARATION_SCOPE},
         {
-            "start": DATE,
-            "end": DATE,
-            "gift_id": UUID,
-            "confirmation_sent_on": DATE,
-            "address": NEW_ADDRESS,
+            "start": nullable(DATE),
+            "end": nullable(DATE),
+            "gift_id": nullable(UUID),
+            "confirmation_sent_on": nullable(DATE),
+            "address": nullable(NEW_ADDRESS),
             "wording_version": {"type": "string", "maxLength": 64},
+            "wording_text": {
+                "type": "string",
+                "maxLength": 4000,
+                "description": "the declaration's words; needed (else 400) the first time a wording_version that is "
+                "not the charity's own is given",
+            },
             "evidence": {"type": "object"},
         },
     ),
