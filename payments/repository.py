@@ -298,3 +298,18 @@ def exists(session: Session, model: type[SQLModel], column: str, key: str) -> bo
 
 def succeeded(refund: Refund) -> bool:
     return refund.status == RefundStatus.SUCCEEDED
+
+
+# Gift Aid's claimed gifts, read by name: payments never imports giftaid (pyproject's import contracts), and a gift's
+# date must not move once a live claim has sent it to HMRC.
+_CLAIM_GIFTS = sa.table(
+    "giftaid_claim_gifts",
+    sa.column("gift_id", Gift.__table__.c.id.type),  # type: ignore[attr-defined]
+    sa.column("live", sa.Boolean()),
+)
+
+
+def gift_in_a_claim(session: Session, gift_id: uuid.UUID) -> bool:
+    """Whether a live Gift Aid claim has the gift (built, submitted or later: HMRC has, or will have, its date)."""
+    query = sa.select(sa.literal(1)).where(_CLAIM_GIFTS.c.gift_id == gift_id, _CLAIM_GIFTS.c.live.is_(True)).limit(1)
+    return session.execute(query).first() is not None

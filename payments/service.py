@@ -1012,7 +1012,18 @@ def record_stripe_invoice_paid(
         if not _bills_a_period(invoice):
             # Paid with nothing, but no period's invoice (a proration when the plan changed, a one-off invoice): no
             # month was free, so none is closed (within 14 days of the expected one, it would pass for that month).
-            return Effect.processed(adopted_key, note="a £0 invoice that bills no period of the plan")
+            # Unless it asked for money that a credit note then settled (or a failure of it is recorded): that
+            # invoice will never be paid, so its gift is closed as any invoice closed without a card payment is,
+            # and a failure processed after this finds it closed.
+            credited = _minor_units(invoice.get("pre_payment_credit_notes_amount")) or 0
+            recorded = repository.exists(uow.session, Gift, "stripe_invoice_id", invoice_id)
+            if credited <= 0 and not recorded:
+                return Effect.processed(adopted_key, note="a £0 invoice that bills no period of the plan")
+            gift = _paid_instalment(uow, regular, invoice, amount=0)
+            if gift.status not in (GiftStatus.PAID, GiftStatus.REVERSED):
+                _credited_history(uow, regular, gift, at=_transition_at(invoice, "paid_at") or at)
+            _close_instalment(uow, regular, gift, _CREDITED)
+            return Effect.processed(f"stripe_invoice:{invoice_id}", adopted_key, note=_CREDITED)
         # A free period (a 100%-off coupon, a credit balance): no money, but its instalment is not missing either. It
         # is remembered as an instalment closed at £0 (keyed on the invoice, as every instalment), so a free period
         # later than the one expected is stepped over once the schedule reaches it, as a voided one is.
@@ -1185,9 +1196,12 @@ _TRIAL = "free trial: nothing was due until the trial ended"
 # Voided and paid are final at Stripe (neither can become the other); uncollectible can still be paid or voided. A
 # payment (outside Stripe, or of nothing) outranks a void (a void beside a payment is a stray event, as for a card
 # payment), so any order ends paid.
-_CLOSE_RANK = {_WRITTEN_OFF: 1, _VOIDED: 2, _PAID_OUTSIDE: 3, _FREE: 3, _TRIAL: 3}
+# An invoice that bills no period, which asked for money a credit note (or credit balance) then settled: paid with
+# nothing, never to be paid by card.
+_CREDITED = "settled without a payment: a credit note or credit balance covered the invoice"
+_CLOSE_RANK = {_WRITTEN_OFF: 1, _VOIDED: 2, _PAID_OUTSIDE: 3, _FREE: 3, _TRIAL: 3, _CREDITED: 3}
 # Closed as paid at Stripe: a void of it is a stray event.
-_PAID_AT_STRIPE = (_PAID_OUTSIDE, _FREE, _TRIAL)
+_PAID_AT_STRIPE = (_PAID_OUTSIDE, _FREE, _TRIAL, _CREDITED)
 # The invoices that bill a period of the plan (Stripe's `billing_reason`): the first, each renewal, and
 # `subscription` (older invoices' word for both). Not `subscription_update` (a proration when the plan changed, unless
 # the change restarted the period: `_bills_a_period`), `manual`, `subscription_threshold`...: such an invoice is no
@@ -1428,6 +1442,21 @@ def _free_period_history(
         gift.supporter_id,
         type="instalment_free",
         summary=summary,
+        at=at,
+        data={"gift_id": str(gift.id), "regular_gift_id": str(regular.id), "provider_ids": _provider_ids(gift)},
+        dedupe_key=f"instalment_free:{gift.stripe_invoice_id}",
+    )
+
+
+def _credited_history(uow: UnitOfWork, regular: RegularGift, gift: Gift, *, at: dt.datetime) -> None:
+    """An extra invoice (no period) settled with nothing: what a failure of it said is no longer owed (one item per
+    invoice, as a free period's; no amount: nothing was given)."""
+    record_history(
+        uow,
+        gift.supporter_id,
+        type="instalment_free",
+        summary="Monthly gift: an extra invoice (a change to the plan or a one-off charge, not a month) left nothing "
+        "to pay (a credit note or credit balance covered it)",
         at=at,
         data={"gift_id": str(gift.id), "regular_gift_id": str(regular.id), "provider_ids": _provider_ids(gift)},
         dedupe_key=f"instalment_free:{gift.stripe_invoice_id}",
@@ -2396,22 +2425,28 @@ def sync_gocardless_mandate(
         # A one-off gift's mandate (it expires 13 months after its payment): no regular gift to end or move, and
         # nothing will ever be recorded for it, so waiting would wait for ever.
         return Effect.ignored(f"mandate {action}: the mandate of a one-off gift, no regular gift on it")
+    if action not in ("replaced", "transferred", *_MANDATE_ENDED):
+        return Effect.processed() if regulars else Effect.ignored(f"mandate {action}: nothing to change")
+    if not regulars:
+        # Moved already: a late event of a mandate that was replaced (GoCardless cancels the old one; `replaced`
+        # delivered again as an event of its own) concerns gifts now on its replacement, which the old mandate's
+        # end does not end. Without this it waited a week for a gift that would never be on the old mandate.
+        following = links.get("new_mandate") or gocardless.get_mandate(mandate_id)
+        moved_to = _replacement_with_gifts(uow, gocardless, mandate_id, following)
+        if moved_to is not None:
+            return Effect.processed(note=f"mandate {action}: its regular gifts moved to mandate {moved_to}")
+        return Effect.waiting(f"gocardless_mandate:{mandate_id}")
     if action in ("replaced", "transferred"):
         new_mandate = links.get("new_mandate") or (gocardless.get_mandate(mandate_id).get("links") or {}).get(
             "new_mandate"
         )
-        if not regulars:
-            return Effect.waiting(f"gocardless_mandate:{mandate_id}")
         if new_mandate and new_mandate != mandate_id:
             for regular in regulars:
                 _set(regular, gocardless_mandate_id=new_mandate)
                 uow.session.add(regular)
-            return Effect.processed(f"gocardless_mandate:{new_mandate}")
+            # Events of the old mandate waiting meanwhile run again and find where its gifts went.
+            return Effect.processed(f"gocardless_mandate:{new_mandate}", f"gocardless_mandate:{mandate_id}")
         return Effect.processed()
-    if action not in _MANDATE_ENDED:
-        return Effect.processed() if regulars else Effect.ignored(f"mandate {action}: nothing to change")
-    if not regulars:
-        return Effect.waiting(f"gocardless_mandate:{mandate_id}")
     mandate = gocardless.get_mandate(mandate_id)
     if mandate.get("status") not in _MANDATE_ENDED:
         return Effect.processed(note=f"the mandate is {mandate.get('status')} now")
@@ -2428,6 +2463,26 @@ def sync_gocardless_mandate(
         if not _set_regular_status(uow, regular, status, at=at, reason=why) and status == RegularGiftStatus.CANCELLED:
             _restate_cancellation(uow, regular, why)
     return Effect.processed()
+
+
+_REPLACEMENT_HOPS = 5
+
+
+def _replacement_with_gifts(
+    uow: UnitOfWork, gocardless: GoCardlessGateway, mandate_id: str, new: str | dict[str, Any]
+) -> str | None:
+    """The mandate that replaced `mandate_id` (GoCardless's `links.new_mandate`, followed through a few
+    replacements) on which our regular gifts now are; None when it was not replaced or none of them is there."""
+    seen = {mandate_id}
+    for _ in range(_REPLACEMENT_HOPS):
+        following = new if isinstance(new, str) else (new.get("links") or {}).get("new_mandate")
+        if not following or following in seen:
+            return None
+        if repository.regular_gifts_for_mandate(uow.session, str(following)):
+            return str(following)
+        seen.add(str(following))
+        new = gocardless.get_mandate(str(following))
+    return None
 
 
 _GC_PAID = {"confirmed", "paid_out"}
@@ -2524,10 +2579,13 @@ def sync_gocardless_payment(
     # the first failure (whose item says GoCardless will retry), as each Stripe invoice attempt is its own.
     attempt = _gc_attempt_key(payment_id, at)
     if status in _GC_PAID:
-        if gift.status == GiftStatus.REVERSED:
+        restored = gift.status == GiftStatus.REVERSED
+        if restored:
             _restore_gift(uow, gift)
         else:
             _mark_gift_paid(uow, gift, received_at)
+        if restored or action == "failed":
+            _collected_after_all(uow, gift, charge_day, at, failed_before=action == "failed")
         if action == "chargeback_cancelled":
             # Dated by its own event, whichever event first saw the payment paid again.
             _chargeback_cancelled_at(uow, gift, at)
@@ -2590,7 +2648,12 @@ def sync_gocardless_payment(
 
 def _gc_attempt_key(payment_id: str, at: dt.datetime) -> str:
     """One failed attempt of a payment: the payment and its `failed` event's time."""
-    return f"{payment_id}:{at.astimezone(dt.UTC).isoformat(timespec='microseconds')}"
+    return f"{payment_id}:{_gc_moment(at)}"
+
+
+def _gc_moment(at: dt.datetime) -> str:
+    """An event's time in a dedupe key."""
+    return at.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
 def _gocardless_payment_waits_for(payment: dict[str, Any], subscription_id: Any, mandate_id: Any) -> str:
@@ -2659,6 +2722,7 @@ def _reverse_gift(
         _gift_history(uow, gift)
     payment_id = gift.gocardless_payment_id
     dispute = repository.first_locked(session, repository.by_key(Dispute, "gocardless_payment_id", payment_id))
+    again = False
     if dispute is None:
         now = utc_now()
         repository.insert_once(
@@ -2683,7 +2747,12 @@ def _reverse_gift(
         dispute = repository.first_locked(session, repository.by_key(Dispute, "gocardless_payment_id", payment_id))
         assert dispute is not None
     elif dispute.status != DisputeStatus.LOST:
-        _set(dispute, status=DisputeStatus.LOST, closed_at=at)
+        # Given back since (a chargeback cancelled, a late failure collected after all) and taken back again: a
+        # reversal of its own, which the dispute now describes, with its own history item (keyed on its event).
+        again = gift.status != GiftStatus.REVERSED
+        _set(dispute, status=DisputeStatus.LOST, kind=kind, reason=reason[:200], closed_at=at)
+        if again:
+            _set(dispute, opened_at=at)
         session.add(dispute)
     if gift.status == GiftStatus.REVERSED:
         return
@@ -2709,7 +2778,7 @@ def _reverse_gift(
             amount=-gift.amount,
             currency=gift.currency,
             data=data,
-            dedupe_key=f"reversed:{gift.id}:{dispute.id}",
+            dedupe_key=f"reversed:{gift.id}:{dispute.id}" + (f":{_gc_moment(at)}" if again else ""),
         )
     payouts.on_money_recorded(uow, _provider_ids(gift))
 
@@ -2745,21 +2814,85 @@ def _chargeback_cancelled_at(uow: UnitOfWork, gift: Gift, at: dt.datetime) -> No
     )
     if dispute is None or dispute.status != DisputeStatus.WON:
         return
-    if dispute.closed_at is None or at < dispute.closed_at:
+    summary = f"Chargeback cancelled: the gift of {format_pence(gift.amount, gift.currency)} counts again"
+    if dispute.closed_at is None:
         _set(dispute, closed_at=at)
         session.add(dispute)
         session.flush()
-    record_history(
-        uow,
-        gift.supporter_id,
-        type="dispute",
-        summary=f"Chargeback cancelled: the gift of {format_pence(gift.amount, gift.currency)} counts again",
-        at=dispute.closed_at,
-        amount=gift.amount,
-        currency=gift.currency,
-        data={"gift_id": str(gift.id), "dispute_id": str(dispute.id), "provider_ids": _provider_ids(gift)},
-        dedupe_key=f"restored:{gift.id}:{dispute.id}",
+        _restored_history(uow, gift, dispute, summary, {})
+    elif at < dispute.closed_at:
+        _set(dispute, closed_at=at)
+        session.add(dispute)
+        session.flush()
+        _restored_history(uow, gift, dispute, summary, {}, earlier=True)
+
+
+def _collected_after_all(
+    uow: UnitOfWork, gift: Gift, charge_day: dt.date | None, at: dt.datetime, *, failed_before: bool = False
+) -> None:
+    """A late failure GoCardless retried and collected (`resubmission_requested`, then `confirmed`/`paid_out` at a
+    new charge date): the gift is dated by the collection that succeeded (contract.md: the Direct Debit's charge
+    date), unless a live Gift Aid claim has it (HMRC has its first date: the new one is only in the history item).
+    The late failure is won, dated by that charge date (no event of its own says when, as `chargeback_cancelled`
+    does for a chargeback), with a history item: whichever event first finds the payment paid again writes both.
+    `failed_before`: this is the late failure's own `failed` event, processed only after the retry was collected
+    (nothing reversed the gift): the gift is dated by the collection all the same."""
+    session = uow.session
+    dispute = repository.first_locked(
+        session, repository.by_key(Dispute, "gocardless_payment_id", gift.gocardless_payment_id)
     )
+    won = dispute is not None and dispute.kind == "late_failure" and dispute.status == DisputeStatus.WON
+    if not (won or (failed_before and gift.status == GiftStatus.PAID)):
+        return
+    when = _noon(charge_day) if charge_day else at
+    moved = charge_day is not None and gift.received_on is not None and gift.received_on != charge_day
+    claimed = moved and repository.gift_in_a_claim(session, gift.id)
+    if moved and not claimed:
+        _set(gift, received_at=when, received_on=charge_day)
+        session.add(gift)
+    if dispute is None or not won or dispute.closed_at is not None:
+        return
+    _set(dispute, closed_at=when)
+    session.add(dispute)
+    session.flush()
+    summary = f"Late failure resolved: the gift of {format_pence(gift.amount, gift.currency)} was collected after all"
+    extra: dict[str, Any] = {}
+    if charge_day is not None:
+        summary += f" on {charge_day:%d/%m/%Y}"
+        extra["charge_date"] = charge_day.isoformat()
+        if claimed and gift.received_on is not None and gift.received_on != charge_day:
+            summary += f" (it keeps its date, {gift.received_on:%d/%m/%Y}: a Gift Aid claim has it)"
+    _restored_history(uow, gift, dispute, summary, extra)
+
+
+def _restored_history(
+    uow: UnitOfWork, gift: Gift, dispute: Dispute, summary: str, extra: dict[str, Any], *, earlier: bool = False
+) -> None:
+    """The item of a reversal given back, dated `dispute.closed_at`. The first is keyed on the dispute (as it always
+    was); one that ends a later reversal (charged back again after a cancelled chargeback) is keyed on that
+    reversal too (`opened_at`: `_reverse_gift` moves it there), so it is an item of its own. `earlier`: the item is
+    there, an earlier event of the same restoration moves it back to `closed_at`."""
+    data = {"gift_id": str(gift.id), "dispute_id": str(dispute.id), "provider_ids": _provider_ids(gift), **extra}
+    first = f"restored:{gift.id}:{dispute.id}"
+    later = f"{first}:{_gc_moment(dispute.opened_at)}" if dispute.opened_at else first
+    if earlier:
+        for key in (later, first):
+            if revise_history(uow, key, summary=summary, data=data, amount=gift.amount, at=dispute.closed_at):
+                return
+        return
+    for key in (first, later):
+        if record_history(
+            uow,
+            gift.supporter_id,
+            type="dispute",
+            summary=summary,
+            at=dispute.closed_at,
+            amount=gift.amount,
+            currency=gift.currency,
+            data=data,
+            dedupe_key=key,
+        ):
+            return
 
 
 _GC_REFUND_STATUS = {
