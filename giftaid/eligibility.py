@@ -33,7 +33,7 @@ from core.settings import Settings
 from crm.models import RECORDING_EVIDENCE, Declaration, DeclarationMethod, DeclarationScope
 from crm.validation import UK_POSTCODE_PATTERN
 from giftaid.models import Claim, ClaimDonor, ClaimGift
-from giftaid.sendable import blank_sql, unsendable_words
+from giftaid.sendable import blank_sql, schedule_blank_candidate_sql, unsendable_words
 from payments.models import DonorType, Gift, GiftStatus, money_returned
 
 RELEVANT_VALUE_RULE_FROM = dt.date(2019, 4, 6)
@@ -477,6 +477,13 @@ def eligibility_select(
             # claim may rely on (whatever the gift's other checks say).
             P.rank.label("declaration_rank"),
             P.details_code,
+            # Whether the schedule may show the name or house as nothing, even transliterated: no SQL can tell, so
+            # Python confirms for these few rows (`service.final_code`), as a claim build does for its donors.
+            sa.or_(
+                schedule_blank_candidate_sql(P.first_name, dialect),
+                schedule_blank_candidate_sql(P.last_name, dialect),
+                schedule_blank_candidate_sql(P.house, dialect),
+            ).label("maybe_schedule_blank"),
             live.c.claim_id.label("claimed_in"),
             live.c.claim_status,
         ]

@@ -708,6 +708,13 @@ def lock_claims_then_claim(session: Session, claim_id: uuid.UUID, *, wait_second
 _LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout ran out
 
 
+def lock_claim_row(session: Session, claim_id: uuid.UUID) -> None:
+    """The claim's row lock alone, leaving the session's copy of the claim as it is (not read afresh: its changes
+    not yet flushed stay). SQLite's writers are serialised already (BEGIN IMMEDIATE)."""
+    if dialect_of(session) == "postgresql":
+        session.execute(sa.select(C.c.id).where(C.c.id == claim_id).with_for_update())
+
+
 def get_claim(session: Session, claim_id: uuid.UUID, *, for_update: bool = False, fresh: bool = False) -> Claim | None:
     """The claim; `fresh`: its row read again even if this session holds it (another transaction may have changed it
     before this one took its lock)."""
@@ -817,13 +824,20 @@ def claim_gifts_to_take_off(
     )
 
 
-def take_off_claim(session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UUID], *, per_part: int) -> list[int]:
+def take_off_claim(
+    session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UUID], *, per_part: int, per_message: int
+) -> list[int]:
     """Take these gifts off a claim nothing has been sent for: their rows go (the gifts are free to be claimed again
     if they ever can be), so do the donor rows no line of the claim uses any more, and the lines are numbered again
     in the same order (an aggregated line keeps its other gifts) *within their part* of `per_part` lines: a part is
     a file handed out on its own, so a line never moves into another part (numbering the whole claim 1..N again
     slid lines into a part already downloaded, where they were in no file). A part left empty is dropped, the later
-    ones moving down whole. Returns the parts dropped (numbered as they were before)."""
+    ones *of its message* (`per_message` lines, a whole number of parts) moving down whole: a message is a file
+    handed out on its own too, so no part moves into another message (the message's last part is then left empty;
+    the later messages keep their lines). A message left empty is dropped whole, the later ones moving down whole.
+    Returns the parts dropped (numbered as they were before; every part of a message dropped whole)."""
+    if per_message % per_part:
+        raise ValueError(f"a message of {per_message} lines is not a whole number of parts of {per_part}")
     declarations: set[uuid.UUID] = set()
     touched: set[int] = set()
     part = (CG.c.line_no - 1) // per_part
@@ -843,7 +857,18 @@ def take_off_claim(session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UU
             sa.select(part).where(CG.c.claim_id == claim_id, part.in_(sorted(touched))).distinct()
         ).scalars()
     )
-    dropped = sorted(p + 1 for p in touched - {int(p) for p in left})
+    dropped = {p + 1 for p in touched - {int(p) for p in left}}
+    # A message left empty is dropped whole, the later messages moving down whole: recorded as every part of it.
+    parts_per_message = per_message // per_part
+    message = (CG.c.line_no - 1) // per_message
+    touched_messages = sorted({p // parts_per_message for p in touched})
+    messages_left = set(
+        session.execute(
+            sa.select(message).where(CG.c.claim_id == claim_id, message.in_(touched_messages)).distinct()
+        ).scalars()
+    )
+    for emptied in set(touched_messages) - {int(m) for m in messages_left}:
+        dropped.update(range(emptied * parts_per_message + 1, (emptied + 1) * parts_per_message + 1))
     still_used = sa.select(CG.c.declaration_id).where(CG.c.claim_id == claim_id, CG.c.declaration_id.is_not(None))
     unused = sorted(declarations)
     for start in range(0, len(unused), 1_000):
@@ -858,7 +883,8 @@ def take_off_claim(session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UU
         sa.select(
             CG.c.gift_id,
             (
-                (sa.func.dense_rank().over(order_by=part) - 1) * per_part
+                (sa.func.dense_rank().over(order_by=message) - 1) * per_message
+                + (sa.func.dense_rank().over(partition_by=message, order_by=part) - 1) * per_part
                 + sa.func.dense_rank().over(partition_by=part, order_by=CG.c.line_no)
             ).label("line"),
         )
@@ -870,7 +896,7 @@ def take_off_claim(session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UU
         .where(CG.c.claim_id == claim_id, CG.c.gift_id == ranked.c.gift_id, CG.c.line_no != ranked.c.line)
         .values(line_no=ranked.c.line)
     )
-    return dropped
+    return sorted(dropped)
 
 
 def release_claim_gifts(session: Session, claim_id: uuid.UUID) -> int:

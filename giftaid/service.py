@@ -161,7 +161,7 @@ def explain(session: Session, settings: Settings, gift_id: uuid.UUID, *, today: 
                 f"{Code.NOT_A_DONATION}: a shop order is a sale, never a gift",
             )
         raise GiftNotFound(f"no gift {gift_id}")
-    code = row.code if row.code is not None else _schedule_blank_code(row)
+    code = final_code(row)
     return Explanation(gift_id, code is None, code, describe(code, row, rules))
 
 
@@ -174,6 +174,27 @@ def _schedule_blank_code(donor: Any) -> str | None:
     if schedule_blank(donor.first_name) or schedule_blank(donor.last_name):
         return Code.MISSING_NAME.value
     return None
+
+
+def final_code(row: Any) -> str | None:
+    """A row of `eligibility_select` (with its details) → its code as a claim build decides it: the SQL's code, or
+    for a gift it finds claimable whose donor's name or house the schedule may show as nothing (the few rows with
+    `maybe_schedule_blank`), `missing_name` / `missing_house` when Python confirms it (`_schedule_blank_code`), as
+    the build holds such a donor's gifts back (`_hold_back_schedule_blank`). So counts of what is claimable agree
+    with what a claim claims."""
+    if row.code is not None or not row.maybe_schedule_blank:
+        return row.code  # type: ignore[no-any-return]
+    return _schedule_blank_code(row)
+
+
+def unshown_claimable(session: Session, rules: Rules) -> list[tuple[Any, str]]:
+    """The unclaimed gifts the eligibility's SQL finds claimable that a claim build would hold back, the schedule
+    showing their donor's name or house as nothing (`final_code`), each with that code: the few rows whose name or
+    house may be such are read (a first-character test in SQL), Python confirms. For counts made in SQL (the
+    dashboard) to agree with the build."""
+    scope = eligibility_select(rules, repository.dialect_of(session)).subquery("unshown")
+    rows = session.execute(sa.select(scope).where(scope.c.code.is_(None), scope.c.maybe_schedule_blank.is_(True)))
+    return [(row, code) for row in rows if (code := final_code(row)) is not None]
 
 
 def eligibility_snapshot(
@@ -190,7 +211,7 @@ def eligibility_snapshot(
         supporter_ids=list(supporter_ids) if supporter_ids is not None else None,
         through=through,
     ).execution_options(stream_results=True, yield_per=10_000)
-    return {row.gift_id: row.code for row in session.execute(query)}
+    return {row.gift_id: final_code(row) for row in session.execute(query)}
 
 
 def changed_eligibility(
@@ -314,7 +335,7 @@ def supporter_totals(
         return {"gift_aid_claimable": Money(0), "gift_aid_claimed": Money(0)}
     rules = rules_from(settings or _current_settings())
     query = eligibility_select(rules, repository.dialect_of(session), supporter_ids=supporter_ids)
-    claimable = sum(int(row.claim_amount) for row in session.execute(query) if row.code is None)
+    claimable = sum(int(row.claim_amount) for row in session.execute(query) if final_code(row) is None)
     claimed, adjusted = repository.claimed_totals(session, supporter_ids)
     return {
         "gift_aid_claimable": Money(gift_aid_on(claimable)),
@@ -650,7 +671,9 @@ def _hold_back_schedule_blank(session: Session, claim: Claim, rules: Rules) -> l
         return []
     rows = repository.claim_gifts_of_declarations(session, claim.id, list(donors))
     # Nothing has been written yet: the whole claim is numbered again, as one part.
-    repository.take_off_claim(session, claim.id, [row.gift_id for row in rows], per_part=_WHOLE_CLAIM)
+    repository.take_off_claim(
+        session, claim.id, [row.gift_id for row in rows], per_part=_WHOLE_CLAIM, per_message=_WHOLE_CLAIM
+    )
     held = []
     for row in rows:
         reason = _claimed_gift_reason(row, donors[row.declaration_id], rules, out_of_time=False)
@@ -840,13 +863,24 @@ class PartWritten:
         return (self.first_schedule - 1) * per + 1, self.last_schedule * per
 
     def after_drop(self, dropped: list[int]) -> PartWritten | None:
-        """Where its schedules are once these (numbered before) were dropped, the later ones moving down."""
+        """Where its schedules are once these (numbered before) were dropped, the later ones of the same message
+        moving down (`repository.take_off_claim`: no schedule moves into another message)."""
         kept = [n for n in range(self.first_schedule, self.last_schedule + 1) if n not in dropped]
         if not kept:
             return None
+        per_message = max(claim_xml.MAX_GAD_PER_MESSAGE // schedule.ROWS_PER_SCHEDULE, 1)
+        gone = set(dropped)
+        # Messages dropped whole (every schedule of theirs dropped): the later messages move down whole.
+        emptied = {
+            m
+            for m in {(d - 1) // per_message for d in gone}
+            if all(s in gone for s in range(m * per_message + 1, (m + 1) * per_message + 1))
+        }
 
         def moved(n: int) -> int:
-            return n - sum(1 for d in dropped if d < n)
+            message = (n - 1) // per_message
+            whole = sum(1 for m in emptied if m < message) * per_message
+            return n - whole - sum(1 for d in gone if d < n and (d - 1) // per_message == message)
 
         return dataclasses.replace(self, first_schedule=moved(kept[0]), last_schedule=moved(kept[-1]))
 
@@ -878,6 +912,26 @@ def _parts_first_written(
     first time: which part, the UK day, how (`via`); the event holding them says who and when."""
     if repository.read_only(session):
         return []  # a read session (`Runtime.read_session`: tests, tools) keeps nothing; a download is a unit of work
+    parts = list(parts)
+    records = _first_writings(session, claim, parts, today=today, via=via)
+    if records:
+        # Two downloads of one part at the same instant both found it unwritten and both recorded its first writing:
+        # the first time, the claim's row is locked (the second waits, then reads the first's record), as a build,
+        # a take-off or a submit lock it; written parts cost no lock. Only the row: no path that holds it waits for
+        # the claims' lock afterwards, so it cannot deadlock with a build.
+        repository.lock_claim_row(session, claim.id)
+        records = _first_writings(session, claim, parts, today=today, via=via)
+    return records
+
+
+def _first_writings(
+    session: Session,
+    claim: Claim,
+    parts: list[tuple[PartKind, int, tuple[int, int]]],
+    *,
+    today: dt.date | None,
+    via: str,
+) -> list[dict[str, Any]]:
     per = schedule.ROWS_PER_SCHEDULE
     known = {(w.kind, w.first_schedule, w.last_schedule) for w in parts_written(session, claim.id)}
     on = (today or uk_today()).isoformat()
@@ -993,7 +1047,13 @@ def _take_off(
             f'adjustments: giving giftaid status {claim.id} rejected --reason "nothing left to claim"'
         )
     gift_ids = [h.gift_id for h in taken]
-    dropped = repository.take_off_claim(session, claim.id, gift_ids, per_part=schedule.ROWS_PER_SCHEDULE)
+    dropped = repository.take_off_claim(
+        session,
+        claim.id,
+        gift_ids,
+        per_part=schedule.ROWS_PER_SCHEDULE,
+        per_message=claim_xml.MAX_GAD_PER_MESSAGE,
+    )
     repository.add_held_back(
         session,
         [
@@ -1113,6 +1173,13 @@ def schedule_part(
             yield row
 
     lines = list(_lines_of(watched(repository.stream_line_rows(session, claim.id, first, last))))
+    if not lines:
+        # A claim of several messages whose take-off emptied one of a message's schedules: the later schedules of
+        # that message moved down, leaving its last one empty (no schedule moves into another message).
+        raise NothingLeftToSend(
+            f"schedule {part} of claim {claim.id} has no lines left (gifts HMRC would refuse were taken off): "
+            "there is nothing to upload in it; upload the claim's other schedules"
+        )
     data = _checked_schedule(claim, part, lines, earliest[0] if earliest else None)
     _record_written(
         session, claim, [("schedule", part, (first, last))], actor=actor, today=today, via="download", into=event
@@ -1290,10 +1357,15 @@ def change_status(
     paid_amount: int | None = None,
     paid_on: dt.date | None = None,
     detail: dict[str, Any] | None = None,
+    delete_after_ms: int | None = None,
 ) -> Claim:
     """Move a claim on (built → submitted → accepted | rejected → paid), recording who and when. Only a rejected
     claim releases its gifts (and the adjustments it carried), under the claims' lock as a build: one started
-    meanwhile would take back tax HMRC never paid on them (`repository.lock_claims_then_claim`)."""
+    meanwhile would take back tax HMRC never paid on them (`repository.lock_claims_then_claim`).
+
+    `delete_after_ms`: when the job deleting HMRC's copy of a decided gateway submission is due (DELETE_AFTER_MS, a
+    minute on, by default, as the caller tries the delete at once after its commit; 0 when nothing does: the
+    sweep's poll job)."""
     session = uow.session
     claims_first = status == ClaimStatus.REJECTED
     claim = _locked_claim(session, claim_id, claims_first=claims_first)
@@ -1351,7 +1423,8 @@ def change_status(
     if current == ClaimStatus.SUBMITTED and claim.correlation_id:
         # Decided (by a poll, or by hand): HMRC's copy of the submission is deleted once this is committed, by a
         # job recorded here, with the decision.
-        uow.enqueue(DELETE_AT_HMRC, delay_ms=DELETE_AFTER_MS, claim_id=str(claim.id))
+        delay = DELETE_AFTER_MS if delete_after_ms is None else delete_after_ms
+        uow.enqueue(DELETE_AT_HMRC, delay_ms=delay or None, claim_id=str(claim.id))
     claim.status = status
     claim.status_changed_at = now
     session.add(claim)
@@ -1428,7 +1501,8 @@ POLL_WAIT_LIMIT_SECONDS = 15
 POLLING_STOPPED = "polling_stopped"
 POLL_ERRORS_STOP_AFTER = dt.timedelta(hours=24)
 # The job that deletes HMRC's copy of a decided submission (giftaid.tasks), recorded with the decision. Its message
-# waits a minute: a poll tries the delete at once after its commit, and the job then finds it done.
+# waits a minute: a poll by hand tries the delete at once after its commit, and the job then finds it done (the
+# sweep's poll job does not try it: its job is due at once).
 DELETE_AT_HMRC = "giftaid.delete_at_hmrc"
 DELETE_AFTER_MS = 60_000
 # HMRC's answers to a delete worth asking again later: a recoverable error, a system failure (1000), or the
@@ -1628,6 +1702,7 @@ def poll_claim(
     actor: str,
     client: GovTalkClient | None = None,
     lock_wait: float | None = None,
+    delete_now: bool = True,
 ) -> Claim:
     """Ask HMRC how a submitted claim went: still pending (nothing changes), accepted (with HMRC's IRmark receipt)
     or rejected (errors mapped to gifts; the gifts are released). HMRC's copy is deleted only once the verdict is
@@ -1636,7 +1711,11 @@ def poll_claim(
     errors the claim says the sweep has stopped polling it.
 
     `lock_wait`: wait at most that many seconds for the locks (behind a claim being built), else `ClaimsBusy`
-    having asked HMRC nothing (the sweep's job leaves the claim to its next poll)."""
+    having asked HMRC nothing (the sweep's job leaves the claim to its next poll).
+
+    `delete_now=False` (the sweep's poll job, whose time limit the lock wait, the PollInterval and the poll itself
+    already fill): the delete is not tried after the commit; its job, recorded with the verdict, is due at once and
+    sends it on its own (retried on its own)."""
     session = uow.session
     # Locked: two polls at once would both ask, and the later one's "unknown correlation id" (HMRC deleted its
     # answer for the first) would overwrite the verdict's errors. The claims' lock too: HMRC's verdict may reject the
@@ -1672,23 +1751,36 @@ def poll_claim(
         # submitted with its gifts claimed, and HMRC's copy stays to be polled again; the errors are shown on it.
         _poll_failed(uow, claim, reply, actor=actor)
         return claim
+    delete_after_ms = DELETE_AFTER_MS if delete_now else 0
     if reply.accepted:
         claim.hmrc_receipt = reply.receipt[:2000]
         claim.errors = []
         session.add(claim)
         result = change_status(
-            uow, claim.id, ClaimStatus.ACCEPTED, actor=actor, detail={"receipt": reply.receipt[:500]}
+            uow,
+            claim.id,
+            ClaimStatus.ACCEPTED,
+            actor=actor,
+            detail={"receipt": reply.receipt[:500]},
+            delete_after_ms=delete_after_ms,
         )
     else:
         claim.errors = _mapped_errors(session, claim, reply)
         session.add(claim)
         reason = "; ".join(f"{e.number} {e.text}" for e in reply.errors[:3]) or "HMRC returned an error"
         result = change_status(
-            uow, claim.id, ClaimStatus.REJECTED, actor=actor, reason=reason, detail={"errors": len(reply.errors)}
+            uow,
+            claim.id,
+            ClaimStatus.REJECTED,
+            actor=actor,
+            reason=reason,
+            detail={"errors": len(reply.errors)},
+            delete_after_ms=delete_after_ms,
         )
     # HMRC's answer goes only once ours is kept: the delete is sent after the commit (the job recorded with the
-    # verdict covers a failure, or a crash, in between).
-    uow.on_commit(lambda: _delete_at_hmrc_now(settings, claim_id, client))
+    # verdict covers a failure, or a crash, in between), or by that job alone.
+    if delete_now:
+        uow.on_commit(lambda: _delete_at_hmrc_now(settings, claim_id, client))
     return result
 
 

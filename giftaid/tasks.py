@@ -47,11 +47,17 @@ def poll_claim(uow: UnitOfWork, claim_id: str) -> str:
     """Poll one submitted claim (enqueued by `poll_submitted`). A claim no longer waiting (another poll, or a person,
     already had HMRC's verdict) is done: nothing to ask, and not a failure to retry. Nor is a claim whose locks a
     build held past POLL_LOCK_WAIT_SECONDS: HMRC was asked nothing, and the next sweep (15 minutes on) polls it;
-    waiting on, the job was killed by its time limit and retried to exhaustion."""
+    waiting on, the job was killed by its time limit and retried to exhaustion. HMRC's delete after a verdict is not
+    sent here but by its own job, recorded with the verdict and due at once, so this one ends promptly."""
     identifier = uuid.UUID(claim_id)
     try:
         claim = service.poll_claim(
-            uow, get_runtime().settings, identifier, actor="system:poll", lock_wait=POLL_LOCK_WAIT_SECONDS
+            uow,
+            get_runtime().settings,
+            identifier,
+            actor="system:poll",
+            lock_wait=POLL_LOCK_WAIT_SECONDS,
+            delete_now=False,  # its own job (`delete_at_hmrc`, recorded with the verdict): not in this time limit
         )
     except InvalidTransition:
         return str(service.get_claim(uow.session, identifier).status)

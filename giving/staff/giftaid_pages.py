@@ -60,6 +60,16 @@ def dashboard_context(session: Session, settings: Settings, today: dt.date) -> d
         else:
             # What the held-back gifts were (refunded ones have nothing left to claim, not nothing given).
             held_back_groups.append({"code": str(code), "gifts": int(count), "total": int(given)})
+    # A donor the schedule shows as nothing (giftaid.service.final_code): SQL says claimable, a build holds back.
+    unshown = giftaid_service.unshown_claimable(session, rules)
+    for row, code in unshown:
+        claimable_gifts, claimable_total = claimable_gifts - 1, claimable_total - int(row.claim_amount)
+        group = next((g for g in held_back_groups if g["code"] == code), None)
+        if group is None:
+            held_back_groups.append(group := {"code": code, "gifts": 0, "total": 0})
+        group["gifts"] += 1
+        group["total"] += int(row.amount)
+    held_back_groups.sort(key=lambda g: (-g["gifts"], g["code"]))
     held = eligibility_select(rules, dialect).subquery("held")
     held_rows = session.execute(
         sa.select(held)
@@ -67,6 +77,10 @@ def dashboard_context(session: Session, settings: Settings, today: dt.date) -> d
         .order_by(held.c.received_on.desc(), held.c.gift_id)
         .limit(HELD_BACK_SHOWN)
     ).all()
+    newest = sorted(
+        [(row, row.code) for row in held_rows] + unshown,
+        key=lambda pair: (-pair[0].received_on.toordinal(), pair[0].gift_id),
+    )[:HELD_BACK_SHOWN]
     held_back = [
         {
             "gift_id": row.gift_id,
@@ -75,9 +89,9 @@ def dashboard_context(session: Session, settings: Settings, today: dt.date) -> d
             # The gift's own amount: a refunded gift has nothing left to claim, which says nothing of what it was.
             "amount": int(row.amount),
             "returned": int(row.returned),
-            "reason": describe(row.code, row, rules),
+            "reason": describe(code, row, rules),
         }
-        for row in held_rows
+        for row, code in newest
     ]
     claims = [giftaid_service.claim_json(session, c) for c in giftaid_service.list_claims(session)]
     return {
