@@ -1093,11 +1093,15 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
     now = _claims_now(uow.session)
     # A run counted apart, named in the row until it claims, and due until its time limit (`_count_start`).
     named_run = sa.and_(col(Job.running_until).is_(None), col(Job.run_id).is_not(None), col(Job.last_sent_at) > now)
-    query = select(Job, _held(uow.session), named_run.label("named")).where(
-        Job.status == JobStatus.PENDING, col(Job.available_at) <= now
-    )
+    due = [Job.status == JobStatus.PENDING, col(Job.available_at) <= now]
     if older_than > dt.timedelta(0):
-        query = query.where(col(Job.last_sent_at) < now - older_than)
+        due.append(col(Job.last_sent_at) < now - older_than)
+    # Only jobs this release knows: a row of another stays pending and untouched, so it stays among the oldest for
+    # good; selected with the rest, a thousand such rows (a job renamed) filled every batch, and no lost message of
+    # any other job was ever sent again.
+    known = sorted(REGISTRY)
+    _report_unknown(uow, due, known)
+    query = select(Job, _held(uow.session), named_run.label("named")).where(*due, col(Job.actor_name).in_(known))
     query = query.order_by(col(Job.created_at)).limit(limit)
     if is_postgres(uow.session):
         # A row locked is a job running in the transaction that claimed it: nothing to send, and waiting for it (up
@@ -1105,13 +1109,6 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
         query = query.with_for_update(skip_locked=True)
     sent: list[uuid.UUID] = []
     for job, held, named in uow.session.exec(query).all():
-        if job.actor_name not in REGISTRY:
-            # A job this release does not know: a newer release's, during a rolling deploy (its own workers send it),
-            # or one since renamed or removed. Left pending, untouched, for a process that knows it; the others
-            # still go. An old pending row shows on giving_jobs{status="pending"} for a person to look at.
-            metrics.count("jobs_send_failed", actor=job.actor_name)
-            log.warning("durable job %s: no job is named %s in this release; left pending", job.id, job.actor_name)
-            continue
         if older_than <= dt.timedelta(0) and (job.running_until is not None or named):
             if (held or named) and not process_exited(job.run_host, job.run_process):
                 # Its run may be alive: the copy would do nothing, and ending its claim would run it twice. One
@@ -1127,6 +1124,20 @@ def resend_pending(uow: UnitOfWork, *, older_than: dt.timedelta = RESEND_AFTER, 
         ids = sent[start : start + _MARK_SENT_AT_ONCE]
         uow.session.execute(sa.update(_JOBS).where(_JOBS.c.id.in_(ids)).values(last_sent_at=now))
     return len(sent)
+
+
+def _report_unknown(uow: UnitOfWork, due: list[Any], known: list[str]) -> None:
+    """Count and log, by name, the rows due that no job of this release can run: a newer release's, during a rolling
+    deploy (its own workers send them), or one since renamed or removed. They are left pending, untouched, for a
+    process that knows them; an old pending row shows on giving_jobs{status="pending"} for a person to look at."""
+    unknown = (
+        select(Job.actor_name, sa.func.count())
+        .where(*due, col(Job.actor_name).not_in(known))
+        .group_by(col(Job.actor_name))
+    )
+    for actor_name, rows in uow.session.exec(unknown).all():
+        metrics.count("jobs_send_failed", rows, actor=actor_name)
+        log.warning("%d durable jobs named %s: no job has that name in this release; left pending", rows, actor_name)
 
 
 # Rows marked sent per statement: far below the databases' limits on a statement's parameters.
@@ -1236,10 +1247,12 @@ class Scheduler(threading.Thread):
         super().__init__(name="giving-scheduler", daemon=True)
         self._unit_of_work = unit_of_work
         self._tick = tick_seconds
-        self._stop = threading.Event()
+        # Not `_stop`: that is a method of `threading.Thread`, which `join()` and `is_alive()` call once it has ended.
+        self._stopping = threading.Event()
+        self._database_down = False
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
     def run_once(self) -> list[str]:
         started = []
@@ -1251,11 +1264,22 @@ class Scheduler(threading.Thread):
                     if claim_period(uow, spec.name, start):
                         uow.enqueue(spec.actor_name)
                         started.append(spec.name)
+            except (sa.exc.OperationalError, sa.exc.TimeoutError):
+                # The database is down (or its pool exhausted): every period, whose statements are the same two, would
+                # fail alike, each with a traceback, every tick in every process. Said once, until a pass gets through;
+                # the next tick tries again.
+                if not self._database_down:
+                    log.exception("scheduler: the database is unavailable; periodic jobs wait until it is back")
+                self._database_down = True
+                return started
             except Exception:
                 log.exception("scheduler could not start %s", spec.name)
+        if self._database_down:
+            log.info("scheduler: the database is back; periodic jobs start again")
+            self._database_down = False
         return started
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             self.run_once()
-            self._stop.wait(self._tick)
+            self._stopping.wait(self._tick)
