@@ -96,6 +96,15 @@ def prepare_threshold(config: DatabaseSettings) -> int | None:
     return 5 if config.prepared_statements else None
 
 
+def connect_options(config: DatabaseSettings, url: sa.URL) -> dict[str, Any]:
+    """libpq's options for every PostgreSQL connection: a connect timeout (libpq's default waits for ever on a
+    server that takes the connection and never answers) unless the URL sets its own, and prepared statements."""
+    options: dict[str, Any] = {"prepare_threshold": prepare_threshold(config)}
+    if "connect_timeout" not in url.query:
+        options["connect_timeout"] = config.connect_timeout
+    return options
+
+
 def _unicode_lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
@@ -137,7 +146,7 @@ def make_engine(config: DatabaseSettings) -> Engine:
         max_overflow=config.max_overflow,
         pool_timeout=config.pool_timeout,
         pool_pre_ping=True,
-        connect_args={"prepare_threshold": prepare_threshold(config)},
+        connect_args=connect_options(config, url),
     )
 
 
@@ -177,7 +186,7 @@ class AsyncDatabase:
             min_size=1,
             max_size=config.pool_size,
             timeout=config.pool_timeout,
-            kwargs={"autocommit": True, "prepare_threshold": prepare_threshold(config)},
+            kwargs={"autocommit": True, **connect_options(config, url)},
             open=False,
             name="giving-async",
         )

@@ -65,6 +65,9 @@ class DatabaseSettings(Section):
     pool_size: int = Field(default=5, ge=1, le=100)
     max_overflow: int = Field(default=5, ge=0, le=100)
     pool_timeout: float = Field(default=10.0, gt=0)
+    # Seconds libpq waits to connect (TCP and start-up) before giving up; libpq's own default is for ever, so a
+    # server gone silent (packets dropped) hung /readyz and every request. A URL's `connect_timeout` wins.
+    connect_timeout: int = Field(default=10, ge=1, le=300)
     # psycopg prepares a statement on a connection after its 5th run there. Behind PgBouncer in transaction mode
     # this needs PgBouncer 1.22+ with `max_prepared_statements` set; with an older PgBouncer, turn it off.
     prepared_statements: bool = True
