@@ -33,7 +33,7 @@ from typing import Any
 import argon2
 import pyotp
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import or_, update
+from sqlalchemy import delete, or_, update
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request, cookie_parser
@@ -45,7 +45,7 @@ from core.clock import utc_now
 from core.db import UnitOfWork
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from core.jobs import actor
-from core.models import ApiToken, AuditEntry, PasswordReset, StaffRole, StaffSession, StaffUser
+from core.models import ApiToken, AuditEntry, PasswordReset, RateLimitHit, StaffRole, StaffSession, StaffUser
 from core.settings import WebSettings
 
 log = logging.getLogger("giving.auth")
@@ -79,6 +79,8 @@ KNOWN_DEVICE_SECONDS = 90 * 24 * 3600
 # Wrong TOTP codes given with the right password: after this many in a clock hour, codes are refused until it ends.
 TOTP_FAILURES_PER_HOUR = 5
 TOTP_FAILURE_WINDOW_SECONDS = 3600
+# An API token's `last_used_at` (the admin's "Last used") is written at most once in this many seconds per token.
+TOKEN_USE_RECORD_SECONDS = 60
 _SIX_DIGITS = re.compile(r"[0-9]{6}")
 
 _hasher = argon2.PasswordHasher()
@@ -174,6 +176,26 @@ def add_staff_user(uow: UnitOfWork, email: str, role: str | StaffRole, password:
     return NewStaffUser(user.id, address, staff_role, uri)
 
 
+def reset_totp(uow: UnitOfWork, user: StaffUser, *, issuer: str, by: Principal | None = None) -> str | None:
+    """For a user who lost their authenticator: the old TOTP secret is cleared (its codes stop working) and every
+    session of the user ends. Finance and admin get a new secret at once, returned as an `otpauth://` URI to scan
+    (shown once, as at `add_staff_user`: that is how enrolment works); another role needs none, so gets None and
+    logs in with the password alone. Audited as `reset_2fa`."""
+    had_secret = user.totp_secret is not None
+    user.totp_secret = pyotp.random_base32() if StaffRole(user.role) in ROLES_WITH_TOTP else None
+    # The last step used was of the old secret: the new secret's codes start afresh.
+    user.totp_last_step = None
+    uow.session.add(user)
+    revoke_sessions(uow, user.id)
+    # Wrong codes given for the old secret (tried from memory once the app was lost) do not lock out the new one.
+    uow.session.execute(delete(RateLimitHit).where(col(RateLimitHit.key) == f"login:totp:{user.id}"))
+    detail = {"email": user.email, "had_secret": had_secret, "new_secret": user.totp_secret is not None}
+    audit(uow, by, "reset_2fa", "staff_user", user.id, detail)
+    if user.totp_secret is None:
+        return None
+    return pyotp.TOTP(user.totp_secret).provisioning_uri(name=user.email, issuer_name=issuer)
+
+
 def user_by_email(session: Session, email: str) -> StaffUser | None:
     return session.exec(select(StaffUser).where(StaffUser.email == (email or "").strip().lower())).first()
 
@@ -260,6 +282,12 @@ def deactivate_staff_user(uow: UnitOfWork, user: StaffUser) -> int:
 
 
 def principal_from_token(session: Session, token: str) -> Principal | None:
+    found = _live_token(session, token)
+    return principal_of(found[1]) if found is not None else None
+
+
+def _live_token(session: Session, token: str) -> tuple[ApiToken, StaffUser] | None:
+    """The token's row and its user, for a token that is known, unexpired, unrevoked and of an active user."""
     row = session.exec(
         select(ApiToken, StaffUser)
         .join(StaffUser, StaffUser.id == ApiToken.user_id)  # type: ignore[arg-type]
@@ -273,7 +301,29 @@ def principal_from_token(session: Session, token: str) -> Principal | None:
         return None
     if not user.active:
         return None
-    return principal_of(user)
+    return token_row, user
+
+
+def token_use_due(last_used_at: dt.datetime | None, now: dt.datetime) -> bool:
+    """Whether a use of a token last recorded at `last_used_at` is worth recording (`TOKEN_USE_RECORD_SECONDS`)."""
+    return last_used_at is None or last_used_at <= now - dt.timedelta(seconds=TOKEN_USE_RECORD_SECONDS)
+
+
+def record_token_use(uow: UnitOfWork, token_id: uuid.UUID, now: dt.datetime) -> bool:
+    """Set the token's `last_used_at` to `now` unless a use was recorded within `TOKEN_USE_RECORD_SECONDS`: one
+    conditional UPDATE, so a busy client writes the row about once a minute, not on every call. True if written."""
+    written = uow.session.execute(
+        update(ApiToken)
+        .where(
+            col(ApiToken.id) == token_id,
+            or_(
+                col(ApiToken.last_used_at).is_(None),
+                col(ApiToken.last_used_at) <= now - dt.timedelta(seconds=TOKEN_USE_RECORD_SECONDS),
+            ),
+        )
+        .values(last_used_at=now)
+    )
+    return bool(written.rowcount)  # type: ignore[attr-defined]
 
 
 def bearer_token(request: Request) -> str | None:
@@ -668,9 +718,20 @@ class ApiCredentialsMiddleware:
 
 
 def _token_principal(scope: Scope, token: str) -> Principal | None:
+    """The caller of a valid token; its use is recorded (`record_token_use`) when the last one recorded is more
+    than `TOKEN_USE_RECORD_SECONDS` old, so most calls only read."""
     runtime = scope["app"].state.runtime
     with runtime.read_session() as session:
-        return principal_from_token(session, token)
+        found = _live_token(session, token)
+        if found is None:
+            return None
+        token_row, user = found
+        principal, token_id, last_used_at = principal_of(user), token_row.id, token_row.last_used_at
+    now = utc_now()
+    if token_use_due(last_used_at, now):
+        with runtime.unit_of_work() as uow:
+            record_token_use(uow, token_id, now)
+    return principal
 
 
 class StaffSessionMiddleware:

@@ -61,6 +61,24 @@ def register(app: typer.Typer) -> None:
                 fail(f"no active staff user {email}")
             typer.echo(f"a reset link is on its way to {email}", err=True)
 
+    @users.command("reset-2fa")
+    def users_reset_2fa(email: str = typer.Argument(...)) -> None:
+        """For a user who lost their authenticator: clear their TOTP secret and end their sessions. Finance and
+        admin get a new secret: its otpauth:// URI is printed on stdout, to scan into an authenticator app."""
+        from giving.cli import command_runtime, fail
+
+        with command_runtime(with_tasks=False) as runtime:
+            with runtime.unit_of_work() as uow:
+                user = auth.user_by_email(uow.session, email)
+                if user is None:
+                    fail(f"no staff user {email}")
+                    return
+                uri = auth.reset_totp(uow, user, issuer=runtime.settings.charity.name)
+                address = user.email
+            typer.echo(f"reset two-factor login of {address}; their sessions have ended", err=True)
+            if uri:
+                typer.echo(uri)
+
     @tokens.command("create")
     def tokens_create(
         email: str = typer.Argument(..., help="The staff user the token acts as."),

@@ -103,7 +103,8 @@ async def _users_with_errors(request: Request, errors: dict[str, str], values: d
 
 @staff_page(StaffRole.ADMIN)
 async def change_user(request: Request, staff: Principal) -> Response:
-    """Change a role, deactivate or reactivate. Every session of the user ends (their rights changed)."""
+    """Change a role, deactivate, reactivate or reset two-factor login (a lost authenticator: `auth.reset_totp`).
+    Every session of the user ends (their rights changed)."""
     user_id = parse_uuid(request.path_params["user_id"], "staff user")
     form = await form_of(request)
     action = str(form.get("action", ""))
@@ -137,6 +138,14 @@ async def change_user(request: Request, staff: Principal) -> Response:
                     )
                 done = f"{user.email} is now {role.value}."
                 audit(uow, staff, "change_role", "staff_user", user.id, {"from": before, "to": role.value})
+            elif action == "reset-2fa":
+                # For a lost authenticator: the old secret's codes stop; finance and admin enrol anew from the URI.
+                uri = auth.reset_totp(uow, user, issuer=rt.settings.charity.name, by=staff)
+                done = (
+                    f"{user.email} has a new two-factor set-up: their old codes no longer work."
+                    if uri
+                    else f"{user.email} logs in without a code now: their role needs none."
+                )
             elif action in ("deactivate", "activate"):
                 if action == "activate":
                     user.active = True
@@ -146,7 +155,8 @@ async def change_user(request: Request, staff: Principal) -> Response:
                 audit(uow, staff, action, "staff_user", user.id)
             else:
                 raise ValidationFailed(
-                    f"Choose a change for {user.email}: a new role, deactivate or reactivate. Nothing was changed."
+                    f"Choose a change for {user.email}: a new role, deactivate, reactivate or reset two-factor. "
+                    "Nothing was changed."
                 )
             uow.session.add(user)
             auth.revoke_sessions(uow, user.id)

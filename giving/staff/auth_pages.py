@@ -71,6 +71,9 @@ async def login(request: Request) -> Response:
             status_code=status,
             headers=headers,
         )
+    # A login over a live session (no logout first) ends that session: the cookie being replaced must not stay
+    # valid wherever a copy of it went (session fixation hygiene), whoever it belonged to.
+    await in_thread(staff_session.log_out, rt, request)
     response = redirect(target)
     staff_session.set_cookie(response, rt, result)
     return response

@@ -22,7 +22,9 @@ from payments import service as payments_service
 
 @staff_page(StaffRole.ADMIN)
 async def export(request: Request, staff: Principal) -> Response:
-    """Everything held about the supporter as one JSON file."""
+    """Everything held about the supporter as one JSON file. A POST with the session's CSRF token (checked by
+    `staff_page`), never a GET: a GET is sent with the cookie from a link on any site (SameSite=Lax), and would
+    export the record and write an audit entry in an admin's name."""
     supporter_id = parse_uuid(request.path_params["supporter_id"], "supporter")
 
     def load() -> dict[str, Any]:

@@ -65,7 +65,7 @@ page_routes: list[BaseRoute] = [
         methods=["POST"],
     ),
     Route("/supporters/{supporter_id}/documents/{document_id}/resend", supporters.resend_document, methods=["POST"]),
-    Route("/supporters/{supporter_id}/export", privacy_pages.export, methods=["GET"]),
+    Route("/supporters/{supporter_id}/export", privacy_pages.export, methods=["POST"]),
     Route("/supporters/{supporter_id}/erase", privacy_pages.erase_form, methods=["GET"]),
     Route("/supporters/{supporter_id}/erase", privacy_pages.erase, methods=["POST"]),
     Route("/finance/giftaid", giftaid_pages.dashboard, methods=["GET"]),

@@ -136,10 +136,10 @@ def test_finance_cannot_merge(client: TestClient, runtime: Runtime, logged_in) -
 
 def test_subject_access_export_is_one_json_file_and_audited(client: TestClient, runtime: Runtime, logged_in) -> None:
     supporter_id = add_supporter(runtime, history=3, declaration=True)
-    logged_in("fundraiser")
-    assert client.get(f"/staff/supporters/{supporter_id}/export").status_code == 403
-    logged_in("admin")
-    answer = client.get(f"/staff/supporters/{supporter_id}/export")
+    csrf = logged_in("fundraiser")
+    assert client.post(f"/staff/supporters/{supporter_id}/export", data={"csrf_token": csrf}).status_code == 403
+    csrf = logged_in("admin")
+    answer = client.post(f"/staff/supporters/{supporter_id}/export", data={"csrf_token": csrf})
     assert answer.status_code == 200
     assert answer.headers["content-disposition"].startswith("attachment;")
     document = json.loads(answer.content)

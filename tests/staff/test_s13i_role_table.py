@@ -58,7 +58,7 @@ STAFF_PAGES: dict[tuple[str, str], set[str]] = {
     ("POST", "/staff/admin/tokens"): ADMIN,
     ("POST", "/staff/admin/tokens/{token_id}/revoke"): ADMIN,
     ("GET", "/staff/admin/audit"): ADMIN,
-    ("GET", "/staff/supporters/{supporter_id}/export"): ADMIN,
+    ("POST", "/staff/supporters/{supporter_id}/export"): ADMIN,
     ("GET", "/staff/supporters/{supporter_id}/erase"): ADMIN,
     ("POST", "/staff/supporters/{supporter_id}/erase"): ADMIN,
 }
