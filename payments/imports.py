@@ -128,6 +128,19 @@ def _one_currency(currencies: dict[str, str], payout_id: str, currency: str, row
         raise InvalidImport(f"row {row_number}: currency {currency} is not the payout's {known}")
 
 
+def _recorded_currencies(uow: UnitOfWork, provider: Provider, payout_ids: Iterable[str]) -> dict[str, str]:
+    """The currency of each of these payouts that is already recorded."""
+    wanted = sorted(set(payout_ids))
+    if not wanted:
+        return {}
+    return {
+        payout.provider_payout_id: payout.currency
+        for payout in uow.session.exec(
+            select(Payout).where(Payout.provider == provider, col(Payout.provider_payout_id).in_(wanted))
+        ).all()
+    }
+
+
 def _check_recorded_currency(uow: UnitOfWork, provider: Provider, currencies: dict[str, str]) -> None:
     """Before anything is written: a payout already recorded (from the provider) keeps its currency."""
     if not currencies:
@@ -260,9 +273,12 @@ def import_gocardless_export(
         links = {k: row[f"{k}_id"] for k in ("payment", "refund", "mandate") if row.get(f"{k}_id")}
         items.setdefault(payout_id, []).append({"type": row["type"], "amount": row["amount"], "links": links})
     _check_recorded_currency(uow, Provider.GOCARDLESS, currencies)
+    # A payout whose rows name no currency (an export without the column) is in the one it is recorded in, if it is
+    # recorded: taking it for pounds turned a euro payout into a pound one, with lines in both.
+    recorded = _recorded_currencies(uow, Provider.GOCARDLESS, (p for p in items if p not in currencies))
     results = []
     for payout_id, payout_items in items.items():
-        currency = currencies.get(payout_id, "GBP")
+        currency = currencies.get(payout_id) or recorded.get(payout_id, "GBP")
         lines = gocardless_lines(payout_items, currency)
         given = (payout_amounts or {}).get(payout_id, amounts.get(payout_id))
         total = sum(line.amount for line in lines)
@@ -327,6 +343,19 @@ def _store(
             f"{provider_name} reported {format_pence(existing.amount, existing.currency)}; nothing was imported"
         )
     if existing is not None:
+        # Nor does a file move the day the payout reached the bank (the journal books it on that day: a date a
+        # spreadsheet wrote month first would move it to another month) or change its bank reference.
+        recorded_by = provider_name if existing.source == SOURCE_API else "an earlier file"
+        if arrival is not None and existing.arrival_date is not None and arrival != existing.arrival_date:
+            raise InvalidImport(
+                f"payout {provider_payout_id}: the file gives arrival_date {arrival.isoformat()}, but {recorded_by} "
+                f"recorded {existing.arrival_date.isoformat()}; nothing was imported"
+            )
+        if reference and existing.reference and reference != existing.reference:
+            raise InvalidImport(
+                f"payout {provider_payout_id}: the file gives reference {reference!r}, but {recorded_by} recorded "
+                f"{existing.reference!r}; nothing was imported"
+            )
         lines = _not_recorded_yet(uow, existing, lines)
     reported = existing is not None and existing.source == SOURCE_API
     if given_amount is not None:

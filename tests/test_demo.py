@@ -18,6 +18,7 @@ from rich.console import Console
 from giving.demo.run import (
     DATABASE_NAME,
     GOCARDLESS_WEBHOOK_SECRET,
+    MARKER,
     STRIPE_WEBHOOK_SECRET,
     Options,
     fresh_directory,
@@ -114,11 +115,12 @@ def test_a_run_starts_from_nothing_and_removes_only_what_the_demo_made(tmp_path:
     (directory / DATABASE_NAME).write_text("old")
     (directory / f"{DATABASE_NAME}-wal").write_text("old")
     (directory / "notes.txt").write_text("mine")
+    (directory / MARKER).write_text("")  # the earlier run made the directory
 
     url = fresh_directory(Options(directory=directory))
 
     assert url == f"sqlite:///{directory.as_posix()}/{DATABASE_NAME}"
-    assert sorted(p.name for p in directory.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in directory.iterdir()) == [MARKER, "notes.txt"]
 
 
 def test_deliveries_are_signed_the_way_the_providers_sign_them() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from giving.demo.run import Options, fresh_directory
+from giving.demo.run import MARKER, Options, fresh_directory
 from tests.test_demo import run_demo
 
 PRINTED_REPORT = re.compile(r"(\S+/reconciliation/\S+\.(?:csv|json))\b")
@@ -25,10 +25,11 @@ def test_a_run_removes_the_reconciliation_files_an_earlier_run_made(tmp_path: Pa
     (directory / "reconciliation").mkdir(parents=True)
     (directory / "reconciliation" / "journal.csv").write_text("old")
     (directory / "notes.txt").write_text("mine")
+    (directory / MARKER).write_text("")  # the earlier run made the directory
 
     fresh_directory(Options(directory=directory))
 
-    assert sorted(p.name for p in directory.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in directory.iterdir()) == [MARKER, "notes.txt"]
 
 
 @pytest.mark.slow

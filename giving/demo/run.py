@@ -75,6 +75,9 @@ log = logging.getLogger("giving.demo")
 
 DEFAULT_DIRECTORY = Path("var") / "demo"
 DATABASE_NAME = "giving.sqlite3"
+DEMO_FOLDERS = ("receipts", "outbox", "claims", "reconciliation")
+# In the directory a run made: the next run deletes what an earlier one left only where it finds this file.
+MARKER = ".giving-demo"
 # Secrets for the loopback fakes only: they open nothing anywhere else.
 STRIPE_SECRET_KEY = "sk_test_demo_0000000000000000"
 STRIPE_WEBHOOK_SECRET = "whsec_demo_0000000000000000"
@@ -154,15 +157,39 @@ def demo_settings(
 def fresh_directory(options: Options) -> str:
     """Removes what an earlier run left (only the demo's own files) and returns the database URL to use."""
     directory = options.directory
-    for name in ("receipts", "outbox", "claims", "reconciliation"):
-        shutil.rmtree(directory / name, ignore_errors=True)
     if options.database_url:
         refuse_unless_empty(options.database_url)
+    claim_directory(directory)
+    for name in DEMO_FOLDERS:
+        shutil.rmtree(directory / name, ignore_errors=True)
+    if options.database_url:
         return options.database_url
-    directory.mkdir(parents=True, exist_ok=True)
     for suffix in ("", "-wal", "-shm", "-journal"):
         (directory / f"{DATABASE_NAME}{suffix}").unlink(missing_ok=True)
     return f"sqlite:///{(directory / DATABASE_NAME).as_posix()}"
+
+
+def claim_directory(directory: Path) -> None:
+    """The demo deletes an earlier run's database and folders only in a directory it made (its marker file is
+    there) or in one that has none of them: `--dir var` is where `giving serve` keeps the charity's own database and
+    receipts by default (./var/giving.sqlite3, ./var/receipts), and the demo must not take them for its own. The
+    default ./var/demo is the demo's by its name (a run before the marker left none there)."""
+    marker = directory / MARKER
+    if marker.is_file():
+        return
+    names = [f"{DATABASE_NAME}{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
+    found = [name for name in (*names, *DEMO_FOLDERS) if (directory / name).exists()]
+    if found and directory != DEFAULT_DIRECTORY:
+        raise DemoFailure(
+            f"{directory} holds {', '.join(found)}, which the demo did not make (there is no {MARKER} in it), so it "
+            "will not delete them: give another --dir, or move them away first"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    marker.write_text(
+        "Made by `giving demo`: each run deletes the database and the receipts, outbox, claims and reconciliation\n"
+        "folders an earlier run left here, and nothing else.\n",
+        encoding="utf-8",
+    )
 
 
 def refuse_unless_empty(url: str) -> None:
