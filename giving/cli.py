@@ -9,16 +9,35 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import click
 import sqlalchemy.exc
 import typer
+from typer.core import TyperGroup
 
 from core.errors import AppError
 from core.logging import configure_logging
 from core.runtime import Runtime, build_runtime
 from core.settings import Settings, SettingsError, get_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Giving: donations and supporter CRM.")
+
+class _UsageErrorsExit1(TyperGroup):
+    """contract.md gives every command 0, 1 or 3: a usage error (an option that is none, a value not offered, a
+    missing argument, a command that is none) exits 1 with click's usage message, not click's 2; `--help` stays 0."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        except SystemExit as exc:
+            if exc.code == click.UsageError.exit_code:
+                raise SystemExit(1) from None
+            raise
+
+
+app = typer.Typer(
+    cls=_UsageErrorsExit1, no_args_is_help=True, add_completion=False, help="Giving: donations and supporter CRM."
+)
 db_app = typer.Typer(no_args_is_help=True, help="The database.")
 app.add_typer(db_app, name="db")
 
@@ -122,6 +141,11 @@ def serve(
         problem = _inline_pool_shortfall(settings)
         if problem is not None:
             fail(problem)
+    # Said once, before the server starts: on a database not migrated to this release, every page failed and the
+    # scheduler logged the same "no such table" traceback in a loop.
+    problem = _not_migrated(settings)
+    if problem is not None:
+        fail(problem)
     import uvicorn
 
     from giving.ops import prepare_metrics_dir
@@ -156,6 +180,39 @@ def _inline_pool_shortfall(settings: Settings) -> str | None:
         engine.dispose()
 
 
+def _not_migrated(settings: Settings) -> str | None:
+    """Why this database cannot be served by this release (never migrated, or some migration of it not applied),
+    or None. A database that cannot be reached now is left to the application (it may come up later: `/readyz`), and
+    one migrated past this release (a newer one's migrations) is not ours to judge."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    from core import migrate
+    from core.db import make_engine
+
+    script = ScriptDirectory.from_config(migrate.alembic_config(settings.database.url))
+    engine = make_engine(settings.database)
+    try:
+        with engine.connect() as connection:
+            applied = set(MigrationContext.configure(connection).get_current_heads())
+    except sqlalchemy.exc.DBAPIError:
+        return None
+    finally:
+        engine.dispose()
+    advice = f"run `giving db upgrade` first (database at {_where(settings)})"
+    if not applied:
+        return f"the database was never migrated: {advice}"
+    try:
+        for revision in applied:
+            script.get_revision(revision)
+    except CommandError:
+        return None  # a revision this release does not know: a newer release migrated it
+    if applied != set(script.get_heads()):
+        return f"the database is behind this release (migrations not applied): {advice}"
+    return None
+
+
 @app.command()
 def worker(
     processes: int = typer.Option(1, "--processes", min=1, help="Worker processes."),
@@ -168,7 +225,7 @@ def worker(
     from giving.worker import pool_shortfall
 
     # Said here, before dramatiq starts (each worker process also refuses, `PoolFitsThreads`, logging it).
-    problem = pool_shortfall(settings.database, threads)
+    problem = pool_shortfall(settings.database, threads) or _not_migrated(settings)
     if problem is not None:
         fail(problem)
     command = [

@@ -20,7 +20,7 @@ from core.errors import ValidationFailed
 from core.money import Money, MoneyError, format_pence
 from core.settings import DonationSettings
 from crm.errors import InvalidDonorDetails
-from crm.validation import DonorDetails
+from crm.validation import DonorDetails, house_from_line1, is_non_uk, overseas_house
 from payments.models import Frequency, Method
 
 DONOR_FIELDS = (
@@ -193,6 +193,25 @@ def _donor(form: FormData, errors: dict[str, str], *, require_address: bool) -> 
     return None if unknown or refused_email else donor
 
 
+GIFT_AID_HOUSE_MESSAGE = (
+    "Enter your house name or number in the first line of the address (Gift Aid needs it, not only punctuation)"
+)
+
+
+def _gift_aid_house(donor: DonorDetails | None, errors: dict[str, str]) -> None:
+    """With Gift Aid ticked, the house HMRC is given (crm takes it from the address as `house_from_line1`, or the
+    address for a donor outside the UK) must name or number one: a line of nothing but punctuation ("-", ".") is a
+    donor's way of giving none, and a declaration without a house name or number is no valid declaration."""
+    if donor is None or "address_line1" in errors:
+        return
+    if is_non_uk(donor.country, donor.postcode or ""):
+        house = overseas_house(donor.address_line1, donor.address_line2, donor.town, donor.postcode)
+    else:
+        house = house_from_line1(donor.address_line1 or "")
+    if not any(ch.isalnum() for ch in house):
+        errors["address_line1"] = GIFT_AID_HOUSE_MESSAGE
+
+
 def _common(form: FormData, errors: dict[str, str]) -> tuple[bool, bool, str | None]:
     if text(form, HONEYPOT_FIELD):
         errors["form"] = "We could not accept this form. Please check it and send it again."
@@ -219,6 +238,8 @@ def parse_donation_form(form: FormData, limits: DonationSettings) -> DonationReq
     gift_aid, email_updates, appeal = _common(form, errors)
     # Gift Aid needs the house and postcode HMRC asks for: an empty first address line refuses the tick.
     donor = _donor(form, errors, require_address=gift_aid)
+    if gift_aid:
+        _gift_aid_house(donor, errors)
     if errors:
         raise InvalidForm(errors)
     assert amount is not None and donor is not None and frequency is not None and method is not None
@@ -282,6 +303,8 @@ def parse_shop_form(form: FormData, limits: DonationSettings) -> ShopRequest:
     donor = _donor(form, errors, require_address=True)
     if donor is not None and not donor.town:
         errors["town"] = "Enter the town or city"
+    if gift_aid:
+        _gift_aid_house(donor, errors)
     if errors:
         raise InvalidForm(errors)
     assert donor is not None

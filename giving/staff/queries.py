@@ -364,25 +364,33 @@ def open_adjustments(session: Session, gift_ids: list[uuid.UUID]) -> dict[uuid.U
 class MissingInstalment:
     regular_gift: RegularGift
     supporter: Supporter
-    days_late: int
+    days_late: int | None  # None: its next instalment is not due yet (a plan in arrears for an earlier one)
 
 
 def missing_instalments(session: Session, today: dt.date, grace_days: int) -> list[MissingInstalment]:
-    """Live regular gifts whose next instalment is more than `grace_days` overdue, or which are in arrears."""
+    """Live regular gifts whose next instalment is more than `grace_days` overdue, or which are in arrears; not
+    those whose cancellation was asked for (they are being stopped: nothing more is expected of them)."""
     cutoff = today - dt.timedelta(days=grace_days)
     rows = session.exec(
         select(RegularGift, Supporter)
         .join(Supporter, Supporter.id == RegularGift.supporter_id)  # type: ignore[arg-type]
         .where(
+            col(RegularGift.cancel_requested_at).is_(None),
             sa.or_(
                 col(RegularGift.status) == RegularGiftStatus.IN_ARREARS,
                 sa.and_(col(RegularGift.status) == RegularGiftStatus.ACTIVE, col(RegularGift.next_due_on) < cutoff),
-            )
+            ),
         )
         .order_by(col(RegularGift.next_due_on), col(RegularGift.id))
         .limit(500)
     ).all()
-    return [MissingInstalment(rg, s, (today - rg.next_due_on).days if rg.next_due_on else 0) for rg, s in rows]
+    return [MissingInstalment(rg, s, _days_late(today, rg.next_due_on)) for rg, s in rows]
+
+
+def _days_late(today: dt.date, due: dt.date | None) -> int | None:
+    if due is None or due > today:
+        return None
+    return (today - due).days
 
 
 @dataclass

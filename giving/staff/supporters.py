@@ -653,15 +653,22 @@ async def merge_preview(request: Request, staff: Principal) -> Response:
 @staff_page(*merge.MERGERS)
 async def merge_now(request: Request, staff: Principal) -> Response:
     survivor_id = parse_uuid(request.path_params["supporter_id"], "supporter")
-    loser_id = parse_uuid(str((await form_of(request)).get("other", "")), "supporter")
+    other = str((await form_of(request)).get("other", ""))
 
     def work() -> merge.MergeResult:
+        loser_id = parse_uuid(other, "supporter")
         with runtime(request).unit_of_work() as uow:
             result = merge.merge_supporters(uow, loser_id, survivor_id, by=staff.email)
             audit(uow, staff, "merge", "supporter", result.merged_id, result.to_json())
             return result
 
-    result = await in_thread(work)
+    try:
+        result = await in_thread(work)
+    except (BadRequest, NotFound, Conflict) as exc:
+        # Refused when sent (the duplicate erased or merged since the preview, an id that is none): the supporter's
+        # page again with the error by the merge box, as the preview's refusals are; nothing was changed.
+        detail = exc.detail[:1].upper() + exc.detail[1:]
+        return await _show_with_errors(request, staff, survivor_id, "merge", {"other": detail}, values={"other": other})
     moved = sum(result.moved.values())
     return await redirect_done(
         request, staff, f"/staff/supporters/{result.into_id}", f"Merged: {moved} records moved to this supporter."
