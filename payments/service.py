@@ -15,6 +15,7 @@ from sqlmodel import Session, SQLModel, col, select
 from core.clock import from_unix, isoformat_z, uk_date, uk_today, utc_now
 from core.db import UnitOfWork
 from core.money import Currency, Money, format_pence
+from crm.models import HistoryEntry
 from crm.service import open_review_items, raise_review_item, record_history, resolve_review_item, revise_history
 from payments import payouts, repository, shop
 from payments.checkout import MONTHLY_LINE_NAME
@@ -1632,14 +1633,20 @@ CANCEL_REGULAR_GIFT = "payments.cancel_regular_gift"
 
 def hold_unposted_orders(uow: UnitOfWork, supporter_ids: Sequence[uuid.UUID]) -> int:
     """An erasure: the paid shop orders of these records not posted yet can no longer be posted (no address). Each
-    gets the review item a basket paid after an erasure gets (once: keyed on the order); returns how many."""
-    orders = uow.session.exec(
-        select(Order).where(
-            col(Order.supporter_id).in_(supporter_ids),
-            col(Order.fulfilled_at).is_(None),
-            col(Order.status).in_([OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED]),
-        )
-    ).all()
+    gets the review item a basket paid after an erasure gets (once: keyed on the order); returns how many. One
+    whose goods were refunded in full already (its donation kept) has nothing to post and nothing left to refund
+    for them: not held."""
+    orders = [
+        order
+        for order in uow.session.exec(
+            select(Order).where(
+                col(Order.supporter_id).in_(supporter_ids),
+                col(Order.fulfilled_at).is_(None),
+                col(Order.status).in_([OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED]),
+            )
+        ).all()
+        if not shop.goods_refunded_in_full(order)
+    ]
     for order in orders:
         _held_for_want_of_an_address(uow, order, paid="before")
     return len(orders)
@@ -1679,7 +1686,12 @@ def request_cancellation(uow: UnitOfWork, regular_gift_id: uuid.UUID, *, request
             # A request that failed may be made again: each is an item of its own.
             occasion=asked_at.isoformat(timespec="microseconds"),
         )
-    uow.enqueue(CANCEL_REGULAR_GIFT, regular_gift_id=str(regular.id))
+    if requested_by == ERASURE_REQUEST and regular.provider == Provider.GOCARDLESS:
+        # An erasure stops the Direct Debit itself too (the job's arguments, recorded with it, say so): a mandate left
+        # active still lets the charity take money from a person it can no longer name.
+        uow.enqueue(CANCEL_REGULAR_GIFT, regular_gift_id=str(regular.id), end_mandate=True)
+    else:
+        uow.enqueue(CANCEL_REGULAR_GIFT, regular_gift_id=str(regular.id))
     return regular
 
 
@@ -1727,14 +1739,37 @@ def cancel_regular_gift(
     *,
     stripe: Callable[[], StripeGateway],
     gocardless: Callable[[], GoCardlessGateway],
+    end_mandate: bool = False,
 ) -> str:
     """The job: cancel the subscription at the provider (a GoCardless mandate with no subscription yet: the
     mandate) and record the end at once, not waiting for the webhook, which then changes nothing. When the provider
     refuses because the gift had already ended there (the donor cancelled it themselves), what the provider says
-    is recorded, as its webhook would."""
+    is recorded, as its webhook would. With `end_mandate` (an erasure), the GoCardless mandate is cancelled as well,
+    even when the gift had ended already (one already ended at GoCardless is fine)."""
     regular = repository.first_locked(uow.session, repository.by_key(RegularGift, "id", regular_gift_id))
-    if regular is None or regular.status in _TERMINAL_REGULAR:
+    if regular is None:
         return "already ended"
+    mandate_id = regular.gocardless_mandate_id if regular.provider == Provider.GOCARDLESS else None
+    if regular.status in _TERMINAL_REGULAR:
+        # Ended meanwhile (the provider's webhook, or an earlier run): an erasure's mandate must still go.
+        if end_mandate and mandate_id:
+            _end_mandate(gocardless(), mandate_id)
+        return "already ended"
+    outcome = _cancel_at_provider(uow, regular, stripe=stripe, gocardless=gocardless)
+    if end_mandate and mandate_id and regular.gocardless_subscription_id:
+        # After the subscription (so the end recorded is ours); a failure here rolls both back, and the retry finds
+        # the subscription cancelled at GoCardless (or the gift ended by its webhook, above) and ends the mandate.
+        _end_mandate(gocardless(), mandate_id)
+    return outcome
+
+
+def _cancel_at_provider(
+    uow: UnitOfWork,
+    regular: RegularGift,
+    *,
+    stripe: Callable[[], StripeGateway],
+    gocardless: Callable[[], GoCardlessGateway],
+) -> str:
     reason = f"cancelled in Giving ({regular.cancel_requested_by or 'staff'})"
     now = utc_now()
     if regular.provider == Provider.STRIPE and regular.stripe_subscription_id:
@@ -1781,6 +1816,17 @@ def cancel_regular_gift(
         # Refused, and the provider still takes payments: a person must look (the job's failure says why).
         raise RegularGiftStillLive(f"{regular.provider} refused to cancel and still has it as {regular.status}")
     return str(regular.status)
+
+
+def _end_mandate(gateway: GoCardlessGateway, mandate_id: str) -> None:
+    """Cancel a GoCardless mandate; one that has ended already (cancelled, expired, failed...) is fine. Refused and
+    still live: a person must look."""
+    try:
+        gateway.cancel_mandate(mandate_id)
+    except ProviderRefused:
+        status = gateway.get_mandate(mandate_id).get("status")
+        if status not in _MANDATE_ENDED:
+            raise RegularGiftStillLive(f"GoCardless refused to cancel mandate {mandate_id}, still {status}") from None
 
 
 # --- Stripe: refunds and disputes ---------------------------------------------------------------------------------
@@ -1995,6 +2041,7 @@ def _recompute_returns(uow: UnitOfWork, order: Order | None, gift: Gift | None) 
     lost = repository.lost_disputes_of(session, gift, order)
     before = {r.id: (r.order_amount, r.gift_amount) for r in refunds}
     if order is not None:
+        shelved_before = shop.shelved(order)
         staff = [r for r in refunds if r.allocated_by != "rule"]
         by_rule = [r for r in refunds if r.allocated_by == "rule"]
         goods_taken = sum(r.order_amount for r in staff)
@@ -2020,6 +2067,7 @@ def _recompute_returns(uow: UnitOfWork, order: Order | None, gift: Gift | None) 
             _set(order, status=status)
         session.add(order)
         shop.recompute_partner_shares(session, order)
+        shop.restock_if_refunded_unposted(uow, order, shelved_before=shelved_before)
     else:
         for refund in refunds:
             _set(refund, gift_amount=refund.amount, order_amount=0)
@@ -2355,9 +2403,23 @@ def sync_gocardless_subscription(
     return Effect.processed()
 
 
-def _known_mandate_owner(uow: UnitOfWork, mandate_id: str) -> tuple[uuid.UUID, str | None] | None:
-    """(supporter, GoCardless customer) of a mandate one of our regular or one-off Direct Debit gifts is on."""
-    session = uow.session
+def _known_mandate_owner(
+    uow: UnitOfWork, gocardless: GoCardlessGateway, mandate_id: str
+) -> tuple[uuid.UUID, str | None] | None:
+    """(supporter, GoCardless customer) of a mandate one of our regular or one-off Direct Debit gifts is on, or
+    that GoCardless replaced (`links.new_mandate`, followed as `sync_gocardless_mandate` does) by one our regular
+    gifts moved to."""
+    owner = _mandate_owner(uow.session, mandate_id)
+    if owner is not None:
+        return owner
+    try:
+        moved_to = _replacement_with_gifts(uow, gocardless, mandate_id, gocardless.get_mandate(mandate_id))
+    except ProviderRefused:
+        return None  # a mandate GoCardless does not show us (not ours): not a supporter we know; keep waiting
+    return _mandate_owner(uow.session, moved_to) if moved_to is not None else None
+
+
+def _mandate_owner(session: Session, mandate_id: str) -> tuple[uuid.UUID, str | None] | None:
     on_mandate = repository.regular_gifts_for_mandate(session, mandate_id)
     if on_mandate:
         return on_mandate[0].supporter_id, on_mandate[0].gocardless_customer_id
@@ -2380,7 +2442,7 @@ def _adopt_gocardless_subscription(
     mandate_id = (subscription.get("links") or {}).get("mandate")
     if not mandate_id:
         return None
-    owner = _known_mandate_owner(uow, str(mandate_id))
+    owner = _known_mandate_owner(uow, gocardless, str(mandate_id))
     if owner is None:
         return None
     supporter_id, customer_id = owner
@@ -2530,7 +2592,7 @@ def sync_gocardless_payment(
     gift = repository.first_locked(session, repository.by_key(Gift, "gocardless_payment_id", payment_id))
     charge_day = _charge_day(payment.get("charge_date"))
     if gift is None and regular is None and not subscription_id:
-        gift = _dashboard_gocardless_payment(uow, payment, charge_day)
+        gift = _dashboard_gocardless_payment(uow, gocardless, payment, charge_day)
     if gift is None:
         if regular is None:
             return Effect.waiting(_gocardless_payment_waits_for(payment, subscription_id, mandate_id))
@@ -2593,6 +2655,9 @@ def sync_gocardless_payment(
             # An attempt that failed before the retry that paid: it happened whatever arrived first, so it is in the
             # history as it would be had this event come before the retry.
             _payment_failed_history(uow, gift, reason + retry, at, attempt)
+    elif status == "charged_back" and action == "chargeback_cancelled" and gift.status == GiftStatus.REVERSED:
+        # Cancelled, and charged back again since: the gift stays reversed, as GoCardless has it now.
+        _chargeback_cancelled_late(uow, gift, at)
     elif status == "charged_back" and action == "charged_back":
         _reverse_gift(uow, gift, kind="chargeback", reason=reason, received_at=received_at, at=at)
     elif status == "failed" and action == "failed":
@@ -2668,14 +2733,16 @@ def _gocardless_payment_waits_for(payment: dict[str, Any], subscription_id: Any,
     return f"gocardless_payment:{payment['id']}"
 
 
-def _dashboard_gocardless_payment(uow: UnitOfWork, payment: dict[str, Any], charge_day: dt.date | None) -> Gift | None:
+def _dashboard_gocardless_payment(
+    uow: UnitOfWork, gocardless: GoCardlessGateway, payment: dict[str, Any], charge_day: dt.date | None
+) -> Gift | None:
     """A one-off payment staff took in the GoCardless dashboard on the mandate of a supporter we know: a gift of
     theirs. None (keep waiting): a payment our checkout made (its `checkout_id` metadata: `billing_requests.fulfilled`
     records it) or one on a mandate none of our gifts is on."""
     if (payment.get("metadata") or {}).get("checkout_id"):
         return None
     mandate_id = (payment.get("links") or {}).get("mandate")
-    owner = _known_mandate_owner(uow, str(mandate_id)) if mandate_id else None
+    owner = _known_mandate_owner(uow, gocardless, str(mandate_id)) if mandate_id else None
     if owner is None:
         return None
     supporter_id, payment_id = owner[0], str(payment["id"])
@@ -2754,11 +2821,40 @@ def _reverse_gift(
         if again:
             _set(dispute, opened_at=at)
         session.add(dispute)
+    elif (
+        kind == dispute.kind == "chargeback"
+        and gift.status == GiftStatus.REVERSED
+        and dispute.opened_at is not None
+        and at > dispute.opened_at
+    ):
+        # A later `charged_back` of a payment charged back already: GoCardless charges a payment back once per
+        # chargeback, so the first was cancelled in between (its `chargeback_cancelled` not processed yet, or
+        # processed when the payment was charged back again: `_chargeback_cancelled_late`). A reversal of its own.
+        _set(dispute, kind=kind, reason=reason[:200], opened_at=at, closed_at=at)
+        session.add(dispute)
+        session.flush()
+        _reversal_history(uow, gift, dispute, kind=kind, reason=reason, at=at, again=True, replaces=replaces)
+        return
     if gift.status == GiftStatus.REVERSED:
         return
     _set(gift, status=GiftStatus.REVERSED, failure_reason=reason[:500])
     session.add(gift)
     session.flush()
+    _reversal_history(uow, gift, dispute, kind=kind, reason=reason, at=at, again=again, replaces=replaces)
+
+
+def _reversal_history(
+    uow: UnitOfWork,
+    gift: Gift,
+    dispute: Dispute,
+    *,
+    kind: str,
+    reason: str,
+    at: dt.datetime,
+    again: bool,
+    replaces: tuple[str, ...],
+) -> None:
+    """The history item of a reversal (`_reverse_gift`): the first keyed on the dispute, a later one on its event."""
     label = "Chargeback" if kind == "chargeback" else "Late failure"
     summary = f"{label}: the gift of {format_pence(gift.amount, gift.currency)} was taken back ({reason})"
     data = {
@@ -2825,6 +2921,39 @@ def _chargeback_cancelled_at(uow: UnitOfWork, gift: Gift, at: dt.datetime) -> No
         session.add(dispute)
         session.flush()
         _restored_history(uow, gift, dispute, summary, {}, earlier=True)
+
+
+def _chargeback_cancelled_late(uow: UnitOfWork, gift: Gift, at: dt.datetime) -> None:
+    """A `chargeback_cancelled` processed when GoCardless has the payment charged back again: the cancellation
+    happened all the same, so its history item is written, dated by its own event and keyed on the reversal it
+    ended, as `_chargeback_cancelled_at` would have keyed it had it been processed in time (so a replay of it, or of
+    that, is the same item). The later chargeback's own event writes its reversal (`_reverse_gift`); the dispute
+    describes that one. The reversal it ended: the one the dispute describes when it began before this event (the
+    first, or a later one whose item is keyed on its time), else the one before that, the first (a payment charged
+    back three times or more, with its events processed out of order, may miss an item here)."""
+    session = uow.session
+    dispute = repository.first_locked(
+        session, repository.by_key(Dispute, "gocardless_payment_id", gift.gocardless_payment_id)
+    )
+    if dispute is None or dispute.kind != "chargeback" or dispute.opened_at is None:
+        return
+    first = f"restored:{gift.id}:{dispute.id}"
+    key = first
+    if dispute.opened_at < at:
+        again = f"reversed:{gift.id}:{dispute.id}:{_gc_moment(dispute.opened_at)}"
+        if repository.exists(session, HistoryEntry, "dedupe_key", again):
+            key = f"{first}:{_gc_moment(dispute.opened_at)}"
+    record_history(
+        uow,
+        gift.supporter_id,
+        type="dispute",
+        summary=f"Chargeback cancelled: the gift of {format_pence(gift.amount, gift.currency)} counts again",
+        at=at,
+        amount=gift.amount,
+        currency=gift.currency,
+        data={"gift_id": str(gift.id), "dispute_id": str(dispute.id), "provider_ids": _provider_ids(gift)},
+        dedupe_key=key,
+    )
 
 
 def _collected_after_all(

@@ -103,6 +103,32 @@ def return_stock(uow: UnitOfWork, line: OrderLine, quantity: int) -> None:
         _adjust(uow, line.sku, quantity)
 
 
+def shelved(order: Order) -> bool:
+    """The shirts of a paid basket are back on the shelves, not sold: its goods were refunded in full (refunds or
+    lost disputes) before it was posted. They never left, so no return will ever be recorded for them."""
+    return (
+        order.fulfilled_at is None
+        and order.status in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED)
+        and goods_refunded_in_full(order)
+    )
+
+
+def restock_if_refunded_unposted(uow: UnitOfWork, order: Order, *, shelved_before: bool) -> None:
+    """The basket's goods were refunded in full before it was posted (`shelved` now, not before): its shirts go
+    back into stock, those not already given back by a recorded return; a refund that failed after succeeding (no
+    longer refunded in full) takes them again. Only when that changes, and the order's `refunded_amount` is
+    computed afresh from every refund, so duplicates and any order of events restore them once. The caller holds
+    the order's lock and passes `shelved(order)` read before the refunds were recomputed."""
+    now_shelved = shelved(order)
+    if now_shelved == shelved_before:
+        return
+    shirts = [line for line in _lines(uow, order) if not is_postage(line)]
+    for line in sorted(shirts, key=lambda line: line.sku):  # SKU rows are locked in code order
+        left = line.quantity - line.refunded_quantity
+        if left > 0:
+            _adjust(uow, line.sku, left if now_shelved else -left)
+
+
 def allocate_refund(order: Order, amount: int) -> tuple[int, int]:
     """(goods part, donation part) of a refund of `amount` on `order`, by the rule above."""
     goods_left = max(order.goods_amount + order.vat_amount - _goods_refunded(order), 0)
@@ -366,12 +392,14 @@ def record_returns(uow: UnitOfWork, order_id: uuid.UUID, returns: list[dict[str,
             )
         plan.append((line, quantity))
     now = utc_now()
+    on_shelves = shelved(order)
     for line, quantity in sorted(plan, key=lambda step: step[0].sku):  # SKU rows are locked in code order
         line.refunded_quantity += quantity
         uow.session.add(line)
         # Dated: the journal gives back the share it changes on this day (payments/journal.py, `return_postings`).
         uow.session.add(OrderReturn(order_id=order.id, order_line_id=line.id, quantity=quantity, recorded_at=now))
-        return_stock(uow, line, quantity)
+        if not on_shelves:  # shirts of a basket refunded in full before posting went back into stock then
+            return_stock(uow, line, quantity)
         recompute_partner_share(uow.session, line, order)
     order.updated_at = now
     uow.session.add(order)
@@ -445,7 +473,12 @@ def order_json(
 
 
 def list_orders(
-    session: Session, *, status: str | None = None, unfulfilled: bool = False, limit: int | None = None
+    session: Session,
+    *,
+    status: str | None = None,
+    unfulfilled: bool = False,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Newest paid first (then created, then id: a total order). `unfulfilled`: the packing list, the paid orders
     not posted yet that can be posted (not those held for want of an address, nor those whose shirts were refunded
@@ -465,7 +498,7 @@ def list_orders(
         )
     if limit is not None:
         query = query.limit(limit)
-    orders = list(session.exec(query).all())
+    orders = list(session.exec(query.offset(offset)).all())
     returned = _donation_returned(session, [order.id for order in orders])
     erased = erased_supporters(session, [order.supporter_id for order in orders])
     return [

@@ -35,10 +35,10 @@ def check_instalments(uow: UnitOfWork) -> int:
         uow, uuid.UUID(arguments["regular_gift_id"]), error
     ),
 )
-def cancel_regular_gift(uow: UnitOfWork, regular_gift_id: str) -> str:
-    """Tell Stripe or GoCardless to stop a regular gift staff (or an erasure) cancelled; retried while the provider
-    is unreachable."""
-    return service.cancel_regular_gift(uow, uuid.UUID(regular_gift_id), **_gateways())
+def cancel_regular_gift(uow: UnitOfWork, regular_gift_id: str, end_mandate: bool = False) -> str:
+    """Tell Stripe or GoCardless to stop a regular gift staff (or an erasure: the GoCardless mandate too)
+    cancelled; retried while the provider is unreachable."""
+    return service.cancel_regular_gift(uow, uuid.UUID(regular_gift_id), end_mandate=end_mandate, **_gateways())
 
 
 @jobs.actor(
