@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.clock import isoformat_z
-from core.errors import AppError, DatabaseUnavailable, InternalServerError
+from core.errors import AppError, BadRequest, DatabaseUnavailable, InternalServerError
 from core.runtime import Runtime
 from core.settings import WebSettings
 
@@ -96,6 +96,33 @@ def whole_number(raw: str | None) -> int | None:
     """A query parameter (or header) of ASCII digits as an int; None for anything else. `str.isdigit` is not the
     test: it takes "²", which `int` refuses, and any length, which the database's OFFSET refuses."""
     return int(raw) if raw is not None and _WHOLE_NUMBER.fullmatch(raw) else None
+
+
+# The most items one page of a list endpoint holds.
+PAGE_MAX = 1000
+
+
+def limit_param(raw: str | None) -> int | None:
+    """`?limit=`: None when not given; else a whole number of at least 1 (400 otherwise). One above a page
+    (`PAGE_MAX`), of any length, asks for no fewer than a page: it is served a full page and `next` (contract.md:
+    "every item unless `?limit=` asks for fewer")."""
+    if raw is None or raw == "":
+        return None
+    digits = raw.lstrip("0") if raw.isascii() and raw.isdigit() else None
+    limit = PAGE_MAX if digits is not None and len(digits) > 9 else whole_number(digits or raw)
+    if limit is None or limit < 1:
+        raise BadRequest("limit must be a whole number of at least 1")
+    return min(limit, PAGE_MAX)
+
+
+def offset_param(raw: str | None) -> int:
+    """`?offset=` of a paged list (from a previous page's `next`): 0 when not given; ASCII digits (400 otherwise)."""
+    if raw is None or raw == "":
+        return 0
+    offset = whole_number(raw)
+    if offset is None:
+        raise BadRequest("offset must be a whole number (from a previous page's `next`)")
+    return offset
 
 
 def runtime_of(request: Request) -> Runtime:

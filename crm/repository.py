@@ -141,7 +141,7 @@ def merged_into(session: Session, survivor_id: uuid.UUID) -> list[uuid.UUID]:
 NAME_ORDER = (func.lower(Supporter.last_name), func.lower(Supporter.first_name), col(Supporter.id))
 
 
-def search_supporters(session: Session, terms: list[str], limit: int) -> list[Supporter]:
+def search_supporters(session: Session, terms: list[str], limit: int, offset: int = 0) -> list[Supporter]:
     """Every term must start the first name, last name, email or postcode (case-insensitive), or a later word of
     the last name (after a space or a hyphen: "Berg" finds van der Berg, "Smith" Jones-Smith); consecutive terms
     may start one together as a phrase, so "anna van der berg" finds Anna van der Berg. Merged records are left
@@ -162,7 +162,7 @@ def search_supporters(session: Session, terms: list[str], limit: int) -> list[Su
 
     matches = [and_(*(starts(phrase) for phrase in grouping)) for grouping in _phrase_groupings(terms)]
     query = select(Supporter).where(col(Supporter.merged_into_id).is_(None), or_(*matches))
-    return list(session.exec(query.order_by(*NAME_ORDER).limit(limit)).all())
+    return list(session.exec(query.order_by(*NAME_ORDER).limit(limit).offset(offset)).all())
 
 
 def _phrase_groupings(terms: list[str]) -> Iterator[list[str]]:
@@ -215,13 +215,14 @@ def _starts_a_field(phrase: str, *, postgres: bool) -> sa.ColumnElement[bool]:
     return or_(*fields, email, _COMPACT_POSTCODE.like(pattern.replace(" ", ""), escape="\\"))
 
 
-def supporters_with_postcode(session: Session, postcode: str, limit: int) -> list[Supporter]:
+def supporters_with_postcode(session: Session, postcode: str, limit: int, offset: int = 0) -> list[Supporter]:
     return list(
         session.exec(
             select(Supporter)
             .where(Supporter.postcode == postcode, col(Supporter.merged_into_id).is_(None))
             .order_by(*NAME_ORDER)
             .limit(limit)
+            .offset(offset)
         ).all()
     )
 

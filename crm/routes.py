@@ -1,8 +1,9 @@
 """HTTP routes of crm, mounted by giving.app: the staff JSON API on supporters, and the public forms
 ("Subscribe for updates" with its confirmation and unsubscribe links, and "Volunteer").
 
-Endpoints are thin: they parse, check the caller, call one service function in a unit of work, and write the
-audit log for every read of personal data.
+Endpoints are thin: they check the caller, parse, call one service function in a unit of work, and write the
+audit log for every read of personal data. Each staff handler checks its caller before it reads its path, query or
+body (401/403 first, then 404/400).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from core import ratelimit, signing
 from core.auth import Principal, audit, client_network, require_staff
 from core.db import UnitOfWork
 from core.errors import NotFound, TooManyRequests
-from core.http import JSON, client_address, in_thread, runtime_of, whole_number
+from core.http import JSON, client_address, in_thread, limit_param, offset_param, runtime_of
 from core.models import StaffRole
 from core.runtime import Runtime
 from core.settings import Settings
 from crm import schemas, service
-from crm.errors import BadCursor, DeclarationNotFound, InvalidDonorDetails, ReviewItemNotFound, SupporterNotFound
+from crm.errors import BadCursor, DeclarationNotFound, ReviewItemNotFound, SupporterNotFound
 from crm.models import ConsentStatus, Declaration
 from crm.validation import DonorDetails, normalise_email
 
@@ -36,8 +37,8 @@ T = TypeVar("T")
 # Every staff role may read supporters and keep their records (contract: fundraiser and up).
 READERS = (StaffRole.FUNDRAISER, StaffRole.FINANCE)
 RECORD_KEEPERS = (StaffRole.FUNDRAISER, StaffRole.FINANCE)
-MAX_HISTORY_LIMIT = 1000
 REVIEW_PAGE = 100
+SEARCH_PAGE = 50
 # One address gets at most this many confirmation emails an hour, however many clients ask.
 SUBSCRIBE_PER_ADDRESS_PER_HOUR = 3
 
@@ -78,11 +79,16 @@ def _search_text(value: str | None) -> str | None:
 
 
 async def list_supporters(request: Request) -> Response:
+    """`?email=`: the one supporter with it, or none. `?q=`: the matches in their order (last name, first name, id),
+    `?limit=` (50 by default) at a time after `?offset=`; `next` names the following page while more remain."""
     email = _search_text(request.query_params.get("email"))
     q = _search_text(request.query_params.get("q"))
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
-        found = service.find_supporters(uow.session, email=email, q=q)
+        limit = limit_param(request.query_params.get("limit")) or SEARCH_PAGE
+        offset = offset_param(request.query_params.get("offset"))
+        found = service.find_supporters(uow.session, email=email, q=q, limit=limit + 1, offset=offset)
+        more, found = len(found) > limit, found[:limit]
         audit(
             uow,
             principal,
@@ -91,15 +97,17 @@ async def list_supporters(request: Request) -> Response:
             "",
             {"email": email} if email is not None else {"q": q, "ids": [str(s.id) for s in found]},
         )
-        return {"items": [schemas.supporter_summary(s) for s in found]}
+        body: dict[str, Any] = {"items": [schemas.supporter_summary(s) for s in found]}
+        if more and email is None:
+            body["next"] = f"{request.url.path}?{urlencode({'q': q, 'limit': limit, 'offset': offset + limit})}"
+        return body
 
     return JSON(await staff_call(request, READERS, work))
 
 
 async def get_supporter(request: Request) -> Response:
-    supporter_id = parse_id(request.path_params["supporter_id"])
-
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        supporter_id = parse_id(request.path_params["supporter_id"])
         view = service.get_supporter(uow.session, supporter_id)
         totals = service.supporter_totals(uow.session, view.supporter.id)
         audit(uow, principal, "view", "supporter", view.supporter.id)
@@ -109,11 +117,10 @@ async def get_supporter(request: Request) -> Response:
 
 
 async def supporter_history(request: Request) -> Response:
-    supporter_id = parse_id(request.path_params["supporter_id"])
-    limit = _limit(request.query_params.get("limit"))
-    cursor = request.query_params.get("cursor") or None
-
     def work(uow: UnitOfWork, principal: Principal) -> bytes:
+        supporter_id = parse_id(request.path_params["supporter_id"])
+        limit = limit_param(request.query_params.get("limit"))
+        cursor = request.query_params.get("cursor") or None
         supporter, items, next_cursor = service.history_json(
             uow.session, supporter_id, limit=limit, cursor=cursor, render=_item_json
         )
@@ -132,20 +139,11 @@ def _item_json(row: Any) -> str:
     return json.dumps(schemas.history_item(row), ensure_ascii=False, separators=(",", ":"))
 
 
-def _limit(raw: str | None) -> int | None:
-    if raw is None or raw == "":
-        return None
-    limit = whole_number(raw)
-    if limit is None or not 1 <= limit <= MAX_HISTORY_LIMIT:
-        raise InvalidDonorDetails(f"limit must be a whole number from 1 to {MAX_HISTORY_LIMIT}", {"limit": raw})
-    return limit
-
-
 async def add_note(request: Request) -> Response:
-    supporter_id = parse_id(request.path_params["supporter_id"])
-    raw = await request.body()
+    raw = await request.body()  # read here (async); judged only once the caller is known
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        supporter_id = parse_id(request.path_params["supporter_id"])
         body = schemas.parse_body(schemas.NoteIn, raw)
         entry = service.add_note(uow, supporter_id, body.text, author=principal.email)
         return schemas.history_item(entry)
@@ -154,10 +152,10 @@ async def add_note(request: Request) -> Response:
 
 
 async def add_interest(request: Request) -> Response:
-    supporter_id = parse_id(request.path_params["supporter_id"])
-    raw = await request.body()
+    raw = await request.body()  # read here (async); judged only once the caller is known
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        supporter_id = parse_id(request.path_params["supporter_id"])
         body = schemas.parse_body(schemas.InterestIn, raw)
         interest = service.record_interest(uow, supporter_id, kind=body.kind, source=body.source, note=body.note)
         return schemas.interest_json(interest)
@@ -166,10 +164,10 @@ async def add_interest(request: Request) -> Response:
 
 
 async def change_consent(request: Request) -> Response:
-    supporter_id = parse_id(request.path_params["supporter_id"])
-    raw = await request.body()
+    raw = await request.body()  # read here (async); judged only once the caller is known
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        supporter_id = parse_id(request.path_params["supporter_id"])
         body = schemas.parse_body(schemas.ConsentIn, raw)
         consent = service.change_consent_by_staff(
             uow,
@@ -190,9 +188,8 @@ async def change_consent(request: Request) -> Response:
 
 
 async def list_declarations(request: Request) -> Response:
-    supporter_id = parse_id(request.path_params["supporter_id"])
-
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        supporter_id = parse_id(request.path_params["supporter_id"])
         found = service.declarations(uow.session, supporter_id)
         audit(uow, principal, "view_declarations", "supporter", service.resolve_supporter(uow.session, supporter_id).id)
         words = service.declaration_words(uow.session, found)
@@ -202,10 +199,10 @@ async def list_declarations(request: Request) -> Response:
 
 
 async def create_declaration(request: Request) -> Response:
-    supporter_id = parse_id(request.path_params["supporter_id"])
-    raw = await request.body()
+    raw = await request.body()  # read here (async); judged only once the caller is known
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        supporter_id = parse_id(request.path_params["supporter_id"])
         body = schemas.parse_body(schemas.DeclarationIn, raw)
         supporter = service.recordable_supporter(uow.session, supporter_id)
         donor = _declaration_donor(uow, supporter.id, body)
@@ -269,10 +266,10 @@ def _declaration_donor(uow: UnitOfWork, supporter_id: uuid.UUID, body: schemas.D
 
 
 async def cancel_declaration(request: Request) -> Response:
-    declaration_id = parse_id(request.path_params["declaration_id"], "declaration")
-    raw = await request.body()
+    raw = await request.body()  # read here (async); judged only once the caller is known
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        declaration_id = parse_id(request.path_params["declaration_id"], "declaration")
         body = schemas.parse_body(schemas.CancelIn, raw)
         supporter_id = service.get_declaration(uow.session, declaration_id).supporter_id
         declaration, report = service.reporting_changes(
@@ -288,10 +285,10 @@ async def cancel_declaration(request: Request) -> Response:
 
 
 async def confirm_declaration(request: Request) -> Response:
-    declaration_id = parse_id(request.path_params["declaration_id"], "declaration")
-    raw = await request.body()
+    raw = await request.body()  # read here (async); judged only once the caller is known
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        declaration_id = parse_id(request.path_params["declaration_id"], "declaration")
         body = schemas.parse_body(schemas.ConfirmIn, raw)
         supporter_id = service.get_declaration(uow.session, declaration_id).supporter_id
         declaration, report = service.reporting_changes(
@@ -314,13 +311,13 @@ async def list_review_items(request: Request) -> Response:
     its cursor). Paged by cursor, not offset: items raised or resolved meanwhile neither repeat nor are skipped."""
     status = request.query_params.get("status", "open")
     open_only = status != "all"
-    limit = _limit(request.query_params.get("limit")) or REVIEW_PAGE
-    cursor = request.query_params.get("cursor") or None
-    if "offset" in request.query_params:
-        # A client still counting offsets would get the first page over and over: told instead.
-        raise BadCursor("review items are paged by cursor: follow `next`, not an offset")
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        limit = limit_param(request.query_params.get("limit")) or REVIEW_PAGE
+        cursor = request.query_params.get("cursor") or None
+        if "offset" in request.query_params:
+            # A client still counting offsets would get the first page over and over: told instead.
+            raise BadCursor("review items are paged by cursor: follow `next`, not an offset")
         items, next_cursor = service.review_items(uow.session, open_only=open_only, limit=limit, cursor=cursor)
         audit(uow, principal, "list", "review_item", "", {"count": len(items)})
         body: dict[str, Any] = {"items": [schemas.review_item_json(i) for i in items]}
@@ -333,9 +330,8 @@ async def list_review_items(request: Request) -> Response:
 
 
 async def resolve_review_item(request: Request) -> Response:
-    item_id = parse_id(request.path_params["item_id"], "review item")
-
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        item_id = parse_id(request.path_params["item_id"], "review item")
         return schemas.review_item_json(service.resolve_review_item(uow, item_id, by=principal.email))
 
     return JSON(await staff_call(request, RECORD_KEEPERS, work))

@@ -660,10 +660,10 @@ def supporter_totals(session: Session, supporter_id: uuid.UUID) -> dict[str, Any
 
 
 def find_supporters(
-    session: Session, *, email: str | None = None, q: str | None = None, limit: int = 50
+    session: Session, *, email: str | None = None, q: str | None = None, limit: int = 50, offset: int = 0
 ) -> list[Supporter]:
     """`email`: the one supporter with that exact (normalised) email, following merges. `q`: words that start a
-    name, email or postcode; an email address is matched exactly."""
+    name, email or postcode; an email address is matched exactly; `limit` of them after the first `offset`."""
     if email is not None:
         found = repository.supporter_by_email(session, normalise_email(email))
         return [resolve_supporter(session, found.id)] if found else []
@@ -672,15 +672,15 @@ def find_supporters(
         raise InvalidDonorDetails("give ?email= or ?q= (a name, email or postcode)", {"q": "Enter something to find"})
     if len(words) == 1 and "@" in words[0]:
         try:
-            return find_supporters(session, email=words[0])
+            return find_supporters(session, email=words[0])[offset:]
         except InvalidDonorDetails:
             pass
     if len(words) <= 2 and UK_POSTCODE_CHARS.match("".join(words)):
         try:
-            return repository.supporters_with_postcode(session, normalise_postcode("".join(words)), limit)
+            return repository.supporters_with_postcode(session, normalise_postcode("".join(words)), limit, offset)
         except InvalidDonorDetails:
             pass
-    return repository.search_supporters(session, words[:5], limit)
+    return repository.search_supporters(session, words[:5], limit, offset)
 
 
 def get_supporter(session: Session, supporter_id: uuid.UUID) -> SupporterView:

@@ -143,10 +143,11 @@ def _sweep_leftovers(uow: UnitOfWork, from_id: uuid.UUID, to_id: uuid.UUID) -> d
 
 async def merge_endpoint(request: Request) -> Response:
     """`POST /api/supporters/{id}/merge {"into": id}`: the survivor, with what moved."""
-    from_id = parse_id(request.path_params["supporter_id"])
-    raw = await request.body()
+    raw = await request.body()  # read here (async); judged only once the caller is known
 
     def work(uow: UnitOfWork, principal: Principal) -> dict[str, Any]:
+        # Read after the role check: a role that may not merge is told 403 whatever it asks.
+        from_id = parse_id(request.path_params["supporter_id"])
         body = schemas.parse_body(schemas.MergeIn, raw)
         result = merge_supporters(uow, from_id, body.into, by=principal.email)
         audit(uow, principal, "merge", "supporter", result.merged_id, result.to_json())

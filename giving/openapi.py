@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from core.http import JSON
+from crm.models import ConsentChannel, ConsentStatus
+from payments.models import OrderStatus
 
 Schema = dict[str, Any]
 
@@ -172,16 +174,22 @@ DECLARATION_CHANGED = {
     },
 }
 
+# What crm.validation.DonorDetails takes (values are trimmed first): a title of 1 to 4 letters (a final dot is
+# dropped), names of 1 to 35 characters, lines and town at most as long as their columns, a two-letter country code
+# ("UK" is taken as GB, lower case too).
 NEW_ADDRESS = {
     **obj(
-        {"first_name": {"type": "string"}, "last_name": {"type": "string"}},
         {
-            "title": nullable({"type": "string"}),
-            "address_line1": {"type": "string"},
-            "address_line2": {"type": "string"},
-            "town": {"type": "string"},
+            "first_name": {"type": "string", "minLength": 1, "maxLength": 35},
+            "last_name": {"type": "string", "minLength": 1, "maxLength": 35},
+        },
+        {
+            "title": nullable({"type": "string", "pattern": r"^\s*([A-Za-z]{1,4}\.?)?\s*$"}),
+            "address_line1": {"type": "string", "maxLength": 100},
+            "address_line2": {"type": "string", "maxLength": 100},
+            "town": {"type": "string", "maxLength": 60},
             "postcode": {"type": "string"},
-            "country": {"type": "string"},
+            "country": {"type": "string", "pattern": r"^\s*[A-Za-z]{2}\s*$"},
         },
     ),
     "additionalProperties": False,
@@ -422,9 +430,15 @@ def query(name: str, schema: Schema, description: str = "", *, required: bool = 
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
-LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many; `next` has the rest")
+LIMIT = query(
+    "limit",
+    {"type": "integer", "minimum": 1},
+    "at most this many (a page holds at most 1000: a larger limit gets 1000); `next` has the rest",
+)
 CURSOR = query("cursor", {"type": "string"}, "from a previous page's `next`")
-OFFSET = query("offset", {"type": "integer", "minimum": 0}, "from a previous page's `next`")
+OFFSET = query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}, "from a previous page's `next`")
+CONSENT_CHANNEL: Schema = {"type": "string", "enum": [channel.value for channel in ConsentChannel]}
+CONSENT_STATUSES = [status.value for status in ConsentStatus]
 ANY_STAFF = "fundraiser, finance, admin"
 FINANCE_UP = "finance, admin"
 MERGERS = "fundraiser, admin"  # giving.merge.MERGERS (an admin may do anything)
@@ -437,6 +451,11 @@ DECLARATION_ID = path_id("declaration_id")
 # A payout is named by our id or by the provider's (po_..., PO...).
 PAYOUT_REF = path_id("payout_id", {"type": "string", "minLength": 1})
 ANY_OBJECT: Schema = {"type": "object"}
+# One line of `POST /api/orders/{id}/returns`: the order line (its id, or its SKU) and how many shirts came back.
+RETURN_LINE: Schema = {
+    **obj({"quantity": {"type": "integer", "minimum": 1}}, {"line_id": UUID, "sku": {"type": "string"}}),
+    "anyOf": [{"required": ["line_id"]}, {"required": ["sku"]}],
+}
 
 
 def file_download(
@@ -511,10 +530,10 @@ PATHS: dict[str, Schema] = {
     # --- supporters (crm) ---
     "/api/supporters": {
         "get": staff(
-            "Find supporters by exact (normalised) email or by a search",
-            items_of(ref("Supporter")),
+            "Find supporters by exact (normalised) email or by a search (50 a page unless `?limit=`)",
+            items_of(ref("Supporter"), paged=True),
             roles=ANY_STAFF,
-            params=[query("email", {"type": "string"}), query("q", {"type": "string"})],
+            params=[query("email", {"type": "string"}), query("q", {"type": "string"}), LIMIT, OFFSET],
             errors={"400": "neither email nor q, or a bad value"},
         )
     },
@@ -555,7 +574,13 @@ PATHS: dict[str, Schema] = {
             ok_status="201",
             params=[SUPPORTER_ID],
             body=body_of(
-                {"kind": {"type": "string", "minLength": 2, "maxLength": 32}},
+                {
+                    "kind": {
+                        "type": "string",
+                        "pattern": r"^\s*[A-Za-z][A-Za-z_]{1,31}\s*$",
+                        "description": "a short word (letters and _), kept in lower case: volunteering, events, ...",
+                    }
+                },
                 {"note": {"type": "string", "maxLength": 500}, "source": {"type": "string", "maxLength": 32}},
             ),
             errors={"400": BAD, "404": NOT_FOUND},
@@ -565,7 +590,7 @@ PATHS: dict[str, Schema] = {
         "post": staff(
             "Record a consent granted or withdrawn",
             obj(
-                {"id": UUID, "channel": {"type": "string"}, "status": {"type": "string"}},
+                {"id": UUID, "channel": CONSENT_CHANNEL, "status": {"type": "string", "enum": CONSENT_STATUSES}},
                 {
                     "at": TIMESTAMP,
                     "source": {"type": "string"},
@@ -581,7 +606,7 @@ PATHS: dict[str, Schema] = {
             ok_status="201",
             params=[SUPPORTER_ID],
             body=body_of(
-                {"channel": {"type": "string"}, "status": {"type": "string", "enum": ["granted", "withdrawn"]}},
+                {"channel": CONSENT_CHANNEL, "status": {"type": "string", "enum": ["granted", "withdrawn"]}},
                 {
                     "wording_version": {"type": "string", "maxLength": 64},
                     "wording_text": {
@@ -804,12 +829,13 @@ PATHS: dict[str, Schema] = {
     },
     "/api/orders": {
         "get": staff(
-            "Shop orders",
-            items_of(ref("Order")),
+            "Shop orders, newest paid first",
+            items_of(ref("Order"), paged=True),
             roles=ANY_STAFF,
             params=[
                 LIMIT,
-                query("status", {"type": "string"}),
+                OFFSET,
+                query("status", {"type": "string", "enum": [status.value for status in OrderStatus]}),
                 query("unfulfilled", {"type": "string", "enum": ["1", "true", "yes", "0", "false", "no"]}),
             ],
             errors={"400": BAD},
@@ -845,7 +871,7 @@ PATHS: dict[str, Schema] = {
             ref("Order"),
             roles=ANY_STAFF,
             params=[ORDER_ID],
-            body=body_of({"lines": {"type": "array", "minItems": 1, "items": ANY_OBJECT}}),
+            body=body_of({"lines": {"type": "array", "minItems": 1, "items": RETURN_LINE}}),
             errors={"400": BAD, "404": NOT_FOUND, "409": "more than was bought"},
         )
     },
@@ -911,7 +937,7 @@ PATHS: dict[str, Schema] = {
             roles=ANY_STAFF,
             ok_status="202",
             params=[DOCUMENT_ID],
-            body=body_of({}, {"to_email": {"type": "string"}}),
+            body=body_of({}, {"to_email": {"type": "string", "format": "email", "pattern": "@"}}),
             errors={"400": BAD, "404": NOT_FOUND, "409": "not issued yet"},
         )
     },

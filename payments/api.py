@@ -1,7 +1,8 @@
 """Staff JSON API of payments (payouts, orders, stock, partner statements), mounted by giving.app.
 
 Roles: finance (and admin) read and reconcile payouts and export partner statements; any staff member may read
-orders and stock and mark an order fulfilled or record shirts sent back.
+orders and stock and mark an order fulfilled or record shirts sent back. Each handler checks its caller before it
+reads its path, query or body (401/403 first, then 400/404).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import datetime as dt
 import json
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from core.auth import audit, require_staff
 from core.errors import BadRequest
-from core.http import JSON, in_thread, runtime_of
+from core.http import JSON, in_thread, limit_param, offset_param, runtime_of
 from core.models import StaffRole
 from payments import payouts, service, shop
 from payments.models import OrderStatus
@@ -25,21 +27,7 @@ from payments.reconcile import match_payout
 
 FINANCE = (StaffRole.FINANCE, StaffRole.ADMIN)
 ANY_STAFF = (StaffRole.FUNDRAISER, StaffRole.FINANCE, StaffRole.ADMIN)
-MAX_LIMIT = 1000
 ORDER_STATUSES = tuple(status.value for status in OrderStatus)
-
-
-def _int_param(request: Request, name: str, default: int | None, *, minimum: int, maximum: int) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be a whole number") from None
-    if not minimum <= value <= maximum:
-        raise BadRequest(f"{name} must be between {minimum} and {maximum}")
-    return value
 
 
 def _date_param(request: Request, name: str) -> dt.date:
@@ -66,8 +54,8 @@ async def list_payouts(request: Request) -> Response:
         with runtime.read_session() as session:
             require_staff(session, request, *FINANCE)
             # Read once the caller may see payouts: a role that may not is told so (403), whatever it asked.
-            limit = _int_param(request, "limit", None, minimum=1, maximum=MAX_LIMIT)
-            offset = _int_param(request, "offset", 0, minimum=0, maximum=10**9) or 0
+            limit = limit_param(request.query_params.get("limit"))
+            offset = offset_param(request.query_params.get("offset"))
             items, more = payouts.list_payouts(session, limit=limit, offset=offset)
         body: dict[str, Any] = {"items": items}
         if more and limit is not None:
@@ -107,29 +95,38 @@ async def reconcile_payout(request: Request) -> Response:
 
 
 async def list_orders(request: Request) -> Response:
+    """Every order unless `?limit=` asks for fewer; then `next` (offset) names the rest, as for payouts."""
     runtime = runtime_of(request)
-    limit = _int_param(request, "limit", None, minimum=1, maximum=MAX_LIMIT)
     status = request.query_params.get("status") or None
     unfulfilled = request.query_params.get("unfulfilled") in ("1", "true", "yes")
 
     def work() -> dict[str, Any]:
         with runtime.read_session() as session:
             require_staff(session, request, *ANY_STAFF)
+            limit = limit_param(request.query_params.get("limit"))
+            offset = offset_param(request.query_params.get("offset"))
             if status is not None and status not in ORDER_STATUSES:
                 # Not a filter that matches nothing: a typo (or a NUL, which PostgreSQL refuses) is the caller's.
                 raise BadRequest(f"status is one of {', '.join(ORDER_STATUSES)}")
-            return {"items": shop.list_orders(session, status=status, unfulfilled=unfulfilled, limit=limit)}
+            fetch = None if limit is None else limit + 1
+            items = shop.list_orders(session, status=status, unfulfilled=unfulfilled, limit=fetch, offset=offset)
+        body: dict[str, Any] = {"items": items[:limit]}
+        if limit is not None and len(items) > limit:
+            kept = {"status": status, "unfulfilled": "1" if unfulfilled else None}
+            query = urlencode({**{k: v for k, v in kept.items() if v}, "limit": limit, "offset": offset + limit})
+            body["next"] = f"{request.url.path}?{query}"
+        return body
 
     return JSON(await in_thread(work))
 
 
 async def get_order(request: Request) -> Response:
     runtime = runtime_of(request)
-    order_id = _uuid(request.path_params["order_id"], "order")
 
     def work() -> dict[str, Any]:
         with runtime.read_session() as session:
             require_staff(session, request, *ANY_STAFF)
+            order_id = _uuid(request.path_params["order_id"], "order")
             return shop.order_json(session, shop.get_order(session, order_id))
 
     return JSON(await in_thread(work))
@@ -138,11 +135,11 @@ async def get_order(request: Request) -> Response:
 async def fulfil_order(request: Request) -> Response:
     """`POST /api/orders/{id}/fulfil`: the shirts were posted (again: no change)."""
     runtime = runtime_of(request)
-    order_id = _uuid(request.path_params["order_id"], "order")
 
     def work() -> dict[str, Any]:
         with runtime.unit_of_work() as uow:
             principal = require_staff(uow.session, request, *ANY_STAFF)
+            order_id = _uuid(request.path_params["order_id"], "order")
             order, posted = shop.fulfil(uow, order_id)
             if posted:  # again: nothing changed, nothing to audit
                 audit(uow, principal, "fulfil", "order", order.id)
@@ -156,11 +153,11 @@ async def cancel_regular_gift(request: Request) -> Response:
     """`POST /api/regular-gifts/{id}/cancel`: the donor asked to stop their regular gift. 202: recorded, and a job
     tells Stripe or GoCardless (`status` turns `cancelled` when it has); 409 when it has already ended."""
     runtime = runtime_of(request)
-    regular_gift_id = _uuid(request.path_params["regular_gift_id"], "regular gift")
 
     def work() -> dict[str, Any]:
         with runtime.unit_of_work() as uow:
             principal = require_staff(uow.session, request, *ANY_STAFF)
+            regular_gift_id = _uuid(request.path_params["regular_gift_id"], "regular gift")
             regular = service.request_cancellation(uow, regular_gift_id, requested_by=principal.email)
             audit(
                 uow, principal, "cancel_regular_gift", "regular_gift", regular.id, {"provider": str(regular.provider)}
@@ -174,12 +171,12 @@ async def return_lines(request: Request) -> Response:
     """`POST /api/orders/{id}/returns` `{"lines": [{"line_id" or "sku", "quantity"}]}`: shirts sent back (their
     stock returns and the partner's share is recomputed). The money goes back through the provider's refund."""
     runtime = runtime_of(request)
-    order_id = _uuid(request.path_params["order_id"], "order")
-    raw = await request.body()
+    raw = await request.body()  # read here (async); judged only once the caller is known
 
     def work() -> dict[str, Any]:
         with runtime.unit_of_work() as uow:
             principal = require_staff(uow.session, request, *ANY_STAFF)
+            order_id = _uuid(request.path_params["order_id"], "order")
             try:
                 payload = json.loads(raw)
             except ValueError:

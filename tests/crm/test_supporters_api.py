@@ -168,7 +168,8 @@ def test_history_is_newest_first_in_a_total_order_and_pages_with_next(
 
 def test_history_rejects_a_bad_limit_or_cursor(runtime: Runtime, client: TestClient, staff: dict[str, str]) -> None:
     ada = make_supporter(runtime)
-    for params in ({"limit": "0"}, {"limit": "abc"}, {"limit": "100000"}, {"limit": "2", "cursor": "garbage!"}):
+    # A limit above a page (1000) is served a full page and `next`: tests/crm/test_s17n_large_limit.py.
+    for params in ({"limit": "0"}, {"limit": "abc"}, {"limit": "2", "cursor": "garbage!"}):
         response = client.get(f"/api/supporters/{ada}/history", params=params, headers=staff)
         assert response.status_code == 400, params
 
