@@ -369,7 +369,26 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        _refuse_unknown_sections(settings_cls)
         return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+def _refuse_unknown_sections(settings_cls: type[BaseSettings]) -> None:
+    """`GIVING_<SECTION>__<KEY>` naming no section: pydantic-settings reads only the variables of known sections, so
+    a misspelt one (`GIVING_DATABSE__URL`) was ignored and the default used (an SQLite file under ./var). A misspelt key
+    of a known section is refused by the section itself (`extra="forbid"`). The value is not repeated: a secret."""
+    sections = {name for name, field in settings_cls.model_fields.items() if isinstance(field.default, BaseModel)}
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.upper().startswith("GIVING_")
+        and "__" in name
+        and name[len("GIVING_") :].partition("__")[0].lower() not in sections
+    )
+    if unknown:
+        raise SettingsError(
+            f"bad settings: {', '.join(unknown)}: no such section (sections: {', '.join(sorted(sections))})"
+        )
 
 
 class _TomlSource(PydanticBaseSettingsSource):

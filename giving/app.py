@@ -65,6 +65,8 @@ async def readyz(request: Request) -> Response:
             with runtime.read_session() as session:
                 from webhooks.service import pending_event_count
 
+                ops.bound_probe(session)  # a lock or a slow database: 503 after a few seconds, not a held thread
+
                 body["pending_events"] = pending_event_count(session)
                 body["pending_jobs"] = jobs.pending_count(session)
         except sa.exc.SQLAlchemyError:

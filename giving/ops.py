@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from dramatiq.common import dq_name, xq_name
 from prometheus_client.core import GaugeMetricFamily, Metric
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -77,6 +77,20 @@ def live_sources(runtime: Runtime) -> list[metrics.LiveSource]:
     return [lambda: database_gauges(runtime), lambda: queue_gauges(runtime)]
 
 
+# How long a probe's statement may wait (a lock held by a migration's ALTER TABLE, a database overloaded) before the
+# probe says the database is unavailable: `/readyz` held a web thread, and a scrape outlasted Prometheus's timeout.
+PROBE_STATEMENT_SECONDS = 3
+
+
+def bound_probe(session: Session) -> None:
+    """On PostgreSQL, this transaction's statements give up after PROBE_STATEMENT_SECONDS (`set_config(..., true)`:
+    the transaction only, nothing left on the connection, as PgBouncer's transaction mode needs)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().exec_driver_sql(
+            f"SELECT set_config('statement_timeout', '{PROBE_STATEMENT_SECONDS * 1000}', true)"
+        )
+
+
 def database_gauges(runtime: Runtime) -> Iterable[Metric]:
     """Events and durable jobs by status, and whether the database answered."""
     up = GaugeMetricFamily("giving_database_up", "1 when the database answered this scrape.")
@@ -100,6 +114,7 @@ def database_gauges(runtime: Runtime) -> Iterable[Metric]:
     claims = GaugeMetricFamily("giving_giftaid_claims", "Gift Aid claims built, by status.", labels=["status"])
     try:
         with runtime.read_session() as session:
+            bound_probe(session)
             event_counts = dict(
                 session.exec(
                     select(InboundEvent.status, sa.func.count()).group_by(InboundEvent.status)  # type: ignore[arg-type]
@@ -197,6 +212,9 @@ def _rabbitmq_counts(url: str, queues: list[str]) -> dict[str, tuple[int, int | 
 
     params = pika.URLParameters(url)
     params.socket_timeout = 2
+    # The AMQP handshake: pika's default 15 s, for a broker that accepts and says nothing, outlasted Prometheus's
+    # 10 s scrape timeout, so the scrape was dropped whole (`giving_broker_up 0` with it).
+    params.stack_timeout = 3
     params.blocked_connection_timeout = 2
     params.connection_attempts = 1
     # A broker that is down (`giving_broker_up 0` says so) and a queue no worker has declared yet (404) would each
