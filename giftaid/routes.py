@@ -95,10 +95,9 @@ async def create_claim(request: Request) -> Response:
         result = service.build_claim(uow, settings, through=body.through, actor=principal.email)
         answer = result.to_json()
         if result.claim_id is not None:
-            answer["files"] = [
-                f"/api/giftaid/claims/{result.claim_id}/schedule.ods",
-                f"/api/giftaid/claims/{result.claim_id}/claim.xml",
-            ]
+            # Every part of a claim of several (`?part=N`): a client fetching them all sends HMRC the whole claim.
+            claim = service.get_claim(uow.session, result.claim_id)
+            answer["files"] = service.claim_files(claim, service.schedule_parts(uow.session, claim))
             audit(uow, principal, "build", "giftaid_claim", result.claim_id, {"through": body.through.isoformat()})
         return answer
 

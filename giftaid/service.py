@@ -745,11 +745,11 @@ def claim_json(session: Session, claim: Claim, *, detail: bool = False) -> dict[
         "built_at": claim.built_at,
         "built_by": claim.built_by,
         "status_changed_at": claim.status_changed_at,
-        # A rejected claim's files are not written again (`ClaimRejected`): what was sent is under its messages.
-        "files": []
-        if ClaimStatus(claim.status) == ClaimStatus.REJECTED
-        else [f"/api/giftaid/claims/{claim.id}/schedule.ods", f"/api/giftaid/claims/{claim.id}/claim.xml"],
     }
+    # A rejected claim's files are not written again (`ClaimRejected`): what was sent is under its messages.
+    rejected = ClaimStatus(claim.status) == ClaimStatus.REJECTED
+    body["schedule_parts"] = [] if rejected else schedule_parts(session, claim)
+    body["files"] = [] if rejected else claim_files(claim, body["schedule_parts"])
     if detail:
         body["events"] = [
             {"status": e.status, "at": e.at, "actor": e.actor, "detail": e.detail}
@@ -773,6 +773,31 @@ def schedule_count(claim: Claim) -> int:
 
 def message_count(claim: Claim) -> int:
     return -(-claim.lines // claim_xml.MAX_GAD_PER_MESSAGE)
+
+
+def schedule_parts(session: Session, claim: Claim) -> list[int]:
+    """The numbers of the claim's schedules that have lines, each a file: 1..`schedule_count`, less the schedules a
+    take-off left empty at the end of a message that is not the last (`repository.take_off_claim`: no schedule moves
+    into another message, so the numbers stay those of the claim's history and of its downloads' `?part=N`). Only a
+    claim of several messages can have one, so only its rows are read."""
+    count = schedule_count(claim)
+    if message_count(claim) <= 1:
+        return list(range(1, count + 1))
+    return sorted(repository.part_earliest(session, claim.id, schedule.ROWS_PER_SCHEDULE))
+
+
+def claim_files(claim: Claim, schedules: list[int]) -> list[str]:
+    """The API's URLs of every file of the claim, each part its own (`?part=N`, when it has several): every schedule
+    that has lines (`schedule_parts`), then every message. A client fetching them all sends HMRC the whole claim."""
+    base = f"/api/giftaid/claims/{claim.id}"
+    if schedule_count(claim) <= 1:
+        files = [f"{base}/schedule.ods"]
+    else:
+        files = [f"{base}/schedule.ods?part={part}" for part in schedules]
+    messages = message_count(claim)
+    if messages <= 1:
+        return [*files, f"{base}/claim.xml"]
+    return files + [f"{base}/claim.xml?part={part}" for part in range(1, messages + 1)]
 
 
 def _aggregate_description(donors: int) -> str:
@@ -982,7 +1007,13 @@ def take_off_what_hmrc_would_refuse(
 
 
 def _take_off(
-    session: Session, settings: Settings, claim: Claim, *, actor: str, today: dt.date | None = None
+    session: Session,
+    settings: Settings,
+    claim: Claim,
+    *,
+    actor: str,
+    today: dt.date | None = None,
+    sent_again: bool = False,
 ) -> tuple[list[HeldBackGift], ClaimEvent | None]:
     """Before a claim still `built` is written or sent: take off the gifts HMRC would now refuse, and hold them back
     with their reason (in the claim's held-back gifts and its history, with who and when).
@@ -996,8 +1027,11 @@ def _take_off(
     details are mended can be), the lines are numbered again, the totals and IRmarks follow, adjustments about those
     gifts are void as for a rejected claim, and adjustments that no longer fit the claim's Gift Aid wait for the
     next claim. If nothing would be left, nothing changes: `NothingLeftToSend` (409) says what to do.
-    Claims already sent keep their gifts: their files are what was sent. Returns what was taken off, and the event
-    that says so (the parts then written are recorded in it)."""
+    Claims already sent keep their gifts: their files are what was sent. One HMRC may hold (`hmrc_may_have`: its
+    submission got no answer) counts as sent for the adjustments about the gifts taken off: HMRC may have paid that
+    tax, so they stand where they are (`adjustments_kept`), unless it is being sent again (`sent_again`: finance
+    found HMRC does not have it). Returns what was taken off, and the event that says so (the parts then written
+    are recorded in it)."""
     if ClaimStatus(claim.status) != ClaimStatus.BUILT:
         return [], None
     rules = rules_from(settings, today)
@@ -1070,7 +1104,16 @@ def _take_off(
     if dropped:
         # The schedules after a part left empty move down (`parts_written` follows them through this).
         detail[_PARTS_DROPPED] = dropped
-    void, deducted = _void_adjustments_about(session, claim, set(gift_ids), actor=actor, at=now)
+    void: list[str] = []
+    deducted: list[str] = []
+    if hmrc_may_have(claim) and not sent_again:
+        # Maybe sent counts as sent: HMRC may have paid the tax these adjustments take back.
+        taken_ids = set(gift_ids)
+        kept = [str(a.id) for a in repository.adjustments_from(session, claim.id) if a.gift_id in taken_ids]
+        if kept:
+            detail["adjustments_kept"] = kept
+    else:
+        void, deducted = _void_adjustments_about(session, claim, set(gift_ids), actor=actor, at=now)
     if void:
         detail["adjustments_void"] = void
     if deducted:
@@ -1390,7 +1433,7 @@ def change_status(
     if status == ClaimStatus.REJECTED:
         claim.rejection_reason = reason[:500]
         event_detail["released_gifts"] = repository.release_claim_gifts(session, claim.id)
-        claimed_again = []
+        claimed_again, given_back = [], []
         for adjustment in repository.adjustments_applied_to(session, claim.id):
             if adjustment.withdrawn_at is not None:
                 # Withdrawn because the gift was claimed again (its money came back after this claim had deducted
@@ -1400,8 +1443,15 @@ def change_status(
                 continue
             adjustment.applied_claim_id = None
             session.add(adjustment)
+            given_back.append(str(adjustment.id))
         if claimed_again:
             event_detail["gifts_claimed_again"] = claimed_again
+        # A rejected claim deducts nothing: its `adjustment` is 0 (the next claim carries what it gave back, and
+        # the two must not count the same tax twice); what it carried stays in this event.
+        if claim.adjustment:
+            event_detail["adjustment_carried"] = Money(claim.adjustment).to_json()
+            event_detail["adjustments_given_back"] = given_back
+            claim.adjustment = 0
         # Adjustments about this claim's gifts are void: HMRC never paid that tax. One a later claim carries comes
         # off it while that claim is unsent; once sent, HMRC has the deduction and finance must correct it there.
         kept_elsewhere = []
@@ -1572,7 +1622,7 @@ def submit_claim(
     with tempfile.TemporaryDirectory(prefix="giftaid-submit-") as folder:
         path = Path(folder) / "claim.xml"
         with path.open("w+b") as out:
-            _, event = _take_off(session, settings, claim, actor=actor, today=today)
+            _, event = _take_off(session, settings, claim, actor=actor, today=today, sent_again=again)
             _write_xml_part(session, settings, claim, 1, out, check=True)
         # The message is recorded as written once HMRC may have it (an answer, or none): not when it was refused at
         # the door or never left.

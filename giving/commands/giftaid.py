@@ -38,6 +38,21 @@ def _print_json(body: Any) -> None:
     typer.echo(json_text(body))
 
 
+def _say_emptied_schedules(session: Any, claim: Any) -> None:
+    """The schedules a take-off left empty have no file (`service.schedule_parts`): the others keep their numbers, so
+    say which number has none, on stderr (stdout is the paths written), lest finance look for it."""
+    from giftaid import service
+
+    count = service.schedule_count(claim)
+    missing = sorted(set(range(1, count + 1)) - set(service.schedule_parts(session, claim)))
+    for part in missing:
+        typer.echo(
+            f"schedule {part} of {count}: no file (gifts HMRC would refuse were taken off and left it empty; "
+            "the other schedules keep their numbers)",
+            err=True,
+        )
+
+
 def register(app: typer.Typer) -> None:
     giftaid = typer.Typer(no_args_is_help=True, help="Gift Aid claims to HMRC.")
     app.add_typer(giftaid, name="giftaid")
@@ -160,6 +175,8 @@ def register(app: typer.Typer) -> None:
                 return
             for path in written:
                 typer.echo(str(path.resolve()))
+            if file_format != "xml":
+                _say_emptied_schedules(uow.session, service.get_claim(uow.session, identifier))
 
     @giftaid.command("status")
     def status(
