@@ -236,7 +236,17 @@ CLAIM = obj(
         "gift_aid": ref("Money"),
         "adjustment": ref("Money"),
         "held_back": {"type": "array", "items": ref("HeldBack")},
-        "files": {"type": "array", "items": {"type": "string"}},
+        "files": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "every file to send HMRC: schedule.ods and claim.xml for a claim of one part; else "
+            "schedule.ods?part=N for each schedule with lines and claim.xml?part=N for each message",
+        },
+        "schedule_parts": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 1},
+            "description": "the schedule part numbers that have lines (a take-off can leave a slot empty)",
+        },
         "built_at": nullable(TIMESTAMP),
     },
 )
