@@ -1144,14 +1144,26 @@ def _report_unknown(uow: UnitOfWork, due: list[Any], known: list[str]) -> None:
 _MARK_SENT_AT_ONCE = 1000
 
 
-def _machine() -> str:
-    """This machine, as far as its processes can be seen: the host name, and the PID namespace (containers sharing
-    a host name may each have their own pids)."""
+# Linux's id of this boot of the machine, random at each boot (the same in every container of the host).
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+
+
+def _machine(boot_id_file: str = BOOT_ID_FILE) -> str:
+    """This machine, as far as its processes can be seen: the host name, the PID namespace (containers sharing a
+    host name may each have their own pids) and the boot (`boot_id_file`, where there is one): outside containers
+    the namespace is the same constant on every Linux host, so two hosts given the same name were one machine, and a
+    process starting on one took the other's live runs for dead (`process_exited`). The boot id is last: a claim
+    written by this machine before a reboot names another machine, left to its time limit."""
     try:
         namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
         namespace = ""
-    return f"{socket.gethostname()} {namespace}".strip()[:255]
+    try:
+        with open(boot_id_file) as file:
+            boot = file.read(64).strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()} {namespace} {boot}".strip()[:255]
 
 
 def _process_started(pid: int) -> str | None:
@@ -1241,7 +1253,8 @@ def claim_period(uow: UnitOfWork, name: str, start: dt.datetime) -> bool:
 
 
 class Scheduler(threading.Thread):
-    """Runs in every worker process; the `scheduled_runs` table makes each period run once in all."""
+    """Runs in every worker process; the `scheduled_runs` table makes each period run once in all. Each period is
+    asked for once per process (remembered once its insert commits, whoever took it), not on every tick."""
 
     def __init__(self, unit_of_work: Callable[[], Any], tick_seconds: float = 1.0):
         super().__init__(name="giving-scheduler", daemon=True)
@@ -1250,6 +1263,9 @@ class Scheduler(threading.Thread):
         # Not `_stop`: that is a method of `threading.Thread`, which `join()` and `is_alive()` call once it has ended.
         self._stopping = threading.Event()
         self._database_down = False
+        # The period of each job last taken, by this process or (its row there already) another: until the next
+        # begins, a tick has nothing to ask the database (ten transactions a second per process, idle, without it).
+        self._taken: dict[str, dt.datetime] = {}
 
     def stop(self) -> None:
         self._stopping.set()
@@ -1259,11 +1275,15 @@ class Scheduler(threading.Thread):
         now = utc_now()
         for spec in PERIODIC.values():
             start = period_start(now, spec.every)
+            if self._taken.get(spec.name) == start:
+                continue
             try:
                 with self._unit_of_work() as uow:
                     if claim_period(uow, spec.name, start):
                         uow.enqueue(spec.actor_name)
                         started.append(spec.name)
+                # Committed: taken here, or by another process (its insert found the row). Not after a failure.
+                self._taken[spec.name] = start
             except (sa.exc.OperationalError, sa.exc.TimeoutError):
                 # The database is down (or its pool exhausted): every period, whose statements are the same two, would
                 # fail alike, each with a traceback, every tick in every process. Said once, until a pass gets through;

@@ -5,6 +5,7 @@ Web handlers, actors and commands all open units of work through `Runtime.unit_o
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,10 @@ from core.db import UnitOfWork, make_engine, make_sessionmaker, unit_of_work
 from core.settings import Settings
 
 log = logging.getLogger("giving.runtime")
+
+# How many pending jobs the in-process worker's start sweep sends at most (`InlineWorker.send_pending`), as `giving
+# receipts annual` does: the sweep's batch of 1000 would leave the rest to wait until they are 2 minutes overdue.
+START_SWEEP_LIMIT = 1_000_000
 
 
 @dataclass
@@ -109,6 +114,22 @@ class InlineWorker:
         if scheduler:
             self.scheduler = jobs.Scheduler(self.runtime.unit_of_work)
             self.scheduler.start()
+
+    def send_pending(self) -> int:
+        """The start sweep, before this worker starts: every pending job again, at once (`resend_pending` with
+        `older_than=0`). The in-process queue is empty: whatever an earlier broker-less process had in its own was lost
+        with it, and each such message would otherwise wait for the sweep to find it 2 minutes overdue, and each job
+        held by a run of that process for its time limit (up to 10 minutes) and 2 more. Jobs a live process holds, or
+        has counted and is about to claim, are left to it (a `giving receipts annual` beside `giving serve`), as are
+        another machine's. A database unavailable now is logged and left to the sweep. Returns how many were sent."""
+        try:
+            with self.runtime.unit_of_work() as uow:
+                return jobs.resend_pending(uow, older_than=dt.timedelta(0), limit=START_SWEEP_LIMIT)
+        except Exception:
+            log.warning(
+                "the in-process worker could not send the pending jobs as it started; the sweep will", exc_info=True
+            )
+            return 0
 
     def pool_shortfall(self, *, scheduler: bool) -> str | None:
         """Why these threads would starve the process's database pool, or None. They share it with the web requests

@@ -109,6 +109,7 @@ def create_app(
             # the server's loop alive after "Application startup failed", serving nothing).
             if rt.inline and start_inline_worker:
                 inline = InlineWorker(rt, settings.broker.inline_threads)
+                inline.send_pending()  # what the last process's queue held was lost with it
                 inline.start()
                 app.state.inline_worker = inline
             yield
