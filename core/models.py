@@ -46,9 +46,10 @@ class Job(SQLModel, table=True):
     # last run leaves the job to it while it may be alive (`jobs._give_up`).
     run_id: uuid.UUID | None = None
     running_until: dt.datetime | None = utc_field()
-    # The process of the run holding it: its machine (host name and PID namespace) and `pid:start` (the start time
-    # tells a reused pid apart). A broker-less process starting up ends at once only the claims of its machine's
-    # processes that have exited (`jobs.resend_pending(older_than=0)`); others wait for their time limit.
+    # The process of the run holding it: its machine (host name, PID namespace and boot id: `jobs._machine`) and
+    # `pid:start` (the start time tells a reused pid apart). A broker-less process starting up ends at once only the
+    # claims of its machine's processes that have exited (`jobs.resend_pending(older_than=0)`); others wait for their
+    # time limit.
     run_host: str | None = Field(default=None, max_length=255)
     run_process: str | None = Field(default=None, max_length=64)
 
