@@ -15,8 +15,9 @@ GoCardless: a payout items export, one row per payout item, columns `payout_id`,
 `refund_id`, optional `currency`, `payout_amount` (whole pence), `arrival_date` (YYYY-MM-DD or DD/MM/YYYY) and
 `reference`.
 
-Files saved from a spreadsheet are read (a BOM, CRLF, blank rows, `£1,234.50`, `-£5.00`, `05/03/2026`); a bad file
-is refused whole, naming its row as a spreadsheet numbers it (see docs/reconciliation.md, CSV imports).
+Files saved from a spreadsheet are read (a BOM, CRLF, blank rows, `£1,234.50`, `-£5.00`, `(5.00)`, `05/03/2026`; a
+file whose dates show they are month first is refused); a bad file is refused whole, naming its row as a
+spreadsheet numbers it (see docs/reconciliation.md, CSV imports).
 
 A payout's amount (what reached the bank) is not in the Stripe report: it is the amount already recorded from the
 provider's event, or the one given (`payout_amounts`), or else the sum of the lines' net (said in the result). A
@@ -43,7 +44,7 @@ from core.money import Currency, Money, MoneyError, format_pence
 from payments.errors import PaymentsError
 from payments.models import Payout, PayoutLine, PayoutStatus, Provider
 from payments.payouts import SOURCE_API, SOURCE_GIVEN, SOURCE_LINES, gocardless_lines, stripe_kind, upsert_payout
-from payments.reconcile import LineIn, MatchResult, match_payout, store_lines, with_fee_line
+from payments.reconcile import LineIn, MatchResult, lines_recorded, match_payout, store_lines, with_fee_line
 
 
 class InvalidImport(BadRequest, PaymentsError):
@@ -59,6 +60,8 @@ class ImportResult:
     amount_from: str
     match: MatchResult
     currency: str = "GBP"  # the payout's
+    # How the file's `dd/mm/yyyy`-style dates were read when none of them shows the order ("" if nothing to say).
+    dates: str = ""
 
 
 STRIPE_REQUIRED = ("balance_transaction_id", "automatic_payout_id", "reporting_category", "gross", "fee", "net")
@@ -108,16 +111,24 @@ def _currency(value: str, row_number: int) -> str:
 
 
 def _pence(value: str, row_number: int, column: str, currency: str) -> int:
-    """Pounds as Stripe writes them (`35.00`, `-15.00`), or as a spreadsheet does (`£1,234.50`, `-£5.00`)."""
+    """Pounds as Stripe writes them (`35.00`, `-15.00`), or as a spreadsheet does (`£1,234.50`, `-£5.00`, and in
+    accounting format a negative in brackets: `(5.00)`, `£(5.00)`, `(£5.00)`)."""
     text = value.strip()
     if not text:
         raise InvalidImport(f"row {row_number}: {column} is empty")
+    bracketed = text.endswith(")") and (text.startswith("(") or text[:2] in ("£(", "€("))
+    if bracketed:
+        inner = text[text.index("(") + 1 : -1].strip()
+        if not inner or inner[0] in "+-()" or ")" in inner or "(" in inner:
+            raise InvalidImport(f"row {row_number}: {column} {value!r} is not an amount")
+        text = text[: text.index("(")] + inner  # `£(5.00)` -> `£5.00`, negated below
     sign = text[0] if text[0] in "+-" else ""
     unsigned = text[len(sign) :].strip()
     if unsigned[:1] in ("£", "€"):
         unsigned = unsigned[1:].strip()
     try:
-        return Money.parse(sign + unsigned, currency).amount
+        amount = Money.parse(sign + unsigned, currency).amount
+        return -amount if bracketed else amount
     except (MoneyError, ValueError):
         raise InvalidImport(f"row {row_number}: {column} {value!r} is not an amount") from None
 
@@ -182,8 +193,14 @@ def import_stripe_report(
         figures = (payout_id, category, currency, str(gross), str(fee), str(net))
         if txn in seen:
             first, first_figures = seen[txn]
-            if first_figures != figures:
+            if first_figures[1:] != figures[1:]:
                 raise InvalidImport(f"row {number}: balance transaction {txn} is also row {first}, with other figures")
+            if first_figures[0] != payout_id:
+                # A balance transaction belongs to one payout (an `automatic_payout_id` filled down, say).
+                raise InvalidImport(
+                    f"row {number}: balance transaction {txn} is in payout {payout_id}, but row {first} puts it in "
+                    f"{first_figures[0]}; a balance transaction belongs to one payout: nothing was imported"
+                )
             continue
         seen[txn] = (number, figures)
         source = row.get("source_id") or _source_by_category(row, category)
@@ -208,6 +225,7 @@ def import_stripe_report(
             )
         )
     _check_recorded_currency(uow, Provider.STRIPE, currencies)
+    _check_not_in_another_payout(uow, seen)
     results = []
     for payout_id, lines in by_payout.items():
         total_net = sum(line.amount for line in lines)
@@ -223,6 +241,26 @@ def import_stripe_report(
             )
         )
     return results
+
+
+def _check_not_in_another_payout(uow: UnitOfWork, seen: dict[str, tuple[int, tuple[str, ...]]]) -> None:
+    """Before anything is written: a balance transaction belongs to one payout. One already recorded in another
+    Stripe payout (by Stripe or an earlier file) would be stored and settled in both, its money counted twice."""
+    if not seen:
+        return
+    recorded = lines_recorded(uow.session.connection(), Provider.STRIPE, sorted(seen))
+    clashes = sorted(
+        (seen[row.provider_line_id][0], row.provider_line_id, row.provider_payout_id)
+        for row in recorded
+        if row.provider_payout_id != seen[row.provider_line_id][1][0]
+    )
+    if clashes:
+        number, txn, held_by = clashes[0]
+        raise InvalidImport(
+            f"row {number}: balance transaction {txn} is already in payout {held_by}, the file puts it in "
+            f"{seen[txn][1][0]}; a balance transaction belongs to one payout (is automatic_payout_id filled "
+            "down?): nothing was imported"
+        )
 
 
 def _source_by_category(row: dict[str, str], category: str) -> str:
@@ -241,7 +279,8 @@ def import_gocardless_export(
     info: dict[str, dict[str, tuple[int, str]]] = {}
     currencies: dict[str, str] = {}
     amounts: dict[str, int] = {}
-    arrivals: dict[str, dt.date] = {}
+    arrivals: dict[str, tuple[int, str]] = {}
+    repeats: dict[tuple[str, str, str, str, Decimal], int] = {}
     for number, row in _rows(text, GOCARDLESS_REQUIRED):
         payout_id = row["payout_id"]
         if not payout_id:
@@ -269,9 +308,12 @@ def import_gocardless_export(
                     f"row {number}: payout_amount {row['payout_amount']!r} is not whole pence"
                 ) from None
         if row.get("arrival_date") and payout_id not in arrivals:
-            arrivals[payout_id] = _date(row["arrival_date"], number, "arrival_date")
+            arrivals[payout_id] = (number, row["arrival_date"])
         links = {k: row[f"{k}_id"] for k in ("payment", "refund", "mandate") if row.get(f"{k}_id")}
+        _not_a_repeat(repeats, payout_id, row, number)
         items.setdefault(payout_id, []).append({"type": row["type"], "amount": row["amount"], "links": links})
+    dates_note = _day_first_or_refuse(sorted(arrivals.values()), "arrival_date")
+    arrival_dates = {payout_id: _date(value, number, "arrival_date") for payout_id, (number, value) in arrivals.items()}
     _check_recorded_currency(uow, Provider.GOCARDLESS, currencies)
     # A payout whose rows name no currency (an export without the column) is in the one it is recorded in, if it is
     # recorded: taking it for pounds turned a euro payout into a pound one, with lines in both.
@@ -291,15 +333,63 @@ def import_gocardless_export(
                 currency,
                 given,
                 total,
-                arrival=arrivals.get(payout_id),
+                arrival=arrival_dates.get(payout_id),
                 reference=info[payout_id].get("reference", (0, ""))[1],
             )
         )
-    return results
+    return [dataclasses.replace(result, dates=dates_note) for result in results]
+
+
+def _not_a_repeat(
+    repeats: dict[tuple[str, str, str, str, Decimal], int], payout_id: str, row: dict[str, str], number: int
+) -> None:
+    """A row repeating another of the same payout exactly (type, payment, refund and amount) is refused as a
+    duplicate: payout items have no id, so it would be stored as a second item (a second fee, counted in a payout
+    amount taken from the lines). A payout holds one item of a type for a payment (or refund): several fees of the
+    same amount are one per payment, each naming its own. A row naming no payment and no refund cannot be told from
+    another such item, so it is kept as the export gives it."""
+    payment, refund = row.get("payment_id", ""), row.get("refund_id", "")
+    if not payment and not refund:
+        return
+    key = (payout_id, row["type"], payment, refund, Decimal(row["amount"]))
+    first = repeats.setdefault(key, number)
+    if first != number:
+        names = " and ".join(x for x in (payment, refund) if x)
+        raise InvalidImport(
+            f"row {number}: payout {payout_id}'s {row['type']} of {row['amount']} on {names} is row {first} again: "
+            "a payout has one such item per payment or refund, so this looks like a repeated row; nothing was "
+            "imported"
+        )
 
 
 # Decimal pence as the API gives them ("-20.5"): no exponent, NaN or infinity, no thousands separator.
 _DECIMAL_PENCE = re.compile(r"[+-]?(\d{1,15}(\.\d*)?|\.\d+)")
+
+
+_SLASH_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/\d{4}")
+
+
+def _day_first_or_refuse(dates: list[tuple[int, str]], column: str) -> str:
+    """Slash dates are read day first (UK). A spreadsheet set to US dates writes them month first, and a file whose
+    days are all 12 or less reads as other dates without an error; so if any date of the file shows it is month first
+    (a second number over 12) the whole file is refused. Returns what to say when no date shows the order."""
+    ambiguous = day_first = False
+    for number, value in dates:
+        found = _SLASH_DATE.fullmatch(value)
+        if not found:
+            continue
+        first, second = int(found.group(1)), int(found.group(2))
+        if second > 12 and first <= 12:
+            raise InvalidImport(
+                f"row {number}: {column} {value!r} is written month first (there is no month {second}), but dates "
+                "are read day first (DD/MM/YYYY); save the export with dates as YYYY-MM-DD (or DD/MM/YYYY): "
+                "nothing was imported"
+            )
+        day_first = day_first or first > 12
+        ambiguous = ambiguous or (first <= 12 and second <= 12 and first != second)
+    if day_first or not ambiguous:
+        return ""
+    return f"{column} read day first (DD/MM/YYYY, UK): no date in the file shows whether it is day or month first"
 
 
 def _date(value: str, row_number: int, column: str) -> dt.date:

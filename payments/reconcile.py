@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from decimal import ROUND_HALF_UP, Decimal
@@ -30,6 +31,8 @@ GIFTS = Gift.__table__  # type: ignore[attr-defined]
 ORDERS = Order.__table__  # type: ignore[attr-defined]
 REFUNDS = Refund.__table__  # type: ignore[attr-defined]
 DISPUTES = Dispute.__table__  # type: ignore[attr-defined]
+
+log = logging.getLogger("giving.payments.reconcile")
 
 # Kinds of line. A charge or a Direct Debit payment becomes `gift` or `order` once we know which it paid for.
 CHARGE = "charge"
@@ -175,6 +178,9 @@ def store_lines(uow: UnitOfWork, payout: Payout, lines: Iterable[LineIn], *, fro
             new_rows.append(row)
         elif (old.amount, old.fee, old.net) != (row["amount"], row["fee"], row["net"]):
             changed.append({"b_id": old.id, "b_amount": row["amount"], "b_fee": row["fee"], "b_net": row["net"]})
+    moved_from: list[uuid.UUID] = []
+    if new_rows and from_provider and str(payout.provider) == Provider.STRIPE.value:
+        moved_from = _take_from_other_payouts(conn, payout.id, [row["provider_line_id"] for row in new_rows])
     if new_rows:
         # New lines are matched as they are inserted, so a payout is written once, not inserted then updated.
         found = _lookup(conn, str(payout.provider), new_rows)
@@ -205,7 +211,60 @@ def store_lines(uow: UnitOfWork, payout: Payout, lines: Iterable[LineIn], *, fro
     conn.execute(sa.update(PAYOUTS).where(PAYOUTS.c.id == payout.id).values(**loaded))
     # The ORM copy of the payout must see what Core just wrote.
     uow.session.expire(payout)
+    for obj in uow.session.identity_map.values():
+        if isinstance(obj, Payout) and obj.id in moved_from:
+            uow.session.expire(obj)
+    for other in moved_from:
+        match_payout(uow, other)
     return len(new_rows)
+
+
+def lines_recorded(conn: sa.Connection, provider: Provider, line_ids: Sequence[str]) -> list[Any]:
+    """(id, payout_id, provider_payout_id, provider_line_id) of the lines of this provider's payouts with one of
+    these line ids, in one statement whatever their number (the ids as one parameter, as matching does)."""
+    if not line_ids:
+        return []
+    k = _keys(conn, line_ids)
+    return list(
+        conn.execute(
+            sa.select(LINES.c.id, LINES.c.payout_id, PAYOUTS.c.provider_payout_id, LINES.c.provider_line_id)
+            .select_from(
+                k.join(LINES, LINES.c.provider_line_id == k.c.key).join(PAYOUTS, PAYOUTS.c.id == LINES.c.payout_id)
+            )
+            .where(PAYOUTS.c.provider == provider.value)
+        ).all()
+    )
+
+
+def _take_from_other_payouts(conn: sa.Connection, payout_id: uuid.UUID, line_ids: Sequence[str]) -> list[uuid.UUID]:
+    """A balance transaction belongs to one payout, and Stripe's own list says which. A line of that list that a
+    file put in another Stripe payout (an `automatic_payout_id` a spreadsheet filled down) is taken out of that
+    payout, so its money is not counted twice; the payouts it leaves are returned, to be matched again (their
+    amount, if it was only the sum of their lines, becomes the sum of the lines left). Constant statements."""
+    held = [row for row in lines_recorded(conn, Provider.STRIPE, line_ids) if row.payout_id != payout_id]
+    if not held:
+        return []
+    others = sorted({row.payout_id for row in held}, key=str)
+    log.warning(
+        "balance transactions %s were recorded in another payout by a file; Stripe lists them in this one: moved",
+        ", ".join(sorted({row.provider_line_id for row in held})),
+    )
+    moved = _keys(conn, sorted({row.provider_line_id for row in held}))
+    conn.execute(
+        sa.delete(LINES).where(LINES.c.payout_id.in_(others), LINES.c.provider_line_id.in_(sa.select(moved.c.key)))
+    )
+    sums = (
+        sa.select(sa.func.coalesce(sa.func.sum(LINES.c.amount), 0))
+        .where(LINES.c.payout_id == PAYOUTS.c.id)
+        .scalar_subquery()
+    )
+    # `lines`: nobody said what reached the bank, so the amount is the sum of the lines (payments.payouts).
+    conn.execute(
+        sa.update(PAYOUTS)
+        .where(PAYOUTS.c.id.in_(others), PAYOUTS.c.source == "lines")
+        .values(amount=sums, updated_at=utc_now())
+    )
+    return others
 
 
 # Bulk writes. PostgreSQL gets one statement whose rows travel as arrays (`unnest`), which costs one round trip

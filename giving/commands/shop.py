@@ -219,6 +219,7 @@ def register(app: typer.Typer) -> None:
                             "discrepancy": {"amount": r.match.discrepancy, "currency": r.currency},
                             "unmatched": r.match.unmatched,
                         }
+                        | ({"dates": r.dates} if r.dates else {})
                         for r in results
                     ]
                 }
@@ -230,6 +231,7 @@ def register(app: typer.Typer) -> None:
                 f"{r.provider_payout_id}: {r.lines_added} line(s) added, {status}, discrepancy "
                 f"{format_pence(r.match.discrepancy, r.currency)}, {r.match.unmatched} unmatched"
                 + (" (amount taken from the lines: give --payout-amount)" if r.amount_from == "lines" else "")
+                + (f" ({r.dates})" if r.dates else "")
             )
 
     @payouts_app.command("import-stripe")
