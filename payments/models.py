@@ -450,7 +450,9 @@ class PayoutLine(SQLModel, table=True):
 
     id: uuid.UUID = id_field()
     payout_id: uuid.UUID = Field(foreign_key="payouts.id", index=True)
-    provider_line_id: str = Field(max_length=255)
+    # Indexed alone too: a Stripe import and each list load look a balance transaction up in every payout
+    # (`reconcile.lines_recorded`: it belongs to one).
+    provider_line_id: str = Field(max_length=255, index=True)
     kind: str = Field(max_length=32)  # gift, order, refund, dispute, fee, chargeback, late_failure, ...
     amount: int = money_field()
     fee: int = money_field()
