@@ -920,6 +920,7 @@ def send_password_reset(uow: UnitOfWork, reset_id: str) -> None:
                 f"{link}\n\nSomeone asked to reset the password of your staff login. Open the link above within an "
                 "hour to choose a new one. If it was not you, ignore this email: your password stays as it is.\n"
             ),
+            kind="password_reset",
         ),
         settings.email,
     )

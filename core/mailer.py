@@ -17,6 +17,7 @@ from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
+from core import metrics
 from core.settings import EmailSettings
 
 
@@ -36,6 +37,8 @@ class Email:
     from_email: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    # What it is, for the counters `emails_sent` / `emails_failed` (receipt, subscribe, password_reset, ...).
+    kind: str = "other"
 
 
 class MailError(Exception):
@@ -82,7 +85,18 @@ def ascii_address(address: str) -> str:
 
 
 def send_email(email: Email, settings: EmailSettings) -> str:
-    """Send one message; returns its Message-ID. Raises MailError on any SMTP failure."""
+    """Send one message; returns its Message-ID. Raises MailError on any SMTP failure. Counted by `email.kind`
+    (`emails_sent`, `emails_failed`)."""
+    try:
+        message_id = _send(email, settings)
+    except MailError:
+        metrics.count("emails_failed", kind=email.kind)
+        raise
+    metrics.count("emails_sent", kind=email.kind)
+    return message_id
+
+
+def _send(email: Email, settings: EmailSettings) -> str:
     if settings.outbox_dir:
         return _write_to_outbox(build_message(email, settings), Path(settings.outbox_dir))
     sender = email.from_email or settings.from_email

@@ -55,6 +55,7 @@ def send_subscription_confirmation(uow: UnitOfWork, pending_id: str) -> None:
             subject=f"Please confirm your email updates from {charity}",
             text=text,
             headers={"List-Unsubscribe": f"<{unsubscribe}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+            kind="subscribe",
         ),
         settings.email,
     )

@@ -85,4 +85,5 @@ def build_email(
         from_email=settings.receipts.from_email,
         attachments=[Attachment(f"{document.reference}{'-copy' if delivery.copy_number else ''}.pdf", pdf)],
         headers={"X-Giving-Document": document.reference, "X-Giving-Delivery": str(delivery.id)},
+        kind="receipt",
     )

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core import jobs
+from core import jobs, metrics
 from core.clock import from_unix, utc_now
 from core.db import PendingJob, UnitOfWork
 from core.runtime import Runtime
@@ -183,6 +183,7 @@ def process_event(
         return Processed(event.status, note="its body was pruned: nothing to run again")
     effect = _run_handler(uow, settings, event)
     now = utc_now()
+    provider = event.provider
     status = {
         "processed": EventStatus.PROCESSED,
         "ignored": EventStatus.IGNORED,
@@ -212,6 +213,10 @@ def process_event(
     if effect.recorded:
         payments.hold_keys(uow.session, effect.recorded)
         wake(uow, effect.recorded)
+    # Counted once committed: a run rolled back is counted as failed by `run_event`. Run again at once (woken
+    # meanwhile) counts as waiting: it did wait for an object.
+    outcome = "waiting" if status == EventStatus.PENDING else str(status.value)
+    uow.on_commit(lambda: metrics.count("events_processed", provider=provider, outcome=outcome))
     return Processed(status, waiting_for, effect.note, tuple(effect.recorded))
 
 
@@ -302,6 +307,8 @@ def _record_failure(uow: UnitOfWork, event_id: uuid.UUID, exc: Exception) -> int
         "last_error": error,
     }
     repository.update_event(uow.session, event.id, values)
+    provider = event.provider
+    uow.on_commit(lambda: metrics.count("events_processed", provider=provider, outcome="failed"))
     return failures
 
 
