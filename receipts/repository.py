@@ -304,13 +304,26 @@ def deliveries_of(session: Session, document_id: uuid.UUID) -> Sequence[Delivery
     ).all()
 
 
-def pending_postal(session: Session, limit: int) -> Sequence[Delivery]:
-    return session.exec(
+def pending_postal(session: Session, limit: int, *, lock: bool = True) -> Sequence[Delivery]:
+    query = (
         select(Delivery)
         .where(Delivery.channel == DeliveryChannel.POST, Delivery.status == DeliveryStatus.PENDING)
         .order_by(col(Delivery.created_at), col(Delivery.id))
         .limit(limit)
+    )
+    return session.exec(query.with_for_update() if lock else query).all()
+
+
+def lock_deliveries(session: Session, delivery_ids: Sequence[uuid.UUID]) -> Sequence[Delivery]:
+    """These deliveries, locked (in id order, so two lockers queue rather than deadlock), read afresh."""
+    if not delivery_ids:
+        return []
+    return session.exec(
+        select(Delivery)
+        .where(col(Delivery.id).in_(delivery_ids))
+        .order_by(col(Delivery.id))
         .with_for_update()
+        .execution_options(populate_existing=True)
     ).all()
 
 

@@ -1111,8 +1111,20 @@ def send_delivery(
     if redated is not None:
         _keep_as_sent(session, settings, document, content, redated)
     _history(uow, document, delivery, f"emailed to {delivery.to_email}", "sent")
-    _after_sent(uow, document, going_out_on)
+    _after_sent(uow, document, _stated_sent_on(content, going_out_on))
     return delivery.status
+
+
+def send_attempt_failed(uow: UnitOfWork, delivery_id: uuid.UUID, *, attempt: int, error: str) -> None:
+    """A try at emailing a delivery was refused and will be retried (`send_delivery` raised, rolling back what it
+    set): the delivery, still pending, shows how many tries it has had and the last answer. Nothing for a delivery no
+    longer pending (another run sent it meanwhile) or one whose record shows a later try."""
+    delivery = repository.lock_delivery(uow.session, delivery_id)
+    if delivery is None or delivery.status != DeliveryStatus.PENDING or delivery.attempts > attempt:
+        return
+    delivery.attempts = attempt
+    delivery.last_error = error[:2000]
+    uow.session.add(delivery)
 
 
 def delivery_given_up(uow: UnitOfWork, delivery_id: uuid.UUID, error: str) -> None:
@@ -1151,12 +1163,25 @@ def _withdraw(uow: UnitOfWork, document: Document, delivery: Delivery) -> Delive
     return delivery.status
 
 
+def _stated_sent_on(content: docs.AnyDocument, going_out_on: dt.date) -> dt.date:
+    """The day an oral declaration's letter says it was sent (`_delivered_content`): a copy repeats the day the
+    first of its deliveries went; else the day it goes."""
+    if isinstance(content, docs.OralConfirmation):
+        return content.sent_on or content.issued_on
+    return going_out_on
+
+
 def _after_sent(uow: UnitOfWork, document: Document, sent_on: dt.date) -> None:
     """An oral declaration takes effect when its written confirmation is first sent: the original, or a copy staff
-    sent again after the original could not be delivered."""
+    sent again after the original could not be delivered. `sent_on` is the day the letter says it was sent, from
+    which it gives the donor 30 days to cancel: the donor's window runs from the latest written confirmation sent,
+    so a confirmation staff recorded meanwhile on an earlier day (a letter of their own) is moved to it, and crm's
+    cancellation window and the claims' wait agree with what the letter says. A later one staff recorded stays."""
     if document.kind == DocumentKind.ORAL_CONFIRMATION and document.declaration_id is not None:
         declaration = uow.session.get(Declaration, document.declaration_id)
-        if declaration is None or declaration.confirmation_sent_on is not None:
+        if declaration is None:
+            return
+        if declaration.confirmation_sent_on is not None and declaration.confirmation_sent_on >= sent_on:
             return
         try:
             crm_service.confirm_oral_declaration(
@@ -1217,63 +1242,134 @@ def resend(uow: UnitOfWork, document_id: uuid.UUID, *, requested_by: str, to_ema
     return delivery
 
 
-def build_postal_batch(uow: UnitOfWork, settings: Settings, *, limit: int = 500) -> PostalBatch | None:
-    """One PDF of every document waiting for the post (oldest first), stored; each is then marked posted, and an
-    oral declaration's confirmation counts as sent today and says so (an original is stored as printed). None when
-    nothing waits."""
-    session = uow.session
-    deliveries = repository.pending_postal(session, limit)
+@dataclass(frozen=True)
+class PostalPage:
+    """One page of a postal batch as it prints: what it says, and its DUPLICATE mark for a copy."""
+
+    delivery_id: uuid.UUID
+    document_id: uuid.UUID
+    content: docs.AnyDocument
+    mark: render.DuplicateMark | None
+    # An original oral declaration's letter printed dated otherwise than stored: stored as printed once it goes.
+    redated: bool = False
+
+
+@dataclass(frozen=True)
+class PostalPlan:
+    """What a postal batch made on `day` prints (`pages`, in order) and withdraws (the letters of declarations
+    cancelled before any of them went). Read in one transaction, rendered with none open (`render_postal_plan`),
+    then recorded in a short one that finds the same plan again (`record_postal_batch`)."""
+
+    day: dt.date
+    pages: tuple[PostalPage, ...]
+    withdrawn: tuple[uuid.UUID, ...] = ()
+
+
+@dataclass(frozen=True)
+class RenderedPostal:
+    pdf: bytes
+    originals: dict[uuid.UUID, bytes]  # document id: the PDF of a redated original, as printed
+
+
+class PostalBatchChanged(Exception):
+    """What a postal batch was rendered from changed before it was recorded (a supporter erased, a declaration
+    cancelled, a copy sent meanwhile): it is read and rendered again. Never leaves the job or command."""
+
+
+def plan_postal_batch(session: Session, *, limit: int = 500, today: dt.date | None = None) -> PostalPlan | None:
+    """The documents waiting for the post (oldest first, at most `limit`), read without a lock: None when none waits."""
+    deliveries = repository.pending_postal(session, limit, lock=False)
     if not deliveries:
         return None
-    pairs: list[tuple[Document, Delivery]] = []
+    return _postal_plan(session, deliveries, today or uk_today())
+
+
+def _postal_plan(session: Session, deliveries: Sequence[Delivery], day: dt.date) -> PostalPlan:
+    pages: list[PostalPage] = []
+    withdrawn: list[uuid.UUID] = []
     for delivery in deliveries:
         document = session.get(Document, delivery.document_id)
         assert document is not None
         if _declaration_gone(session, document):
-            _withdraw(uow, document, delivery)
-        else:
-            pairs.append((document, delivery))
-    if not pairs:
-        return None
-    today = uk_today()
-    # An original oral declaration's letter is sent today: dated so, and stored as printed, before the batch reads it.
-    for document, delivery in pairs:
-        if document.kind != DocumentKind.ORAL_CONFIRMATION or delivery.copy_number != 0:
+            withdrawn.append(delivery.id)
             continue
-        content = _delivered_content(session, document, delivery, today)
-        redated = _redated_original(settings, document, delivery, content)
-        if redated is not None:
-            _keep_as_sent(session, settings, document, content, redated)
-    pdf = _render_postal(session, settings, pairs, posted_on=today)
-    batch = PostalBatch(storage_key="", sha256="", documents=len(pairs), created_on=today)
+        content = _delivered_content(session, document, delivery, day)
+        redated = (
+            delivery.copy_number == 0
+            and isinstance(content, docs.OralConfirmation)
+            and content != docs.load(document.content)
+        )
+        mark = render.DuplicateMark(copied_on=uk_date(delivery.created_at)) if delivery.copy_number else None
+        pages.append(PostalPage(delivery.id, document.id, content, mark, redated))
+    return PostalPlan(day, tuple(pages), tuple(withdrawn))
+
+
+def render_postal_plan(settings: Settings, plan: PostalPlan) -> RenderedPostal:
+    """The batch's PDF and the redated originals' PDFs: no database, so no transaction need be open meanwhile."""
+    logo = render.logo_markup(settings.charity.logo_path)
+    pdf = render.render_batch([(page.content, page.mark) for page in plan.pages], logo=logo) if plan.pages else b""
+    originals = {page.document_id: render.render_pdf(page.content, logo=logo) for page in plan.pages if page.redated}
+    return RenderedPostal(pdf, originals)
+
+
+def record_postal_batch(
+    uow: UnitOfWork, settings: Settings, plan: PostalPlan, rendered: RenderedPostal
+) -> PostalBatch | None:
+    """Store the batch rendered from `plan`: its deliveries, locked now, must still be pending and print the same
+    pages (else `PostalBatchChanged`). Each is marked posted, an oral declaration's confirmation counts as sent on
+    the batch day and says so (an original is stored as printed), and the letters of declarations cancelled are
+    withdrawn. None when it printed nothing."""
+    session = uow.session
+    ids = [page.delivery_id for page in plan.pages] + list(plan.withdrawn)
+    locked = {d.id: d for d in repository.lock_deliveries(session, ids)}
+    deliveries = [locked.get(delivery_id) for delivery_id in ids]
+    if any(d is None or d.status != DeliveryStatus.PENDING or d.channel != DeliveryChannel.POST for d in deliveries):
+        raise PostalBatchChanged("a delivery of the batch is no longer waiting for the post")
+    now_plan = _postal_plan(session, [d for d in deliveries if d is not None], plan.day)
+    if (sorted(now_plan.withdrawn), now_plan.pages) != (sorted(plan.withdrawn), plan.pages):
+        raise PostalBatchChanged("what the batch prints changed while it rendered")
+    for delivery_id in plan.withdrawn:
+        delivery = locked[delivery_id]
+        document = session.get(Document, delivery.document_id)
+        assert document is not None
+        _withdraw(uow, document, delivery)
+    if not plan.pages:
+        return None
+    for page in plan.pages:
+        if page.redated:
+            document = session.get(Document, page.document_id)
+            assert document is not None
+            _keep_as_sent(session, settings, document, page.content, rendered.originals[page.document_id])
+    today = plan.day
+    batch = PostalBatch(storage_key="", sha256="", documents=len(plan.pages), created_on=today)
     batch.storage_key = f"postal/{today.isoformat()}-{batch.id}.pdf"
-    batch.sha256 = store_for(settings).put(batch.storage_key, pdf)
+    batch.sha256 = store_for(settings).put(batch.storage_key, rendered.pdf)
     session.add(batch)
     session.flush()
     now = utc_now()
-    for document, delivery in pairs:
+    for page in plan.pages:
+        delivery = locked[page.delivery_id]
+        document = session.get(Document, page.document_id)
+        assert document is not None
         delivery.status = DeliveryStatus.POSTED
         delivery.postal_batch_id = batch.id
         delivery.sent_at = now
         session.add(delivery)
         _history(uow, document, delivery, "printed for the post", "posted")
-        _after_sent(uow, document, today)
+        _after_sent(uow, document, _stated_sent_on(page.content, today))
     return batch
 
 
-def _render_postal(
-    session: Session, settings: Settings, pairs: Sequence[tuple[Document, Delivery]], *, posted_on: dt.date
-) -> bytes:
-    return render.render_batch(
-        [
-            (
-                _delivered_content(session, document, d, posted_on),
-                render.DuplicateMark(copied_on=uk_date(d.created_at)) if d.copy_number else None,
-            )
-            for document, d in pairs
-        ],
-        logo=render.logo_markup(settings.charity.logo_path),
-    )
+def build_postal_batch(uow: UnitOfWork, settings: Settings, *, limit: int = 500) -> PostalBatch | None:
+    """One PDF of every document waiting for the post (oldest first), stored, all in this unit of work, which holds
+    the deliveries' locks (and on SQLite the database's write lock) while it renders: the job and the command use
+    `plan_postal_batch`, `render_postal_plan` and `record_postal_batch` instead, rendering with no transaction
+    open, and this only when what they read changed each time. None when nothing waits."""
+    deliveries = repository.pending_postal(uow.session, limit)
+    if not deliveries:
+        return None
+    plan = _postal_plan(uow.session, deliveries, uk_today())
+    return record_postal_batch(uow, settings, plan, render_postal_plan(settings, plan))
 
 
 REBUILD_POSTAL_BATCH = "receipts.rebuild_postal_batch"
@@ -1284,30 +1380,82 @@ def postal_batches_of(session: Session, supporter_ids: Sequence[uuid.UUID]) -> l
     return repository.postal_batches_of(session, supporter_ids)
 
 
-def rebuild_postal_batch(uow: UnitOfWork, settings: Settings, batch_id: uuid.UUID) -> int:
-    """The batch's PDF again, without the pages of supporters erased since it was made (their documents' words are
-    gone, and the printed copies went in the post long ago): the stored file no longer names them. Returns how many
-    pages it lost; a batch left with none has its file deleted."""
-    batch = repository.lock_postal_batch(uow.session, batch_id)
+@dataclass(frozen=True)
+class RebuildPlan:
+    """A postal batch's pages that stay (of supporters not erased since it was made), as they print."""
+
+    batch_id: uuid.UUID
+    documents: int  # how many pages the batch has now
+    pages: tuple[PostalPage, ...]
+
+
+def plan_rebuild(session: Session, batch_id: uuid.UUID) -> RebuildPlan | None:
+    """What `rebuild_postal_batch` would print, read without a lock: None when the batch lost no page (or is gone)."""
+    batch = session.get(PostalBatch, batch_id)
+    return None if batch is None else _rebuild_plan(session, batch)
+
+
+def _rebuild_plan(session: Session, batch: PostalBatch) -> RebuildPlan | None:
+    pages = tuple(
+        PostalPage(
+            delivery.id,
+            document.id,
+            _delivered_content(session, document, delivery, batch.created_on),
+            render.DuplicateMark(copied_on=uk_date(delivery.created_at)) if delivery.copy_number else None,
+        )
+        for document, delivery in repository.batch_pages(session, batch.id)
+        if document.content
+    )
+    if batch.documents - len(pages) <= 0:
+        return None
+    return RebuildPlan(batch.id, batch.documents, pages)
+
+
+def render_rebuild(settings: Settings, plan: RebuildPlan) -> bytes:
+    """The batch's PDF with the pages that stay (b"" when none does): no database."""
+    if not plan.pages:
+        return b""
+    logo = render.logo_markup(settings.charity.logo_path)
+    return render.render_batch([(page.content, page.mark) for page in plan.pages], logo=logo)
+
+
+def record_rebuild(uow: UnitOfWork, settings: Settings, plan: RebuildPlan, pdf: bytes) -> int:
+    """Store the batch's PDF rendered from `plan`, which must be what the batch, locked now, would print (else
+    `PostalBatchChanged`; nothing when it lost no page since). Returns how many pages it lost; a batch left with
+    none has its file deleted."""
+    batch = repository.lock_postal_batch(uow.session, plan.batch_id)
     if batch is None:
         return 0
-    kept = [
-        (document, delivery) for document, delivery in repository.batch_pages(uow.session, batch.id) if document.content
-    ]
-    removed = batch.documents - len(kept)
-    if removed <= 0:
+    now_plan = _rebuild_plan(uow.session, batch)
+    if now_plan is None:
         return 0
+    if now_plan != plan:
+        raise PostalBatchChanged("what the batch prints changed while it rendered")
     store = store_for(settings)
-    if kept:
-        batch.sha256 = store.put(
-            batch.storage_key, _render_postal(uow.session, settings, kept, posted_on=batch.created_on)
-        )
+    if plan.pages:
+        batch.sha256 = store.put(batch.storage_key, pdf)
     else:
         batch.sha256 = ""
         uow.on_commit(lambda: store.path(batch.storage_key).unlink(missing_ok=True))
-    batch.documents = len(kept)
+    removed = batch.documents - len(plan.pages)
+    batch.documents = len(plan.pages)
     uow.session.add(batch)
     return removed
+
+
+def rebuild_postal_batch(uow: UnitOfWork, settings: Settings, batch_id: uuid.UUID) -> int:
+    """The batch's PDF again, without the pages of supporters erased since it was made (their documents' words are
+    gone, and the printed copies went in the post long ago): the stored file no longer names them. Returns how many
+    pages it lost; a batch left with none has its file deleted. All in this unit of work, rendering while it holds
+    the batch's lock: the job renders with no transaction open (`plan_rebuild`, `render_rebuild`, `record_rebuild`)
+    and uses this only when what it read changed each time."""
+    batch = repository.lock_postal_batch(uow.session, batch_id)
+    if batch is None:
+        return 0
+    plan = _rebuild_plan(uow.session, batch)
+    if plan is None:
+        return 0
+    return record_rebuild(uow, settings, plan, render_rebuild(settings, plan))
 
 
 def postal_batch_path(settings: Settings, batch: PostalBatch) -> str:

@@ -10,6 +10,7 @@ is its own durable job (`receipts.send_document`), so a failed email is retried 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from functools import partial
@@ -20,9 +21,12 @@ from sqlmodel import Session
 from core import jobs
 from core.db import UnitOfWork, unit_of_work
 from core.jobs import actor
+from core.mailer import MailError
 from core.runtime import Runtime, get_runtime
 from receipts import service
-from receipts.models import Document
+from receipts.models import Document, PostalBatch
+
+log = logging.getLogger("giving.receipts")
 
 ISSUE = {"queue": "documents", "time_limit_ms": 120_000, "max_retries": 5, "with_uow": False}
 # Email retries back off from 1 s to an hour (about two hours in all) before the delivery is marked failed.
@@ -129,26 +133,80 @@ def _send_given_up(uow: UnitOfWork, arguments: dict[str, Any], error: str) -> No
     min_backoff_ms=1_000,
     max_backoff_ms=3_600_000,
     on_give_up=_send_given_up,
+    with_uow=False,
+    claims_itself=True,
 )
-def send_document(uow: UnitOfWork, delivery_id: str) -> None:
-    """Email one delivery with its PDF attached; retried on SMTP failure, marked failed after the last try."""
+def send_document(delivery_id: str) -> None:
+    """Email one delivery with its PDF attached; retried on SMTP failure, marked failed after the last try.
+
+    The send, its outcome and the job's row marked done are one unit of work. A refusal to be retried rolls that
+    back: the try (its number and the server's answer) is then recorded on the delivery in a unit of work of its
+    own before the error goes on to dramatiq, so staff see it while the retry waits (up to an hour)."""
+    runtime = get_runtime()
+    delivery = uuid.UUID(delivery_id)
     retries = jobs.current_retries()
-    service.send_delivery(
-        uow,
-        get_runtime().settings,
-        uuid.UUID(delivery_id),
-        attempt=retries + 1,
-        final=retries >= SEND_MAX_RETRIES,
-    )
+    try:
+        with runtime.unit_of_work() as uow:
+            jobs.claim_in(uow)
+            service.send_delivery(
+                uow, runtime.settings, delivery, attempt=retries + 1, final=retries >= SEND_MAX_RETRIES
+            )
+            jobs.done_in(uow)
+    except MailError as exc:
+        with runtime.unit_of_work() as uow:
+            service.send_attempt_failed(uow, delivery, attempt=retries + 1, error=str(exc))
+        raise
 
 
-@actor("receipts.build_postal_batch", queue="documents", time_limit_ms=600_000, max_retries=2)
-def build_postal_batch(uow: UnitOfWork) -> None:
+# How many times a postal batch is read and rendered again when what it read changed before it was recorded; then it
+# is made in one transaction, as it always can be.
+POSTAL_TRIES = 3
+
+
+def make_postal_batch(runtime: Runtime, *, limit: int = 500) -> PostalBatch | None:
+    """One PDF of every document waiting for the post (at most `limit`): read, rendered with no transaction open (on
+    SQLite a write transaction holds the database's one write lock, and 500 pages take longer to render than other
+    writers wait for it), then recorded in a short unit of work that checks nothing it printed changed meanwhile."""
+    for _ in range(POSTAL_TRIES):
+        with runtime.read_session() as session:
+            plan = service.plan_postal_batch(session, limit=limit)
+        if plan is None:
+            return None
+        rendered = service.render_postal_plan(runtime.settings, plan)
+        try:
+            with runtime.unit_of_work() as uow:
+                return service.record_postal_batch(uow, runtime.settings, plan, rendered)
+        except service.PostalBatchChanged as exc:
+            log.info("postal batch read again: %s", exc)
+    with runtime.unit_of_work() as uow:
+        return service.build_postal_batch(uow, runtime.settings, limit=limit)
+
+
+def remake_postal_batch(runtime: Runtime, batch_id: uuid.UUID) -> int:
+    """A postal batch's PDF without the pages of supporters erased since, rendered with no transaction open (as
+    `make_postal_batch`). Returns how many pages it lost."""
+    for _ in range(POSTAL_TRIES):
+        with runtime.read_session() as session:
+            plan = service.plan_rebuild(session, batch_id)
+        if plan is None:
+            return 0
+        pdf = service.render_rebuild(runtime.settings, plan)
+        try:
+            with runtime.unit_of_work() as uow:
+                return service.record_rebuild(uow, runtime.settings, plan, pdf)
+        except service.PostalBatchChanged as exc:
+            log.info("postal batch %s read again: %s", batch_id, exc)
+    with runtime.unit_of_work() as uow:
+        return service.rebuild_postal_batch(uow, runtime.settings, batch_id)
+
+
+@actor("receipts.build_postal_batch", queue="documents", time_limit_ms=600_000, max_retries=2, with_uow=False)
+def build_postal_batch() -> None:
     """One PDF of every document waiting for the post (`giving receipts postal-batch` does the same)."""
-    service.build_postal_batch(uow, get_runtime().settings)
+    make_postal_batch(get_runtime())
 
 
-@actor(service.REBUILD_POSTAL_BATCH, queue="documents", time_limit_ms=600_000, max_retries=5)
-def rebuild_postal_batch(uow: UnitOfWork, batch_id: str) -> int:
+@actor(service.REBUILD_POSTAL_BATCH, queue="documents", time_limit_ms=600_000, max_retries=5, with_uow=False)
+def rebuild_postal_batch(batch_id: str) -> int:
     """A postal batch's PDF without the pages of supporters erased since (sent by an erasure)."""
-    return service.rebuild_postal_batch(uow, get_runtime().settings, uuid.UUID(batch_id))
+    return remake_postal_batch(get_runtime(), uuid.UUID(batch_id))

@@ -238,10 +238,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """One PDF of every document waiting for the post (supporters without email); prints its path."""
         from giving.cli import command_runtime, fail
+        from receipts import tasks
 
         with command_runtime() as runtime:
-            with runtime.unit_of_work() as uow:
-                batch = service.build_postal_batch(uow, runtime.settings, limit=limit)
+            batch = tasks.make_postal_batch(runtime, limit=limit)  # rendered with no transaction open
             if batch is None:
                 fail("nothing is waiting for the post", code=3)
                 return

@@ -1,7 +1,8 @@
 """Staff record an oral declaration's confirmation date themselves (a letter of their own, on the staff page or the
 API) while our numbered letter still waits to go: our letter states the day it really went, never the day staff
 recorded (a day before it existed, with 30 days to cancel it does not give), and what it states can be made again
-from stored rows alone (a copy, a postal batch made again). crm keeps the day staff recorded."""
+from stored rows alone (a copy, a postal batch made again). crm then records the day ours went, the later
+written confirmation (the donor's 30 days run from the latest: tests/receipts/test_s17m_oral_latest_confirmation.py)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def test_a_late_email_states_the_day_it_went_not_the_day_staff_recorded(
 ) -> None:
     """Numbered on 3 November, the email is refused; staff record that a confirmation went on 2 November; the email
     goes on 5 November. It says 5 November and 5 December (in the PDF, its date, the email), the stored PDF is that
-    letter, and a copy asked for later repeats those days. crm keeps 2 November."""
+    letter, and a copy asked for later repeats those days. crm records 5 November, the later letter."""
     numbered = dt.datetime(2025, 11, 3, 10, 0, tzinfo=dt.UTC)
     with time_machine.travel(numbered, tick=False):
         declaration, letter, delivery = _numbered(runtime, worker, email="ada@example.org")
@@ -78,7 +79,7 @@ def test_a_late_email_states_the_day_it_went_not_the_day_staff_recorded(
     with time_machine.travel(numbered + dt.timedelta(days=2), tick=False), runtime.unit_of_work() as uow:
         assert service.send_delivery(uow, runtime.settings, delivery.id, attempt=2, final=False) == DeliveryStatus.SENT
 
-    assert _sent_on(runtime, declaration) == STAFF_DAY
+    assert _sent_on(runtime, declaration) == dt.date(2025, 11, 5)
     [message] = mailbox.messages
     sent = _attachment(message)
     text = pdf_text(sent)
@@ -152,7 +153,7 @@ def test_a_posted_letter_states_its_batch_day_not_the_day_staff_recorded(
     printed = pdf_text(path.read_bytes())
     assert "Date this letter was sent 10/11/2025" in printed and "that is by 10/12/2025" in printed, printed
     assert "04/11/2025" not in printed and "04/12/2025" not in printed, printed
-    assert _sent_on(runtime, declaration) == dt.date(2025, 11, 4)
+    assert _sent_on(runtime, declaration) == dt.date(2025, 11, 10)
 
     with time_machine.travel(numbered + dt.timedelta(days=9), tick=False):
         with runtime.unit_of_work() as uow:
