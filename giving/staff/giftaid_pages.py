@@ -215,7 +215,10 @@ def _part(request: Request) -> int:
 
 @staff_page(StaffRole.FINANCE)
 async def schedule(request: Request, staff: Principal) -> Response:
-    """HMRC's Gift Aid schedule (.ods) of the claim (one file per 1,000 lines: `?part=`)."""
+    """HMRC's Gift Aid schedule (.ods) of the claim (one file per 1,000 lines: `?part=`). A POST with the session's
+    CSRF token (checked by `staff_page`), never a GET: it writes an export in the audit log and, the first time, the
+    part's writing in the claim's history (which a take-off then keeps), and a GET is sent with the cookie from a link
+    on any site (SameSite=Lax)."""
     claim_id = parse_uuid(request.path_params["claim_id"], "claim")
     part = _part(request)
     rt = runtime(request)
@@ -233,7 +236,8 @@ async def schedule(request: Request, staff: Principal) -> Response:
 
 @staff_page(StaffRole.FINANCE)
 async def message(request: Request, staff: Principal) -> Response:
-    """The claim's Charities Online XML message (checked against HMRC's business rules)."""
+    """The claim's Charities Online XML message (checked against HMRC's business rules). A POST with the CSRF token,
+    as `schedule` (it writes as that does)."""
     claim_id = parse_uuid(request.path_params["claim_id"], "claim")
     part = _part(request)
     rt = runtime(request)

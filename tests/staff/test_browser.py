@@ -145,12 +145,12 @@ def test_finance_builds_and_downloads_a_claim(
     live_server.screenshot(page, "09-claim")
 
     with page.expect_download() as ods_download:
-        page.get_by_role("link", name=re.compile(r"Gift Aid schedule \(\.ods\)")).click()
+        page.get_by_role("button", name=re.compile(r"Gift Aid schedule \(\.ods\)")).click()
     ods_path = tmp_path / ods_download.value.suggested_filename
     ods_download.value.save_as(ods_path)
     assert ods_path.suffix == ".ods" and ods_path.read_bytes()[:2] == b"PK"
     with page.expect_download() as xml_download:
-        page.get_by_role("link", name=re.compile(r"Charities Online message \(\.xml\)")).click()
+        page.get_by_role("button", name=re.compile(r"Charities Online message \(\.xml\)")).click()
     xml_path = tmp_path / xml_download.value.suggested_filename
     xml_download.value.save_as(xml_path)
     assert b"1234.50" in xml_path.read_bytes()

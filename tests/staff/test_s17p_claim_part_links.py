@@ -22,7 +22,7 @@ def test_the_claim_page_links_no_empty_schedule(
 ) -> None:
     claim_id = _build_then_empty_schedule_2(runtime)
     with time_machine.travel(dt.datetime(2026, 4, 6, 12, 0, tzinfo=UK), tick=False):
-        logged_in("finance")
+        csrf = logged_in("finance")
         page = client.get(f"/staff/finance/giftaid/claims/{claim_id}")
         assert page.status_code == 200, page.text
         base = f"/staff/finance/giftaid/claims/{claim_id}"
@@ -30,4 +30,6 @@ def test_the_claim_page_links_no_empty_schedule(
         assert f"{base}/schedule.ods?part=3" in page.text
         assert f"{base}/schedule.ods?part=2" not in page.text
         for part in (1, 3):
-            assert client.get(f"{base}/schedule.ods?part={part}").status_code == 200
+            # Each a form's button (a POST with the CSRF token: test_s17w_claim_downloads_post).
+            answer = client.post(f"{base}/schedule.ods?part={part}", data={"csrf_token": csrf})
+            assert answer.status_code == 200
