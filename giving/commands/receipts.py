@@ -9,7 +9,6 @@ the in-process worker; by the workers' sweep with a broker).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from collections.abc import Callable
@@ -115,9 +114,8 @@ def run_annual(
     if runtime.inline and wait:
         # No broker: this process is the worker. Jobs a stopped run left pending are in no queue: send them again
         # (not those a live process is running: a broker-less `giving serve` on the same database).
-        with runtime.unit_of_work() as uow:
-            jobs.resend_pending(uow, older_than=dt.timedelta(0), limit=1_000_000)
         inline = InlineWorker(runtime, runtime.settings.broker.inline_threads)
+        inline.send_pending()
         inline.start(scheduler=False)
     try:
         with runtime.read_session() as session:
