@@ -300,6 +300,9 @@ def erase_supporter(uow: UnitOfWork, settings: Settings, supporter_id: uuid.UUID
     for regular in payments_service.open_regular_gifts(session, ids):
         payments_service.request_cancellation(uow, regular.id, requested_by=ERASURE_REQUEST)
         changed["regular_gifts_cancelled"] = changed.get("regular_gifts_cancelled", 0) + 1
+    # And every Direct Debit mandate we know of theirs (a one-off gift's, an ended gift's), then their customer
+    # records at Stripe and GoCardless: a durable job written here, run after the regular gifts' cancellations.
+    payments_service.ask_providers_to_forget(uow, ids)
     for entry in session.exec(select(HistoryEntry).where(col(HistoryEntry.supporter_id).in_(ids))).all():
         entry.summary, entry.data = crm_service.erased_history_item(entry.type, entry.data)
         session.add(entry)

@@ -313,3 +313,32 @@ def gift_in_a_claim(session: Session, gift_id: uuid.UUID) -> bool:
     """Whether a live Gift Aid claim has the gift (built, submitted or later: HMRC has, or will have, its date)."""
     query = sa.select(sa.literal(1)).where(_CLAIM_GIFTS.c.gift_id == gift_id, _CLAIM_GIFTS.c.live.is_(True)).limit(1)
     return session.execute(query).first() is not None
+
+
+def provider_records(session: Session, supporter_ids: Sequence[uuid.UUID]) -> tuple[list[str], list[str], list[str]]:
+    """What Stripe and GoCardless hold for these records on our behalf, by id: (GoCardless mandates, Stripe
+    customers, GoCardless customers), each sorted. Mandates are those of their regular gifts and of their one-off
+    Direct Debit gifts (and dashboard payments) alike."""
+    mandates: set[str] = set()
+    stripe_customers: set[str] = set()
+    gocardless_customers: set[str] = set()
+    regular_rows = session.execute(
+        sa.select(
+            col(RegularGift.gocardless_mandate_id),
+            col(RegularGift.stripe_customer_id),
+            col(RegularGift.gocardless_customer_id),
+        ).where(col(RegularGift.supporter_id).in_(supporter_ids))
+    ).all()
+    for mandate_id, stripe_customer_id, gocardless_customer_id in regular_rows:
+        mandates.update([mandate_id] if mandate_id else [])
+        stripe_customers.update([stripe_customer_id] if stripe_customer_id else [])
+        gocardless_customers.update([gocardless_customer_id] if gocardless_customer_id else [])
+    mandates.update(
+        str(mandate_id)
+        for (mandate_id,) in session.execute(
+            sa.select(col(Gift.gocardless_mandate_id))
+            .where(col(Gift.supporter_id).in_(supporter_ids), col(Gift.gocardless_mandate_id).is_not(None))
+            .distinct()
+        ).all()
+    )
+    return sorted(mandates), sorted(stripe_customers), sorted(gocardless_customers)

@@ -487,6 +487,8 @@ def _stop_if_started_by_closed_checkout(uow: UnitOfWork, regular: RegularGift, *
     finished paying) is stopped at once, through the cancellation staff and erasures use."""
     if closed and regular.status not in _TERMINAL_REGULAR and regular.cancel_requested_at is None:
         request_cancellation(uow, regular.id, requested_by=ERASURE_REQUEST)
+        # Then the customer record the checkout made at the provider goes too (a job, after the cancellation's).
+        ask_providers_to_forget(uow, [regular.supporter_id])
 
 
 def _checkout_of_stripe_session(uow: UnitOfWork, session_object: dict[str, Any]) -> Checkout | None:
@@ -1699,7 +1701,10 @@ def cancellation_given_up(uow: UnitOfWork, regular_gift_id: uuid.UUID, error: st
     """The cancel job failed for good (the provider refused, or is switched off): the request is no longer shown as
     in hand, the supporter's history says it was not done and why, and staff may ask again."""
     regular = repository.first_locked(uow.session, repository.by_key(RegularGift, "id", regular_gift_id))
-    if regular is None or regular.status in _TERMINAL_REGULAR or regular.cancel_requested_at is None:
+    if regular is None or regular.cancel_requested_at is None:
+        return
+    if regular.status in _TERMINAL_REGULAR:
+        _mandate_left_active(uow, regular, error)
         return
     asked_at, asked_by = regular.cancel_requested_at, regular.cancel_requested_by
     _set(regular, cancel_requested_at=None, cancel_requested_by="")
@@ -1712,6 +1717,42 @@ def cancellation_given_up(uow: UnitOfWork, regular_gift_id: uuid.UUID, error: st
         f"{asked_by or 'staff'} was not done: {error.splitlines()[-1][:300]}. It still takes payments.",
         at=utc_now(),
         occasion=asked_at.isoformat(timespec="microseconds"),
+    )
+
+
+MANDATE_LEFT_ACTIVE = "mandate_left_active"
+
+
+def _mandate_left_active(uow: UnitOfWork, regular: RegularGift, error: str) -> None:
+    """The cancel job gave up on a gift that has ended (its subscription did; the erasure's mandate could not be
+    cancelled: GoCardless refused and still has it live). Nothing about the gift is undone, but the mandate still
+    lets the charity take money from the dashboard: a review item (no personal data: the ids and GoCardless's
+    answer) asks a person to cancel it there, and a `regular_gift_cancel_failed` history item says it was not
+    done. One of each per request."""
+    asked_at = regular.cancel_requested_at or utc_now()
+    reason = error.splitlines()[-1][:300] if error else "no reason given"
+    occasion = asked_at.isoformat(timespec="microseconds")
+    mandate = regular.gocardless_mandate_id or "its mandate"
+    raise_review_item(
+        uow,
+        regular.supporter_id,
+        kind=MANDATE_LEFT_ACTIVE,
+        detail=(
+            f"The Direct Debit mandate {mandate} of an ended monthly gift of "
+            f"{format_pence(regular.amount, regular.currency)} could not be cancelled ({reason}): GoCardless can "
+            "still take payments on it. Cancel it in the GoCardless dashboard."
+        ),
+        data={"regular_gift_id": str(regular.id), "provider_ids": _regular_ids(regular)},
+        dedupe_key=f"{MANDATE_LEFT_ACTIVE}:{regular.id}:{occasion}",
+    )
+    _regular_history(
+        uow,
+        regular,
+        "regular_gift_cancel_failed",
+        f"Cancellation of the Direct Debit mandate {mandate} asked for by {regular.cancel_requested_by or 'staff'} "
+        f"was not done: {reason}. The mandate may still be used for payments.",
+        at=utc_now(),
+        occasion=occasion,
     )
 
 
@@ -1818,15 +1859,112 @@ def _cancel_at_provider(
     return str(regular.status)
 
 
-def _end_mandate(gateway: GoCardlessGateway, mandate_id: str) -> None:
+def _end_mandate(gateway: GoCardlessGateway, mandate_id: str) -> dict[str, Any]:
     """Cancel a GoCardless mandate; one that has ended already (cancelled, expired, failed...) is fine. Refused and
-    still live: a person must look."""
+    still live: a person must look. Returns the mandate as GoCardless has it now."""
     try:
-        gateway.cancel_mandate(mandate_id)
+        return gateway.cancel_mandate(mandate_id)
     except ProviderRefused:
-        status = gateway.get_mandate(mandate_id).get("status")
+        mandate = gateway.get_mandate(mandate_id)
+        status = mandate.get("status")
         if status not in _MANDATE_ENDED:
             raise RegularGiftStillLive(f"GoCardless refused to cancel mandate {mandate_id}, still {status}") from None
+        return mandate
+
+
+END_AT_PROVIDERS = "payments.end_at_providers"
+PROVIDER_RECORDS_REMOVED = "provider_records_removed"
+PROVIDER_RECORDS_KEPT = "provider_records_kept"
+
+
+def ask_providers_to_forget(
+    uow: UnitOfWork, supporter_ids: Sequence[uuid.UUID], *, mandate_ids: Sequence[str] = ()
+) -> bool:
+    """An erasure (or a checkout of an erased supporter completed after it): the durable job `END_AT_PROVIDERS`
+    (written in this transaction) ends every mandate we know for these records and then removes their customers
+    at Stripe and GoCardless. `mandate_ids`: mandates no row of ours names (a one-off Direct Debit set up after
+    the erasure, on which no payment was taken). Nothing to ask (no provider record known): no job; returns
+    whether one was sent."""
+    mandates, stripe_customers, gocardless_customers = repository.provider_records(uow.session, supporter_ids)
+    if not (mandates or stripe_customers or gocardless_customers or mandate_ids):
+        return False
+    uow.enqueue(
+        END_AT_PROVIDERS,
+        supporter_ids=[str(i) for i in supporter_ids],
+        mandate_ids=sorted(set(mandate_ids)),
+    )
+    return True
+
+
+def end_at_providers(
+    uow: UnitOfWork,
+    supporter_ids: Sequence[uuid.UUID],
+    *,
+    stripe: Callable[[], StripeGateway],
+    gocardless: Callable[[], GoCardlessGateway],
+    mandate_ids: Sequence[str] = (),
+) -> str:
+    """The job: stop every way money could still be taken from these (erased) records, then remove what the
+    providers hold about the person on our behalf. In order: their regular gifts still running are cancelled (as
+    `cancel_regular_gift` does for an erasure: subscription, then mandate); every GoCardless mandate we know
+    (one-off gifts' and ended gifts' too) is cancelled, one already ended is fine; then their customers are
+    removed, Stripe `DELETE /v1/customers/{id}` (cards detached) and GoCardless `DELETE /customers/{id}` (its
+    personal data; GoCardless refuses while a mandate is active, hence the order). A customer removed already is
+    fine. The ids stay in our books (the accounts need them). The outcome is a `provider_records_removed` history
+    item with the ids only. Run again: the same end, nothing asked twice that matters."""
+    session = uow.session
+    for regular in open_regular_gifts(session, supporter_ids):
+        cancel_regular_gift(uow, regular.id, stripe=stripe, gocardless=gocardless, end_mandate=True)
+    mandates, stripe_customers, gocardless_customers = repository.provider_records(session, supporter_ids)
+    customers = set(gocardless_customers)
+    for mandate_id in sorted({*mandates, *mandate_ids}):
+        # Read first: one ended already (by the regular gift's own cancellation job, the bank, its expiry) is done,
+        # and asked nothing more.
+        mandate = gocardless().get_mandate(mandate_id)
+        if mandate.get("status") not in _MANDATE_ENDED:
+            mandate = _end_mandate(gocardless(), mandate_id)
+        customer_id = (mandate.get("links") or {}).get("customer")
+        if customer_id:
+            customers.add(str(customer_id))
+    removed = [customer_id for customer_id in stripe_customers if stripe().delete_customer(customer_id)]
+    removed += [customer_id for customer_id in sorted(customers) if gocardless().remove_customer(customer_id)]
+    ids = sorted({*mandates, *mandate_ids, *stripe_customers, *customers})
+    record_history(
+        uow,
+        supporter_ids[0],
+        type=PROVIDER_RECORDS_REMOVED,
+        summary=(
+            f"Erasure at the providers: {len({*mandates, *mandate_ids})} Direct Debit "
+            f"mandate(s) ended, {len(stripe_customers)} Stripe and {len(customers)} GoCardless customer(s) removed"
+        ),
+        data={"provider_ids": ids},
+        dedupe_key=f"{PROVIDER_RECORDS_REMOVED}:{supporter_ids[0]}:{','.join(ids)}"[:255],
+    )
+    return f"{len(ids)} provider records ended or removed ({len(removed)} removed now)"
+
+
+def provider_erasure_given_up(uow: UnitOfWork, supporter_ids: Sequence[uuid.UUID], error: str) -> None:
+    """`END_AT_PROVIDERS` failed for good (a provider refused, or is switched off): a review item on the erased
+    record (no personal data: the provider's answer) asks a person to end the mandates or remove the customers
+    by hand, and the history says it was not done."""
+    reason = error.splitlines()[-1][:300] if error else "no reason given"
+    raise_review_item(
+        uow,
+        supporter_ids[0],
+        kind=PROVIDER_RECORDS_KEPT,
+        detail=(
+            "The erasure could not end this supporter's Direct Debit mandates or remove their customer records at "
+            f"Stripe or GoCardless: {reason}. End them in the provider's dashboard."
+        ),
+        data={"supporter_ids": [str(i) for i in supporter_ids]},
+        dedupe_key=f"{PROVIDER_RECORDS_KEPT}:{supporter_ids[0]}:{utc_now().isoformat(timespec='microseconds')}",
+    )
+    record_history(
+        uow,
+        supporter_ids[0],
+        type=PROVIDER_RECORDS_KEPT,
+        summary=f"Erasure at the providers not done: {reason}",
+    )
 
 
 # --- Stripe: refunds and disputes ---------------------------------------------------------------------------------
@@ -2275,7 +2413,9 @@ def record_gocardless_billing_request(
         return Effect.ignored("the billing request set up no mandate")
     closed = checkout.status == CheckoutStatus.CANCELLED
     if closed and checkout.frequency != Frequency.MONTHLY:
-        # No money moves until we create the payment: none is taken from a supporter whose data was erased.
+        # No money moves until we create the payment: none is taken from a supporter whose data was erased. The
+        # mandate the donor set up (no row of ours names it) is cancelled, and their customer removed, by the job.
+        ask_providers_to_forget(uow, [checkout.supporter_id], mandate_ids=[str(mandate_id)])
         return Effect.processed(note="the checkout was closed (the supporter's data was erased): no payment taken")
     _set(
         checkout,

@@ -42,6 +42,26 @@ def cancel_regular_gift(uow: UnitOfWork, regular_gift_id: str, end_mandate: bool
 
 
 @jobs.actor(
+    service.END_AT_PROVIDERS,
+    queue="default",
+    time_limit_ms=300_000,
+    max_retries=8,
+    # Retried while a provider is unreachable; switched off, refusing (a mandate it will not cancel, a customer it
+    # will not remove): a person looks (a failed job, and a review item on the erased record).
+    gives_up_on=(ProviderDisabled, ProviderRefused, RegularGiftStillLive),
+    on_give_up=lambda uow, arguments, error: service.provider_erasure_given_up(
+        uow, [uuid.UUID(i) for i in arguments["supporter_ids"]], error
+    ),
+)
+def end_at_providers(uow: UnitOfWork, supporter_ids: list[str], mandate_ids: list[str] | None = None) -> str:
+    """An erasure: end every mandate we know for the supporter, then remove their customers at Stripe and
+    GoCardless; retried while a provider is unreachable."""
+    return service.end_at_providers(
+        uow, [uuid.UUID(i) for i in supporter_ids], mandate_ids=mandate_ids or (), **_gateways()
+    )
+
+
+@jobs.actor(
     checkout.CLOSE_CHECKOUT,
     queue="default",
     time_limit_ms=120_000,

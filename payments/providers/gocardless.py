@@ -112,6 +112,21 @@ class GoCardlessGateway:
     def cancel_mandate(self, mandate_id: str) -> dict[str, Any]:
         return self._dict(self._call(self.client.mandates.cancel, mandate_id, params={}))
 
+    def remove_customer(self, customer_id: str) -> bool:
+        """Remove a customer's personal data at GoCardless (`DELETE /customers/{id}`; its id stays usable for the
+        accounts). False when it was removed already (GoCardless no longer shows it: 404 or 410). GoCardless refuses
+        while the customer still has an active mandate: ProviderRefused, as for any other refusal."""
+        try:
+            self._call(self.client.customers.remove, customer_id, params={})
+        except ProviderRefused:
+            try:
+                self._call(self.client.customers.get, customer_id)
+            except ProviderRefused as gone:
+                if getattr(gone.__cause__, "code", None) in (404, 410):
+                    return False
+            raise
+        return True
+
     def get_refund(self, refund_id: str) -> dict[str, Any]:
         return self._dict(self._call(self.client.refunds.get, refund_id))
 

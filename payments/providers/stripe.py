@@ -207,6 +207,25 @@ class StripeGateway:
         params = {"cancellation_details": {"comment": comment[:500]}}
         return self._dict(self._call(self.client.v1.subscriptions.cancel, subscription_id, params))
 
+    # Customers (an erasure: their name, email, address and saved cards go; the id stays in our books)
+    def delete_customer(self, customer_id: str) -> bool:
+        """Delete a customer (`DELETE /v1/customers/{id}`: its payment methods are detached, any subscription
+        left is cancelled). False when it was deleted already (Stripe shows it `deleted`, or knows no such
+        customer)."""
+        try:
+            self._call(self.client.v1.customers.delete, customer_id)
+        except ProviderRefused:
+            try:
+                customer = self._dict(self._call(self.client.v1.customers.retrieve, customer_id))
+            except ProviderRefused as missing:
+                if getattr(missing.__cause__, "http_status", None) == 404:
+                    return False
+                raise
+            if customer.get("deleted"):
+                return False
+            raise
+        return True
+
     def retrieve_invoice(self, invoice_id: str) -> dict[str, Any]:
         return self._dict(self._call(self.client.v1.invoices.retrieve, invoice_id))
 
