@@ -110,13 +110,20 @@ def _unicode_lower(value: Any) -> Any:
 
 
 def make_engine(config: DatabaseSettings) -> Engine:
+    """`hide_parameters` on every engine: an error's message (logged with its traceback by the error middleware, a
+    failed job, dramatiq) keeps its SQL but never the values bound to it (supporters' details, webhook bodies)."""
     url = sa.make_url(normalise_url(config.url))
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             from pathlib import Path
 
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, echo=config.echo, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = sa.create_engine(
+            url,
+            echo=config.echo,
+            hide_parameters=True,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -142,6 +149,7 @@ def make_engine(config: DatabaseSettings) -> Engine:
     return sa.create_engine(
         url,
         echo=config.echo,
+        hide_parameters=True,
         pool_size=config.pool_size,
         max_overflow=config.max_overflow,
         pool_timeout=config.pool_timeout,

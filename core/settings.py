@@ -33,6 +33,9 @@ SECRET_KEYS: dict[str, set[str]] = {
     "hmrc": {"password"},
 }
 
+# Sections whose `url` may carry a password (scheme://user:password@host): refused in the file like SECRET_KEYS.
+URL_SECTIONS = ("database", "broker")
+_URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@?#:]*:[^/@?#]+@|[?&]password=", re.I)
 
 METRICS_TOKEN_MIN_LENGTH = 32
 
@@ -431,6 +434,13 @@ def _read_toml() -> dict[str, Any]:
             raise SettingsError(
                 f"{path}: {names} is a secret; set it in the environment "
                 f"(GIVING_{section.upper()}__{sorted(found)[0].upper()}), never in a file"
+            )
+    for section in URL_SECTIONS:
+        url = (data.get(section) or {}).get("url")
+        if isinstance(url, str) and _URL_PASSWORD.search(url):
+            raise SettingsError(
+                f"{path}: [{section}] url holds a password, a secret; set the whole URL in the environment "
+                f"(GIVING_{section.upper()}__URL), never in a file"
             )
     return data
 

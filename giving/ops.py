@@ -145,8 +145,9 @@ def database_gauges(runtime: Runtime) -> Iterable[Metric]:
                     col(InboundEvent.status).in_(["pending", "waiting"])
                 )
             ).one()
-    except sa.exc.SQLAlchemyError:
-        log.warning("metrics: the database did not answer", exc_info=True)
+    except sa.exc.SQLAlchemyError as exc:
+        # One line, no traceback: a scrape every few seconds during an outage the gauge already reports.
+        log.warning("metrics: the database did not answer: %s", _one_line(exc))
         up.add_metric([], 0)
         return [up]
     up.add_metric([], 1)
@@ -164,6 +165,12 @@ def database_gauges(runtime: Runtime) -> Iterable[Metric]:
     return [up, events, job_rows, oldest, documents, deliveries, claims]
 
 
+def _one_line(exc: BaseException) -> str:
+    """The error's kind and the first line of its message (a SQLAlchemy error's next lines are its SQL)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
 def queue_gauges(runtime: Runtime) -> Iterable[Metric]:
     """Messages waiting in the broker per queue (ready and delayed; dead-lettered apart)."""
     up = GaugeMetricFamily("giving_broker_up", "1 when the broker answered this scrape.")
@@ -173,8 +180,8 @@ def queue_gauges(runtime: Runtime) -> Iterable[Metric]:
     dead = GaugeMetricFamily("giving_queue_dead_messages", "Messages dead-lettered by the broker.", labels=["queue"])
     try:
         counts = _queue_counts(runtime)
-    except Exception:
-        log.warning("metrics: the broker did not answer", exc_info=True)
+    except Exception as exc:
+        log.warning("metrics: the broker did not answer: %s", _one_line(exc))
         up.add_metric([], 0)
         return [up]
     up.add_metric([], 1)
