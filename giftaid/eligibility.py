@@ -411,7 +411,7 @@ def eligibility_select(
     P = pairs.c
     benefits = _benefit_totals(dialect, supporter_filter if supporter_filter is not None else benefits_of)
     live = (
-        sa.select(CG.c.gift_id, CG.c.claim_id, C.c.status.label("claim_status"))
+        sa.select(CG.c.gift_id, CG.c.claim_id, C.c.status.label("claim_status"), CG.c.line_no.label("claimed_line"))
         .select_from(CG.join(C, C.c.id == CG.c.claim_id))
         .where(CG.c.live.is_(True))
         .subquery("live")
@@ -486,6 +486,7 @@ def eligibility_select(
             ).label("maybe_schedule_blank"),
             live.c.claim_id.label("claimed_in"),
             live.c.claim_status,
+            live.c.claimed_line,
         ]
     )
     query = (
@@ -521,7 +522,13 @@ def describe(code: str | None, row: Any, rules: Rules) -> str:
             f"claim it by {_date(deadline)}"
         )
     words = {
-        Code.ALREADY_CLAIMED: lambda: f"already in claim {row.claimed_in} ({row.claim_status})",
+        Code.ALREADY_CLAIMED: lambda: (
+            # Line 0: taken off a claim HMRC may hold as it was first sent or handed out (repository.OFF_THE_LINES).
+            f"taken off claim {row.claimed_in} ({row.claim_status}), which HMRC may hold with it as first sent or "
+            "handed out: claimed again only once that claim is rejected or sent again (--again)"
+            if getattr(row, "claimed_line", None) == 0
+            else f"already in claim {row.claimed_in} ({row.claim_status})"
+        ),
         Code.NOT_RECEIVED: lambda: f"the money has not been received (the gift is {row.status})",
         Code.NOT_A_DONATION: lambda: "a gift from a company, not an individual's own money",
         Code.REFUNDED: lambda: (

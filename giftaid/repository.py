@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +35,10 @@ from payments.models import MONEY_RETURNED, money_returned
 CANDIDATES = "giftaid_candidates"
 # Small gifts per aggregated line: with gifts of at most `aggregate_limit` pence, this many stay within £1,000.
 AGGREGATE_LINE_LIMIT = 100_000
+# The line number of a gift taken off a claim HMRC may hold (`take_off_claim`'s `keep`): its row stays, live, so no
+# other claim claims it, but it is on no line of the claim's files, nor in its totals.
+OFF_THE_LINES = 0
+ON_A_LINE = CG.c.line_no > OFF_THE_LINES
 
 
 def dialect_of(session: Session) -> str:
@@ -259,13 +263,15 @@ def add_held_back(session: Session, rows: list[dict[str, Any]]) -> None:
 def claim_summary(session: Session, claim_id: uuid.UUID) -> Any:
     return session.execute(
         sa.select(
-            # Lines are numbered 1..N without gaps.
+            # The last line's number: a take-off numbers the lines again within their parts, so a part (and a
+            # message's last schedule, left empty) may be short; `lines` counts them as full. Gifts held on no line
+            # (`OFF_THE_LINES`) are not in the files, so not in the totals.
             sa.func.coalesce(sa.func.max(CG.c.line_no), 0).label("lines"),
             sa.func.count().label("gifts"),
             sa.func.coalesce(sa.func.sum(CG.c.amount), 0).label("total"),
             sa.func.min(CG.c.received_on).label("earliest"),
             sa.func.max(CG.c.received_on).label("latest"),
-        ).where(CG.c.claim_id == claim_id)
+        ).where(CG.c.claim_id == claim_id, ON_A_LINE)
     ).one()
 
 
@@ -283,7 +289,9 @@ def part_earliest(session: Session, claim_id: uuid.UUID, per_part: int) -> dict[
     """The earliest gift date on each part of `per_part` lines (1-based), in one pass over the claim's rows."""
     part = (CG.c.line_no - 1) // per_part + 1
     rows = session.execute(
-        sa.select(part.label("part"), sa.func.min(CG.c.received_on)).where(CG.c.claim_id == claim_id).group_by(part)
+        sa.select(part.label("part"), sa.func.min(CG.c.received_on))
+        .where(CG.c.claim_id == claim_id, ON_A_LINE)
+        .group_by(part)
     )
     return {int(n): earliest for n, earliest in rows}
 
@@ -529,7 +537,7 @@ def gift_ids_on_lines(session: Session, claim_id: uuid.UUID, line_numbers: list[
     # line number n once a part is short (gifts taken off before it was sent keep the others in their parts).
     ranked = (
         sa.select(CG.c.gift_id, sa.func.dense_rank().over(order_by=CG.c.line_no).label("position"))
-        .where(CG.c.claim_id == claim_id)
+        .where(CG.c.claim_id == claim_id, ON_A_LINE)
         .subquery("ranked")
     )
     rows = session.execute(
@@ -818,43 +826,54 @@ def claim_gifts_to_take_off(
     return list(
         session.execute(
             sa.select(CG.c.gift_id, CG.c.received_on, CG.c.amount, CG.c.declaration_id, CG.c.aggregated, CG.c.line_no)
-            .where(CG.c.claim_id == claim_id, sa.or_(*conditions))
+            .where(CG.c.claim_id == claim_id, ON_A_LINE, sa.or_(*conditions))
             .order_by(CG.c.received_on, CG.c.gift_id)
         )
     )
 
 
 def take_off_claim(
-    session: Session, claim_id: uuid.UUID, gift_ids: list[uuid.UUID], *, per_part: int, per_message: int
+    session: Session,
+    claim_id: uuid.UUID,
+    gift_ids: list[uuid.UUID],
+    *,
+    per_part: int,
+    per_message: int,
+    keep: Collection[uuid.UUID] = (),
 ) -> list[int]:
     """Take these gifts off a claim nothing has been sent for: their rows go (the gifts are free to be claimed again
-    if they ever can be), so do the donor rows no line of the claim uses any more, and the lines are numbered again
-    in the same order (an aggregated line keeps its other gifts) *within their part* of `per_part` lines: a part is
-    a file handed out on its own, so a line never moves into another part (numbering the whole claim 1..N again
-    slid lines into a part already downloaded, where they were in no file). A part left empty is dropped, the later
-    ones *of its message* (`per_message` lines, a whole number of parts) moving down whole: a message is a file
-    handed out on its own too, so no part moves into another message (the message's last part is then left empty;
-    the later messages keep their lines). A message left empty is dropped whole, the later ones moving down whole.
-    Returns the parts dropped (numbered as they were before; every part of a message dropped whole)."""
+    if they ever can be), except those in `keep` (HMRC may hold the claim with them): their rows stay, live, on no
+    line (`OFF_THE_LINES`), so no other claim claims them. The donor rows no line of the claim uses any more go, and
+    the lines are numbered again in the same order (an aggregated line keeps its other gifts) *within their part* of
+    `per_part` lines: a part is a file handed out on its own, so a line never moves into another part (numbering the
+    whole claim 1..N again slid lines into a part already downloaded, where they were in no file). A part left empty
+    is dropped, the later ones *of its message* (`per_message` lines, a whole number of parts) moving down whole: a
+    message is a file handed out on its own too, so no part moves into another message (the message's last part is
+    then left empty; the later messages keep their lines). A message left empty is dropped whole, the later ones
+    moving down whole. Returns the parts dropped (numbered as they were before; every part of a message dropped
+    whole)."""
     if per_message % per_part:
         raise ValueError(f"a message of {per_message} lines is not a whole number of parts of {per_part}")
     declarations: set[uuid.UUID] = set()
     touched: set[int] = set()
     part = (CG.c.line_no - 1) // per_part
+    held = set(keep)
     for start in range(0, len(gift_ids), 1_000):
         batch = gift_ids[start : start + 1_000]
-        removed = session.execute(
-            sa.delete(CG)
-            .where(CG.c.claim_id == claim_id, CG.c.gift_id.in_(batch))
-            .returning(CG.c.declaration_id, CG.c.line_no)
-        )
-        for declaration_id, line_no in removed:
+        kept = [gift_id for gift_id in batch if gift_id in held]
+        taken = sa.and_(CG.c.claim_id == claim_id, CG.c.gift_id.in_([g for g in batch if g not in held]), ON_A_LINE)
+        off = list(session.execute(sa.delete(CG).where(taken).returning(CG.c.declaration_id, CG.c.line_no)))
+        if kept:
+            on_no_line = sa.and_(CG.c.claim_id == claim_id, CG.c.gift_id.in_(kept), ON_A_LINE)
+            off.extend(session.execute(sa.select(CG.c.declaration_id, CG.c.line_no).where(on_no_line)))
+            session.execute(sa.update(CG).where(on_no_line).values(line_no=OFF_THE_LINES))
+        for declaration_id, line_no in off:
             if declaration_id is not None:
                 declarations.add(declaration_id)
             touched.add((int(line_no) - 1) // per_part)
     left = set(
         session.execute(
-            sa.select(part).where(CG.c.claim_id == claim_id, part.in_(sorted(touched))).distinct()
+            sa.select(part).where(CG.c.claim_id == claim_id, ON_A_LINE, part.in_(sorted(touched))).distinct()
         ).scalars()
     )
     dropped = {p + 1 for p in touched - {int(p) for p in left}}
@@ -864,12 +883,14 @@ def take_off_claim(
     touched_messages = sorted({p // parts_per_message for p in touched})
     messages_left = set(
         session.execute(
-            sa.select(message).where(CG.c.claim_id == claim_id, message.in_(touched_messages)).distinct()
+            sa.select(message).where(CG.c.claim_id == claim_id, ON_A_LINE, message.in_(touched_messages)).distinct()
         ).scalars()
     )
     for emptied in set(touched_messages) - {int(m) for m in messages_left}:
         dropped.update(range(emptied * parts_per_message + 1, (emptied + 1) * parts_per_message + 1))
-    still_used = sa.select(CG.c.declaration_id).where(CG.c.claim_id == claim_id, CG.c.declaration_id.is_not(None))
+    still_used = sa.select(CG.c.declaration_id).where(
+        CG.c.claim_id == claim_id, ON_A_LINE, CG.c.declaration_id.is_not(None)
+    )
     unused = sorted(declarations)
     for start in range(0, len(unused), 1_000):
         session.execute(
@@ -888,7 +909,7 @@ def take_off_claim(
                 + sa.func.dense_rank().over(partition_by=part, order_by=CG.c.line_no)
             ).label("line"),
         )
-        .where(CG.c.claim_id == claim_id)
+        .where(CG.c.claim_id == claim_id, ON_A_LINE)
         .subquery("ranked")
     )
     session.execute(
@@ -897,6 +918,24 @@ def take_off_claim(
         .values(line_no=ranked.c.line)
     )
     return sorted(dropped)
+
+
+def release_held_gifts(session: Session, claim_id: uuid.UUID) -> list[uuid.UUID]:
+    """The gifts a take-off kept with the claim on no line (HMRC might hold it with them) go as the take-off would have
+    let them go: their rows are deleted, so the gifts are free to be claimed again. Returns their ids."""
+    held = sa.and_(CG.c.claim_id == claim_id, CG.c.live.is_(True), sa.not_(ON_A_LINE))
+    return list(session.execute(sa.delete(CG).where(held).returning(CG.c.gift_id)).scalars())
+
+
+def taken_off_adjusted(session: Session, claim_id: uuid.UUID) -> set[uuid.UUID]:
+    """Gifts taken off the claim (on no line of it) that standing adjustments from it are about."""
+    A = Adjustment.__table__  # type: ignore[attr-defined]
+    on_a_line = sa.select(CG.c.gift_id).where(CG.c.claim_id == claim_id, CG.c.gift_id == A.c.gift_id, ON_A_LINE)
+    return set(
+        session.execute(
+            sa.select(A.c.gift_id).where(A.c.claim_id == claim_id, A.c.withdrawn_at.is_(None), ~on_a_line.exists())
+        ).scalars()
+    )
 
 
 def release_claim_gifts(session: Session, claim_id: uuid.UUID) -> int:

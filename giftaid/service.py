@@ -1027,11 +1027,14 @@ def _take_off(
     details are mended can be), the lines are numbered again, the totals and IRmarks follow, adjustments about those
     gifts are void as for a rejected claim, and adjustments that no longer fit the claim's Gift Aid wait for the
     next claim. If nothing would be left, nothing changes: `NothingLeftToSend` (409) says what to do.
-    Claims already sent keep their gifts: their files are what was sent. One HMRC may hold (`hmrc_may_have`: its
-    submission got no answer) counts as sent for the adjustments about the gifts taken off: HMRC may have paid that
-    tax, so they stand where they are (`adjustments_kept`), unless it is being sent again (`sent_again`: finance
-    found HMRC does not have it). Returns what was taken off, and the event that says so (the parts then written
-    are recorded in it)."""
+    Claims already sent keep their gifts: their files are what was sent. HMRC may hold this one with a gift taken
+    off (`hmrc_may_have`: its submission got no answer; or the gift's line was in a part already handed out): then
+    HMRC may have paid its tax. Such a gift, unless out of time (never claimable again anyway), stays with this claim
+    on no line (`gifts_held`; `repository.OFF_THE_LINES`), so no later claim claims it twice, and the adjustments
+    about it stand where they are (`adjustments_kept`; about every gift taken off when HMRC may hold the whole
+    claim), until the claim is rejected or sent again (`sent_again`: finance found HMRC does not have it, and
+    `_settle_sent_again` lets them go as this would have). Returns what was taken off, and the event that says so
+    (the parts then written are recorded in it)."""
     if ClaimStatus(claim.status) != ClaimStatus.BUILT:
         return [], None
     rules = rules_from(settings, today)
@@ -1065,13 +1068,24 @@ def _take_off(
     )
     if not rows:
         return [], None
+    # HMRC may hold the claim as first sent (no answer came back), or the part a line was on as handed out.
+    may_hold = hmrc_may_have(claim) and not sent_again
     taken: list[HeldBackGift] = []
+    held: set[uuid.UUID] = set()  # kept with this claim, on no line: HMRC may have claimed them with it
     for row in rows:
-        reason = _claimed_gift_reason(row, donors.get(row.declaration_id), rules, out_of_time=row.received_on <= cutoff)
+        out_of_time = row.received_on <= cutoff
+        reason = _claimed_gift_reason(row, donors.get(row.declaration_id), rules, out_of_time=out_of_time)
         words = (
             f"{reason} (taken off this claim, built on "
             f"{claim.built_at.astimezone(dt.UTC):%d/%m/%Y}, before it was written or sent on {rules.today:%d/%m/%Y})"
         )
+        handed = any(first <= row.line_no <= last for first, last, _ in handed_out)
+        if not out_of_time and not sent_again and (may_hold or handed):
+            held.add(row.gift_id)
+            words = (
+                f"{words}; HMRC may hold this claim with it as first sent or handed out, so it stays with this claim "
+                "(on no line) and no other claim claims it until this one is rejected or sent again (--again)"
+            )
         taken.append(HeldBackGift(row.gift_id, words[:500]))
     if len(taken) >= claim.gifts:
         shown = ", ".join(str(h.gift_id) for h in taken[:10]) + (" ..." if len(taken) > 10 else "")
@@ -1087,6 +1101,7 @@ def _take_off(
         gift_ids,
         per_part=schedule.ROWS_PER_SCHEDULE,
         per_message=claim_xml.MAX_GAD_PER_MESSAGE,
+        keep=held,
     )
     repository.add_held_back(
         session,
@@ -1104,16 +1119,14 @@ def _take_off(
     if dropped:
         # The schedules after a part left empty move down (`parts_written` follows them through this).
         detail[_PARTS_DROPPED] = dropped
-    void: list[str] = []
-    deducted: list[str] = []
-    if hmrc_may_have(claim) and not sent_again:
-        # Maybe sent counts as sent: HMRC may have paid the tax these adjustments take back.
-        taken_ids = set(gift_ids)
-        kept = [str(a.id) for a in repository.adjustments_from(session, claim.id) if a.gift_id in taken_ids]
-        if kept:
-            detail["adjustments_kept"] = kept
-    else:
-        void, deducted = _void_adjustments_about(session, claim, set(gift_ids), actor=actor, at=now)
+    if held:
+        detail["gifts_held"] = [str(g) for g in gift_ids if g in held]
+    # Maybe sent counts as sent: HMRC may have paid the tax these adjustments take back.
+    keep_about = set(gift_ids) if may_hold else held
+    kept = [str(a.id) for a in repository.adjustments_from(session, claim.id) if a.gift_id in keep_about]
+    if kept:
+        detail["adjustments_kept"] = kept
+    void, deducted = _void_adjustments_about(session, claim, set(gift_ids) - keep_about, actor=actor, at=now)
     if void:
         detail["adjustments_void"] = void
     if deducted:
@@ -1141,6 +1154,31 @@ def _take_off(
     session.flush()
     log.info("claim %s: %d gift(s) HMRC would refuse now taken off", claim.id, len(taken))
     return taken, event
+
+
+def _settle_sent_again(session: Session, claim: Claim, *, actor: str) -> None:
+    """A claim sent again (`again`: finance found HMRC does not hold it as first sent or handed out): what earlier
+    take-offs kept because HMRC might (`_take_off`) is settled as they would have settled it for a claim never sent.
+    The gifts held with the claim on no line are let go (free to be claimed again), and the adjustments kept about
+    gifts taken off it are void (HMRC never paid that tax; the claim carrying one would deduct it)."""
+    released = repository.release_held_gifts(session, claim.id)
+    about = repository.taken_off_adjusted(session, claim.id)
+    if not released and not about:
+        return
+    now = utc_now()
+    detail: dict[str, Any] = {
+        "reason": "sent again: HMRC does not hold this claim as first sent or handed out, so the gifts taken off it "
+        "are not claimed by it and the tax they took back was never paid"
+    }
+    if released:
+        detail["gifts_released"] = sorted(str(g) for g in released)
+    void, deducted = _void_adjustments_about(session, claim, about, actor=actor, at=now)
+    if void:
+        detail["adjustments_void"] = void
+    if deducted:
+        detail["adjustments_already_deducted"] = deducted
+    session.add(ClaimEvent(claim_id=claim.id, status=claim.status, at=now, actor=actor, detail=detail))
+    session.flush()
 
 
 def _void_adjustments_about(
@@ -1618,6 +1656,8 @@ def submit_claim(
         )
     if message_count(claim) > 1:
         raise InvalidClaimRequest("a claim of more than 500,000 lines is sent as several messages: not supported here")
+    if again:
+        _settle_sent_again(session, claim, actor=actor)
     client = client or gateway_client(settings)
     with tempfile.TemporaryDirectory(prefix="giftaid-submit-") as folder:
         path = Path(folder) / "claim.xml"
