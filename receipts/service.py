@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from core import metrics
 from core.clock import UK, uk_date, uk_today, utc_now
 from core.db import UnitOfWork
 from core.errors import AppError
@@ -114,6 +115,7 @@ def _allocate(
         assert existing is not None
         return existing
     log.info("allocated %s for %s", reference, subject_key)
+    uow.on_commit(lambda: metrics.count("receipts_issued", kind=str(kind)))
     return document
 
 
@@ -1097,6 +1099,7 @@ def send_delivery(
     try:
         delivery.message_id = send_email(email, settings.email)[:250]
     except mail.MailError as exc:
+        metrics.count("receipts_failed", kind=str(document.kind))  # each refused try, retried or not
         if not final and not exc.permanent:
             raise
         delivery.status = DeliveryStatus.FAILED
@@ -1112,6 +1115,8 @@ def send_delivery(
         _keep_as_sent(session, settings, document, content, redated)
     _history(uow, document, delivery, f"emailed to {delivery.to_email}", "sent")
     _after_sent(uow, document, _stated_sent_on(content, going_out_on))
+    kind = str(document.kind)
+    uow.on_commit(lambda: metrics.count("receipts_sent", kind=kind))
     return delivery.status
 
 
