@@ -482,13 +482,16 @@ def key_recorded(session: Session, key: str) -> bool:
 ERASURE_REQUEST = "erasure of the supporter's data"
 
 
-def _stop_if_started_by_closed_checkout(uow: UnitOfWork, regular: RegularGift, *, closed: bool) -> None:
+def _stop_if_started_by_closed_checkout(
+    uow: UnitOfWork, regular: RegularGift, *, closed: bool, forget: bool = True
+) -> None:
     """A regular gift started by a checkout Giving had closed (its supporter's data was erased before the donor
     finished paying) is stopped at once, through the cancellation staff and erasures use."""
     if closed and regular.status not in _TERMINAL_REGULAR and regular.cancel_requested_at is None:
         request_cancellation(uow, regular.id, requested_by=ERASURE_REQUEST)
-        # Then the customer record the checkout made at the provider goes too (a job, after the cancellation's).
-        ask_providers_to_forget(uow, [regular.supporter_id])
+        if forget:
+            # Then the customer record the checkout made at the provider goes too (a job, after the cancellation's).
+            ask_providers_to_forget(uow, [regular.supporter_id])
 
 
 def _checkout_of_stripe_session(uow: UnitOfWork, session_object: dict[str, Any]) -> Checkout | None:
@@ -1625,7 +1628,17 @@ def _adopt_stripe_subscription(
 
     regular, _ = _regular_or_insert(uow, "stripe_subscription_id", subscription_id, build)
     _apply_stripe_subscription(uow, regular, subscription, at=at)
+    _stop_if_supporter_erased(uow, regular)
     return regular
+
+
+def _stop_if_supporter_erased(uow: UnitOfWork, regular: RegularGift) -> None:
+    """A subscription adopted for a supporter whose data was erased (made in the dashboard, its event arriving after
+    the erasure): nobody may keep taking money from a person we can no longer name, so it is stopped at once through
+    the cancellation erasures use (the erasure's own job already asked the providers to forget the customer and
+    mandate it is on). Nothing personal is recorded: the adopted gift has no donor details."""
+    if shop.erased_supporters(uow.session, [regular.supporter_id]):
+        _stop_if_started_by_closed_checkout(uow, regular, closed=True, forget=False)
 
 
 # --- Regular gifts cancelled through Giving -----------------------------------------------------------------------
@@ -2604,6 +2617,7 @@ def _adopt_gocardless_subscription(
 
     regular, _ = _regular_or_insert(uow, "gocardless_subscription_id", subscription_id, build)
     _apply_gocardless_subscription(uow, regular, subscription, at=at)
+    _stop_if_supporter_erased(uow, regular)
     return regular
 
 
@@ -3229,12 +3243,15 @@ def _gc_time(value: Any) -> dt.datetime | None:
 def missing_instalments(
     session: Session, *, today: dt.date | None = None, grace_days: int = 7
 ) -> list[MissingInstalment]:
-    """Active regular gifts whose expected instalment has not arrived by its due date plus the grace period.
+    """Active regular gifts whose expected instalment has not arrived by its due date plus the grace period; not
+    those whose cancellation was asked for (they are being stopped: nothing more is expected of them).
 
     Ordered by due date, then regular gift id (a total order for the staff list)."""
     today = today or uk_today()
     missing = []
     for regular in repository.running_regular_gifts(session):
+        if regular.cancel_requested_at is not None:
+            continue
         due = regular.next_due_on
         if due is None or due + dt.timedelta(days=grace_days) >= today:
             continue

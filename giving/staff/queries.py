@@ -27,6 +27,7 @@ from crm.models import (
     Supporter,
     SupporterAddress,
 )
+from payments import service as payments_service
 from payments.models import (
     Dispute,
     DisputeStatus,
@@ -368,18 +369,19 @@ class MissingInstalment:
 
 
 def missing_instalments(session: Session, today: dt.date, grace_days: int) -> list[MissingInstalment]:
-    """Live regular gifts whose next instalment is more than `grace_days` overdue, or which are in arrears; not
-    those whose cancellation was asked for (they are being stopped: nothing more is expected of them)."""
-    cutoff = today - dt.timedelta(days=grace_days)
+    """The regular gifts whose instalment is missing by payments' own rule (`payments.service.missing_instalments`,
+    as `giving payments overdue` and the alerts have it: overdue by more than `grace_days`, no instalment paid for
+    that due date, cancellation not asked for), and also those in arrears (a failed instalment) whose next
+    instalment is not overdue yet, but not those whose cancellation was asked for (being stopped)."""
+    overdue = sorted(
+        m.regular_gift_id for m in payments_service.missing_instalments(session, today=today, grace_days=grace_days)
+    )
     rows = session.exec(
         select(RegularGift, Supporter)
         .join(Supporter, Supporter.id == RegularGift.supporter_id)  # type: ignore[arg-type]
         .where(
             col(RegularGift.cancel_requested_at).is_(None),
-            sa.or_(
-                col(RegularGift.status) == RegularGiftStatus.IN_ARREARS,
-                sa.and_(col(RegularGift.status) == RegularGiftStatus.ACTIVE, col(RegularGift.next_due_on) < cutoff),
-            ),
+            sa.or_(col(RegularGift.status) == RegularGiftStatus.IN_ARREARS, col(RegularGift.id).in_(overdue)),
         )
         .order_by(col(RegularGift.next_due_on), col(RegularGift.id))
         .limit(500)
