@@ -31,7 +31,6 @@ import queue
 import socket
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from sqlmodel import Session, col, select
 from core import metrics
 from core.clock import utc_now
 from core.db import PendingJob, UnitOfWork, conflict_insert, is_postgres
+from core.logging import stored_error
 from core.models import Job, JobStatus, ScheduledRun
 
 if TYPE_CHECKING:
@@ -962,7 +962,7 @@ def _record_failure(run: _DurableRun, exc: BaseException, arguments: dict[str, A
 
     spec = run.spec
     metrics.count("job_attempts_failed", actor=spec.name)
-    error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
+    error = stored_error(exc)
     final = False
     try:
         with get_runtime().unit_of_work() as uow:

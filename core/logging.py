@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -38,6 +39,11 @@ _NAMED_VALUE = re.compile(
 _KEY_PREFIXES = ("sk_", "rk_", "whsec_", "gvg_")
 _PREFIXED_KEY = re.compile(r"\b(?:sk_live_|sk_test_|rk_live_|rk_test_|whsec_|gvg_)[\w-]+", re.I)
 _EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+", re.I)
+# PostgreSQL's DETAIL repeats a row's values: "Failing row contains (...)", "Key (email)=(...) already exists".
+_FAILING_ROW = re.compile(r"(Failing row contains \()[^\n]*?(\)\.?)$", re.M)
+_KEY_VALUES = re.compile(
+    r"(Key \([^\n]*?\)=\()(?:[^\n]*?(\) (?:already exists|is not present|is still referenced|conflicts with))|[^\n]*)"
+)
 # A card number: 13 to 19 digits, maybe in groups (redacted when it passes the Luhn check: ids and amounts stay).
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])")
 
@@ -65,6 +71,10 @@ def _named_value(match: re.Match[str]) -> str:
     return match[0]
 
 
+def _key_values(match: re.Match[str]) -> str:
+    return match[1] + _REDACTED + (match[2] or ")")
+
+
 def redact_text(text: str) -> str:
     """`text` with passwords, tokens, secrets, card numbers and email addresses replaced by `[redacted]`."""
     if "://" in text:
@@ -74,9 +84,35 @@ def redact_text(text: str) -> str:
         text = _NAMED_VALUE.sub(_named_value, text)
     if any(prefix in lowered for prefix in _KEY_PREFIXES):
         text = _PREFIXED_KEY.sub(_REDACTED, text)
+    if "Failing row contains (" in text:
+        text = _FAILING_ROW.sub(rf"\g<1>{_REDACTED}\g<2>", text)
+    if "Key (" in text:
+        text = _KEY_VALUES.sub(_key_values, text)
     if "@" in text:
         text = _EMAIL.sub(_REDACTED, text)
     return _CARD.sub(_card, text)
+
+
+def stored_error(exc: BaseException, limit: int = 2000) -> str:
+    """An exception as a line to store (a job's or an event's `last_error`). A database error is only its type and
+    SQLSTATE, e.g. "IntegrityError (23505 unique_violation)": PostgreSQL's DETAIL repeats the row's values ("Key
+    (email)=(...) already exists", "Failing row contains (...)"), which `hide_parameters` does not hide."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return f"{type(exc).__name__} ({_driver_code(exc.orig)})"
+    if type(exc).__module__.startswith(("psycopg", "sqlite3")):
+        return f"{type(exc).__name__} ({_driver_code(exc)})"
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:limit]
+
+
+def _driver_code(orig: BaseException | None) -> str:
+    """The driver error's SQLSTATE and condition ("23505 unique_violation"), or SQLite's name for it."""
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:
+        condition = re.sub(r"(?<!^)(?=[A-Z])", "_", type(orig).__name__).lower()
+        return f"{sqlstate} {condition}"
+    return str(getattr(orig, "sqlite_errorname", None) or type(orig).__name__)
 
 
 class RedactingFilter(logging.Filter):

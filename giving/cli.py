@@ -158,11 +158,27 @@ def serve(
         port=port,
         workers=workers,
         log_level="warning",
+        log_config=uvicorn_log_config(),
         access_log=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # Slow clients are cut off: h11 limits on incomplete requests.
         h11_max_incomplete_event_size=64 * 1024,
     )
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own log config with `RedactingFilter` on its handler: its loggers keep handlers of their own and do
+    not propagate to the root, so "Exception in ASGI application" and its traceback were not redacted. A dict (each
+    of `--workers`' processes applies it). The access handler has none: its formatter reads the record's arguments,
+    which the filter folds into the message, and `serve` turns the access log off."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redact": {"()": "core.logging.RedactingFilter"}}
+    config["handlers"]["default"]["filters"] = ["redact"]
+    return config
 
 
 def _inline_pool_shortfall(settings: Settings) -> str | None:
