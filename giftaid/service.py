@@ -1137,7 +1137,7 @@ def _take_off(
     claim.gift_aid = gift_aid_on(claim.total)
     claim.held_back += len(taken)
     claim.irmarks = []  # its files change: any IRmark computed before no longer applies
-    released = _fit_adjustments(session, claim)
+    released = _fit_adjustments(session, claim, sent_again=sent_again)
     if released:
         detail["adjustments_released"] = released
     detail.update(
@@ -1160,10 +1160,12 @@ def _settle_sent_again(session: Session, claim: Claim, *, actor: str) -> None:
     """A claim sent again (`again`: finance found HMRC does not hold it as first sent or handed out): what earlier
     take-offs kept because HMRC might (`_take_off`) is settled as they would have settled it for a claim never sent.
     The gifts held with the claim on no line are let go (free to be claimed again), and the adjustments kept about
-    gifts taken off it are void (HMRC never paid that tax; the claim carrying one would deduct it)."""
+    gifts taken off it are void (HMRC never paid that tax; the claim carrying one would deduct it). The adjustments it
+    carries that no longer fit its Gift Aid (kept on it while HMRC might hold it) wait for the next claim."""
     released = repository.release_held_gifts(session, claim.id)
     about = repository.taken_off_adjusted(session, claim.id)
-    if not released and not about:
+    unfit = _fit_adjustments(session, claim, sent_again=True)
+    if not released and not about and not unfit:
         return
     now = utc_now()
     detail: dict[str, Any] = {
@@ -1177,6 +1179,11 @@ def _settle_sent_again(session: Session, claim: Claim, *, actor: str) -> None:
         detail["adjustments_void"] = void
     if deducted:
         detail["adjustments_already_deducted"] = deducted
+    if unfit:
+        detail["adjustments_released"] = unfit
+        detail["adjustment"] = Money(claim.adjustment).to_json()
+        claim.irmarks = []  # its files change: any IRmark computed before no longer applies
+        session.add(claim)
     session.add(ClaimEvent(claim_id=claim.id, status=claim.status, at=now, actor=actor, detail=detail))
     session.flush()
 
@@ -1189,7 +1196,7 @@ def _void_adjustments_about(
     finance to correct. Returns (void, already deducted) adjustment ids."""
     void, deducted = [], []
     for adjustment in repository.adjustments_from(session, claim.id):
-        if adjustment.gift_id not in gift_ids:
+        if adjustment.gift_id not in gift_ids or _withdrawn_and_free(adjustment):
             continue
         if adjustment.applied_claim_id is None or _withdraw_from_unsent(
             session,
@@ -1206,10 +1213,17 @@ def _void_adjustments_about(
     return void, deducted
 
 
-def _fit_adjustments(session: Session, claim: Claim) -> list[str]:
+def _withdrawn_and_free(adjustment: Adjustment) -> bool:
+    """Withdrawn (its money came back before HMRC had the deduction) and carried by no claim: it takes nothing back
+    and is kept as it is, with when and why, never deleted (an audit record), whatever becomes of its claim."""
+    return adjustment.withdrawn_at is not None and adjustment.applied_claim_id is None
+
+
+def _fit_adjustments(session: Session, claim: Claim, *, sent_again: bool = False) -> list[str]:
     """The adjustments a claim carries must fit its Gift Aid (its first schedule's, when it has several: HMRC takes no
-    negative claim); those that no longer do wait for the next claim, newest first. Returns their ids."""
-    if not claim.adjustment or hmrc_may_have(claim):
+    negative claim); those that no longer do wait for the next claim, newest first. Returns their ids. `sent_again`:
+    the claim is being sent again (`--again`: HMRC does not hold it), though it still carries its `unknown` error."""
+    if not claim.adjustment or (hmrc_may_have(claim) and not sent_again):
         # HMRC may hold it with these deductions (a submission that got no answer): none moves to another claim.
         return []
     room = claim.gift_aid
@@ -1494,6 +1508,8 @@ def change_status(
         # off it while that claim is unsent; once sent, HMRC has the deduction and finance must correct it there.
         kept_elsewhere = []
         for adjustment in repository.adjustments_from(session, claim.id):
+            if _withdrawn_and_free(adjustment):
+                continue
             if adjustment.applied_claim_id is None or _withdraw_from_unsent(
                 session,
                 adjustment,
