@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import logging
 import time
-import traceback
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from sqlmodel import Session, col, select
 from core import jobs, metrics
 from core.clock import from_unix, utc_now
 from core.db import PendingJob, UnitOfWork
+from core.logging import stored_error
 from core.runtime import Runtime
 from core.settings import Settings
 from payments import service as payments
@@ -297,7 +297,7 @@ def _record_failure(uow: UnitOfWork, event_id: uuid.UUID, exc: Exception) -> int
     event = repository.lock_event_row(uow.session, event_id)
     if event is None:
         return QUICK_RETRIES + 1
-    error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
+    error = stored_error(exc, 4000)  # a database error as its type and SQLSTATE: its DETAIL repeats row values
     failures = event.failures + 1
     values = {
         "status": EventStatus.FAILED,

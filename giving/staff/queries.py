@@ -345,14 +345,18 @@ def latest_deliveries(session: Session, document_ids: list[uuid.UUID]) -> dict[u
 
 def open_adjustments(session: Session, gift_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
     """Gift Aid (pence) that the next claim is to deduct for each of these gifts: giftaid's adjustments not yet
-    carried by a claim."""
+    carried by a claim and not withdrawn (the money came back: nothing to deduct)."""
     from giftaid.models import Adjustment
 
     if not gift_ids:
         return {}
     rows = session.exec(
         select(Adjustment.gift_id, sa.func.sum(Adjustment.amount))
-        .where(col(Adjustment.gift_id).in_(gift_ids), col(Adjustment.applied_claim_id).is_(None))
+        .where(
+            col(Adjustment.gift_id).in_(gift_ids),
+            col(Adjustment.applied_claim_id).is_(None),
+            col(Adjustment.withdrawn_at).is_(None),
+        )
         .group_by(col(Adjustment.gift_id))
     ).all()
     return {gift_id: int(total) for gift_id, total in rows}
