@@ -470,7 +470,8 @@ def key_recorded(session: Session, key: str) -> bool:
         "stripe_charge": [(Gift, "stripe_charge_id"), (Order, "stripe_charge_id")],
         "stripe_checkout_session": [(Gift, "stripe_checkout_session_id"), (Order, "stripe_checkout_session_id")],
         "gocardless_subscription": [(RegularGift, "gocardless_subscription_id")],
-        "gocardless_mandate": [(RegularGift, "gocardless_mandate_id")],
+        # A one-off Direct Debit's mandate is on its gift: an event waiting for it must find it recorded there too.
+        "gocardless_mandate": [(RegularGift, "gocardless_mandate_id"), (Gift, "gocardless_mandate_id")],
         "gocardless_payment": [(Gift, "gocardless_payment_id")],
     }
     return any(repository.exists(session, model, column, value) for model, column in lookups.get(kind, []))
