@@ -101,7 +101,9 @@ def test_gocardless_dashboard_subscription_of_an_erased_supporter_is_cancelled_a
         regular = session.exec(select(RegularGift).where(RegularGift.gocardless_subscription_id == extra)).one()
     assert regular.status == RegularGiftStatus.CANCELLED
     assert regular.cancel_requested_by == privacy.ERASURE_REQUEST
-    assert len(fake_gocardless.requests_to("POST", rf"/subscriptions/{extra}/actions/cancel")) == 1
+    # Asked at least once: the erasure's own job (ending what the supporter still has running) may run beside the
+    # adoption's cancellation and ask too; GoCardless answers the second as already cancelled.
+    assert len(fake_gocardless.requests_to("POST", rf"/subscriptions/{extra}/actions/cancel")) >= 1
     assert scenario.gocardless.subscriptions[extra]["status"] == "cancelled"
     assert regular.donor == {}
     assert_no_words(runtime, supporter)
